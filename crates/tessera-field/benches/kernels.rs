@@ -1,0 +1,32 @@
+//! Z_t convolution against f32 convolution on MiniONN-CIFAR's layer shapes (MAC/s, same run).
+//! `tessera bench kernels` prints the same comparison as a table.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tessera_field::kernels::{ConvGeometry, ConvKernel, ImageShape, Window2d, conv2d_f32, conv2d_zt};
+use tessera_field::zt;
+
+fn minionn_cifar_layers() -> Vec<(&'static str, ConvGeometry)> {
+    let c3 = |c, hw| ConvGeometry { input: ImageShape::new(c, hw, hw), out_channels: 64, window: Window2d { kernel: [3, 3], stride: [1, 1], pads: [1; 4] } };
+    vec![("conv 3→64 32×32", c3(3, 32)), ("conv 64→64 32×32", c3(64, 32)), ("conv 64→64 16×16", c3(64, 16)), ("conv 64→64 8×8", c3(64, 8)), ("fc 1024→10", ConvGeometry::dense(1024, 10))]
+}
+
+fn bench(c: &mut Criterion) {
+    let threads = rayon::current_num_threads();
+    for (name, g) in minionn_cifar_layers() {
+        let mut group = c.benchmark_group(name);
+        group.throughput(Throughput::Elements(g.macs() as u64));
+        let w: Vec<i64> = (0..g.out_channels * g.terms()).map(|i| (i as i64 * 7919) % 4001 - 2000).collect();
+        let x: Vec<u64> = (0..g.input.len()).map(|i| zt::mul(i as u64 + 1, 0x1234_5678_9abc)).collect();
+        let kernel = ConvKernel::new(g, &w).unwrap();
+        group.bench_function("Z_t", |b| b.iter(|| conv2d_zt(&kernel, &x, 1, threads)));
+        let wf: Vec<f32> = w.iter().map(|&v| v as f32 / 4096.0).collect();
+        let xf: Vec<f32> = (0..g.input.len()).map(|i| (i % 17) as f32 / 17.0).collect();
+        let mut out = vec![0.0; g.output().unwrap().len()];
+        let mut cols = Vec::new();
+        group.bench_function("f32", |b| b.iter(|| conv2d_f32(&g, &wf, &xf, 1, threads, &mut cols, &mut out)));
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,209 @@
+//! 2-D convolution (NCHW, stride, zero padding, batch) as im2col + matrix product, over `Z_t`
+//! (exact, through limbs) and over `f32`. A fully connected layer is the same kernel on a
+//! `K × 1 × 1` image with a `1 × 1` window.
+
+use rayon::prelude::*;
+
+use super::geometry::{ImageShape, Window2d};
+use super::im2col::im2col_row;
+use super::limbs::LimbPlan;
+use super::matmul::{GemmScalar, matmul};
+
+/// The shape of a convolution: input image, output channels and window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// Input image shape.
+    pub input: ImageShape,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel, stride and padding.
+    pub window: Window2d,
+}
+
+impl ConvGeometry {
+    /// A fully connected layer `in_features → out_features` as a convolution.
+    pub const fn dense(in_features: usize, out_features: usize) -> Self {
+        Self { input: ImageShape::new(in_features, 1, 1), out_channels: out_features, window: Window2d::square(1, 1) }
+    }
+
+    /// Output image shape, or `None` when the window does not fit the input.
+    pub fn output(&self) -> Option<ImageShape> {
+        let (h, w) = self.window.output_hw(self.input.h, self.input.w)?;
+        Some(ImageShape::new(self.out_channels, h, w))
+    }
+
+    /// Terms per output: `C · kh · kw`.
+    pub const fn terms(&self) -> usize {
+        self.input.c * self.window.size()
+    }
+
+    /// Multiply-accumulates per image.
+    pub fn macs(&self) -> usize {
+        self.output().map_or(0, |o| o.len() * self.terms())
+    }
+
+    /// Whether im2col is the identity (1×1 kernel, stride 1, no padding).
+    fn is_pointwise(&self) -> bool {
+        self.window == Window2d::square(1, 1)
+    }
+}
+
+/// Convolution weights for the exact `Z_t` kernel: small signed integers (fixed-point weights),
+/// `out_channels × terms`, row-major (OIHW flattened).
+#[derive(Debug, Clone)]
+pub struct ConvKernel {
+    geometry: ConvGeometry,
+    weights: Vec<f64>,
+    plan: LimbPlan,
+}
+
+impl ConvKernel {
+    /// Builds the kernel; `None` when the sizes disagree or the window does not fit.
+    pub fn new(geometry: ConvGeometry, weights: &[i64]) -> Option<Self> {
+        geometry.output()?;
+        if weights.len() != geometry.out_channels * geometry.terms() {
+            return None;
+        }
+        let max_abs = weights.iter().map(|w| w.unsigned_abs()).max().unwrap_or(0);
+        // Weights are small fixed-point integers, far below 2^53: the conversion is exact.
+        if max_abs >= 1 << 40 {
+            return None;
+        }
+        let plan = LimbPlan::for_product(max_abs, geometry.terms());
+        Some(Self { geometry, weights: weights.iter().map(|&w| w as f64).collect(), plan })
+    }
+
+    /// The convolution's shape.
+    pub fn geometry(&self) -> &ConvGeometry {
+        &self.geometry
+    }
+
+    /// The limb plan for this kernel's operands.
+    pub fn limb_plan(&self) -> LimbPlan {
+        self.plan
+    }
+}
+
+/// Column matrix for `batch` images of `planes` stacked operand planes (limbs, or 1 for f32):
+/// `terms × (planes · batch · P)`, plane `q` of image `b` at column block `q · batch + b`.
+/// Returns the number of columns.
+fn columns<T: Copy + Default + Send + Sync>(g: &ConvGeometry, src: &[T], planes: usize, batch: usize, cols: &mut Vec<T>) -> usize {
+    let p = g.output().expect("geometry checked at construction").plane();
+    let n = planes * batch * p;
+    cols.clear();
+    cols.resize(g.terms() * n, T::default());
+    let image = g.input.len();
+    cols.par_chunks_mut(n).enumerate().for_each(|(row, line)| {
+        for (blk, out) in line.chunks_mut(p).enumerate() {
+            im2col_row(&src[blk * image..(blk + 1) * image], g.input, &g.window, row, out);
+        }
+    });
+    n
+}
+
+/// Exact `Z_t` convolution without bias: `out[b] = W * input[b] mod t` for `batch` NCHW images.
+pub fn conv2d_zt(kernel: &ConvKernel, input: &[u64], batch: usize, threads: usize) -> Vec<u64> {
+    let g = &kernel.geometry;
+    assert_eq!(input.len(), batch * g.input.len(), "conv2d_zt input length");
+    let out = g.output().expect("geometry checked at construction");
+    let plan = kernel.plan;
+    let l = plan.count();
+    let mut limbs = vec![0.0f64; input.len() * l];
+    plan.split(input, &mut limbs);
+    let p = out.plane();
+    let mut cols = Vec::new();
+    let n = columns(g, &limbs, l, batch, &mut cols);
+    let m = g.out_channels;
+    let mut prod = vec![0.0f64; m * n];
+    matmul(m, n, g.terms(), &kernel.weights, &cols, &mut prod, threads);
+    let bp = batch * p;
+    let mut result = vec![0u64; batch * out.len()];
+    result.par_chunks_mut(out.len()).enumerate().for_each(|(b, img)| {
+        for (o, plane) in img.chunks_mut(p).enumerate() {
+            let row = &prod[o * n..(o + 1) * n];
+            for (j, v) in plane.iter_mut().enumerate() {
+                *v = plan.combine(|q| row[q * bp + b * p + j]);
+            }
+        }
+    });
+    result
+}
+
+/// `f32` convolution without bias for the plaintext engine; `cols` is reusable scratch.
+pub fn conv2d_f32(g: &ConvGeometry, weights: &[f32], input: &[f32], batch: usize, threads: usize, cols: &mut Vec<f32>, out: &mut [f32]) {
+    let o = g.output().expect("geometry checked at construction");
+    assert_eq!(input.len(), batch * g.input.len(), "conv2d_f32 input length");
+    assert_eq!(out.len(), batch * o.len(), "conv2d_f32 output length");
+    let (m, p) = (g.out_channels, o.plane());
+    if batch == 1 {
+        if g.is_pointwise() {
+            matmul(m, p, g.terms(), weights, input, out, threads);
+        } else {
+            columns(g, input, 1, 1, cols);
+            matmul(m, p, g.terms(), weights, cols, out, threads);
+        }
+        return;
+    }
+    let n = columns(g, input, 1, batch, cols);
+    let mut prod = vec![0.0f32; m * n];
+    matmul(m, n, g.terms(), weights, cols, &mut prod, threads);
+    scatter_batch(&prod, m, p, batch, out);
+}
+
+/// Rearranges a `m × (batch · P)` product into `batch` NCHW images.
+fn scatter_batch<T: GemmScalar>(prod: &[T], m: usize, p: usize, batch: usize, out: &mut [T]) {
+    for b in 0..batch {
+        for o in 0..m {
+            out[(b * m + o) * p..][..p].copy_from_slice(&prod[o * batch * p + b * p..][..p]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::reference;
+    use crate::zt;
+    use proptest::prelude::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::{RngCore, SeedableRng};
+
+    fn case(g: ConvGeometry, batch: usize, wmax: i64, seed: u64) {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let w: Vec<i64> = (0..g.out_channels * g.terms()).map(|_| (rng.next_u64() % (2 * wmax as u64 + 1)) as i64 - wmax).collect();
+        let x = zt::random_vec(&mut rng, batch * g.input.len());
+        let kernel = ConvKernel::new(g, &w).unwrap();
+        let expect = reference::conv2d_zt(&g, &w, &x, batch);
+        for threads in [1, 2] {
+            assert_eq!(conv2d_zt(&kernel, &x, batch, threads), expect, "{g:?} batch {batch} threads {threads}");
+        }
+        // The f32 kernel agrees with a float reference on small values.
+        let xf: Vec<f32> = (0..x.len()).map(|i| (i % 7) as f32 - 3.0).collect();
+        let wf: Vec<f32> = w.iter().map(|&v| (v % 5) as f32).collect();
+        let o = g.output().unwrap();
+        let mut out = vec![0.0; batch * o.len()];
+        conv2d_f32(&g, &wf, &xf, batch, 2, &mut Vec::new(), &mut out);
+        assert_eq!(out, reference::conv2d_f32(&g, &wf, &xf, batch));
+    }
+
+    #[test]
+    fn matches_reference_on_layer_shapes() {
+        let w = |k, s, p| Window2d { kernel: [k, k], stride: [s, s], pads: [p; 4] };
+        case(ConvGeometry { input: ImageShape::new(3, 8, 8), out_channels: 4, window: w(3, 1, 1) }, 1, 1 << 11, 1);
+        case(ConvGeometry { input: ImageShape::new(3, 9, 7), out_channels: 5, window: w(3, 2, 1) }, 3, 300, 2);
+        case(ConvGeometry { input: ImageShape::new(4, 6, 6), out_channels: 2, window: w(1, 1, 0) }, 2, 1 << 15, 3);
+        case(ConvGeometry { input: ImageShape::new(4, 6, 6), out_channels: 3, window: w(1, 1, 0) }, 1, 1 << 20, 4);
+        case(ConvGeometry::dense(50, 7), 4, 1 << 11, 5);
+        case(ConvGeometry { input: ImageShape::new(2, 12, 12), out_channels: 3, window: w(5, 1, 0) }, 2, 1 << 12, 6);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn random_geometries(c in 1usize..4, h in 1usize..9, w in 1usize..9, o in 1usize..4, k in 1usize..4, s in 1usize..3, p in 0usize..2, batch in 1usize..3, seed: u64) {
+            let g = ConvGeometry { input: ImageShape::new(c, h, w), out_channels: o, window: Window2d { kernel: [k, k], stride: [s, s], pads: [p; 4] } };
+            prop_assume!(g.output().is_some());
+            case(g, batch, 1 << 11, seed);
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! Fast exact kernels over `Z_t`, their `f32` twins for the plaintext engine, and naive
+//! references to test both against.
+//!
+//! A convolution is an im2col followed by a matrix product ([`conv`]). Over `Z_t` the product is
+//! exact through floating point: weights are small integers, the field operand is split into
+//! centered limbs small enough that every `f64` dot product stays below `2^53` ([`limbs`]), and
+//! the limb products are recombined modulo `t`. Results are exact integers, hence bit-identical
+//! for any thread count.
+
+pub mod conv;
+pub mod geometry;
+pub mod im2col;
+pub mod limbs;
+pub mod matmul;
+pub mod pool;
+pub mod reference;
+
+pub use conv::{ConvGeometry, ConvKernel, conv2d_f32, conv2d_zt};
+pub use geometry::{ImageShape, Window2d};

@@ -1,0 +1,74 @@
+//! Pooling over sliding windows, per channel. Positions in the zero padding are skipped, which is
+//! what max pooling means and what a sum pool gets from adding zeros.
+
+use rayon::prelude::*;
+
+use super::geometry::{ImageShape, Window2d};
+use crate::zt;
+
+/// Folds `fold` over every window of every channel of `batch` images into `out`
+/// (`batch × c × oh × ow`). Every window must hold at least one input position.
+pub fn pool<T: Copy + Send + Sync>(src: &[T], shape: ImageShape, win: &Window2d, batch: usize, fold: impl Fn(T, T) -> T + Sync, out: &mut [T]) {
+    let (oh, ow) = win.output_hw(shape.h, shape.w).expect("window checked when the layer was built");
+    assert_eq!(src.len(), batch * shape.len(), "pool input length");
+    assert_eq!(out.len(), batch * shape.c * oh * ow, "pool output length");
+    out.par_chunks_mut(oh * ow).enumerate().for_each(|(plane_idx, plane_out)| {
+        let plane = &src[plane_idx * shape.plane()..(plane_idx + 1) * shape.plane()];
+        for oy in 0..oh {
+            let y0 = (oy * win.stride[0]) as isize - win.pads[0] as isize;
+            let ys = y0.max(0) as usize..((y0 + win.kernel[0] as isize).min(shape.h as isize)) as usize;
+            for ox in 0..ow {
+                let x0 = (ox * win.stride[1]) as isize - win.pads[1] as isize;
+                let xs = x0.max(0) as usize..((x0 + win.kernel[1] as isize).min(shape.w as isize)) as usize;
+                let mut acc: Option<T> = None;
+                for y in ys.clone() {
+                    for &v in &plane[y * shape.w + xs.start..y * shape.w + xs.end] {
+                        acc = Some(acc.map_or(v, |a| fold(a, v)));
+                    }
+                }
+                plane_out[oy * ow + ox] = acc.expect("every window holds an input position");
+            }
+        }
+    });
+}
+
+/// Sum pool over `Z_t` (an average pool whose `1/k` was folded into the next layer).
+pub fn sum_pool_zt(src: &[u64], shape: ImageShape, win: &Window2d, batch: usize, out: &mut [u64]) {
+    pool(src, shape, win, batch, zt::add, out);
+}
+
+/// Max pool over the signed representatives of `Z_t` elements.
+pub fn max_pool_zt(src: &[u64], shape: ImageShape, win: &Window2d, batch: usize, out: &mut [u64]) {
+    pool(src, shape, win, batch, |a, b| if zt::to_i64(b) > zt::to_i64(a) { b } else { a }, out);
+}
+
+/// Max pool over `f32`.
+pub fn max_pool_f32(src: &[f32], shape: ImageShape, win: &Window2d, batch: usize, out: &mut [f32]) {
+    pool(src, shape, win, batch, f32::max, out);
+}
+
+/// Sum pool over `f32`.
+pub fn sum_pool_f32(src: &[f32], shape: ImageShape, win: &Window2d, batch: usize, out: &mut [f32]) {
+    pool(src, shape, win, batch, |a, b| a + b, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_and_sum_over_windows() {
+        let s = ImageShape::new(1, 4, 4);
+        let src: Vec<u64> = (0..16).map(|v| zt::from_i64(v - 8)).collect();
+        let mut out = vec![0; 4];
+        max_pool_zt(&src, s, &Window2d::square(2, 2), 1, &mut out);
+        assert_eq!(out.iter().map(|&v| zt::to_i64(v)).collect::<Vec<_>>(), vec![-3, -1, 5, 7]);
+        sum_pool_zt(&src, s, &Window2d::square(2, 2), 1, &mut out);
+        assert_eq!(out.iter().map(|&v| zt::to_i64(v)).collect::<Vec<_>>(), vec![-22, -14, 10, 18]);
+        let padded = Window2d { kernel: [3, 3], stride: [2, 2], pads: [1, 1, 1, 1] };
+        let f: Vec<f32> = (0..16).map(|v| v as f32).collect();
+        let mut out = vec![0.0; 4];
+        max_pool_f32(&f, s, &padded, 1, &mut out);
+        assert_eq!(out, vec![5.0, 7.0, 13.0, 15.0]);
+    }
+}

@@ -1,0 +1,181 @@
+//! The prime field `Z_t`.
+//!
+//! Elements are `u64` in canonical form `[0, t)`. `t = 2^61 − δ` with a small `δ`, so a
+//! product of two elements reduces with two folds of `2^61 ≡ δ` instead of a 128-bit division.
+//! The signed representative of `a` lies in `[−(t−1)/2, (t−1)/2]`.
+
+use rand_core::{CryptoRng, RngCore};
+
+/// The plaintext prime `t = 2^61 − 2031615 = 2305843009211662337`, `t ≡ 1 (mod 2^16)`.
+pub const T: u64 = 2_305_843_009_211_662_337;
+/// `2^61 − t`.
+const DELTA: u64 = (1 << 61) - T;
+const MASK61: u64 = (1 << 61) - 1;
+/// `(t − 1) / 2`: the largest positive signed representative.
+pub const HALF: u64 = (T - 1) / 2;
+/// `⌊log2 t⌋`: every integer below `2^LOG2_T` is a field element.
+pub const LOG2_T: u32 = 60;
+/// The largest power of two dividing `t − 1`: BFV batching works for ring degrees `N` with
+/// `2N` dividing this.
+pub const TWO_ADICITY: u32 = 16;
+
+/// `a + b mod t`.
+#[inline(always)]
+pub fn add(a: u64, b: u64) -> u64 {
+    let s = a + b;
+    if s >= T { s - T } else { s }
+}
+
+/// `a − b mod t`.
+#[inline(always)]
+pub fn sub(a: u64, b: u64) -> u64 {
+    if a >= b { a - b } else { a + T - b }
+}
+
+/// `−a mod t`.
+#[inline(always)]
+pub fn neg(a: u64) -> u64 {
+    if a == 0 { 0 } else { T - a }
+}
+
+/// Reduces any `x < 2^122` modulo `t`.
+#[inline(always)]
+pub fn reduce_u128(x: u128) -> u64 {
+    let y = (x >> 61) * DELTA as u128 + (x as u64 & MASK61) as u128; // < 2^83
+    let z = ((y >> 61) as u64) * DELTA + (y as u64 & MASK61); // < 2^61 + 2^43 < 2t
+    if z >= T { z - T } else { z }
+}
+
+/// Reduces a signed `|x| < 2^122` modulo `t`.
+#[inline(always)]
+pub fn reduce_i128(x: i128) -> u64 {
+    let r = reduce_u128(x.unsigned_abs());
+    if x < 0 { neg(r) } else { r }
+}
+
+/// `a · b mod t`.
+#[inline(always)]
+pub fn mul(a: u64, b: u64) -> u64 {
+    reduce_u128(a as u128 * b as u128)
+}
+
+/// The field element of a signed integer.
+#[inline(always)]
+pub fn from_i64(v: i64) -> u64 {
+    let r = v % T as i64;
+    if r < 0 { (r + T as i64) as u64 } else { r as u64 }
+}
+
+/// The signed representative of `a`, in `[−(t−1)/2, (t−1)/2]`.
+#[inline(always)]
+pub fn to_i64(a: u64) -> i64 {
+    if a > HALF { a as i64 - T as i64 } else { a as i64 }
+}
+
+/// `a^e mod t`, variable time in the public exponent.
+pub fn pow_vt(mut a: u64, mut e: u64) -> u64 {
+    let mut r = 1;
+    while e > 0 {
+        if e & 1 == 1 {
+            r = mul(r, a);
+        }
+        a = mul(a, a);
+        e >>= 1;
+    }
+    r
+}
+
+/// `a^−1 mod t` (Fermat), `None` for zero.
+pub fn inv(a: u64) -> Option<u64> {
+    (a != 0).then(|| pow_vt(a, T - 2))
+}
+
+/// A uniform element of `Z_t` (rejection sampling on 61 random bits).
+pub fn random<R: RngCore + CryptoRng + ?Sized>(rng: &mut R) -> u64 {
+    loop {
+        let x = rng.next_u64() >> 3;
+        if x < T {
+            return x;
+        }
+    }
+}
+
+/// `n` uniform elements of `Z_t`.
+pub fn random_vec<R: RngCore + CryptoRng + ?Sized>(rng: &mut R, n: usize) -> Vec<u64> {
+    (0..n).map(|_| random(rng)).collect()
+}
+
+/// `dst[i] += src[i] mod t`.
+pub fn add_assign(dst: &mut [u64], src: &[u64]) {
+    debug_assert_eq!(dst.len(), src.len());
+    dst.iter_mut().zip(src).for_each(|(d, &s)| *d = add(*d, s));
+}
+
+/// `dst[i] −= src[i] mod t`.
+pub fn sub_assign(dst: &mut [u64], src: &[u64]) {
+    debug_assert_eq!(dst.len(), src.len());
+    dst.iter_mut().zip(src).for_each(|(d, &s)| *d = sub(*d, s));
+}
+
+/// `dst[i] *= c mod t`.
+pub fn scale_assign(dst: &mut [u64], c: u64) {
+    dst.iter_mut().for_each(|d| *d = mul(*d, c));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn elem() -> impl Strategy<Value = u64> {
+        prop_oneof![0..T, Just(0), Just(1), Just(T - 1), Just(HALF), Just(HALF + 1)]
+    }
+
+    #[test]
+    fn constants_are_right() {
+        assert_eq!(T, (1u64 << 61) - 2_031_615);
+        assert_eq!((T - 1) % (1 << TWO_ADICITY), 0);
+        assert_ne!((T - 1) % (1 << (TWO_ADICITY + 1)), 0);
+        assert!(T >= 1 << LOG2_T && T < 1 << (LOG2_T + 1));
+        // t is prime: Fermat for a few bases plus the field-law tests below.
+        for base in [2u64, 3, 5, 7, 11, 13, 1_000_003] {
+            assert_eq!(pow_vt(base, T - 1), 1);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn ops_match_u128(a in elem(), b in elem()) {
+            let (a128, b128, t128) = (a as u128, b as u128, T as u128);
+            prop_assert_eq!(add(a, b) as u128, (a128 + b128) % t128);
+            prop_assert_eq!(sub(a, b) as u128, (a128 + t128 - b128) % t128);
+            prop_assert_eq!(mul(a, b) as u128, a128 * b128 % t128);
+            prop_assert_eq!(add(a, neg(a)), 0);
+        }
+
+        #[test]
+        fn field_laws(a in elem(), b in elem(), c in elem()) {
+            prop_assert_eq!(add(a, b), add(b, a));
+            prop_assert_eq!(mul(a, b), mul(b, a));
+            prop_assert_eq!(add(add(a, b), c), add(a, add(b, c)));
+            prop_assert_eq!(mul(mul(a, b), c), mul(a, mul(b, c)));
+            prop_assert_eq!(mul(a, add(b, c)), add(mul(a, b), mul(a, c)));
+            if a != 0 {
+                prop_assert_eq!(mul(a, inv(a).unwrap()), 1);
+            }
+        }
+
+        #[test]
+        fn reduce_matches_u128(x in any::<u128>()) {
+            let x = x >> 6;
+            prop_assert_eq!(reduce_u128(x) as u128, x % T as u128);
+            let s = x as i128 * if x & 1 == 0 { 1 } else { -1 };
+            prop_assert_eq!(reduce_i128(s) as i128, s.rem_euclid(T as i128));
+        }
+
+        #[test]
+        fn signed_lift_round_trips(v in -(HALF as i64)..=(HALF as i64)) {
+            prop_assert_eq!(to_i64(from_i64(v)), v);
+        }
+    }
+}
