@@ -90,7 +90,7 @@ impl ConvKernel {
 fn columns<T: Copy + Default + Send + Sync>(g: &ConvGeometry, src: &[T], planes: usize, batch: usize, cols: &mut Vec<T>) -> usize {
     let p = g.output().expect("geometry checked at construction").plane();
     let n = planes * batch * p;
-    cols.clear();
+    // Every element is overwritten below: only grow the buffer, never re-fill it.
     cols.resize(g.terms() * n, T::default());
     let image = g.input.len();
     cols.par_chunks_mut(n).enumerate().for_each(|(row, line)| {
@@ -101,30 +101,36 @@ fn columns<T: Copy + Default + Send + Sync>(g: &ConvGeometry, src: &[T], planes:
     n
 }
 
+thread_local! {
+    /// Per-thread scratch for the `Z_t` kernel (limbs, columns, limb products): reused across
+    /// calls so a layer does not pay fresh zeroed pages for its large temporaries.
+    static ZT_SCRATCH: std::cell::RefCell<[Vec<f64>; 3]> = const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+}
+
 /// Exact `Z_t` convolution without bias: `out[b] = W * input[b] mod t` for `batch` NCHW images.
 pub fn conv2d_zt(kernel: &ConvKernel, input: &[u64], batch: usize, threads: usize) -> Vec<u64> {
     let g = &kernel.geometry;
     assert_eq!(input.len(), batch * g.input.len(), "conv2d_zt input length");
     let out = g.output().expect("geometry checked at construction");
     let plan = kernel.plan;
-    let l = plan.count();
-    let mut limbs = vec![0.0f64; input.len() * l];
-    plan.split(input, &mut limbs);
     let p = out.plane();
-    let mut cols = Vec::new();
-    let n = columns(g, &limbs, l, batch, &mut cols);
     let m = g.out_channels;
-    let mut prod = vec![0.0f64; m * n];
-    matmul(m, n, g.terms(), &kernel.weights, &cols, &mut prod, threads);
-    let bp = batch * p;
     let mut result = vec![0u64; batch * out.len()];
-    result.par_chunks_mut(out.len()).enumerate().for_each(|(b, img)| {
-        for (o, plane) in img.chunks_mut(p).enumerate() {
-            let row = &prod[o * n..(o + 1) * n];
-            for (j, v) in plane.iter_mut().enumerate() {
-                *v = plan.combine(|q| row[q * bp + b * p + j]);
+    ZT_SCRATCH.with_borrow_mut(|[limbs, cols, prod]| {
+        limbs.resize(input.len() * plan.count(), 0.0);
+        plan.split(input, limbs);
+        let n = columns(g, limbs, plan.count(), batch, cols);
+        prod.resize(m * n, 0.0);
+        matmul(m, n, g.terms(), &kernel.weights, cols, prod, threads);
+        let bp = batch * p;
+        result.par_chunks_mut(out.len()).enumerate().for_each(|(b, img)| {
+            for (o, plane) in img.chunks_mut(p).enumerate() {
+                let row = &prod[o * n + b * p..(o + 1) * n];
+                for (j, v) in plane.iter_mut().enumerate() {
+                    *v = plan.combine(|q| row[q * bp + j]);
+                }
             }
-        }
+        });
     });
     result
 }

@@ -1,0 +1,234 @@
+//! The merging pass (PROTOCOLS.md section 2): fewer layers, multiplications and ReLUs, same
+//! function.
+//!
+//! * BatchNorm after a convolution or FC layer folds into its weights and bias.
+//! * Zero padding before a convolution folds into the convolution's padding.
+//! * `ReLU → max pool` becomes one fused max pool + ReLU (`max(window, 0)`: identical output,
+//!   one nonlinear step over `1/k` of the elements), and so does `max pool → ReLU`.
+//! * An average pool becomes a sum pool; its `1/k` moves into the next linear layer's weights
+//!   (positive scalings commute with ReLU and max pool), or into the previous linear layer when no
+//!   next one is reachable. The sum pool is exact in `Z_t`, the `1/k` would not be.
+
+use crate::error::Result;
+use crate::ir::{Model, Op, ValueId};
+
+/// What the merging pass changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MergeReport {
+    /// Nodes before.
+    pub layers_before: usize,
+    /// Nodes after.
+    pub layers_after: usize,
+    /// BatchNorm nodes folded into a linear layer.
+    pub batchnorms_folded: usize,
+    /// Pad nodes folded into a convolution.
+    pub pads_folded: usize,
+    /// ReLUs fused with a max pool.
+    pub relus_fused: usize,
+    /// Average pools turned into sum pools.
+    pub avgpools_folded: usize,
+    /// Multiplications per image removed.
+    pub multiplications_saved: u64,
+    /// ReLU evaluations per image before.
+    pub relus_before: u64,
+    /// ReLU evaluations per image after.
+    pub relus_after: u64,
+}
+
+/// Runs every merging step and reports what changed.
+pub fn merge(model: &Model) -> Result<(Model, MergeReport)> {
+    let mut report = MergeReport {
+        layers_before: model.nodes().len(),
+        relus_before: crate::cost::relu_count(model),
+        ..Default::default()
+    };
+    let m = fold_batchnorm(model, &mut report)?;
+    let m = fold_pad(&m, &mut report)?;
+    let m = fuse_relu_maxpool(&m, &mut report)?;
+    let m = fold_avgpool(&m, &mut report)?;
+    report.layers_after = m.nodes().len();
+    report.relus_after = crate::cost::relu_count(&m);
+    Ok((m, report))
+}
+
+/// A model being edited: nodes may be removed, their output aliased to another value.
+struct Draft<'a> {
+    model: &'a Model,
+    nodes: Vec<Option<(String, Op, Vec<ValueId>)>>,
+    alias: Vec<ValueId>,
+    readers: Vec<Vec<usize>>,
+}
+
+impl<'a> Draft<'a> {
+    fn new(model: &'a Model) -> Self {
+        let mut readers = vec![Vec::new(); model.nodes().len() + 1];
+        for (i, n) in model.nodes().iter().enumerate() {
+            for &v in &n.inputs {
+                readers[v].push(i);
+            }
+        }
+        Self {
+            model,
+            nodes: model.nodes().iter().map(|n| Some((n.name.clone(), n.op.clone(), n.inputs.clone()))).collect(),
+            alias: (0..=model.nodes().len()).collect(),
+            readers,
+        }
+    }
+
+    /// The only node reading value `v`, if `v` has exactly one reader and is not the output.
+    fn sole_reader(&self, v: ValueId) -> Option<usize> {
+        (self.readers[v].len() == 1 && v != self.model.output()).then(|| self.readers[v][0])
+    }
+
+    /// The node producing value `v`, if any.
+    fn producer(&self, v: ValueId) -> Option<usize> {
+        v.checked_sub(1)
+    }
+
+    fn remove(&mut self, node: usize, alias_to: ValueId) {
+        self.nodes[node] = None;
+        self.alias[node + 1] = alias_to;
+    }
+
+    fn op_mut(&mut self, node: usize) -> &mut Op {
+        &mut self.nodes[node].as_mut().expect("live node").1
+    }
+
+    fn finish(self) -> Result<Model> {
+        let resolve = |mut v: ValueId| {
+            while self.alias[v] != v {
+                v = self.alias[v];
+            }
+            v
+        };
+        let mut new_id = vec![0; self.alias.len()];
+        let mut nodes = Vec::new();
+        for (i, n) in self.nodes.into_iter().enumerate() {
+            if let Some((name, op, inputs)) = n {
+                let inputs = inputs.into_iter().map(|v| new_id[resolve(v)]).collect();
+                nodes.push((name, op, inputs));
+                new_id[i + 1] = nodes.len();
+            }
+        }
+        Model::new(self.model.input_shape(), nodes, new_id[resolve(self.model.output())], self.model.meta.clone())
+    }
+}
+
+fn fold_batchnorm(model: &Model, report: &mut MergeReport) -> Result<Model> {
+    let mut d = Draft::new(model);
+    for (i, node) in model.nodes().iter().enumerate() {
+        let Op::BatchNorm { scale, shift } = &node.op else { continue };
+        let v = node.inputs[0];
+        let Some(j) = d.producer(v).filter(|_| d.sole_reader(v) == Some(i)) else { continue };
+        let Op::Linear(l) = d.op_mut(j) else { continue };
+        let per_out = l.geometry.terms();
+        for (o, w) in l.weight.chunks_mut(per_out).enumerate() {
+            w.iter_mut().for_each(|w| *w *= scale[o]);
+        }
+        let bias = l.bias.get_or_insert_with(|| vec![0.0; scale.len()]);
+        for (o, b) in bias.iter_mut().enumerate() {
+            *b = *b * scale[o] + shift[o];
+        }
+        report.batchnorms_folded += 1;
+        report.multiplications_saved += node.shape.len() as u64;
+        d.remove(i, v);
+    }
+    d.finish()
+}
+
+fn fold_pad(model: &Model, report: &mut MergeReport) -> Result<Model> {
+    let mut d = Draft::new(model);
+    for (i, node) in model.nodes().iter().enumerate() {
+        let Op::Linear(l) = &node.op else { continue };
+        let v = node.inputs[0];
+        if l.dense {
+            continue;
+        }
+        let Some(j) = d.producer(v).filter(|_| d.sole_reader(v) == Some(i)) else { continue };
+        let Op::Pad { pads } = model.nodes()[j].op else { continue };
+        let source = model.nodes()[j].inputs[0];
+        let source_shape = model.value_shape(source);
+        let (name, op, inputs) = d.nodes[i].as_mut().expect("live node");
+        let _ = name;
+        if let Op::Linear(l) = op {
+            l.geometry.input = source_shape;
+            for (p, extra) in l.geometry.window.pads.iter_mut().zip(pads) {
+                *p += extra;
+            }
+        }
+        *inputs = vec![source];
+        d.nodes[j] = None;
+        report.pads_folded += 1;
+    }
+    d.finish()
+}
+
+fn fuse_relu_maxpool(model: &Model, report: &mut MergeReport) -> Result<Model> {
+    let mut d = Draft::new(model);
+    for (i, node) in model.nodes().iter().enumerate() {
+        let v = node.inputs[0];
+        let Some(j) = d.producer(v).filter(|_| d.sole_reader(v) == Some(i)) else { continue };
+        if d.nodes[j].is_none() {
+            continue;
+        }
+        match (&model.nodes()[j].op, &node.op) {
+            // ReLU → max pool  ⇒  max pool + ReLU on the ReLU's input.
+            (Op::Relu, Op::MaxPool { relu: false, .. }) => {
+                let source = model.nodes()[j].inputs[0];
+                let (_, op, inputs) = d.nodes[i].as_mut().expect("live node");
+                if let Op::MaxPool { relu, .. } = op {
+                    *relu = true;
+                }
+                *inputs = vec![source];
+                d.nodes[j] = None;
+            }
+            // max pool → ReLU  ⇒  one fused step.
+            (Op::MaxPool { relu: false, .. }, Op::Relu) => {
+                if let Op::MaxPool { relu, .. } = d.op_mut(j) {
+                    *relu = true;
+                }
+                d.remove(i, v);
+            }
+            _ => continue,
+        }
+        report.relus_fused += 1;
+    }
+    d.finish()
+}
+
+fn fold_avgpool(model: &Model, report: &mut MergeReport) -> Result<Model> {
+    let mut d = Draft::new(model);
+    for (i, node) in model.nodes().iter().enumerate() {
+        let Op::AvgPool { window } = node.op else { continue };
+        let factor = 1.0 / window.size() as f32;
+        // Forward: through ops that commute with a positive scaling, to the next linear layer.
+        let mut cur = i + 1;
+        let mut target = None;
+        while let Some(r) = d.sole_reader(cur) {
+            match &model.nodes()[r].op {
+                Op::Linear(_) => {
+                    target = Some((r, false));
+                    break;
+                }
+                Op::Relu | Op::MaxPool { .. } | Op::SumPool { .. } | Op::Flatten | Op::Pad { .. } => cur = r + 1,
+                _ => break,
+            }
+        }
+        // Backward: into the producing linear layer, bias included.
+        if target.is_none() {
+            let v = node.inputs[0];
+            target = d.producer(v).filter(|&j| d.sole_reader(v) == Some(i) && matches!(model.nodes()[j].op, Op::Linear(_))).map(|j| (j, true));
+        }
+        let Some((t, with_bias)) = target else { continue };
+        if let Op::Linear(l) = d.op_mut(t) {
+            l.weight.iter_mut().for_each(|w| *w *= factor);
+            if with_bias && let Some(b) = &mut l.bias {
+                b.iter_mut().for_each(|b| *b *= factor);
+            }
+        }
+        *d.op_mut(i) = Op::SumPool { window };
+        report.avgpools_folded += 1;
+        report.multiplications_saved += node.shape.len() as u64;
+    }
+    d.finish()
+}

@@ -1,0 +1,100 @@
+//! The `f32` engine: the plaintext baseline every secure suite is timed against.
+//!
+//! Convolutions run as im2col + GEMM through the same kernels as the `Z_t` engine; buffers are
+//! kept between runs so a query allocates nothing large.
+
+use tessera_field::kernels::conv::conv2d_f32;
+use tessera_field::kernels::pool::{max_pool_f32, sum_pool_f32};
+
+use crate::error::{ModelError, Result};
+use crate::ir::{Model, Op};
+
+/// Runs a model in `f32`. Holds per-value buffers and im2col scratch between runs.
+#[derive(Debug)]
+pub struct PlainEngine<'m> {
+    model: &'m Model,
+    values: Vec<Vec<f32>>,
+    cols: Vec<f32>,
+    threads: usize,
+}
+
+impl<'m> PlainEngine<'m> {
+    /// An engine for `model` using the current rayon pool.
+    pub fn new(model: &'m Model) -> Self {
+        Self { model, values: vec![Vec::new(); model.nodes().len() + 1], cols: Vec::new(), threads: rayon::current_num_threads() }
+    }
+
+    /// Logits for `batch` images (NCHW, normalized).
+    pub fn run(&mut self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
+        self.run_observed(input, batch, &mut |_, _| {})
+    }
+
+    /// Like [`run`](Self::run), calling `observe(node index, output)` after every node.
+    pub fn run_observed(&mut self, input: &[f32], batch: usize, observe: &mut dyn FnMut(usize, &[f32])) -> Result<Vec<f32>> {
+        let model = self.model;
+        let expected = model.input_shape().len();
+        if input.len() != expected * batch || batch == 0 {
+            return Err(ModelError::InputLength { expected, batch, actual: input.len() });
+        }
+        self.values[0].clear();
+        self.values[0].extend_from_slice(input);
+        for (i, node) in model.nodes().iter().enumerate() {
+            let (done, rest) = self.values.split_at_mut(i + 1);
+            let out = &mut rest[0];
+            let x = &done[node.inputs[0]];
+            let in_shape = model.value_shape(node.inputs[0]);
+            out.clear();
+            out.resize(batch * node.shape.len(), 0.0);
+            match &node.op {
+                Op::Linear(l) => {
+                    conv2d_f32(&l.geometry, &l.weight, x, batch, self.threads, &mut self.cols, out);
+                    if let Some(b) = &l.bias {
+                        let plane = node.shape.plane();
+                        for (chunk, &bv) in out.chunks_mut(plane).zip(b.iter().cycle()) {
+                            chunk.iter_mut().for_each(|v| *v += bv);
+                        }
+                    }
+                }
+                Op::BatchNorm { scale, shift } => {
+                    let plane = node.shape.plane();
+                    for (k, (o, xs)) in out.chunks_mut(plane).zip(x.chunks(plane)).enumerate() {
+                        let c = k % node.shape.c;
+                        o.iter_mut().zip(xs).for_each(|(o, &v)| *o = v * scale[c] + shift[c]);
+                    }
+                }
+                Op::Relu => out.iter_mut().zip(x).for_each(|(o, &v)| *o = v.max(0.0)),
+                Op::MaxPool { window, relu } => {
+                    max_pool_f32(x, in_shape, window, batch, out);
+                    if *relu {
+                        out.iter_mut().for_each(|v| *v = v.max(0.0));
+                    }
+                }
+                Op::AvgPool { window } => {
+                    sum_pool_f32(x, in_shape, window, batch, out);
+                    let k = 1.0 / window.size() as f32;
+                    out.iter_mut().for_each(|v| *v *= k);
+                }
+                Op::SumPool { window } => sum_pool_f32(x, in_shape, window, batch, out),
+                Op::Flatten => out.copy_from_slice(x),
+                Op::Add => {
+                    let y = &done[node.inputs[1]];
+                    out.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (&a, &b))| *o = a + b);
+                }
+                Op::Pad { pads } => pad_into(x, in_shape, *pads, out, 0.0),
+            }
+            observe(i, out);
+        }
+        Ok(self.values[model.output()].clone())
+    }
+}
+
+/// Zero-pads every channel of every image of `x` into `out` (already sized).
+pub fn pad_into<T: Copy>(x: &[T], s: tessera_field::kernels::ImageShape, pads: [usize; 4], out: &mut [T], zero: T) {
+    let (oh, ow) = (s.h + pads[0] + pads[2], s.w + pads[1] + pads[3]);
+    out.fill(zero);
+    for (o, i) in out.chunks_mut(oh * ow).zip(x.chunks(s.plane())) {
+        for y in 0..s.h {
+            o[(y + pads[0]) * ow + pads[1]..][..s.w].copy_from_slice(&i[y * s.w..][..s.w]);
+        }
+    }
+}

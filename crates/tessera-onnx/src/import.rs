@@ -1,0 +1,510 @@
+//! The importer: a table from op name to builder over a typed environment of graph values and
+//! constants.
+
+use std::collections::HashMap;
+
+use prost::Message;
+use tessera_field::kernels::{ConvGeometry, ImageShape, Window2d};
+use tessera_model::ModelError;
+use tessera_model::ir::{Linear, Model, Op, ValueId, output_shape};
+use tessera_model::meta::ModelMeta;
+
+use crate::error::{ImportError, Result};
+use crate::proto::{AttributeProto, ModelProto, NodeProto, TensorProto, data_type};
+
+/// Lowest default-domain opset accepted.
+pub const MIN_OPSET: i64 = 13;
+/// Highest default-domain opset accepted.
+pub const MAX_OPSET: i64 = 20;
+
+/// Bounds checked before anything is allocated from a size in the file.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest model file, in bytes.
+    pub max_file_bytes: u64,
+    /// Largest tensor, in elements.
+    pub max_tensor_elements: u64,
+    /// Largest image dimension (channels, height, width).
+    pub max_dim: u64,
+    /// Most nodes in the graph.
+    pub max_nodes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_file_bytes: 256 << 20, max_tensor_elements: 1 << 26, max_dim: 1 << 14, max_nodes: 10_000 }
+    }
+}
+
+/// Imports the ONNX file at `path`.
+pub fn import_file(path: &std::path::Path, limits: &Limits) -> Result<Model> {
+    let io = |e: std::io::Error| ImportError::Io { path: path.display().to_string(), reason: e.to_string() };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > limits.max_file_bytes {
+        return Err(ImportError::TooLarge { actual: len, maximum: limits.max_file_bytes });
+    }
+    import_bytes(&std::fs::read(path).map_err(io)?, limits)
+}
+
+/// Imports an ONNX model from its bytes.
+pub fn import_bytes(bytes: &[u8], limits: &Limits) -> Result<Model> {
+    if bytes.len() as u64 > limits.max_file_bytes {
+        return Err(ImportError::TooLarge { actual: bytes.len() as u64, maximum: limits.max_file_bytes });
+    }
+    let model = ModelProto::decode(bytes).map_err(|e| ImportError::NotProtobuf(e.to_string()))?;
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|o| matches!(o.domain.as_deref(), None | Some("") | Some("ai.onnx")))
+        .and_then(|o| o.version)
+        .unwrap_or(0);
+    if !(MIN_OPSET..=MAX_OPSET).contains(&opset) {
+        return Err(ImportError::UnsupportedOpset { version: opset, min: MIN_OPSET, max: MAX_OPSET });
+    }
+    let meta = match model.metadata_props.iter().find(|p| p.key.as_deref() == Some("tessera")) {
+        Some(p) => serde_json::from_str::<ModelMeta>(p.value.as_deref().unwrap_or("")).map_err(|e| ImportError::Metadata(e.to_string()))?,
+        None => ModelMeta::default(),
+    };
+    let graph = model.graph.ok_or(ImportError::NoGraph)?;
+    if graph.node.len() > limits.max_nodes {
+        return Err(ImportError::Oversized { what: "graph".into(), actual: graph.node.len() as u64, maximum: limits.max_nodes as u64 });
+    }
+    let mut b = Builder { limits: *limits, constants: HashMap::new(), values: HashMap::new(), nodes: Vec::new(), shapes: Vec::new() };
+    for t in graph.initializer {
+        b.constants.insert(t.name.clone().unwrap_or_default(), t);
+    }
+    let input = graph
+        .input
+        .iter()
+        .find(|i| !b.constants.contains_key(i.name.as_deref().unwrap_or("")))
+        .ok_or_else(|| ImportError::Input("the graph has no non-constant input".into()))?;
+    let input_shape = b.input_shape(input)?;
+    b.values.insert(input.name.clone().unwrap_or_default(), 0);
+    b.shapes.push(input_shape);
+    for (index, node) in graph.node.iter().enumerate() {
+        b.node(node, index)?;
+    }
+    let out_name = graph.output.first().and_then(|o| o.name.clone()).ok_or_else(|| ImportError::Input("the graph has no output".into()))?;
+    let output = *b.values.get(&out_name).ok_or_else(|| ImportError::MissingInput { node: "<graph output>".into(), op: "-".into(), input: out_name })?;
+    Ok(Model::new(input_shape, b.nodes, output, meta)?)
+}
+
+struct Builder {
+    limits: Limits,
+    constants: HashMap<String, TensorProto>,
+    values: HashMap<String, ValueId>,
+    nodes: Vec<(String, Op, Vec<ValueId>)>,
+    shapes: Vec<ImageShape>,
+}
+
+/// The node being imported, for error messages.
+struct Ctx<'a> {
+    node: &'a NodeProto,
+    name: String,
+    op: &'a str,
+}
+
+impl Ctx<'_> {
+    fn attr(&self, name: &str) -> Option<&AttributeProto> {
+        self.node.attribute.iter().find(|a| a.name.as_deref() == Some(name))
+    }
+
+    fn attr_err(&self, attribute: &str, detail: impl Into<String>) -> ImportError {
+        ImportError::Attribute { node: self.name.clone(), op: self.op.to_string(), attribute: attribute.to_string(), detail: detail.into() }
+    }
+
+    fn int(&self, name: &str, default: i64) -> i64 {
+        self.attr(name).and_then(|a| a.i).unwrap_or(default)
+    }
+
+    fn float(&self, name: &str, default: f32) -> f32 {
+        self.attr(name).and_then(|a| a.f).unwrap_or(default)
+    }
+
+    fn ints(&self, name: &str) -> Option<&[i64]> {
+        self.attr(name).map(|a| a.ints.as_slice())
+    }
+
+    fn shape_err(&self, detail: impl Into<String>) -> ImportError {
+        ImportError::Shape { node: self.name.clone(), op: self.op.to_string(), detail: detail.into() }
+    }
+
+    /// Requires an integer attribute to have one value.
+    fn require(&self, name: &str, default: i64, allowed: i64) -> Result<()> {
+        let v = self.int(name, default);
+        if v != allowed { Err(self.attr_err(name, format!("{v} is not supported (only {allowed})"))) } else { Ok(()) }
+    }
+
+    fn require_no_auto_pad(&self) -> Result<()> {
+        match self.attr("auto_pad").and_then(|a| a.s.as_deref()) {
+            None | Some(b"NOTSET") => Ok(()),
+            Some(other) => Err(self.attr_err("auto_pad", format!("`{}` is not supported (only NOTSET)", String::from_utf8_lossy(other)))),
+        }
+    }
+
+    /// A 2-D window from `kernel_shape`, `strides`, `pads`, `dilations`.
+    fn window(&self, kernel: Option<[usize; 2]>) -> Result<Window2d> {
+        self.require_no_auto_pad()?;
+        let pair = |name: &str, v: Option<&[i64]>, default: usize| -> Result<[usize; 2]> {
+            match v {
+                None => Ok([default; 2]),
+                Some([a, b]) if *a >= 1 && *b >= 1 && *a <= 1 << 12 && *b <= 1 << 12 => Ok([*a as usize, *b as usize]),
+                Some(other) => Err(self.attr_err(name, format!("{other:?} is not two positive values"))),
+            }
+        };
+        if let Some(d) = self.ints("dilations")
+            && d.iter().any(|&v| v != 1)
+        {
+            return Err(self.attr_err("dilations", format!("{d:?} is not supported (only 1)")));
+        }
+        let kernel = match (kernel, self.ints("kernel_shape")) {
+            (Some(k), Some(ks)) if pair("kernel_shape", Some(ks), 1)? != k => return Err(self.attr_err("kernel_shape", format!("{ks:?} disagrees with the weights {k:?}"))),
+            (Some(k), _) => k,
+            (None, ks @ Some(_)) => pair("kernel_shape", ks, 1)?,
+            (None, None) => return Err(self.attr_err("kernel_shape", "missing")),
+        };
+        let stride = pair("strides", self.ints("strides"), 1)?;
+        let pads = match self.ints("pads") {
+            None => [0; 4],
+            Some([t, l, b, r]) if [t, l, b, r].iter().all(|&&p| (0..=1 << 12).contains(&p)) => [*t as usize, *l as usize, *b as usize, *r as usize],
+            Some(other) => Err(self.attr_err("pads", format!("{other:?} is not four non-negative values")))?,
+        };
+        Ok(Window2d { kernel, stride, pads })
+    }
+}
+
+impl Builder {
+    fn input_shape(&self, input: &crate::proto::ValueInfoProto) -> Result<ImageShape> {
+        let dims = input
+            .r#type
+            .as_ref()
+            .and_then(|t| t.tensor_type.as_ref())
+            .and_then(|t| t.shape.as_ref())
+            .map(|s| s.dim.as_slice())
+            .ok_or_else(|| ImportError::Input("no static shape".into()))?;
+        let elem = input.r#type.as_ref().and_then(|t| t.tensor_type.as_ref()).and_then(|t| t.elem_type).unwrap_or(0);
+        if elem != data_type::FLOAT {
+            return Err(ImportError::Input(format!("element type {elem} is not float")));
+        }
+        let mut shape = Vec::new();
+        for (i, d) in dims.iter().enumerate() {
+            match (i, d.dim_value, &d.dim_param) {
+                (0, _, Some(_)) | (0, Some(1), _) => {}
+                (0, v, _) => return Err(ImportError::Input(format!("batch dimension {v:?} is neither named nor 1"))),
+                (_, Some(v), _) if v >= 1 && v as u64 <= self.limits.max_dim => shape.push(v as usize),
+                (_, v, p) => return Err(ImportError::Input(format!("dimension {i} ({v:?}, {p:?}) is not a static size in 1..={}", self.limits.max_dim))),
+            }
+        }
+        let s = match shape[..] {
+            [c, h, w] => ImageShape::new(c, h, w),
+            [k] => ImageShape::new(k, 1, 1),
+            _ => return Err(ImportError::Input(format!("rank {} is not 4 (NCHW) or 2 (NK)", dims.len()))),
+        };
+        if s.len() as u64 > self.limits.max_tensor_elements {
+            return Err(ImportError::Oversized { what: "graph input".into(), actual: s.len() as u64, maximum: self.limits.max_tensor_elements });
+        }
+        Ok(s)
+    }
+
+    /// A constant tensor as `f32` with its dims, checked for size, type and finiteness.
+    fn tensor_f32(&self, ctx: &Ctx, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        let t = self.constants.get(name).ok_or_else(|| {
+            if self.values.contains_key(name) {
+                ImportError::MissingInitializer { node: ctx.name.clone(), op: ctx.op.to_string(), input: name.to_string() }
+            } else {
+                ImportError::MissingInput { node: ctx.name.clone(), op: ctx.op.to_string(), input: name.to_string() }
+            }
+        })?;
+        let err = |detail: String| ImportError::Tensor { tensor: name.to_string(), detail };
+        let dims = self.dims(name, t)?;
+        let n: usize = dims.iter().product();
+        if t.data_location == Some(1) {
+            return Err(err("external data is not supported".into()));
+        }
+        let values: Vec<f32> = match (t.data_type.unwrap_or(0), &t.raw_data) {
+            (data_type::FLOAT, Some(raw)) if raw.len() == 4 * n => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            (data_type::FLOAT, None) if t.float_data.len() == n => t.float_data.clone(),
+            (data_type::DOUBLE, Some(raw)) if raw.len() == 8 * n => raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
+            (data_type::DOUBLE, None) if t.double_data.len() == n => t.double_data.iter().map(|&v| v as f32).collect(),
+            (data_type::FLOAT | data_type::DOUBLE, _) => return Err(err(format!("data does not hold the {n} elements its dims declare"))),
+            (other, _) => return Err(err(format!("data type {other} is not float"))),
+        };
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(err("contains NaN or infinite values".into()));
+        }
+        Ok((dims, values))
+    }
+
+    /// A constant integer tensor (shapes, pads).
+    fn tensor_i64(&self, ctx: &Ctx, name: &str) -> Result<Vec<i64>> {
+        let t = self.constants.get(name).ok_or_else(|| ImportError::MissingInitializer { node: ctx.name.clone(), op: ctx.op.to_string(), input: name.to_string() })?;
+        let n: usize = self.dims(name, t)?.iter().product();
+        let err = |detail: String| ImportError::Tensor { tensor: name.to_string(), detail };
+        let v: Vec<i64> = match (t.data_type.unwrap_or(0), &t.raw_data) {
+            (data_type::INT64, Some(raw)) if raw.len() == 8 * n => raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
+            (data_type::INT64, None) if t.int64_data.len() == n => t.int64_data.clone(),
+            (data_type::INT32, Some(raw)) if raw.len() == 4 * n => raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64).collect(),
+            (data_type::INT32, None) if t.int32_data.len() == n => t.int32_data.iter().map(|&v| v as i64).collect(),
+            (data_type::INT64 | data_type::INT32, _) => return Err(err(format!("data does not hold the {n} elements its dims declare"))),
+            (other, _) => return Err(err(format!("data type {other} is not an integer"))),
+        };
+        Ok(v)
+    }
+
+    fn dims(&self, name: &str, t: &TensorProto) -> Result<Vec<usize>> {
+        let mut n: u64 = 1;
+        let mut dims = Vec::with_capacity(t.dims.len().min(8));
+        if t.dims.len() > 8 {
+            return Err(ImportError::Tensor { tensor: name.to_string(), detail: format!("rank {} is too high", t.dims.len()) });
+        }
+        for &d in &t.dims {
+            if d < 0 {
+                return Err(ImportError::Tensor { tensor: name.to_string(), detail: format!("negative dimension {d}") });
+            }
+            n = n.saturating_mul(d as u64);
+            dims.push(d as usize);
+        }
+        if n > self.limits.max_tensor_elements {
+            return Err(ImportError::Oversized { what: format!("tensor `{name}`"), actual: n, maximum: self.limits.max_tensor_elements });
+        }
+        Ok(dims)
+    }
+
+    /// The graph value read by input `i` of the node.
+    fn value(&self, ctx: &Ctx, i: usize) -> Result<ValueId> {
+        let name = ctx.node.input.get(i).ok_or_else(|| ctx.shape_err(format!("missing input {i}")))?;
+        self.values.get(name).copied().ok_or_else(|| {
+            if self.constants.contains_key(name) {
+                ctx.shape_err(format!("input `{name}` is a constant where a graph value is expected"))
+            } else {
+                ImportError::MissingInput { node: ctx.name.clone(), op: ctx.op.to_string(), input: name.clone() }
+            }
+        })
+    }
+
+    fn push(&mut self, ctx: &Ctx, op: Op, inputs: Vec<ValueId>) -> Result<()> {
+        // Infer the shape now, so that errors name the ONNX node.
+        let input_shapes: Vec<ImageShape> = inputs.iter().map(|&v| self.shapes[v]).collect();
+        let shape = output_shape(&ctx.name, &op, &input_shapes).map_err(|e| match e {
+            ModelError::Shape { detail, .. } => ctx.shape_err(detail),
+            other => ImportError::Model(other),
+        })?;
+        self.nodes.push((ctx.name.clone(), op, inputs));
+        self.shapes.push(shape);
+        self.bind_output(ctx, self.shapes.len() - 1)
+    }
+
+    fn bind_output(&mut self, ctx: &Ctx, v: ValueId) -> Result<()> {
+        let out = ctx.node.output.first().ok_or_else(|| ctx.shape_err("no output"))?;
+        self.values.insert(out.clone(), v);
+        Ok(())
+    }
+
+    fn node(&mut self, node: &NodeProto, index: usize) -> Result<()> {
+        let op = node.op_type.as_deref().unwrap_or("");
+        let name = node.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| format!("{op}#{index}"));
+        let ctx = Ctx { node, name, op };
+        if !matches!(node.domain.as_deref(), None | Some("") | Some("ai.onnx")) {
+            return Err(ImportError::UnsupportedOp { node: ctx.name, op: format!("{}.{op}", node.domain.as_deref().unwrap_or("")) });
+        }
+        match op {
+            "Conv" => self.conv(&ctx),
+            "Gemm" => self.gemm(&ctx),
+            "MatMul" => self.matmul(&ctx),
+            "Add" => self.add(&ctx),
+            "BatchNormalization" => self.batchnorm(&ctx),
+            "Relu" => {
+                let x = self.value(&ctx, 0)?;
+                self.push(&ctx, Op::Relu, vec![x])
+            }
+            "MaxPool" => {
+                let x = self.value(&ctx, 0)?;
+                ctx.require("ceil_mode", 0, 0)?;
+                ctx.require("storage_order", 0, 0)?;
+                if node.output.len() > 1 {
+                    return Err(ctx.attr_err("Indices", "the indices output is not supported"));
+                }
+                let window = ctx.window(None)?;
+                self.push(&ctx, Op::MaxPool { window, relu: false }, vec![x])
+            }
+            "AveragePool" => {
+                let x = self.value(&ctx, 0)?;
+                ctx.require("ceil_mode", 0, 0)?;
+                let window = ctx.window(None)?;
+                if window.pads != [0; 4] && ctx.int("count_include_pad", 0) == 0 {
+                    return Err(ctx.attr_err("count_include_pad", "0 with padding is not a uniform average"));
+                }
+                self.push(&ctx, Op::AvgPool { window }, vec![x])
+            }
+            "GlobalAveragePool" => {
+                let x = self.value(&ctx, 0)?;
+                let s = self.shapes[x];
+                self.push(&ctx, Op::AvgPool { window: Window2d { kernel: [s.h, s.w], stride: [1, 1], pads: [0; 4] } }, vec![x])
+            }
+            "Flatten" => {
+                let x = self.value(&ctx, 0)?;
+                ctx.require("axis", 1, 1)?;
+                self.push(&ctx, Op::Flatten, vec![x])
+            }
+            "Reshape" => self.reshape(&ctx),
+            "Pad" => self.pad(&ctx),
+            "Identity" | "Dropout" => {
+                let x = self.value(&ctx, 0)?;
+                self.bind_output(&ctx, x)
+            }
+            "Constant" => {
+                let t = ctx.attr("value").and_then(|a| a.t.clone()).ok_or_else(|| ctx.attr_err("value", "only tensor constants are supported"))?;
+                let out = node.output.first().ok_or_else(|| ctx.shape_err("no output"))?;
+                self.dims(out, &t)?;
+                self.constants.insert(out.clone(), t);
+                Ok(())
+            }
+            _ => Err(ImportError::UnsupportedOp { node: ctx.name, op: op.to_string() }),
+        }
+    }
+
+    fn conv(&mut self, ctx: &Ctx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        ctx.require("group", 1, 1)?;
+        let wname = ctx.node.input.get(1).ok_or_else(|| ctx.shape_err("missing weights"))?;
+        let (dims, weight) = self.tensor_f32(ctx, wname)?;
+        let [o, c, kh, kw] = dims[..] else {
+            return Err(ImportError::Tensor { tensor: wname.clone(), detail: format!("rank {} is not 4 (OIHW)", dims.len()) });
+        };
+        let window = ctx.window(Some([kh, kw]))?;
+        let bias = self.bias(ctx, 2, o)?;
+        let input = self.shapes[x];
+        if input.c != c {
+            return Err(ctx.shape_err(format!("weights expect {c} input channels, the input has {}", input.c)));
+        }
+        let geometry = ConvGeometry { input, out_channels: o, window };
+        self.push(ctx, Op::Linear(Linear { geometry, weight, bias, dense: false }), vec![x])
+    }
+
+    fn bias(&self, ctx: &Ctx, i: usize, outputs: usize) -> Result<Option<Vec<f32>>> {
+        let Some(name) = ctx.node.input.get(i).filter(|n| !n.is_empty()) else { return Ok(None) };
+        let (_, b) = self.tensor_f32(ctx, name)?;
+        if b.len() != outputs {
+            return Err(ImportError::Tensor { tensor: name.clone(), detail: format!("{} values for {outputs} outputs", b.len()) });
+        }
+        Ok(Some(b))
+    }
+
+    /// A dense layer from a `K × out` or `out × K` matrix.
+    fn dense(&mut self, ctx: &Ctx, x: ValueId, dims: &[usize], w: Vec<f32>, transposed: bool, bias: Option<Vec<f32>>) -> Result<()> {
+        let [r, c] = dims[..] else { return Err(ctx.shape_err(format!("weight rank {} is not 2", dims.len()))) };
+        let (k, out) = if transposed { (c, r) } else { (r, c) };
+        let weight = if transposed { w } else { (0..out).flat_map(|o| (0..k).map(move |i| (i, o))).map(|(i, o)| w[i * out + o]).collect() };
+        let geometry = ConvGeometry::dense(k, out);
+        if self.shapes[x].len() != k {
+            return Err(ctx.shape_err(format!("weights expect {k} features, the input has {}", self.shapes[x].len())));
+        }
+        self.push(ctx, Op::Linear(Linear { geometry, weight, bias, dense: true }), vec![x])
+    }
+
+    fn gemm(&mut self, ctx: &Ctx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        ctx.require("transA", 0, 0)?;
+        let wname = ctx.node.input.get(1).ok_or_else(|| ctx.shape_err("missing weights"))?;
+        let (dims, mut w) = self.tensor_f32(ctx, wname)?;
+        let trans_b = ctx.int("transB", 0) != 0;
+        let out = if trans_b { dims.first().copied() } else { dims.get(1).copied() }.unwrap_or(0);
+        let (alpha, beta) = (ctx.float("alpha", 1.0), ctx.float("beta", 1.0));
+        w.iter_mut().for_each(|v| *v *= alpha);
+        let mut bias = self.bias(ctx, 2, out)?;
+        if let Some(b) = &mut bias {
+            b.iter_mut().for_each(|v| *v *= beta);
+        }
+        self.dense(ctx, x, &dims, w, trans_b, bias)
+    }
+
+    fn matmul(&mut self, ctx: &Ctx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        let wname = ctx.node.input.get(1).ok_or_else(|| ctx.shape_err("missing weights"))?;
+        let (dims, w) = self.tensor_f32(ctx, wname)?;
+        self.dense(ctx, x, &dims, w, false, None)
+    }
+
+    fn add(&mut self, ctx: &Ctx) -> Result<()> {
+        let names = &ctx.node.input;
+        if names.len() != 2 {
+            return Err(ctx.shape_err(format!("{} inputs, expected 2", names.len())));
+        }
+        // value + constant: a bias on the linear layer that produced the value.
+        let constant = names.iter().position(|n| self.constants.contains_key(n));
+        let Some(ci) = constant else {
+            let (a, b) = (self.value(ctx, 0)?, self.value(ctx, 1)?);
+            return self.push(ctx, Op::Add, vec![a, b]);
+        };
+        let x = self.value(ctx, 1 - ci)?;
+        let (_, b) = self.tensor_f32(ctx, &names[ci])?;
+        let readers = self.nodes.iter().filter(|n| n.2.contains(&x)).count();
+        let target = x.checked_sub(1).filter(|_| readers == 0);
+        match target.map(|j| &mut self.nodes[j].1) {
+            Some(Op::Linear(l)) if l.bias.is_none() && b.len() == l.geometry.out_channels => {
+                l.bias = Some(b);
+                self.bind_output(ctx, x)
+            }
+            _ => Err(ctx.shape_err("adding a constant is supported only as the bias of the preceding linear layer")),
+        }
+    }
+
+    fn batchnorm(&mut self, ctx: &Ctx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        ctx.require("training_mode", 0, 0)?;
+        if ctx.node.output.len() > 1 {
+            return Err(ctx.attr_err("training_mode", "running-statistics outputs are not supported"));
+        }
+        let eps = ctx.float("epsilon", 1e-5);
+        let c = self.shapes[x].c;
+        let get = |i: usize| -> Result<Vec<f32>> {
+            let name = ctx.node.input.get(i).ok_or_else(|| ctx.shape_err(format!("missing input {i}")))?;
+            let (_, v) = self.tensor_f32(ctx, name)?;
+            if v.len() != c {
+                return Err(ImportError::Tensor { tensor: name.clone(), detail: format!("{} values for {c} channels", v.len()) });
+            }
+            Ok(v)
+        };
+        let (gamma, beta, mean, var) = (get(1)?, get(2)?, get(3)?, get(4)?);
+        if var.iter().any(|&v| v + eps <= 0.0) {
+            return Err(ctx.attr_err("epsilon", "variance + epsilon is not positive"));
+        }
+        let scale: Vec<f32> = gamma.iter().zip(&var).map(|(g, v)| g / (v + eps).sqrt()).collect();
+        let shift = beta.iter().zip(&mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+        self.push(ctx, Op::BatchNorm { scale, shift }, vec![x])
+    }
+
+    fn reshape(&mut self, ctx: &Ctx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        let name = ctx.node.input.get(1).ok_or_else(|| ctx.shape_err("missing shape"))?;
+        let shape = self.tensor_i64(ctx, name)?;
+        let k = self.shapes[x].len() as i64;
+        match shape[..] {
+            [n, f] if matches!(n, -1 | 0 | 1) && (f == k || f == -1) => self.push(ctx, Op::Flatten, vec![x]),
+            _ => Err(ctx.shape_err(format!("reshape to {shape:?} is not a flatten of {:?}", self.shapes[x]))),
+        }
+    }
+
+    fn pad(&mut self, ctx: &Ctx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        match ctx.attr("mode").and_then(|a| a.s.as_deref()) {
+            None | Some(b"constant") => {}
+            Some(m) => return Err(ctx.attr_err("mode", format!("`{}` is not supported (only constant)", String::from_utf8_lossy(m)))),
+        }
+        if let Some(name) = ctx.node.input.get(2).filter(|n| !n.is_empty()) {
+            let (_, v) = self.tensor_f32(ctx, name)?;
+            if v.iter().any(|&v| v != 0.0) {
+                return Err(ctx.attr_err("constant_value", "only zero padding is supported"));
+            }
+        }
+        let name = ctx.node.input.get(1).ok_or_else(|| ctx.shape_err("missing pads"))?;
+        let p = self.tensor_i64(ctx, name)?;
+        match p[..] {
+            [0, 0, t, l, 0, 0, b, r] if [t, l, b, r].iter().all(|&v| (0..=1 << 12).contains(&v)) => {
+                self.push(ctx, Op::Pad { pads: [t as usize, l as usize, b as usize, r as usize] }, vec![x])
+            }
+            _ => Err(ctx.attr_err("pads", format!("{p:?} is not a non-negative spatial padding of an NCHW tensor"))),
+        }
+    }
+}
+
