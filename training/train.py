@@ -177,6 +177,11 @@ class MiniOnnCifar(nn.Module):
         self.convs = nn.ModuleList([c(3, 64, 3), c(64, 64, 3), c(64, 64, 3), c(64, 64, 3),
                                     c(64, 64, 3), c(64, 64, 1), c(64, 16, 1)])
         self.fc = nn.Linear(1024, 10)
+        # He initialization: with PyTorch's default, seven plain ReLU convs start with a vanishing
+        # signal and the first epochs make no progress.
+        for conv in self.convs:
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
 
     def forward(self, x):
         for i, conv in enumerate(self.convs):
@@ -242,8 +247,8 @@ RECIPES = {
                           classes=PNEUMONIA_CLASSES, mean=[0.5640], std=[0.1741], epochs=40,
                           batch=64, lr=2e-3, opt="adam", wd=1e-4, aug="affine"),
     "minionn-cifar": dict(net=MiniOnnCifar, data=load_cifar, dataset="cifar10", classes=CIFAR_CLASSES,
-                          mean=[0.4914, 0.4822, 0.4465], std=[0.2470, 0.2435, 0.2616], epochs=60,
-                          batch=128, lr=0.05, opt="sgd", wd=5e-4, aug="crop-flip"),
+                          mean=[0.4914, 0.4822, 0.4465], std=[0.2470, 0.2435, 0.2616], epochs=12,
+                          batch=128, lr=2e-3, opt="adam", wd=5e-4, aug="crop-flip"),
     "resnet20-cifar": dict(net=ResNet20, data=load_cifar, dataset="cifar10", classes=CIFAR_CLASSES,
                            mean=[0.4914, 0.4822, 0.4465], std=[0.2470, 0.2435, 0.2616], epochs=80,
                            batch=128, lr=0.1, opt="sgd", wd=1e-4, aug="crop-flip"),

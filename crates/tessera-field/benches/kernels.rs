@@ -2,17 +2,12 @@
 //! `tessera bench kernels` prints the same comparison as a table.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tessera_field::kernels::{ConvGeometry, ConvKernel, ImageShape, Window2d, conv2d_f32, conv2d_zt};
+use tessera_field::kernels::{ConvKernel, conv2d_f32, conv2d_zt, shapes};
 use tessera_field::zt;
-
-fn minionn_cifar_layers() -> Vec<(&'static str, ConvGeometry)> {
-    let c3 = |c, hw| ConvGeometry { input: ImageShape::new(c, hw, hw), out_channels: 64, window: Window2d { kernel: [3, 3], stride: [1, 1], pads: [1; 4] } };
-    vec![("conv 3→64 32×32", c3(3, 32)), ("conv 64→64 32×32", c3(64, 32)), ("conv 64→64 16×16", c3(64, 16)), ("conv 64→64 8×8", c3(64, 8)), ("fc 1024→10", ConvGeometry::dense(1024, 10))]
-}
 
 fn bench(c: &mut Criterion) {
     let threads = rayon::current_num_threads();
-    for (name, g) in minionn_cifar_layers() {
+    for (name, g) in shapes::minionn_cifar() {
         let mut group = c.benchmark_group(name);
         group.throughput(Throughput::Elements(g.macs() as u64));
         let w: Vec<i64> = (0..g.out_channels * g.terms()).map(|i| (i as i64 * 7919) % 4001 - 2000).collect();

@@ -14,6 +14,7 @@ pub mod limbs;
 pub mod matmul;
 pub mod pool;
 pub mod reference;
+pub mod shapes;
 
 pub use conv::{ConvGeometry, ConvKernel, conv2d_f32, conv2d_zt};
 pub use geometry::{ImageShape, Window2d};

@@ -1,0 +1,244 @@
+//! `tessera`: private CNN inference. This binary is a thin layer over the `tessera` library.
+
+mod bench;
+mod output;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use tessera::LoadedModel;
+use tessera::dataset::Dataset;
+use tessera::eval::{argmax, evaluate};
+use tessera::input::{load_input, normalize};
+use tessera_model::calibrate::calibrate;
+use tessera_model::cost::{node_cost, total};
+use tessera_model::plain::PlainEngine;
+
+use crate::output::{Table, fmt_count, print_json};
+
+/// Private CNN inference over secret-shared images.
+#[derive(Parser)]
+#[command(name = "tessera", version, about)]
+struct Cli {
+    /// More logging (-v info, -vv debug, -vvv trace). Logs go to stderr and never carry values.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Layers, shapes, parameters, MACs, ReLUs and what the merging pass changed.
+    Inspect {
+        /// ONNX model.
+        model: PathBuf,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Classify one image.
+    Infer {
+        /// Run in the clear: the f32 engine and the fixed-point reference.
+        #[arg(long)]
+        plain: bool,
+        /// ONNX model.
+        model: PathBuf,
+        /// PNG, JPEG or .npy image.
+        image: PathBuf,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accuracy on a labelled set, f32 and fixed point, and their agreement.
+    Eval {
+        /// Run in the clear.
+        #[arg(long)]
+        plain: bool,
+        /// ONNX model.
+        model: PathBuf,
+        /// Dataset: *images*.idx[.gz] (labels beside it), CIFAR-10 *.bin, or MedMNIST *.npz.
+        data: PathBuf,
+        /// Evaluate only the first N images.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Choose f, f_w and the bound ℓx from sample images; write MODEL's .calibration.json.
+    Calibrate {
+        /// ONNX model.
+        model: PathBuf,
+        /// Dataset to draw the samples from.
+        data: PathBuf,
+        /// Number of sample images (the first ones of the set).
+        #[arg(long, default_value_t = 64)]
+        samples: usize,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if let Err(e) = run(cli.command) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<LoadedModel> {
+    LoadedModel::load(path).with_context(|| format!("loading {}", path.display()))
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Inspect { model, json } => inspect(&load(&model)?, json),
+        Command::Infer { plain, model, image, json } => {
+            if !plain {
+                bail!("choose an engine: --plain (the secure suites are selected with --suite once built)");
+            }
+            infer_plain(&load(&model)?, &image, json)
+        }
+        Command::Eval { plain, model, data, limit, json } => {
+            if !plain {
+                bail!("choose an engine: --plain");
+            }
+            eval(&load(&model)?, &data, limit, json)
+        }
+        Command::Calibrate { model, data, samples, json } => {
+            let mut m = load(&model)?;
+            let set = Dataset::open(&data)?;
+            let n = samples.min(set.len()).max(1);
+            let x = normalize(set.pixels(0..n), set.shape, m.meta());
+            let cal = calibrate(&m.merged, &x, n)?;
+            let path = m.save_calibration(cal.clone())?;
+            if json {
+                print_json(&json!({ "calibration": cal, "written": path }));
+            } else {
+                println!(
+                    "f = {}, f_w = {}, ℓx = {} bits, σ = {} bits (max |activation| {:.2}, mean |logit error| {:.4} on {} images)\nwritten to {}",
+                    cal.f, cal.f_w, cal.bound_bits, cal.statistical_security, cal.max_abs_activation, cal.mean_abs_logit_error, cal.samples, path.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Bench(cmd) => bench::run(cmd),
+    }
+}
+
+fn inspect(m: &LoadedModel, json: bool) -> Result<()> {
+    let layers: Vec<_> = m
+        .merged
+        .nodes()
+        .iter()
+        .map(|n| {
+            let c = node_cost(n);
+            json!({ "name": n.name, "op": n.op.kind(), "output": [n.shape.c, n.shape.h, n.shape.w], "params": c.params, "macs": c.macs, "relus": c.relus })
+        })
+        .collect();
+    let (before, after) = (total(&m.original), total(&m.merged));
+    let cal = m.calibration.as_ref();
+    if json {
+        print_json(&json!({
+            "model": m.path, "meta": m.meta(), "input": [m.merged.input_shape().c, m.merged.input_shape().h, m.merged.input_shape().w],
+            "layers": layers, "total": after, "original_total": before, "merge_report": m.report, "calibration": cal,
+        }));
+        return Ok(());
+    }
+    let s = m.merged.input_shape();
+    println!("{} ({}, {} classes), input {}×{}×{}", m.path.display(), m.meta().dataset, m.merged.output_len(), s.c, s.h, s.w);
+    let mut t = Table::new(&["layer", "op", "output", "params", "MACs", "ReLUs"]);
+    for n in m.merged.nodes() {
+        let c = node_cost(n);
+        t.row(vec![n.name.clone(), n.op.kind().into(), format!("{}×{}×{}", n.shape.c, n.shape.h, n.shape.w), fmt_count(c.params), fmt_count(c.macs), fmt_count(c.relus)]);
+    }
+    t.row(vec!["total".into(), String::new(), String::new(), fmt_count(after.params), fmt_count(after.macs), fmt_count(after.relus)]);
+    t.print();
+    let r = &m.report;
+    println!(
+        "merging pass: {} → {} layers ({} BatchNorm folded, {} pad folded, {} ReLU fused with max pool, {} average pool → sum pool); {} multiplications and {} ReLUs saved per image",
+        r.layers_before,
+        r.layers_after,
+        r.batchnorms_folded,
+        r.pads_folded,
+        r.relus_fused,
+        r.avgpools_folded,
+        fmt_count(r.multiplications_saved),
+        fmt_count(r.relus_before - r.relus_after)
+    );
+    match cal {
+        Some(c) => println!("fixed point: f = {}, f_w = {}, ℓx = {} bits, statistical security σ = {} bits", c.f, c.f_w, c.bound_bits, c.statistical_security),
+        None => println!("fixed point: not calibrated (tessera calibrate)"),
+    }
+    Ok(())
+}
+
+fn infer_plain(m: &LoadedModel, image: &std::path::Path, json: bool) -> Result<()> {
+    let x = load_input(image, m.merged.input_shape(), m.meta())?;
+    let start = std::time::Instant::now();
+    let logits = PlainEngine::new(&m.merged).run(&x, 1)?;
+    let f32_time = start.elapsed();
+    let fixed = m.fixed()?;
+    let start = std::time::Instant::now();
+    let fixed_logits = fixed.run(&x, 1)?;
+    let fixed_time = start.elapsed();
+    let label = argmax(&fixed_logits);
+    let class = |i: usize| m.meta().classes.get(i).cloned().unwrap_or_else(|| i.to_string());
+    if json {
+        print_json(&json!({
+            "engine": "plain", "label": label, "class": class(label), "logits": fixed_logits,
+            "f32_label": argmax(&logits), "f32_logits": logits,
+            "f32_ms": f32_time.as_secs_f64() * 1e3, "fixed_ms": fixed_time.as_secs_f64() * 1e3,
+        }));
+        return Ok(());
+    }
+    println!("label {label} ({})", class(label));
+    let mut t = Table::new(&["class", "f32 logit", "fixed-point logit"]);
+    for (i, (a, b)) in logits.iter().zip(&fixed_logits).enumerate() {
+        t.row(vec![class(i), format!("{a:.4}"), format!("{b:.4}")]);
+    }
+    t.print();
+    println!("f32 {:.3} ms, fixed point {:.3} ms", f32_time.as_secs_f64() * 1e3, fixed_time.as_secs_f64() * 1e3);
+    Ok(())
+}
+
+fn eval(m: &LoadedModel, data: &std::path::Path, limit: Option<usize>, json: bool) -> Result<()> {
+    let set = Dataset::open(data)?;
+    let n = limit.unwrap_or(set.len()).min(set.len());
+    let bar = ProgressBar::new(n as u64).with_style(ProgressStyle::with_template("{bar:40} {pos}/{len} images {eta}").expect("static template"));
+    let r = evaluate(m, &set, limit, &mut |done| bar.set_position(done as u64))?;
+    bar.finish_and_clear();
+    if json {
+        print_json(&json!({ "model": m.path, "data": data, "report": r }));
+        return Ok(());
+    }
+    let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v));
+    let mut t = Table::new(&["images", "f32 accuracy", "fixed-point accuracy", "label agreement", "max |Δlogit|", "mean |Δlogit|"]);
+    t.row(vec![
+        r.images.to_string(),
+        pct(Some(r.f32_accuracy)),
+        pct(r.fixed_accuracy),
+        pct(r.label_agreement),
+        r.max_logit_difference.map_or("-".into(), |v| format!("{v:.4}")),
+        r.mean_logit_difference.map_or("-".into(), |v| format!("{v:.5}")),
+    ]);
+    t.print();
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! The library's error type.
+
+/// Everything that can go wrong at the library surface.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The model could not be imported.
+    #[error("model import: {0}")]
+    Import(#[from] tessera_onnx::ImportError),
+    /// The model could not be transformed or run.
+    #[error("model: {0}")]
+    Model(#[from] tessera_model::ModelError),
+    /// An input image or dataset is unusable.
+    #[error("input {path}: {problem}")]
+    Input {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        problem: InputProblem,
+    },
+    /// The model has no fixed-point calibration.
+    #[error("{model} has no calibration ({sidecar} is missing): run `tessera calibrate`")]
+    NotCalibrated {
+        /// The model file.
+        model: String,
+        /// The expected sidecar file.
+        sidecar: String,
+    },
+    /// A calibration file is unreadable or does not fit the field.
+    #[error("calibration {path}: {reason}")]
+    Calibration {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What is wrong with an input file.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputProblem {
+    /// The file could not be read.
+    #[error("cannot read: {0}")]
+    Io(String),
+    /// The file is empty.
+    #[error("the file is empty")]
+    Empty,
+    /// The file is larger than allowed.
+    #[error("{actual} bytes, above the limit of {maximum}")]
+    TooLarge {
+        /// Size.
+        actual: u64,
+        /// Limit.
+        maximum: u64,
+    },
+    /// The format is not recognized or the content is corrupt.
+    #[error("corrupt or unsupported format: {0}")]
+    Corrupt(String),
+    /// The image does not have the model's size.
+    #[error("image is {actual_h}×{actual_w}, the model expects {expected_h}×{expected_w}")]
+    WrongSize {
+        /// Height found.
+        actual_h: usize,
+        /// Width found.
+        actual_w: usize,
+        /// Height expected.
+        expected_h: usize,
+        /// Width expected.
+        expected_w: usize,
+    },
+    /// The image does not have the model's channel count.
+    #[error("image has {actual} channel(s), the model expects {expected}")]
+    WrongChannels {
+        /// Channels found.
+        actual: usize,
+        /// Channels expected.
+        expected: usize,
+    },
+    /// Image and label counts differ.
+    #[error("{images} images but {labels} labels")]
+    LabelCount {
+        /// Images.
+        images: usize,
+        /// Labels.
+        labels: usize,
+    },
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn input(path: &std::path::Path, problem: InputProblem) -> Self {
+        Error::Input { path: path.display().to_string(), problem }
+    }
+}

@@ -1,0 +1,84 @@
+//! Accuracy of the `f32` engine and the fixed-point reference on a labelled set, and how well
+//! they agree.
+
+use serde::Serialize;
+use tessera_model::plain::PlainEngine;
+
+use crate::dataset::Dataset;
+use crate::error::{Error, InputProblem, Result};
+use crate::input::normalize;
+use crate::load::LoadedModel;
+
+/// What an evaluation measured.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EvalReport {
+    /// Images evaluated.
+    pub images: usize,
+    /// Top-1 accuracy of the `f32` engine.
+    pub f32_accuracy: f64,
+    /// Top-1 accuracy of the fixed-point reference (when calibrated).
+    pub fixed_accuracy: Option<f64>,
+    /// Fraction of images where both give the same label.
+    pub label_agreement: Option<f64>,
+    /// Largest |fixed − f32| over all logits.
+    pub max_logit_difference: Option<f64>,
+    /// Mean |fixed − f32| over all logits.
+    pub mean_logit_difference: Option<f64>,
+}
+
+/// The index of the largest value.
+pub fn argmax<T: PartialOrd + Copy>(v: &[T]) -> usize {
+    (0..v.len()).fold(0, |best, i| if v[i] > v[best] { i } else { best })
+}
+
+/// Evaluates the first `limit` images of `data` in batches, reporting progress (images done).
+pub fn evaluate(model: &LoadedModel, data: &Dataset, limit: Option<usize>, progress: &mut dyn FnMut(usize)) -> Result<EvalReport> {
+    let shape = model.merged.input_shape();
+    if data.shape != shape {
+        return Err(Error::Input {
+            path: "dataset".into(),
+            problem: InputProblem::Corrupt(format!("images are {:?}, the model expects {shape:?}", data.shape)),
+        });
+    }
+    let fixed = if model.calibration.is_some() { Some(model.fixed()?) } else { None };
+    let n = limit.unwrap_or(data.len()).min(data.len());
+    let classes = model.merged.output_len();
+    let mut engine = PlainEngine::new(&model.merged);
+    let (mut f32_ok, mut fixed_ok, mut agree) = (0usize, 0usize, 0usize);
+    let (mut max_diff, mut sum_diff) = (0f64, 0f64);
+    const BATCH: usize = 50;
+    for start in (0..n).step_by(BATCH) {
+        let end = (start + BATCH).min(n);
+        let b = end - start;
+        let x = normalize(data.pixels(start..end), shape, model.meta());
+        let logits = engine.run(&x, b)?;
+        let fixed_logits = fixed.as_ref().map(|f| f.run(&x, b)).transpose()?;
+        for i in 0..b {
+            let label = data.labels[start + i] as usize;
+            let l = &logits[i * classes..(i + 1) * classes];
+            let p = argmax(l);
+            f32_ok += (p == label) as usize;
+            if let Some(fl) = &fixed_logits {
+                let q = &fl[i * classes..(i + 1) * classes];
+                let pq = argmax(q);
+                fixed_ok += (pq == label) as usize;
+                agree += (pq == p) as usize;
+                for (a, &b) in q.iter().zip(l) {
+                    let d = (a - b as f64).abs();
+                    max_diff = max_diff.max(d);
+                    sum_diff += d;
+                }
+            }
+        }
+        progress(end);
+    }
+    let frac = |k: usize| k as f64 / n.max(1) as f64;
+    Ok(EvalReport {
+        images: n,
+        f32_accuracy: frac(f32_ok),
+        fixed_accuracy: fixed.as_ref().map(|_| frac(fixed_ok)),
+        label_agreement: fixed.as_ref().map(|_| frac(agree)),
+        max_logit_difference: fixed.as_ref().map(|_| max_diff),
+        mean_logit_difference: fixed.as_ref().map(|_| sum_diff / (n * classes).max(1) as f64),
+    })
+}

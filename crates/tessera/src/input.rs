@@ -1,0 +1,107 @@
+//! Reading one input: PNG or JPEG images, or `.npy` arrays, into normalized model inputs.
+//!
+//! Pixels are scaled to `[0, 1]` and normalized per channel with the model's mean and standard
+//! deviation. A `.npy` of `u8` holds pixels (`H×W`, `C×H×W` or `1×C×H×W`); a `.npy` of `f32`
+//! holds values already normalized. Size and channel count must match the model exactly.
+
+use std::path::Path;
+
+use tessera_field::kernels::ImageShape;
+use tessera_model::ModelMeta;
+
+use crate::error::{Error, InputProblem, Result};
+
+/// Largest input file accepted, in bytes.
+pub const MAX_INPUT_BYTES: u64 = 64 << 20;
+
+/// Reads a whole file after checking its size.
+pub fn read_bounded(path: &Path, maximum: u64) -> Result<Vec<u8>> {
+    let err = |p| Error::input(path, p);
+    let len = std::fs::metadata(path).map_err(|e| err(InputProblem::Io(e.to_string())))?.len();
+    if len == 0 {
+        return Err(err(InputProblem::Empty));
+    }
+    if len > maximum {
+        return Err(err(InputProblem::TooLarge { actual: len, maximum }));
+    }
+    std::fs::read(path).map_err(|e| err(InputProblem::Io(e.to_string())))
+}
+
+/// Scales `u8` pixels (`batch` images, NCHW) to `[0, 1]` and normalizes each channel.
+pub fn normalize(pixels: &[u8], shape: ImageShape, meta: &ModelMeta) -> Vec<f32> {
+    let plane = shape.plane();
+    pixels
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| {
+            let c = i / plane % shape.c;
+            let mean = meta.mean.get(c).copied().unwrap_or(0.0);
+            let std = meta.std.get(c).copied().filter(|s| *s > 0.0).unwrap_or(1.0);
+            (p as f32 / 255.0 - mean) / std
+        })
+        .collect()
+}
+
+/// One image as normalized model input (`shape.len()` values).
+pub fn load_input(path: &Path, shape: ImageShape, meta: &ModelMeta) -> Result<Vec<f32>> {
+    let bytes = read_bounded(path, MAX_INPUT_BYTES)?;
+    if bytes.starts_with(b"\x93NUMPY") {
+        return read_npy(path, &bytes, shape, meta);
+    }
+    let pixels = decode_image(path, &bytes, shape)?;
+    Ok(normalize(&pixels, shape, meta))
+}
+
+/// Decodes a PNG or JPEG into `C×H×W` pixels of the expected shape.
+pub fn decode_image(path: &Path, bytes: &[u8], shape: ImageShape) -> Result<Vec<u8>> {
+    let err = |p| Error::input(path, p);
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| err(InputProblem::Corrupt(e.to_string())))?;
+    if !matches!(reader.format(), Some(image::ImageFormat::Png | image::ImageFormat::Jpeg)) {
+        return Err(err(InputProblem::Corrupt("not a PNG or JPEG image".into())));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(4096);
+    limits.max_image_height = Some(4096);
+    limits.max_alloc = Some(256 << 20);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| err(InputProblem::Corrupt(e.to_string())))?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if (h, w) != (shape.h, shape.w) {
+        return Err(err(InputProblem::WrongSize { actual_h: h, actual_w: w, expected_h: shape.h, expected_w: shape.w }));
+    }
+    let channels = if img.color().has_color() { 3 } else { 1 };
+    if channels != shape.c {
+        return Err(err(InputProblem::WrongChannels { actual: channels, expected: shape.c }));
+    }
+    Ok(if shape.c == 1 {
+        img.into_luma8().into_raw()
+    } else {
+        let rgb = img.into_rgb8().into_raw();
+        (0..3).flat_map(|c| rgb.iter().skip(c).step_by(3).copied().collect::<Vec<_>>()).collect()
+    })
+}
+
+fn read_npy(path: &Path, bytes: &[u8], shape: ImageShape, meta: &ModelMeta) -> Result<Vec<f32>> {
+    let err = |p| Error::input(path, p);
+    let corrupt = |e: std::io::Error| err(InputProblem::Corrupt(e.to_string()));
+    let npy = npyz::NpyFile::new(bytes).map_err(corrupt)?;
+    let dims: Vec<u64> = npy.shape().to_vec();
+    let n: u64 = dims.iter().product();
+    if n != shape.len() as u64 {
+        return Err(err(InputProblem::Corrupt(format!("array of shape {dims:?} is not one {}×{}×{} image", shape.c, shape.h, shape.w))));
+    }
+    match npy.dtype() {
+        npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Uint && t.size_field() == 1 => {
+            let pixels: Vec<u8> = npy.into_vec().map_err(corrupt)?;
+            Ok(normalize(&pixels, shape, meta))
+        }
+        npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float && t.size_field() == 4 => {
+            let v: Vec<f32> = npy.into_vec().map_err(corrupt)?;
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(err(InputProblem::Corrupt("non-finite values".into())));
+            }
+            Ok(v)
+        }
+        other => Err(err(InputProblem::Corrupt(format!("dtype {other:?} is neither u8 pixels nor f32 values")))),
+    }
+}

@@ -1,0 +1,15 @@
+//! Tessera's library API: the one surface the CLI (and any binding) uses.
+//!
+//! * [`load`]: import an ONNX model, run the merging pass, attach its fixed-point calibration.
+//! * [`input`]: read images (PNG, JPEG, `.npy`) into normalized model inputs.
+//! * [`dataset`]: read labelled evaluation sets (IDX, CIFAR-10 binary, MedMNIST `.npz`).
+//! * [`eval`]: accuracy of the `f32` engine and the fixed-point reference, and their agreement.
+
+pub mod dataset;
+pub mod error;
+pub mod eval;
+pub mod input;
+pub mod load;
+
+pub use error::{Error, Result};
+pub use load::LoadedModel;
