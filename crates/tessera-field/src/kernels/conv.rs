@@ -203,6 +203,19 @@ mod tests {
         case(ConvGeometry { input: ImageShape::new(2, 12, 12), out_channels: 3, window: w(5, 1, 0) }, 2, 1 << 12, 6);
     }
 
+    #[test]
+    fn bit_identical_for_any_thread_count() {
+        let g = ConvGeometry { input: ImageShape::new(16, 12, 12), out_channels: 8, window: Window2d { kernel: [3, 3], stride: [1, 1], pads: [1; 4] } };
+        let mut rng = ChaCha20Rng::seed_from_u64(11);
+        let w: Vec<i64> = (0..g.out_channels * g.terms()).map(|_| (rng.next_u64() % 4001) as i64 - 2000).collect();
+        let x = zt::random_vec(&mut rng, 2 * g.input.len());
+        let kernel = ConvKernel::new(g, &w).unwrap();
+        let run = |threads: usize| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| conv2d_zt(&kernel, &x, 2, threads));
+        let one = run(1);
+        assert_eq!(one, run(2));
+        assert_eq!(one, run(4));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
         #[test]
