@@ -73,7 +73,8 @@ fn kernels(runs: usize, json: bool) -> Result<()> {
     let (mut zt_total, mut f32_total, mut macs_total) = (0.0, 0.0, 0.0);
     for (name, g) in shapes::minionn_cifar() {
         // Weights as a calibrated model has them: |w| < 2^11 (f_w ≤ 10 bits, |w| < 2).
-        let w: Vec<i64> = (0..g.out_channels * g.terms()).map(|_| (zt::random(&mut rng) % 4095) as i64 - 2047).collect();
+        let w: Vec<i64> =
+            (0..g.out_channels * g.terms()).map(|_| (zt::random(&mut rng) % 4095) as i64 - 2047).collect();
         let x = zt::random_vec(&mut rng, g.input.len());
         let kernel = ConvKernel::new(g, &w).expect("benchmark shapes are valid");
         let (zt_min, zt_med) = min_median(&mut time_runs(runs, || {
@@ -83,7 +84,8 @@ fn kernels(runs: usize, json: bool) -> Result<()> {
         let xf: Vec<f32> = x.iter().map(|&v| (v % 1000) as f32 / 1000.0).collect();
         let mut out = vec![0.0; g.output().expect("valid").len()];
         let mut cols = Vec::new();
-        let (f_min, f_med) = min_median(&mut time_runs(runs, || conv2d_f32(&g, &wf, &xf, 1, threads, &mut cols, &mut out)));
+        let (f_min, f_med) =
+            min_median(&mut time_runs(runs, || conv2d_f32(&g, &wf, &xf, 1, threads, &mut cols, &mut out)));
         let macs = g.macs() as f64;
         zt_total += zt_med;
         f32_total += f_med;
@@ -100,13 +102,29 @@ fn kernels(runs: usize, json: bool) -> Result<()> {
         print_json(&summary);
         return Ok(());
     }
-    let mut t = Table::new(&["layer (MiniONN-CIFAR)", "MACs", "Z_t ms (min/med)", "f32 ms (min/med)", "Z_t GMAC/s", "f32 GMAC/s", "Z_t / f32"]);
+    let mut t = Table::new(&[
+        "layer (MiniONN-CIFAR)",
+        "MACs",
+        "Z_t ms (min/med)",
+        "f32 ms (min/med)",
+        "Z_t GMAC/s",
+        "f32 GMAC/s",
+        "Z_t / f32",
+    ]);
     for r in summary["layers"].as_array().expect("array") {
         t.row(vec![
             r["layer"].as_str().unwrap_or("").into(),
             r["macs"].to_string(),
-            format!("{:.3} / {:.3}", r["zt_ms"]["min"].as_f64().unwrap_or(0.0), r["zt_ms"]["median"].as_f64().unwrap_or(0.0)),
-            format!("{:.3} / {:.3}", r["f32_ms"]["min"].as_f64().unwrap_or(0.0), r["f32_ms"]["median"].as_f64().unwrap_or(0.0)),
+            format!(
+                "{:.3} / {:.3}",
+                r["zt_ms"]["min"].as_f64().unwrap_or(0.0),
+                r["zt_ms"]["median"].as_f64().unwrap_or(0.0)
+            ),
+            format!(
+                "{:.3} / {:.3}",
+                r["f32_ms"]["min"].as_f64().unwrap_or(0.0),
+                r["f32_ms"]["median"].as_f64().unwrap_or(0.0)
+            ),
             format!("{:.2}", r["zt_gmacs"].as_f64().unwrap_or(0.0)),
             format!("{:.2}", r["f32_gmacs"].as_f64().unwrap_or(0.0)),
             format!("1/{:.2}", 1.0 / r["ratio_of_f32"].as_f64().unwrap_or(1.0)),

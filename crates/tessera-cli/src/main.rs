@@ -95,7 +95,8 @@ fn main() {
         2 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     if let Err(e) = run(cli.command) {
         eprintln!("error: {e:#}");
@@ -134,7 +135,14 @@ fn run(command: Command) -> Result<()> {
             } else {
                 println!(
                     "f = {}, f_w = {}, ℓx = {} bits, σ = {} bits (max |activation| {:.2}, mean |logit error| {:.4} on {} images)\nwritten to {}",
-                    cal.f, cal.f_w, cal.bound_bits, cal.statistical_security, cal.max_abs_activation, cal.mean_abs_logit_error, cal.samples, path.display()
+                    cal.f,
+                    cal.f_w,
+                    cal.bound_bits,
+                    cal.statistical_security,
+                    cal.max_abs_activation,
+                    cal.mean_abs_logit_error,
+                    cal.samples,
+                    path.display()
                 );
             }
             Ok(())
@@ -163,13 +171,35 @@ fn inspect(m: &LoadedModel, json: bool) -> Result<()> {
         return Ok(());
     }
     let s = m.merged.input_shape();
-    println!("{} ({}, {} classes), input {}×{}×{}", m.path.display(), m.meta().dataset, m.merged.output_len(), s.c, s.h, s.w);
+    println!(
+        "{} ({}, {} classes), input {}×{}×{}",
+        m.path.display(),
+        m.meta().dataset,
+        m.merged.output_len(),
+        s.c,
+        s.h,
+        s.w
+    );
     let mut t = Table::new(&["layer", "op", "output", "params", "MACs", "ReLUs"]);
     for n in m.merged.nodes() {
         let c = node_cost(n);
-        t.row(vec![n.name.clone(), n.op.kind().into(), format!("{}×{}×{}", n.shape.c, n.shape.h, n.shape.w), fmt_count(c.params), fmt_count(c.macs), fmt_count(c.relus)]);
+        t.row(vec![
+            n.name.clone(),
+            n.op.kind().into(),
+            format!("{}×{}×{}", n.shape.c, n.shape.h, n.shape.w),
+            fmt_count(c.params),
+            fmt_count(c.macs),
+            fmt_count(c.relus),
+        ]);
     }
-    t.row(vec!["total".into(), String::new(), String::new(), fmt_count(after.params), fmt_count(after.macs), fmt_count(after.relus)]);
+    t.row(vec![
+        "total".into(),
+        String::new(),
+        String::new(),
+        fmt_count(after.params),
+        fmt_count(after.macs),
+        fmt_count(after.relus),
+    ]);
     t.print();
     let r = &m.report;
     println!(
@@ -184,7 +214,10 @@ fn inspect(m: &LoadedModel, json: bool) -> Result<()> {
         fmt_count(r.relus_before - r.relus_after)
     );
     match cal {
-        Some(c) => println!("fixed point: f = {}, f_w = {}, ℓx = {} bits, statistical security σ = {} bits", c.f, c.f_w, c.bound_bits, c.statistical_security),
+        Some(c) => println!(
+            "fixed point: f = {}, f_w = {}, ℓx = {} bits, statistical security σ = {} bits",
+            c.f, c.f_w, c.bound_bits, c.statistical_security
+        ),
         None => println!("fixed point: not calibrated (tessera calibrate)"),
     }
     Ok(())
@@ -222,7 +255,8 @@ fn infer_plain(m: &LoadedModel, image: &std::path::Path, json: bool) -> Result<(
 fn eval(m: &LoadedModel, data: &std::path::Path, limit: Option<usize>, json: bool) -> Result<()> {
     let set = Dataset::open(data)?;
     let n = limit.unwrap_or(set.len()).min(set.len());
-    let bar = ProgressBar::new(n as u64).with_style(ProgressStyle::with_template("{bar:40} {pos}/{len} images {eta}").expect("static template"));
+    let bar = ProgressBar::new(n as u64)
+        .with_style(ProgressStyle::with_template("{bar:40} {pos}/{len} images {eta}").expect("static template"));
     let r = evaluate(m, &set, limit, &mut |done| bar.set_position(done as u64))?;
     bar.finish_and_clear();
     if json {
@@ -230,7 +264,14 @@ fn eval(m: &LoadedModel, data: &std::path::Path, limit: Option<usize>, json: boo
         return Ok(());
     }
     let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v));
-    let mut t = Table::new(&["images", "f32 accuracy", "fixed-point accuracy", "label agreement", "max |Δlogit|", "mean |Δlogit|"]);
+    let mut t = Table::new(&[
+        "images",
+        "f32 accuracy",
+        "fixed-point accuracy",
+        "label agreement",
+        "max |Δlogit|",
+        "mean |Δlogit|",
+    ]);
     t.row(vec![
         r.images.to_string(),
         pct(Some(r.f32_accuracy)),

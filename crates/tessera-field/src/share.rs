@@ -116,6 +116,9 @@ mod tests {
     fn mismatched_shares_are_refused() {
         let r = reveal(&[Share::from_vec(vec![1, 2]), Share::from_vec(vec![1])]);
         assert_eq!(r, Err(FieldError::ShareMismatch { expected: 2, actual: 1 }));
-        assert_eq!(share(&[1], 1, &mut ChaCha20Rng::seed_from_u64(0)).unwrap_err(), FieldError::TooFewParties { parties: 1 });
+        assert_eq!(
+            share(&[1], 1, &mut ChaCha20Rng::seed_from_u64(0)).unwrap_err(),
+            FieldError::TooFewParties { parties: 1 }
+        );
     }
 }

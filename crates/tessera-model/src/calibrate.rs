@@ -43,7 +43,9 @@ impl Calibration {
 /// Largest magnitude at every nonlinear input and at the logits, over `samples` (`f32` run).
 pub fn max_abs_activation(model: &Model, samples: &[f32], batch: usize) -> Result<f64> {
     let watched: Vec<bool> = (0..model.nodes().len())
-        .map(|i| i + 1 == model.output() || model.nodes().iter().any(|n| n.op.is_nonlinear() && n.inputs.contains(&(i + 1))))
+        .map(|i| {
+            i + 1 == model.output() || model.nodes().iter().any(|n| n.op.is_nonlinear() && n.inputs.contains(&(i + 1)))
+        })
         .collect();
     let mut engine = PlainEngine::new(model);
     let mut max = 0f64;
@@ -70,7 +72,9 @@ pub fn calibrate(model: &Model, samples: &[f32], batch: usize) -> Result<Calibra
     for f in 2..budget - 1 {
         let f_w = budget - f;
         let params = FixedPointParams::new(f, f_w, bound_bits)?;
-        let Ok(out) = FixedModel::new(model, params)?.run(samples, batch) else { continue };
+        let Ok(out) = FixedModel::new(model, params)?.run(samples, batch) else {
+            continue;
+        };
         let err = out.iter().zip(&reference).map(|(a, &b)| (a - b as f64).abs()).sum::<f64>() / out.len() as f64;
         if best.as_ref().is_none_or(|b| err < b.mean_abs_logit_error) {
             best = Some(Calibration {

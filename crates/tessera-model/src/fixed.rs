@@ -94,7 +94,10 @@ impl FixedModel {
             let (op, scale) = match &node.op {
                 Op::Linear(l) => {
                     if s != Scale::Activation {
-                        return Err(not_fixed(&node.name, "a linear layer on a product-scale input (no nonlinear layer in between)"));
+                        return Err(not_fixed(
+                            &node.name,
+                            "a linear layer on a product-scale input (no nonlinear layer in between)",
+                        ));
                     }
                     let mut q = Vec::with_capacity(l.weight.len());
                     for &w in &l.weight {
@@ -111,15 +114,23 @@ impl FixedModel {
                     if l.dense {
                         geometry.input = ImageShape::new(geometry.input.len(), 1, 1);
                     }
-                    let kernel = ConvKernel::new(geometry, &q).ok_or_else(|| not_fixed(&node.name, "inconsistent weight shape"))?;
+                    let kernel = ConvKernel::new(geometry, &q)
+                        .ok_or_else(|| not_fixed(&node.name, "inconsistent weight shape"))?;
                     let bias = match &l.bias {
-                        Some(b) => Some(b.iter().map(|&v| fixed::encode(v as f64, params.product_bits())).collect::<std::result::Result<Vec<_>, _>>()?),
+                        Some(b) => Some(
+                            b.iter()
+                                .map(|&v| fixed::encode(v as f64, params.product_bits()))
+                                .collect::<std::result::Result<Vec<_>, _>>()?,
+                        ),
                         None => None,
                     };
                     (FixedOp::Linear { kernel, bias }, Scale::Product)
                 }
                 Op::Relu => (FixedOp::Relu { truncate: s == Scale::Product }, Scale::Activation),
-                Op::MaxPool { window, relu } => (FixedOp::MaxPool { window: *window, relu: *relu, truncate: s == Scale::Product }, Scale::Activation),
+                Op::MaxPool { window, relu } => (
+                    FixedOp::MaxPool { window: *window, relu: *relu, truncate: s == Scale::Product },
+                    Scale::Activation,
+                ),
                 Op::SumPool { window } => (FixedOp::SumPool { window: *window }, s),
                 Op::Flatten => (FixedOp::Flatten, s),
                 Op::Pad { pads } => (FixedOp::Pad { pads: *pads }, s),
@@ -131,8 +142,12 @@ impl FixedModel {
                         _ => (FixedOp::Add { lift: Some(1) }, Scale::Product),
                     }
                 }
-                Op::BatchNorm { .. } => return Err(not_fixed(&node.name, "BatchNorm not folded into a linear layer")),
-                Op::AvgPool { .. } => return Err(not_fixed(&node.name, "average pool not folded into a linear layer")),
+                Op::BatchNorm { .. } => {
+                    return Err(not_fixed(&node.name, "BatchNorm not folded into a linear layer"));
+                }
+                Op::AvgPool { .. } => {
+                    return Err(not_fixed(&node.name, "average pool not folded into a linear layer"));
+                }
             };
             ops.push(op);
             scales.push(scale);
@@ -178,7 +193,12 @@ impl FixedModel {
         if input.len() != expected * batch || batch == 0 {
             return Err(ModelError::InputLength { expected, batch, actual: input.len() });
         }
-        input.iter().map(|&v| fixed::encode(v as f64, self.params.f()).map_err(|_| ModelError::NonFinite { node: "<input>".into() })).collect()
+        input
+            .iter()
+            .map(|&v| {
+                fixed::encode(v as f64, self.params.f()).map_err(|_| ModelError::NonFinite { node: "<input>".into() })
+            })
+            .collect()
     }
 
     /// Logits in `Z_t` (at [`output_bits`](Self::output_bits)) for encoded images.
@@ -207,7 +227,8 @@ impl FixedModel {
                 }
                 FixedOp::MaxPool { window, relu: with_relu, truncate } => {
                     bounded(x)?;
-                    let t: Vec<u64> = if *truncate { x.iter().map(|&v| fixed::truncate(v, f_w)).collect() } else { x.clone() };
+                    let t: Vec<u64> =
+                        if *truncate { x.iter().map(|&v| fixed::truncate(v, f_w)).collect() } else { x.clone() };
                     let mut y = vec![0; batch * shape.len()];
                     max_pool_zt(&t, in_shape, window, batch, &mut y);
                     if *with_relu {
@@ -230,7 +251,9 @@ impl FixedModel {
                     let lift_factor = 1u64 << f_w;
                     let a = &values[self.inputs[i][0]];
                     let b = &values[self.inputs[i][1]];
-                    let scale = |k: usize, v: u64| if *lift == Some(k) { zt::mul(v, lift_factor) } else { v };
+                    let scale = |k: usize, v: u64| {
+                        if *lift == Some(k) { zt::mul(v, lift_factor) } else { v }
+                    };
                     a.iter().zip(b).map(|(&p, &q)| zt::add(scale(0, p), scale(1, q))).collect()
                 }
             };
@@ -250,7 +273,11 @@ impl FixedModel {
     fn check_bound(&self, node: usize, values: &[u64]) -> Result<()> {
         let bits = fixed::magnitude_bits(values);
         if bits > self.params.bound_bits() {
-            return Err(ModelError::ActivationOverflow { node: self.names[node].clone(), bits, bound: self.params.bound_bits() });
+            return Err(ModelError::ActivationOverflow {
+                node: self.names[node].clone(),
+                bits,
+                bound: self.params.bound_bits(),
+            });
         }
         Ok(())
     }

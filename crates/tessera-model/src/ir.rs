@@ -117,7 +117,12 @@ pub struct Model {
 
 impl Model {
     /// Builds a model, inferring and checking every node's output shape.
-    pub fn new(input: ImageShape, nodes: Vec<(String, Op, Vec<ValueId>)>, output: ValueId, meta: ModelMeta) -> Result<Self> {
+    pub fn new(
+        input: ImageShape,
+        nodes: Vec<(String, Op, Vec<ValueId>)>,
+        output: ValueId,
+        meta: ModelMeta,
+    ) -> Result<Self> {
         let mut shapes = vec![input];
         let mut built = Vec::with_capacity(nodes.len());
         for (name, op, inputs) in nodes {
@@ -126,7 +131,10 @@ impl Model {
             built.push(Node { name, op, inputs, shape });
         }
         if output >= shapes.len() {
-            return Err(ModelError::Shape { node: "<output>".into(), detail: format!("output value {output} does not exist") });
+            return Err(ModelError::Shape {
+                node: "<output>".into(),
+                detail: format!("output value {output} does not exist"),
+            });
         }
         Ok(Self { input, nodes: built, output, meta })
     }
@@ -188,11 +196,17 @@ pub fn output_shape(name: &str, op: &Op, inputs: &[ImageShape]) -> Result<ImageS
     }
     let x = inputs[0];
     let per_channel = |v: &[f32], what: &str| {
-        if v.len() == x.c { Ok(()) } else { Err(shape_err(name, format!("{what} has {} values for {} channels", v.len(), x.c))) }
+        if v.len() == x.c {
+            Ok(())
+        } else {
+            Err(shape_err(name, format!("{what} has {} values for {} channels", v.len(), x.c)))
+        }
     };
     let pooled = |w: &Window2d| {
         w.output_hw(x.h, x.w)
-            .filter(|_| w.pads[0] < w.kernel[0] && w.pads[2] < w.kernel[0] && w.pads[1] < w.kernel[1] && w.pads[3] < w.kernel[1])
+            .filter(|_| {
+                w.pads[0] < w.kernel[0] && w.pads[2] < w.kernel[0] && w.pads[1] < w.kernel[1] && w.pads[3] < w.kernel[1]
+            })
             .map(|(h, ww)| ImageShape::new(x.c, h, ww))
             .ok_or_else(|| shape_err(name, format!("window {w:?} does not fit input {x:?}")))
     };
@@ -204,7 +218,10 @@ pub fn output_shape(name: &str, op: &Op, inputs: &[ImageShape]) -> Result<ImageS
                 return Err(shape_err(name, format!("expects input {:?}, got {x:?}", g.input)));
             }
             if l.weight.len() != g.out_channels * g.terms() {
-                return Err(shape_err(name, format!("weight has {} values, expected {}", l.weight.len(), g.out_channels * g.terms())));
+                return Err(shape_err(
+                    name,
+                    format!("weight has {} values, expected {}", l.weight.len(), g.out_channels * g.terms()),
+                ));
             }
             if l.bias.as_ref().is_some_and(|b| b.len() != g.out_channels) {
                 return Err(shape_err(name, format!("bias length differs from {} outputs", g.out_channels)));
@@ -233,11 +250,27 @@ mod tests {
 
     #[test]
     fn shapes_are_inferred_and_checked() {
-        let conv = Linear { geometry: ConvGeometry { input: ImageShape::new(1, 8, 8), out_channels: 2, window: Window2d::square(3, 1) }, weight: vec![0.0; 18], bias: None, dense: false };
-        let m = Model::new(ImageShape::new(1, 8, 8), vec![("c".into(), Op::Linear(conv.clone()), vec![0]), ("f".into(), Op::Flatten, vec![1])], 2, ModelMeta::default()).unwrap();
+        let conv = Linear {
+            geometry: ConvGeometry { input: ImageShape::new(1, 8, 8), out_channels: 2, window: Window2d::square(3, 1) },
+            weight: vec![0.0; 18],
+            bias: None,
+            dense: false,
+        };
+        let m = Model::new(
+            ImageShape::new(1, 8, 8),
+            vec![("c".into(), Op::Linear(conv.clone()), vec![0]), ("f".into(), Op::Flatten, vec![1])],
+            2,
+            ModelMeta::default(),
+        )
+        .unwrap();
         assert_eq!(m.value_shape(1), ImageShape::new(2, 6, 6));
         assert_eq!(m.output_len(), 72);
-        let bad = Model::new(ImageShape::new(3, 8, 8), vec![("c".into(), Op::Linear(conv), vec![0])], 1, ModelMeta::default());
+        let bad = Model::new(
+            ImageShape::new(3, 8, 8),
+            vec![("c".into(), Op::Linear(conv), vec![0])],
+            1,
+            ModelMeta::default(),
+        );
         assert!(matches!(bad, Err(ModelError::Shape { ref node, .. }) if node == "c"));
     }
 }

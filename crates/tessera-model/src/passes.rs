@@ -117,9 +117,13 @@ impl<'a> Draft<'a> {
 fn fold_batchnorm(model: &Model, report: &mut MergeReport) -> Result<Model> {
     let mut d = Draft::new(model);
     for (i, node) in model.nodes().iter().enumerate() {
-        let Op::BatchNorm { scale, shift } = &node.op else { continue };
+        let Op::BatchNorm { scale, shift } = &node.op else {
+            continue;
+        };
         let v = node.inputs[0];
-        let Some(j) = d.producer(v).filter(|_| d.sole_reader(v) == Some(i)) else { continue };
+        let Some(j) = d.producer(v).filter(|_| d.sole_reader(v) == Some(i)) else {
+            continue;
+        };
         let Op::Linear(l) = d.op_mut(j) else { continue };
         let per_out = l.geometry.terms();
         for (o, w) in l.weight.chunks_mut(per_out).enumerate() {
@@ -144,8 +148,12 @@ fn fold_pad(model: &Model, report: &mut MergeReport) -> Result<Model> {
         if l.dense {
             continue;
         }
-        let Some(j) = d.producer(v).filter(|_| d.sole_reader(v) == Some(i)) else { continue };
-        let Op::Pad { pads } = model.nodes()[j].op else { continue };
+        let Some(j) = d.producer(v).filter(|_| d.sole_reader(v) == Some(i)) else {
+            continue;
+        };
+        let Op::Pad { pads } = model.nodes()[j].op else {
+            continue;
+        };
         let source = model.nodes()[j].inputs[0];
         let source_shape = model.value_shape(source);
         let (name, op, inputs) = d.nodes[i].as_mut().expect("live node");
@@ -167,7 +175,9 @@ fn fuse_relu_maxpool(model: &Model, report: &mut MergeReport) -> Result<Model> {
     let mut d = Draft::new(model);
     for (i, node) in model.nodes().iter().enumerate() {
         let v = node.inputs[0];
-        let Some(j) = d.producer(v).filter(|_| d.sole_reader(v) == Some(i)) else { continue };
+        let Some(j) = d.producer(v).filter(|_| d.sole_reader(v) == Some(i)) else {
+            continue;
+        };
         if d.nodes[j].is_none() {
             continue;
         }
@@ -199,7 +209,9 @@ fn fuse_relu_maxpool(model: &Model, report: &mut MergeReport) -> Result<Model> {
 fn fold_avgpool(model: &Model, report: &mut MergeReport) -> Result<Model> {
     let mut d = Draft::new(model);
     for (i, node) in model.nodes().iter().enumerate() {
-        let Op::AvgPool { window } = node.op else { continue };
+        let Op::AvgPool { window } = node.op else {
+            continue;
+        };
         let factor = 1.0 / window.size() as f32;
         // Forward: through ops that commute with a positive scaling, to the next linear layer.
         let mut cur = i + 1;
@@ -217,9 +229,14 @@ fn fold_avgpool(model: &Model, report: &mut MergeReport) -> Result<Model> {
         // Backward: into the producing linear layer, bias included.
         if target.is_none() {
             let v = node.inputs[0];
-            target = d.producer(v).filter(|&j| d.sole_reader(v) == Some(i) && matches!(model.nodes()[j].op, Op::Linear(_))).map(|j| (j, true));
+            target = d
+                .producer(v)
+                .filter(|&j| d.sole_reader(v) == Some(i) && matches!(model.nodes()[j].op, Op::Linear(_)))
+                .map(|j| (j, true));
         }
-        let Some((t, with_bias)) = target else { continue };
+        let Some((t, with_bias)) = target else {
+            continue;
+        };
         if let Op::Linear(l) = d.op_mut(t) {
             l.weight.iter_mut().for_each(|w| *w *= factor);
             if with_bias && let Some(b) = &mut l.bias {

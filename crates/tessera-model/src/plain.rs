@@ -21,7 +21,12 @@ pub struct PlainEngine<'m> {
 impl<'m> PlainEngine<'m> {
     /// An engine for `model` using the current rayon pool.
     pub fn new(model: &'m Model) -> Self {
-        Self { model, values: vec![Vec::new(); model.nodes().len() + 1], cols: Vec::new(), threads: rayon::current_num_threads() }
+        Self {
+            model,
+            values: vec![Vec::new(); model.nodes().len() + 1],
+            cols: Vec::new(),
+            threads: rayon::current_num_threads(),
+        }
     }
 
     /// Logits for `batch` images (NCHW, normalized).
@@ -30,7 +35,12 @@ impl<'m> PlainEngine<'m> {
     }
 
     /// Like [`run`](Self::run), calling `observe(node index, output)` after every node.
-    pub fn run_observed(&mut self, input: &[f32], batch: usize, observe: &mut dyn FnMut(usize, &[f32])) -> Result<Vec<f32>> {
+    pub fn run_observed(
+        &mut self,
+        input: &[f32],
+        batch: usize,
+        observe: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<Vec<f32>> {
         let model = self.model;
         let expected = model.input_shape().len();
         if input.len() != expected * batch || batch == 0 {

@@ -62,14 +62,25 @@ pub fn import_bytes(bytes: &[u8], limits: &Limits) -> Result<Model> {
         return Err(ImportError::UnsupportedOpset { version: opset, min: MIN_OPSET, max: MAX_OPSET });
     }
     let meta = match model.metadata_props.iter().find(|p| p.key.as_deref() == Some("tessera")) {
-        Some(p) => serde_json::from_str::<ModelMeta>(p.value.as_deref().unwrap_or("")).map_err(|e| ImportError::Metadata(e.to_string()))?,
+        Some(p) => serde_json::from_str::<ModelMeta>(p.value.as_deref().unwrap_or(""))
+            .map_err(|e| ImportError::Metadata(e.to_string()))?,
         None => ModelMeta::default(),
     };
     let graph = model.graph.ok_or(ImportError::NoGraph)?;
     if graph.node.len() > limits.max_nodes {
-        return Err(ImportError::Oversized { what: "graph".into(), actual: graph.node.len() as u64, maximum: limits.max_nodes as u64 });
+        return Err(ImportError::Oversized {
+            what: "graph".into(),
+            actual: graph.node.len() as u64,
+            maximum: limits.max_nodes as u64,
+        });
     }
-    let mut b = Builder { limits: *limits, constants: HashMap::new(), values: HashMap::new(), nodes: Vec::new(), shapes: Vec::new() };
+    let mut b = Builder {
+        limits: *limits,
+        constants: HashMap::new(),
+        values: HashMap::new(),
+        nodes: Vec::new(),
+        shapes: Vec::new(),
+    };
     for t in graph.initializer {
         b.constants.insert(t.name.clone().unwrap_or_default(), t);
     }
@@ -84,8 +95,16 @@ pub fn import_bytes(bytes: &[u8], limits: &Limits) -> Result<Model> {
     for (index, node) in graph.node.iter().enumerate() {
         b.node(node, index)?;
     }
-    let out_name = graph.output.first().and_then(|o| o.name.clone()).ok_or_else(|| ImportError::Input("the graph has no output".into()))?;
-    let output = *b.values.get(&out_name).ok_or_else(|| ImportError::MissingInput { node: "<graph output>".into(), op: "-".into(), input: out_name })?;
+    let out_name = graph
+        .output
+        .first()
+        .and_then(|o| o.name.clone())
+        .ok_or_else(|| ImportError::Input("the graph has no output".into()))?;
+    let output = *b.values.get(&out_name).ok_or_else(|| ImportError::MissingInput {
+        node: "<graph output>".into(),
+        op: "-".into(),
+        input: out_name,
+    })?;
     Ok(Model::new(input_shape, b.nodes, output, meta)?)
 }
 
@@ -110,7 +129,12 @@ impl Ctx<'_> {
     }
 
     fn attr_err(&self, attribute: &str, detail: impl Into<String>) -> ImportError {
-        ImportError::Attribute { node: self.name.clone(), op: self.op.to_string(), attribute: attribute.to_string(), detail: detail.into() }
+        ImportError::Attribute {
+            node: self.name.clone(),
+            op: self.op.to_string(),
+            attribute: attribute.to_string(),
+            detail: detail.into(),
+        }
     }
 
     fn int(&self, name: &str, default: i64) -> i64 {
@@ -138,7 +162,8 @@ impl Ctx<'_> {
     fn require_no_auto_pad(&self) -> Result<()> {
         match self.attr("auto_pad").and_then(|a| a.s.as_deref()) {
             None | Some(b"NOTSET") => Ok(()),
-            Some(other) => Err(self.attr_err("auto_pad", format!("`{}` is not supported (only NOTSET)", String::from_utf8_lossy(other)))),
+            Some(other) => Err(self
+                .attr_err("auto_pad", format!("`{}` is not supported (only NOTSET)", String::from_utf8_lossy(other)))),
         }
     }
 
@@ -158,7 +183,9 @@ impl Ctx<'_> {
             return Err(self.attr_err("dilations", format!("{d:?} is not supported (only 1)")));
         }
         let kernel = match (kernel, self.ints("kernel_shape")) {
-            (Some(k), Some(ks)) if pair("kernel_shape", Some(ks), 1)? != k => return Err(self.attr_err("kernel_shape", format!("{ks:?} disagrees with the weights {k:?}"))),
+            (Some(k), Some(ks)) if pair("kernel_shape", Some(ks), 1)? != k => {
+                return Err(self.attr_err("kernel_shape", format!("{ks:?} disagrees with the weights {k:?}")));
+            }
             (Some(k), _) => k,
             (None, ks @ Some(_)) => pair("kernel_shape", ks, 1)?,
             (None, None) => return Err(self.attr_err("kernel_shape", "missing")),
@@ -166,7 +193,9 @@ impl Ctx<'_> {
         let stride = pair("strides", self.ints("strides"), 1)?;
         let pads = match self.ints("pads") {
             None => [0; 4],
-            Some([t, l, b, r]) if [t, l, b, r].iter().all(|&&p| (0..=1 << 12).contains(&p)) => [*t as usize, *l as usize, *b as usize, *r as usize],
+            Some([t, l, b, r]) if [t, l, b, r].iter().all(|&&p| (0..=1 << 12).contains(&p)) => {
+                [*t as usize, *l as usize, *b as usize, *r as usize]
+            }
             Some(other) => Err(self.attr_err("pads", format!("{other:?} is not four non-negative values")))?,
         };
         Ok(Window2d { kernel, stride, pads })
@@ -190,18 +219,31 @@ impl Builder {
         for (i, d) in dims.iter().enumerate() {
             match (i, d.dim_value, &d.dim_param) {
                 (0, _, Some(_)) | (0, Some(1), _) => {}
-                (0, v, _) => return Err(ImportError::Input(format!("batch dimension {v:?} is neither named nor 1"))),
+                (0, v, _) => {
+                    return Err(ImportError::Input(format!("batch dimension {v:?} is neither named nor 1")));
+                }
                 (_, Some(v), _) if v >= 1 && v as u64 <= self.limits.max_dim => shape.push(v as usize),
-                (_, v, p) => return Err(ImportError::Input(format!("dimension {i} ({v:?}, {p:?}) is not a static size in 1..={}", self.limits.max_dim))),
+                (_, v, p) => {
+                    return Err(ImportError::Input(format!(
+                        "dimension {i} ({v:?}, {p:?}) is not a static size in 1..={}",
+                        self.limits.max_dim
+                    )));
+                }
             }
         }
         let s = match shape[..] {
             [c, h, w] => ImageShape::new(c, h, w),
             [k] => ImageShape::new(k, 1, 1),
-            _ => return Err(ImportError::Input(format!("rank {} is not 4 (NCHW) or 2 (NK)", dims.len()))),
+            _ => {
+                return Err(ImportError::Input(format!("rank {} is not 4 (NCHW) or 2 (NK)", dims.len())));
+            }
         };
         if s.len() as u64 > self.limits.max_tensor_elements {
-            return Err(ImportError::Oversized { what: "graph input".into(), actual: s.len() as u64, maximum: self.limits.max_tensor_elements });
+            return Err(ImportError::Oversized {
+                what: "graph input".into(),
+                actual: s.len() as u64,
+                maximum: self.limits.max_tensor_elements,
+            });
         }
         Ok(s)
     }
@@ -210,7 +252,11 @@ impl Builder {
     fn tensor_f32(&self, ctx: &Ctx, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         let t = self.constants.get(name).ok_or_else(|| {
             if self.values.contains_key(name) {
-                ImportError::MissingInitializer { node: ctx.name.clone(), op: ctx.op.to_string(), input: name.to_string() }
+                ImportError::MissingInitializer {
+                    node: ctx.name.clone(),
+                    op: ctx.op.to_string(),
+                    input: name.to_string(),
+                }
             } else {
                 ImportError::MissingInput { node: ctx.name.clone(), op: ctx.op.to_string(), input: name.to_string() }
             }
@@ -222,11 +268,17 @@ impl Builder {
             return Err(err("external data is not supported".into()));
         }
         let values: Vec<f32> = match (t.data_type.unwrap_or(0), &t.raw_data) {
-            (data_type::FLOAT, Some(raw)) if raw.len() == 4 * n => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            (data_type::FLOAT, Some(raw)) if raw.len() == 4 * n => {
+                raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+            }
             (data_type::FLOAT, None) if t.float_data.len() == n => t.float_data.clone(),
-            (data_type::DOUBLE, Some(raw)) if raw.len() == 8 * n => raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
+            (data_type::DOUBLE, Some(raw)) if raw.len() == 8 * n => {
+                raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect()
+            }
             (data_type::DOUBLE, None) if t.double_data.len() == n => t.double_data.iter().map(|&v| v as f32).collect(),
-            (data_type::FLOAT | data_type::DOUBLE, _) => return Err(err(format!("data does not hold the {n} elements its dims declare"))),
+            (data_type::FLOAT | data_type::DOUBLE, _) => {
+                return Err(err(format!("data does not hold the {n} elements its dims declare")));
+            }
             (other, _) => return Err(err(format!("data type {other} is not float"))),
         };
         if values.iter().any(|v| !v.is_finite()) {
@@ -237,15 +289,25 @@ impl Builder {
 
     /// A constant integer tensor (shapes, pads).
     fn tensor_i64(&self, ctx: &Ctx, name: &str) -> Result<Vec<i64>> {
-        let t = self.constants.get(name).ok_or_else(|| ImportError::MissingInitializer { node: ctx.name.clone(), op: ctx.op.to_string(), input: name.to_string() })?;
+        let t = self.constants.get(name).ok_or_else(|| ImportError::MissingInitializer {
+            node: ctx.name.clone(),
+            op: ctx.op.to_string(),
+            input: name.to_string(),
+        })?;
         let n: usize = self.dims(name, t)?.iter().product();
         let err = |detail: String| ImportError::Tensor { tensor: name.to_string(), detail };
         let v: Vec<i64> = match (t.data_type.unwrap_or(0), &t.raw_data) {
-            (data_type::INT64, Some(raw)) if raw.len() == 8 * n => raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
+            (data_type::INT64, Some(raw)) if raw.len() == 8 * n => {
+                raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()
+            }
             (data_type::INT64, None) if t.int64_data.len() == n => t.int64_data.clone(),
-            (data_type::INT32, Some(raw)) if raw.len() == 4 * n => raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64).collect(),
+            (data_type::INT32, Some(raw)) if raw.len() == 4 * n => {
+                raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64).collect()
+            }
             (data_type::INT32, None) if t.int32_data.len() == n => t.int32_data.iter().map(|&v| v as i64).collect(),
-            (data_type::INT64 | data_type::INT32, _) => return Err(err(format!("data does not hold the {n} elements its dims declare"))),
+            (data_type::INT64 | data_type::INT32, _) => {
+                return Err(err(format!("data does not hold the {n} elements its dims declare")));
+            }
             (other, _) => return Err(err(format!("data type {other} is not an integer"))),
         };
         Ok(v)
@@ -255,17 +317,27 @@ impl Builder {
         let mut n: u64 = 1;
         let mut dims = Vec::with_capacity(t.dims.len().min(8));
         if t.dims.len() > 8 {
-            return Err(ImportError::Tensor { tensor: name.to_string(), detail: format!("rank {} is too high", t.dims.len()) });
+            return Err(ImportError::Tensor {
+                tensor: name.to_string(),
+                detail: format!("rank {} is too high", t.dims.len()),
+            });
         }
         for &d in &t.dims {
             if d < 0 {
-                return Err(ImportError::Tensor { tensor: name.to_string(), detail: format!("negative dimension {d}") });
+                return Err(ImportError::Tensor {
+                    tensor: name.to_string(),
+                    detail: format!("negative dimension {d}"),
+                });
             }
             n = n.saturating_mul(d as u64);
             dims.push(d as usize);
         }
         if n > self.limits.max_tensor_elements {
-            return Err(ImportError::Oversized { what: format!("tensor `{name}`"), actual: n, maximum: self.limits.max_tensor_elements });
+            return Err(ImportError::Oversized {
+                what: format!("tensor `{name}`"),
+                actual: n,
+                maximum: self.limits.max_tensor_elements,
+            });
         }
         Ok(dims)
     }
@@ -305,7 +377,10 @@ impl Builder {
         let name = node.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| format!("{op}#{index}"));
         let ctx = Ctx { node, name, op };
         if !matches!(node.domain.as_deref(), None | Some("") | Some("ai.onnx")) {
-            return Err(ImportError::UnsupportedOp { node: ctx.name, op: format!("{}.{op}", node.domain.as_deref().unwrap_or("")) });
+            return Err(ImportError::UnsupportedOp {
+                node: ctx.name,
+                op: format!("{}.{op}", node.domain.as_deref().unwrap_or("")),
+            });
         }
         match op {
             "Conv" => self.conv(&ctx),
@@ -339,7 +414,11 @@ impl Builder {
             "GlobalAveragePool" => {
                 let x = self.value(&ctx, 0)?;
                 let s = self.shapes[x];
-                self.push(&ctx, Op::AvgPool { window: Window2d { kernel: [s.h, s.w], stride: [1, 1], pads: [0; 4] } }, vec![x])
+                self.push(
+                    &ctx,
+                    Op::AvgPool { window: Window2d { kernel: [s.h, s.w], stride: [1, 1], pads: [0; 4] } },
+                    vec![x],
+                )
             }
             "Flatten" => {
                 let x = self.value(&ctx, 0)?;
@@ -353,7 +432,10 @@ impl Builder {
                 self.bind_output(&ctx, x)
             }
             "Constant" => {
-                let t = ctx.attr("value").and_then(|a| a.t.clone()).ok_or_else(|| ctx.attr_err("value", "only tensor constants are supported"))?;
+                let t = ctx
+                    .attr("value")
+                    .and_then(|a| a.t.clone())
+                    .ok_or_else(|| ctx.attr_err("value", "only tensor constants are supported"))?;
                 let out = node.output.first().ok_or_else(|| ctx.shape_err("no output"))?;
                 self.dims(out, &t)?;
                 self.constants.insert(out.clone(), t);
@@ -369,7 +451,10 @@ impl Builder {
         let wname = ctx.node.input.get(1).ok_or_else(|| ctx.shape_err("missing weights"))?;
         let (dims, weight) = self.tensor_f32(ctx, wname)?;
         let [o, c, kh, kw] = dims[..] else {
-            return Err(ImportError::Tensor { tensor: wname.clone(), detail: format!("rank {} is not 4 (OIHW)", dims.len()) });
+            return Err(ImportError::Tensor {
+                tensor: wname.clone(),
+                detail: format!("rank {} is not 4 (OIHW)", dims.len()),
+            });
         };
         let window = ctx.window(Some([kh, kw]))?;
         let bias = self.bias(ctx, 2, o)?;
@@ -382,19 +467,38 @@ impl Builder {
     }
 
     fn bias(&self, ctx: &Ctx, i: usize, outputs: usize) -> Result<Option<Vec<f32>>> {
-        let Some(name) = ctx.node.input.get(i).filter(|n| !n.is_empty()) else { return Ok(None) };
+        let Some(name) = ctx.node.input.get(i).filter(|n| !n.is_empty()) else {
+            return Ok(None);
+        };
         let (_, b) = self.tensor_f32(ctx, name)?;
         if b.len() != outputs {
-            return Err(ImportError::Tensor { tensor: name.clone(), detail: format!("{} values for {outputs} outputs", b.len()) });
+            return Err(ImportError::Tensor {
+                tensor: name.clone(),
+                detail: format!("{} values for {outputs} outputs", b.len()),
+            });
         }
         Ok(Some(b))
     }
 
     /// A dense layer from a `K × out` or `out × K` matrix.
-    fn dense(&mut self, ctx: &Ctx, x: ValueId, dims: &[usize], w: Vec<f32>, transposed: bool, bias: Option<Vec<f32>>) -> Result<()> {
-        let [r, c] = dims[..] else { return Err(ctx.shape_err(format!("weight rank {} is not 2", dims.len()))) };
+    fn dense(
+        &mut self,
+        ctx: &Ctx,
+        x: ValueId,
+        dims: &[usize],
+        w: Vec<f32>,
+        transposed: bool,
+        bias: Option<Vec<f32>>,
+    ) -> Result<()> {
+        let [r, c] = dims[..] else {
+            return Err(ctx.shape_err(format!("weight rank {} is not 2", dims.len())));
+        };
         let (k, out) = if transposed { (c, r) } else { (r, c) };
-        let weight = if transposed { w } else { (0..out).flat_map(|o| (0..k).map(move |i| (i, o))).map(|(i, o)| w[i * out + o]).collect() };
+        let weight = if transposed {
+            w
+        } else {
+            (0..out).flat_map(|o| (0..k).map(move |i| (i, o))).map(|(i, o)| w[i * out + o]).collect()
+        };
         let geometry = ConvGeometry::dense(k, out);
         if self.shapes[x].len() != k {
             return Err(ctx.shape_err(format!("weights expect {k} features, the input has {}", self.shapes[x].len())));
@@ -461,7 +565,10 @@ impl Builder {
             let name = ctx.node.input.get(i).ok_or_else(|| ctx.shape_err(format!("missing input {i}")))?;
             let (_, v) = self.tensor_f32(ctx, name)?;
             if v.len() != c {
-                return Err(ImportError::Tensor { tensor: name.clone(), detail: format!("{} values for {c} channels", v.len()) });
+                return Err(ImportError::Tensor {
+                    tensor: name.clone(),
+                    detail: format!("{} values for {c} channels", v.len()),
+                });
             }
             Ok(v)
         };
@@ -480,7 +587,7 @@ impl Builder {
         let shape = self.tensor_i64(ctx, name)?;
         let k = self.shapes[x].len() as i64;
         match shape[..] {
-            [n, f] if matches!(n, -1 | 0 | 1) && (f == k || f == -1) => self.push(ctx, Op::Flatten, vec![x]),
+            [n, f] if (-1..=1).contains(&n) && (f == k || f == -1) => self.push(ctx, Op::Flatten, vec![x]),
             _ => Err(ctx.shape_err(format!("reshape to {shape:?} is not a flatten of {:?}", self.shapes[x]))),
         }
     }
@@ -489,7 +596,11 @@ impl Builder {
         let x = self.value(ctx, 0)?;
         match ctx.attr("mode").and_then(|a| a.s.as_deref()) {
             None | Some(b"constant") => {}
-            Some(m) => return Err(ctx.attr_err("mode", format!("`{}` is not supported (only constant)", String::from_utf8_lossy(m)))),
+            Some(m) => {
+                return Err(
+                    ctx.attr_err("mode", format!("`{}` is not supported (only constant)", String::from_utf8_lossy(m)))
+                );
+            }
         }
         if let Some(name) = ctx.node.input.get(2).filter(|n| !n.is_empty()) {
             let (_, v) = self.tensor_f32(ctx, name)?;
@@ -507,4 +618,3 @@ impl Builder {
         }
     }
 }
-

@@ -18,7 +18,13 @@ fn tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
 }
 
 fn ints_tensor(name: &str, values: &[i64]) -> TensorProto {
-    TensorProto { dims: vec![values.len() as i64], data_type: Some(data_type::INT64), name: Some(name.into()), int64_data: values.to_vec(), ..Default::default() }
+    TensorProto {
+        dims: vec![values.len() as i64],
+        data_type: Some(data_type::INT64),
+        name: Some(name.into()),
+        int64_data: values.to_vec(),
+        ..Default::default()
+    }
 }
 
 fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
@@ -43,7 +49,12 @@ fn node(name: &str, op: &str, inputs: &[&str], output: &str, attrs: Vec<Attribut
 fn value_info(name: &str, dims: &[Dimension]) -> ValueInfoProto {
     ValueInfoProto {
         name: Some(name.into()),
-        r#type: Some(TypeProto { tensor_type: Some(TypeProtoTensor { elem_type: Some(data_type::FLOAT), shape: Some(TensorShapeProto { dim: dims.to_vec() }) }) }),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TypeProtoTensor {
+                elem_type: Some(data_type::FLOAT),
+                shape: Some(TensorShapeProto { dim: dims.to_vec() }),
+            }),
+        }),
     }
 }
 
@@ -63,10 +74,26 @@ fn ramp(n: usize, scale: f32) -> Vec<f32> {
 fn small_graph() -> ModelProto {
     let graph = GraphProto {
         node: vec![
-            node("conv", "Conv", &["x", "w", "b"], "c", vec![attr_ints("kernel_shape", &[3, 3]), attr_ints("pads", &[1, 1, 1, 1]), attr_ints("strides", &[1, 1])]),
+            node(
+                "conv",
+                "Conv",
+                &["x", "w", "b"],
+                "c",
+                vec![
+                    attr_ints("kernel_shape", &[3, 3]),
+                    attr_ints("pads", &[1, 1, 1, 1]),
+                    attr_ints("strides", &[1, 1]),
+                ],
+            ),
             node("bn", "BatchNormalization", &["c", "g", "beta", "mean", "var"], "n", vec![]),
             node("relu", "Relu", &["n"], "r", vec![]),
-            node("pool", "MaxPool", &["r"], "p", vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])]),
+            node(
+                "pool",
+                "MaxPool",
+                &["r"],
+                "p",
+                vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])],
+            ),
             node("flat", "Flatten", &["p"], "f", vec![attr_int("axis", 1)]),
             node("fc", "Gemm", &["f", "fw", "fb"], "y", vec![attr_int("transB", 1)]),
         ],
@@ -123,7 +150,13 @@ fn reshape_pad_avgpool_matmul_add_identity() {
         node("id", "Identity", &["c"], "ci", vec![]),
         node("relu", "Relu", &["ci"], "r", vec![]),
         node("res", "Add", &["r", "r"], "p", vec![]),
-        node("avg", "AveragePool", &["p"], "q", vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])]),
+        node(
+            "avg",
+            "AveragePool",
+            &["p"],
+            "q",
+            vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])],
+        ),
         node("reshape", "Reshape", &["q", "shape"], "f", vec![]),
         node("mm", "MatMul", &["f", "mw"], "mmo", vec![]),
         node("bias", "Add", &["mmo", "fb"], "y", vec![]),
@@ -159,7 +192,10 @@ fn graph(m: &mut ModelProto) -> &mut GraphProto {
 fn malformed_bytes_are_refused() {
     let bytes = small_graph().encode_to_vec();
     assert!(matches!(import_bytes(&bytes[..bytes.len() / 2], &Limits::default()), Err(ImportError::NotProtobuf(_))));
-    assert!(matches!(import_bytes(b"\xff\xff\xff\xff not a protobuf", &Limits::default()), Err(ImportError::NotProtobuf(_))));
+    assert!(matches!(
+        import_bytes(b"\xff\xff\xff\xff not a protobuf", &Limits::default()),
+        Err(ImportError::NotProtobuf(_))
+    ));
     let tiny = Limits { max_file_bytes: 100, ..Limits::default() };
     assert!(matches!(import_bytes(&bytes, &tiny), Err(ImportError::TooLarge { .. })));
     assert!(matches!(import_bytes(&[], &Limits::default()), Err(ImportError::UnsupportedOpset { version: 0, .. })));
@@ -167,25 +203,72 @@ fn malformed_bytes_are_refused() {
 
 #[test]
 fn refusals_name_the_problem() {
-    assert_eq!(refused(|m| m.opset_import[0].version = Some(9)), ImportError::UnsupportedOpset { version: 9, min: 13, max: 20 });
+    assert_eq!(
+        refused(|m| m.opset_import[0].version = Some(9)),
+        ImportError::UnsupportedOpset { version: 9, min: 13, max: 20 }
+    );
     assert_eq!(refused(|m| m.graph = None), ImportError::NoGraph);
-    assert_eq!(refused(|m| graph(m).node[2].op_type = Some("Softmax".into())), ImportError::UnsupportedOp { node: "relu".into(), op: "Softmax".into() });
-    assert!(matches!(refused(|m| { graph(m).initializer.remove(0); }), ImportError::MissingInput { node, input, .. } if node == "conv" && input == "w"));
-    assert!(matches!(refused(|m| graph(m).node[0].attribute.push(attr_ints("dilations", &[2, 2]))), ImportError::Attribute { node, attribute, .. } if node == "conv" && attribute == "dilations"));
-    assert!(matches!(refused(|m| graph(m).node[0].attribute.push(attr_int("group", 2))), ImportError::Attribute { attribute, .. } if attribute == "group"));
-    assert!(matches!(refused(|m| graph(m).node[3].attribute.push(attr_int("ceil_mode", 1))), ImportError::Attribute { node, attribute, .. } if node == "pool" && attribute == "ceil_mode"));
-    assert!(matches!(refused(|m| graph(m).initializer[6] = tensor("fw", &[3, 31], &ramp(93, 0.05))), ImportError::Shape { node, .. } if node == "fc"));
-    assert!(matches!(refused(|m| graph(m).initializer[0] = tensor("w", &[2, 1, 3], &ramp(6, 0.1))), ImportError::Tensor { tensor, .. } if tensor == "w"));
-    assert!(matches!(refused(|m| graph(m).initializer[0] = tensor("w", &[2, 1, 3, 3], &ramp(17, 0.1))), ImportError::Tensor { tensor, .. } if tensor == "w"));
-    assert!(matches!(refused(|m| graph(m).initializer[0] = tensor("w", &[1 << 20, 1 << 20, 3, 3], &[])), ImportError::Oversized { .. }));
-    assert!(matches!(refused(|m| graph(m).initializer[1] = tensor("b", &[2], &[f32::NAN, 0.0])), ImportError::Tensor { tensor, .. } if tensor == "b"));
-    assert!(matches!(refused(|m| graph(m).initializer[1] = tensor("b", &[2], &[f32::INFINITY, 0.0])), ImportError::Tensor { .. }));
-    assert!(matches!(refused(|m| graph(m).input[0] = value_info("x", &[batch(), dim(1), Dimension { dim_value: None, dim_param: Some("h".into()) }, dim(8)])), ImportError::Input(_)));
-    assert!(matches!(refused(|m| graph(m).input[0] = value_info("x", &[batch(), dim(1), dim(1 << 30), dim(8)])), ImportError::Input(_)));
-    assert!(matches!(refused(|m| graph(m).input[0] = value_info("x", &[batch(), dim(1), dim(8)])), ImportError::Input(_)));
-    assert!(matches!(refused(|m| graph(m).input[0] = value_info("x", &[batch(), dim(3), dim(8), dim(8)])), ImportError::Shape { node, .. } if node == "conv"));
-    assert!(matches!(refused(|m| graph(m).node[4].attribute[0] = attr_int("axis", 2)), ImportError::Attribute { attribute, .. } if attribute == "axis"));
+    assert_eq!(
+        refused(|m| graph(m).node[2].op_type = Some("Softmax".into())),
+        ImportError::UnsupportedOp { node: "relu".into(), op: "Softmax".into() }
+    );
+    assert!(
+        matches!(refused(|m| { graph(m).initializer.remove(0); }), ImportError::MissingInput { node, input, .. } if node == "conv" && input == "w")
+    );
+    assert!(
+        matches!(refused(|m| graph(m).node[0].attribute.push(attr_ints("dilations", &[2, 2]))), ImportError::Attribute { node, attribute, .. } if node == "conv" && attribute == "dilations")
+    );
+    assert!(
+        matches!(refused(|m| graph(m).node[0].attribute.push(attr_int("group", 2))), ImportError::Attribute { attribute, .. } if attribute == "group")
+    );
+    assert!(
+        matches!(refused(|m| graph(m).node[3].attribute.push(attr_int("ceil_mode", 1))), ImportError::Attribute { node, attribute, .. } if node == "pool" && attribute == "ceil_mode")
+    );
+    assert!(
+        matches!(refused(|m| graph(m).initializer[6] = tensor("fw", &[3, 31], &ramp(93, 0.05))), ImportError::Shape { node, .. } if node == "fc")
+    );
+    assert!(
+        matches!(refused(|m| graph(m).initializer[0] = tensor("w", &[2, 1, 3], &ramp(6, 0.1))), ImportError::Tensor { tensor, .. } if tensor == "w")
+    );
+    assert!(
+        matches!(refused(|m| graph(m).initializer[0] = tensor("w", &[2, 1, 3, 3], &ramp(17, 0.1))), ImportError::Tensor { tensor, .. } if tensor == "w")
+    );
+    assert!(matches!(
+        refused(|m| graph(m).initializer[0] = tensor("w", &[1 << 20, 1 << 20, 3, 3], &[])),
+        ImportError::Oversized { .. }
+    ));
+    assert!(
+        matches!(refused(|m| graph(m).initializer[1] = tensor("b", &[2], &[f32::NAN, 0.0])), ImportError::Tensor { tensor, .. } if tensor == "b")
+    );
+    assert!(matches!(
+        refused(|m| graph(m).initializer[1] = tensor("b", &[2], &[f32::INFINITY, 0.0])),
+        ImportError::Tensor { .. }
+    ));
+    assert!(matches!(
+        refused(|m| graph(m).input[0] =
+            value_info("x", &[batch(), dim(1), Dimension { dim_value: None, dim_param: Some("h".into()) }, dim(8)])),
+        ImportError::Input(_)
+    ));
+    assert!(matches!(
+        refused(|m| graph(m).input[0] = value_info("x", &[batch(), dim(1), dim(1 << 30), dim(8)])),
+        ImportError::Input(_)
+    ));
+    assert!(matches!(
+        refused(|m| graph(m).input[0] = value_info("x", &[batch(), dim(1), dim(8)])),
+        ImportError::Input(_)
+    ));
+    assert!(
+        matches!(refused(|m| graph(m).input[0] = value_info("x", &[batch(), dim(3), dim(8), dim(8)])), ImportError::Shape { node, .. } if node == "conv")
+    );
+    assert!(
+        matches!(refused(|m| graph(m).node[4].attribute[0] = attr_int("axis", 2)), ImportError::Attribute { attribute, .. } if attribute == "axis")
+    );
     assert!(matches!(refused(|m| graph(m).node[0].input[1] = "c".into()), ImportError::MissingInput { .. }));
     assert!(matches!(refused(|m| graph(m).output[0].name = Some("nowhere".into())), ImportError::MissingInput { .. }));
-    assert!(matches!(refused(|m| m.metadata_props.push(StringStringEntryProto { key: Some("tessera".into()), value: Some("{not json".into()) })), ImportError::Metadata(_)));
+    assert!(matches!(
+        refused(|m| m
+            .metadata_props
+            .push(StringStringEntryProto { key: Some("tessera".into()), value: Some("{not json".into()) })),
+        ImportError::Metadata(_)
+    ));
 }

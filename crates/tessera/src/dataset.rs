@@ -39,14 +39,22 @@ impl Dataset {
             let shape = match dims[..] {
                 [_, h, w] => ImageShape::new(1, h, w),
                 [_, c, h, w] => ImageShape::new(c, h, w),
-                _ => return Err(Error::input(path, InputProblem::Corrupt(format!("IDX dims {dims:?} are not images")))),
+                _ => {
+                    return Err(Error::input(path, InputProblem::Corrupt(format!("IDX dims {dims:?} are not images"))));
+                }
             };
             if ldims.len() != 1 || ldims[0] != dims[0] {
-                return Err(Error::input(path, InputProblem::LabelCount { images: dims[0], labels: ldims.iter().product() }));
+                return Err(Error::input(
+                    path,
+                    InputProblem::LabelCount { images: dims[0], labels: ldims.iter().product() },
+                ));
             }
             Ok(Self { shape, pixels, labels })
         } else {
-            Err(Error::input(path, InputProblem::Corrupt("unknown dataset format (expected *.bin, *images*.idx[.gz] or *.npz)".into())))
+            Err(Error::input(
+                path,
+                InputProblem::Corrupt("unknown dataset format (expected *.bin, *images*.idx[.gz] or *.npz)".into()),
+            ))
         }
     }
 
@@ -69,7 +77,13 @@ impl Dataset {
         let bytes = read_bounded(path, MAX_DATASET_BYTES)?;
         const RECORD: usize = 1 + 3 * 32 * 32;
         if bytes.len() % RECORD != 0 {
-            return Err(Error::input(path, InputProblem::Corrupt(format!("{} bytes is not a whole number of {RECORD}-byte CIFAR records", bytes.len()))));
+            return Err(Error::input(
+                path,
+                InputProblem::Corrupt(format!(
+                    "{} bytes is not a whole number of {RECORD}-byte CIFAR records",
+                    bytes.len()
+                )),
+            ));
         }
         let labels = bytes.chunks(RECORD).map(|r| r[0]).collect();
         let pixels = bytes.chunks(RECORD).flat_map(|r| r[1..].iter().copied()).collect();
@@ -80,10 +94,16 @@ impl Dataset {
         let err = |e: std::io::Error| Error::input(path, InputProblem::Corrupt(e.to_string()));
         let mut npz = npyz::npz::NpzArchive::open(path).map_err(err)?;
         let mut array = |name: &str| -> Result<(Vec<u64>, Vec<u8>)> {
-            let npy = npz.by_name(name).map_err(err)?.ok_or_else(|| Error::input(path, InputProblem::Corrupt(format!("no array `{name}`"))))?;
+            let npy = npz
+                .by_name(name)
+                .map_err(err)?
+                .ok_or_else(|| Error::input(path, InputProblem::Corrupt(format!("no array `{name}`"))))?;
             let shape = npy.shape().to_vec();
             if shape.iter().product::<u64>() > MAX_DATASET_BYTES {
-                return Err(Error::input(path, InputProblem::TooLarge { actual: shape.iter().product(), maximum: MAX_DATASET_BYTES }));
+                return Err(Error::input(
+                    path,
+                    InputProblem::TooLarge { actual: shape.iter().product(), maximum: MAX_DATASET_BYTES },
+                ));
             }
             Ok((shape, npy.into_vec::<u8>().map_err(err)?))
         };
@@ -91,11 +111,21 @@ impl Dataset {
         let (_, labels) = array("test_labels")?;
         let shape = match shape[..] {
             [_, h, w] => ImageShape::new(1, h as usize, w as usize),
-            [_, h, w, 3] => return Err(Error::input(path, InputProblem::Corrupt(format!("HWC colour images {h}×{w}×3 are not supported")))),
-            _ => return Err(Error::input(path, InputProblem::Corrupt(format!("array shape {shape:?} is not images")))),
+            [_, h, w, 3] => {
+                return Err(Error::input(
+                    path,
+                    InputProblem::Corrupt(format!("HWC colour images {h}×{w}×3 are not supported")),
+                ));
+            }
+            _ => {
+                return Err(Error::input(path, InputProblem::Corrupt(format!("array shape {shape:?} is not images"))));
+            }
         };
         if labels.len() * shape.len() != pixels.len() {
-            return Err(Error::input(path, InputProblem::LabelCount { images: pixels.len() / shape.len(), labels: labels.len() }));
+            return Err(Error::input(
+                path,
+                InputProblem::LabelCount { images: pixels.len() / shape.len(), labels: labels.len() },
+            ));
         }
         Ok(Self { shape, pixels, labels })
     }
@@ -107,9 +137,15 @@ pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
     let corrupt = |m: String| Error::input(path, InputProblem::Corrupt(m));
     let bytes = if path.extension().is_some_and(|e| e == "gz") {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..]).take(MAX_DATASET_BYTES + 1).read_to_end(&mut out).map_err(|e| corrupt(e.to_string()))?;
+        flate2::read::GzDecoder::new(&raw[..])
+            .take(MAX_DATASET_BYTES + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| corrupt(e.to_string()))?;
         if out.len() as u64 > MAX_DATASET_BYTES {
-            return Err(Error::input(path, InputProblem::TooLarge { actual: out.len() as u64, maximum: MAX_DATASET_BYTES }));
+            return Err(Error::input(
+                path,
+                InputProblem::TooLarge { actual: out.len() as u64, maximum: MAX_DATASET_BYTES },
+            ));
         }
         out
     } else {
@@ -123,8 +159,11 @@ pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
     if rank == 0 || rank > 4 || bytes.len() < header {
         return Err(corrupt(format!("bad IDX rank {rank}")));
     }
-    let dims: Vec<usize> = (0..rank).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize).collect();
-    let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| corrupt("dimensions overflow".into()))?;
+    let dims: Vec<usize> = (0..rank)
+        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize)
+        .collect();
+    let n =
+        dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| corrupt("dimensions overflow".into()))?;
     if bytes.len() - header != n {
         return Err(corrupt(format!("{} data bytes for dims {dims:?}", bytes.len() - header)));
     }

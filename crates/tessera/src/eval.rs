@@ -32,7 +32,12 @@ pub fn argmax<T: PartialOrd + Copy>(v: &[T]) -> usize {
 }
 
 /// Evaluates the first `limit` images of `data` in batches, reporting progress (images done).
-pub fn evaluate(model: &LoadedModel, data: &Dataset, limit: Option<usize>, progress: &mut dyn FnMut(usize)) -> Result<EvalReport> {
+pub fn evaluate(
+    model: &LoadedModel,
+    data: &Dataset,
+    limit: Option<usize>,
+    progress: &mut dyn FnMut(usize),
+) -> Result<EvalReport> {
     let shape = model.merged.input_shape();
     if data.shape != shape {
         return Err(Error::Input {

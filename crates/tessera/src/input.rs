@@ -55,7 +55,9 @@ pub fn load_input(path: &Path, shape: ImageShape, meta: &ModelMeta) -> Result<Ve
 /// Decodes a PNG or JPEG into `C×H×W` pixels of the expected shape.
 pub fn decode_image(path: &Path, bytes: &[u8], shape: ImageShape) -> Result<Vec<u8>> {
     let err = |p| Error::input(path, p);
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| err(InputProblem::Corrupt(e.to_string())))?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| err(InputProblem::Corrupt(e.to_string())))?;
     if !matches!(reader.format(), Some(image::ImageFormat::Png | image::ImageFormat::Jpeg)) {
         return Err(err(InputProblem::Corrupt("not a PNG or JPEG image".into())));
     }
@@ -67,7 +69,12 @@ pub fn decode_image(path: &Path, bytes: &[u8], shape: ImageShape) -> Result<Vec<
     let img = reader.decode().map_err(|e| err(InputProblem::Corrupt(e.to_string())))?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     if (h, w) != (shape.h, shape.w) {
-        return Err(err(InputProblem::WrongSize { actual_h: h, actual_w: w, expected_h: shape.h, expected_w: shape.w }));
+        return Err(err(InputProblem::WrongSize {
+            actual_h: h,
+            actual_w: w,
+            expected_h: shape.h,
+            expected_w: shape.w,
+        }));
     }
     let channels = if img.color().has_color() { 3 } else { 1 };
     if channels != shape.c {
@@ -88,7 +95,10 @@ fn read_npy(path: &Path, bytes: &[u8], shape: ImageShape, meta: &ModelMeta) -> R
     let dims: Vec<u64> = npy.shape().to_vec();
     let n: u64 = dims.iter().product();
     if n != shape.len() as u64 {
-        return Err(err(InputProblem::Corrupt(format!("array of shape {dims:?} is not one {}×{}×{} image", shape.c, shape.h, shape.w))));
+        return Err(err(InputProblem::Corrupt(format!(
+            "array of shape {dims:?} is not one {}×{}×{} image",
+            shape.c, shape.h, shape.w
+        ))));
     }
     match npy.dtype() {
         npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Uint && t.size_field() == 1 => {

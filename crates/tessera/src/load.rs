@@ -37,16 +37,29 @@ impl LoadedModel {
     pub fn load(path: &Path) -> Result<Self> {
         let limits = Limits::default();
         let original = tessera_onnx::import_file(path, &limits)?;
-        let bytes = std::fs::read(path).map_err(|e| tessera_onnx::ImportError::Io { path: path.display().to_string(), reason: e.to_string() })?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| tessera_onnx::ImportError::Io { path: path.display().to_string(), reason: e.to_string() })?;
         let (merged, report) = merge(&original)?;
         let sidecar = calibration_path(path);
         let calibration = match std::fs::read_to_string(&sidecar) {
-            Ok(text) => Some(serde_json::from_str::<Calibration>(&text).map_err(|e| Error::Calibration { path: sidecar.display().to_string(), reason: e.to_string() })?),
+            Ok(text) => Some(
+                serde_json::from_str::<Calibration>(&text)
+                    .map_err(|e| Error::Calibration { path: sidecar.display().to_string(), reason: e.to_string() })?,
+            ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::Calibration { path: sidecar.display().to_string(), reason: e.to_string() }),
+            Err(e) => {
+                return Err(Error::Calibration { path: sidecar.display().to_string(), reason: e.to_string() });
+            }
         };
         tracing::debug!(path = %path.display(), layers = merged.nodes().len(), calibrated = calibration.is_some(), "model loaded");
-        Ok(Self { path: path.to_path_buf(), hash: *blake3::hash(&bytes).as_bytes(), original, merged, report, calibration })
+        Ok(Self {
+            path: path.to_path_buf(),
+            hash: *blake3::hash(&bytes).as_bytes(),
+            original,
+            merged,
+            report,
+            calibration,
+        })
     }
 
     /// The model's metadata.
@@ -60,7 +73,10 @@ impl LoadedModel {
             model: self.path.display().to_string(),
             sidecar: calibration_path(&self.path).display().to_string(),
         })?;
-        let params = cal.params().map_err(|e| Error::Calibration { path: calibration_path(&self.path).display().to_string(), reason: e.to_string() })?;
+        let params = cal.params().map_err(|e| Error::Calibration {
+            path: calibration_path(&self.path).display().to_string(),
+            reason: e.to_string(),
+        })?;
         Ok(FixedModel::new(&self.merged, params)?)
     }
 
@@ -68,7 +84,8 @@ impl LoadedModel {
     pub fn save_calibration(&mut self, calibration: Calibration) -> Result<PathBuf> {
         let path = calibration_path(&self.path);
         let text = serde_json::to_string_pretty(&calibration).expect("calibration serializes");
-        std::fs::write(&path, text + "\n").map_err(|e| Error::Calibration { path: path.display().to_string(), reason: e.to_string() })?;
+        std::fs::write(&path, text + "\n")
+            .map_err(|e| Error::Calibration { path: path.display().to_string(), reason: e.to_string() })?;
         self.calibration = Some(calibration);
         Ok(path)
     }

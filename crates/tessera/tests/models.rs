@@ -26,10 +26,30 @@ struct Case {
 }
 
 const CASES: &[Case] = &[
-    Case { model: "minionn-mnist", evalset: "mnist-test-200-images.idx", full: "mnist/t10k-images-idx3-ubyte.gz", floor: 0.96 },
-    Case { model: "lenet-mnist", evalset: "mnist-test-200-images.idx", full: "mnist/t10k-images-idx3-ubyte.gz", floor: 0.96 },
-    Case { model: "minionn-fashion", evalset: "fashion-mnist-test-200-images.idx", full: "fashion-mnist/t10k-images-idx3-ubyte.gz", floor: 0.87 },
-    Case { model: "pneumonia-cnn", evalset: "pneumoniamnist-test-200-images.idx", full: "medmnist/pneumoniamnist_balanced_3166.npz", floor: 0.89 },
+    Case {
+        model: "minionn-mnist",
+        evalset: "mnist-test-200-images.idx",
+        full: "mnist/t10k-images-idx3-ubyte.gz",
+        floor: 0.96,
+    },
+    Case {
+        model: "lenet-mnist",
+        evalset: "mnist-test-200-images.idx",
+        full: "mnist/t10k-images-idx3-ubyte.gz",
+        floor: 0.96,
+    },
+    Case {
+        model: "minionn-fashion",
+        evalset: "fashion-mnist-test-200-images.idx",
+        full: "fashion-mnist/t10k-images-idx3-ubyte.gz",
+        floor: 0.87,
+    },
+    Case {
+        model: "pneumonia-cnn",
+        evalset: "pneumoniamnist-test-200-images.idx",
+        full: "medmnist/pneumoniamnist_balanced_3166.npz",
+        floor: 0.89,
+    },
 ];
 
 fn dataset(case: &Case) -> (Dataset, usize) {
@@ -43,18 +63,31 @@ fn dataset(case: &Case) -> (Dataset, usize) {
 #[test]
 fn shipped_models_meet_their_floors_and_agree_in_fixed_point() {
     for case in CASES {
-        let m = LoadedModel::load(&repo().join("models").join(format!("{}.onnx", case.model))).expect("shipped model loads");
+        let m = LoadedModel::load(&repo().join("models").join(format!("{}.onnx", case.model)))
+            .expect("shipped model loads");
         assert!(m.calibration.is_some(), "{} ships its calibration", case.model);
         let (data, n) = dataset(case);
         let r = evaluate(&m, &data, Some(n), &mut |_| {}).expect("evaluation runs");
         let fixed = r.fixed_accuracy.unwrap();
         let agreement = r.label_agreement.unwrap();
-        println!("{}: {} images, f32 {:.4}, fixed {:.4}, agreement {:.4}, max |Δ| {:.4}", case.model, r.images, r.f32_accuracy, fixed, agreement, r.max_logit_difference.unwrap());
+        println!(
+            "{}: {} images, f32 {:.4}, fixed {:.4}, agreement {:.4}, max |Δ| {:.4}",
+            case.model,
+            r.images,
+            r.f32_accuracy,
+            fixed,
+            agreement,
+            r.max_logit_difference.unwrap()
+        );
         assert!(r.f32_accuracy >= case.floor, "{} f32 accuracy {}", case.model, r.f32_accuracy);
         assert!(fixed >= case.floor, "{} fixed-point accuracy {fixed}", case.model);
         assert!(agreement >= 0.99, "{} label agreement {agreement}", case.model);
         // The stated bound on fixed-point logit error (docs/models.md).
-        assert!(r.max_logit_difference.unwrap() <= 1.0 && r.mean_logit_difference.unwrap() <= 0.15, "{} logit error", case.model);
+        assert!(
+            r.max_logit_difference.unwrap() <= 1.0 && r.mean_logit_difference.unwrap() <= 0.15,
+            "{} logit error",
+            case.model
+        );
     }
 }
 
@@ -78,11 +111,14 @@ fn merging_pass_keeps_f32_logits_on_real_images() {
 
 #[test]
 fn sample_images_are_classified_as_named() {
-    let models = [("mnist", "minionn-mnist"), ("fashion-mnist", "minionn-fashion"), ("pneumoniamnist", "pneumonia-cnn")];
+    let models =
+        [("mnist", "minionn-mnist"), ("fashion-mnist", "minionn-fashion"), ("pneumoniamnist", "pneumonia-cnn")];
     for entry in std::fs::read_dir(repo().join("examples/images")).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_stem().unwrap().to_str().unwrap().to_string();
-        let Some((_, model)) = models.iter().find(|(d, _)| name.starts_with(&format!("{d}-test"))) else { continue };
+        let Some((_, model)) = models.iter().find(|(d, _)| name.starts_with(&format!("{d}-test"))) else {
+            continue;
+        };
         let m = LoadedModel::load(&repo().join("models").join(format!("{model}.onnx"))).unwrap();
         let x = load_input(&path, m.merged.input_shape(), m.meta()).unwrap();
         let label = argmax(&m.fixed().unwrap().run(&x, 1).unwrap());

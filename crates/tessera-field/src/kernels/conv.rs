@@ -87,7 +87,13 @@ impl ConvKernel {
 /// Column matrix for `batch` images of `planes` stacked operand planes (limbs, or 1 for f32):
 /// `terms × (planes · batch · P)`, plane `q` of image `b` at column block `q · batch + b`.
 /// Returns the number of columns.
-fn columns<T: Copy + Default + Send + Sync>(g: &ConvGeometry, src: &[T], planes: usize, batch: usize, cols: &mut Vec<T>) -> usize {
+fn columns<T: Copy + Default + Send + Sync>(
+    g: &ConvGeometry,
+    src: &[T],
+    planes: usize,
+    batch: usize,
+    cols: &mut Vec<T>,
+) -> usize {
     let p = g.output().expect("geometry checked at construction").plane();
     let n = planes * batch * p;
     // Every element is overwritten below: only grow the buffer, never re-fill it.
@@ -136,7 +142,15 @@ pub fn conv2d_zt(kernel: &ConvKernel, input: &[u64], batch: usize, threads: usiz
 }
 
 /// `f32` convolution without bias for the plaintext engine; `cols` is reusable scratch.
-pub fn conv2d_f32(g: &ConvGeometry, weights: &[f32], input: &[f32], batch: usize, threads: usize, cols: &mut Vec<f32>, out: &mut [f32]) {
+pub fn conv2d_f32(
+    g: &ConvGeometry,
+    weights: &[f32],
+    input: &[f32],
+    batch: usize,
+    threads: usize,
+    cols: &mut Vec<f32>,
+    out: &mut [f32],
+) {
     let o = g.output().expect("geometry checked at construction");
     assert_eq!(input.len(), batch * g.input.len(), "conv2d_f32 input length");
     assert_eq!(out.len(), batch * o.len(), "conv2d_f32 output length");
@@ -176,7 +190,8 @@ mod tests {
 
     fn case(g: ConvGeometry, batch: usize, wmax: i64, seed: u64) {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let w: Vec<i64> = (0..g.out_channels * g.terms()).map(|_| (rng.next_u64() % (2 * wmax as u64 + 1)) as i64 - wmax).collect();
+        let w: Vec<i64> =
+            (0..g.out_channels * g.terms()).map(|_| (rng.next_u64() % (2 * wmax as u64 + 1)) as i64 - wmax).collect();
         let x = zt::random_vec(&mut rng, batch * g.input.len());
         let kernel = ConvKernel::new(g, &w).unwrap();
         let expect = reference::conv2d_zt(&g, &w, &x, batch);
@@ -205,12 +220,22 @@ mod tests {
 
     #[test]
     fn bit_identical_for_any_thread_count() {
-        let g = ConvGeometry { input: ImageShape::new(16, 12, 12), out_channels: 8, window: Window2d { kernel: [3, 3], stride: [1, 1], pads: [1; 4] } };
+        let g = ConvGeometry {
+            input: ImageShape::new(16, 12, 12),
+            out_channels: 8,
+            window: Window2d { kernel: [3, 3], stride: [1, 1], pads: [1; 4] },
+        };
         let mut rng = ChaCha20Rng::seed_from_u64(11);
         let w: Vec<i64> = (0..g.out_channels * g.terms()).map(|_| (rng.next_u64() % 4001) as i64 - 2000).collect();
         let x = zt::random_vec(&mut rng, 2 * g.input.len());
         let kernel = ConvKernel::new(g, &w).unwrap();
-        let run = |threads: usize| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| conv2d_zt(&kernel, &x, 2, threads));
+        let run = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| conv2d_zt(&kernel, &x, 2, threads))
+        };
         let one = run(1);
         assert_eq!(one, run(2));
         assert_eq!(one, run(4));

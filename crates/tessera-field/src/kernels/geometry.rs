@@ -22,6 +22,11 @@ impl ImageShape {
         self.c * self.h * self.w
     }
 
+    /// Whether the shape holds no element.
+    pub const fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Pixels per channel.
     pub const fn plane(&self) -> usize {
         self.h * self.w

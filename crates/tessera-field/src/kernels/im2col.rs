@@ -69,7 +69,9 @@ mod tests {
     fn matches_naive_for_strides_and_pads() {
         let s = ImageShape::new(2, 5, 7);
         let src: Vec<i32> = (1..=s.len() as i32).collect();
-        for (k, st, pads) in [(3, 1, [1, 1, 1, 1]), (3, 2, [1, 0, 2, 1]), (1, 1, [0; 4]), (2, 3, [0, 2, 0, 0]), (5, 1, [2; 4])] {
+        for (k, st, pads) in
+            [(3, 1, [1, 1, 1, 1]), (3, 2, [1, 0, 2, 1]), (1, 1, [0; 4]), (2, 3, [0, 2, 0, 0]), (5, 1, [2; 4])]
+        {
             let win = Window2d { kernel: [k, k], stride: [st, st], pads };
             let (oh, ow) = win.output_hw(s.h, s.w).unwrap();
             let mut dst = vec![-1; s.c * k * k * oh * ow];

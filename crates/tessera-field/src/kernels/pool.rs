@@ -8,7 +8,14 @@ use crate::zt;
 
 /// Folds `fold` over every window of every channel of `batch` images into `out`
 /// (`batch × c × oh × ow`). Every window must hold at least one input position.
-pub fn pool<T: Copy + Send + Sync>(src: &[T], shape: ImageShape, win: &Window2d, batch: usize, fold: impl Fn(T, T) -> T + Sync, out: &mut [T]) {
+pub fn pool<T: Copy + Send + Sync>(
+    src: &[T],
+    shape: ImageShape,
+    win: &Window2d,
+    batch: usize,
+    fold: impl Fn(T, T) -> T + Sync,
+    out: &mut [T],
+) {
     let (oh, ow) = win.output_hw(shape.h, shape.w).expect("window checked when the layer was built");
     assert_eq!(src.len(), batch * shape.len(), "pool input length");
     assert_eq!(out.len(), batch * shape.c * oh * ow, "pool output length");

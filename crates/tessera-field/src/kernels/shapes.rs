@@ -5,7 +5,11 @@ use super::geometry::{ImageShape, Window2d};
 
 /// The distinct convolution and FC shapes of MiniONN-CIFAR (the 7-conv net), with a label.
 pub fn minionn_cifar() -> Vec<(&'static str, ConvGeometry)> {
-    let conv = |c, hw, o, k: usize| ConvGeometry { input: ImageShape::new(c, hw, hw), out_channels: o, window: Window2d { kernel: [k, k], stride: [1, 1], pads: [k / 2; 4] } };
+    let conv = |c, hw, o, k: usize| ConvGeometry {
+        input: ImageShape::new(c, hw, hw),
+        out_channels: o,
+        window: Window2d { kernel: [k, k], stride: [1, 1], pads: [k / 2; 4] },
+    };
     vec![
         ("conv3x3 3→64 @32", conv(3, 32, 64, 3)),
         ("conv3x3 64→64 @32", conv(64, 32, 64, 3)),
