@@ -160,26 +160,33 @@ fn plain(path: &std::path::Path, data: Option<&std::path::Path>, runs: usize, ba
     let (f_min, f_med) = min_median(&mut time_runs(runs, || {
         std::hint::black_box(engine.run(&x, batch).expect("validated input"));
     }));
-    let fixed = m.fixed()?;
-    let (q_min, q_med) = min_median(&mut time_runs(runs.div_ceil(5), || {
-        std::hint::black_box(fixed.run(&x, batch).expect("calibrated input"));
-    }));
+    // The fixed-point reference needs a calibration; without one only the f32 engine is timed.
+    let fixed = m.calibration.is_some().then(|| m.fixed()).transpose()?;
+    let fixed_times = fixed.as_ref().map(|fixed| {
+        min_median(&mut time_runs(runs.div_ceil(5), || {
+            std::hint::black_box(fixed.run(&x, batch).expect("calibrated input"));
+        }))
+    });
     let threads = rayon::current_num_threads();
     let v = json!({ "model": path, "batch": batch, "runs": runs, "threads": threads,
-        "f32_ms": { "min": f_min * 1e3, "median": f_med * 1e3 }, "fixed_ms": { "min": q_min * 1e3, "median": q_med * 1e3 },
-        "fixed_over_f32": q_med / f_med });
+        "f32_ms": { "min": f_min * 1e3, "median": f_med * 1e3 },
+        "fixed_ms": fixed_times.map(|(q_min, q_med)| json!({ "min": q_min * 1e3, "median": q_med * 1e3 })),
+        "fixed_over_f32": fixed_times.map(|(_, q_med)| q_med / f_med) });
     if json {
         print_json(&v);
-    } else {
-        println!(
-            "{}: batch {batch}, {threads} threads: f32 engine {:.3} ms min / {:.3} ms median; fixed-point reference {:.3} / {:.3} ms ({:.1}× f32)",
-            path.display(),
-            f_min * 1e3,
-            f_med * 1e3,
-            q_min * 1e3,
-            q_med * 1e3,
-            q_med / f_med
-        );
+        return Ok(());
+    }
+    print!(
+        "{}: batch {batch}, {threads} threads: f32 engine {:.3} ms min / {:.3} ms median",
+        path.display(),
+        f_min * 1e3,
+        f_med * 1e3
+    );
+    match fixed_times {
+        Some((q_min, q_med)) => {
+            println!("; fixed-point reference {:.3} / {:.3} ms ({:.1}× f32)", q_min * 1e3, q_med * 1e3, q_med / f_med)
+        }
+        None => println!("; fixed-point reference: not calibrated"),
     }
     Ok(())
 }

@@ -53,7 +53,7 @@ impl<'m> PlainEngine<'m> {
             let out = &mut rest[0];
             let x = &done[node.inputs[0]];
             let in_shape = model.value_shape(node.inputs[0]);
-            out.clear();
+            // Every op writes all of its output: keep the buffer, don't re-zero it.
             out.resize(batch * node.shape.len(), 0.0);
             match &node.op {
                 Op::Linear(l) => {

@@ -428,6 +428,12 @@ impl Builder {
             "Reshape" => self.reshape(&ctx),
             "Pad" => self.pad(&ctx),
             "Identity" | "Dropout" => {
+                // Exporters also route shared initializers through Identity: alias the constant.
+                if let Some(t) = node.input.first().and_then(|i| self.constants.get(i)).cloned() {
+                    let out = node.output.first().ok_or_else(|| ctx.shape_err("no output"))?;
+                    self.constants.insert(out.clone(), t);
+                    return Ok(());
+                }
                 let x = self.value(&ctx, 0)?;
                 self.bind_output(&ctx, x)
             }

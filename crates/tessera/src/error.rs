@@ -5,10 +5,10 @@
 #[non_exhaustive]
 pub enum Error {
     /// The model could not be imported.
-    #[error("model import: {0}")]
+    #[error(transparent)]
     Import(#[from] tessera_onnx::ImportError),
     /// The model could not be transformed or run.
-    #[error("model: {0}")]
+    #[error(transparent)]
     Model(#[from] tessera_model::ModelError),
     /// An input image or dataset is unusable.
     #[error("input {path}: {problem}")]

@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use super::geometry::{ImageShape, Window2d};
-use super::im2col::im2col_row;
+use super::im2col::Im2col;
 use super::limbs::LimbPlan;
 use super::matmul::{GemmScalar, matmul};
 
@@ -40,11 +40,6 @@ impl ConvGeometry {
     /// Multiply-accumulates per image.
     pub fn macs(&self) -> usize {
         self.output().map_or(0, |o| o.len() * self.terms())
-    }
-
-    /// Whether im2col is the identity (1×1 kernel, stride 1, no padding).
-    fn is_pointwise(&self) -> bool {
-        self.window == Window2d::square(1, 1)
     }
 }
 
@@ -99,12 +94,81 @@ fn columns<T: Copy + Default + Send + Sync>(
     // Every element is overwritten below: only grow the buffer, never re-fill it.
     cols.resize(g.terms() * n, T::default());
     let image = g.input.len();
-    cols.par_chunks_mut(n).enumerate().for_each(|(row, line)| {
-        for (blk, out) in line.chunks_mut(p).enumerate() {
-            im2col_row(&src[blk * image..(blk + 1) * image], g.input, &g.window, row, out);
-        }
-    });
+    let plan = Im2col::new(g.input, g.window);
+    for blk in 0..planes * batch {
+        plan.fill(&src[blk * image..(blk + 1) * image], 0, p, cols, n, blk * p);
+    }
     n
+}
+
+/// `prod = W · columns(src)`, `out_channels × (planes · batch · P)`. Where the AVX-512 kernel
+/// runs, the columns are built panel by panel inside the product (never stored whole);
+/// elsewhere they go through `cols` and the `gemm` crate.
+#[allow(clippy::too_many_arguments, reason = "one private driver for both element types")]
+fn conv_product<T: GemmScalar>(
+    g: &ConvGeometry,
+    weights: &[T],
+    src: &[T],
+    planes: usize,
+    batch: usize,
+    threads: usize,
+    cols: &mut Vec<T>,
+    prod: &mut [T],
+) {
+    let p = g.output().expect("geometry checked at construction").plane();
+    let (m, n, k) = (g.out_channels, planes * batch * p, g.terms());
+    #[cfg(target_arch = "x86_64")]
+    let o = g.output().expect("geometry checked at construction");
+    // Direct convolution where an output row fills a whole tile width (narrower rows would
+    // leave most lanes idle: those go through the packed im2col panels below).
+    if g.window.stride == [1, 1] && (o.w >= T::NR || o.w == T::NR / 2) && super::avx512::available() {
+        // Direct convolution over zero-padded copies of the images: no im2col at all.
+        let s = g.input;
+        let [pt, pl, pb, pr] = g.window.pads;
+        let (hp, wp) = (s.h + pt + pb, s.w + pl + pr);
+        let plane_len = s.c * hp * wp;
+        let images = planes * batch;
+        let mut padded = vec![T::default(); images * plane_len + T::NR + 2 * wp];
+        for (img, dst) in src.chunks(s.len()).zip(padded.chunks_mut(plane_len)) {
+            for (ch, plane) in img.chunks(s.plane()).enumerate() {
+                for (y, line) in plane.chunks(s.w).enumerate() {
+                    dst[ch * hp * wp + (y + pt) * wp + pl..][..s.w].copy_from_slice(line);
+                }
+            }
+        }
+        let [kh, kw] = g.window.kernel;
+        let offsets: Vec<usize> = (0..s.c)
+            .flat_map(|ch| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| ch * hp * wp + ky * wp + kx)))
+            .collect();
+        return super::avx512::conv_direct(
+            m,
+            weights,
+            &padded,
+            plane_len,
+            images,
+            (o.h, o.w, wp),
+            &offsets,
+            prod,
+            threads,
+        );
+    }
+    #[cfg(target_arch = "x86_64")]
+    if n >= 8 && super::avx512::available() {
+        let image = g.input.len();
+        let plan = Im2col::new(g.input, g.window);
+        let fill = |j0: usize, w: usize, panel: &mut [T]| {
+            let mut j = j0;
+            while j < j0 + w {
+                let (blk, pos) = (j / p, j % p);
+                let len = (p - pos).min(j0 + w - j);
+                plan.fill(&src[blk * image..(blk + 1) * image], pos, len, panel, T::NR, j - j0);
+                j += len;
+            }
+        };
+        return super::avx512::matmul_panels(m, n, k, weights, &fill, prod, threads);
+    }
+    columns(g, src, planes, batch, cols);
+    matmul(m, n, k, weights, cols, prod, threads);
 }
 
 thread_local! {
@@ -125,16 +189,14 @@ pub fn conv2d_zt(kernel: &ConvKernel, input: &[u64], batch: usize, threads: usiz
     ZT_SCRATCH.with_borrow_mut(|[limbs, cols, prod]| {
         limbs.resize(input.len() * plan.count(), 0.0);
         plan.split(input, limbs);
-        let n = columns(g, limbs, plan.count(), batch, cols);
+        let n = plan.count() * batch * p;
         prod.resize(m * n, 0.0);
-        matmul(m, n, g.terms(), &kernel.weights, cols, prod, threads);
+        conv_product(g, &kernel.weights, limbs, plan.count(), batch, threads, cols, prod);
         let bp = batch * p;
         result.par_chunks_mut(out.len()).enumerate().for_each(|(b, img)| {
             for (o, plane) in img.chunks_mut(p).enumerate() {
                 let row = &prod[o * n + b * p..(o + 1) * n];
-                for (j, v) in plane.iter_mut().enumerate() {
-                    *v = plan.combine(|q| row[q * bp + j]);
-                }
+                plan.combine_rows(|q| &row[q * bp..q * bp + p], plane);
             }
         });
     });
@@ -156,17 +218,11 @@ pub fn conv2d_f32(
     assert_eq!(out.len(), batch * o.len(), "conv2d_f32 output length");
     let (m, p) = (g.out_channels, o.plane());
     if batch == 1 {
-        if g.is_pointwise() {
-            matmul(m, p, g.terms(), weights, input, out, threads);
-        } else {
-            columns(g, input, 1, 1, cols);
-            matmul(m, p, g.terms(), weights, cols, out, threads);
-        }
+        conv_product(g, weights, input, 1, 1, threads, cols, out);
         return;
     }
-    let n = columns(g, input, 1, batch, cols);
-    let mut prod = vec![0.0f32; m * n];
-    matmul(m, n, g.terms(), weights, cols, &mut prod, threads);
+    let mut prod = vec![0.0f32; m * batch * p];
+    conv_product(g, weights, input, 1, batch, threads, cols, &mut prod);
     scatter_batch(&prod, m, p, batch, out);
 }
 
@@ -215,6 +271,11 @@ mod tests {
         case(ConvGeometry { input: ImageShape::new(4, 6, 6), out_channels: 2, window: w(1, 1, 0) }, 2, 1 << 15, 3);
         case(ConvGeometry { input: ImageShape::new(4, 6, 6), out_channels: 3, window: w(1, 1, 0) }, 1, 1 << 20, 4);
         case(ConvGeometry::dense(50, 7), 4, 1 << 11, 5);
+        // Wide rows (direct kernel, several tiles per row) and one-vector rows (two rows per tile,
+        // odd row count) for both element types.
+        case(ConvGeometry { input: ImageShape::new(2, 5, 40), out_channels: 9, window: w(3, 1, 1) }, 2, 1 << 11, 7);
+        case(ConvGeometry { input: ImageShape::new(3, 7, 16), out_channels: 5, window: w(3, 1, 1) }, 1, 1 << 11, 8);
+        case(ConvGeometry { input: ImageShape::new(2, 7, 18), out_channels: 4, window: w(3, 1, 0) }, 3, 1 << 11, 9);
         case(ConvGeometry { input: ImageShape::new(2, 12, 12), out_channels: 3, window: w(5, 1, 0) }, 2, 1 << 12, 6);
     }
 

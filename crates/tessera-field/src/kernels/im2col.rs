@@ -2,38 +2,121 @@
 
 use super::geometry::{ImageShape, Window2d};
 
-/// Writes row `row = (c·kh + ky)·kw + kx` of the column matrix of one image: the input value
-/// under kernel tap `(c, ky, kx)` at each of the `oh · ow` output positions, padding read as
-/// `T::default()`. `win.output_hw` must accept the shape (checked when the layer was built).
-pub fn im2col_row<T: Copy + Default>(src: &[T], shape: ImageShape, win: &Window2d, row: usize, out: &mut [T]) {
-    let (oh, ow) = win.output_hw(shape.h, shape.w).expect("window checked when the layer was built");
-    let [kh, kw] = win.kernel;
-    let [sh, sw] = win.stride;
-    let (c, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
-    let (pt, pl) = (win.pads[0] as isize, win.pads[1] as isize);
-    let h = shape.h as isize;
-    let plane = &src[c * shape.plane()..(c + 1) * shape.plane()];
-    // Output columns whose input column is inside the image: ix = ox·sw + kx − pl ∈ [0, w).
-    let first = ceil_div((pl - kx as isize).max(0), sw as isize).min(ow as isize) as usize;
-    let last = (ceil_div(shape.w as isize + pl - kx as isize, sw as isize).clamp(0, ow as isize) as usize).max(first);
-    for oy in 0..oh {
-        let iy = (oy * sh + ky) as isize - pt;
-        let row_out = &mut out[oy * ow..(oy + 1) * ow];
-        if iy < 0 || iy >= h {
-            row_out.fill(T::default());
-            continue;
+/// The im2col of one convolution geometry, with its per-tap bounds precomputed.
+#[derive(Debug, Clone)]
+pub struct Im2col {
+    shape: ImageShape,
+    win: Window2d,
+    out_w: usize,
+    positions: usize,
+    /// For each kernel column `kx`: the output columns `[first, last)` whose input column is
+    /// inside the image.
+    inside: Vec<(usize, usize)>,
+}
+
+impl Im2col {
+    /// Precomputes the bounds; `win.output_hw` must accept the shape (checked when the layer
+    /// was built).
+    pub fn new(shape: ImageShape, win: Window2d) -> Self {
+        let (oh, ow) = win.output_hw(shape.h, shape.w).expect("window checked when the layer was built");
+        let (sw, pl) = (win.stride[1] as isize, win.pads[1] as isize);
+        let inside = (0..win.kernel[1] as isize)
+            .map(|kx| {
+                let first = ceil_div((pl - kx).max(0), sw).min(ow as isize) as usize;
+                let last = (ceil_div(shape.w as isize + pl - kx, sw).clamp(0, ow as isize) as usize).max(first);
+                (first, last)
+            })
+            .collect();
+        Self { shape, win, out_w: ow, positions: oh * ow, inside }
+    }
+
+    /// Output positions per image (`oh · ow`).
+    pub fn positions(&self) -> usize {
+        self.positions
+    }
+
+    /// Writes the columns of output positions `p0 .. p0 + w` of one image: row
+    /// `r = (c·kh + ky)·kw + kx` goes to `out[r · row_stride + offset ..][.. w]`, holding the input
+    /// value under tap `(c, ky, kx)` at each position (padding reads as `T::default()`).
+    pub fn fill<T: Copy + Default>(
+        &self,
+        src: &[T],
+        p0: usize,
+        w: usize,
+        out: &mut [T],
+        row_stride: usize,
+        offset: usize,
+    ) {
+        debug_assert!(p0 + w <= self.positions);
+        let [kh, kw] = self.win.kernel;
+        let [sh, sw] = self.win.stride;
+        let pt = self.win.pads[0] as isize;
+        let pl = self.win.pads[1] as isize;
+        // The positions split into runs along output rows: (oy, ox0, ox1, first column).
+        let mut runs = [(0usize, 0usize, 0usize, 0usize); 8];
+        let mut count = 0;
+        let mut pos = p0;
+        while pos < p0 + w {
+            let (oy, ox0) = (pos / self.out_w, pos % self.out_w);
+            let ox1 = self.out_w.min(ox0 + p0 + w - pos);
+            if count == runs.len() {
+                // Wider than 8 output rows: fill in two halves.
+                let done = pos - p0;
+                self.fill(src, p0, done, out, row_stride, offset);
+                return self.fill(src, pos, w - done, out, row_stride, offset + done);
+            }
+            runs[count] = (oy, ox0, ox1, pos - p0);
+            count += 1;
+            pos += ox1 - ox0;
         }
-        let line = &plane[iy as usize * shape.w..][..shape.w];
-        row_out[..first].fill(T::default());
-        row_out[last..].fill(T::default());
-        let ix0 = ((first * sw + kx) as isize - pl) as usize;
-        if sw == 1 {
-            row_out[first..last].copy_from_slice(&line[ix0..ix0 + (last - first)]);
-        } else {
-            for (j, o) in row_out[first..last].iter_mut().enumerate() {
-                *o = line[ix0 + j * sw];
+        let mut row = 0;
+        for c in 0..self.shape.c {
+            let plane = &src[c * self.shape.plane()..(c + 1) * self.shape.plane()];
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let dst = &mut out[row * row_stride + offset..][..w];
+                    row += 1;
+                    let (first, last) = self.inside[kx];
+                    for &(oy, ox0, ox1, col) in &runs[..count] {
+                        let seg = &mut dst[col..col + (ox1 - ox0)];
+                        let iy = (oy * sh + ky) as isize - pt;
+                        let (a, b) = (ox0.max(first), ox1.min(last));
+                        if iy < 0 || iy >= self.shape.h as isize || a >= b {
+                            seg.fill(T::default());
+                            continue;
+                        }
+                        seg[..a - ox0].fill(T::default());
+                        seg[b - ox0..].fill(T::default());
+                        let line = &plane[iy as usize * self.shape.w..][..self.shape.w];
+                        let ix0 = ((a * sw + kx) as isize - pl) as usize;
+                        let inner = &mut seg[a - ox0..b - ox0];
+                        if sw == 1 {
+                            copy_short(inner, &line[ix0..ix0 + (b - a)]);
+                        } else {
+                            for (j, o) in inner.iter_mut().enumerate() {
+                                *o = line[ix0 + j * sw];
+                            }
+                        }
+                    }
+                }
             }
         }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short runs of im2col (typically one panel row): fixed-size
+/// chunks compile to inline vector moves instead of a `memcpy` call per run.
+#[inline(always)]
+fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let s: &[T; 8] = s.try_into().expect("chunks of 8");
+        let d: &mut [T; 8] = d.try_into().expect("chunks of 8");
+        *d = *s;
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
     }
 }
 
@@ -75,8 +158,17 @@ mod tests {
             let win = Window2d { kernel: [k, k], stride: [st, st], pads };
             let (oh, ow) = win.output_hw(s.h, s.w).unwrap();
             let mut dst = vec![-1; s.c * k * k * oh * ow];
-            for (row, out) in dst.chunks_mut(oh * ow).enumerate() {
-                im2col_row(&src, s, &win, row, out);
+            let plan = Im2col::new(s, win);
+            plan.fill(&src, 0, oh * ow, &mut dst, oh * ow, 0);
+            // Any run of positions gives the same entries.
+            let full = dst.clone();
+            for (p0, len) in [(0, 1), (1, oh * ow - 1), (ow / 2, ow + 1), (oh * ow - 2, 2), (0, oh * ow)] {
+                let len = len.min(oh * ow - p0.min(oh * ow));
+                let mut part = vec![-1; s.c * k * k * len];
+                plan.fill(&src, p0, len, &mut part, len, 0);
+                for r in 0..s.c * k * k {
+                    assert_eq!(part[r * len..(r + 1) * len], full[r * oh * ow + p0..r * oh * ow + p0 + len]);
+                }
             }
             assert_eq!(dst, naive(&src, s, &win), "k {k} stride {st} pads {pads:?}");
         }

@@ -53,6 +53,31 @@ impl LimbPlan {
         }
     }
 
+    /// Recombines whole rows of limb products into `out`: `limb_rows(l)` is the row of `c_l`
+    /// values. The two-limb case (the usual one) runs in vectorizable 64-bit arithmetic.
+    pub fn combine_rows<'a>(&self, limb_rows: impl Fn(usize) -> &'a [f64], out: &mut [u64]) {
+        if self.count != 2 {
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = self.combine(|l| limb_rows(l)[j]);
+            }
+            return;
+        }
+        // c0 + c1·2^b with c1 = hi·2^(61−b) + lo: c1·2^b ≡ hi·δ + lo·2^b (mod t), since 2^61 ≡ δ.
+        // |c0| < 2^53, |hi·δ| < 2^(b−8+21), 0 ≤ lo·2^b < 2^61: the sum fits in i64.
+        let b = self.bits;
+        let split = 61 - b;
+        let delta = ((1u64 << 61) - zt::T) as i64;
+        let (r0, r1) = (&limb_rows(0)[..out.len()], &limb_rows(1)[..out.len()]);
+        for ((o, &c0), &c1) in out.iter_mut().zip(r0).zip(r1) {
+            let (c0, c1) = (c0 as i64, c1 as i64);
+            let hi = c1 >> split;
+            let lo = c1 & ((1i64 << split) - 1);
+            let s = c0 + hi * delta + (lo << b);
+            let s = if s < 0 { s + zt::T as i64 } else { s };
+            *o = if s >= zt::T as i64 { (s - zt::T as i64) as u64 } else { s as u64 };
+        }
+    }
+
     /// Recombines the limb products `Σ_l c_l · 2^(b·l)` of one output modulo `t`; `limbs(l)`
     /// returns `c_l`, an exact integer below `2^53` in magnitude.
     #[inline(always)]
@@ -83,6 +108,9 @@ mod tests {
             let plan = LimbPlan::for_product(w, k);
             let mut limbs = vec![0.0; values.len() * plan.count()];
             plan.split(&values, &mut limbs);
+            let mut rows = vec![0; values.len()];
+            plan.combine_rows(|l| &limbs[l * values.len()..(l + 1) * values.len()], &mut rows);
+            prop_assert_eq!(&rows, &values);
             for (i, &v) in values.iter().enumerate() {
                 prop_assert_eq!(plan.combine(|l| limbs[l * values.len() + i]), v);
                 for l in 0..plan.count() {

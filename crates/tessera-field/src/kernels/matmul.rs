@@ -1,8 +1,18 @@
 //! Dense matrix products through the `gemm` crate (f32 and f64 only).
 
-/// Floating-point types the `gemm` crate multiplies.
+/// The element types of [`matmul`]: `f32` and `f64`.
+#[cfg(target_arch = "x86_64")]
+pub trait GemmScalar: super::avx512::Avx512Scalar {
+    /// The additive identity.
+    const ZERO: Self;
+    /// The multiplicative identity.
+    const ONE: Self;
+}
+
+/// The element types of [`matmul`]: `f32` and `f64`.
+#[cfg(not(target_arch = "x86_64"))]
 pub trait GemmScalar: Copy + Default + Send + Sync + 'static {
-    /// Zero and one, for `gemm`'s `alpha` and `beta`.
+    /// The additive identity.
     const ZERO: Self;
     /// The multiplicative identity.
     const ONE: Self;
@@ -19,7 +29,8 @@ impl GemmScalar for f64 {
 }
 
 /// `dst = lhs · rhs` for row-major `lhs` (`m × k`), `rhs` (`k × n`) and `dst` (`m × n`), on up to
-/// `threads` threads of the current rayon pool.
+/// `threads` threads of the current rayon pool: Tessera's AVX-512 kernel where the CPU has it,
+/// the `gemm` crate otherwise.
 ///
 /// # Panics
 /// If a slice is shorter than its shape: the callers size them from validated layer shapes.
@@ -31,6 +42,11 @@ pub fn matmul<T: GemmScalar>(m: usize, n: usize, k: usize, lhs: &[T], rhs: &[T],
     if k == 0 {
         dst[..m * n].fill(T::ZERO);
         return;
+    }
+    // Few columns (an FC layer on a small batch) leave the tile kernel's panels mostly empty.
+    #[cfg(target_arch = "x86_64")]
+    if n >= 8 && super::avx512::available() {
+        return super::avx512::matmul(m, n, k, lhs, rhs, dst, threads);
     }
     let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     #[allow(unsafe_code, reason = "gemm's raw-pointer API; every extent is checked by the assert above")]

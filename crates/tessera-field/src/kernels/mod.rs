@@ -7,6 +7,8 @@
 //! the limb products are recombined modulo `t`. Results are exact integers, hence bit-identical
 //! for any thread count.
 
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
 pub mod conv;
 pub mod geometry;
 pub mod im2col;

@@ -1,0 +1,406 @@
+//! An AVX-512 matrix product for the shapes of CNN layers (few rows, long `k`, many columns).
+//!
+//! Written by hand because the `gemm` crate enables its AVX-512 kernels only on nightly
+//! compilers, and its stable AVX2 path reaches about half of what this machine can do. The
+//! kernel keeps an `8 × 2`-vector tile of `C` in registers, streams a packed panel of `B` and a
+//! packed block of `A`, and writes each tile once. Results are the plain sums `Σ_k a·b` in `k`
+//! order for every thread count (column panels are split between threads, never `k`).
+
+#![allow(unsafe_code, reason = "SIMD intrinsics; every pointer stays inside the packed buffers sized below")]
+
+use std::arch::x86_64::*;
+
+use rayon::prelude::*;
+
+/// Rows of `C` per register tile.
+const MR: usize = 8;
+/// Terms per L1-resident chunk of a `B` panel (16 KiB for either element type).
+const KC: usize = 128;
+
+/// Whether this CPU runs the kernel.
+pub fn available() -> bool {
+    is_x86_feature_detected!("avx512f")
+}
+
+/// Element types with an AVX-512 tile kernel.
+pub trait Avx512Scalar: Copy + Default + Send + Sync + 'static {
+    /// Columns per tile: two vectors.
+    const NR: usize;
+
+    /// `C[i][j] (+)= Σ_kk a[kk·MR + i] · b[kk·NR + j]` for `i < rows`, `j < width`, straight into
+    /// `c` (row stride `ldc`); with `accumulate` the previous values of `C` are added to.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; `a` holds `k · MR` and `b` `k · NR` readable elements;
+    /// `c + i·ldc + j` is writable for `i < rows ≤ MR`, `j < width ≤ NR`.
+    #[allow(clippy::too_many_arguments, reason = "a register-tile kernel's operands")]
+    unsafe fn tile(
+        k: usize,
+        a: *const Self,
+        b: *const Self,
+        c: *mut Self,
+        ldc: usize,
+        rows: usize,
+        width: usize,
+        accumulate: bool,
+    );
+
+    /// As [`tile`](Self::tile), with row `kk` of `B` read in place (a direct convolution: the
+    /// rows of `B` are runs of the padded input): its first vector at `base + offsets[kk]`, its
+    /// second `second` elements further (the next lanes of the same input row, or the same lanes
+    /// of the next input row when an output row is one vector wide).
+    ///
+    /// # Safety
+    /// As for `tile`, and both vectors are readable for every `kk < offsets.len()`.
+    #[allow(clippy::too_many_arguments, reason = "a register-tile kernel's operands")]
+    unsafe fn tile_direct(
+        a: *const Self,
+        base: *const Self,
+        offsets: &[usize],
+        second: usize,
+        c: *mut Self,
+        ldc: usize,
+        rows: usize,
+        width: usize,
+        accumulate: bool,
+    );
+}
+
+/// One tile kernel per element type: `$lanes` per vector, two vectors per row of the tile.
+macro_rules! tile_kernel {
+    ($t:ty, $lanes:expr, $mask:ty, $zero:ident, $set1:ident, $fmadd:ident, $loadu:ident, $maskz_loadu:ident, $mask_storeu:ident) => {
+        impl Avx512Scalar for $t {
+            const NR: usize = 2 * $lanes;
+
+            #[target_feature(enable = "avx512f")]
+            unsafe fn tile(
+                k: usize,
+                a: *const $t,
+                b: *const $t,
+                c: *mut $t,
+                ldc: usize,
+                rows: usize,
+                width: usize,
+                accumulate: bool,
+            ) {
+                // SAFETY: row kk of the packed panel sits at b + kk·NR, as `tile_direct` expects.
+                unsafe { Self::tile_rows(k, a, |kk| b.add(kk * 2 * $lanes), $lanes, c, ldc, rows, width, accumulate) }
+            }
+
+            #[target_feature(enable = "avx512f")]
+            unsafe fn tile_direct(
+                a: *const $t,
+                base: *const $t,
+                offsets: &[usize],
+                second: usize,
+                c: *mut $t,
+                ldc: usize,
+                rows: usize,
+                width: usize,
+                accumulate: bool,
+            ) {
+                // SAFETY: the caller guarantees both vectors of every row are readable.
+                unsafe {
+                    Self::tile_rows(
+                        offsets.len(),
+                        a,
+                        |kk| base.add(*offsets.get_unchecked(kk)),
+                        second,
+                        c,
+                        ldc,
+                        rows,
+                        width,
+                        accumulate,
+                    )
+                }
+            }
+        }
+
+        impl TileRows for $t {
+            #[inline(always)]
+            unsafe fn tile_rows(
+                k: usize,
+                a: *const $t,
+                b_row: impl Fn(usize) -> *const $t,
+                second: usize,
+                c: *mut $t,
+                ldc: usize,
+                rows: usize,
+                width: usize,
+                accumulate: bool,
+            ) {
+                // Column masks of the two vectors of a row.
+                let lanes_in = |first: usize| (width.saturating_sub(first)).min($lanes);
+                let masks: [$mask; 2] = [lanes_in(0), lanes_in($lanes)].map(|n| ((1u32 << n) - 1) as $mask);
+                // SAFETY (whole body): the caller of `tile`/`tile_direct` guarantees the extents.
+                unsafe {
+                    let mut acc = [[$zero(); 2]; MR];
+                    if accumulate {
+                        for (i, row) in acc.iter_mut().enumerate().take(rows) {
+                            for (h, v) in row.iter_mut().enumerate() {
+                                *v = $maskz_loadu(masks[h], c.add(i * ldc + h * $lanes));
+                            }
+                        }
+                    }
+                    for kk in 0..k {
+                        let b = b_row(kk);
+                        let b0 = $loadu(b);
+                        let b1 = $loadu(b.add(second));
+                        for (i, row) in acc.iter_mut().enumerate() {
+                            let ai = $set1(*a.add(kk * MR + i));
+                            row[0] = $fmadd(ai, b0, row[0]);
+                            row[1] = $fmadd(ai, b1, row[1]);
+                        }
+                    }
+                    for (i, row) in acc.iter().enumerate().take(rows) {
+                        for (h, v) in row.iter().enumerate() {
+                            $mask_storeu(c.add(i * ldc + h * $lanes), masks[h], *v);
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+
+/// The shared body of both tile kernels, generic over where the rows of `B` come from.
+trait TileRows: Sized {
+    /// # Safety
+    /// See [`Avx512Scalar::tile`]; `b_row(kk)` points at `NR` readable elements.
+    #[allow(clippy::too_many_arguments, reason = "a register-tile kernel's operands")]
+    unsafe fn tile_rows(
+        k: usize,
+        a: *const Self,
+        b_row: impl Fn(usize) -> *const Self,
+        second: usize,
+        c: *mut Self,
+        ldc: usize,
+        rows: usize,
+        width: usize,
+        accumulate: bool,
+    );
+}
+
+tile_kernel!(
+    f32,
+    16,
+    __mmask16,
+    _mm512_setzero_ps,
+    _mm512_set1_ps,
+    _mm512_fmadd_ps,
+    _mm512_loadu_ps,
+    _mm512_maskz_loadu_ps,
+    _mm512_mask_storeu_ps
+);
+tile_kernel!(
+    f64,
+    8,
+    __mmask8,
+    _mm512_setzero_pd,
+    _mm512_set1_pd,
+    _mm512_fmadd_pd,
+    _mm512_loadu_pd,
+    _mm512_maskz_loadu_pd,
+    _mm512_mask_storeu_pd
+);
+
+/// `c = a · b` for row-major `a` (`m × k`), `b` (`k × n`), `c` (`m × n`), on up to `threads`
+/// rayon tasks. The caller checked [`available`].
+pub fn matmul<T: Avx512Scalar>(m: usize, n: usize, k: usize, a: &[T], b: &[T], c: &mut [T], threads: usize) {
+    assert!(b.len() >= k * n, "matmul operand sizes");
+    let fill = |j0: usize, w: usize, panel: &mut [T]| {
+        for kk in 0..k {
+            panel[kk * T::NR..kk * T::NR + w].copy_from_slice(&b[kk * n + j0..kk * n + j0 + w]);
+        }
+    };
+    matmul_panels(m, n, k, a, &fill, c, threads);
+}
+
+/// `c = a · B` where `B` (`k × n`) is never stored: `fill(j0, w, panel)` writes columns
+/// `j0 .. j0 + w` of `B` into `panel[kk · NR + j]` (an implicit im2col for convolutions). Panels
+/// are split between up to `threads` rayon tasks; every element of `c` is written exactly once.
+pub fn matmul_panels<T: Avx512Scalar>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    fill: &(dyn Fn(usize, usize, &mut [T]) + Sync),
+    c: &mut [T],
+    threads: usize,
+) {
+    assert!(available(), "AVX-512F is required");
+    assert!(a.len() >= m * k && c.len() >= m * n, "matmul operand sizes");
+    let nr = T::NR;
+    let blocks = m.div_ceil(MR);
+    let apack = pack_a(m, k, a);
+    let panels = n.div_ceil(nr);
+    let tasks = threads.clamp(1, panels.max(1));
+    let out = OutPtr(c.as_mut_ptr());
+    (0..tasks).into_par_iter().for_each(|t| {
+        let mut bpack = vec![T::default(); k * nr];
+        for p in (t * panels / tasks)..((t + 1) * panels / tasks) {
+            let (j0, w) = (p * nr, nr.min(n - p * nr));
+            fill(j0, w, &mut bpack);
+            // Blocks of KC terms keep the B chunk in L1 while every row block uses it.
+            for k0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - k0);
+                for blk in 0..blocks {
+                    let a = &apack[blk * k * MR + k0 * MR..];
+                    let rows = MR.min(m - blk * MR);
+                    // SAFETY: `available()` was checked above; `a` holds kc·MR and the B chunk
+                    // kc·NR elements; rows < m and j0 + w ≤ n stay inside `c` (m·n, checked
+                    // above), and panels are disjoint column ranges, so no two tasks write the
+                    // same element.
+                    unsafe {
+                        T::tile(
+                            kc,
+                            a.as_ptr(),
+                            bpack[k0 * nr..].as_ptr(),
+                            out.at(blk * MR * n + j0),
+                            n,
+                            rows,
+                            w,
+                            k0 > 0,
+                        )
+                    };
+                }
+            }
+        }
+    });
+}
+
+/// A stride-1 convolution as a direct product over zero-padded images: for each of `images`
+/// padded images (`plane_len` elements apart, rows `wp` apart, each followed by at least `NR`
+/// readable elements), `c[o][img·oh·ow + oy·ow + ox] = Σ_kk a[o][kk] · img[offsets[kk] + oy·wp + ox]`,
+/// where `offsets[kk]` locates tap `kk = (ch, ky, kx)` as `ch·plane + ky·wp + kx`. No im2col is
+/// built: the kernel reads each tap's run of `NR` inputs where it lies.
+#[allow(clippy::too_many_arguments, reason = "the geometry of a direct convolution")]
+pub fn conv_direct<T: Avx512Scalar>(
+    m: usize,
+    a: &[T],
+    padded: &[T],
+    plane_len: usize,
+    images: usize,
+    (oh, ow, wp): (usize, usize, usize),
+    offsets: &[usize],
+    c: &mut [T],
+    threads: usize,
+) {
+    assert!(available(), "AVX-512F is required");
+    let (k, nr) = (offsets.len(), T::NR);
+    let n = images * oh * ow;
+    let reach = offsets.iter().max().copied().unwrap_or(0) + oh * wp + ow + nr;
+    assert!(
+        a.len() >= m * k && c.len() >= m * n && padded.len() >= (images - 1) * plane_len + reach,
+        "conv_direct sizes"
+    );
+    let blocks = m.div_ceil(MR);
+    let apack = pack_a(m, k, a);
+    // Output rows one vector wide go two to a tile (they are contiguous in `c`).
+    let lanes = nr / 2;
+    let rows_per_tile = if ow == lanes { 2 } else { 1 };
+    let row_units = oh.div_ceil(rows_per_tile);
+    let units = images * row_units;
+    let tasks = threads.clamp(1, units.max(1));
+    let out = OutPtr(c.as_mut_ptr());
+    (0..tasks).into_par_iter().for_each(|t| {
+        for unit in (t * units / tasks)..((t + 1) * units / tasks) {
+            let (img, oy) = (unit / row_units, unit % row_units * rows_per_tile);
+            for ox0 in (0..ow).step_by(nr) {
+                let (w, second) =
+                    if rows_per_tile == 2 { (ow * rows_per_tile.min(oh - oy), wp) } else { (nr.min(ow - ox0), lanes) };
+                let base = padded[img * plane_len + oy * wp + ox0..].as_ptr();
+                let col = img * oh * ow + oy * ow + ox0;
+                for k0 in (0..k).step_by(KC) {
+                    let kc = KC.min(k - k0);
+                    for blk in 0..blocks {
+                        let rows = MR.min(m - blk * MR);
+                        // SAFETY: `available()` was checked; every tap's vectors lie within
+                        // `padded` (the `reach` assertion); rows < m and col + w ≤ n stay inside
+                        // `c`, and units are disjoint output runs across tasks.
+                        unsafe {
+                            T::tile_direct(
+                                apack[blk * k * MR + k0 * MR..].as_ptr(),
+                                base,
+                                &offsets[k0..k0 + kc],
+                                second,
+                                out.at(blk * MR * n + col),
+                                n,
+                                rows,
+                                w,
+                                k0 > 0,
+                            )
+                        };
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// `a` (`m × k`, row-major) packed as `[row block][kk][MR]`, zero rows past `m`.
+fn pack_a<T: Avx512Scalar>(m: usize, k: usize, a: &[T]) -> Vec<T> {
+    let mut apack = vec![T::default(); m.div_ceil(MR) * k * MR];
+    for (blk, pack) in apack.chunks_mut(k * MR).enumerate() {
+        for i in 0..MR.min(m - blk * MR) {
+            for (kk, &v) in a[(blk * MR + i) * k..][..k].iter().enumerate() {
+                pack[kk * MR + i] = v;
+            }
+        }
+    }
+    apack
+}
+
+/// The output matrix, written by several tasks at disjoint elements.
+#[derive(Clone, Copy)]
+struct OutPtr<T>(*mut T);
+impl<T> OutPtr<T> {
+    fn at(&self, offset: usize) -> *mut T {
+        self.0.wrapping_add(offset)
+    }
+}
+
+// SAFETY: tasks write disjoint column ranges through the pointer; `matmul_panels` holds the
+// exclusive borrow of the buffer for the whole parallel loop.
+unsafe impl<T: Send> Send for OutPtr<T> {}
+// SAFETY: as for Send.
+unsafe impl<T: Send> Sync for OutPtr<T> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(m: usize, n: usize, k: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for kk in 0..k {
+                for j in 0..n {
+                    c[i * n + j] += a[i * k + kk] * b[kk * n + j];
+                }
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn matches_naive_on_ragged_shapes() {
+        if !available() {
+            return;
+        }
+        for (m, n, k) in [(1, 1, 1), (8, 16, 3), (10, 33, 7), (64, 1024, 27), (17, 5, 100), (3, 70, 1)] {
+            let a: Vec<f64> = (0..m * k).map(|i| (i % 13) as f64 - 6.0).collect();
+            let b: Vec<f64> = (0..k * n).map(|i| (i % 7) as f64 - 3.0).collect();
+            let expect = naive(m, n, k, &a, &b);
+            for threads in [1, 2, 3] {
+                let mut c = vec![f64::NAN; m * n];
+                matmul(m, n, k, &a, &b, &mut c, threads);
+                assert_eq!(c, expect, "f64 {m}×{n}×{k} threads {threads}");
+                let (af, bf): (Vec<f32>, Vec<f32>) =
+                    (a.iter().map(|&v| v as f32).collect(), b.iter().map(|&v| v as f32).collect());
+                let mut cf = vec![f32::NAN; m * n];
+                matmul(m, n, k, &af, &bf, &mut cf, threads);
+                assert_eq!(cf, expect.iter().map(|&v| v as f32).collect::<Vec<_>>(), "f32 {m}×{n}×{k}");
+            }
+        }
+    }
+}
