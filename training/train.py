@@ -250,8 +250,8 @@ RECIPES = {
                           mean=[0.4914, 0.4822, 0.4465], std=[0.2470, 0.2435, 0.2616], epochs=12,
                           batch=128, lr=2e-3, opt="adam", wd=5e-4, aug="crop-flip"),
     "resnet20-cifar": dict(net=ResNet20, data=load_cifar, dataset="cifar10", classes=CIFAR_CLASSES,
-                           mean=[0.4914, 0.4822, 0.4465], std=[0.2470, 0.2435, 0.2616], epochs=80,
-                           batch=128, lr=0.1, opt="sgd", wd=1e-4, aug="crop-flip"),
+                           mean=[0.4914, 0.4822, 0.4465], std=[0.2470, 0.2435, 0.2616], epochs=15,
+                           batch=128, lr=0.1, opt="sgd", wd=5e-4, aug="crop-flip"),
 }
 
 

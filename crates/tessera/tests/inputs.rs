@@ -75,3 +75,48 @@ fn dataset_errors() {
     ));
     assert!(matches!(problem(Dataset::open(&temp("whatever.txt", b"x"))), InputProblem::Corrupt(_)));
 }
+
+/// A version-1 `.npy` header for a `u8` or `f32` array.
+fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+#[test]
+fn npy_inputs() {
+    let meta = ModelMeta { mean: vec![0.5], std: vec![0.25], ..Default::default() };
+    let s = ImageShape::new(1, 2, 2);
+    let pixels = temp("p.npy", &npy("|u1", "(2, 2)", &[0, 255, 128, 64]));
+    let x = load_input(&pixels, s, &meta).unwrap();
+    assert!((x[0] + 2.0).abs() < 1e-6 && (x[1] - 2.0).abs() < 1e-6);
+    let floats: Vec<u8> = [1.0f32, -1.0, 0.5, 0.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    assert_eq!(
+        load_input(&temp("f.npy", &npy("<f4", "(1, 1, 2, 2)", &floats)), s, &meta).unwrap(),
+        vec![1.0, -1.0, 0.5, 0.0]
+    );
+    assert!(matches!(
+        problem(load_input(&temp("w.npy", &npy("|u1", "(3, 3)", &[0; 9])), s, &meta)),
+        InputProblem::Corrupt(_)
+    ));
+    assert!(matches!(
+        problem(load_input(&temp("d.npy", &npy("<f8", "(2, 2)", &[0; 32])), s, &meta)),
+        InputProblem::Corrupt(_)
+    ));
+    let nan: Vec<u8> = [f32::NAN, 0.0, 0.0, 0.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    assert!(matches!(
+        problem(load_input(&temp("n.npy", &npy("<f4", "(2, 2)", &nan)), s, &meta)),
+        InputProblem::Corrupt(_)
+    ));
+    assert!(matches!(
+        problem(load_input(&temp("t.npy", &npy("|u1", "(2, 2)", &[1])), s, &meta)),
+        InputProblem::Corrupt(_)
+    ));
+}

@@ -126,3 +126,19 @@ fn sample_images_are_classified_as_named() {
         assert!(name.ends_with(&format!("-{class}")), "{name} classified as {class}");
     }
 }
+
+#[test]
+fn calibration_is_reproducible_and_refuses_overflow() {
+    let path = repo().join("models/minionn-mnist.onnx");
+    let m = LoadedModel::load(&path).unwrap();
+    let data = Dataset::open(&repo().join("data/mnist-test-200-images.idx")).unwrap();
+    let shipped = m.calibration.clone().unwrap();
+    let x = normalize(data.pixels(0..shipped.samples), data.shape, m.meta());
+    let again = tessera_model::calibrate::calibrate(&m.merged, &x, shipped.samples).unwrap();
+    assert_eq!((again.f, again.f_w, again.bound_bits), (shipped.f, shipped.f_w, shipped.bound_bits));
+    assert_eq!(again.statistical_security, 40);
+    // An input far outside the calibrated range is refused, not silently wrapped.
+    let loud: Vec<f32> = x[..784].iter().map(|v| v * 4000.0).collect();
+    let err = m.fixed().unwrap().run(&loud, 1).unwrap_err();
+    assert!(matches!(err, tessera_model::ModelError::ActivationOverflow { bound: 19, .. }), "{err}");
+}

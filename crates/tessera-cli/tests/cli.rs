@@ -1,0 +1,63 @@
+//! The `tessera` binary end to end: JSON output, tables, and clear errors with a failing exit code.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn tessera(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera")).args(args).current_dir(repo()).output().expect("runs")
+}
+
+#[test]
+fn infer_plain_json() {
+    let out =
+        tessera(&["infer", "--plain", "models/minionn-mnist.onnx", "examples/images/mnist-test00000-7.png", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["label"], 7);
+    assert_eq!(v["f32_label"], 7);
+    assert_eq!(v["logits"].as_array().unwrap().len(), 10);
+}
+
+#[test]
+fn inspect_and_eval_json() {
+    let out = tessera(&["inspect", "models/lenet-mnist.onnx", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["total"]["macs"], 2_293_000);
+    assert_eq!(v["merge_report"]["relus_fused"], 2);
+    let out = tessera(&[
+        "eval",
+        "--plain",
+        "models/minionn-mnist.onnx",
+        "data/mnist-test-200-images.idx",
+        "--limit",
+        "50",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["report"]["images"], 50);
+    assert!(v["report"]["fixed_accuracy"].as_f64().unwrap() > 0.9);
+}
+
+#[test]
+fn bad_arguments_fail_clearly() {
+    for (args, needle) in [
+        (vec!["infer", "--plain", "models/nope.onnx", "examples/images/mnist-test00000-7.png"], "nope.onnx"),
+        (
+            vec!["infer", "--plain", "models/minionn-mnist.onnx", "examples/images/cifar10-test00000-airplane.png"],
+            "32×32",
+        ),
+        (vec!["infer", "models/minionn-mnist.onnx", "examples/images/mnist-test00000-7.png"], "--plain"),
+        (vec!["eval", "--plain", "models/minionn-mnist.onnx", "README.md"], "unknown dataset format"),
+        (vec!["frobnicate"], "unrecognized subcommand"),
+    ] {
+        let out = tessera(&args);
+        assert!(!out.status.success(), "{args:?} must fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
