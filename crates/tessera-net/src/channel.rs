@@ -1,0 +1,206 @@
+//! The channel: typed frames over any byte stream, with deadlines and metering.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::error::{NetError, Result};
+use crate::frame::{FrameError, FrameHeader, HEADER_LEN, MessageKind, SessionId};
+
+/// Any byte stream a channel can run over (in-memory pipe, TCP, TLS).
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Traffic on one channel, from this end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Meter {
+    /// Bytes written, headers included.
+    pub bytes_sent: u64,
+    /// Bytes read, headers included.
+    pub bytes_received: u64,
+    /// Frames written.
+    pub messages_sent: u64,
+    /// Frames read.
+    pub messages_received: u64,
+    /// Round trips: receives that follow a send.
+    pub rounds: u64,
+}
+
+impl Meter {
+    /// The traffic since `earlier` (for per-layer accounting).
+    pub fn since(&self, earlier: &Meter) -> Meter {
+        Meter {
+            bytes_sent: self.bytes_sent - earlier.bytes_sent,
+            bytes_received: self.bytes_received - earlier.bytes_received,
+            messages_sent: self.messages_sent - earlier.messages_sent,
+            messages_received: self.messages_received - earlier.messages_received,
+            rounds: self.rounds - earlier.rounds,
+        }
+    }
+}
+
+/// A message channel to one peer.
+pub struct Channel {
+    peer: String,
+    stream: Box<dyn Stream>,
+    timeout: Duration,
+    max_payload: u32,
+    meter: Meter,
+    sent_since_recv: bool,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel").field("peer", &self.peer).field("meter", &self.meter).finish_non_exhaustive()
+    }
+}
+
+/// The kind reported while waiting for a frame of any kind.
+pub const ANY_KIND: MessageKind = MessageKind(u16::MAX);
+
+impl Channel {
+    /// A channel to `peer` over `stream`; every receive (and send) waits at most `timeout`, and
+    /// payloads above `max_payload` bytes are refused.
+    pub fn new(peer: impl Into<String>, stream: impl Stream + 'static, timeout: Duration, max_payload: u32) -> Self {
+        Self {
+            peer: peer.into(),
+            stream: Box::new(stream),
+            timeout,
+            max_payload,
+            meter: Meter::default(),
+            sent_since_recv: false,
+        }
+    }
+
+    /// Two connected in-memory channels: the first talks to `b`, the second to `a`.
+    pub fn pair(a: &str, b: &str, timeout: Duration, max_payload: u32) -> (Channel, Channel) {
+        let (x, y) = tokio::io::duplex(1 << 20);
+        (Channel::new(b, x, timeout, max_payload), Channel::new(a, y, timeout, max_payload))
+    }
+
+    /// The peer's party name.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// Traffic so far.
+    pub fn meter(&self) -> Meter {
+        self.meter
+    }
+
+    /// Sends one frame.
+    pub async fn send(&mut self, kind: MessageKind, session: SessionId, layer: u32, payload: &[u8]) -> Result<()> {
+        let len = u32::try_from(payload.len()).ok().filter(|&l| l <= self.max_payload).ok_or_else(|| {
+            NetError::Malformed {
+                peer: self.peer.clone(),
+                error: FrameError::Oversized {
+                    len: payload.len().min(u32::MAX as usize) as u32,
+                    max: self.max_payload,
+                },
+            }
+        })?;
+        let header = FrameHeader { kind, layer, session, len }.encode();
+        let write = async {
+            self.stream.write_all(&header).await?;
+            self.stream.write_all(payload).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(self.timeout, write).await {
+            Err(_) => return Err(NetError::Timeout { peer: self.peer.clone(), step: kind, waited: self.timeout }),
+            Ok(Err(e)) if is_closed(&e) => return Err(NetError::PeerClosed { peer: self.peer.clone(), step: kind }),
+            Ok(Err(e)) => return Err(NetError::Io { peer: self.peer.clone(), reason: e.to_string() }),
+            Ok(Ok(())) => {}
+        }
+        self.meter.bytes_sent += (HEADER_LEN + payload.len()) as u64;
+        self.meter.messages_sent += 1;
+        self.sent_since_recv = true;
+        Ok(())
+    }
+
+    /// Receives the next frame, which must be of `kind`, for `session` and `layer`.
+    pub async fn recv(&mut self, kind: MessageKind, session: SessionId, layer: u32) -> Result<Vec<u8>> {
+        let (h, payload) = self.recv_frame(kind).await?;
+        if h.session != session {
+            return Err(NetError::WrongSession { peer: self.peer.clone(), step: kind });
+        }
+        if h.kind != kind {
+            return Err(NetError::UnexpectedKind { peer: self.peer.clone(), expected: kind, got: h.kind });
+        }
+        if h.layer != layer {
+            return Err(NetError::WrongLayer { peer: self.peer.clone(), expected: layer, got: h.layer });
+        }
+        Ok(payload)
+    }
+
+    /// Receives the next frame of any kind and session (a server's first message of a query).
+    pub async fn recv_any(&mut self) -> Result<(FrameHeader, Vec<u8>)> {
+        self.recv_frame(ANY_KIND).await
+    }
+
+    async fn recv_frame(&mut self, step: MessageKind) -> Result<(FrameHeader, Vec<u8>)> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut header = [0u8; HEADER_LEN];
+        self.read_full(&mut header, step, deadline, true).await?;
+        let h = FrameHeader::decode(&header, self.max_payload)
+            .map_err(|error| NetError::Malformed { peer: self.peer.clone(), error })?;
+        // The length was checked against the maximum before this allocation.
+        let mut payload = vec![0u8; h.len as usize];
+        self.read_full(&mut payload, step, deadline, false).await?;
+        self.meter.bytes_received += (HEADER_LEN + payload.len()) as u64;
+        self.meter.messages_received += 1;
+        if std::mem::take(&mut self.sent_since_recv) {
+            self.meter.rounds += 1;
+        }
+        Ok((h, payload))
+    }
+
+    /// Fills `buf` before `deadline`. A stream that ends before the first byte of a frame is a
+    /// closed peer; one that ends inside a frame sent a truncated frame.
+    async fn read_full(
+        &mut self,
+        buf: &mut [u8],
+        step: MessageKind,
+        deadline: tokio::time::Instant,
+        frame_start: bool,
+    ) -> Result<()> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let read = tokio::time::timeout_at(deadline, self.stream.read(&mut buf[filled..])).await;
+            match read {
+                Err(_) => return Err(NetError::Timeout { peer: self.peer.clone(), step, waited: self.timeout }),
+                Ok(Ok(0)) if frame_start && filled == 0 => {
+                    return Err(NetError::PeerClosed { peer: self.peer.clone(), step });
+                }
+                Ok(Ok(0)) => {
+                    return Err(NetError::Malformed {
+                        peer: self.peer.clone(),
+                        error: FrameError::Truncated { missing: buf.len() - filled },
+                    });
+                }
+                Ok(Ok(n)) => filled += n,
+                Ok(Err(e)) if is_closed(&e) => return Err(NetError::PeerClosed { peer: self.peer.clone(), step }),
+                Ok(Err(e)) => return Err(NetError::Io { peer: self.peer.clone(), reason: e.to_string() }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes raw bytes, bypassing framing: only for tests that play a misbehaving peer.
+    pub async fn send_raw_for_tests(&mut self, bytes: &[u8]) -> Result<()> {
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| NetError::Io { peer: self.peer.clone(), reason: e.to_string() })?;
+        self.stream.flush().await.map_err(|e| NetError::Io { peer: self.peer.clone(), reason: e.to_string() })
+    }
+
+    /// Closes the channel (TLS close_notify where applicable).
+    pub async fn close(mut self) {
+        let _ = tokio::time::timeout(self.timeout, self.stream.shutdown()).await;
+    }
+}
+
+fn is_closed(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), UnexpectedEof | BrokenPipe | ConnectionReset | ConnectionAborted | NotConnected)
+}

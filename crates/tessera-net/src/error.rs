@@ -1,0 +1,94 @@
+//! Network errors, sorted by who is at fault: a malformed frame, a well-formed frame that breaks
+//! the protocol, a peer that vanished or stalled, a peer that is not who it must be.
+
+use std::time::Duration;
+
+use crate::frame::{FrameError, MessageKind};
+
+/// What can go wrong on a channel.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// The peer sent bytes that are not a valid frame.
+    #[error("peer {peer}: malformed frame: {error}")]
+    Malformed {
+        /// The peer.
+        peer: String,
+        /// What is wrong.
+        error: FrameError,
+    },
+    /// A valid frame of a kind the protocol does not expect now.
+    #[error("peer {peer}: expected message kind {expected}, got {got}")]
+    UnexpectedKind {
+        /// The peer.
+        peer: String,
+        /// Expected.
+        expected: MessageKind,
+        /// Received.
+        got: MessageKind,
+    },
+    /// A frame of another session (or a replay of an old one).
+    #[error("peer {peer}: frame for another session (step {step})")]
+    WrongSession {
+        /// The peer.
+        peer: String,
+        /// The expected message kind.
+        step: MessageKind,
+    },
+    /// A frame for another layer than the protocol is at.
+    #[error("peer {peer}: frame for layer {got}, expected layer {expected}")]
+    WrongLayer {
+        /// The peer.
+        peer: String,
+        /// Expected layer.
+        expected: u32,
+        /// Received layer.
+        got: u32,
+    },
+    /// No frame arrived in time.
+    #[error("peer {peer}: no message within {waited:?} (waiting for kind {step})")]
+    Timeout {
+        /// The peer.
+        peer: String,
+        /// The message kind awaited.
+        step: MessageKind,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The peer closed the connection (or it broke) mid-protocol.
+    #[error("peer {peer}: connection closed (waiting for kind {step})")]
+    PeerClosed {
+        /// The peer.
+        peer: String,
+        /// The message kind awaited.
+        step: MessageKind,
+    },
+    /// A local I/O error.
+    #[error("peer {peer}: I/O error: {reason}")]
+    Io {
+        /// The peer.
+        peer: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// The TLS handshake failed (no certificate, unknown CA, wrong name, …).
+    #[error("TLS with {peer}: {reason}")]
+    Tls {
+        /// The peer (address or expected party).
+        peer: String,
+        /// Why.
+        reason: String,
+    },
+    /// The peer authenticated, but as a party that may not connect here.
+    #[error("peer authenticated as none of the expected parties {expected:?}")]
+    UnexpectedParty {
+        /// Parties accepted here.
+        expected: Vec<String>,
+    },
+    /// Certificates or keys could not be read or made.
+    #[error("certificate material: {0}")]
+    Certificate(String),
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, NetError>;
