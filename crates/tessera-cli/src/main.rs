@@ -1,6 +1,7 @@
 //! `tessera`: private CNN inference. This binary is a thin layer over the `tessera` library.
 
 mod bench;
+mod cluster;
 mod output;
 
 use std::path::PathBuf;
@@ -42,9 +43,16 @@ enum Command {
     },
     /// Classify one image.
     Infer {
-        /// Run in the clear: the f32 engine and the fixed-point reference.
-        #[arg(long)]
+        /// Run in the clear, in this process: the f32 engine and the fixed-point reference.
+        #[arg(long, conflicts_with = "suite")]
         plain: bool,
+        /// Run a suite across parties: local processes with fresh certificates, or the running
+        /// cluster of --config.
+        #[arg(long)]
+        suite: Option<String>,
+        /// Cluster configuration of running servers (with --suite).
+        #[arg(long, requires = "suite")]
+        config: Option<PathBuf>,
         /// ONNX model.
         model: PathBuf,
         /// PNG, JPEG or .npy image.
@@ -82,6 +90,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run one party of a cluster until SIGINT or SIGTERM.
+    Serve {
+        /// The party's role (server, ...).
+        #[arg(long)]
+        role: String,
+        /// Cluster configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Make a development CA, per-party certificates and a cluster configuration.
+    Certs {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Model every party will load (its hash goes into the configuration).
+        #[arg(long)]
+        model: PathBuf,
+        /// Suite.
+        #[arg(long, default_value = "plain")]
+        suite: String,
+        /// Address of the server party.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        server_address: String,
+    },
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -111,12 +143,13 @@ fn load(path: &std::path::Path) -> Result<LoadedModel> {
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Inspect { model, json } => inspect(&load(&model)?, json),
-        Command::Infer { plain, model, image, json } => {
-            if !plain {
-                bail!("choose an engine: --plain (the secure suites are selected with --suite once built)");
-            }
-            infer_plain(&load(&model)?, &image, json)
-        }
+        Command::Infer { plain, suite, config, model, image, json } => match (plain, suite) {
+            (true, _) => infer_plain(&load(&model)?, &image, json),
+            (false, Some(suite)) => cluster::infer(&suite, config.as_deref(), &model, &image, json),
+            (false, None) => bail!("choose --plain (in this process) or --suite NAME (across parties)"),
+        },
+        Command::Serve { role, config } => cluster::serve(&role, &config),
+        Command::Certs { out, model, suite, server_address } => cluster::certs(&out, &model, &suite, &server_address),
         Command::Eval { plain, model, data, limit, json } => {
             if !plain {
                 bail!("choose an engine: --plain");

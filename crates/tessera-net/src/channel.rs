@@ -8,8 +8,8 @@ use crate::error::{NetError, Result};
 use crate::frame::{FrameError, FrameHeader, HEADER_LEN, MessageKind, SessionId};
 
 /// Any byte stream a channel can run over (in-memory pipe, TCP, TLS).
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
 
 /// Traffic on one channel, from this end.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -105,6 +105,8 @@ impl TlsServer {
     pub async fn accept(&self, tcp: TcpStream, expected: &[String]) -> Result<Channel> {
         let addr = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "unknown".into());
         let tls_err = |reason: String| NetError::Tls { peer: addr.clone(), reason };
+        // Small protocol messages must not wait for delayed ACKs.
+        tcp.set_nodelay(true).map_err(|e| NetError::Io { peer: addr.clone(), reason: e.to_string() })?;
         let stream = tokio::time::timeout(self.timeout, self.acceptor.accept(tcp))
             .await
             .map_err(|_| tls_err(format!("handshake not finished within {:?}", self.timeout)))?

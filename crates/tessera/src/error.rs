@@ -26,6 +26,33 @@ pub enum Error {
         /// The expected sidecar file.
         sidecar: String,
     },
+    /// The cluster configuration is unusable.
+    #[error("cluster config {path}: {reason}")]
+    Config {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The model file differs from the one the cluster agreed on.
+    #[error("model {path} has hash {actual}, the cluster config requires {expected}")]
+    ModelMismatch {
+        /// The model file.
+        path: String,
+        /// Hash in the config.
+        expected: String,
+        /// Hash of the file.
+        actual: String,
+    },
+    /// A channel failed.
+    #[error(transparent)]
+    Net(#[from] tessera_net::NetError),
+    /// A protocol failed.
+    #[error(transparent)]
+    Suite(#[from] tessera_suites::SuiteError),
+    /// A local process could not be started or reached.
+    #[error("local cluster: {0}")]
+    Local(String),
     /// A calibration file is unreadable or does not fit the field.
     #[error("calibration {path}: {reason}")]
     Calibration {

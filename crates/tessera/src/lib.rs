@@ -4,12 +4,18 @@
 //! * [`input`]: read images (PNG, JPEG, `.npy`) into normalized model inputs.
 //! * [`dataset`]: read labelled evaluation sets (IDX, CIFAR-10 binary, MedMNIST `.npz`).
 //! * [`eval`]: accuracy of the `f32` engine and the fixed-point reference, and their agreement.
+//! * [`cluster`]: the TOML cluster configuration, certificates and party identities.
+//! * [`serve`]: a party's long-running server loop, and the user's side of a query.
+//! * [`local`]: a whole cluster as local processes on loopback, with fresh certificates.
 
+pub mod cluster;
 pub mod dataset;
 pub mod error;
 pub mod eval;
 pub mod input;
 pub mod load;
+pub mod local;
+pub mod serve;
 
 pub use error::{Error, Result};
 pub use load::LoadedModel;

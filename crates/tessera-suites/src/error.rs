@@ -1,0 +1,26 @@
+//! Suite errors.
+
+/// What can end a query.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SuiteError {
+    /// The channel failed (peer, step and cause inside).
+    #[error(transparent)]
+    Net(#[from] tessera_net::NetError),
+    /// The model refused the input.
+    #[error(transparent)]
+    Model(#[from] tessera_model::ModelError),
+    /// A well-formed frame whose content breaks the protocol.
+    #[error("peer {peer}: invalid {message}: {reason}")]
+    Protocol {
+        /// The peer.
+        peer: String,
+        /// The message.
+        message: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, SuiteError>;

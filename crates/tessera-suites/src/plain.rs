@@ -1,0 +1,69 @@
+//! Suite `plain`: the user sends normalized images in the clear; the server runs the `f32`
+//! engine and returns the logits. It is the transport baseline the secure suites are compared
+//! with (Serpens' "plaintext inference over the network").
+//!
+//! Messages (one round trip per query): `QUERY` = batch size (u32 LE) followed by the images as
+//! f32 LE; `LOGITS` = the logits as f32 LE.
+
+use tessera_model::plain::PlainEngine;
+use tessera_net::{Channel, MessageKind, SessionId};
+
+use crate::error::{Result, SuiteError};
+
+/// User → server: the images.
+pub const QUERY: MessageKind = MessageKind(0x0101);
+/// Server → user: the logits.
+pub const LOGITS: MessageKind = MessageKind(0x0102);
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+fn bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// The user's side of one query: sends `batch` images, returns `batch × classes` logits.
+pub async fn user(
+    server: &mut Channel,
+    session: SessionId,
+    input: &[f32],
+    batch: u32,
+    classes: usize,
+) -> Result<Vec<f32>> {
+    let mut msg = batch.to_le_bytes().to_vec();
+    msg.extend(bytes(input));
+    server.send(QUERY, session, 0, &msg).await?;
+    let reply = server.recv(LOGITS, session, 0).await?;
+    if reply.len() != 4 * classes * batch as usize {
+        return Err(SuiteError::Protocol {
+            peer: server.peer().into(),
+            message: "logits",
+            reason: format!("{} bytes for {batch} × {classes} logits", reply.len()),
+        });
+    }
+    Ok(f32s(&reply))
+}
+
+/// The server's side of one query whose `QUERY` frame (`session`, `payload`) was received.
+pub async fn serve_query(
+    user: &mut Channel,
+    engine: &mut PlainEngine<'_>,
+    session: SessionId,
+    payload: &[u8],
+    input_len: usize,
+) -> Result<()> {
+    let bad = |reason: String| SuiteError::Protocol { peer: user.peer().into(), message: "query", reason };
+    let (head, images) = payload.split_at_checked(4).ok_or_else(|| bad("shorter than its header".into()))?;
+    let batch = u32::from_le_bytes(head.try_into().expect("4 bytes")) as usize;
+    if batch == 0 || images.len() != 4 * input_len * batch {
+        return Err(bad(format!("{} bytes for {batch} images of {input_len} values", images.len())));
+    }
+    let x = f32s(images);
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(bad("non-finite input".into()));
+    }
+    let logits = engine.run(&x, batch)?;
+    user.send(LOGITS, session, 0, &bytes(&logits)).await?;
+    Ok(())
+}

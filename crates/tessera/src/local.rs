@@ -1,0 +1,76 @@
+//! A cluster on this machine: fresh certificates, a configuration with free loopback ports, and
+//! every server party started as its own `tessera serve` process. Dropping it stops them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::cluster::{ClusterConfig, Role};
+use crate::error::{Error, Result};
+
+/// Running local server processes and the configuration that reaches them.
+#[derive(Debug)]
+pub struct LocalCluster {
+    dir: PathBuf,
+    children: Vec<Child>,
+    /// The cluster configuration (in a private temporary folder).
+    pub config: ClusterConfig,
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::Local(e.to_string()))?;
+    Ok(l.local_addr().map_err(|e| Error::Local(e.to_string()))?.port())
+}
+
+impl LocalCluster {
+    /// Starts `suite` on `model`, running each server with the `tessera` executable `exe`.
+    pub fn start(exe: &Path, suite: &str, model: &Path) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("tessera-local-{}-{}", std::process::id(), free_port()?));
+        let parties =
+            [("server", Role::Server, Some(format!("127.0.0.1:{}", free_port()?))), ("user", Role::User, None)];
+        let path = ClusterConfig::write_dev(&dir, suite, model, &parties)?;
+        let config = ClusterConfig::load(&path)?;
+        let mut cluster = Self { dir, children: Vec::new(), config };
+        for p in cluster.config.parties.clone().iter().filter(|p| p.role != Role::User) {
+            let mut child = Command::new(exe)
+                .args(["serve", "--role", &p.role.to_string(), "--config"])
+                .arg(&path)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()
+                .map_err(|e| Error::Local(format!("cannot start {}: {e}", exe.display())))?;
+            let stdout = child.stdout.take();
+            cluster.children.push(child);
+            wait_ready(stdout, &p.name, Duration::from_secs(20))?;
+        }
+        Ok(cluster)
+    }
+}
+
+/// Waits for a server's `listening on …` line (it prints it once it accepts connections).
+fn wait_ready(stdout: Option<std::process::ChildStdout>, party: &str, limit: Duration) -> Result<()> {
+    let stdout = stdout.ok_or_else(|| Error::Local("no stdout from the server".into()))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = tx.send(line);
+    });
+    match rx.recv_timeout(limit) {
+        Ok(line) if line.starts_with("listening on ") => Ok(()),
+        Ok(_) => Err(Error::Local(format!(
+            "server `{party}` exited before listening (run `tessera serve` by hand to see why)"
+        ))),
+        Err(_) => Err(Error::Local(format!("server `{party}` not listening after {limit:?}"))),
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
