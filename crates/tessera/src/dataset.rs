@@ -91,21 +91,17 @@ impl Dataset {
     }
 
     fn npz(path: &Path) -> Result<Self> {
-        let err = |e: std::io::Error| Error::input(path, InputProblem::Corrupt(e.to_string()));
-        let mut npz = npyz::npz::NpzArchive::open(path).map_err(err)?;
+        let corrupt = |e: String| Error::input(path, InputProblem::Corrupt(e));
+        let file = std::fs::File::open(path).map_err(|e| Error::input(path, InputProblem::Io(e.to_string())))?;
+        let mut npz = zip::ZipArchive::new(file).map_err(|e| corrupt(e.to_string()))?;
         let mut array = |name: &str| -> Result<(Vec<u64>, Vec<u8>)> {
-            let npy = npz
-                .by_name(name)
-                .map_err(err)?
-                .ok_or_else(|| Error::input(path, InputProblem::Corrupt(format!("no array `{name}`"))))?;
-            let shape = npy.shape().to_vec();
-            if shape.iter().product::<u64>() > MAX_DATASET_BYTES {
-                return Err(Error::input(
-                    path,
-                    InputProblem::TooLarge { actual: shape.iter().product(), maximum: MAX_DATASET_BYTES },
-                ));
+            let entry = npz.by_name(&format!("{name}.npy")).map_err(|e| corrupt(format!("`{name}`: {e}")))?;
+            if entry.size() > MAX_DATASET_BYTES {
+                return Err(Error::input(path, InputProblem::TooLarge { actual: entry.size(), maximum: MAX_DATASET_BYTES }));
             }
-            Ok((shape, npy.into_vec::<u8>().map_err(err)?))
+            let npy = npyz::NpyFile::new(entry).map_err(|e| corrupt(e.to_string()))?;
+            let shape = npy.shape().to_vec();
+            Ok((shape, npy.into_vec::<u8>().map_err(|e| corrupt(e.to_string()))?))
         };
         let (shape, pixels) = array("test_images")?;
         let (_, labels) = array("test_labels")?;

@@ -117,6 +117,8 @@ fn conv_product<T: GemmScalar>(
 ) {
     let p = g.output().expect("geometry checked at construction").plane();
     let (m, n, k) = (g.out_channels, planes * batch * p, g.terms());
+    // Waking a second thread costs more than it saves below a few million multiply-adds.
+    let threads = threads.clamp(1, 1 + m * n * k / (4 << 20));
     #[cfg(target_arch = "x86_64")]
     let o = g.output().expect("geometry checked at construction");
     // Direct convolution where an output row fills a whole tile width (narrower rows would
