@@ -130,7 +130,11 @@ fn conv_product<T: GemmScalar>(
         let (hp, wp) = (s.h + pt + pb, s.w + pl + pr);
         let plane_len = s.c * hp * wp;
         let images = planes * batch;
-        let mut padded = vec![T::default(); images * plane_len + T::NR + 2 * wp];
+        // The scratch buffer holds the padded images (zero borders, plus slack for the last
+        // tile's reads); reusing it spares fresh pages on every call.
+        let padded = cols;
+        padded.clear();
+        padded.resize(images * plane_len + T::NR + 2 * wp, T::default());
         for (img, dst) in src.chunks(s.len()).zip(padded.chunks_mut(plane_len)) {
             for (ch, plane) in img.chunks(s.plane()).enumerate() {
                 for (y, line) in plane.chunks(s.w).enumerate() {
