@@ -132,7 +132,7 @@ fn kernels(runs: usize, json: bool) -> Result<()> {
     }
     t.print();
     let tot = &summary["total"];
-    println!(
+    crate::outln!(
         "all layers (medians): Z_t {:.2} GMAC/s, f32 {:.2} GMAC/s, Z_t = 1/{:.2} of f32 ({threads} threads, {runs} runs)",
         tot["zt_gmacs"].as_f64().unwrap_or(0.0),
         tot["f32_gmacs"].as_f64().unwrap_or(0.0),
@@ -176,17 +176,17 @@ fn plain(path: &std::path::Path, data: Option<&std::path::Path>, runs: usize, ba
         print_json(&v);
         return Ok(());
     }
-    print!(
-        "{}: batch {batch}, {threads} threads: f32 engine {:.3} ms min / {:.3} ms median",
+    let fixed = match fixed_times {
+        Some((q_min, q_med)) => {
+            format!("fixed-point reference {:.3} / {:.3} ms ({:.1}× f32)", q_min * 1e3, q_med * 1e3, q_med / f_med)
+        }
+        None => "fixed-point reference: not calibrated".into(),
+    };
+    crate::outln!(
+        "{}: batch {batch}, {threads} threads: f32 engine {:.3} ms min / {:.3} ms median; {fixed}",
         path.display(),
         f_min * 1e3,
         f_med * 1e3
     );
-    match fixed_times {
-        Some((q_min, q_med)) => {
-            println!("; fixed-point reference {:.3} / {:.3} ms ({:.1}× f32)", q_min * 1e3, q_med * 1e3, q_med / f_med)
-        }
-        None => println!("; fixed-point reference: not calibrated"),
-    }
     Ok(())
 }

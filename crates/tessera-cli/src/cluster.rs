@@ -41,7 +41,7 @@ pub fn serve(role: &str, config: &Path) -> Result<()> {
         // The readiness line local clusters wait for.
         let ready = |addr| {
             use std::io::Write;
-            println!("listening on {addr}");
+            crate::outln!("listening on {addr}");
             let _ = std::io::stdout().flush();
         };
         serve_role(&config, role, ready, shutdown).await
@@ -53,7 +53,7 @@ pub fn serve(role: &str, config: &Path) -> Result<()> {
 pub fn certs(out: &Path, model: &Path, suite: &str, server_address: &str) -> Result<()> {
     let parties = [("server", Role::Server, Some(server_address.to_string())), ("user", Role::User, None)];
     let path = ClusterConfig::write_dev(out, suite, model, &parties)?;
-    println!("wrote a development CA, certificates for {} parties and {}", parties.len(), path.display());
+    crate::outln!("wrote a development CA, certificates for {} parties and {}", parties.len(), path.display());
     Ok(())
 }
 
@@ -90,7 +90,7 @@ pub fn infer(suite: &str, config: Option<&Path>, model_path: &Path, image: &Path
         }));
         return Ok(());
     }
-    println!("suite {suite}: label {label} ({class})");
+    crate::outln!("suite {suite}: label {label} ({class})");
     let mut t = Table::new(&[
         "link",
         "bytes sent",

@@ -166,7 +166,7 @@ fn run(command: Command) -> Result<()> {
             if json {
                 print_json(&json!({ "calibration": cal, "written": path }));
             } else {
-                println!(
+                crate::outln!(
                     "f = {}, f_w = {}, ℓx = {} bits, σ = {} bits (max |activation| {:.2}, mean |logit error| {:.4} on {} images)\nwritten to {}",
                     cal.f,
                     cal.f_w,
@@ -204,7 +204,7 @@ fn inspect(m: &LoadedModel, json: bool) -> Result<()> {
         return Ok(());
     }
     let s = m.merged.input_shape();
-    println!(
+    crate::outln!(
         "{} ({}, {} classes), input {}×{}×{}",
         m.path.display(),
         m.meta().dataset,
@@ -235,7 +235,7 @@ fn inspect(m: &LoadedModel, json: bool) -> Result<()> {
     ]);
     t.print();
     let r = &m.report;
-    println!(
+    crate::outln!(
         "merging pass: {} → {} layers ({} BatchNorm folded, {} pad folded, {} ReLU fused with max pool, {} average pool → sum pool); {} multiplications and {} ReLUs saved per image",
         r.layers_before,
         r.layers_after,
@@ -247,11 +247,14 @@ fn inspect(m: &LoadedModel, json: bool) -> Result<()> {
         fmt_count(r.relus_before - r.relus_after)
     );
     match cal {
-        Some(c) => println!(
+        Some(c) => crate::outln!(
             "fixed point: f = {}, f_w = {}, ℓx = {} bits, statistical security σ = {} bits",
-            c.f, c.f_w, c.bound_bits, c.statistical_security
+            c.f,
+            c.f_w,
+            c.bound_bits,
+            c.statistical_security
         ),
-        None => println!("fixed point: not calibrated (tessera calibrate)"),
+        None => crate::outln!("fixed point: not calibrated (tessera calibrate)"),
     }
     Ok(())
 }
@@ -275,13 +278,13 @@ fn infer_plain(m: &LoadedModel, image: &std::path::Path, json: bool) -> Result<(
         }));
         return Ok(());
     }
-    println!("label {label} ({})", class(label));
+    crate::outln!("label {label} ({})", class(label));
     let mut t = Table::new(&["class", "f32 logit", "fixed-point logit"]);
     for (i, (a, b)) in logits.iter().zip(&fixed_logits).enumerate() {
         t.row(vec![class(i), format!("{a:.4}"), format!("{b:.4}")]);
     }
     t.print();
-    println!("f32 {:.3} ms, fixed point {:.3} ms", f32_time.as_secs_f64() * 1e3, fixed_time.as_secs_f64() * 1e3);
+    crate::outln!("f32 {:.3} ms, fixed point {:.3} ms", f32_time.as_secs_f64() * 1e3, fixed_time.as_secs_f64() * 1e3);
     Ok(())
 }
 

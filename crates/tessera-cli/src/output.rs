@@ -2,6 +2,21 @@
 
 use comfy_table::{Table as Inner, presets::UTF8_FULL_CONDENSED};
 
+/// `println!` that ends the program quietly when stdout is a closed pipe (`tessera … | head`)
+/// instead of panicking.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            panic!("writing to stdout: {e}");
+        }
+    }};
+}
+
 /// A terminal table.
 pub struct Table(Inner);
 
@@ -20,13 +35,13 @@ impl Table {
 
     /// Prints to stdout.
     pub fn print(&self) {
-        println!("{}", self.0);
+        crate::outln!("{}", self.0);
     }
 }
 
 /// One JSON object on stdout.
 pub fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).expect("JSON values serialize"));
+    crate::outln!("{}", serde_json::to_string_pretty(v).expect("JSON values serialize"));
 }
 
 /// `1234567` → `1.23 M`.

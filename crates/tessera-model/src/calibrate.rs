@@ -57,36 +57,63 @@ pub fn max_abs_activation(model: &Model, samples: &[f32], batch: usize) -> Resul
     Ok(max)
 }
 
+/// Lowest statistical security calibration falls back to when 40 bits leave too little precision.
+pub const MIN_CALIBRATED_SECURITY: u32 = 32;
+/// Label agreement with `f32` on the samples that calibration asks for before it gives up bits
+/// of statistical security for precision.
+pub const TARGET_AGREEMENT: f64 = 0.995;
+
 /// Calibrates a merged model on `batch` normalized sample images.
+///
+/// Starts at σ = 40; if no split of the resulting budget keeps the fixed-point labels equal to the
+/// `f32` labels on 99.5% of the samples, it lowers σ one bit at a time (never below 32),
+/// trading statistical security for precision. The chosen σ is recorded with the model.
 pub fn calibrate(model: &Model, samples: &[f32], batch: usize) -> Result<Calibration> {
     let max_abs = max_abs_activation(model, samples, batch)?;
-    let bound_bits = zt::LOG2_T - 1 - TARGET_STATISTICAL_SECURITY;
+    let reference = PlainEngine::new(model).run(samples, batch)?;
+    let classes = model.output_len();
+    let labels = |v: &[f64]| v.chunks(classes).map(argmax).collect::<Vec<_>>();
+    let ref_labels = labels(&reference.iter().map(|&v| v as f64).collect::<Vec<_>>());
     // |x| · 2^(f+f_w) · 2 < 2^ℓx.
     let magnitude = (max_abs.max(1e-3)).log2().ceil().max(0.0) as u32;
-    let budget = bound_bits.checked_sub(1 + magnitude).filter(|&b| b >= 4).ok_or(ModelError::NotFixedPoint {
-        node: "<model>".into(),
-        reason: "activations too large for the field at 40 bits of statistical security",
-    })?;
-    let reference = PlainEngine::new(model).run(samples, batch)?;
-    let mut best: Option<Calibration> = None;
-    for f in 2..budget - 1 {
-        let f_w = budget - f;
-        let params = FixedPointParams::new(f, f_w, bound_bits)?;
-        let Ok(out) = FixedModel::new(model, params)?.run(samples, batch) else {
-            continue;
-        };
-        let err = out.iter().zip(&reference).map(|(a, &b)| (a - b as f64).abs()).sum::<f64>() / out.len() as f64;
-        if best.as_ref().is_none_or(|b| err < b.mean_abs_logit_error) {
-            best = Some(Calibration {
-                f,
-                f_w,
-                bound_bits,
-                statistical_security: params.statistical_security(),
-                max_abs_activation: max_abs,
-                samples: batch,
-                mean_abs_logit_error: err,
-            });
+    let mut best: Option<(f64, Calibration)> = None;
+    for sigma in (MIN_CALIBRATED_SECURITY..=TARGET_STATISTICAL_SECURITY).rev() {
+        let bound_bits = zt::LOG2_T - 1 - sigma;
+        let Some(budget) = bound_bits.checked_sub(1 + magnitude).filter(|&b| b >= 4) else { continue };
+        let mut best_here: Option<(f64, Calibration)> = None;
+        for f in 2..budget - 1 {
+            let f_w = budget - f;
+            let params = FixedPointParams::new(f, f_w, bound_bits)?;
+            let Ok(out) = FixedModel::new(model, params)?.run(samples, batch) else { continue };
+            let err = out.iter().zip(&reference).map(|(a, &b)| (a - b as f64).abs()).sum::<f64>() / out.len() as f64;
+            let agree = labels(&out).iter().zip(&ref_labels).filter(|(a, b)| a == b).count() as f64 / batch as f64;
+            if best_here.as_ref().is_none_or(|(_, b)| err < b.mean_abs_logit_error) {
+                let cal = Calibration {
+                    f,
+                    f_w,
+                    bound_bits,
+                    statistical_security: params.statistical_security(),
+                    max_abs_activation: max_abs,
+                    samples: batch,
+                    mean_abs_logit_error: err,
+                };
+                best_here = Some((agree, cal));
+            }
+        }
+        let Some((agree, cal)) = best_here else { continue };
+        if agree >= TARGET_AGREEMENT {
+            return Ok(cal);
+        }
+        if best.as_ref().is_none_or(|(a, _)| agree > *a) {
+            best = Some((agree, cal));
         }
     }
-    best.ok_or(ModelError::NotFixedPoint { node: "<model>".into(), reason: "no fixed-point split fits the samples" })
+    best.map(|(_, c)| c).ok_or(ModelError::NotFixedPoint {
+        node: "<model>".into(),
+        reason: "no fixed-point parameters fit the samples",
+    })
+}
+
+fn argmax(v: &[f64]) -> usize {
+    (0..v.len()).fold(0, |best, i| if v[i] > v[best] { i } else { best })
 }

@@ -97,7 +97,10 @@ impl Dataset {
         let mut array = |name: &str| -> Result<(Vec<u64>, Vec<u8>)> {
             let entry = npz.by_name(&format!("{name}.npy")).map_err(|e| corrupt(format!("`{name}`: {e}")))?;
             if entry.size() > MAX_DATASET_BYTES {
-                return Err(Error::input(path, InputProblem::TooLarge { actual: entry.size(), maximum: MAX_DATASET_BYTES }));
+                return Err(Error::input(
+                    path,
+                    InputProblem::TooLarge { actual: entry.size(), maximum: MAX_DATASET_BYTES },
+                ));
             }
             let npy = npyz::NpyFile::new(entry).map_err(|e| corrupt(e.to_string()))?;
             let shape = npy.shape().to_vec();
