@@ -149,7 +149,7 @@ fn conv_product<T: GemmScalar>(
         return super::avx512::conv_direct(
             m,
             weights,
-            &padded,
+            padded,
             plane_len,
             images,
             (o.h, o.w, wp),
