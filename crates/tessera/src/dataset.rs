@@ -104,6 +104,14 @@ impl Dataset {
             }
             let npy = npyz::NpyFile::new(entry).map_err(|e| corrupt(e.to_string()))?;
             let shape = npy.shape().to_vec();
+            // The header's shape decides the allocation: bound it first.
+            let elements = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).unwrap_or(u64::MAX);
+            if elements > MAX_DATASET_BYTES {
+                return Err(Error::input(
+                    path,
+                    InputProblem::TooLarge { actual: elements, maximum: MAX_DATASET_BYTES },
+                ));
+            }
             Ok((shape, npy.into_vec::<u8>().map_err(|e| corrupt(e.to_string()))?))
         };
         let (shape, pixels) = array("test_images")?;
