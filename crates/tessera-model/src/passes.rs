@@ -156,8 +156,7 @@ fn fold_pad(model: &Model, report: &mut MergeReport) -> Result<Model> {
         };
         let source = model.nodes()[j].inputs[0];
         let source_shape = model.value_shape(source);
-        let (name, op, inputs) = d.nodes[i].as_mut().expect("live node");
-        let _ = name;
+        let (_, op, inputs) = d.nodes[i].as_mut().expect("live node");
         if let Op::Linear(l) = op {
             l.geometry.input = source_shape;
             for (p, extra) in l.geometry.window.pads.iter_mut().zip(pads) {

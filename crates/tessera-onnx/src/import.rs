@@ -361,6 +361,14 @@ impl Builder {
             ModelError::Shape { detail, .. } => ctx.shape_err(detail),
             other => ImportError::Model(other),
         })?;
+        // Every engine allocates each node's output: bound it here, not at run time.
+        if shape.len() as u64 > self.limits.max_tensor_elements {
+            return Err(ImportError::Oversized {
+                what: format!("output of node `{}`", ctx.name),
+                actual: shape.len() as u64,
+                maximum: self.limits.max_tensor_elements,
+            });
+        }
         self.nodes.push((ctx.name.clone(), op, inputs));
         self.shapes.push(shape);
         self.bind_output(ctx, self.shapes.len() - 1)
