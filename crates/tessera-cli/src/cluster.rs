@@ -2,14 +2,15 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 use tessera::LoadedModel;
-use tessera::cluster::{ClusterConfig, Role};
+use tessera::cluster::{ClusterConfig, Role, dev_parties};
 use tessera::eval::argmax;
 use tessera::input::load_input;
 use tessera::local::LocalCluster;
-use tessera::serve::{query, serve as serve_role};
+use tessera::serve::{QueryResult, query, serve as serve_role};
+use tessera_net::PartyReport;
 
 use crate::output::{Table, print_json};
 
@@ -17,17 +18,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-fn parse_role(role: &str) -> Result<Role> {
-    match role {
-        "server" => Ok(Role::Server),
-        "user" => Ok(Role::User),
-        other => bail!("unknown role `{other}` (roles: server, user)"),
-    }
-}
-
 /// Runs one party until SIGINT or SIGTERM.
-pub fn serve(role: &str, config: &Path) -> Result<()> {
-    let role = parse_role(role)?;
+pub fn serve(role: &str, name: Option<&str>, config: &Path) -> Result<()> {
+    let role: Role = role.parse().map_err(|e: String| anyhow!(e))?;
     let config = ClusterConfig::load(config)?;
     runtime()?.block_on(async {
         let shutdown = async {
@@ -44,27 +37,43 @@ pub fn serve(role: &str, config: &Path) -> Result<()> {
             crate::outln!("listening on {addr}");
             let _ = std::io::stdout().flush();
         };
-        serve_role(&config, role, ready, shutdown).await
+        serve_role(&config, role, name, ready, shutdown).await
     })?;
     Ok(())
 }
 
-/// Writes a development cluster.
-pub fn certs(out: &Path, model: &Path, suite: &str, server_address: &str) -> Result<()> {
-    let parties = [("server", Role::Server, Some(server_address.to_string())), ("user", Role::User, None)];
+/// Writes a development cluster with consecutive ports from `port`.
+pub fn certs(out: &Path, model: &Path, suite: &str, holders: usize, port: u16) -> Result<()> {
+    let mut next = port;
+    let parties = dev_parties(suite, holders, || {
+        next += 1;
+        Ok(next - 1)
+    })?;
     let path = ClusterConfig::write_dev(out, suite, model, &parties)?;
     crate::outln!("wrote a development CA, certificates for {} parties and {}", parties.len(), path.display());
+    for (name, role, address) in &parties {
+        if let Some(a) = address {
+            crate::outln!("  {name}: tessera serve --role {role} --name {name} --config {}   ({a})", path.display());
+        }
+    }
     Ok(())
 }
 
 /// One query across parties.
-pub fn infer(suite: &str, config: Option<&Path>, model_path: &Path, image: &Path, json: bool) -> Result<()> {
+pub fn infer(
+    suite: &str,
+    config: Option<&Path>,
+    holders: usize,
+    model_path: &Path,
+    image: &Path,
+    json: bool,
+) -> Result<()> {
     let local;
     let config = match config {
         Some(c) => ClusterConfig::load(c)?,
         None => {
             let exe = std::env::current_exe().context("locating the tessera executable")?;
-            local = LocalCluster::start(&exe, suite, model_path)?;
+            local = LocalCluster::start(&exe, suite, model_path, holders)?;
             local.config.clone()
         }
     };
@@ -78,37 +87,95 @@ pub fn infer(suite: &str, config: Option<&Path>, model_path: &Path, image: &Path
     }
     let x = load_input(image, model.merged.input_shape(), model.meta())?;
     let r = runtime()?.block_on(query(&config, &model, &x, 1))?;
+    print_result(suite, &model, &r, json);
+    Ok(())
+}
+
+fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let e: Vec<f32> = logits.iter().map(|v| (v - max).exp()).collect();
+    let sum: f32 = e.iter().sum();
+    e.iter().map(|v| v / sum).collect()
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.3}", us as f64 / 1e3)
+}
+
+fn print_result(suite: &str, model: &LoadedModel, r: &QueryResult, json: bool) {
     let label = argmax(&r.logits);
-    let class = model.meta().classes.get(label).cloned().unwrap_or_else(|| label.to_string());
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-    let m = r.meter;
+    let class = |i: usize| model.meta().classes.get(i).cloned().unwrap_or_else(|| i.to_string());
+    let probabilities = softmax(&r.logits);
+    let total_ms = r.elapsed.as_secs_f64() * 1e3;
+    let connect_ms = r.connect.as_secs_f64() * 1e3;
     if json {
         print_json(&json!({
-            "suite": suite, "label": label, "class": class, "logits": r.logits,
-            "metrics": { "total_ms": ms(r.elapsed), "connect_ms": ms(r.connect),
-                "user": { "bytes_sent": m.bytes_sent, "bytes_received": m.bytes_received, "messages": m.messages_sent + m.messages_received, "rounds": m.rounds } },
+            "suite": suite, "label": label, "class": class(label), "logits": r.logits, "softmax": probabilities,
+            "total_ms": total_ms, "connect_ms": connect_ms, "parties": r.reports,
         }));
-        return Ok(());
+        return;
     }
-    crate::outln!("suite {suite}: label {label} ({class})");
-    let mut t = Table::new(&[
-        "link",
-        "bytes sent",
-        "bytes received",
-        "messages",
-        "rounds",
-        "total ms",
-        "of which TLS connect ms",
-    ]);
-    t.row(vec![
-        "user ↔ server".into(),
-        m.bytes_sent.to_string(),
-        m.bytes_received.to_string(),
-        (m.messages_sent + m.messages_received).to_string(),
-        m.rounds.to_string(),
-        format!("{:.3}", ms(r.elapsed)),
-        format!("{:.3}", ms(r.connect)),
-    ]);
+    crate::outln!(
+        "suite {suite}: label {label} ({}), p = {:.3}; {total_ms:.2} ms in total, of which {connect_ms:.2} ms TLS connect",
+        class(label),
+        probabilities[label]
+    );
+    let mut t = Table::new(&["class", "logit", "softmax"]);
+    for (i, (l, p)) in r.logits.iter().zip(&probabilities).enumerate() {
+        t.row(vec![class(i), format!("{l:.4}"), format!("{p:.4}")]);
+    }
     t.print();
-    Ok(())
+    stage_table(&r.reports);
+    party_table(&r.reports);
+}
+
+/// Per stage: each party's wall time and the bytes and rounds of every link.
+fn stage_table(reports: &[PartyReport]) {
+    let Some(lead) = reports.iter().find(|p| p.stages.iter().any(|s| s.kind != "input" && s.kind != "output"))
+    else {
+        return;
+    };
+    let others: Vec<&PartyReport> = reports.iter().filter(|p| p.party != lead.party).collect();
+    let mut header = vec!["stage".to_string(), "kind".into(), format!("{} ms", lead.party)];
+    header.extend(others.iter().filter(|p| p.stages.len() > 2).map(|p| format!("{} ms", p.party)));
+    header.extend(["bytes sent (all parties)".into(), "rounds".into()]);
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut t = Table::new(&header);
+    for stage in lead.stages.iter().filter(|s| s.kind != "input" && s.kind != "output") {
+        let mut row = vec![stage.name.clone(), stage.kind.clone(), ms(stage.wall_us)];
+        let mut bytes = stage.links.iter().map(|l| l.traffic.bytes_sent).sum::<u64>();
+        let mut rounds = stage.links.iter().map(|l| l.traffic.rounds).max().unwrap_or(0);
+        for p in others.iter().filter(|p| p.stages.len() > 2) {
+            let same = p.stages.iter().find(|s| s.layer == stage.layer && s.kind == stage.kind);
+            row.push(same.map_or("-".into(), |s| ms(s.wall_us)));
+            if let Some(s) = same {
+                bytes += s.links.iter().map(|l| l.traffic.bytes_sent).sum::<u64>();
+                rounds = rounds.max(s.links.iter().map(|l| l.traffic.rounds).max().unwrap_or(0));
+            }
+        }
+        row.extend([bytes.to_string(), rounds.to_string()]);
+        t.row(row);
+    }
+    t.print();
+}
+
+/// Per party and link: totals.
+fn party_table(reports: &[PartyReport]) {
+    let mut t = Table::new(&["party", "wall ms", "CPU ms", "link", "bytes sent", "bytes received", "messages", "rounds"]);
+    for p in reports {
+        for (i, l) in p.links.iter().enumerate() {
+            let first = i == 0;
+            t.row(vec![
+                if first { p.party.clone() } else { String::new() },
+                if first { ms(p.wall_us) } else { String::new() },
+                if first { ms(p.cpu_us) } else { String::new() },
+                format!("→ {}", l.peer),
+                l.traffic.bytes_sent.to_string(),
+                l.traffic.bytes_received.to_string(),
+                (l.traffic.messages_sent + l.traffic.messages_received).to_string(),
+                l.traffic.rounds.to_string(),
+            ]);
+        }
+    }
+    t.print();
 }

@@ -53,6 +53,9 @@ enum Command {
         /// Cluster configuration of running servers (with --suite).
         #[arg(long, requires = "suite")]
         config: Option<PathBuf>,
+        /// Share-holders of a local serpens-n cluster (2 to 8).
+        #[arg(long, default_value_t = 2)]
+        holders: usize,
         /// ONNX model.
         model: PathBuf,
         /// PNG, JPEG or .npy image.
@@ -92,9 +95,12 @@ enum Command {
     },
     /// Run one party of a cluster until SIGINT or SIGTERM.
     Serve {
-        /// The party's role (server, ...).
+        /// The party's role (server, holder, central).
         #[arg(long)]
         role: String,
+        /// The party's name, where several parties share the role.
+        #[arg(long)]
+        name: Option<String>,
         /// Cluster configuration.
         #[arg(long)]
         config: PathBuf,
@@ -110,9 +116,12 @@ enum Command {
         /// Suite.
         #[arg(long, default_value = "plain")]
         suite: String,
-        /// Address of the server party.
-        #[arg(long, default_value = "127.0.0.1:7001")]
-        server_address: String,
+        /// Share-holders (suite serpens-n).
+        #[arg(long, default_value_t = 2)]
+        holders: usize,
+        /// First listening port on 127.0.0.1; each server party takes the next one.
+        #[arg(long, default_value_t = 7001)]
+        port: u16,
     },
     /// Benchmarks.
     #[command(subcommand)]
@@ -143,13 +152,13 @@ fn load(path: &std::path::Path) -> Result<LoadedModel> {
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Inspect { model, json } => inspect(&load(&model)?, json),
-        Command::Infer { plain, suite, config, model, image, json } => match (plain, suite) {
+        Command::Infer { plain, suite, config, holders, model, image, json } => match (plain, suite) {
             (true, _) => infer_plain(&load(&model)?, &image, json),
-            (false, Some(suite)) => cluster::infer(&suite, config.as_deref(), &model, &image, json),
+            (false, Some(suite)) => cluster::infer(&suite, config.as_deref(), holders, &model, &image, json),
             (false, None) => bail!("choose --plain (in this process) or --suite NAME (across parties)"),
         },
-        Command::Serve { role, config } => cluster::serve(&role, &config),
-        Command::Certs { out, model, suite, server_address } => cluster::certs(&out, &model, &suite, &server_address),
+        Command::Serve { role, name, config } => cluster::serve(&role, name.as_deref(), &config),
+        Command::Certs { out, model, suite, holders, port } => cluster::certs(&out, &model, &suite, holders, port),
         Command::Eval { plain, model, data, limit, json } => {
             if !plain {
                 bail!("choose an engine: --plain");

@@ -88,10 +88,23 @@ pub fn decode(a: u64, bits: u32) -> f64 {
     zt::to_i64(a) as f64 / (bits as f64).exp2()
 }
 
-/// `⌊a / 2^bits⌋` on the signed representative: the truncation of the fixed-point reference.
+/// `⌊a / 2^bits⌋` on the signed representative: what a party that sees a masked value computes.
 #[inline(always)]
 pub fn truncate(a: u64, bits: u32) -> u64 {
     zt::from_i64(zt::to_i64(a) >> bits)
+}
+
+/// `a / 2^bits` rounded to the nearest integer (ties up) on the signed representative: the
+/// truncation rule of the fixed-point reference. A masked-reveal truncation,
+/// `⌊(x + R) / 2^bits⌋ − ⌊R / 2^bits⌋` with `R` uniform, rounds `x / 2^bits` stochastically
+/// (down or up, unbiased), so it lies within one unit of this rule and its errors average out
+/// instead of drifting.
+#[inline(always)]
+pub fn round_shift(a: u64, bits: u32) -> u64 {
+    if bits == 0 {
+        return a;
+    }
+    zt::from_i64((zt::to_i64(a) + (1 << (bits - 1))) >> bits)
 }
 
 /// Bits needed by the largest magnitude in `values` (signed representatives): `|x| < 2^bits`.
@@ -127,6 +140,12 @@ mod tests {
             let a = encode(v, bits).unwrap();
             let back = decode(a, bits);
             prop_assert!((back - v).abs() <= 0.5 / (bits as f64).exp2() + 1e-9);
+        }
+
+        #[test]
+        fn round_shift_is_nearest(v in -(1i64 << 50)..(1i64 << 50), bits in 0u32..20) {
+            let r = zt::to_i64(round_shift(zt::from_i64(v), bits));
+            prop_assert!(((v as f64 / (bits as f64).exp2()) - r as f64).abs() <= 0.5);
         }
 
         #[test]

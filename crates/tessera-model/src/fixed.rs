@@ -8,14 +8,16 @@
 //! `2^f_w` before it meets a branch at product scale. Every nonlinear input and the logits must
 //! satisfy `|x| < 2^ℓx`, or the input is refused with [`ModelError::ActivationOverflow`].
 
-use tessera_field::kernels::conv::{ConvKernel, conv2d_zt};
-use tessera_field::kernels::pool::{max_pool_zt, sum_pool_zt};
+use std::sync::Arc;
+
+use tessera_field::kernels::conv::ConvKernel;
 use tessera_field::kernels::{ImageShape, Window2d};
-use tessera_field::{FixedPointParams, fixed, zt};
+use tessera_field::{FixedPointParams, fixed};
 
 use crate::error::{ModelError, Result};
 use crate::ir::{Model, Op, ValueId};
-use crate::plain::pad_into;
+use crate::nonlinear::{NonlinearKind, NonlinearLayer};
+use crate::runner::Runner;
 
 /// The scale a value is at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -72,20 +74,21 @@ pub enum FixedOp {
 /// A merged model quantized for `Z_t`.
 #[derive(Debug, Clone)]
 pub struct FixedModel {
-    params: FixedPointParams,
+    pub(crate) params: FixedPointParams,
     input: ImageShape,
-    ops: Vec<FixedOp>,
-    inputs: Vec<Vec<ValueId>>,
-    shapes: Vec<ImageShape>,
+    pub(crate) ops: Vec<FixedOp>,
+    pub(crate) inputs: Vec<Vec<ValueId>>,
+    pub(crate) shapes: Vec<ImageShape>,
     names: Vec<String>,
     scales: Vec<Scale>,
-    output: ValueId,
+    pub(crate) output: ValueId,
 }
 
 impl FixedModel {
-    /// Quantizes a merged model. Refuses BatchNorm and average pools the merging pass could not
-    /// fold, and linear layers fed at product scale (no truncation between them).
-    pub fn new(model: &Model, params: FixedPointParams) -> Result<Self> {
+    /// Quantizes a merged model (shared, since every evaluation keeps a handle). Refuses
+    /// BatchNorm and average pools the merging pass could not fold, and linear layers fed at
+    /// product scale (no truncation between them).
+    pub fn new(model: &Model, params: FixedPointParams) -> Result<Arc<Self>> {
         let mut scales = vec![Scale::Activation];
         let mut ops = Vec::new();
         let not_fixed = |node: &str, reason| ModelError::NotFixedPoint { node: node.to_string(), reason };
@@ -152,7 +155,7 @@ impl FixedModel {
             ops.push(op);
             scales.push(scale);
         }
-        Ok(Self {
+        Ok(Arc::new(Self {
             params,
             input: model.input_shape(),
             ops,
@@ -161,7 +164,7 @@ impl FixedModel {
             names: model.nodes().iter().map(|n| n.name.clone()).collect(),
             scales,
             output: model.output(),
-        })
+        }))
     }
 
     /// The fixed-point parameters.
@@ -202,70 +205,89 @@ impl FixedModel {
     }
 
     /// Logits in `Z_t` (at [`output_bits`](Self::output_bits)) for encoded images.
-    pub fn run_encoded(&self, x: Vec<u64>, batch: usize) -> Result<Vec<u64>> {
-        let threads = rayon::current_num_threads();
-        let f_w = self.params.f_w();
-        let mut values: Vec<Vec<u64>> = vec![x];
-        for (i, op) in self.ops.iter().enumerate() {
-            let x = &values[self.inputs[i][0]];
-            let in_shape = if self.inputs[i][0] == 0 { self.input } else { self.shapes[self.inputs[i][0] - 1] };
-            let shape = self.shapes[i];
-            let bounded = |v: &[u64]| self.check_bound(i, v);
-            let out = match op {
-                FixedOp::Linear { kernel, bias } => {
-                    let mut y = conv2d_zt(kernel, x, batch, threads);
-                    if let Some(b) = bias {
-                        for (chunk, &bv) in y.chunks_mut(shape.plane()).zip(b.iter().cycle()) {
-                            chunk.iter_mut().for_each(|v| *v = zt::add(*v, bv));
-                        }
-                    }
-                    y
-                }
-                FixedOp::Relu { truncate } => {
-                    bounded(x)?;
-                    x.iter().map(|&v| relu(if *truncate { fixed::truncate(v, f_w) } else { v })).collect()
-                }
-                FixedOp::MaxPool { window, relu: with_relu, truncate } => {
-                    bounded(x)?;
-                    let t: Vec<u64> =
-                        if *truncate { x.iter().map(|&v| fixed::truncate(v, f_w)).collect() } else { x.clone() };
-                    let mut y = vec![0; batch * shape.len()];
-                    max_pool_zt(&t, in_shape, window, batch, &mut y);
-                    if *with_relu {
-                        y.iter_mut().for_each(|v| *v = relu(*v));
-                    }
-                    y
-                }
-                FixedOp::SumPool { window } => {
-                    let mut y = vec![0; batch * shape.len()];
-                    sum_pool_zt(x, in_shape, window, batch, &mut y);
-                    y
-                }
-                FixedOp::Flatten => x.clone(),
-                FixedOp::Pad { pads } => {
-                    let mut y = vec![0; batch * shape.len()];
-                    pad_into(x, in_shape, *pads, &mut y, 0);
-                    y
-                }
-                FixedOp::Add { lift } => {
-                    let lift_factor = 1u64 << f_w;
-                    let a = &values[self.inputs[i][0]];
-                    let b = &values[self.inputs[i][1]];
-                    let scale = |k: usize, v: u64| {
-                        if *lift == Some(k) { zt::mul(v, lift_factor) } else { v }
-                    };
-                    a.iter().zip(b).map(|(&p, &q)| zt::add(scale(0, p), scale(1, q))).collect()
-                }
-            };
-            values.push(out);
+    pub fn run_encoded(self: &Arc<Self>, x: Vec<u64>, batch: usize) -> Result<Vec<u64>> {
+        let mut runner = Runner::new(self.clone(), x, batch, true);
+        while let Some(layer) = runner.advance() {
+            let input = runner.pending_input();
+            self.check_bound(layer.node as usize, input)?;
+            let out = layer.eval_plain(input, batch);
+            runner.complete(out);
         }
-        let logits = std::mem::take(&mut values[self.output]);
+        let logits = runner.output().to_vec();
         self.check_bound(self.output.saturating_sub(1), &logits)?;
         Ok(logits)
     }
 
+    /// How far, in units of the logits' last place, a secure run may differ from this
+    /// reference: each masked-reveal truncation is exact up to `+1` unit, and that unit is
+    /// propagated through the following layers (`Σ|w|` per linear layer, window size per sum
+    /// pool, `2^f_w` per lifted residual branch, `⌈e / 2^f_w⌉` per truncation).
+    pub fn error_bound(&self) -> f64 {
+        let mut e = vec![0.0f64];
+        for (i, op) in self.ops.iter().enumerate() {
+            let x = e[self.inputs[i][0]];
+            let out = match op {
+                FixedOp::Linear { kernel, .. } => kernel.max_row_l1() * x,
+                FixedOp::Relu { truncate } | FixedOp::MaxPool { truncate, .. } => {
+                    if *truncate { (x / (self.params.f_w() as f64).exp2()).ceil() + 1.0 } else { x }
+                }
+                FixedOp::SumPool { window } => window.size() as f64 * x,
+                FixedOp::Flatten | FixedOp::Pad { .. } => x,
+                FixedOp::Add { lift } => {
+                    let lift_factor = (self.params.f_w() as f64).exp2();
+                    let term = |k: usize| e[self.inputs[i][k]] * if *lift == Some(k) { lift_factor } else { 1.0 };
+                    term(0) + term(1)
+                }
+            };
+            e.push(out);
+        }
+        e[self.output]
+    }
+
+    /// The nonlinear layers in order: all a central server needs to know of the model.
+    pub fn nonlinear_layers(&self) -> Vec<NonlinearLayer> {
+        (0..self.ops.len()).filter_map(|i| self.nonlinear_layer(i)).collect()
+    }
+
+    /// Node `i` as a nonlinear layer, if it is one.
+    pub(crate) fn nonlinear_layer(&self, i: usize) -> Option<NonlinearLayer> {
+        let shift = |truncate: bool| if truncate { self.params.f_w() } else { 0 };
+        let (kind, shift) = match self.ops[i] {
+            FixedOp::Relu { truncate } => (NonlinearKind::Relu, shift(truncate)),
+            FixedOp::MaxPool { window, relu, truncate } => (NonlinearKind::MaxPool { window, relu }, shift(truncate)),
+            _ => return None,
+        };
+        Some(NonlinearLayer {
+            node: i as u32,
+            kind,
+            input: self.value_shape(self.inputs[i][0]),
+            output: self.shapes[i],
+            shift,
+        })
+    }
+
+    /// The shape of value `v` (0 is the input, `i + 1` the output of node `i`) for one image.
+    pub(crate) fn value_shape(&self, v: ValueId) -> ImageShape {
+        if v == 0 { self.input } else { self.shapes[v - 1] }
+    }
+
+    /// The input shape of one image.
+    pub fn input_shape(&self) -> ImageShape {
+        self.input
+    }
+
+    /// Logits per image.
+    pub fn output_len(&self) -> usize {
+        self.value_shape(self.output).len()
+    }
+
+    /// Node names, in order.
+    pub fn node_name(&self, node: usize) -> &str {
+        &self.names[node]
+    }
+
     /// Logits as real numbers for normalized `f32` images.
-    pub fn run(&self, input: &[f32], batch: usize) -> Result<Vec<f64>> {
+    pub fn run(self: &Arc<Self>, input: &[f32], batch: usize) -> Result<Vec<f64>> {
         let y = self.run_encoded(self.encode_input(input, batch)?, batch)?;
         Ok(y.iter().map(|&v| fixed::decode(v, self.output_bits())).collect())
     }
@@ -281,8 +303,4 @@ impl FixedModel {
         }
         Ok(())
     }
-}
-
-fn relu(v: u64) -> u64 {
-    if zt::to_i64(v) < 0 { 0 } else { v }
 }

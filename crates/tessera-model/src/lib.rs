@@ -8,8 +8,10 @@ pub mod error;
 pub mod fixed;
 pub mod ir;
 pub mod meta;
+pub mod nonlinear;
 pub mod passes;
 pub mod plain;
+pub mod runner;
 
 pub use error::{ModelError, Result};
 pub use ir::{Linear, Model, Node, Op, ValueId};

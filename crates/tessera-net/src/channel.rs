@@ -12,7 +12,7 @@ pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
 
 /// Traffic on one channel, from this end.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Meter {
     /// Bytes written, headers included.
     pub bytes_sent: u64,
@@ -36,6 +36,20 @@ impl Meter {
             messages_received: self.messages_received - earlier.messages_received,
             rounds: self.rounds - earlier.rounds,
         }
+    }
+
+    /// Whether nothing was sent or received.
+    pub fn is_empty(&self) -> bool {
+        *self == Meter::default()
+    }
+
+    /// Adds `other` to this meter.
+    pub fn add(&mut self, other: &Meter) {
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_received += other.bytes_received;
+        self.messages_sent += other.messages_sent;
+        self.messages_received += other.messages_received;
+        self.rounds += other.rounds;
     }
 }
 

@@ -10,8 +10,10 @@ pub mod certs;
 pub mod channel;
 pub mod error;
 pub mod frame;
+pub mod report;
 pub mod tls;
 
 pub use channel::{Channel, Meter};
 pub use error::{NetError, Result};
 pub use frame::{FrameHeader, MessageKind, SessionId};
+pub use report::{LinkCost, PartyReport, Recorder, StageCost};

@@ -20,6 +20,16 @@ pub enum SuiteError {
         /// What is wrong.
         reason: String,
     },
+    /// A value reached a nonlinear layer outside the calibrated activation bound, so the masks
+    /// could not hide it; the query is refused.
+    #[error("activation overflow detected at nonlinear layer {layer}")]
+    ActivationOverflow {
+        /// The layer (model node index).
+        layer: u32,
+    },
+    /// A failure inside this party (task stopped, bad local arguments).
+    #[error("{0}")]
+    Local(String),
 }
 
 /// Result alias of this crate.

@@ -4,8 +4,12 @@
 //! * [`plain`]: the baseline of "plaintext inference served over the network": the user sends
 //!   the image in the clear to one server, which returns the logits. No privacy at all; it
 //!   measures what the transport alone costs.
+//! * [`serpens_n`]: `m` share-holders run the linear layers on additive shares; a central server
+//!   evaluates ReLU and max pool on masked, permuted values (PROTOCOLS.md section 4).
 
 pub mod error;
 pub mod plain;
+pub mod serpens_n;
+pub mod wire;
 
 pub use error::{Result, SuiteError};

@@ -42,6 +42,10 @@ pub enum Role {
     User,
     /// The model owner of the `plain` suite.
     Server,
+    /// A share-holder of suite `serpens-n`.
+    Holder,
+    /// The central server of suite `serpens-n`.
+    Central,
 }
 
 impl std::fmt::Display for Role {
@@ -49,6 +53,8 @@ impl std::fmt::Display for Role {
         f.write_str(match self {
             Role::User => "user",
             Role::Server => "server",
+            Role::Holder => "holder",
+            Role::Central => "central",
         })
     }
 }
@@ -105,7 +111,56 @@ fn default_max_frame() -> u32 {
 }
 
 /// The suites a cluster can run.
-pub const SUITES: &[&str] = &["plain"];
+pub const SUITES: &[&str] = &["plain", "serpens-n"];
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "user" => Ok(Role::User),
+            "server" => Ok(Role::Server),
+            "holder" => Ok(Role::Holder),
+            "central" => Ok(Role::Central),
+            other => Err(format!("unknown role `{other}` (roles: user, server, holder, central)")),
+        }
+    }
+}
+
+/// How many parties of each role `suite` needs: (role, fewest, most).
+fn roles_of(suite: &str) -> &'static [(Role, usize, usize)] {
+    match suite {
+        "plain" => &[(Role::User, 1, usize::MAX), (Role::Server, 1, 1)],
+        _ => &[(Role::User, 1, usize::MAX), (Role::Holder, 2, 8), (Role::Central, 1, 1)],
+    }
+}
+
+/// The parties of a development cluster of `suite` on loopback: names, roles and addresses
+/// (`holders` share-holders for `serpens-n`). `port` hands out listening ports.
+pub fn dev_parties(
+    suite: &str,
+    holders: usize,
+    mut port: impl FnMut() -> Result<u16>,
+) -> Result<Vec<(String, Role, Option<String>)>> {
+    let mut at = || -> Result<Option<String>> { Ok(Some(format!("127.0.0.1:{}", port()?))) };
+    let mut parties = Vec::new();
+    match suite {
+        "plain" => parties.push(("server".to_string(), Role::Server, at()?)),
+        "serpens-n" => {
+            parties.push((tessera_suites::serpens_n::CENTRAL.to_string(), Role::Central, at()?));
+            for j in 1..=holders {
+                parties.push((tessera_suites::serpens_n::holder_name(j), Role::Holder, at()?));
+            }
+        }
+        other => {
+            return Err(Error::Config {
+                path: "<development cluster>".into(),
+                reason: format!("unknown suite `{other}` (known: {})", SUITES.join(", ")),
+            });
+        }
+    }
+    parties.push(("user".to_string(), Role::User, None));
+    Ok(parties)
+}
 
 impl ClusterConfig {
     /// Reads and checks a configuration file.
@@ -122,8 +177,15 @@ impl ClusterConfig {
                 return Err(err(format!("party `{}` needs an address of the form host-ip:port", p.name)));
             }
         }
-        if c.parties.iter().filter(|p| p.role == Role::Server).count() != 1 {
-            return Err(err("the plain suite needs exactly one party with role `server`".into()));
+        for &(role, fewest, most) in roles_of(&c.suite) {
+            let n = c.parties.iter().filter(|p| p.role == role).count();
+            if n < fewest || n > most {
+                let wanted = if fewest == most { fewest.to_string() } else { format!("{fewest} to {most}") };
+                return Err(err(format!("suite `{}` needs {wanted} parties with role `{role}`, not {n}", c.suite)));
+            }
+        }
+        if let Some(p) = c.parties.iter().find(|p| !roles_of(&c.suite).iter().any(|r| r.0 == p.role)) {
+            return Err(err(format!("party `{}`: role `{}` has no place in suite `{}`", p.name, p.role, c.suite)));
         }
         if c.timeout_ms == 0 || c.max_frame_bytes == 0 {
             return Err(err("timeout_ms and max_frame_bytes must be positive".into()));
@@ -139,6 +201,11 @@ impl ClusterConfig {
     /// The receive deadline.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    /// The parties with `role`, in configuration order.
+    pub fn parties_with(&self, role: Role) -> Vec<&PartyConfig> {
+        self.parties.iter().filter(|p| p.role == role).collect()
     }
 
     /// The (first) party with `role`.
@@ -185,11 +252,11 @@ impl ClusterConfig {
         dir: &Path,
         suite: &str,
         model: &Path,
-        parties: &[(&str, Role, Option<String>)],
+        parties: &[(String, Role, Option<String>)],
     ) -> Result<PathBuf> {
         let io = |e: std::io::Error| Error::Config { path: dir.display().to_string(), reason: e.to_string() };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let names: Vec<&str> = parties.iter().map(|p| p.0).collect();
+        let names: Vec<&str> = parties.iter().map(|p| p.0.as_str()).collect();
         let (ca, pems) = dev_cluster("tessera", &names)?;
         std::fs::write(dir.join("ca.pem"), ca).map_err(io)?;
         let mut configs = Vec::new();
@@ -198,7 +265,7 @@ impl ClusterConfig {
             std::fs::write(dir.join(&cert), &pem.cert).map_err(io)?;
             write_private(&dir.join(&key), &pem.key).map_err(io)?;
             configs.push(PartyConfig {
-                name: name.to_string(),
+                name: name.clone(),
                 role: *role,
                 address: address.clone(),
                 cert: cert.into(),

@@ -68,7 +68,7 @@ impl LoadedModel {
     }
 
     /// The fixed-point model, which needs a calibration.
-    pub fn fixed(&self) -> Result<FixedModel> {
+    pub fn fixed(&self) -> Result<std::sync::Arc<FixedModel>> {
         let cal = self.calibration.as_ref().ok_or_else(|| Error::NotCalibrated {
             model: self.path.display().to_string(),
             sidecar: calibration_path(&self.path).display().to_string(),

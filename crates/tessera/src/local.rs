@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::cluster::{ClusterConfig, Role};
+use crate::cluster::{ClusterConfig, Role, dev_parties};
 use crate::error::{Error, Result};
 
 /// Running local server processes and the configuration that reaches them.
@@ -23,17 +23,17 @@ fn free_port() -> Result<u16> {
 }
 
 impl LocalCluster {
-    /// Starts `suite` on `model`, running each server with the `tessera` executable `exe`.
-    pub fn start(exe: &Path, suite: &str, model: &Path) -> Result<Self> {
+    /// Starts `suite` on `model` (with `holders` share-holders where the suite has them),
+    /// running each server with the `tessera` executable `exe`.
+    pub fn start(exe: &Path, suite: &str, model: &Path, holders: usize) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("tessera-local-{}-{}", std::process::id(), free_port()?));
-        let parties =
-            [("server", Role::Server, Some(format!("127.0.0.1:{}", free_port()?))), ("user", Role::User, None)];
+        let parties = dev_parties(suite, holders, free_port)?;
         let path = ClusterConfig::write_dev(&dir, suite, model, &parties)?;
         let config = ClusterConfig::load(&path)?;
         let mut cluster = Self { dir, children: Vec::new(), config };
         for p in cluster.config.parties.clone().iter().filter(|p| p.role != Role::User) {
             let mut child = Command::new(exe)
-                .args(["serve", "--role", &p.role.to_string(), "--config"])
+                .args(["serve", "--role", &p.role.to_string(), "--name", &p.name, "--config"])
                 .arg(&path)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())

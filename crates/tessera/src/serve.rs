@@ -1,46 +1,92 @@
 //! A party's server loop, and the user's side of a query.
 //!
 //! A server accepts authenticated connections from the parties its role talks to and serves
-//! each on its own task: a misbehaving, slow or vanished peer ends that connection with a typed
-//! error (logged with peer and step, never with values) while every other connection goes on.
+//! each on its own task: a misbehaving, slow or vanished peer ends that connection (or that
+//! query) with a typed error, logged with peer and step and never with values, while every
+//! other connection goes on.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::future::try_join_all;
+use tessera_field::fixed;
+use tessera_model::fixed::FixedModel;
+use tessera_model::nonlinear::NonlinearLayer;
 use tessera_model::plain::PlainEngine;
-use tessera_net::tls::{TlsServer, connect};
-use tessera_net::{Channel, Meter, NetError, SessionId};
-use tessera_suites::plain;
+use tessera_net::tls::{Identity, TlsServer, connect};
+use tessera_net::{Channel, NetError, PartyReport, Recorder, SessionId};
+use tessera_suites::serpens_n::{self, HolderInput, Join};
+use tessera_suites::{SuiteError, plain};
 use tokio::net::TcpListener;
 
-use crate::cluster::{ClusterConfig, Role};
+use crate::cluster::{ClusterConfig, PartyConfig, Role};
 use crate::error::{Error, Result};
 use crate::load::LoadedModel;
 
-/// Serves `role` of the cluster until `shutdown` resolves. `ready` is called with the bound
-/// address once connections are accepted.
+/// Queries waiting at the central server for the rest of their holders.
+type Pending = Mutex<HashMap<SessionId, Vec<(Channel, Join)>>>;
+
+/// What one server party does with a connection.
+enum Service {
+    Plain { model: Arc<LoadedModel> },
+    Holder { name: String, model: Arc<FixedModel>, identity: Arc<Identity>, central: PartyConfig },
+    Central { name: String, model: Arc<FixedModel>, layers: Arc<Vec<NonlinearLayer>>, pending: Arc<Pending> },
+}
+
+/// Serves party `name` (or the only party with `role`) until `shutdown` resolves. `ready` is
+/// called with the bound address once connections are accepted.
 pub async fn serve(
     config: &ClusterConfig,
     role: Role,
+    name: Option<&str>,
     ready: impl FnOnce(std::net::SocketAddr),
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    if role != Role::Server {
-        return Err(Error::Config {
-            path: config.base.display().to_string(),
-            reason: format!("role `{role}` does not serve in suite `{}`", config.suite),
-        });
+    let refuse = |reason: String| Error::Config { path: config.base.display().to_string(), reason };
+    let candidates = config.parties_with(role);
+    let me = match name {
+        Some(n) => candidates.iter().find(|p| p.name == n).ok_or_else(|| refuse(format!("no {role} named `{n}`")))?,
+        None if candidates.len() == 1 => candidates[0],
+        None if candidates.is_empty() => {
+            return Err(refuse(format!("role `{role}` does not serve in suite `{}`", config.suite)));
+        }
+        None => return Err(refuse(format!("several parties are `{role}`: name one with --name"))),
+    };
+    if role == Role::User {
+        return Err(refuse("the user does not serve".into()));
     }
-    let me = config.party(role)?;
     let identity = config.identity(me)?;
     let model = Arc::new(config.load_model()?);
-    let server = Arc::new(TlsServer::new(&identity, config.timeout(), config.max_frame_bytes)?);
+    let (service, peers) = match role {
+        Role::Server => (Service::Plain { model }, config.names(Role::User)),
+        Role::Holder => (
+            Service::Holder {
+                name: me.name.clone(),
+                model: model.fixed()?,
+                identity: Arc::new(config.identity(me)?),
+                central: config.party(Role::Central)?.clone(),
+            },
+            config.names(Role::User),
+        ),
+        Role::Central => {
+            let fixed = model.fixed()?;
+            let layers = Arc::new(fixed.nonlinear_layers());
+            let pending = Arc::new(Mutex::new(HashMap::new()));
+            (Service::Central { name: me.name.clone(), model: fixed, layers, pending }, config.names(Role::Holder))
+        }
+        Role::User => unreachable!("refused above"),
+    };
+    let service = Arc::new(service);
+    let timeout = config.timeout();
+    let max_frame = config.max_frame_bytes;
+    let server = Arc::new(TlsServer::new(&identity, timeout, max_frame)?);
     let address = me.address.clone().unwrap_or_default();
     let listener =
         TcpListener::bind(&address).await.map_err(|e| Error::Local(format!("cannot listen on {address}: {e}")))?;
     ready(listener.local_addr().map_err(|e| Error::Local(e.to_string()))?);
-    let users = Arc::new(config.names(Role::User));
+    let peers = Arc::new(peers);
     tracing::info!(party = %me.name, %address, suite = %config.suite, "serving");
     tokio::pin!(shutdown);
     loop {
@@ -48,12 +94,13 @@ pub async fn serve(
             _ = &mut shutdown => break,
             accepted = listener.accept() => {
                 let Ok((tcp, addr)) = accepted else { continue };
-                let (server, model, users) = (server.clone(), model.clone(), users.clone());
+                let (server, service, peers) = (server.clone(), service.clone(), peers.clone());
                 tokio::spawn(async move {
-                    match server.accept(tcp, &users).await {
+                    match server.accept(tcp, &peers).await {
                         Ok(channel) => {
-                            if let Err(e) = serve_connection(channel, &model).await {
-                                tracing::warn!(error = %e, "connection ended with an error");
+                            let peer = channel.peer().to_string();
+                            if let Err(e) = service.handle(channel, timeout, max_frame).await {
+                                tracing::warn!(%peer, error = %e, "connection ended with an error");
                             }
                         }
                         Err(e) => tracing::warn!(%addr, error = %e, "connection refused"),
@@ -66,8 +113,67 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves queries on one connection until the user closes it.
-async fn serve_connection(mut user: Channel, model: &LoadedModel) -> Result<()> {
+impl Service {
+    /// Serves one authenticated connection.
+    async fn handle(&self, mut channel: Channel, timeout: Duration, max_frame: u32) -> Result<()> {
+        match self {
+            Service::Plain { model } => serve_plain(channel, model).await,
+            Service::Holder { name, model, identity, central } => {
+                let input_len = model.input_shape().len();
+                // A user may send several queries on one connection.
+                loop {
+                    let (header, payload) = match channel.recv_any().await {
+                        Ok(frame) => frame,
+                        Err(NetError::PeerClosed { .. }) => return Ok(()),
+                        Err(e) => return Err(e.into()),
+                    };
+                    expect_kind(&channel, header.kind, serpens_n::INPUT)?;
+                    let input = HolderInput::parse(channel.peer(), &payload, input_len, usize::MAX)?;
+                    let address = central.address.clone().unwrap_or_default();
+                    let reach = async {
+                        Ok::<_, SuiteError>(connect(identity, &address, &central.name, timeout, max_frame).await?)
+                    };
+                    let start = Instant::now();
+                    serpens_n::holder(name, model.clone(), &mut channel, header.session, input, reach).await?;
+                    tracing::debug!(elapsed = ?start.elapsed(), "query served");
+                }
+            }
+            Service::Central { name, model, layers, pending } => {
+                let join = serpens_n::read_join(&mut channel, usize::MAX).await?;
+                let (session, holders) = (join.session, join.holders);
+                let complete = {
+                    let mut waiting = pending.lock().expect("pending queries");
+                    let entry = waiting.entry(session).or_default();
+                    entry.push((channel, join));
+                    if entry.len() >= holders { waiting.remove(&session) } else { None }
+                };
+                match complete {
+                    Some(joined) => {
+                        serpens_n::central(name, model.params(), layers, joined, &mut |_, _, _| {}).await?;
+                    }
+                    None => {
+                        // The first holders of a query wait for the others at most one timeout.
+                        tokio::time::sleep(timeout).await;
+                        if pending.lock().expect("pending queries").remove(&session).is_some() {
+                            return Err(Error::Local("a query's holders did not all join in time".into()));
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn expect_kind(channel: &Channel, got: tessera_net::MessageKind, expected: tessera_net::MessageKind) -> Result<()> {
+    if got != expected {
+        return Err(NetError::UnexpectedKind { peer: channel.peer().into(), expected, got }.into());
+    }
+    Ok(())
+}
+
+/// Serves plain queries on one connection until the user closes it.
+async fn serve_plain(mut user: Channel, model: &LoadedModel) -> Result<()> {
     let mut engine = PlainEngine::new(&model.merged);
     let input_len = model.merged.input_shape().len();
     loop {
@@ -77,14 +183,7 @@ async fn serve_connection(mut user: Channel, model: &LoadedModel) -> Result<()> 
             Err(NetError::PeerClosed { .. }) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
-        if header.kind != plain::QUERY {
-            return Err(NetError::UnexpectedKind {
-                peer: user.peer().into(),
-                expected: plain::QUERY,
-                got: header.kind,
-            }
-            .into());
-        }
+        expect_kind(&user, header.kind, plain::QUERY)?;
         let start = Instant::now();
         plain::serve_query(&mut user, &mut engine, header.session, &payload, input_len).await?;
         tracing::debug!(peer = %user.peer(), elapsed = ?start.elapsed(), "query served");
@@ -96,9 +195,9 @@ async fn serve_connection(mut user: Channel, model: &LoadedModel) -> Result<()> 
 pub struct QueryResult {
     /// `batch × classes` logits.
     pub logits: Vec<f32>,
-    /// Traffic on the user's link.
-    pub meter: Meter,
-    /// Wall time of the query (connection included).
+    /// Every party's cost report, the user's first.
+    pub reports: Vec<PartyReport>,
+    /// Wall time of the query (connections included).
     pub elapsed: Duration,
     /// Wall time of the TLS connection setup.
     pub connect: Duration,
@@ -109,12 +208,39 @@ pub async fn query(config: &ClusterConfig, model: &LoadedModel, input: &[f32], b
     let start = Instant::now();
     let me = config.party(Role::User)?;
     let identity = config.identity(me)?;
-    let server = config.party(Role::Server)?;
-    let address = server.address.clone().unwrap_or_default();
-    let mut channel = connect(&identity, &address, &server.name, config.timeout(), config.max_frame_bytes).await?;
-    let connected = start.elapsed();
-    let logits = plain::user(&mut channel, SessionId::random(), input, batch, model.merged.output_len()).await?;
-    let meter = channel.meter();
-    channel.close().await;
-    Ok(QueryResult { logits, meter, elapsed: start.elapsed(), connect: connected })
+    let (timeout, max_frame) = (config.timeout(), config.max_frame_bytes);
+    let reach = |p: &PartyConfig| {
+        let address = p.address.clone().unwrap_or_default();
+        let (identity, name) = (&identity, p.name.clone());
+        async move { connect(identity, &address, &name, timeout, max_frame).await }
+    };
+    let mut rec = Recorder::new(&me.name);
+    let classes = model.merged.output_len();
+    match config.suite.as_str() {
+        "serpens-n" => {
+            let holders = config.parties_with(Role::Holder);
+            let mut channels = try_join_all(holders.into_iter().map(reach)).await?;
+            let connected = start.elapsed();
+            let fixed = model.fixed()?;
+            let encoded = fixed.encode_input(input, batch as usize)?;
+            let outcome =
+                serpens_n::user(&me.name, &mut channels, SessionId::random(), &encoded, batch as usize, classes)
+                    .await?;
+            for c in channels {
+                c.close().await;
+            }
+            let bits = fixed.output_bits();
+            let logits = outcome.logits.iter().map(|&v| fixed::decode(v, bits) as f32).collect();
+            Ok(QueryResult { logits, reports: outcome.reports, elapsed: start.elapsed(), connect: connected })
+        }
+        _ => {
+            let mut channel = reach(config.party(Role::Server)?).await?;
+            let connected = start.elapsed();
+            rec.stage(0, "connect", "connect", &[&channel]);
+            let logits = plain::user(&mut channel, SessionId::random(), input, batch, classes).await?;
+            rec.stage(0, "query", "query", &[&channel]);
+            channel.close().await;
+            Ok(QueryResult { logits, reports: vec![rec.finish()], elapsed: start.elapsed(), connect: connected })
+        }
+    }
 }

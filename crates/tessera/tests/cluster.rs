@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use tessera::LoadedModel;
-use tessera::cluster::{ClusterConfig, Role};
+use tessera::cluster::{ClusterConfig, Role, dev_parties};
 use tessera::dataset::Dataset;
 use tessera::error::Error;
 use tessera::input::normalize;
@@ -21,27 +21,42 @@ fn temp_dir(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("tessera-cluster-test-{tag}-{}", std::process::id()))
 }
 
-fn dev_config(tag: &str) -> ClusterConfig {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let parties = [("server", Role::Server, Some(format!("127.0.0.1:{port}"))), ("user", Role::User, None)];
-    let path =
-        ClusterConfig::write_dev(&temp_dir(tag), "plain", &repo().join("models/minionn-mnist.onnx"), &parties).unwrap();
+fn free_port() -> tessera::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
+}
+
+fn dev_config_for(tag: &str, suite: &str, model: &str, holders: usize) -> ClusterConfig {
+    let parties = dev_parties(suite, holders, free_port).unwrap();
+    let path = ClusterConfig::write_dev(&temp_dir(tag), suite, &repo().join("models").join(model), &parties).unwrap();
     ClusterConfig::load(&path).unwrap()
+}
+
+fn dev_config(tag: &str) -> ClusterConfig {
+    dev_config_for(tag, "plain", "minionn-mnist.onnx", 0)
+}
+
+/// Starts every server party of `config` in this process; the sender stops them.
+async fn start_servers(config: &ClusterConfig) -> (tokio::sync::watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for p in config.parties.iter().filter(|p| p.role != Role::User) {
+        let (config, name, role, mut stopped) = (config.clone(), p.name.clone(), p.role, stopped.clone());
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        tasks.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            serve(&config, role, Some(&name), |a| ready_tx.send(a).unwrap(), shutdown).await.unwrap();
+        }));
+        ready_rx.await.unwrap();
+    }
+    (stop, tasks)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_suite_serves_and_survives_bad_clients() {
     let config = dev_config("serve");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let server_config = config.clone();
-    let server = tokio::spawn(async move {
-        serve(&server_config, Role::Server, |a| ready_tx.send(a).unwrap(), async {
-            stopped.await.ok();
-        })
-        .await
-    });
-    ready_rx.await.unwrap();
+    let (stop, servers) = start_servers(&config).await;
 
     let model = LoadedModel::load(&repo().join("models/minionn-mnist.onnx")).unwrap();
     let data = Dataset::open(&repo().join("data/mnist-test-200-images.idx")).unwrap();
@@ -49,8 +64,9 @@ async fn plain_suite_serves_and_survives_bad_clients() {
     let expected = PlainEngine::new(&model.merged).run(&x, 4).unwrap();
     let r = query(&config, &model, &x, 4).await.unwrap();
     assert_eq!(r.logits, expected);
-    assert_eq!(r.meter.rounds, 1);
-    assert_eq!(r.meter.bytes_sent, 30 + 4 + 4 * 4 * 784);
+    let user_link = &r.reports[0].links[0].traffic;
+    assert_eq!(user_link.rounds, 1);
+    assert_eq!(user_link.bytes_sent, 30 + 4 + 4 * 4 * 784);
 
     let user = config.identity(config.party(Role::User).unwrap()).unwrap();
     let address = config.party(Role::Server).unwrap().address.clone().unwrap();
@@ -81,9 +97,50 @@ async fn plain_suite_serves_and_survives_bad_clients() {
     // The server still answers correctly.
     let again = query(&config, &model, &x, 4).await.unwrap();
     assert_eq!(again.logits, expected);
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    stop.send(true).unwrap();
+    for s in servers {
+        s.await.unwrap();
+    }
     let _ = std::fs::remove_dir_all(temp_dir("serve"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serpens_n_over_tls_serves_concurrent_queries() {
+    let config = dev_config_for("serpens", "serpens-n", "lenet-mnist.onnx", 3);
+    let (stop, servers) = start_servers(&config).await;
+    let model = LoadedModel::load(&repo().join("models/lenet-mnist.onnx")).unwrap();
+    let fixed = model.fixed().unwrap();
+    let data = Dataset::open(&repo().join("data/mnist-test-200-images.idx")).unwrap();
+    let x = normalize(data.pixels(0..8), data.shape, model.meta());
+    let reference = fixed.run(&x, 8).unwrap();
+    let bound = fixed.error_bound() / (fixed.output_bits() as f64).exp2();
+    // Four queries at once, each on its own sessions.
+    let queries = (0..4).map(|i| {
+        let (config, model) = (config.clone(), &model);
+        let batch = &x[i * 2 * 784..(i + 1) * 2 * 784];
+        async move { query(&config, model, batch, 2).await }
+    });
+    let results = futures::future::join_all(queries).await;
+    for (i, r) in results.into_iter().enumerate() {
+        let r = r.unwrap();
+        for (a, b) in r.logits.iter().zip(&reference[i * 20..(i + 1) * 20]) {
+            assert!((*a as f64 - b).abs() <= bound + 1e-6, "query {i}: {a} vs {b}");
+        }
+        let names: Vec<&str> = r.reports.iter().map(|p| p.party.as_str()).collect();
+        assert_eq!(names, ["user", "holder-1", "holder-2", "holder-3", "central"]);
+    }
+    // A holder that names itself wrongly is refused by S0; the cluster still serves.
+    let holder = config.identity(config.parties_with(Role::Holder)[1]).unwrap();
+    let central = config.party(Role::Central).unwrap().address.clone().unwrap();
+    let mut rogue = connect(&holder, &central, "central", config.timeout(), config.max_frame_bytes).await.unwrap();
+    rogue.send(tessera_suites::serpens_n::JOIN, SessionId::random(), 0, b"short").await.unwrap();
+    let again = query(&config, &model, &x[..784], 1).await.unwrap();
+    assert!((again.logits[0] as f64 - reference[0]).abs() <= bound + 1e-6);
+    stop.send(true).unwrap();
+    for s in servers {
+        s.await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(temp_dir("serpens"));
 }
 
 #[test]

@@ -1,0 +1,118 @@
+//! Stepwise evaluation of a fixed-point model: the linear layers run here, and each nonlinear
+//! layer is handed to the caller, who evaluates it (in the clear for the reference, by a secure
+//! protocol in the suites) and hands the result back.
+//!
+//! Run on an additive share, the linear layers are the *factor functions* of PROTOCOLS.md
+//! section 2: exactly one party adds the constants (biases), everything else is linear.
+
+use std::sync::Arc;
+
+use tessera_field::kernels::conv::conv2d_zt;
+use tessera_field::kernels::pool::sum_pool_zt;
+use tessera_field::zt;
+use zeroize::Zeroize;
+
+use crate::fixed::{FixedModel, FixedOp};
+use crate::nonlinear::NonlinearLayer;
+use crate::plain::pad_into;
+
+/// One evaluation of a fixed-point model on a batch (plaintext values or one party's share).
+/// Its values are wiped when it is dropped.
+pub struct Runner {
+    model: Arc<FixedModel>,
+    batch: usize,
+    adds_constants: bool,
+    values: Vec<Vec<u64>>,
+    pending: Option<NonlinearLayer>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("batch", &self.batch).field("next", &self.values.len()).finish_non_exhaustive()
+    }
+}
+
+impl Runner {
+    /// Starts on `input` (encoded at activation scale, `batch` images). `adds_constants` is set
+    /// for the plaintext reference and for exactly one share-holder.
+    pub fn new(model: Arc<FixedModel>, input: Vec<u64>, batch: usize, adds_constants: bool) -> Self {
+        Self { model, batch, adds_constants, values: vec![input], pending: None }
+    }
+
+    /// Runs linear layers up to the next nonlinear layer, which it returns; `None` once the
+    /// logits are computed.
+    pub fn advance(&mut self) -> Option<NonlinearLayer> {
+        assert!(self.pending.is_none(), "the pending nonlinear layer must be completed first");
+        let model = self.model.clone();
+        while self.values.len() <= model.ops.len() {
+            let i = self.values.len() - 1;
+            if let Some(layer) = model.nonlinear_layer(i) {
+                self.pending = Some(layer);
+                return Some(layer);
+            }
+            let out = self.linear(&model, i);
+            self.values.push(out);
+        }
+        None
+    }
+
+    /// The input of the pending nonlinear layer.
+    pub fn pending_input(&self) -> &[u64] {
+        let layer = self.pending.expect("a nonlinear layer is pending");
+        &self.values[self.model.inputs[layer.node as usize][0]]
+    }
+
+    /// Hands back the output of the pending nonlinear layer.
+    pub fn complete(&mut self, output: Vec<u64>) {
+        let layer = self.pending.take().expect("a nonlinear layer is pending");
+        assert_eq!(output.len(), self.batch * layer.output.len(), "nonlinear output length");
+        self.values.push(output);
+    }
+
+    /// The logits (after [`advance`](Self::advance) returned `None`).
+    pub fn output(&self) -> &[u64] {
+        &self.values[self.model.output]
+    }
+
+    fn linear(&self, model: &FixedModel, i: usize) -> Vec<u64> {
+        let x = &self.values[model.inputs[i][0]];
+        let in_shape = model.value_shape(model.inputs[i][0]);
+        let shape = model.shapes[i];
+        let batch = self.batch;
+        match &model.ops[i] {
+            FixedOp::Linear { kernel, bias } => {
+                let mut y = conv2d_zt(kernel, x, batch, rayon::current_num_threads());
+                if let (Some(b), true) = (bias, self.adds_constants) {
+                    for (chunk, &bv) in y.chunks_mut(shape.plane()).zip(b.iter().cycle()) {
+                        chunk.iter_mut().for_each(|v| *v = zt::add(*v, bv));
+                    }
+                }
+                y
+            }
+            FixedOp::SumPool { window } => {
+                let mut y = vec![0; batch * shape.len()];
+                sum_pool_zt(x, in_shape, window, batch, &mut y);
+                y
+            }
+            FixedOp::Flatten => x.clone(),
+            FixedOp::Pad { pads } => {
+                let mut y = vec![0; batch * shape.len()];
+                pad_into(x, in_shape, *pads, &mut y, 0);
+                y
+            }
+            FixedOp::Add { lift } => {
+                let lift_factor = 1u64 << model.params.f_w();
+                let (a, b) = (&self.values[model.inputs[i][0]], &self.values[model.inputs[i][1]]);
+                let scale = |k: usize, v: u64| if *lift == Some(k) { zt::mul(v, lift_factor) } else { v };
+                a.iter().zip(b).map(|(&p, &q)| zt::add(scale(0, p), scale(1, q))).collect()
+            }
+            FixedOp::Relu { .. } | FixedOp::MaxPool { .. } => unreachable!("nonlinear layers are handed out"),
+        }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.values.iter_mut().for_each(|v| v.zeroize());
+    }
+}

@@ -1,0 +1,127 @@
+//! Per-party cost reports: wall time, CPU time and traffic per link, for every stage of a
+//! query (a run of linear layers, one nonlinear layer, input, output) and in total. Parties send
+//! them back with the result, so the user sees what every party spent.
+
+use std::time::Instant;
+
+use cpu_time::ProcessTime;
+use serde::{Deserialize, Serialize};
+
+use crate::channel::{Channel, Meter};
+
+/// Traffic on one link, from the reporting party's end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkCost {
+    /// The party at the other end.
+    pub peer: String,
+    /// Bytes, messages and rounds.
+    #[serde(flatten)]
+    pub traffic: Meter,
+}
+
+/// What one stage cost one party.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageCost {
+    /// The model node the stage ends with (0 for input and output stages).
+    pub layer: u32,
+    /// The stage's name (the node's name, or `input` / `output`).
+    pub name: String,
+    /// What the stage does (`linear`, `relu`, `maxpool`, `input`, `output`).
+    pub kind: String,
+    /// Wall time in microseconds.
+    pub wall_us: u64,
+    /// CPU time of the party's process in microseconds (in-process runs: of the whole process).
+    pub cpu_us: u64,
+    /// Traffic per link during the stage (links without traffic are left out).
+    pub links: Vec<LinkCost>,
+}
+
+/// Everything one party spent on a query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartyReport {
+    /// The party.
+    pub party: String,
+    /// Its stages, in order.
+    pub stages: Vec<StageCost>,
+    /// Traffic per link over the whole query.
+    pub links: Vec<LinkCost>,
+    /// Wall time in microseconds.
+    pub wall_us: u64,
+    /// CPU time in microseconds.
+    pub cpu_us: u64,
+}
+
+impl PartyReport {
+    /// The report as JSON bytes, for a report frame.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("reports serialize")
+    }
+
+    /// Reads reports from a report frame's payload (bounded by the frame limit).
+    pub fn list_from_bytes(bytes: &[u8]) -> Result<Vec<PartyReport>, String> {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// Records a party's stages as the protocol goes.
+#[derive(Debug)]
+pub struct Recorder {
+    party: String,
+    start: (Instant, ProcessTime),
+    last: (Instant, ProcessTime),
+    seen: Vec<(String, Meter)>,
+    stages: Vec<StageCost>,
+}
+
+impl Recorder {
+    /// Starts the clock for `party`.
+    pub fn new(party: impl Into<String>) -> Self {
+        let now = (Instant::now(), ProcessTime::now());
+        Self { party: party.into(), start: now, last: now, seen: Vec::new(), stages: Vec::new() }
+    }
+
+    /// Ends the current stage now; `channels` are the party's links.
+    pub fn stage(&mut self, layer: u32, name: &str, kind: &str, channels: &[&Channel]) {
+        let now = (Instant::now(), ProcessTime::now());
+        let mut links = Vec::new();
+        for ch in channels {
+            let meter = ch.meter();
+            let before = match self.seen.iter_mut().find(|(p, _)| p == ch.peer()) {
+                Some((_, m)) => std::mem::replace(m, meter),
+                None => {
+                    self.seen.push((ch.peer().to_string(), meter));
+                    Meter::default()
+                }
+            };
+            let traffic = meter.since(&before);
+            if !traffic.is_empty() {
+                links.push(LinkCost { peer: ch.peer().to_string(), traffic });
+            }
+        }
+        self.stages.push(StageCost {
+            layer,
+            name: name.to_string(),
+            kind: kind.to_string(),
+            wall_us: micros(now.0 - self.last.0),
+            cpu_us: micros(now.1.duration_since(self.last.1)),
+            links,
+        });
+        self.last = now;
+    }
+
+    /// The report (stages recorded so far; totals up to now).
+    pub fn finish(self) -> PartyReport {
+        let links = self.seen.into_iter().map(|(peer, traffic)| LinkCost { peer, traffic }).collect();
+        PartyReport {
+            party: self.party,
+            stages: self.stages,
+            links,
+            wall_us: micros(self.start.0.elapsed()),
+            cpu_us: micros(self.start.1.elapsed()),
+        }
+    }
+}
+
+fn micros(d: std::time::Duration) -> u64 {
+    d.as_micros().min(u64::MAX as u128) as u64
+}

@@ -1,0 +1,197 @@
+//! A share-holder `S_j`: the linear layers on its share, its half of every nonlinear round.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tessera_field::share::Share;
+use tessera_field::{Purpose, Seed, seed::os_rng, zt};
+use tessera_model::fixed::FixedModel;
+use tessera_model::nonlinear::{NonlinearKind, NonlinearLayer};
+use tessera_model::runner::Runner;
+use tessera_net::{Channel, PartyReport, Recorder, SessionId};
+use zeroize::Zeroize;
+
+use super::masks::LayerMasks;
+use super::{HOLDERS, JOIN, MASKED, OUTPUT, REPORT, RESHARE};
+use crate::error::{Result, SuiteError};
+use crate::wire::{Reader, elements_to_bytes, put_elements};
+
+/// What the user sends a holder.
+#[derive(Debug)]
+pub struct HolderInput {
+    /// This holder's index, 1-based.
+    pub index: usize,
+    /// Number of holders.
+    pub holders: usize,
+    /// Images in the batch.
+    pub batch: usize,
+    /// The query seed shared by the holders (never by `S0`).
+    pub seed: Seed,
+    /// This holder's share of the encoded images.
+    pub share: Share,
+}
+
+impl HolderInput {
+    /// The `INPUT` payload.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(44 + 8 * self.share.len());
+        for v in [self.index, self.holders, self.batch] {
+            out.extend_from_slice(&(v as u32).to_le_bytes());
+        }
+        out.extend_from_slice(self.seed.expose_bytes());
+        put_elements(&mut out, self.share.as_slice());
+        out
+    }
+
+    /// Reads an `INPUT` payload from `peer` for a model whose images have `input_len` values;
+    /// batches above `max_batch` are refused.
+    pub fn parse(peer: &str, payload: &[u8], input_len: usize, max_batch: usize) -> Result<Self> {
+        let mut r = Reader::new(payload, peer, "input");
+        let (index, holders, batch) = (r.u32()? as usize, r.u32()? as usize, r.u32()? as usize);
+        if !HOLDERS.contains(&holders) || !(1..=holders).contains(&index) {
+            return Err(r.error(format!("holder {index} of {holders}")));
+        }
+        if !(1..=max_batch).contains(&batch) {
+            return Err(r.error(format!("batch of {batch} (at most {max_batch})")));
+        }
+        let seed = r.seed()?;
+        let share = Share::from_vec(r.elements(batch * input_len)?);
+        r.end()?;
+        Ok(Self { index, holders, batch, seed, share })
+    }
+}
+
+/// Serves one query as holder `input.index`: runs the model on its share, with `S0` reached
+/// through `central` (a connection made while the first layers run), and returns the logit
+/// share and cost reports to `user`.
+pub async fn holder(
+    name: &str,
+    model: Arc<FixedModel>,
+    user: &mut Channel,
+    session: SessionId,
+    input: HolderInput,
+    central: impl Future<Output = Result<Channel>>,
+) -> Result<()> {
+    let mut rec = Recorder::new(name);
+    rec.stage(0, "input", "input", &[user]);
+    let HolderInput { index, holders, batch, seed, share } = input;
+    let params = model.params();
+    let pair_seed = Seed::random(&mut os_rng());
+    let mut runner = Runner::new(model.clone(), share.as_slice().to_vec(), batch, index == 1);
+    drop(share);
+    let mut central_link: Option<Channel> = None;
+    let mut central = std::pin::pin!(central);
+    let mut first = 0usize;
+    loop {
+        let (back, layer) = tokio::task::spawn_blocking(move || {
+            let layer = runner.advance();
+            (runner, layer)
+        })
+        .await
+        .map_err(|e| SuiteError::Local(format!("linear layers stopped: {e}")))?;
+        runner = back;
+        let end = layer.map_or(model.ops().len(), |l| l.node as usize);
+        if end > first {
+            let links: Vec<&Channel> = central_link.iter().collect();
+            rec.stage(end as u32 - 1, model.node_name(end - 1), "linear", &links);
+        }
+        let Some(layer) = layer else { break };
+        first = layer.node as usize + 1;
+        let s0 = match central_link.as_mut() {
+            Some(c) => c,
+            None => {
+                let mut c = central.as_mut().await?;
+                let mut join = Vec::with_capacity(44);
+                for v in [index, holders, batch] {
+                    join.extend_from_slice(&(v as u32).to_le_bytes());
+                }
+                join.extend_from_slice(pair_seed.expose_bytes());
+                c.send(JOIN, session, 0, &join).await?;
+                central_link.insert(c)
+            }
+        };
+        let masks = LayerMasks::derive(&seed, &layer, batch, &params);
+        let gather = layer.gather();
+        let masked = mask(runner.pending_input(), &layer, batch, &masks, &gather, index == 1);
+        s0.send(MASKED, session, layer.node, &masked).await?;
+        let (items, elements) = (batch * layer.items(), batch * layer.items() * layer.arity());
+        let (v, b) = if index == 1 {
+            let reply = s0.recv(RESHARE, session, layer.node).await?;
+            let mut r = Reader::new(&reply, s0.peer(), "reshare");
+            let v = r.elements(items)?;
+            let b = r.elements(elements)?;
+            r.end()?;
+            (v, b)
+        } else {
+            let mut rng = pair_seed.derive(Purpose::Reshare, layer.node);
+            (zt::random_vec(&mut rng, items), zt::random_vec(&mut rng, elements))
+        };
+        runner.complete(unmask(&layer, &masks, v, b));
+        rec.stage(layer.node, model.node_name(layer.node as usize), kind_name(&layer), &[s0]);
+    }
+    user.send(OUTPUT, session, 0, &elements_to_bytes(runner.output())).await?;
+    drop(runner);
+    let mut reports = Vec::new();
+    if let Some(mut s0) = central_link {
+        if index == 1 {
+            let bytes = s0.recv(REPORT, session, 0).await?;
+            reports = PartyReport::list_from_bytes(&bytes)
+                .map_err(|e| SuiteError::Protocol { peer: s0.peer().into(), message: "report", reason: e })?;
+        }
+        rec.stage(0, "output", "output", &[user, &s0]);
+        s0.close().await;
+    } else {
+        rec.stage(0, "output", "output", &[user]);
+    }
+    reports.insert(0, rec.finish());
+    user.send(REPORT, session, 0, &serde_json::to_vec(&reports).expect("reports serialize")).await?;
+    Ok(())
+}
+
+/// The layer's kind as reports name it.
+pub(crate) fn kind_name(layer: &NonlinearLayer) -> &'static str {
+    match layer.kind {
+        NonlinearKind::Relu => "relu",
+        NonlinearKind::MaxPool { .. } => "maxpool",
+    }
+}
+
+/// `π(k ⊙ x_j)` followed by `π(x_j + [first]·R)`, gathered item by item.
+fn mask(x: &[u64], layer: &NonlinearLayer, batch: usize, m: &LayerMasks, gather: &[u32], first: bool) -> Vec<u8> {
+    let (items, s, in_len) = (layer.items(), layer.arity(), layer.input.len());
+    debug_assert_eq!(x.len(), batch * in_len);
+    let n = m.perm.len() * s;
+    let mut z = Vec::with_capacity(n);
+    let mut w = Vec::with_capacity(n);
+    for (p, &item) in m.perm.iter().enumerate() {
+        let (image, i) = (item as usize / items, item as usize % items);
+        let base = image * in_len;
+        for e in 0..s {
+            let v = x[base + gather[i * s + e] as usize];
+            z.push(zt::mul(m.k[p], v));
+            w.push(if first { zt::add(v, m.r[p * s + e]) } else { v });
+        }
+    }
+    let mut out = Vec::with_capacity(16 * n);
+    put_elements(&mut out, &z);
+    put_elements(&mut out, &w);
+    z.zeroize();
+    w.zeroize();
+    out
+}
+
+/// The holder's output share: `π⁻¹(v − Σ_e b_e · ⌊R_e / 2^shift⌋)`.
+fn unmask(layer: &NonlinearLayer, m: &LayerMasks, mut v: Vec<u64>, mut b: Vec<u64>) -> Vec<u64> {
+    let s = layer.arity();
+    let mut out = vec![0u64; m.perm.len()];
+    for (p, &item) in m.perm.iter().enumerate() {
+        let mut acc = v[p];
+        for e in 0..s {
+            acc = zt::sub(acc, zt::mul(b[p * s + e], m.r[p * s + e] >> layer.shift));
+        }
+        out[item as usize] = acc;
+    }
+    v.zeroize();
+    b.zeroize();
+    out
+}

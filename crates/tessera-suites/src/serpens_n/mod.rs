@@ -1,0 +1,53 @@
+//! Suite `serpensN` (PROTOCOLS.md section 4): the user splits the image into `m` additive shares
+//! over `Z_t`; share-holders `S1…Sm` run the linear layers locally on their shares; a central
+//! server `S0` evaluates every ReLU and max pool on masked, permuted values in one round trip.
+//!
+//! Per nonlinear layer, every holder derives from the query seed (which `S0` never sees) the
+//! same uniform permutation `π` of the layer's items (elements for ReLU, windows for max pool),
+//! multiplicative masks `k ∈ [1, 2^κ]` (one per item) and truncation masks `R ∈ [0, 2^(ℓx+σ))`
+//! (one per element), and sends `π(k ⊙ x_j)` and `π(x_j + [j = 1]·R)` to `S0`. `S0` adds the
+//! `m` messages, reads the sign or window maximum from `k ⊙ x`, truncates `w = x + R` to
+//! `T = ⌊w / 2^f_w⌋` and re-shares the selected `T` and the selection bits `b`. Holder `j ≥ 2`
+//! draws its re-shares from a seed it agreed with `S0` when the query started; only holder 1
+//! receives explicit values. Each holder then undoes `π` and computes `b⊙T − b⊙⌊R / 2^f_w⌋`.
+//!
+//! Messages (frame kind, layer): [`INPUT`] user → holder; [`JOIN`] holder → `S0`;
+//! per nonlinear layer [`MASKED`] holder → `S0` and [`RESHARE`] `S0` → holder 1; [`OUTPUT`] and
+//! [`REPORT`] holder → user, and `S0`'s [`REPORT`] to holder 1, which forwards it.
+
+mod central;
+mod holder;
+mod masks;
+mod memory;
+mod user;
+
+pub use central::{Join, central, read_join};
+pub use holder::{HolderInput, holder};
+pub use memory::{InMemoryRun, View, run_in_memory};
+pub use user::{Outcome, user};
+
+use tessera_net::MessageKind;
+
+/// User → holder: index, holder count, batch, query seed, the holder's input share.
+pub const INPUT: MessageKind = MessageKind(0x0201);
+/// Holder → `S0`: index, holder count, batch and the pairwise re-sharing seed.
+pub const JOIN: MessageKind = MessageKind(0x0202);
+/// Holder → `S0`, per nonlinear layer: `π(k ⊙ x_j)` then `π(x_j + [j = 1]·R)`.
+pub const MASKED: MessageKind = MessageKind(0x0203);
+/// `S0` → holder 1, per nonlinear layer: its shares of the selected `T` and of the selection.
+pub const RESHARE: MessageKind = MessageKind(0x0204);
+/// Holder → user: the holder's share of the logits.
+pub const OUTPUT: MessageKind = MessageKind(0x0205);
+/// Cost reports (JSON list of party reports).
+pub const REPORT: MessageKind = MessageKind(0x0206);
+
+/// Fewest and most share-holders supported.
+pub const HOLDERS: std::ops::RangeInclusive<usize> = 2..=8;
+
+/// The name of holder `index` (1-based) in in-memory runs and development clusters.
+pub fn holder_name(index: usize) -> String {
+    format!("holder-{index}")
+}
+
+/// The central server's name in in-memory runs and development clusters.
+pub const CENTRAL: &str = "central";

@@ -1,0 +1,71 @@
+//! The user: splits the encoded images, collects the logit shares and every party's report.
+
+use futures::future::try_join_all;
+use tessera_field::share::share;
+use tessera_field::{Seed, seed::os_rng, zt};
+use tessera_net::{Channel, PartyReport, Recorder, SessionId};
+
+use super::holder::HolderInput;
+use super::{HOLDERS, INPUT, OUTPUT, REPORT};
+use crate::error::{Result, SuiteError};
+use crate::wire::Reader;
+
+/// What a query returns.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// `batch × classes` logits in `Z_t`, at the model's output scale.
+    pub logits: Vec<u64>,
+    /// Every party's cost report: the user's first, then each holder's, then `S0`'s.
+    pub reports: Vec<PartyReport>,
+}
+
+/// Runs one query as the user: `input` holds `batch` images encoded at activation scale; each
+/// holder gets its share and the fresh query seed.
+pub async fn user(
+    name: &str,
+    holders: &mut [Channel],
+    session: SessionId,
+    input: &[u64],
+    batch: usize,
+    classes: usize,
+) -> Result<Outcome> {
+    let m = holders.len();
+    if !HOLDERS.contains(&m) {
+        return Err(SuiteError::Local(format!("serpensN runs with 2 to 8 holders, not {m}")));
+    }
+    let mut rec = Recorder::new(name);
+    let mut rng = os_rng();
+    let seed = Seed::random(&mut rng);
+    let shares = share(input, m, &mut rng).map_err(|e| SuiteError::Local(e.to_string()))?;
+    for (i, (channel, share)) in holders.iter_mut().zip(shares).enumerate() {
+        let msg = HolderInput { index: i + 1, holders: m, batch, seed: seed.clone(), share };
+        channel.send(INPUT, session, 0, &msg.to_bytes()).await?;
+    }
+    let links: Vec<&Channel> = holders.iter().collect();
+    rec.stage(0, "input", "input", &links);
+    let n = batch * classes;
+    let outputs = try_join_all(holders.iter_mut().map(|c| async move {
+        let bytes = c.recv(OUTPUT, session, 0).await?;
+        let mut r = Reader::new(&bytes, c.peer(), "output");
+        let share = r.elements(n)?;
+        r.end()?;
+        let reports = c.recv(REPORT, session, 0).await?;
+        let reports = PartyReport::list_from_bytes(&reports)
+            .map_err(|e| SuiteError::Protocol { peer: c.peer().into(), message: "report", reason: e })?;
+        Ok::<_, SuiteError>((share, reports))
+    }))
+    .await?;
+    let mut logits = vec![0u64; n];
+    let mut reports = Vec::new();
+    let mut central = Vec::new();
+    for (share, mut r) in outputs {
+        zt::add_assign(&mut logits, &share);
+        reports.push(r.remove(0));
+        central.extend(r);
+    }
+    let links: Vec<&Channel> = holders.iter().collect();
+    rec.stage(0, "output", "output", &links);
+    reports.insert(0, rec.finish());
+    reports.extend(central);
+    Ok(Outcome { logits, reports })
+}

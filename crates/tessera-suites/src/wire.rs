@@ -1,0 +1,96 @@
+//! Payload encoding shared by the suites: little-endian integers, seeds and vectors of field
+//! elements, read back with every length and range checked so a hostile peer gets a typed error.
+
+use tessera_field::{Seed, zt};
+
+use crate::error::{Result, SuiteError};
+
+/// Appends field elements as u64 LE.
+pub fn put_elements(out: &mut Vec<u8>, values: &[u64]) {
+    out.reserve(values.len() * 8);
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// Field elements as bytes.
+pub fn elements_to_bytes(values: &[u64]) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_elements(&mut out, values);
+    out
+}
+
+/// Reads a payload front to back, naming the peer and message in every error.
+#[derive(Debug)]
+pub struct Reader<'a> {
+    bytes: &'a [u8],
+    peer: &'a str,
+    message: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader over `message` received from `peer`.
+    pub fn new(bytes: &'a [u8], peer: &'a str, message: &'static str) -> Self {
+        Self { bytes, peer, message }
+    }
+
+    /// A protocol error about this message.
+    pub fn error(&self, reason: impl Into<String>) -> SuiteError {
+        SuiteError::Protocol { peer: self.peer.to_string(), message: self.message, reason: reason.into() }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.bytes.len() < n {
+            return Err(self.error(format!("{} bytes left where {n} were expected", self.bytes.len())));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    /// A u32 LE.
+    pub fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+
+    /// A 32-byte seed.
+    pub fn seed(&mut self) -> Result<Seed> {
+        Ok(Seed::from_bytes(self.take(32)?.try_into().expect("32 bytes")))
+    }
+
+    /// Exactly `n` field elements (each below `t`).
+    pub fn elements(&mut self, n: usize) -> Result<Vec<u64>> {
+        let len = n.checked_mul(8).ok_or_else(|| self.error("absurd element count"))?;
+        let bytes = self.take(len)?;
+        let values: Vec<u64> = bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+        if values.iter().any(|&v| v >= zt::T) {
+            return Err(self.error("a value outside Z_t"));
+        }
+        Ok(values)
+    }
+
+    /// Checks that nothing is left.
+    pub fn end(self) -> Result<()> {
+        if self.bytes.is_empty() { Ok(()) } else { Err(self.error(format!("{} trailing bytes", self.bytes.len()))) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let mut b = 7u32.to_le_bytes().to_vec();
+        put_elements(&mut b, &[1, zt::T - 1]);
+        let mut r = Reader::new(&b, "p", "m");
+        assert_eq!(r.u32().unwrap(), 7);
+        assert_eq!(r.elements(2).unwrap(), vec![1, zt::T - 1]);
+        r.end().unwrap();
+        let bad = elements_to_bytes(&[zt::T]);
+        assert!(matches!(Reader::new(&bad, "p", "m").elements(1), Err(SuiteError::Protocol { .. })));
+        assert!(Reader::new(&bad, "p", "m").elements(2).is_err());
+        assert!(Reader::new(&bad, "p", "m").end().is_err());
+        assert!(Reader::new(&bad, "p", "m").elements(usize::MAX).is_err());
+    }
+}

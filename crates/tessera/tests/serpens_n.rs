@@ -1,0 +1,152 @@
+//! Suite serpensN with every party in this process (in-memory channels): secure logits against
+//! the fixed-point reference on real test images of every shipped model, for 2, 3 and 5
+//! holders; what the central server sees; fresh masks per query; refusals.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tessera::LoadedModel;
+use tessera::dataset::Dataset;
+use tessera::eval::argmax;
+use tessera::input::normalize;
+use tessera_field::zt;
+use tessera_model::fixed::FixedModel;
+use tessera_suites::SuiteError;
+use tessera_suites::serpens_n::{InMemoryRun, View, run_in_memory};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap()
+}
+
+fn settings(holders: usize, record_views: bool) -> InMemoryRun {
+    InMemoryRun { holders, timeout: Duration::from_secs(60), record_views }
+}
+
+/// `n` real test images of `model`'s dataset, encoded for the fixed-point model.
+fn encoded(model: &str, evalset: &str, n: usize) -> (Arc<FixedModel>, Vec<u64>) {
+    let m = LoadedModel::load(&repo().join("models").join(format!("{model}.onnx"))).unwrap();
+    let data = Dataset::open(&repo().join("data").join(evalset)).unwrap();
+    let x = normalize(data.pixels(0..n), data.shape, m.meta());
+    let fixed = m.fixed().unwrap();
+    let input = fixed.encode_input(&x, n).unwrap();
+    (fixed, input)
+}
+
+const MODELS: &[(&str, &str, usize)] = &[
+    ("minionn-mnist", "mnist-test-200-images.idx", 100),
+    ("lenet-mnist", "mnist-test-200-images.idx", 100),
+    ("minionn-fashion", "fashion-mnist-test-200-images.idx", 100),
+    ("pneumonia-cnn", "pneumoniamnist-test-200-images.idx", 100),
+    ("minionn-cifar", "cifar10-test-200.bin", 20),
+    ("resnet20-cifar", "cifar10-test-200.bin", 20),
+];
+
+#[test]
+fn secure_logits_match_the_fixed_point_reference() {
+    let rt = runtime();
+    for &(model, evalset, n) in MODELS {
+        let (fixed, input) = encoded(model, evalset, n);
+        let reference = fixed.run_encoded(input.clone(), n).unwrap();
+        let bound = fixed.error_bound();
+        let classes = fixed.output_len();
+        for holders in [2, 3, 5] {
+            let (outcome, _) = rt.block_on(run_in_memory(&fixed, &input, n, &settings(holders, false))).unwrap();
+            assert_eq!(outcome.logits.len(), reference.len());
+            let mut worst = 0i64;
+            for (i, (&s, &r)) in outcome.logits.iter().zip(&reference).enumerate() {
+                let d = (zt::to_i64(s) - zt::to_i64(r)).abs();
+                assert!(d as f64 <= bound, "{model}, {holders} holders, logit {i}: off by {d} > bound {bound}");
+                worst = worst.max(d);
+            }
+            let labels = |v: &[u64]| -> Vec<usize> {
+                v.chunks(classes).map(|c| argmax(&c.iter().map(|&x| zt::to_i64(x)).collect::<Vec<_>>())).collect()
+            };
+            // Each masked truncation rounds stochastically within one unit of the reference's
+            // rounding, so labels may only differ where the reference's two best logits are
+            // within that noise: a tie at this precision. Wherever the margin is a whole logit
+            // they must agree, and overall on at least 98% of the images.
+            let (secure_labels, reference_labels) = (labels(&outcome.logits), labels(&reference));
+            let one = 1i64 << fixed.output_bits();
+            let mut differ = 0;
+            for (i, (a, b)) in secure_labels.iter().zip(&reference_labels).enumerate() {
+                let mut row: Vec<i64> = reference[i * classes..(i + 1) * classes].iter().map(|&x| zt::to_i64(x)).collect();
+                row.sort_unstable();
+                let margin = row[classes - 1] - row[classes - 2];
+                if a != b {
+                    differ += 1;
+                    println!("{model}, {holders} holders, image {i}: label {a} vs {b}, reference margin {margin} LSB");
+                    assert!(margin < one, "{model}, {holders} holders, image {i}: labels differ at margin {margin}");
+                }
+            }
+            assert!(differ * 50 <= n, "{model}, {holders} holders: {differ} of {n} labels differ");
+            // Every party reported: user, each holder, S0.
+            assert_eq!(outcome.reports.len(), holders + 2);
+            println!(
+                "{model}: {n} images, {holders} holders, max |Δ| {worst} LSB = {:.4} (bound {bound} LSB), {differ} labels differ",
+                worst as f64 / (fixed.output_bits() as f64).exp2()
+            );
+        }
+    }
+}
+
+/// The reference's input to every nonlinear layer, in order.
+fn nonlinear_inputs(fixed: &Arc<FixedModel>, input: &[u64], batch: usize) -> Vec<Vec<u64>> {
+    let mut runner = tessera_model::runner::Runner::new(fixed.clone(), input.to_vec(), batch, true);
+    let mut seen = Vec::new();
+    while let Some(layer) = runner.advance() {
+        let x = runner.pending_input().to_vec();
+        let out = layer.eval_plain(&x, batch);
+        seen.push(x);
+        runner.complete(out);
+    }
+    seen
+}
+
+#[test]
+fn the_central_server_sees_only_masked_values_with_fresh_masks() {
+    let rt = runtime();
+    let (fixed, input) = encoded("minionn-mnist", "mnist-test-200-images.idx", 1);
+    let bound = 1i64 << fixed.params().bound_bits();
+    let clear = nonlinear_inputs(&fixed, &input, 1);
+    let run = |holders| rt.block_on(run_in_memory(&fixed, &input, 1, &settings(holders, true))).unwrap().1;
+    let (first, second): (Vec<View>, Vec<View>) = (run(2), run(3));
+    assert_eq!(first.len(), clear.len());
+    for ((a, b), x) in first.iter().zip(&second).zip(&clear) {
+        let values: std::collections::HashSet<i64> =
+            x.iter().map(|&v| zt::to_i64(v)).filter(|&v| v != 0).collect();
+        for view in [a, b] {
+            // x + R with R ≥ 2^ℓx·2^σ: no revealed w looks like an activation.
+            assert!(view.w.iter().all(|&w| zt::to_i64(w) >= bound), "layer {}: unmasked w", view.layer.node);
+            // k ⊙ x with k ∈ [1, 2^κ]: (almost) no nonzero activation appears as it is.
+            let exposed = view.z.iter().filter(|&&z| values.contains(&zt::to_i64(z))).count();
+            assert!(exposed * 1000 <= view.z.len(), "layer {}: {exposed} unmasked z", view.layer.node);
+        }
+        // The same image twice: fresh permutations and masks, so the views differ everywhere.
+        let same_z = a.z.iter().zip(&b.z).filter(|(p, q)| p == q && zt::to_i64(**p) != 0).count();
+        let same_w = a.w.iter().zip(&b.w).filter(|(p, q)| p == q).count();
+        assert!(same_z * 100 <= a.z.len() && same_w == 0, "layer {}: masks repeat across queries", a.layer.node);
+    }
+    // Layers of one query use different masks: no two layers' w share a value.
+    let all: Vec<u64> = first.iter().flat_map(|v| v.w.iter().copied()).collect();
+    let distinct: std::collections::HashSet<u64> = all.iter().copied().collect();
+    assert_eq!(distinct.len(), all.len(), "a truncation mask repeats across layers");
+}
+
+#[test]
+fn overflowing_inputs_and_bad_holder_counts_are_refused() {
+    let rt = runtime();
+    let (fixed, input) = encoded("minionn-mnist", "mnist-test-200-images.idx", 1);
+    let loud: Vec<u64> = input.iter().map(|&v| zt::mul(v, 1 << 30)).collect();
+    assert!(fixed.run_encoded(loud.clone(), 1).is_err());
+    let err = rt.block_on(run_in_memory(&fixed, &loud, 1, &settings(2, false))).unwrap_err();
+    assert!(matches!(err, SuiteError::ActivationOverflow { .. }), "{err}");
+    for holders in [1, 9] {
+        let err = rt.block_on(run_in_memory(&fixed, &input, 1, &settings(holders, false))).unwrap_err();
+        assert!(matches!(err, SuiteError::Local(_)), "{err}");
+    }
+}
