@@ -45,6 +45,22 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Latency of secure suites against the `plain` suite and local f32 inference, in one run:
+    /// every party its own process on loopback; bytes per ReLU and rounds per inference.
+    Suites {
+        /// ONNX models.
+        #[arg(required = true)]
+        models: Vec<PathBuf>,
+        /// Holder counts for serpens-n.
+        #[arg(long, value_delimiter = ',', default_value = "2,3")]
+        holders: Vec<usize>,
+        /// Timed queries per suite (after one warm-up query).
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn time_runs(runs: usize, mut f: impl FnMut()) -> Vec<f64> {
@@ -63,7 +79,110 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Kernels { runs, json } => kernels(runs, json),
         BenchCommand::Plain { model, data, runs, batch, json } => plain(&model, data.as_deref(), runs, batch, json),
+        BenchCommand::Suites { models, holders, runs, json } => suites(&models, &holders, runs, json),
     }
+}
+
+/// One suite's timed queries on one model.
+struct SuiteRun {
+    latency: (f64, f64),
+    reports: Vec<tessera_net::PartyReport>,
+}
+
+fn run_suite(
+    rt: &tokio::runtime::Runtime,
+    suite: &str,
+    holders: usize,
+    path: &std::path::Path,
+    x: &[f32],
+    runs: usize,
+) -> Result<SuiteRun> {
+    let exe = std::env::current_exe()?;
+    let cluster = tessera::local::LocalCluster::start(&exe, suite, path, holders)?;
+    let model = cluster.config.load_model()?;
+    let mut reports = Vec::new();
+    let mut samples = Vec::new();
+    for i in 0..=runs.max(1) {
+        let t = Instant::now();
+        let r = rt.block_on(tessera::serve::query(&cluster.config, &model, x, 1))?;
+        if i > 0 {
+            samples.push(t.elapsed().as_secs_f64());
+        }
+        reports = r.reports;
+    }
+    Ok(SuiteRun { latency: min_median(&mut samples), reports })
+}
+
+fn suites(models: &[PathBuf], holders: &[usize], runs: usize, json: bool) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut rows = Vec::new();
+    for path in models {
+        let m = LoadedModel::load(path)?;
+        let shape = m.merged.input_shape();
+        let mut rng = os_rng();
+        let x: Vec<f32> = (0..shape.len()).map(|_| (zt::random(&mut rng) % 2000) as f32 / 1000.0 - 1.0).collect();
+        let mut engine = PlainEngine::new(&m.merged);
+        let (f32_min, f32_med) = min_median(&mut time_runs(runs * 5, || {
+            std::hint::black_box(engine.run(&x, 1).expect("valid input"));
+        }));
+        let relus = tessera_model::cost::total(&m.merged).relus as f64;
+        let plain = run_suite(&rt, "plain", 0, path, &x, runs)?;
+        for &h in holders {
+            let secure = run_suite(&rt, "serpens-n", h, path, &x, runs)?;
+            // Holder 1 carries the explicit re-shares: the busiest holder link.
+            let holder = secure.reports.iter().find(|p| p.party == "holder-1");
+            let link = holder.and_then(|p| p.links.iter().find(|l| l.peer == "central")).map(|l| l.traffic);
+            let (bytes, rounds) = link.map_or((0, 0), |t| (t.bytes_sent + t.bytes_received, t.rounds));
+            rows.push(json!({
+                "model": m.path.file_stem().and_then(|s| s.to_str()), "holders": h,
+                "serpens_n_ms": { "min": secure.latency.0 * 1e3, "median": secure.latency.1 * 1e3 },
+                "plain_suite_ms": { "min": plain.latency.0 * 1e3, "median": plain.latency.1 * 1e3 },
+                "f32_ms": { "min": f32_min * 1e3, "median": f32_med * 1e3 },
+                "vs_plain_suite": secure.latency.1 / plain.latency.1,
+                "vs_f32": secure.latency.1 / f32_med,
+                "relus": relus, "holder1_bytes_per_relu": bytes as f64 / relus, "rounds": rounds,
+                "parties": secure.reports,
+            }));
+        }
+    }
+    if json {
+        print_json(&json!({ "runs": runs, "results": rows }));
+        return Ok(());
+    }
+    let mut t = Table::new(&[
+        "model",
+        "holders",
+        "serpens-n ms (min/med)",
+        "plain suite ms",
+        "f32 ms",
+        "× plain suite",
+        "× f32",
+        "bytes/ReLU (holder 1)",
+        "rounds",
+    ]);
+    for r in &rows {
+        let pair = |k: &str| {
+            format!("{:.2} / {:.2}", r[k]["min"].as_f64().unwrap_or(0.0), r[k]["median"].as_f64().unwrap_or(0.0))
+        };
+        t.row(vec![
+            r["model"].as_str().unwrap_or("").to_string(),
+            r["holders"].to_string(),
+            pair("serpens_n_ms"),
+            pair("plain_suite_ms"),
+            format!(
+                "{:.3} / {:.3}",
+                r["f32_ms"]["min"].as_f64().unwrap_or(0.0),
+                r["f32_ms"]["median"].as_f64().unwrap_or(0.0)
+            ),
+            format!("{:.2}", r["vs_plain_suite"].as_f64().unwrap_or(0.0)),
+            format!("{:.1}", r["vs_f32"].as_f64().unwrap_or(0.0)),
+            format!("{:.1}", r["holder1_bytes_per_relu"].as_f64().unwrap_or(0.0)),
+            r["rounds"].to_string(),
+        ]);
+    }
+    t.print();
+    crate::outln!("medians of {runs} queries after a warm-up; every party its own process on loopback, mutual TLS");
+    Ok(())
 }
 
 fn kernels(runs: usize, json: bool) -> Result<()> {

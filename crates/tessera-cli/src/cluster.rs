@@ -131,8 +131,7 @@ fn print_result(suite: &str, model: &LoadedModel, r: &QueryResult, json: bool) {
 
 /// Per stage: each party's wall time and the bytes and rounds of every link.
 fn stage_table(reports: &[PartyReport]) {
-    let Some(lead) = reports.iter().find(|p| p.stages.iter().any(|s| s.kind != "input" && s.kind != "output"))
-    else {
+    let Some(lead) = reports.iter().find(|p| p.stages.iter().any(|s| s.kind != "input" && s.kind != "output")) else {
         return;
     };
     let others: Vec<&PartyReport> = reports.iter().filter(|p| p.party != lead.party).collect();
@@ -161,7 +160,8 @@ fn stage_table(reports: &[PartyReport]) {
 
 /// Per party and link: totals.
 fn party_table(reports: &[PartyReport]) {
-    let mut t = Table::new(&["party", "wall ms", "CPU ms", "link", "bytes sent", "bytes received", "messages", "rounds"]);
+    let mut t =
+        Table::new(&["party", "wall ms", "CPU ms", "link", "bytes sent", "bytes received", "messages", "rounds"]);
     for p in reports {
         for (i, l) in p.links.iter().enumerate() {
             let first = i == 0;

@@ -229,7 +229,11 @@ impl FixedModel {
             let out = match op {
                 FixedOp::Linear { kernel, .. } => kernel.max_row_l1() * x,
                 FixedOp::Relu { truncate } | FixedOp::MaxPool { truncate, .. } => {
-                    if *truncate { (x / (self.params.f_w() as f64).exp2()).ceil() + 1.0 } else { x }
+                    if *truncate {
+                        (x / (self.params.f_w() as f64).exp2()).ceil() + 1.0
+                    } else {
+                        x
+                    }
                 }
                 FixedOp::SumPool { window } => window.size() as f64 * x,
                 FixedOp::Flatten | FixedOp::Pad { .. } => x,

@@ -94,7 +94,8 @@ impl NonlinearLayer {
     /// The layer on plaintext values (the fixed-point reference): rescale (round to nearest),
     /// then ReLU or pool.
     pub fn eval_plain(&self, x: &[u64], batch: usize) -> Vec<u64> {
-        let t: Vec<u64> = if self.shift > 0 { x.iter().map(|&v| fixed::round_shift(v, self.shift)).collect() } else { x.to_vec() };
+        let t: Vec<u64> =
+            if self.shift > 0 { x.iter().map(|&v| fixed::round_shift(v, self.shift)).collect() } else { x.to_vec() };
         match self.kind {
             NonlinearKind::Relu => t.into_iter().map(relu).collect(),
             NonlinearKind::MaxPool { window, relu: with_relu } => {

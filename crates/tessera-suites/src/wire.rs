@@ -62,11 +62,29 @@ impl<'a> Reader<'a> {
     pub fn elements(&mut self, n: usize) -> Result<Vec<u64>> {
         let len = n.checked_mul(8).ok_or_else(|| self.error("absurd element count"))?;
         let bytes = self.take(len)?;
-        let values: Vec<u64> = bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+        let values: Vec<u64> =
+            bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
         if values.iter().any(|&v| v >= zt::T) {
             return Err(self.error("a value outside Z_t"));
         }
         Ok(values)
+    }
+
+    /// Adds exactly `dst.len()` field elements (each below `t`) into `dst`, mod `t`, without
+    /// an intermediate vector.
+    pub fn add_elements_into(&mut self, dst: &mut [u64]) -> Result<()> {
+        let len = dst.len().checked_mul(8).ok_or_else(|| self.error("absurd element count"))?;
+        let bytes = self.take(len)?;
+        let mut outside = false;
+        for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(8)) {
+            let v = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            outside |= v >= zt::T;
+            *d = zt::add(*d, v % zt::T);
+        }
+        if outside {
+            return Err(self.error("a value outside Z_t"));
+        }
+        Ok(())
     }
 
     /// Checks that nothing is left.
@@ -92,5 +110,9 @@ mod tests {
         assert!(Reader::new(&bad, "p", "m").elements(2).is_err());
         assert!(Reader::new(&bad, "p", "m").end().is_err());
         assert!(Reader::new(&bad, "p", "m").elements(usize::MAX).is_err());
+        let mut acc = vec![5u64, 6];
+        Reader::new(&elements_to_bytes(&[zt::T - 1, 1]), "p", "m").add_elements_into(&mut acc).unwrap();
+        assert_eq!(acc, vec![4, 7]);
+        assert!(Reader::new(&bad, "p", "m").add_elements_into(&mut [0]).is_err());
     }
 }

@@ -149,7 +149,7 @@ impl Service {
                 };
                 match complete {
                     Some(joined) => {
-                        serpens_n::central(name, model.params(), layers, joined, &mut |_, _, _| {}).await?;
+                        serpens_n::central(name, model.params(), layers, joined, &mut |_, _| {}).await?;
                     }
                     None => {
                         // The first holders of a query wait for the others at most one timeout.

@@ -69,12 +69,13 @@ fn secure_logits_match_the_fixed_point_reference() {
             // Each masked truncation rounds stochastically within one unit of the reference's
             // rounding, so labels may only differ where the reference's two best logits are
             // within that noise: a tie at this precision. Wherever the margin is a whole logit
-            // they must agree, and overall on at least 98% of the images.
+            // they must agree, and overall on all but 2% of the images (or two ties).
             let (secure_labels, reference_labels) = (labels(&outcome.logits), labels(&reference));
             let one = 1i64 << fixed.output_bits();
             let mut differ = 0;
             for (i, (a, b)) in secure_labels.iter().zip(&reference_labels).enumerate() {
-                let mut row: Vec<i64> = reference[i * classes..(i + 1) * classes].iter().map(|&x| zt::to_i64(x)).collect();
+                let mut row: Vec<i64> =
+                    reference[i * classes..(i + 1) * classes].iter().map(|&x| zt::to_i64(x)).collect();
                 row.sort_unstable();
                 let margin = row[classes - 1] - row[classes - 2];
                 if a != b {
@@ -83,7 +84,7 @@ fn secure_logits_match_the_fixed_point_reference() {
                     assert!(margin < one, "{model}, {holders} holders, image {i}: labels differ at margin {margin}");
                 }
             }
-            assert!(differ * 50 <= n, "{model}, {holders} holders: {differ} of {n} labels differ");
+            assert!(differ <= (n / 50).max(2), "{model}, {holders} holders: {differ} of {n} labels differ");
             // Every party reported: user, each holder, S0.
             assert_eq!(outcome.reports.len(), holders + 2);
             println!(
@@ -117,8 +118,7 @@ fn the_central_server_sees_only_masked_values_with_fresh_masks() {
     let (first, second): (Vec<View>, Vec<View>) = (run(2), run(3));
     assert_eq!(first.len(), clear.len());
     for ((a, b), x) in first.iter().zip(&second).zip(&clear) {
-        let values: std::collections::HashSet<i64> =
-            x.iter().map(|&v| zt::to_i64(v)).filter(|&v| v != 0).collect();
+        let values: std::collections::HashSet<i64> = x.iter().map(|&v| zt::to_i64(v)).filter(|&v| v != 0).collect();
         for view in [a, b] {
             // x + R with R ≥ 2^ℓx·2^σ: no revealed w looks like an activation.
             assert!(view.w.iter().all(|&w| zt::to_i64(w) >= bound), "layer {}: unmasked w", view.layer.node);
@@ -141,7 +141,9 @@ fn the_central_server_sees_only_masked_values_with_fresh_masks() {
 fn overflowing_inputs_and_bad_holder_counts_are_refused() {
     let rt = runtime();
     let (fixed, input) = encoded("minionn-mnist", "mnist-test-200-images.idx", 1);
-    let loud: Vec<u64> = input.iter().map(|&v| zt::mul(v, 1 << 30)).collect();
+    // Activations that wrap around the field: S0 sees `w` outside the masks' range and refuses.
+    // (A value only slightly above 2^ℓx is not detected; docs/suites/serpens-n.md says so.)
+    let loud: Vec<u64> = input.iter().map(|&v| zt::mul(v, 1 << 45)).collect();
     assert!(fixed.run_encoded(loud.clone(), 1).is_err());
     let err = rt.block_on(run_in_memory(&fixed, &loud, 1, &settings(2, false))).unwrap_err();
     assert!(matches!(err, SuiteError::ActivationOverflow { .. }), "{err}");

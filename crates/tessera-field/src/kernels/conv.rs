@@ -76,7 +76,10 @@ impl ConvKernel {
     /// The largest `Σ |w|` over one output channel's weights: how much an error of one unit
     /// in the input can grow in one output.
     pub fn max_row_l1(&self) -> f64 {
-        self.weights.chunks(self.geometry.terms().max(1)).map(|r| r.iter().map(|w| w.abs()).sum::<f64>()).fold(0.0, f64::max)
+        self.weights
+            .chunks(self.geometry.terms().max(1))
+            .map(|r| r.iter().map(|w| w.abs()).sum::<f64>())
+            .fold(0.0, f64::max)
     }
 
     /// The limb plan for this kernel's operands.

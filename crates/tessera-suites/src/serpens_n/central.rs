@@ -2,6 +2,7 @@
 //! truncates, and re-shares the result.
 
 use futures::future::try_join_all;
+use tessera_field::seed::MaskStream;
 use tessera_field::{FixedPointParams, Purpose, Seed, fixed, zt};
 use tessera_model::nonlinear::NonlinearLayer;
 use tessera_net::{Channel, Recorder, SessionId};
@@ -10,7 +11,7 @@ use zeroize::Zeroize;
 use super::holder::kind_name;
 use super::{HOLDERS, JOIN, MASKED, REPORT, RESHARE};
 use crate::error::{Result, SuiteError};
-use crate::wire::{Reader, put_elements};
+use crate::wire::Reader;
 
 /// A holder's `JOIN` message.
 #[derive(Debug)]
@@ -31,8 +32,12 @@ pub struct Join {
 pub async fn read_join(holder: &mut Channel, max_batch: usize) -> Result<Join> {
     let (header, payload) = holder.recv_any().await?;
     if header.kind != JOIN {
-        return Err(tessera_net::NetError::UnexpectedKind { peer: holder.peer().into(), expected: JOIN, got: header.kind }
-            .into());
+        return Err(tessera_net::NetError::UnexpectedKind {
+            peer: holder.peer().into(),
+            expected: JOIN,
+            got: header.kind,
+        }
+        .into());
     }
     let mut r = Reader::new(&payload, holder.peer(), "join");
     let (index, holders, batch) = (r.u32()? as usize, r.u32()? as usize, r.u32()? as usize);
@@ -45,8 +50,8 @@ pub async fn read_join(holder: &mut Channel, max_batch: usize) -> Result<Join> {
 }
 
 /// What `S0` sees of one layer, for inspection in tests: the sums `z = π(k ⊙ x)` and
-/// `w = π(x + R)`.
-pub type Observer<'a> = &'a mut (dyn FnMut(&NonlinearLayer, &[u64], &[u64]) + Send);
+/// `w = π(x + R)`, interleaved element by element.
+pub type Observer<'a> = &'a mut (dyn FnMut(&NonlinearLayer, &[u64]) + Send);
 
 /// Runs `S0`'s side of one query over `layers`, with the holders that joined it (channel and
 /// `JOIN` each, in any order), and sends its cost report to holder 1.
@@ -61,9 +66,10 @@ pub async fn central(
     joined.sort_by_key(|(_, j)| j.index);
     let m = joined.len();
     let (session, batch) = (joined[0].1.session, joined[0].1.batch);
-    let consistent = joined.iter().enumerate().all(|(i, (_, j))| {
-        j.index == i + 1 && j.holders == m && j.batch == batch && j.session == session
-    });
+    let consistent = joined
+        .iter()
+        .enumerate()
+        .all(|(i, (_, j))| j.index == i + 1 && j.holders == m && j.batch == batch && j.session == session);
     if !consistent {
         return Err(SuiteError::Protocol {
             peer: joined[0].0.peer().into(),
@@ -75,30 +81,18 @@ pub async fn central(
     for layer in layers {
         let n = batch * layer.items() * layer.arity();
         let payloads = try_join_all(channels.iter_mut().map(|c| c.recv(MASKED, session, layer.node))).await?;
-        let (mut z, mut w) = (vec![0u64; n], vec![0u64; n]);
+        let mut zw = vec![0u64; 2 * n];
         for (c, p) in channels.iter().zip(&payloads) {
             let mut r = Reader::new(p, c.peer(), "masked");
-            zt::add_assign(&mut z, &r.elements(n)?);
-            zt::add_assign(&mut w, &r.elements(n)?);
+            r.add_elements_into(&mut zw)?;
             r.end()?;
         }
         drop(payloads);
-        observe(layer, &z, &w);
-        let decided = decide(layer, &params, &z, &w);
-        z.zeroize();
-        w.zeroize();
-        let (mut v, mut b) = decided.ok_or(SuiteError::ActivationOverflow { layer: layer.node })?;
-        let (items, elements) = (v.len(), b.len());
-        for j in &joins[1..] {
-            let mut rng = j.pair_seed.derive(Purpose::Reshare, layer.node);
-            zt::sub_assign(&mut v, &zt::random_vec(&mut rng, items));
-            zt::sub_assign(&mut b, &zt::random_vec(&mut rng, elements));
-        }
-        let mut reply = Vec::with_capacity(8 * (v.len() + b.len()));
-        put_elements(&mut reply, &v);
-        put_elements(&mut reply, &b);
-        v.zeroize();
-        b.zeroize();
+        observe(layer, &zw);
+        let mut streams: Vec<_> = joins[1..].iter().map(|j| j.pair_seed.derive(Purpose::Reshare, layer.node)).collect();
+        let reply = decide(layer, &params, &zw, &mut streams);
+        zw.zeroize();
+        let reply = reply.ok_or(SuiteError::ActivationOverflow { layer: layer.node })?;
         channels[0].send(RESHARE, session, layer.node, &reply).await?;
         let links: Vec<&Channel> = channels.iter().collect();
         rec.stage(layer.node, &format!("node {}", layer.node), kind_name(layer), &links);
@@ -111,26 +105,45 @@ pub async fn central(
     Ok(())
 }
 
-/// The selected truncated value `T` per item and the one-hot selection per element; `None` when
-/// a value lies outside the calibrated bound (`w = x + R` out of range).
-fn decide(layer: &NonlinearLayer, params: &FixedPointParams, z: &[u64], w: &[u64]) -> Option<(Vec<u64>, Vec<u64>)> {
+/// Decides every item from the interleaved `z, w` pairs and returns holder 1's re-shares, per
+/// item the selected truncated value `T` and the one-hot selection (`v, b_0, …, b_(s−1)`), each
+/// minus the values the other holders draw from `streams`. `None` when a `w = x + R` lies
+/// outside the range the calibrated bound allows.
+fn decide(
+    layer: &NonlinearLayer,
+    params: &FixedPointParams,
+    zw: &[u64],
+    streams: &mut [MaskStream],
+) -> Option<Vec<u8>> {
     let s = layer.arity();
-    let items = z.len() / s;
+    let items = zw.len() / (2 * s);
     let bound = 1i64 << params.bound_bits();
     let range = -bound..(1i64 << (zt::LOG2_T - 1)) + bound;
-    if w.iter().any(|&v| !range.contains(&zt::to_i64(v))) {
-        return None;
-    }
-    let mut v = vec![0u64; items];
-    let mut b = vec![0u64; items * s];
-    for p in 0..items {
-        let zs = &z[p * s..(p + 1) * s];
-        let (e, best) = zs.iter().enumerate().map(|(e, &x)| (e, zt::to_i64(x))).max_by_key(|&(_, x)| x).expect("arity ≥ 1");
-        if layer.clamps_at_zero() && best <= 0 {
-            continue;
+    let mut out = Vec::with_capacity(8 * items * (s + 1));
+    let mut row = vec![0u64; s + 1];
+    for pairs in zw.chunks_exact(2 * s) {
+        let mut best = (0, i64::MIN);
+        for e in 0..s {
+            if !range.contains(&zt::to_i64(pairs[2 * e + 1])) {
+                return None;
+            }
+            let z = zt::to_i64(pairs[2 * e]);
+            if z > best.1 {
+                best = (e, z);
+            }
         }
-        v[p] = fixed::truncate(w[p * s + e], layer.shift);
-        b[p * s + e] = 1;
+        row.fill(0);
+        if !(layer.clamps_at_zero() && best.1 <= 0) {
+            row[0] = fixed::truncate(pairs[2 * best.0 + 1], layer.shift);
+            row[1 + best.0] = 1;
+        }
+        for v in &mut row {
+            for rng in streams.iter_mut() {
+                *v = zt::sub(*v, zt::random(rng));
+            }
+            out.extend_from_slice(&v.to_le_bytes());
+        }
     }
-    Some((v, b))
+    row.zeroize();
+    Some(out)
 }

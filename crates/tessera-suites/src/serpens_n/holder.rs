@@ -114,19 +114,17 @@ pub async fn holder(
         let gather = layer.gather();
         let masked = mask(runner.pending_input(), &layer, batch, &masks, &gather, index == 1);
         s0.send(MASKED, session, layer.node, &masked).await?;
-        let (items, elements) = (batch * layer.items(), batch * layer.items() * layer.arity());
-        let (v, b) = if index == 1 {
+        let values = batch * layer.items() * (layer.arity() + 1);
+        let shares = if index == 1 {
             let reply = s0.recv(RESHARE, session, layer.node).await?;
             let mut r = Reader::new(&reply, s0.peer(), "reshare");
-            let v = r.elements(items)?;
-            let b = r.elements(elements)?;
+            let shares = r.elements(values)?;
             r.end()?;
-            (v, b)
+            shares
         } else {
-            let mut rng = pair_seed.derive(Purpose::Reshare, layer.node);
-            (zt::random_vec(&mut rng, items), zt::random_vec(&mut rng, elements))
+            zt::random_vec(&mut pair_seed.derive(Purpose::Reshare, layer.node), values)
         };
-        runner.complete(unmask(&layer, &masks, v, b));
+        runner.complete(unmask(&layer, &masks, shares));
         rec.stage(layer.node, model.node_name(layer.node as usize), kind_name(&layer), &[s0]);
     }
     user.send(OUTPUT, session, 0, &elements_to_bytes(runner.output())).await?;
@@ -135,8 +133,11 @@ pub async fn holder(
     if let Some(mut s0) = central_link {
         if index == 1 {
             let bytes = s0.recv(REPORT, session, 0).await?;
-            reports = PartyReport::list_from_bytes(&bytes)
-                .map_err(|e| SuiteError::Protocol { peer: s0.peer().into(), message: "report", reason: e })?;
+            reports = PartyReport::list_from_bytes(&bytes).map_err(|e| SuiteError::Protocol {
+                peer: s0.peer().into(),
+                message: "report",
+                reason: e,
+            })?;
         }
         rec.stage(0, "output", "output", &[user, &s0]);
         s0.close().await;
@@ -156,42 +157,37 @@ pub(crate) fn kind_name(layer: &NonlinearLayer) -> &'static str {
     }
 }
 
-/// `π(k ⊙ x_j)` followed by `π(x_j + [first]·R)`, gathered item by item.
+/// `π(k ⊙ x_j)` and `π(x_j + [first]·R)`, gathered item by item and interleaved element by
+/// element (`z, w, z, w, …`), written straight into the message.
 fn mask(x: &[u64], layer: &NonlinearLayer, batch: usize, m: &LayerMasks, gather: &[u32], first: bool) -> Vec<u8> {
     let (items, s, in_len) = (layer.items(), layer.arity(), layer.input.len());
     debug_assert_eq!(x.len(), batch * in_len);
-    let n = m.perm.len() * s;
-    let mut z = Vec::with_capacity(n);
-    let mut w = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(16 * m.perm.len() * s);
     for (p, &item) in m.perm.iter().enumerate() {
         let (image, i) = (item as usize / items, item as usize % items);
         let base = image * in_len;
         for e in 0..s {
             let v = x[base + gather[i * s + e] as usize];
-            z.push(zt::mul(m.k[p], v));
-            w.push(if first { zt::add(v, m.r[p * s + e]) } else { v });
+            let w = if first { zt::add(v, m.r[p * s + e]) } else { v };
+            out.extend_from_slice(&zt::mul(m.k[p], v).to_le_bytes());
+            out.extend_from_slice(&w.to_le_bytes());
         }
     }
-    let mut out = Vec::with_capacity(16 * n);
-    put_elements(&mut out, &z);
-    put_elements(&mut out, &w);
-    z.zeroize();
-    w.zeroize();
     out
 }
 
-/// The holder's output share: `π⁻¹(v − Σ_e b_e · ⌊R_e / 2^shift⌋)`.
-fn unmask(layer: &NonlinearLayer, m: &LayerMasks, mut v: Vec<u64>, mut b: Vec<u64>) -> Vec<u64> {
+/// The holder's output share: `π⁻¹(v − Σ_e b_e · ⌊R_e / 2^shift⌋)`, from its re-shares laid out
+/// per item as `v, b_0, …, b_(s−1)`.
+fn unmask(layer: &NonlinearLayer, m: &LayerMasks, mut shares: Vec<u64>) -> Vec<u64> {
     let s = layer.arity();
     let mut out = vec![0u64; m.perm.len()];
-    for (p, &item) in m.perm.iter().enumerate() {
-        let mut acc = v[p];
+    for ((p, &item), row) in m.perm.iter().enumerate().zip(shares.chunks_exact(s + 1)) {
+        let mut acc = row[0];
         for e in 0..s {
-            acc = zt::sub(acc, zt::mul(b[p * s + e], m.r[p * s + e] >> layer.shift));
+            acc = zt::sub(acc, zt::mul(row[1 + e], m.r[p * s + e] >> layer.shift));
         }
         out[item as usize] = acc;
     }
-    v.zeroize();
-    b.zeroize();
+    shares.zeroize();
     out
 }

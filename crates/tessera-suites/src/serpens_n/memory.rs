@@ -73,9 +73,11 @@ pub async fn run_in_memory(
             let join = read_join(&mut c, usize::MAX).await?;
             joined.push((c, join));
         }
-        let mut observe = |layer: &NonlinearLayer, z: &[u64], w: &[u64]| {
+        let mut observe = |layer: &NonlinearLayer, zw: &[u64]| {
             if record {
-                seen.lock().expect("views").push(View { layer: *layer, z: z.to_vec(), w: w.to_vec() });
+                let z = zw.iter().step_by(2).copied().collect();
+                let w = zw.iter().skip(1).step_by(2).copied().collect();
+                seen.lock().expect("views").push(View { layer: *layer, z, w });
             }
         };
         central(CENTRAL, params, &layers, joined, &mut observe).await
@@ -86,10 +88,10 @@ pub async fn run_in_memory(
     let mut cause = None;
     for t in tasks.into_iter().rev() {
         let result = t.await.map_err(|e| SuiteError::Local(format!("a party stopped: {e}")))?;
-        if let Err(e) = result {
-            if cause.as_ref().is_none_or(|c: &SuiteError| matches!(c, SuiteError::Net(_))) {
-                cause = Some(e);
-            }
+        if let Err(e) = result
+            && cause.as_ref().is_none_or(|c: &SuiteError| matches!(c, SuiteError::Net(_)))
+        {
+            cause = Some(e);
         }
     }
     let views = std::mem::take(&mut *views.lock().expect("views"));

@@ -32,9 +32,10 @@ use tessera_net::MessageKind;
 pub const INPUT: MessageKind = MessageKind(0x0201);
 /// Holder → `S0`: index, holder count, batch and the pairwise re-sharing seed.
 pub const JOIN: MessageKind = MessageKind(0x0202);
-/// Holder → `S0`, per nonlinear layer: `π(k ⊙ x_j)` then `π(x_j + [j = 1]·R)`.
+/// Holder → `S0`, per nonlinear layer: `π(k ⊙ x_j)` and `π(x_j + [j = 1]·R)`, interleaved.
 pub const MASKED: MessageKind = MessageKind(0x0203);
-/// `S0` → holder 1, per nonlinear layer: its shares of the selected `T` and of the selection.
+/// `S0` → holder 1, per nonlinear layer: per item, its shares of the selected `T` and of the
+/// selection bits.
 pub const RESHARE: MessageKind = MessageKind(0x0204);
 /// Holder → user: the holder's share of the logits.
 pub const OUTPUT: MessageKind = MessageKind(0x0205);

@@ -50,8 +50,11 @@ pub async fn user(
         let share = r.elements(n)?;
         r.end()?;
         let reports = c.recv(REPORT, session, 0).await?;
-        let reports = PartyReport::list_from_bytes(&reports)
-            .map_err(|e| SuiteError::Protocol { peer: c.peer().into(), message: "report", reason: e })?;
+        let reports = PartyReport::list_from_bytes(&reports).map_err(|e| SuiteError::Protocol {
+            peer: c.peer().into(),
+            message: "report",
+            reason: e,
+        })?;
         Ok::<_, SuiteError>((share, reports))
     }))
     .await?;
