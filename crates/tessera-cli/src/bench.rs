@@ -9,6 +9,7 @@ use clap::Subcommand;
 use serde_json::json;
 use tessera::LoadedModel;
 use tessera::dataset::Dataset;
+use tessera::emulate::LinkProfile;
 use tessera::input::normalize;
 use tessera_field::kernels::{ConvKernel, conv2d_f32, conv2d_zt, shapes};
 use tessera_field::{seed::os_rng, zt};
@@ -57,6 +58,10 @@ pub enum BenchCommand {
         /// Timed queries per suite (after one warm-up query).
         #[arg(long, default_value_t = 20)]
         runs: usize,
+        /// Links between the parties: loopback, or an emulated lan or wan (a relay process
+        /// thread per connection delays and paces the bytes).
+        #[arg(long, default_value = "loopback")]
+        net: String,
         /// One JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -79,7 +84,13 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Kernels { runs, json } => kernels(runs, json),
         BenchCommand::Plain { model, data, runs, batch, json } => plain(&model, data.as_deref(), runs, batch, json),
-        BenchCommand::Suites { models, holders, runs, json } => suites(&models, &holders, runs, json),
+        BenchCommand::Suites { models, holders, runs, net, json } => {
+            let profile = match net.as_str() {
+                "loopback" => None,
+                other => Some(other.parse().map_err(|e: String| anyhow::anyhow!(e))?),
+            };
+            suites(&models, &holders, runs, profile, json)
+        }
     }
 }
 
@@ -96,9 +107,10 @@ fn run_suite(
     path: &std::path::Path,
     x: &[f32],
     runs: usize,
+    profile: Option<LinkProfile>,
 ) -> Result<SuiteRun> {
     let exe = std::env::current_exe()?;
-    let cluster = tessera::local::LocalCluster::start(&exe, suite, path, holders)?;
+    let cluster = tessera::local::LocalCluster::start(&exe, suite, path, holders, profile)?;
     let model = cluster.config.load_model()?;
     let mut reports = Vec::new();
     let mut samples = Vec::new();
@@ -113,8 +125,9 @@ fn run_suite(
     Ok(SuiteRun { latency: min_median(&mut samples), reports })
 }
 
-fn suites(models: &[PathBuf], holders: &[usize], runs: usize, json: bool) -> Result<()> {
+fn suites(models: &[PathBuf], holders: &[usize], runs: usize, profile: Option<LinkProfile>, json: bool) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let net_name = profile.map_or("loopback", |p| p.name);
     let mut rows = Vec::new();
     for path in models {
         let m = LoadedModel::load(path)?;
@@ -126,9 +139,9 @@ fn suites(models: &[PathBuf], holders: &[usize], runs: usize, json: bool) -> Res
             std::hint::black_box(engine.run(&x, 1).expect("valid input"));
         }));
         let relus = tessera_model::cost::total(&m.merged).relus as f64;
-        let plain = run_suite(&rt, "plain", 0, path, &x, runs)?;
+        let plain = run_suite(&rt, "plain", 0, path, &x, runs, profile)?;
         for &h in holders {
-            let secure = run_suite(&rt, "serpens-n", h, path, &x, runs)?;
+            let secure = run_suite(&rt, "serpens-n", h, path, &x, runs, profile)?;
             // Holder 1 carries the explicit re-shares: the busiest holder link.
             let holder = secure.reports.iter().find(|p| p.party == "holder-1");
             let link = holder.and_then(|p| p.links.iter().find(|l| l.peer == "central")).map(|l| l.traffic);
@@ -146,7 +159,7 @@ fn suites(models: &[PathBuf], holders: &[usize], runs: usize, json: bool) -> Res
         }
     }
     if json {
-        print_json(&json!({ "runs": runs, "results": rows }));
+        print_json(&json!({ "runs": runs, "net": net_name, "results": rows }));
         return Ok(());
     }
     let mut t = Table::new(&[
@@ -181,7 +194,16 @@ fn suites(models: &[PathBuf], holders: &[usize], runs: usize, json: bool) -> Res
         ]);
     }
     t.print();
-    crate::outln!("medians of {runs} queries after a warm-up; every party its own process on loopback, mutual TLS");
+    let link = match profile {
+        Some(p) => format!(
+            "emulated {} links ({} ms round trip, {} Mbit/s)",
+            p.name,
+            p.one_way.as_secs_f64() * 2e3,
+            p.bits_per_second / 1_000_000
+        ),
+        None => "loopback".into(),
+    };
+    crate::outln!("min / median of {runs} queries after a warm-up; every party its own process, mutual TLS, {link}");
     Ok(())
 }
 

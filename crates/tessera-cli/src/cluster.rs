@@ -73,7 +73,7 @@ pub fn infer(
         Some(c) => ClusterConfig::load(c)?,
         None => {
             let exe = std::env::current_exe().context("locating the tessera executable")?;
-            local = LocalCluster::start(&exe, suite, model_path, holders)?;
+            local = LocalCluster::start(&exe, suite, model_path, holders, None)?;
             local.config.clone()
         }
     };

@@ -70,10 +70,20 @@ pub struct PartyConfig {
     /// Where it listens (servers only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// Where the other parties connect to it, if not `address` (a relay, a NAT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<String>,
     /// Its certificate (PEM).
     pub cert: PathBuf,
     /// Its private key (PEM).
     pub key: PathBuf,
+}
+
+impl PartyConfig {
+    /// Where the other parties connect to this one.
+    pub fn reach_address(&self) -> String {
+        self.reach.clone().or_else(|| self.address.clone()).unwrap_or_default()
+    }
 }
 
 /// A whole cluster.
@@ -268,6 +278,7 @@ impl ClusterConfig {
                 name: name.clone(),
                 role: *role,
                 address: address.clone(),
+                reach: None,
                 cert: cert.into(),
                 key: key.into(),
             });
@@ -285,8 +296,14 @@ impl ClusterConfig {
             base: dir.to_path_buf(),
         };
         let path = dir.join("cluster.toml");
-        std::fs::write(&path, toml::to_string_pretty(&config).expect("config serializes")).map_err(io)?;
+        config.save(&path)?;
         Ok(path)
+    }
+
+    /// Writes the configuration to `path`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, toml::to_string_pretty(self).expect("config serializes"))
+            .map_err(|e| Error::Config { path: path.display().to_string(), reason: e.to_string() })
     }
 }
 

@@ -7,9 +7,11 @@
 //! * [`cluster`]: the TOML cluster configuration, certificates and party identities.
 //! * [`serve`]: a party's long-running server loop, and the user's side of a query.
 //! * [`local`]: a whole cluster as local processes on loopback, with fresh certificates.
+//! * [`emulate`]: LAN and WAN link profiles for local clusters (a delaying, pacing relay).
 
 pub mod cluster;
 pub mod dataset;
+pub mod emulate;
 pub mod error;
 pub mod eval;
 pub mod input;

@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::cluster::{ClusterConfig, Role, dev_parties};
+use crate::emulate::{LinkProfile, Relay};
 use crate::error::{Error, Result};
 
 /// Running local server processes and the configuration that reaches them.
@@ -13,6 +14,7 @@ use crate::error::{Error, Result};
 pub struct LocalCluster {
     dir: PathBuf,
     children: Vec<Child>,
+    relays: Vec<Relay>,
     /// The cluster configuration (in a private temporary folder).
     pub config: ClusterConfig,
 }
@@ -24,13 +26,25 @@ fn free_port() -> Result<u16> {
 
 impl LocalCluster {
     /// Starts `suite` on `model` (with `holders` share-holders where the suite has them),
-    /// running each server with the `tessera` executable `exe`.
-    pub fn start(exe: &Path, suite: &str, model: &Path, holders: usize) -> Result<Self> {
+    /// running each server with the `tessera` executable `exe`; with a `profile`, every
+    /// connection to a server goes through a relay that emulates that link.
+    pub fn start(exe: &Path, suite: &str, model: &Path, holders: usize, profile: Option<LinkProfile>) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("tessera-local-{}-{}", std::process::id(), free_port()?));
         let parties = dev_parties(suite, holders, free_port)?;
         let path = ClusterConfig::write_dev(&dir, suite, model, &parties)?;
-        let config = ClusterConfig::load(&path)?;
-        let mut cluster = Self { dir, children: Vec::new(), config };
+        let mut config = ClusterConfig::load(&path)?;
+        let mut relays = Vec::new();
+        if let Some(profile) = profile {
+            for p in config.parties.iter_mut().filter(|p| p.role != Role::User) {
+                let target =
+                    p.address.as_deref().unwrap_or_default().parse().map_err(|_| Error::Local("bad address".into()))?;
+                let relay = Relay::start(profile, target)?;
+                p.reach = Some(relay.address().to_string());
+                relays.push(relay);
+            }
+            config.save(&path)?;
+        }
+        let mut cluster = Self { dir, children: Vec::new(), relays, config };
         for p in cluster.config.parties.clone().iter().filter(|p| p.role != Role::User) {
             let mut child = Command::new(exe)
                 .args(["serve", "--role", &p.role.to_string(), "--name", &p.name, "--config"])
@@ -71,6 +85,7 @@ impl Drop for LocalCluster {
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.relays.clear();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

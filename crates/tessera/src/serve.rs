@@ -129,7 +129,7 @@ impl Service {
                     };
                     expect_kind(&channel, header.kind, serpens_n::INPUT)?;
                     let input = HolderInput::parse(channel.peer(), &payload, input_len, usize::MAX)?;
-                    let address = central.address.clone().unwrap_or_default();
+                    let address = central.reach_address();
                     let reach = async {
                         Ok::<_, SuiteError>(connect(identity, &address, &central.name, timeout, max_frame).await?)
                     };
@@ -210,7 +210,7 @@ pub async fn query(config: &ClusterConfig, model: &LoadedModel, input: &[f32], b
     let identity = config.identity(me)?;
     let (timeout, max_frame) = (config.timeout(), config.max_frame_bytes);
     let reach = |p: &PartyConfig| {
-        let address = p.address.clone().unwrap_or_default();
+        let address = p.reach_address();
         let (identity, name) = (&identity, p.name.clone());
         async move { connect(identity, &address, &name, timeout, max_frame).await }
     };
