@@ -102,6 +102,24 @@ impl Channel {
         self.meter
     }
 
+    /// Starts counting afresh (a kept connection that serves a new query).
+    pub fn reset_meter(&mut self) {
+        self.meter = Meter::default();
+        self.sent_since_recv = false;
+    }
+
+    /// Waits up to `idle` (not the channel's timeout) for the first frame of the next query on
+    /// a kept connection; `None` when none came or the peer closed.
+    pub async fn recv_next(&mut self, idle: Duration) -> Option<Result<(FrameHeader, Vec<u8>)>> {
+        let timeout = std::mem::replace(&mut self.timeout, idle);
+        let frame = self.recv_frame(ANY_KIND).await;
+        self.timeout = timeout;
+        match frame {
+            Err(NetError::Timeout { .. } | NetError::PeerClosed { .. }) => None,
+            other => Some(other),
+        }
+    }
+
     /// Sends one frame.
     pub async fn send(&mut self, kind: MessageKind, session: SessionId, layer: u32, payload: &[u8]) -> Result<()> {
         let len = u32::try_from(payload.len()).ok().filter(|&l| l <= self.max_payload).ok_or_else(|| {

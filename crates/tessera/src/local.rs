@@ -45,9 +45,15 @@ impl LocalCluster {
             config.save(&path)?;
         }
         let mut cluster = Self { dir, children: Vec::new(), relays, config };
+        // The parties share this machine: each compute party (holder or server) gets its part
+        // of the cores, so their thread pools do not fight over them.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let compute = cluster.config.parties.iter().filter(|p| matches!(p.role, Role::Holder | Role::Server)).count();
+        let threads = (cores / compute.max(1)).max(1).to_string();
         for p in cluster.config.parties.clone().iter().filter(|p| p.role != Role::User) {
             let mut child = Command::new(exe)
                 .args(["serve", "--role", &p.role.to_string(), "--name", &p.name, "--config"])
+                .env("RAYON_NUM_THREADS", &threads)
                 .arg(&path)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())

@@ -25,13 +25,30 @@ use crate::cluster::{ClusterConfig, PartyConfig, Role};
 use crate::error::{Error, Result};
 use crate::load::LoadedModel;
 
+/// A holder's connection that joined a query, and where to hand it back once the query is done.
+type Joined = (Channel, Join, tokio::sync::oneshot::Sender<Channel>);
+
 /// Queries waiting at the central server for the rest of their holders.
-type Pending = Mutex<HashMap<SessionId, Vec<(Channel, Join)>>>;
+type Pending = Mutex<HashMap<SessionId, Vec<Joined>>>;
+
+/// How long a holder keeps an idle connection to the central server for its next query. The
+/// central server waits up to the full timeout for the next query on a kept connection, so
+/// the holder never reuses one the other end is about to close.
+fn keep_idle(timeout: Duration) -> Duration {
+    timeout / 2
+}
 
 /// What one server party does with a connection.
 enum Service {
     Plain { model: Arc<LoadedModel> },
-    Holder { name: String, model: Arc<FixedModel>, identity: Arc<Identity>, central: PartyConfig },
+    Holder {
+        name: String,
+        model: Arc<FixedModel>,
+        identity: Arc<Identity>,
+        central: PartyConfig,
+        /// Idle connections to the central server, with the time they went idle.
+        kept: Arc<Mutex<Vec<(Channel, Instant)>>>,
+    },
     Central { name: String, model: Arc<FixedModel>, layers: Arc<Vec<NonlinearLayer>>, pending: Arc<Pending> },
 }
 
@@ -67,6 +84,7 @@ pub async fn serve(
                 model: model.fixed()?,
                 identity: Arc::new(config.identity(me)?),
                 central: config.party(Role::Central)?.clone(),
+                kept: Arc::new(Mutex::new(Vec::new())),
             },
             config.names(Role::User),
         ),
@@ -118,7 +136,7 @@ impl Service {
     async fn handle(&self, mut channel: Channel, timeout: Duration, max_frame: u32) -> Result<()> {
         match self {
             Service::Plain { model } => serve_plain(channel, model).await,
-            Service::Holder { name, model, identity, central } => {
+            Service::Holder { name, model, identity, central, kept } => {
                 let input_len = model.input_shape().len();
                 // A user may send several queries on one connection.
                 loop {
@@ -129,37 +147,64 @@ impl Service {
                     };
                     expect_kind(&channel, header.kind, serpens_n::INPUT)?;
                     let input = HolderInput::parse(channel.peer(), &payload, input_len, usize::MAX)?;
-                    let address = central.reach_address();
+                    let idle = {
+                        let mut kept = kept.lock().expect("kept connections");
+                        kept.retain(|(_, since)| since.elapsed() < keep_idle(timeout));
+                        kept.pop()
+                    };
                     let reach = async {
-                        Ok::<_, SuiteError>(connect(identity, &address, &central.name, timeout, max_frame).await?)
+                        match idle {
+                            Some((mut c, _)) => {
+                                c.reset_meter();
+                                Ok(c)
+                            }
+                            None => {
+                                let address = central.reach_address();
+                                Ok::<_, SuiteError>(connect(identity, &address, &central.name, timeout, max_frame).await?)
+                            }
+                        }
                     };
                     let start = Instant::now();
-                    serpens_n::holder(name, model.clone(), &mut channel, header.session, input, reach).await?;
+                    let link = serpens_n::holder(name, model.clone(), &mut channel, header.session, input, reach).await?;
+                    if let Some(link) = link {
+                        kept.lock().expect("kept connections").push((link, Instant::now()));
+                    }
                     tracing::debug!(elapsed = ?start.elapsed(), "query served");
                 }
             }
             Service::Central { name, model, layers, pending } => {
-                let join = serpens_n::read_join(&mut channel, usize::MAX).await?;
-                let (session, holders) = (join.session, join.holders);
-                let complete = {
-                    let mut waiting = pending.lock().expect("pending queries");
-                    let entry = waiting.entry(session).or_default();
-                    entry.push((channel, join));
-                    if entry.len() >= holders { waiting.remove(&session) } else { None }
-                };
-                match complete {
-                    Some(joined) => {
-                        serpens_n::central(name, model.params(), layers, joined, &mut |_, _| {}).await?;
-                    }
-                    None => {
-                        // The first holders of a query wait for the others at most one timeout.
-                        tokio::time::sleep(timeout).await;
-                        if pending.lock().expect("pending queries").remove(&session).is_some() {
-                            return Err(Error::Local("a query's holders did not all join in time".into()));
+                let mut join = serpens_n::read_join(&mut channel, usize::MAX).await?;
+                // A holder keeps its connection for later queries: serve them until it goes idle.
+                loop {
+                    let (session, holders) = (join.session, join.holders);
+                    let (back, returned) = tokio::sync::oneshot::channel();
+                    let complete = {
+                        let mut waiting = pending.lock().expect("pending queries");
+                        let entry = waiting.entry(session).or_default();
+                        entry.push((channel, join, back));
+                        if entry.len() >= holders { waiting.remove(&session) } else { None }
+                    };
+                    if let Some(mut joined) = complete {
+                        joined.sort_by_key(|(_, j, _)| j.index);
+                        let (parts, senders): (Vec<_>, Vec<_>) = joined.into_iter().map(|(c, j, s)| ((c, j), s)).unzip();
+                        let channels = serpens_n::central(name, model.params(), layers, parts, &mut |_, _| {}).await?;
+                        for (c, s) in channels.into_iter().zip(senders) {
+                            let _ = s.send(c);
                         }
                     }
+                    channel = match tokio::time::timeout(timeout, returned).await {
+                        Ok(Ok(c)) => c,
+                        // The query failed (its task reported why) or never completed.
+                        Ok(Err(_)) => return Ok(()),
+                        Err(_) => {
+                            pending.lock().expect("pending queries").remove(&session);
+                            return Err(Error::Local("a query's holders did not all join in time".into()));
+                        }
+                    };
+                    let Some(frame) = channel.recv_next(timeout).await else { return Ok(()) };
+                    let (header, payload) = frame?;
+                    join = serpens_n::join_from_frame(channel.peer(), header, &payload, usize::MAX)?;
                 }
-                Ok(())
             }
         }
     }

@@ -5,7 +5,7 @@ use futures::future::try_join_all;
 use tessera_field::seed::MaskStream;
 use tessera_field::{FixedPointParams, Purpose, Seed, fixed, zt};
 use tessera_model::nonlinear::NonlinearLayer;
-use tessera_net::{Channel, Recorder, SessionId};
+use tessera_net::{Channel, FrameHeader, Recorder, SessionId};
 use zeroize::Zeroize;
 
 use super::holder::kind_name;
@@ -31,15 +31,15 @@ pub struct Join {
 /// Reads a holder's `JOIN` frame (the first frame on a new connection to `S0`).
 pub async fn read_join(holder: &mut Channel, max_batch: usize) -> Result<Join> {
     let (header, payload) = holder.recv_any().await?;
+    join_from_frame(holder.peer(), header, &payload, max_batch)
+}
+
+/// Reads a `JOIN` from a received frame (`peer` sent it).
+pub fn join_from_frame(peer: &str, header: FrameHeader, payload: &[u8], max_batch: usize) -> Result<Join> {
     if header.kind != JOIN {
-        return Err(tessera_net::NetError::UnexpectedKind {
-            peer: holder.peer().into(),
-            expected: JOIN,
-            got: header.kind,
-        }
-        .into());
+        return Err(tessera_net::NetError::UnexpectedKind { peer: peer.into(), expected: JOIN, got: header.kind }.into());
     }
-    let mut r = Reader::new(&payload, holder.peer(), "join");
+    let mut r = Reader::new(payload, peer, "join");
     let (index, holders, batch) = (r.u32()? as usize, r.u32()? as usize, r.u32()? as usize);
     if !HOLDERS.contains(&holders) || !(1..=holders).contains(&index) || !(1..=max_batch).contains(&batch) {
         return Err(r.error(format!("holder {index} of {holders}, batch {batch}")));
@@ -54,14 +54,15 @@ pub async fn read_join(holder: &mut Channel, max_batch: usize) -> Result<Join> {
 pub type Observer<'a> = &'a mut (dyn FnMut(&NonlinearLayer, &[u64]) + Send);
 
 /// Runs `S0`'s side of one query over `layers`, with the holders that joined it (channel and
-/// `JOIN` each, in any order), and sends its cost report to holder 1.
+/// `JOIN` each, in any order), and sends its cost report to holder 1. Gives the channels back
+/// in holder order, for the holders' next queries.
 pub async fn central(
     name: &str,
     params: FixedPointParams,
     layers: &[NonlinearLayer],
     mut joined: Vec<(Channel, Join)>,
     observe: Observer<'_>,
-) -> Result<()> {
+) -> Result<Vec<Channel>> {
     let mut rec = Recorder::new(name);
     joined.sort_by_key(|(_, j)| j.index);
     let m = joined.len();
@@ -99,10 +100,7 @@ pub async fn central(
     }
     let report = vec![rec.finish()];
     channels[0].send(REPORT, session, 0, &serde_json::to_vec(&report).expect("reports serialize")).await?;
-    for c in channels {
-        c.close().await;
-    }
-    Ok(())
+    Ok(channels)
 }
 
 /// Decides every item from the interleaved `z, w` pairs and returns holder 1's re-shares, per

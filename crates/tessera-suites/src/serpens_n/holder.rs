@@ -62,8 +62,8 @@ impl HolderInput {
 }
 
 /// Serves one query as holder `input.index`: runs the model on its share, with `S0` reached
-/// through `central` (a connection made while the first layers run), and returns the logit
-/// share and cost reports to `user`.
+/// through `central` (awaited while the first layers run), and returns the logit share and cost
+/// reports to `user`. Gives back the link to `S0`, which may serve the next query.
 pub async fn holder(
     name: &str,
     model: Arc<FixedModel>,
@@ -71,7 +71,7 @@ pub async fn holder(
     session: SessionId,
     input: HolderInput,
     central: impl Future<Output = Result<Channel>>,
-) -> Result<()> {
+) -> Result<Option<Channel>> {
     let mut rec = Recorder::new(name);
     rec.stage(0, "input", "input", &[user]);
     let HolderInput { index, holders, batch, seed, share } = input;
@@ -140,13 +140,14 @@ pub async fn holder(
             })?;
         }
         rec.stage(0, "output", "output", &[user, &s0]);
-        s0.close().await;
-    } else {
-        rec.stage(0, "output", "output", &[user]);
+        reports.insert(0, rec.finish());
+        user.send(REPORT, session, 0, &serde_json::to_vec(&reports).expect("reports serialize")).await?;
+        return Ok(Some(s0));
     }
+    rec.stage(0, "output", "output", &[user]);
     reports.insert(0, rec.finish());
     user.send(REPORT, session, 0, &serde_json::to_vec(&reports).expect("reports serialize")).await?;
-    Ok(())
+    Ok(None)
 }
 
 /// The layer's kind as reports name it.

@@ -61,7 +61,7 @@ pub async fn run_in_memory(
             let (header, payload) = h.recv_any().await?;
             let input = HolderInput::parse("user", &payload, model.input_shape().len(), usize::MAX)?;
             let _ = &mut to_s0;
-            holder(&name, model, &mut h, header.session, input, async { Ok(to_s0) }).await
+            holder(&name, model, &mut h, header.session, input, async { Ok(to_s0) }).await.map(drop)
         }));
     }
     let (params, layers) = (model.params(), model.nonlinear_layers());
@@ -80,7 +80,7 @@ pub async fn run_in_memory(
                 seen.lock().expect("views").push(View { layer: *layer, z, w });
             }
         };
-        central(CENTRAL, params, &layers, joined, &mut observe).await
+        central(CENTRAL, params, &layers, joined, &mut observe).await.map(drop)
     }));
     let outcome = user("user", &mut user_links, session, input, batch, model.output_len()).await;
     drop(user_links);

@@ -21,7 +21,7 @@ mod masks;
 mod memory;
 mod user;
 
-pub use central::{Join, central, read_join};
+pub use central::{Join, central, join_from_frame, read_join};
 pub use holder::{HolderInput, holder};
 pub use memory::{InMemoryRun, View, run_in_memory};
 pub use user::{Outcome, user};
