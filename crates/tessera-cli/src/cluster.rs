@@ -65,7 +65,7 @@ pub fn infer(
     config: Option<&Path>,
     holders: usize,
     model_path: &Path,
-    image: &Path,
+    images: &[std::path::PathBuf],
     json: bool,
 ) -> Result<()> {
     let local;
@@ -85,9 +85,12 @@ pub fn infer(
     if expected.hash != model.hash {
         bail!("{} is not the model the cluster serves", model_path.display());
     }
-    let x = load_input(image, model.merged.input_shape(), model.meta())?;
-    let r = runtime()?.block_on(query(&config, &model, &x, 1))?;
-    print_result(suite, &model, &r, json);
+    let mut x = Vec::new();
+    for image in images {
+        x.extend(load_input(image, model.merged.input_shape(), model.meta())?);
+    }
+    let r = runtime()?.block_on(query(&config, &model, &x, images.len() as u32))?;
+    print_result(suite, &model, images, &r, json);
     Ok(())
 }
 
@@ -102,29 +105,47 @@ fn ms(us: u64) -> String {
     format!("{:.3}", us as f64 / 1e3)
 }
 
-fn print_result(suite: &str, model: &LoadedModel, r: &QueryResult, json: bool) {
-    let label = argmax(&r.logits);
+fn print_result(suite: &str, model: &LoadedModel, images: &[std::path::PathBuf], r: &QueryResult, json: bool) {
+    let classes = model.merged.output_len();
     let class = |i: usize| model.meta().classes.get(i).cloned().unwrap_or_else(|| i.to_string());
-    let probabilities = softmax(&r.logits);
     let total_ms = r.elapsed.as_secs_f64() * 1e3;
     let connect_ms = r.connect.as_secs_f64() * 1e3;
+    let results: Vec<_> = r
+        .logits
+        .chunks(classes)
+        .zip(images)
+        .map(|(logits, image)| {
+            let label = argmax(logits);
+            (image, label, logits, softmax(logits))
+        })
+        .collect();
     if json {
+        let per_image: Vec<_> = results
+            .iter()
+            .map(|(image, label, logits, p)| {
+                json!({ "image": image, "label": label, "class": class(*label), "logits": logits, "softmax": p })
+            })
+            .collect();
         print_json(&json!({
-            "suite": suite, "label": label, "class": class(label), "logits": r.logits, "softmax": probabilities,
+            "suite": suite, "batch": images.len(), "results": per_image,
             "total_ms": total_ms, "connect_ms": connect_ms, "parties": r.reports,
         }));
         return;
     }
-    crate::outln!(
-        "suite {suite}: label {label} ({}), p = {:.3}; {total_ms:.2} ms in total, of which {connect_ms:.2} ms TLS connect",
-        class(label),
-        probabilities[label]
-    );
-    let mut t = Table::new(&["class", "logit", "softmax"]);
-    for (i, (l, p)) in r.logits.iter().zip(&probabilities).enumerate() {
-        t.row(vec![class(i), format!("{l:.4}"), format!("{p:.4}")]);
+    for (image, label, logits, p) in &results {
+        crate::outln!("{}: label {label} ({}), p = {:.3}", image.display(), class(*label), p[*label]);
+        if results.len() == 1 {
+            let mut t = Table::new(&["class", "logit", "softmax"]);
+            for (i, (l, q)) in logits.iter().zip(p).enumerate() {
+                t.row(vec![class(i), format!("{l:.4}"), format!("{q:.4}")]);
+            }
+            t.print();
+        }
     }
-    t.print();
+    crate::outln!(
+        "suite {suite}, {} image(s) in one query: {total_ms:.2} ms in total, of which {connect_ms:.2} ms TLS connect",
+        images.len()
+    );
     stage_table(&r.reports);
     party_table(&r.reports);
 }

@@ -22,6 +22,32 @@ fn infer_plain_json() {
     assert_eq!(v["logits"].as_array().unwrap().len(), 10);
 }
 
+/// The README's demo: every party its own process, over mutual TLS; two images in one query.
+#[test]
+fn infer_serpens_n_across_processes() {
+    let out = tessera(&[
+        "infer",
+        "--suite",
+        "serpens-n",
+        "--holders",
+        "3",
+        "models/minionn-mnist.onnx",
+        "examples/images/mnist-test00000-7.png",
+        "examples/images/mnist-test00050-6.png",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["results"][0]["label"], 7);
+    assert_eq!(v["results"][1]["label"], 6);
+    let parties: Vec<&str> = v["parties"].as_array().unwrap().iter().map(|p| p["party"].as_str().unwrap()).collect();
+    assert_eq!(parties, ["user", "holder-1", "holder-2", "holder-3", "central"]);
+    // One round trip per nonlinear layer between holder 1 and the central server.
+    let holder = &v["parties"][1];
+    let link = holder["links"].as_array().unwrap().iter().find(|l| l["peer"] == "central").unwrap();
+    assert_eq!(link["rounds"], 3);
+}
+
 #[test]
 fn inspect_and_eval_json() {
     let out = tessera(&["inspect", "models/lenet-mnist.onnx", "--json"]);

@@ -176,8 +176,7 @@ impl Channel {
         let h = FrameHeader::decode(&header, self.max_payload)
             .map_err(|error| NetError::Malformed { peer: self.peer.clone(), error })?;
         // The length was checked against the maximum before this allocation.
-        let mut payload = vec![0u8; h.len as usize];
-        self.read_full(&mut payload, step, deadline, false).await?;
+        let payload = self.read_payload(h.len as usize, step, deadline).await?;
         self.meter.bytes_received += (HEADER_LEN + payload.len()) as u64;
         self.meter.messages_received += 1;
         if std::mem::take(&mut self.sent_since_recv) {
@@ -215,6 +214,28 @@ impl Channel {
             }
         }
         Ok(())
+    }
+
+    /// Reads a payload of `len` bytes before `deadline` into fresh (not zero-filled) memory.
+    async fn read_payload(&mut self, len: usize, step: MessageKind, deadline: tokio::time::Instant) -> Result<Vec<u8>> {
+        let mut payload = Vec::with_capacity(len);
+        while payload.len() < len {
+            let mut limited = (&mut self.stream).take((len - payload.len()) as u64);
+            let read = tokio::time::timeout_at(deadline, limited.read_buf(&mut payload)).await;
+            match read {
+                Err(_) => return Err(NetError::Timeout { peer: self.peer.clone(), step, waited: self.timeout }),
+                Ok(Ok(0)) => {
+                    return Err(NetError::Malformed {
+                        peer: self.peer.clone(),
+                        error: FrameError::Truncated { missing: len - payload.len() },
+                    });
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if is_closed(&e) => return Err(NetError::PeerClosed { peer: self.peer.clone(), step }),
+                Ok(Err(e)) => return Err(NetError::Io { peer: self.peer.clone(), reason: e.to_string() }),
+            }
+        }
+        Ok(payload)
     }
 
     /// Writes raw bytes, bypassing framing: only for tests that play a misbehaving peer.

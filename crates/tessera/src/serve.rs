@@ -40,7 +40,9 @@ fn keep_idle(timeout: Duration) -> Duration {
 
 /// What one server party does with a connection.
 enum Service {
-    Plain { model: Arc<LoadedModel> },
+    Plain {
+        model: Arc<LoadedModel>,
+    },
     Holder {
         name: String,
         model: Arc<FixedModel>,
@@ -49,7 +51,12 @@ enum Service {
         /// Idle connections to the central server, with the time they went idle.
         kept: Arc<Mutex<Vec<(Channel, Instant)>>>,
     },
-    Central { name: String, model: Arc<FixedModel>, layers: Arc<Vec<NonlinearLayer>>, pending: Arc<Pending> },
+    Central {
+        name: String,
+        model: Arc<FixedModel>,
+        layers: Arc<Vec<NonlinearLayer>>,
+        pending: Arc<Pending>,
+    },
 }
 
 /// Serves party `name` (or the only party with `role`) until `shutdown` resolves. `ready` is
@@ -160,12 +167,15 @@ impl Service {
                             }
                             None => {
                                 let address = central.reach_address();
-                                Ok::<_, SuiteError>(connect(identity, &address, &central.name, timeout, max_frame).await?)
+                                Ok::<_, SuiteError>(
+                                    connect(identity, &address, &central.name, timeout, max_frame).await?,
+                                )
                             }
                         }
                     };
                     let start = Instant::now();
-                    let link = serpens_n::holder(name, model.clone(), &mut channel, header.session, input, reach).await?;
+                    let link =
+                        serpens_n::holder(name, model.clone(), &mut channel, header.session, input, reach).await?;
                     if let Some(link) = link {
                         kept.lock().expect("kept connections").push((link, Instant::now()));
                     }
@@ -186,7 +196,8 @@ impl Service {
                     };
                     if let Some(mut joined) = complete {
                         joined.sort_by_key(|(_, j, _)| j.index);
-                        let (parts, senders): (Vec<_>, Vec<_>) = joined.into_iter().map(|(c, j, s)| ((c, j), s)).unzip();
+                        let (parts, senders): (Vec<_>, Vec<_>) =
+                            joined.into_iter().map(|(c, j, s)| ((c, j), s)).unzip();
                         let channels = serpens_n::central(name, model.params(), layers, parts, &mut |_, _| {}).await?;
                         for (c, s) in channels.into_iter().zip(senders) {
                             let _ = s.send(c);

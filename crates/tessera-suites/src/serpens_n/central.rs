@@ -37,7 +37,9 @@ pub async fn read_join(holder: &mut Channel, max_batch: usize) -> Result<Join> {
 /// Reads a `JOIN` from a received frame (`peer` sent it).
 pub fn join_from_frame(peer: &str, header: FrameHeader, payload: &[u8], max_batch: usize) -> Result<Join> {
     if header.kind != JOIN {
-        return Err(tessera_net::NetError::UnexpectedKind { peer: peer.into(), expected: JOIN, got: header.kind }.into());
+        return Err(
+            tessera_net::NetError::UnexpectedKind { peer: peer.into(), expected: JOIN, got: header.kind }.into()
+        );
     }
     let mut r = Reader::new(payload, peer, "join");
     let (index, holders, batch) = (r.u32()? as usize, r.u32()? as usize, r.u32()? as usize);

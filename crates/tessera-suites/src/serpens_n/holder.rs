@@ -111,7 +111,8 @@ pub async fn holder(
             }
         };
         let masks = LayerMasks::derive(&seed, &layer, batch, &params);
-        let gather = layer.gather();
+        // Element-wise layers read their input in place; windows need the gather map.
+        let gather = if layer.arity() == 1 && layer.items() == layer.input.len() { Vec::new() } else { layer.gather() };
         let masked = mask(runner.pending_input(), &layer, batch, &masks, &gather, index == 1);
         s0.send(MASKED, session, layer.node, &masked).await?;
         let values = batch * layer.items() * (layer.arity() + 1);
@@ -164,6 +165,15 @@ fn mask(x: &[u64], layer: &NonlinearLayer, batch: usize, m: &LayerMasks, gather:
     let (items, s, in_len) = (layer.items(), layer.arity(), layer.input.len());
     debug_assert_eq!(x.len(), batch * in_len);
     let mut out = Vec::with_capacity(16 * m.perm.len() * s);
+    if s == 1 && items == in_len {
+        // Element-wise (ReLU): item `i` of the flattened batch is input element `i`.
+        for ((&item, &k), &r) in m.perm.iter().zip(&m.k).zip(&m.r) {
+            let v = x[item as usize];
+            out.extend_from_slice(&zt::mul(k, v).to_le_bytes());
+            out.extend_from_slice(&(if first { zt::add(v, r) } else { v }).to_le_bytes());
+        }
+        return out;
+    }
     for (p, &item) in m.perm.iter().enumerate() {
         let (image, i) = (item as usize / items, item as usize % items);
         let base = image * in_len;
