@@ -110,7 +110,8 @@ fn run_suite(
     profile: Option<LinkProfile>,
 ) -> Result<SuiteRun> {
     let exe = std::env::current_exe()?;
-    let cluster = tessera::local::LocalCluster::start(&exe, suite, path, holders, profile)?;
+    let options = tessera::local::LocalOptions { holders, profile, timeout: None };
+    let cluster = tessera::local::LocalCluster::start(&exe, suite, path, &options)?;
     let model = cluster.config.load_model()?;
     let mut reports = Vec::new();
     let mut samples = Vec::new();

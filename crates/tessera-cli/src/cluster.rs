@@ -8,7 +8,7 @@ use tessera::LoadedModel;
 use tessera::cluster::{ClusterConfig, Role, dev_parties};
 use tessera::eval::argmax;
 use tessera::input::load_input;
-use tessera::local::LocalCluster;
+use tessera::local::{LocalCluster, LocalOptions};
 use tessera::serve::{QueryResult, query, serve as serve_role};
 use tessera_net::PartyReport;
 
@@ -73,7 +73,7 @@ pub fn infer(
         Some(c) => ClusterConfig::load(c)?,
         None => {
             let exe = std::env::current_exe().context("locating the tessera executable")?;
-            local = LocalCluster::start(&exe, suite, model_path, holders, None)?;
+            local = LocalCluster::start(&exe, suite, model_path, &LocalOptions { holders, ..Default::default() })?;
             local.config.clone()
         }
     };

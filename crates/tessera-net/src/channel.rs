@@ -72,6 +72,13 @@ impl std::fmt::Debug for Channel {
 /// The kind reported while waiting for a frame of any kind.
 pub const ANY_KIND: MessageKind = MessageKind(u16::MAX);
 
+/// A party that gives up on a query says why with this frame; the receiver gets
+/// [`NetError::Aborted`] instead of waiting for its timeout.
+pub const ABORT: MessageKind = MessageKind(1);
+
+/// The longest reason an abort frame carries.
+const MAX_ABORT_REASON: usize = 512;
+
 impl Channel {
     /// A channel to `peer` over `stream`; every receive (and send) waits at most `timeout`, and
     /// payloads above `max_payload` bytes are refused.
@@ -100,6 +107,16 @@ impl Channel {
     /// Traffic so far.
     pub fn meter(&self) -> Meter {
         self.meter
+    }
+
+    /// Whether the peer has closed this (idle) connection or sent something unasked: probed
+    /// without waiting, before a kept connection is used again.
+    pub async fn peer_gone(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(Duration::ZERO, self.stream.read(&mut byte)).await {
+            Err(_) => false,
+            Ok(_) => true,
+        }
     }
 
     /// Starts counting afresh (a kept connection that serves a new query).
@@ -149,9 +166,23 @@ impl Channel {
         Ok(())
     }
 
+    /// Tells the peer that this party gave up on `session`, and why (no values: the reason is
+    /// an error message). Best effort: a peer that is gone is not an error here.
+    pub async fn abort(&mut self, session: SessionId, reason: &str) {
+        let mut end = reason.len().min(MAX_ABORT_REASON);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let _ = self.send(ABORT, session, 0, &reason.as_bytes()[..end]).await;
+    }
+
     /// Receives the next frame, which must be of `kind`, for `session` and `layer`.
     pub async fn recv(&mut self, kind: MessageKind, session: SessionId, layer: u32) -> Result<Vec<u8>> {
         let (h, payload) = self.recv_frame(kind).await?;
+        if h.kind == ABORT && h.session == session {
+            let reason = String::from_utf8_lossy(&payload[..payload.len().min(MAX_ABORT_REASON)]).into_owned();
+            return Err(NetError::Aborted { peer: self.peer.clone(), step: kind, reason });
+        }
         if h.session != session {
             return Err(NetError::WrongSession { peer: self.peer.clone(), step: kind });
         }

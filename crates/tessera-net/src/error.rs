@@ -63,6 +63,16 @@ pub enum NetError {
         /// The message kind awaited.
         step: MessageKind,
     },
+    /// The peer gave up on the query and said why.
+    #[error("peer {peer} aborted the query (while we waited for kind {step}): {reason}")]
+    Aborted {
+        /// The party that aborted.
+        peer: String,
+        /// What we were waiting for.
+        step: MessageKind,
+        /// Its reason, as it stated it.
+        reason: String,
+    },
     /// A local I/O error.
     #[error("peer {peer}: I/O error: {reason}")]
     Io {

@@ -13,7 +13,7 @@ pub mod frame;
 pub mod report;
 pub mod tls;
 
-pub use channel::{Channel, Meter};
+pub use channel::{ABORT, Channel, Meter};
 pub use error::{NetError, Result};
 pub use frame::{FrameHeader, MessageKind, SessionId};
 pub use report::{LinkCost, PartyReport, Recorder, StageCost};

@@ -13,10 +13,24 @@ use crate::error::{Error, Result};
 #[derive(Debug)]
 pub struct LocalCluster {
     dir: PathBuf,
-    children: Vec<Child>,
+    exe: PathBuf,
+    path: PathBuf,
+    threads: String,
+    children: Vec<(String, Child)>,
     relays: Vec<Relay>,
     /// The cluster configuration (in a private temporary folder).
     pub config: ClusterConfig,
+}
+
+/// How to set up a local cluster.
+#[derive(Debug, Clone, Default)]
+pub struct LocalOptions {
+    /// Share-holders, for suites that have them.
+    pub holders: usize,
+    /// Emulate this link on every connection to a server (loopback when `None`).
+    pub profile: Option<LinkProfile>,
+    /// Receive deadline of every party (the configuration's default when `None`).
+    pub timeout: Option<Duration>,
 }
 
 fn free_port() -> Result<u16> {
@@ -25,16 +39,14 @@ fn free_port() -> Result<u16> {
 }
 
 impl LocalCluster {
-    /// Starts `suite` on `model` (with `holders` share-holders where the suite has them),
-    /// running each server with the `tessera` executable `exe`; with a `profile`, every
-    /// connection to a server goes through a relay that emulates that link.
-    pub fn start(exe: &Path, suite: &str, model: &Path, holders: usize, profile: Option<LinkProfile>) -> Result<Self> {
+    /// Starts `suite` on `model`, running each server with the `tessera` executable `exe`.
+    pub fn start(exe: &Path, suite: &str, model: &Path, options: &LocalOptions) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("tessera-local-{}-{}", std::process::id(), free_port()?));
-        let parties = dev_parties(suite, holders, free_port)?;
+        let parties = dev_parties(suite, options.holders, free_port)?;
         let path = ClusterConfig::write_dev(&dir, suite, model, &parties)?;
         let mut config = ClusterConfig::load(&path)?;
         let mut relays = Vec::new();
-        if let Some(profile) = profile {
+        if let Some(profile) = options.profile {
             for p in config.parties.iter_mut().filter(|p| p.role != Role::User) {
                 let target =
                     p.address.as_deref().unwrap_or_default().parse().map_err(|_| Error::Local("bad address".into()))?;
@@ -42,28 +54,64 @@ impl LocalCluster {
                 p.reach = Some(relay.address().to_string());
                 relays.push(relay);
             }
-            config.save(&path)?;
         }
-        let mut cluster = Self { dir, children: Vec::new(), relays, config };
+        if let Some(t) = options.timeout {
+            config.timeout_ms = t.as_millis().max(1) as u64;
+        }
+        config.save(&path)?;
         // The parties share this machine: each compute party (holder or server) gets its part
         // of the cores, so their thread pools do not fight over them.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let compute = cluster.config.parties.iter().filter(|p| matches!(p.role, Role::Holder | Role::Server)).count();
+        let compute = config.parties.iter().filter(|p| matches!(p.role, Role::Holder | Role::Server)).count();
         let threads = (cores / compute.max(1)).max(1).to_string();
+        let mut cluster = Self { dir, exe: exe.to_path_buf(), path, threads, children: Vec::new(), relays, config };
         for p in cluster.config.parties.clone().iter().filter(|p| p.role != Role::User) {
-            let mut child = Command::new(exe)
-                .args(["serve", "--role", &p.role.to_string(), "--name", &p.name, "--config"])
-                .env("RAYON_NUM_THREADS", &threads)
-                .arg(&path)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .spawn()
-                .map_err(|e| Error::Local(format!("cannot start {}: {e}", exe.display())))?;
-            let stdout = child.stdout.take();
-            cluster.children.push(child);
-            wait_ready(stdout, &p.name, Duration::from_secs(20))?;
+            cluster.launch(&p.name)?;
         }
         Ok(cluster)
+    }
+
+    fn launch(&mut self, name: &str) -> Result<()> {
+        let p = self
+            .config
+            .parties
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| Error::Local(format!("no party {name}")))?;
+        let mut child = Command::new(&self.exe)
+            .args(["serve", "--role", &p.role.to_string(), "--name", &p.name, "--config"])
+            .arg(&self.path)
+            .env("RAYON_NUM_THREADS", &self.threads)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::Local(format!("cannot start {}: {e}", self.exe.display())))?;
+        let stdout = child.stdout.take();
+        self.children.push((name.to_string(), child));
+        wait_ready(stdout, name, Duration::from_secs(20))
+    }
+
+    /// The process id of party `name`.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.children.iter().find(|(n, _)| n == name).map(|(_, c)| c.id())
+    }
+
+    /// Kills party `name` at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self, name: &str) -> Result<()> {
+        let i = self
+            .children
+            .iter()
+            .position(|(n, _)| n == name)
+            .ok_or_else(|| Error::Local(format!("no party {name}")))?;
+        let (_, mut child) = self.children.remove(i);
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(())
+    }
+
+    /// Starts party `name` again after [`kill`](Self::kill).
+    pub fn restart(&mut self, name: &str) -> Result<()> {
+        self.launch(name)
     }
 }
 
@@ -87,7 +135,7 @@ fn wait_ready(stdout: Option<std::process::ChildStdout>, party: &str, limit: Dur
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
-        for c in &mut self.children {
+        for (_, c) in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
         }

@@ -146,18 +146,23 @@ impl Service {
             Service::Holder { name, model, identity, central, kept } => {
                 let input_len = model.input_shape().len();
                 // A user may send several queries on one connection.
-                loop {
-                    let (header, payload) = match channel.recv_any().await {
-                        Ok(frame) => frame,
-                        Err(NetError::PeerClosed { .. }) => return Ok(()),
-                        Err(e) => return Err(e.into()),
-                    };
-                    expect_kind(&channel, header.kind, serpens_n::INPUT)?;
+                while let Some((header, payload)) = next_query(&mut channel, serpens_n::INPUT).await? {
                     let input = HolderInput::parse(channel.peer(), &payload, input_len, usize::MAX)?;
-                    let idle = {
-                        let mut kept = kept.lock().expect("kept connections");
-                        kept.retain(|(_, since)| since.elapsed() < keep_idle(timeout));
-                        kept.pop()
+                    let idle = loop {
+                        let next = {
+                            let mut kept = kept.lock().expect("kept connections");
+                            kept.retain(|(_, since)| since.elapsed() < keep_idle(timeout));
+                            kept.pop()
+                        };
+                        match next {
+                            Some((mut c, since)) => {
+                                // The central server restarted or dropped it: try the next one.
+                                if !c.peer_gone().await {
+                                    break Some((c, since));
+                                }
+                            }
+                            None => break None,
+                        }
                     };
                     let reach = async {
                         match idle {
@@ -181,6 +186,7 @@ impl Service {
                     }
                     tracing::debug!(elapsed = ?start.elapsed(), "query served");
                 }
+                Ok(())
             }
             Service::Central { name, model, layers, pending } => {
                 let mut join = serpens_n::read_join(&mut channel, usize::MAX).await?;
@@ -221,29 +227,33 @@ impl Service {
     }
 }
 
-fn expect_kind(channel: &Channel, got: tessera_net::MessageKind, expected: tessera_net::MessageKind) -> Result<()> {
-    if got != expected {
-        return Err(NetError::UnexpectedKind { peer: channel.peer().into(), expected, got }.into());
+/// The first frame of the user's next query on a connection, which must be of `kind`; `None`
+/// once the user closed the connection.
+async fn next_query(
+    channel: &mut Channel,
+    kind: tessera_net::MessageKind,
+) -> Result<Option<(tessera_net::FrameHeader, Vec<u8>)>> {
+    let (header, payload) = match channel.recv_any().await {
+        Ok(frame) => frame,
+        Err(NetError::PeerClosed { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if header.kind != kind {
+        return Err(NetError::UnexpectedKind { peer: channel.peer().into(), expected: kind, got: header.kind }.into());
     }
-    Ok(())
+    Ok(Some((header, payload)))
 }
 
 /// Serves plain queries on one connection until the user closes it.
 async fn serve_plain(mut user: Channel, model: &LoadedModel) -> Result<()> {
     let mut engine = PlainEngine::new(&model.merged);
     let input_len = model.merged.input_shape().len();
-    loop {
-        let (header, payload) = match user.recv_any().await {
-            Ok(frame) => frame,
-            // The user is done with this connection.
-            Err(NetError::PeerClosed { .. }) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        };
-        expect_kind(&user, header.kind, plain::QUERY)?;
+    while let Some((header, payload)) = next_query(&mut user, plain::QUERY).await? {
         let start = Instant::now();
         plain::serve_query(&mut user, &mut engine, header.session, &payload, input_len).await?;
         tracing::debug!(peer = %user.peer(), elapsed = ?start.elapsed(), "query served");
     }
+    Ok(())
 }
 
 /// What a query returned, with its cost.

@@ -81,6 +81,31 @@ pub async fn central(
         });
     }
     let (mut channels, joins): (Vec<Channel>, Vec<Join>) = joined.into_iter().unzip();
+    let rounds = layers_steps(&params, layers, &mut channels, &joins, session, batch, observe, &mut rec).await;
+    if let Err(e) = rounds {
+        // Every holder learns why at once; holder 1 passes it on to the user.
+        for c in &mut channels {
+            c.abort(session, &e.to_string()).await;
+        }
+        return Err(e);
+    }
+    let report = vec![rec.finish()];
+    channels[0].send(REPORT, session, 0, &serde_json::to_vec(&report).expect("reports serialize")).await?;
+    Ok(channels)
+}
+
+/// One round per nonlinear layer: receive the masked values, decide, re-share.
+#[allow(clippy::too_many_arguments)]
+async fn layers_steps(
+    params: &FixedPointParams,
+    layers: &[NonlinearLayer],
+    channels: &mut [Channel],
+    joins: &[Join],
+    session: SessionId,
+    batch: usize,
+    observe: Observer<'_>,
+    rec: &mut Recorder,
+) -> Result<()> {
     for layer in layers {
         let n = batch * layer.items() * layer.arity();
         let payloads = try_join_all(channels.iter_mut().map(|c| c.recv(MASKED, session, layer.node))).await?;
@@ -93,16 +118,14 @@ pub async fn central(
         drop(payloads);
         observe(layer, &zw);
         let mut streams: Vec<_> = joins[1..].iter().map(|j| j.pair_seed.derive(Purpose::Reshare, layer.node)).collect();
-        let reply = decide(layer, &params, &zw, &mut streams);
+        let reply = decide(layer, params, &zw, &mut streams);
         zw.zeroize();
         let reply = reply.ok_or(SuiteError::ActivationOverflow { layer: layer.node })?;
         channels[0].send(RESHARE, session, layer.node, &reply).await?;
         let links: Vec<&Channel> = channels.iter().collect();
         rec.stage(layer.node, &format!("node {}", layer.node), kind_name(layer), &links);
     }
-    let report = vec![rec.finish()];
-    channels[0].send(REPORT, session, 0, &serde_json::to_vec(&report).expect("reports serialize")).await?;
-    Ok(channels)
+    Ok(())
 }
 
 /// Decides every item from the interleaved `z, w` pairs and returns holder 1's re-shares, per

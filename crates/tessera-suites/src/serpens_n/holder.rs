@@ -72,6 +72,22 @@ pub async fn holder(
     input: HolderInput,
     central: impl Future<Output = Result<Channel>>,
 ) -> Result<Option<Channel>> {
+    let result = holder_steps(name, model, user, session, input, central).await;
+    if let Err(e) = &result {
+        // The user learns why at once instead of waiting for its timeout.
+        user.abort(session, &e.to_string()).await;
+    }
+    result
+}
+
+async fn holder_steps(
+    name: &str,
+    model: Arc<FixedModel>,
+    user: &mut Channel,
+    session: SessionId,
+    input: HolderInput,
+    central: impl Future<Output = Result<Channel>>,
+) -> Result<Option<Channel>> {
     let mut rec = Recorder::new(name);
     rec.stage(0, "input", "input", &[user]);
     let HolderInput { index, holders, batch, seed, share } = input;

@@ -1,0 +1,118 @@
+//! Faults across real processes: a party of a serpens-n cluster killed at a random point of a
+//! query, or stalled, gives the user a typed error within the timeout, and once the party is
+//! back the cluster answers the next query correctly. Also a burst of concurrent users.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tessera::LoadedModel;
+use tessera::dataset::Dataset;
+use tessera::input::normalize;
+use tessera::local::{LocalCluster, LocalOptions};
+use tessera::serve::query;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+struct Case {
+    model: LoadedModel,
+    x: Vec<f32>,
+    reference: Vec<f64>,
+    bound: f64,
+}
+
+fn case(model: &str, data: &str, batch: usize) -> Case {
+    let model = LoadedModel::load(&repo().join("models").join(model)).unwrap();
+    let set = Dataset::open(&repo().join("data").join(data)).unwrap();
+    let x = normalize(set.pixels(0..batch), set.shape, model.meta());
+    let fixed = model.fixed().unwrap();
+    let reference = fixed.run(&x, batch).unwrap();
+    let bound = fixed.error_bound() / (fixed.output_bits() as f64).exp2();
+    Case { model, x, reference, bound }
+}
+
+fn check(case: &Case, logits: &[f32]) {
+    assert_eq!(logits.len(), case.reference.len());
+    for (a, b) in logits.iter().zip(&case.reference) {
+        assert!((*a as f64 - b).abs() <= case.bound, "{a} vs {b}");
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+#[test]
+fn killed_or_stalled_parties_give_typed_errors_and_the_cluster_recovers() {
+    let timeout = Duration::from_secs(2);
+    let exe = Path::new(env!("CARGO_BIN_EXE_tessera"));
+    let c = case("minionn-cifar.onnx", "cifar10-test-200.bin", 4);
+    let options = LocalOptions { holders: 2, profile: None, timeout: Some(timeout) };
+    let mut cluster =
+        LocalCluster::start(exe, "serpens-n", &repo().join("models/minionn-cifar.onnx"), &options).unwrap();
+    let rt = runtime();
+    let run = |cluster: &LocalCluster| rt.block_on(query(&cluster.config, &c.model, &c.x, 4));
+    check(&c, &run(&cluster).unwrap().logits);
+    let mut rng = rand::rng();
+    for victim in ["holder-1", "holder-2", "central"] {
+        // Kill the party at a random point of a query.
+        let config = cluster.config.clone();
+        let (model, x) = (&c.model, &c.x);
+        let start = Instant::now();
+        let outcome = std::thread::scope(|s| {
+            let user = s.spawn(|| rt.block_on(query(&config, model, x, 4)));
+            std::thread::sleep(Duration::from_millis(rng.random_range(0..60)));
+            cluster.kill(victim).unwrap();
+            user.join().unwrap()
+        });
+        let waited = start.elapsed();
+        match outcome {
+            // The query finished before the kill.
+            Ok(r) => check(&c, &r.logits),
+            Err(e) => {
+                let text = e.to_string();
+                assert!(!text.is_empty() && !text.contains("panicked"), "{victim}: {text}");
+                assert!(waited < 3 * timeout, "{victim}: error after {waited:?}: {text}");
+            }
+        }
+        cluster.restart(victim).unwrap();
+        check(&c, &run(&cluster).unwrap().logits);
+    }
+    // A stalled central server: the user gets an error within the timeouts, not a hang.
+    let pid = cluster.pid("central").unwrap().to_string();
+    std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    let start = Instant::now();
+    let err = run(&cluster).unwrap_err();
+    let waited = start.elapsed();
+    std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    assert!(waited >= timeout / 2 && waited < 4 * timeout, "stall answered after {waited:?}: {err}");
+    let text = err.to_string();
+    assert!(text.contains("central") || text.contains("no message within"), "{text}");
+    // And the cluster serves again.
+    check(&c, &run(&cluster).unwrap().logits);
+}
+
+#[test]
+fn concurrent_users_all_get_correct_results() {
+    let exe = Path::new(env!("CARGO_BIN_EXE_tessera"));
+    let c = case("minionn-mnist.onnx", "mnist-test-200-images.idx", 8);
+    let options = LocalOptions { holders: 2, ..Default::default() };
+    let cluster = LocalCluster::start(exe, "serpens-n", &repo().join("models/minionn-mnist.onnx"), &options).unwrap();
+    let rt = runtime();
+    // 8 users, 10 queries each, one image per query.
+    let users = (0..8).map(|u| {
+        let (config, c) = (&cluster.config, &c);
+        async move {
+            for q in 0..10 {
+                let i = (u + q) % 8;
+                let r = query(config, &c.model, &c.x[i * 784..(i + 1) * 784], 1).await.unwrap();
+                for (a, b) in r.logits.iter().zip(&c.reference[i * 10..(i + 1) * 10]) {
+                    assert!((*a as f64 - b).abs() <= c.bound, "user {u}, query {q}: {a} vs {b}");
+                }
+            }
+        }
+    });
+    rt.block_on(futures::future::join_all(users));
+}
