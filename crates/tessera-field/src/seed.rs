@@ -101,9 +101,12 @@ impl MaskStream {
 
 impl RngCore for MaskStream {
     fn next_u32(&mut self) -> u32 {
-        let mut b = [0u8; 4];
-        self.fill_bytes(&mut b);
-        u32::from_le_bytes(b)
+        if self.used + 4 > STREAM_BUFFER {
+            self.refill();
+        }
+        let v = u32::from_le_bytes(self.buffer[self.used..self.used + 4].try_into().expect("4 bytes"));
+        self.used += 4;
+        v
     }
 
     fn next_u64(&mut self) -> u64 {
