@@ -142,8 +142,11 @@ fn main() {
         2 => "debug",
         _ => "trace",
     };
+    // rustls at debug and trace level dumps handshake bytes; logs never carry bytes, so it stops
+    // at info.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level))
+        .add_directive("rustls=info".parse().expect("static directive"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     if let Err(e) = run(cli.command) {
         eprintln!("error: {e:#}");
