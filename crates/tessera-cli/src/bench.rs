@@ -46,6 +46,27 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Load: concurrent users send queries to a local serpens-n cluster; every result is checked
+    /// against the fixed-point reference; reports queries/s, latency percentiles, and each
+    /// server's memory and open descriptors before and after.
+    Load {
+        /// ONNX model.
+        model: PathBuf,
+        /// Dataset the queries' images come from.
+        data: PathBuf,
+        /// Concurrent users.
+        #[arg(long, default_value_t = 8)]
+        users: usize,
+        /// Queries in total.
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        /// Share-holders.
+        #[arg(long, default_value_t = 2)]
+        holders: usize,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Latency of secure suites against the `plain` suite and local f32 inference, in one run:
     /// every party its own process on loopback; bytes per ReLU and rounds per inference.
     Suites {
@@ -84,6 +105,9 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Kernels { runs, json } => kernels(runs, json),
         BenchCommand::Plain { model, data, runs, batch, json } => plain(&model, data.as_deref(), runs, batch, json),
+        BenchCommand::Load { model, data, users, queries, holders, json } => {
+            load(&model, &data, users, queries, holders, json)
+        }
         BenchCommand::Suites { models, holders, runs, net, json } => {
             let profile = match net.as_str() {
                 "loopback" => None,
@@ -330,5 +354,110 @@ fn plain(path: &std::path::Path, data: Option<&std::path::Path>, runs: usize, ba
         f_min * 1e3,
         f_med * 1e3
     );
+    Ok(())
+}
+
+/// Resident memory (kB) and open file descriptors of a process.
+fn process_usage(pid: u32) -> (u64, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    (rss, fds)
+}
+
+fn load(
+    path: &std::path::Path,
+    data: &std::path::Path,
+    users: usize,
+    queries: usize,
+    holders: usize,
+    json: bool,
+) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let options = tessera::local::LocalOptions { holders, ..Default::default() };
+    let cluster = tessera::local::LocalCluster::start(&exe, "serpens-n", path, &options)?;
+    let model = cluster.config.load_model()?;
+    let fixed = model.fixed()?;
+    let set = Dataset::open(data)?;
+    let images = set.len().min(256);
+    let x = normalize(set.pixels(0..images), set.shape, model.meta());
+    let input_len = model.merged.input_shape().len();
+    let classes = model.merged.output_len();
+    let reference = fixed.run(&x, images)?;
+    let bound = fixed.error_bound() / (fixed.output_bits() as f64).exp2();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let servers: Vec<(String, u32)> =
+        cluster.config.parties.iter().filter_map(|p| cluster.pid(&p.name).map(|pid| (p.name.clone(), pid))).collect();
+    let bar = indicatif::ProgressBar::new(queries as u64);
+    let burst = |queries: usize, bar: &indicatif::ProgressBar| {
+        let per_user = queries.div_ceil(users.max(1));
+        let tasks = (0..users.max(1)).map(|u| {
+            let (config, model, x, reference) = (&cluster.config, &model, &x, &reference);
+            async move {
+                let mut latencies = Vec::new();
+                let mut wrong = 0usize;
+                for q in 0..per_user.min(queries.saturating_sub(u * per_user)) {
+                    let img = (u * per_user + q) % images;
+                    let t = Instant::now();
+                    let input = &x[img * input_len..(img + 1) * input_len];
+                    let r = tessera::serve::query(config, model, input, 1).await?;
+                    latencies.push(t.elapsed().as_secs_f64());
+                    let expected = &reference[img * classes..(img + 1) * classes];
+                    if r.logits.iter().zip(expected).any(|(a, b)| (*a as f64 - b).abs() > bound) {
+                        wrong += 1;
+                    }
+                    bar.inc(1);
+                }
+                Ok::<_, tessera::Error>((latencies, wrong))
+            }
+        });
+        rt.block_on(futures::future::try_join_all(tasks))
+    };
+    // The same load, shorter, first: connection pools, worker threads and allocator arenas
+    // reach their steady size before the baseline is taken.
+    burst((queries / 10).max(4 * users), &indicatif::ProgressBar::hidden())?;
+    let before: Vec<(u64, usize)> = servers.iter().map(|(_, pid)| process_usage(*pid)).collect();
+    let start = Instant::now();
+    let results = burst(queries, &bar)?;
+    let elapsed = start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let after: Vec<(u64, usize)> = servers.iter().map(|(_, pid)| process_usage(*pid)).collect();
+    let mut latencies: Vec<f64> = results.iter().flat_map(|(l, _)| l.iter().copied()).collect();
+    let wrong: usize = results.iter().map(|(_, w)| w).sum();
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize] * 1e3;
+    let done = latencies.len();
+    let report = json!({
+        "model": path, "users": users, "queries": done, "holders": holders, "wrong": wrong,
+        "seconds": elapsed, "queries_per_second": done as f64 / elapsed,
+        "latency_ms": { "p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0) },
+        "servers": servers.iter().zip(before.iter().zip(&after)).map(|((name, _), (b, a))| json!({
+            "party": name, "rss_kb_before": b.0, "rss_kb_after": a.0, "fds_before": b.1, "fds_after": a.1,
+        })).collect::<Vec<_>>(),
+    });
+    if json {
+        print_json(&report);
+    } else {
+        crate::outln!(
+            "{done} queries from {users} users in {elapsed:.2} s: {:.1} queries/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {wrong} wrong results",
+            done as f64 / elapsed,
+            pct(0.5),
+            pct(0.99),
+            pct(1.0)
+        );
+        let mut t = Table::new(&["server", "RSS before (kB)", "RSS after (kB)", "fds before", "fds after"]);
+        for ((name, _), (b, a)) in servers.iter().zip(before.iter().zip(&after)) {
+            t.row(vec![name.clone(), b.0.to_string(), a.0.to_string(), b.1.to_string(), a.1.to_string()]);
+        }
+        t.print();
+    }
+    if wrong > 0 {
+        anyhow::bail!("{wrong} of {done} results differ from the fixed-point reference beyond the bound");
+    }
     Ok(())
 }

@@ -108,11 +108,7 @@ fn logs_carry_no_values_at_trace_level() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let logs = String::from_utf8_lossy(&out.stderr);
     assert!(logs.contains("serving"), "the parties log at trace level: {logs}");
-    let longest_digits = logs
-        .split(|c: char| !c.is_ascii_digit())
-        .map(str::len)
-        .max()
-        .unwrap_or(0);
+    let longest_digits = logs.split(|c: char| !c.is_ascii_digit()).map(str::len).max().unwrap_or(0);
     assert!(longest_digits < 10, "a long number in the logs: {logs}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for logit in v["results"][0]["logits"].as_array().unwrap() {
