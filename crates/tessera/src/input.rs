@@ -44,11 +44,15 @@ pub fn normalize(pixels: &[u8], shape: ImageShape, meta: &ModelMeta) -> Vec<f32>
 
 /// One image as normalized model input (`shape.len()` values).
 pub fn load_input(path: &Path, shape: ImageShape, meta: &ModelMeta) -> Result<Vec<f32>> {
-    let bytes = read_bounded(path, MAX_INPUT_BYTES)?;
+    input_from_bytes(path, &read_bounded(path, MAX_INPUT_BYTES)?, shape, meta)
+}
+
+/// One image from the bytes of an `.npy`, PNG or JPEG file (`path` names it in errors).
+pub fn input_from_bytes(path: &Path, bytes: &[u8], shape: ImageShape, meta: &ModelMeta) -> Result<Vec<f32>> {
     if bytes.starts_with(b"\x93NUMPY") {
-        return read_npy(path, &bytes, shape, meta);
+        return read_npy(path, bytes, shape, meta);
     }
-    let pixels = decode_image(path, &bytes, shape)?;
+    let pixels = decode_image(path, bytes, shape)?;
     Ok(normalize(&pixels, shape, meta))
 }
 

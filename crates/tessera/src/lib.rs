@@ -7,6 +7,7 @@
 //! * [`cluster`]: the TOML cluster configuration, certificates and party identities.
 //! * [`serve`]: a party's long-running server loop, and the user's side of a query.
 //! * [`local`]: a whole cluster as local processes on loopback, with fresh certificates.
+//! * [`fuzzing`]: the parsers of untrusted bytes, as fuzzing entry points.
 //! * [`emulate`]: LAN and WAN link profiles for local clusters (a delaying, pacing relay).
 
 pub mod cluster;
@@ -14,6 +15,7 @@ pub mod dataset;
 pub mod emulate;
 pub mod error;
 pub mod eval;
+pub mod fuzzing;
 pub mod input;
 pub mod load;
 pub mod local;
