@@ -14,12 +14,11 @@ use tessera_suites::serpens_n::{HolderInput, join_from_frame};
 /// Imports `data` as an ONNX model and, if that works, runs the merging pass and quantizes it.
 pub fn onnx_model(data: &[u8]) {
     let limits = tessera_onnx::Limits::default();
-    if let Ok(model) = tessera_onnx::import_bytes(data, &limits) {
-        if let (Ok((merged, _)), Ok(params)) =
-            (tessera_model::passes::merge(&model), tessera_field::FixedPointParams::new(6, 8, 20))
-        {
-            let _ = tessera_model::fixed::FixedModel::new(&merged, params);
-        }
+    let Ok(model) = tessera_onnx::import_bytes(data, &limits) else { return };
+    if let (Ok((merged, _)), Ok(params)) =
+        (tessera_model::passes::merge(&model), tessera_field::FixedPointParams::new(6, 8, 20))
+    {
+        let _ = tessera_model::fixed::FixedModel::new(&merged, params);
     }
 }
 
@@ -28,9 +27,8 @@ pub fn onnx_model(data: &[u8]) {
 pub fn frames(data: &[u8]) {
     use std::sync::OnceLock;
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    let rt = RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime")
-    });
+    let rt =
+        RUNTIME.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime"));
     rt.block_on(async {
         let (mut ours, theirs) = Channel::pair("us", "peer", std::time::Duration::from_millis(50), 1 << 16);
         let mut theirs = theirs;
