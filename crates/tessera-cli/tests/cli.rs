@@ -88,31 +88,33 @@ fn bad_arguments_fail_clearly() {
     }
 }
 
-/// Every party of a serpens-n query logs at trace level; no field element (shares, masks,
+/// Every party of a query of each suite logs at trace level; no field element (shares, masks,
 /// masked values: numbers of 10 or more digits) and no input or output value reaches the logs.
 #[test]
 fn logs_carry_no_values_at_trace_level() {
-    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args([
-            "infer",
-            "--suite",
-            "serpens-n",
-            "models/minionn-mnist.onnx",
-            "examples/images/mnist-test00000-7.png",
-            "--json",
-        ])
-        .env("RUST_LOG", "trace")
-        .current_dir(repo())
-        .output()
-        .expect("runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let logs = String::from_utf8_lossy(&out.stderr);
-    assert!(logs.contains("serving"), "the parties log at trace level: {logs}");
-    let longest_digits = logs.split(|c: char| !c.is_ascii_digit()).map(str::len).max().unwrap_or(0);
-    assert!(longest_digits < 10, "a long number in the logs: {logs}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for logit in v["results"][0]["logits"].as_array().unwrap() {
-        let text = format!("{:.4}", logit.as_f64().unwrap());
-        assert!(!logs.contains(&text), "logit {text} in the logs");
+    for suite in ["serpens-n", "plain"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args([
+                "infer",
+                "--suite",
+                suite,
+                "models/minionn-mnist.onnx",
+                "examples/images/mnist-test00000-7.png",
+                "--json",
+            ])
+            .env("RUST_LOG", "trace")
+            .current_dir(repo())
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let logs = String::from_utf8_lossy(&out.stderr);
+        assert!(logs.contains("serving"), "{suite}: the parties log at trace level: {logs}");
+        let longest_digits = logs.split(|c: char| !c.is_ascii_digit()).map(str::len).max().unwrap_or(0);
+        assert!(longest_digits < 10, "{suite}: a long number in the logs: {logs}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        for logit in v["results"][0]["logits"].as_array().unwrap() {
+            let text = format!("{:.4}", logit.as_f64().unwrap());
+            assert!(!logs.contains(&text), "{suite}: logit {text} in the logs");
+        }
     }
 }
