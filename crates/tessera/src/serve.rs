@@ -209,13 +209,19 @@ impl Service {
                             let _ = s.send(c);
                         }
                     }
-                    channel = match tokio::time::timeout(timeout, returned).await {
-                        Ok(Ok(c)) => c,
-                        // The query failed (its task reported why) or never completed.
-                        Ok(Err(_)) => return Ok(()),
-                        Err(_) => {
-                            pending.lock().expect("pending queries").remove(&session);
-                            return Err(Error::Local("a query's holders did not all join in time".into()));
+                    // The other holders have one timeout to join; a query that started may take
+                    // longer (each of its receives has its own deadline).
+                    tokio::pin!(returned);
+                    channel = loop {
+                        match tokio::time::timeout(timeout, &mut returned).await {
+                            Ok(Ok(c)) => break c,
+                            // The query failed (its task reported why).
+                            Ok(Err(_)) => return Ok(()),
+                            Err(_) => {
+                                if pending.lock().expect("pending queries").remove(&session).is_some() {
+                                    return Err(Error::Local("a query's holders did not all join in time".into()));
+                                }
+                            }
                         }
                     };
                     let Some(frame) = channel.recv_next(timeout).await else { return Ok(()) };
