@@ -46,7 +46,10 @@ impl Dataset {
             if ldims.len() != 1 || ldims[0] != dims[0] {
                 return Err(Error::input(
                     path,
-                    InputProblem::LabelCount { images: dims[0], labels: ldims.iter().product() },
+                    InputProblem::LabelCount {
+                        images: dims[0],
+                        labels: ldims.iter().fold(1usize, |a, &d| a.saturating_mul(d)),
+                    },
                 ));
             }
             Ok(Self { shape, pixels, labels })

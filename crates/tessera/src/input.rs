@@ -92,13 +92,43 @@ pub fn decode_image(path: &Path, bytes: &[u8], shape: ImageShape) -> Result<Vec<
     })
 }
 
+/// Refuses `.npy` headers that are not the flat dictionary NumPy writes before handing them to
+/// the parser: its Python-literal grammar backtracks exponentially on nested brackets (a
+/// 140-byte header of repeated `{` took minutes under fuzzing).
+fn check_npy_header(bytes: &[u8]) -> std::result::Result<(), &'static str> {
+    let (len, start) = match bytes.get(6) {
+        Some(1) => (bytes.get(8..10).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize), 10usize),
+        Some(2 | 3) => (bytes.get(8..12).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize), 12),
+        _ => return Err("unknown .npy version"),
+    };
+    let header = len.and_then(|n| bytes.get(start..start.checked_add(n)?)).ok_or("truncated .npy header")?;
+    let count = |c: u8| header.iter().filter(|&&b| b == c).count();
+    if header.len() > 4096 || count(b'{') != 1 || count(b'}') != 1 || count(b'(') > 1 || count(b')') > 1 {
+        return Err("an .npy header that is not a flat dictionary");
+    }
+    if count(b'[') + count(b']') > 0 {
+        return Err("an .npy header with a structured dtype");
+    }
+    // The parser multiplies the dimensions unchecked: refuse a shape whose size overflows.
+    let text = std::str::from_utf8(header).map_err(|_| "an .npy header that is not text")?;
+    let dims = text.split_once('(').and_then(|(_, rest)| rest.split_once(')')).map_or("", |(d, _)| d);
+    let mut size = 1u64;
+    for d in dims.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let d: u64 = d.parse().map_err(|_| "an .npy shape that is not a tuple of sizes")?;
+        size = size.checked_mul(d).ok_or("an .npy shape whose size overflows")?;
+    }
+    Ok(())
+}
+
 fn read_npy(path: &Path, bytes: &[u8], shape: ImageShape, meta: &ModelMeta) -> Result<Vec<f32>> {
     let err = |p| Error::input(path, p);
     let corrupt = |e: std::io::Error| err(InputProblem::Corrupt(e.to_string()));
+    check_npy_header(bytes).map_err(|reason| err(InputProblem::Corrupt(reason.into())))?;
     let npy = npyz::NpyFile::new(bytes).map_err(corrupt)?;
     let dims: Vec<u64> = npy.shape().to_vec();
-    let n: u64 = dims.iter().product();
-    if n != shape.len() as u64 {
+    // A hostile header may declare dimensions whose product overflows.
+    let n = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+    if n != Some(shape.len() as u64) {
         return Err(err(InputProblem::Corrupt(format!(
             "array of shape {dims:?} is not one {}×{}×{} image",
             shape.c, shape.h, shape.w
