@@ -248,6 +248,14 @@ impl FixedModel {
         e[self.output]
     }
 
+    /// The kernel of node `node`, if it is a convolution or FC layer.
+    pub fn linear_kernel(&self, node: usize) -> Option<&ConvKernel> {
+        match self.ops.get(node) {
+            Some(FixedOp::Linear { kernel, .. }) => Some(kernel),
+            _ => None,
+        }
+    }
+
     /// The nonlinear layers in order: all a central server needs to know of the model.
     pub fn nonlinear_layers(&self) -> Vec<NonlinearLayer> {
         (0..self.ops.len()).filter_map(|i| self.nonlinear_layer(i)).collect()

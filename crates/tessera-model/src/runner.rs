@@ -16,14 +16,35 @@ use crate::fixed::{FixedModel, FixedOp};
 use crate::nonlinear::NonlinearLayer;
 use crate::plain::pad_into;
 
+/// A layer the runner hands to its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A ReLU or max pool.
+    Nonlinear(NonlinearLayer),
+    /// A convolution or FC layer (when linear layers are offloaded): the caller returns the
+    /// product without bias; the runner adds the bias.
+    Linear(u32),
+}
+
+impl Step {
+    /// The model node.
+    pub fn node(&self) -> u32 {
+        match self {
+            Step::Nonlinear(l) => l.node,
+            Step::Linear(n) => *n,
+        }
+    }
+}
+
 /// One evaluation of a fixed-point model on a batch (plaintext values or one party's share).
 /// Its values are wiped when it is dropped.
 pub struct Runner {
     model: Arc<FixedModel>,
     batch: usize,
     adds_constants: bool,
+    offload_linear: bool,
     values: Vec<Vec<u64>>,
-    pending: Option<NonlinearLayer>,
+    pending: Option<Step>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -36,19 +57,40 @@ impl Runner {
     /// Starts on `input` (encoded at activation scale, `batch` images). `adds_constants` is set
     /// for the plaintext reference and for exactly one share-holder.
     pub fn new(model: Arc<FixedModel>, input: Vec<u64>, batch: usize, adds_constants: bool) -> Self {
-        Self { model, batch, adds_constants, values: vec![input], pending: None }
+        Self { model, batch, adds_constants, offload_linear: false, values: vec![input], pending: None }
+    }
+
+    /// Hands convolutions and FC layers to the caller too (see [`step`](Self::step)).
+    pub fn offloading_linear(mut self) -> Self {
+        self.offload_linear = true;
+        self
     }
 
     /// Runs linear layers up to the next nonlinear layer, which it returns; `None` once the
     /// logits are computed.
     pub fn advance(&mut self) -> Option<NonlinearLayer> {
-        assert!(self.pending.is_none(), "the pending nonlinear layer must be completed first");
+        assert!(!self.offload_linear, "an offloading runner is driven by step()");
+        self.step().map(|s| match s {
+            Step::Nonlinear(l) => l,
+            Step::Linear(_) => unreachable!("linear layers run here"),
+        })
+    }
+
+    /// Runs the layers this runner computes itself up to the next one it hands out, which it
+    /// returns; `None` once the logits are computed.
+    pub fn step(&mut self) -> Option<Step> {
+        assert!(self.pending.is_none(), "the pending layer must be completed first");
         let model = self.model.clone();
         while self.values.len() <= model.ops.len() {
             let i = self.values.len() - 1;
-            if let Some(layer) = model.nonlinear_layer(i) {
-                self.pending = Some(layer);
-                return Some(layer);
+            let step = match (&model.ops[i], model.nonlinear_layer(i)) {
+                (_, Some(layer)) => Some(Step::Nonlinear(layer)),
+                (FixedOp::Linear { .. }, None) if self.offload_linear => Some(Step::Linear(i as u32)),
+                _ => None,
+            };
+            if step.is_some() {
+                self.pending = step;
+                return step;
             }
             let out = self.linear(&model, i);
             self.values.push(out);
@@ -56,16 +98,23 @@ impl Runner {
         None
     }
 
-    /// The input of the pending nonlinear layer.
+    /// The input of the pending layer.
     pub fn pending_input(&self) -> &[u64] {
-        let layer = self.pending.expect("a nonlinear layer is pending");
-        &self.values[self.model.inputs[layer.node as usize][0]]
+        let node = self.pending.expect("a layer is pending").node();
+        &self.values[self.model.inputs[node as usize][0]]
     }
 
-    /// Hands back the output of the pending nonlinear layer.
-    pub fn complete(&mut self, output: Vec<u64>) {
-        let layer = self.pending.take().expect("a nonlinear layer is pending");
-        assert_eq!(output.len(), self.batch * layer.output.len(), "nonlinear output length");
+    /// Hands back the output of the pending layer (for a linear layer: the product without
+    /// bias).
+    pub fn complete(&mut self, mut output: Vec<u64>) {
+        let step = self.pending.take().expect("a layer is pending");
+        let node = step.node() as usize;
+        assert_eq!(output.len(), self.batch * self.model.shapes[node].len(), "layer output length");
+        if let (Step::Linear(_), FixedOp::Linear { bias: Some(b), .. }) = (step, &self.model.ops[node])
+            && self.adds_constants
+        {
+            add_bias(&mut output, b, self.model.shapes[node].plane());
+        }
         self.values.push(output);
     }
 
@@ -83,9 +132,7 @@ impl Runner {
             FixedOp::Linear { kernel, bias } => {
                 let mut y = conv2d_zt(kernel, x, batch, rayon::current_num_threads());
                 if let (Some(b), true) = (bias, self.adds_constants) {
-                    for (chunk, &bv) in y.chunks_mut(shape.plane()).zip(b.iter().cycle()) {
-                        chunk.iter_mut().for_each(|v| *v = zt::add(*v, bv));
-                    }
+                    add_bias(&mut y, b, shape.plane());
                 }
                 y
             }
@@ -108,6 +155,13 @@ impl Runner {
             }
             FixedOp::Relu { .. } | FixedOp::MaxPool { .. } => unreachable!("nonlinear layers are handed out"),
         }
+    }
+}
+
+/// Adds each output channel's bias to its plane.
+fn add_bias(y: &mut [u64], bias: &[u64], plane: usize) {
+    for (chunk, &bv) in y.chunks_mut(plane).zip(bias.iter().cycle()) {
+        chunk.iter_mut().for_each(|v| *v = zt::add(*v, bv));
     }
 }
 

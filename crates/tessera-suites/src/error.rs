@@ -27,6 +27,14 @@ pub enum SuiteError {
         /// The layer (model node index).
         layer: u32,
     },
+    /// An offloaded product failed its check: the peer returned a wrong result.
+    #[error("peer {peer}: the product of layer {layer} failed verification")]
+    VerificationFailed {
+        /// The cloud.
+        peer: String,
+        /// The layer (model node index).
+        layer: u32,
+    },
     /// A failure inside this party (task stopped, bad local arguments).
     #[error("{0}")]
     Local(String),

@@ -6,10 +6,13 @@
 //!   measures what the transport alone costs.
 //! * [`serpens_n`]: `m` share-holders run the linear layers on additive shares; a central server
 //!   evaluates ReLU and max pool on masked, permuted values (PROTOCOLS.md section 4).
+//! * [`verify`]: a client offloads its convolutions to an untrusted cloud under a one-time pad
+//!   and checks every product (PROTOCOLS.md section 6).
 
 pub mod error;
 pub mod plain;
 pub mod serpens_n;
+pub mod verify;
 pub mod wire;
 
 pub use error::{Result, SuiteError};

@@ -4,6 +4,8 @@
 
 use rayon::prelude::*;
 
+use crate::zt;
+
 use super::geometry::{ImageShape, Window2d};
 use super::im2col::Im2col;
 use super::limbs::LimbPlan;
@@ -80,6 +82,20 @@ impl ConvKernel {
             .chunks(self.geometry.terms().max(1))
             .map(|r| r.iter().map(|w| w.abs()).sum::<f64>())
             .fold(0.0, f64::max)
+    }
+
+    /// `Σ_o r_o · W_o mod t`: the one filter whose output is the same combination of this
+    /// kernel's output channels (Freivalds' check in convolution form).
+    pub fn combine_channels(&self, r: &[u64]) -> Vec<u64> {
+        assert_eq!(r.len(), self.geometry.out_channels, "one coefficient per output channel");
+        let terms = self.geometry.terms();
+        let mut f = vec![0u64; terms];
+        for (row, &ro) in self.weights.chunks(terms).zip(r) {
+            for (acc, &w) in f.iter_mut().zip(row) {
+                *acc = zt::add(*acc, zt::mul(ro, zt::from_i64(w as i64)));
+            }
+        }
+        f
     }
 
     /// The limb plan for this kernel's operands.
@@ -190,6 +206,34 @@ thread_local! {
     /// Per-thread scratch for the `Z_t` kernel (limbs, columns, limb products): reused across
     /// calls so a layer does not pay fresh zeroed pages for its large temporaries.
     static ZT_SCRATCH: std::cell::RefCell<[Vec<f64>; 3]> = const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+}
+
+/// A convolution with one output channel whose filter holds arbitrary field elements: the
+/// filter is cut into 16-bit limbs, each a small-weight kernel for the exact fast path, and the
+/// limb outputs recombined (`Σ_i 2^(16 i) · conv(x, f_i)`).
+pub fn conv2d_single_zt(
+    geometry: &ConvGeometry,
+    filter: &[u64],
+    input: &[u64],
+    batch: usize,
+    threads: usize,
+) -> Vec<u64> {
+    let one = ConvGeometry { out_channels: 1, ..*geometry };
+    let mut out: Option<Vec<u64>> = None;
+    for limb in 0..4 {
+        let weights: Vec<i64> = filter.iter().map(|&v| ((v >> (16 * limb)) & 0xffff) as i64).collect();
+        if weights.iter().all(|&w| w == 0) {
+            continue;
+        }
+        let kernel = ConvKernel::new(one, &weights).expect("16-bit weights fit the kernel");
+        let y = conv2d_zt(&kernel, input, batch, threads);
+        let scale = 1u64 << (16 * limb);
+        match out.as_mut() {
+            Some(acc) => acc.iter_mut().zip(&y).for_each(|(a, &v)| *a = zt::add(*a, zt::mul(v, scale))),
+            None => out = Some(y.into_iter().map(|v| zt::mul(v, scale)).collect()),
+        }
+    }
+    out.unwrap_or_else(|| vec![0; batch * one.output().map_or(0, |o| o.len())])
 }
 
 /// Exact `Z_t` convolution without bias: `out[b] = W * input[b] mod t` for `batch` NCHW images.
@@ -324,6 +368,33 @@ mod tests {
             let g = ConvGeometry { input: ImageShape::new(c, h, w), out_channels: o, window: Window2d { kernel: [k, k], stride: [s, s], pads: [p; 4] } };
             prop_assume!(g.output().is_some());
             case(g, batch, 1 << 11, seed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod single_channel_tests {
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn combined_channels_give_the_combined_output() {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let g = ConvGeometry { input: ImageShape::new(3, 7, 7), out_channels: 4, window: Window2d::square(3, 1) };
+        let w: Vec<i64> = (0..4 * g.terms()).map(|i| (i as i64 * 37 % 201) - 100).collect();
+        let kernel = ConvKernel::new(g, &w).unwrap();
+        let x = zt::random_vec(&mut rng, 2 * g.input.len());
+        let y = conv2d_zt(&kernel, &x, 2, 1);
+        let r = zt::random_vec(&mut rng, 4);
+        let single = conv2d_single_zt(&g, &kernel.combine_channels(&r), &x, 2, 1);
+        let plane = g.output().unwrap().plane();
+        for b in 0..2 {
+            for p in 0..plane {
+                let expected = (0..4).fold(0, |acc, o| zt::add(acc, zt::mul(r[o], y[(b * 4 + o) * plane + p])));
+                assert_eq!(single[b * plane + p], expected);
+            }
         }
     }
 }

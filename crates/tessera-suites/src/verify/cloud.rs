@@ -1,0 +1,146 @@
+//! The cloud: computes the offloaded products on disguised inputs; can be told to cheat.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rand_core::RngCore;
+use tessera_field::kernels::conv2d_zt;
+use tessera_field::{seed::os_rng, zt};
+use tessera_model::fixed::FixedModel;
+use tessera_net::{Channel, NetError, Recorder};
+
+use super::{DONE, OFFLOAD, PRODUCT, REPORT};
+use crate::error::{Result, SuiteError};
+use crate::wire::{Reader, elements_to_bytes};
+
+/// How a cloud misbehaves, for tests and demos; applied to every product it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cheat {
+    /// Computes what it is asked.
+    Honest,
+    /// Adds one to one random element.
+    FlipOne,
+    /// Adds random values to one random output channel.
+    NoiseChannel,
+    /// Returns what it returned for the same layer in the previous query (zeros at first).
+    Stale,
+    /// Swaps the first two output channels.
+    SwapChannels,
+    /// Computes the layer on a different (random) input.
+    OtherInput,
+}
+
+impl std::str::FromStr for Cheat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s {
+            "honest" => Cheat::Honest,
+            "flip-one" => Cheat::FlipOne,
+            "noise-channel" => Cheat::NoiseChannel,
+            "stale" => Cheat::Stale,
+            "swap-channels" => Cheat::SwapChannels,
+            "other-input" => Cheat::OtherInput,
+            other => {
+                return Err(format!(
+                    "unknown cheat `{other}` (honest, flip-one, noise-channel, stale, swap-channels, other-input)"
+                ));
+            }
+        })
+    }
+}
+
+/// A cloud serving offloaded convolutions of one model.
+#[derive(Debug)]
+pub struct Cloud {
+    model: Arc<FixedModel>,
+    cheat: Cheat,
+    last: Mutex<HashMap<u32, Vec<u64>>>,
+}
+
+impl Cloud {
+    /// A cloud for `model` that behaves as `cheat` says.
+    pub fn new(model: Arc<FixedModel>, cheat: Cheat) -> Self {
+        Self { model, cheat, last: Mutex::new(HashMap::new()) }
+    }
+
+    /// Serves the queries a client sends on one connection, until it closes it.
+    pub async fn serve(&self, name: &str, client: &mut Channel) -> Result<()> {
+        let mut rec = Recorder::new(name);
+        loop {
+            let (header, payload) = match client.recv_any().await {
+                Ok(frame) => frame,
+                Err(NetError::PeerClosed { .. }) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            if header.kind == DONE {
+                rec.stage(0, "query", "output", &[client]);
+                let report = vec![std::mem::replace(&mut rec, Recorder::new(name)).finish()];
+                client
+                    .send(REPORT, header.session, 0, &serde_json::to_vec(&report).expect("reports serialize"))
+                    .await?;
+                continue;
+            }
+            if header.kind != OFFLOAD {
+                return Err(NetError::UnexpectedKind {
+                    peer: client.peer().into(),
+                    expected: OFFLOAD,
+                    got: header.kind,
+                }
+                .into());
+            }
+            let node = header.layer;
+            let product = self.product(client.peer(), node, &payload).await?;
+            client.send(PRODUCT, header.session, node, &elements_to_bytes(&product)).await?;
+            rec.stage(node, self.model.node_name(node as usize), "linear", &[client]);
+        }
+    }
+
+    async fn product(&self, peer: &str, node: u32, payload: &[u8]) -> Result<Vec<u64>> {
+        let mut r = Reader::new(payload, peer, "offload");
+        let kernel = self
+            .model
+            .linear_kernel(node as usize)
+            .ok_or_else(|| r.error(format!("node {node} is not a convolution or FC layer")))?;
+        let batch = r.u32()? as usize;
+        let input_len = kernel.geometry().input.len();
+        if batch == 0 || batch.checked_mul(input_len).is_none_or(|n| n > payload.len() / 8) {
+            return Err(r.error(format!("batch of {batch} for {} bytes", payload.len())));
+        }
+        let mut x = r.elements(batch * input_len)?;
+        r.end()?;
+        let mut rng = os_rng();
+        if self.cheat == Cheat::OtherInput {
+            x = zt::random_vec(&mut rng, x.len());
+        }
+        let model = self.model.clone();
+        let mut y = tokio::task::spawn_blocking(move || {
+            let kernel = model.linear_kernel(node as usize).expect("checked above");
+            conv2d_zt(kernel, &x, batch, rayon::current_num_threads())
+        })
+        .await
+        .map_err(|e| SuiteError::Local(format!("the product stopped: {e}")))?;
+        let plane = kernel.geometry().output().expect("checked kernel").plane();
+        match self.cheat {
+            Cheat::Honest | Cheat::OtherInput => {}
+            Cheat::FlipOne => {
+                let i = (rng.next_u64() % y.len() as u64) as usize;
+                y[i] = zt::add(y[i], 1);
+            }
+            Cheat::NoiseChannel => {
+                let c = (rng.next_u64() % kernel.geometry().out_channels as u64) as usize;
+                y[c * plane..(c + 1) * plane].iter_mut().for_each(|v| *v = zt::add(*v, zt::random(&mut rng)));
+            }
+            Cheat::Stale => {
+                let mut last = self.last.lock().expect("last products");
+                let previous = last.insert(node, y.clone()).filter(|p| p.len() == y.len());
+                y = previous.unwrap_or_else(|| vec![0; y.len()]);
+            }
+            Cheat::SwapChannels if kernel.geometry().out_channels > 1 => {
+                let (a, b) = y.split_at_mut(plane);
+                a.swap_with_slice(&mut b[..plane]);
+            }
+            Cheat::SwapChannels => {}
+        }
+        Ok(y)
+    }
+}

@@ -1,0 +1,34 @@
+//! Suite `verify` (PROTOCOLS.md section 6): a client that owns the model and the input offloads
+//! every convolution and FC layer to an untrusted cloud, hides its data with a one-time pad, and
+//! checks every result with Freivalds' test before using it; everything else runs at the client.
+//!
+//! Per offloaded layer `Y = K · X`: the client sends `X' = X + M` (`M` uniform, fresh per query
+//! and layer, with `K · M` computed in a preprocessing phase), the cloud returns `Y'`, the client
+//! draws `r` from the challenge set `Z` per output channel and accepts iff
+//! `Σ_o r_o Y'_o = conv(X', Σ_o r_o K_o)`: one single-output-channel convolution, a `1/C_out`
+//! fraction of the layer. A wrong `Y'` passes with probability at most `1/|Z|` per repetition.
+//! Then `Y = Y' − K · M`.
+//!
+//! Messages: [`OFFLOAD`] client → cloud per layer (batch, `X'`); [`PRODUCT`] cloud → client;
+//! [`DONE`] client → cloud at the end, answered by the cloud's [`REPORT`].
+
+mod check;
+mod client;
+mod cloud;
+mod memory;
+
+pub use check::{Challenge, freivalds};
+pub use client::{ClientSettings, Outcome, Preprocessed, client, preprocess};
+pub use cloud::{Cheat, Cloud};
+pub use memory::run_in_memory;
+
+use tessera_net::MessageKind;
+
+/// Client → cloud, per offloaded layer: batch (u32 LE) and the disguised input.
+pub const OFFLOAD: MessageKind = MessageKind(0x0301);
+/// Cloud → client, per offloaded layer: the product.
+pub const PRODUCT: MessageKind = MessageKind(0x0302);
+/// Client → cloud: the query is over.
+pub const DONE: MessageKind = MessageKind(0x0303);
+/// Cloud → client: its cost report (JSON list of one party report).
+pub const REPORT: MessageKind = MessageKind(0x0304);

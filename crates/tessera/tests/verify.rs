@@ -1,0 +1,74 @@
+//! Suite verify with client and cloud in this process: exact results on every shipped model,
+//! every cheating cloud caught, and recomputation on request.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tessera::LoadedModel;
+use tessera::dataset::Dataset;
+use tessera::input::normalize;
+use tessera_model::fixed::FixedModel;
+use tessera_suites::SuiteError;
+use tessera_suites::verify::{Challenge, Cheat, ClientSettings, Cloud, run_in_memory};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn encoded(model: &str, evalset: &str, n: usize) -> (Arc<FixedModel>, Vec<u64>) {
+    let m = LoadedModel::load(&repo().join("models").join(format!("{model}.onnx"))).unwrap();
+    let data = Dataset::open(&repo().join("data").join(evalset)).unwrap();
+    let x = normalize(data.pixels(0..n), data.shape, m.meta());
+    let fixed = m.fixed().unwrap();
+    let input = fixed.encode_input(&x, n).unwrap();
+    (fixed, input)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+const STRICT: ClientSettings =
+    ClientSettings { challenge: Challenge::Field, repetitions: 1, recompute_on_failure: false };
+
+#[test]
+fn results_equal_the_fixed_point_reference_exactly() {
+    let rt = runtime();
+    for (model, evalset, n) in [
+        ("minionn-mnist", "mnist-test-200-images.idx", 100),
+        ("lenet-mnist", "mnist-test-200-images.idx", 100),
+        ("minionn-fashion", "fashion-mnist-test-200-images.idx", 100),
+        ("pneumonia-cnn", "pneumoniamnist-test-200-images.idx", 100),
+        ("minionn-cifar", "cifar10-test-200.bin", 20),
+        ("resnet20-cifar", "cifar10-test-200.bin", 20),
+    ] {
+        let (fixed, input) = encoded(model, evalset, n);
+        let reference = fixed.run_encoded(input.clone(), n).unwrap();
+        let cloud = Arc::new(Cloud::new(fixed.clone(), Cheat::Honest));
+        let outcome = rt.block_on(run_in_memory(&fixed, cloud, &input, n, STRICT, 1)).unwrap();
+        assert_eq!(outcome.logits, reference, "{model}");
+        assert!(outcome.recomputed.is_empty());
+        assert_eq!(outcome.reports.len(), 2);
+    }
+}
+
+#[test]
+fn every_cheating_cloud_is_caught() {
+    let rt = runtime();
+    let (fixed, input) = encoded("minionn-cifar", "cifar10-test-200.bin", 2);
+    let reference = fixed.run_encoded(input.clone(), 2).unwrap();
+    for cheat in [Cheat::FlipOne, Cheat::NoiseChannel, Cheat::Stale, Cheat::SwapChannels, Cheat::OtherInput] {
+        for trial in 0..3 {
+            let cloud = Arc::new(Cloud::new(fixed.clone(), cheat));
+            let err = rt.block_on(run_in_memory(&fixed, cloud, &input, 2, STRICT, 2)).unwrap_err();
+            assert!(matches!(err, SuiteError::VerificationFailed { layer: 0, .. }), "{cheat:?} trial {trial}: {err}");
+        }
+        // Asked to, the client recomputes what failed and still gets the exact result.
+        let cloud = Arc::new(Cloud::new(fixed.clone(), cheat));
+        let settings = ClientSettings { recompute_on_failure: true, ..STRICT };
+        let outcome = rt.block_on(run_in_memory(&fixed, cloud, &input, 2, settings, 2)).unwrap();
+        assert_eq!(outcome.logits, reference, "{cheat:?}");
+        let linear = (0..fixed.ops().len()).filter(|&n| fixed.linear_kernel(n).is_some()).count();
+        assert_eq!(outcome.recomputed.len(), linear, "{cheat:?}: every layer caught");
+    }
+}
