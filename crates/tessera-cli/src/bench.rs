@@ -134,7 +134,7 @@ fn run_suite(
     profile: Option<LinkProfile>,
 ) -> Result<SuiteRun> {
     let exe = std::env::current_exe()?;
-    let options = tessera::local::LocalOptions { holders, profile, timeout: None };
+    let options = tessera::local::LocalOptions { holders, profile, ..Default::default() };
     let cluster = tessera::local::LocalCluster::start(&exe, suite, path, &options)?;
     let model = cluster.config.load_model()?;
     let mut reports = Vec::new();

@@ -9,7 +9,7 @@ use tessera::cluster::{ClusterConfig, Role, dev_parties};
 use tessera::eval::argmax;
 use tessera::input::load_input;
 use tessera::local::{LocalCluster, LocalOptions};
-use tessera::serve::{QueryResult, query, serve as serve_role};
+use tessera::serve::{QueryOptions, QueryResult, ServeOptions, query_with, serve as serve_role};
 use tessera_net::PartyReport;
 
 use crate::output::{Table, print_json};
@@ -19,8 +19,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// Runs one party until SIGINT or SIGTERM.
-pub fn serve(role: &str, name: Option<&str>, config: &Path) -> Result<()> {
+pub fn serve(role: &str, name: Option<&str>, cheat: Option<&str>, config: &Path) -> Result<()> {
     let role: Role = role.parse().map_err(|e: String| anyhow!(e))?;
+    let mut options = ServeOptions::default();
+    if let Some(c) = cheat {
+        options.cheat = c.parse().map_err(|e: String| anyhow!(e))?;
+    }
     let config = ClusterConfig::load(config)?;
     runtime()?.block_on(async {
         let shutdown = async {
@@ -37,7 +41,7 @@ pub fn serve(role: &str, name: Option<&str>, config: &Path) -> Result<()> {
             crate::outln!("listening on {addr}");
             let _ = std::io::stdout().flush();
         };
-        serve_role(&config, role, name, ready, shutdown).await
+        serve_role(&config, role, name, options, ready, shutdown).await
     })?;
     Ok(())
 }
@@ -63,7 +67,8 @@ pub fn certs(out: &Path, model: &Path, suite: &str, holders: usize, port: u16) -
 pub fn infer(
     suite: &str,
     config: Option<&Path>,
-    holders: usize,
+    local_options: &LocalOptions,
+    query_options: &QueryOptions,
     model_path: &Path,
     images: &[std::path::PathBuf],
     json: bool,
@@ -73,7 +78,7 @@ pub fn infer(
         Some(c) => ClusterConfig::load(c)?,
         None => {
             let exe = std::env::current_exe().context("locating the tessera executable")?;
-            local = LocalCluster::start(&exe, suite, model_path, &LocalOptions { holders, ..Default::default() })?;
+            local = LocalCluster::start(&exe, suite, model_path, local_options)?;
             local.config.clone()
         }
     };
@@ -89,7 +94,7 @@ pub fn infer(
     for image in images {
         x.extend(load_input(image, model.merged.input_shape(), model.meta())?);
     }
-    let r = runtime()?.block_on(query(&config, &model, &x, images.len() as u32))?;
+    let r = runtime()?.block_on(query_with(&config, &model, &x, images.len() as u32, query_options))?;
     print_result(suite, &model, images, &r, json);
     Ok(())
 }
@@ -127,7 +132,7 @@ fn print_result(suite: &str, model: &LoadedModel, images: &[std::path::PathBuf],
             })
             .collect();
         print_json(&json!({
-            "suite": suite, "batch": images.len(), "results": per_image,
+            "suite": suite, "batch": images.len(), "results": per_image, "recomputed_layers": r.recomputed,
             "total_ms": total_ms, "connect_ms": connect_ms, "parties": r.reports,
         }));
         return;
@@ -146,6 +151,12 @@ fn print_result(suite: &str, model: &LoadedModel, images: &[std::path::PathBuf],
         "suite {suite}, {} image(s) in one query: {total_ms:.2} ms in total, of which {connect_ms:.2} ms TLS connect",
         images.len()
     );
+    if !r.recomputed.is_empty() {
+        crate::outln!(
+            "warning: the cloud's products for layers {:?} failed verification and were recomputed locally",
+            r.recomputed
+        );
+    }
     stage_table(&r.reports);
     party_table(&r.reports);
 }

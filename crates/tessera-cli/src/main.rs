@@ -61,6 +61,19 @@ enum Command {
         /// Share-holders of a local serpens-n cluster (2 to 8).
         #[arg(long, default_value_t = 2)]
         holders: usize,
+        /// verify: bits of the challenge set Z (|Z| = 2^bits); 0 means all of Z_t.
+        #[arg(long, default_value_t = 0)]
+        challenge_bits: u32,
+        /// verify: independent challenges per layer.
+        #[arg(long, default_value_t = 1)]
+        repetitions: usize,
+        /// verify: recompute a layer locally when its product fails the check.
+        #[arg(long)]
+        recompute: bool,
+        /// verify, local cluster: make the cloud cheat (flip-one, noise-channel, stale,
+        /// swap-channels, other-input).
+        #[arg(long)]
+        cheat: Option<String>,
         /// ONNX model.
         model: PathBuf,
         /// PNG, JPEG or .npy image; with --suite, several images go as one batch in one query.
@@ -107,6 +120,10 @@ enum Command {
         /// The party's name, where several parties share the role.
         #[arg(long)]
         name: Option<String>,
+        /// A verify cloud that cheats (tests and demos): flip-one, noise-channel, stale,
+        /// swap-channels, other-input.
+        #[arg(long)]
+        cheat: Option<String>,
         /// Cluster configuration.
         #[arg(long)]
         config: PathBuf,
@@ -161,13 +178,41 @@ fn load(path: &std::path::Path) -> Result<LoadedModel> {
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Inspect { model, json } => inspect(&load(&model)?, json),
-        Command::Infer { plain, suite, config, holders, model, images, json } => match (plain, suite) {
+        Command::Infer {
+            plain,
+            suite,
+            config,
+            holders,
+            challenge_bits,
+            repetitions,
+            recompute,
+            cheat,
+            model,
+            images,
+            json,
+        } => match (plain, suite) {
             (true, _) if images.len() == 1 => infer_plain(&load(&model)?, &images[0], json),
             (true, _) => bail!("--plain classifies one image; batches run with --suite"),
-            (false, Some(suite)) => cluster::infer(&suite, config.as_deref(), holders, &model, &images, json),
+            (false, Some(suite)) => {
+                let challenge = match challenge_bits {
+                    0 => tessera_suites::verify::Challenge::Field,
+                    b @ 1..=60 => tessera_suites::verify::Challenge::Bits(b),
+                    b => bail!("--challenge-bits {b}: at most 60 (0 for all of Z_t)"),
+                };
+                let verify = tessera_suites::verify::ClientSettings {
+                    challenge,
+                    repetitions: repetitions.max(1),
+                    recompute_on_failure: recompute,
+                };
+                let local = tessera::local::LocalOptions { holders, cheat, ..Default::default() };
+                let query = tessera::serve::QueryOptions { verify };
+                cluster::infer(&suite, config.as_deref(), &local, &query, &model, &images, json)
+            }
             (false, None) => bail!("choose --plain (in this process) or --suite NAME (across parties)"),
         },
-        Command::Serve { role, name, config } => cluster::serve(&role, name.as_deref(), &config),
+        Command::Serve { role, name, cheat, config } => {
+            cluster::serve(&role, name.as_deref(), cheat.as_deref(), &config)
+        }
         Command::Certs { out, model, suite, holders, port } => cluster::certs(&out, &model, &suite, holders, port),
         Command::Eval { plain, model, data, limit, json } => {
             if !plain {

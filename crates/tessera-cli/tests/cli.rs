@@ -118,3 +118,27 @@ fn logs_carry_no_values_at_trace_level() {
         }
     }
 }
+
+/// Suite verify across processes: an honest cloud, a cheating one caught, and recomputation.
+#[test]
+fn infer_verify_catches_a_cheating_cloud() {
+    let args = |extra: &[&str]| {
+        let mut a =
+            vec!["infer", "--suite", "verify", "models/minionn-mnist.onnx", "examples/images/mnist-test00000-7.png"];
+        a.extend_from_slice(extra);
+        tessera(&a)
+    };
+    let honest = args(&["--json"]);
+    assert!(honest.status.success(), "{}", String::from_utf8_lossy(&honest.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&honest.stdout).unwrap();
+    assert_eq!(v["results"][0]["label"], 7);
+    let cheated = args(&["--cheat", "swap-channels"]);
+    assert!(!cheated.status.success());
+    let err = String::from_utf8_lossy(&cheated.stderr);
+    assert!(err.contains("failed verification") && !err.contains("panicked"), "{err}");
+    let recomputed = args(&["--cheat", "noise-channel", "--recompute", "--json"]);
+    assert!(recomputed.status.success(), "{}", String::from_utf8_lossy(&recomputed.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&recomputed.stdout).unwrap();
+    assert_eq!(v["results"][0]["label"], 7);
+    assert_eq!(v["recomputed_layers"].as_array().unwrap().len(), 4, "every conv and FC layer of MiniONN-MNIST");
+}

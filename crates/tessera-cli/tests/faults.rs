@@ -49,7 +49,7 @@ fn killed_or_stalled_parties_give_typed_errors_and_the_cluster_recovers() {
     let timeout = Duration::from_secs(2);
     let exe = Path::new(env!("CARGO_BIN_EXE_tessera"));
     let c = case("minionn-cifar.onnx", "cifar10-test-200.bin", 4);
-    let options = LocalOptions { holders: 2, profile: None, timeout: Some(timeout) };
+    let options = LocalOptions { holders: 2, timeout: Some(timeout), ..Default::default() };
     let mut cluster =
         LocalCluster::start(exe, "serpens-n", &repo().join("models/minionn-cifar.onnx"), &options).unwrap();
     let rt = runtime();

@@ -46,6 +46,8 @@ pub enum Role {
     Holder,
     /// The central server of suite `serpens-n`.
     Central,
+    /// The untrusted cloud of suite `verify`.
+    Cloud,
 }
 
 impl std::fmt::Display for Role {
@@ -55,6 +57,7 @@ impl std::fmt::Display for Role {
             Role::Server => "server",
             Role::Holder => "holder",
             Role::Central => "central",
+            Role::Cloud => "cloud",
         })
     }
 }
@@ -121,7 +124,7 @@ fn default_max_frame() -> u32 {
 }
 
 /// The suites a cluster can run.
-pub const SUITES: &[&str] = &["plain", "serpens-n"];
+pub const SUITES: &[&str] = &["plain", "serpens-n", "verify"];
 
 impl std::str::FromStr for Role {
     type Err = String;
@@ -131,7 +134,8 @@ impl std::str::FromStr for Role {
             "server" => Ok(Role::Server),
             "holder" => Ok(Role::Holder),
             "central" => Ok(Role::Central),
-            other => Err(format!("unknown role `{other}` (roles: user, server, holder, central)")),
+            "cloud" => Ok(Role::Cloud),
+            other => Err(format!("unknown role `{other}` (roles: user, server, holder, central, cloud)")),
         }
     }
 }
@@ -140,6 +144,7 @@ impl std::str::FromStr for Role {
 fn roles_of(suite: &str) -> &'static [(Role, usize, usize)] {
     match suite {
         "plain" => &[(Role::User, 1, usize::MAX), (Role::Server, 1, 1)],
+        "verify" => &[(Role::User, 1, usize::MAX), (Role::Cloud, 1, 1)],
         _ => &[(Role::User, 1, usize::MAX), (Role::Holder, 2, 8), (Role::Central, 1, 1)],
     }
 }
@@ -155,6 +160,7 @@ pub fn dev_parties(
     let mut parties = Vec::new();
     match suite {
         "plain" => parties.push(("server".to_string(), Role::Server, at()?)),
+        "verify" => parties.push(("cloud".to_string(), Role::Cloud, at()?)),
         "serpens-n" => {
             parties.push((tessera_suites::serpens_n::CENTRAL.to_string(), Role::Central, at()?));
             for j in 1..=holders {

@@ -16,6 +16,7 @@ pub struct LocalCluster {
     exe: PathBuf,
     path: PathBuf,
     threads: String,
+    cheat: Option<String>,
     children: Vec<(String, Child)>,
     relays: Vec<Relay>,
     /// The cluster configuration (in a private temporary folder).
@@ -31,6 +32,8 @@ pub struct LocalOptions {
     pub profile: Option<LinkProfile>,
     /// Receive deadline of every party (the configuration's default when `None`).
     pub timeout: Option<Duration>,
+    /// Tell a `verify` cloud to cheat this way (`tessera serve --cheat`).
+    pub cheat: Option<String>,
 }
 
 fn free_port() -> Result<u16> {
@@ -62,9 +65,12 @@ impl LocalCluster {
         // The parties share this machine: each compute party (holder or server) gets its part
         // of the cores, so their thread pools do not fight over them.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let compute = config.parties.iter().filter(|p| matches!(p.role, Role::Holder | Role::Server)).count();
+        let compute =
+            config.parties.iter().filter(|p| matches!(p.role, Role::Holder | Role::Server | Role::Cloud)).count();
         let threads = (cores / compute.max(1)).max(1).to_string();
-        let mut cluster = Self { dir, exe: exe.to_path_buf(), path, threads, children: Vec::new(), relays, config };
+        let cheat = options.cheat.clone();
+        let mut cluster =
+            Self { dir, exe: exe.to_path_buf(), path, threads, cheat, children: Vec::new(), relays, config };
         for p in cluster.config.parties.clone().iter().filter(|p| p.role != Role::User) {
             cluster.launch(&p.name)?;
         }
@@ -78,9 +84,12 @@ impl LocalCluster {
             .iter()
             .find(|p| p.name == name)
             .ok_or_else(|| Error::Local(format!("no party {name}")))?;
-        let mut child = Command::new(&self.exe)
-            .args(["serve", "--role", &p.role.to_string(), "--name", &p.name, "--config"])
-            .arg(&self.path)
+        let mut command = Command::new(&self.exe);
+        command.args(["serve", "--role", &p.role.to_string(), "--name", &p.name, "--config"]).arg(&self.path);
+        if let (Some(cheat), Role::Cloud) = (&self.cheat, p.role) {
+            command.args(["--cheat", cheat]);
+        }
+        let mut child = command
             .env("RAYON_NUM_THREADS", &self.threads)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -18,6 +18,7 @@ use tessera_model::plain::PlainEngine;
 use tessera_net::tls::{Identity, TlsServer, connect};
 use tessera_net::{Channel, NetError, PartyReport, Recorder, SessionId};
 use tessera_suites::serpens_n::{self, HolderInput, Join};
+use tessera_suites::verify;
 use tessera_suites::{SuiteError, plain};
 use tokio::net::TcpListener;
 
@@ -57,6 +58,23 @@ enum Service {
         layers: Arc<Vec<NonlinearLayer>>,
         pending: Arc<Pending>,
     },
+    Cloud {
+        name: String,
+        cloud: Arc<verify::Cloud>,
+    },
+}
+
+/// How a server party behaves beyond its role.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// A `verify` cloud that cheats (tests and demos).
+    pub cheat: verify::Cheat,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self { cheat: verify::Cheat::Honest }
+    }
 }
 
 /// Serves party `name` (or the only party with `role`) until `shutdown` resolves. `ready` is
@@ -65,6 +83,7 @@ pub async fn serve(
     config: &ClusterConfig,
     role: Role,
     name: Option<&str>,
+    options: ServeOptions,
     ready: impl FnOnce(std::net::SocketAddr),
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
@@ -100,6 +119,10 @@ pub async fn serve(
             let layers = Arc::new(fixed.nonlinear_layers());
             let pending = Arc::new(Mutex::new(HashMap::new()));
             (Service::Central { name: me.name.clone(), model: fixed, layers, pending }, config.names(Role::Holder))
+        }
+        Role::Cloud => {
+            let cloud = Arc::new(verify::Cloud::new(model.fixed()?, options.cheat));
+            (Service::Cloud { name: me.name.clone(), cloud }, config.names(Role::User))
         }
         Role::User => unreachable!("refused above"),
     };
@@ -143,6 +166,7 @@ impl Service {
     async fn handle(&self, mut channel: Channel, timeout: Duration, max_frame: u32) -> Result<()> {
         match self {
             Service::Plain { model } => serve_plain(channel, model).await,
+            Service::Cloud { name, cloud } => Ok(cloud.serve(name, &mut channel).await?),
             Service::Holder { name, model, identity, central, kept } => {
                 let input_len = model.input_shape().len();
                 // A user may send several queries on one connection.
@@ -273,10 +297,38 @@ pub struct QueryResult {
     pub elapsed: Duration,
     /// Wall time of the TLS connection setup.
     pub connect: Duration,
+    /// Layers whose offloaded product failed its check and were recomputed locally (verify).
+    pub recomputed: Vec<u32>,
+}
+
+/// How the user runs a query, beyond its input.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryOptions {
+    /// How a `verify` client checks the cloud.
+    pub verify: verify::ClientSettings,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        let verify =
+            verify::ClientSettings { challenge: verify::Challenge::Field, repetitions: 1, recompute_on_failure: false };
+        Self { verify }
+    }
+}
+
+/// Runs one query of the cluster's suite as its user, with default options.
+pub async fn query(config: &ClusterConfig, model: &LoadedModel, input: &[f32], batch: u32) -> Result<QueryResult> {
+    query_with(config, model, input, batch, &QueryOptions::default()).await
 }
 
 /// Runs one query of the cluster's suite as its user.
-pub async fn query(config: &ClusterConfig, model: &LoadedModel, input: &[f32], batch: u32) -> Result<QueryResult> {
+pub async fn query_with(
+    config: &ClusterConfig,
+    model: &LoadedModel,
+    input: &[f32],
+    batch: u32,
+    options: &QueryOptions,
+) -> Result<QueryResult> {
     let start = Instant::now();
     let me = config.party(Role::User)?;
     let identity = config.identity(me)?;
@@ -303,7 +355,41 @@ pub async fn query(config: &ClusterConfig, model: &LoadedModel, input: &[f32], b
             }
             let bits = fixed.output_bits();
             let logits = outcome.logits.iter().map(|&v| fixed::decode(v, bits) as f32).collect();
-            Ok(QueryResult { logits, reports: outcome.reports, elapsed: start.elapsed(), connect: connected })
+            Ok(QueryResult {
+                logits,
+                reports: outcome.reports,
+                elapsed: start.elapsed(),
+                connect: connected,
+                recomputed: Vec::new(),
+            })
+        }
+        "verify" => {
+            let fixed = model.fixed()?;
+            let encoded = fixed.encode_input(input, batch as usize)?;
+            // The pads do not depend on the input: a deployment prepares them ahead of time.
+            let pre = verify::preprocess(&fixed, batch as usize);
+            let mut channel = reach(config.party(Role::Cloud)?).await?;
+            let connected = start.elapsed();
+            let outcome = verify::client(
+                &me.name,
+                fixed.clone(),
+                &mut channel,
+                SessionId::random(),
+                encoded,
+                pre,
+                options.verify,
+            )
+            .await?;
+            channel.close().await;
+            let bits = fixed.output_bits();
+            let logits = outcome.logits.iter().map(|&v| fixed::decode(v, bits) as f32).collect();
+            Ok(QueryResult {
+                logits,
+                reports: outcome.reports,
+                elapsed: start.elapsed(),
+                connect: connected,
+                recomputed: outcome.recomputed,
+            })
         }
         _ => {
             let mut channel = reach(config.party(Role::Server)?).await?;
@@ -312,7 +398,13 @@ pub async fn query(config: &ClusterConfig, model: &LoadedModel, input: &[f32], b
             let logits = plain::user(&mut channel, SessionId::random(), input, batch, classes).await?;
             rec.stage(0, "query", "query", &[&channel]);
             channel.close().await;
-            Ok(QueryResult { logits, reports: vec![rec.finish()], elapsed: start.elapsed(), connect: connected })
+            Ok(QueryResult {
+                logits,
+                reports: vec![rec.finish()],
+                elapsed: start.elapsed(),
+                connect: connected,
+                recomputed: Vec::new(),
+            })
         }
     }
 }

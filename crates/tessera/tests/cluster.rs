@@ -46,7 +46,9 @@ async fn start_servers(config: &ClusterConfig) -> (tokio::sync::watch::Sender<bo
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            serve(&config, role, Some(&name), |a| ready_tx.send(a).unwrap(), shutdown).await.unwrap();
+            serve(&config, role, Some(&name), Default::default(), |a| ready_tx.send(a).unwrap(), shutdown)
+                .await
+                .unwrap();
         }));
         ready_rx.await.unwrap();
     }

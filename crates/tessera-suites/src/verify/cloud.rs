@@ -91,7 +91,7 @@ impl Cloud {
             let node = header.layer;
             let product = self.product(client.peer(), node, &payload).await?;
             client.send(PRODUCT, header.session, node, &elements_to_bytes(&product)).await?;
-            rec.stage(node, self.model.node_name(node as usize), "linear", &[client]);
+            rec.stage(node, self.model.node_name(node as usize), "offloaded", &[client]);
         }
     }
 
