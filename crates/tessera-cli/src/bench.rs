@@ -67,6 +67,19 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Suite verify: the client's online time (wall and CPU) against running the model itself
+    /// in `f32`, in the same run; preprocessing and cloud time; bytes.
+    Verify {
+        /// ONNX models.
+        #[arg(required = true)]
+        models: Vec<PathBuf>,
+        /// Timed queries (after one warm-up query).
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Latency of secure suites against the `plain` suite and local f32 inference, in one run:
     /// every party its own process on loopback; bytes per ReLU and rounds per inference.
     Suites {
@@ -108,6 +121,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Load { model, data, users, queries, holders, json } => {
             load(&model, &data, users, queries, holders, json)
         }
+        BenchCommand::Verify { models, runs, json } => verify(&models, runs, json),
         BenchCommand::Suites { models, holders, runs, net, json } => {
             let profile = match net.as_str() {
                 "loopback" => None,
@@ -121,6 +135,8 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
 /// One suite's timed queries on one model.
 struct SuiteRun {
     latency: (f64, f64),
+    /// Every timed query's party reports.
+    all_reports: Vec<Vec<tessera_net::PartyReport>>,
     reports: Vec<tessera_net::PartyReport>,
 }
 
@@ -137,17 +153,18 @@ fn run_suite(
     let options = tessera::local::LocalOptions { holders, profile, ..Default::default() };
     let cluster = tessera::local::LocalCluster::start(&exe, suite, path, &options)?;
     let model = cluster.config.load_model()?;
-    let mut reports = Vec::new();
+    let mut all_reports = Vec::new();
     let mut samples = Vec::new();
     for i in 0..=runs.max(1) {
         let t = Instant::now();
         let r = rt.block_on(tessera::serve::query(&cluster.config, &model, x, 1))?;
         if i > 0 {
             samples.push(t.elapsed().as_secs_f64());
+            all_reports.push(r.reports);
         }
-        reports = r.reports;
     }
-    Ok(SuiteRun { latency: min_median(&mut samples), reports })
+    let reports = all_reports.last().cloned().unwrap_or_default();
+    Ok(SuiteRun { latency: min_median(&mut samples), all_reports, reports })
 }
 
 fn suites(models: &[PathBuf], holders: &[usize], runs: usize, profile: Option<LinkProfile>, json: bool) -> Result<()> {
@@ -459,5 +476,90 @@ fn load(
     if wrong > 0 {
         anyhow::bail!("{wrong} of {done} results differ from the fixed-point reference beyond the bound");
     }
+    Ok(())
+}
+
+fn verify(models: &[PathBuf], runs: usize, json: bool) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut rows = Vec::new();
+    for path in models {
+        let m = LoadedModel::load(path)?;
+        let shape = m.merged.input_shape();
+        let mut rng = os_rng();
+        let x: Vec<f32> = (0..shape.len()).map(|_| (zt::random(&mut rng) % 2000) as f32 / 1000.0 - 1.0).collect();
+        let mut engine = PlainEngine::new(&m.merged);
+        let (f32_min, f32_med) = min_median(&mut time_runs(runs * 5, || {
+            std::hint::black_box(engine.run(&x, 1).expect("valid input"));
+        }));
+        let run = run_suite(&rt, "verify", 0, path, &x, runs, None)?;
+        let party =
+            |reports: &[tessera_net::PartyReport], name: &str| reports.iter().find(|p| p.party == name).cloned();
+        let ms = |us: u64| us as f64 / 1e3;
+        let mut client_wall = Vec::new();
+        let mut client_cpu = Vec::new();
+        let mut prep = Vec::new();
+        let mut cloud_cpu = Vec::new();
+        for reports in &run.all_reports {
+            let (Some(user), Some(cloud)) = (party(reports, "user"), party(reports, "cloud")) else { continue };
+            let pre = user.stages.iter().find(|s| s.kind == "preprocess").map_or(0, |s| s.wall_us);
+            client_wall.push(ms(user.wall_us));
+            client_cpu.push(ms(user.cpu_us));
+            prep.push(ms(pre));
+            cloud_cpu.push(ms(cloud.cpu_us));
+        }
+        let traffic = party(&run.reports, "user").and_then(|u| u.links.first().map(|l| l.traffic)).unwrap_or_default();
+        let (cpu_min, cpu_med) = min_median(&mut client_cpu);
+        rows.push(json!({
+            "model": m.path.file_stem().and_then(|s| s.to_str()),
+            "latency_ms": { "min": run.latency.0 * 1e3, "median": run.latency.1 * 1e3 },
+            "client_online_wall_ms": { "min": min_median(&mut client_wall).0, "median": min_median(&mut client_wall).1 },
+            "client_online_cpu_ms": { "min": cpu_min, "median": cpu_med },
+            "preprocess_ms": { "min": min_median(&mut prep).0, "median": min_median(&mut prep).1 },
+            "cloud_cpu_ms": { "min": min_median(&mut cloud_cpu).0, "median": min_median(&mut cloud_cpu).1 },
+            "f32_ms": { "min": f32_min * 1e3, "median": f32_med * 1e3 },
+            "f32_over_client_cpu": f32_med * 1e3 / cpu_med,
+            "bytes_sent": traffic.bytes_sent, "bytes_received": traffic.bytes_received, "rounds": traffic.rounds,
+            "parties": run.reports,
+        }));
+    }
+    if json {
+        print_json(&json!({ "runs": runs, "results": rows }));
+        return Ok(());
+    }
+    let mut t = Table::new(&[
+        "model",
+        "query ms",
+        "client CPU ms (online)",
+        "client wall ms",
+        "preprocess ms",
+        "cloud CPU ms",
+        "local f32 ms",
+        "local f32 / client CPU",
+        "bytes up / down",
+    ]);
+    let pair = |v: &serde_json::Value| {
+        format!("{:.2} / {:.2}", v["min"].as_f64().unwrap_or(0.0), v["median"].as_f64().unwrap_or(0.0))
+    };
+    for r in &rows {
+        t.row(vec![
+            r["model"].as_str().unwrap_or("").to_string(),
+            pair(&r["latency_ms"]),
+            pair(&r["client_online_cpu_ms"]),
+            pair(&r["client_online_wall_ms"]),
+            pair(&r["preprocess_ms"]),
+            pair(&r["cloud_cpu_ms"]),
+            format!(
+                "{:.3} / {:.3}",
+                r["f32_ms"]["min"].as_f64().unwrap_or(0.0),
+                r["f32_ms"]["median"].as_f64().unwrap_or(0.0)
+            ),
+            format!("{:.3}×", r["f32_over_client_cpu"].as_f64().unwrap_or(0.0)),
+            format!("{} / {}", r["bytes_sent"], r["bytes_received"]),
+        ]);
+    }
+    t.print();
+    crate::outln!(
+        "min / median of {runs} queries after a warm-up; client and cloud separate processes, mutual TLS, loopback"
+    );
     Ok(())
 }

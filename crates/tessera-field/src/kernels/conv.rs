@@ -209,8 +209,8 @@ thread_local! {
 }
 
 /// A convolution with one output channel whose filter holds arbitrary field elements: the
-/// filter is cut into 16-bit limbs, each a small-weight kernel for the exact fast path, and the
-/// limb outputs recombined (`Σ_i 2^(16 i) · conv(x, f_i)`).
+/// filter is cut into four 16-bit limbs, run as the four output channels of one small-weight
+/// convolution on the exact fast path, and recombined (`Σ_i 2^(16 i) · conv(x, f_i)`).
 pub fn conv2d_single_zt(
     geometry: &ConvGeometry,
     filter: &[u64],
@@ -218,22 +218,23 @@ pub fn conv2d_single_zt(
     batch: usize,
     threads: usize,
 ) -> Vec<u64> {
-    let one = ConvGeometry { out_channels: 1, ..*geometry };
-    let mut out: Option<Vec<u64>> = None;
-    for limb in 0..4 {
-        let weights: Vec<i64> = filter.iter().map(|&v| ((v >> (16 * limb)) & 0xffff) as i64).collect();
-        if weights.iter().all(|&w| w == 0) {
-            continue;
-        }
-        let kernel = ConvKernel::new(one, &weights).expect("16-bit weights fit the kernel");
-        let y = conv2d_zt(&kernel, input, batch, threads);
-        let scale = 1u64 << (16 * limb);
-        match out.as_mut() {
-            Some(acc) => acc.iter_mut().zip(&y).for_each(|(a, &v)| *a = zt::add(*a, zt::mul(v, scale))),
-            None => out = Some(y.into_iter().map(|v| zt::mul(v, scale)).collect()),
+    const LIMBS: usize = 4;
+    let stacked = ConvGeometry { out_channels: LIMBS, ..*geometry };
+    let weights: Vec<i64> =
+        (0..LIMBS).flat_map(|limb| filter.iter().map(move |&v| ((v >> (16 * limb)) & 0xffff) as i64)).collect();
+    let kernel = ConvKernel::new(stacked, &weights).expect("16-bit weights fit the kernel");
+    let y = conv2d_zt(&kernel, input, batch, threads);
+    let plane = stacked.output().map_or(0, |o| o.plane());
+    let mut out = vec![0u64; batch * plane];
+    for (b, image) in y.chunks(LIMBS * plane).enumerate() {
+        for (limb, channel) in image.chunks(plane).enumerate() {
+            let scale = 1u64 << (16 * limb);
+            for (o, &v) in out[b * plane..(b + 1) * plane].iter_mut().zip(channel) {
+                *o = zt::add(*o, zt::mul(v, scale));
+            }
         }
     }
-    out.unwrap_or_else(|| vec![0; batch * one.output().map_or(0, |o| o.len())])
+    out
 }
 
 /// Exact `Z_t` convolution without bias: `out[b] = W * input[b] mod t` for `batch` NCHW images.
