@@ -73,6 +73,9 @@ pub enum BenchCommand {
         /// ONNX models.
         #[arg(required = true)]
         models: Vec<PathBuf>,
+        /// Disguise: pad or monomial.
+        #[arg(long, default_value = "pad")]
+        disguise: String,
         /// Timed queries (after one warm-up query).
         #[arg(long, default_value_t = 20)]
         runs: usize,
@@ -121,7 +124,14 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Load { model, data, users, queries, holders, json } => {
             load(&model, &data, users, queries, holders, json)
         }
-        BenchCommand::Verify { models, runs, json } => verify(&models, runs, json),
+        BenchCommand::Verify { models, disguise, runs, json } => {
+            let disguise = match disguise.as_str() {
+                "pad" => tessera_suites::verify::Disguise::Pad,
+                "monomial" => tessera_suites::verify::Disguise::Monomial,
+                other => anyhow::bail!("unknown disguise `{other}` (pad, monomial)"),
+            };
+            verify(&models, disguise, runs, json)
+        }
         BenchCommand::Suites { models, holders, runs, net, json } => {
             let profile = match net.as_str() {
                 "loopback" => None,
@@ -148,6 +158,7 @@ fn run_suite(
     x: &[f32],
     runs: usize,
     profile: Option<LinkProfile>,
+    query: &tessera::serve::QueryOptions,
 ) -> Result<SuiteRun> {
     let exe = std::env::current_exe()?;
     let options = tessera::local::LocalOptions { holders, profile, ..Default::default() };
@@ -157,7 +168,7 @@ fn run_suite(
     let mut samples = Vec::new();
     for i in 0..=runs.max(1) {
         let t = Instant::now();
-        let r = rt.block_on(tessera::serve::query(&cluster.config, &model, x, 1))?;
+        let r = rt.block_on(tessera::serve::query_with(&cluster.config, &model, x, 1, query))?;
         if i > 0 {
             samples.push(t.elapsed().as_secs_f64());
             all_reports.push(r.reports);
@@ -181,9 +192,9 @@ fn suites(models: &[PathBuf], holders: &[usize], runs: usize, profile: Option<Li
             std::hint::black_box(engine.run(&x, 1).expect("valid input"));
         }));
         let relus = tessera_model::cost::total(&m.merged).relus as f64;
-        let plain = run_suite(&rt, "plain", 0, path, &x, runs, profile)?;
+        let plain = run_suite(&rt, "plain", 0, path, &x, runs, profile, &Default::default())?;
         for &h in holders {
-            let secure = run_suite(&rt, "serpens-n", h, path, &x, runs, profile)?;
+            let secure = run_suite(&rt, "serpens-n", h, path, &x, runs, profile, &Default::default())?;
             // Holder 1 carries the explicit re-shares: the busiest holder link.
             let holder = secure.reports.iter().find(|p| p.party == "holder-1");
             let link = holder.and_then(|p| p.links.iter().find(|l| l.peer == "central")).map(|l| l.traffic);
@@ -479,7 +490,7 @@ fn load(
     Ok(())
 }
 
-fn verify(models: &[PathBuf], runs: usize, json: bool) -> Result<()> {
+fn verify(models: &[PathBuf], disguise: tessera_suites::verify::Disguise, runs: usize, json: bool) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut rows = Vec::new();
     for path in models {
@@ -491,7 +502,9 @@ fn verify(models: &[PathBuf], runs: usize, json: bool) -> Result<()> {
         let (f32_min, f32_med) = min_median(&mut time_runs(runs * 5, || {
             std::hint::black_box(engine.run(&x, 1).expect("valid input"));
         }));
-        let run = run_suite(&rt, "verify", 0, path, &x, runs, None)?;
+        let mut query = tessera::serve::QueryOptions::default();
+        query.verify.disguise = disguise;
+        let run = run_suite(&rt, "verify", 0, path, &x, runs, None, &query)?;
         let party =
             |reports: &[tessera_net::PartyReport], name: &str| reports.iter().find(|p| p.party == name).cloned();
         let ms = |us: u64| us as f64 / 1e3;

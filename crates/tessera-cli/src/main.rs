@@ -61,6 +61,10 @@ enum Command {
         /// Share-holders of a local serpens-n cluster (2 to 8).
         #[arg(long, default_value_t = 2)]
         holders: usize,
+        /// verify: how inputs are hidden from the cloud: `pad` (one-time pad, perfectly hiding)
+        /// or `monomial` (permuted, scaled im2col columns; leaks zeros and ratios).
+        #[arg(long, default_value = "pad")]
+        disguise: String,
         /// verify: bits of the challenge set Z (|Z| = 2^bits); 0 means all of Z_t.
         #[arg(long, default_value_t = 0)]
         challenge_bits: u32,
@@ -183,6 +187,7 @@ fn run(command: Command) -> Result<()> {
             suite,
             config,
             holders,
+            disguise,
             challenge_bits,
             repetitions,
             recompute,
@@ -199,7 +204,13 @@ fn run(command: Command) -> Result<()> {
                     b @ 1..=60 => tessera_suites::verify::Challenge::Bits(b),
                     b => bail!("--challenge-bits {b}: at most 60 (0 for all of Z_t)"),
                 };
+                let disguise = match disguise.as_str() {
+                    "pad" => tessera_suites::verify::Disguise::Pad,
+                    "monomial" => tessera_suites::verify::Disguise::Monomial,
+                    other => bail!("unknown disguise `{other}` (pad, monomial)"),
+                };
                 let verify = tessera_suites::verify::ClientSettings {
+                    disguise,
                     challenge,
                     repetitions: repetitions.max(1),
                     recompute_on_failure: recompute,

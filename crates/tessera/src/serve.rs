@@ -310,8 +310,12 @@ pub struct QueryOptions {
 
 impl Default for QueryOptions {
     fn default() -> Self {
-        let verify =
-            verify::ClientSettings { challenge: verify::Challenge::Field, repetitions: 1, recompute_on_failure: false };
+        let verify = verify::ClientSettings {
+            disguise: verify::Disguise::Pad,
+            challenge: verify::Challenge::Field,
+            repetitions: 1,
+            recompute_on_failure: false,
+        };
         Self { verify }
     }
 }
@@ -367,7 +371,7 @@ pub async fn query_with(
             let fixed = model.fixed()?;
             let encoded = fixed.encode_input(input, batch as usize)?;
             // The pads do not depend on the input: a deployment prepares them ahead of time.
-            let pre = verify::preprocess(&fixed, batch as usize);
+            let pre = verify::preprocess(&fixed, batch as usize, options.verify.disguise);
             let mut channel = reach(config.party(Role::Cloud)?).await?;
             let connected = start.elapsed();
             let outcome = verify::client(

@@ -9,7 +9,7 @@ use tessera::dataset::Dataset;
 use tessera::input::normalize;
 use tessera_model::fixed::FixedModel;
 use tessera_suites::SuiteError;
-use tessera_suites::verify::{Challenge, Cheat, ClientSettings, Cloud, run_in_memory};
+use tessera_suites::verify::{Challenge, Cheat, ClientSettings, Cloud, Disguise, run_in_memory};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -28,8 +28,13 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
-const STRICT: ClientSettings =
-    ClientSettings { challenge: Challenge::Field, repetitions: 1, recompute_on_failure: false };
+const STRICT: ClientSettings = ClientSettings {
+    disguise: Disguise::Pad,
+    challenge: Challenge::Field,
+    repetitions: 1,
+    recompute_on_failure: false,
+};
+const MONOMIAL: ClientSettings = ClientSettings { disguise: Disguise::Monomial, ..STRICT };
 
 #[test]
 fn results_equal_the_fixed_point_reference_exactly() {
@@ -44,11 +49,13 @@ fn results_equal_the_fixed_point_reference_exactly() {
     ] {
         let (fixed, input) = encoded(model, evalset, n);
         let reference = fixed.run_encoded(input.clone(), n).unwrap();
-        let cloud = Arc::new(Cloud::new(fixed.clone(), Cheat::Honest));
-        let outcome = rt.block_on(run_in_memory(&fixed, cloud, &input, n, STRICT, 1)).unwrap();
-        assert_eq!(outcome.logits, reference, "{model}");
-        assert!(outcome.recomputed.is_empty());
-        assert_eq!(outcome.reports.len(), 2);
+        for settings in [STRICT, MONOMIAL] {
+            let cloud = Arc::new(Cloud::new(fixed.clone(), Cheat::Honest));
+            let outcome = rt.block_on(run_in_memory(&fixed, cloud, &input, n, settings, 1)).unwrap();
+            assert_eq!(outcome.logits, reference, "{model}, {:?}", settings.disguise);
+            assert!(outcome.recomputed.is_empty());
+            assert_eq!(outcome.reports.len(), 2);
+        }
     }
 }
 
@@ -58,9 +65,9 @@ fn every_cheating_cloud_is_caught() {
     let (fixed, input) = encoded("minionn-cifar", "cifar10-test-200.bin", 2);
     let reference = fixed.run_encoded(input.clone(), 2).unwrap();
     for cheat in [Cheat::FlipOne, Cheat::NoiseChannel, Cheat::Stale, Cheat::SwapChannels, Cheat::OtherInput] {
-        for trial in 0..3 {
+        for (trial, settings) in [STRICT, STRICT, MONOMIAL, MONOMIAL].into_iter().enumerate() {
             let cloud = Arc::new(Cloud::new(fixed.clone(), cheat));
-            let err = rt.block_on(run_in_memory(&fixed, cloud, &input, 2, STRICT, 2)).unwrap_err();
+            let err = rt.block_on(run_in_memory(&fixed, cloud, &input, 2, settings, 2)).unwrap_err();
             assert!(matches!(err, SuiteError::VerificationFailed { layer: 0, .. }), "{cheat:?} trial {trial}: {err}");
         }
         // Asked to, the client recomputes what failed and still gets the exact result.

@@ -84,6 +84,18 @@ impl ConvKernel {
             .fold(0.0, f64::max)
     }
 
+    /// The same weights as a matrix product `W · X̂` over `columns` im2col columns (a `1 × 1`
+    /// convolution of a `terms × 1 × columns` image).
+    pub fn matrix_form(&self, columns: usize) -> ConvKernel {
+        let geometry = ConvGeometry {
+            input: ImageShape::new(self.geometry.terms(), 1, columns),
+            out_channels: self.geometry.out_channels,
+            window: Window2d::square(1, 1),
+        };
+        let weights: Vec<i64> = self.weights.iter().map(|&w| w as i64).collect();
+        ConvKernel::new(geometry, &weights).expect("the weights were valid")
+    }
+
     /// `Σ_o r_o · W_o mod t`: the one filter whose output is the same combination of this
     /// kernel's output channels (Freivalds' check in convolution form).
     pub fn combine_channels(&self, r: &[u64]) -> Vec<u64> {

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera_field::kernels::conv2d_zt;
+use rand::seq::SliceRandom;
+use tessera_field::kernels::im2col::Im2col;
+use tessera_field::kernels::{ConvKernel, conv2d_zt};
 use tessera_field::{seed::os_rng, zt};
 use tessera_model::fixed::FixedModel;
 use tessera_model::runner::{Runner, Step};
@@ -16,9 +18,21 @@ use super::{DONE, OFFLOAD, PRODUCT, REPORT};
 use crate::error::{Result, SuiteError};
 use crate::wire::{Reader, put_elements};
 
+/// How the client hides a layer's input from the cloud.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disguise {
+    /// `X + M` with `M` uniform and `K · M` prepared ahead: perfectly hiding.
+    Pad,
+    /// The im2col columns of `X`, permuted and each scaled by a random nonzero factor: no
+    /// preparation, but the cloud sees zeros and the ratios within each column (window).
+    Monomial,
+}
+
 /// How the client checks the cloud.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientSettings {
+    /// How inputs are hidden.
+    pub disguise: Disguise,
     /// The challenge set of Freivalds' test.
     pub challenge: Challenge,
     /// Independent challenges per layer.
@@ -54,9 +68,13 @@ impl Drop for Preprocessed {
     }
 }
 
-/// Draws the pads `M` (uniform, fresh) and computes `K · M` for every linear layer.
-pub fn preprocess(model: &FixedModel, batch: usize) -> Preprocessed {
+/// Draws the pads `M` (uniform, fresh) and computes `K · M` for every linear layer (nothing
+/// for the monomial disguise).
+pub fn preprocess(model: &FixedModel, batch: usize, disguise: Disguise) -> Preprocessed {
     let start = Instant::now();
+    if disguise == Disguise::Monomial {
+        return Preprocessed { batch, pads: Vec::new(), elapsed: start.elapsed() };
+    }
     let mut rng = os_rng();
     let pads = (0..model.ops().len())
         .filter_map(|node| {
@@ -106,23 +124,16 @@ pub async fn client(
             Step::Nonlinear(layer) => layer.eval_plain(runner.pending_input(), batch),
             Step::Linear(node) => {
                 let kernel = model.linear_kernel(node as usize).expect("a linear step");
-                let (_, m, km) = pre.pads.iter().find(|(n, _, _)| *n == node).expect("a pad per linear layer");
-                let mut disguised: Vec<u64> =
-                    runner.pending_input().iter().zip(m).map(|(&x, &r)| zt::add(x, r)).collect();
-                let mut msg = Vec::with_capacity(4 + 8 * disguised.len());
-                msg.extend_from_slice(&(batch as u32).to_le_bytes());
-                put_elements(&mut msg, &disguised);
-                cloud.send(OFFLOAD, session, node, &msg).await?;
+                let mut offload = Offload::new(settings.disguise, kernel, runner.pending_input(), batch, &pre, node);
+                cloud.send(OFFLOAD, session, node, &offload.message).await?;
                 let reply = cloud.recv(PRODUCT, session, node).await?;
                 let mut r = Reader::new(&reply, cloud.peer(), "product");
                 let out_len = batch * kernel.geometry().output().expect("checked kernel").len();
                 let product = r.elements(out_len)?;
                 r.end()?;
-                let sound =
-                    freivalds(kernel, &disguised, &product, batch, settings.challenge, settings.repetitions, &mut rng);
-                disguised.zeroize();
+                let sound = offload.check(kernel, &product, batch, settings, &mut rng);
                 if sound {
-                    product.iter().zip(km).map(|(&y, &k)| zt::sub(y, k)).collect()
+                    offload.reveal(kernel, product, batch, &pre)
                 } else if settings.recompute_on_failure {
                     recomputed.push(node);
                     conv2d_zt(kernel, runner.pending_input(), batch, rayon::current_num_threads())
@@ -162,4 +173,118 @@ pub async fn client(
     let mut reports = vec![own];
     reports.extend(cloud_reports);
     Ok(Outcome { logits, reports, recomputed })
+}
+
+/// One offloaded layer: the disguised message and what the client keeps to check and undo it.
+struct Offload {
+    node: u32,
+    disguise: Disguise,
+    /// Pad: `X + M`. Monomial: the disguised columns `X̂'` (terms × columns).
+    sent: Vec<u64>,
+    /// Monomial: column `j` holds image position `perm[j]` scaled by `scales[j]`.
+    perm: Vec<u32>,
+    scales: Vec<u64>,
+    message: Vec<u8>,
+}
+
+impl Offload {
+    fn new(disguise: Disguise, kernel: &ConvKernel, x: &[u64], batch: usize, pre: &Preprocessed, node: u32) -> Self {
+        let mut rng = os_rng();
+        let (sent, perm, scales) = match disguise {
+            Disguise::Pad => {
+                let (_, m, _) = pre.pads.iter().find(|(n, _, _)| *n == node).expect("a pad per linear layer");
+                (x.iter().zip(m).map(|(&v, &r)| zt::add(v, r)).collect(), Vec::new(), Vec::new())
+            }
+            Disguise::Monomial => {
+                let g = kernel.geometry();
+                let cols = Im2col::new(g.input, g.window);
+                let (terms, positions) = (g.terms(), cols.positions());
+                let columns = batch * positions;
+                let mut plain = vec![0u64; terms * columns];
+                for (b, image) in x.chunks(g.input.len()).enumerate() {
+                    cols.fill(image, 0, positions, &mut plain, columns, b * positions);
+                }
+                let mut perm: Vec<u32> = (0..columns as u32).collect();
+                perm.shuffle(&mut rng);
+                let scales: Vec<u64> = (0..columns)
+                    .map(|_| {
+                        loop {
+                            let s = zt::random(&mut rng);
+                            if s != 0 {
+                                break s;
+                            }
+                        }
+                    })
+                    .collect();
+                let mut sent = vec![0u64; terms * columns];
+                for t in 0..terms {
+                    let (src, dst) =
+                        (&plain[t * columns..(t + 1) * columns], &mut sent[t * columns..(t + 1) * columns]);
+                    for (j, d) in dst.iter_mut().enumerate() {
+                        *d = zt::mul(src[perm[j] as usize], scales[j]);
+                    }
+                }
+                plain.zeroize();
+                (sent, perm, scales)
+            }
+        };
+        let mut message = Vec::with_capacity(8 + 8 * sent.len());
+        message.extend_from_slice(&(batch as u32).to_le_bytes());
+        message.extend_from_slice(&(disguise as u32).to_le_bytes());
+        put_elements(&mut message, &sent);
+        Self { node, disguise, sent, perm, scales, message }
+    }
+
+    /// Freivalds' check of the cloud's product against what was sent.
+    fn check<R: rand_core::RngCore + rand_core::CryptoRng>(
+        &self,
+        kernel: &ConvKernel,
+        product: &[u64],
+        batch: usize,
+        settings: ClientSettings,
+        rng: &mut R,
+    ) -> bool {
+        match self.disguise {
+            Disguise::Pad => {
+                freivalds(kernel, &self.sent, product, batch, settings.challenge, settings.repetitions, rng)
+            }
+            Disguise::Monomial => {
+                let columns = self.perm.len();
+                let matrix = kernel.matrix_form(columns);
+                freivalds(&matrix, &self.sent, product, 1, settings.challenge, settings.repetitions, rng)
+            }
+        }
+    }
+
+    /// The true product `K · X` from the checked product.
+    fn reveal(&mut self, kernel: &ConvKernel, product: Vec<u64>, batch: usize, pre: &Preprocessed) -> Vec<u64> {
+        match self.disguise {
+            Disguise::Pad => {
+                let (_, _, km) = pre.pads.iter().find(|(n, _, _)| *n == self.node).expect("a pad per linear layer");
+                product.iter().zip(km).map(|(&y, &k)| zt::sub(y, k)).collect()
+            }
+            Disguise::Monomial => {
+                let out = kernel.geometry().output().expect("checked kernel");
+                let (channels, positions, columns) = (out.c, out.plane(), self.perm.len());
+                let mut y = vec![0u64; batch * out.len()];
+                for (j, (&p, &s)) in self.perm.iter().zip(&self.scales).enumerate() {
+                    let inv = zt::inv(s).expect("nonzero scale");
+                    let (b, pos) = (p as usize / positions, p as usize % positions);
+                    for o in 0..channels {
+                        y[(b * channels + o) * positions + pos] = zt::mul(product[o * columns + j], inv);
+                    }
+                }
+                y
+            }
+        }
+    }
+}
+
+impl Drop for Offload {
+    fn drop(&mut self) {
+        self.sent.zeroize();
+        self.perm.zeroize();
+        self.scales.zeroize();
+        self.message.zeroize();
+    }
 }

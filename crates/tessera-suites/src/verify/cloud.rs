@@ -102,11 +102,18 @@ impl Cloud {
             .linear_kernel(node as usize)
             .ok_or_else(|| r.error(format!("node {node} is not a convolution or FC layer")))?;
         let batch = r.u32()? as usize;
-        let input_len = kernel.geometry().input.len();
-        if batch == 0 || batch.checked_mul(input_len).is_none_or(|n| n > payload.len() / 8) {
+        let monomial = match r.u32()? {
+            0 => false,
+            1 => true,
+            other => return Err(r.error(format!("disguise {other}"))),
+        };
+        let g = *kernel.geometry();
+        let positions = g.output().expect("checked kernel").plane();
+        let per_image = if monomial { g.terms() * positions } else { g.input.len() };
+        if batch == 0 || batch.checked_mul(per_image).is_none_or(|n| n > payload.len() / 8) {
             return Err(r.error(format!("batch of {batch} for {} bytes", payload.len())));
         }
-        let mut x = r.elements(batch * input_len)?;
+        let mut x = r.elements(batch * per_image)?;
         r.end()?;
         let mut rng = os_rng();
         if self.cheat == Cheat::OtherInput {
@@ -115,7 +122,13 @@ impl Cloud {
         let model = self.model.clone();
         let mut y = tokio::task::spawn_blocking(move || {
             let kernel = model.linear_kernel(node as usize).expect("checked above");
-            conv2d_zt(kernel, &x, batch, rayon::current_num_threads())
+            let threads = rayon::current_num_threads();
+            if monomial {
+                // The disguised im2col columns of the whole batch, as one matrix product.
+                conv2d_zt(&kernel.matrix_form(batch * positions), &x, 1, threads)
+            } else {
+                conv2d_zt(kernel, &x, batch, threads)
+            }
         })
         .await
         .map_err(|e| SuiteError::Local(format!("the product stopped: {e}")))?;

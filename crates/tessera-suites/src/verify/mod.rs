@@ -18,7 +18,7 @@ mod cloud;
 mod memory;
 
 pub use check::{Challenge, freivalds};
-pub use client::{ClientSettings, Outcome, Preprocessed, client, preprocess};
+pub use client::{ClientSettings, Disguise, Outcome, Preprocessed, client, preprocess};
 pub use cloud::{Cheat, Cloud};
 pub use memory::run_in_memory;
 
