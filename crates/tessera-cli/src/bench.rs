@@ -153,16 +153,14 @@ struct SuiteRun {
 fn run_suite(
     rt: &tokio::runtime::Runtime,
     suite: &str,
-    holders: usize,
     path: &std::path::Path,
     x: &[f32],
     runs: usize,
-    profile: Option<LinkProfile>,
+    options: &tessera::local::LocalOptions,
     query: &tessera::serve::QueryOptions,
 ) -> Result<SuiteRun> {
     let exe = std::env::current_exe()?;
-    let options = tessera::local::LocalOptions { holders, profile, ..Default::default() };
-    let cluster = tessera::local::LocalCluster::start(&exe, suite, path, &options)?;
+    let cluster = tessera::local::LocalCluster::start(&exe, suite, path, options)?;
     let model = cluster.config.load_model()?;
     let mut all_reports = Vec::new();
     let mut samples = Vec::new();
@@ -181,6 +179,7 @@ fn run_suite(
 fn suites(models: &[PathBuf], holders: &[usize], runs: usize, profile: Option<LinkProfile>, json: bool) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let net_name = profile.map_or("loopback", |p| p.name);
+    let local = |holders| tessera::local::LocalOptions { holders, profile, ..Default::default() };
     let mut rows = Vec::new();
     for path in models {
         let m = LoadedModel::load(path)?;
@@ -192,9 +191,9 @@ fn suites(models: &[PathBuf], holders: &[usize], runs: usize, profile: Option<Li
             std::hint::black_box(engine.run(&x, 1).expect("valid input"));
         }));
         let relus = tessera_model::cost::total(&m.merged).relus as f64;
-        let plain = run_suite(&rt, "plain", 0, path, &x, runs, profile, &Default::default())?;
+        let plain = run_suite(&rt, "plain", path, &x, runs, &local(0), &Default::default())?;
         for &h in holders {
-            let secure = run_suite(&rt, "serpens-n", h, path, &x, runs, profile, &Default::default())?;
+            let secure = run_suite(&rt, "serpens-n", path, &x, runs, &local(h), &Default::default())?;
             // Holder 1 carries the explicit re-shares: the busiest holder link.
             let holder = secure.reports.iter().find(|p| p.party == "holder-1");
             let link = holder.and_then(|p| p.links.iter().find(|l| l.peer == "central")).map(|l| l.traffic);
@@ -504,7 +503,7 @@ fn verify(models: &[PathBuf], disguise: tessera_suites::verify::Disguise, runs: 
         }));
         let mut query = tessera::serve::QueryOptions::default();
         query.verify.disguise = disguise;
-        let run = run_suite(&rt, "verify", 0, path, &x, runs, None, &query)?;
+        let run = run_suite(&rt, "verify", path, &x, runs, &Default::default(), &query)?;
         let party =
             |reports: &[tessera_net::PartyReport], name: &str| reports.iter().find(|p| p.party == name).cloned();
         let ms = |us: u64| us as f64 / 1e3;
