@@ -142,6 +142,18 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     }
 }
 
+/// A random input in the model's range and the local `f32` engine's min / median latency on it.
+fn f32_baseline(m: &LoadedModel, runs: usize) -> (Vec<f32>, (f64, f64)) {
+    let mut rng = os_rng();
+    let x: Vec<f32> =
+        (0..m.merged.input_shape().len()).map(|_| (zt::random(&mut rng) % 2000) as f32 / 1000.0 - 1.0).collect();
+    let mut engine = PlainEngine::new(&m.merged);
+    let latency = min_median(&mut time_runs(runs, || {
+        std::hint::black_box(engine.run(&x, 1).expect("valid input"));
+    }));
+    (x, latency)
+}
+
 /// One suite's timed queries on one model.
 struct SuiteRun {
     latency: (f64, f64),
@@ -183,13 +195,7 @@ fn suites(models: &[PathBuf], holders: &[usize], runs: usize, profile: Option<Li
     let mut rows = Vec::new();
     for path in models {
         let m = LoadedModel::load(path)?;
-        let shape = m.merged.input_shape();
-        let mut rng = os_rng();
-        let x: Vec<f32> = (0..shape.len()).map(|_| (zt::random(&mut rng) % 2000) as f32 / 1000.0 - 1.0).collect();
-        let mut engine = PlainEngine::new(&m.merged);
-        let (f32_min, f32_med) = min_median(&mut time_runs(runs * 5, || {
-            std::hint::black_box(engine.run(&x, 1).expect("valid input"));
-        }));
+        let (x, (f32_min, f32_med)) = f32_baseline(&m, runs * 5);
         let relus = tessera_model::cost::total(&m.merged).relus as f64;
         let plain = run_suite(&rt, "plain", path, &x, runs, &local(0), &Default::default())?;
         for &h in holders {
@@ -494,13 +500,7 @@ fn verify(models: &[PathBuf], disguise: tessera_suites::verify::Disguise, runs: 
     let mut rows = Vec::new();
     for path in models {
         let m = LoadedModel::load(path)?;
-        let shape = m.merged.input_shape();
-        let mut rng = os_rng();
-        let x: Vec<f32> = (0..shape.len()).map(|_| (zt::random(&mut rng) % 2000) as f32 / 1000.0 - 1.0).collect();
-        let mut engine = PlainEngine::new(&m.merged);
-        let (f32_min, f32_med) = min_median(&mut time_runs(runs * 5, || {
-            std::hint::black_box(engine.run(&x, 1).expect("valid input"));
-        }));
+        let (x, (f32_min, f32_med)) = f32_baseline(&m, runs * 5);
         let mut query = tessera::serve::QueryOptions::default();
         query.verify.disguise = disguise;
         let run = run_suite(&rt, "verify", path, &x, runs, &Default::default(), &query)?;

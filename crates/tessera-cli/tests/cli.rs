@@ -92,7 +92,7 @@ fn bad_arguments_fail_clearly() {
 /// masked values: numbers of 10 or more digits) and no input or output value reaches the logs.
 #[test]
 fn logs_carry_no_values_at_trace_level() {
-    for suite in ["serpens-n", "plain"] {
+    for suite in ["serpens-n", "plain", "verify"] {
         let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
             .args([
                 "infer",

@@ -117,23 +117,28 @@ fn concurrent_users_all_get_correct_results() {
     rt.block_on(futures::future::join_all(users));
 }
 
+/// The single server of `plain` and of `verify`: killed, a typed error naming it; restarted,
+/// correct results again.
 #[test]
-fn a_killed_plain_server_gives_a_typed_error_and_serves_after_restart() {
+fn a_killed_single_server_gives_a_typed_error_and_serves_after_restart() {
     let exe = Path::new(env!("CARGO_BIN_EXE_tessera"));
     let c = case("minionn-cifar.onnx", "cifar10-test-200.bin", 4);
     let options = LocalOptions { timeout: Some(Duration::from_secs(2)), ..Default::default() };
-    let mut cluster = LocalCluster::start(exe, "plain", &repo().join("models/minionn-cifar.onnx"), &options).unwrap();
     let rt = runtime();
-    let plain_check = |logits: &[f32]| {
-        let expected = tessera_model::plain::PlainEngine::new(&c.model.merged).run(&c.x, 4).unwrap();
-        assert_eq!(logits, &expected[..]);
-    };
-    plain_check(&rt.block_on(query(&cluster.config, &c.model, &c.x, 4)).unwrap().logits);
-    cluster.kill("server").unwrap();
-    let start = Instant::now();
-    let err = rt.block_on(query(&cluster.config, &c.model, &c.x, 4)).unwrap_err();
-    assert!(start.elapsed() < Duration::from_secs(4), "{err}");
-    assert!(err.to_string().contains("server"), "{err}");
-    cluster.restart("server").unwrap();
-    plain_check(&rt.block_on(query(&cluster.config, &c.model, &c.x, 4)).unwrap().logits);
+    let plain = tessera_model::plain::PlainEngine::new(&c.model.merged).run(&c.x, 4).unwrap();
+    for (suite, server) in [("plain", "server"), ("verify", "cloud")] {
+        let mut cluster = LocalCluster::start(exe, suite, &repo().join("models/minionn-cifar.onnx"), &options).unwrap();
+        let expect_right = |logits: &[f32]| match suite {
+            "plain" => assert_eq!(logits, &plain[..]),
+            _ => check(&c, logits),
+        };
+        expect_right(&rt.block_on(query(&cluster.config, &c.model, &c.x, 4)).unwrap().logits);
+        cluster.kill(server).unwrap();
+        let start = Instant::now();
+        let err = rt.block_on(query(&cluster.config, &c.model, &c.x, 4)).unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(4), "{suite}: {err}");
+        assert!(err.to_string().contains(server), "{suite}: {err}");
+        cluster.restart(server).unwrap();
+        expect_right(&rt.block_on(query(&cluster.config, &c.model, &c.x, 4)).unwrap().logits);
+    }
 }

@@ -301,6 +301,12 @@ pub struct QueryResult {
     pub recomputed: Vec<u32>,
 }
 
+/// Logits in `Z_t` as real numbers at the model's output scale.
+fn decoded(model: &FixedModel, logits: &[u64]) -> Vec<f32> {
+    let bits = model.output_bits();
+    logits.iter().map(|&v| fixed::decode(v, bits) as f32).collect()
+}
+
 /// How the user runs a query, beyond its input.
 #[derive(Debug, Clone, Copy)]
 pub struct QueryOptions {
@@ -357,10 +363,8 @@ pub async fn query_with(
             for c in channels {
                 c.close().await;
             }
-            let bits = fixed.output_bits();
-            let logits = outcome.logits.iter().map(|&v| fixed::decode(v, bits) as f32).collect();
             Ok(QueryResult {
-                logits,
+                logits: decoded(&fixed, &outcome.logits),
                 reports: outcome.reports,
                 elapsed: start.elapsed(),
                 connect: connected,
@@ -385,10 +389,8 @@ pub async fn query_with(
             )
             .await?;
             channel.close().await;
-            let bits = fixed.output_bits();
-            let logits = outcome.logits.iter().map(|&v| fixed::decode(v, bits) as f32).collect();
             Ok(QueryResult {
-                logits,
+                logits: decoded(&fixed, &outcome.logits),
                 reports: outcome.reports,
                 elapsed: start.elapsed(),
                 connect: connected,

@@ -2,39 +2,20 @@
 //! the fixed-point reference on real test images of every shipped model, for 2, 3 and 5
 //! holders; what the central server sees; fresh masks per query; refusals.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{encoded, runtime};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tessera::LoadedModel;
-use tessera::dataset::Dataset;
 use tessera::eval::argmax;
-use tessera::input::normalize;
 use tessera_field::zt;
 use tessera_model::fixed::FixedModel;
 use tessera_suites::SuiteError;
 use tessera_suites::serpens_n::{InMemoryRun, View, run_in_memory};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap()
-}
-
 fn settings(holders: usize, record_views: bool) -> InMemoryRun {
     InMemoryRun { holders, timeout: Duration::from_secs(60), record_views }
-}
-
-/// `n` real test images of `model`'s dataset, encoded for the fixed-point model.
-fn encoded(model: &str, evalset: &str, n: usize) -> (Arc<FixedModel>, Vec<u64>) {
-    let m = LoadedModel::load(&repo().join("models").join(format!("{model}.onnx"))).unwrap();
-    let data = Dataset::open(&repo().join("data").join(evalset)).unwrap();
-    let x = normalize(data.pixels(0..n), data.shape, m.meta());
-    let fixed = m.fixed().unwrap();
-    let input = fixed.encode_input(&x, n).unwrap();
-    (fixed, input)
 }
 
 const MODELS: &[(&str, &str, usize)] = &[
@@ -48,7 +29,7 @@ const MODELS: &[(&str, &str, usize)] = &[
 
 #[test]
 fn secure_logits_match_the_fixed_point_reference() {
-    let rt = runtime();
+    let rt = runtime(4);
     for &(model, evalset, n) in MODELS {
         let (fixed, input) = encoded(model, evalset, n);
         let reference = fixed.run_encoded(input.clone(), n).unwrap();
@@ -110,7 +91,7 @@ fn nonlinear_inputs(fixed: &Arc<FixedModel>, input: &[u64], batch: usize) -> Vec
 
 #[test]
 fn the_central_server_sees_only_masked_values_with_fresh_masks() {
-    let rt = runtime();
+    let rt = runtime(4);
     let (fixed, input) = encoded("minionn-mnist", "mnist-test-200-images.idx", 1);
     let bound = 1i64 << fixed.params().bound_bits();
     let clear = nonlinear_inputs(&fixed, &input, 1);
@@ -139,7 +120,7 @@ fn the_central_server_sees_only_masked_values_with_fresh_masks() {
 
 #[test]
 fn overflowing_inputs_and_bad_holder_counts_are_refused() {
-    let rt = runtime();
+    let rt = runtime(4);
     let (fixed, input) = encoded("minionn-mnist", "mnist-test-200-images.idx", 1);
     // Activations that wrap around the field: S0 sees `w` outside the masks' range and refuses.
     // (A value only slightly above 2^ℓx is not detected; docs/suites/serpens-n.md says so.)

@@ -1,32 +1,13 @@
 //! Suite verify with client and cloud in this process: exact results on every shipped model,
 //! every cheating cloud caught, and recomputation on request.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{encoded, runtime};
 use std::sync::Arc;
 
-use tessera::LoadedModel;
-use tessera::dataset::Dataset;
-use tessera::input::normalize;
-use tessera_model::fixed::FixedModel;
 use tessera_suites::SuiteError;
 use tessera_suites::verify::{Challenge, Cheat, ClientSettings, Cloud, Disguise, run_in_memory};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn encoded(model: &str, evalset: &str, n: usize) -> (Arc<FixedModel>, Vec<u64>) {
-    let m = LoadedModel::load(&repo().join("models").join(format!("{model}.onnx"))).unwrap();
-    let data = Dataset::open(&repo().join("data").join(evalset)).unwrap();
-    let x = normalize(data.pixels(0..n), data.shape, m.meta());
-    let fixed = m.fixed().unwrap();
-    let input = fixed.encode_input(&x, n).unwrap();
-    (fixed, input)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
 
 const STRICT: ClientSettings = ClientSettings {
     disguise: Disguise::Pad,
@@ -38,7 +19,7 @@ const MONOMIAL: ClientSettings = ClientSettings { disguise: Disguise::Monomial, 
 
 #[test]
 fn results_equal_the_fixed_point_reference_exactly() {
-    let rt = runtime();
+    let rt = runtime(2);
     for (model, evalset, n) in [
         ("minionn-mnist", "mnist-test-200-images.idx", 100),
         ("lenet-mnist", "mnist-test-200-images.idx", 100),
@@ -61,7 +42,7 @@ fn results_equal_the_fixed_point_reference_exactly() {
 
 #[test]
 fn every_cheating_cloud_is_caught() {
-    let rt = runtime();
+    let rt = runtime(2);
     let (fixed, input) = encoded("minionn-cifar", "cifar10-test-200.bin", 2);
     let reference = fixed.run_encoded(input.clone(), 2).unwrap();
     for cheat in [Cheat::FlipOne, Cheat::NoiseChannel, Cheat::Stale, Cheat::SwapChannels, Cheat::OtherInput] {
