@@ -40,3 +40,42 @@ impl Drop for LayerMasks {
         self.r.zeroize();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tessera_field::kernels::ImageShape;
+    use tessera_field::seed::os_rng;
+    use tessera_model::nonlinear::NonlinearKind;
+
+    use super::*;
+
+    fn relu(node: u32) -> NonlinearLayer {
+        let shape = ImageShape::new(4, 8, 8);
+        NonlinearLayer { node, kind: NonlinearKind::Relu, input: shape, output: shape, shift: 8 }
+    }
+
+    /// Two layers of one query, and the same layer of two queries, never share a permutation
+    /// or masks; holders of the same seed derive the same ones; masks stay in their ranges.
+    #[test]
+    fn masks_are_fresh_per_layer_and_query_and_shared_by_the_holders() {
+        let params = FixedPointParams::new(6, 8, 19).unwrap();
+        let mut rng = os_rng();
+        let (a, b) = (Seed::random(&mut rng), Seed::random(&mut rng));
+        let l1 = LayerMasks::derive(&a, &relu(1), 2, &params);
+        let l3 = LayerMasks::derive(&a, &relu(3), 2, &params);
+        let other_query = LayerMasks::derive(&b, &relu(1), 2, &params);
+        let same = LayerMasks::derive(&a, &relu(1), 2, &params);
+        assert_eq!((&l1.perm, &l1.k, &l1.r), (&same.perm, &same.k, &same.r));
+        for m in [&l3, &other_query] {
+            assert_ne!(l1.perm, m.perm);
+            assert!(l1.k.iter().zip(&m.k).filter(|(x, y)| x == y).count() < 4);
+            assert!(l1.r.iter().zip(&m.r).all(|(x, y)| x != y));
+        }
+        let mut sorted = l1.perm.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..512).collect::<Vec<u32>>(), "a permutation of all items of the batch");
+        let kappa = params.mask_bits();
+        assert!(l1.k.iter().all(|&k| (1..=1u64 << kappa).contains(&k)));
+        assert!(l1.r.iter().all(|&r| r < 1u64 << (zt::LOG2_T - 1)));
+    }
+}
