@@ -171,7 +171,12 @@ impl Service {
                 let input_len = model.input_shape().len();
                 // A user may send several queries on one connection.
                 while let Some((header, payload)) = next_query(&mut channel, serpens_n::INPUT).await? {
-                    let input = HolderInput::parse(channel.peer(), &payload, input_len, usize::MAX)?;
+                    let input = HolderInput::parse(
+                        channel.peer(),
+                        &payload,
+                        input_len,
+                        serpens_n::max_batch(model, max_frame),
+                    )?;
                     let idle = loop {
                         let next = {
                             let mut kept = kept.lock().expect("kept connections");
@@ -213,7 +218,8 @@ impl Service {
                 Ok(())
             }
             Service::Central { name, model, layers, pending } => {
-                let mut join = serpens_n::read_join(&mut channel, usize::MAX).await?;
+                let batch_limit = serpens_n::max_batch(model, max_frame);
+                let mut join = serpens_n::read_join(&mut channel, batch_limit).await?;
                 // A holder keeps its connection for later queries: serve them until it goes idle.
                 loop {
                     let (session, holders) = (join.session, join.holders);
@@ -250,7 +256,7 @@ impl Service {
                     };
                     let Some(frame) = channel.recv_next(timeout).await else { return Ok(()) };
                     let (header, payload) = frame?;
-                    join = serpens_n::join_from_frame(channel.peer(), header, &payload, usize::MAX)?;
+                    join = serpens_n::join_from_frame(channel.peer(), header, &payload, batch_limit)?;
                 }
             }
         }

@@ -133,3 +133,20 @@ fn overflowing_inputs_and_bad_holder_counts_are_refused() {
         assert!(matches!(err, SuiteError::Local(_)), "{err}");
     }
 }
+
+/// A peer's declared batch is bounded by what fits in a frame before anything is sized by it.
+#[test]
+fn absurd_batches_are_refused_before_allocation() {
+    use tessera_suites::serpens_n::{HolderInput, JOIN, join_from_frame, max_batch};
+    let (fixed, _) = encoded("minionn-cifar", "cifar10-test-200.bin", 1);
+    let limit = max_batch(&fixed, 64 << 20);
+    // MiniONN-CIFAR's largest layer sends 16 bytes for each of 65,536 elements per image.
+    assert_eq!(limit, (64 << 20) / (16 * 65_536));
+    let mut join = [2u32, 2, u32::MAX].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+    join.extend([0u8; 32]);
+    let header = tessera_net::FrameHeader { kind: JOIN, layer: 0, session: tessera_net::SessionId([0; 16]), len: 0 };
+    assert!(matches!(join_from_frame("holder-2", header, &join, limit), Err(SuiteError::Protocol { .. })));
+    let mut input = [1u32, 2, u32::MAX].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+    input.extend([0u8; 32]);
+    assert!(HolderInput::parse("user", &input, 3072, limit).is_err());
+}

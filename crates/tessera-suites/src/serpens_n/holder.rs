@@ -55,7 +55,8 @@ impl HolderInput {
             return Err(r.error(format!("batch of {batch} (at most {max_batch})")));
         }
         let seed = r.seed()?;
-        let share = Share::from_vec(r.elements(batch * input_len)?);
+        let len = batch.checked_mul(input_len).ok_or_else(|| r.error(format!("batch of {batch}")))?;
+        let share = Share::from_vec(r.elements(len)?);
         r.end()?;
         Ok(Self { index, holders, batch, seed, share })
     }

@@ -8,7 +8,7 @@ use tessera_model::fixed::FixedModel;
 use tessera_model::nonlinear::NonlinearLayer;
 use tessera_net::{Channel, SessionId};
 
-use super::{CENTRAL, HolderInput, Outcome, central, holder, holder_name, read_join, user};
+use super::{CENTRAL, HolderInput, Outcome, central, holder, holder_name, max_batch, read_join, user};
 use crate::error::{Result, SuiteError};
 
 /// What `S0` saw of one layer: `z = π(k ⊙ x)` and `w = π(x + R)`.
@@ -59,18 +59,19 @@ pub async fn run_in_memory(
         let model = model.clone();
         tasks.push(tokio::spawn(async move {
             let (header, payload) = h.recv_any().await?;
-            let input = HolderInput::parse("user", &payload, model.input_shape().len(), usize::MAX)?;
+            let input = HolderInput::parse("user", &payload, model.input_shape().len(), max_batch(&model, max))?;
             let _ = &mut to_s0;
             holder(&name, model, &mut h, header.session, input, async { Ok(to_s0) }).await.map(drop)
         }));
     }
     let (params, layers) = (model.params(), model.nonlinear_layers());
+    let batch_limit = max_batch(model, max);
     let record = settings.record_views;
     let seen = views.clone();
     tasks.push(tokio::spawn(async move {
         let mut joined = Vec::new();
         for mut c in central_links {
-            let join = read_join(&mut c, usize::MAX).await?;
+            let join = read_join(&mut c, batch_limit).await?;
             joined.push((c, join));
         }
         let mut observe = |layer: &NonlinearLayer, zw: &[u64]| {

@@ -26,6 +26,7 @@ pub use holder::{HolderInput, holder};
 pub use memory::{InMemoryRun, View, run_in_memory};
 pub use user::{Outcome, user};
 
+use tessera_model::fixed::FixedModel;
 use tessera_net::MessageKind;
 
 /// User → holder: index, holder count, batch, query seed, the holder's input share.
@@ -44,6 +45,15 @@ pub const REPORT: MessageKind = MessageKind(0x0206);
 
 /// Fewest and most share-holders supported.
 pub const HOLDERS: std::ops::RangeInclusive<usize> = 2..=8;
+
+/// The largest batch whose messages fit in frames of `max_frame` bytes: an input share
+/// (8 bytes per value) and every layer's masked pairs (16 bytes per gathered element; the
+/// re-shares are smaller). Parties refuse larger batches before allocating anything for them.
+pub fn max_batch(model: &FixedModel, max_frame: u32) -> usize {
+    let input = 8 * model.input_shape().len();
+    let per_image = model.nonlinear_layers().iter().map(|l| 16 * l.items() * l.arity()).fold(input, usize::max);
+    (max_frame as usize / per_image.max(1)).max(1)
+}
 
 /// The name of holder `index` (1-based) in in-memory runs and development clusters.
 pub fn holder_name(index: usize) -> String {
