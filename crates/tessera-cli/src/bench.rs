@@ -159,7 +159,13 @@ struct SuiteRun {
     latency: (f64, f64),
     /// Every timed query's party reports.
     all_reports: Vec<Vec<tessera_net::PartyReport>>,
-    reports: Vec<tessera_net::PartyReport>,
+}
+
+impl SuiteRun {
+    /// The last timed query's party reports.
+    fn reports(&self) -> &[tessera_net::PartyReport] {
+        self.all_reports.last().map_or(&[], Vec::as_slice)
+    }
 }
 
 fn run_suite(
@@ -184,8 +190,7 @@ fn run_suite(
             all_reports.push(r.reports);
         }
     }
-    let reports = all_reports.last().cloned().unwrap_or_default();
-    Ok(SuiteRun { latency: min_median(&mut samples), all_reports, reports })
+    Ok(SuiteRun { latency: min_median(&mut samples), all_reports })
 }
 
 fn suites(models: &[PathBuf], holders: &[usize], runs: usize, profile: Option<LinkProfile>, json: bool) -> Result<()> {
@@ -201,7 +206,7 @@ fn suites(models: &[PathBuf], holders: &[usize], runs: usize, profile: Option<Li
         for &h in holders {
             let secure = run_suite(&rt, "serpens-n", path, &x, runs, &local(h), &Default::default())?;
             // Holder 1 carries the explicit re-shares: the busiest holder link.
-            let holder = secure.reports.iter().find(|p| p.party == "holder-1");
+            let holder = secure.reports().iter().find(|p| p.party == "holder-1");
             let link = holder.and_then(|p| p.links.iter().find(|l| l.peer == "central")).map(|l| l.traffic);
             let (bytes, rounds) = link.map_or((0, 0), |t| (t.bytes_sent + t.bytes_received, t.rounds));
             rows.push(json!({
@@ -212,7 +217,7 @@ fn suites(models: &[PathBuf], holders: &[usize], runs: usize, profile: Option<Li
                 "vs_plain_suite": secure.latency.1 / plain.latency.1,
                 "vs_f32": secure.latency.1 / f32_med,
                 "relus": relus, "holder1_bytes_per_relu": bytes as f64 / relus, "rounds": rounds,
-                "parties": secure.reports,
+                "parties": secure.reports(),
             }));
         }
     }
@@ -519,7 +524,7 @@ fn verify(models: &[PathBuf], disguise: tessera_suites::verify::Disguise, runs: 
             prep.push(ms(pre));
             cloud_cpu.push(ms(cloud.cpu_us));
         }
-        let traffic = party(&run.reports, "user").and_then(|u| u.links.first().map(|l| l.traffic)).unwrap_or_default();
+        let traffic = party(run.reports(), "user").and_then(|u| u.links.first().map(|l| l.traffic)).unwrap_or_default();
         let (cpu_min, cpu_med) = min_median(&mut client_cpu);
         rows.push(json!({
             "model": m.path.file_stem().and_then(|s| s.to_str()),
@@ -531,7 +536,7 @@ fn verify(models: &[PathBuf], disguise: tessera_suites::verify::Disguise, runs: 
             "f32_ms": { "min": f32_min * 1e3, "median": f32_med * 1e3 },
             "f32_over_client_cpu": f32_med * 1e3 / cpu_med,
             "bytes_sent": traffic.bytes_sent, "bytes_received": traffic.bytes_received, "rounds": traffic.rounds,
-            "parties": run.reports,
+            "parties": run.reports(),
         }));
     }
     if json {

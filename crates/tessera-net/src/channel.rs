@@ -42,15 +42,6 @@ impl Meter {
     pub fn is_empty(&self) -> bool {
         *self == Meter::default()
     }
-
-    /// Adds `other` to this meter.
-    pub fn add(&mut self, other: &Meter) {
-        self.bytes_sent += other.bytes_sent;
-        self.bytes_received += other.bytes_received;
-        self.messages_sent += other.messages_sent;
-        self.messages_received += other.messages_received;
-        self.rounds += other.rounds;
-    }
 }
 
 /// A message channel to one peer.
@@ -200,12 +191,12 @@ impl Channel {
 
     async fn recv_frame(&mut self, step: MessageKind) -> Result<(FrameHeader, Vec<u8>)> {
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut header = [0u8; HEADER_LEN];
-        self.read_full(&mut header, step, deadline, true).await?;
-        let h = FrameHeader::decode(&header, self.max_payload)
+        let header = self.read_exact(HEADER_LEN, step, deadline, true).await?;
+        let header: &[u8; HEADER_LEN] = header.as_slice().try_into().expect("a whole header");
+        let h = FrameHeader::decode(header, self.max_payload)
             .map_err(|error| NetError::Malformed { peer: self.peer.clone(), error })?;
         // The length was checked against the maximum before this allocation.
-        let payload = self.read_payload(h.len as usize, step, deadline).await?;
+        let payload = self.read_exact(h.len as usize, step, deadline, false).await?;
         self.meter.bytes_received += (HEADER_LEN + payload.len()) as u64;
         self.meter.messages_received += 1;
         if std::mem::take(&mut self.sent_since_recv) {
@@ -214,49 +205,29 @@ impl Channel {
         Ok((h, payload))
     }
 
-    /// Fills `buf` before `deadline`. A stream that ends before the first byte of a frame is a
-    /// closed peer; one that ends inside a frame sent a truncated frame.
-    async fn read_full(
+    /// Reads exactly `len` bytes before `deadline` into fresh (not zero-filled) memory. A stream
+    /// that ends before the first byte of a frame (`frame_start`) is a closed peer; one that ends
+    /// inside a frame sent a truncated frame.
+    async fn read_exact(
         &mut self,
-        buf: &mut [u8],
+        len: usize,
         step: MessageKind,
         deadline: tokio::time::Instant,
         frame_start: bool,
-    ) -> Result<()> {
-        let mut filled = 0;
-        while filled < buf.len() {
-            let read = tokio::time::timeout_at(deadline, self.stream.read(&mut buf[filled..])).await;
+    ) -> Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(len);
+        while buf.len() < len {
+            let mut limited = (&mut self.stream).take((len - buf.len()) as u64);
+            let read = tokio::time::timeout_at(deadline, limited.read_buf(&mut buf)).await;
             match read {
                 Err(_) => return Err(NetError::Timeout { peer: self.peer.clone(), step, waited: self.timeout }),
-                Ok(Ok(0)) if frame_start && filled == 0 => {
+                Ok(Ok(0)) if frame_start && buf.is_empty() => {
                     return Err(NetError::PeerClosed { peer: self.peer.clone(), step });
                 }
                 Ok(Ok(0)) => {
                     return Err(NetError::Malformed {
                         peer: self.peer.clone(),
-                        error: FrameError::Truncated { missing: buf.len() - filled },
-                    });
-                }
-                Ok(Ok(n)) => filled += n,
-                Ok(Err(e)) if is_closed(&e) => return Err(NetError::PeerClosed { peer: self.peer.clone(), step }),
-                Ok(Err(e)) => return Err(NetError::Io { peer: self.peer.clone(), reason: e.to_string() }),
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads a payload of `len` bytes before `deadline` into fresh (not zero-filled) memory.
-    async fn read_payload(&mut self, len: usize, step: MessageKind, deadline: tokio::time::Instant) -> Result<Vec<u8>> {
-        let mut payload = Vec::with_capacity(len);
-        while payload.len() < len {
-            let mut limited = (&mut self.stream).take((len - payload.len()) as u64);
-            let read = tokio::time::timeout_at(deadline, limited.read_buf(&mut payload)).await;
-            match read {
-                Err(_) => return Err(NetError::Timeout { peer: self.peer.clone(), step, waited: self.timeout }),
-                Ok(Ok(0)) => {
-                    return Err(NetError::Malformed {
-                        peer: self.peer.clone(),
-                        error: FrameError::Truncated { missing: len - payload.len() },
+                        error: FrameError::Truncated { missing: len - buf.len() },
                     });
                 }
                 Ok(Ok(_)) => {}
@@ -264,7 +235,7 @@ impl Channel {
                 Ok(Err(e)) => return Err(NetError::Io { peer: self.peer.clone(), reason: e.to_string() }),
             }
         }
-        Ok(payload)
+        Ok(buf)
     }
 
     /// Writes raw bytes, bypassing framing: only for tests that play a misbehaving peer.

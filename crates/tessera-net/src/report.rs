@@ -52,11 +52,6 @@ pub struct PartyReport {
 }
 
 impl PartyReport {
-    /// The report as JSON bytes, for a report frame.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("reports serialize")
-    }
-
     /// Reads reports from a report frame's payload (bounded by the frame limit).
     pub fn list_from_bytes(bytes: &[u8]) -> Result<Vec<PartyReport>, String> {
         serde_json::from_slice(bytes).map_err(|e| e.to_string())

@@ -2,8 +2,30 @@
 //! elements, read back with every length and range checked so a hostile peer gets a typed error.
 
 use tessera_field::{Seed, zt};
+use tessera_net::{Channel, MessageKind, PartyReport, SessionId};
 
 use crate::error::{Result, SuiteError};
+
+/// Sends cost reports (never values) as one frame of `kind`.
+pub async fn send_reports(
+    channel: &mut Channel,
+    kind: MessageKind,
+    session: SessionId,
+    reports: &[PartyReport],
+) -> Result<()> {
+    let bytes = serde_json::to_vec(reports).expect("reports serialize");
+    Ok(channel.send(kind, session, 0, &bytes).await?)
+}
+
+/// Receives a frame of cost reports of `kind`.
+pub async fn recv_reports(channel: &mut Channel, kind: MessageKind, session: SessionId) -> Result<Vec<PartyReport>> {
+    let bytes = channel.recv(kind, session, 0).await?;
+    PartyReport::list_from_bytes(&bytes).map_err(|reason| SuiteError::Protocol {
+        peer: channel.peer().into(),
+        message: "report",
+        reason,
+    })
+}
 
 /// Appends field elements as u64 LE.
 pub fn put_elements(out: &mut Vec<u8>, values: &[u64]) {
@@ -78,8 +100,11 @@ impl<'a> Reader<'a> {
         let mut outside = false;
         for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(8)) {
             let v = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-            outside |= v >= zt::T;
-            *d = zt::add(*d, v % zt::T);
+            if v < zt::T {
+                *d = zt::add(*d, v);
+            } else {
+                outside = true;
+            }
         }
         if outside {
             return Err(self.error("a value outside Z_t"));

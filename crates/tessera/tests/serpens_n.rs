@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{encoded, runtime};
+use common::{SHIPPED, encoded, runtime};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,19 +18,10 @@ fn settings(holders: usize, record_views: bool) -> InMemoryRun {
     InMemoryRun { holders, timeout: Duration::from_secs(60), record_views }
 }
 
-const MODELS: &[(&str, &str, usize)] = &[
-    ("minionn-mnist", "mnist-test-200-images.idx", 100),
-    ("lenet-mnist", "mnist-test-200-images.idx", 100),
-    ("minionn-fashion", "fashion-mnist-test-200-images.idx", 100),
-    ("pneumonia-cnn", "pneumoniamnist-test-200-images.idx", 100),
-    ("minionn-cifar", "cifar10-test-200.bin", 20),
-    ("resnet20-cifar", "cifar10-test-200.bin", 20),
-];
-
 #[test]
 fn secure_logits_match_the_fixed_point_reference() {
     let rt = runtime(4);
-    for &(model, evalset, n) in MODELS {
+    for &(model, evalset, n) in SHIPPED {
         let (fixed, input) = encoded(model, evalset, n);
         let reference = fixed.run_encoded(input.clone(), n).unwrap();
         let bound = fixed.error_bound();

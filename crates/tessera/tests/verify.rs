@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{encoded, runtime};
+use common::{SHIPPED, encoded, runtime};
 use std::sync::Arc;
 
 use tessera_suites::SuiteError;
@@ -20,14 +20,7 @@ const MONOMIAL: ClientSettings = ClientSettings { disguise: Disguise::Monomial, 
 #[test]
 fn results_equal_the_fixed_point_reference_exactly() {
     let rt = runtime(2);
-    for (model, evalset, n) in [
-        ("minionn-mnist", "mnist-test-200-images.idx", 100),
-        ("lenet-mnist", "mnist-test-200-images.idx", 100),
-        ("minionn-fashion", "fashion-mnist-test-200-images.idx", 100),
-        ("pneumonia-cnn", "pneumoniamnist-test-200-images.idx", 100),
-        ("minionn-cifar", "cifar10-test-200.bin", 20),
-        ("resnet20-cifar", "cifar10-test-200.bin", 20),
-    ] {
+    for &(model, evalset, n) in SHIPPED {
         let (fixed, input) = encoded(model, evalset, n);
         let reference = fixed.run_encoded(input.clone(), n).unwrap();
         for settings in [STRICT, MONOMIAL] {

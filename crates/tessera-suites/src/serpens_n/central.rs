@@ -11,7 +11,7 @@ use zeroize::Zeroize;
 use super::holder::kind_name;
 use super::{HOLDERS, JOIN, MASKED, REPORT, RESHARE};
 use crate::error::{Result, SuiteError};
-use crate::wire::Reader;
+use crate::wire::{Reader, send_reports};
 
 /// A holder's `JOIN` message.
 #[derive(Debug)]
@@ -90,7 +90,7 @@ pub async fn central(
         return Err(e);
     }
     let report = vec![rec.finish()];
-    channels[0].send(REPORT, session, 0, &serde_json::to_vec(&report).expect("reports serialize")).await?;
+    send_reports(&mut channels[0], REPORT, session, &report).await?;
     Ok(channels)
 }
 

@@ -8,13 +8,13 @@ use tessera_field::{Purpose, Seed, seed::os_rng, zt};
 use tessera_model::fixed::FixedModel;
 use tessera_model::nonlinear::{NonlinearKind, NonlinearLayer};
 use tessera_model::runner::Runner;
-use tessera_net::{Channel, PartyReport, Recorder, SessionId};
+use tessera_net::{Channel, Recorder, SessionId};
 use zeroize::Zeroize;
 
 use super::masks::LayerMasks;
 use super::{HOLDERS, JOIN, MASKED, OUTPUT, REPORT, RESHARE};
 use crate::error::{Result, SuiteError};
-use crate::wire::{Reader, elements_to_bytes, put_elements};
+use crate::wire::{Reader, elements_to_bytes, put_elements, recv_reports, send_reports};
 
 /// What the user sends a holder.
 #[derive(Debug)]
@@ -73,99 +73,88 @@ pub async fn holder(
     input: HolderInput,
     central: impl Future<Output = Result<Channel>>,
 ) -> Result<Option<Channel>> {
-    let result = holder_steps(name, model, user, session, input, central).await;
+    // Every step of the query; a failure is told to the user at once instead of leaving it to
+    // its timeout.
+    let result: Result<Option<Channel>> = async {
+        let mut rec = Recorder::new(name);
+        rec.stage(0, "input", "input", &[user]);
+        let HolderInput { index, holders, batch, seed, share } = input;
+        let params = model.params();
+        let pair_seed = Seed::random(&mut os_rng());
+        let mut runner = Runner::new(model.clone(), share.as_slice().to_vec(), batch, index == 1);
+        drop(share);
+        let mut central_link: Option<Channel> = None;
+        let mut central = std::pin::pin!(central);
+        let mut first = 0usize;
+        loop {
+            let (back, layer) = tokio::task::spawn_blocking(move || {
+                let layer = runner.advance();
+                (runner, layer)
+            })
+            .await
+            .map_err(|e| SuiteError::Local(format!("linear layers stopped: {e}")))?;
+            runner = back;
+            let end = layer.map_or(model.ops().len(), |l| l.node as usize);
+            if end > first {
+                let links: Vec<&Channel> = central_link.iter().collect();
+                rec.stage(end as u32 - 1, model.node_name(end - 1), "linear", &links);
+            }
+            let Some(layer) = layer else { break };
+            first = layer.node as usize + 1;
+            let s0 = match central_link.as_mut() {
+                Some(c) => c,
+                None => {
+                    let mut c = central.as_mut().await?;
+                    let mut join = Vec::with_capacity(44);
+                    for v in [index, holders, batch] {
+                        join.extend_from_slice(&(v as u32).to_le_bytes());
+                    }
+                    join.extend_from_slice(pair_seed.expose_bytes());
+                    c.send(JOIN, session, 0, &join).await?;
+                    central_link.insert(c)
+                }
+            };
+            let masks = LayerMasks::derive(&seed, &layer, batch, &params);
+            // Element-wise layers read their input in place; windows need the gather map.
+            let gather =
+                if layer.arity() == 1 && layer.items() == layer.input.len() { Vec::new() } else { layer.gather() };
+            let masked = mask(runner.pending_input(), &layer, batch, &masks, &gather, index == 1);
+            s0.send(MASKED, session, layer.node, &masked).await?;
+            let values = batch * layer.items() * (layer.arity() + 1);
+            let shares = if index == 1 {
+                let reply = s0.recv(RESHARE, session, layer.node).await?;
+                let mut r = Reader::new(&reply, s0.peer(), "reshare");
+                let shares = r.elements(values)?;
+                r.end()?;
+                shares
+            } else {
+                zt::random_vec(&mut pair_seed.derive(Purpose::Reshare, layer.node), values)
+            };
+            runner.complete(unmask(&layer, &masks, shares));
+            rec.stage(layer.node, model.node_name(layer.node as usize), kind_name(&layer), &[s0]);
+        }
+        user.send(OUTPUT, session, 0, &elements_to_bytes(runner.output())).await?;
+        drop(runner);
+        let mut reports = Vec::new();
+        if let Some(mut s0) = central_link {
+            if index == 1 {
+                reports = recv_reports(&mut s0, REPORT, session).await?;
+            }
+            rec.stage(0, "output", "output", &[user, &s0]);
+            reports.insert(0, rec.finish());
+            send_reports(user, REPORT, session, &reports).await?;
+            return Ok(Some(s0));
+        }
+        rec.stage(0, "output", "output", &[user]);
+        reports.insert(0, rec.finish());
+        send_reports(user, REPORT, session, &reports).await?;
+        Ok(None)
+    }
+    .await;
     if let Err(e) = &result {
-        // The user learns why at once instead of waiting for its timeout.
         user.abort(session, &e.to_string()).await;
     }
     result
-}
-
-async fn holder_steps(
-    name: &str,
-    model: Arc<FixedModel>,
-    user: &mut Channel,
-    session: SessionId,
-    input: HolderInput,
-    central: impl Future<Output = Result<Channel>>,
-) -> Result<Option<Channel>> {
-    let mut rec = Recorder::new(name);
-    rec.stage(0, "input", "input", &[user]);
-    let HolderInput { index, holders, batch, seed, share } = input;
-    let params = model.params();
-    let pair_seed = Seed::random(&mut os_rng());
-    let mut runner = Runner::new(model.clone(), share.as_slice().to_vec(), batch, index == 1);
-    drop(share);
-    let mut central_link: Option<Channel> = None;
-    let mut central = std::pin::pin!(central);
-    let mut first = 0usize;
-    loop {
-        let (back, layer) = tokio::task::spawn_blocking(move || {
-            let layer = runner.advance();
-            (runner, layer)
-        })
-        .await
-        .map_err(|e| SuiteError::Local(format!("linear layers stopped: {e}")))?;
-        runner = back;
-        let end = layer.map_or(model.ops().len(), |l| l.node as usize);
-        if end > first {
-            let links: Vec<&Channel> = central_link.iter().collect();
-            rec.stage(end as u32 - 1, model.node_name(end - 1), "linear", &links);
-        }
-        let Some(layer) = layer else { break };
-        first = layer.node as usize + 1;
-        let s0 = match central_link.as_mut() {
-            Some(c) => c,
-            None => {
-                let mut c = central.as_mut().await?;
-                let mut join = Vec::with_capacity(44);
-                for v in [index, holders, batch] {
-                    join.extend_from_slice(&(v as u32).to_le_bytes());
-                }
-                join.extend_from_slice(pair_seed.expose_bytes());
-                c.send(JOIN, session, 0, &join).await?;
-                central_link.insert(c)
-            }
-        };
-        let masks = LayerMasks::derive(&seed, &layer, batch, &params);
-        // Element-wise layers read their input in place; windows need the gather map.
-        let gather = if layer.arity() == 1 && layer.items() == layer.input.len() { Vec::new() } else { layer.gather() };
-        let masked = mask(runner.pending_input(), &layer, batch, &masks, &gather, index == 1);
-        s0.send(MASKED, session, layer.node, &masked).await?;
-        let values = batch * layer.items() * (layer.arity() + 1);
-        let shares = if index == 1 {
-            let reply = s0.recv(RESHARE, session, layer.node).await?;
-            let mut r = Reader::new(&reply, s0.peer(), "reshare");
-            let shares = r.elements(values)?;
-            r.end()?;
-            shares
-        } else {
-            zt::random_vec(&mut pair_seed.derive(Purpose::Reshare, layer.node), values)
-        };
-        runner.complete(unmask(&layer, &masks, shares));
-        rec.stage(layer.node, model.node_name(layer.node as usize), kind_name(&layer), &[s0]);
-    }
-    user.send(OUTPUT, session, 0, &elements_to_bytes(runner.output())).await?;
-    drop(runner);
-    let mut reports = Vec::new();
-    if let Some(mut s0) = central_link {
-        if index == 1 {
-            let bytes = s0.recv(REPORT, session, 0).await?;
-            reports = PartyReport::list_from_bytes(&bytes).map_err(|e| SuiteError::Protocol {
-                peer: s0.peer().into(),
-                message: "report",
-                reason: e,
-            })?;
-        }
-        rec.stage(0, "output", "output", &[user, &s0]);
-        reports.insert(0, rec.finish());
-        user.send(REPORT, session, 0, &serde_json::to_vec(&reports).expect("reports serialize")).await?;
-        return Ok(Some(s0));
-    }
-    rec.stage(0, "output", "output", &[user]);
-    reports.insert(0, rec.finish());
-    user.send(REPORT, session, 0, &serde_json::to_vec(&reports).expect("reports serialize")).await?;
-    Ok(None)
 }
 
 /// The layer's kind as reports name it.

@@ -8,7 +8,7 @@ use tessera_net::{Channel, PartyReport, Recorder, SessionId};
 use super::holder::HolderInput;
 use super::{HOLDERS, INPUT, OUTPUT, REPORT};
 use crate::error::{Result, SuiteError};
-use crate::wire::Reader;
+use crate::wire::{Reader, recv_reports};
 
 /// What a query returns.
 #[derive(Debug, Clone)]
@@ -49,12 +49,7 @@ pub async fn user(
         let mut r = Reader::new(&bytes, c.peer(), "output");
         let share = r.elements(n)?;
         r.end()?;
-        let reports = c.recv(REPORT, session, 0).await?;
-        let reports = PartyReport::list_from_bytes(&reports).map_err(|e| SuiteError::Protocol {
-            peer: c.peer().into(),
-            message: "report",
-            reason: e,
-        })?;
+        let reports = recv_reports(c, REPORT, session).await?;
         Ok::<_, SuiteError>((share, reports))
     }))
     .await?;

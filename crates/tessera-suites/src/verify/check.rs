@@ -15,14 +15,6 @@ pub enum Challenge {
 }
 
 impl Challenge {
-    /// `|Z|` as a float (for reporting the soundness bound).
-    pub fn size(&self) -> f64 {
-        match self {
-            Challenge::Field => zt::T as f64,
-            Challenge::Bits(b) => (*b as f64).exp2(),
-        }
-    }
-
     fn draw<R: RngCore + CryptoRng>(&self, rng: &mut R) -> u64 {
         match self {
             Challenge::Field => zt::random(rng),

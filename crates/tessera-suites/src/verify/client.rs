@@ -16,7 +16,7 @@ use zeroize::Zeroize;
 use super::check::{Challenge, freivalds};
 use super::{DONE, OFFLOAD, PRODUCT, REPORT};
 use crate::error::{Result, SuiteError};
-use crate::wire::{Reader, put_elements};
+use crate::wire::{Reader, put_elements, recv_reports};
 
 /// How the client hides a layer's input from the cloud.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,12 +151,7 @@ pub async fn client(
     }
     let logits = runner.output().to_vec();
     cloud.send(DONE, session, 0, &[]).await?;
-    let report = cloud.recv(REPORT, session, 0).await?;
-    let cloud_reports = PartyReport::list_from_bytes(&report).map_err(|e| SuiteError::Protocol {
-        peer: cloud.peer().into(),
-        message: "report",
-        reason: e,
-    })?;
+    let cloud_reports = recv_reports(cloud, REPORT, session).await?;
     rec.stage(0, "output", "output", &[cloud]);
     let mut own = rec.finish();
     own.stages.insert(

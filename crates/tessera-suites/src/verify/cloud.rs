@@ -11,7 +11,7 @@ use tessera_net::{Channel, NetError, Recorder};
 
 use super::{DONE, OFFLOAD, PRODUCT, REPORT};
 use crate::error::{Result, SuiteError};
-use crate::wire::{Reader, elements_to_bytes};
+use crate::wire::{Reader, elements_to_bytes, send_reports};
 
 /// How a cloud misbehaves, for tests and demos; applied to every product it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,11 +50,16 @@ impl std::str::FromStr for Cheat {
 }
 
 /// A cloud serving offloaded convolutions of one model.
-#[derive(Debug)]
 pub struct Cloud {
     model: Arc<FixedModel>,
     cheat: Cheat,
     last: Mutex<HashMap<u32, Vec<u64>>>,
+}
+
+impl std::fmt::Debug for Cloud {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cloud").field("cheat", &self.cheat).finish_non_exhaustive()
+    }
 }
 
 impl Cloud {
@@ -75,9 +80,7 @@ impl Cloud {
             if header.kind == DONE {
                 rec.stage(0, "query", "output", &[client]);
                 let report = vec![std::mem::replace(&mut rec, Recorder::new(name)).finish()];
-                client
-                    .send(REPORT, header.session, 0, &serde_json::to_vec(&report).expect("reports serialize"))
-                    .await?;
+                send_reports(client, REPORT, header.session, &report).await?;
                 continue;
             }
             if header.kind != OFFLOAD {

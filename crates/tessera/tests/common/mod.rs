@@ -8,6 +8,17 @@ use tessera::dataset::Dataset;
 use tessera::input::normalize;
 use tessera_model::fixed::FixedModel;
 
+/// Every shipped model with its in-repo evaluation set and how many of its real test images
+/// the suite tests run (all MNIST-class models on 100, the CIFAR models on 20).
+pub const SHIPPED: &[(&str, &str, usize)] = &[
+    ("minionn-mnist", "mnist-test-200-images.idx", 100),
+    ("lenet-mnist", "mnist-test-200-images.idx", 100),
+    ("minionn-fashion", "fashion-mnist-test-200-images.idx", 100),
+    ("pneumonia-cnn", "pneumoniamnist-test-200-images.idx", 100),
+    ("minionn-cifar", "cifar10-test-200.bin", 20),
+    ("resnet20-cifar", "cifar10-test-200.bin", 20),
+];
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
