@@ -1,0 +1,42 @@
+//! Garbled circuits and oblivious transfer: Tessera's exact two-party ReLU and max pool.
+//!
+//! No published crate garbles circuits or extends OT, so this crate builds both from the papers:
+//!
+//! * [`block`], [`hash`]: 128-bit labels and the fixed-key-AES hash `H(x, i) = π(σ(x) ⊕ i) ⊕ σ(x)`.
+//! * [`circuit`]: boolean circuits, with builders for adders, subtractors, comparators and
+//!   multiplexers that fold public constants.
+//! * [`garble`], [`evaluate`]: free-XOR + half-gates with point-and-permute (32 bytes per AND).
+//! * [`decode`]: output labels turned directly into additive shares of `Z_t`.
+//! * [`modulus`], [`relu`]: the ReLU, ReLU-with-truncation and max-pool circuits over `Z_t`.
+//!
+//! # Security notes
+//!
+//! * **Model**: semi-honest (honest-but-curious) garbler and evaluator, as in PROTOCOLS.md
+//!   section 5. Neither party learns anything beyond its output share; a malicious garbler
+//!   could garble a different function, which this crate does not prevent.
+//! * **Computational parameter κ = 128**: labels, `Δ` (127 random bits, its color bit is 1 for
+//!   point-and-permute, as in half-gates), and OT-extension width. The hash is the `MMO^σ`
+//!   construction of Guo, Katz, Wang and Yu (IEEE S&P 2020) over AES-128 with a fixed public key,
+//!   used with a distinct tweak for every hash of a layer.
+//! * **Statistical parameter σ = 40**: the bias of reducing a 128-bit hash modulo `t`
+//!   (< 2^−66 for Tessera's `t`) and the OT-extension consistency check's padding are far below
+//!   `2^−σ`; the ReLU and max-pool outputs are exact, with no statistical error at all.
+//! * **Randomness**: `Δ`, labels, masks and OT secrets come from a ChaCha20 CSPRNG seeded from
+//!   the OS, fresh per layer. Secrets have opaque `Debug` and are wiped on drop.
+
+#![forbid(unsafe_code)]
+
+pub mod block;
+pub mod circuit;
+pub mod decode;
+pub mod error;
+pub mod evaluate;
+pub mod garble;
+pub mod hash;
+pub mod modulus;
+pub mod relu;
+
+pub use block::{Block, Delta};
+pub use error::{GcError, Input, Message, Result};
+pub use modulus::Modulus;
+pub use relu::{Nonlinear, ZtCircuit};
