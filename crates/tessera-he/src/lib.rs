@@ -1,0 +1,22 @@
+//! Tessera's HE layer: BFV (through the `fhe` crate) over the field `Z_t` the suites share.
+//!
+//! * [`HeParams`]: the parameter set, checked against the HE standard's 128-bit table, with
+//!   `t` below every ciphertext prime and the noise budget of the suites' deepest computation
+//!   (one ciphertext × plaintext product, modulus switching, 40 bits of flooding, wire
+//!   rounding) verified when the set is built.
+//! * [`SecretKey`], [`PublicKey`]: key pairs; secret-key encryptions are seeded so they travel
+//!   at half size; [`PublicKey::rerandomize`] gives circuit privacy to returned ciphertexts.
+//! * [`Plaintext`], [`Ciphertext`]: SIMD slots of `Z_t` and the operations on them.
+//! * [`Form`]: the two exact-size wire forms.
+
+pub mod ciphertext;
+pub mod error;
+pub mod keys;
+pub mod params;
+pub mod wire;
+
+pub use ciphertext::{Ciphertext, Plaintext};
+pub use error::{HeError, Result};
+pub use keys::{PublicKey, SecretKey};
+pub use params::{HeParams, NOISE, NoiseLayout};
+pub use wire::Form;
