@@ -8,6 +8,7 @@
 //! * [`garble`], [`evaluate`]: free-XOR + half-gates with point-and-permute (32 bytes per AND).
 //! * [`decode`]: output labels turned directly into additive shares of `Z_t`.
 //! * [`modulus`], [`relu`]: the ReLU, ReLU-with-truncation and max-pool circuits over `Z_t`.
+//! * [`ot`]: Chou–Orlandi base OT and IKNP extension with the KOS check; [`prg`]: AES-CTR.
 //!
 //! # Security notes
 //!
@@ -34,6 +35,8 @@ pub mod evaluate;
 pub mod garble;
 pub mod hash;
 pub mod modulus;
+pub mod ot;
+pub mod prg;
 pub mod relu;
 
 pub use block::{Block, Delta};
