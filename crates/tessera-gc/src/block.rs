@@ -7,8 +7,10 @@ use rand_core::{CryptoRng, RngCore};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// A 128-bit string. Opaque `Debug`: a block may be a secret label.
-#[derive(Clone, Copy, PartialEq, Eq, Default, Zeroize)]
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
 pub struct Block(pub(crate) u128);
+
+impl zeroize::DefaultIsZeroes for Block {}
 
 impl Block {
     /// The all-zero block.
@@ -68,19 +70,6 @@ impl std::ops::BitXorAssign for Block {
 impl std::fmt::Debug for Block {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Block(..)")
-    }
-}
-
-/// Reads little-endian blocks from `bytes` (whose length is a multiple of 16).
-pub(crate) fn blocks_from_bytes(bytes: &[u8], out: &mut Vec<Block>) {
-    out.extend(bytes.chunks_exact(16).map(|c| Block(u128::from_le_bytes(c.try_into().expect("16-byte chunk")))));
-}
-
-/// Appends the little-endian bytes of `blocks` to `out`.
-pub(crate) fn blocks_to_bytes(blocks: &[Block], out: &mut Vec<u8>) {
-    out.reserve(16 * blocks.len());
-    for b in blocks {
-        out.extend_from_slice(&b.0.to_le_bytes());
     }
 }
 

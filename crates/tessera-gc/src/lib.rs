@@ -8,6 +8,8 @@
 //! * [`garble`], [`evaluate`]: free-XOR + half-gates with point-and-permute (32 bytes per AND).
 //! * [`decode`]: output labels turned directly into additive shares of `Z_t`.
 //! * [`modulus`], [`relu`]: the ReLU, ReLU-with-truncation and max-pool circuits over `Z_t`.
+//! * [`protocol`]: garbler and evaluator state machines with offline and online phases;
+//!   [`driver`]: the async functions a suite calls, over any [`tessera_net::Channel`].
 //! * [`ot`]: Chou–Orlandi base OT and IKNP extension with the KOS check; [`prg`]: AES-CTR.
 //!
 //! # Security notes
@@ -30,16 +32,21 @@
 pub mod block;
 pub mod circuit;
 pub mod decode;
+pub mod driver;
 pub mod error;
 pub mod evaluate;
 pub mod garble;
 pub mod hash;
 pub mod modulus;
+mod msgs;
 pub mod ot;
 pub mod prg;
+pub mod protocol;
 pub mod relu;
 
 pub use block::{Block, Delta};
+pub use driver::{evaluator_offline, evaluator_online, garbler_offline, garbler_online};
 pub use error::{GcError, Input, Message, Result};
 pub use modulus::Modulus;
+pub use protocol::{Layer, MAX_FRAME};
 pub use relu::{Nonlinear, ZtCircuit};

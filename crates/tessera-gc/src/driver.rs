@@ -1,0 +1,122 @@
+//! Drivers: move the [`crate::protocol`] messages over a [`Channel`] and step the state
+//! machines, nothing else. The same code runs over in-memory pairs and mutual TLS.
+//!
+//! Frame kinds (`0x0A01…`), each tagged with the session and the layer index; chunks of one
+//! message go in order.
+
+use rand_core::{CryptoRng, RngCore};
+use tessera_net::{Channel, MessageKind, SessionId};
+
+use crate::error::Result;
+use crate::protocol::{EvaluatorAwaitBase, EvaluatorOffline, GarblerAwaitBase, GarblerOffline, Layer};
+
+/// Evaluator → garbler: the base-OT point `S`.
+pub const BASE_SENDER: MessageKind = MessageKind(0x0A01);
+/// Garbler → evaluator: the base-OT points `R_i`.
+pub const BASE_RECEIVER: MessageKind = MessageKind(0x0A02);
+/// Evaluator → garbler: OT-extension column chunks.
+pub const COLUMNS: MessageKind = MessageKind(0x0A03);
+/// Garbler → evaluator: the consistency-check challenge.
+pub const CHALLENGE: MessageKind = MessageKind(0x0A04);
+/// Evaluator → garbler: the consistency-check answer.
+pub const PROOF: MessageKind = MessageKind(0x0A05);
+/// Garbler → evaluator: garbled-table chunks with their offline decoding.
+pub const TABLES: MessageKind = MessageKind(0x0A06);
+/// Evaluator → garbler (online): re-share chunks `e = a − c`.
+pub const RESHARE: MessageKind = MessageKind(0x0A07);
+/// Garbler → evaluator (online): label chunks with the online decoding.
+pub const LABELS: MessageKind = MessageKind(0x0A08);
+
+/// The garbler's offline phase for one layer with output masks `masks`.
+pub async fn garbler_offline<R: RngCore + CryptoRng + ?Sized>(
+    ch: &mut Channel,
+    session: SessionId,
+    layer_id: u32,
+    layer: Layer,
+    masks: Vec<u64>,
+    rng: &mut R,
+) -> Result<GarblerOffline> {
+    let state = GarblerAwaitBase::start(layer, masks, rng)?;
+    let s = ch.recv(BASE_SENDER, session, layer_id).await?;
+    let (reply, mut state) = state.receive_base(&s, rng)?;
+    ch.send(BASE_RECEIVER, session, layer_id, &reply).await?;
+    for chunk in 0..state.layer().ot_chunks() {
+        let columns = ch.recv(COLUMNS, session, layer_id).await?;
+        state.receive_columns(chunk, &columns)?;
+    }
+    let (challenge, state) = state.challenge(rng)?;
+    ch.send(CHALLENGE, session, layer_id, &challenge).await?;
+    let proof = ch.recv(PROOF, session, layer_id).await?;
+    let mut state = state.receive_proof(&proof)?;
+    for chunk in 0..state.layer().chunks() {
+        let tables = state.garble_chunk(chunk)?;
+        ch.send(TABLES, session, layer_id, &tables).await?;
+    }
+    state.finish()
+}
+
+/// The garbler's online phase with its shares `b`; its output share is its mask `r`.
+pub async fn garbler_online(
+    ch: &mut Channel,
+    session: SessionId,
+    layer_id: u32,
+    state: GarblerOffline,
+    shares: Vec<u64>,
+) -> Result<()> {
+    let chunks = state.layer().chunks();
+    let mut state = state.online(shares)?;
+    let mut replies = Vec::with_capacity(chunks);
+    for chunk in 0..chunks {
+        let e = ch.recv(RESHARE, session, layer_id).await?;
+        replies.push(state.respond(chunk, &e)?);
+    }
+    for reply in &replies {
+        ch.send(LABELS, session, layer_id, reply).await?;
+    }
+    state.finish()
+}
+
+/// The evaluator's offline phase for one layer.
+pub async fn evaluator_offline<R: RngCore + CryptoRng + ?Sized>(
+    ch: &mut Channel,
+    session: SessionId,
+    layer_id: u32,
+    layer: Layer,
+    rng: &mut R,
+) -> Result<EvaluatorOffline> {
+    let (s, state) = EvaluatorAwaitBase::start(layer, rng);
+    ch.send(BASE_SENDER, session, layer_id, &s).await?;
+    let r = ch.recv(BASE_RECEIVER, session, layer_id).await?;
+    let mut state = state.receive_base(&r)?;
+    for chunk in 0..state.chunks() {
+        let columns = state.columns(chunk)?;
+        ch.send(COLUMNS, session, layer_id, &columns).await?;
+    }
+    let challenge = ch.recv(CHALLENGE, session, layer_id).await?;
+    let (proof, mut state) = state.prove(&challenge)?;
+    ch.send(PROOF, session, layer_id, &proof).await?;
+    for chunk in 0..state.chunks() {
+        let tables = ch.recv(TABLES, session, layer_id).await?;
+        state.receive_tables(chunk, &tables)?;
+    }
+    state.finish()
+}
+
+/// The evaluator's online phase with its shares `a`: returns its output shares `f(x) − r`.
+pub async fn evaluator_online(
+    ch: &mut Channel,
+    session: SessionId,
+    layer_id: u32,
+    state: EvaluatorOffline,
+    shares: &[u64],
+) -> Result<Vec<u64>> {
+    let (reshares, mut state) = state.online(shares)?;
+    for e in &reshares {
+        ch.send(RESHARE, session, layer_id, e).await?;
+    }
+    for chunk in 0..state.chunks() {
+        let labels = ch.recv(LABELS, session, layer_id).await?;
+        state.receive_labels(chunk, &labels)?;
+    }
+    state.finish()
+}
