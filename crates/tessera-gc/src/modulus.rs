@@ -17,7 +17,7 @@ pub struct Modulus {
 impl Modulus {
     /// Validates `t`.
     pub fn new(t: u64) -> Result<Self> {
-        if t < 3 || t % 2 == 0 || t >= 1 << 62 {
+        if t < 3 || t.is_multiple_of(2) || t >= 1 << 62 {
             return Err(GcError::InvalidModulus { t });
         }
         Ok(Self { t, bits: (64 - t.leading_zeros()) as usize, half: (t - 1) / 2 })

@@ -24,7 +24,7 @@ use rand_core::{CryptoRng, RngCore};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::block::{Block, Delta};
-use crate::decode::{decode_fixed, decode_free, encode_fixed, encode_free};
+use crate::decode::OutputCoder;
 use crate::error::{GcError, Input, Message, Result};
 use crate::evaluate::Evaluator;
 use crate::garble::{Garbler, LANES};
@@ -336,7 +336,7 @@ impl GarblerGarbling {
         let mut out0 = Zeroizing::new(vec![Block::ZERO; LANES * no]);
         let mut cts = vec![0u64; range.len() * layer.offline_cts()];
         let mut table_bytes = Vec::with_capacity(layer.table_bytes(range.len()));
-        let mut scratch = Vec::new();
+        let mut coder = OutputCoder::new(m);
         for first in range.clone().step_by(LANES) {
             let n = (range.end - first).min(LANES);
             for l in 0..n {
@@ -352,23 +352,14 @@ impl GarblerGarbling {
                 let zero = &out0[l * no..(l + 1) * no];
                 let ct = &mut cts[(i - range.start) * layer.offline_cts()..][..layer.offline_cts()];
                 let tweak = layer.decode_tweak(i);
-                let rho = encode_free(
-                    &core.hash,
-                    delta,
-                    &m,
-                    &zero[..nfree],
-                    &weights[..nfree],
-                    tweak,
-                    &mut ct[..nfree],
-                    &mut scratch,
-                );
+                let rho = coder.encode_free(delta, &zero[..nfree], &weights[..nfree], tweak, &mut ct[..nfree]);
                 // The remaining ρ makes the shares sum to f(x) − r: Σρ = r + offset.
                 let rest = m.sub(m.add(core.masks[i], layer.z.offset()), rho);
                 if layer.z.has_online_output() {
                     self.online.push((zero[nfree], rest));
                 } else {
                     let k = nfree;
-                    let pair = encode_fixed(&core.hash, delta, &m, zero[k], weights[k], rest, tweak + k as u128);
+                    let pair = coder.encode_fixed(delta, zero[k], weights[k], rest, tweak + k as u128);
                     ct[k..k + 2].copy_from_slice(&pair);
                 }
             }
@@ -417,6 +408,7 @@ impl GarblerAwaitReshare {
         let mut reshared = Zeroizing::new(vec![0u64; k]);
         let mut out = Vec::with_capacity(layer.label_bytes(range.len()));
         let mut online_cts = Vec::new();
+        let coder = OutputCoder::new(m);
         for i in range.clone() {
             for j in 0..k {
                 reshared[j] = m.add(self.shares[i * k + j], e[(i - range.start) * k + j]);
@@ -431,7 +423,7 @@ impl GarblerAwaitReshare {
             if let Some(w) = layer.z.online_weight(&reshared) {
                 let (zero, rho) = self.online[i];
                 let tweak = layer.decode_tweak(i) + layer.z.offline_weights().len() as u128;
-                online_cts.extend(encode_fixed(&core.hash, delta, &m, zero, w, rho, tweak));
+                online_cts.extend(coder.encode_fixed(delta, zero, w, rho, tweak));
             }
         }
         put_u64s(&online_cts, &mut out);
@@ -644,7 +636,7 @@ impl EvaluatorAwaitLabels {
         let mut evaluator = Evaluator::new(layer.z.circuit(), &core.hash);
         let mut inputs = Zeroizing::new(vec![Block::ZERO; LANES * ni]);
         let mut out = Zeroizing::new(vec![Block::ZERO; LANES * no]);
-        let mut scratch = Vec::new();
+        let mut coder = OutputCoder::new(m);
         for first in range.clone().step_by(LANES) {
             let lanes = (range.end - first).min(LANES);
             for l in 0..lanes {
@@ -665,16 +657,16 @@ impl EvaluatorAwaitLabels {
                 let active = &out[l * no..(l + 1) * no];
                 let ct = &cts[li * layer.offline_cts()..][..layer.offline_cts()];
                 let tweak = layer.decode_tweak(i);
-                let mut share =
-                    decode_free(&core.hash, &m, &active[..nfree], &ct[..nfree], tweak, &mut scratch).map_err(|k| {
-                        GcError::OutOfRange { message: Message::Tables, index: li * layer.offline_cts() + k }
-                    })?;
+                let mut share = coder.decode_free(&active[..nfree], &ct[..nfree], tweak).map_err(|k| {
+                    GcError::OutOfRange { message: Message::Tables, index: li * layer.offline_cts() + k }
+                })?;
                 let (row, index, message) = if online {
                     ([online_cts[2 * li], online_cts[2 * li + 1]], 2 * li, Message::Labels)
                 } else {
                     ([ct[nfree], ct[nfree + 1]], li * layer.offline_cts() + nfree, Message::Tables)
                 };
-                let last = decode_fixed(&core.hash, &m, active[nfree], row, tweak + nfree as u128)
+                let last = coder
+                    .decode_fixed(active[nfree], row, tweak + nfree as u128)
                     .ok_or(GcError::OutOfRange { message, index })?;
                 share = m.add(share, last);
                 self.output.push(share);

@@ -199,10 +199,8 @@ impl ZtCircuit {
     pub fn decode_plain(&self, outputs: &[bool], reshared: &[u64]) -> u64 {
         let m = self.modulus;
         let mut v = self.weights.iter().zip(outputs).fold(0, |acc, (&w, &y)| if y { m.add(acc, w) } else { acc });
-        if let (Some(w), Some(&y)) = (self.online_weight(reshared), outputs.get(self.weights.len())) {
-            if y {
-                v = m.add(v, w);
-            }
+        if let (Some(w), Some(true)) = (self.online_weight(reshared), outputs.get(self.weights.len())) {
+            v = m.add(v, w);
         }
         m.sub(v, self.offset)
     }

@@ -141,9 +141,9 @@ async fn nothing_secret_crosses_the_channel_in_the_clear() {
     let expected = layer.offline_bytes() + layer.online_bytes();
     assert!(to_e.len() + to_g.len() >= expected, "the tap saw every message");
     let contains = |hay: &[u8], needle: [u8; 8]| hay.windows(8).any(|w| w == needle);
-    for i in 0..layer.instances() {
+    for (i, &o) in out.iter().enumerate() {
         let x = m.add(c.a[i], c.b[i]);
-        for secret in [c.a[i], c.b[i], x, c.r[i], out[i]] {
+        for secret in [c.a[i], c.b[i], x, c.r[i], o] {
             let bytes = secret.to_le_bytes();
             assert!(
                 !contains(&to_e, bytes) && !contains(&to_g, bytes),
