@@ -90,6 +90,24 @@ pub fn inv(a: u64) -> Option<u64> {
     (a != 0).then(|| pow_vt(a, T - 2))
 }
 
+/// The inverses of nonzero `values` with one exponentiation (Montgomery's batch trick: prefix
+/// products, one inverse, then back); `None` if any value is zero.
+pub fn inv_all(values: &[u64]) -> Option<Vec<u64>> {
+    let mut prefix = Vec::with_capacity(values.len());
+    let mut acc = 1u64;
+    for &v in values {
+        prefix.push(acc);
+        acc = mul(acc, v);
+    }
+    let mut inv_acc = inv(acc)?;
+    let mut out = vec![0u64; values.len()];
+    for i in (0..values.len()).rev() {
+        out[i] = mul(inv_acc, prefix[i]);
+        inv_acc = mul(inv_acc, values[i]);
+    }
+    Some(out)
+}
+
 /// A uniform element of `Z_t` (rejection sampling on 61 random bits).
 pub fn random<R: RngCore + CryptoRng + ?Sized>(rng: &mut R) -> u64 {
     loop {
@@ -126,6 +144,18 @@ pub fn scale_assign(dst: &mut [u64], c: u64) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn batch_inverses_match_single_ones() {
+        let values = [1, 2, 3, T - 1, HALF, 123_456_789];
+        let inverses = inv_all(&values).unwrap();
+        for (v, i) in values.iter().zip(&inverses) {
+            assert_eq!(Some(*i), inv(*v));
+            assert_eq!(mul(*v, *i), 1);
+        }
+        assert_eq!(inv_all(&[5, 0, 7]), None);
+        assert_eq!(inv_all(&[]), Some(vec![]));
+    }
 
     fn elem() -> impl Strategy<Value = u64> {
         prop_oneof![0..T, Just(0), Just(1), Just(T - 1), Just(HALF), Just(HALF + 1)]

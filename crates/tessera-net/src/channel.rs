@@ -126,8 +126,8 @@ impl Channel {
         }
     }
 
-    /// Sends one frame.
-    pub async fn send(&mut self, kind: MessageKind, session: SessionId, layer: u32, payload: &[u8]) -> Result<()> {
+    /// The header of a frame carrying `payload`, refused when the payload is over the maximum.
+    fn header(&self, kind: MessageKind, session: SessionId, layer: u32, payload: &[u8]) -> Result<[u8; HEADER_LEN]> {
         let len = u32::try_from(payload.len()).ok().filter(|&l| l <= self.max_payload).ok_or_else(|| {
             NetError::Malformed {
                 peer: self.peer.clone(),
@@ -137,22 +137,53 @@ impl Channel {
                 },
             }
         })?;
-        let header = FrameHeader { kind, layer, session, len }.encode();
-        let write = async {
-            self.stream.write_all(&header).await?;
-            self.stream.write_all(payload).await?;
-            self.stream.flush().await
-        };
-        match tokio::time::timeout(self.timeout, write).await {
-            Err(_) => return Err(NetError::Timeout { peer: self.peer.clone(), step: kind, waited: self.timeout }),
-            Ok(Err(e)) if is_closed(&e) => return Err(NetError::PeerClosed { peer: self.peer.clone(), step: kind }),
-            Ok(Err(e)) => return Err(NetError::Io { peer: self.peer.clone(), reason: e.to_string() }),
-            Ok(Ok(())) => {}
-        }
+        Ok(FrameHeader { kind, layer, session, len }.encode())
+    }
+
+    fn count_sent(&mut self, payload: &[u8]) {
         self.meter.bytes_sent += (HEADER_LEN + payload.len()) as u64;
         self.meter.messages_sent += 1;
         self.sent_since_recv = true;
+    }
+
+    fn count_received(&mut self, payload: &[u8]) {
+        self.meter.bytes_received += (HEADER_LEN + payload.len()) as u64;
+        self.meter.messages_received += 1;
+        if std::mem::take(&mut self.sent_since_recv) {
+            self.meter.rounds += 1;
+        }
+    }
+
+    /// Sends one frame.
+    pub async fn send(&mut self, kind: MessageKind, session: SessionId, layer: u32, payload: &[u8]) -> Result<()> {
+        let header = self.header(kind, session, layer, payload)?;
+        write_frame(&mut self.stream, &self.peer, self.timeout, kind, &header, payload).await?;
+        self.count_sent(payload);
         Ok(())
+    }
+
+    /// Sends one frame and receives the next, which must be of `kind`, for `session` and
+    /// `layer`, at the same time: for two peers that both send before they read, whose large
+    /// frames would otherwise fill both directions' buffers and stall each other.
+    pub async fn exchange(
+        &mut self,
+        kind: MessageKind,
+        session: SessionId,
+        layer: u32,
+        payload: &[u8],
+    ) -> Result<Vec<u8>> {
+        let header = self.header(kind, session, layer, payload)?;
+        let (peer, timeout, max) = (&self.peer, self.timeout, self.max_payload);
+        let (mut reader, mut writer) = tokio::io::split(&mut self.stream);
+        let (sent, received) = tokio::join!(
+            write_frame(&mut writer, peer, timeout, kind, &header, payload),
+            read_frame(&mut reader, peer, timeout, max, kind)
+        );
+        sent?;
+        self.count_sent(payload);
+        let (h, received) = received?;
+        self.count_received(&received);
+        self.check(h, received, kind, session, layer)
     }
 
     /// Tells the peer that this party gave up on `session`, and why (no values: the reason is
@@ -168,6 +199,19 @@ impl Channel {
     /// Receives the next frame, which must be of `kind`, for `session` and `layer`.
     pub async fn recv(&mut self, kind: MessageKind, session: SessionId, layer: u32) -> Result<Vec<u8>> {
         let (h, payload) = self.recv_frame(kind).await?;
+        self.check(h, payload, kind, session, layer)
+    }
+
+    /// Accepts a received frame only if it is of `kind`, for `session` and `layer`; an abort
+    /// frame becomes the peer's reason.
+    fn check(
+        &self,
+        h: FrameHeader,
+        payload: Vec<u8>,
+        kind: MessageKind,
+        session: SessionId,
+        layer: u32,
+    ) -> Result<Vec<u8>> {
         if h.kind == ABORT && h.session == session {
             let reason = String::from_utf8_lossy(&payload[..payload.len().min(MAX_ABORT_REASON)]).into_owned();
             return Err(NetError::Aborted { peer: self.peer.clone(), step: kind, reason });
@@ -190,52 +234,9 @@ impl Channel {
     }
 
     async fn recv_frame(&mut self, step: MessageKind) -> Result<(FrameHeader, Vec<u8>)> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let header = self.read_exact(HEADER_LEN, step, deadline, true).await?;
-        let header: &[u8; HEADER_LEN] = header.as_slice().try_into().expect("a whole header");
-        let h = FrameHeader::decode(header, self.max_payload)
-            .map_err(|error| NetError::Malformed { peer: self.peer.clone(), error })?;
-        // The length was checked against the maximum before this allocation.
-        let payload = self.read_exact(h.len as usize, step, deadline, false).await?;
-        self.meter.bytes_received += (HEADER_LEN + payload.len()) as u64;
-        self.meter.messages_received += 1;
-        if std::mem::take(&mut self.sent_since_recv) {
-            self.meter.rounds += 1;
-        }
+        let (h, payload) = read_frame(&mut self.stream, &self.peer, self.timeout, self.max_payload, step).await?;
+        self.count_received(&payload);
         Ok((h, payload))
-    }
-
-    /// Reads exactly `len` bytes before `deadline` into fresh (not zero-filled) memory. A stream
-    /// that ends before the first byte of a frame (`frame_start`) is a closed peer; one that ends
-    /// inside a frame sent a truncated frame.
-    async fn read_exact(
-        &mut self,
-        len: usize,
-        step: MessageKind,
-        deadline: tokio::time::Instant,
-        frame_start: bool,
-    ) -> Result<Vec<u8>> {
-        let mut buf = Vec::with_capacity(len);
-        while buf.len() < len {
-            let mut limited = (&mut self.stream).take((len - buf.len()) as u64);
-            let read = tokio::time::timeout_at(deadline, limited.read_buf(&mut buf)).await;
-            match read {
-                Err(_) => return Err(NetError::Timeout { peer: self.peer.clone(), step, waited: self.timeout }),
-                Ok(Ok(0)) if frame_start && buf.is_empty() => {
-                    return Err(NetError::PeerClosed { peer: self.peer.clone(), step });
-                }
-                Ok(Ok(0)) => {
-                    return Err(NetError::Malformed {
-                        peer: self.peer.clone(),
-                        error: FrameError::Truncated { missing: len - buf.len() },
-                    });
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) if is_closed(&e) => return Err(NetError::PeerClosed { peer: self.peer.clone(), step }),
-                Ok(Err(e)) => return Err(NetError::Io { peer: self.peer.clone(), reason: e.to_string() }),
-            }
-        }
-        Ok(buf)
     }
 
     /// Writes raw bytes, bypassing framing: only for tests that play a misbehaving peer.
@@ -251,6 +252,80 @@ impl Channel {
     pub async fn close(mut self) {
         let _ = tokio::time::timeout(self.timeout, self.stream.shutdown()).await;
     }
+}
+
+/// Writes one frame within `timeout`.
+async fn write_frame<W: AsyncWrite + Unpin>(
+    stream: &mut W,
+    peer: &str,
+    timeout: Duration,
+    kind: MessageKind,
+    header: &[u8; HEADER_LEN],
+    payload: &[u8],
+) -> Result<()> {
+    let write = async {
+        stream.write_all(header).await?;
+        stream.write_all(payload).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(timeout, write).await {
+        Err(_) => Err(NetError::Timeout { peer: peer.into(), step: kind, waited: timeout }),
+        Ok(Err(e)) if is_closed(&e) => Err(NetError::PeerClosed { peer: peer.into(), step: kind }),
+        Ok(Err(e)) => Err(NetError::Io { peer: peer.into(), reason: e.to_string() }),
+        Ok(Ok(())) => Ok(()),
+    }
+}
+
+/// Reads one frame within `timeout`: the header, checked (length against `max_payload`)
+/// before the payload is allocated, then the payload.
+async fn read_frame<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    peer: &str,
+    timeout: Duration,
+    max_payload: u32,
+    step: MessageKind,
+) -> Result<(FrameHeader, Vec<u8>)> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let header = read_exact(stream, peer, timeout, HEADER_LEN, step, deadline, true).await?;
+    let header: &[u8; HEADER_LEN] = header.as_slice().try_into().expect("a whole header");
+    let h =
+        FrameHeader::decode(header, max_payload).map_err(|error| NetError::Malformed { peer: peer.into(), error })?;
+    // The length was checked against the maximum before this allocation.
+    let payload = read_exact(stream, peer, timeout, h.len as usize, step, deadline, false).await?;
+    Ok((h, payload))
+}
+
+/// Reads exactly `len` bytes before `deadline` into fresh (not zero-filled) memory. A stream
+/// that ends before the first byte of a frame (`frame_start`) is a closed peer; one that ends
+/// inside a frame sent a truncated frame.
+async fn read_exact<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    peer: &str,
+    timeout: Duration,
+    len: usize,
+    step: MessageKind,
+    deadline: tokio::time::Instant,
+    frame_start: bool,
+) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        let mut limited = (&mut *stream).take((len - buf.len()) as u64);
+        let read = tokio::time::timeout_at(deadline, limited.read_buf(&mut buf)).await;
+        match read {
+            Err(_) => return Err(NetError::Timeout { peer: peer.into(), step, waited: timeout }),
+            Ok(Ok(0)) if frame_start && buf.is_empty() => return Err(NetError::PeerClosed { peer: peer.into(), step }),
+            Ok(Ok(0)) => {
+                return Err(NetError::Malformed {
+                    peer: peer.into(),
+                    error: FrameError::Truncated { missing: len - buf.len() },
+                });
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if is_closed(&e) => return Err(NetError::PeerClosed { peer: peer.into(), step }),
+            Ok(Err(e)) => return Err(NetError::Io { peer: peer.into(), reason: e.to_string() }),
+        }
+    }
+    Ok(buf)
 }
 
 fn is_closed(e: &std::io::Error) -> bool {

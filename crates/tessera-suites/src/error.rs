@@ -40,5 +40,13 @@ pub enum SuiteError {
     Local(String),
 }
 
+impl From<tessera_he::HeError> for SuiteError {
+    /// An HE failure inside this party (a peer's malformed ciphertexts are protocol errors,
+    /// named where they are read).
+    fn from(e: tessera_he::HeError) -> Self {
+        SuiteError::Local(format!("HE: {e}"))
+    }
+}
+
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, SuiteError>;

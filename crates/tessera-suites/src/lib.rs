@@ -6,11 +6,14 @@
 //!   measures what the transport alone costs.
 //! * [`serpens_n`]: `m` share-holders run the linear layers on additive shares; a central server
 //!   evaluates ReLU and max pool on masked, permuted values (PROTOCOLS.md section 4).
+//! * [`serpens_2`]: two servers hold the shares and evaluate ReLU and max pool between
+//!   themselves with BFV and random masks (PROTOCOLS.md section 3).
 //! * [`verify`]: a client offloads its convolutions to an untrusted cloud under a one-time pad
 //!   and checks every product (PROTOCOLS.md section 6).
 
 pub mod error;
 pub mod plain;
+pub mod serpens_2;
 pub mod serpens_n;
 pub mod verify;
 pub mod wire;

@@ -22,6 +22,7 @@ mod memory;
 mod user;
 
 pub use central::{Join, central, join_from_frame, read_join};
+pub(crate) use holder::kind_name;
 pub use holder::{HolderInput, holder};
 pub use memory::{InMemoryRun, View, run_in_memory};
 pub use user::{Outcome, user};

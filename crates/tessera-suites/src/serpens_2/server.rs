@@ -1,0 +1,194 @@
+//! A server `S1` or `S2`: the linear layers on its share, both roles of every nonlinear layer.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tessera_field::seed::os_rng;
+use tessera_field::share::Share;
+use tessera_he::{HeParams, PublicKey, SecretKey};
+use tessera_model::fixed::FixedModel;
+use tessera_model::runner::Runner;
+use tessera_net::{Channel, FrameHeader, Recorder, SessionId};
+
+use super::layer::{Keys, evaluate};
+use super::{JOIN, KEY, OUTPUT, REPORT};
+use crate::error::{Result, SuiteError};
+use crate::serpens_n::kind_name;
+use crate::wire::{Reader, elements_to_bytes, put_elements, send_reports};
+
+/// What the user sends a server.
+#[derive(Debug)]
+pub struct ServerInput {
+    /// 1 for `S1`, 2 for `S2`.
+    pub index: usize,
+    /// Images in the batch.
+    pub batch: usize,
+    /// This server's share of the encoded images.
+    pub share: Share,
+}
+
+impl ServerInput {
+    /// The `INPUT` payload.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + 8 * self.share.len());
+        out.extend_from_slice(&(self.index as u32).to_le_bytes());
+        out.extend_from_slice(&(self.batch as u32).to_le_bytes());
+        put_elements(&mut out, self.share.as_slice());
+        out
+    }
+
+    /// Reads an `INPUT` payload from `peer` for a model whose images have `input_len` values;
+    /// batches above `max_batch` are refused.
+    pub fn parse(peer: &str, payload: &[u8], input_len: usize, max_batch: usize) -> Result<Self> {
+        let mut r = Reader::new(payload, peer, "input");
+        let (index, batch) = (r.u32()? as usize, r.u32()? as usize);
+        if !(1..=2).contains(&index) {
+            return Err(r.error(format!("server {index} of 2")));
+        }
+        if !(1..=max_batch).contains(&batch) {
+            return Err(r.error(format!("batch of {batch} (at most {max_batch})")));
+        }
+        let len = batch.checked_mul(input_len).ok_or_else(|| r.error(format!("batch of {batch}")))?;
+        let share = Share::from_vec(r.elements(len)?);
+        r.end()?;
+        Ok(Self { index, batch, share })
+    }
+}
+
+/// `S1`'s `JOIN`, as `S2` reads it.
+#[derive(Debug)]
+pub struct Join {
+    /// The query.
+    pub session: SessionId,
+    /// Images in the batch.
+    pub batch: usize,
+    /// `S1`'s public key.
+    key: PublicKey,
+}
+
+/// Reads `S1`'s `JOIN` from a received frame.
+pub fn join_from_frame(
+    he: &HeParams,
+    peer: &str,
+    header: FrameHeader,
+    payload: &[u8],
+    max_batch: usize,
+) -> Result<Join> {
+    if header.kind != JOIN {
+        return Err(
+            tessera_net::NetError::UnexpectedKind { peer: peer.into(), expected: JOIN, got: header.kind }.into()
+        );
+    }
+    let mut r = Reader::new(payload, peer, "join");
+    let batch = r.u32()? as usize;
+    if !(1..=max_batch).contains(&batch) {
+        return Err(r.error(format!("batch of {batch} (at most {max_batch})")));
+    }
+    let key = read_key(he, peer, "join", &payload[4..])?;
+    Ok(Join { session: header.session, batch, key })
+}
+
+fn read_key(he: &HeParams, peer: &str, message: &'static str, bytes: &[u8]) -> Result<PublicKey> {
+    PublicKey::read(he, bytes).map_err(|e| SuiteError::Protocol { peer: peer.into(), message, reason: e.to_string() })
+}
+
+/// How a server reaches its peer for a query: `S1` dials `S2`; `S2` is handed the connection on
+/// which `S1`'s `JOIN` for this query arrived.
+#[derive(Debug)]
+pub enum PeerLink {
+    /// `S1`'s connection to `S2`.
+    Dialed(Channel),
+    /// `S2`'s connection from `S1`, with the `JOIN` read from it.
+    Accepted(Channel, Box<Join>),
+}
+
+/// Serves one query as server `input.index`: runs the model on its share with the peer reached
+/// through `peer` (awaited while the first linear layers run), and returns the logit share and
+/// its cost report to `user`. Gives back the link to the peer.
+pub async fn server(
+    name: &str,
+    model: Arc<FixedModel>,
+    he: Arc<HeParams>,
+    user: &mut Channel,
+    session: SessionId,
+    input: ServerInput,
+    peer: impl Future<Output = Result<PeerLink>>,
+) -> Result<Channel> {
+    let result: Result<Channel> = async {
+        let mut rec = Recorder::new(name);
+        rec.stage(0, "input", "input", &[user]);
+        let ServerInput { index, batch, share } = input;
+        let me = index - 1;
+        let params = model.params();
+        let mut runner = Runner::new(model.clone(), share.as_slice().to_vec(), batch, index == 1);
+        drop(share);
+        // Fresh keys per query: the peer's view of one query says nothing about the next.
+        let keygen = {
+            let he = he.clone();
+            tokio::task::spawn_blocking(move || -> Result<_> {
+                let mut rng = os_rng();
+                let sk = SecretKey::generate(&he, &mut rng)?;
+                let pk = sk.public_key(&mut rng)?;
+                let mut bytes = Vec::with_capacity(super::key_size(&he));
+                pk.write(&he, &mut bytes)?;
+                Ok((sk, bytes))
+            })
+        };
+        let (sk, my_key) = keygen.await.map_err(|e| SuiteError::Local(format!("key generation stopped: {e}")))??;
+        let (mut link, peer_key) = match peer.await? {
+            PeerLink::Dialed(mut c) => {
+                let mut join = (batch as u32).to_le_bytes().to_vec();
+                join.extend_from_slice(&my_key);
+                c.send(JOIN, session, 0, &join).await?;
+                let key = c.recv(KEY, session, 0).await?;
+                let key = read_key(&he, c.peer(), "key", &key)?;
+                (c, key)
+            }
+            PeerLink::Accepted(mut c, join) => {
+                if join.session != session || join.batch != batch {
+                    return Err(SuiteError::Protocol {
+                        peer: c.peer().into(),
+                        message: "join",
+                        reason: "the servers disagree on the query (session or batch)".into(),
+                    });
+                }
+                c.send(KEY, session, 0, &my_key).await?;
+                (c, join.key)
+            }
+        };
+        let keys = Arc::new(Keys { mine: sk, peer: peer_key });
+        rec.stage(0, "keys", "keys", &[&link]);
+        let mut first = 0usize;
+        loop {
+            let (back, layer) = tokio::task::spawn_blocking(move || {
+                let layer = runner.advance();
+                (runner, layer)
+            })
+            .await
+            .map_err(|e| SuiteError::Local(format!("linear layers stopped: {e}")))?;
+            runner = back;
+            let end = layer.map_or(model.ops().len(), |l| l.node as usize);
+            if end > first {
+                rec.stage(end as u32 - 1, model.node_name(end - 1), "linear", &[]);
+            }
+            let Some(layer) = layer else { break };
+            first = layer.node as usize + 1;
+            let x = runner.pending_input().to_vec();
+            let out =
+                evaluate(&mut link, session, &layer, batch, x, me, &he, &keys, params.mask_bits(), params.bound_bits())
+                    .await?;
+            runner.complete(out);
+            rec.stage(layer.node, model.node_name(layer.node as usize), kind_name(&layer), &[&link]);
+        }
+        user.send(OUTPUT, session, 0, &elements_to_bytes(runner.output())).await?;
+        drop(runner);
+        rec.stage(0, "output", "output", &[user]);
+        send_reports(user, REPORT, session, &[rec.finish()]).await?;
+        Ok(link)
+    }
+    .await;
+    if let Err(e) = &result {
+        user.abort(session, &e.to_string()).await;
+    }
+    result
+}
