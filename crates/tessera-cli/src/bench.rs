@@ -89,6 +89,9 @@ pub enum BenchCommand {
         /// ONNX models.
         #[arg(required = true)]
         models: Vec<PathBuf>,
+        /// Secure suites to run: serpens-n, serpens-2.
+        #[arg(long, value_delimiter = ',', default_value = "serpens-n,serpens-2")]
+        suites: Vec<String>,
         /// Holder counts for serpens-n.
         #[arg(long, value_delimiter = ',', default_value = "2,3")]
         holders: Vec<usize>,
@@ -132,12 +135,15 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             };
             verify(&models, disguise, runs, json)
         }
-        BenchCommand::Suites { models, holders, runs, net, json } => {
+        BenchCommand::Suites { models, suites: names, holders, runs, net, json } => {
             let profile = match net.as_str() {
                 "loopback" => None,
                 other => Some(other.parse().map_err(|e: String| anyhow::anyhow!(e))?),
             };
-            suites(&models, &holders, runs, profile, json)
+            if let Some(bad) = names.iter().find(|s| !["serpens-n", "serpens-2"].contains(&s.as_str())) {
+                anyhow::bail!("unknown secure suite `{bad}` (serpens-n, serpens-2)");
+            }
+            suites(&models, &names, &holders, runs, profile, json)
         }
     }
 }
@@ -193,7 +199,35 @@ fn run_suite(
     Ok(SuiteRun { latency: min_median(&mut samples), all_reports })
 }
 
-fn suites(models: &[PathBuf], holders: &[usize], runs: usize, profile: Option<LinkProfile>, json: bool) -> Result<()> {
+/// The busiest server link of a secure suite's query: its name, bytes both ways and rounds in
+/// total, and bytes both ways in the nonlinear layers alone.
+fn busiest_link(suite: &str, reports: &[tessera_net::PartyReport]) -> (String, u64, u64, u64) {
+    // serpens-n: holder 1 carries the explicit re-shares; serpens-2: the servers' link.
+    let (party, peer) = match suite {
+        "serpens-2" => (tessera_suites::serpens_2::SERVERS[0], tessera_suites::serpens_2::SERVERS[1]),
+        _ => ("holder-1", tessera_suites::serpens_n::CENTRAL),
+    };
+    let Some(report) = reports.iter().find(|p| p.party == party) else { return (String::new(), 0, 0, 0) };
+    let both = |t: &tessera_net::Meter| t.bytes_sent + t.bytes_received;
+    let total = report.links.iter().find(|l| l.peer == peer).map_or((0, 0), |l| (both(&l.traffic), l.traffic.rounds));
+    let nonlinear = report
+        .stages
+        .iter()
+        .filter(|s| matches!(s.kind.as_str(), "relu" | "maxpool"))
+        .flat_map(|s| s.links.iter().filter(|l| l.peer == peer))
+        .map(|l| both(&l.traffic))
+        .sum();
+    (format!("{party} ↔ {peer}"), total.0, total.1, nonlinear)
+}
+
+fn suites(
+    models: &[PathBuf],
+    names: &[String],
+    holders: &[usize],
+    runs: usize,
+    profile: Option<LinkProfile>,
+    json: bool,
+) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let net_name = profile.map_or("loopback", |p| p.name);
     let local = |holders| tessera::local::LocalOptions { holders, profile, ..Default::default() };
@@ -203,20 +237,25 @@ fn suites(models: &[PathBuf], holders: &[usize], runs: usize, profile: Option<Li
         let (x, (f32_min, f32_med)) = f32_baseline(&m, runs * 5);
         let relus = tessera_model::cost::total(&m.merged).relus as f64;
         let plain = run_suite(&rt, "plain", path, &x, runs, &local(0), &Default::default())?;
-        for &h in holders {
-            let secure = run_suite(&rt, "serpens-n", path, &x, runs, &local(h), &Default::default())?;
-            // Holder 1 carries the explicit re-shares: the busiest holder link.
-            let holder = secure.reports().iter().find(|p| p.party == "holder-1");
-            let link = holder.and_then(|p| p.links.iter().find(|l| l.peer == "central")).map(|l| l.traffic);
-            let (bytes, rounds) = link.map_or((0, 0), |t| (t.bytes_sent + t.bytes_received, t.rounds));
+        let configs: Vec<(&str, usize)> = names
+            .iter()
+            .flat_map(|s| match s.as_str() {
+                "serpens-n" => holders.iter().map(|&h| ("serpens-n", h)).collect::<Vec<_>>(),
+                _ => vec![("serpens-2", 2)],
+            })
+            .collect();
+        for (suite, h) in configs {
+            let secure = run_suite(&rt, suite, path, &x, runs, &local(h), &Default::default())?;
+            let (link, bytes, rounds, nonlinear) = busiest_link(suite, secure.reports());
             rows.push(json!({
-                "model": m.path.file_stem().and_then(|s| s.to_str()), "holders": h,
-                "serpens_n_ms": { "min": secure.latency.0 * 1e3, "median": secure.latency.1 * 1e3 },
+                "model": m.path.file_stem().and_then(|s| s.to_str()), "suite": suite, "holders": h,
+                "secure_ms": { "min": secure.latency.0 * 1e3, "median": secure.latency.1 * 1e3 },
                 "plain_suite_ms": { "min": plain.latency.0 * 1e3, "median": plain.latency.1 * 1e3 },
                 "f32_ms": { "min": f32_min * 1e3, "median": f32_med * 1e3 },
                 "vs_plain_suite": secure.latency.1 / plain.latency.1,
                 "vs_f32": secure.latency.1 / f32_med,
-                "relus": relus, "holder1_bytes_per_relu": bytes as f64 / relus, "rounds": rounds,
+                "relus": relus, "link": link, "link_bytes_per_relu": bytes as f64 / relus,
+                "nonlinear_bytes_per_relu": nonlinear as f64 / relus, "rounds": rounds,
                 "parties": secure.reports(),
             }));
         }
@@ -227,13 +266,15 @@ fn suites(models: &[PathBuf], holders: &[usize], runs: usize, profile: Option<Li
     }
     let mut t = Table::new(&[
         "model",
-        "holders",
-        "serpens-n ms (min/med)",
+        "suite",
+        "servers",
+        "secure ms (min/med)",
         "plain suite ms",
         "f32 ms",
         "× plain suite",
         "× f32",
-        "bytes/ReLU (holder 1)",
+        "busiest link",
+        "bytes/ReLU (all / nonlinear)",
         "rounds",
     ]);
     for r in &rows {
@@ -242,8 +283,9 @@ fn suites(models: &[PathBuf], holders: &[usize], runs: usize, profile: Option<Li
         };
         t.row(vec![
             r["model"].as_str().unwrap_or("").to_string(),
+            r["suite"].as_str().unwrap_or("").to_string(),
             r["holders"].to_string(),
-            pair("serpens_n_ms"),
+            pair("secure_ms"),
             pair("plain_suite_ms"),
             format!(
                 "{:.3} / {:.3}",
@@ -252,7 +294,12 @@ fn suites(models: &[PathBuf], holders: &[usize], runs: usize, profile: Option<Li
             ),
             format!("{:.2}", r["vs_plain_suite"].as_f64().unwrap_or(0.0)),
             format!("{:.1}", r["vs_f32"].as_f64().unwrap_or(0.0)),
-            format!("{:.1}", r["holder1_bytes_per_relu"].as_f64().unwrap_or(0.0)),
+            r["link"].as_str().unwrap_or("").to_string(),
+            format!(
+                "{:.1} / {:.1}",
+                r["link_bytes_per_relu"].as_f64().unwrap_or(0.0),
+                r["nonlinear_bytes_per_relu"].as_f64().unwrap_or(0.0)
+            ),
             r["rounds"].to_string(),
         ]);
     }

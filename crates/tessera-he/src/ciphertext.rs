@@ -3,8 +3,9 @@
 //! modulus switching. Every level mismatch is a typed error (fhe asserts instead).
 
 use std::fmt;
+use std::sync::Arc;
 
-use fhe::bfv::{self, Encoding};
+use fhe::bfv::{self, BfvParameters, Encoding};
 use fhe_traits::FheEncoder;
 
 use crate::error::{HeError, Result};
@@ -13,6 +14,7 @@ use crate::params::HeParams;
 /// A vector of up to `N` elements of `Z_t` in SIMD slots, at one level.
 pub struct Plaintext {
     pub(crate) inner: bfv::Plaintext,
+    pub(crate) params: Arc<BfvParameters>,
 }
 
 impl fmt::Debug for Plaintext {
@@ -33,7 +35,8 @@ impl Plaintext {
         if level > params.return_level() {
             return Err(HeError::Level(format!("no level {level}")));
         }
-        Ok(Self { inner: bfv::Plaintext::try_encode(values, Encoding::simd_at_level(level), params.bfv())? })
+        let inner = bfv::Plaintext::try_encode(values, Encoding::simd_at_level(level), params.bfv())?;
+        Ok(Self { inner, params: params.bfv().clone() })
     }
 
     /// The level.
@@ -49,6 +52,7 @@ pub struct Ciphertext {
     pub(crate) inner: bfv::Ciphertext,
     pub(crate) seed: Option<[u8; 32]>,
     pub(crate) level: usize,
+    pub(crate) params: Arc<BfvParameters>,
 }
 
 impl Ciphertext {
@@ -62,7 +66,12 @@ impl Ciphertext {
         self.seed.is_some()
     }
 
-    fn same_level(&self, level: usize, what: &str) -> Result<()> {
+    /// fhe asserts that operands share one parameter instance and one level; here both are
+    /// typed errors.
+    fn compatible(&self, params: &Arc<BfvParameters>, level: usize, what: &str) -> Result<()> {
+        if !Arc::ptr_eq(&self.params, params) {
+            return Err(HeError::Level(format!("{what} from another parameter instance")));
+        }
         if self.level() == level {
             Ok(())
         } else {
@@ -72,7 +81,7 @@ impl Ciphertext {
 
     /// `self += pt` slot-wise.
     pub fn add_plain(&mut self, pt: &Plaintext) -> Result<()> {
-        self.same_level(pt.level(), "plaintext")?;
+        self.compatible(&pt.params, pt.level(), "plaintext")?;
         self.inner += &pt.inner;
         self.seed = None;
         Ok(())
@@ -80,7 +89,7 @@ impl Ciphertext {
 
     /// `self −= pt` slot-wise.
     pub fn sub_plain(&mut self, pt: &Plaintext) -> Result<()> {
-        self.same_level(pt.level(), "plaintext")?;
+        self.compatible(&pt.params, pt.level(), "plaintext")?;
         self.inner -= &pt.inner;
         self.seed = None;
         Ok(())
@@ -88,7 +97,7 @@ impl Ciphertext {
 
     /// `self ⊙= pt` slot-wise.
     pub fn mul_plain(&mut self, pt: &Plaintext) -> Result<()> {
-        self.same_level(pt.level(), "plaintext")?;
+        self.compatible(&pt.params, pt.level(), "plaintext")?;
         self.inner *= &pt.inner;
         self.seed = None;
         Ok(())
@@ -96,7 +105,7 @@ impl Ciphertext {
 
     /// `self += other` slot-wise.
     pub fn add(&mut self, other: &Ciphertext) -> Result<()> {
-        self.same_level(other.level(), "ciphertext")?;
+        self.compatible(&other.params, other.level(), "ciphertext")?;
         self.inner += &other.inner;
         self.seed = None;
         Ok(())

@@ -58,8 +58,11 @@ impl NoiseLayout {
     }
 }
 
-/// The standard layout: 40 bits of smudging over a mask noise of at most 2^18.
-pub const NOISE: NoiseLayout = NoiseLayout { mask_noise_bits: 18, flood_bits: 58, c0_drop_bits: 58, c1_drop_bits: 48 };
+/// The standard layout. The mask-dependent noise after one full-range ciphertext × plaintext
+/// product and the switch to two primes is at most `N·‖e‖∞·t/2 / q_2 + (1 + N·‖s‖∞)/2 ≈ 2^16.1`
+/// (worst case, `‖e‖∞, ‖s‖∞ ≤ 20` for the centered binomial of variance 10), bounded here by
+/// `2^17`; flooding at `2^60` leaves 43 bits of smudging per coefficient.
+pub const NOISE: NoiseLayout = NoiseLayout { mask_noise_bits: 17, flood_bits: 60, c0_drop_bits: 57, c1_drop_bits: 47 };
 
 /// BFV parameters over `Z_t`, validated, shared by every key and ciphertext of a deployment.
 #[derive(Clone)]
@@ -115,6 +118,9 @@ impl HeParams {
             .set_moduli(&moduli)
             .set_variance(VARIANCE)
             .build_arc()?;
+        if noise.flood_bits > 62 || !(4..=64).contains(&noise.c0_drop_bits) || !(4..=64).contains(&noise.c1_drop_bits) {
+            return Err(HeError::NoiseBudget(format!("unusable noise layout {noise:?}")));
+        }
         let params = Self { bfv, noise };
         let limit = params.decryption_limit_bits(params.return_level());
         let total = noise.total_bits(degree);
@@ -210,7 +216,7 @@ mod tests {
         assert_eq!(p.return_level(), 1);
         assert!(p.decryption_limit_bits(1) > 61.9);
         assert!(NOISE.total_bits(8192) + 1.0 < p.decryption_limit_bits(1));
-        assert_eq!(NOISE.smudging_bits(), 40);
+        assert_eq!(NOISE.smudging_bits(), 43);
     }
 
     #[test]
@@ -232,5 +238,12 @@ mod tests {
         assert!(matches!(HeParams::new(8192, &[62, 62, 62], zt::T, weak), Err(HeError::NoiseBudget(_))));
         let loud = NoiseLayout { c1_drop_bits: 56, ..NOISE };
         assert!(matches!(HeParams::new(8192, &[62, 62, 62], zt::T, loud), Err(HeError::NoiseBudget(_))));
+        for broken in [
+            NoiseLayout { c0_drop_bits: 0, ..NOISE },
+            NoiseLayout { c1_drop_bits: 2, ..NOISE },
+            NoiseLayout { flood_bits: 63, ..NOISE },
+        ] {
+            assert!(matches!(HeParams::new(8192, &[62, 62, 62], zt::T, broken), Err(HeError::NoiseBudget(_))));
+        }
     }
 }

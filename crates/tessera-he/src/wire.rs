@@ -11,6 +11,7 @@
 
 use fhe::bfv;
 use fhe_math::rq::{Poly, Representation, traits::TryConvertFrom};
+use fhe_math::zq::Modulus;
 
 use crate::ciphertext::Ciphertext;
 use crate::error::{HeError, Result};
@@ -49,20 +50,59 @@ fn malformed(reason: impl Into<String>) -> HeError {
     HeError::Malformed { what: "ciphertext", reason: reason.into() }
 }
 
-/// `Q = q0·q1` at the return level, and `q0^−1 mod q1`.
-fn return_moduli(params: &HeParams) -> (u64, u64, u128, u64) {
-    let m = params.bfv().moduli();
-    let (q0, q1) = (m[0], m[1]);
-    let inv = fhe_util::inverse(q0 % q1, q1).expect("distinct primes");
-    (q0, q1, q0 as u128 * q1 as u128, inv)
+/// The two primes of the return level and what CRT and rounding need of them.
+struct ReturnModuli {
+    q0: Modulus,
+    q1: Modulus,
+    /// `Q = q0·q1`.
+    q: u128,
+    /// `q0^−1 mod q1`.
+    q0_inv: u64,
+}
+
+impl ReturnModuli {
+    fn new(params: &HeParams) -> Self {
+        let m = params.bfv().moduli();
+        let q0_inv = fhe_util::inverse(m[0] % m[1], m[1]).expect("distinct primes");
+        let modulus = |q| Modulus::new(q).expect("checked primes");
+        Self { q0: modulus(m[0]), q1: modulus(m[1]), q: m[0] as u128 * m[1] as u128, q0_inv }
+    }
+
+    /// The integer in `[0, Q)` with residues `a0`, `a1`.
+    fn combine(&self, a0: u64, a1: u64) -> u128 {
+        let k = self.q1.mul(self.q1.sub(a1, self.q1.reduce(a0)), self.q0_inv);
+        a0 as u128 + *self.q0 as u128 * k as u128
+    }
+
+    /// The largest value a rounding by `2^d` produces.
+    fn max_rounded(&self, d: u32) -> u128 {
+        (self.q - 1 + (1u128 << (d - 1))) >> d
+    }
+
+    /// Bits of a value rounded by `2^d`.
+    fn width(&self, d: u32) -> u32 {
+        128 - self.max_rounded(d).leading_zeros()
+    }
 }
 
 /// Bit widths of the rounded `c0` and `c1`.
 fn returned_widths(params: &HeParams) -> (u32, u32) {
-    let (_, _, q, _) = return_moduli(params);
+    let m = ReturnModuli::new(params);
     let noise = params.noise();
-    let width = |d: u32| 128 - ((q - 1 + (1u128 << (d - 1))) >> d).leading_zeros();
-    (width(noise.c0_drop_bits), width(noise.c1_drop_bits))
+    (m.width(noise.c0_drop_bits), m.width(noise.c1_drop_bits))
+}
+
+/// Writes `c0` and `c1` (power basis, return level) rounded to multiples of `2^d0`, `2^d1`.
+pub(crate) fn write_returned(params: &HeParams, c: [&Poly; 2], out: &mut Vec<u8>) {
+    let m = ReturnModuli::new(params);
+    let noise = params.noise();
+    for (p, d) in c.into_iter().zip([noise.c0_drop_bits, noise.c1_drop_bits]) {
+        debug_assert_eq!(p.representation(), &Representation::PowerBasis);
+        let coeffs = p.coefficients();
+        let (r0, r1) = (coeffs.row(0), coeffs.row(1));
+        let rounded = r0.iter().zip(r1.iter()).map(|(&a0, &a1)| (m.combine(a0, a1) + (1u128 << (d - 1))) >> d);
+        pack(out, rounded, m.width(d));
+    }
 }
 
 /// Appends `values` of `bits` bits each, little-endian bit order.
@@ -121,22 +161,9 @@ impl Ciphertext {
                         params.return_level()
                     )));
                 }
-                let (q0, q1, q, inv) = return_moduli(params);
-                let (w0, w1) = returned_widths(params);
-                let noise = params.noise();
-                for (poly, d, w) in [(0, noise.c0_drop_bits, w0), (1, noise.c1_drop_bits, w1)] {
-                    let mut p = self.inner[poly].clone();
-                    p.change_representation(Representation::PowerBasis);
-                    let c = p.coefficients();
-                    let (r0, r1) = (c.row(0), c.row(1));
-                    let rounded = r0.iter().zip(r1.iter()).map(|(&a0, &a1)| {
-                        let k = ((a1 + q1 - a0 % q1) % q1) as u128 * inv as u128 % q1 as u128;
-                        let v = a0 as u128 + q0 as u128 * k;
-                        debug_assert!(v < q);
-                        (v + (1u128 << (d - 1))) >> d
-                    });
-                    pack(out, rounded, w);
-                }
+                let mut c = [self.inner[0].clone(), self.inner[1].clone()];
+                c.iter_mut().for_each(|p| p.change_representation(Representation::PowerBasis));
+                write_returned(params, [&c[0], &c[1]], out);
             }
         }
         Ok(())
@@ -163,11 +190,16 @@ impl Ciphertext {
                 }
                 let c0 = Poly::try_convert_from(c0, ctx, false, Representation::Ntt)?;
                 let c1 = Poly::random_from_seed(ctx, Representation::Ntt, seed);
-                Ok(Self { inner: bfv::Ciphertext::new(vec![c0, c1], params.bfv())?, seed: Some(seed), level: 0 })
+                Ok(Self {
+                    inner: bfv::Ciphertext::new(vec![c0, c1], params.bfv())?,
+                    seed: Some(seed),
+                    level: 0,
+                    params: params.bfv().clone(),
+                })
             }
             Form::Returned => {
                 let ctx = params.context(params.return_level())?;
-                let (q0, q1, q, _) = return_moduli(params);
+                let m = ReturnModuli::new(params);
                 let (w0, w1) = returned_widths(params);
                 let noise = params.noise();
                 let split = packed_len(n, w0);
@@ -175,21 +207,27 @@ impl Ciphertext {
                 for (part, d, w) in
                     [(&bytes[..split], noise.c0_drop_bits, w0), (&bytes[split..], noise.c1_drop_bits, w1)]
                 {
-                    let max = (q - 1 + (1u128 << (d - 1))) >> d;
+                    let max = m.max_rounded(d);
+                    // `u · 2^d mod q_i`, straight from `u mod q_i` (each q_i divides Q).
+                    let shifts = [m.q0.pow(2, d as u64), m.q1.pow(2, d as u64)];
                     let mut rns = vec![0u64; 2 * n];
                     for (i, u) in unpack(part, n, w).into_iter().enumerate() {
                         if u > max {
                             return Err(malformed("a coefficient above the modulus"));
                         }
-                        let v = (u << d) % q;
-                        rns[i] = (v % q0 as u128) as u64;
-                        rns[n + i] = (v % q1 as u128) as u64;
+                        rns[i] = m.q0.mul(m.q0.reduce_u128(u), shifts[0]);
+                        rns[n + i] = m.q1.mul(m.q1.reduce_u128(u), shifts[1]);
                     }
                     let mut p = Poly::try_convert_from(rns, ctx, false, Representation::PowerBasis)?;
                     p.change_representation(Representation::Ntt);
                     polys.push(p);
                 }
-                Ok(Self { inner: bfv::Ciphertext::new(polys, params.bfv())?, seed: None, level: params.return_level() })
+                Ok(Self {
+                    inner: bfv::Ciphertext::new(polys, params.bfv())?,
+                    seed: None,
+                    level: params.return_level(),
+                    params: params.bfv().clone(),
+                })
             }
         }
     }

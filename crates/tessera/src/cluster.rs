@@ -124,7 +124,7 @@ fn default_max_frame() -> u32 {
 }
 
 /// The suites a cluster can run.
-pub const SUITES: &[&str] = &["plain", "serpens-n", "verify"];
+pub const SUITES: &[&str] = &["plain", "serpens-n", "serpens-2", "verify"];
 
 impl std::str::FromStr for Role {
     type Err = String;
@@ -145,6 +145,8 @@ fn roles_of(suite: &str) -> &'static [(Role, usize, usize)] {
     match suite {
         "plain" => &[(Role::User, 1, usize::MAX), (Role::Server, 1, 1)],
         "verify" => &[(Role::User, 1, usize::MAX), (Role::Cloud, 1, 1)],
+        // S1 and S2 hold the shares: the first holder in the configuration is S1.
+        "serpens-2" => &[(Role::User, 1, usize::MAX), (Role::Holder, 2, 2)],
         _ => &[(Role::User, 1, usize::MAX), (Role::Holder, 2, 8), (Role::Central, 1, 1)],
     }
 }
@@ -161,6 +163,11 @@ pub fn dev_parties(
     match suite {
         "plain" => parties.push(("server".to_string(), Role::Server, at()?)),
         "verify" => parties.push(("cloud".to_string(), Role::Cloud, at()?)),
+        "serpens-2" => {
+            for name in tessera_suites::serpens_2::SERVERS {
+                parties.push((name.to_string(), Role::Holder, at()?));
+            }
+        }
         "serpens-n" => {
             parties.push((tessera_suites::serpens_n::CENTRAL.to_string(), Role::Central, at()?));
             for j in 1..=holders {

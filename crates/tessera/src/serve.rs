@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
 use tessera_field::fixed;
+use tessera_he::HeParams;
 use tessera_model::fixed::FixedModel;
 use tessera_model::nonlinear::NonlinearLayer;
 use tessera_model::plain::PlainEngine;
 use tessera_net::tls::{Identity, TlsServer, connect};
 use tessera_net::{Channel, NetError, PartyReport, Recorder, SessionId};
+use tessera_suites::serpens_2;
 use tessera_suites::serpens_n::{self, HolderInput, Join};
 use tessera_suites::verify;
 use tessera_suites::{SuiteError, plain};
@@ -37,6 +39,18 @@ type Pending = Mutex<HashMap<SessionId, Vec<Joined>>>;
 /// the holder never reuses one the other end is about to close.
 fn keep_idle(timeout: Duration) -> Duration {
     timeout / 2
+}
+
+/// Where `S2` pairs each query's user connection with `S1`'s connection for it: whichever
+/// arrives first waits for the other (up to the timeout).
+type Meeting = Mutex<HashMap<SessionId, Rendezvous>>;
+
+/// One side of a serpens-2 query at `S2`, waiting for the other.
+enum Rendezvous {
+    /// The user's query is here; `S1`'s link goes to this sender.
+    User(tokio::sync::oneshot::Sender<(Channel, Box<serpens_2::Join>)>),
+    /// `S1`'s link is here, its `JOIN` read.
+    Peer(Channel, Box<serpens_2::Join>),
 }
 
 /// What one server party does with a connection.
@@ -61,6 +75,16 @@ enum Service {
     Cloud {
         name: String,
         cloud: Arc<verify::Cloud>,
+    },
+    /// A serpens-2 server: `S1` (index 1) dials `S2` for every query; `S2` meets it there.
+    Pair {
+        name: String,
+        index: usize,
+        model: Arc<FixedModel>,
+        he: Arc<HeParams>,
+        identity: Arc<Identity>,
+        other: PartyConfig,
+        meeting: Arc<Meeting>,
     },
 }
 
@@ -104,6 +128,25 @@ pub async fn serve(
     let model = Arc::new(config.load_model()?);
     let (service, peers) = match role {
         Role::Server => (Service::Plain { model }, config.names(Role::User)),
+        Role::Holder if config.suite == "serpens-2" => {
+            let servers = config.parties_with(Role::Holder);
+            let index = if servers[0].name == me.name { 1 } else { 2 };
+            let other = servers[2 - index].clone();
+            let mut peers = config.names(Role::User);
+            if index == 2 {
+                peers.push(other.name.clone());
+            }
+            let service = Service::Pair {
+                name: me.name.clone(),
+                index,
+                model: model.fixed()?,
+                he: Arc::new(HeParams::standard().map_err(|e| Error::Local(e.to_string()))?),
+                identity: Arc::new(config.identity(me)?),
+                other,
+                meeting: Arc::new(Mutex::new(HashMap::new())),
+            };
+            (service, peers)
+        }
         Role::Holder => (
             Service::Holder {
                 name: me.name.clone(),
@@ -213,6 +256,74 @@ impl Service {
                     if let Some(link) = link {
                         kept.lock().expect("kept connections").push((link, Instant::now()));
                     }
+                    tracing::debug!(elapsed = ?start.elapsed(), "query served");
+                }
+                Ok(())
+            }
+            Service::Pair { name, index, model, he, identity, other, meeting } => {
+                let limit = serpens_2::max_batch(model, he, max_frame);
+                if channel.peer() == other.name {
+                    // S1's link for one query: hand it to that query's user side.
+                    let (header, payload) = channel.recv_any().await?;
+                    let join = Box::new(serpens_2::join_from_frame(he, channel.peer(), header, &payload, limit)?);
+                    let session = join.session;
+                    let mut waiting = meeting.lock().expect("meeting");
+                    match waiting.remove(&session) {
+                        Some(Rendezvous::User(tx)) => {
+                            let _ = tx.send((channel, join));
+                        }
+                        _ => {
+                            waiting.insert(session, Rendezvous::Peer(channel, join));
+                            let meeting = meeting.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(timeout).await;
+                                meeting.lock().expect("meeting").remove(&session);
+                            });
+                        }
+                    }
+                    return Ok(());
+                }
+                let input_len = model.input_shape().len();
+                while let Some((header, payload)) = next_query(&mut channel, serpens_2::INPUT).await? {
+                    let input = serpens_2::ServerInput::parse(channel.peer(), &payload, input_len, limit)?;
+                    let session = header.session;
+                    let peer = async {
+                        if *index == 1 {
+                            let link =
+                                connect(identity, &other.reach_address(), &other.name, timeout, max_frame).await?;
+                            return Ok(serpens_2::PeerLink::Dialed(link));
+                        }
+                        let arrived = {
+                            let mut waiting = meeting.lock().expect("meeting");
+                            match waiting.remove(&session) {
+                                Some(Rendezvous::Peer(c, join)) => Ok((c, join)),
+                                _ => {
+                                    let (tx, rx) = tokio::sync::oneshot::channel();
+                                    waiting.insert(session, Rendezvous::User(tx));
+                                    Err(rx)
+                                }
+                            }
+                        };
+                        let (c, join) = match arrived {
+                            Ok(link) => link,
+                            Err(rx) => match tokio::time::timeout(timeout, rx).await {
+                                Ok(Ok(link)) => link,
+                                _ => {
+                                    meeting.lock().expect("meeting").remove(&session);
+                                    return Err(SuiteError::Net(NetError::Timeout {
+                                        peer: other.name.clone(),
+                                        step: serpens_2::JOIN,
+                                        waited: timeout,
+                                    }));
+                                }
+                            },
+                        };
+                        Ok(serpens_2::PeerLink::Accepted(c, join))
+                    };
+                    let start = Instant::now();
+                    let link =
+                        serpens_2::server(name, model.clone(), he.clone(), &mut channel, session, input, peer).await?;
+                    link.close().await;
                     tracing::debug!(elapsed = ?start.elapsed(), "query served");
                 }
                 Ok(())
@@ -365,6 +476,28 @@ pub async fn query_with(
             let encoded = fixed.encode_input(input, batch as usize)?;
             let outcome =
                 serpens_n::user(&me.name, &mut channels, SessionId::random(), &encoded, batch as usize, classes)
+                    .await?;
+            for c in channels {
+                c.close().await;
+            }
+            Ok(QueryResult {
+                logits: decoded(&fixed, &outcome.logits),
+                reports: outcome.reports,
+                elapsed: start.elapsed(),
+                connect: connected,
+                recomputed: Vec::new(),
+            })
+        }
+        "serpens-2" => {
+            let servers = config.parties_with(Role::Holder);
+            let channels = try_join_all(servers.into_iter().map(reach)).await?;
+            let mut channels: [Channel; 2] =
+                channels.try_into().map_err(|_| Error::Local("serpens-2 needs two servers".into()))?;
+            let connected = start.elapsed();
+            let fixed = model.fixed()?;
+            let encoded = fixed.encode_input(input, batch as usize)?;
+            let outcome =
+                serpens_2::user(&me.name, &mut channels, SessionId::random(), &encoded, batch as usize, classes)
                     .await?;
             for c in channels {
                 c.close().await;

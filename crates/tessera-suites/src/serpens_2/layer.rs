@@ -141,13 +141,22 @@ impl Step {
             .collect()
     }
 
-    /// Writes ciphertexts, in order, in `form`.
-    fn write(&self, cts: &[Ciphertext], form: Form) -> Result<Vec<u8>> {
+    /// Writes fresh ciphertexts, in order, seeded.
+    fn write_seeded(&self, cts: &[Ciphertext]) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(cts.len() * Form::Seeded.size(&self.he));
+        for ct in cts {
+            ct.write(&self.he, Form::Seeded, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Seals ciphertexts for the peer (its key), in order: the returned form.
+    fn seal_for_peer(&self, cts: &[Ciphertext]) -> Result<Vec<u8>> {
         let parts: Vec<Vec<u8>> = cts
             .par_iter()
             .map(|ct| {
-                let mut out = Vec::with_capacity(form.size(&self.he));
-                ct.write(&self.he, form, &mut out)?;
+                let mut out = Vec::with_capacity(Form::Returned.size(&self.he));
+                self.keys.peer.seal(ct, &mut os_rng(), &mut out)?;
                 Ok(out)
             })
             .collect::<Result<_>>()?;
@@ -169,7 +178,7 @@ impl Step {
                 Ok(ct?)
             })
             .collect::<Result<_>>()?;
-        self.write(&cts, Form::Seeded)
+        self.write_seeded(&cts)
     }
 
     /// The masker's fresh secrets for the peer's half.
@@ -198,7 +207,6 @@ impl Step {
         let s = self.layout.arity;
         let first = self.layout.half(1 - self.me).start;
         let received = self.read(Form::Seeded, owned, groups.len() * s, "owned")?;
-        let level = self.he.return_level();
         let cts: Vec<Ciphertext> = (0..groups.len() * s)
             .into_par_iter()
             .map(|pos| {
@@ -207,15 +215,14 @@ impl Step {
                 let range = &groups[g];
                 let mut ct = received[g * s + j].clone();
                 let mut mine: Vec<u64> = range.clone().map(|item| self.element(item, j)).collect();
-                ct.add_plain(&self.encode(&mine, 0)?)?;
+                let pt = self.encode(&mine, 0);
                 mine.zeroize();
+                ct.add_plain(&pt?)?;
                 ct.mul_plain(&self.encode(&m.k[range.start - first..range.end - first], 0)?)?;
-                ct.switch_to(level)?;
-                self.keys.peer.rerandomize(&mut ct, &mut os_rng())?;
                 Ok(ct)
             })
             .collect::<Result<_>>()?;
-        self.write(&cts, Form::Returned)
+        self.seal_for_peer(&cts)
     }
 
     /// Step 3, as owner: per slot the largest `z = k·x` of its group, zero where ReLU clamps.
@@ -230,13 +237,17 @@ impl Step {
             .par_chunks(s.max(1))
             .map(|group| {
                 let mut best = vec![i64::MIN; self.layout.slots];
+                let mut overflow = false;
                 for ct in group {
                     let z = self.keys.mine.decrypt(ct)?;
                     for (b, &v) in best.iter_mut().zip(z.iter()) {
-                        *b = (*b).max(zt::to_i64(v));
+                        let v = zt::to_i64(v);
+                        overflow |= v >= limit || v <= -limit;
+                        *b = (*b).max(v);
                     }
                 }
-                if best.iter().any(|&v| v >= limit || v <= -limit) {
+                if overflow {
+                    best.zeroize();
                     return Err(SuiteError::ActivationOverflow { layer: self.layer.node });
                 }
                 let mut sel: Vec<u64> =
@@ -247,7 +258,7 @@ impl Step {
                 Ok(ct?)
             })
             .collect::<Result<_>>()?;
-        self.write(&cts, Form::Seeded)
+        self.write_seeded(&cts)
     }
 
     /// Step 4, as masker: `⟦k^−1 ⊙ sel − r⟧` per group, back in the original order.
@@ -255,7 +266,6 @@ impl Step {
         let groups = self.layout.groups(1 - self.me);
         let first = self.layout.half(1 - self.me).start;
         let received = self.read(Form::Seeded, selected, groups.len(), "selected")?;
-        let level = self.he.return_level();
         let mut back: Vec<(usize, Ciphertext)> = received
             .into_par_iter()
             .enumerate()
@@ -265,15 +275,13 @@ impl Step {
                 let mut k_inv = zt::inv_all(&m.k[range.clone()]).expect("masks are nonzero");
                 ct.mul_plain(&self.encode(&k_inv, 0)?)?;
                 k_inv.zeroize();
-                ct.switch_to(level)?;
-                ct.sub_plain(&self.encode(&m.r[range], level)?)?;
-                self.keys.peer.rerandomize(&mut ct, &mut os_rng())?;
+                ct.sub_plain(&self.encode(&m.r[range], 0)?)?;
                 Ok((g, ct))
             })
             .collect::<Result<_>>()?;
         back.sort_by_key(|(g, _)| *g);
         let cts: Vec<Ciphertext> = back.into_iter().map(|(_, ct)| ct).collect();
-        self.write(&cts, Form::Returned)
+        self.seal_for_peer(&cts)
     }
 
     /// Step 5: this server's share of every item, truncated locally: `S1` floors its share,

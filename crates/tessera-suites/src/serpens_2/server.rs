@@ -135,7 +135,17 @@ pub async fn server(
             })
         };
         let (sk, my_key) = keygen.await.map_err(|e| SuiteError::Local(format!("key generation stopped: {e}")))??;
-        let (mut link, peer_key) = match peer.await? {
+        let link = peer.await?;
+        // The link says which server this is; the user's index must agree.
+        let dialed = matches!(link, PeerLink::Dialed(_));
+        if dialed != (index == 1) {
+            return Err(SuiteError::Protocol {
+                peer: user.peer().into(),
+                message: "input",
+                reason: format!("server index {index} on {}", if dialed { "S1" } else { "S2" }),
+            });
+        }
+        let (mut link, peer_key) = match link {
             PeerLink::Dialed(mut c) => {
                 let mut join = (batch as u32).to_le_bytes().to_vec();
                 join.extend_from_slice(&my_key);
