@@ -48,6 +48,32 @@ fn infer_serpens_n_across_processes() {
     assert_eq!(link["rounds"], 3);
 }
 
+/// Suite serpens-2 as processes: the user and two servers over mutual TLS, two CIFAR images in
+/// one query; four flights per nonlinear layer after the key exchange, both ways.
+#[test]
+fn infer_serpens_2_across_processes() {
+    let out = tessera(&[
+        "infer",
+        "--suite",
+        "serpens-2",
+        "models/minionn-cifar.onnx",
+        "examples/images/cifar10-test00000-airplane.png",
+        "examples/images/cifar10-test06700-frog.png",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["results"][0]["label"], 0);
+    assert_eq!(v["results"][1]["label"], 6);
+    let parties: Vec<&str> = v["parties"].as_array().unwrap().iter().map(|p| p["party"].as_str().unwrap()).collect();
+    assert_eq!(parties, ["user", "server-1", "server-2"]);
+    let link = |p: usize| v["parties"][p]["links"].as_array().unwrap().iter().find(|l| l["peer"] != "user").cloned();
+    let (one, two) = (link(1).unwrap(), link(2).unwrap());
+    assert_eq!(one["rounds"], 1 + 4 * 7);
+    assert_eq!(one["bytes_sent"], two["bytes_received"]);
+    assert!(one["bytes_sent"].as_u64().unwrap() > 2 * 147_456 * 7, "every layer's ciphertexts crossed");
+}
+
 #[test]
 fn inspect_and_eval_json() {
     let out = tessera(&["inspect", "models/lenet-mnist.onnx", "--json"]);
@@ -92,7 +118,7 @@ fn bad_arguments_fail_clearly() {
 /// masked values: numbers of 10 or more digits) and no input or output value reaches the logs.
 #[test]
 fn logs_carry_no_values_at_trace_level() {
-    for suite in ["serpens-n", "plain", "verify"] {
+    for suite in ["serpens-n", "serpens-2", "plain", "verify"] {
         let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
             .args([
                 "infer",
