@@ -1,4 +1,4 @@
-//! Faults across real processes: a party of a serpens-n cluster killed at a random point of a
+//! Faults across real processes: a party of a serpens-n or serpens-2 cluster killed at a random point of a
 //! query, or stalled, gives the user a typed error within the timeout, and once the party is
 //! back the cluster answers the next query correctly. Also a burst of concurrent users.
 
@@ -44,6 +44,45 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
+/// Kills each of `victims` at a random point in the first `within` of a query of `batch` images:
+/// the user gets a typed
+/// error within a few timeouts (or a correct result if the query was done), and once the party
+/// is restarted the cluster answers correctly again.
+fn kill_each_and_recover(
+    rt: &tokio::runtime::Runtime,
+    cluster: &mut LocalCluster,
+    c: &Case,
+    batch: u32,
+    victims: &[&str],
+    within: Duration,
+    timeout: Duration,
+) {
+    let mut rng = rand::rng();
+    for &victim in victims {
+        let config = cluster.config.clone();
+        let (model, x) = (&c.model, &c.x);
+        let start = Instant::now();
+        let outcome = std::thread::scope(|s| {
+            let user = s.spawn(|| rt.block_on(query(&config, model, x, batch)));
+            std::thread::sleep(within.mul_f64(rng.random_range(0.0..1.0)));
+            cluster.kill(victim).unwrap();
+            user.join().unwrap()
+        });
+        let waited = start.elapsed();
+        match outcome {
+            // The query finished before the kill.
+            Ok(r) => check(c, &r.logits),
+            Err(e) => {
+                let text = e.to_string();
+                assert!(!text.is_empty() && !text.contains("panicked"), "{victim}: {text}");
+                assert!(waited < 3 * timeout, "{victim}: error after {waited:?}: {text}");
+            }
+        }
+        cluster.restart(victim).unwrap();
+        check(c, &rt.block_on(query(&cluster.config, &c.model, &c.x, batch)).unwrap().logits);
+    }
+}
+
 #[test]
 fn killed_or_stalled_parties_give_typed_errors_and_the_cluster_recovers() {
     let timeout = Duration::from_secs(2);
@@ -55,31 +94,15 @@ fn killed_or_stalled_parties_give_typed_errors_and_the_cluster_recovers() {
     let rt = runtime();
     let run = |cluster: &LocalCluster| rt.block_on(query(&cluster.config, &c.model, &c.x, 4));
     check(&c, &run(&cluster).unwrap().logits);
-    let mut rng = rand::rng();
-    for victim in ["holder-1", "holder-2", "central"] {
-        // Kill the party at a random point of a query.
-        let config = cluster.config.clone();
-        let (model, x) = (&c.model, &c.x);
-        let start = Instant::now();
-        let outcome = std::thread::scope(|s| {
-            let user = s.spawn(|| rt.block_on(query(&config, model, x, 4)));
-            std::thread::sleep(Duration::from_millis(rng.random_range(0..60)));
-            cluster.kill(victim).unwrap();
-            user.join().unwrap()
-        });
-        let waited = start.elapsed();
-        match outcome {
-            // The query finished before the kill.
-            Ok(r) => check(&c, &r.logits),
-            Err(e) => {
-                let text = e.to_string();
-                assert!(!text.is_empty() && !text.contains("panicked"), "{victim}: {text}");
-                assert!(waited < 3 * timeout, "{victim}: error after {waited:?}: {text}");
-            }
-        }
-        cluster.restart(victim).unwrap();
-        check(&c, &run(&cluster).unwrap().logits);
-    }
+    kill_each_and_recover(
+        &rt,
+        &mut cluster,
+        &c,
+        4,
+        &["holder-1", "holder-2", "central"],
+        Duration::from_millis(60),
+        timeout,
+    );
     // A stalled central server: the user gets an error within the timeouts, not a hang.
     let pid = cluster.pid("central").unwrap().to_string();
     std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap();
@@ -92,6 +115,20 @@ fn killed_or_stalled_parties_give_typed_errors_and_the_cluster_recovers() {
     assert!(text.contains("central") || text.contains("no message within"), "{text}");
     // And the cluster serves again.
     check(&c, &run(&cluster).unwrap().logits);
+}
+
+/// Suite serpens-2: either server killed in the middle of a query.
+#[test]
+fn a_killed_serpens_2_server_gives_a_typed_error_and_the_pair_recovers() {
+    let timeout = Duration::from_secs(3);
+    let exe = Path::new(env!("CARGO_BIN_EXE_tessera"));
+    let c = case("minionn-cifar.onnx", "cifar10-test-200.bin", 2);
+    let options = LocalOptions { timeout: Some(timeout), ..Default::default() };
+    let mut cluster =
+        LocalCluster::start(exe, "serpens-2", &repo().join("models/minionn-cifar.onnx"), &options).unwrap();
+    let rt = runtime();
+    check(&c, &rt.block_on(query(&cluster.config, &c.model, &c.x, 2)).unwrap().logits);
+    kill_each_and_recover(&rt, &mut cluster, &c, 2, &["server-1", "server-2"], Duration::from_millis(400), timeout);
 }
 
 #[test]

@@ -12,6 +12,7 @@
 //!   and checks every product (PROTOCOLS.md section 6).
 
 pub mod error;
+mod parties;
 pub mod plain;
 pub mod serpens_2;
 pub mod serpens_n;

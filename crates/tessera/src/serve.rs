@@ -468,43 +468,26 @@ pub async fn query_with(
     let mut rec = Recorder::new(&me.name);
     let classes = model.merged.output_len();
     match config.suite.as_str() {
-        "serpens-n" => {
-            let holders = config.parties_with(Role::Holder);
-            let mut channels = try_join_all(holders.into_iter().map(reach)).await?;
-            let connected = start.elapsed();
-            let fixed = model.fixed()?;
-            let encoded = fixed.encode_input(input, batch as usize)?;
-            let outcome =
-                serpens_n::user(&me.name, &mut channels, SessionId::random(), &encoded, batch as usize, classes)
-                    .await?;
-            for c in channels {
-                c.close().await;
-            }
-            Ok(QueryResult {
-                logits: decoded(&fixed, &outcome.logits),
-                reports: outcome.reports,
-                elapsed: start.elapsed(),
-                connect: connected,
-                recomputed: Vec::new(),
-            })
-        }
-        "serpens-2" => {
+        "serpens-n" | "serpens-2" => {
             let servers = config.parties_with(Role::Holder);
-            let channels = try_join_all(servers.into_iter().map(reach)).await?;
-            let mut channels: [Channel; 2] =
-                channels.try_into().map_err(|_| Error::Local("serpens-2 needs two servers".into()))?;
+            let mut channels = try_join_all(servers.into_iter().map(reach)).await?;
             let connected = start.elapsed();
             let fixed = model.fixed()?;
             let encoded = fixed.encode_input(input, batch as usize)?;
-            let outcome =
-                serpens_2::user(&me.name, &mut channels, SessionId::random(), &encoded, batch as usize, classes)
-                    .await?;
+            let (session, batch) = (SessionId::random(), batch as usize);
+            let (logits, reports) = if config.suite == "serpens-n" {
+                let o = serpens_n::user(&me.name, &mut channels, session, &encoded, batch, classes).await?;
+                (o.logits, o.reports)
+            } else {
+                let o = serpens_2::user(&me.name, &mut channels, session, &encoded, batch, classes).await?;
+                (o.logits, o.reports)
+            };
             for c in channels {
                 c.close().await;
             }
             Ok(QueryResult {
-                logits: decoded(&fixed, &outcome.logits),
-                reports: outcome.reports,
+                logits: decoded(&fixed, &logits),
+                reports,
                 elapsed: start.elapsed(),
                 connect: connected,
                 recomputed: Vec::new(),

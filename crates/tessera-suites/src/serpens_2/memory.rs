@@ -10,7 +10,8 @@ use tessera_net::{Channel, SessionId};
 
 use super::server::{PeerLink, ServerInput, join_from_frame};
 use super::{Outcome, SERVERS, max_batch, server, user};
-use crate::error::{Result, SuiteError};
+use crate::error::Result;
+use crate::parties::join_parties;
 
 /// Runs one query with every party on its own task, each receive waiting at most `timeout`.
 pub async fn run_in_memory(
@@ -47,21 +48,7 @@ pub async fn run_in_memory(
             server(name, model, he, &mut h, header.session, input, peer).await.map(drop)
         }));
     }
-    let mut links: [Channel; 2] = user_links.try_into().expect("two servers");
-    let outcome = user("user", &mut links, session, input, batch, model.output_len()).await;
-    drop(links);
-    let mut cause = None;
-    for t in tasks.into_iter().rev() {
-        let result = t.await.map_err(|e| SuiteError::Local(format!("a party stopped: {e}")))?;
-        if let Err(e) = result
-            && cause.as_ref().is_none_or(|c: &SuiteError| matches!(c, SuiteError::Net(_)))
-        {
-            cause = Some(e);
-        }
-    }
-    match (outcome, cause) {
-        (Ok(outcome), None) => Ok(outcome),
-        (Err(e), None) | (Ok(_), Some(e)) => Err(e),
-        (Err(e), Some(c)) => Err(if matches!(c, SuiteError::Net(_)) { e } else { c }),
-    }
+    let outcome = user("user", &mut user_links, session, input, batch, model.output_len()).await;
+    drop(user_links);
+    join_parties(outcome, tasks).await
 }

@@ -13,6 +13,7 @@ use tessera_net::{Channel, FrameHeader, Recorder, SessionId};
 use super::layer::{Keys, evaluate};
 use super::{JOIN, KEY, OUTPUT, REPORT};
 use crate::error::{Result, SuiteError};
+use crate::parties::advance_linear;
 use crate::serpens_n::kind_name;
 use crate::wire::{Reader, elements_to_bytes, put_elements, send_reports};
 
@@ -170,19 +171,9 @@ pub async fn server(
         rec.stage(0, "keys", "keys", &[&link]);
         let mut first = 0usize;
         loop {
-            let (back, layer) = tokio::task::spawn_blocking(move || {
-                let layer = runner.advance();
-                (runner, layer)
-            })
-            .await
-            .map_err(|e| SuiteError::Local(format!("linear layers stopped: {e}")))?;
+            let (back, layer) = advance_linear(runner, &model, &mut rec, &mut first, &[]).await?;
             runner = back;
-            let end = layer.map_or(model.ops().len(), |l| l.node as usize);
-            if end > first {
-                rec.stage(end as u32 - 1, model.node_name(end - 1), "linear", &[]);
-            }
             let Some(layer) = layer else { break };
-            first = layer.node as usize + 1;
             let x = runner.pending_input().to_vec();
             let out =
                 evaluate(&mut link, session, &layer, batch, x, me, &he, &keys, params.mask_bits(), params.bound_bits())

@@ -1,14 +1,13 @@
 //! The user: splits the encoded images in two, collects the logit shares and both reports.
 
-use futures::future::try_join_all;
+use tessera_field::seed::os_rng;
 use tessera_field::share::share;
-use tessera_field::{seed::os_rng, zt};
 use tessera_net::{Channel, PartyReport, Recorder, SessionId};
 
 use super::server::ServerInput;
 use super::{INPUT, OUTPUT, REPORT};
 use crate::error::{Result, SuiteError};
-use crate::wire::{Reader, recv_reports};
+use crate::parties::collect_outputs;
 
 /// What a query returns.
 #[derive(Debug, Clone)]
@@ -23,12 +22,15 @@ pub struct Outcome {
 /// `servers` are the channels to `S1` and `S2`, in that order.
 pub async fn user(
     name: &str,
-    servers: &mut [Channel; 2],
+    servers: &mut [Channel],
     session: SessionId,
     input: &[u64],
     batch: usize,
     classes: usize,
 ) -> Result<Outcome> {
+    if servers.len() != 2 {
+        return Err(SuiteError::Local(format!("serpens-2 runs with 2 servers, not {}", servers.len())));
+    }
     let mut rec = Recorder::new(name);
     let shares = share(input, 2, &mut os_rng()).map_err(|e| SuiteError::Local(e.to_string()))?;
     for (i, (channel, share)) in servers.iter_mut().zip(shares).enumerate() {
@@ -37,22 +39,8 @@ pub async fn user(
     }
     let links: Vec<&Channel> = servers.iter().collect();
     rec.stage(0, "input", "input", &links);
-    let n = batch * classes;
-    let outputs = try_join_all(servers.iter_mut().map(|c| async move {
-        let bytes = c.recv(OUTPUT, session, 0).await?;
-        let mut r = Reader::new(&bytes, c.peer(), "output");
-        let share = r.elements(n)?;
-        r.end()?;
-        let reports = recv_reports(c, REPORT, session).await?;
-        Ok::<_, SuiteError>((share, reports))
-    }))
-    .await?;
-    let mut logits = vec![0u64; n];
-    let mut reports = Vec::new();
-    for (share, r) in outputs {
-        zt::add_assign(&mut logits, &share);
-        reports.extend(r);
-    }
+    let (logits, per_server) = collect_outputs(servers, session, batch * classes, OUTPUT, REPORT).await?;
+    let mut reports: Vec<PartyReport> = per_server.into_iter().flatten().collect();
     let links: Vec<&Channel> = servers.iter().collect();
     rec.stage(0, "output", "output", &links);
     reports.insert(0, rec.finish());

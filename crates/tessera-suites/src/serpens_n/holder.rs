@@ -13,7 +13,8 @@ use zeroize::Zeroize;
 
 use super::masks::LayerMasks;
 use super::{HOLDERS, JOIN, MASKED, OUTPUT, REPORT, RESHARE};
-use crate::error::{Result, SuiteError};
+use crate::error::Result;
+use crate::parties::advance_linear;
 use crate::wire::{Reader, elements_to_bytes, put_elements, recv_reports, send_reports};
 
 /// What the user sends a holder.
@@ -87,20 +88,10 @@ pub async fn holder(
         let mut central = std::pin::pin!(central);
         let mut first = 0usize;
         loop {
-            let (back, layer) = tokio::task::spawn_blocking(move || {
-                let layer = runner.advance();
-                (runner, layer)
-            })
-            .await
-            .map_err(|e| SuiteError::Local(format!("linear layers stopped: {e}")))?;
+            let links: Vec<&Channel> = central_link.iter().collect();
+            let (back, layer) = advance_linear(runner, &model, &mut rec, &mut first, &links).await?;
             runner = back;
-            let end = layer.map_or(model.ops().len(), |l| l.node as usize);
-            if end > first {
-                let links: Vec<&Channel> = central_link.iter().collect();
-                rec.stage(end as u32 - 1, model.node_name(end - 1), "linear", &links);
-            }
             let Some(layer) = layer else { break };
-            first = layer.node as usize + 1;
             let s0 = match central_link.as_mut() {
                 Some(c) => c,
                 None => {

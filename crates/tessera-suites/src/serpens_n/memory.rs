@@ -10,6 +10,7 @@ use tessera_net::{Channel, SessionId};
 
 use super::{CENTRAL, HolderInput, Outcome, central, holder, holder_name, max_batch, read_join, user};
 use crate::error::{Result, SuiteError};
+use crate::parties::join_parties;
 
 /// What `S0` saw of one layer: `z = π(k ⊙ x)` and `w = π(x + R)`.
 #[derive(Debug, Clone)]
@@ -85,20 +86,7 @@ pub async fn run_in_memory(
     }));
     let outcome = user("user", &mut user_links, session, input, batch, model.output_len()).await;
     drop(user_links);
-    // A failure cascades as closed channels; report the party where it started.
-    let mut cause = None;
-    for t in tasks.into_iter().rev() {
-        let result = t.await.map_err(|e| SuiteError::Local(format!("a party stopped: {e}")))?;
-        if let Err(e) = result
-            && cause.as_ref().is_none_or(|c: &SuiteError| matches!(c, SuiteError::Net(_)))
-        {
-            cause = Some(e);
-        }
-    }
+    let outcome = join_parties(outcome, tasks).await?;
     let views = std::mem::take(&mut *views.lock().expect("views"));
-    match (outcome, cause) {
-        (Ok(outcome), None) => Ok((outcome, views)),
-        (Err(e), None) | (Ok(_), Some(e)) => Err(e),
-        (Err(e), Some(c)) => Err(if matches!(c, SuiteError::Net(_)) { e } else { c }),
-    }
+    Ok((outcome, views))
 }

@@ -1,14 +1,13 @@
 //! The user: splits the encoded images, collects the logit shares and every party's report.
 
-use futures::future::try_join_all;
 use tessera_field::share::share;
-use tessera_field::{Seed, seed::os_rng, zt};
+use tessera_field::{Seed, seed::os_rng};
 use tessera_net::{Channel, PartyReport, Recorder, SessionId};
 
 use super::holder::HolderInput;
 use super::{HOLDERS, INPUT, OUTPUT, REPORT};
 use crate::error::{Result, SuiteError};
-use crate::wire::{Reader, recv_reports};
+use crate::parties::collect_outputs;
 
 /// What a query returns.
 #[derive(Debug, Clone)]
@@ -43,21 +42,11 @@ pub async fn user(
     }
     let links: Vec<&Channel> = holders.iter().collect();
     rec.stage(0, "input", "input", &links);
-    let n = batch * classes;
-    let outputs = try_join_all(holders.iter_mut().map(|c| async move {
-        let bytes = c.recv(OUTPUT, session, 0).await?;
-        let mut r = Reader::new(&bytes, c.peer(), "output");
-        let share = r.elements(n)?;
-        r.end()?;
-        let reports = recv_reports(c, REPORT, session).await?;
-        Ok::<_, SuiteError>((share, reports))
-    }))
-    .await?;
-    let mut logits = vec![0u64; n];
+    let (logits, per_holder) = collect_outputs(holders, session, batch * classes, OUTPUT, REPORT).await?;
+    // Each holder's report, then S0's (forwarded by holder 1).
     let mut reports = Vec::new();
     let mut central = Vec::new();
-    for (share, mut r) in outputs {
-        zt::add_assign(&mut logits, &share);
+    for mut r in per_holder {
         reports.push(r.remove(0));
         central.extend(r);
     }

@@ -1,0 +1,86 @@
+//! What every multi-party suite's parties do alike: run the local linear layers up to the next
+//! nonlinear one, collect output shares, and join in-process party tasks.
+
+use futures::future::try_join_all;
+use tessera_field::zt;
+use tessera_model::fixed::FixedModel;
+use tessera_model::nonlinear::NonlinearLayer;
+use tessera_model::runner::Runner;
+use tessera_net::{Channel, MessageKind, PartyReport, Recorder, SessionId};
+
+use crate::error::{Result, SuiteError};
+use crate::wire::{Reader, recv_reports};
+
+/// Runs the linear layers after node `*first` on the blocking pool up to the next nonlinear
+/// layer (returned, `None` at the end of the model), records them as one `linear` stage with
+/// `links`, and moves `*first` past that layer.
+pub(crate) async fn advance_linear(
+    runner: Runner,
+    model: &FixedModel,
+    rec: &mut Recorder,
+    first: &mut usize,
+    links: &[&Channel],
+) -> Result<(Runner, Option<NonlinearLayer>)> {
+    let mut runner = runner;
+    let (back, layer) = tokio::task::spawn_blocking(move || {
+        let layer = runner.advance();
+        (runner, layer)
+    })
+    .await
+    .map_err(|e| SuiteError::Local(format!("linear layers stopped: {e}")))?;
+    let end = layer.map_or(model.ops().len(), |l| l.node as usize);
+    if end > *first {
+        rec.stage(end as u32 - 1, model.node_name(end - 1), "linear", links);
+    }
+    if let Some(l) = layer {
+        *first = l.node as usize + 1;
+    }
+    Ok((back, layer))
+}
+
+/// The user's end of a query: from every server, its share of the `n` logits (frame `output`)
+/// and its cost reports (frame `report`); returns the logits and each server's reports.
+pub(crate) async fn collect_outputs(
+    servers: &mut [Channel],
+    session: SessionId,
+    n: usize,
+    output: MessageKind,
+    report: MessageKind,
+) -> Result<(Vec<u64>, Vec<Vec<PartyReport>>)> {
+    let outputs = try_join_all(servers.iter_mut().map(|c| async move {
+        let bytes = c.recv(output, session, 0).await?;
+        let mut r = Reader::new(&bytes, c.peer(), "output");
+        let share = r.elements(n)?;
+        r.end()?;
+        let reports = recv_reports(c, report, session).await?;
+        Ok::<_, SuiteError>((share, reports))
+    }))
+    .await?;
+    let mut logits = vec![0u64; n];
+    let mut reports = Vec::with_capacity(outputs.len());
+    for (share, r) in outputs {
+        zt::add_assign(&mut logits, &share);
+        reports.push(r);
+    }
+    Ok((logits, reports))
+}
+
+/// Waits for an in-process run's party tasks after the user's `outcome`. A failure cascades as
+/// closed channels, so the error reported is the one where it started: the first that is not a
+/// network error, if any.
+pub(crate) async fn join_parties<T>(outcome: Result<T>, tasks: Vec<tokio::task::JoinHandle<Result<()>>>) -> Result<T> {
+    let mut cause = None;
+    for t in tasks.into_iter().rev() {
+        let result = t.await.map_err(|e| SuiteError::Local(format!("a party stopped: {e}")))?;
+        if let Err(e) = result
+            && cause.as_ref().is_none_or(|c: &SuiteError| matches!(c, SuiteError::Net(_)))
+        {
+            cause = Some(e);
+        }
+    }
+    match (outcome, cause) {
+        (Ok(outcome), None) => Ok(outcome),
+        (Err(e), None) | (Ok(_), Some(e)) => Err(e),
+        (Err(e), Some(c)) => Err(if matches!(c, SuiteError::Net(_)) { e } else { c }),
+    }
+}
