@@ -114,8 +114,8 @@ async fn run_evaluator(dir: &Path) {
     let mut rng = ChaCha20Rng::from_os_rng();
     let offline = evaluator_offline(&mut ch, session, 0, layer(), &mut rng).await.unwrap();
     let out = evaluator_online(&mut ch, session, 0, offline, &shares).await.unwrap();
-    write_u64s(&dir.join("out.tmp"), &out);
-    fs::rename(dir.join("out.tmp"), dir.join("out")).unwrap();
+    let bytes: Vec<u8> = out.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_atomically(&dir.join("out"), &bytes);
     ch.close().await;
 }
 

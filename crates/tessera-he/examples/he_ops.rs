@@ -17,6 +17,7 @@ fn time<T>(what: &str, reps: u32, mut f: impl FnMut() -> T) -> T {
 
 fn main() {
     let params = HeParams::standard().unwrap();
+    println!("{params:?}");
     let mut rng = os_rng();
     let n = params.degree();
     let values: Vec<u64> = (0..n).map(|_| zt::random(&mut rng)).collect();
