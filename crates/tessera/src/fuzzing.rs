@@ -4,11 +4,14 @@
 //! replays the committed corpus through them on every `cargo test`.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use tessera_field::kernels::ImageShape;
+use tessera_he::{Ciphertext, Form, HeParams};
 use tessera_model::ModelMeta;
 use tessera_net::frame::{FrameHeader, HEADER_LEN};
 use tessera_net::{Channel, PartyReport};
+use tessera_suites::serpens_2;
 use tessera_suites::serpens_n::{HolderInput, join_from_frame};
 
 /// Imports `data` as an ONNX model and, if that works, runs the merging pass and quantizes it.
@@ -25,7 +28,6 @@ pub fn onnx_model(data: &[u8]) {
 /// Feeds `data` to a channel as the byte stream from a peer and receives frames until it
 /// errs; then parses the bytes after the first header as every payload a server reads.
 pub fn frames(data: &[u8]) {
-    use std::sync::OnceLock;
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     let rt =
         RUNTIME.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime"));
@@ -45,6 +47,19 @@ pub fn frames(data: &[u8]) {
     let _ = join_from_frame("peer", header, payload, 64);
     let _ = HolderInput::parse("peer", payload, 784, 64);
     let _ = PartyReport::list_from_bytes(payload);
+    static HE: OnceLock<HeParams> = OnceLock::new();
+    let he = HE.get_or_init(|| HeParams::standard().expect("the standard set"));
+    let _ = serpens_2::join_from_frame(he, "peer", header, payload, 64);
+    let _ = serpens_2::ServerInput::parse("peer", payload, 784, 64);
+    let form = match header.kind {
+        serpens_2::OWNED | serpens_2::SELECTED => Form::Seeded,
+        serpens_2::MASKED | serpens_2::RESULT => Form::Returned,
+        _ => return,
+    };
+    // A ciphertext has one exact size; pad or cut the payload to it to reach the checks.
+    let mut bytes = payload.to_vec();
+    bytes.resize(form.size(he), 0);
+    let _ = Ciphertext::read(he, form, &bytes);
 }
 
 /// Reads `data` as an input image (PNG, JPEG or `.npy`) for a 1×28×28 and a 3×32×32 model.
