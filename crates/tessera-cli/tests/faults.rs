@@ -120,7 +120,9 @@ fn killed_or_stalled_parties_give_typed_errors_and_the_cluster_recovers() {
 /// Suite serpens-2: either server killed in the middle of a query.
 #[test]
 fn a_killed_serpens_2_server_gives_a_typed_error_and_the_pair_recovers() {
-    let timeout = Duration::from_secs(3);
+    // The user's wait for the output spans the whole secure computation: a test build on a busy
+    // 2-core machine needs seconds for it.
+    let timeout = Duration::from_secs(10);
     let exe = Path::new(env!("CARGO_BIN_EXE_tessera"));
     let c = case("minionn-cifar.onnx", "cifar10-test-200.bin", 2);
     let options = LocalOptions { timeout: Some(timeout), ..Default::default() };
@@ -128,7 +130,7 @@ fn a_killed_serpens_2_server_gives_a_typed_error_and_the_pair_recovers() {
         LocalCluster::start(exe, "serpens-2", &repo().join("models/minionn-cifar.onnx"), &options).unwrap();
     let rt = runtime();
     check(&c, &rt.block_on(query(&cluster.config, &c.model, &c.x, 2)).unwrap().logits);
-    kill_each_and_recover(&rt, &mut cluster, &c, 2, &["server-1", "server-2"], Duration::from_millis(400), timeout);
+    kill_each_and_recover(&rt, &mut cluster, &c, 2, &["server-1", "server-2"], Duration::from_millis(800), timeout);
 }
 
 #[test]
