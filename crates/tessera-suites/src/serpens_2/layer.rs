@@ -297,13 +297,20 @@ impl Step {
         }
         let peer_half = self.layout.half(1 - self.me);
         out[peer_half].copy_from_slice(&m.r);
-        let shift = self.layer.shift;
+        let (shift, first) = (self.layer.shift, self.me == 0);
         if shift > 0 {
-            let first = self.me == 0;
-            out.par_iter_mut().for_each(|v| *v = if first { *v >> shift } else { zt::neg(zt::neg(*v) >> shift) });
+            out.par_iter_mut().for_each(|v| *v = truncate_share(*v, shift, first));
         }
         Ok(out)
     }
+}
+
+/// One server's local truncation of its share of `y` by `2^shift`: `S1` floors its share `a`,
+/// `S2` its share `b` as `−⌊(−b mod t) / 2^shift⌋`. The two results add up to `⌊y / 2^shift⌋` or
+/// one more, unless `a − (−b mod t)` wraps around `t` (probability `|y| / t` when one share is
+/// uniform).
+fn truncate_share(v: u64, shift: u32, first: bool) -> u64 {
+    if first { v >> shift } else { zt::neg(zt::neg(v) >> shift) }
 }
 
 /// Runs one nonlinear layer as server `me` (0 for `S1`, 1 for `S2`) with its peer over `link`:
@@ -358,4 +365,51 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&step))
         .await
         .map_err(|e| SuiteError::Local(format!("HE step stopped: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use tessera_field::kernels::ImageShape;
+    use tessera_model::nonlinear::NonlinearKind;
+
+    use super::*;
+
+    #[test]
+    fn local_truncation_is_the_floor_or_one_more() {
+        let mut rng = os_rng();
+        for shift in [1, 8, 13] {
+            for _ in 0..20_000 {
+                let y = (rng.next_u64() >> 40) as i64 - (1 << 23);
+                let r = zt::random(&mut rng);
+                let a = zt::sub(zt::from_i64(y), r);
+                let sum = zt::to_i64(zt::add(truncate_share(a, shift, true), truncate_share(r, shift, false)));
+                let floor = y.div_euclid(1 << shift);
+                assert!(sum == floor || sum == floor + 1, "y {y}, shift {shift}: {sum} vs {floor}");
+            }
+        }
+        // Zero stays zero whatever the shares.
+        let r = zt::random(&mut rng);
+        assert_eq!(zt::add(truncate_share(zt::neg(r), 8, true), truncate_share(r, 8, false)), 0);
+    }
+
+    #[test]
+    fn halves_are_whole_groups_that_cover_every_item_once() {
+        let shape = ImageShape::new(64, 32, 32);
+        let layer = NonlinearLayer { node: 3, kind: NonlinearKind::Relu, input: shape, output: shape, shift: 8 };
+        for (batch, slots, first_groups, second_groups) in [(1, 8192, 4, 4), (3, 8192, 12, 12), (1, 65536 * 2, 1, 0)] {
+            let layout = Layout::new(&layer, batch, slots);
+            let (a, b) = (layout.groups(0), layout.groups(1));
+            assert_eq!((a.len(), b.len()), (first_groups, second_groups), "batch {batch}, {slots} slots");
+            let items: Vec<usize> = a.iter().chain(&b).flat_map(|g| g.clone()).collect();
+            assert_eq!(items, (0..batch * 65536).collect::<Vec<_>>());
+            assert!(a.iter().all(|g| g.len() == slots.min(batch * 65536)));
+        }
+        // An odd number of groups: the first half has the extra one, and the last group is partial.
+        let odd = ImageShape::new(3, 50, 50);
+        let layer = NonlinearLayer { input: odd, output: odd, ..layer };
+        let layout = Layout::new(&layer, 1, 4096);
+        let (a, b) = (layout.groups(0), layout.groups(1));
+        assert_eq!((a.len(), b.len()), (1, 1));
+        assert_eq!((a[0].len(), b[0].len()), (4096, 7500 - 4096));
+    }
 }
