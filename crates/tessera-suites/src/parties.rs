@@ -9,6 +9,15 @@ use tessera_model::runner::Runner;
 use tessera_net::{Channel, MessageKind, PartyReport, Recorder, SessionId};
 
 use crate::error::{Result, SuiteError};
+
+/// What a multi-party query returns to its user.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// `batch × classes` logits in `Z_t`, at the model's output scale.
+    pub logits: Vec<u64>,
+    /// Every party's cost report, the user's first (then the servers', in the suite's order).
+    pub reports: Vec<PartyReport>,
+}
 use crate::wire::{Reader, recv_reports};
 
 /// Runs the linear layers after node `*first` on the blocking pool up to the next nonlinear

@@ -32,9 +32,10 @@ mod memory;
 mod server;
 mod user;
 
+pub use crate::parties::Outcome;
 pub use memory::run_in_memory;
 pub use server::{Join, PeerLink, ServerInput, join_from_frame, server};
-pub use user::{Outcome, user};
+pub use user::user;
 
 use tessera_he::{Form, HeParams, PublicKey};
 use tessera_model::fixed::FixedModel;

@@ -7,16 +7,7 @@ use tessera_net::{Channel, PartyReport, Recorder, SessionId};
 use super::server::ServerInput;
 use super::{INPUT, OUTPUT, REPORT};
 use crate::error::{Result, SuiteError};
-use crate::parties::collect_outputs;
-
-/// What a query returns.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// `batch × classes` logits in `Z_t`, at the model's output scale.
-    pub logits: Vec<u64>,
-    /// Every party's cost report: the user's, then `S1`'s and `S2`'s.
-    pub reports: Vec<PartyReport>,
-}
+use crate::parties::{Outcome, collect_outputs};
 
 /// Runs one query as the user: `input` holds `batch` images encoded at activation scale;
 /// `servers` are the channels to `S1` and `S2`, in that order.

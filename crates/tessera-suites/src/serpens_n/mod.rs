@@ -21,11 +21,12 @@ mod masks;
 mod memory;
 mod user;
 
+pub use crate::parties::Outcome;
 pub use central::{Join, central, join_from_frame, read_join};
 pub(crate) use holder::kind_name;
 pub use holder::{HolderInput, holder};
 pub use memory::{InMemoryRun, View, run_in_memory};
-pub use user::{Outcome, user};
+pub use user::user;
 
 use tessera_model::fixed::FixedModel;
 use tessera_net::MessageKind;

@@ -2,21 +2,12 @@
 
 use tessera_field::share::share;
 use tessera_field::{Seed, seed::os_rng};
-use tessera_net::{Channel, PartyReport, Recorder, SessionId};
+use tessera_net::{Channel, Recorder, SessionId};
 
 use super::holder::HolderInput;
 use super::{HOLDERS, INPUT, OUTPUT, REPORT};
 use crate::error::{Result, SuiteError};
-use crate::parties::collect_outputs;
-
-/// What a query returns.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// `batch × classes` logits in `Z_t`, at the model's output scale.
-    pub logits: Vec<u64>,
-    /// Every party's cost report: the user's first, then each holder's, then `S0`'s.
-    pub reports: Vec<PartyReport>,
-}
+use crate::parties::{Outcome, collect_outputs};
 
 /// Runs one query as the user: `input` holds `batch` images encoded at activation scale; each
 /// holder gets its share and the fresh query seed.
