@@ -1,4 +1,4 @@
-//! Plaintexts (SIMD-encoded `Z_t` vectors) and ciphertexts, with the few operations the suites
+//! Plaintexts (`Z_t` vectors in SIMD slots or in coefficients) and ciphertexts, with the few operations the suites
 //! need: ciphertext ± plaintext, ciphertext × plaintext, ciphertext + ciphertext, and
 //! modulus switching. Every level mismatch is a typed error (fhe asserts instead).
 
@@ -11,7 +11,7 @@ use fhe_traits::FheEncoder;
 use crate::error::{HeError, Result};
 use crate::params::HeParams;
 
-/// A vector of up to `N` elements of `Z_t` in SIMD slots, at one level.
+/// A vector of up to `N` elements of `Z_t`, in SIMD slots or in coefficients, at one level.
 pub struct Plaintext {
     pub(crate) inner: bfv::Plaintext,
     pub(crate) params: Arc<BfvParameters>,
@@ -26,16 +26,17 @@ impl fmt::Debug for Plaintext {
 impl Plaintext {
     /// Encodes `values` (each below `t`, at most `N`; missing slots are zero) at `level`.
     pub fn encode(params: &HeParams, values: &[u64], level: usize) -> Result<Self> {
-        if values.len() > params.degree() {
-            return Err(HeError::Encoding(format!("{} values for {} slots", values.len(), params.degree())));
-        }
-        if values.iter().any(|&v| v >= params.t()) {
-            return Err(HeError::Encoding("a value outside Z_t".into()));
-        }
-        if level > params.return_level() {
-            return Err(HeError::Level(format!("no level {level}")));
-        }
+        check_values(params, values, level)?;
         let inner = bfv::Plaintext::try_encode(values, Encoding::simd_at_level(level), params.bfv())?;
+        Ok(Self { inner, params: params.bfv().clone() })
+    }
+
+    /// Encodes `values` as the coefficients of the plaintext polynomial (coefficient `i` holds
+    /// `values[i]`; missing ones are zero) at `level`: the encoding in which a product with a
+    /// plaintext is a negacyclic polynomial product, e.g. a convolution.
+    pub fn encode_coefficients(params: &HeParams, values: &[u64], level: usize) -> Result<Self> {
+        check_values(params, values, level)?;
+        let inner = bfv::Plaintext::try_encode(values, Encoding::poly_at_level(level), params.bfv())?;
         Ok(Self { inner, params: params.bfv().clone() })
     }
 
@@ -43,6 +44,19 @@ impl Plaintext {
     pub fn level(&self) -> usize {
         self.inner.level()
     }
+}
+
+fn check_values(params: &HeParams, values: &[u64], level: usize) -> Result<()> {
+    if values.len() > params.degree() {
+        return Err(HeError::Encoding(format!("{} values for {} slots", values.len(), params.degree())));
+    }
+    if values.iter().any(|&v| v >= params.t()) {
+        return Err(HeError::Encoding("a value outside Z_t".into()));
+    }
+    if level > params.return_level() {
+        return Err(HeError::Level(format!("no level {level}")));
+    }
+    Ok(())
 }
 
 /// A BFV ciphertext of `N` slots. Fresh secret-key encryptions keep the seed of `c1`, so they

@@ -39,6 +39,9 @@ pub enum HeError {
     /// More values than slots, or values outside `Z_t`.
     #[error("cannot encode: {0}")]
     Encoding(String),
+    /// A layer that does not fit the packing, or operands that do not match it.
+    #[error("packing: {0}")]
+    Packing(String),
     /// Two operands at different levels, or an operation the level does not allow.
     #[error("level mismatch: {0}")]
     Level(String),

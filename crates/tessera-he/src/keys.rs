@@ -113,6 +113,12 @@ impl SecretKey {
         Ok(Zeroizing::new(Vec::<u64>::try_decode(&pt, Encoding::simd())?))
     }
 
+    /// Decrypts a ciphertext of a coefficient-encoded plaintext: all `N` coefficients.
+    pub fn decrypt_coefficients(&self, ct: &Ciphertext) -> Result<Zeroizing<Vec<u64>>> {
+        let pt = self.key.try_decrypt(&ct.inner)?;
+        Ok(Zeroizing::new(Vec::<u64>::try_decode(&pt, Encoding::poly_at_level(ct.level()))?))
+    }
+
     /// `log2 ‖c0 + c1·s − Δ·m‖∞`: the noise of `ct` in bits (diagnostics and tests only; the
     /// party that owns the key may always compute it).
     pub fn noise_bits(&self, ct: &Ciphertext) -> Result<u64> {

@@ -6,17 +6,21 @@
 //!   rounding) verified when the set is built.
 //! * [`SecretKey`], [`PublicKey`]: key pairs; secret-key encryptions are seeded so they travel
 //!   at half size; [`PublicKey::rerandomize`] gives circuit privacy to returned ciphertexts.
-//! * [`Plaintext`], [`Ciphertext`]: SIMD slots of `Z_t` and the operations on them.
+//! * [`Plaintext`], [`Ciphertext`]: `Z_t` in SIMD slots or coefficients, and the operations on
+//!   them.
+//! * [`ConvPacking`]: convolutions and FC layers on ciphertexts, in coefficient encoding.
 //! * [`Form`]: the two exact-size wire forms.
 
 pub mod ciphertext;
 pub mod error;
 pub mod keys;
+pub mod linear;
 pub mod params;
 pub mod wire;
 
 pub use ciphertext::{Ciphertext, Plaintext};
 pub use error::{HeError, Result};
 pub use keys::{PublicKey, SecretKey};
+pub use linear::ConvPacking;
 pub use params::{HeParams, NOISE, NoiseLayout};
 pub use wire::Form;

@@ -75,6 +75,11 @@ impl ConvKernel {
         &self.geometry
     }
 
+    /// The weights as integers, `out_channels × terms`, row-major (OIHW flattened).
+    pub fn integer_weights(&self) -> Vec<i64> {
+        self.weights.iter().map(|&w| w as i64).collect()
+    }
+
     /// The largest `Σ |w|` over one output channel's weights: how much an error of one unit
     /// in the input can grow in one output.
     pub fn max_row_l1(&self) -> f64 {
@@ -92,8 +97,7 @@ impl ConvKernel {
             out_channels: self.geometry.out_channels,
             window: Window2d::square(1, 1),
         };
-        let weights: Vec<i64> = self.weights.iter().map(|&w| w as i64).collect();
-        ConvKernel::new(geometry, &weights).expect("the weights were valid")
+        ConvKernel::new(geometry, &self.integer_weights()).expect("the weights were valid")
     }
 
     /// `Σ_o r_o · W_o mod t`: the one filter whose output is the same combination of this
