@@ -25,6 +25,7 @@ pub fn repo() -> PathBuf {
 }
 
 /// `n` real test images of `model`'s dataset, encoded for the fixed-point model.
+#[allow(dead_code)]
 pub fn encoded(model: &str, evalset: &str, n: usize) -> (Arc<FixedModel>, Vec<u64>) {
     let m = LoadedModel::load(&repo().join("models").join(format!("{model}.onnx"))).unwrap();
     let data = Dataset::open(&repo().join("data").join(evalset)).unwrap();
@@ -76,6 +77,7 @@ pub fn check_logits(what: &str, fixed: &FixedModel, secure: &[u64], reference: &
 }
 
 /// A multi-threaded runtime for the parties of an in-process run.
+#[allow(dead_code)]
 pub fn runtime(threads: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build().unwrap()
 }
