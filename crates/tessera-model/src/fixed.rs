@@ -214,8 +214,13 @@ impl FixedModel {
             runner.complete(out);
         }
         let logits = runner.output().to_vec();
-        self.check_bound(self.output.saturating_sub(1), &logits)?;
+        self.check_output(&logits)?;
         Ok(logits)
+    }
+
+    /// Refuses logits that exceed the activation bound `ℓx`.
+    pub fn check_output(&self, logits: &[u64]) -> Result<()> {
+        self.check_bound(self.output.saturating_sub(1), logits)
     }
 
     /// How far, in units of the logits' last place, a secure run may differ from this
@@ -304,7 +309,9 @@ impl FixedModel {
         Ok(y.iter().map(|&v| fixed::decode(v, self.output_bits())).collect())
     }
 
-    fn check_bound(&self, node: usize, values: &[u64]) -> Result<()> {
+    /// Refuses `values`, the input of node `node` (or the logits), when they exceed the
+    /// activation bound `ℓx`.
+    pub fn check_bound(&self, node: usize, values: &[u64]) -> Result<()> {
         let bits = fixed::magnitude_bits(values);
         if bits > self.params.bound_bits() {
             return Err(ModelError::ActivationOverflow {

@@ -109,7 +109,7 @@ pub struct Node {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Model {
     input: ImageShape,
-    nodes: Vec<Node>,
+    pub(crate) nodes: Vec<Node>,
     output: ValueId,
     /// Dataset, classes, normalization.
     pub meta: ModelMeta,

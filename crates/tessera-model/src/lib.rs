@@ -2,6 +2,7 @@
 //! PROTOCOLS.md section 2, per-layer costs, a fast `f32` engine (the plaintext baseline) and the
 //! fixed-point reference in `Z_t` that every secure run is checked against.
 
+pub mod bayes;
 pub mod calibrate;
 pub mod cost;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod passes;
 pub mod plain;
 pub mod runner;
 
+pub use bayes::{LayerPosterior, Posterior};
 pub use error::{ModelError, Result};
 pub use ir::{Linear, Model, Node, Op, ValueId};
 pub use meta::ModelMeta;

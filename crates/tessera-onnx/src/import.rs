@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use prost::Message;
 use tessera_field::kernels::{ConvGeometry, ImageShape, Window2d};
 use tessera_model::ModelError;
+use tessera_model::bayes::{LayerPosterior, Posterior};
 use tessera_model::ir::{Linear, Model, Op, ValueId, output_shape};
 use tessera_model::meta::ModelMeta;
 
@@ -38,16 +39,29 @@ impl Default for Limits {
 
 /// Imports the ONNX file at `path`.
 pub fn import_file(path: &std::path::Path, limits: &Limits) -> Result<Model> {
+    Ok(import_file_with_posterior(path, limits)?.0)
+}
+
+/// Imports the ONNX file at `path` with the posterior it carries, if it is a Bayesian model:
+/// an initializer `<name>.sigma` beside a linear layer's weight or bias initializer `<name>`
+/// holds the standard deviations of that tensor, laid out like it.
+pub fn import_file_with_posterior(path: &std::path::Path, limits: &Limits) -> Result<(Model, Option<Posterior>)> {
     let io = |e: std::io::Error| ImportError::Io { path: path.display().to_string(), reason: e.to_string() };
     let len = std::fs::metadata(path).map_err(io)?.len();
     if len > limits.max_file_bytes {
         return Err(ImportError::TooLarge { actual: len, maximum: limits.max_file_bytes });
     }
-    import_bytes(&std::fs::read(path).map_err(io)?, limits)
+    import_bytes_with_posterior(&std::fs::read(path).map_err(io)?, limits)
 }
 
 /// Imports an ONNX model from its bytes.
 pub fn import_bytes(bytes: &[u8], limits: &Limits) -> Result<Model> {
+    Ok(import_bytes_with_posterior(bytes, limits)?.0)
+}
+
+/// Imports an ONNX model from its bytes, with its posterior if it is Bayesian (see
+/// [`import_file_with_posterior`]).
+pub fn import_bytes_with_posterior(bytes: &[u8], limits: &Limits) -> Result<(Model, Option<Posterior>)> {
     if bytes.len() as u64 > limits.max_file_bytes {
         return Err(ImportError::TooLarge { actual: bytes.len() as u64, maximum: limits.max_file_bytes });
     }
@@ -80,6 +94,7 @@ pub fn import_bytes(bytes: &[u8], limits: &Limits) -> Result<Model> {
         values: HashMap::new(),
         nodes: Vec::new(),
         shapes: Vec::new(),
+        posterior: Vec::new(),
     };
     for t in graph.initializer {
         b.constants.insert(t.name.clone().unwrap_or_default(), t);
@@ -105,7 +120,12 @@ pub fn import_bytes(bytes: &[u8], limits: &Limits) -> Result<Model> {
         op: "-".into(),
         input: out_name,
     })?;
-    Ok(Model::new(input_shape, b.nodes, output, meta)?)
+    let model = Model::new(input_shape, b.nodes, output, meta)?;
+    let posterior = match b.posterior.is_empty() {
+        true => None,
+        false => Some(Posterior::new(&model, b.posterior)?),
+    };
+    Ok((model, posterior))
 }
 
 struct Builder {
@@ -114,6 +134,7 @@ struct Builder {
     values: HashMap<String, ValueId>,
     nodes: Vec<(String, Op, Vec<ValueId>)>,
     shapes: Vec<ImageShape>,
+    posterior: Vec<LayerPosterior>,
 }
 
 /// The node being imported, for error messages.
@@ -477,7 +498,58 @@ impl Builder {
             return Err(ctx.shape_err(format!("weights expect {c} input channels, the input has {}", input.c)));
         }
         let geometry = ConvGeometry { input, out_channels: o, window };
+        let weight_sigma = self.sigma(ctx, wname, weight.len(), |s| s)?;
+        self.posterior_of_next(ctx, weight_sigma, (1.0, 1.0))?;
         self.push(ctx, Op::Linear(Linear { geometry, weight, bias, dense: false }), vec![x])
+    }
+
+    /// The standard deviations `<name>.sigma` of a weight tensor of `len` elements, laid out
+    /// by `layout` like the weights, if the model is Bayesian.
+    fn sigma(
+        &self,
+        ctx: &Ctx,
+        name: &str,
+        len: usize,
+        layout: impl Fn(Vec<f32>) -> Vec<f32>,
+    ) -> Result<Option<Vec<f32>>> {
+        let sigma_name = format!("{name}.sigma");
+        if !self.constants.contains_key(&sigma_name) {
+            return Ok(None);
+        }
+        let (_, s) = self.tensor_f32(ctx, &sigma_name)?;
+        if s.len() != len {
+            return Err(ImportError::Tensor {
+                tensor: sigma_name,
+                detail: format!("{} deviations for {len} weights", s.len()),
+            });
+        }
+        Ok(Some(layout(s)))
+    }
+
+    /// Records the posterior of the linear node about to be pushed: its weights' deviations
+    /// and its bias's, if present, scaled by the factors the importer applied to the weights
+    /// and to the bias.
+    fn posterior_of_next(&mut self, ctx: &Ctx, weight_sigma: Option<Vec<f32>>, scales: (f32, f32)) -> Result<()> {
+        let bias_sigma = match ctx.node.input.get(2).filter(|n| !n.is_empty()) {
+            Some(name) => {
+                let outputs = self.constants.get(name).map_or(0, |t| t.dims.iter().product::<i64>().max(0) as usize);
+                self.sigma(ctx, name, outputs, |s| s)?
+            }
+            None => None,
+        };
+        match (weight_sigma, bias_sigma) {
+            (None, None) => Ok(()),
+            (Some(w), b) => {
+                let scaled = |v: Vec<f32>, by: f32| v.into_iter().map(|s| s * by).collect();
+                self.posterior.push(LayerPosterior {
+                    node: self.nodes.len(),
+                    weight_sigma: scaled(w, scales.0),
+                    bias_sigma: b.map(|b| scaled(b, scales.1)),
+                });
+                Ok(())
+            }
+            (None, Some(_)) => Err(ctx.shape_err("deviations for the bias but not for the weights")),
+        }
     }
 
     fn bias(&self, ctx: &Ctx, i: usize, outputs: usize) -> Result<Option<Vec<f32>>> {
@@ -503,20 +575,29 @@ impl Builder {
         w: Vec<f32>,
         transposed: bool,
         bias: Option<Vec<f32>>,
+        scales: (f32, f32),
     ) -> Result<()> {
         let [r, c] = dims[..] else {
             return Err(ctx.shape_err(format!("weight rank {} is not 2", dims.len())));
         };
         let (k, out) = if transposed { (c, r) } else { (r, c) };
-        let weight = if transposed {
-            w
-        } else {
-            (0..out).flat_map(|o| (0..k).map(move |i| (i, o))).map(|(i, o)| w[i * out + o]).collect()
+        let to_rows = |w: Vec<f32>| -> Vec<f32> {
+            if transposed {
+                w
+            } else {
+                (0..out).flat_map(|o| (0..k).map(move |i| (i, o))).map(|(i, o)| w[i * out + o]).collect()
+            }
         };
+        let weight_sigma = match ctx.node.input.get(1) {
+            Some(name) => self.sigma(ctx, name, w.len(), to_rows)?,
+            None => None,
+        };
+        let weight = to_rows(w);
         let geometry = ConvGeometry::dense(k, out);
         if self.shapes[x].len() != k {
             return Err(ctx.shape_err(format!("weights expect {k} features, the input has {}", self.shapes[x].len())));
         }
+        self.posterior_of_next(ctx, weight_sigma, scales)?;
         self.push(ctx, Op::Linear(Linear { geometry, weight, bias, dense: true }), vec![x])
     }
 
@@ -533,14 +614,14 @@ impl Builder {
         if let Some(b) = &mut bias {
             b.iter_mut().for_each(|v| *v *= beta);
         }
-        self.dense(ctx, x, &dims, w, trans_b, bias)
+        self.dense(ctx, x, &dims, w, trans_b, bias, (alpha.abs(), beta.abs()))
     }
 
     fn matmul(&mut self, ctx: &Ctx) -> Result<()> {
         let x = self.value(ctx, 0)?;
         let wname = ctx.node.input.get(1).ok_or_else(|| ctx.shape_err("missing weights"))?;
         let (dims, w) = self.tensor_f32(ctx, wname)?;
-        self.dense(ctx, x, &dims, w, false, None)
+        self.dense(ctx, x, &dims, w, false, None, (1.0, 1.0))
     }
 
     fn add(&mut self, ctx: &Ctx) -> Result<()> {

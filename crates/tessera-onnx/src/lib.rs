@@ -10,4 +10,4 @@ pub mod import;
 pub mod proto;
 
 pub use error::{ImportError, Result};
-pub use import::{Limits, import_bytes, import_file};
+pub use import::{Limits, import_bytes, import_bytes_with_posterior, import_file, import_file_with_posterior};

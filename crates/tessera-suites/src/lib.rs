@@ -8,9 +8,13 @@
 //!   evaluates ReLU and max pool on masked, permuted values (PROTOCOLS.md section 4).
 //! * [`serpens_2`]: two servers hold the shares and evaluate ReLU and max pool between
 //!   themselves with BFV and random masks (PROTOCOLS.md section 3).
+//! * [`bayes`]: the server evaluates linear layers on the user's BFV ciphertexts with weights
+//!   sampled from a Bayesian posterior; the user computes the nonlinear layers in the clear
+//!   (PROTOCOLS.md section 7).
 //! * [`verify`]: a client offloads its convolutions to an untrusted cloud under a one-time pad
 //!   and checks every product (PROTOCOLS.md section 6).
 
+pub mod bayes;
 pub mod error;
 mod parties;
 pub mod plain;

@@ -1,7 +1,9 @@
 //! Payload encoding shared by the suites: little-endian integers, seeds and vectors of field
 //! elements, read back with every length and range checked so a hostile peer gets a typed error.
 
-use tessera_field::{Seed, zt};
+use rayon::prelude::*;
+use tessera_field::{Seed, seed::os_rng, zt};
+use tessera_he::{Ciphertext, Form, HeParams, PublicKey};
 use tessera_net::{Channel, MessageKind, PartyReport, SessionId};
 
 use crate::error::{Result, SuiteError};
@@ -140,4 +142,56 @@ mod tests {
         assert_eq!(acc, vec![4, 7]);
         assert!(Reader::new(&bad, "p", "m").add_elements_into(&mut [0]).is_err());
     }
+}
+
+/// Reads exactly `count` ciphertexts in `form` from a peer's `message`; any other length or a
+/// malformed ciphertext is a protocol error naming the peer.
+pub fn read_ciphertexts(
+    he: &HeParams,
+    peer: &str,
+    form: Form,
+    bytes: &[u8],
+    count: usize,
+    message: &'static str,
+) -> Result<Vec<Ciphertext>> {
+    let size = form.size(he);
+    if bytes.len() != count * size {
+        return Err(SuiteError::Protocol {
+            peer: peer.into(),
+            message,
+            reason: format!("{} bytes where {count} ciphertexts of {size} were expected", bytes.len()),
+        });
+    }
+    bytes
+        .par_chunks_exact(size.max(1))
+        .map(|c| {
+            Ciphertext::read(he, form, c).map_err(|e| SuiteError::Protocol {
+                peer: peer.into(),
+                message,
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Writes fresh ciphertexts, in order, seeded.
+pub fn write_seeded(he: &HeParams, cts: &[Ciphertext]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(cts.len() * Form::Seeded.size(he));
+    for ct in cts {
+        ct.write(he, Form::Seeded, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Seals ciphertexts for the owner of `key`, in order: the returned form.
+pub fn seal_all(key: &PublicKey, cts: &[Ciphertext]) -> Result<Vec<u8>> {
+    let parts: Vec<Vec<u8>> = cts
+        .par_iter()
+        .map(|ct| {
+            let mut out = Vec::new();
+            key.seal(ct, &mut os_rng(), &mut out)?;
+            Ok(out)
+        })
+        .collect::<Result<_>>()?;
+    Ok(parts.concat())
 }

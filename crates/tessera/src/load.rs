@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use tessera_model::calibrate::Calibration;
 use tessera_model::fixed::FixedModel;
 use tessera_model::passes::{MergeReport, merge};
-use tessera_model::{Model, ModelMeta};
+use tessera_model::{Model, ModelMeta, Posterior};
 use tessera_onnx::Limits;
 
 use crate::error::{Error, Result};
@@ -25,6 +25,8 @@ pub struct LoadedModel {
     pub report: MergeReport,
     /// Fixed-point parameters, if the model was calibrated.
     pub calibration: Option<Calibration>,
+    /// The posterior over the original graph's linear layers, if the model is Bayesian.
+    pub posterior: Option<Posterior>,
 }
 
 /// The calibration file stored beside a model: `name.onnx` → `name.calibration.json`.
@@ -36,7 +38,7 @@ impl LoadedModel {
     /// Imports, merges and attaches the calibration (if present) of the model at `path`.
     pub fn load(path: &Path) -> Result<Self> {
         let limits = Limits::default();
-        let original = tessera_onnx::import_file(path, &limits)?;
+        let (original, posterior) = tessera_onnx::import_file_with_posterior(path, &limits)?;
         let bytes = std::fs::read(path)
             .map_err(|e| tessera_onnx::ImportError::Io { path: path.display().to_string(), reason: e.to_string() })?;
         let (merged, report) = merge(&original)?;
@@ -59,6 +61,7 @@ impl LoadedModel {
             merged,
             report,
             calibration,
+            posterior,
         })
     }
 
@@ -69,6 +72,21 @@ impl LoadedModel {
 
     /// The fixed-point model, which needs a calibration.
     pub fn fixed(&self) -> Result<std::sync::Arc<FixedModel>> {
+        Ok(FixedModel::new(&self.merged, self.params()?)?)
+    }
+
+    /// One sample of a Bayesian model (weights and biases drawn from the posterior by `rng`),
+    /// merged and quantized like the model itself; `None` for a model without a posterior.
+    pub fn sample<R: rand_core::RngCore + rand_core::CryptoRng>(
+        &self,
+        rng: &mut R,
+    ) -> Result<Option<std::sync::Arc<FixedModel>>> {
+        let Some(posterior) = &self.posterior else { return Ok(None) };
+        Ok(Some(posterior.sample_fixed(&self.original, self.params()?, rng)?))
+    }
+
+    /// The fixed-point parameters of the calibration.
+    pub fn params(&self) -> Result<tessera_field::FixedPointParams> {
         let cal = self.calibration.as_ref().ok_or_else(|| Error::NotCalibrated {
             model: self.path.display().to_string(),
             sidecar: calibration_path(&self.path).display().to_string(),
@@ -77,7 +95,7 @@ impl LoadedModel {
             path: calibration_path(&self.path).display().to_string(),
             reason: e.to_string(),
         })?;
-        Ok(FixedModel::new(&self.merged, params)?)
+        Ok(params)
     }
 
     /// Writes `calibration` beside the model.

@@ -15,6 +15,7 @@ use zeroize::Zeroize;
 
 use super::{MASKED, OWNED, RESULT, SELECTED};
 use crate::error::{Result, SuiteError};
+use crate::wire::{read_ciphertexts, seal_all, write_seeded};
 
 /// A server's key pair and its peer's public key for one query.
 pub(crate) struct Keys {
@@ -121,46 +122,17 @@ impl Step {
 
     /// Reads `count` ciphertexts in `form` from the peer's `message`.
     fn read(&self, form: Form, bytes: &[u8], count: usize, message: &'static str) -> Result<Vec<Ciphertext>> {
-        let size = form.size(&self.he);
-        if bytes.len() != count * size {
-            return Err(SuiteError::Protocol {
-                peer: self.peer.clone(),
-                message,
-                reason: format!("{} bytes where {count} ciphertexts of {size} were expected", bytes.len()),
-            });
-        }
-        bytes
-            .par_chunks_exact(size.max(1))
-            .map(|c| {
-                Ciphertext::read(&self.he, form, c).map_err(|e| SuiteError::Protocol {
-                    peer: self.peer.clone(),
-                    message,
-                    reason: e.to_string(),
-                })
-            })
-            .collect()
+        read_ciphertexts(&self.he, &self.peer, form, bytes, count, message)
     }
 
     /// Writes fresh ciphertexts, in order, seeded.
     fn write_seeded(&self, cts: &[Ciphertext]) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(cts.len() * Form::Seeded.size(&self.he));
-        for ct in cts {
-            ct.write(&self.he, Form::Seeded, &mut out)?;
-        }
-        Ok(out)
+        write_seeded(&self.he, cts)
     }
 
     /// Seals ciphertexts for the peer (its key), in order: the returned form.
     fn seal_for_peer(&self, cts: &[Ciphertext]) -> Result<Vec<u8>> {
-        let parts: Vec<Vec<u8>> = cts
-            .par_iter()
-            .map(|ct| {
-                let mut out = Vec::with_capacity(Form::Returned.size(&self.he));
-                self.keys.peer.seal(ct, &mut os_rng(), &mut out)?;
-                Ok(out)
-            })
-            .collect::<Result<_>>()?;
-        Ok(parts.concat())
+        seal_all(&self.keys.peer, cts)
     }
 
     /// Step 1, as owner: `⟦x_A⟧` of every group and element, seeded.

@@ -10,6 +10,7 @@ use tessera_model::fixed::FixedModel;
 
 /// Every shipped model with its in-repo evaluation set and how many of its real test images
 /// the suite tests run (all MNIST-class models on 100, the CIFAR models on 20).
+#[allow(dead_code)]
 pub const SHIPPED: &[(&str, &str, usize)] = &[
     ("minionn-mnist", "mnist-test-200-images.idx", 100),
     ("lenet-mnist", "mnist-test-200-images.idx", 100),

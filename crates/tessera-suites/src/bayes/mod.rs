@@ -1,0 +1,40 @@
+//! Suite `bayes` (PROTOCOLS.md section 7, after BAYHENN): the user's input is encrypted under
+//! the user's BFV key; the server evaluates every convolution and FC layer on the ciphertexts
+//! with weights it samples from its Bayesian posterior, fresh per query and sample; the user
+//! decrypts each pre-activation and applies truncation, ReLU and pooling in the clear.
+//!
+//! Per query: [`JOIN`] user → server (batch, samples `S`, a fresh public key). Per linear layer
+//! (in model order): [`LAYER`] user → server (one set of input ciphertexts shared by all samples,
+//! or one per sample; packed by [`tessera_he::ConvPacking`]), [`PRODUCT`] server → user (the
+//! results of every sample and image, unused coefficients masked, sealed with flooding noise).
+//! [`DONE`] user → server ends the query, answered by the server's [`REPORT`]. The prediction
+//! averages the softmax of the `S` sampled forward passes (the meta-prediction).
+//!
+//! Leakage: the server sees only ciphertexts, their count and the query's shape. The user sees
+//! every layer's pre-activation under sampled weights, which is how Wong et al. (IJCAI 2020)
+//! recover the weights' means with chosen inputs: the weights are hidden only heuristically.
+
+mod memory;
+mod server;
+mod user;
+
+pub use memory::run_in_memory;
+pub use server::{BayesServer, Sampling};
+pub use user::{Outcome, user};
+
+use tessera_net::MessageKind;
+
+/// User → server: batch (u32 LE), samples (u32 LE), the user's public key.
+pub const JOIN: MessageKind = MessageKind(0x0501);
+/// User → server, per linear layer: shared (u32 LE, 1 if one set serves every sample), then the
+/// seeded input ciphertexts, per set and image.
+pub const LAYER: MessageKind = MessageKind(0x0502);
+/// Server → user, per linear layer: sealed results, per sample, image and output block.
+pub const PRODUCT: MessageKind = MessageKind(0x0503);
+/// User → server: the query is over.
+pub const DONE: MessageKind = MessageKind(0x0504);
+/// Server → user: its cost report (JSON list of one party report).
+pub const REPORT: MessageKind = MessageKind(0x0505);
+
+/// Most samples a query may ask for.
+pub const MAX_SAMPLES: usize = 64;
