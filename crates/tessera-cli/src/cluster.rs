@@ -133,6 +133,7 @@ fn print_result(suite: &str, model: &LoadedModel, images: &[std::path::PathBuf],
             .collect();
         print_json(&json!({
             "suite": suite, "batch": images.len(), "results": per_image, "recomputed_layers": r.recomputed,
+            "sample_logits": r.sample_logits,
             "total_ms": total_ms, "connect_ms": connect_ms, "parties": r.reports,
         }));
         return;
@@ -151,6 +152,12 @@ fn print_result(suite: &str, model: &LoadedModel, images: &[std::path::PathBuf],
         "suite {suite}, {} image(s) in one query: {total_ms:.2} ms in total, of which {connect_ms:.2} ms TLS connect",
         images.len()
     );
+    if !r.sample_logits.is_empty() {
+        crate::outln!(
+            "meta-prediction over {} sampled forward passes (softmax above is their mean)",
+            r.sample_logits.len()
+        );
+    }
     if !r.recomputed.is_empty() {
         crate::outln!(
             "warning: the cloud's products for layers {:?} failed verification and were recomputed locally",

@@ -74,6 +74,9 @@ enum Command {
         /// verify: recompute a layer locally when its product fails the check.
         #[arg(long)]
         recompute: bool,
+        /// bayes: sampled forward passes averaged into the prediction (1 to 16).
+        #[arg(long, default_value_t = tessera::serve::DEFAULT_SAMPLES)]
+        samples: usize,
         /// verify, local cluster: make the cloud cheat (flip-one, noise-channel, stale,
         /// swap-channels, other-input).
         #[arg(long)]
@@ -191,6 +194,7 @@ fn run(command: Command) -> Result<()> {
             challenge_bits,
             repetitions,
             recompute,
+            samples,
             cheat,
             model,
             images,
@@ -216,7 +220,10 @@ fn run(command: Command) -> Result<()> {
                     recompute_on_failure: recompute,
                 };
                 let local = tessera::local::LocalOptions { holders, cheat, ..Default::default() };
-                let query = tessera::serve::QueryOptions { verify };
+                if !(1..=tessera_suites::bayes::MAX_SAMPLES).contains(&samples) {
+                    bail!("--samples {samples}: 1 to {}", tessera_suites::bayes::MAX_SAMPLES);
+                }
+                let query = tessera::serve::QueryOptions { verify, samples };
                 cluster::infer(&suite, config.as_deref(), &local, &query, &model, &images, json)
             }
             (false, None) => bail!("choose --plain (in this process) or --suite NAME (across parties)"),

@@ -571,8 +571,7 @@ impl Builder {
         &mut self,
         ctx: &Ctx,
         x: ValueId,
-        dims: &[usize],
-        w: Vec<f32>,
+        (dims, w): (&[usize], Vec<f32>),
         transposed: bool,
         bias: Option<Vec<f32>>,
         scales: (f32, f32),
@@ -614,14 +613,14 @@ impl Builder {
         if let Some(b) = &mut bias {
             b.iter_mut().for_each(|v| *v *= beta);
         }
-        self.dense(ctx, x, &dims, w, trans_b, bias, (alpha.abs(), beta.abs()))
+        self.dense(ctx, x, (&dims, w), trans_b, bias, (alpha.abs(), beta.abs()))
     }
 
     fn matmul(&mut self, ctx: &Ctx) -> Result<()> {
         let x = self.value(ctx, 0)?;
         let wname = ctx.node.input.get(1).ok_or_else(|| ctx.shape_err("missing weights"))?;
         let (dims, w) = self.tensor_f32(ctx, wname)?;
-        self.dense(ctx, x, &dims, w, false, None, (1.0, 1.0))
+        self.dense(ctx, x, (&dims, w), false, None, (1.0, 1.0))
     }
 
     fn add(&mut self, ctx: &Ctx) -> Result<()> {

@@ -120,30 +120,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn round_trip_and_refusals() {
-        let mut b = 7u32.to_le_bytes().to_vec();
-        put_elements(&mut b, &[1, zt::T - 1]);
-        let mut r = Reader::new(&b, "p", "m");
-        assert_eq!(r.u32().unwrap(), 7);
-        assert_eq!(r.elements(2).unwrap(), vec![1, zt::T - 1]);
-        r.end().unwrap();
-        let bad = elements_to_bytes(&[zt::T]);
-        assert!(matches!(Reader::new(&bad, "p", "m").elements(1), Err(SuiteError::Protocol { .. })));
-        assert!(Reader::new(&bad, "p", "m").elements(2).is_err());
-        assert!(Reader::new(&bad, "p", "m").end().is_err());
-        assert!(Reader::new(&bad, "p", "m").elements(usize::MAX).is_err());
-        let mut acc = vec![5u64, 6];
-        Reader::new(&elements_to_bytes(&[zt::T - 1, 1]), "p", "m").add_elements_into(&mut acc).unwrap();
-        assert_eq!(acc, vec![4, 7]);
-        assert!(Reader::new(&bad, "p", "m").add_elements_into(&mut [0]).is_err());
-    }
-}
-
 /// Reads exactly `count` ciphertexts in `form` from a peer's `message`; any other length or a
 /// malformed ciphertext is a protocol error naming the peer.
 pub fn read_ciphertexts(
@@ -194,4 +170,28 @@ pub fn seal_all(key: &PublicKey, cts: &[Ciphertext]) -> Result<Vec<u8>> {
         })
         .collect::<Result<_>>()?;
     Ok(parts.concat())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let mut b = 7u32.to_le_bytes().to_vec();
+        put_elements(&mut b, &[1, zt::T - 1]);
+        let mut r = Reader::new(&b, "p", "m");
+        assert_eq!(r.u32().unwrap(), 7);
+        assert_eq!(r.elements(2).unwrap(), vec![1, zt::T - 1]);
+        r.end().unwrap();
+        let bad = elements_to_bytes(&[zt::T]);
+        assert!(matches!(Reader::new(&bad, "p", "m").elements(1), Err(SuiteError::Protocol { .. })));
+        assert!(Reader::new(&bad, "p", "m").elements(2).is_err());
+        assert!(Reader::new(&bad, "p", "m").end().is_err());
+        assert!(Reader::new(&bad, "p", "m").elements(usize::MAX).is_err());
+        let mut acc = vec![5u64, 6];
+        Reader::new(&elements_to_bytes(&[zt::T - 1, 1]), "p", "m").add_elements_into(&mut acc).unwrap();
+        assert_eq!(acc, vec![4, 7]);
+        assert!(Reader::new(&bad, "p", "m").add_elements_into(&mut [0]).is_err());
+    }
 }

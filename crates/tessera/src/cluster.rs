@@ -40,7 +40,7 @@ use crate::load::LoadedModel;
 pub enum Role {
     /// Holds the input, receives the result.
     User,
-    /// The model owner of the `plain` suite.
+    /// The model owner of suites `plain` and `bayes`.
     Server,
     /// A share-holder of suite `serpens-n`.
     Holder,
@@ -124,7 +124,7 @@ fn default_max_frame() -> u32 {
 }
 
 /// The suites a cluster can run.
-pub const SUITES: &[&str] = &["plain", "serpens-n", "serpens-2", "verify"];
+pub const SUITES: &[&str] = &["plain", "serpens-n", "serpens-2", "verify", "bayes"];
 
 impl std::str::FromStr for Role {
     type Err = String;
@@ -143,7 +143,7 @@ impl std::str::FromStr for Role {
 /// How many parties of each role `suite` needs: (role, fewest, most).
 fn roles_of(suite: &str) -> &'static [(Role, usize, usize)] {
     match suite {
-        "plain" => &[(Role::User, 1, usize::MAX), (Role::Server, 1, 1)],
+        "plain" | "bayes" => &[(Role::User, 1, usize::MAX), (Role::Server, 1, 1)],
         "verify" => &[(Role::User, 1, usize::MAX), (Role::Cloud, 1, 1)],
         // S1 and S2 hold the shares: the first holder in the configuration is S1.
         "serpens-2" => &[(Role::User, 1, usize::MAX), (Role::Holder, 2, 2)],
@@ -161,7 +161,7 @@ pub fn dev_parties(
     let mut at = || -> Result<Option<String>> { Ok(Some(format!("127.0.0.1:{}", port()?))) };
     let mut parties = Vec::new();
     match suite {
-        "plain" => parties.push(("server".to_string(), Role::Server, at()?)),
+        "plain" | "bayes" => parties.push(("server".to_string(), Role::Server, at()?)),
         "verify" => parties.push(("cloud".to_string(), Role::Cloud, at()?)),
         "serpens-2" => {
             for name in tessera_suites::serpens_2::SERVERS {

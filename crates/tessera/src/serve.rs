@@ -18,6 +18,7 @@ use tessera_model::nonlinear::NonlinearLayer;
 use tessera_model::plain::PlainEngine;
 use tessera_net::tls::{Identity, TlsServer, connect};
 use tessera_net::{Channel, NetError, PartyReport, Recorder, SessionId};
+use tessera_suites::bayes::{self, BayesServer, Sampling};
 use tessera_suites::serpens_2;
 use tessera_suites::serpens_n::{self, HolderInput, Join};
 use tessera_suites::verify;
@@ -53,6 +54,10 @@ enum Rendezvous {
     Peer(Channel, Box<serpens_2::Join>),
 }
 
+/// Most images in one bayes query: with `S` samples, a layer's frame carries `S × batch` sets
+/// of ciphertexts.
+pub const BAYES_MAX_BATCH: usize = 16;
+
 /// What one server party does with a connection.
 enum Service {
     Plain {
@@ -75,6 +80,11 @@ enum Service {
     Cloud {
         name: String,
         cloud: Arc<verify::Cloud>,
+    },
+    /// A bayes server: samples weights per query, evaluates linear layers under HE.
+    Bayes {
+        name: String,
+        server: Arc<BayesServer>,
     },
     /// A serpens-2 server: `S1` (index 1) dials `S2` for every query; `S2` meets it there.
     Pair {
@@ -127,6 +137,21 @@ pub async fn serve(
     let identity = config.identity(me)?;
     let model = Arc::new(config.load_model()?);
     let (service, peers) = match role {
+        Role::Server if config.suite == "bayes" => {
+            let posterior = model.posterior.clone().ok_or_else(|| {
+                refuse(format!("model {} has no posterior: suite bayes needs a Bayesian model", model.path.display()))
+            })?;
+            let he = Arc::new(HeParams::standard().map_err(|e| Error::Local(e.to_string()))?);
+            let server = BayesServer::new(
+                model.original.clone(),
+                posterior,
+                model.params()?,
+                he,
+                Sampling::Fresh,
+                BAYES_MAX_BATCH,
+            );
+            (Service::Bayes { name: me.name.clone(), server: Arc::new(server) }, config.names(Role::User))
+        }
         Role::Server => (Service::Plain { model }, config.names(Role::User)),
         Role::Holder if config.suite == "serpens-2" => {
             let servers = config.parties_with(Role::Holder);
@@ -210,6 +235,7 @@ impl Service {
         match self {
             Service::Plain { model } => serve_plain(channel, model).await,
             Service::Cloud { name, cloud } => Ok(cloud.serve(name, &mut channel).await?),
+            Service::Bayes { name, server } => Ok(server.serve(name, &mut channel).await?),
             Service::Holder { name, model, identity, central, kept } => {
                 let input_len = model.input_shape().len();
                 // A user may send several queries on one connection.
@@ -416,6 +442,9 @@ pub struct QueryResult {
     pub connect: Duration,
     /// Layers whose offloaded product failed its check and were recomputed locally (verify).
     pub recomputed: Vec<u32>,
+    /// bayes: each sampled forward pass's `batch × classes` logits (`logits` then holds the
+    /// log of the meta-prediction, so that its softmax is the mean of the samples' softmax).
+    pub sample_logits: Vec<Vec<f32>>,
 }
 
 /// Logits in `Z_t` as real numbers at the model's output scale.
@@ -424,11 +453,16 @@ fn decoded(model: &FixedModel, logits: &[u64]) -> Vec<f32> {
     logits.iter().map(|&v| fixed::decode(v, bits) as f32).collect()
 }
 
+/// Sampled forward passes per bayes query unless asked otherwise.
+pub const DEFAULT_SAMPLES: usize = 4;
+
 /// How the user runs a query, beyond its input.
 #[derive(Debug, Clone, Copy)]
 pub struct QueryOptions {
     /// How a `verify` client checks the cloud.
     pub verify: verify::ClientSettings,
+    /// bayes: sampled forward passes averaged into the prediction.
+    pub samples: usize,
 }
 
 impl Default for QueryOptions {
@@ -439,7 +473,7 @@ impl Default for QueryOptions {
             repetitions: 1,
             recompute_on_failure: false,
         };
-        Self { verify }
+        Self { verify, samples: DEFAULT_SAMPLES }
     }
 }
 
@@ -491,6 +525,7 @@ pub async fn query_with(
                 elapsed: start.elapsed(),
                 connect: connected,
                 recomputed: Vec::new(),
+                sample_logits: Vec::new(),
             })
         }
         "verify" => {
@@ -517,6 +552,28 @@ pub async fn query_with(
                 elapsed: start.elapsed(),
                 connect: connected,
                 recomputed: outcome.recomputed,
+                sample_logits: Vec::new(),
+            })
+        }
+        "bayes" => {
+            let fixed = model.fixed()?;
+            let encoded = fixed.encode_input(input, batch as usize)?;
+            let he = HeParams::standard().map_err(|e| Error::Local(e.to_string()))?;
+            let mut channel = reach(config.party(Role::Server)?).await?;
+            let connected = start.elapsed();
+            let samples = options.samples;
+            let session = SessionId::random();
+            let outcome =
+                bayes::user(&me.name, fixed.clone(), &he, &mut channel, session, encoded, batch as usize, samples)
+                    .await?;
+            channel.close().await;
+            Ok(QueryResult {
+                logits: outcome.probabilities.iter().map(|&p| p.max(f64::MIN_POSITIVE).ln() as f32).collect(),
+                reports: outcome.reports,
+                elapsed: start.elapsed(),
+                connect: connected,
+                recomputed: Vec::new(),
+                sample_logits: outcome.samples.iter().map(|l| decoded(&fixed, l)).collect(),
             })
         }
         _ => {
@@ -532,6 +589,7 @@ pub async fn query_with(
                 elapsed: start.elapsed(),
                 connect: connected,
                 recomputed: Vec::new(),
+                sample_logits: Vec::new(),
             })
         }
     }

@@ -14,6 +14,7 @@
 //! every layer's pre-activation under sampled weights, which is how Wong et al. (IJCAI 2020)
 //! recover the weights' means with chosen inputs: the weights are hidden only heuristically.
 
+pub mod extract;
 mod memory;
 mod server;
 mod user;
@@ -37,4 +38,4 @@ pub const DONE: MessageKind = MessageKind(0x0504);
 pub const REPORT: MessageKind = MessageKind(0x0505);
 
 /// Most samples a query may ask for.
-pub const MAX_SAMPLES: usize = 64;
+pub const MAX_SAMPLES: usize = 16;

@@ -27,6 +27,7 @@ pub struct Outcome {
 
 /// Runs one query of `samples` forward passes as the user. `model` gives the architecture and
 /// fixed-point parameters only: its weights are never used (the server's sampled weights are).
+#[allow(clippy::too_many_arguments)]
 pub async fn user(
     name: &str,
     model: Arc<FixedModel>,
