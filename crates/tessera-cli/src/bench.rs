@@ -89,12 +89,15 @@ pub enum BenchCommand {
         /// ONNX models.
         #[arg(required = true)]
         models: Vec<PathBuf>,
-        /// Secure suites to run: serpens-n, serpens-2.
+        /// Secure suites to run: serpens-n, serpens-2, bayes (a Bayesian model only).
         #[arg(long, value_delimiter = ',', default_value = "serpens-n,serpens-2")]
         suites: Vec<String>,
         /// Holder counts for serpens-n.
         #[arg(long, value_delimiter = ',', default_value = "2,3")]
         holders: Vec<usize>,
+        /// Sampled forward passes per query for bayes.
+        #[arg(long, value_delimiter = ',', default_value = "1,4")]
+        samples: Vec<usize>,
         /// Timed queries per suite (after one warm-up query).
         #[arg(long, default_value_t = 20)]
         runs: usize,
@@ -135,15 +138,15 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             };
             verify(&models, disguise, runs, json)
         }
-        BenchCommand::Suites { models, suites: names, holders, runs, net, json } => {
+        BenchCommand::Suites { models, suites: names, holders, samples, runs, net, json } => {
             let profile = match net.as_str() {
                 "loopback" => None,
                 other => Some(other.parse().map_err(|e: String| anyhow::anyhow!(e))?),
             };
-            if let Some(bad) = names.iter().find(|s| !["serpens-n", "serpens-2"].contains(&s.as_str())) {
-                anyhow::bail!("unknown secure suite `{bad}` (serpens-n, serpens-2)");
+            if let Some(bad) = names.iter().find(|s| !["serpens-n", "serpens-2", "bayes"].contains(&s.as_str())) {
+                anyhow::bail!("unknown secure suite `{bad}` (serpens-n, serpens-2, bayes)");
             }
-            suites(&models, &names, &holders, runs, profile, json)
+            suites(&models, &names, (&holders, &samples), runs, profile, json)
         }
     }
 }
@@ -202,9 +205,11 @@ fn run_suite(
 /// The busiest server link of a secure suite's query: its name, bytes both ways and rounds in
 /// total, and bytes both ways in the nonlinear layers alone.
 fn busiest_link(suite: &str, reports: &[tessera_net::PartyReport]) -> (String, u64, u64, u64) {
-    // serpens-n: holder 1 carries the explicit re-shares; serpens-2: the servers' link.
+    // serpens-n: holder 1 carries the explicit re-shares; serpens-2: the servers' link; bayes:
+    // its only link.
     let (party, peer) = match suite {
         "serpens-2" => (tessera_suites::serpens_2::SERVERS[0], tessera_suites::serpens_2::SERVERS[1]),
+        "bayes" => ("server", "user"),
         _ => ("holder-1", tessera_suites::serpens_n::CENTRAL),
     };
     let Some(report) = reports.iter().find(|p| p.party == party) else { return (String::new(), 0, 0, 0) };
@@ -213,7 +218,7 @@ fn busiest_link(suite: &str, reports: &[tessera_net::PartyReport]) -> (String, u
     let nonlinear = report
         .stages
         .iter()
-        .filter(|s| matches!(s.kind.as_str(), "relu" | "maxpool"))
+        .filter(|s| matches!(s.kind.as_str(), "relu" | "maxpool" | "he-linear"))
         .flat_map(|s| s.links.iter().filter(|l| l.peer == peer))
         .map(|l| both(&l.traffic))
         .sum();
@@ -223,7 +228,7 @@ fn busiest_link(suite: &str, reports: &[tessera_net::PartyReport]) -> (String, u
 fn suites(
     models: &[PathBuf],
     names: &[String],
-    holders: &[usize],
+    (holders, samples): (&[usize], &[usize]),
     runs: usize,
     profile: Option<LinkProfile>,
     json: bool,
@@ -241,14 +246,19 @@ fn suites(
             .iter()
             .flat_map(|s| match s.as_str() {
                 "serpens-n" => holders.iter().map(|&h| ("serpens-n", h)).collect::<Vec<_>>(),
+                "bayes" => samples.iter().map(|&s| ("bayes", s)).collect(),
                 _ => vec![("serpens-2", 2)],
             })
             .collect();
         for (suite, h) in configs {
-            let secure = run_suite(&rt, suite, path, &x, runs, &local(h), &Default::default())?;
+            // bayes: `h` is the number of samples; its one server is not counted.
+            let query = tessera::serve::QueryOptions { samples: h, ..Default::default() };
+            let secure = run_suite(&rt, suite, path, &x, runs, &local(h), &query)?;
             let (link, bytes, rounds, nonlinear) = busiest_link(suite, secure.reports());
             rows.push(json!({
-                "model": m.path.file_stem().and_then(|s| s.to_str()), "suite": suite, "holders": h,
+                "model": m.path.file_stem().and_then(|s| s.to_str()), "suite": suite,
+                "holders": if suite == "bayes" { 1 } else { h }, "samples": if suite == "bayes" { h } else { 1 },
+                "link_bytes": bytes,
                 "secure_ms": { "min": secure.latency.0 * 1e3, "median": secure.latency.1 * 1e3 },
                 "plain_suite_ms": { "min": plain.latency.0 * 1e3, "median": plain.latency.1 * 1e3 },
                 "f32_ms": { "min": f32_min * 1e3, "median": f32_med * 1e3 },
@@ -284,7 +294,7 @@ fn suites(
         t.row(vec![
             r["model"].as_str().unwrap_or("").to_string(),
             r["suite"].as_str().unwrap_or("").to_string(),
-            r["holders"].to_string(),
+            if r["suite"] == "bayes" { format!("1, S = {}", r["samples"]) } else { r["holders"].to_string() },
             pair("secure_ms"),
             pair("plain_suite_ms"),
             format!(

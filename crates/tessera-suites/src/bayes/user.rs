@@ -107,27 +107,24 @@ async fn offload(
     let sets = if shared { &runners[..1] } else { runners };
     let image_len = kernel.geometry().input.len();
     let images: Vec<&[u64]> = sets.iter().flat_map(|r| r.pending_input().chunks(image_len)).collect();
-    let cts = images
-        .par_iter()
-        .map(|image| {
-            let mut rng = os_rng();
-            packing.encode_input(he, image)?.iter().map(|pt| Ok(key.encrypt(pt, &mut rng)?)).collect::<Result<Vec<_>>>()
-        })
-        .collect::<Result<Vec<Vec<Ciphertext>>>>()?;
+    let mut plaintexts = Vec::new();
+    for image in &images {
+        plaintexts.extend(packing.encode_input(he, image)?);
+    }
+    let cts =
+        plaintexts.par_iter().map(|pt| Ok(key.encrypt(pt, &mut os_rng())?)).collect::<Result<Vec<Ciphertext>>>()?;
     let mut message = (shared as u32).to_le_bytes().to_vec();
-    message.extend(write_seeded(he, &cts.concat())?);
+    message.extend(write_seeded(he, &cts)?);
     server.send(LAYER, session, node, &message).await?;
     let reply = server.recv(PRODUCT, session, node).await?;
     let per_image = packing.output_ciphertexts();
     let results =
         read_ciphertexts(he, server.peer(), Form::Returned, &reply, runners.len() * batch * per_image, "product")?;
-    let outputs = results
-        .par_chunks(per_image)
-        .map(|blocks| {
-            let decrypted =
-                blocks.iter().map(|ct| key.decrypt_coefficients(ct)).collect::<tessera_he::Result<Vec<_>>>()?;
-            Ok(packing.decode_output(&decrypted)?)
-        })
+    let decrypted =
+        results.par_iter().map(|ct| key.decrypt_coefficients(ct)).collect::<tessera_he::Result<Vec<_>>>()?;
+    let outputs = decrypted
+        .chunks(per_image)
+        .map(|blocks| Ok(packing.decode_output(blocks)?))
         .collect::<Result<Vec<Vec<u64>>>>()?;
     Ok(outputs.chunks(batch).map(|images| images.concat()).collect())
 }
