@@ -75,6 +75,39 @@ fn infer_serpens_2_across_processes() {
 }
 
 #[test]
+fn infer_bayes_across_processes() {
+    let out = tessera(&[
+        "infer",
+        "--suite",
+        "bayes",
+        "--samples",
+        "3",
+        "models/bayes-minionn-mnist.onnx",
+        "examples/images/mnist-test00000-7.png",
+        "examples/images/mnist-test00050-6.png",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["results"][0]["label"], 7);
+    assert_eq!(v["results"][1]["label"], 6);
+    let samples = v["sample_logits"].as_array().unwrap();
+    assert_eq!(samples.len(), 3);
+    assert_eq!(samples[0].as_array().unwrap().len(), 20);
+    assert_ne!(samples[0], samples[1], "every sample draws its own weights");
+    let parties: Vec<&str> = v["parties"].as_array().unwrap().iter().map(|p| p["party"].as_str().unwrap()).collect();
+    assert_eq!(parties, ["user", "server"]);
+    let link = &v["parties"][0]["links"][0];
+    // The key, then one round trip per linear layer (two convolutions, two FC layers).
+    assert_eq!(link["rounds"], 5);
+    assert_eq!(link["bytes_sent"], v["parties"][1]["links"][0]["bytes_received"]);
+    // Without a posterior the server refuses to start the suite.
+    let out =
+        tessera(&["infer", "--suite", "bayes", "models/minionn-mnist.onnx", "examples/images/mnist-test00000-7.png"]);
+    assert!(!out.status.success());
+}
+
+#[test]
 fn inspect_and_eval_json() {
     let out = tessera(&["inspect", "models/lenet-mnist.onnx", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
