@@ -477,6 +477,17 @@ impl Default for QueryOptions {
     }
 }
 
+/// The BFV parameters a user's queries share: building them (NTT tables for every prime) costs
+/// more than a small query's HE work, so it happens once per process.
+fn user_he_params() -> Result<&'static HeParams> {
+    static HE: std::sync::OnceLock<HeParams> = std::sync::OnceLock::new();
+    if let Some(he) = HE.get() {
+        return Ok(he);
+    }
+    let he = HeParams::standard().map_err(|e| Error::Local(e.to_string()))?;
+    Ok(HE.get_or_init(|| he))
+}
+
 /// Runs one query of the cluster's suite as its user, with default options.
 pub async fn query(config: &ClusterConfig, model: &LoadedModel, input: &[f32], batch: u32) -> Result<QueryResult> {
     query_with(config, model, input, batch, &QueryOptions::default()).await
@@ -558,7 +569,7 @@ pub async fn query_with(
         "bayes" => {
             let fixed = model.fixed()?;
             let encoded = fixed.encode_input(input, batch as usize)?;
-            let he = HeParams::standard().map_err(|e| Error::Local(e.to_string()))?;
+            let he = user_he_params()?;
             let mut channel = reach(config.party(Role::Server)?).await?;
             let connected = start.elapsed();
             let samples = options.samples;
