@@ -78,3 +78,54 @@ fn fresh_sampling_draws_new_weights_every_query() {
     assert_eq!(a.reports.len(), 2);
     assert!(a.reports.iter().all(|r| r.stages.iter().any(|s| s.kind == "he-linear")));
 }
+
+/// A user that breaks the protocol gets the server to end that connection with a typed error
+/// naming what was wrong, never a panic or a hang.
+#[test]
+fn malformed_queries_are_typed_errors() {
+    use std::time::Duration;
+    use tessera_net::{Channel, SessionId};
+    use tessera_suites::SuiteError;
+    use tessera_suites::bayes::{JOIN, LAYER};
+
+    let rt = common::runtime(2);
+    let he = HeParams::standard().unwrap();
+    let m = LoadedModel::load(&common::repo().join("models/bayes-minionn-mnist.onnx")).unwrap();
+    let srv = server(&m, Sampling::Fresh);
+    let mut key = Vec::new();
+    let mut rng = tessera_field::seed::os_rng();
+    tessera_he::SecretKey::generate(&he, &mut rng).unwrap().public_key(&mut rng).unwrap().write(&he, &mut key).unwrap();
+    let join = |batch: u32, samples: u32, key: &[u8]| {
+        let mut j = batch.to_le_bytes().to_vec();
+        j.extend_from_slice(&samples.to_le_bytes());
+        j.extend_from_slice(key);
+        j
+    };
+    let good_join = join(1, 1, &key);
+    let cases: Vec<(&str, Vec<(tessera_net::MessageKind, u32, Vec<u8>)>)> = vec![
+        ("layer before join", vec![(LAYER, 0, vec![1, 0, 0, 0])]),
+        ("truncated join", vec![(JOIN, 0, vec![1, 0])]),
+        ("no samples", vec![(JOIN, 0, join(1, 0, &key))]),
+        ("too many samples", vec![(JOIN, 0, join(1, 1000, &key))]),
+        ("oversized batch", vec![(JOIN, 0, join(1 << 20, 1, &key))]),
+        ("garbled key", vec![(JOIN, 0, join(1, 1, &key[..key.len() - 3]))]),
+        ("layer out of order", vec![(JOIN, 0, good_join.clone()), (LAYER, 3, vec![1, 0, 0, 0])]),
+        ("short ciphertexts", vec![(JOIN, 0, good_join.clone()), (LAYER, 0, vec![1, 0, 0, 0, 9, 9])]),
+        ("bad shared flag", vec![(JOIN, 0, good_join.clone()), (LAYER, 0, vec![7, 0, 0, 0])]),
+    ];
+    for (what, frames) in cases {
+        let (mut ours, mut theirs) = Channel::pair("user", "server", Duration::from_secs(5), 1 << 26);
+        let s = srv.clone();
+        let task = rt.spawn(async move { s.serve("server", &mut theirs).await });
+        let session = SessionId::random();
+        rt.block_on(async {
+            for (kind, layer, payload) in frames {
+                let _ = ours.send(kind, session, layer, &payload).await;
+            }
+        });
+        let result = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), task).await });
+        let err = result.expect("no hang").expect("no panic").expect_err(what);
+        assert!(matches!(err, SuiteError::Protocol { .. } | SuiteError::Net(_)), "{what}: {err}");
+        drop(ours);
+    }
+}
