@@ -575,7 +575,7 @@ pub async fn query_with(
             let samples = options.samples;
             let session = SessionId::random();
             let outcome =
-                bayes::user(&me.name, fixed.clone(), &he, &mut channel, session, encoded, batch as usize, samples)
+                bayes::user(&me.name, fixed.clone(), he, &mut channel, session, encoded, batch as usize, samples)
                     .await?;
             channel.close().await;
             Ok(QueryResult {
