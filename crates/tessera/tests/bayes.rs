@@ -102,7 +102,8 @@ fn malformed_queries_are_typed_errors() {
         j
     };
     let good_join = join(1, 1, &key);
-    let cases: Vec<(&str, Vec<(tessera_net::MessageKind, u32, Vec<u8>)>)> = vec![
+    type Frame = (tessera_net::MessageKind, u32, Vec<u8>);
+    let cases: Vec<(&str, Vec<Frame>)> = vec![
         ("layer before join", vec![(LAYER, 0, vec![1, 0, 0, 0])]),
         ("truncated join", vec![(JOIN, 0, vec![1, 0])]),
         ("no samples", vec![(JOIN, 0, join(1, 0, &key))]),
