@@ -135,17 +135,7 @@ def train(name, data_dir, out_dir, epochs=None):
     steps = (len(xtr) + r["batch"] - 1) // r["batch"]
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=r["lr"], total_steps=epochs * steps, pct_start=0.15)
     ckpt = os.path.join(base.HERE, "checkpoints", f"{name}.pt")
-    start = 0
-    if os.path.exists(ckpt):
-        state = torch.load(ckpt, weights_only=False)
-        if state["epochs"] == epochs:
-            net.load_state_dict(state["net"])
-            opt.load_state_dict(state["opt"])
-            sched.load_state_dict(state["sched"])
-            gen.set_state(state["gen"])
-            torch.set_rng_state(state["rng"])
-            start = state["epoch"] + 1
-            print(f"[{name}] resuming after epoch {start}", flush=True)
+    start = base.resume(ckpt, name, epochs, net, opt, sched, gen)
     for epoch in range(start, epochs):
         net.train()
         t0 = time.time()
@@ -168,10 +158,7 @@ def train(name, data_dir, out_dir, epochs=None):
         sig = torch.cat([l.weight.sigma().flatten() for l in layers])
         print(f"[{name}] epoch {epoch + 1}/{epochs} loss {total / steps:.4f} kl {kl_total / steps:.0f} "
               f"median sigma {sig.median().item():.4f}{msg} ({time.time() - t0:.0f} s)", flush=True)
-        os.makedirs(os.path.dirname(ckpt), exist_ok=True)
-        torch.save(dict(net=net.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), gen=gen.get_state(),
-                        rng=torch.get_rng_state(), epoch=epoch, epochs=epochs), ckpt + ".tmp")
-        os.replace(ckpt + ".tmp", ckpt)
+        base.checkpoint(ckpt, epoch, epochs, net, opt, sched, gen)
     acc = accuracies(net, layers, xte, yte)
     export(net, layers, name, r, acc, len(xte), epochs, out_dir)
     print(f"[{name}] exported; PyTorch test accuracy on {len(xte)} images: {acc}", flush=True)

@@ -300,6 +300,31 @@ def evaluate(net, x, y, batch=500):
     return correct / len(x)
 
 
+def resume(ckpt, name, epochs, net, opt, sched, gen):
+    """Restores a run of `epochs` epochs from its checkpoint; returns the next epoch (0 if none)."""
+    if not os.path.exists(ckpt):
+        return 0
+    state = torch.load(ckpt, weights_only=False)
+    if state["epochs"] != epochs:
+        return 0
+    net.load_state_dict(state["net"])
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    gen.set_state(state["gen"])
+    if "rng" in state:
+        torch.set_rng_state(state["rng"])
+    print(f"[{name}] resuming after epoch {state['epoch'] + 1}", flush=True)
+    return state["epoch"] + 1
+
+
+def checkpoint(ckpt, epoch, epochs, net, opt, sched, gen):
+    """Saves everything a run needs to resume after `epoch`, atomically."""
+    os.makedirs(os.path.dirname(ckpt), exist_ok=True)
+    torch.save(dict(net=net.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), gen=gen.get_state(),
+                    rng=torch.get_rng_state(), epoch=epoch, epochs=epochs), ckpt + ".tmp")
+    os.replace(ckpt + ".tmp", ckpt)
+
+
 def train(name, data_dir, out_dir, epochs=None):
     r = RECIPES[name]
     torch.manual_seed(1234)
@@ -319,16 +344,7 @@ def train(name, data_dir, out_dir, epochs=None):
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=r["lr"], total_steps=epochs * steps,
                                                 pct_start=0.15)
     ckpt = os.path.join(HERE, "checkpoints", f"{name}.pt")
-    start = 0
-    if os.path.exists(ckpt):
-        state = torch.load(ckpt, weights_only=False)
-        if state["epochs"] == epochs:
-            net.load_state_dict(state["net"])
-            opt.load_state_dict(state["opt"])
-            sched.load_state_dict(state["sched"])
-            gen.set_state(state["gen"])
-            start = state["epoch"] + 1
-            print(f"[{name}] resuming after epoch {start}", flush=True)
+    start = resume(ckpt, name, epochs, net, opt, sched, gen)
     for epoch in range(start, epochs):
         net.train()
         t0 = time.time()
@@ -346,10 +362,7 @@ def train(name, data_dir, out_dir, epochs=None):
         acc = evaluate(net, xte, yte) if (epoch % 5 == 4 or epoch == epochs - 1) else float("nan")
         print(f"[{name}] epoch {epoch + 1}/{epochs} loss {total / steps:.4f} test {acc:.4f} "
               f"({time.time() - t0:.0f} s)", flush=True)
-        os.makedirs(os.path.dirname(ckpt), exist_ok=True)
-        torch.save(dict(net=net.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
-                        gen=gen.get_state(), epoch=epoch, epochs=epochs), ckpt + ".tmp")
-        os.replace(ckpt + ".tmp", ckpt)
+        checkpoint(ckpt, epoch, epochs, net, opt, sched, gen)
     acc = evaluate(net, xte, yte)
     export(net, name, r, acc, len(xte), epochs, out_dir)
     print(f"[{name}] exported, PyTorch float test accuracy {acc:.4f} on {len(xte)} images", flush=True)
