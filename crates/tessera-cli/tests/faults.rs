@@ -181,3 +181,43 @@ fn a_killed_single_server_gives_a_typed_error_and_serves_after_restart() {
         expect_right(&rt.block_on(query(&cluster.config, &c.model, &c.x, 4)).unwrap().logits);
     }
 }
+
+/// Suite bayes: the server killed at a random point of a query. The user gets a typed error
+/// within the timeout (or its result, if the kill came after); restarted, the server answers
+/// the next query.
+#[test]
+fn a_killed_bayes_server_gives_a_typed_error_and_serves_after_restart() {
+    let timeout = Duration::from_secs(5);
+    let exe = Path::new(env!("CARGO_BIN_EXE_tessera"));
+    let path = repo().join("models/bayes-minionn-mnist.onnx");
+    let model = LoadedModel::load(&path).unwrap();
+    let set = Dataset::open(&repo().join("data/mnist-test-200-images.idx")).unwrap();
+    let x = normalize(set.pixels(0..2), set.shape, model.meta());
+    let options = LocalOptions { timeout: Some(timeout), ..Default::default() };
+    let mut cluster = LocalCluster::start(exe, "bayes", &path, &options).unwrap();
+    let rt = runtime();
+    let labels = |logits: &[f32]| logits.chunks(10).map(tessera::eval::argmax).collect::<Vec<_>>();
+    let expected: Vec<usize> = set.labels[..2].iter().map(|&l| l as usize).collect();
+    assert_eq!(labels(&rt.block_on(query(&cluster.config, &model, &x, 2)).unwrap().logits), expected);
+    let mut rng = rand::rng();
+    for _ in 0..2 {
+        let config = cluster.config.clone();
+        let start = Instant::now();
+        let outcome = std::thread::scope(|s| {
+            let user = s.spawn(|| rt.block_on(query(&config, &model, &x, 2)));
+            std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
+            cluster.kill("server").unwrap();
+            user.join().unwrap()
+        });
+        match outcome {
+            Ok(r) => assert_eq!(labels(&r.logits), expected),
+            Err(e) => {
+                let text = e.to_string();
+                assert!(!text.is_empty() && !text.contains("panicked"), "{text}");
+                assert!(start.elapsed() < 2 * timeout, "error after {:?}: {text}", start.elapsed());
+            }
+        }
+        cluster.restart("server").unwrap();
+        assert_eq!(labels(&rt.block_on(query(&cluster.config, &model, &x, 2)).unwrap().logits), expected);
+    }
+}
