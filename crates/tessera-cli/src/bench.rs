@@ -252,8 +252,9 @@ fn suites(
             .collect();
         for (suite, h) in configs {
             // bayes: `h` is the number of samples; its one server is not counted.
-            let query = tessera::serve::QueryOptions { samples: h, ..Default::default() };
-            let secure = run_suite(&rt, suite, path, &x, runs, &local(h), &query)?;
+            let (holders, samples) = if suite == "bayes" { (0, h) } else { (h, 1) };
+            let query = tessera::serve::QueryOptions { samples, ..Default::default() };
+            let secure = run_suite(&rt, suite, path, &x, runs, &local(holders), &query)?;
             let (link, bytes, rounds, nonlinear) = busiest_link(suite, secure.reports());
             rows.push(json!({
                 "model": m.path.file_stem().and_then(|s| s.to_str()), "suite": suite,

@@ -499,7 +499,7 @@ impl Builder {
         }
         let geometry = ConvGeometry { input, out_channels: o, window };
         let weight_sigma = self.sigma(ctx, wname, weight.len(), |s| s)?;
-        self.posterior_of_next(ctx, weight_sigma, (1.0, 1.0))?;
+        self.posterior_of_next(ctx, weight_sigma, (1.0, 1.0), o)?;
         self.push(ctx, Op::Linear(Linear { geometry, weight, bias, dense: false }), vec![x])
     }
 
@@ -527,14 +527,17 @@ impl Builder {
     }
 
     /// Records the posterior of the linear node about to be pushed: its weights' deviations
-    /// and its bias's, if present, scaled by the factors the importer applied to the weights
-    /// and to the bias.
-    fn posterior_of_next(&mut self, ctx: &Ctx, weight_sigma: Option<Vec<f32>>, scales: (f32, f32)) -> Result<()> {
+    /// and its bias's (one per of its `outputs`), if present, scaled by the factors the
+    /// importer applied to the weights and to the bias.
+    fn posterior_of_next(
+        &mut self,
+        ctx: &Ctx,
+        weight_sigma: Option<Vec<f32>>,
+        scales: (f32, f32),
+        outputs: usize,
+    ) -> Result<()> {
         let bias_sigma = match ctx.node.input.get(2).filter(|n| !n.is_empty()) {
-            Some(name) => {
-                let outputs = self.constants.get(name).map_or(0, |t| t.dims.iter().product::<i64>().max(0) as usize);
-                self.sigma(ctx, name, outputs, |s| s)?
-            }
+            Some(name) => self.sigma(ctx, name, outputs, |s| s)?,
             None => None,
         };
         match (weight_sigma, bias_sigma) {
@@ -596,7 +599,7 @@ impl Builder {
         if self.shapes[x].len() != k {
             return Err(ctx.shape_err(format!("weights expect {k} features, the input has {}", self.shapes[x].len())));
         }
-        self.posterior_of_next(ctx, weight_sigma, scales)?;
+        self.posterior_of_next(ctx, weight_sigma, scales, out)?;
         self.push(ctx, Op::Linear(Linear { geometry, weight, bias, dense: true }), vec![x])
     }
 

@@ -75,16 +75,6 @@ impl LoadedModel {
         Ok(FixedModel::new(&self.merged, self.params()?)?)
     }
 
-    /// One sample of a Bayesian model (weights and biases drawn from the posterior by `rng`),
-    /// merged and quantized like the model itself; `None` for a model without a posterior.
-    pub fn sample<R: rand_core::RngCore + rand_core::CryptoRng>(
-        &self,
-        rng: &mut R,
-    ) -> Result<Option<std::sync::Arc<FixedModel>>> {
-        let Some(posterior) = &self.posterior else { return Ok(None) };
-        Ok(Some(posterior.sample_fixed(&self.original, self.params()?, rng)?))
-    }
-
     /// The fixed-point parameters of the calibration.
     pub fn params(&self) -> Result<tessera_field::FixedPointParams> {
         let cal = self.calibration.as_ref().ok_or_else(|| Error::NotCalibrated {

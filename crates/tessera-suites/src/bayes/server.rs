@@ -91,7 +91,7 @@ impl BayesServer {
             let mut rec = Recorder::new(name);
             let query = self.join(user.peer(), header.session, &payload)?;
             rec.stage(0, "sample", "preprocess", &[user]);
-            self.run(&mut rec, user, query).await?;
+            self.run(rec, user, query).await?;
         }
     }
 
@@ -122,7 +122,7 @@ impl BayesServer {
         Ok(Query { session, batch, key, samples, pending: linear.into_iter() })
     }
 
-    async fn run(&self, rec: &mut Recorder, user: &mut Channel, mut query: Query) -> Result<()> {
+    async fn run(&self, mut rec: Recorder, user: &mut Channel, mut query: Query) -> Result<()> {
         let session = query.session;
         loop {
             let (header, payload) = user.recv_any().await?;
@@ -139,7 +139,7 @@ impl BayesServer {
                     });
                 }
                 rec.stage(0, "output", "output", &[user]);
-                let report = vec![std::mem::replace(rec, Recorder::new("")).finish()];
+                let report = vec![rec.finish()];
                 return send_reports(user, REPORT, session, &report).await;
             }
             if header.kind != LAYER {

@@ -10,8 +10,8 @@ use tessera_model::fixed::FixedModel;
 use tessera_model::runner::{Runner, Step};
 use tessera_net::{Channel, PartyReport, Recorder, SessionId};
 
-use super::{DONE, JOIN, LAYER, PRODUCT, REPORT};
-use crate::error::Result;
+use super::{DONE, JOIN, LAYER, MAX_SAMPLES, PRODUCT, REPORT};
+use crate::error::{Result, SuiteError};
 use crate::wire::{read_ciphertexts, recv_reports, write_seeded};
 
 /// What a query returns.
@@ -38,6 +38,9 @@ pub async fn user(
     batch: usize,
     samples: usize,
 ) -> Result<Outcome> {
+    if !(1..=MAX_SAMPLES).contains(&samples) {
+        return Err(SuiteError::Local(format!("{samples} samples: 1 to {MAX_SAMPLES}")));
+    }
     let mut rec = Recorder::new(name);
     let mut rng = os_rng();
     let key = SecretKey::generate(he, &mut rng)?;
