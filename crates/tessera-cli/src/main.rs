@@ -153,9 +153,9 @@ enum Command {
         #[arg(long, default_value_t = 7001)]
         port: u16,
     },
-    /// Benchmarks.
-    #[command(subcommand)]
-    Bench(bench::BenchCommand),
+    /// Benchmarks: `tessera bench MODEL` runs the secure suites side by side; subcommands run
+    /// focused benchmarks.
+    Bench(bench::BenchArgs),
 }
 
 fn main() {

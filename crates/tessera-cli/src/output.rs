@@ -54,6 +54,16 @@ pub fn fmt_count(v: u64) -> String {
     }
 }
 
+/// `1234567` bytes → `1.23 MB` (decimal units, as network figures are given).
+pub fn fmt_bytes(v: u64) -> String {
+    match v {
+        0..1_000 => format!("{v} B"),
+        1_000..1_000_000 => format!("{:.1} kB", v as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.2} MB", v as f64 / 1e6),
+        _ => format!("{:.2} GB", v as f64 / 1e9),
+    }
+}
+
 /// Minimum and median of a sample.
 pub fn min_median(samples: &mut [f64]) -> (f64, f64) {
     samples.sort_by(f64::total_cmp);

@@ -201,3 +201,133 @@ fn infer_verify_catches_a_cheating_cloud() {
     assert_eq!(v["results"][0]["label"], 7);
     assert_eq!(v["recomputed_layers"].as_array().unwrap().len(), 4, "every conv and FC layer of MiniONN-MNIST");
 }
+
+/// `tessera bench` on the Bayesian MiniONN-MNIST (its mean network serves every suite; its
+/// posterior serves bayes): every suite as processes, one timed query each; the JSON's totals
+/// agree with its per-layer and per-link figures, and its ratios with its own baselines.
+#[test]
+fn bench_compares_every_suite_with_consistent_figures() {
+    let dir = std::env::temp_dir().join(format!("tessera-bench-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = dir.join("suites.png");
+    let out = tessera(&[
+        "bench",
+        "models/bayes-minionn-mnist.onnx",
+        "--suites",
+        "serpens-n,serpens-2,verify,bayes",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--plot",
+        png.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let f = |v: &serde_json::Value| v.as_f64().unwrap();
+    let u = |v: &serde_json::Value| v.as_u64().unwrap();
+    let (f32_median, fixed_median) = (f(&v["baselines"]["f32_ms"]["median"]), f(&v["baselines"]["fixed_ms"]["median"]));
+    assert!(f32_median > 0.0 && fixed_median > 0.0);
+    let results = v["results"].as_array().unwrap();
+    let suites: Vec<&str> = results.iter().map(|r| r["suite"].as_str().unwrap()).collect();
+    assert_eq!(suites, ["plain", "serpens-n", "serpens-2", "verify", "bayes"]);
+    let plain_median = f(&results[0]["latency_ms"]["median"]);
+    for r in results {
+        let suite = r["suite"].as_str().unwrap();
+        let latency = &r["latency_ms"];
+        let (min, median, max) = (f(&latency["min"]), f(&latency["median"]), f(&latency["max"]));
+        assert!(0.0 < min && min <= median && median <= max, "{suite}: {latency}");
+        assert_eq!(r["latencies_ms"].as_array().unwrap().len(), 1, "{suite}");
+        // Ratios come from this run's own baselines.
+        assert!((f(&r["vs_f32"]) - median / f32_median).abs() < 1e-9 * median / f32_median, "{suite}");
+        assert!((f(&r["vs_fixed"]) - median / fixed_median).abs() < 1e-9 * median / fixed_median, "{suite}");
+        if suite != "plain" {
+            assert!((f(&r["vs_plain_suite"]) - median / plain_median).abs() < 1e-9 * median, "{suite}");
+        }
+        let layers = r["layers"].as_array().unwrap();
+        let (bytes, rounds) = (u(&r["bytes"]), u(&r["rounds"]));
+        assert!(bytes > 0 && rounds > 0, "{suite}: {bytes} bytes, {rounds} rounds");
+        assert_eq!(bytes, layers.iter().map(|l| u(&l["bytes"])).sum::<u64>(), "{suite}: bytes by layer");
+        assert_eq!(rounds, layers.iter().map(|l| u(&l["rounds"])).sum::<u64>(), "{suite}: rounds by layer");
+        let links: Vec<&serde_json::Value> =
+            r["parties"].as_array().unwrap().iter().flat_map(|p| p["links"].as_array().unwrap()).collect();
+        assert_eq!(bytes, links.iter().map(|l| u(&l["bytes_sent"])).sum::<u64>(), "{suite}: bytes by link");
+        assert!(links.iter().all(|l| u(&l["rounds"]) <= rounds), "{suite}: a link with more rounds than the query");
+        // The rows are the pacing party's timeline within the query (one query: the median).
+        let time: f64 = layers.iter().map(|l| f(&l["time_ms"])).sum();
+        assert!(time > 0.3 * median && time <= median * 1.02 + 0.5, "{suite}: rows {time} ms, query {median} ms");
+        let online = f(&r["online_median_ms"]) + f(&r["preprocess_median_ms"]);
+        assert!((online - median).abs() < 1e-6 * median || f(&r["preprocess_median_ms"]) > median, "{suite}");
+    }
+    let by_suite = |s: &str| results.iter().find(|r| r["suite"] == s).unwrap();
+    // Layers the model has, by name, in every secure suite; nonlinear layers cost serpens-n and
+    // serpens-2 a round each; bayes and verify send every linear layer to the server.
+    for suite in ["serpens-n", "serpens-2", "verify", "bayes"] {
+        let names: Vec<&str> =
+            by_suite(suite)["layers"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+        assert!(names.contains(&"/conv1/Conv") && names.contains(&"/fc2/Gemm"), "{suite}: {names:?}");
+    }
+    let kinds = |s: &str| -> Vec<(String, u64)> {
+        by_suite(s)["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| (l["kind"].as_str().unwrap().to_string(), u(&l["rounds"])))
+            .collect()
+    };
+    assert!(kinds("serpens-n").iter().filter(|(k, _)| k == "maxpool" || k == "relu").all(|(_, r)| *r >= 1));
+    assert!(kinds("serpens-2").iter().any(|(k, _)| k == "keys"));
+    assert_eq!(kinds("bayes").iter().filter(|(k, r)| k == "he-linear" && *r == 1).count(), 4);
+    assert_eq!(kinds("verify").iter().filter(|(k, r)| k == "offloaded" && *r == 1).count(), 4);
+    assert_eq!(by_suite("serpens-2")["pacing_party"], "server-1");
+    assert_eq!(by_suite("verify")["pacing_party"], "user");
+    // The figure: a PNG of the promised size.
+    let bytes = std::fs::read(&png).expect("the plot is written");
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(
+        (u32::from_be_bytes(bytes[16..20].try_into().unwrap()), u32::from_be_bytes(bytes[20..24].try_into().unwrap())),
+        (1600, 1100)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The SVG figure names every suite and the network profiles; a model without a posterior
+/// skips bayes and says why.
+#[test]
+fn bench_plots_svg_and_skips_bayes_without_a_posterior() {
+    let dir = std::env::temp_dir().join(format!("tessera-bench-svg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("suites.svg");
+    let out = tessera(&[
+        "bench",
+        "models/minionn-mnist.onnx",
+        "--suites",
+        "verify,bayes",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--users",
+        "2",
+        "--queries",
+        "4",
+        "--plot",
+        svg.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["skipped"][0]["suite"], "bayes");
+    let verify = &v["results"][1];
+    assert_eq!(verify["suite"], "verify");
+    let t = &verify["throughput"];
+    assert_eq!((t["users"].as_u64(), t["queries"].as_u64(), t["wrong"].as_u64()), (Some(2), Some(4), Some(0)));
+    assert!(t["queries_per_second"].as_f64().unwrap() > 0.0);
+    let text = std::fs::read_to_string(&svg).expect("the plot is written");
+    assert!(text.starts_with("<svg"), "{}", &text[..40.min(text.len())]);
+    for label in ["plain", "verify", "time per layer", "bytes per layer", "loopback", "offloaded linear layers"] {
+        assert!(text.contains(label), "{label} missing from the figure");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

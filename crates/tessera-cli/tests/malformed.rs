@@ -254,7 +254,10 @@ fn cli_cases(c: &mut Cases) {
     c.cli("CLI", "9 holders", &["infer", "--suite", "serpens-n", "--holders", "9", "models/minionn-mnist.onnx", image]);
     c.cli("CLI", "unknown suite", &["infer", "--suite", "telepathy", "models/minionn-mnist.onnx", image]);
     c.cli("CLI", "unknown role", &["serve", "--role", "oracle", "--config", "nowhere.toml"]);
-    c.cli("CLI", "unknown network profile", &["bench", "suites", "models/minionn-mnist.onnx", "--net", "moon"]);
+    c.cli("CLI", "unknown network profile", &["bench", "models/minionn-mnist.onnx", "--net", "moon"]);
+    c.cli("CLI", "unknown bench suite", &["bench", "models/minionn-mnist.onnx", "--suites", "serpens-9"]);
+    c.cli("CLI", "plot neither SVG nor PNG", &["bench", "models/minionn-mnist.onnx", "--plot", "chart.gif"]);
+    c.cli("CLI", "bench without a model", &["bench", "--runs", "1"]);
 }
 
 #[test]

@@ -9,8 +9,10 @@
 //! * [`local`]: a whole cluster as local processes on loopback, with fresh certificates.
 //! * [`fuzzing`]: the parsers of untrusted bytes, as fuzzing entry points.
 //! * [`emulate`]: LAN and WAN link profiles for local clusters (a delaying, pacing relay).
+//! * [`cost`]: a query's cost from every party's report: per layer, per party and link, in total.
 
 pub mod cluster;
+pub mod cost;
 pub mod dataset;
 pub mod emulate;
 pub mod error;

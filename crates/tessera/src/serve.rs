@@ -515,8 +515,9 @@ pub async fn query_with(
     match config.suite.as_str() {
         "serpens-n" | "serpens-2" => {
             let servers = config.parties_with(Role::Holder);
+            let connecting = Instant::now();
             let mut channels = try_join_all(servers.into_iter().map(reach)).await?;
-            let connected = start.elapsed();
+            let connected = connecting.elapsed();
             let fixed = model.fixed()?;
             let encoded = fixed.encode_input(input, batch as usize)?;
             let (session, batch) = (SessionId::random(), batch as usize);
@@ -544,8 +545,9 @@ pub async fn query_with(
             let encoded = fixed.encode_input(input, batch as usize)?;
             // The pads do not depend on the input: a deployment prepares them ahead of time.
             let pre = verify::preprocess(&fixed, batch as usize, options.verify.disguise);
+            let connecting = Instant::now();
             let mut channel = reach(config.party(Role::Cloud)?).await?;
-            let connected = start.elapsed();
+            let connected = connecting.elapsed();
             let outcome = verify::client(
                 &me.name,
                 fixed.clone(),
@@ -570,8 +572,9 @@ pub async fn query_with(
             let fixed = model.fixed()?;
             let encoded = fixed.encode_input(input, batch as usize)?;
             let he = user_he_params()?;
+            let connecting = Instant::now();
             let mut channel = reach(config.party(Role::Server)?).await?;
-            let connected = start.elapsed();
+            let connected = connecting.elapsed();
             let samples = options.samples;
             let session = SessionId::random();
             let outcome =
@@ -588,8 +591,9 @@ pub async fn query_with(
             })
         }
         _ => {
+            let connecting = Instant::now();
             let mut channel = reach(config.party(Role::Server)?).await?;
-            let connected = start.elapsed();
+            let connected = connecting.elapsed();
             rec.stage(0, "connect", "connect", &[&channel]);
             let logits = plain::user(&mut channel, SessionId::random(), input, batch, classes).await?;
             rec.stage(0, "query", "query", &[&channel]);

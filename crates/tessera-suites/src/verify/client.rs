@@ -154,14 +154,18 @@ pub async fn client(
     let cloud_reports = recv_reports(cloud, REPORT, session).await?;
     rec.stage(0, "output", "output", &[cloud]);
     let mut own = rec.finish();
+    // The pads were drawn before the query started; the totals include them like the stages.
+    let pre_us = pre.elapsed.as_micros() as u64;
+    own.wall_us += pre_us;
+    own.cpu_us += pre_us;
     own.stages.insert(
         0,
         tessera_net::StageCost {
             layer: 0,
             name: "preprocess".into(),
             kind: "preprocess".into(),
-            wall_us: pre.elapsed.as_micros() as u64,
-            cpu_us: pre.elapsed.as_micros() as u64,
+            wall_us: pre_us,
+            cpu_us: pre_us,
             links: Vec::new(),
         },
     );

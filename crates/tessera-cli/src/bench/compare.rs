@@ -1,0 +1,536 @@
+//! `tessera bench MODEL`: the secure suites side by side on one model, each across its own
+//! processes, with the `f32` engine, the fixed-point reference and the `plain` suite measured in
+//! the same run: latency, ratios, preprocessing and online time, bytes and rounds per party,
+//! link and layer, and optionally throughput under concurrent users.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use tessera::LoadedModel;
+use tessera::cluster::ClusterConfig;
+use tessera::cost::{LayerCost, QueryCost};
+use tessera::dataset::Dataset;
+use tessera::emulate::LinkProfile;
+use tessera::input::normalize;
+use tessera::local::{LocalCluster, LocalOptions};
+use tessera::serve::QueryOptions;
+use tessera_field::{seed::os_rng, zt};
+use tessera_model::plain::PlainEngine;
+
+use super::throughput::{Check, Throughput, burst};
+use super::{Spread, time_runs};
+use crate::output::{Table, fmt_bytes, print_json};
+
+/// The secure suites `tessera bench` compares.
+pub const SUITES: [&str; 4] = ["serpens-n", "serpens-2", "verify", "bayes"];
+
+/// Options of the suite comparison.
+#[derive(Args)]
+pub struct CompareArgs {
+    /// ONNX model.
+    #[arg(required = true)]
+    model: Option<PathBuf>,
+    /// Secure suites: serpens-n, serpens-2, verify, bayes (bayes is skipped on a model without
+    /// a posterior).
+    #[arg(long, value_delimiter = ',', default_value = "serpens-n,serpens-2,verify,bayes")]
+    suites: Vec<String>,
+    /// Share-holder counts for serpens-n (one configuration each).
+    #[arg(long, value_delimiter = ',', default_value = "2")]
+    holders: Vec<usize>,
+    /// Sampled forward passes per bayes query (one configuration each).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    samples: Vec<usize>,
+    /// verify: how inputs are hidden from the cloud (pad, monomial).
+    #[arg(long, default_value = "pad")]
+    disguise: String,
+    /// Links between the parties, one full run each: loopback, or an emulated lan or wan.
+    #[arg(long, value_delimiter = ',', default_value = "loopback")]
+    net: Vec<String>,
+    /// Timed queries per suite and network.
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// Untimed queries first, per suite and network (connections, caches, thread pools).
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Images per query.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Dataset to take the query images from (random inputs in range otherwise).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Throughput: this many concurrent users after the timed queries (0: none).
+    #[arg(long, default_value_t = 0)]
+    users: usize,
+    /// Throughput: queries in total over all users.
+    #[arg(long, default_value_t = 200)]
+    queries: usize,
+    /// Benchmark the running cluster of this configuration (its suite only) instead of local
+    /// processes.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Draw per-layer time and bytes per suite and latency per network into an SVG or PNG.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One suite configuration to run.
+#[derive(Debug, Clone)]
+struct Config {
+    suite: String,
+    holders: Option<usize>,
+    samples: Option<usize>,
+}
+
+impl Config {
+    fn label(&self) -> String {
+        match (self.suite.as_str(), self.holders, self.samples) {
+            ("serpens-n", Some(h), _) => format!("serpens-n ({h} holders)"),
+            ("bayes", _, Some(s)) => format!("bayes (S = {s})"),
+            (suite, ..) => suite.to_string(),
+        }
+    }
+}
+
+/// Everything one invocation measured (the `--json` object).
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// The model's file stem.
+    pub model: String,
+    /// The model file.
+    pub path: PathBuf,
+    /// Timed queries per suite and network.
+    pub runs: usize,
+    /// Untimed queries before them.
+    pub warmup: usize,
+    /// Images per query.
+    pub batch: usize,
+    /// Threads of this process (the `f32` engine and the reference).
+    pub threads: usize,
+    /// Multiply-accumulates per image.
+    pub macs: u64,
+    /// ReLUs per image (a fused max pool counts one per window).
+    pub relus: u64,
+    /// The networks run, in order.
+    pub nets: Vec<String>,
+    /// The plaintext baselines, in this process.
+    pub baselines: Baselines,
+    /// One entry per suite configuration and network, the `plain` suite first in each network.
+    pub results: Vec<SuiteResult>,
+    /// Suites asked for but not run, and why.
+    pub skipped: Vec<Skipped>,
+}
+
+/// The plaintext baselines.
+#[derive(Debug, Serialize)]
+pub struct Baselines {
+    /// The `f32` engine.
+    pub f32_ms: Spread,
+    /// The fixed-point reference (the exact function the secure suites compute).
+    pub fixed_ms: Spread,
+}
+
+/// A suite that was not run.
+#[derive(Debug, Serialize)]
+pub struct Skipped {
+    /// The suite.
+    pub suite: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// One suite configuration on one network.
+#[derive(Debug, Serialize)]
+pub struct SuiteResult {
+    /// The suite.
+    pub suite: String,
+    /// Suite and configuration, for people.
+    pub label: String,
+    /// serpens-n: share-holders.
+    pub holders: Option<usize>,
+    /// bayes: samples per query.
+    pub samples: Option<usize>,
+    /// The network profile.
+    pub net: String,
+    /// End-to-end query latency at the user, connections included.
+    pub latency_ms: Spread,
+    /// Every timed query's latency, in the order they ran.
+    pub latencies_ms: Vec<f64>,
+    /// Median latency over the `f32` engine's median.
+    pub vs_f32: f64,
+    /// Median latency over the fixed-point reference's median.
+    pub vs_fixed: f64,
+    /// Median latency over the `plain` suite's median on the same network (absent for `plain`
+    /// and for a running cluster).
+    pub vs_plain_suite: Option<f64>,
+    /// Median over the timed queries of the input-independent stages' time.
+    pub preprocess_median_ms: f64,
+    /// Median over the timed queries of latency minus preprocessing.
+    pub online_median_ms: f64,
+    /// The user's CPU time outside preprocessing, median over the timed queries.
+    pub user_cpu_median_ms: f64,
+    /// The cost of the query with the median latency: per layer, per party and link, totals.
+    #[serde(flatten)]
+    pub cost: QueryCost,
+    /// Concurrent users, when asked for.
+    pub throughput: Option<Throughput>,
+}
+
+/// Where the queries go.
+enum Target {
+    Local(Box<LocalCluster>),
+    Running(ClusterConfig),
+}
+
+impl Target {
+    fn config(&self) -> &ClusterConfig {
+        match self {
+            Target::Local(c) => &c.config,
+            Target::Running(c) => c,
+        }
+    }
+}
+
+/// The query inputs: `batch` images, from a dataset or random in the model's range.
+fn inputs(m: &LoadedModel, data: Option<&Path>, batch: usize) -> Result<Vec<f32>> {
+    let shape = m.merged.input_shape();
+    Ok(match data {
+        Some(d) => {
+            let set = Dataset::open(d)?;
+            anyhow::ensure!(set.len() >= batch, "{} has fewer than {batch} images", d.display());
+            normalize(set.pixels(0..batch), set.shape, m.meta())
+        }
+        None => {
+            let mut rng = os_rng();
+            (0..batch * shape.len()).map(|_| (zt::random(&mut rng) % 2000) as f32 / 1000.0 - 1.0).collect()
+        }
+    })
+}
+
+/// Runs the comparison.
+pub fn run(args: CompareArgs) -> Result<()> {
+    let Some(path) = args.model.clone() else { bail!("name a model: tessera bench MODEL") };
+    if let Some(bad) = args.suites.iter().find(|s| !SUITES.contains(&s.as_str())) {
+        bail!("unknown suite `{bad}` ({})", SUITES.join(", "));
+    }
+    anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
+    if let Some(plot) = &args.plot {
+        super::plot::format_of(plot)?;
+    }
+    anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
+    let nets: Vec<Option<LinkProfile>> = args
+        .net
+        .iter()
+        .map(|n| match n.as_str() {
+            "loopback" => Ok(None),
+            other => other.parse().map(Some).map_err(|e: String| anyhow::anyhow!(e)),
+        })
+        .collect::<Result<_>>()?;
+    let disguise = match args.disguise.as_str() {
+        "pad" => tessera_suites::verify::Disguise::Pad,
+        "monomial" => tessera_suites::verify::Disguise::Monomial,
+        other => bail!("unknown disguise `{other}` (pad, monomial)"),
+    };
+    let m = LoadedModel::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let fixed = m.fixed()?;
+    let x = inputs(&m, args.data.as_deref(), args.batch)?;
+    let running = args.config.as_deref().map(ClusterConfig::load).transpose()?;
+    let (configs, skipped) = match &running {
+        Some(c) => (vec![Config { suite: c.suite.clone(), holders: None, samples: None }], Vec::new()),
+        None => configurations(&args, &m),
+    };
+    for s in &args.samples {
+        anyhow::ensure!(
+            (1..=tessera_suites::bayes::MAX_SAMPLES).contains(s),
+            "--samples {s}: 1 to {}",
+            tessera_suites::bayes::MAX_SAMPLES
+        );
+    }
+
+    let net_names: Vec<String> = match running {
+        Some(_) => vec!["configured".into()],
+        None => nets.iter().map(|n| n.map_or("loopback", |p| p.name).to_string()).collect(),
+    };
+    let per_net = configs.len() + usize::from(running.is_none());
+    let throughput_queries = if args.users > 0 { args.queries } else { 0 };
+    let bar = ProgressBar::new((net_names.len() * per_net * (args.warmup + args.runs + throughput_queries) + 2) as u64)
+        .with_style(ProgressStyle::with_template("{msg:32} {bar:40} {pos}/{len} {elapsed}").expect("static template"));
+
+    bar.set_message("f32 engine, fixed point");
+    let batch = args.batch;
+    let mut engine = PlainEngine::new(&m.merged);
+    let f32_ms = Spread::of_seconds(time_runs(args.runs * 5, || {
+        std::hint::black_box(engine.run(&x, batch).expect("validated input"));
+    }));
+    bar.inc(1);
+    let fixed_ms = Spread::of_seconds(time_runs(args.runs, || {
+        std::hint::black_box(fixed.run(&x, batch).expect("calibrated input"));
+    }));
+    bar.inc(1);
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let exe = std::env::current_exe()?;
+    let mut results = Vec::new();
+    let reference = fixed.run(&x, batch)?;
+    let bound = fixed.error_bound() / (fixed.output_bits() as f64).exp2();
+    for (profile, net) in nets.iter().zip(&net_names) {
+        let plain = Config { suite: "plain".into(), holders: None, samples: None };
+        let mut plain_median = None;
+        let all = if running.is_none() { std::iter::once(&plain).chain(&configs).collect() } else { vec![&configs[0]] };
+        for config in all {
+            let target = match &running {
+                Some(c) => Target::Running(c.clone()),
+                None => {
+                    let options =
+                        LocalOptions { holders: config.holders.unwrap_or(0), profile: *profile, ..Default::default() };
+                    let cluster = LocalCluster::start(&exe, &config.suite, &path, &options)
+                        .with_context(|| format!("starting a local {} cluster", config.suite))?;
+                    Target::Local(Box::new(cluster))
+                }
+            };
+            let mut query = QueryOptions { samples: config.samples.unwrap_or(1), ..Default::default() };
+            query.verify.disguise = disguise;
+            bar.set_message(format!("{} on {net}", config.label()));
+            let mut result = measure(&rt, &target, &x, batch, (args.warmup, args.runs), &query, &bar)
+                .with_context(|| format!("{} on {net}", config.label()))?;
+            result.suite = config.suite.clone();
+            result.label = config.label();
+            result.holders = config.holders;
+            result.samples = config.samples;
+            result.net = net.clone();
+            result.vs_f32 = result.latency_ms.median / f32_ms.median;
+            result.vs_fixed = result.latency_ms.median / fixed_ms.median;
+            result.vs_plain_suite = plain_median.map(|p| result.latency_ms.median / p);
+            if config.suite == "plain" {
+                plain_median = Some(result.latency_ms.median);
+            }
+            if args.users > 0 {
+                bar.set_message(format!("{} on {net}: {} users", config.label(), args.users));
+                // Secure suites that compute the fixed-point model exactly are checked against it.
+                let exact = matches!(config.suite.as_str(), "serpens-n" | "serpens-2" | "verify");
+                let check = |_: usize, logits: &[f32]| {
+                    logits.iter().zip(&reference).all(|(a, b)| (*a as f64 - b).abs() <= bound)
+                };
+                let check: Option<Check<'_>> = if exact { Some(&check) } else { None };
+                let inputs = [x.clone()];
+                result.throughput = Some(
+                    burst(&rt, target.config(), &inputs, batch, args.users, args.queries, &query, check, &bar)
+                        .with_context(|| format!("{} on {net}: throughput", config.label()))?,
+                );
+            }
+            results.push(result);
+        }
+    }
+    bar.finish_and_clear();
+
+    let cost = tessera_model::cost::total(&m.merged);
+    let report = Report {
+        model: path.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string(),
+        path: path.clone(),
+        runs: args.runs,
+        warmup: args.warmup,
+        batch,
+        threads: rayon::current_num_threads(),
+        macs: cost.macs,
+        relus: cost.relus,
+        nets: net_names,
+        baselines: Baselines { f32_ms, fixed_ms },
+        results,
+        skipped,
+    };
+    if let Some(plot) = &args.plot {
+        super::plot::draw(plot, &report).with_context(|| format!("drawing {}", plot.display()))?;
+    }
+    if args.json {
+        print_json(&serde_json::to_value(&report)?);
+    } else {
+        print_report(&report, &nets);
+    }
+    Ok(())
+}
+
+/// The configurations to run on `m`, and the suites skipped.
+fn configurations(args: &CompareArgs, m: &LoadedModel) -> (Vec<Config>, Vec<Skipped>) {
+    let mut configs = Vec::new();
+    let mut skipped = Vec::new();
+    for suite in &args.suites {
+        match suite.as_str() {
+            "serpens-n" => configs.extend(args.holders.iter().map(|&h| Config {
+                suite: suite.clone(),
+                holders: Some(h),
+                samples: None,
+            })),
+            "bayes" if m.posterior.is_none() => skipped.push(Skipped {
+                suite: suite.clone(),
+                reason: "the model has no posterior (bayes needs a Bayesian model)".into(),
+            }),
+            "bayes" => configs.extend(args.samples.iter().map(|&s| Config {
+                suite: suite.clone(),
+                holders: None,
+                samples: Some(s),
+            })),
+            _ => configs.push(Config { suite: suite.clone(), holders: None, samples: None }),
+        }
+    }
+    (configs, skipped)
+}
+
+/// `warmup` untimed queries, then `runs` timed ones; the breakdown is the median query's.
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    target: &Target,
+    x: &[f32],
+    batch: usize,
+    (warmup, runs): (usize, usize),
+    query: &QueryOptions,
+    bar: &ProgressBar,
+) -> Result<SuiteResult> {
+    let config = target.config();
+    let model = config.load_model()?;
+    let fixed = model.fixed()?;
+    let name = |n: u32| fixed.node_name(n as usize).to_string();
+    let mut timed: Vec<(f64, QueryCost)> = Vec::with_capacity(runs);
+    for i in 0..warmup + runs {
+        let start = Instant::now();
+        let r = rt.block_on(tessera::serve::query_with(config, &model, x, batch as u32, query))?;
+        let seconds = start.elapsed().as_secs_f64();
+        bar.inc(1);
+        if i >= warmup {
+            timed.push((seconds, QueryCost::from_reports(&r.reports, r.connect, name)));
+        }
+    }
+    let latencies_ms: Vec<f64> = timed.iter().map(|(s, _)| s * 1e3).collect();
+    let latency_ms = Spread::of_seconds(timed.iter().map(|(s, _)| *s).collect());
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let user = |c: &QueryCost| c.parties.first().map_or(0.0, |p| p.cpu_ms - p.preprocess_cpu_ms);
+    let preprocess_median_ms = median(timed.iter().map(|(_, c)| c.preprocess_ms).collect());
+    let online_median_ms = median(timed.iter().map(|(s, c)| (s * 1e3 - c.preprocess_ms).max(0.0)).collect());
+    let user_cpu_median_ms = median(timed.iter().map(|(_, c)| user(c)).collect());
+    timed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (_, cost) = timed.swap_remove(timed.len() / 2);
+    Ok(SuiteResult {
+        suite: String::new(),
+        label: String::new(),
+        holders: None,
+        samples: None,
+        net: String::new(),
+        latency_ms,
+        latencies_ms,
+        vs_f32: 0.0,
+        vs_fixed: 0.0,
+        vs_plain_suite: None,
+        preprocess_median_ms,
+        online_median_ms,
+        user_cpu_median_ms,
+        cost,
+        throughput: None,
+    })
+}
+
+fn print_report(r: &Report, nets: &[Option<LinkProfile>]) {
+    let b = &r.baselines;
+    crate::outln!(
+        "{} ({} MACs, {} ReLUs per image), batch {}, {} timed queries per suite after {} untimed",
+        r.path.display(),
+        crate::output::fmt_count(r.macs),
+        crate::output::fmt_count(r.relus),
+        r.batch,
+        r.runs,
+        r.warmup
+    );
+    crate::outln!(
+        "baselines in this process ({} threads): f32 engine {}, fixed-point reference {} (ms, min / median / max)",
+        r.threads,
+        b.f32_ms,
+        b.fixed_ms
+    );
+    for (net, profile) in r.nets.iter().zip(nets.iter().chain(std::iter::repeat(&None))) {
+        let link = match profile {
+            Some(p) => format!(
+                "emulated {} ({} ms round trip, {} Mbit/s per direction)",
+                p.name,
+                p.one_way.as_secs_f64() * 2e3,
+                p.bits_per_second / 1_000_000
+            ),
+            None => net.clone(),
+        };
+        crate::outln!("\n{link}: every party its own process, mutual TLS");
+        let mut t = Table::new(&[
+            "suite",
+            "latency ms (min / med / max)",
+            "× f32",
+            "× fixed",
+            "× plain suite",
+            "preprocess ms",
+            "online ms",
+            "user CPU ms",
+            "bytes",
+            "rounds",
+            "throughput",
+        ]);
+        for s in r.results.iter().filter(|s| &s.net == net) {
+            t.row(vec![
+                s.label.clone(),
+                s.latency_ms.to_string(),
+                format!("{:.1}", s.vs_f32),
+                format!("{:.2}", s.vs_fixed),
+                s.vs_plain_suite.map_or("-".into(), |v| format!("{v:.2}")),
+                format!("{:.2}", s.preprocess_median_ms),
+                format!("{:.2}", s.online_median_ms),
+                format!("{:.2}", s.user_cpu_median_ms),
+                fmt_bytes(s.cost.bytes),
+                s.cost.rounds.to_string(),
+                s.throughput.as_ref().map_or("-".into(), |t| format!("{:.1} q/s", t.queries_per_second)),
+            ]);
+        }
+        t.print();
+        for s in r.results.iter().filter(|s| &s.net == net && s.suite != "plain") {
+            crate::outln!("{} on {net}, per layer (the median query):", s.label);
+            layer_table(&s.cost.layers).print();
+            let mut links = Table::new(&["party", "wall ms", "CPU ms", "link", "sent", "received", "rounds"]);
+            for p in &s.cost.parties {
+                for l in &p.links {
+                    links.row(vec![
+                        p.party.clone(),
+                        format!("{:.2}", p.wall_ms),
+                        format!("{:.2}", p.cpu_ms),
+                        format!("→ {}", l.peer),
+                        fmt_bytes(l.traffic.bytes_sent),
+                        fmt_bytes(l.traffic.bytes_received),
+                        l.traffic.rounds.to_string(),
+                    ]);
+                }
+            }
+            links.print();
+        }
+    }
+    for s in &r.skipped {
+        crate::outln!("skipped {}: {}", s.suite, s.reason);
+    }
+}
+
+fn layer_table(layers: &[LayerCost]) -> Table {
+    let mut t = Table::new(&["layer", "kind", "phase", "time ms", "CPU ms", "bytes", "rounds"]);
+    for l in layers {
+        t.row(vec![
+            l.name.clone(),
+            l.kind.clone(),
+            format!("{:?}", l.phase).to_lowercase(),
+            format!("{:.3}", l.time_ms),
+            format!("{:.3}", l.cpu_ms),
+            fmt_bytes(l.bytes),
+            l.rounds.to_string(),
+        ]);
+    }
+    t
+}

@@ -1,0 +1,263 @@
+//! `tessera bench`: the secure suites side by side on one model (`tessera bench MODEL`), and
+//! focused benchmarks (kernels, the plaintext engines, load), each against its baseline in the
+//! same process.
+
+mod compare;
+mod plot;
+mod throughput;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use serde_json::json;
+use tessera::LoadedModel;
+use tessera::dataset::Dataset;
+use tessera::input::normalize;
+use tessera_field::kernels::{ConvKernel, conv2d_f32, conv2d_zt, shapes};
+use tessera_field::{seed::os_rng, zt};
+use tessera_model::plain::PlainEngine;
+
+use crate::output::{Table, min_median, print_json};
+
+/// Benchmarks: without a subcommand, the secure suites side by side on MODEL.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: Option<BenchCommand>,
+    #[command(flatten)]
+    compare: compare::CompareArgs,
+}
+
+/// Focused benchmarks.
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// MAC/s of the exact Z_t convolution against f32 on MiniONN-CIFAR's layer shapes.
+    Kernels {
+        /// Timed runs per kernel and layer.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Latency of the f32 engine and the fixed-point reference on one model.
+    Plain {
+        /// ONNX model.
+        model: PathBuf,
+        /// Dataset to take the input image(s) from; random inputs otherwise.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Timed runs.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        /// Images per run.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load: concurrent users send queries to a local serpens-n cluster; every result is checked
+    /// against the fixed-point reference; reports queries/s, latency percentiles, and each
+    /// server's memory and open descriptors before and after.
+    Load {
+        /// ONNX model.
+        model: PathBuf,
+        /// Dataset the queries' images come from.
+        data: PathBuf,
+        /// Concurrent users.
+        #[arg(long, default_value_t = 8)]
+        users: usize,
+        /// Queries in total.
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        /// Share-holders.
+        #[arg(long, default_value_t = 2)]
+        holders: usize,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Minimum, median and maximum of a sample, in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Spread {
+    /// Fastest.
+    pub min: f64,
+    /// Median.
+    pub median: f64,
+    /// Slowest.
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of durations given in seconds.
+    fn of_seconds(mut seconds: Vec<f64>) -> Self {
+        let (min, median) = min_median(&mut seconds);
+        let max = seconds.last().copied().unwrap_or(median);
+        Self { min: min * 1e3, median: median * 1e3, max: max * 1e3 }
+    }
+}
+
+impl std::fmt::Display for Spread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let digits = if self.median < 1.0 { 3 } else { 2 };
+        write!(f, "{:.digits$} / {:.digits$} / {:.digits$}", self.min, self.median, self.max)
+    }
+}
+
+/// One warm-up call (caches, scratch buffers, thread pool), then `runs` timed calls, in seconds.
+fn time_runs(runs: usize, mut f: impl FnMut()) -> Vec<f64> {
+    f();
+    (0..runs.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect()
+}
+
+/// Runs a benchmark command.
+pub fn run(args: BenchArgs) -> Result<()> {
+    match args.command {
+        None => compare::run(args.compare),
+        Some(BenchCommand::Kernels { runs, json }) => kernels(runs, json),
+        Some(BenchCommand::Plain { model, data, runs, batch, json }) => {
+            plain(&model, data.as_deref(), runs, batch, json)
+        }
+        Some(BenchCommand::Load { model, data, users, queries, holders, json }) => {
+            throughput::load(&model, &data, users, queries, holders, json)
+        }
+    }
+}
+
+fn kernels(runs: usize, json: bool) -> Result<()> {
+    let threads = rayon::current_num_threads();
+    let mut rng = os_rng();
+    let mut rows = Vec::new();
+    let (mut zt_total, mut f32_total, mut macs_total) = (0.0, 0.0, 0.0);
+    for (name, g) in shapes::minionn_cifar() {
+        // Weights as a calibrated model has them: |w| < 2^11 (f_w ≤ 10 bits, |w| < 2).
+        let w: Vec<i64> =
+            (0..g.out_channels * g.terms()).map(|_| (zt::random(&mut rng) % 4095) as i64 - 2047).collect();
+        let x = zt::random_vec(&mut rng, g.input.len());
+        let kernel = ConvKernel::new(g, &w).expect("benchmark shapes are valid");
+        let (zt_min, zt_med) = min_median(&mut time_runs(runs, || {
+            std::hint::black_box(conv2d_zt(&kernel, &x, 1, threads));
+        }));
+        let wf: Vec<f32> = w.iter().map(|&v| v as f32 / 2048.0).collect();
+        let xf: Vec<f32> = x.iter().map(|&v| (v % 1000) as f32 / 1000.0).collect();
+        let mut out = vec![0.0; g.output().expect("valid").len()];
+        let mut cols = Vec::new();
+        let (f_min, f_med) =
+            min_median(&mut time_runs(runs, || conv2d_f32(&g, &wf, &xf, 1, threads, &mut cols, &mut out)));
+        let macs = g.macs() as f64;
+        zt_total += zt_med;
+        f32_total += f_med;
+        macs_total += macs;
+        rows.push(json!({
+            "layer": name, "macs": g.macs(), "limbs": kernel.limb_plan().count(),
+            "zt_ms": { "min": zt_min * 1e3, "median": zt_med * 1e3 }, "f32_ms": { "min": f_min * 1e3, "median": f_med * 1e3 },
+            "zt_gmacs": macs / zt_med / 1e9, "f32_gmacs": macs / f_med / 1e9, "ratio_of_f32": f_med / zt_med,
+        }));
+    }
+    let summary = json!({ "threads": threads, "runs": runs, "layers": rows, "total": {
+        "zt_ms": zt_total * 1e3, "f32_ms": f32_total * 1e3, "zt_gmacs": macs_total / zt_total / 1e9, "f32_gmacs": macs_total / f32_total / 1e9, "ratio_of_f32": f32_total / zt_total } });
+    if json {
+        print_json(&summary);
+        return Ok(());
+    }
+    let mut t = Table::new(&[
+        "layer (MiniONN-CIFAR)",
+        "MACs",
+        "Z_t ms (min/med)",
+        "f32 ms (min/med)",
+        "Z_t GMAC/s",
+        "f32 GMAC/s",
+        "Z_t / f32",
+    ]);
+    for r in summary["layers"].as_array().expect("array") {
+        t.row(vec![
+            r["layer"].as_str().unwrap_or("").into(),
+            r["macs"].to_string(),
+            format!(
+                "{:.3} / {:.3}",
+                r["zt_ms"]["min"].as_f64().unwrap_or(0.0),
+                r["zt_ms"]["median"].as_f64().unwrap_or(0.0)
+            ),
+            format!(
+                "{:.3} / {:.3}",
+                r["f32_ms"]["min"].as_f64().unwrap_or(0.0),
+                r["f32_ms"]["median"].as_f64().unwrap_or(0.0)
+            ),
+            format!("{:.2}", r["zt_gmacs"].as_f64().unwrap_or(0.0)),
+            format!("{:.2}", r["f32_gmacs"].as_f64().unwrap_or(0.0)),
+            format!("1/{:.2}", 1.0 / r["ratio_of_f32"].as_f64().unwrap_or(1.0)),
+        ]);
+    }
+    t.print();
+    let tot = &summary["total"];
+    crate::outln!(
+        "all layers (medians): Z_t {:.2} GMAC/s, f32 {:.2} GMAC/s, Z_t = 1/{:.2} of f32 ({threads} threads, {runs} runs)",
+        tot["zt_gmacs"].as_f64().unwrap_or(0.0),
+        tot["f32_gmacs"].as_f64().unwrap_or(0.0),
+        1.0 / tot["ratio_of_f32"].as_f64().unwrap_or(1.0)
+    );
+    Ok(())
+}
+
+fn plain(path: &std::path::Path, data: Option<&std::path::Path>, runs: usize, batch: usize, json: bool) -> Result<()> {
+    let m = LoadedModel::load(path)?;
+    let shape = m.merged.input_shape();
+    let x = match data {
+        Some(d) => {
+            let set = Dataset::open(d)?;
+            let n = batch.min(set.len());
+            anyhow::ensure!(n == batch, "the dataset has fewer than {batch} images");
+            normalize(set.pixels(0..n), shape, m.meta())
+        }
+        None => {
+            let mut rng = os_rng();
+            (0..batch * shape.len()).map(|_| (zt::random(&mut rng) % 2000) as f32 / 1000.0 - 1.0).collect()
+        }
+    };
+    let mut engine = PlainEngine::new(&m.merged);
+    let (f_min, f_med) = min_median(&mut time_runs(runs, || {
+        std::hint::black_box(engine.run(&x, batch).expect("validated input"));
+    }));
+    // The fixed-point reference needs a calibration; without one only the f32 engine is timed.
+    let fixed = m.calibration.is_some().then(|| m.fixed()).transpose()?;
+    let fixed_times = fixed.as_ref().map(|fixed| {
+        min_median(&mut time_runs(runs.div_ceil(5), || {
+            std::hint::black_box(fixed.run(&x, batch).expect("calibrated input"));
+        }))
+    });
+    let threads = rayon::current_num_threads();
+    let v = json!({ "model": path, "batch": batch, "runs": runs, "threads": threads,
+        "f32_ms": { "min": f_min * 1e3, "median": f_med * 1e3 },
+        "fixed_ms": fixed_times.map(|(q_min, q_med)| json!({ "min": q_min * 1e3, "median": q_med * 1e3 })),
+        "fixed_over_f32": fixed_times.map(|(_, q_med)| q_med / f_med) });
+    if json {
+        print_json(&v);
+        return Ok(());
+    }
+    let fixed = match fixed_times {
+        Some((q_min, q_med)) => {
+            format!("fixed-point reference {:.3} / {:.3} ms ({:.1}× f32)", q_min * 1e3, q_med * 1e3, q_med / f_med)
+        }
+        None => "fixed-point reference: not calibrated".into(),
+    };
+    crate::outln!(
+        "{}: batch {batch}, {threads} threads: f32 engine {:.3} ms min / {:.3} ms median; {fixed}",
+        path.display(),
+        f_min * 1e3,
+        f_med * 1e3
+    );
+    Ok(())
+}
