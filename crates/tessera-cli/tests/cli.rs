@@ -250,9 +250,18 @@ fn bench_compares_every_suite_with_consistent_figures() {
         assert!(bytes > 0 && rounds > 0, "{suite}: {bytes} bytes, {rounds} rounds");
         assert_eq!(bytes, layers.iter().map(|l| u(&l["bytes"])).sum::<u64>(), "{suite}: bytes by layer");
         assert_eq!(rounds, layers.iter().map(|l| u(&l["rounds"])).sum::<u64>(), "{suite}: rounds by layer");
-        let links: Vec<&serde_json::Value> =
-            r["parties"].as_array().unwrap().iter().flat_map(|p| p["links"].as_array().unwrap()).collect();
-        assert_eq!(bytes, links.iter().map(|l| u(&l["bytes_sent"])).sum::<u64>(), "{suite}: bytes by link");
+        let parties = r["parties"].as_array().unwrap();
+        let reporting: Vec<&str> = parties.iter().map(|p| p["party"].as_str().unwrap()).collect();
+        let links: Vec<&serde_json::Value> = parties.iter().flat_map(|p| p["links"].as_array().unwrap()).collect();
+        // Bytes at their sender; a peer without a report (the plain suite's server) where they arrive.
+        let by_link: u64 = links
+            .iter()
+            .map(|l| {
+                u(&l["bytes_sent"])
+                    + if reporting.contains(&l["peer"].as_str().unwrap()) { 0 } else { u(&l["bytes_received"]) }
+            })
+            .sum();
+        assert_eq!(bytes, by_link, "{suite}: bytes by link");
         assert!(links.iter().all(|l| u(&l["rounds"]) <= rounds), "{suite}: a link with more rounds than the query");
         // The rows are the pacing party's timeline within the query (one query: the median).
         let time: f64 = layers.iter().map(|l| f(&l["time_ms"])).sum();

@@ -3,28 +3,30 @@
 //!
 //! Conventions (the benchmarks and their docs rely on them):
 //!
-//! * **bytes**: every frame counted once, by its sender (headers included). The cost reports
-//!   that servers send back to the user at the end are not part of the protocol and fall outside
-//!   every sender's stages.
+//! * **bytes**: every frame counted once, by its sender (headers included); frames from a
+//!   party that sends no report (the `plain` suite's server) are counted where they arrive. The
+//!   cost reports themselves are sent after their sender's report is closed, so their bytes are
+//!   not counted; collecting them is part of the receiver's `output` row (one round trip).
 //! * **rounds** of a layer: the most round trips any one link made during it (parties run a
 //!   layer's links in parallel); a query's rounds are the sum over its layers, since layers run
 //!   one after another. This is at least the round count of any single link.
 //! * **time** of a layer: the wall time the *pacing party* spent in it: the party that takes
 //!   part in the most rows (serpens-n: holder 1; serpens-2: server 1; verify, bayes and plain:
-//!   the user). Its rows add up to its wall time, so a stack of them is the query's timeline;
-//!   other parties' stages overlap them (a user that waits for the servers spends the whole
-//!   query in its `output` stage). **CPU** adds every party's CPU time.
+//!   the user). Its rows follow one another, so a stack of them is the query's timeline, short
+//!   of what happens before the pacing party starts and after it ends (the user's connection is
+//!   a row of its own); other parties' stages overlap them (a user that waits for the servers
+//!   spends the whole query in its `output` stage). **CPU** adds every party's CPU time.
 //! * **preprocessing**: stages whose work does not depend on the input, so a deployment can run
 //!   them before the query arrives: verify's pads (`preprocess`), bayes' weight sampling
-//!   (`preprocess`), serpens-2's key generation and exchange (`keys`). Their time is the
-//!   longest any party spent in them; bayes' sampling happens at the server while the user
-//!   waits in its first layer, so there it is not a row of the pacing party.
+//!   (`preprocess`), serpens-2's and bayes' key generation and exchange (`keys`). Their time
+//!   is the longest any party spent in them, pacing or not: bayes' server samples its weights
+//!   while the user waits in its first layer, so there the two rows overlap.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
-use tessera_net::{Meter, PartyReport};
+use tessera_net::{LinkCost, PartyReport};
 
 /// Whether a stage's work depends on the query's input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -34,6 +36,16 @@ pub enum Phase {
     Preprocess,
     /// Work on the query's input.
     Online,
+}
+
+impl Phase {
+    /// The phase's name, as in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Preprocess => "preprocess",
+            Phase::Online => "online",
+        }
+    }
 }
 
 /// Which row of the breakdown a stage belongs to, in the order rows are listed.
@@ -75,11 +87,12 @@ pub struct LayerCost {
     pub kind: String,
     /// Whether its work depends on the input.
     pub phase: Phase,
-    /// Wall time of the pacing party in this row, in milliseconds.
+    /// Wall time of the pacing party in this row (setup rows: of the longest party), in
+    /// milliseconds.
     pub time_ms: f64,
     /// CPU time of all parties together, in milliseconds.
     pub cpu_ms: f64,
-    /// Bytes sent by all parties.
+    /// Bytes sent by all parties (and by non-reporting peers to them).
     pub bytes: u64,
     /// Most round trips of any one link.
     pub rounds: u64,
@@ -97,17 +110,7 @@ pub struct PartyCost {
     /// CPU time in input-independent stages, in milliseconds.
     pub preprocess_cpu_ms: f64,
     /// Traffic per link, from this party's end.
-    pub links: Vec<LinkTraffic>,
-}
-
-/// Traffic on one link, from one end.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LinkTraffic {
-    /// The party at the other end.
-    pub peer: String,
-    /// Bytes, messages and rounds.
-    #[serde(flatten)]
-    pub traffic: Meter,
+    pub links: Vec<LinkCost>,
 }
 
 /// A query's cost: the breakdown by layer and by party, and its totals.
@@ -152,6 +155,7 @@ impl QueryCost {
     pub fn from_reports(reports: &[PartyReport], connect: Duration, node_name: impl Fn(u32) -> String) -> Self {
         let mut rows: BTreeMap<RowKey, RowSum> = BTreeMap::new();
         let mut parties = Vec::with_capacity(reports.len());
+        let reported = |peer: &str| reports.iter().any(|r| r.party == peer);
         for (p, report) in reports.iter().enumerate() {
             let mut preprocess_cpu = 0;
             for stage in &report.stages {
@@ -174,6 +178,9 @@ impl QueryCost {
                 row.cpu_us += stage.cpu_us;
                 for link in &stage.links {
                     row.bytes += link.traffic.bytes_sent;
+                    if !reported(&link.peer) {
+                        row.bytes += link.traffic.bytes_received;
+                    }
                     *row.rounds.entry((p, link.peer.clone())).or_default() += link.traffic.rounds;
                 }
             }
@@ -182,7 +189,7 @@ impl QueryCost {
                 wall_ms: ms(report.wall_us),
                 cpu_ms: ms(report.cpu_us),
                 preprocess_cpu_ms: ms(preprocess_cpu),
-                links: report.links.iter().map(|l| LinkTraffic { peer: l.peer.clone(), traffic: l.traffic }).collect(),
+                links: report.links.clone(),
             });
         }
         if !connect.is_zero() && !rows.contains_key(&RowKey::Start("connect")) {
@@ -194,12 +201,6 @@ impl QueryCost {
             .rev()
             .max_by_key(|p| rows.values().filter(|r| r.wall_us.contains_key(p)).count())
             .unwrap_or(0);
-        let mut preprocess_us = 0;
-        for (key, row) in &rows {
-            if matches!(key, RowKey::Setup(_)) {
-                preprocess_us += row.wall_us.values().copied().max().unwrap_or(0);
-            }
-        }
         let layers: Vec<LayerCost> = rows
             .into_iter()
             .map(|(key, row)| LayerCost {
@@ -212,6 +213,7 @@ impl QueryCost {
                 phase: if matches!(key, RowKey::Setup(_)) { Phase::Preprocess } else { Phase::Online },
                 time_ms: match key {
                     RowKey::Start("connect") if row.wall_us.is_empty() => connect.as_secs_f64() * 1e3,
+                    RowKey::Setup(_) => ms(row.wall_us.values().copied().max().unwrap_or(0)),
                     _ => ms(row.wall_us.get(&pacing).copied().unwrap_or(0)),
                 },
                 cpu_ms: ms(row.cpu_us),
@@ -222,7 +224,7 @@ impl QueryCost {
         QueryCost {
             bytes: layers.iter().map(|l| l.bytes).sum(),
             rounds: layers.iter().map(|l| l.rounds).sum(),
-            preprocess_ms: ms(preprocess_us),
+            preprocess_ms: layers.iter().filter(|l| l.phase == Phase::Preprocess).fold(0.0, |t, l| t + l.time_ms),
             pacing_party: reports.get(pacing).map(|r| r.party.clone()).unwrap_or_default(),
             layers,
             parties,
@@ -237,7 +239,7 @@ impl QueryCost {
 
 #[cfg(test)]
 mod tests {
-    use tessera_net::{LinkCost, StageCost};
+    use tessera_net::{Meter, StageCost};
 
     use super::*;
 
@@ -306,11 +308,13 @@ mod tests {
         // s1 takes part in every row: its stages give the times.
         assert_eq!(cost.pacing_party, "s1");
         let times: Vec<f64> = cost.layers.iter().map(|l| l.time_ms).collect();
-        assert_eq!(times, [0.4, 1.5, 0.09, 0.3, 0.7, 0.06]);
+        // The keys row is the longest party's (s2).
+        assert_eq!(times, [0.45, 1.5, 0.09, 0.3, 0.7, 0.06]);
         let keys = &cost.layers[0];
         assert_eq!((keys.phase, keys.bytes, keys.rounds), (Phase::Preprocess, 2000, 1));
         // Node 1: `local` at s2 does not hide s1's `relu`; rounds are the busiest link's.
         let relu = &cost.layers[4];
+        assert_eq!(cost.layers.iter().map(|l| l.phase.name()).collect::<Vec<_>>()[..2], ["preprocess", "online"]);
         assert_eq!((relu.kind.as_str(), relu.bytes, relu.rounds), ("relu", 500, 3));
         assert_eq!(cost.bytes, 50 + 2000 + 500 + 10);
         let sent: u64 = cost.parties.iter().flat_map(|p| &p.links).map(|l| l.traffic.bytes_sent).sum();
@@ -328,7 +332,8 @@ mod tests {
         let cost = QueryCost::from_reports(&[user], Duration::from_micros(650), |n| n.to_string());
         let rows: Vec<(&str, f64)> = cost.layers.iter().map(|l| (l.name.as_str(), l.time_ms)).collect();
         assert_eq!(rows, [("connect", 0.7), ("query", 0.3)]);
-        assert_eq!((cost.bytes, cost.rounds), (9, 1));
+        // The server sends no report: its 5 bytes are counted where they arrive.
+        assert_eq!((cost.bytes, cost.rounds), (14, 1));
     }
 
     #[test]

@@ -12,18 +12,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tessera::LoadedModel;
 use tessera::cluster::ClusterConfig;
-use tessera::cost::{LayerCost, QueryCost};
+use tessera::cost::QueryCost;
 use tessera::dataset::Dataset;
 use tessera::emulate::LinkProfile;
 use tessera::input::normalize;
 use tessera::local::{LocalCluster, LocalOptions};
 use tessera::serve::QueryOptions;
-use tessera_field::{seed::os_rng, zt};
 use tessera_model::plain::PlainEngine;
 
-use super::throughput::{Check, Throughput, burst};
-use super::{Spread, time_runs};
-use crate::output::{Table, fmt_bytes, print_json};
+use super::throughput::{Check, Throughput, burst, within};
+use super::{Spread, random_input, time_runs};
+use crate::output::{min_median, print_json};
 
 /// The secure suites `tessera bench` compares.
 pub const SUITES: [&str; 4] = ["serpens-n", "serpens-2", "verify", "bayes"];
@@ -53,8 +52,9 @@ pub struct CompareArgs {
     /// Timed queries per suite and network.
     #[arg(long, default_value_t = 10)]
     runs: usize,
-    /// Untimed queries first, per suite and network (connections, caches, thread pools).
-    #[arg(long, default_value_t = 2)]
+    /// Untimed queries first, per suite and network: a fresh cluster's first few queries are
+    /// slower (connection pools, allocator arenas, page faults) by up to 10× on loopback.
+    #[arg(long, default_value_t = 5)]
     warmup: usize,
     /// Images per query.
     #[arg(long, default_value_t = 1)]
@@ -200,17 +200,21 @@ impl Target {
 /// The query inputs: `batch` images, from a dataset or random in the model's range.
 fn inputs(m: &LoadedModel, data: Option<&Path>, batch: usize) -> Result<Vec<f32>> {
     let shape = m.merged.input_shape();
-    Ok(match data {
-        Some(d) => {
-            let set = Dataset::open(d)?;
-            anyhow::ensure!(set.len() >= batch, "{} has fewer than {batch} images", d.display());
-            normalize(set.pixels(0..batch), set.shape, m.meta())
-        }
-        None => {
-            let mut rng = os_rng();
-            (0..batch * shape.len()).map(|_| (zt::random(&mut rng) % 2000) as f32 / 1000.0 - 1.0).collect()
-        }
-    })
+    let Some(d) = data else { return Ok(random_input(m, batch)) };
+    let set = Dataset::open(d)?;
+    anyhow::ensure!(set.len() >= batch, "{} has fewer than {batch} images", d.display());
+    anyhow::ensure!(
+        set.shape.len() == shape.len(),
+        "{} holds {}×{}×{} images; the model takes {}×{}×{}",
+        d.display(),
+        set.shape.c,
+        set.shape.h,
+        set.shape.w,
+        shape.c,
+        shape.h,
+        shape.w
+    );
+    Ok(normalize(set.pixels(0..batch), set.shape, m.meta()))
 }
 
 /// Runs the comparison.
@@ -220,6 +224,18 @@ pub fn run(args: CompareArgs) -> Result<()> {
         bail!("unknown suite `{bad}` ({})", SUITES.join(", "));
     }
     anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
+    anyhow::ensure!(args.users == 0 || args.queries >= 1, "--queries must be at least 1 with --users");
+    let holders = tessera_suites::serpens_n::HOLDERS;
+    if let Some(h) = args.holders.iter().find(|h| !holders.contains(h)) {
+        bail!("--holders {h}: {} to {}", holders.start(), holders.end());
+    }
+    let samples = 1..=tessera_suites::bayes::MAX_SAMPLES;
+    if let Some(s) = args.samples.iter().find(|s| !samples.contains(s)) {
+        bail!("--samples {s}: 1 to {}", samples.end());
+    }
+    if args.config.is_some() && args.net.iter().any(|n| n != "loopback") {
+        bail!("--net emulates links between local processes; a running cluster (--config) has its own network");
+    }
     if let Some(plot) = &args.plot {
         super::plot::format_of(plot)?;
     }
@@ -237,21 +253,18 @@ pub fn run(args: CompareArgs) -> Result<()> {
         "monomial" => tessera_suites::verify::Disguise::Monomial,
         other => bail!("unknown disguise `{other}` (pad, monomial)"),
     };
+    let running = args.config.as_deref().map(ClusterConfig::load).transpose()?;
     let m = LoadedModel::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    if let Some(c) = &running {
+        let theirs = c.load_model()?;
+        anyhow::ensure!(theirs.hash == m.hash, "{} is not the model the cluster serves", path.display());
+    }
     let fixed = m.fixed()?;
     let x = inputs(&m, args.data.as_deref(), args.batch)?;
-    let running = args.config.as_deref().map(ClusterConfig::load).transpose()?;
     let (configs, skipped) = match &running {
         Some(c) => (vec![Config { suite: c.suite.clone(), holders: None, samples: None }], Vec::new()),
         None => configurations(&args, &m),
     };
-    for s in &args.samples {
-        anyhow::ensure!(
-            (1..=tessera_suites::bayes::MAX_SAMPLES).contains(s),
-            "--samples {s}: 1 to {}",
-            tessera_suites::bayes::MAX_SAMPLES
-        );
-    }
 
     let net_names: Vec<String> = match running {
         Some(_) => vec!["configured".into()],
@@ -265,6 +278,9 @@ pub fn run(args: CompareArgs) -> Result<()> {
     bar.set_message("f32 engine, fixed point");
     let batch = args.batch;
     let mut engine = PlainEngine::new(&m.merged);
+    // Once untimed, so that bad inputs fail here with their error instead of inside the timing.
+    engine.run(&x, batch)?;
+    let reference = fixed.run(&x, batch)?;
     let f32_ms = Spread::of_seconds(time_runs(args.runs * 5, || {
         std::hint::black_box(engine.run(&x, batch).expect("validated input"));
     }));
@@ -277,7 +293,6 @@ pub fn run(args: CompareArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let exe = std::env::current_exe()?;
     let mut results = Vec::new();
-    let reference = fixed.run(&x, batch)?;
     let bound = fixed.error_bound() / (fixed.output_bits() as f64).exp2();
     for (profile, net) in nets.iter().zip(&net_names) {
         let plain = Config { suite: "plain".into(), holders: None, samples: None };
@@ -314,9 +329,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
                 bar.set_message(format!("{} on {net}: {} users", config.label(), args.users));
                 // Secure suites that compute the fixed-point model exactly are checked against it.
                 let exact = matches!(config.suite.as_str(), "serpens-n" | "serpens-2" | "verify");
-                let check = |_: usize, logits: &[f32]| {
-                    logits.iter().zip(&reference).all(|(a, b)| (*a as f64 - b).abs() <= bound)
-                };
+                let check = |_: usize, logits: &[f32]| within(logits, &reference, bound);
                 let check: Option<Check<'_>> = if exact { Some(&check) } else { None };
                 let inputs = [x.clone()];
                 result.throughput = Some(
@@ -350,7 +363,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
     if args.json {
         print_json(&serde_json::to_value(&report)?);
     } else {
-        print_report(&report, &nets);
+        super::text::print(&report, &nets);
     }
     Ok(())
 }
@@ -408,10 +421,7 @@ fn measure(
     }
     let latencies_ms: Vec<f64> = timed.iter().map(|(s, _)| s * 1e3).collect();
     let latency_ms = Spread::of_seconds(timed.iter().map(|(s, _)| *s).collect());
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let median = |mut v: Vec<f64>| min_median(&mut v).1;
     let user = |c: &QueryCost| c.parties.first().map_or(0.0, |p| p.cpu_ms - p.preprocess_cpu_ms);
     let preprocess_median_ms = median(timed.iter().map(|(_, c)| c.preprocess_ms).collect());
     let online_median_ms = median(timed.iter().map(|(s, c)| (s * 1e3 - c.preprocess_ms).max(0.0)).collect());
@@ -435,102 +445,4 @@ fn measure(
         cost,
         throughput: None,
     })
-}
-
-fn print_report(r: &Report, nets: &[Option<LinkProfile>]) {
-    let b = &r.baselines;
-    crate::outln!(
-        "{} ({} MACs, {} ReLUs per image), batch {}, {} timed queries per suite after {} untimed",
-        r.path.display(),
-        crate::output::fmt_count(r.macs),
-        crate::output::fmt_count(r.relus),
-        r.batch,
-        r.runs,
-        r.warmup
-    );
-    crate::outln!(
-        "baselines in this process ({} threads): f32 engine {}, fixed-point reference {} (ms, min / median / max)",
-        r.threads,
-        b.f32_ms,
-        b.fixed_ms
-    );
-    for (net, profile) in r.nets.iter().zip(nets.iter().chain(std::iter::repeat(&None))) {
-        let link = match profile {
-            Some(p) => format!(
-                "emulated {} ({} ms round trip, {} Mbit/s per direction)",
-                p.name,
-                p.one_way.as_secs_f64() * 2e3,
-                p.bits_per_second / 1_000_000
-            ),
-            None => net.clone(),
-        };
-        crate::outln!("\n{link}: every party its own process, mutual TLS");
-        let mut t = Table::new(&[
-            "suite",
-            "latency ms (min / med / max)",
-            "× f32",
-            "× fixed",
-            "× plain suite",
-            "preprocess ms",
-            "online ms",
-            "user CPU ms",
-            "bytes",
-            "rounds",
-            "throughput",
-        ]);
-        for s in r.results.iter().filter(|s| &s.net == net) {
-            t.row(vec![
-                s.label.clone(),
-                s.latency_ms.to_string(),
-                format!("{:.1}", s.vs_f32),
-                format!("{:.2}", s.vs_fixed),
-                s.vs_plain_suite.map_or("-".into(), |v| format!("{v:.2}")),
-                format!("{:.2}", s.preprocess_median_ms),
-                format!("{:.2}", s.online_median_ms),
-                format!("{:.2}", s.user_cpu_median_ms),
-                fmt_bytes(s.cost.bytes),
-                s.cost.rounds.to_string(),
-                s.throughput.as_ref().map_or("-".into(), |t| format!("{:.1} q/s", t.queries_per_second)),
-            ]);
-        }
-        t.print();
-        for s in r.results.iter().filter(|s| &s.net == net && s.suite != "plain") {
-            crate::outln!("{} on {net}, per layer (the median query):", s.label);
-            layer_table(&s.cost.layers).print();
-            let mut links = Table::new(&["party", "wall ms", "CPU ms", "link", "sent", "received", "rounds"]);
-            for p in &s.cost.parties {
-                for l in &p.links {
-                    links.row(vec![
-                        p.party.clone(),
-                        format!("{:.2}", p.wall_ms),
-                        format!("{:.2}", p.cpu_ms),
-                        format!("→ {}", l.peer),
-                        fmt_bytes(l.traffic.bytes_sent),
-                        fmt_bytes(l.traffic.bytes_received),
-                        l.traffic.rounds.to_string(),
-                    ]);
-                }
-            }
-            links.print();
-        }
-    }
-    for s in &r.skipped {
-        crate::outln!("skipped {}: {}", s.suite, s.reason);
-    }
-}
-
-fn layer_table(layers: &[LayerCost]) -> Table {
-    let mut t = Table::new(&["layer", "kind", "phase", "time ms", "CPU ms", "bytes", "rounds"]);
-    for l in layers {
-        t.row(vec![
-            l.name.clone(),
-            l.kind.clone(),
-            format!("{:?}", l.phase).to_lowercase(),
-            format!("{:.3}", l.time_ms),
-            format!("{:.3}", l.cpu_ms),
-            fmt_bytes(l.bytes),
-            l.rounds.to_string(),
-        ]);
-    }
-    t
 }

@@ -4,6 +4,7 @@
 
 mod compare;
 mod plot;
+mod text;
 mod throughput;
 
 use std::path::PathBuf;
@@ -109,6 +110,12 @@ impl std::fmt::Display for Spread {
         let digits = if self.median < 1.0 { 3 } else { 2 };
         write!(f, "{:.digits$} / {:.digits$} / {:.digits$}", self.min, self.median, self.max)
     }
+}
+
+/// `batch` random inputs in `[-1, 1)`, the range of the models' normalized images.
+fn random_input(m: &LoadedModel, batch: usize) -> Vec<f32> {
+    let mut rng = os_rng();
+    (0..batch * m.merged.input_shape().len()).map(|_| (zt::random(&mut rng) % 2000) as f32 / 1000.0 - 1.0).collect()
 }
 
 /// One warm-up call (caches, scratch buffers, thread pool), then `runs` timed calls, in seconds.
@@ -222,10 +229,7 @@ fn plain(path: &std::path::Path, data: Option<&std::path::Path>, runs: usize, ba
             anyhow::ensure!(n == batch, "the dataset has fewer than {batch} images");
             normalize(set.pixels(0..n), shape, m.meta())
         }
-        None => {
-            let mut rng = os_rng();
-            (0..batch * shape.len()).map(|_| (zt::random(&mut rng) % 2000) as f32 / 1000.0 - 1.0).collect()
-        }
+        None => random_input(&m, batch),
     };
     let mut engine = PlainEngine::new(&m.merged);
     let (f_min, f_med) = min_median(&mut time_runs(runs, || {

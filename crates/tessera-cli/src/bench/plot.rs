@@ -66,9 +66,10 @@ fn kind_style(kind: &str) -> (&'static str, RGBColor) {
         "offloaded" => ("offloaded linear layers", RGBColor(23, 190, 207)),
         "relu" => ("ReLU", RGBColor(255, 127, 14)),
         "maxpool" => ("max pool (with its ReLU)", RGBColor(214, 39, 40)),
-        "local" => ("nonlinear layers at the user", RGBColor(127, 127, 127)),
+        "local" => ("layers at the user (nonlinear, reshapes)", RGBColor(127, 127, 127)),
         "preprocess" | "keys" => ("preprocessing: keys, pads, samples", RGBColor(188, 189, 34)),
         "input" | "connect" => ("connection and input", RGBColor(140, 86, 75)),
+        "query" => ("the whole query (plain suite)", RGBColor(60, 60, 60)),
         _ => ("output", RGBColor(227, 119, 194)),
     }
 }
@@ -84,6 +85,22 @@ const LINES: [RGBColor; 8] = [
     RGBColor(23, 190, 207),
     RGBColor(140, 86, 75),
 ];
+
+/// `n` slots on a segmented axis. A segmented `0..k` has `k + 1` segments; with one value the
+/// range would be empty, so one slot keeps an empty one beside it.
+fn segments(n: usize) -> plotters::coord::ranged1d::SegmentedCoord<plotters::coord::types::RangedCoordusize> {
+    (0..n.max(2) - 1).into_segmented()
+}
+
+/// A latency with the digits it deserves.
+fn milliseconds(v: f64) -> String {
+    match v {
+        v if v >= 100.0 => format!("{v:.0}"),
+        v if v >= 10.0 => format!("{v:.1}"),
+        v if v >= 1.0 => format!("{v:.2}"),
+        v => format!("{v:.3}"),
+    }
+}
 
 /// How a legend entry is marked.
 enum Mark {
@@ -162,14 +179,15 @@ fn stacked<DB: DrawingBackend>(
         .margin(15)
         .x_label_area_size(55)
         .y_label_area_size(200)
-        // A segmented `0..k` has k + 1 segments.
-        .build_cartesian_2d(0f64..xmax, (0..n - 1).into_segmented())?;
+        .build_cartesian_2d(0f64..xmax, segments(n))?;
     chart
         .configure_mesh()
         .disable_y_mesh()
         .y_labels(n)
         .y_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => labels.get(n - 1 - *i).cloned().unwrap_or_default(),
+            SegmentValue::CenterOf(i) => {
+                (n - 1).checked_sub(*i).and_then(|j| labels.get(j)).cloned().unwrap_or_default()
+            }
             _ => String::new(),
         })
         .x_desc(match unit {
@@ -210,7 +228,8 @@ fn stacked<DB: DrawingBackend>(
     Ok(())
 }
 
-/// Median latency of every suite on every network profile run (log scale), with the plaintext
+/// Median latency of every suite on every network profile run (log scale, each point
+/// labelled), with the plaintext
 /// baselines as flat lines; returns the legend entries.
 fn latency_by_network<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
@@ -226,13 +245,15 @@ fn latency_by_network<DB: DrawingBackend>(
     let all =
         r.results.iter().map(|s| s.latency_ms.median).chain([r.baselines.f32_ms.median, r.baselines.fixed_ms.median]);
     let (lo, hi) = all.fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    let (lo, hi) = (lo.max(1e-3) / 2.0, hi.max(1e-3) * 2.0);
+    // The axis carries log10 of the latency, over whole decades, and is labelled in
+    // milliseconds (plotters' own log axis labels a few decades sparsely).
+    let (lo, hi) = (lo.max(1e-3).log10().floor(), hi.max(1e-3).log10().ceil());
     let mut chart = ChartBuilder::on(area)
         .caption("median latency per network profile (every party its own process, mutual TLS)", (SANS, 22))
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(100)
-        .build_cartesian_2d((0..nets - 1).into_segmented(), (lo..hi).log_scale())?;
+        .build_cartesian_2d(segments(nets), lo..hi)?;
     chart
         .configure_mesh()
         .x_labels(nets)
@@ -240,6 +261,7 @@ fn latency_by_network<DB: DrawingBackend>(
             SegmentValue::CenterOf(i) => r.nets.get(*i).cloned().unwrap_or_default(),
             _ => String::new(),
         })
+        .y_label_formatter(&|v| milliseconds(10f64.powf(*v)))
         .y_desc("milliseconds (log scale)")
         .label_style((SANS, 17))
         .axis_desc_style((SANS, 17))
@@ -253,10 +275,16 @@ fn latency_by_network<DB: DrawingBackend>(
             .enumerate()
             .filter_map(|(i, net)| {
                 let s = r.results.iter().find(|s| &s.net == net && s.label == *label)?;
-                Some((SegmentValue::CenterOf(i), s.latency_ms.median))
+                Some((SegmentValue::CenterOf(i), s.latency_ms.median.max(1e-3).log10()))
             })
             .collect();
         chart.draw_series(points.iter().map(|p| Circle::new(p.clone(), 6, color.filled())))?;
+        let beside = TextStyle::from((SANS, 14).into_font()).pos(Pos::new(HPos::Left, VPos::Bottom));
+        chart.draw_series(
+            points.iter().map(|(x, y)| {
+                Text::new(format!("  {}", milliseconds(10f64.powf(*y))), (x.clone(), *y), beside.clone())
+            }),
+        )?;
         chart.draw_series(LineSeries::new(points, color.stroke_width(3)))?;
         entries.push((label.to_string(), Mark::Line(color, 3)));
     }
@@ -265,8 +293,9 @@ fn latency_by_network<DB: DrawingBackend>(
         ("fixed-point reference, no network", r.baselines.fixed_ms.median, RGBColor(150, 150, 150)),
     ];
     for (name, v, color) in baselines {
+        let y = v.max(1e-3).log10();
         chart.draw_series(LineSeries::new(
-            [(SegmentValue::Exact(0), v), (SegmentValue::Last, v)],
+            [(SegmentValue::Exact(0), y), (SegmentValue::Last, y)],
             color.stroke_width(2),
         ))?;
         entries.push((format!("{name} ({v:.3} ms)"), Mark::Line(color, 2)));

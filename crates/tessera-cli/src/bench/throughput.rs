@@ -48,6 +48,11 @@ pub struct Percentiles {
 /// Checks one result: the index of its input and its logits.
 pub type Check<'a> = &'a (dyn Fn(usize, &[f32]) -> bool + Sync);
 
+/// Whether every logit is within `bound` of the fixed-point reference's.
+pub fn within(logits: &[f32], reference: &[f64], bound: f64) -> bool {
+    logits.len() == reference.len() && logits.iter().zip(reference).all(|(a, b)| (*a as f64 - b).abs() <= bound)
+}
+
 /// `queries` queries from `users` concurrent users against the cluster of `config`; query `q`
 /// sends `inputs[q % inputs.len()]` (`batch` images) and, with `check`, is counted wrong when
 /// the check fails. `bar` advances once per query.
@@ -131,9 +136,7 @@ pub fn load(path: &Path, data: &Path, users: usize, queries: usize, holders: usi
     let reference = fixed.run(&x, images)?;
     let bound = fixed.error_bound() / (fixed.output_bits() as f64).exp2();
     let inputs: Vec<Vec<f32>> = x.chunks(input_len).map(<[f32]>::to_vec).collect();
-    let check = |i: usize, logits: &[f32]| {
-        logits.iter().zip(&reference[i * classes..(i + 1) * classes]).all(|(a, b)| (*a as f64 - b).abs() <= bound)
-    };
+    let check = |i: usize, logits: &[f32]| within(logits, &reference[i * classes..(i + 1) * classes], bound);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let servers: Vec<(String, u32)> =
         cluster.config.parties.iter().filter_map(|p| cluster.pid(&p.name).map(|pid| (p.name.clone(), pid))).collect();

@@ -49,7 +49,7 @@ pub async fn user(
     join.extend_from_slice(&(samples as u32).to_le_bytes());
     key.public_key(&mut rng)?.write(he, &mut join)?;
     server.send(JOIN, session, 0, &join).await?;
-    rec.stage(0, "key", "input", &[server]);
+    rec.stage(0, "keys", "keys", &[server]);
     let mut runners: Vec<Runner> =
         (0..samples).map(|_| Runner::new(model.clone(), input.clone(), batch, false).offloading_linear()).collect();
     let mut first = 0usize;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cpu_time::ProcessTime;
 use rand::seq::SliceRandom;
 use tessera_field::kernels::im2col::Im2col;
 use tessera_field::kernels::{ConvKernel, conv2d_zt};
@@ -48,6 +49,8 @@ pub struct Preprocessed {
     pads: Vec<(u32, Vec<u64>, Vec<u64>)>,
     /// How long the preprocessing took.
     pub elapsed: Duration,
+    /// The process's CPU time meanwhile (every thread of the pad products).
+    pub cpu: Duration,
 }
 
 impl std::fmt::Debug for Preprocessed {
@@ -72,8 +75,9 @@ impl Drop for Preprocessed {
 /// for the monomial disguise).
 pub fn preprocess(model: &FixedModel, batch: usize, disguise: Disguise) -> Preprocessed {
     let start = Instant::now();
+    let cpu = ProcessTime::now();
     if disguise == Disguise::Monomial {
-        return Preprocessed { batch, pads: Vec::new(), elapsed: start.elapsed() };
+        return Preprocessed { batch, pads: Vec::new(), elapsed: start.elapsed(), cpu: cpu.elapsed() };
     }
     let mut rng = os_rng();
     let pads = (0..model.ops().len())
@@ -84,7 +88,7 @@ pub fn preprocess(model: &FixedModel, batch: usize, disguise: Disguise) -> Prepr
             Some((node as u32, m, km))
         })
         .collect();
-    Preprocessed { batch, pads, elapsed: start.elapsed() }
+    Preprocessed { batch, pads, elapsed: start.elapsed(), cpu: cpu.elapsed() }
 }
 
 /// What a query returns.
@@ -155,9 +159,9 @@ pub async fn client(
     rec.stage(0, "output", "output", &[cloud]);
     let mut own = rec.finish();
     // The pads were drawn before the query started; the totals include them like the stages.
-    let pre_us = pre.elapsed.as_micros() as u64;
+    let (pre_us, pre_cpu_us) = (pre.elapsed.as_micros() as u64, pre.cpu.as_micros() as u64);
     own.wall_us += pre_us;
-    own.cpu_us += pre_us;
+    own.cpu_us += pre_cpu_us;
     own.stages.insert(
         0,
         tessera_net::StageCost {
@@ -165,7 +169,7 @@ pub async fn client(
             name: "preprocess".into(),
             kind: "preprocess".into(),
             wall_us: pre_us,
-            cpu_us: pre_us,
+            cpu_us: pre_cpu_us,
             links: Vec::new(),
         },
     );
