@@ -10,31 +10,12 @@ import argparse
 import json
 import os
 import subprocess
-import time
 
-import numpy as np
 import onnxruntime as ort
 
+from benchmarks import onnxruntime_ms
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def onnxruntime_ms(model, batch, runs, threads):
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0]
-    shape = [batch] + list(inp.shape[1:])
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    for _ in range(10):
-        sess.run(None, {inp.name: x})
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        sess.run(None, {inp.name: x})
-        times.append((time.perf_counter() - t) * 1e3)
-    times.sort()
-    return times[0], times[len(times) // 2]
 
 
 def main():
@@ -49,7 +30,8 @@ def main():
                           str(a.runs), "--batch", str(a.batch), "--json"], check=True, capture_output=True, text=True,
                          env=env)
     t = json.loads(out.stdout)
-    o_min, o_med = onnxruntime_ms(a.model, a.batch, a.runs, a.threads)
+    o = onnxruntime_ms(a.model, a.batch, a.runs, a.threads)
+    o_min, o_med = o["min"], o["median"]
     result = dict(model=a.model, batch=a.batch, threads=a.threads, runs=a.runs,
                   onnxruntime_ms=dict(min=o_min, median=o_med, version=ort.__version__),
                   tessera_f32_ms=t["f32_ms"], tessera_fixed_ms=t["fixed_ms"],

@@ -262,7 +262,11 @@ pub fn run(args: CompareArgs) -> Result<()> {
     let fixed = m.fixed()?;
     let x = inputs(&m, args.data.as_deref(), args.batch)?;
     let (configs, skipped) = match &running {
-        Some(c) => (vec![Config { suite: c.suite.clone(), holders: None, samples: None }], Vec::new()),
+        // The cluster's suite, with the first of --samples for bayes.
+        Some(c) => {
+            let samples = (c.suite == "bayes").then(|| args.samples.first().copied().unwrap_or(1));
+            (vec![Config { suite: c.suite.clone(), holders: None, samples }], Vec::new())
+        }
         None => configurations(&args, &m),
     };
 

@@ -162,7 +162,7 @@ enum Unit {
 }
 
 /// One horizontal bar per suite, one segment per row of its breakdown, coloured by kind;
-/// neighbouring rows alternate in shade.
+/// neighbouring rows of one kind alternate in shade.
 fn stacked<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     caption: &str,
@@ -191,8 +191,8 @@ fn stacked<DB: DrawingBackend>(
             _ => String::new(),
         })
         .x_desc(match unit {
-            Unit::Ms => "milliseconds (neighbouring layers alternate in shade)",
-            Unit::Mb => "megabytes (neighbouring layers alternate in shade)",
+            Unit::Ms => "milliseconds (neighbouring layers of one kind alternate in shade)",
+            Unit::Mb => "megabytes (neighbouring layers of one kind alternate in shade)",
         })
         .label_style((SANS, 17))
         .axis_desc_style((SANS, 17))
@@ -203,13 +203,17 @@ fn stacked<DB: DrawingBackend>(
     for (i, s) in bars.iter().enumerate() {
         let i = slot(i);
         let mut x = 0.0;
-        for (j, l) in s.cost.layers.iter().enumerate() {
+        // A segment next to one of the same colour takes the other shade.
+        let (mut last, mut light) = (None, false);
+        for l in &s.cost.layers {
             let v = value(l);
             if v <= 0.0 {
                 continue;
             }
             let color = kind_style(&l.kind).1;
-            let style = if j % 2 == 0 { color.filled() } else { color.mix(0.6).filled() };
+            light = last == Some(color) && !light;
+            last = Some(color);
+            let style = if light { color.mix(0.6).filled() } else { color.filled() };
             let mut rect = Rectangle::new([(x, SegmentValue::Exact(i)), (x + v, SegmentValue::Exact(i + 1))], style);
             rect.set_margin(10, 10, 0, 0);
             rects.push(rect);
@@ -279,12 +283,12 @@ fn latency_by_network<DB: DrawingBackend>(
             })
             .collect();
         chart.draw_series(points.iter().map(|p| Circle::new(p.clone(), 6, color.filled())))?;
-        let beside = TextStyle::from((SANS, 14).into_font()).pos(Pos::new(HPos::Left, VPos::Bottom));
-        chart.draw_series(
-            points.iter().map(|(x, y)| {
-                Text::new(format!("  {}", milliseconds(10f64.powf(*y))), (x.clone(), *y), beside.clone())
-            }),
-        )?;
+        // Labels alternate sides, so that lines meeting at a point keep theirs apart.
+        let side = if k % 2 == 0 { HPos::Left } else { HPos::Right };
+        let beside = TextStyle::from((SANS, 14).into_font()).pos(Pos::new(side, VPos::Bottom));
+        chart.draw_series(points.iter().map(|(x, y)| {
+            Text::new(format!("  {}  ", milliseconds(10f64.powf(*y))), (x.clone(), *y), beside.clone())
+        }))?;
         chart.draw_series(LineSeries::new(points, color.stroke_width(3)))?;
         entries.push((label.to_string(), Mark::Line(color, 3)));
     }
