@@ -43,7 +43,24 @@ fn free_port() -> Result<u16> {
 
 impl LocalCluster {
     /// Starts `suite` on `model`, running each server with the `tessera` executable `exe`.
+    ///
+    /// A listening port is chosen free, then released for its server to bind, and another
+    /// process's connection may take it meanwhile (ports come from the ephemeral range): a server
+    /// that cannot start is retried on fresh ports, twice.
     pub fn start(exe: &Path, suite: &str, model: &Path, options: &LocalOptions) -> Result<Self> {
+        let mut attempt = 0;
+        loop {
+            match Self::start_once(exe, suite, model, options) {
+                Err(Error::Local(reason)) if attempt < 2 && reason.contains(NOT_LISTENING) => {
+                    tracing::debug!(%reason, "a local server did not start; new ports");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn start_once(exe: &Path, suite: &str, model: &Path, options: &LocalOptions) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("tessera-local-{}-{}", std::process::id(), free_port()?));
         let parties = dev_parties(suite, options.holders, free_port)?;
         let path = ClusterConfig::write_dev(&dir, suite, model, &parties)?;
@@ -124,6 +141,9 @@ impl LocalCluster {
     }
 }
 
+/// How a server that exits before listening is reported.
+const NOT_LISTENING: &str = "exited before listening";
+
 /// Waits for a server's `listening on …` line (it prints it once it accepts connections).
 fn wait_ready(stdout: Option<std::process::ChildStdout>, party: &str, limit: Duration) -> Result<()> {
     let stdout = stdout.ok_or_else(|| Error::Local("no stdout from the server".into()))?;
@@ -135,9 +155,9 @@ fn wait_ready(stdout: Option<std::process::ChildStdout>, party: &str, limit: Dur
     });
     match rx.recv_timeout(limit) {
         Ok(line) if line.starts_with("listening on ") => Ok(()),
-        Ok(_) => Err(Error::Local(format!(
-            "server `{party}` exited before listening (run `tessera serve` by hand to see why)"
-        ))),
+        Ok(_) => {
+            Err(Error::Local(format!("server `{party}` {NOT_LISTENING} (run `tessera serve` by hand to see why)")))
+        }
         Err(_) => Err(Error::Local(format!("server `{party}` not listening after {limit:?}"))),
     }
 }
