@@ -208,11 +208,7 @@ fn run(command: Command) -> Result<()> {
                     b @ 1..=60 => tessera_suites::verify::Challenge::Bits(b),
                     b => bail!("--challenge-bits {b}: at most 60 (0 for all of Z_t)"),
                 };
-                let disguise = match disguise.as_str() {
-                    "pad" => tessera_suites::verify::Disguise::Pad,
-                    "monomial" => tessera_suites::verify::Disguise::Monomial,
-                    other => bail!("unknown disguise `{other}` (pad, monomial)"),
-                };
+                let disguise = disguise.parse().map_err(anyhow::Error::msg)?;
                 let verify = tessera_suites::verify::ClientSettings {
                     disguise,
                     challenge,

@@ -138,7 +138,6 @@ fn ms(us: u64) -> f64 {
 /// A row as it is filled in, party by party.
 #[derive(Default)]
 struct RowSum {
-    name: Option<String>,
     kind: Option<String>,
     /// Wall time per party.
     wall_us: BTreeMap<usize, u64>,
@@ -165,12 +164,6 @@ impl QueryCost {
                     preprocess_cpu += stage.cpu_us;
                 }
                 let row = rows.entry(key).or_default();
-                if row.name.is_none() {
-                    row.name = Some(match key {
-                        RowKey::Node(n) => node_name(n),
-                        _ => stage.kind.clone(),
-                    });
-                }
                 if row.kind.as_deref().is_none_or(|k| k == "local") {
                     row.kind = Some(stage.kind.clone());
                 }
@@ -193,7 +186,7 @@ impl QueryCost {
             });
         }
         if !connect.is_zero() && !rows.contains_key(&RowKey::Start("connect")) {
-            let row = RowSum { name: Some("connect".into()), kind: Some("connect".into()), ..Default::default() };
+            let row = RowSum { kind: Some("connect".into()), ..Default::default() };
             rows.insert(RowKey::Start("connect"), row);
         }
         // The party in the most rows; the first such one on ties.
@@ -208,7 +201,10 @@ impl QueryCost {
                     RowKey::Node(n) => Some(n),
                     _ => None,
                 },
-                name: row.name.unwrap_or_default(),
+                name: match key {
+                    RowKey::Node(n) => node_name(n),
+                    RowKey::Setup(s) | RowKey::Start(s) | RowKey::End(s) => s.to_string(),
+                },
                 kind: row.kind.unwrap_or_default(),
                 phase: if matches!(key, RowKey::Setup(_)) { Phase::Preprocess } else { Phase::Online },
                 time_ms: match key {
@@ -229,11 +225,6 @@ impl QueryCost {
             layers,
             parties,
         }
-    }
-
-    /// The party named `name`.
-    pub fn party(&self, name: &str) -> Option<&PartyCost> {
-        self.parties.iter().find(|p| p.party == name)
     }
 }
 
@@ -322,7 +313,7 @@ mod tests {
         assert_eq!(cost.rounds, 4);
         assert!(cost.parties.iter().flat_map(|p| &p.links).all(|l| l.traffic.rounds <= cost.rounds));
         assert_eq!(cost.preprocess_ms, 0.45);
-        assert_eq!(cost.party("s2").map(|p| p.preprocess_cpu_ms), Some(0.225));
+        assert_eq!(cost.parties.iter().find(|p| p.party == "s2").map(|p| p.preprocess_cpu_ms), Some(0.225));
     }
 
     #[test]

@@ -53,6 +53,12 @@ pub enum Error {
     /// A local process could not be started or reached.
     #[error("local cluster: {0}")]
     Local(String),
+    /// A local server process ended before it listened (a taken port, a bad configuration).
+    #[error("local cluster: server `{party}` exited before listening (run `tessera serve` by hand to see why)")]
+    ServerExited {
+        /// The party.
+        party: String,
+    },
     /// A calibration file is unreadable or does not fit the field.
     #[error("calibration {path}: {reason}")]
     Calibration {

@@ -51,8 +51,8 @@ impl LocalCluster {
         let mut attempt = 0;
         loop {
             match Self::start_once(exe, suite, model, options) {
-                Err(Error::Local(reason)) if attempt < 2 && reason.contains(NOT_LISTENING) => {
-                    tracing::debug!(%reason, "a local server did not start; new ports");
+                Err(Error::ServerExited { party }) if attempt < 2 => {
+                    tracing::debug!(%party, "a local server did not start; new ports");
                     attempt += 1;
                 }
                 result => return result,
@@ -141,9 +141,6 @@ impl LocalCluster {
     }
 }
 
-/// How a server that exits before listening is reported.
-const NOT_LISTENING: &str = "exited before listening";
-
 /// Waits for a server's `listening on …` line (it prints it once it accepts connections).
 fn wait_ready(stdout: Option<std::process::ChildStdout>, party: &str, limit: Duration) -> Result<()> {
     let stdout = stdout.ok_or_else(|| Error::Local("no stdout from the server".into()))?;
@@ -155,9 +152,7 @@ fn wait_ready(stdout: Option<std::process::ChildStdout>, party: &str, limit: Dur
     });
     match rx.recv_timeout(limit) {
         Ok(line) if line.starts_with("listening on ") => Ok(()),
-        Ok(_) => {
-            Err(Error::Local(format!("server `{party}` {NOT_LISTENING} (run `tessera serve` by hand to see why)")))
-        }
+        Ok(_) => Err(Error::ServerExited { party: party.to_string() }),
         Err(_) => Err(Error::Local(format!("server `{party}` not listening after {limit:?}"))),
     }
 }

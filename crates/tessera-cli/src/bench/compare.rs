@@ -3,7 +3,7 @@
 //! the same run: latency, ratios, preprocessing and online time, bytes and rounds per party,
 //! link and layer, and optionally throughput under concurrent users.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -13,15 +13,13 @@ use serde::Serialize;
 use tessera::LoadedModel;
 use tessera::cluster::ClusterConfig;
 use tessera::cost::QueryCost;
-use tessera::dataset::Dataset;
 use tessera::emulate::LinkProfile;
-use tessera::input::normalize;
 use tessera::local::{LocalCluster, LocalOptions};
 use tessera::serve::QueryOptions;
 use tessera_model::plain::PlainEngine;
 
 use super::throughput::{Check, Throughput, burst, within};
-use super::{Spread, random_input, time_runs};
+use super::{Spread, query_input, time_runs};
 use crate::output::{min_median, print_json};
 
 /// The secure suites `tessera bench` compares.
@@ -158,10 +156,9 @@ pub struct SuiteResult {
     pub samples: Option<usize>,
     /// The network profile.
     pub net: String,
-    /// End-to-end query latency at the user, connections included.
-    pub latency_ms: Spread,
-    /// Every timed query's latency, in the order they ran.
-    pub latencies_ms: Vec<f64>,
+    /// What its timed queries measured.
+    #[serde(flatten)]
+    pub measured: Measured,
     /// Median latency over the `f32` engine's median.
     pub vs_f32: f64,
     /// Median latency over the fixed-point reference's median.
@@ -169,6 +166,17 @@ pub struct SuiteResult {
     /// Median latency over the `plain` suite's median on the same network (absent for `plain`
     /// and for a running cluster).
     pub vs_plain_suite: Option<f64>,
+    /// Concurrent users, when asked for.
+    pub throughput: Option<Throughput>,
+}
+
+/// What the timed queries of one suite configuration measured.
+#[derive(Debug, Serialize)]
+pub struct Measured {
+    /// End-to-end query latency at the user, connections included.
+    pub latency_ms: Spread,
+    /// Every timed query's latency, in the order they ran.
+    pub latencies_ms: Vec<f64>,
     /// Median over the timed queries of the input-independent stages' time.
     pub preprocess_median_ms: f64,
     /// Median over the timed queries of latency minus preprocessing.
@@ -178,43 +186,21 @@ pub struct SuiteResult {
     /// The cost of the query with the median latency: per layer, per party and link, totals.
     #[serde(flatten)]
     pub cost: QueryCost,
-    /// Concurrent users, when asked for.
-    pub throughput: Option<Throughput>,
 }
 
 /// Where the queries go.
-enum Target {
+enum Target<'a> {
     Local(Box<LocalCluster>),
-    Running(ClusterConfig),
+    Running(&'a ClusterConfig),
 }
 
-impl Target {
+impl Target<'_> {
     fn config(&self) -> &ClusterConfig {
         match self {
             Target::Local(c) => &c.config,
             Target::Running(c) => c,
         }
     }
-}
-
-/// The query inputs: `batch` images, from a dataset or random in the model's range.
-fn inputs(m: &LoadedModel, data: Option<&Path>, batch: usize) -> Result<Vec<f32>> {
-    let shape = m.merged.input_shape();
-    let Some(d) = data else { return Ok(random_input(m, batch)) };
-    let set = Dataset::open(d)?;
-    anyhow::ensure!(set.len() >= batch, "{} has fewer than {batch} images", d.display());
-    anyhow::ensure!(
-        set.shape.len() == shape.len(),
-        "{} holds {}×{}×{} images; the model takes {}×{}×{}",
-        d.display(),
-        set.shape.c,
-        set.shape.h,
-        set.shape.w,
-        shape.c,
-        shape.h,
-        shape.w
-    );
-    Ok(normalize(set.pixels(0..batch), set.shape, m.meta()))
 }
 
 /// Runs the comparison.
@@ -248,11 +234,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
             other => other.parse().map(Some).map_err(|e: String| anyhow::anyhow!(e)),
         })
         .collect::<Result<_>>()?;
-    let disguise = match args.disguise.as_str() {
-        "pad" => tessera_suites::verify::Disguise::Pad,
-        "monomial" => tessera_suites::verify::Disguise::Monomial,
-        other => bail!("unknown disguise `{other}` (pad, monomial)"),
-    };
+    let disguise: tessera_suites::verify::Disguise = args.disguise.parse().map_err(anyhow::Error::msg)?;
     let running = args.config.as_deref().map(ClusterConfig::load).transpose()?;
     let m = LoadedModel::load(&path).with_context(|| format!("loading {}", path.display()))?;
     if let Some(c) = &running {
@@ -260,7 +242,8 @@ pub fn run(args: CompareArgs) -> Result<()> {
         anyhow::ensure!(theirs.hash == m.hash, "{} is not the model the cluster serves", path.display());
     }
     let fixed = m.fixed()?;
-    let x = inputs(&m, args.data.as_deref(), args.batch)?;
+    let x = query_input(&m, args.data.as_deref(), args.batch)?;
+    let names = |n: u32| fixed.node_name(n as usize).to_string();
     let (configs, skipped) = match &running {
         // The cluster's suite, with the first of --samples for bayes.
         Some(c) => {
@@ -304,7 +287,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         let all = if running.is_none() { std::iter::once(&plain).chain(&configs).collect() } else { vec![&configs[0]] };
         for config in all {
             let target = match &running {
-                Some(c) => Target::Running(c.clone()),
+                Some(c) => Target::Running(c),
                 None => {
                     let options =
                         LocalOptions { holders: config.holders.unwrap_or(0), profile: *profile, ..Default::default() };
@@ -316,19 +299,24 @@ pub fn run(args: CompareArgs) -> Result<()> {
             let mut query = QueryOptions { samples: config.samples.unwrap_or(1), ..Default::default() };
             query.verify.disguise = disguise;
             bar.set_message(format!("{} on {net}", config.label()));
-            let mut result = measure(&rt, &target, &x, batch, (args.warmup, args.runs), &query, &bar)
+            let measured = measure(&rt, target.config(), &m, &names, &x, batch, (args.warmup, args.runs), &query, &bar)
                 .with_context(|| format!("{} on {net}", config.label()))?;
-            result.suite = config.suite.clone();
-            result.label = config.label();
-            result.holders = config.holders;
-            result.samples = config.samples;
-            result.net = net.clone();
-            result.vs_f32 = result.latency_ms.median / f32_ms.median;
-            result.vs_fixed = result.latency_ms.median / fixed_ms.median;
-            result.vs_plain_suite = plain_median.map(|p| result.latency_ms.median / p);
+            let median = measured.latency_ms.median;
             if config.suite == "plain" {
-                plain_median = Some(result.latency_ms.median);
+                plain_median = Some(median);
             }
+            let mut result = SuiteResult {
+                suite: config.suite.clone(),
+                label: config.label(),
+                holders: config.holders,
+                samples: config.samples,
+                net: net.clone(),
+                measured,
+                vs_f32: median / f32_ms.median,
+                vs_fixed: median / fixed_ms.median,
+                vs_plain_suite: plain_median.filter(|_| config.suite != "plain").map(|p| median / p),
+                throughput: None,
+            };
             if args.users > 0 {
                 bar.set_message(format!("{} on {net}: {} users", config.label(), args.users));
                 // Secure suites that compute the fixed-point model exactly are checked against it.
@@ -337,7 +325,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
                 let check: Option<Check<'_>> = if exact { Some(&check) } else { None };
                 let inputs = [x.clone()];
                 result.throughput = Some(
-                    burst(&rt, target.config(), &inputs, batch, args.users, args.queries, &query, check, &bar)
+                    burst(&rt, target.config(), &m, &inputs, batch, args.users, args.queries, &query, check, &bar)
                         .with_context(|| format!("{} on {net}: throughput", config.label()))?,
                 );
             }
@@ -398,29 +386,28 @@ fn configurations(args: &CompareArgs, m: &LoadedModel) -> (Vec<Config>, Vec<Skip
     (configs, skipped)
 }
 
-/// `warmup` untimed queries, then `runs` timed ones; the breakdown is the median query's.
+/// `warmup` untimed queries of `model` to the cluster of `config`, then `runs` timed ones; the
+/// breakdown is the median query's, its nodes named by `names`.
 #[allow(clippy::too_many_arguments)]
 fn measure(
     rt: &tokio::runtime::Runtime,
-    target: &Target,
+    config: &ClusterConfig,
+    model: &LoadedModel,
+    names: &dyn Fn(u32) -> String,
     x: &[f32],
     batch: usize,
     (warmup, runs): (usize, usize),
     query: &QueryOptions,
     bar: &ProgressBar,
-) -> Result<SuiteResult> {
-    let config = target.config();
-    let model = config.load_model()?;
-    let fixed = model.fixed()?;
-    let name = |n: u32| fixed.node_name(n as usize).to_string();
+) -> Result<Measured> {
     let mut timed: Vec<(f64, QueryCost)> = Vec::with_capacity(runs);
     for i in 0..warmup + runs {
         let start = Instant::now();
-        let r = rt.block_on(tessera::serve::query_with(config, &model, x, batch as u32, query))?;
+        let r = rt.block_on(tessera::serve::query_with(config, model, x, batch as u32, query))?;
         let seconds = start.elapsed().as_secs_f64();
         bar.inc(1);
         if i >= warmup {
-            timed.push((seconds, QueryCost::from_reports(&r.reports, r.connect, name)));
+            timed.push((seconds, QueryCost::from_reports(&r.reports, r.connect, names)));
         }
     }
     let latencies_ms: Vec<f64> = timed.iter().map(|(s, _)| s * 1e3).collect();
@@ -432,21 +419,5 @@ fn measure(
     let user_cpu_median_ms = median(timed.iter().map(|(_, c)| user(c)).collect());
     timed.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (_, cost) = timed.swap_remove(timed.len() / 2);
-    Ok(SuiteResult {
-        suite: String::new(),
-        label: String::new(),
-        holders: None,
-        samples: None,
-        net: String::new(),
-        latency_ms,
-        latencies_ms,
-        vs_f32: 0.0,
-        vs_fixed: 0.0,
-        vs_plain_suite: None,
-        preprocess_median_ms,
-        online_median_ms,
-        user_cpu_median_ms,
-        cost,
-        throughput: None,
-    })
+    Ok(Measured { latency_ms, latencies_ms, preprocess_median_ms, online_median_ms, user_cpu_median_ms, cost })
 }

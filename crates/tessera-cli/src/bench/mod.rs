@@ -7,7 +7,7 @@ mod plot;
 mod text;
 mod throughput;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Result;
@@ -112,10 +112,28 @@ impl std::fmt::Display for Spread {
     }
 }
 
-/// `batch` random inputs in `[-1, 1)`, the range of the models' normalized images.
-fn random_input(m: &LoadedModel, batch: usize) -> Vec<f32> {
-    let mut rng = os_rng();
-    (0..batch * m.merged.input_shape().len()).map(|_| (zt::random(&mut rng) % 2000) as f32 / 1000.0 - 1.0).collect()
+/// `batch` query images for `m`: the first of the dataset `data`, normalized, or random inputs
+/// in `[-1, 1)`, the range of the models' normalized images.
+fn query_input(m: &LoadedModel, data: Option<&Path>, batch: usize) -> Result<Vec<f32>> {
+    let shape = m.merged.input_shape();
+    let Some(d) = data else {
+        let mut rng = os_rng();
+        return Ok((0..batch * shape.len()).map(|_| (zt::random(&mut rng) % 2000) as f32 / 1000.0 - 1.0).collect());
+    };
+    let set = Dataset::open(d)?;
+    anyhow::ensure!(set.len() >= batch, "{} has fewer than {batch} images", d.display());
+    anyhow::ensure!(
+        set.shape.len() == shape.len(),
+        "{} holds {}×{}×{} images; the model takes {}×{}×{}",
+        d.display(),
+        set.shape.c,
+        set.shape.h,
+        set.shape.w,
+        shape.c,
+        shape.h,
+        shape.w
+    );
+    Ok(normalize(set.pixels(0..batch), set.shape, m.meta()))
 }
 
 /// One warm-up call (caches, scratch buffers, thread pool), then `runs` timed calls, in seconds.
@@ -219,18 +237,9 @@ fn kernels(runs: usize, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn plain(path: &std::path::Path, data: Option<&std::path::Path>, runs: usize, batch: usize, json: bool) -> Result<()> {
+fn plain(path: &Path, data: Option<&Path>, runs: usize, batch: usize, json: bool) -> Result<()> {
     let m = LoadedModel::load(path)?;
-    let shape = m.merged.input_shape();
-    let x = match data {
-        Some(d) => {
-            let set = Dataset::open(d)?;
-            let n = batch.min(set.len());
-            anyhow::ensure!(n == batch, "the dataset has fewer than {batch} images");
-            normalize(set.pixels(0..n), shape, m.meta())
-        }
-        None => random_input(&m, batch),
-    };
+    let x = query_input(&m, data, batch)?;
     let mut engine = PlainEngine::new(&m.merged);
     let (f_min, f_med) = min_median(&mut time_runs(runs, || {
         std::hint::black_box(engine.run(&x, batch).expect("validated input"));

@@ -122,7 +122,7 @@ fn figure<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &Report) -> Draw
         l.bytes as f64 / 1e6
     })?;
     let mut kinds: Vec<(String, Mark)> = Vec::new();
-    for l in bars.iter().flat_map(|s| &s.cost.layers) {
+    for l in bars.iter().flat_map(|s| &s.measured.cost.layers) {
         let (name, color) = kind_style(&l.kind);
         if !kinds.iter().any(|(n, _)| n == name) {
             kinds.push((name.to_string(), Mark::Box(color)));
@@ -171,7 +171,7 @@ fn stacked<DB: DrawingBackend>(
     value: impl Fn(&tessera::cost::LayerCost) -> f64,
 ) -> DrawResult<DB> {
     let n = bars.len().max(1);
-    let totals: Vec<f64> = bars.iter().map(|s| s.cost.layers.iter().map(&value).sum()).collect();
+    let totals: Vec<f64> = bars.iter().map(|s| s.measured.cost.layers.iter().map(&value).sum()).collect();
     let xmax = totals.iter().copied().fold(0.0, f64::max).max(1e-6) * 1.22;
     let labels: Vec<String> = bars.iter().map(|s| s.label.clone()).collect();
     let mut chart = ChartBuilder::on(area)
@@ -205,7 +205,7 @@ fn stacked<DB: DrawingBackend>(
         let mut x = 0.0;
         // A segment next to one of the same colour takes the other shade.
         let (mut last, mut light) = (None, false);
-        for l in &s.cost.layers {
+        for l in &s.measured.cost.layers {
             let v = value(l);
             if v <= 0.0 {
                 continue;
@@ -246,8 +246,11 @@ fn latency_by_network<DB: DrawingBackend>(
             labels.push(&s.label);
         }
     }
-    let all =
-        r.results.iter().map(|s| s.latency_ms.median).chain([r.baselines.f32_ms.median, r.baselines.fixed_ms.median]);
+    let all = r
+        .results
+        .iter()
+        .map(|s| s.measured.latency_ms.median)
+        .chain([r.baselines.f32_ms.median, r.baselines.fixed_ms.median]);
     let (lo, hi) = all.fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
     // The axis carries log10 of the latency, over whole decades, and is labelled in
     // milliseconds (plotters' own log axis labels a few decades sparsely).
@@ -279,7 +282,7 @@ fn latency_by_network<DB: DrawingBackend>(
             .enumerate()
             .filter_map(|(i, net)| {
                 let s = r.results.iter().find(|s| &s.net == net && s.label == *label)?;
-                Some((SegmentValue::CenterOf(i), s.latency_ms.median.max(1e-3).log10()))
+                Some((SegmentValue::CenterOf(i), s.measured.latency_ms.median.max(1e-3).log10()))
             })
             .collect();
         chart.draw_series(points.iter().map(|p| Circle::new(p.clone(), 6, color.filled())))?;

@@ -53,24 +53,24 @@ pub fn print(r: &Report, nets: &[Option<LinkProfile>]) {
         for s in r.results.iter().filter(|s| &s.net == net) {
             t.row(vec![
                 s.label.clone(),
-                s.latency_ms.to_string(),
+                s.measured.latency_ms.to_string(),
                 format!("{:.1}", s.vs_f32),
                 format!("{:.2}", s.vs_fixed),
                 s.vs_plain_suite.map_or("-".into(), |v| format!("{v:.2}")),
-                format!("{:.2}", s.preprocess_median_ms),
-                format!("{:.2}", s.online_median_ms),
-                format!("{:.2}", s.user_cpu_median_ms),
-                fmt_bytes(s.cost.bytes),
-                s.cost.rounds.to_string(),
+                format!("{:.2}", s.measured.preprocess_median_ms),
+                format!("{:.2}", s.measured.online_median_ms),
+                format!("{:.2}", s.measured.user_cpu_median_ms),
+                fmt_bytes(s.measured.cost.bytes),
+                s.measured.cost.rounds.to_string(),
                 s.throughput.as_ref().map_or("-".into(), |t| format!("{:.1} q/s", t.queries_per_second)),
             ]);
         }
         t.print();
         for s in r.results.iter().filter(|s| &s.net == net && s.suite != "plain") {
             crate::outln!("{} on {net}, per layer (the median query):", s.label);
-            layer_table(&s.cost.layers).print();
+            layer_table(&s.measured.cost.layers).print();
             let mut links = Table::new(&["party", "wall ms", "CPU ms", "link", "sent", "received", "rounds"]);
-            for p in &s.cost.parties {
+            for p in &s.measured.cost.parties {
                 for l in &p.links {
                     links.row(vec![
                         p.party.clone(),

@@ -9,6 +9,7 @@ use anyhow::Result;
 use indicatif::ProgressBar;
 use serde::Serialize;
 use serde_json::json;
+use tessera::LoadedModel;
 use tessera::cluster::ClusterConfig;
 use tessera::dataset::Dataset;
 use tessera::input::normalize;
@@ -53,13 +54,14 @@ pub fn within(logits: &[f32], reference: &[f64], bound: f64) -> bool {
     logits.len() == reference.len() && logits.iter().zip(reference).all(|(a, b)| (*a as f64 - b).abs() <= bound)
 }
 
-/// `queries` queries from `users` concurrent users against the cluster of `config`; query `q`
+/// `queries` queries of `model` from `users` concurrent users against the cluster of `config`; query `q`
 /// sends `inputs[q % inputs.len()]` (`batch` images) and, with `check`, is counted wrong when
 /// the check fails. `bar` advances once per query.
 #[allow(clippy::too_many_arguments)]
 pub fn burst(
     rt: &tokio::runtime::Runtime,
     config: &ClusterConfig,
+    model: &LoadedModel,
     inputs: &[Vec<f32>],
     batch: usize,
     users: usize,
@@ -69,27 +71,23 @@ pub fn burst(
     bar: &ProgressBar,
 ) -> Result<Throughput> {
     anyhow::ensure!(!inputs.is_empty(), "no query inputs");
-    let model = config.load_model()?;
     let users = users.max(1);
     let per_user = queries.div_ceil(users);
     let start = Instant::now();
-    let tasks = (0..users).map(|u| {
-        let model = &model;
-        async move {
-            let mut latencies = Vec::new();
-            let mut wrong = 0usize;
-            for q in u * per_user..((u + 1) * per_user).min(queries) {
-                let i = q % inputs.len();
-                let t = Instant::now();
-                let r = tessera::serve::query_with(config, model, &inputs[i], batch as u32, options).await?;
-                latencies.push(t.elapsed().as_secs_f64() * 1e3);
-                if check.is_some_and(|c| !c(i, &r.logits)) {
-                    wrong += 1;
-                }
-                bar.inc(1);
+    let tasks = (0..users).map(|u| async move {
+        let mut latencies = Vec::new();
+        let mut wrong = 0usize;
+        for q in u * per_user..((u + 1) * per_user).min(queries) {
+            let i = q % inputs.len();
+            let t = Instant::now();
+            let r = tessera::serve::query_with(config, model, &inputs[i], batch as u32, options).await?;
+            latencies.push(t.elapsed().as_secs_f64() * 1e3);
+            if check.is_some_and(|c| !c(i, &r.logits)) {
+                wrong += 1;
             }
-            Ok::<_, tessera::Error>((latencies, wrong))
+            bar.inc(1);
         }
+        Ok::<_, tessera::Error>((latencies, wrong))
     });
     let results = rt.block_on(futures::future::try_join_all(tasks))?;
     let seconds = start.elapsed().as_secs_f64();
@@ -144,10 +142,10 @@ pub fn load(path: &Path, data: &Path, users: usize, queries: usize, holders: usi
     // The same load, shorter, first: connection pools, worker threads and allocator arenas
     // reach their steady size before the baseline is taken.
     let warm = (queries / 10).max(4 * users);
-    burst(&rt, &cluster.config, &inputs, 1, users, warm, &query, Some(&check), &ProgressBar::hidden())?;
+    burst(&rt, &cluster.config, &model, &inputs, 1, users, warm, &query, Some(&check), &ProgressBar::hidden())?;
     let before: Vec<(u64, usize)> = servers.iter().map(|(_, pid)| process_usage(*pid)).collect();
     let bar = ProgressBar::new(queries as u64);
-    let t = burst(&rt, &cluster.config, &inputs, 1, users, queries, &query, Some(&check), &bar)?;
+    let t = burst(&rt, &cluster.config, &model, &inputs, 1, users, queries, &query, Some(&check), &bar)?;
     bar.finish_and_clear();
     std::thread::sleep(std::time::Duration::from_millis(500));
     let after: Vec<(u64, usize)> = servers.iter().map(|(_, pid)| process_usage(*pid)).collect();

@@ -29,6 +29,17 @@ pub enum Disguise {
     Monomial,
 }
 
+impl std::str::FromStr for Disguise {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "pad" => Ok(Disguise::Pad),
+            "monomial" => Ok(Disguise::Monomial),
+            other => Err(format!("unknown disguise `{other}` (pad, monomial)")),
+        }
+    }
+}
+
 /// How the client checks the cloud.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientSettings {
