@@ -24,6 +24,17 @@ pub enum Purpose {
     Reshare,
     /// Shares of the user's input.
     InputShare,
+    /// The offsets `e ∈ [0, k)` added to `k ⊙ x` in a nonlinear layer.
+    Offset,
+    /// A holder's zero-sum re-randomizer of its masked message `k ⊙ x_j` (one per holder).
+    Rerandomizer,
+    /// A holder's zero-sum re-randomizer of its truncation-masked message `x_j + R` (one per
+    /// holder, independent of [`Purpose::Rerandomizer`]).
+    TruncationRerandomizer,
+    /// The pad `α` of a permutation correlation (known to the party that does not know `π`).
+    CorrelationPad,
+    /// The share `β` of a permutation correlation (known to the party that does not know `π`).
+    CorrelationShare,
 }
 
 impl Purpose {
@@ -34,6 +45,11 @@ impl Purpose {
             Purpose::Permutation => b"permutation",
             Purpose::Reshare => b"reshare",
             Purpose::InputShare => b"input-share",
+            Purpose::Offset => b"offset",
+            Purpose::Rerandomizer => b"rerandomizer",
+            Purpose::TruncationRerandomizer => b"truncation-rerandomizer",
+            Purpose::CorrelationPad => b"correlation-pad",
+            Purpose::CorrelationShare => b"correlation-share",
         }
     }
 }
@@ -62,12 +78,25 @@ impl Seed {
 
     /// The stream for `purpose` in layer `layer`.
     pub fn derive(&self, purpose: Purpose, layer: u32) -> MaskStream {
+        self.derive_with(purpose, layer, &[])
+    }
+
+    /// The stream for `purpose` in layer `layer` that belongs to party (or part) `index`:
+    /// independent of every other index's and of [`Seed::derive`]'s.
+    pub fn derive_indexed(&self, purpose: Purpose, layer: u32, index: u32) -> MaskStream {
+        self.derive_with(purpose, layer, &index.to_le_bytes())
+    }
+
+    /// The KDF input is length-prefixed label, layer, then the optional index: injective, since
+    /// its total length tells whether an index follows.
+    fn derive_with(&self, purpose: Purpose, layer: u32, index: &[u8]) -> MaskStream {
         let mut h = blake3::Hasher::new_derive_key(KDF_CONTEXT);
         h.update(&self.0);
         let label = purpose.label();
         h.update(&(label.len() as u32).to_le_bytes());
         h.update(label);
         h.update(&layer.to_le_bytes());
+        h.update(index);
         MaskStream::new(h.finalize().as_bytes())
     }
 }
@@ -169,6 +198,11 @@ mod tests {
         assert_ne!(a, s.derive(Purpose::Permutation, 4).next_u64());
         assert_ne!(a, s.derive(Purpose::TruncationMask, 3).next_u64());
         assert_ne!(a, Seed::from_bytes([8; 32]).derive(Purpose::Permutation, 3).next_u64());
+        let h2 = s.derive_indexed(Purpose::Rerandomizer, 3, 2).next_u64();
+        assert_eq!(h2, s.derive_indexed(Purpose::Rerandomizer, 3, 2).next_u64());
+        assert_ne!(h2, s.derive_indexed(Purpose::Rerandomizer, 3, 3).next_u64());
+        assert_ne!(h2, s.derive_indexed(Purpose::TruncationRerandomizer, 3, 2).next_u64());
+        assert_ne!(h2, s.derive(Purpose::Rerandomizer, 3).next_u64());
     }
 
     #[test]

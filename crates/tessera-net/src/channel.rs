@@ -6,6 +6,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::{NetError, Result};
 use crate::frame::{FrameError, FrameHeader, HEADER_LEN, MessageKind, SessionId};
+use crate::tap::Wiretap;
 
 /// Any byte stream a channel can run over (in-memory pipe, TCP, TLS).
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
@@ -52,6 +53,7 @@ pub struct Channel {
     max_payload: u32,
     meter: Meter,
     sent_since_recv: bool,
+    tap: Option<Wiretap>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -81,7 +83,13 @@ impl Channel {
             max_payload,
             meter: Meter::default(),
             sent_since_recv: false,
+            tap: None,
         }
+    }
+
+    /// Records every frame this end receives from now on into `tap` (attack tests' views).
+    pub fn tap(&mut self, tap: Wiretap) {
+        self.tap = Some(tap);
     }
 
     /// Two connected in-memory channels: the first talks to `b`, the second to `a`.
@@ -236,6 +244,9 @@ impl Channel {
     async fn recv_frame(&mut self, step: MessageKind) -> Result<(FrameHeader, Vec<u8>)> {
         let (h, payload) = read_frame(&mut self.stream, &self.peer, self.timeout, self.max_payload, step).await?;
         self.count_received(&payload);
+        if let Some(tap) = &self.tap {
+            tap.record(&self.peer, h, &payload);
+        }
         Ok((h, payload))
     }
 

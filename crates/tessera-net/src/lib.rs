@@ -11,9 +11,11 @@ pub mod channel;
 pub mod error;
 pub mod frame;
 pub mod report;
+pub mod tap;
 pub mod tls;
 
 pub use channel::{ABORT, Channel, Meter};
 pub use error::{NetError, Result};
 pub use frame::{FrameHeader, MessageKind, SessionId};
 pub use report::{LinkCost, PartyReport, Recorder, StageCost};
+pub use tap::{TappedFrame, Wiretap};

@@ -16,6 +16,7 @@
 
 pub mod bayes;
 pub mod error;
+mod masks;
 mod parties;
 pub mod plain;
 pub mod serpens_2;

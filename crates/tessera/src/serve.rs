@@ -371,7 +371,7 @@ impl Service {
                         joined.sort_by_key(|(_, j, _)| j.index);
                         let (parts, senders): (Vec<_>, Vec<_>) =
                             joined.into_iter().map(|(c, j, s)| ((c, j), s)).unzip();
-                        let channels = serpens_n::central(name, model.params(), layers, parts, &mut |_, _| {}).await?;
+                        let channels = serpens_n::central(name, model.params(), layers, parts).await?;
                         for (c, s) in channels.into_iter().zip(senders) {
                             let _ = s.send(c);
                         }

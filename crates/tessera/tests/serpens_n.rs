@@ -10,11 +10,38 @@ use std::time::Duration;
 
 use tessera_field::zt;
 use tessera_model::fixed::FixedModel;
+use tessera_net::Wiretap;
 use tessera_suites::SuiteError;
-use tessera_suites::serpens_n::{InMemoryRun, View, run_in_memory};
+use tessera_suites::serpens_n::{InMemoryRun, MASKED, run_in_memory};
 
-fn settings(holders: usize, record_views: bool) -> InMemoryRun {
-    InMemoryRun { holders, timeout: Duration::from_secs(60), record_views }
+fn settings(holders: usize, central_view: Option<Wiretap>) -> InMemoryRun {
+    InMemoryRun { holders, timeout: Duration::from_secs(60), central_view }
+}
+
+/// What `S0` can add up from one layer's messages: `z = π(k ⊙ x + e)` and `w = π(x + R)`.
+struct Sums {
+    node: u32,
+    z: Vec<u64>,
+    w: Vec<u64>,
+}
+
+/// The sums of the holders' messages per nonlinear layer, from `S0`'s recorded view.
+fn sums(tap: &Wiretap) -> Vec<Sums> {
+    let mut out: Vec<Sums> = Vec::new();
+    for frame in tap.frames().into_iter().filter(|f| f.header.kind == MASKED) {
+        let values: Vec<u64> =
+            frame.payload.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap())).collect();
+        if out.last().is_none_or(|s| s.node != frame.header.layer) {
+            let n = values.len() / 2;
+            out.push(Sums { node: frame.header.layer, z: vec![0; n], w: vec![0; n] });
+        }
+        let last = out.last_mut().unwrap();
+        for (i, pair) in values.chunks_exact(2).enumerate() {
+            last.z[i] = zt::add(last.z[i], pair[0]);
+            last.w[i] = zt::add(last.w[i], pair[1]);
+        }
+    }
+    out
 }
 
 #[test]
@@ -24,7 +51,7 @@ fn secure_logits_match_the_fixed_point_reference() {
         let (fixed, input) = encoded(model, evalset, n);
         let reference = fixed.run_encoded(input.clone(), n).unwrap();
         for holders in [2, 3, 5] {
-            let (outcome, _) = rt.block_on(run_in_memory(&fixed, &input, n, &settings(holders, false))).unwrap();
+            let outcome = rt.block_on(run_in_memory(&fixed, &input, n, &settings(holders, None))).unwrap();
             check_logits(&format!("{model}, {holders} holders"), &fixed, &outcome.logits, &reference, n);
             // Every party reported: user, each holder, S0.
             assert_eq!(outcome.reports.len(), holders + 2);
@@ -50,23 +77,29 @@ fn the_central_server_sees_only_masked_values_with_fresh_masks() {
     let rt = runtime(4);
     let (fixed, input) = encoded("minionn-mnist", "mnist-test-200-images.idx", 1);
     let bound = 1i64 << fixed.params().bound_bits();
+    let kappa = fixed.params().mask_bits() as usize;
     let clear = nonlinear_inputs(&fixed, &input, 1);
-    let run = |holders| rt.block_on(run_in_memory(&fixed, &input, 1, &settings(holders, true))).unwrap().1;
-    let (first, second): (Vec<View>, Vec<View>) = (run(2), run(3));
+    let run = |holders| {
+        let tap = Wiretap::new();
+        rt.block_on(run_in_memory(&fixed, &input, 1, &settings(holders, Some(tap.clone())))).unwrap();
+        sums(&tap)
+    };
+    let (first, second) = (run(2), run(3));
     assert_eq!(first.len(), clear.len());
     for ((a, b), x) in first.iter().zip(&second).zip(&clear) {
         let values: std::collections::HashSet<i64> = x.iter().map(|&v| zt::to_i64(v)).filter(|&v| v != 0).collect();
         for view in [a, b] {
-            // x + R with R ≥ 2^ℓx·2^σ: no revealed w looks like an activation.
-            assert!(view.w.iter().all(|&w| zt::to_i64(w) >= bound), "layer {}: unmasked w", view.layer.node);
-            // k ⊙ x with k ∈ [1, 2^κ]: (almost) no nonzero activation appears as it is.
+            // x + R with R uniform below 2^(ℓx+σ): no revealed w looks like an activation.
+            assert!(view.w.iter().all(|&w| zt::to_i64(w) >= bound), "layer {}: unmasked w", view.node);
+            // k·x + e with log2 k uniform in [0, κ]: an activation appears as it is only where
+            // k = 1 (probability 1/κ; S0 cannot tell where).
             let exposed = view.z.iter().filter(|&&z| values.contains(&zt::to_i64(z))).count();
-            assert!(exposed * 1000 <= view.z.len(), "layer {}: {exposed} unmasked z", view.layer.node);
+            assert!(exposed * kappa <= 2 * view.z.len(), "layer {}: {exposed} unmasked z", view.node);
         }
         // The same image twice: fresh permutations and masks, so the views differ everywhere.
         let same_z = a.z.iter().zip(&b.z).filter(|(p, q)| p == q && zt::to_i64(**p) != 0).count();
         let same_w = a.w.iter().zip(&b.w).filter(|(p, q)| p == q).count();
-        assert!(same_z * 100 <= a.z.len() && same_w == 0, "layer {}: masks repeat across queries", a.layer.node);
+        assert!(same_z * 100 <= a.z.len() && same_w == 0, "layer {}: masks repeat across queries", a.node);
     }
     // Layers of one query use different masks: no two layers' w share a value.
     let all: Vec<u64> = first.iter().flat_map(|v| v.w.iter().copied()).collect();
@@ -82,10 +115,10 @@ fn overflowing_inputs_and_bad_holder_counts_are_refused() {
     // (A value only slightly above 2^ℓx is not detected; docs/suites/serpens-n.md says so.)
     let loud: Vec<u64> = input.iter().map(|&v| zt::mul(v, 1 << 45)).collect();
     assert!(fixed.run_encoded(loud.clone(), 1).is_err());
-    let err = rt.block_on(run_in_memory(&fixed, &loud, 1, &settings(2, false))).unwrap_err();
+    let err = rt.block_on(run_in_memory(&fixed, &loud, 1, &settings(2, None))).unwrap_err();
     assert!(matches!(err, SuiteError::ActivationOverflow { .. }), "{err}");
     for holders in [1, 9] {
-        let err = rt.block_on(run_in_memory(&fixed, &input, 1, &settings(holders, false))).unwrap_err();
+        let err = rt.block_on(run_in_memory(&fixed, &input, 1, &settings(holders, None))).unwrap_err();
         assert!(matches!(err, SuiteError::Local(_)), "{err}");
     }
 }

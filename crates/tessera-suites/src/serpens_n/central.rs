@@ -51,10 +51,6 @@ pub fn join_from_frame(peer: &str, header: FrameHeader, payload: &[u8], max_batc
     Ok(Join { session: header.session, index, holders, batch, pair_seed })
 }
 
-/// What `S0` sees of one layer, for inspection in tests: the sums `z = π(k ⊙ x)` and
-/// `w = π(x + R)`, interleaved element by element.
-pub type Observer<'a> = &'a mut (dyn FnMut(&NonlinearLayer, &[u64]) + Send);
-
 /// Runs `S0`'s side of one query over `layers`, with the holders that joined it (channel and
 /// `JOIN` each, in any order), and sends its cost report to holder 1. Gives the channels back
 /// in holder order, for the holders' next queries.
@@ -63,7 +59,6 @@ pub async fn central(
     params: FixedPointParams,
     layers: &[NonlinearLayer],
     mut joined: Vec<(Channel, Join)>,
-    observe: Observer<'_>,
 ) -> Result<Vec<Channel>> {
     let mut rec = Recorder::new(name);
     // The holders keep their connections from query to query: count this query's traffic only
@@ -86,7 +81,7 @@ pub async fn central(
         });
     }
     let (mut channels, joins): (Vec<Channel>, Vec<Join>) = joined.into_iter().unzip();
-    let rounds = layers_steps(&params, layers, &mut channels, &joins, session, batch, observe, &mut rec).await;
+    let rounds = layers_steps(&params, layers, &mut channels, &joins, session, batch, &mut rec).await;
     if let Err(e) = rounds {
         // Every holder learns why at once; holder 1 passes it on to the user.
         for c in &mut channels {
@@ -100,7 +95,6 @@ pub async fn central(
 }
 
 /// One round per nonlinear layer: receive the masked values, decide, re-share.
-#[allow(clippy::too_many_arguments)]
 async fn layers_steps(
     params: &FixedPointParams,
     layers: &[NonlinearLayer],
@@ -108,20 +102,18 @@ async fn layers_steps(
     joins: &[Join],
     session: SessionId,
     batch: usize,
-    observe: Observer<'_>,
     rec: &mut Recorder,
 ) -> Result<()> {
     for layer in layers {
         let n = batch * layer.items() * layer.arity();
-        let payloads = try_join_all(channels.iter_mut().map(|c| c.recv(MASKED, session, layer.node))).await?;
+        let mut payloads = try_join_all(channels.iter_mut().map(|c| c.recv(MASKED, session, layer.node))).await?;
         let mut zw = vec![0u64; 2 * n];
-        for (c, p) in channels.iter().zip(&payloads) {
-            let mut r = Reader::new(p, c.peer(), "masked");
-            r.add_elements_into(&mut zw)?;
-            r.end()?;
+        let summed = sum_messages(channels, &payloads, &mut zw);
+        payloads.iter_mut().for_each(|p| p.zeroize());
+        if let Err(e) = summed {
+            zw.zeroize();
+            return Err(e);
         }
-        drop(payloads);
-        observe(layer, &zw);
         let mut streams: Vec<_> = joins[1..].iter().map(|j| j.pair_seed.derive(Purpose::Reshare, layer.node)).collect();
         let reply = decide(layer, params, &zw, &mut streams);
         zw.zeroize();
@@ -133,10 +125,20 @@ async fn layers_steps(
     Ok(())
 }
 
+/// Adds the holders' messages into `zw`: each is uniform alone, the sum is `z, w` interleaved.
+fn sum_messages(channels: &[Channel], payloads: &[Vec<u8>], zw: &mut [u64]) -> Result<()> {
+    for (c, p) in channels.iter().zip(payloads) {
+        let mut r = Reader::new(p, c.peer(), "masked");
+        r.add_elements_into(zw)?;
+        r.end()?;
+    }
+    Ok(())
+}
+
 /// Decides every item from the interleaved `z, w` pairs and returns holder 1's re-shares, per
 /// item the selected truncated value `T` and the one-hot selection (`v, b_0, …, b_(s−1)`), each
-/// minus the values the other holders draw from `streams`. `None` when a `w = x + R` lies
-/// outside the range the calibrated bound allows.
+/// minus the values the other holders draw from `streams`. `None` when a `w = x + R` or a
+/// `z = k·x + e` lies outside the range the calibrated bound allows.
 fn decide(
     layer: &NonlinearLayer,
     params: &FixedPointParams,
@@ -147,6 +149,7 @@ fn decide(
     let items = zw.len() / (2 * s);
     let bound = 1i64 << params.bound_bits();
     let range = -bound..(1i64 << (zt::LOG2_T - 1)) + bound;
+    let z_limit = 1i64 << (params.bound_bits() + params.mask_bits());
     let mut out = Vec::with_capacity(8 * items * (s + 1));
     let mut row = vec![0u64; s + 1];
     for pairs in zw.chunks_exact(2 * s) {
@@ -156,6 +159,9 @@ fn decide(
                 return None;
             }
             let z = zt::to_i64(pairs[2 * e]);
+            if z.abs() >= z_limit {
+                return None;
+            }
             if z > best.1 {
                 best = (e, z);
             }

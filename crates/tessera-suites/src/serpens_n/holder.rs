@@ -11,9 +11,10 @@ use tessera_model::runner::Runner;
 use tessera_net::{Channel, Recorder, SessionId};
 use zeroize::Zeroize;
 
-use super::masks::LayerMasks;
+use super::masks::{layer_masks, rerandomizers};
 use super::{HOLDERS, JOIN, MASKED, OUTPUT, REPORT, RESHARE};
 use crate::error::Result;
+use crate::masks::{ItemMasks, apply};
 use crate::parties::advance_linear;
 use crate::wire::{Reader, elements_to_bytes, put_elements, recv_reports, send_reports};
 
@@ -105,12 +106,14 @@ pub async fn holder(
                     central_link.insert(c)
                 }
             };
-            let masks = LayerMasks::derive(&seed, &layer, batch, &params);
-            // Element-wise layers read their input in place; windows need the gather map.
-            let gather =
-                if layer.arity() == 1 && layer.items() == layer.input.len() { Vec::new() } else { layer.gather() };
-            let masked = mask(runner.pending_input(), &layer, batch, &masks, &gather, index == 1);
-            s0.send(MASKED, session, layer.node, &masked).await?;
+            let masks = layer_masks(&seed, &layer, batch, &params);
+            let (mut rho, mut rho_w) = rerandomizers(&seed, layer.node, index, holders, masks.order.len());
+            let mut masked = mask(runner.pending_input(), &layer, &masks, &rho, &rho_w, index == 1);
+            rho.zeroize();
+            rho_w.zeroize();
+            let sent = s0.send(MASKED, session, layer.node, &masked).await;
+            masked.zeroize();
+            sent?;
             let values = batch * layer.items() * (layer.arity() + 1);
             let shares = if index == 1 {
                 let reply = s0.recv(RESHARE, session, layer.node).await?;
@@ -156,45 +159,46 @@ pub(crate) fn kind_name(layer: &NonlinearLayer) -> &'static str {
     }
 }
 
-/// `π(k ⊙ x_j)` and `π(x_j + [first]·R)`, gathered item by item and interleaved element by
-/// element (`z, w, z, w, …`), written straight into the message.
-fn mask(x: &[u64], layer: &NonlinearLayer, batch: usize, m: &LayerMasks, gather: &[u32], first: bool) -> Vec<u8> {
-    let (items, s, in_len) = (layer.items(), layer.arity(), layer.input.len());
-    debug_assert_eq!(x.len(), batch * in_len);
-    let mut out = Vec::with_capacity(16 * m.perm.len() * s);
-    if s == 1 && items == in_len {
-        // Element-wise (ReLU): item `i` of the flattened batch is input element `i`.
-        for ((&item, &k), &r) in m.perm.iter().zip(&m.k).zip(&m.r) {
-            let v = x[item as usize];
-            out.extend_from_slice(&zt::mul(k, v).to_le_bytes());
-            out.extend_from_slice(&(if first { zt::add(v, r) } else { v }).to_le_bytes());
-        }
-        return out;
-    }
-    for (p, &item) in m.perm.iter().enumerate() {
-        let (image, i) = (item as usize / items, item as usize % items);
-        let base = image * in_len;
-        for e in 0..s {
-            let v = x[base + gather[i * s + e] as usize];
-            let w = if first { zt::add(v, m.r[p * s + e]) } else { v };
-            out.extend_from_slice(&zt::mul(m.k[p], v).to_le_bytes());
-            out.extend_from_slice(&w.to_le_bytes());
-        }
+/// Holder `index`'s message for one layer: at each position `q` (element `order[q]` of the
+/// gathered batch), `k·x_j + [j = 1]·e + ρ_j` and `x_j + [j = 1]·R + ρ'_j`, interleaved
+/// (`z, w, z, w, …`), written straight into the message. Every value is uniform on its own; only
+/// the sum over the holders carries `z = k·x + e` and `w = x + R`.
+fn mask(x: &[u64], layer: &NonlinearLayer, m: &ItemMasks, rho: &[u64], rho_w: &[u64], first: bool) -> Vec<u8> {
+    let (s, in_len) = (layer.arity(), layer.input.len());
+    let per_image = layer.items() * s;
+    // Element-wise layers read their input in place; windows need the gather map.
+    let gather = if s == 1 && layer.items() == in_len { Vec::new() } else { layer.gather() };
+    let mut out = Vec::with_capacity(16 * m.order.len());
+    for (q, &element) in m.order.iter().enumerate() {
+        let element = element as usize;
+        let v = if gather.is_empty() {
+            x[element]
+        } else {
+            x[element / per_image * in_len + gather[element % per_image] as usize]
+        };
+        let (z, w) = if first {
+            let (k, e) = m.affine(q);
+            (apply(k, v, e), zt::add(v, m.r[q]))
+        } else {
+            (zt::mul(m.k[q / s], v), v)
+        };
+        out.extend_from_slice(&zt::add(z, rho[q]).to_le_bytes());
+        out.extend_from_slice(&zt::add(w, rho_w[q]).to_le_bytes());
     }
     out
 }
 
-/// The holder's output share: `π⁻¹(v − Σ_e b_e · ⌊R_e / 2^shift⌋)`, from its re-shares laid out
-/// per item as `v, b_0, …, b_(s−1)`.
-fn unmask(layer: &NonlinearLayer, m: &LayerMasks, mut shares: Vec<u64>) -> Vec<u64> {
+/// The holder's output share: per item `v − Σ_e b_e · ⌊R_e / 2^shift⌋`, from its re-shares laid
+/// out per position as `v, b_0, …, b_(s−1)`, put back at the item's place.
+fn unmask(layer: &NonlinearLayer, m: &ItemMasks, mut shares: Vec<u64>) -> Vec<u64> {
     let s = layer.arity();
-    let mut out = vec![0u64; m.perm.len()];
-    for ((p, &item), row) in m.perm.iter().enumerate().zip(shares.chunks_exact(s + 1)) {
+    let mut out = vec![0u64; m.items()];
+    for (p, row) in shares.chunks_exact(s + 1).enumerate() {
         let mut acc = row[0];
         for e in 0..s {
             acc = zt::sub(acc, zt::mul(row[1 + e], m.r[p * s + e] >> layer.shift));
         }
-        out[item as usize] = acc;
+        out[m.order[p * s] as usize / s] = acc;
     }
     shares.zeroize();
     out

@@ -1,44 +1,38 @@
-//! The masks every holder derives for one nonlinear layer from the query seed.
+//! What every holder derives for one nonlinear layer from the query seed: the layer's masks
+//! (shared by all holders) and its own zero-sum re-randomizers.
 
-use rand::seq::SliceRandom;
-use rand_core::RngCore;
 use tessera_field::{FixedPointParams, Purpose, Seed, zt};
 use tessera_model::nonlinear::NonlinearLayer;
-use zeroize::Zeroize;
 
-/// Permutation and masks of one layer for a batch.
-pub(crate) struct LayerMasks {
-    /// `perm[p]` is the item (over the flattened batch) sent at position `p`.
-    pub perm: Vec<u32>,
-    /// Multiplicative mask per position, uniform in `[1, 2^κ]`.
-    pub k: Vec<u64>,
-    /// Truncation mask per element (`position × arity + e`), uniform in `[0, 2^(ℓx+σ))`.
-    pub r: Vec<u64>,
+use crate::masks::{ItemMasks, MaskSources};
+
+/// The layer's masks for a batch: every holder derives the same from the same seed, each layer
+/// and purpose from its own stream.
+pub(crate) fn layer_masks(seed: &Seed, layer: &NonlinearLayer, batch: usize, params: &FixedPointParams) -> ItemMasks {
+    let node = layer.node;
+    let src = MaskSources {
+        order: &mut seed.derive(Purpose::Permutation, node),
+        k: &mut seed.derive(Purpose::MultiplicativeMask, node),
+        e: &mut seed.derive(Purpose::Offset, node),
+        r: &mut seed.derive(Purpose::TruncationMask, node),
+    };
+    ItemMasks::draw(src, batch * layer.items(), layer.arity(), params.mask_bits(), zt::LOG2_T - 1)
 }
 
-impl LayerMasks {
-    /// Derives the layer's masks: every holder gets the same from the same seed, and each
-    /// layer and purpose has its own stream.
-    pub fn derive(seed: &Seed, layer: &NonlinearLayer, batch: usize, params: &FixedPointParams) -> Self {
-        let items = batch * layer.items();
-        let mut perm: Vec<u32> = (0..items as u32).collect();
-        perm.shuffle(&mut seed.derive(Purpose::Permutation, layer.node));
-        let kappa = params.mask_bits();
-        let mut rng = seed.derive(Purpose::MultiplicativeMask, layer.node);
-        let k = (0..items).map(|_| (rng.next_u64() >> (64 - kappa)) + 1).collect();
-        let r_bits = zt::LOG2_T - 1;
-        let mut rng = seed.derive(Purpose::TruncationMask, layer.node);
-        let r = (0..items * layer.arity()).map(|_| rng.next_u64() >> (64 - r_bits)).collect();
-        Self { perm, k, r }
+/// Holder `index`'s (1-based, of `holders`) re-randomizers of its `z` and `w` messages, `n`
+/// values each: uniform, independent of each other, and summing to zero over the holders
+/// (holder 1 takes minus the others', which every holder can derive from the seed).
+pub(crate) fn rerandomizers(seed: &Seed, node: u32, index: usize, holders: usize, n: usize) -> (Vec<u64>, Vec<u64>) {
+    let draw = |purpose, j: usize| zt::random_vec(&mut seed.derive_indexed(purpose, node, j as u32), n);
+    if index > 1 {
+        return (draw(Purpose::Rerandomizer, index), draw(Purpose::TruncationRerandomizer, index));
     }
-}
-
-impl Drop for LayerMasks {
-    fn drop(&mut self) {
-        self.perm.zeroize();
-        self.k.zeroize();
-        self.r.zeroize();
+    let (mut rho, mut rho_w) = (vec![0u64; n], vec![0u64; n]);
+    for j in 2..=holders {
+        zt::sub_assign(&mut rho, &draw(Purpose::Rerandomizer, j));
+        zt::sub_assign(&mut rho_w, &draw(Purpose::TruncationRerandomizer, j));
     }
+    (rho, rho_w)
 }
 
 #[cfg(test)]
@@ -61,21 +55,37 @@ mod tests {
         let params = FixedPointParams::new(6, 8, 19).unwrap();
         let mut rng = os_rng();
         let (a, b) = (Seed::random(&mut rng), Seed::random(&mut rng));
-        let l1 = LayerMasks::derive(&a, &relu(1), 2, &params);
-        let l3 = LayerMasks::derive(&a, &relu(3), 2, &params);
-        let other_query = LayerMasks::derive(&b, &relu(1), 2, &params);
-        let same = LayerMasks::derive(&a, &relu(1), 2, &params);
-        assert_eq!((&l1.perm, &l1.k, &l1.r), (&same.perm, &same.k, &same.r));
+        let l1 = layer_masks(&a, &relu(1), 2, &params);
+        let l3 = layer_masks(&a, &relu(3), 2, &params);
+        let other_query = layer_masks(&b, &relu(1), 2, &params);
+        let same = layer_masks(&a, &relu(1), 2, &params);
+        assert_eq!((&l1.order, &l1.k, &l1.e, &l1.r), (&same.order, &same.k, &same.e, &same.r));
         for m in [&l3, &other_query] {
-            assert_ne!(l1.perm, m.perm);
-            assert!(l1.k.iter().zip(&m.k).filter(|(x, y)| x == y).count() < 4);
+            assert_ne!(l1.order, m.order);
+            assert!(l1.k.iter().zip(&m.k).filter(|(x, y)| x == y).count() < 16);
             assert!(l1.r.iter().zip(&m.r).all(|(x, y)| x != y));
         }
-        let mut sorted = l1.perm.clone();
+        let mut sorted = l1.order.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, (0..512).collect::<Vec<u32>>(), "a permutation of all items of the batch");
         let kappa = params.mask_bits();
         assert!(l1.k.iter().all(|&k| (1..=1u64 << kappa).contains(&k)));
         assert!(l1.r.iter().all(|&r| r < 1u64 << (zt::LOG2_T - 1)));
+    }
+
+    /// The re-randomizers sum to zero over the holders, and no two are alike.
+    #[test]
+    fn rerandomizers_are_zero_sum_and_independent() {
+        let seed = Seed::random(&mut os_rng());
+        for holders in [2, 3, 8] {
+            let all: Vec<_> = (1..=holders).map(|j| rerandomizers(&seed, 5, j, holders, 300)).collect();
+            let (mut z, mut w) = (vec![0u64; 300], vec![0u64; 300]);
+            for (rho, rho_w) in &all {
+                zt::add_assign(&mut z, rho);
+                zt::add_assign(&mut w, rho_w);
+                assert!(rho.iter().zip(rho_w).all(|(a, b)| a != b));
+            }
+            assert!(z.iter().chain(&w).all(|&v| v == 0), "{holders} holders");
+        }
     }
 }

@@ -25,7 +25,7 @@ pub use crate::parties::Outcome;
 pub use central::{Join, central, join_from_frame, read_join};
 pub(crate) use holder::kind_name;
 pub use holder::{HolderInput, holder};
-pub use memory::{InMemoryRun, View, run_in_memory};
+pub use memory::{InMemoryRun, run_in_memory};
 pub use user::user;
 
 use tessera_model::fixed::FixedModel;
