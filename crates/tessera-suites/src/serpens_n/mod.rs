@@ -15,6 +15,7 @@
 //! per nonlinear layer [`MASKED`] holder → `S0` and [`RESHARE`] `S0` → holder 1; [`OUTPUT`] and
 //! [`REPORT`] holder → user, and `S0`'s [`REPORT`] to holder 1, which forwards it.
 
+pub mod attack;
 mod central;
 mod holder;
 mod masks;
