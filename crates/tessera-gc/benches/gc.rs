@@ -14,7 +14,7 @@ fn garbling(c: &mut Criterion) {
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let z = ZtCircuit::new(Nonlinear::Relu, Modulus::tessera()).unwrap();
     let circuit = z.circuit();
-    let hash = Tccr::new();
+    let hash = Tccr::random(&mut rng);
     let delta = Delta::random(&mut rng);
     let (ni, no, ands) = (circuit.inputs(), circuit.outputs().len(), circuit.and_gates());
     let zero: Vec<Block> = (0..LANES * ni).map(|_| Block::random(&mut rng)).collect();

@@ -38,7 +38,7 @@ fn main() {
     // Garbling and evaluation, one core, ReLU circuits in lanes.
     let z = ZtCircuit::new(Nonlinear::Relu, m).unwrap();
     let c = z.circuit();
-    let hash = Tccr::new();
+    let hash = Tccr::random(&mut rng);
     let delta = Delta::random(&mut rng);
     let batch = 4096;
     let (ni, no, ands) = (c.inputs(), c.outputs().len(), c.and_gates());
@@ -124,14 +124,13 @@ fn main() {
         let layer = Layer::new(op, m, n).unwrap();
         let a: Vec<u64> = (0..layer.values()).map(|_| m.random(&mut rng)).collect();
         let b: Vec<u64> = (0..layer.values()).map(|_| m.random(&mut rng)).collect();
-        let r: Vec<u64> = (0..n).map(|_| m.random(&mut rng)).collect();
         rt.block_on(async {
             let (mut gc, mut ec) = Channel::pair("garbler", "evaluator", Duration::from_secs(120), MAX_FRAME);
             let session = SessionId::random();
             let (mut rg, mut re) = (ChaCha20Rng::from_os_rng(), ChaCha20Rng::from_os_rng());
             let start = Instant::now();
             let (go, eo) = tokio::join!(
-                tessera_gc::garbler_offline(&mut gc, session, 0, layer.clone(), r.clone(), &mut rg),
+                tessera_gc::garbler_offline(&mut gc, session, 0, layer.clone(), &mut rg),
                 tessera_gc::evaluator_offline(&mut ec, session, 0, layer.clone(), &mut re)
             );
             let offline = start.elapsed();
@@ -142,7 +141,7 @@ fn main() {
                 tessera_gc::evaluator_online(&mut ec, session, 0, eo.unwrap(), &a)
             );
             let online = start.elapsed();
-            gr.unwrap();
+            let r = gr.unwrap();
             let out = er.unwrap();
             let total = ec.meter();
             let online_meter = total.since(&after);

@@ -6,43 +6,44 @@
 //! `ρ = v_0·w − (H(L_0, τ) mod t)`, so the holder of `L_0` needs no ciphertext ("row
 //! reduction": 8 bytes per output). The holder of one label cannot compute the other's hash,
 //! and each share it learns is uniform given its view. A *fixed* output, whose `ρ` the garbler
-//! chooses (to make the shares sum to a chosen mask `r`), sends both rows (16 bytes).
-//! Tweaks live in their own domain (top bit set), apart from the gates'.
+//! chooses (to make the shares sum to the garbler's mask `r`), sends both rows (16 bytes).
+//! Output `k` of instance `i` is hashed with `output_tweak(i, k)` of [`crate::hash`], in its own
+//! domain (top bit set), apart from the gates'.
+
+use zeroize::Zeroizing;
 
 use crate::block::Block;
-use crate::hash::Tccr;
+use crate::hash::{Tccr, output_tweak};
 use crate::modulus::Modulus;
-
-/// The tweak domain of output decoding.
-pub(crate) const DOMAIN: u128 = 1 << 127;
 
 /// `v·w` for a bit `v`.
 fn scaled(v: bool, w: u64) -> u64 {
     if v { w } else { 0 }
 }
 
-/// Encodes (garbler) and decodes (evaluator) output wires as `Z_t` shares, reusing buffers.
+/// Encodes (garbler) and decodes (evaluator) output wires as `Z_t` shares under the layer's
+/// hash, reusing buffers (wiped on drop).
 #[derive(Debug)]
-pub(crate) struct OutputCoder {
-    hash: Tccr,
+pub(crate) struct OutputCoder<'a> {
+    hash: &'a Tccr,
     m: Modulus,
-    hashed: Vec<Block>,
+    hashed: Zeroizing<Vec<Block>>,
     tweaks: Vec<u128>,
 }
 
-impl OutputCoder {
-    pub(crate) fn new(m: Modulus) -> Self {
-        Self { hash: Tccr::new(), m, hashed: Vec::new(), tweaks: Vec::new() }
+impl<'a> OutputCoder<'a> {
+    pub(crate) fn new(m: Modulus, hash: &'a Tccr) -> Self {
+        Self { hash, m, hashed: Zeroizing::new(Vec::new()), tweaks: Vec::new() }
     }
 
-    /// The garbler's side: encodes outputs with zero labels `zero` and weights `weights` into
-    /// one ciphertext each (`cts`), with tweaks `first_tweak + k`; returns `Σ ρ_k mod t`.
+    /// The garbler's side: encodes the first outputs of instance `instance`, with zero labels
+    /// `zero` and weights `weights`, into one ciphertext each (`cts`); returns `Σ ρ_k mod t`.
     pub(crate) fn encode_free(
         &mut self,
         delta: Block,
         zero: &[Block],
         weights: &[u64],
-        first_tweak: u128,
+        instance: u64,
         cts: &mut [u64],
     ) -> u64 {
         let m = self.m;
@@ -51,7 +52,7 @@ impl OutputCoder {
         for (k, &w0) in zero.iter().enumerate() {
             let l0 = w0 ^ delta.and_bit(w0.color());
             self.hashed.extend([l0, l0 ^ delta]);
-            self.tweaks.extend([DOMAIN | (first_tweak + k as u128); 2]);
+            self.tweaks.extend([output_tweak(instance, k); 2]);
         }
         self.hash.hash_many(&mut self.hashed, &self.tweaks);
         let mut rho_sum = 0;
@@ -66,27 +67,36 @@ impl OutputCoder {
         rho_sum
     }
 
-    /// The garbler's side for one output with a chosen `ρ`: both rows, by color.
-    pub(crate) fn encode_fixed(&self, delta: Block, zero: Block, w: u64, rho: u64, tweak: u128) -> [u64; 2] {
+    /// The garbler's side for output `output` of instance `instance` with a chosen `ρ`: both
+    /// rows, by color.
+    pub(crate) fn encode_fixed(
+        &self,
+        delta: Block,
+        zero: Block,
+        w: u64,
+        rho: u64,
+        instance: u64,
+        output: usize,
+    ) -> [u64; 2] {
         let m = self.m;
         let l0 = zero ^ delta.and_bit(zero.color());
         let v0 = zero.color();
-        let mut h = [l0, l0 ^ delta];
-        self.hash.hash_many(&mut h, &[DOMAIN | tweak; 2]);
+        let mut h = Zeroizing::new([l0, l0 ^ delta]);
+        self.hash.hash_many(&mut *h, &[output_tweak(instance, output); 2]);
         [m.sub(scaled(v0, w), rho) ^ h[0].low64(), m.sub(scaled(!v0, w), rho) ^ h[1].low64()]
     }
 
     /// The evaluator's side of [`Self::encode_free`]: `Σ_k (v_k·w_k − ρ_k) mod t` from the
     /// active labels, or the index of the first ciphertext that decodes to a value not below `t`.
-    pub(crate) fn decode_free(&mut self, active: &[Block], cts: &[u64], first_tweak: u128) -> Result<u64, usize> {
+    pub(crate) fn decode_free(&mut self, active: &[Block], cts: &[u64], instance: u64) -> Result<u64, usize> {
         let m = self.m;
         self.hashed.clear();
         self.hashed.extend_from_slice(active);
         self.tweaks.clear();
-        self.tweaks.extend((0..active.len()).map(|k| DOMAIN | (first_tweak + k as u128)));
+        self.tweaks.extend((0..active.len()).map(|k| output_tweak(instance, k)));
         self.hash.hash_many(&mut self.hashed, &self.tweaks);
         let mut sum = 0;
-        for (k, (&l, &h)) in active.iter().zip(&self.hashed).enumerate() {
+        for (k, (&l, &h)) in active.iter().zip(self.hashed.iter()).enumerate() {
             let v = if l.color() { cts[k] ^ h.low64() } else { m.reduce_u128(h.0) };
             if v >= m.t() {
                 return Err(k);
@@ -97,8 +107,8 @@ impl OutputCoder {
     }
 
     /// The evaluator's side of [`Self::encode_fixed`], or `None` if the row decodes out of range.
-    pub(crate) fn decode_fixed(&self, active: Block, cts: [u64; 2], tweak: u128) -> Option<u64> {
-        let v = cts[usize::from(active.color())] ^ self.hash.hash(active, DOMAIN | tweak).low64();
+    pub(crate) fn decode_fixed(&self, active: Block, cts: [u64; 2], instance: u64, output: usize) -> Option<u64> {
+        let v = cts[usize::from(active.color())] ^ self.hash.hash(active, output_tweak(instance, output)).low64();
         (v < self.m.t()).then_some(v)
     }
 }
@@ -113,7 +123,8 @@ mod tests {
     fn shares_decode_to_the_weighted_bits() {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
         let m = Modulus::tessera();
-        let mut coder = OutputCoder::new(m);
+        let hash = Tccr::random(&mut rng);
+        let mut coder = OutputCoder::new(m, &hash);
         let delta = Delta::random(&mut rng).block();
         for _ in 0..50 {
             let zero: Vec<Block> = (0..20).map(|_| Block::random(&mut rng)).collect();
@@ -127,8 +138,8 @@ mod tests {
             assert_eq!(m.add(got, rho), want);
 
             let (w, r, b) = (m.random(&mut rng), m.random(&mut rng), rng.random::<bool>());
-            let ct = coder.encode_fixed(delta, zero[0], w, r, 9);
-            let got = coder.decode_fixed(zero[0] ^ delta.and_bit(b), ct, 9).unwrap();
+            let ct = coder.encode_fixed(delta, zero[0], w, r, 9, 0);
+            let got = coder.decode_fixed(zero[0] ^ delta.and_bit(b), ct, 9, 0).unwrap();
             assert_eq!(m.add(got, r), if b { w } else { 0 });
         }
     }

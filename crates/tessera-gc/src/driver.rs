@@ -8,11 +8,11 @@ use rand_core::{CryptoRng, RngCore};
 use tessera_net::{Channel, MessageKind, SessionId};
 
 use crate::error::Result;
-use crate::protocol::{EvaluatorAwaitBase, EvaluatorOffline, GarblerAwaitBase, GarblerOffline, Layer};
+use crate::protocol::{EvaluatorAwaitBase, EvaluatorOffline, GarblerAwaitBase, GarblerOffline, Layer, OutputShares};
 
 /// Evaluator → garbler: the base-OT point `S`.
 pub const BASE_SENDER: MessageKind = MessageKind(0x0A01);
-/// Garbler → evaluator: the base-OT points `R_i`.
+/// Garbler → evaluator: the base-OT points `R_i` and the layer's hash key.
 pub const BASE_RECEIVER: MessageKind = MessageKind(0x0A02);
 /// Evaluator → garbler: OT-extension column chunks.
 pub const COLUMNS: MessageKind = MessageKind(0x0A03);
@@ -27,16 +27,16 @@ pub const RESHARE: MessageKind = MessageKind(0x0A07);
 /// Garbler → evaluator (online): label chunks with the online decoding.
 pub const LABELS: MessageKind = MessageKind(0x0A08);
 
-/// The garbler's offline phase for one layer with output masks `masks`.
+/// The garbler's offline phase for one layer; draws `Δ`, the hash key and the output masks
+/// from `rng` (its output shares: [`GarblerOffline::output_shares`]).
 pub async fn garbler_offline<R: RngCore + CryptoRng + ?Sized>(
     ch: &mut Channel,
     session: SessionId,
     layer_id: u32,
     layer: Layer,
-    masks: Vec<u64>,
     rng: &mut R,
 ) -> Result<GarblerOffline> {
-    let state = GarblerAwaitBase::start(layer, masks, rng)?;
+    let state = GarblerAwaitBase::start(layer, rng);
     let s = ch.recv(BASE_SENDER, session, layer_id).await?;
     let (reply, mut state) = state.receive_base(&s, rng)?;
     ch.send(BASE_RECEIVER, session, layer_id, &reply).await?;
@@ -55,14 +55,14 @@ pub async fn garbler_offline<R: RngCore + CryptoRng + ?Sized>(
     state.finish()
 }
 
-/// The garbler's online phase with its shares `b`; its output share is its mask `r`.
+/// The garbler's online phase with its shares `b`: returns its output shares, the masks `r`.
 pub async fn garbler_online(
     ch: &mut Channel,
     session: SessionId,
     layer_id: u32,
     state: GarblerOffline,
     shares: Vec<u64>,
-) -> Result<()> {
+) -> Result<OutputShares> {
     let chunks = state.layer().chunks();
     let mut state = state.online(shares)?;
     let mut replies = Vec::with_capacity(chunks);

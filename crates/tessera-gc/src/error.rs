@@ -29,8 +29,6 @@ pub enum Message {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Input {
-    /// The garbler's output masks `r`.
-    Masks,
     /// A party's input shares.
     Shares,
 }

@@ -3,17 +3,19 @@
 //! For an AND gate with active labels `A`, `B` (colors `s_a`, `s_b`) and ciphertexts
 //! `T_G`, `T_E`: `C = H(A, j) ⊕ s_a·T_G ⊕ H(B, j') ⊕ s_b·(T_E ⊕ A)`; two hashes.
 
+use zeroize::Zeroizing;
+
 use crate::block::Block;
 use crate::circuit::{Circuit, Gate};
-use crate::garble::{LANES, and_tweak, from_lanes, to_lanes};
-use crate::hash::Tccr;
+use crate::garble::{LANES, from_lanes, to_lanes};
+use crate::hash::{Tccr, and_tweak};
 
-/// Evaluates instances of one circuit, reusing its buffers.
+/// Evaluates instances of one circuit, reusing its buffers (wiped on drop).
 pub struct Evaluator<'a> {
     circuit: &'a Circuit,
     hash: &'a Tccr,
-    wires: Vec<Block>,
-    hashed: Vec<Block>,
+    wires: Zeroizing<Vec<Block>>,
+    hashed: Zeroizing<Vec<Block>>,
     tweaks: Vec<u128>,
 }
 
@@ -29,8 +31,8 @@ impl<'a> Evaluator<'a> {
         Self {
             circuit,
             hash,
-            wires: vec![Block::ZERO; circuit.wires() * LANES],
-            hashed: vec![Block::ZERO; 2 * LANES],
+            wires: Zeroizing::new(vec![Block::ZERO; circuit.wires() * LANES]),
+            hashed: Zeroizing::new(vec![Block::ZERO; 2 * LANES]),
             tweaks: vec![0; 2 * LANES],
         }
     }
@@ -72,7 +74,7 @@ impl<'a> Evaluator<'a> {
                 }
                 Gate::And(a, b) => {
                     for l in 0..n {
-                        let j = and_tweak(first_instance + l as u64, ands, g_and);
+                        let j = and_tweak(first_instance + l as u64, g_and);
                         self.hashed[2 * l] = self.wires[a as usize * n + l];
                         self.hashed[2 * l + 1] = self.wires[b as usize * n + l];
                         self.tweaks[2 * l] = j;
@@ -109,7 +111,7 @@ mod tests {
     /// the decoded output bits of each (by comparing against the output zero labels).
     fn garble_and_evaluate(c: &Circuit, bits: &[Vec<bool>], seed: u64) -> Vec<Vec<bool>> {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
-        let hash = Tccr::new();
+        let hash = Tccr::random(&mut rng);
         let delta = Delta::random(&mut rng);
         let (n, ni, no) = (bits.len(), c.inputs(), c.outputs().len());
         let zero: Vec<Block> = (0..n * ni).map(|_| Block::random(&mut rng)).collect();

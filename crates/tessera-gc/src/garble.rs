@@ -1,5 +1,5 @@
 //! Garbling with free-XOR and half-gates (Zahur, Rosulek and Evans, "Two halves make a whole",
-//! EUROCRYPT 2015, eprint 2014/756), point-and-permute, and the fixed-key hash of
+//! EUROCRYPT 2015, eprint 2014/756), point-and-permute, and the per-layer-keyed hash of
 //! [`crate::hash`].
 //!
 //! An AND gate `c = a ∧ b` with zero labels `A`, `B`, colors `p_a`, `p_b` and tweaks `j`, `j' = j + 1`
@@ -9,20 +9,16 @@
 //!
 //! Instances are garbled in *lanes*: up to [`LANES`] copies of one circuit gate by gate, so every
 //! AND gate hands `4·LANES` blocks to AES at once. The tweak of AND gate `g` of instance `i` is
-//! `2·(i·ands + g)`: unique per layer, where `Δ` is fresh.
+//! `and_tweak(i, g)` of [`crate::hash`]: unique under the layer's hash key, which is as fresh as `Δ`.
+
+use zeroize::Zeroizing;
 
 use crate::block::{Block, Delta};
 use crate::circuit::{Circuit, Gate};
-use crate::hash::Tccr;
+use crate::hash::{Tccr, and_tweak};
 
 /// Instances garbled (and evaluated) side by side.
 pub const LANES: usize = 16;
-
-/// The tweak of AND gate `g` of instance `instance` (its evaluator half uses the next one).
-#[inline]
-pub(crate) fn and_tweak(instance: u64, ands: usize, g: usize) -> u128 {
-    2 * (u128::from(instance) * ands as u128 + g as u128)
-}
 
 /// Copies instance-major labels (`n × per`) into wire-major lanes (`per × n`).
 pub(crate) fn to_lanes(src: &[Block], n: usize, per: usize, wires: &mut [Block]) {
@@ -43,13 +39,14 @@ pub(crate) fn from_lanes(circuit: &Circuit, wires: &[Block], n: usize, outputs: 
     }
 }
 
-/// Garbles instances of one circuit under one `Δ`, reusing its buffers.
+/// Garbles instances of one circuit under one `Δ` and hash key, reusing its buffers (wiped on
+/// drop). An instance number must not be garbled twice under one key.
 pub struct Garbler<'a> {
     circuit: &'a Circuit,
     hash: &'a Tccr,
-    delta: Block,
-    wires: Vec<Block>,
-    hashed: Vec<Block>,
+    delta: Zeroizing<Block>,
+    wires: Zeroizing<Vec<Block>>,
+    hashed: Zeroizing<Vec<Block>>,
     tweaks: Vec<u128>,
 }
 
@@ -65,9 +62,9 @@ impl<'a> Garbler<'a> {
         Self {
             circuit,
             hash,
-            delta: delta.block(),
-            wires: vec![Block::ZERO; circuit.wires() * LANES],
-            hashed: vec![Block::ZERO; 4 * LANES],
+            delta: Zeroizing::new(delta.block()),
+            wires: Zeroizing::new(vec![Block::ZERO; circuit.wires() * LANES]),
+            hashed: Zeroizing::new(vec![Block::ZERO; 4 * LANES]),
             tweaks: vec![0; 4 * LANES],
         }
     }
@@ -94,7 +91,7 @@ impl<'a> Garbler<'a> {
         assert_eq!(inputs.len(), n * ni, "input labels");
         assert_eq!(tables.len(), n * 2 * ands, "table size");
         assert_eq!(outputs.len(), n * c.outputs().len(), "output labels");
-        let delta = self.delta;
+        let delta = *self.delta;
         to_lanes(inputs, n, ni, &mut self.wires);
         let mut g_and = 0;
         for (g, gate) in c.gates().iter().enumerate() {
@@ -113,7 +110,7 @@ impl<'a> Garbler<'a> {
                 Gate::And(a, b) => {
                     for l in 0..n {
                         let (a0, b0) = (self.wires[a as usize * n + l], self.wires[b as usize * n + l]);
-                        let j = and_tweak(first_instance + l as u64, ands, g_and);
+                        let j = and_tweak(first_instance + l as u64, g_and);
                         self.hashed[4 * l..4 * l + 4].copy_from_slice(&[a0, a0 ^ delta, b0, b0 ^ delta]);
                         self.tweaks[4 * l..4 * l + 4].copy_from_slice(&[j, j, j + 1, j + 1]);
                     }

@@ -2,7 +2,8 @@
 //!
 //! No published crate garbles circuits or extends OT, so this crate builds both from the papers:
 //!
-//! * [`block`], [`hash`]: 128-bit labels and the fixed-key-AES hash `H(x, i) = π(σ(x) ⊕ i) ⊕ σ(x)`.
+//! * [`block`], [`hash`]: 128-bit labels and the hash `H(x, i) = π_K(π_K(x) ⊕ i) ⊕ π_K(x)`,
+//!   AES-128 under a key `K` drawn per layer.
 //! * [`circuit`]: boolean circuits, with builders for adders, subtractors, comparators and
 //!   multiplexers that fold public constants.
 //! * [`garble`], [`evaluate`]: free-XOR + half-gates with point-and-permute (32 bytes per AND).
@@ -18,14 +19,16 @@
 //!   section 5. Neither party learns anything beyond its output share; a malicious garbler
 //!   could garble a different function, which this crate does not prevent.
 //! * **Computational parameter κ = 128**: labels, `Δ` (127 random bits, its color bit is 1 for
-//!   point-and-permute, as in half-gates), and OT-extension width. The hash is the `MMO^σ`
-//!   construction of Guo, Katz, Wang and Yu (IEEE S&P 2020) over AES-128 with a fixed public key,
-//!   used with a distinct tweak for every hash of a layer.
+//!   point-and-permute, as in half-gates), and OT-extension width. The hash is the `TMMO`
+//!   construction of Guo, Katz, Wang and Yu (IEEE S&P 2020), tweakable circular correlation
+//!   robust for a random permutation, over AES-128 under a public key drawn fresh per layer;
+//!   each tweak names one wire of one instance, so none repeats under a key.
 //! * **Statistical parameter σ = 40**: the bias of reducing a 128-bit hash modulo `t`
 //!   (< 2^−66 for Tessera's `t`) and the OT-extension consistency check's padding are far below
 //!   `2^−σ`; the ReLU and max-pool outputs are exact, with no statistical error at all.
-//! * **Randomness**: `Δ`, labels, masks and OT secrets come from a ChaCha20 CSPRNG seeded from
-//!   the OS, fresh per layer. Secrets have opaque `Debug` and are wiped on drop.
+//! * **Randomness**: `Δ`, labels, the hash key, the output masks and OT secrets come from the
+//!   CSPRNG the parties pass in (ChaCha20 seeded from the OS), fresh per layer; no caller
+//!   chooses a mask. Secrets have opaque `Debug` and are wiped on drop.
 
 #![forbid(unsafe_code)]
 
@@ -48,5 +51,5 @@ pub use block::{Block, Delta};
 pub use driver::{evaluator_offline, evaluator_online, garbler_offline, garbler_online};
 pub use error::{GcError, Input, Message, Result};
 pub use modulus::Modulus;
-pub use protocol::{Layer, MAX_FRAME};
+pub use protocol::{Layer, MAX_FRAME, OutputShares};
 pub use relu::{Nonlinear, ZtCircuit};

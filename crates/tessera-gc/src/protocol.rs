@@ -1,13 +1,16 @@
 //! The two-party nonlinear layer: garbler and evaluator as state machines without I/O.
 //!
-//! The evaluator holds shares `a`, the garbler shares `b` and output masks `r` (one per
-//! instance); the evaluator ends with `f(a + b) − r mod t`, `f` the layer's [`Nonlinear`].
+//! The evaluator holds shares `a`, the garbler shares `b`; the garbler draws its output masks
+//! `r` (one per instance, uniform in `Z_t`) itself, and they are its output shares
+//! ([`OutputShares`]); the evaluator ends with `f(a + b) − r mod t`, `f` the layer's
+//! [`Nonlinear`].
 //!
-//! **Offline** (input-independent). The evaluator draws its *offline share* `c`, uniform in
+//! **Offline** (input-independent). The garbler draws `Δ`, its label seed, `r` and the layer's
+//! hash key `K` ([`crate::hash`]). The evaluator draws its *offline share* `c`, uniform in
 //! `Z_t`, per input value. Base OT: evaluator → garbler `S` (32 B); garbler → evaluator 128
-//! points (4 KiB). Extension: evaluator → garbler columns, 16 B per OT, one OT per bit of `c`
-//! plus [`PADDING`]; KOS: garbler → evaluator a challenge (16 B), evaluator → garbler the answer
-//! (32 B). The garbler's zero labels of the evaluator's input wires are its OT strings `q_j`,
+//! points (4 KiB) and `K` (16 B). Extension: evaluator → garbler columns, 16 B per OT, one OT
+//! per bit of `c` plus [`PADDING`]; KOS: garbler → evaluator a challenge (16 B), evaluator →
+//! garbler the answer (32 B). The garbler's zero labels of the evaluator's input wires are its OT strings `q_j`,
 //! so the evaluator's OT strings *are* its active labels. Garbler → evaluator: per instance the
 //! garbled tables (32 B per AND) and the offline output decoding (8 B per output, 16 B for a
 //! fixed one).
@@ -28,7 +31,7 @@ use crate::decode::OutputCoder;
 use crate::error::{GcError, Input, Message, Result};
 use crate::evaluate::Evaluator;
 use crate::garble::{Garbler, LANES};
-use crate::hash::Tccr;
+use crate::hash::{KEY_BYTES, Tccr};
 use crate::modulus::Modulus;
 use crate::msgs::{expect_len, get_blocks, get_u64s, get_zt, put_blocks, put_u64s};
 use crate::ot::base::{self, BaseSender, POINT_BYTES};
@@ -137,7 +140,7 @@ impl Layer {
 
     /// Bytes the offline phase moves (both directions, payloads only).
     pub fn offline_bytes(&self) -> usize {
-        POINT_BYTES * (1 + KAPPA) + 16 * KAPPA * self.ot_words() + 48 + self.table_bytes(self.instances)
+        POINT_BYTES * (1 + KAPPA) + KEY_BYTES + 16 * KAPPA * self.ot_words() + 48 + self.table_bytes(self.instances)
     }
 
     /// Bytes the online phase moves (both directions, payloads only).
@@ -147,10 +150,6 @@ impl Layer {
 
     fn outputs(&self) -> usize {
         self.z.circuit().outputs().len()
-    }
-
-    fn decode_tweak(&self, instance: usize) -> u128 {
-        instance as u128 * self.outputs() as u128
     }
 }
 
@@ -168,13 +167,38 @@ fn check_chunk(message: Message, expected: usize, got: usize) -> Result<()> {
     if expected == got { Ok(()) } else { Err(GcError::OutOfOrder { message, expected, got }) }
 }
 
+/// The garbler's output shares of a layer: its masks `r`, one per instance, drawn uniformly
+/// in `Z_t` by [`GarblerAwaitBase::start`] (the evaluator's shares are `f(x) − r`). Wiped on
+/// drop; `Debug` shows only the count.
+pub struct OutputShares(Zeroizing<Vec<u64>>);
+
+impl OutputShares {
+    /// `instances` uniform elements of `Z_t`.
+    fn random<R: RngCore + CryptoRng + ?Sized>(m: &Modulus, instances: usize, rng: &mut R) -> Self {
+        Self(Zeroizing::new((0..instances).map(|_| m.random(rng)).collect()))
+    }
+}
+
+impl std::ops::Deref for OutputShares {
+    type Target = [u64];
+    fn deref(&self) -> &[u64] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for OutputShares {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputShares").field("len", &self.0.len()).finish_non_exhaustive()
+    }
+}
+
 /// What the garbler keeps through the phases.
 struct GarblerCore {
     layer: Layer,
     hash: Tccr,
     delta: Delta,
     label_seed: Zeroizing<Block>,
-    masks: Zeroizing<Vec<u64>>,
+    masks: OutputShares,
 }
 
 impl GarblerCore {
@@ -243,20 +267,21 @@ opaque_debug!(
 );
 
 impl GarblerAwaitBase {
-    /// Starts a layer with the output masks `r` (one per instance, below `t`), drawing `Δ`.
-    pub fn start<R: RngCore + CryptoRng + ?Sized>(layer: Layer, masks: Vec<u64>, rng: &mut R) -> Result<Self> {
-        let masks = Zeroizing::new(masks);
-        check_values(Input::Masks, &masks, layer.instances, &layer.z.modulus())?;
-        Ok(Self(GarblerCore {
-            layer,
-            hash: Tccr::new(),
+    /// Starts a layer, drawing from `rng` (a CSPRNG) `Δ`, the label seed, the layer's hash key
+    /// and the output masks `r`, uniform in `Z_t`.
+    pub fn start<R: RngCore + CryptoRng + ?Sized>(layer: Layer, rng: &mut R) -> Self {
+        let masks = OutputShares::random(&layer.z.modulus(), layer.instances, rng);
+        Self(GarblerCore {
+            hash: Tccr::random(rng),
             delta: Delta::random(rng),
             label_seed: Zeroizing::new(Block::random(rng)),
             masks,
-        }))
+            layer,
+        })
     }
 
-    /// Base OT as receiver with choices the bits of `Δ`: the reply (128 points) and the next state.
+    /// Base OT as receiver with choices the bits of `Δ`: the reply (128 points, then the hash
+    /// key) and the next state.
     pub fn receive_base<R: RngCore + CryptoRng + ?Sized>(
         self,
         message: &[u8],
@@ -264,7 +289,8 @@ impl GarblerAwaitBase {
     ) -> Result<(Vec<u8>, GarblerAwaitColumns)> {
         let core = self.0;
         let choices: Vec<bool> = (0..KAPPA).map(|i| core.delta.bit(i)).collect();
-        let (reply, keys) = base::receive(&choices, message, rng)?;
+        let (mut reply, keys) = base::receive(&choices, message, rng)?;
+        reply.extend_from_slice(&core.hash.key());
         let ext = ExtSender::new(&core.delta, &keys);
         let q = Zeroizing::new(Vec::with_capacity(128 * core.layer.ot_words()));
         Ok((reply, GarblerAwaitColumns { core, ext, q, next: 0 }))
@@ -336,7 +362,7 @@ impl GarblerGarbling {
         let mut out0 = Zeroizing::new(vec![Block::ZERO; LANES * no]);
         let mut cts = vec![0u64; range.len() * layer.offline_cts()];
         let mut table_bytes = Vec::with_capacity(layer.table_bytes(range.len()));
-        let mut coder = OutputCoder::new(m);
+        let mut coder = OutputCoder::new(m, &core.hash);
         for first in range.clone().step_by(LANES) {
             let n = (range.end - first).min(LANES);
             for l in 0..n {
@@ -351,15 +377,14 @@ impl GarblerGarbling {
                 let i = first + l;
                 let zero = &out0[l * no..(l + 1) * no];
                 let ct = &mut cts[(i - range.start) * layer.offline_cts()..][..layer.offline_cts()];
-                let tweak = layer.decode_tweak(i);
-                let rho = coder.encode_free(delta, &zero[..nfree], &weights[..nfree], tweak, &mut ct[..nfree]);
+                let rho = coder.encode_free(delta, &zero[..nfree], &weights[..nfree], i as u64, &mut ct[..nfree]);
                 // The remaining ρ makes the shares sum to f(x) − r: Σρ = r + offset.
                 let rest = m.sub(m.add(core.masks[i], layer.z.offset()), rho);
                 if layer.z.has_online_output() {
                     self.online.push((zero[nfree], rest));
                 } else {
                     let k = nfree;
-                    let pair = coder.encode_fixed(delta, zero[k], weights[k], rest, tweak + k as u128);
+                    let pair = coder.encode_fixed(delta, zero[k], weights[k], rest, i as u64, k);
                     ct[k..k + 2].copy_from_slice(&pair);
                 }
             }
@@ -380,6 +405,11 @@ impl GarblerOffline {
     /// The layer.
     pub fn layer(&self) -> &Layer {
         &self.core.layer
+    }
+
+    /// The garbler's output shares `r`, known from the offline phase on.
+    pub fn output_shares(&self) -> &OutputShares {
+        &self.core.masks
     }
 
     /// Starts the online phase with the garbler's shares `b` (one per input value).
@@ -408,7 +438,7 @@ impl GarblerAwaitReshare {
         let mut reshared = Zeroizing::new(vec![0u64; k]);
         let mut out = Vec::with_capacity(layer.label_bytes(range.len()));
         let mut online_cts = Vec::new();
-        let coder = OutputCoder::new(m);
+        let coder = OutputCoder::new(m, &core.hash);
         for i in range.clone() {
             for j in 0..k {
                 reshared[j] = m.add(self.shares[i * k + j], e[(i - range.start) * k + j]);
@@ -422,8 +452,8 @@ impl GarblerAwaitReshare {
             put_blocks(&labels, &mut out);
             if let Some(w) = layer.z.online_weight(&reshared) {
                 let (zero, rho) = self.online[i];
-                let tweak = layer.decode_tweak(i) + layer.z.offline_weights().len() as u128;
-                online_cts.extend(coder.encode_fixed(delta, zero, w, rho, tweak));
+                let output = layer.z.offline_weights().len();
+                online_cts.extend(coder.encode_fixed(delta, zero, w, rho, i as u64, output));
             }
         }
         put_u64s(&online_cts, &mut out);
@@ -431,22 +461,25 @@ impl GarblerAwaitReshare {
         Ok(out)
     }
 
-    /// After the last chunk: the garbler's part is done (its output share is `r`).
-    pub fn finish(self) -> Result<()> {
-        check_chunk(Message::Reshare, self.core.layer.chunks(), self.next)
+    /// After the last chunk: the garbler's part is done; returns its output shares `r`.
+    pub fn finish(self) -> Result<OutputShares> {
+        check_chunk(Message::Reshare, self.core.layer.chunks(), self.next)?;
+        Ok(self.core.masks)
     }
 }
 
-/// What the evaluator keeps through the phases.
+/// What the evaluator keeps through the phases (from the garbler's base-OT reply on, which
+/// carries the layer's hash key).
 struct EvaluatorCore {
     layer: Layer,
     hash: Tccr,
     offline_shares: Zeroizing<Vec<u64>>,
 }
 
-/// The evaluator, waiting for the garbler's base-OT points.
+/// The evaluator, waiting for the garbler's base-OT points and hash key.
 pub struct EvaluatorAwaitBase {
-    core: EvaluatorCore,
+    layer: Layer,
+    offline_shares: Zeroizing<Vec<u64>>,
     sender: BaseSender,
     choices: Zeroizing<Vec<Block>>,
 }
@@ -499,15 +532,18 @@ impl EvaluatorAwaitBase {
             }
         }
         let (sender, s) = BaseSender::new(rng);
-        let core = EvaluatorCore { layer, hash: Tccr::new(), offline_shares: c };
-        (s.to_vec(), Self { core, sender, choices })
+        (s.to_vec(), Self { layer, offline_shares: c, sender, choices })
     }
 
-    /// Finishes the base OTs with the garbler's points.
+    /// Finishes the base OTs with the garbler's points and takes the layer's hash key.
     pub fn receive_base(self, message: &[u8]) -> Result<EvaluatorExtending> {
-        let keys = self.sender.finish(message, KAPPA)?;
-        let t = Zeroizing::new(Vec::with_capacity(128 * self.core.layer.ot_words()));
-        Ok(EvaluatorExtending { ext: ExtReceiver::new(&keys), core: self.core, choices: self.choices, t, next: 0 })
+        expect_len(Message::BaseReceiver, message, POINT_BYTES * KAPPA + KEY_BYTES)?;
+        let (points, key) = message.split_at(POINT_BYTES * KAPPA);
+        let keys = self.sender.finish(points, KAPPA)?;
+        let hash = Tccr::from_key(key.try_into().expect("KEY_BYTES bytes"));
+        let t = Zeroizing::new(Vec::with_capacity(128 * self.layer.ot_words()));
+        let core = EvaluatorCore { layer: self.layer, hash, offline_shares: self.offline_shares };
+        Ok(EvaluatorExtending { ext: ExtReceiver::new(&keys), core, choices: self.choices, t, next: 0 })
     }
 }
 
@@ -636,7 +672,7 @@ impl EvaluatorAwaitLabels {
         let mut evaluator = Evaluator::new(layer.z.circuit(), &core.hash);
         let mut inputs = Zeroizing::new(vec![Block::ZERO; LANES * ni]);
         let mut out = Zeroizing::new(vec![Block::ZERO; LANES * no]);
-        let mut coder = OutputCoder::new(m);
+        let mut coder = OutputCoder::new(m, &core.hash);
         for first in range.clone().step_by(LANES) {
             let lanes = (range.end - first).min(LANES);
             for l in 0..lanes {
@@ -656,8 +692,7 @@ impl EvaluatorAwaitLabels {
                 let (i, li) = (first + l, first + l - range.start);
                 let active = &out[l * no..(l + 1) * no];
                 let ct = &cts[li * layer.offline_cts()..][..layer.offline_cts()];
-                let tweak = layer.decode_tweak(i);
-                let mut share = coder.decode_free(&active[..nfree], &ct[..nfree], tweak).map_err(|k| {
+                let mut share = coder.decode_free(&active[..nfree], &ct[..nfree], i as u64).map_err(|k| {
                     GcError::OutOfRange { message: Message::Tables, index: li * layer.offline_cts() + k }
                 })?;
                 let (row, index, message) = if online {
@@ -666,7 +701,7 @@ impl EvaluatorAwaitLabels {
                     ([ct[nfree], ct[nfree + 1]], li * layer.offline_cts() + nfree, Message::Tables)
                 };
                 let last = coder
-                    .decode_fixed(active[nfree], row, tweak + nfree as u128)
+                    .decode_fixed(active[nfree], row, i as u64, nfree)
                     .ok_or(GcError::OutOfRange { message, index })?;
                 share = m.add(share, last);
                 self.output.push(share);
@@ -686,16 +721,45 @@ impl EvaluatorAwaitLabels {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use rand::SeedableRng;
+    use std::collections::{HashMap, HashSet};
 
-    /// Drives both roles by hand, with no channel; returns the evaluator's output shares.
-    fn run(layer: &Layer, a: &[u64], b: &[u64], r: &[u64], seed: u64) -> Result<Vec<u64>> {
-        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
-        let g = GarblerAwaitBase::start(layer.clone(), r.to_vec(), &mut rng)?;
+    use aes::Aes128;
+    use aes::cipher::{BlockEncrypt, KeyInit};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    use super::*;
+    use crate::hash::Log;
+
+    /// What one hand-driven layer leaves behind.
+    struct Run {
+        /// The evaluator's output shares `f(x) − r`.
+        out: Vec<u64>,
+        /// The garbler's output shares `r`.
+        masks: Vec<u64>,
+        /// The hash key the garbler drew, and the one the evaluator received.
+        keys: [[u8; KEY_BYTES]; 2],
+        delta: Block,
+        /// Every (tweak, input) the garbler's and the evaluator's hash saw, if recorded.
+        logs: Option<[Log; 2]>,
+    }
+
+    /// Drives both roles by hand, with no channel.
+    fn run(layer: &Layer, a: &[u64], b: &[u64], seed: u64, record: bool) -> Result<Run> {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let logs = record.then(|| [Log::default(), Log::default()]);
+        let mut g = GarblerAwaitBase::start(layer.clone(), &mut rng);
+        if let Some([log, _]) = &logs {
+            g.0.hash = g.0.hash.clone().recording(log.clone());
+        }
+        let delta = g.0.delta.block();
         let (s, e) = EvaluatorAwaitBase::start(layer.clone(), &mut rng);
         let (points, mut g) = g.receive_base(&s, &mut rng)?;
         let mut e = e.receive_base(&points)?;
+        let keys = [g.core.hash.key(), e.core.hash.key()];
+        if let Some([_, log]) = &logs {
+            e.core.hash = e.core.hash.clone().recording(log.clone());
+        }
         for chunk in 0..e.chunks() {
             g.receive_columns(chunk, &e.columns(chunk)?)?;
         }
@@ -706,33 +770,186 @@ mod tests {
             e.receive_tables(chunk, &g.garble_chunk(chunk)?)?;
         }
         let (g, e) = (g.finish()?, e.finish()?);
+        let offline_masks = g.output_shares().to_vec();
         let mut g = g.online(b.to_vec())?;
         let (reshares, mut e) = e.online(a)?;
         for (chunk, msg) in reshares.iter().enumerate() {
             e.receive_labels(chunk, &g.respond(chunk, msg)?)?;
         }
-        g.finish()?;
-        e.finish()
+        let masks = g.finish()?;
+        assert_eq!(format!("{masks:?}"), format!("OutputShares {{ len: {}, .. }}", layer.instances()));
+        assert_eq!(masks[..], offline_masks[..], "the offline and final output shares agree");
+        Ok(Run { out: e.finish()?, masks: masks.to_vec(), keys, delta, logs })
+    }
+
+    /// Random shares `a`, `b` for a layer.
+    fn shares(layer: &Layer, rng: &mut ChaCha20Rng) -> (Vec<u64>, Vec<u64>) {
+        let m = layer.circuit().modulus();
+        let draw = |rng: &mut ChaCha20Rng| (0..layer.values()).map(|_| m.random(rng)).collect::<Vec<_>>();
+        (draw(rng), draw(rng))
+    }
+
+    /// Every evaluator output is exactly `f(a + b) − r`.
+    fn assert_exact(layer: &Layer, a: &[u64], b: &[u64], run: &Run) {
+        let z = layer.circuit();
+        let (m, k) = (z.modulus(), z.values());
+        assert_eq!((run.out.len(), run.masks.len()), (layer.instances(), layer.instances()));
+        for i in 0..layer.instances() {
+            let x: Vec<u64> = (0..k).map(|j| m.add(a[i * k + j], b[i * k + j])).collect();
+            assert_eq!(m.add(run.out[i], run.masks[i]), z.reference(&x), "{:?} t={} instance {i}", z.op(), m.t());
+        }
     }
 
     #[test]
     fn every_layer_kind_gives_f_of_x_minus_r() {
-        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
         for t in [Modulus::tessera().t(), 97] {
             let m = Modulus::new(t).unwrap();
             for op in [Nonlinear::Relu, Nonlinear::ReluTrunc { shift: 3 }, Nonlinear::MaxPool { window: 4 }] {
                 let layer = Layer::new(op, m, 45).unwrap();
-                let a: Vec<u64> = (0..layer.values()).map(|_| m.random(&mut rng)).collect();
-                let b: Vec<u64> = (0..layer.values()).map(|_| m.random(&mut rng)).collect();
-                let r: Vec<u64> = (0..layer.instances()).map(|_| m.random(&mut rng)).collect();
-                let out = run(&layer, &a, &b, &r, 5).unwrap();
-                let k = layer.circuit().values();
-                for i in 0..layer.instances() {
-                    let x: Vec<u64> = (0..k).map(|j| m.add(a[i * k + j], b[i * k + j])).collect();
-                    assert_eq!(m.add(out[i], r[i]), layer.circuit().reference(&x), "{op:?} t={t} instance {i}");
-                }
+                let (a, b) = shares(&layer, &mut rng);
+                assert_exact(&layer, &a, &b, &run(&layer, &a, &b, 5, false).unwrap());
             }
         }
+    }
+
+    /// Pearson's statistic of `counts` against `expected` per bucket.
+    fn chi_square(counts: &[u32], expected: f64) -> f64 {
+        counts.iter().map(|&c| (f64::from(c) - expected).powi(2) / expected).sum()
+    }
+
+    #[test]
+    fn output_masks_are_drawn_uniformly_and_outputs_stay_exact() {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        // t = 97: every residue appears, and the counts fit the uniform distribution
+        // (96 degrees of freedom: mean 96, standard deviation 13.9; 170 is beyond 5 deviations).
+        let m = Modulus::new(97).unwrap();
+        let layer = Layer::new(Nonlinear::Relu, m, 97 * 40).unwrap();
+        let (a, b) = shares(&layer, &mut rng);
+        let small = run(&layer, &a, &b, 21, false).unwrap();
+        assert_exact(&layer, &a, &b, &small);
+        let mut counts = vec![0u32; 97];
+        for &r in &small.masks {
+            counts[r as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 0), "every residue is drawn");
+        let x2 = chi_square(&counts, 40.0);
+        assert!(x2 < 170.0, "chi-square {x2:.1} over 96 degrees of freedom");
+
+        // Tessera's t: the top four of 61 bits are uniform (15 degrees of freedom: 50 is
+        // beyond p = 10^-5), the masks are all below t, and two runs share none.
+        let m = Modulus::tessera();
+        let layer = Layer::new(Nonlinear::Relu, m, 4096).unwrap();
+        let (a, b) = shares(&layer, &mut rng);
+        let runs = [run(&layer, &a, &b, 22, false).unwrap(), run(&layer, &a, &b, 23, false).unwrap()];
+        let mut distinct = HashSet::new();
+        for r in &runs {
+            assert_exact(&layer, &a, &b, r);
+            let mut counts = vec![0u32; 16];
+            for &v in &r.masks {
+                assert!(v < m.t());
+                counts[(v >> (m.bits() - 4)) as usize] += 1;
+                distinct.insert(v);
+            }
+            let x2 = chi_square(&counts, 4096.0 / 16.0);
+            assert!(x2 < 50.0, "chi-square {x2:.1} of the high bits over 15 degrees of freedom");
+        }
+        assert_eq!(distinct.len(), 2 * 4096, "no mask repeats within or across runs");
+
+        // Garblers seeded from the OS draw their own masks too.
+        let os = [ChaCha20Rng::from_os_rng(), ChaCha20Rng::from_os_rng()].map(|mut rng| {
+            let (s, _e) = EvaluatorAwaitBase::start(layer.clone(), &mut rng);
+            let g = GarblerAwaitBase::start(layer.clone(), &mut rng);
+            assert_eq!(g.0.masks.len(), layer.instances());
+            assert_eq!(s.len(), POINT_BYTES);
+            g.0.masks.to_vec()
+        });
+        assert_ne!(os[0], os[1]);
+    }
+
+    /// The hash this crate used before per-layer keys, `π(σ(x) ⊕ i) ⊕ σ(x)` under one public
+    /// AES key for every session, written out here only so the attack test can show what it
+    /// would catch.
+    fn fixed_key_hash(aes: &Aes128, x: u128, i: u128) -> u128 {
+        let (hi, lo) = (x >> 64, x & u128::from(u64::MAX));
+        let s = ((hi ^ lo) << 64) | hi;
+        let mut b = aes::Block::from((s ^ i).to_le_bytes());
+        aes.encrypt_block(&mut b);
+        u128::from_le_bytes(b.into()) ^ s
+    }
+
+    /// The public key of [`fixed_key_hash`].
+    const FIXED_KEY: [u8; 16] =
+        [0x24, 0x3f, 0x6a, 0x88, 0x85, 0xa3, 0x08, 0xd3, 0x13, 0x19, 0x8a, 0x2e, 0x03, 0x70, 0x73, 0x44];
+
+    #[test]
+    fn attack_offline_hash_table_does_not_carry_across_sessions() {
+        let m = Modulus::tessera();
+        let layer = Layer::new(Nonlinear::Relu, m, 20).unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        let (a, b) = shares(&layer, &mut rng);
+        let sessions = [run(&layer, &a, &b, 31, true).unwrap(), run(&layer, &a, &b, 32, true).unwrap()];
+
+        // Within one key no tweak repeats: the garbler hashes every tweak with exactly one
+        // label pair {L, L ⊕ Δ}, the evaluator once with one of the two, and the layer uses
+        // 2·ANDs + outputs tweaks per instance.
+        let per_instance = 2 * layer.circuit().and_gates() + layer.outputs();
+        let mut layer_tweaks = Vec::new();
+        for s in &sessions {
+            assert_exact(&layer, &a, &b, s);
+            assert_eq!(s.keys[0], s.keys[1], "the evaluator hashes under the garbler's key");
+            let [garbler, evaluator] = s.logs.as_ref().unwrap();
+            let mut by_tweak: HashMap<u128, HashSet<u128>> = HashMap::new();
+            for &(t, x) in garbler.lock().unwrap().iter() {
+                by_tweak.entry(t).or_default().insert(x.0);
+            }
+            for (t, xs) in &by_tweak {
+                let xs: Vec<u128> = xs.iter().copied().collect();
+                assert!(xs.len() == 2 && xs[0] ^ xs[1] == s.delta.0, "tweak {t:#x} hashes {} inputs", xs.len());
+            }
+            assert_eq!(by_tweak.len(), layer.instances() * per_instance);
+            let mut once = HashSet::new();
+            for &(t, x) in evaluator.lock().unwrap().iter() {
+                assert!(once.insert(t), "the evaluator hashes tweak {t:#x} twice");
+                assert!(by_tweak[&t].contains(&x.0), "the evaluator's label is one of the pair");
+            }
+            assert_eq!(once.len(), by_tweak.len());
+            let mut tweaks: Vec<u128> = by_tweak.into_keys().collect();
+            tweaks.sort_unstable();
+            layer_tweaks.push(tweaks);
+        }
+        assert_eq!(layer_tweaks[0], layer_tweaks[1], "tweaks are public: the same in every session");
+        assert_ne!(sessions[0].keys[0], sessions[1].keys[0], "keys are fresh per session");
+        let tweaks = &layer_tweaks[0];
+
+        // The attacker's table: chosen labels at every tweak the layer uses, hashed under the
+        // best key it can have before a session starts (here even the previous session's).
+        let chosen: Vec<Block> =
+            (1..=8u128).map(|j| Block(j.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))).collect();
+        let hashes = |h: &Tccr| -> Vec<u128> {
+            let mut out = Vec::new();
+            for &x in &chosen {
+                let mut xs = vec![x; tweaks.len()];
+                h.hash_many(&mut xs, tweaks);
+                out.extend(xs.iter().map(|y| y.0));
+            }
+            out
+        };
+        let [first, second] = [0, 1].map(|k| Tccr::from_key(sessions[k].keys[0]));
+        let table: HashSet<u128> = hashes(&first).into_iter().collect();
+        assert_eq!(table.len(), chosen.len() * tweaks.len());
+        let hits = hashes(&second).iter().filter(|y| table.contains(y)).count();
+        assert_eq!(hits, 0, "a table from one session finds nothing in the next");
+
+        // The same table under the fixed-key hash: built once, offline, it answers every
+        // lookup of every session, because every session hashes with the same function.
+        let fixed = Aes128::new(&FIXED_KEY.into());
+        let fixed_hashes = || -> Vec<u128> {
+            chosen.iter().flat_map(|x| tweaks.iter().map(|&t| fixed_key_hash(&fixed, x.0, t))).collect()
+        };
+        let table: HashSet<u128> = fixed_hashes().into_iter().collect();
+        let hits = fixed_hashes().iter().filter(|y| table.contains(y)).count();
+        assert_eq!(hits, chosen.len() * tweaks.len(), "the fixed-key table carries to every session");
     }
 
     #[test]
@@ -740,23 +957,21 @@ mod tests {
         let m = Modulus::tessera();
         let layer = Layer::new(Nonlinear::Relu, m, 3).unwrap();
         assert!(matches!(Layer::new(Nonlinear::Relu, m, 0), Err(GcError::TooManyInstances { .. })));
-        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(2);
-        assert!(matches!(
-            GarblerAwaitBase::start(layer.clone(), vec![0; 2], &mut rng),
-            Err(GcError::WrongCount { input: Input::Masks, expected: 3, actual: 2 })
-        ));
-        assert!(matches!(
-            GarblerAwaitBase::start(layer.clone(), vec![0, m.t(), 0], &mut rng),
-            Err(GcError::InputOutOfRange { input: Input::Masks, index: 1 })
-        ));
-        let g = GarblerAwaitBase::start(layer.clone(), vec![0; 3], &mut rng).unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let g = GarblerAwaitBase::start(layer.clone(), &mut rng);
         let (s, e) = EvaluatorAwaitBase::start(layer.clone(), &mut rng);
         assert!(matches!(
             g.receive_base(&s[..31], &mut rng),
             Err(GcError::WrongLength { message: Message::BaseSender, .. })
         ));
-        let g = GarblerAwaitBase::start(layer.clone(), vec![0; 3], &mut rng).unwrap();
+        let g = GarblerAwaitBase::start(layer.clone(), &mut rng);
         let (points, mut g) = g.receive_base(&s, &mut rng).unwrap();
+        assert_eq!(points.len(), POINT_BYTES * KAPPA + KEY_BYTES);
+        let (_, other) = EvaluatorAwaitBase::start(layer.clone(), &mut rng);
+        assert!(matches!(
+            other.receive_base(&points[..points.len() - 1]),
+            Err(GcError::WrongLength { message: Message::BaseReceiver, .. })
+        ));
         let mut e = e.receive_base(&points).unwrap();
         assert!(matches!(g.receive_columns(1, &[]), Err(GcError::OutOfOrder { .. })));
         let cols = e.columns(0).unwrap();

@@ -2,15 +2,15 @@
 //! joined by mutual TLS on loopback, and every output checked exactly.
 //!
 //! The test binary re-executes itself: `relu_across_two_processes_over_mutual_tls` makes a
-//! development CA and one certificate per party, draws the evaluator's shares `a`, the
-//! garbler's shares `b` and the garbler's output masks `r`, and writes them all into a fresh
-//! directory. It then starts this same executable twice, filtered to the `party_process` test,
-//! with `TESSERA_GC_ROLE` set to `garbler` or `evaluator` and `TESSERA_GC_DIR` naming the
-//! directory. The garbler listens on an ephemeral loopback port and publishes it in a file; the
-//! evaluator waits for that file, connects, and both run the offline and online phases. The
-//! evaluator writes its output; the parent checks that both processes exited successfully within
-//! the time limit and that `out[i] = ReLU(a[i] + b[i] mod t) − r[i] mod t` for every `i`, with
-//! the signed ReLU (values above `(t − 1)/2` are negative and map to 0).
+//! development CA and one certificate per party, draws the evaluator's shares `a` and the
+//! garbler's shares `b`, and writes them all into a fresh directory. It then starts this same
+//! executable twice, filtered to the `party_process` test, with `TESSERA_GC_ROLE` set to
+//! `garbler` or `evaluator` and `TESSERA_GC_DIR` naming the directory. The garbler listens on an ephemeral loopback port and publishes it in a file; the
+//! evaluator waits for that file, connects, and both run the offline and online phases. Each
+//! writes its output shares: the evaluator `out`, the garbler the masks `r` it drew itself; the
+//! parent checks that both processes exited successfully within the time limit and that
+//! `out[i] = ReLU(a[i] + b[i] mod t) − r[i] mod t` for every `i`, with the signed ReLU (values
+//! above `(t − 1)/2` are negative and map to 0).
 //!
 //! Without `TESSERA_GC_ROLE`, `party_process` passes at once, so a plain `cargo test` runs only
 //! the parent.
@@ -84,10 +84,12 @@ async fn run_garbler(dir: &Path) {
     let mut ch = server.accept(tcp, &["evaluator".to_string()]).await.unwrap();
     assert_eq!(ch.peer(), "evaluator");
 
-    let (session, masks, shares) = (session(dir), read_u64s(&dir.join("r")), read_u64s(&dir.join("b")));
+    let (session, shares) = (session(dir), read_u64s(&dir.join("b")));
     let mut rng = ChaCha20Rng::from_os_rng();
-    let offline = garbler_offline(&mut ch, session, 0, layer(), masks, &mut rng).await.unwrap();
-    garbler_online(&mut ch, session, 0, offline, shares).await.unwrap();
+    let offline = garbler_offline(&mut ch, session, 0, layer(), &mut rng).await.unwrap();
+    let masks = garbler_online(&mut ch, session, 0, offline, shares).await.unwrap();
+    let bytes: Vec<u8> = masks.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_atomically(&dir.join("r"), &bytes);
     // Stay until the evaluator, holding every label, closes: nothing more may arrive.
     match ch.recv_any().await {
         Err(NetError::PeerClosed { .. }) => {}
@@ -203,12 +205,10 @@ fn relu_across_two_processes_over_mutual_tls() {
     let m = Modulus::tessera();
     let a: Vec<u64> = (0..N).map(|_| m.random(&mut rng)).collect();
     let b: Vec<u64> = (0..N).map(|_| m.random(&mut rng)).collect();
-    let r: Vec<u64> = (0..N).map(|_| m.random(&mut rng)).collect();
     let mut sid = [0u8; 16];
     rng.fill_bytes(&mut sid);
     write_u64s(&d.join("a"), &a);
     write_u64s(&d.join("b"), &b);
-    write_u64s(&d.join("r"), &r);
     fs::write(d.join("session"), sid).unwrap();
 
     let started = Instant::now();
@@ -224,8 +224,8 @@ fn relu_across_two_processes_over_mutual_tls() {
         assert!(log.contains("party_process ... ok"), "the {role} ran its role (seed {seed}):\n{log}");
     }
 
-    let out = read_u64s(&d.join("out"));
-    assert_eq!(out.len(), N, "one output per ReLU");
+    let (out, r) = (read_u64s(&d.join("out")), read_u64s(&d.join("r")));
+    assert_eq!((out.len(), r.len()), (N, N), "one output share per ReLU and party");
     let layer = layer();
     let relu = layer.circuit();
     let mut wrong = Vec::new();
