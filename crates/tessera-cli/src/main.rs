@@ -61,10 +61,11 @@ enum Command {
         /// Share-holders of a local serpens-n cluster (2 to 8).
         #[arg(long, default_value_t = 2)]
         holders: usize,
-        /// verify: how inputs are hidden from the cloud: `pad` (one-time pad, perfectly hiding)
-        /// or `monomial` (permuted, scaled im2col columns; leaks zeros and ratios).
+        /// verify: how inputs are hidden from the cloud: `pad` (one-time pad, perfectly hiding;
+        /// the only private choice) or `monomial-insecure` (permuted, scaled im2col columns:
+        /// hides nothing, the cloud recovers the input; for measurements only).
         #[arg(long, default_value = "pad")]
-        disguise: String,
+        disguise: tessera_suites::verify::Disguise,
         /// verify: bits of the challenge set Z (|Z| = 2^bits); 0 means all of Z_t.
         #[arg(long, default_value_t = 0)]
         challenge_bits: u32,
@@ -208,7 +209,9 @@ fn run(command: Command) -> Result<()> {
                     b @ 1..=60 => tessera_suites::verify::Challenge::Bits(b),
                     b => bail!("--challenge-bits {b}: at most 60 (0 for all of Z_t)"),
                 };
-                let disguise = disguise.parse().map_err(anyhow::Error::msg)?;
+                if suite == "verify" && disguise == tessera_suites::verify::Disguise::MonomialInsecure {
+                    tracing::warn!("--disguise monomial-insecure hides nothing from the cloud: it recovers the input");
+                }
                 let verify = tessera_suites::verify::ClientSettings {
                     disguise,
                     challenge,

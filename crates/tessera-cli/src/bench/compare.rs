@@ -41,9 +41,10 @@ pub struct CompareArgs {
     /// Sampled forward passes per bayes query (one configuration each).
     #[arg(long, value_delimiter = ',', default_value = "1")]
     samples: Vec<usize>,
-    /// verify: how inputs are hidden from the cloud (pad, monomial).
+    /// verify: how inputs are hidden from the cloud: pad (one-time pad, perfectly hiding), or
+    /// monomial-insecure (hides nothing, the cloud recovers the input; to measure its cost).
     #[arg(long, default_value = "pad")]
-    disguise: String,
+    disguise: tessera_suites::verify::Disguise,
     /// Links between the parties, one full run each: loopback, or an emulated lan or wan.
     #[arg(long, value_delimiter = ',', default_value = "loopback")]
     net: Vec<String>,
@@ -234,7 +235,6 @@ pub fn run(args: CompareArgs) -> Result<()> {
             other => other.parse().map(Some).map_err(|e: String| anyhow::anyhow!(e)),
         })
         .collect::<Result<_>>()?;
-    let disguise: tessera_suites::verify::Disguise = args.disguise.parse().map_err(anyhow::Error::msg)?;
     let running = args.config.as_deref().map(ClusterConfig::load).transpose()?;
     let m = LoadedModel::load(&path).with_context(|| format!("loading {}", path.display()))?;
     if let Some(c) = &running {
@@ -297,7 +297,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
                 }
             };
             let mut query = QueryOptions { samples: config.samples.unwrap_or(1), ..Default::default() };
-            query.verify.disguise = disguise;
+            query.verify.disguise = args.disguise;
             bar.set_message(format!("{} on {net}", config.label()));
             let measured = measure(&rt, target.config(), &m, &names, &x, batch, (args.warmup, args.runs), &query, &bar)
                 .with_context(|| format!("{} on {net}", config.label()))?;

@@ -19,14 +19,17 @@ use super::{DONE, OFFLOAD, PRODUCT, REPORT};
 use crate::error::{Result, SuiteError};
 use crate::wire::{Reader, put_elements, recv_reports};
 
-/// How the client hides a layer's input from the cloud.
+/// How the client hides a layer's input from the cloud. [`Pad`](Disguise::Pad) is the only one
+/// that hides anything; the discriminant is the disguise's tag on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disguise {
-    /// `X + M` with `M` uniform and `K · M` prepared ahead: perfectly hiding.
-    Pad,
-    /// The im2col columns of `X`, permuted and each scaled by a random nonzero factor: no
-    /// preparation, but the cloud sees zeros and the ratios within each column (window).
-    Monomial,
+    /// `X + M` with `M` uniform and `K · M` prepared ahead: perfectly hiding, the cloud learns
+    /// nothing about the input beyond its shape. The default.
+    Pad = 0,
+    /// Hides nothing from the cloud: the im2col columns of `X`, permuted and each scaled by a
+    /// random nonzero factor. Fixed-point inputs are small integers, so rational reconstruction
+    /// of each column's ratios gives the cloud the input windows exactly. For measurements only.
+    MonomialInsecure = 1,
 }
 
 impl std::str::FromStr for Disguise {
@@ -34,8 +37,11 @@ impl std::str::FromStr for Disguise {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
             "pad" => Ok(Disguise::Pad),
-            "monomial" => Ok(Disguise::Monomial),
-            other => Err(format!("unknown disguise `{other}` (pad, monomial)")),
+            "monomial-insecure" => Ok(Disguise::MonomialInsecure),
+            "monomial" => Err("the monomial disguise hides nothing from the cloud (it recovers the input); \
+                 to measure it anyway, name it `monomial-insecure`"
+                .into()),
+            other => Err(format!("unknown disguise `{other}` (pad, monomial-insecure)")),
         }
     }
 }
@@ -83,11 +89,11 @@ impl Drop for Preprocessed {
 }
 
 /// Draws the pads `M` (uniform, fresh) and computes `K · M` for every linear layer (nothing
-/// for the monomial disguise).
+/// for [`Disguise::MonomialInsecure`]).
 pub fn preprocess(model: &FixedModel, batch: usize, disguise: Disguise) -> Preprocessed {
     let start = Instant::now();
     let cpu = ProcessTime::now();
-    if disguise == Disguise::Monomial {
+    if disguise == Disguise::MonomialInsecure {
         return Preprocessed { batch, pads: Vec::new(), elapsed: start.elapsed(), cpu: cpu.elapsed() };
     }
     let mut rng = os_rng();
@@ -209,7 +215,7 @@ impl Offload {
                 let (_, m, _) = pre.pads.iter().find(|(n, _, _)| *n == node).expect("a pad per linear layer");
                 (x.iter().zip(m).map(|(&v, &r)| zt::add(v, r)).collect(), Vec::new(), Vec::new())
             }
-            Disguise::Monomial => {
+            Disguise::MonomialInsecure => {
                 let g = kernel.geometry();
                 let cols = Im2col::new(g.input, g.window);
                 let (terms, positions) = (g.terms(), cols.positions());
@@ -262,7 +268,7 @@ impl Offload {
             Disguise::Pad => {
                 freivalds(kernel, &self.sent, product, batch, settings.challenge, settings.repetitions, rng)
             }
-            Disguise::Monomial => {
+            Disguise::MonomialInsecure => {
                 let columns = self.perm.len();
                 let matrix = kernel.matrix_form(columns);
                 freivalds(&matrix, &self.sent, product, 1, settings.challenge, settings.repetitions, rng)
@@ -277,7 +283,7 @@ impl Offload {
                 let (_, _, km) = pre.pads.iter().find(|(n, _, _)| *n == self.node).expect("a pad per linear layer");
                 product.iter().zip(km).map(|(&y, &k)| zt::sub(y, k)).collect()
             }
-            Disguise::Monomial => {
+            Disguise::MonomialInsecure => {
                 let out = kernel.geometry().output().expect("checked kernel");
                 let (channels, positions, columns) = (out.c, out.plane(), self.perm.len());
                 let mut y = vec![0u64; batch * out.len()];

@@ -9,6 +9,10 @@
 //! fraction of the layer. A wrong `Y'` passes with probability at most `1/|Z|` per repetition.
 //! Then `Y = Y' − K · M`.
 //!
+//! [`Disguise::MonomialInsecure`] (permuted, scaled im2col columns instead of the pad) hides
+//! nothing: the cloud recovers the input windows by rational reconstruction. It is kept only to
+//! measure it; the pad is the default and the only private disguise.
+//!
 //! Messages: [`OFFLOAD`] client → cloud per layer (batch, `X'`); [`PRODUCT`] cloud → client;
 //! [`DONE`] client → cloud at the end, answered by the cloud's [`REPORT`].
 
