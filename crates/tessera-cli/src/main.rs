@@ -277,10 +277,18 @@ fn inspect(m: &LoadedModel, json: bool) -> Result<()> {
         .collect();
     let (before, after) = (total(&m.original), total(&m.merged));
     let cal = m.calibration.as_ref();
+    let reveals = match cal {
+        Some(_) => {
+            let fixed = m.fixed()?;
+            json!({ "per_image": fixed.masked_reveals(), "distance_log2": fixed.reveal_distance_log2() })
+        }
+        None => serde_json::Value::Null,
+    };
     if json {
         print_json(&json!({
             "model": m.path, "meta": m.meta(), "input": [m.merged.input_shape().c, m.merged.input_shape().h, m.merged.input_shape().w],
             "layers": layers, "total": after, "original_total": before, "merge_report": m.report, "calibration": cal,
+            "masked_reveals": reveals,
         }));
         return Ok(());
     }
@@ -328,13 +336,21 @@ fn inspect(m: &LoadedModel, json: bool) -> Result<()> {
         fmt_count(r.relus_before - r.relus_after)
     );
     match cal {
-        Some(c) => crate::outln!(
-            "fixed point: f = {}, f_w = {}, ℓx = {} bits, statistical security σ = {} bits",
-            c.f,
-            c.f_w,
-            c.bound_bits,
-            c.statistical_security
-        ),
+        Some(c) => {
+            crate::outln!(
+                "fixed point: f = {}, f_w = {}, ℓx = {} bits, statistical security σ = {} bits",
+                c.f,
+                c.f_w,
+                c.bound_bits,
+                c.statistical_security
+            );
+            crate::outln!(
+                "masked reveals: {} per image, each hiding its value to statistical distance 2^-{}; one image's query to 2^{:.1} in all",
+                reveals["per_image"],
+                c.statistical_security - 1,
+                reveals["distance_log2"].as_f64().unwrap_or_default()
+            );
+        }
         None => crate::outln!("fixed point: not calibrated (tessera calibrate)"),
     }
     Ok(())

@@ -266,6 +266,19 @@ impl FixedModel {
         (0..self.ops.len()).filter_map(|i| self.nonlinear_layer(i)).collect()
     }
 
+    /// Values revealed under a truncation mask per image, `Σ items · arity` over the nonlinear
+    /// layers: each `x + R` is within statistical distance `2^(1−σ)` of `R + 0`, so one image's
+    /// reveals are within `masked_reveals() · 2^(1−σ)` of a simulation (a union bound).
+    pub fn masked_reveals(&self) -> usize {
+        self.nonlinear_layers().iter().map(|l| l.items() * l.arity()).sum()
+    }
+
+    /// `log2` of the statistical distance bound of one image's masked reveals:
+    /// `log2(masked_reveals) + 1 − σ`.
+    pub fn reveal_distance_log2(&self) -> f64 {
+        (self.masked_reveals().max(1) as f64).log2() + 1.0 - self.params.statistical_security() as f64
+    }
+
     /// Node `i` as a nonlinear layer, if it is one.
     pub(crate) fn nonlinear_layer(&self, i: usize) -> Option<NonlinearLayer> {
         let shift = |truncate: bool| if truncate { self.params.f_w() } else { 0 };
