@@ -82,6 +82,11 @@ enum Command {
         /// swap-channels, other-input).
         #[arg(long)]
         cheat: Option<String>,
+        /// serpens-2: where a nonlinear layer's items reach their key owner: `hidden` (in an
+        /// order it does not know; the default) or `seed` (at their positions: insecure, the key
+        /// owner reconstructs the image; for comparing costs only).
+        #[arg(long, default_value = "hidden")]
+        layout: tessera_suites::serpens_2::Layout,
         /// ONNX model.
         model: PathBuf,
         /// PNG, JPEG or .npy image; with --suite, several images go as one batch in one query.
@@ -197,6 +202,7 @@ fn run(command: Command) -> Result<()> {
             recompute,
             samples,
             cheat,
+            layout,
             model,
             images,
             json,
@@ -222,7 +228,7 @@ fn run(command: Command) -> Result<()> {
                 if !(1..=tessera_suites::bayes::MAX_SAMPLES).contains(&samples) {
                     bail!("--samples {samples}: 1 to {}", tessera_suites::bayes::MAX_SAMPLES);
                 }
-                let query = tessera::serve::QueryOptions { verify, samples };
+                let query = tessera::serve::QueryOptions { verify, samples, layout };
                 cluster::infer(&suite, config.as_deref(), &local, &query, &model, &images, json)
             }
             (false, None) => bail!("choose --plain (in this process) or --suite NAME (across parties)"),

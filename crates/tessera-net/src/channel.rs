@@ -154,11 +154,15 @@ impl Channel {
         self.sent_since_recv = true;
     }
 
-    fn count_received(&mut self, payload: &[u8]) {
+    /// Counts a received frame, and records it where the channel is tapped.
+    fn count_received(&mut self, header: FrameHeader, payload: &[u8]) {
         self.meter.bytes_received += (HEADER_LEN + payload.len()) as u64;
         self.meter.messages_received += 1;
         if std::mem::take(&mut self.sent_since_recv) {
             self.meter.rounds += 1;
+        }
+        if let Some(tap) = &self.tap {
+            tap.record(&self.peer, header, payload);
         }
     }
 
@@ -190,7 +194,7 @@ impl Channel {
         sent?;
         self.count_sent(payload);
         let (h, received) = received?;
-        self.count_received(&received);
+        self.count_received(h, &received);
         self.check(h, received, kind, session, layer)
     }
 
@@ -243,10 +247,7 @@ impl Channel {
 
     async fn recv_frame(&mut self, step: MessageKind) -> Result<(FrameHeader, Vec<u8>)> {
         let (h, payload) = read_frame(&mut self.stream, &self.peer, self.timeout, self.max_payload, step).await?;
-        self.count_received(&payload);
-        if let Some(tap) = &self.tap {
-            tap.record(&self.peer, h, &payload);
-        }
+        self.count_received(h, &payload);
         Ok((h, payload))
     }
 

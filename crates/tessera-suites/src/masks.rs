@@ -67,9 +67,26 @@ impl ItemMasks {
         r_bits: u32,
     ) -> Self {
         let order = element_order(src.order, items, arity);
-        let k: Vec<u64> = (0..items).map(|_| multiplicative(src.k, kappa)).collect();
-        let e = k.iter().flat_map(|&k| std::iter::repeat_n(k, arity)).map(|k| src.e.random_range(0..k)).collect();
-        let r = (0..items * arity).map(|_| src.r.next_u64() >> (64 - r_bits)).collect();
+        Self::with_order(order, src.k, src.e, src.r, arity, kappa, r_bits)
+    }
+
+    /// The masks of the items that `order` lists (`order.len() / arity` items of `arity`
+    /// elements, in the order the deciding party receives them), each stream from its own
+    /// source: for an order that the masking party does not draw itself (serpens2's
+    /// permutation correlation, or the identity of its comparison layout).
+    pub fn with_order<R: RngCore + ?Sized>(
+        order: Vec<u32>,
+        k_src: &mut R,
+        e_src: &mut R,
+        r_src: &mut R,
+        arity: usize,
+        kappa: u32,
+        r_bits: u32,
+    ) -> Self {
+        let items = order.len() / arity;
+        let k: Vec<u64> = (0..items).map(|_| multiplicative(k_src, kappa)).collect();
+        let e = k.iter().flat_map(|&k| std::iter::repeat_n(k, arity)).map(|k| e_src.random_range(0..k)).collect();
+        let r = (0..items * arity).map(|_| r_src.next_u64() >> (64 - r_bits)).collect();
         Self { arity, order, k, e, r }
     }
 

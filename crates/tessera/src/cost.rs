@@ -18,9 +18,11 @@
 //!   spends the whole query in its `output` stage). **CPU** adds every party's CPU time.
 //! * **preprocessing**: stages whose work does not depend on the input, so a deployment can run
 //!   them before the query arrives: verify's pads (`preprocess`), bayes' weight sampling
-//!   (`preprocess`), serpens-2's and bayes' key generation and exchange (`keys`). Their time
-//!   is the longest any party spent in them, pacing or not: bayes' server samples its weights
-//!   while the user waits in its first layer, so there the two rows overlap.
+//!   (`preprocess`), serpens-2's permutation correlations (the user's dealing and upload) and
+//!   its servers' key generation and encrypted pads (`preprocess`), serpens-2's and bayes' key
+//!   exchange (`keys`). Their time is the longest any party spent in them, pacing or not:
+//!   bayes' server samples its weights while the user waits in its first layer, so there the
+//!   two rows overlap.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -128,6 +130,8 @@ pub struct QueryCost {
     pub rounds: u64,
     /// Wall time of the input-independent rows (the longest party's each), in milliseconds.
     pub preprocess_ms: f64,
+    /// Bytes of the input-independent rows (part of `bytes`).
+    pub preprocess_bytes: u64,
 }
 
 /// Microseconds to milliseconds.
@@ -221,6 +225,7 @@ impl QueryCost {
             bytes: layers.iter().map(|l| l.bytes).sum(),
             rounds: layers.iter().map(|l| l.rounds).sum(),
             preprocess_ms: layers.iter().filter(|l| l.phase == Phase::Preprocess).fold(0.0, |t, l| t + l.time_ms),
+            preprocess_bytes: layers.iter().filter(|l| l.phase == Phase::Preprocess).map(|l| l.bytes).sum(),
             pacing_party: reports.get(pacing).map(|r| r.party.clone()).unwrap_or_default(),
             layers,
             parties,
@@ -312,7 +317,7 @@ mod tests {
         assert_eq!(cost.bytes, sent);
         assert_eq!(cost.rounds, 4);
         assert!(cost.parties.iter().flat_map(|p| &p.links).all(|l| l.traffic.rounds <= cost.rounds));
-        assert_eq!(cost.preprocess_ms, 0.45);
+        assert_eq!((cost.preprocess_ms, cost.preprocess_bytes), (0.45, 2000));
         assert_eq!(cost.parties.iter().find(|p| p.party == "s2").map(|p| p.preprocess_cpu_ms), Some(0.225));
     }
 

@@ -6,9 +6,10 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use tessera_field::kernels::ImageShape;
+use tessera_field::kernels::{ImageShape, Window2d};
 use tessera_he::{Ciphertext, Form, HeParams};
 use tessera_model::ModelMeta;
+use tessera_model::nonlinear::{NonlinearKind, NonlinearLayer};
 use tessera_net::frame::{FrameHeader, HEADER_LEN};
 use tessera_net::{Channel, PartyReport};
 use tessera_suites::serpens_2;
@@ -51,6 +52,7 @@ pub fn frames(data: &[u8]) {
     let he = HE.get_or_init(|| HeParams::standard().expect("the standard set"));
     let _ = serpens_2::join_from_frame(he, "peer", header, payload, 64);
     let _ = serpens_2::ServerInput::parse("peer", payload, 784, 64);
+    let _ = serpens_2::Correlations::parse("peer", payload, 2, fuzz_layers(), 1, he.degree());
     let form = match header.kind {
         serpens_2::OWNED | serpens_2::SELECTED => Form::Seeded,
         serpens_2::MASKED | serpens_2::RESULT => Form::Returned,
@@ -60,6 +62,20 @@ pub fn frames(data: &[u8]) {
     let mut bytes = payload.to_vec();
     bytes.resize(form.size(he), 0);
     let _ = Ciphertext::read(he, form, &bytes);
+}
+
+/// A ReLU and a max pool over 4 × 8 × 8 maps: the layers a fuzzed serpens-2 correlations
+/// payload is read against.
+fn fuzz_layers() -> &'static [NonlinearLayer] {
+    static LAYERS: OnceLock<Vec<NonlinearLayer>> = OnceLock::new();
+    LAYERS.get_or_init(|| {
+        let (input, pooled) = (ImageShape::new(4, 8, 8), ImageShape::new(4, 4, 4));
+        let pool = NonlinearKind::MaxPool { window: Window2d::square(2, 2), relu: true };
+        vec![
+            NonlinearLayer { node: 1, kind: NonlinearKind::Relu, input, output: input, shift: 8 },
+            NonlinearLayer { node: 2, kind: pool, input, output: pooled, shift: 0 },
+        ]
+    })
 }
 
 /// Reads `data` as an input image (PNG, JPEG or `.npy`) for a 1×28×28 and a 3×32×32 model.

@@ -309,9 +309,8 @@ impl Service {
                     }
                     return Ok(());
                 }
-                let input_len = model.input_shape().len();
-                while let Some((header, payload)) = next_query(&mut channel, serpens_2::INPUT).await? {
-                    let input = serpens_2::ServerInput::parse(channel.peer(), &payload, input_len, limit)?;
+                while let Some((header, payload)) = next_query(&mut channel, serpens_2::CORRELATIONS).await? {
+                    let from_user = serpens_2::receive(&mut channel, header, payload, model, he, limit).await?;
                     let session = header.session;
                     let peer = async {
                         if *index == 1 {
@@ -348,7 +347,8 @@ impl Service {
                     };
                     let start = Instant::now();
                     let link =
-                        serpens_2::server(name, model.clone(), he.clone(), &mut channel, session, input, peer).await?;
+                        serpens_2::server(name, model.clone(), he.clone(), &mut channel, session, from_user, peer)
+                            .await?;
                     link.close().await;
                     tracing::debug!(elapsed = ?start.elapsed(), "query served");
                 }
@@ -463,6 +463,8 @@ pub struct QueryOptions {
     pub verify: verify::ClientSettings,
     /// bayes: sampled forward passes averaged into the prediction.
     pub samples: usize,
+    /// serpens-2: where a nonlinear layer's items reach their key owner.
+    pub layout: serpens_2::Layout,
 }
 
 impl Default for QueryOptions {
@@ -473,7 +475,7 @@ impl Default for QueryOptions {
             repetitions: 1,
             recompute_on_failure: false,
         };
-        Self { verify, samples: DEFAULT_SAMPLES }
+        Self { verify, samples: DEFAULT_SAMPLES, layout: serpens_2::Layout::Hidden }
     }
 }
 
@@ -525,7 +527,8 @@ pub async fn query_with(
                 let o = serpens_n::user(&me.name, &mut channels, session, &encoded, batch, classes).await?;
                 (o.logits, o.reports)
             } else {
-                let o = serpens_2::user(&me.name, &mut channels, session, &encoded, batch, classes).await?;
+                let deal = serpens_2::Deal { slots: user_he_params()?.degree(), layout: options.layout };
+                let o = serpens_2::user(&me.name, &mut channels, session, &fixed, &encoded, batch, deal).await?;
                 (o.logits, o.reports)
             };
             for c in channels {

@@ -17,6 +17,7 @@ use tessera::emulate::LinkProfile;
 use tessera::local::{LocalCluster, LocalOptions};
 use tessera::serve::QueryOptions;
 use tessera_model::plain::PlainEngine;
+use tessera_suites::serpens_2::Layout;
 
 use super::throughput::{Check, Throughput, burst, within};
 use super::{Spread, query_input, time_runs};
@@ -45,6 +46,10 @@ pub struct CompareArgs {
     /// monomial-insecure (hides nothing, the cloud recovers the input; to measure its cost).
     #[arg(long, default_value = "pad")]
     disguise: tessera_suites::verify::Disguise,
+    /// serpens-2: where nonlinear items reach their key owner, one configuration each: hidden
+    /// (the default), seed (insecure: the key owner reconstructs the image; for comparison).
+    #[arg(long, value_delimiter = ',', default_value = "hidden")]
+    layouts: Vec<Layout>,
     /// Links between the parties, one full run each: loopback, or an emulated lan or wan.
     #[arg(long, value_delimiter = ',', default_value = "loopback")]
     net: Vec<String>,
@@ -85,13 +90,20 @@ struct Config {
     suite: String,
     holders: Option<usize>,
     samples: Option<usize>,
+    layout: Option<Layout>,
 }
 
 impl Config {
+    /// A configuration of `suite` with its defaults.
+    fn of(suite: &str) -> Self {
+        Self { suite: suite.into(), holders: None, samples: None, layout: None }
+    }
+
     fn label(&self) -> String {
-        match (self.suite.as_str(), self.holders, self.samples) {
-            ("serpens-n", Some(h), _) => format!("serpens-n ({h} holders)"),
-            ("bayes", _, Some(s)) => format!("bayes (S = {s})"),
+        match (self.suite.as_str(), self.holders, self.samples, self.layout) {
+            ("serpens-n", Some(h), ..) => format!("serpens-n ({h} holders)"),
+            ("bayes", _, Some(s), _) => format!("bayes (S = {s})"),
+            ("serpens-2", .., Some(Layout::Seed)) => "serpens-2 (seed layout, insecure)".into(),
             (suite, ..) => suite.to_string(),
         }
     }
@@ -248,7 +260,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         // The cluster's suite, with the first of --samples for bayes.
         Some(c) => {
             let samples = (c.suite == "bayes").then(|| args.samples.first().copied().unwrap_or(1));
-            (vec![Config { suite: c.suite.clone(), holders: None, samples }], Vec::new())
+            (vec![Config { samples, ..Config::of(&c.suite) }], Vec::new())
         }
         None => configurations(&args, &m),
     };
@@ -282,7 +294,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
     let mut results = Vec::new();
     let bound = fixed.error_bound() / (fixed.output_bits() as f64).exp2();
     for (profile, net) in nets.iter().zip(&net_names) {
-        let plain = Config { suite: "plain".into(), holders: None, samples: None };
+        let plain = Config::of("plain");
         let mut plain_median = None;
         let all = if running.is_none() { std::iter::once(&plain).chain(&configs).collect() } else { vec![&configs[0]] };
         for config in all {
@@ -298,6 +310,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
             };
             let mut query = QueryOptions { samples: config.samples.unwrap_or(1), ..Default::default() };
             query.verify.disguise = args.disguise;
+            query.layout = config.layout.unwrap_or_default();
             bar.set_message(format!("{} on {net}", config.label()));
             let measured = measure(&rt, target.config(), &m, &names, &x, batch, (args.warmup, args.runs), &query, &bar)
                 .with_context(|| format!("{} on {net}", config.label()))?;
@@ -366,21 +379,18 @@ fn configurations(args: &CompareArgs, m: &LoadedModel) -> (Vec<Config>, Vec<Skip
     let mut skipped = Vec::new();
     for suite in &args.suites {
         match suite.as_str() {
-            "serpens-n" => configs.extend(args.holders.iter().map(|&h| Config {
-                suite: suite.clone(),
-                holders: Some(h),
-                samples: None,
-            })),
+            "serpens-n" => {
+                configs.extend(args.holders.iter().map(|&h| Config { holders: Some(h), ..Config::of(suite) }))
+            }
+            "serpens-2" => {
+                configs.extend(args.layouts.iter().map(|&l| Config { layout: Some(l), ..Config::of(suite) }))
+            }
             "bayes" if m.posterior.is_none() => skipped.push(Skipped {
                 suite: suite.clone(),
                 reason: "the model has no posterior (bayes needs a Bayesian model)".into(),
             }),
-            "bayes" => configs.extend(args.samples.iter().map(|&s| Config {
-                suite: suite.clone(),
-                holders: None,
-                samples: Some(s),
-            })),
-            _ => configs.push(Config { suite: suite.clone(), holders: None, samples: None }),
+            "bayes" => configs.extend(args.samples.iter().map(|&s| Config { samples: Some(s), ..Config::of(suite) })),
+            _ => configs.push(Config::of(suite)),
         }
     }
     (configs, skipped)

@@ -5,21 +5,22 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use rand::seq::SliceRandom;
-use rand_core::RngCore;
 use rayon::prelude::*;
-use tessera_field::{seed::os_rng, zt};
+use tessera_field::{Seed, fixed, seed::os_rng, zt};
 use tessera_he::{Ciphertext, Form, HeParams, Plaintext, PublicKey, SecretKey};
 use tessera_model::nonlinear::NonlinearLayer;
 use tessera_net::{Channel, SessionId};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
-use super::{MASKED, OWNED, RESULT, SELECTED};
+use super::correlation::{Correlations, Direction, Part, owner_values, permutation};
+use super::{Layout, MASKED, OWNED, RESULT, SELECTED, UNPERMUTE};
 use crate::error::{Result, SuiteError};
-use crate::wire::{read_ciphertexts, seal_all, write_seeded};
+use crate::masks::{ItemMasks, apply};
+use crate::wire::{Reader, elements_to_bytes, read_ciphertexts, seal_all, write_seeded};
 
 /// A server's key pair and its peer's public key for one query.
 pub(crate) struct Keys {
-    pub mine: SecretKey,
+    pub mine: Arc<SecretKey>,
     pub peer: PublicKey,
 }
 
@@ -29,52 +30,116 @@ impl fmt::Debug for Keys {
     }
 }
 
-/// Where a layer's items go: `groups` of `N` consecutive items (over the flattened batch);
-/// the first `⌈groups/2⌉` groups are `S1`'s half, the rest `S2`'s, so ciphertexts are full
-/// except the last of each half.
-struct Layout {
+/// Where a layer's items go: `groups` of `N` consecutive items (over the flattened batch); the
+/// first `⌈groups/2⌉` groups are `S1`'s half, the rest `S2`'s, so ciphertexts are full except
+/// the last of each half.
+pub(crate) struct Halves {
     items: usize,
-    arity: usize,
     slots: usize,
     split: usize,
 }
 
-impl Layout {
-    fn new(layer: &NonlinearLayer, batch: usize, slots: usize) -> Self {
+impl Halves {
+    /// The halves of `layer` on a batch of `batch` images, `slots` items per ciphertext.
+    pub fn new(layer: &NonlinearLayer, batch: usize, slots: usize) -> Self {
         let items = batch * layer.items();
         let split = (items.div_ceil(slots).div_ceil(2) * slots).min(items);
-        Self { items, arity: layer.arity(), slots, split }
+        Self { items, slots, split }
     }
 
     /// The items of the half that server `owner` (0 or 1) owns.
-    fn half(&self, owner: usize) -> Range<usize> {
+    pub fn half(&self, owner: usize) -> Range<usize> {
         if owner == 0 { 0..self.split } else { self.split..self.items }
     }
 
-    /// The item ranges of the half's groups.
+    /// The half's groups: ranges of positions `0..n` within the half, `N` each but the last.
     fn groups(&self, owner: usize) -> Vec<Range<usize>> {
-        let half = self.half(owner);
-        (half.start..half.end).step_by(self.slots).map(|s| s..(s + self.slots).min(half.end)).collect()
+        let n = self.half(owner).len();
+        (0..n).step_by(self.slots).map(|s| s..(s + self.slots).min(n)).collect()
     }
+}
+
+/// What a server holds for a whole query, shared by its layers.
+pub(crate) struct Query {
+    pub session: SessionId,
+    pub batch: usize,
+    /// 0 for `S1`, 1 for `S2`.
+    pub me: usize,
+    pub he: HeParams,
+    pub keys: Keys,
+    /// Bits of the multiplicative masks (`κ`).
+    pub kappa: u32,
+    /// Bits of the activation bound (`ℓx`).
+    pub bound_bits: u32,
+    /// What the user dealt this server.
+    pub correlations: Correlations,
+}
+
+impl Query {
+    fn layout(&self) -> Layout {
+        self.correlations.layout()
+    }
+
+    /// The server's seed from the user (hidden layout).
+    fn seed(&self) -> Result<&Seed> {
+        self.correlations.seed().ok_or_else(|| SuiteError::Local("no correlations for the hidden layout".into()))
+    }
+}
+
+/// The input-independent part of step 1 for every layer of the hidden layout: `⟦β⟧` of the half
+/// this server (`me`) owns, laid out position-major and seeded, from its seed. Empty for the
+/// seed layout.
+pub(crate) fn prepare(
+    he: &HeParams,
+    key: &SecretKey,
+    correlations: &Correlations,
+    layers: &[NonlinearLayer],
+    batch: usize,
+    me: usize,
+) -> Result<Vec<Vec<u8>>> {
+    let Some(seed) = correlations.seed() else { return Ok(Vec::new()) };
+    layers
+        .iter()
+        .map(|layer| {
+            let halves = Halves::new(layer, batch, he.degree());
+            let (n, s) = (halves.half(me).len(), layer.arity());
+            let beta = Zeroizing::new(owner_values(seed, layer.node, me, Direction::Forward, Part::Share, n * s));
+            let cts = position_major(&halves.groups(me), s, |q| beta[q], key)?;
+            write_seeded(he, &cts)
+        })
+        .collect()
+}
+
+/// Fresh, seeded encryptions of a half's values in the position-major layout: per group `g`
+/// and element `j`, slot `p` holds `value(q)` at position `q = (g_start + p) · s + j`.
+fn position_major(
+    groups: &[Range<usize>],
+    s: usize,
+    value: impl Fn(usize) -> u64 + Sync,
+    key: &SecretKey,
+) -> Result<Vec<Ciphertext>> {
+    groups
+        .par_iter()
+        .flat_map_iter(|g| (0..s).map(move |j| (g.clone(), j)))
+        .map(|(g, j)| {
+            let values = Zeroizing::new(g.map(|p| value(p * s + j)).collect::<Vec<u64>>());
+            Ok(key.encrypt_values(&values, &mut os_rng())?)
+        })
+        .collect()
 }
 
 /// What one server holds for a layer, shared by its parallel steps.
 struct Step {
+    query: Arc<Query>,
+    /// The layer's index among the model's nonlinear layers.
+    index: usize,
     layer: NonlinearLayer,
-    layout: Layout,
+    halves: Halves,
     /// Input index (within an image) of element `e` of item `i`, at `i · arity + e`; empty for
     /// element-wise layers.
     gather: Vec<u32>,
     /// This server's share of the layer input.
     x: Vec<u64>,
-    /// 0 for `S1`, 1 for `S2`.
-    me: usize,
-    he: HeParams,
-    keys: Arc<Keys>,
-    /// Bits of the multiplicative masks.
-    kappa: u32,
-    /// `|k·x|` never reaches `2^limit` for activations within the calibrated bound.
-    limit: u32,
     peer: String,
 }
 
@@ -85,247 +150,350 @@ impl Drop for Step {
 }
 
 /// The masker's secrets for the peer's half.
-struct Masks {
-    /// `order[q]`: the group sent at position `q`.
-    order: Vec<usize>,
-    /// Per group, the order of its ciphertexts (`within[g · arity + j']` is sent `j'`-th).
+struct Masker {
+    /// The order the key owner receives (`π`, or the identity in the seed layout) and the masks
+    /// `k`, `e`, `R` per position.
+    masks: ItemMasks,
+    /// Seed layout: per group the order of its ciphertexts (`within[g · s + j']` is sent
+    /// `j'`-th); empty in the hidden layout, where `π` already shuffles every window.
     within: Vec<usize>,
-    /// Multiplicative mask per item of the half, uniform in `[1, 2^κ]`.
-    k: Vec<u64>,
-    /// The masker's new share per item, uniform in `Z_t`.
+    /// The masker's new share per position (item), uniform in `Z_t`.
     r: Vec<u64>,
 }
 
-impl Drop for Masks {
+impl Drop for Masker {
     fn drop(&mut self) {
-        self.order.zeroize();
         self.within.zeroize();
-        self.k.zeroize();
         self.r.zeroize();
     }
 }
 
+/// Which element of group `g` the masker sends `j`-th, given its per-group orders `within`
+/// (empty: every group in element order).
+fn sent_element(within: &[usize], s: usize, g: usize, j: usize) -> usize {
+    if within.is_empty() { j } else { within[g * s + j] }
+}
+
 impl Step {
-    /// Element `j` of `item` in this server's share.
+    fn arity(&self) -> usize {
+        self.layer.arity()
+    }
+
+    /// Element `j` of `item` (over the layer's flattened batch) in this server's share.
     fn element(&self, item: usize, j: usize) -> u64 {
         if self.gather.is_empty() {
             return self.x[item];
         }
         let per_image = self.layer.items();
         let (image, i) = (item / per_image, item % per_image);
-        self.x[image * self.layer.input.len() + self.gather[i * self.layout.arity + j] as usize]
+        self.x[image * self.layer.input.len() + self.gather[i * self.arity() + j] as usize]
     }
 
-    fn encode(&self, values: &[u64], level: usize) -> Result<Plaintext> {
-        Ok(Plaintext::encode(&self.he, values, level)?)
+    /// Element `e` (half-local, `item · arity + j`) of the half of server `owner`, in this
+    /// server's share.
+    fn half_element(&self, owner: usize, e: usize) -> u64 {
+        let s = self.arity();
+        self.element(self.halves.half(owner).start + e / s, e % s)
     }
 
-    /// Reads `count` ciphertexts in `form` from the peer's `message`.
+    fn encode(&self, values: &[u64]) -> Result<Plaintext> {
+        Ok(Plaintext::encode(&self.query.he, values, 0)?)
+    }
+
     fn read(&self, form: Form, bytes: &[u8], count: usize, message: &'static str) -> Result<Vec<Ciphertext>> {
-        read_ciphertexts(&self.he, &self.peer, form, bytes, count, message)
+        read_ciphertexts(&self.query.he, &self.peer, form, bytes, count, message)
     }
 
-    /// Writes fresh ciphertexts, in order, seeded.
-    fn write_seeded(&self, cts: &[Ciphertext]) -> Result<Vec<u8>> {
-        write_seeded(&self.he, cts)
+    fn decrypt(&self, ct: &Ciphertext) -> Result<Zeroizing<Vec<u64>>> {
+        Ok(self.query.keys.mine.decrypt(ct)?)
     }
 
-    /// Seals ciphertexts for the peer (its key), in order: the returned form.
-    fn seal_for_peer(&self, cts: &[Ciphertext]) -> Result<Vec<u8>> {
-        seal_all(&self.keys.peer, cts)
-    }
-
-    /// Step 1, as owner: `⟦x_A⟧` of every group and element, seeded.
-    fn encrypt_own(&self) -> Result<Vec<u8>> {
-        let s = self.layout.arity;
-        let cts: Vec<Ciphertext> = self
-            .layout
-            .groups(self.me)
-            .par_iter()
-            .flat_map_iter(|g| (0..s).map(move |j| (g.clone(), j)))
-            .map(|(g, j)| {
-                let mut values: Vec<u64> = g.clone().map(|item| self.element(item, j)).collect();
-                let ct = self.keys.mine.encrypt_values(&values, &mut os_rng());
-                values.zeroize();
-                Ok(ct?)
-            })
-            .collect::<Result<_>>()?;
-        self.write_seeded(&cts)
-    }
-
-    /// The masker's fresh secrets for the peer's half.
-    fn draw_masks(&self) -> Masks {
-        let mut rng = os_rng();
-        let groups = self.layout.groups(1 - self.me).len();
-        let s = self.layout.arity;
-        let mut order: Vec<usize> = (0..groups).collect();
-        order.shuffle(&mut rng);
-        let mut within = Vec::with_capacity(groups * s);
-        for _ in 0..groups {
-            let mut o: Vec<usize> = (0..s).collect();
-            o.shuffle(&mut rng);
-            within.extend(o);
+    /// Step 1, as owner A. Hidden layout: `x_A + α` (natural element order) and the prepared
+    /// `⟦β⟧`; seed layout: `⟦x_A⟧`, position-major, seeded.
+    fn owned(&self, prepared: Vec<u8>) -> Result<Vec<u8>> {
+        let (me, s) = (self.query.me, self.arity());
+        let n = self.halves.half(me).len();
+        match self.query.layout() {
+            Layout::Hidden => {
+                let alpha = Zeroizing::new(owner_values(
+                    self.query.seed()?,
+                    self.layer.node,
+                    me,
+                    Direction::Forward,
+                    Part::Pad,
+                    n * s,
+                ));
+                let sent =
+                    Zeroizing::new((0..n * s).map(|e| zt::add(self.half_element(me, e), alpha[e])).collect::<Vec<_>>());
+                let mut out = elements_to_bytes(&sent);
+                out.extend_from_slice(&prepared);
+                Ok(out)
+            }
+            Layout::Seed => {
+                let cts =
+                    position_major(&self.halves.groups(me), s, |q| self.half_element(me, q), &self.query.keys.mine)?;
+                write_seeded(&self.query.he, &cts)
+            }
         }
-        let n = self.layout.half(1 - self.me).len();
-        let k = (0..n).map(|_| (rng.next_u64() >> (64 - self.kappa)) + 1).collect();
-        let r = zt::random_vec(&mut rng, n);
-        Masks { order, within, k, r }
     }
 
-    /// Step 2, as masker: `⟦k ⊙ (x_A + x_B)⟧` per group and element, groups and elements
-    /// shuffled, switched down, re-randomized, in the returned form.
-    fn mask_peer(&self, owned: &[u8], m: &Masks) -> Result<Vec<u8>> {
-        let groups = self.layout.groups(1 - self.me);
-        let s = self.layout.arity;
-        let first = self.layout.half(1 - self.me).start;
-        let received = self.read(Form::Seeded, owned, groups.len() * s, "owned")?;
-        let cts: Vec<Ciphertext> = (0..groups.len() * s)
+    /// Step 2, as masker B: B's share `b` of the ordered values (hidden: `π(x_A + α + x_B) − Δ`;
+    /// seed: `x_B`), then per group and element `⟦k ⊙ (a + b) + e⟧` and `⟦a + b + R⟧` from the
+    /// owner's `⟦a⟧`, sealed, the `z`s of a group then its `w`s, in the order sent.
+    fn mask_peer(&self, owned: &mut [u8]) -> Result<(Vec<u8>, Masker)> {
+        let (peer, s) = (1 - self.query.me, self.arity());
+        let n = self.halves.half(peer).len();
+        let groups = self.halves.groups(peer);
+        let mut rng = os_rng();
+        let (order, pads, cts, within) = match self.query.layout() {
+            Layout::Hidden => {
+                let split = (8 * n * s).min(owned.len());
+                let mut r = Reader::new(&owned[..split], &self.peer, "owned");
+                let sent = Zeroizing::new(r.elements(n * s)?);
+                r.end()?;
+                let cts = self.read(Form::Seeded, &owned[split..], groups.len() * s, "owned")?;
+                owned[..split].zeroize();
+                let delta = match self.query.correlations.masked_half(self.index) {
+                    Some((delta, _)) if delta.len() == n * s => delta,
+                    _ => return Err(SuiteError::Local(format!("no correlation for layer {}", self.layer.node))),
+                };
+                let order = permutation(self.query.seed()?, self.layer.node, n, s);
+                (order, Some((sent, delta)), cts, Vec::new())
+            }
+            Layout::Seed => {
+                let cts = self.read(Form::Seeded, owned, groups.len() * s, "owned")?;
+                let mut within = Vec::with_capacity(groups.len() * s);
+                for _ in &groups {
+                    let mut o: Vec<usize> = (0..s).collect();
+                    o.shuffle(&mut rng);
+                    within.extend(o);
+                }
+                ((0..(n * s) as u32).collect(), None, cts, within)
+            }
+        };
+        let kappa = self.query.kappa;
+        let masks = ItemMasks::with_order(order, &mut os_rng(), &mut os_rng(), &mut os_rng(), s, kappa, zt::LOG2_T - 1);
+        // B's share at position q.
+        let share = |q: usize| {
+            let e = masks.order[q] as usize;
+            let mine = self.half_element(peer, e);
+            match &pads {
+                Some((sent, delta)) => zt::sub(zt::add(sent[e], mine), delta[q]),
+                None => mine,
+            }
+        };
+        // In the order sent: group by group, element `sent(g, j')` at `j'`.
+        let masked: Vec<(Ciphertext, Ciphertext)> = (0..groups.len() * s)
             .into_par_iter()
-            .map(|pos| {
-                let g = m.order[pos / s];
-                let j = m.within[g * s + pos % s];
-                let range = &groups[g];
-                let mut ct = received[g * s + j].clone();
-                let mut mine: Vec<u64> = range.clone().map(|item| self.element(item, j)).collect();
-                let pt = self.encode(&mine, 0);
-                mine.zeroize();
-                ct.add_plain(&pt?)?;
-                ct.mul_plain(&self.encode(&m.k[range.start - first..range.end - first], 0)?)?;
-                Ok(ct)
+            .map(|c| {
+                let (g, j) = (c / s, sent_element(&within, s, c / s, c % s));
+                let range = groups[g].clone();
+                let positions = || range.clone().map(|p| p * s + j);
+                let mut b = Zeroizing::new(positions().map(share).collect::<Vec<u64>>());
+                let k: Vec<u64> = range.clone().map(|p| masks.k[p]).collect();
+                let kb_e = Zeroizing::new(
+                    positions().zip(b.iter()).map(|(q, &b)| apply(masks.k[q / s], b, masks.e[q])).collect::<Vec<_>>(),
+                );
+                for (v, q) in b.iter_mut().zip(positions()) {
+                    *v = zt::add(*v, masks.r[q]);
+                }
+                let owned = &cts[g * s + j];
+                let mut z = owned.clone();
+                z.mul_plain(&self.encode(&k)?)?;
+                z.add_plain(&self.encode(&kb_e)?)?;
+                let mut w = owned.clone();
+                w.add_plain(&self.encode(&b)?)?;
+                Ok((z, w))
             })
             .collect::<Result<_>>()?;
-        self.seal_for_peer(&cts)
+        let mut out = Vec::with_capacity(2 * masked.len());
+        let mut masked = masked.into_iter();
+        for _ in &groups {
+            let (z, w): (Vec<_>, Vec<_>) = masked.by_ref().take(s).unzip();
+            out.extend(z);
+            out.extend(w);
+        }
+        let masker = Masker { masks, within, r: zt::random_vec(&mut rng, n) };
+        Ok((seal_all(&self.query.keys.peer, &out)?, masker))
     }
 
-    /// Step 3, as owner: per slot the largest `z = k·x` of its group, zero where ReLU clamps.
-    fn select_own(&self, masked: &[u8]) -> Result<Vec<u8>> {
-        let groups = self.layout.groups(self.me);
-        let s = self.layout.arity;
-        let received = self.read(Form::Returned, masked, groups.len() * s, "masked")?;
-        let limit = 1i64 << self.limit;
-        let clamps = self.layer.clamps_at_zero();
-        // The masker's order hides which group is which, but every group but the last is full.
-        let cts: Vec<Ciphertext> = received
-            .par_chunks(s.max(1))
-            .map(|group| {
-                let mut best = vec![i64::MIN; self.layout.slots];
-                let mut overflow = false;
-                for ct in group {
-                    let z = self.keys.mine.decrypt(ct)?;
-                    for (b, &v) in best.iter_mut().zip(z.iter()) {
-                        let v = zt::to_i64(v);
-                        overflow |= v >= limit || v <= -limit;
-                        *b = (*b).max(v);
+    /// Step 3, as owner A: decrypts `z = k ⊙ x + e` and `w = x + R`, takes per slot the
+    /// largest `z` of the group's elements (ReLU: the only one), clamps where the layer does,
+    /// and returns `⟦sel⟧` (one ciphertext per element, seeded) with the kept
+    /// `Σ sel ⊙ ⌊w / 2^shift⌋` per position.
+    fn select_own(&self, masked: &[u8]) -> Result<(Vec<u8>, Zeroizing<Vec<u64>>)> {
+        let (me, s) = (self.query.me, self.arity());
+        let groups = self.halves.groups(me);
+        let received = self.read(Form::Returned, masked, 2 * groups.len() * s, "masked")?;
+        let z_limit = 1i64 << (self.query.kappa + self.query.bound_bits);
+        let bound = 1i64 << self.query.bound_bits;
+        let w_range = -bound..(1i64 << (zt::LOG2_T - 1)) + bound;
+        let (clamps, shift, node) = (self.layer.clamps_at_zero(), self.layer.shift, self.layer.node);
+        let selected: Vec<(Vec<Ciphertext>, Zeroizing<Vec<u64>>)> = received
+            .par_chunks(2 * s)
+            .zip(groups.par_iter())
+            .map(|(group, range)| {
+                let decrypted = group.iter().map(|ct| self.decrypt(ct)).collect::<Result<Vec<_>>>()?;
+                let (z, w) = decrypted.split_at(s);
+                let len = range.len();
+                let mut sel = Zeroizing::new(vec![vec![0u64; len]; s]);
+                let mut kept = Zeroizing::new(vec![0u64; len]);
+                for p in 0..len {
+                    let mut best = (0, i64::MIN);
+                    for j in 0..s {
+                        let v = zt::to_i64(z[j][p]);
+                        if v.abs() >= z_limit || !w_range.contains(&zt::to_i64(w[j][p])) {
+                            return Err(SuiteError::ActivationOverflow { layer: node });
+                        }
+                        if v > best.1 {
+                            best = (j, v);
+                        }
+                    }
+                    if !(clamps && best.1 <= 0) {
+                        sel[best.0][p] = 1;
+                        kept[p] = fixed::truncate(w[best.0][p], shift);
                     }
                 }
-                if overflow {
-                    best.zeroize();
-                    return Err(SuiteError::ActivationOverflow { layer: self.layer.node });
-                }
-                let mut sel: Vec<u64> =
-                    best.iter().map(|&v| if clamps && v <= 0 { 0 } else { zt::from_i64(v) }).collect();
-                best.zeroize();
-                let ct = self.keys.mine.encrypt_values(&sel, &mut os_rng());
-                sel.zeroize();
-                Ok(ct?)
+                let cts = sel.iter().map(|v| Ok(self.query.keys.mine.encrypt_values(v, &mut os_rng())?));
+                Ok((cts.collect::<Result<_>>()?, kept))
             })
             .collect::<Result<_>>()?;
-        self.write_seeded(&cts)
-    }
-
-    /// Step 4, as masker: `⟦k^−1 ⊙ sel − r⟧` per group, back in the original order.
-    fn unmask_peer(&self, selected: &[u8], m: &Masks) -> Result<Vec<u8>> {
-        let groups = self.layout.groups(1 - self.me);
-        let first = self.layout.half(1 - self.me).start;
-        let received = self.read(Form::Seeded, selected, groups.len(), "selected")?;
-        let mut back: Vec<(usize, Ciphertext)> = received
-            .into_par_iter()
-            .enumerate()
-            .map(|(q, mut ct)| {
-                let g = m.order[q];
-                let range = groups[g].start - first..groups[g].end - first;
-                let mut k_inv = zt::inv_all(&m.k[range.clone()]).expect("masks are nonzero");
-                ct.mul_plain(&self.encode(&k_inv, 0)?)?;
-                k_inv.zeroize();
-                ct.sub_plain(&self.encode(&m.r[range], 0)?)?;
-                Ok((g, ct))
-            })
-            .collect::<Result<_>>()?;
-        back.sort_by_key(|(g, _)| *g);
-        let cts: Vec<Ciphertext> = back.into_iter().map(|(_, ct)| ct).collect();
-        self.seal_for_peer(&cts)
-    }
-
-    /// Step 5: this server's share of every item, truncated locally: `S1` floors its share,
-    /// `S2` floors the negation of its own, so the sum is `⌊y / 2^shift⌋` or one more.
-    fn finish(&self, result: &[u8], m: &Masks) -> Result<Vec<u64>> {
-        let groups = self.layout.groups(self.me);
-        let received = self.read(Form::Returned, result, groups.len(), "result")?;
-        let mut out = vec![0u64; self.layout.items];
-        let decrypted: Vec<_> =
-            received.par_iter().map(|ct| self.keys.mine.decrypt(ct)).collect::<std::result::Result<_, _>>()?;
-        for (g, values) in groups.iter().zip(&decrypted) {
-            out[g.clone()].copy_from_slice(&values[..g.len()]);
+        let mut kept = Zeroizing::new(Vec::with_capacity(self.halves.half(me).len()));
+        let mut cts = Vec::with_capacity(groups.len() * s);
+        for (c, k) in selected {
+            cts.extend(c);
+            kept.extend_from_slice(&k);
         }
-        let peer_half = self.layout.half(1 - self.me);
-        out[peer_half].copy_from_slice(&m.r);
-        let (shift, first) = (self.layer.shift, self.me == 0);
-        if shift > 0 {
-            out.par_iter_mut().for_each(|v| *v = truncate_share(*v, shift, first));
+        Ok((write_seeded(&self.query.he, &cts)?, kept))
+    }
+
+    /// Step 4, as masker B: per group `⟦−Σ_j sel_j ⊙ ⌊R_j / 2^shift⌋ − r⟧`, sealed.
+    fn unmask_peer(&self, selected: &[u8], m: &Masker) -> Result<Vec<u8>> {
+        let (peer, s) = (1 - self.query.me, self.arity());
+        let groups = self.halves.groups(peer);
+        let received = self.read(Form::Seeded, selected, groups.len() * s, "selected")?;
+        let shift = self.layer.shift;
+        let results: Vec<Ciphertext> = groups
+            .par_iter()
+            .enumerate()
+            .map(|(g, range)| {
+                let mut acc: Option<Ciphertext> = None;
+                for j in 0..s {
+                    let e = sent_element(&m.within, s, g, j);
+                    let floor = Zeroizing::new(
+                        range.clone().map(|p| zt::neg(m.masks.r[p * s + e] >> shift)).collect::<Vec<u64>>(),
+                    );
+                    let mut ct = received[g * s + j].clone();
+                    ct.mul_plain(&self.encode(&floor)?)?;
+                    match &mut acc {
+                        Some(a) => a.add(&ct)?,
+                        None => acc = Some(ct),
+                    }
+                }
+                let mut acc = acc.expect("an item has at least one element");
+                acc.sub_plain(&self.encode(&m.r[range.clone()])?)?;
+                Ok(acc)
+            })
+            .collect::<Result<_>>()?;
+        seal_all(&self.query.keys.peer, &results)
+    }
+
+    /// Step 5, as owner A: its share per position, the decrypted result plus what it kept.
+    fn own_share(&self, result: &[u8], mut kept: Zeroizing<Vec<u64>>) -> Result<Zeroizing<Vec<u64>>> {
+        let groups = self.halves.groups(self.query.me);
+        let received = self.read(Form::Returned, result, groups.len(), "result")?;
+        let decrypted = received.par_iter().map(|ct| self.decrypt(ct)).collect::<Result<Vec<_>>>()?;
+        for (range, values) in groups.iter().zip(&decrypted) {
+            for (k, &v) in kept[range.clone()].iter_mut().zip(values.iter()) {
+                *k = zt::add(*k, v);
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Back to natural order (hidden layout), as owner A: the message `y_A + α'` and A's share
+    /// `β'`.
+    fn unpermute_own(&self, mut own: Zeroizing<Vec<u64>>) -> Result<(Vec<u8>, Zeroizing<Vec<u64>>)> {
+        let (seed, node, me) = (self.query.seed()?, self.layer.node, self.query.me);
+        let n = own.len();
+        let alpha = Zeroizing::new(owner_values(seed, node, me, Direction::Back, Part::Pad, n));
+        zt::add_assign(&mut own, &alpha);
+        let share = Zeroizing::new(owner_values(seed, node, me, Direction::Back, Part::Share, n));
+        Ok((elements_to_bytes(&own), share))
+    }
+
+    /// Back to natural order (hidden layout), as masker B: its share of the peer's half,
+    /// `π⁻¹(y_A + α' + r) − Δ'`.
+    fn unpermute_peer(&self, received: &mut [u8], m: &Masker) -> Result<Zeroizing<Vec<u64>>> {
+        let s = self.arity();
+        let n = m.r.len();
+        let mut r = Reader::new(received, &self.peer, "unpermute");
+        let sent = Zeroizing::new(r.elements(n)?);
+        r.end()?;
+        received.zeroize();
+        let Some((_, delta)) = self.query.correlations.masked_half(self.index) else {
+            return Err(SuiteError::Local(format!("no correlation for layer {}", self.layer.node)));
+        };
+        let mut out = Zeroizing::new(vec![0u64; n]);
+        for (p, window) in m.masks.order.chunks_exact(s).enumerate() {
+            let item = window[0] as usize / s;
+            out[item] = zt::sub(zt::add(sent[p], m.r[p]), delta[item]);
         }
         Ok(out)
     }
+
+    /// The layer output: `own` at this server's half, `peer` at the other.
+    fn assemble(&self, own: &[u64], peer: &[u64]) -> Vec<u64> {
+        let me = self.query.me;
+        let mut out = vec![0u64; self.halves.items];
+        out[self.halves.half(me)].copy_from_slice(own);
+        out[self.halves.half(1 - me)].copy_from_slice(peer);
+        out
+    }
 }
 
-/// One server's local truncation of its share of `y` by `2^shift`: `S1` floors its share `a`,
-/// `S2` its share `b` as `−⌊(−b mod t) / 2^shift⌋`. The two results add up to `⌊y / 2^shift⌋` or
-/// one more, unless `a − (−b mod t)` wraps around `t` (probability `|y| / t` when one share is
-/// uniform).
-fn truncate_share(v: u64, shift: u32, first: bool) -> u64 {
-    if first { v >> shift } else { zt::neg(zt::neg(v) >> shift) }
-}
-
-/// Runs one nonlinear layer as server `me` (0 for `S1`, 1 for `S2`) with its peer over `link`:
+/// Runs the `index`-th nonlinear layer as one server of `query` with its peer over `link`:
 /// returns this server's share of the layer output (at activation scale), for the whole batch.
-#[allow(clippy::too_many_arguments)]
+/// `prepared` is this server's `⟦β⟧` for the layer (hidden layout; empty otherwise).
 pub(crate) async fn evaluate(
     link: &mut Channel,
-    session: SessionId,
+    query: &Arc<Query>,
+    index: usize,
     layer: &NonlinearLayer,
-    batch: usize,
     x: Vec<u64>,
-    me: usize,
-    he: &HeParams,
-    keys: &Arc<Keys>,
-    kappa: u32,
-    bound_bits: u32,
+    prepared: Vec<u8>,
 ) -> Result<Vec<u64>> {
     let gather = if layer.arity() == 1 && layer.items() == layer.input.len() { Vec::new() } else { layer.gather() };
     let step = Arc::new(Step {
+        query: query.clone(),
+        index,
         layer: *layer,
-        layout: Layout::new(layer, batch, he.degree()),
+        halves: Halves::new(layer, query.batch, query.he.degree()),
         gather,
         x,
-        me,
-        he: he.clone(),
-        keys: keys.clone(),
-        kappa,
-        limit: kappa + bound_bits,
         peer: link.peer().to_string(),
     });
-    let node = layer.node;
-    let owned = blocking(&step, |s| s.encrypt_own()).await?;
-    let owned = link.exchange(OWNED, session, node, &owned).await?;
-    let masks = Arc::new(step.draw_masks());
-    let m = masks.clone();
-    let masked = blocking(&step, move |s| s.mask_peer(&owned, &m)).await?;
+    let (session, node) = (query.session, layer.node);
+    let owned = blocking(&step, move |s| s.owned(prepared)).await?;
+    let mut owned = link.exchange(OWNED, session, node, &owned).await?;
+    let (masked, masker) = blocking(&step, move |s| s.mask_peer(&mut owned)).await?;
+    let masker = Arc::new(masker);
     let masked = link.exchange(MASKED, session, node, &masked).await?;
-    let selected = blocking(&step, move |s| s.select_own(&masked)).await?;
+    let (selected, kept) = blocking(&step, move |s| s.select_own(&masked)).await?;
     let selected = link.exchange(SELECTED, session, node, &selected).await?;
-    let m = masks.clone();
+    let m = masker.clone();
     let result = blocking(&step, move |s| s.unmask_peer(&selected, &m)).await?;
     let result = link.exchange(RESULT, session, node, &result).await?;
-    blocking(&step, move |s| s.finish(&result, &masks)).await
+    let own = blocking(&step, move |s| s.own_share(&result, kept)).await?;
+    match query.layout() {
+        Layout::Seed => Ok(step.assemble(&own, &masker.r)),
+        Layout::Hidden => {
+            let (message, own) = step.unpermute_own(own)?;
+            let mut received = link.exchange(UNPERMUTE, session, node, &message).await?;
+            let peer = step.unpermute_peer(&mut received, &masker)?;
+            Ok(step.assemble(&own, &peer))
+        }
+    }
 }
 
 /// Runs `f` on the blocking pool (HE work would stall the runtime's threads).
@@ -347,40 +515,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn local_truncation_is_the_floor_or_one_more() {
-        let mut rng = os_rng();
-        for shift in [1, 8, 13] {
-            for _ in 0..20_000 {
-                let y = (rng.next_u64() >> 40) as i64 - (1 << 23);
-                let r = zt::random(&mut rng);
-                let a = zt::sub(zt::from_i64(y), r);
-                let sum = zt::to_i64(zt::add(truncate_share(a, shift, true), truncate_share(r, shift, false)));
-                let floor = y.div_euclid(1 << shift);
-                assert!(sum == floor || sum == floor + 1, "y {y}, shift {shift}: {sum} vs {floor}");
-            }
-        }
-        // Zero stays zero whatever the shares.
-        let r = zt::random(&mut rng);
-        assert_eq!(zt::add(truncate_share(zt::neg(r), 8, true), truncate_share(r, 8, false)), 0);
-    }
-
-    #[test]
     fn halves_are_whole_groups_that_cover_every_item_once() {
         let shape = ImageShape::new(64, 32, 32);
         let layer = NonlinearLayer { node: 3, kind: NonlinearKind::Relu, input: shape, output: shape, shift: 8 };
         for (batch, slots, first_groups, second_groups) in [(1, 8192, 4, 4), (3, 8192, 12, 12), (1, 65536 * 2, 1, 0)] {
-            let layout = Layout::new(&layer, batch, slots);
-            let (a, b) = (layout.groups(0), layout.groups(1));
+            let halves = Halves::new(&layer, batch, slots);
+            let (a, b) = (halves.groups(0), halves.groups(1));
             assert_eq!((a.len(), b.len()), (first_groups, second_groups), "batch {batch}, {slots} slots");
-            let items: Vec<usize> = a.iter().chain(&b).flat_map(|g| g.clone()).collect();
+            let items: Vec<usize> = a
+                .iter()
+                .flat_map(|g| g.clone())
+                .chain(b.iter().flat_map(|g| g.clone().map(|p| p + halves.half(1).start)))
+                .collect();
             assert_eq!(items, (0..batch * 65536).collect::<Vec<_>>());
             assert!(a.iter().all(|g| g.len() == slots.min(batch * 65536)));
         }
         // An odd number of groups: the first half has the extra one, and the last group is partial.
         let odd = ImageShape::new(3, 50, 50);
         let layer = NonlinearLayer { input: odd, output: odd, ..layer };
-        let layout = Layout::new(&layer, 1, 4096);
-        let (a, b) = (layout.groups(0), layout.groups(1));
+        let halves = Halves::new(&layer, 1, 4096);
+        let (a, b) = (halves.groups(0), halves.groups(1));
         assert_eq!((a.len(), b.len()), (1, 1));
         assert_eq!((a[0].len(), b[0].len()), (4096, 7500 - 4096));
     }

@@ -7,35 +7,54 @@
 //! halves of whole ciphertexts; on the first `S1` is the key owner **A** and `S2` the masker
 //! **B**, on the second the roles swap, and both halves run at once: every message below is
 //! sent by both servers at the same time (one [`Channel::exchange`](tessera_net::Channel::exchange)).
-//! Per layer, for A's half:
 //!
-//! 1. [`OWNED`] A → B: `⟦x_A⟧_A`, seeded (half size), windows laid out position-major (element
-//!    `j` of the windows of a group in ciphertext `j`, window `p` in slot `p`).
-//! 2. [`MASKED`] B → A: `⟦k ⊙ (x_A + x_B)⟧`, `k` uniform in `[1, 2^κ]` per item (one per window),
-//!    groups in a random order `π` and each group's ciphertexts in a random order; switched
-//!    to two primes, re-randomized with 40 bits of flooding, rounded.
-//! 3. [`SELECTED`] A → B: A decrypts `z = k·x`, takes per slot the largest of its group
-//!    (ReLU: the only one), zero where ReLU clamps it, and returns `⟦sel⟧_A` seeded.
-//! 4. [`RESULT`] B → A: `⟦k^−1 ⊙ π^−1(sel) − r⟧`, `r` uniform in `Z_t`, back in the original
-//!    order, flooded and rounded as in 2. B's share of the output is `r`.
-//! 5. A decrypts its share `y − r`. Both servers then truncate their shares locally (SecureML
-//!    in a prime field; exact to ±1 in the last place except with probability
-//!    `2^(ℓx+1)/t ≤ 2^−(σ+1)` per element, PROTOCOLS.md section 1).
+//! Before the input, the user deals per layer and half two independent, single-use
+//! *permutation correlations* ([`CORRELATIONS`], [`correlation`] has the algebra): A gets pads
+//! `α, β` (forward, per element) and `α', β'` (back, per item) from a seed; B gets a seed for
+//! `π` (items permuted, and the elements inside each window) and `Δ = π(α) + β`,
+//! `Δ' = π⁻¹(α') + β'`. With them the items reach A in the order `π`, which A does not know
+//! ([`Layout::Hidden`], the default). Per layer, for A's half:
 //!
-//! Messages (frame kind, layer): [`INPUT`] user → server; [`JOIN`] `S1` → `S2` (batch and
-//! `S1`'s public key) and [`KEY`] `S2` → `S1` (`S2`'s public key); per nonlinear layer
-//! [`OWNED`], [`MASKED`], [`SELECTED`], [`RESULT`] both ways; [`OUTPUT`] and [`REPORT`] server →
-//! user.
+//! 1. [`OWNED`] A → B: `x_A + α` (uniform) and `⟦β⟧_A` (encrypted ahead of the input, seeded),
+//!    position-major (element `j` of the windows of a group in ciphertext `j`, window `p` in
+//!    slot `p`). B's share of `π(x)` is `b = π(x_A + α + x_B) − Δ`; A's is `β`.
+//! 2. [`MASKED`] B → A: `⟦k ⊙ π(x) + e⟧` and `⟦π(x) + R⟧` (section 4.3's masks,
+//!    [`ItemMasks`](crate::masks::ItemMasks): `log2 k` uniform in `[0, κ]`, one `k` per window,
+//!    `e` uniform in `[0, k)` per element, `R` uniform below `2^(ℓx+σ)`), sealed: switched to two
+//!    primes, a fresh encryption of zero with flooding noise added, rounded.
+//! 3. [`SELECTED`] A → B: A decrypts `z` and `w`, selects per window the largest `z` (ReLU:
+//!    `z ≥ 0`; none where the layer clamps), keeps `Σ sel ⊙ ⌊w / 2^shift⌋` and returns `⟦sel⟧_A`
+//!    (one ciphertext per element of a window), seeded.
+//! 4. [`RESULT`] B → A: `⟦−Σ sel ⊙ ⌊R / 2^shift⌋ − r⟧`, `r` uniform in `Z_t`, sealed. B's share
+//!    (in `π`'s order) is `r`.
+//! 5. A decrypts and adds what it kept: its share in `π`'s order, exact to ±1 in the last place
+//!    (the masked reveal truncates; no local share truncation). [`UNPERMUTE`] A → B:
+//!    `y_A + α'`; B's share in natural order is `π⁻¹(y_A + α' + r) − Δ'`, A's is `β'`.
+//!
+//! [`Layout::Seed`] keeps items at their natural positions (no correlations, no
+//! [`UNPERMUTE`]; only each group's ciphertexts shuffled), with the same masks and steps: the key
+//! owner, who holds the model, solves the first layer for the image. It is insecure and exists
+//! only to measure what hiding positions costs.
+//!
+//! Messages (frame kind, layer): [`CORRELATIONS`] and [`INPUT`] user → server; [`JOIN`] `S1` →
+//! `S2` (batch and `S1`'s public key) and [`KEY`] `S2` → `S1` (`S2`'s public key); per nonlinear
+//! layer [`OWNED`], [`MASKED`], [`SELECTED`], [`RESULT`], [`UNPERMUTE`] both ways; [`OUTPUT`] and
+//! [`REPORT`] server → user.
 
+pub mod correlation;
 mod layer;
 mod memory;
 mod server;
 mod user;
 
 pub use crate::parties::Outcome;
+pub use correlation::Correlations;
 pub use memory::run_in_memory;
-pub use server::{Join, PeerLink, ServerInput, join_from_frame, server};
-pub use user::user;
+pub use memory::{InMemoryRun, ServerView};
+pub use server::{FromUser, Join, PeerLink, ServerInput, join_from_frame, receive, server};
+pub use user::{Deal, user};
+
+use std::str::FromStr;
 
 use tessera_he::{Form, HeParams, PublicKey};
 use tessera_model::fixed::FixedModel;
@@ -47,36 +66,70 @@ pub const INPUT: MessageKind = MessageKind(0x0301);
 pub const JOIN: MessageKind = MessageKind(0x0302);
 /// `S2` → `S1`: `S2`'s public key.
 pub const KEY: MessageKind = MessageKind(0x0303);
-/// Per nonlinear layer, both ways: the owner's encrypted share of its half.
+/// Per nonlinear layer, both ways: the owner's padded share and encrypted pad share of its half
+/// (seed layout: its encrypted share).
 pub const OWNED: MessageKind = MessageKind(0x0304);
-/// Per nonlinear layer, both ways: the masked, shuffled sums.
+/// Per nonlinear layer, both ways: the masked and the truncation-masked values.
 pub const MASKED: MessageKind = MessageKind(0x0305);
-/// Per nonlinear layer, both ways: the owner's selected values.
+/// Per nonlinear layer, both ways: the owner's encrypted selection.
 pub const SELECTED: MessageKind = MessageKind(0x0306);
-/// Per nonlinear layer, both ways: the owner's new shares, masked by the masker's.
+/// Per nonlinear layer, both ways: the owner's new shares less what it kept, masked by the
+/// masker's.
 pub const RESULT: MessageKind = MessageKind(0x0307);
 /// Server → user: the server's share of the logits.
 pub const OUTPUT: MessageKind = MessageKind(0x0308);
 /// Server → user: its cost report.
 pub const REPORT: MessageKind = MessageKind(0x0309);
+/// User → server, before [`INPUT`]: the layout and the server's permutation correlations.
+pub const CORRELATIONS: MessageKind = MessageKind(0x030A);
+/// Per nonlinear layer, both ways (hidden layout): the owner's share in `π`'s order, padded.
+pub const UNPERMUTE: MessageKind = MessageKind(0x030B);
+
+/// Where a nonlinear layer's items reach their key owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// In an order `π` the key owner does not know, through permutation correlations the user
+    /// deals per query (PROTOCOLS.md 3.3). The default.
+    #[default]
+    Hidden,
+    /// At their natural positions, only each group's ciphertexts shuffled: the key owner sees
+    /// masked values at known positions and reconstructs the image from the first layer.
+    /// **Insecure**; for comparing costs only.
+    Seed,
+}
+
+impl FromStr for Layout {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "hidden" => Ok(Layout::Hidden),
+            "seed" => Ok(Layout::Seed),
+            other => Err(format!("layout `{other}`: hidden (the default) or seed (insecure, for comparison)")),
+        }
+    }
+}
 
 /// The servers' names in in-memory runs and development clusters.
 pub const SERVERS: [&str; 2] = ["server-1", "server-2"];
 
-/// The largest batch whose messages fit in frames of `max_frame` bytes: the input share and,
-/// per nonlinear layer, both halves' seeded ciphertexts (the largest message; a batch that
-/// fills `g` groups of `N` items sends at most `g · arity` of them).
+/// The largest batch whose messages fit in frames of `max_frame` bytes: the input share, the
+/// correlations (`Δ` and `Δ'` of every layer) and, per nonlinear layer, the largest message: the
+/// owner's padded share and seeded ciphertexts, or the masker's two sealed ones per element (a
+/// batch that fills `g` groups of `N` items sends at most `g · arity` of each).
 pub fn max_batch(model: &FixedModel, he: &HeParams, max_frame: u32) -> usize {
     let seeded = Form::Seeded.size(he) as f64;
+    let sealed = 2.0 * Form::Returned.size(he) as f64;
     let slots = he.degree() as f64;
     let input = 8.0 * model.input_shape().len() as f64;
-    let per_image = model
-        .nonlinear_layers()
+    let layers = model.nonlinear_layers();
+    let correlations: f64 = layers.iter().map(|l| 8.0 * (l.arity() + 1) as f64 * l.items() as f64).sum();
+    let per_image = layers
         .iter()
-        .map(|l| seeded * l.arity() as f64 * l.items() as f64 / slots)
-        .fold(input, f64::max);
+        .map(|l| (l.arity() * l.items()) as f64 * (8.0 + seeded.max(sealed) / slots))
+        .fold(input.max(correlations), f64::max);
     // Partial ciphertexts: one more group per half.
-    let fixed = 2.0 * seeded * model.nonlinear_layers().iter().map(|l| l.arity()).max().unwrap_or(1) as f64;
+    let fixed = 2.0 * seeded.max(sealed) * layers.iter().map(|l| l.arity()).max().unwrap_or(1) as f64;
     (((max_frame as f64 - fixed) / per_image).floor() as usize).max(1)
 }
 

@@ -1,7 +1,7 @@
 //! A server `S1` or `S2`: the linear layers on its share, both roles of every nonlinear layer.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tessera_field::seed::os_rng;
 use tessera_field::share::Share;
@@ -9,9 +9,11 @@ use tessera_he::{HeParams, PublicKey, SecretKey};
 use tessera_model::fixed::FixedModel;
 use tessera_model::runner::Runner;
 use tessera_net::{Channel, FrameHeader, Recorder, SessionId};
+use zeroize::Zeroize;
 
-use super::layer::{Keys, evaluate};
-use super::{JOIN, KEY, OUTPUT, REPORT};
+use super::correlation::Correlations;
+use super::layer::{Keys, Query, evaluate, prepare};
+use super::{INPUT, JOIN, KEY, OUTPUT, REPORT};
 use crate::error::{Result, SuiteError};
 use crate::parties::advance_linear;
 use crate::serpens_n::kind_name;
@@ -54,6 +56,42 @@ impl ServerInput {
         r.end()?;
         Ok(Self { index, batch, share })
     }
+}
+
+/// Everything the user sends a server for one query: its correlations (first) and its input.
+#[derive(Debug)]
+pub struct FromUser {
+    /// The input share.
+    pub input: ServerInput,
+    /// The permutation correlations (or the seed layout).
+    pub correlations: Correlations,
+}
+
+/// Reads a query from the user: `header` and `payload` are its first frame
+/// ([`CORRELATIONS`](super::CORRELATIONS)), then the [`INPUT`] frame is received; batches above
+/// `max_batch` are refused.
+pub async fn receive(
+    user: &mut Channel,
+    header: FrameHeader,
+    mut payload: Vec<u8>,
+    model: &FixedModel,
+    he: &HeParams,
+    max_batch: usize,
+) -> Result<FromUser> {
+    if header.kind != super::CORRELATIONS {
+        return Err(tessera_net::NetError::UnexpectedKind {
+            peer: user.peer().into(),
+            expected: super::CORRELATIONS,
+            got: header.kind,
+        }
+        .into());
+    }
+    let bytes = user.recv(INPUT, header.session, 0).await?;
+    let input = ServerInput::parse(user.peer(), &bytes, model.input_shape().len(), max_batch)?;
+    let layers = model.nonlinear_layers();
+    let correlations = Correlations::parse(user.peer(), &payload, input.index, &layers, input.batch, he.degree());
+    payload.zeroize();
+    Ok(FromUser { input, correlations: correlations? })
 }
 
 /// `S1`'s `JOIN`, as `S2` reads it.
@@ -103,39 +141,67 @@ pub enum PeerLink {
     Accepted(Channel, Box<Join>),
 }
 
-/// Serves one query as server `input.index`: runs the model on its share with the peer reached
-/// through `peer` (awaited while the first linear layers run), and returns the logit share and
-/// its cost report to `user`. Gives back the link to the peer.
+/// Where an in-memory run keeps a server's secret key of the query (attack tests decrypt what
+/// the server received as key owner with it). Deployed servers have none.
+pub(crate) type KeySlot = Arc<Mutex<Option<Arc<SecretKey>>>>;
+
+/// Serves one query as server `from_user.input.index`: runs the model on its share with the peer
+/// reached through `peer` (awaited while the first linear layers run), and returns the logit
+/// share and its cost report to `user`. Gives back the link to the peer.
 pub async fn server(
     name: &str,
     model: Arc<FixedModel>,
     he: Arc<HeParams>,
     user: &mut Channel,
     session: SessionId,
-    input: ServerInput,
+    from_user: FromUser,
     peer: impl Future<Output = Result<PeerLink>>,
+) -> Result<Channel> {
+    serve_query(name, model, he, user, session, from_user, peer, None).await
+}
+
+/// [`server`], keeping its secret key in `key_slot` when one is given (in-memory runs only).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn serve_query(
+    name: &str,
+    model: Arc<FixedModel>,
+    he: Arc<HeParams>,
+    user: &mut Channel,
+    session: SessionId,
+    from_user: FromUser,
+    peer: impl Future<Output = Result<PeerLink>>,
+    key_slot: Option<KeySlot>,
 ) -> Result<Channel> {
     let result: Result<Channel> = async {
         let mut rec = Recorder::new(name);
         rec.stage(0, "input", "input", &[user]);
-        let ServerInput { index, batch, share } = input;
+        let FromUser { input: ServerInput { index, batch, share }, correlations } = from_user;
         let me = index - 1;
         let params = model.params();
+        let layers = model.nonlinear_layers();
         let mut runner = Runner::new(model.clone(), share.as_slice().to_vec(), batch, index == 1);
         drop(share);
-        // Fresh keys per query: the peer's view of one query says nothing about the next.
-        let keygen = {
-            let he = he.clone();
+        // Input-independent: fresh keys per query (the peer's view of one query says nothing
+        // about the next) and, in the hidden layout, `⟦β⟧` of every layer.
+        let prepared = {
+            let (he, layers) = (he.clone(), layers.clone());
             tokio::task::spawn_blocking(move || -> Result<_> {
                 let mut rng = os_rng();
                 let sk = SecretKey::generate(&he, &mut rng)?;
                 let pk = sk.public_key(&mut rng)?;
                 let mut bytes = Vec::with_capacity(super::key_size(&he));
                 pk.write(&he, &mut bytes)?;
-                Ok((sk, bytes))
+                let prepared = prepare(&he, &sk, &correlations, &layers, batch, me)?;
+                Ok((sk, bytes, prepared, correlations))
             })
         };
-        let (sk, my_key) = keygen.await.map_err(|e| SuiteError::Local(format!("key generation stopped: {e}")))??;
+        let (sk, my_key, prepared, correlations) =
+            prepared.await.map_err(|e| SuiteError::Local(format!("preprocessing stopped: {e}")))??;
+        let sk = Arc::new(sk);
+        if let Some(slot) = &key_slot {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(sk.clone());
+        }
+        rec.stage(0, "preprocess", "preprocess", &[]);
         let link = peer.await?;
         // The link says which server this is; the user's index must agree.
         let dialed = matches!(link, PeerLink::Dialed(_));
@@ -167,17 +233,28 @@ pub async fn server(
                 (c, join.key)
             }
         };
-        let keys = Arc::new(Keys { mine: sk, peer: peer_key });
         rec.stage(0, "keys", "keys", &[&link]);
+        let query = Arc::new(Query {
+            session,
+            batch,
+            me,
+            he: (*he).clone(),
+            keys: Keys { mine: sk, peer: peer_key },
+            kappa: params.mask_bits(),
+            bound_bits: params.bound_bits(),
+            correlations,
+        });
+        let mut prepared = prepared.into_iter();
         let mut first = 0usize;
-        loop {
+        for index in 0.. {
             let (back, layer) = advance_linear(runner, &model, &mut rec, &mut first, &[]).await?;
             runner = back;
             let Some(layer) = layer else { break };
+            if layers.get(index) != Some(&layer) {
+                return Err(SuiteError::Local(format!("layer {} out of order", layer.node)));
+            }
             let x = runner.pending_input().to_vec();
-            let out =
-                evaluate(&mut link, session, &layer, batch, x, me, &he, &keys, params.mask_bits(), params.bound_bits())
-                    .await?;
+            let out = evaluate(&mut link, &query, index, &layer, x, prepared.next().unwrap_or_default()).await?;
             runner.complete(out);
             rec.stage(layer.node, model.node_name(layer.node as usize), kind_name(&layer), &[&link]);
         }
