@@ -178,8 +178,9 @@ def render(run):
       "is shared and noisy: compare ratios within one table, not across days.\n")
     w("Definitions (`crates/tessera/src/cost.rs`): *bytes* counts every protocol frame once, at its "
       "sender, all parties together; *rounds* adds, layer by layer, the most round trips any one link "
-      "made in that layer; *preprocessing* is the input-independent work (serpens-2's key exchange, "
-      "verify's pads, bayes' weight sampling) that a deployment would run ahead of the query, and "
+      "made in that layer; *preprocessing* is the input-independent work (serpens-2's permutation "
+      "correlations, keys and encrypted pads, verify's pads, bayes' weight sampling) that a "
+      "deployment would run ahead of the query, and "
       "*online* is the latency without it. `bayes` runs only on the Bayesian models (it needs a "
       "posterior); the other suites run their mean network. The `plain` suite sends the image in "
       "the clear to one server over the same transport.\n")

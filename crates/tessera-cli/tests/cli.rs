@@ -49,29 +49,42 @@ fn infer_serpens_n_across_processes() {
 }
 
 /// Suite serpens-2 as processes: the user and two servers over mutual TLS, two CIFAR images in
-/// one query; four flights per nonlinear layer after the key exchange, both ways.
+/// one query; five flights per nonlinear layer after the key exchange, both ways (four in the
+/// comparison layout, which has no way back to natural order); the user's correlations are its
+/// preprocessing.
 #[test]
 fn infer_serpens_2_across_processes() {
-    let out = tessera(&[
-        "infer",
-        "--suite",
-        "serpens-2",
-        "models/minionn-cifar.onnx",
-        "examples/images/cifar10-test00000-airplane.png",
-        "examples/images/cifar10-test06700-frog.png",
-        "--json",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
-    assert_eq!(v["results"][0]["label"], 0);
-    assert_eq!(v["results"][1]["label"], 6);
-    let parties: Vec<&str> = v["parties"].as_array().unwrap().iter().map(|p| p["party"].as_str().unwrap()).collect();
-    assert_eq!(parties, ["user", "server-1", "server-2"]);
-    let link = |p: usize| v["parties"][p]["links"].as_array().unwrap().iter().find(|l| l["peer"] != "user").cloned();
-    let (one, two) = (link(1).unwrap(), link(2).unwrap());
-    assert_eq!(one["rounds"], 1 + 4 * 7);
-    assert_eq!(one["bytes_sent"], two["bytes_received"]);
-    assert!(one["bytes_sent"].as_u64().unwrap() > 2 * 147_456 * 7, "every layer's ciphertexts crossed");
+    for (layout, flights) in [("hidden", 5), ("seed", 4)] {
+        let out = tessera(&[
+            "infer",
+            "--suite",
+            "serpens-2",
+            "--layout",
+            layout,
+            "models/minionn-cifar.onnx",
+            "examples/images/cifar10-test00000-airplane.png",
+            "examples/images/cifar10-test06700-frog.png",
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        assert_eq!(v["results"][0]["label"], 0);
+        assert_eq!(v["results"][1]["label"], 6);
+        let parties: Vec<&str> =
+            v["parties"].as_array().unwrap().iter().map(|p| p["party"].as_str().unwrap()).collect();
+        assert_eq!(parties, ["user", "server-1", "server-2"]);
+        let link =
+            |p: usize| v["parties"][p]["links"].as_array().unwrap().iter().find(|l| l["peer"] != "user").cloned();
+        let (one, two) = (link(1).unwrap(), link(2).unwrap());
+        assert_eq!(one["rounds"], 1 + flights * 7, "{layout}");
+        assert_eq!(one["bytes_sent"], two["bytes_received"]);
+        assert!(one["bytes_sent"].as_u64().unwrap() > 2 * 147_456 * 7, "every layer's ciphertexts crossed");
+        // The hidden layout's correlations: `Δ` and `Δ'`, 16 bytes per ReLU of the batch.
+        let user = v["parties"][0]["links"].as_array().unwrap();
+        let sent: u64 = user.iter().map(|l| l["bytes_sent"].as_u64().unwrap()).sum();
+        let correlations = if layout == "hidden" { 16 * 2 * 173_056 } else { 0 };
+        assert!(sent > correlations && sent < correlations + 200_000, "{layout}: the user sent {sent} bytes");
+    }
 }
 
 #[test]

@@ -205,3 +205,22 @@ async fn bad_frames_give_typed_errors_within_the_timeout() {
         Err(NetError::Malformed { error: FrameError::Oversized { .. }, .. })
     ));
 }
+
+/// A tapped end records every frame it receives, by `recv`, `recv_any` and `exchange` alike, and
+/// nothing it sends.
+#[tokio::test]
+async fn a_tap_records_every_received_frame() {
+    let (mut a, mut b) = Channel::pair("a", "b", TIMEOUT, MAX);
+    let tap = tessera_net::Wiretap::new();
+    a.tap(tap.clone());
+    let s = SessionId::random();
+    b.send(REQUEST, s, 1, b"one").await.unwrap();
+    a.recv(REQUEST, s, 1).await.unwrap();
+    b.send(REQUEST, s, 2, b"two").await.unwrap();
+    a.recv_any().await.unwrap();
+    let (x, y) = tokio::join!(a.exchange(REPLY, s, 3, b"mine"), b.exchange(REPLY, s, 3, b"three"));
+    assert_eq!((x.unwrap(), y.unwrap()), (b"three".to_vec(), b"mine".to_vec()));
+    let seen: Vec<(u32, Vec<u8>)> = tap.frames().into_iter().map(|f| (f.header.layer, f.payload)).collect();
+    assert_eq!(seen, [(1, b"one".to_vec()), (2, b"two".to_vec()), (3, b"three".to_vec())]);
+    assert!(tap.frames().iter().all(|f| f.from == "b"));
+}

@@ -290,7 +290,7 @@ impl Step {
                 let range = groups[g].clone();
                 let positions = || range.clone().map(|p| p * s + j);
                 let mut b = Zeroizing::new(positions().map(share).collect::<Vec<u64>>());
-                let k: Vec<u64> = range.clone().map(|p| masks.k[p]).collect();
+                let k = Zeroizing::new(range.clone().map(|p| masks.k[p]).collect::<Vec<u64>>());
                 let kb_e = Zeroizing::new(
                     positions().zip(b.iter()).map(|(q, &b)| apply(masks.k[q / s], b, masks.e[q])).collect::<Vec<_>>(),
                 );

@@ -86,8 +86,10 @@ pub async fn receive(
         }
         .into());
     }
-    let bytes = user.recv(INPUT, header.session, 0).await?;
-    let input = ServerInput::parse(user.peer(), &bytes, model.input_shape().len(), max_batch)?;
+    let mut bytes = user.recv(INPUT, header.session, 0).await?;
+    let input = ServerInput::parse(user.peer(), &bytes, model.input_shape().len(), max_batch);
+    bytes.zeroize();
+    let input = input?;
     let layers = model.nonlinear_layers();
     let correlations = Correlations::parse(user.peer(), &payload, input.index, &layers, input.batch, he.degree());
     payload.zeroize();
