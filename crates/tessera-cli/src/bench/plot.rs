@@ -67,7 +67,7 @@ fn kind_style(kind: &str) -> (&'static str, RGBColor) {
         "relu" => ("ReLU", RGBColor(255, 127, 14)),
         "maxpool" => ("max pool (with its ReLU)", RGBColor(214, 39, 40)),
         "local" => ("layers at the user (nonlinear, reshapes)", RGBColor(127, 127, 127)),
-        "preprocess" | "keys" => ("preprocessing: keys, pads, samples", RGBColor(188, 189, 34)),
+        "preprocess" | "keys" => ("preprocessing: keys, pads, samples, correlations", RGBColor(188, 189, 34)),
         "input" | "connect" => ("connection and input", RGBColor(140, 86, 75)),
         "query" => ("the whole query (plain suite)", RGBColor(60, 60, 60)),
         _ => ("output", RGBColor(227, 119, 194)),
