@@ -11,9 +11,9 @@ use tessera_model::runner::Runner;
 use tessera_net::{Channel, Recorder, SessionId};
 use zeroize::Zeroize;
 
-use super::masks::{layer_masks, rerandomizers};
+use super::masks::HolderSecrets;
 use super::{HOLDERS, JOIN, MASKED, OUTPUT, REPORT, RESHARE};
-use crate::error::Result;
+use crate::error::{Result, SuiteError};
 use crate::masks::{ItemMasks, apply};
 use crate::parties::advance_linear;
 use crate::wire::{Reader, elements_to_bytes, put_elements, recv_reports, send_reports};
@@ -88,6 +88,19 @@ pub async fn holder(
         let mut central_link: Option<Channel> = None;
         let mut central = std::pin::pin!(central);
         let mut first = 0usize;
+        // Masks and re-randomizers do not depend on the input: each layer's are derived on the
+        // blocking pool while the linear layers before it and the previous round trip run.
+        let nonlinear = model.nonlinear_layers();
+        let derive = |i: usize| {
+            let (seed, layer) = (seed.clone(), nonlinear.get(i).copied());
+            layer.map(|layer| {
+                tokio::task::spawn_blocking(move || {
+                    HolderSecrets::derive(&seed, &layer, batch, &params, index, holders)
+                })
+            })
+        };
+        let mut ahead = derive(0);
+        let mut position = 0usize;
         loop {
             let links: Vec<&Channel> = central_link.iter().collect();
             let (back, layer) = advance_linear(runner, &model, &mut rec, &mut first, &links).await?;
@@ -106,11 +119,15 @@ pub async fn holder(
                     central_link.insert(c)
                 }
             };
-            let masks = layer_masks(&seed, &layer, batch, &params);
-            let (mut rho, mut rho_w) = rerandomizers(&seed, layer.node, index, holders, masks.order.len());
-            let mut masked = mask(runner.pending_input(), &layer, &masks, &rho, &rho_w, index == 1);
-            rho.zeroize();
-            rho_w.zeroize();
+            let derived = ahead
+                .take()
+                .filter(|_| nonlinear.get(position).is_some_and(|l| l.node == layer.node))
+                .ok_or_else(|| SuiteError::Local(format!("nonlinear layer {} out of order", layer.node)))?;
+            let secrets = derived.await.map_err(|e| SuiteError::Local(format!("mask derivation stopped: {e}")))?;
+            position += 1;
+            ahead = derive(position);
+            let masks = &secrets.masks;
+            let mut masked = mask(runner.pending_input(), &layer, masks, &secrets.rho, &secrets.rho_w, index == 1);
             let sent = s0.send(MASKED, session, layer.node, &masked).await;
             masked.zeroize();
             sent?;
@@ -124,7 +141,8 @@ pub async fn holder(
             } else {
                 zt::random_vec(&mut pair_seed.derive(Purpose::Reshare, layer.node), values)
             };
-            runner.complete(unmask(&layer, &masks, shares));
+            runner.complete(unmask(&layer, masks, shares));
+            drop(secrets);
             rec.stage(layer.node, model.node_name(layer.node as usize), kind_name(&layer), &[s0]);
         }
         user.send(OUTPUT, session, 0, &elements_to_bytes(runner.output())).await?;

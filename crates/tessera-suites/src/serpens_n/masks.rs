@@ -3,8 +3,43 @@
 
 use tessera_field::{FixedPointParams, Purpose, Seed, zt};
 use tessera_model::nonlinear::NonlinearLayer;
+use zeroize::Zeroize;
 
 use crate::masks::{ItemMasks, MaskSources};
+
+/// Everything holder `index` derives for one layer before its input is known: the layer's masks
+/// and the holder's re-randomizers. Wiped on drop.
+pub(crate) struct HolderSecrets {
+    /// The layer's masks (the same at every holder).
+    pub masks: ItemMasks,
+    /// This holder's re-randomizer of `z`, one per position.
+    pub rho: Vec<u64>,
+    /// This holder's re-randomizer of `w`, one per position.
+    pub rho_w: Vec<u64>,
+}
+
+impl HolderSecrets {
+    /// Derives holder `index`'s (of `holders`) secrets for `layer` on a batch of `batch`.
+    pub fn derive(
+        seed: &Seed,
+        layer: &NonlinearLayer,
+        batch: usize,
+        params: &FixedPointParams,
+        index: usize,
+        holders: usize,
+    ) -> Self {
+        let masks = layer_masks(seed, layer, batch, params);
+        let (rho, rho_w) = rerandomizers(seed, layer.node, index, holders, masks.order.len());
+        Self { masks, rho, rho_w }
+    }
+}
+
+impl Drop for HolderSecrets {
+    fn drop(&mut self) {
+        self.rho.zeroize();
+        self.rho_w.zeroize();
+    }
+}
 
 /// The layer's masks for a batch: every holder derives the same from the same seed, each layer
 /// and purpose from its own stream.
