@@ -58,11 +58,13 @@ impl NoiseLayout {
     }
 }
 
-/// The standard layout. The mask-dependent noise after one full-range ciphertext × plaintext
-/// product and the switch to two primes is at most `N·‖e‖∞·t/2 / q_2 + (1 + N·‖s‖∞)/2 ≈ 2^16.1`
-/// (worst case, `‖e‖∞, ‖s‖∞ ≤ 20` for the centered binomial of variance 10), bounded here by
-/// `2^17`; flooding at `2^60` leaves 43 bits of smudging per coefficient.
-pub const NOISE: NoiseLayout = NoiseLayout { mask_noise_bits: 17, flood_bits: 60, c0_drop_bits: 57, c1_drop_bits: 47 };
+/// The standard layout. The mask-dependent noise after `m` full-range ciphertext × plaintext
+/// products summed and the switch to two primes is at most
+/// `m·N·(‖e‖∞ + ½)·t / q_3 + (1 + N·‖s‖∞)/2` (worst case, `‖e‖∞, ‖s‖∞ ≤ 20` for the centered
+/// binomial of variance 10; `fhe` lifts plaintext coefficients to `[0, t)`, so `t`, not `t/2`):
+/// `2^17.34` for one product, `2^18.67` for the four of a 2 × 2 max pool, bounded here by `2^19`;
+/// flooding at `2^60` leaves at least 41 bits of smudging per coefficient.
+pub const NOISE: NoiseLayout = NoiseLayout { mask_noise_bits: 19, flood_bits: 60, c0_drop_bits: 57, c1_drop_bits: 47 };
 
 /// BFV parameters over `Z_t`, validated, shared by every key and ciphertext of a deployment.
 #[derive(Clone)]
