@@ -276,9 +276,15 @@ fn bench_compares_every_suite_with_consistent_figures() {
             .sum();
         assert_eq!(bytes, by_link, "{suite}: bytes by link");
         assert!(links.iter().all(|l| u(&l["rounds"]) <= rounds), "{suite}: a link with more rounds than the query");
-        // The rows are the pacing party's timeline within the query (one query: the median).
+        // The rows are the pacing party's timeline within the query (one query: the median); an
+        // input-independent row takes the longest party's time and may overlap the pacing
+        // party's first rows (bayes' weight sampling), so only the online rows must fit.
         let time: f64 = layers.iter().map(|l| f(&l["time_ms"])).sum();
-        assert!(time > 0.3 * median && time <= median * 1.02 + 0.5, "{suite}: rows {time} ms, query {median} ms");
+        let online_rows: f64 = layers.iter().filter(|l| l["phase"] != "preprocess").map(|l| f(&l["time_ms"])).sum();
+        assert!(
+            time > 0.3 * median && online_rows <= median * 1.02 + 0.5,
+            "{suite}: rows {time} ms ({online_rows} online), query {median} ms"
+        );
         let online = f(&r["online_median_ms"]) + f(&r["preprocess_median_ms"]);
         assert!((online - median).abs() < 1e-6 * median || f(&r["preprocess_median_ms"]) > median, "{suite}");
     }
