@@ -61,9 +61,10 @@ pub struct Seed([u8; 32]);
 impl Seed {
     /// A fresh seed from a CSPRNG.
     pub fn random<R: RngCore + CryptoRng + ?Sized>(rng: &mut R) -> Self {
-        let mut b = [0u8; 32];
-        rng.fill_bytes(&mut b);
-        Self(b)
+        // Filled in place: no copy of the bytes is left behind.
+        let mut seed = Self([0; 32]);
+        rng.fill_bytes(&mut seed.0);
+        seed
     }
 
     /// A seed received over an authenticated channel.
@@ -88,7 +89,8 @@ impl Seed {
     }
 
     /// The KDF input is length-prefixed label, layer, then the optional index: injective, since
-    /// its total length tells whether an index follows.
+    /// its total length tells whether an index follows. The hasher (which holds the seed) and
+    /// the derived key and IV are wiped once the stream is keyed.
     fn derive_with(&self, purpose: Purpose, layer: u32, index: &[u8]) -> MaskStream {
         let mut h = blake3::Hasher::new_derive_key(KDF_CONTEXT);
         h.update(&self.0);
@@ -97,7 +99,11 @@ impl Seed {
         h.update(label);
         h.update(&layer.to_le_bytes());
         h.update(index);
-        MaskStream::new(h.finalize().as_bytes())
+        let mut key_iv = h.finalize();
+        h.zeroize();
+        let stream = MaskStream::new(key_iv.as_bytes());
+        key_iv.zeroize();
+        stream
     }
 }
 
@@ -182,8 +188,52 @@ impl std::fmt::Debug for Seed {
 }
 
 /// A CSPRNG keyed from the operating system.
-pub fn os_rng() -> ChaCha20Rng {
-    ChaCha20Rng::from_os_rng()
+pub fn os_rng() -> SecretRng {
+    SecretRng::from_os_rng()
+}
+
+/// ChaCha20 whose state (key, counter and buffered output) is overwritten on drop, with
+/// redacted `Debug`: what [`os_rng`] returns, and the generator of masks, shares and keys.
+pub struct SecretRng(ChaCha20Rng);
+
+impl SeedableRng for SecretRng {
+    type Seed = [u8; 32];
+
+    fn from_seed(seed: Self::Seed) -> Self {
+        Self(ChaCha20Rng::from_seed(seed))
+    }
+}
+
+impl RngCore for SecretRng {
+    fn next_u32(&mut self) -> u32 {
+        self.0.next_u32()
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0.next_u64()
+    }
+
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        self.0.fill_bytes(dst);
+    }
+}
+
+impl CryptoRng for SecretRng {}
+
+impl Drop for SecretRng {
+    fn drop(&mut self) {
+        // rand_chacha 0.9 keeps its state private and does not implement `Zeroize`: overwrite
+        // it with the all-zero seed's (an empty output buffer), and keep the stores from being
+        // optimized away as dead.
+        self.0 = ChaCha20Rng::from_seed([0; 32]);
+        std::hint::black_box(&mut self.0);
+    }
+}
+
+impl std::fmt::Debug for SecretRng {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretRng(..)")
+    }
 }
 
 #[cfg(test)]
@@ -211,5 +261,17 @@ mod tests {
         let (a, b) = (Seed::random(&mut rng), Seed::random(&mut rng));
         assert_ne!(a, b);
         assert_eq!(format!("{a:?}"), "Seed(..)");
+    }
+
+    #[test]
+    fn secret_rng_is_chacha20_with_redacted_debug() {
+        let (mut a, mut b) = (SecretRng::from_seed([7; 32]), ChaCha20Rng::from_seed([7; 32]));
+        assert_eq!((a.next_u32(), a.next_u64()), (b.next_u32(), b.next_u64()));
+        let (mut x, mut y) = ([0u8; 100], [0u8; 100]);
+        a.fill_bytes(&mut x);
+        b.fill_bytes(&mut y);
+        assert_eq!(x, y);
+        assert_eq!(format!("{a:?}"), "SecretRng(..)");
+        assert_eq!(format!("{:?}", os_rng()), "SecretRng(..)");
     }
 }

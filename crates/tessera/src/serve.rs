@@ -22,6 +22,7 @@ use tessera_suites::bayes::{self, BayesServer, Sampling};
 use tessera_suites::serpens_2;
 use tessera_suites::serpens_n::{self, HolderInput, Join};
 use tessera_suites::verify;
+use tessera_suites::wire::parse_wiped;
 use tessera_suites::{SuiteError, plain};
 use tokio::net::TcpListener;
 
@@ -240,12 +241,9 @@ impl Service {
                 let input_len = model.input_shape().len();
                 // A user may send several queries on one connection.
                 while let Some((header, payload)) = next_query(&mut channel, serpens_n::INPUT).await? {
-                    let input = HolderInput::parse(
-                        channel.peer(),
-                        &payload,
-                        input_len,
-                        serpens_n::max_batch(model, max_frame),
-                    )?;
+                    let input = parse_wiped(payload, |p| {
+                        HolderInput::parse(channel.peer(), p, input_len, serpens_n::max_batch(model, max_frame))
+                    })?;
                     let idle = loop {
                         let next = {
                             let mut kept = kept.lock().expect("kept connections");

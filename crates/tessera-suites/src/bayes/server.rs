@@ -4,9 +4,8 @@
 use std::sync::Arc;
 
 use rand::SeedableRng;
-use rand_chacha::ChaCha20Rng;
 use tessera_field::FixedPointParams;
-use tessera_field::seed::os_rng;
+use tessera_field::seed::{SecretRng, os_rng};
 use tessera_he::{ConvPacking, Form, HeParams, PublicKey};
 use tessera_model::fixed::{FixedModel, FixedOp};
 use tessera_model::{Model, Posterior};
@@ -112,7 +111,7 @@ impl BayesServer {
         })?;
         let mut rng = match self.sampling {
             Sampling::Fresh => os_rng(),
-            Sampling::Replay(seed) => ChaCha20Rng::from_seed(seed),
+            Sampling::Replay(seed) => SecretRng::from_seed(seed),
         };
         let samples = (0..samples)
             .map(|_| self.posterior.sample_fixed(&self.mean, self.params, &mut rng))

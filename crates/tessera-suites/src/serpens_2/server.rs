@@ -9,7 +9,6 @@ use tessera_he::{HeParams, PublicKey, SecretKey};
 use tessera_model::fixed::FixedModel;
 use tessera_model::runner::Runner;
 use tessera_net::{Channel, FrameHeader, Recorder, SessionId};
-use zeroize::Zeroize;
 
 use super::correlation::Correlations;
 use super::layer::{Keys, Query, evaluate, prepare};
@@ -17,7 +16,7 @@ use super::{INPUT, JOIN, KEY, OUTPUT, REPORT};
 use crate::error::{Result, SuiteError};
 use crate::parties::advance_linear;
 use crate::serpens_n::kind_name;
-use crate::wire::{Reader, elements_to_bytes, put_elements, send_reports};
+use crate::wire::{Reader, elements_to_bytes, parse_wiped, put_elements, send_reports};
 
 /// What the user sends a server.
 #[derive(Debug)]
@@ -73,7 +72,7 @@ pub struct FromUser {
 pub async fn receive(
     user: &mut Channel,
     header: FrameHeader,
-    mut payload: Vec<u8>,
+    payload: Vec<u8>,
     model: &FixedModel,
     he: &HeParams,
     max_batch: usize,
@@ -86,14 +85,12 @@ pub async fn receive(
         }
         .into());
     }
-    let mut bytes = user.recv(INPUT, header.session, 0).await?;
-    let input = ServerInput::parse(user.peer(), &bytes, model.input_shape().len(), max_batch);
-    bytes.zeroize();
-    let input = input?;
+    let bytes = user.recv(INPUT, header.session, 0).await?;
+    let input = parse_wiped(bytes, |b| ServerInput::parse(user.peer(), b, model.input_shape().len(), max_batch))?;
     let layers = model.nonlinear_layers();
-    let correlations = Correlations::parse(user.peer(), &payload, input.index, &layers, input.batch, he.degree());
-    payload.zeroize();
-    Ok(FromUser { input, correlations: correlations? })
+    let correlations =
+        parse_wiped(payload, |p| Correlations::parse(user.peer(), p, input.index, &layers, input.batch, he.degree()))?;
+    Ok(FromUser { input, correlations })
 }
 
 /// `S1`'s `JOIN`, as `S2` reads it.

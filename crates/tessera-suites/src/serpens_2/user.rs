@@ -4,14 +4,14 @@
 use tessera_field::seed::os_rng;
 use tessera_field::share::share;
 use tessera_model::fixed::FixedModel;
-use tessera_net::{Channel, MessageKind, PartyReport, Recorder, SessionId};
-use zeroize::Zeroize;
+use tessera_net::{Channel, PartyReport, Recorder, SessionId};
 
 use super::correlation::Correlations;
 use super::server::ServerInput;
 use super::{CORRELATIONS, INPUT, Layout, OUTPUT, REPORT};
 use crate::error::{Result, SuiteError};
 use crate::parties::{Outcome, collect_outputs};
+use crate::wire::send_wiped;
 
 /// What the user needs beyond the model to deal a query's correlations.
 #[derive(Debug, Clone, Copy)]
@@ -40,14 +40,14 @@ pub async fn user(
     let mut rec = Recorder::new(name);
     let dealt = Correlations::deal(&model.nonlinear_layers(), batch, deal.slots, deal.layout);
     for (channel, correlations) in servers.iter_mut().zip(&dealt) {
-        send_wiped(channel, CORRELATIONS, session, correlations.to_bytes()).await?;
+        send_wiped(channel, CORRELATIONS, session, 0, correlations.to_bytes()).await?;
     }
     drop(dealt);
     let links: Vec<&Channel> = servers.iter().collect();
     rec.stage(0, "preprocess", "preprocess", &links);
     let shares = share(input, 2, &mut os_rng()).map_err(|e| SuiteError::Local(e.to_string()))?;
     for (i, (channel, share)) in servers.iter_mut().zip(shares).enumerate() {
-        send_wiped(channel, INPUT, session, ServerInput { index: i + 1, batch, share }.to_bytes()).await?;
+        send_wiped(channel, INPUT, session, 0, ServerInput { index: i + 1, batch, share }.to_bytes()).await?;
     }
     let links: Vec<&Channel> = servers.iter().collect();
     rec.stage(0, "input", "input", &links);
@@ -58,11 +58,4 @@ pub async fn user(
     rec.stage(0, "output", "output", &links);
     reports.insert(0, rec.finish());
     Ok(Outcome { logits, reports })
-}
-
-/// Sends `bytes` as one frame of `kind` and wipes them, sent or not.
-async fn send_wiped(channel: &mut Channel, kind: MessageKind, session: SessionId, mut bytes: Vec<u8>) -> Result<()> {
-    let sent = channel.send(kind, session, 0, &bytes).await;
-    bytes.zeroize();
-    Ok(sent?)
 }

@@ -11,7 +11,7 @@ use zeroize::Zeroize;
 use super::holder::kind_name;
 use super::{HOLDERS, JOIN, MASKED, REPORT, RESHARE};
 use crate::error::{Result, SuiteError};
-use crate::wire::{Reader, send_reports};
+use crate::wire::{Reader, send_reports, send_wiped};
 
 /// A holder's `JOIN` message.
 #[derive(Debug)]
@@ -118,7 +118,7 @@ async fn layers_steps(
         let reply = decide(layer, params, &zw, &mut streams);
         zw.zeroize();
         let reply = reply.ok_or(SuiteError::ActivationOverflow { layer: layer.node })?;
-        channels[0].send(RESHARE, session, layer.node, &reply).await?;
+        send_wiped(&mut channels[0], RESHARE, session, layer.node, reply).await?;
         let links: Vec<&Channel> = channels.iter().collect();
         rec.stage(layer.node, &format!("node {}", layer.node), kind_name(layer), &links);
     }

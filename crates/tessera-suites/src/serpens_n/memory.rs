@@ -10,6 +10,7 @@ use tessera_net::{Channel, SessionId, Wiretap};
 use super::{CENTRAL, HolderInput, Outcome, central, holder, holder_name, max_batch, read_join, user};
 use crate::error::{Result, SuiteError};
 use crate::parties::join_parties;
+use crate::wire::parse_wiped;
 
 /// Settings of an in-memory run.
 #[derive(Debug, Clone)]
@@ -49,7 +50,9 @@ pub async fn run_in_memory(
         let model = model.clone();
         tasks.push(tokio::spawn(async move {
             let (header, payload) = h.recv_any().await?;
-            let input = HolderInput::parse("user", &payload, model.input_shape().len(), max_batch(&model, max))?;
+            let input = parse_wiped(payload, |p| {
+                HolderInput::parse("user", p, model.input_shape().len(), max_batch(&model, max))
+            })?;
             let _ = &mut to_s0;
             holder(&name, model, &mut h, header.session, input, async { Ok(to_s0) }).await.map(drop)
         }));

@@ -8,6 +8,7 @@ use super::holder::HolderInput;
 use super::{HOLDERS, INPUT, OUTPUT, REPORT};
 use crate::error::{Result, SuiteError};
 use crate::parties::{Outcome, collect_outputs};
+use crate::wire::send_wiped;
 
 /// Runs one query as the user: `input` holds `batch` images encoded at activation scale; each
 /// holder gets its share and the fresh query seed.
@@ -29,7 +30,7 @@ pub async fn user(
     let shares = share(input, m, &mut rng).map_err(|e| SuiteError::Local(e.to_string()))?;
     for (i, (channel, share)) in holders.iter_mut().zip(shares).enumerate() {
         let msg = HolderInput { index: i + 1, holders: m, batch, seed: seed.clone(), share };
-        channel.send(INPUT, session, 0, &msg.to_bytes()).await?;
+        send_wiped(channel, INPUT, session, 0, msg.to_bytes()).await?;
     }
     let links: Vec<&Channel> = holders.iter().collect();
     rec.stage(0, "input", "input", &links);
