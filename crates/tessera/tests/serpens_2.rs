@@ -23,6 +23,7 @@ use tessera_suites::SuiteError;
 use tessera_suites::serpens_2::{
     INPUT, InMemoryRun, Layout, MASKED, OWNED, Outcome, SERVERS, ServerInput, ServerView, UNPERMUTE, run_in_memory,
 };
+use tessera_suites::serpens_n::attack::Comparison;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -143,10 +144,12 @@ impl Affine {
     }
 }
 
-/// What the key owner received for a layer: per position (of its half) the `s` values of `z`
-/// and of `w`, decrypted with its key.
+/// What the key owner received for a layer, per position (of its half), decrypted with its
+/// key: the `s` element comparisons `z = k·x + e` (each with its own `k`), the pair
+/// comparisons `k·(x_a − x_b) + e` in `Comparison::of_item`'s order, and the `s` values of `w`.
 struct Decrypted {
     z: Vec<Vec<f64>>,
+    pairs: Vec<Vec<f64>>,
     w: Vec<Vec<f64>>,
 }
 
@@ -159,13 +162,16 @@ fn frames(view: &ServerView, kind: MessageKind, node: u32) -> Vec<&[u8]> {
         .collect()
 }
 
-/// Decrypts the key owner's `MASKED` frame of a one-group layer with `n` items of `s` elements.
+/// Decrypts the key owner's `MASKED` frame of a one-group max pool fused with ReLU, with `n`
+/// items of `s` elements: its comparisons, then its elements.
 fn decrypt_masked(view: &ServerView, node: u32, n: usize, s: usize) -> Decrypted {
     let he = view.key.params();
     let masked = frames(view, MASKED, node);
     assert_eq!(masked.len(), 1, "one MASKED frame per layer");
     let size = Form::Returned.size(he);
-    assert_eq!(masked[0].len(), 2 * s * size, "one group: s ciphertexts of z, s of w");
+    let comparisons = Comparison::of_item(s, true);
+    let c = comparisons.len();
+    assert_eq!(masked[0].len(), (c + s) * size, "one group: c comparisons, s elements");
     let values: Vec<Vec<i64>> = masked[0]
         .chunks_exact(size)
         .map(|c| {
@@ -174,100 +180,64 @@ fn decrypt_masked(view: &ServerView, node: u32, n: usize, s: usize) -> Decrypted
         })
         .collect();
     let per_position =
-        |cts: &[Vec<i64>]| -> Vec<Vec<f64>> { (0..n).map(|p| cts.iter().map(|c| c[p] as f64).collect()).collect() };
-    Decrypted { z: per_position(&values[..s]), w: per_position(&values[s..]) }
+        |cts: Vec<&Vec<i64>>| -> Vec<Vec<f64>> { (0..n).map(|p| cts.iter().map(|c| c[p] as f64).collect()).collect() };
+    let signs = (0..s).map(|a| &values[Comparison::sign_index(a, s)]).collect();
+    let pairs = (0..c).filter(|&i| matches!(comparisons[i], Comparison::Pair(..))).map(|i| &values[i]).collect();
+    Decrypted { z: per_position(signs), pairs: per_position(pairs), w: per_position(values[c..].iter().collect()) }
 }
 
 /// An attacker's guess of where its positions come from: per position the natural window and,
 /// per element `j` received, the window element it is.
 type Guess = Vec<(usize, Vec<usize>)>;
 
-/// The key owner's linear solve: every position gives the equations
-/// `z_m · x(j) − z_j · x(m) = 0` (the ratios inside a window; `m` its largest `|z|`), each an
-/// affine equation in the pixels once the guess says which window and element it is; least
-/// squares over all of them. Returns the pixels and the mean squared residual.
-fn solve(affine: &Affine, z: &[Vec<f64>], guess: &Guess) -> (Vec<f64>, f64) {
+/// One inequality on the pixels `p`, as sparse row, constant and sign:
+/// `sign · (row · p + constant) ≥ 0`.
+type Inequality = (Vec<(usize, f64)>, f64, f64);
+
+/// The key owner's solve from signs: once a guess says which window and element each position
+/// is, every comparison is a linear inequality in the pixels (`x_a ≥ 0` or `< 0` from its sign
+/// comparison, `x_a ≥ x_b` or `<` from each pair); the pixels that violate the fewest, by
+/// subgradient descent on the hinge loss from the blank image, kept within the encoded pixel
+/// range. Returns the pixels and the share of inequalities left violated.
+fn solve(affine: &Affine, seen: &Decrypted, guess: &Guess, range: (f64, f64)) -> (Vec<f64>, f64) {
+    let s = affine.arity();
+    let pairs: Vec<(usize, usize)> = Comparison::of_item(s, false)
+        .into_iter()
+        .map(|c| match c {
+            Comparison::Pair(a, b) => (a as usize, b as usize),
+            Comparison::Sign(_) => unreachable!("pairs only"),
+        })
+        .collect();
+    let mut rows: Vec<Inequality> = Vec::new();
+    let sign = |v: f64| if v >= 0.0 { 1.0 } else { -1.0 };
+    for (p, (window, elements)) in guess.iter().enumerate() {
+        let e = |j: usize| affine.element(*window, elements[j]);
+        for j in 0..s {
+            rows.push((affine.weights[e(j)].clone(), affine.constant[e(j)], sign(seen.z[p][j])));
+        }
+        for (i, &(a, b)) in pairs.iter().enumerate() {
+            let mut row = affine.weights[e(a)].clone();
+            row.extend(affine.weights[e(b)].iter().map(|&(k, v)| (k, -v)));
+            rows.push((row, affine.constant[e(a)] - affine.constant[e(b)], sign(seen.pairs[p][i])));
+        }
+    }
     let len = affine.weights.iter().flatten().map(|&(i, _)| i + 1).max().unwrap();
-    let mut ata = vec![0.0f64; len * len];
-    let mut atb = vec![0.0f64; len];
-    let rows = equations(affine, z, guess);
-    for (row, rhs) in &rows {
-        for &(i, a) in row {
-            atb[i] += a * rhs;
-            for &(k, b) in row {
-                ata[i * len + k] += a * b;
+    let mut image = vec![range.0; len];
+    let value = |image: &[f64], row: &[(usize, f64)], c: f64| row.iter().map(|&(i, a)| a * image[i]).sum::<f64>() + c;
+    let step = (range.1 - range.0) / 64.0;
+    for epoch in 0..40 {
+        let rate = step / (1.0 + epoch as f64);
+        for (row, c, sg) in &rows {
+            if sg * value(&image, row, *c) < 0.0 {
+                let norm = row.iter().map(|&(_, a)| a * a).sum::<f64>().sqrt().max(1e-12);
+                for &(i, a) in row {
+                    image[i] = (image[i] + rate * sg * a / norm).clamp(range.0, range.1);
+                }
             }
         }
     }
-    let ridge = 1e-9 * (0..len).map(|i| ata[i * len + i]).sum::<f64>() / len as f64;
-    for i in 0..len {
-        ata[i * len + i] += ridge.max(1e-12);
-    }
-    let image = cholesky_solve(&mut ata, &atb, len);
-    let residual =
-        rows.iter().map(|(row, rhs)| (row.iter().map(|&(i, a)| a * image[i]).sum::<f64>() - rhs).powi(2)).sum::<f64>()
-            / rows.len() as f64;
-    (image, residual)
-}
-
-/// The equations of [`solve`], normalized by the largest `|z|` of their window: sparse rows
-/// (pixel, coefficient) and right-hand sides.
-fn equations(affine: &Affine, z: &[Vec<f64>], guess: &Guess) -> Vec<(Vec<(usize, f64)>, f64)> {
-    let mut rows = Vec::new();
-    for (values, (window, elements)) in z.iter().zip(guess) {
-        let m = (0..values.len()).max_by(|&a, &b| values[a].abs().total_cmp(&values[b].abs())).unwrap();
-        if values[m] == 0.0 {
-            continue;
-        }
-        let scale = values[m].abs();
-        let em = affine.element(*window, elements[m]);
-        for j in (0..values.len()).filter(|&j| j != m) {
-            let ej = affine.element(*window, elements[j]);
-            let mut row: Vec<(usize, f64)> = Vec::new();
-            for &(i, a) in &affine.weights[ej] {
-                row.push((i, values[m] * a / scale));
-            }
-            for &(i, a) in &affine.weights[em] {
-                row.push((i, -values[j] * a / scale));
-            }
-            let rhs = (values[j] * affine.constant[em] - values[m] * affine.constant[ej]) / scale;
-            rows.push((row, rhs));
-        }
-    }
-    rows
-}
-
-/// Solves `A x = b` for a symmetric positive definite `A` (overwritten by its Cholesky factor).
-fn cholesky_solve(a: &mut [f64], b: &[f64], n: usize) -> Vec<f64> {
-    for j in 0..n {
-        let mut d = a[j * n + j];
-        for k in 0..j {
-            d -= a[j * n + k] * a[j * n + k];
-        }
-        let d = d.max(1e-30).sqrt();
-        a[j * n + j] = d;
-        for i in j + 1..n {
-            let mut s = a[i * n + j];
-            for k in 0..j {
-                s -= a[i * n + k] * a[j * n + k];
-            }
-            a[i * n + j] = s / d;
-        }
-    }
-    let mut y = b.to_vec();
-    for i in 0..n {
-        for k in 0..i {
-            y[i] -= a[i * n + k] * y[k];
-        }
-        y[i] /= a[i * n + i];
-    }
-    for i in (0..n).rev() {
-        for k in i + 1..n {
-            y[i] -= a[k * n + i] * y[k];
-        }
-        y[i] /= a[i * n + i];
-    }
-    y
+    let violated = rows.iter().filter(|(row, c, sg)| sg * value(&image, row, *c) < 0.0).count();
+    (image, violated as f64 / rows.len() as f64)
 }
 
 fn correlation(a: &[f64], b: &[f64]) -> f64 {
@@ -304,6 +274,23 @@ fn permutations(s: usize) -> Vec<Vec<usize>> {
     out
 }
 
+/// The encoded values of a black and a white pixel: what the model's input encoding allows.
+fn pixel_range() -> (f64, f64) {
+    let m = tessera::LoadedModel::load(&common::repo().join("models/minionn-mnist.onnx")).unwrap();
+    let fixed = m.fixed().unwrap();
+    let shape = fixed.input_shape();
+    let encode = |p: u8| {
+        let x = tessera::input::normalize(&vec![p; shape.len()], shape, m.meta());
+        zt::to_i64(fixed.encode_input(&x, 1).unwrap()[0]) as f64
+    };
+    let (a, b) = (encode(0), encode(255));
+    (a.min(b), a.max(b))
+}
+
+/// Least correlation the sign solve must reach with known positions (measured 0.974 on test
+/// image 0).
+const SEED_LAYOUT_CORRELATION: f64 = 0.9;
+
 /// One MiniONN-MNIST query with both servers' views, the first layer's affine map, and the image.
 fn first_layer_view(layout: Layout, image: usize) -> (Affine, Vec<f64>, Decrypted, Vec<ServerView>) {
     let (fixed, input) = encoded("minionn-mnist", "mnist-test-200-images.idx", image + 1);
@@ -320,12 +307,13 @@ fn first_layer_view(layout: Layout, image: usize) -> (Affine, Vec<f64>, Decrypte
 }
 
 /// With the seed's layout (positions known) the key owner recovers the image from the first
-/// layer: only the order of the group's four ciphertexts is unknown, and the one of the 24
-/// orders that fits best gives pixels that correlate above 0.99 with the true ones, most of
-/// the digit exact. The same solve on the default layout, with the attacker's best candidate
-/// orders (positions as received, random ones, and windows matched by magnitude against a
-/// typical image), recovers nothing: its solution correlates with the true image no more than
-/// with other test digits (and weakly), and matches no more of its digit pixels than of theirs.
+/// layer's signs alone (every comparison has its own `k`, so no ratio survives, but each sign is
+/// an inequality on the pixels at a known place): of the 24 orders of the group's four
+/// ciphertexts, the one whose solution violates the fewest inequalities gives pixels that
+/// correlate above 0.9 with the true ones. The same solve on the default layout, with the
+/// attacker's best candidate orders (positions as received, random ones, and windows matched by
+/// magnitude against a typical image), recovers nothing of this image: its solution correlates
+/// with it no more than with other test digits, and matches no more of its digit pixels.
 #[test]
 fn attack_key_owner_solves_the_first_layer_only_with_the_seed_layout() {
     let (affine, truth, seen, _) = first_layer_view(Layout::Seed, 0);
@@ -334,15 +322,14 @@ fn attack_key_owner_solves_the_first_layer_only_with_the_seed_layout() {
         .into_iter()
         .map(|order| {
             let guess: Guess = (0..n).map(|w| (w, order.clone())).collect();
-            let (image, residual) = solve(&affine, &seen.z, &guess);
+            let (image, residual) = solve(&affine, &seen, &guess, pixel_range());
             (residual, image)
         })
         .collect();
     let (_, best) = fits.iter().min_by(|a, b| a.0.total_cmp(&b.0)).unwrap();
     let (corr, exact) = score(best, &truth);
     println!("seed layout: correlation {corr:.4}, {:.1}% of the digit's pixels exact", 100.0 * exact);
-    assert!(corr > 0.99, "the attack must work on the seed layout: correlation {corr}");
-    assert!(exact > 0.5, "the attack must work on the seed layout: {exact} exact");
+    assert!(corr > SEED_LAYOUT_CORRELATION, "the attack must work on the seed layout: correlation {corr}");
 
     let (affine, truth, seen, _) = first_layer_view(Layout::Hidden, 0);
     let mut rng = os_rng();
@@ -396,7 +383,7 @@ fn attack_key_owner_solves_the_first_layer_only_with_the_seed_layout() {
     let (prior, _) = score(&mean, &truth);
     println!("the typical image correlates {prior:.4} with the true one");
     for (name, guess) in &guesses {
-        let (image, _) = solve(&affine, &seen.z, guess);
+        let (image, _) = solve(&affine, &seen, guess, pixel_range());
         let (corr, exact) = score(&image, &truth);
         let chance = (1..41)
             .map(|k| score(&image, &other(k)))
@@ -407,7 +394,6 @@ fn attack_key_owner_solves_the_first_layer_only_with_the_seed_layout() {
             chance.0,
             100.0 * chance.1
         );
-        assert!(corr.abs() < 0.35, "positions {name}: correlation {corr}");
         assert!(corr <= chance.0 + 0.05, "positions {name}: correlation {corr}, other digits {}", chance.0);
         assert!(exact <= chance.1 + 0.02, "positions {name}: {exact} exact, other digits {}", chance.1);
     }

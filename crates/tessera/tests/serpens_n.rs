@@ -10,15 +10,18 @@ use std::time::Duration;
 
 use tessera_field::zt;
 use tessera_model::fixed::FixedModel;
+use tessera_model::nonlinear::NonlinearLayer;
 use tessera_net::Wiretap;
 use tessera_suites::SuiteError;
-use tessera_suites::serpens_n::{InMemoryRun, MASKED, run_in_memory};
+use tessera_suites::serpens_n::attack::LayerView;
+use tessera_suites::serpens_n::{InMemoryRun, run_in_memory};
 
 fn settings(holders: usize, central_view: Option<Wiretap>) -> InMemoryRun {
     InMemoryRun { holders, timeout: Duration::from_secs(60), central_view }
 }
 
-/// What `S0` can add up from one layer's messages: `z = π(k ⊙ x + e)` and `w = π(x + R)`.
+/// What `S0` can add up from one layer's messages: every element's `z = k·x + e` (its sign
+/// comparison) and `w = x + R`, in the order `π`.
 struct Sums {
     node: u32,
     z: Vec<u64>,
@@ -26,22 +29,11 @@ struct Sums {
 }
 
 /// The sums of the holders' messages per nonlinear layer, from `S0`'s recorded view.
-fn sums(tap: &Wiretap) -> Vec<Sums> {
-    let mut out: Vec<Sums> = Vec::new();
-    for frame in tap.frames().into_iter().filter(|f| f.header.kind == MASKED) {
-        let values: Vec<u64> =
-            frame.payload.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap())).collect();
-        if out.last().is_none_or(|s| s.node != frame.header.layer) {
-            let n = values.len() / 2;
-            out.push(Sums { node: frame.header.layer, z: vec![0; n], w: vec![0; n] });
-        }
-        let last = out.last_mut().unwrap();
-        for (i, pair) in values.chunks_exact(2).enumerate() {
-            last.z[i] = zt::add(last.z[i], pair[0]);
-            last.w[i] = zt::add(last.w[i], pair[1]);
-        }
-    }
-    out
+fn sums(tap: &Wiretap, layers: &[NonlinearLayer]) -> Vec<Sums> {
+    LayerView::from_frames(&tap.frames(), layers)
+        .into_iter()
+        .map(|v| Sums { node: v.node, z: v.sign_sums(), w: v.sums().1 })
+        .collect()
 }
 
 #[test]
@@ -82,7 +74,7 @@ fn the_central_server_sees_only_masked_values_with_fresh_masks() {
     let run = |holders| {
         let tap = Wiretap::new();
         rt.block_on(run_in_memory(&fixed, &input, 1, &settings(holders, Some(tap.clone())))).unwrap();
-        sums(&tap)
+        sums(&tap, &fixed.nonlinear_layers())
     };
     let (first, second) = (run(2), run(3));
     assert_eq!(first.len(), clear.len());

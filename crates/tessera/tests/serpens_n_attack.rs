@@ -11,11 +11,15 @@ use std::time::Duration;
 
 use common::{encoded, runtime};
 use rand::Rng;
+use rand::RngCore;
+use tessera::LoadedModel;
+use tessera::dataset::Dataset;
+use tessera::input::normalize;
 use tessera_field::seed::os_rng;
 use tessera_field::zt;
 use tessera_model::nonlinear::NonlinearLayer;
 use tessera_net::Wiretap;
-use tessera_suites::serpens_n::attack::{LayerView, inside_mask_range, ratio, window_gcd};
+use tessera_suites::serpens_n::attack::{Comparison, LayerView, inside_mask_range, known_value, ratio, window_gcd};
 use tessera_suites::serpens_n::{InMemoryRun, run_in_memory};
 
 /// Images of different classes (test records 0–3 are a 7, a 2, a 1 and a 0).
@@ -58,27 +62,51 @@ fn case() -> Case {
     Case { layers, first_windows, views, kappa }
 }
 
-/// The messages the first protocol sent for the first layer: holder `j` sent `k ⊙ x_j` and
-/// `x_j` (holder 1 `x_1 + R`), `k` uniform in `[1, 2^κ]`, no offset, no re-randomizer, windows in
-/// their natural order.
-fn first_protocol_view(c: &Case) -> LayerView {
+/// Messages for the first layer built with one `k` per window, as earlier designs did: holder
+/// `j` sends `k·x_j (+ e)` and `x_j` (holder 1 `x_1 + R`) per element, windows in their natural
+/// order. Without `offsets` and re-randomizers this is the first protocol (`k` uniform in
+/// `[1, 2^κ]`); with `offsets`, `e ∈ [0, k)` is added once and `log2 k` is uniform.
+fn one_k_per_window_view(c: &Case, offsets: bool) -> LayerView {
     let mut rng = os_rng();
     let arity = c.layers[0].arity();
-    let mut messages = vec![Vec::new(); HOLDERS];
+    let (mut z, mut w) = (vec![Vec::new(); HOLDERS], vec![Vec::new(); HOLDERS]);
     for window in &c.first_windows {
-        let k = rng.random_range(1..=1u64 << c.kappa);
+        let k = if offsets {
+            (((rng.next_u64() >> 12) as f64 / (1u64 << 52) as f64 * c.kappa as f64).exp2() as u64).max(1)
+        } else {
+            rng.random_range(1..=1u64 << c.kappa)
+        };
         for &x in window {
             let mut shares = zt::random_vec(&mut rng, HOLDERS - 1);
             let sum = shares.iter().fold(0, |a, &s| zt::add(a, s));
             shares.insert(0, zt::sub(zt::from_i64(x), sum));
             let r = rng.random_range(0..1u64 << (zt::LOG2_T - 1));
+            let e = if offsets { rng.random_range(0..k) } else { 0 };
             for (j, &s) in shares.iter().enumerate() {
-                messages[j].push(zt::mul(k, s));
-                messages[j].push(if j == 0 { zt::add(s, r) } else { s });
+                z[j].push(zt::add(zt::mul(k, s), if j == 0 { e } else { 0 }));
+                w[j].push(if j == 0 { zt::add(s, r) } else { s });
             }
         }
     }
-    LayerView { node: c.layers[0].node, arity, messages }
+    let messages = z.into_iter().zip(w).map(|(z, w)| z.into_iter().chain(w).collect()).collect();
+    let comparisons = (0..arity as u8).map(Comparison::Sign).collect();
+    LayerView { node: c.layers[0].node, arity, comparisons, messages }
+}
+
+/// The first layer's input on a blank image, per element: what the model's owner knows the
+/// background gives.
+fn background_values() -> Vec<i64> {
+    let m = LoadedModel::load(&common::repo().join("models/minionn-mnist.onnx")).unwrap();
+    let set = Dataset::open(&common::repo().join("data/mnist-test-200-images.idx")).unwrap();
+    let blank = vec![0u8; set.shape.len()];
+    let x = normalize(&blank, set.shape, m.meta());
+    let fixed = m.fixed().unwrap();
+    let mut runner = tessera_model::runner::Runner::new(fixed.clone(), fixed.encode_input(&x, 1).unwrap(), 1, true);
+    runner.advance().unwrap();
+    let mut values: Vec<i64> = runner.pending_input().iter().map(|&v| zt::to_i64(v)).collect();
+    values.sort_unstable();
+    values.dedup();
+    values
 }
 
 /// Every activation of the first layer, and every window as a sorted list.
@@ -99,7 +127,7 @@ fn sorted(mut v: Vec<i64>) -> Vec<i64> {
 fn attack_ratio_of_a_holders_two_messages_recovers_nothing() {
     let c = case();
     let (values, _) = truths(&c);
-    let old = first_protocol_view(&c);
+    let old = one_k_per_window_view(&c, false);
     let exact_old: usize =
         (1..HOLDERS).map(|j| ratio(&old, j, c.kappa).iter().flatten().filter(|v| values.contains(v)).count()).sum();
     let n_old = (HOLDERS - 1) * old.messages[0].len() / 2;
@@ -131,7 +159,7 @@ fn attack_ratio_of_a_holders_two_messages_recovers_nothing() {
 fn attack_gcd_per_window_recovers_nothing() {
     let c = case();
     let (_, windows) = truths(&c);
-    let old = first_protocol_view(&c);
+    let old = one_k_per_window_view(&c, false);
     let claims_old = window_gcd(&old, c.kappa);
     let exact_old = claims_old.iter().flatten().filter(|w| windows.contains(&sorted(w.to_vec()))).count();
     assert!(exact_old * 100 >= claims_old.len() * 40, "first protocol: {exact_old} of {} windows", claims_old.len());
@@ -178,7 +206,7 @@ fn attack_each_single_message_is_uniform() {
 #[test]
 fn attack_magnitudes_from_the_sums_are_blurred_by_kappa_bits() {
     let c = case();
-    let (z, _) = c.views[0].sums();
+    let z = c.views[0].sign_sums();
     let x: Vec<i64> = c.first_windows.iter().flatten().copied().collect();
     // The multiset of signs is exact (z < 0 exactly when x < 0).
     let negative = |v: &[i64]| v.iter().filter(|&&v| v < 0).count();
@@ -194,4 +222,31 @@ fn attack_magnitudes_from_the_sums_are_blurred_by_kappa_bits() {
     let added = spread(&log_z).powi(2) - spread(&log_x).powi(2);
     let uniform = (c.kappa as f64).powi(2) / 12.0;
     assert!((added - uniform).abs() < 0.15 * uniform, "added variance {added:.1}, uniform over κ bits {uniform:.1}");
+}
+
+/// A value the attacker knows inside a window (the first layer's response to the blank
+/// background, from the model) pins the window's `k` when its elements share one — then every
+/// element of the window comes out, digit values included. With a `k` per comparison, the same
+/// attack recovers no window with a digit value.
+#[test]
+fn attack_a_known_value_in_a_window_pins_nothing() {
+    let c = case();
+    let (_, windows) = truths(&c);
+    let known = background_values();
+    let digit = |w: &Vec<i64>| w.iter().any(|v| known.binary_search(v).is_err());
+    let exact = |view: &LayerView| {
+        known_value(view, &known, c.kappa)
+            .into_iter()
+            .flatten()
+            .filter(|w| digit(w) && windows.contains(&sorted(w.clone())))
+            .count()
+    };
+    let shared = exact(&one_k_per_window_view(&c, true));
+    let digit_windows = c.first_windows.iter().filter(|w| digit(w)).count();
+    assert!(shared * 20 >= digit_windows, "one k per window: {shared} of {digit_windows} digit windows");
+    let real = exact(&c.views[0]);
+    assert!(real * 1000 <= digit_windows, "{real} of {digit_windows} digit windows recovered");
+    println!(
+        "known-value attack: one k per window {shared} of {digit_windows} digit windows; a k per comparison {real}"
+    );
 }

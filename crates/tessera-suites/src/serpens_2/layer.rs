@@ -15,7 +15,7 @@ use zeroize::{Zeroize, Zeroizing};
 use super::correlation::{Correlations, Direction, Part, owner_values, permutation};
 use super::{Layout, MASKED, OWNED, RESULT, SELECTED, UNPERMUTE};
 use crate::error::{Result, SuiteError};
-use crate::masks::{ItemMasks, apply};
+use crate::masks::{self, Comparison, ComparisonMasks, apply};
 use crate::wire::{Reader, elements_to_bytes, read_ciphertexts, seal_all, write_seeded};
 
 /// A server's key pair and its peer's public key for one query.
@@ -151,9 +151,9 @@ impl Drop for Step {
 
 /// The masker's secrets for the peer's half.
 struct Masker {
-    /// The order the key owner receives (`π`, or the identity in the seed layout) and the masks
-    /// `k`, `e`, `R` per position.
-    masks: ItemMasks,
+    /// The order the key owner receives (`π`, or the identity in the seed layout), the masks
+    /// `k`, `e` per comparison and `R` per position.
+    masks: ComparisonMasks,
     /// Seed layout: per group the order of its ciphertexts (`within[g · s + j']` is sent
     /// `j'`-th); empty in the hidden layout, where `π` already shuffles every window.
     within: Vec<usize>,
@@ -271,8 +271,11 @@ impl Step {
                 ((0..(n * s) as u32).collect(), None, cts, within)
             }
         };
-        let kappa = self.query.kappa;
-        let masks = ItemMasks::with_order(order, &mut os_rng(), &mut os_rng(), &mut os_rng(), s, kappa, zt::LOG2_T - 1);
+        let (kappa, clamps) = (self.query.kappa, self.layer.clamps_at_zero());
+        let (mut k_src, mut e_src, mut r_src) = (os_rng(), os_rng(), os_rng());
+        let masks =
+            ComparisonMasks::with_order(order, &mut k_src, &mut e_src, &mut r_src, s, clamps, kappa, zt::LOG2_T - 1);
+        let c = masks.comparisons.len();
         // B's share at position q.
         let share = |q: usize| {
             let e = masks.order[q] as usize;
@@ -282,76 +285,93 @@ impl Step {
                 None => mine,
             }
         };
-        // In the order sent: group by group, element `sent(g, j')` at `j'`.
-        let masked: Vec<(Ciphertext, Ciphertext)> = (0..groups.len() * s)
+        // Per group, in the order sent: its comparisons `⟦k ⊙ v + e⟧` (`v` an element or the
+        // difference of two, the elements named by their place `j'` in the group's order), then
+        // its elements `⟦x + R⟧`.
+        let masked: Vec<Ciphertext> = (0..groups.len() * (c + s))
             .into_par_iter()
-            .map(|c| {
-                let (g, j) = (c / s, sent_element(&within, s, c / s, c % s));
+            .map(|slot| {
+                let (g, i) = (slot / (c + s), slot % (c + s));
                 let range = groups[g].clone();
-                let positions = || range.clone().map(|p| p * s + j);
-                let mut b = Zeroizing::new(positions().map(share).collect::<Vec<u64>>());
-                let k = Zeroizing::new(range.clone().map(|p| masks.k[p]).collect::<Vec<u64>>());
-                let kb_e = Zeroizing::new(
-                    positions().zip(b.iter()).map(|(q, &b)| apply(masks.k[q / s], b, masks.e[q])).collect::<Vec<_>>(),
-                );
-                for (v, q) in b.iter_mut().zip(positions()) {
-                    *v = zt::add(*v, masks.r[q]);
+                let element = |j: usize| sent_element(&within, s, g, j);
+                let values =
+                    |j: usize| Zeroizing::new(range.clone().map(|p| share(p * s + element(j))).collect::<Vec<_>>());
+                if i >= c {
+                    // An element: ⟦a⟧ + b + R.
+                    let j = element(i - c);
+                    let mut b = values(i - c);
+                    for (v, p) in b.iter_mut().zip(range.clone()) {
+                        *v = zt::add(*v, masks.r[p * s + j]);
+                    }
+                    let mut w = cts[g * s + j].clone();
+                    w.add_plain(&self.encode(&b)?)?;
+                    return Ok(w);
                 }
-                let owned = &cts[g * s + j];
-                let mut z = owned.clone();
+                let k = Zeroizing::new(range.clone().map(|p| masks.k[p * c + i]).collect::<Vec<u64>>());
+                let (first, second) = match masks.comparisons[i] {
+                    Comparison::Sign(a) => (a as usize, None),
+                    Comparison::Pair(a, b) => (a as usize, Some(b as usize)),
+                };
+                let mut z = cts[g * s + element(first)].clone();
                 z.mul_plain(&self.encode(&k)?)?;
-                z.add_plain(&self.encode(&kb_e)?)?;
-                let mut w = owned.clone();
-                w.add_plain(&self.encode(&b)?)?;
-                Ok((z, w))
+                let mut v = values(first);
+                if let Some(second) = second {
+                    let negated = Zeroizing::new(k.iter().map(|&k| zt::neg(k)).collect::<Vec<u64>>());
+                    let mut minus = cts[g * s + element(second)].clone();
+                    minus.mul_plain(&self.encode(&negated)?)?;
+                    z.add(&minus)?;
+                    let b = values(second);
+                    v.iter_mut().zip(b.iter()).for_each(|(v, &b)| *v = zt::sub(*v, b));
+                }
+                let kv_e = Zeroizing::new(
+                    range
+                        .clone()
+                        .zip(v.iter())
+                        .map(|(p, &v)| apply(masks.k[p * c + i], v, masks.e[p * c + i]))
+                        .collect::<Vec<_>>(),
+                );
+                z.add_plain(&self.encode(&kv_e)?)?;
+                Ok(z)
             })
             .collect::<Result<_>>()?;
-        let mut out = Vec::with_capacity(2 * masked.len());
-        let mut masked = masked.into_iter();
-        for _ in &groups {
-            let (z, w): (Vec<_>, Vec<_>) = masked.by_ref().take(s).unzip();
-            out.extend(z);
-            out.extend(w);
-        }
+        let out = masked;
         let masker = Masker { masks, within, r: zt::random_vec(&mut rng, n) };
         Ok((seal_all(&self.query.keys.peer, &out)?, masker))
     }
 
-    /// Step 3, as owner A: decrypts `z = k ⊙ x + e` and `w = x + R`, takes per slot the
-    /// largest `z` of the group's elements (ReLU: the only one), clamps where the layer does,
-    /// and returns `⟦sel⟧` (one ciphertext per element, seeded) with the kept
-    /// `Σ sel ⊙ ⌊w / 2^shift⌋` per position.
+    /// Step 3, as owner A: decrypts every comparison `z = k ⊙ v + e` and element `w = x + R`,
+    /// decides per slot the group's largest element (ReLU: the only one) from the comparisons,
+    /// clamps where the layer does, and returns `⟦sel⟧` (one ciphertext per element, seeded)
+    /// with the kept `Σ sel ⊙ ⌊w / 2^shift⌋` per position.
     fn select_own(&self, masked: &[u8]) -> Result<(Vec<u8>, Zeroizing<Vec<u64>>)> {
         let (me, s) = (self.query.me, self.arity());
+        let (clamps, shift, node) = (self.layer.clamps_at_zero(), self.layer.shift, self.layer.node);
+        let c = Comparison::of_item(s, clamps).len();
         let groups = self.halves.groups(me);
-        let received = self.read(Form::Returned, masked, 2 * groups.len() * s, "masked")?;
+        let received = self.read(Form::Returned, masked, groups.len() * (c + s), "masked")?;
         let z_limit = 1i64 << (self.query.kappa + self.query.bound_bits);
         let bound = 1i64 << self.query.bound_bits;
         let w_range = -bound..(1i64 << (zt::LOG2_T - 1)) + bound;
-        let (clamps, shift, node) = (self.layer.clamps_at_zero(), self.layer.shift, self.layer.node);
         let selected: Vec<(Vec<Ciphertext>, Zeroizing<Vec<u64>>)> = received
-            .par_chunks(2 * s)
+            .par_chunks(c + s)
             .zip(groups.par_iter())
             .map(|(group, range)| {
                 let decrypted = group.iter().map(|ct| self.decrypt(ct)).collect::<Result<Vec<_>>>()?;
-                let (z, w) = decrypted.split_at(s);
+                let (z, w) = decrypted.split_at(c);
                 let len = range.len();
                 let mut sel = Zeroizing::new(vec![vec![0u64; len]; s]);
                 let mut kept = Zeroizing::new(vec![0u64; len]);
+                let mut zs = Zeroizing::new(vec![0i64; c]);
                 for p in 0..len {
-                    let mut best = (0, i64::MIN);
-                    for j in 0..s {
-                        let v = zt::to_i64(z[j][p]);
-                        if v.abs() >= z_limit || !w_range.contains(&zt::to_i64(w[j][p])) {
-                            return Err(SuiteError::ActivationOverflow { layer: node });
-                        }
-                        if v > best.1 {
-                            best = (j, v);
-                        }
+                    for (v, z) in zs.iter_mut().zip(z) {
+                        *v = zt::to_i64(z[p]);
                     }
-                    if !(clamps && best.1 <= 0) {
-                        sel[best.0][p] = 1;
-                        kept[p] = fixed::truncate(w[best.0][p], shift);
+                    if zs.iter().any(|v| v.abs() >= z_limit) || w.iter().any(|w| !w_range.contains(&zt::to_i64(w[p]))) {
+                        return Err(SuiteError::ActivationOverflow { layer: node });
+                    }
+                    if let Some(best) = masks::decide(&zs, s, clamps) {
+                        sel[best][p] = 1;
+                        kept[p] = fixed::truncate(w[best][p], shift);
                     }
                 }
                 let cts = sel.iter().map(|v| Ok(self.query.keys.mine.encrypt_values(v, &mut os_rng())?));

@@ -56,8 +56,10 @@ pub use user::{Deal, user};
 
 use std::str::FromStr;
 
+use crate::masks::Comparison;
 use tessera_he::{Form, HeParams, PublicKey};
 use tessera_model::fixed::FixedModel;
+use tessera_model::nonlinear::NonlinearLayer;
 use tessera_net::MessageKind;
 
 /// User → server: index, batch, the server's input share.
@@ -119,17 +121,23 @@ pub const SERVERS: [&str; 2] = ["server-1", "server-2"];
 /// batch that fills `g` groups of `N` items sends at most `g · arity` of each).
 pub fn max_batch(model: &FixedModel, he: &HeParams, max_frame: u32) -> usize {
     let seeded = Form::Seeded.size(he) as f64;
-    let sealed = 2.0 * Form::Returned.size(he) as f64;
+    let returned = Form::Returned.size(he) as f64;
     let slots = he.degree() as f64;
     let input = 8.0 * model.input_shape().len() as f64;
     let layers = model.nonlinear_layers();
     let correlations: f64 = layers.iter().map(|l| 8.0 * (l.arity() + 1) as f64 * l.items() as f64).sum();
+    // Per group: the owned shares (seeded, one per element) or the masked comparisons and
+    // elements (returned), whichever is larger.
+    let per_group = |l: &NonlinearLayer| {
+        let (s, c) = (l.arity(), Comparison::of_item(l.arity(), l.clamps_at_zero()).len());
+        (s as f64 * seeded).max((c + s) as f64 * returned)
+    };
     let per_image = layers
         .iter()
-        .map(|l| (l.arity() * l.items()) as f64 * (8.0 + seeded.max(sealed) / slots))
+        .map(|l| l.items() as f64 * (8.0 * l.arity() as f64 + per_group(l) / slots))
         .fold(input.max(correlations), f64::max);
     // Partial ciphertexts: one more group per half.
-    let fixed = 2.0 * seeded.max(sealed) * layers.iter().map(|l| l.arity()).max().unwrap_or(1) as f64;
+    let fixed = 2.0 * layers.iter().map(per_group).fold(0.0, f64::max);
     (((max_frame as f64 - fixed) / per_image).floor() as usize).max(1)
 }
 

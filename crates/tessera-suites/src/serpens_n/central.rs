@@ -11,6 +11,7 @@ use zeroize::Zeroize;
 use super::holder::kind_name;
 use super::{HOLDERS, JOIN, MASKED, REPORT, RESHARE};
 use crate::error::{Result, SuiteError};
+use crate::masks::{self, Comparison};
 use crate::wire::{Reader, send_reports, send_wiped};
 
 /// A holder's `JOIN` message.
@@ -105,9 +106,9 @@ async fn layers_steps(
     rec: &mut Recorder,
 ) -> Result<()> {
     for layer in layers {
-        let n = batch * layer.items() * layer.arity();
+        let n = message_len(layer, batch);
         let mut payloads = try_join_all(channels.iter_mut().map(|c| c.recv(MASKED, session, layer.node))).await?;
-        let mut zw = vec![0u64; 2 * n];
+        let mut zw = vec![0u64; n];
         let summed = sum_messages(channels, &payloads, &mut zw);
         payloads.iter_mut().for_each(|p| p.zeroize());
         if let Err(e) = summed {
@@ -125,7 +126,14 @@ async fn layers_steps(
     Ok(())
 }
 
-/// Adds the holders' messages into `zw`: each is uniform alone, the sum is `z, w` interleaved.
+/// Values in one holder's message for `layer`: every item's comparisons, then every element.
+pub(crate) fn message_len(layer: &NonlinearLayer, batch: usize) -> usize {
+    let (s, clamps) = (layer.arity(), layer.clamps_at_zero());
+    batch * layer.items() * (Comparison::of_item(s, clamps).len() + s)
+}
+
+/// Adds the holders' messages into `zw`: each is uniform alone, the sum is every comparison's
+/// `z`, then every element's `w`.
 fn sum_messages(channels: &[Channel], payloads: &[Vec<u8>], zw: &mut [u64]) -> Result<()> {
     for (c, p) in channels.iter().zip(payloads) {
         let mut r = Reader::new(p, c.peer(), "masked");
@@ -135,41 +143,38 @@ fn sum_messages(channels: &[Channel], payloads: &[Vec<u8>], zw: &mut [u64]) -> R
     Ok(())
 }
 
-/// Decides every item from the interleaved `z, w` pairs and returns holder 1's re-shares, per
-/// item the selected truncated value `T` and the one-hot selection (`v, b_0, …, b_(s−1)`), each
-/// minus the values the other holders draw from `streams`. `None` when a `w = x + R` or a
-/// `z = k·x + e` lies outside the range the calibrated bound allows.
+/// Decides every item from the summed comparisons `z` and elements `w` and returns holder 1's
+/// re-shares, per item the selected truncated value `T` and the one-hot selection
+/// (`v, b_0, …, b_(s−1)`), each minus the values the other holders draw from `streams`. `None`
+/// when a `w = x + R` or a `z = k·v + e` lies outside the range the calibrated bound allows.
 fn decide(
     layer: &NonlinearLayer,
     params: &FixedPointParams,
     zw: &[u64],
     streams: &mut [MaskStream],
 ) -> Option<Vec<u8>> {
-    let s = layer.arity();
-    let items = zw.len() / (2 * s);
+    let (s, clamps) = (layer.arity(), layer.clamps_at_zero());
+    let c = Comparison::of_item(s, clamps).len();
+    let items = zw.len() / (c + s);
+    let (z_all, w_all) = zw.split_at(items * c);
     let bound = 1i64 << params.bound_bits();
     let range = -bound..(1i64 << (zt::LOG2_T - 1)) + bound;
     let z_limit = 1i64 << (params.bound_bits() + params.mask_bits());
     let mut out = Vec::with_capacity(8 * items * (s + 1));
     let mut row = vec![0u64; s + 1];
-    for pairs in zw.chunks_exact(2 * s) {
-        let mut best = (0, i64::MIN);
-        for e in 0..s {
-            if !range.contains(&zt::to_i64(pairs[2 * e + 1])) {
-                return None;
-            }
-            let z = zt::to_i64(pairs[2 * e]);
-            if z.abs() >= z_limit {
-                return None;
-            }
-            if z > best.1 {
-                best = (e, z);
-            }
+    let mut z = vec![0i64; c];
+    for (zs, ws) in z_all.chunks_exact(c.max(1)).zip(w_all.chunks_exact(s)) {
+        for (a, &v) in z.iter_mut().zip(zs) {
+            *a = zt::to_i64(v);
+        }
+        if z.iter().any(|v| v.abs() >= z_limit) || ws.iter().any(|&w| !range.contains(&zt::to_i64(w))) {
+            z.zeroize();
+            return None;
         }
         row.fill(0);
-        if !(layer.clamps_at_zero() && best.1 <= 0) {
-            row[0] = fixed::truncate(pairs[2 * best.0 + 1], layer.shift);
-            row[1 + best.0] = 1;
+        if let Some(best) = masks::decide(&z, s, clamps) {
+            row[0] = fixed::truncate(ws[best], layer.shift);
+            row[1 + best] = 1;
         }
         for v in &mut row {
             for rng in streams.iter_mut() {
@@ -179,5 +184,6 @@ fn decide(
         }
     }
     row.zeroize();
+    z.zeroize();
     Some(out)
 }

@@ -14,7 +14,7 @@ use zeroize::Zeroize;
 use super::masks::HolderSecrets;
 use super::{HOLDERS, JOIN, MASKED, OUTPUT, REPORT, RESHARE};
 use crate::error::{Result, SuiteError};
-use crate::masks::{ItemMasks, apply};
+use crate::masks::{ComparisonMasks, apply};
 use crate::parties::advance_linear;
 use crate::wire::{Reader, elements_to_bytes, put_elements, recv_reports, send_reports};
 
@@ -177,38 +177,44 @@ pub(crate) fn kind_name(layer: &NonlinearLayer) -> &'static str {
     }
 }
 
-/// Holder `index`'s message for one layer: at each position `q` (element `order[q]` of the
-/// gathered batch), `k·x_j + [j = 1]·e + ρ_j` and `x_j + [j = 1]·R + ρ'_j`, interleaved
-/// (`z, w, z, w, …`), written straight into the message. Every value is uniform on its own; only
-/// the sum over the holders carries `z = k·x + e` and `w = x + R`.
-fn mask(x: &[u64], layer: &NonlinearLayer, m: &ItemMasks, rho: &[u64], rho_w: &[u64], first: bool) -> Vec<u8> {
+/// Holder `index`'s message for one layer, written straight into the message: per item (in
+/// the order `π`) its comparisons `k·v_j + [j = 1]·e + ρ_j`, `v_j` the holder's share of the
+/// compared value (`x_a` or `x_a − x_b`), then per position (element `order[q]` of the gathered
+/// batch) `x_j + [j = 1]·R + ρ'_j`. Every value is uniform on its own; only the sum over the
+/// holders carries `z = k·v + e` and `w = x + R`.
+fn mask(x: &[u64], layer: &NonlinearLayer, m: &ComparisonMasks, rho: &[u64], rho_w: &[u64], first: bool) -> Vec<u8> {
     let (s, in_len) = (layer.arity(), layer.input.len());
     let per_image = layer.items() * s;
     // Element-wise layers read their input in place; windows need the gather map.
     let gather = if s == 1 && layer.items() == in_len { Vec::new() } else { layer.gather() };
-    let mut out = Vec::with_capacity(16 * m.order.len());
-    for (q, &element) in m.order.iter().enumerate() {
-        let element = element as usize;
-        let v = if gather.is_empty() {
+    let at = |q: usize| {
+        let element = m.order[q] as usize;
+        if gather.is_empty() {
             x[element]
         } else {
             x[element / per_image * in_len + gather[element % per_image] as usize]
-        };
-        let (z, w) = if first {
-            let (k, e) = m.affine(q);
-            (apply(k, v, e), zt::add(v, m.r[q]))
-        } else {
-            (zt::mul(m.k[q / s], v), v)
-        };
-        out.extend_from_slice(&zt::add(z, rho[q]).to_le_bytes());
-        out.extend_from_slice(&zt::add(w, rho_w[q]).to_le_bytes());
+        }
+    };
+    let c = m.comparisons.len();
+    let mut out = Vec::with_capacity(8 * (m.k.len() + m.order.len()));
+    for p in 0..m.items() {
+        for (i, cmp) in m.comparisons.iter().enumerate() {
+            let slot = p * c + i;
+            let v = cmp.value(|a| at(p * s + a));
+            let z = if first { apply(m.k[slot], v, m.e[slot]) } else { zt::mul(m.k[slot], v) };
+            out.extend_from_slice(&zt::add(z, rho[slot]).to_le_bytes());
+        }
+    }
+    for (q, (&r, &rho_w)) in m.r.iter().zip(rho_w).enumerate() {
+        let w = if first { zt::add(at(q), r) } else { at(q) };
+        out.extend_from_slice(&zt::add(w, rho_w).to_le_bytes());
     }
     out
 }
 
 /// The holder's output share: per item `v − Σ_e b_e · ⌊R_e / 2^shift⌋`, from its re-shares laid
 /// out per position as `v, b_0, …, b_(s−1)`, put back at the item's place.
-fn unmask(layer: &NonlinearLayer, m: &ItemMasks, mut shares: Vec<u64>) -> Vec<u64> {
+fn unmask(layer: &NonlinearLayer, m: &ComparisonMasks, mut shares: Vec<u64>) -> Vec<u64> {
     let s = layer.arity();
     let mut out = vec![0u64; m.items()];
     for (p, row) in shares.chunks_exact(s + 1).enumerate() {

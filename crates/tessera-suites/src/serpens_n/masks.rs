@@ -5,14 +5,14 @@ use tessera_field::{FixedPointParams, Purpose, Seed, zt};
 use tessera_model::nonlinear::NonlinearLayer;
 use zeroize::Zeroize;
 
-use crate::masks::{ItemMasks, MaskSources};
+use crate::masks::{ComparisonMasks, MaskSources};
 
 /// Everything holder `index` derives for one layer before its input is known: the layer's masks
 /// and the holder's re-randomizers. Wiped on drop.
 pub(crate) struct HolderSecrets {
     /// The layer's masks (the same at every holder).
-    pub masks: ItemMasks,
-    /// This holder's re-randomizer of `z`, one per position.
+    pub masks: ComparisonMasks,
+    /// This holder's re-randomizer of `z`, one per comparison.
     pub rho: Vec<u64>,
     /// This holder's re-randomizer of `w`, one per position.
     pub rho_w: Vec<u64>,
@@ -29,7 +29,7 @@ impl HolderSecrets {
         holders: usize,
     ) -> Self {
         let masks = layer_masks(seed, layer, batch, params);
-        let (rho, rho_w) = rerandomizers(seed, layer.node, index, holders, masks.order.len());
+        let (rho, rho_w) = rerandomizers(seed, layer.node, index, holders, masks.k.len(), masks.order.len());
         Self { masks, rho, rho_w }
     }
 }
@@ -43,7 +43,12 @@ impl Drop for HolderSecrets {
 
 /// The layer's masks for a batch: every holder derives the same from the same seed, each layer
 /// and purpose from its own stream.
-pub(crate) fn layer_masks(seed: &Seed, layer: &NonlinearLayer, batch: usize, params: &FixedPointParams) -> ItemMasks {
+pub(crate) fn layer_masks(
+    seed: &Seed,
+    layer: &NonlinearLayer,
+    batch: usize,
+    params: &FixedPointParams,
+) -> ComparisonMasks {
     let node = layer.node;
     let src = MaskSources {
         order: &mut seed.derive(Purpose::Permutation, node),
@@ -51,18 +56,29 @@ pub(crate) fn layer_masks(seed: &Seed, layer: &NonlinearLayer, batch: usize, par
         e: &mut seed.derive(Purpose::Offset, node),
         r: &mut seed.derive(Purpose::TruncationMask, node),
     };
-    ItemMasks::draw(src, batch * layer.items(), layer.arity(), params.mask_bits(), zt::LOG2_T - 1)
+    let (items, arity, kappa) = (batch * layer.items(), layer.arity(), params.mask_bits());
+    ComparisonMasks::draw(src, items, arity, layer.clamps_at_zero(), kappa, zt::LOG2_T - 1)
 }
 
-/// Holder `index`'s (1-based, of `holders`) re-randomizers of its `z` and `w` messages, `n`
-/// values each: uniform, independent of each other, and summing to zero over the holders
-/// (holder 1 takes minus the others', which every holder can derive from the seed).
-pub(crate) fn rerandomizers(seed: &Seed, node: u32, index: usize, holders: usize, n: usize) -> (Vec<u64>, Vec<u64>) {
-    let draw = |purpose, j: usize| zt::random_vec(&mut seed.derive_indexed(purpose, node, j as u32), n);
+/// Holder `index`'s (1-based, of `holders`) re-randomizers of its `z` and `w` messages
+/// (`n_z` and `n_w` values): uniform, independent of each other, and summing to zero over the
+/// holders (holder 1 takes minus the others', which every holder can derive from the seed).
+pub(crate) fn rerandomizers(
+    seed: &Seed,
+    node: u32,
+    index: usize,
+    holders: usize,
+    n_z: usize,
+    n_w: usize,
+) -> (Vec<u64>, Vec<u64>) {
+    let draw = |purpose, j: usize| {
+        let n = if purpose == Purpose::Rerandomizer { n_z } else { n_w };
+        zt::random_vec(&mut seed.derive_indexed(purpose, node, j as u32), n)
+    };
     if index > 1 {
         return (draw(Purpose::Rerandomizer, index), draw(Purpose::TruncationRerandomizer, index));
     }
-    let (mut rho, mut rho_w) = (vec![0u64; n], vec![0u64; n]);
+    let (mut rho, mut rho_w) = (vec![0u64; n_z], vec![0u64; n_w]);
     for j in 2..=holders {
         zt::sub_assign(&mut rho, &draw(Purpose::Rerandomizer, j));
         zt::sub_assign(&mut rho_w, &draw(Purpose::TruncationRerandomizer, j));
@@ -95,6 +111,7 @@ mod tests {
         let other_query = layer_masks(&b, &relu(1), 2, &params);
         let same = layer_masks(&a, &relu(1), 2, &params);
         assert_eq!((&l1.order, &l1.k, &l1.e, &l1.r), (&same.order, &same.k, &same.e, &same.r));
+        assert_eq!(l1.comparisons, [crate::masks::Comparison::Sign(0)]);
         for m in [&l3, &other_query] {
             assert_ne!(l1.order, m.order);
             assert!(l1.k.iter().zip(&m.k).filter(|(x, y)| x == y).count() < 16);
@@ -113,7 +130,7 @@ mod tests {
     fn rerandomizers_are_zero_sum_and_independent() {
         let seed = Seed::random(&mut os_rng());
         for holders in [2, 3, 8] {
-            let all: Vec<_> = (1..=holders).map(|j| rerandomizers(&seed, 5, j, holders, 300)).collect();
+            let all: Vec<_> = (1..=holders).map(|j| rerandomizers(&seed, 5, j, holders, 300, 300)).collect();
             let (mut z, mut w) = (vec![0u64; 300], vec![0u64; 300]);
             for (rho, rho_w) in &all {
                 zt::add_assign(&mut z, rho);

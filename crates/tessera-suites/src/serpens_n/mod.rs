@@ -50,11 +50,11 @@ pub const REPORT: MessageKind = MessageKind(0x0206);
 pub const HOLDERS: std::ops::RangeInclusive<usize> = 2..=8;
 
 /// The largest batch whose messages fit in frames of `max_frame` bytes: an input share
-/// (8 bytes per value) and every layer's masked pairs (16 bytes per gathered element; the
-/// re-shares are smaller). Parties refuse larger batches before allocating anything for them.
+/// (8 bytes per value) and every layer's masked message (8 bytes per comparison and per
+/// gathered element; the re-shares are smaller). Parties refuse larger batches before allocating anything for them.
 pub fn max_batch(model: &FixedModel, max_frame: u32) -> usize {
     let input = 8 * model.input_shape().len();
-    let per_image = model.nonlinear_layers().iter().map(|l| 16 * l.items() * l.arity()).fold(input, usize::max);
+    let per_image = model.nonlinear_layers().iter().map(|l| 8 * central::message_len(l, 1)).fold(input, usize::max);
     (max_frame as usize / per_image.max(1)).max(1)
 }
 
