@@ -52,6 +52,11 @@ pub(crate) struct MaskSources<'a, R: RngCore + ?Sized> {
 /// max-pool window from, each under its own multiplicative mask, so no two values of an item
 /// share a `k` (with one `k` per window, two equal inputs give two values that differ by
 /// `e_a − e_b`, spread over `k`: a tie would reveal the window's `k` and magnitudes).
+///
+/// No compared value is ever zero, so neither ties nor zeros show: a sign compares `2·x_a + 1`
+/// (zero counts as positive, which gives the same output), and a pair compares
+/// `s·(x_a − x_b) + τ_a − τ_b` with `τ` a secret uniform order of the window's `s` elements
+/// (it breaks ties; a larger value still compares larger).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Comparison {
     /// Element `a` of the item (its sign: ReLU, or a max pool fused with ReLU).
@@ -80,28 +85,51 @@ impl Comparison {
         arity * (arity - 1) / 2 + a
     }
 
-    /// The compared value from an item's elements `x`, in `Z_t` (`x_a` or `x_a − x_b`).
+    /// The part of the compared value that is linear in the elements `x` of an item of `arity`
+    /// elements, in `Z_t` (`2·x_a` or `s·(x_a − x_b)`): what each share-holder computes on its
+    /// share.
     #[inline]
-    pub fn value(self, x: impl Fn(usize) -> u64) -> u64 {
+    pub fn linear(self, arity: usize, x: impl Fn(usize) -> u64) -> u64 {
         match self {
-            Comparison::Sign(a) => x(a as usize),
-            Comparison::Pair(a, b) => zt::sub(x(a as usize), x(b as usize)),
+            Comparison::Sign(a) => zt::add(x(a as usize), x(a as usize)),
+            Comparison::Pair(a, b) => zt::mul(arity as u64, zt::sub(x(a as usize), x(b as usize))),
         }
     }
 
-    /// Bits of its multiplicative mask: `κ` for a sign, `κ − 1` for a difference (which needs
-    /// one more bit of range), so `|k·v + e| < 2^(κ+ℓx)` for both.
-    pub fn mask_bits(self, kappa: u32) -> u32 {
+    /// The multiplier of the first element in [`Comparison::linear`] (`2` or `s`; a pair's
+    /// second element has its negation).
+    pub fn scale(self, arity: usize) -> u64 {
         match self {
-            Comparison::Sign(_) => kappa,
-            Comparison::Pair(..) => kappa - 1,
+            Comparison::Sign(_) => 2,
+            Comparison::Pair(..) => arity as u64,
+        }
+    }
+
+    /// The constant part of the compared value, added once (`1`, or `τ_a − τ_b` from the
+    /// item's tie-breaking order `tie`), in `Z_t`.
+    #[inline]
+    pub fn constant(self, tie: impl Fn(usize) -> u64) -> u64 {
+        match self {
+            Comparison::Sign(_) => 1,
+            Comparison::Pair(a, b) => zt::sub(tie(a as usize), tie(b as usize)),
+        }
+    }
+
+    /// Bits of its multiplicative mask for an item of `arity` elements: `κ − 1` for a sign and
+    /// `κ − 1 − ⌈log2 s⌉` for a pair (their values need that much more range than `x`), so
+    /// `|k·v + e| < 2^(κ+ℓx)` for both.
+    pub fn mask_bits(self, kappa: u32, arity: usize) -> u32 {
+        match self {
+            Comparison::Sign(_) => kappa - 1,
+            Comparison::Pair(..) => kappa - 1 - (arity as u32).next_power_of_two().trailing_zeros(),
         }
     }
 }
 
 /// Decides one item from its masked comparisons `z` (signed, in [`Comparison::of_item`]'s
 /// order): the element holding the maximum, or `None` where the layer clamps and that maximum
-/// is not positive. Exact: `z < 0` exactly when the compared value is negative.
+/// is negative (a zero maximum is selected; its output is zero all the same). Exact: `z < 0`
+/// exactly when the compared value is negative.
 pub fn decide(z: &[i64], arity: usize, clamps: bool) -> Option<usize> {
     let mut best = 0;
     for b in 1..arity {
@@ -125,6 +153,8 @@ pub(crate) struct ComparisonMasks {
     pub order: Vec<u32>,
     /// Multiplicative mask per comparison (`item · comparisons + c`).
     pub k: Vec<u64>,
+    /// Per position, its element's place in the item's secret tie-breaking order `τ`.
+    pub tie: Vec<u8>,
     /// Offset per comparison, uniform in `[0, k)`.
     pub e: Vec<u64>,
     /// Truncation mask per position, uniform in `[0, 2^r_bits)`.
@@ -163,11 +193,25 @@ impl ComparisonMasks {
     ) -> Self {
         let items = order.len() / arity;
         let comparisons = Comparison::of_item(arity, clamps);
-        let bits: Vec<u32> = comparisons.iter().map(|c| c.mask_bits(kappa)).collect();
+        let bits: Vec<u32> = comparisons.iter().map(|c| c.mask_bits(kappa, arity)).collect();
         let k: Vec<u64> = (0..items).flat_map(|_| bits.iter()).map(|&b| multiplicative(k_src, b)).collect();
         let e = k.iter().map(|&k| e_src.random_range(0..k)).collect();
+        let mut tie = Vec::with_capacity(items * arity);
+        let mut places: Vec<u8> = (0..arity as u8).collect();
+        for _ in 0..items {
+            places.shuffle(k_src);
+            tie.extend_from_slice(&places);
+        }
         let r = (0..items * arity).map(|_| r_src.next_u64() >> (64 - r_bits)).collect();
-        Self { arity, comparisons, order, k, e, r }
+        Self { arity, comparisons, order, k, tie, e, r }
+    }
+
+    /// What the masker adds once to comparison `i` of item `p`, beside `k` times the linear
+    /// part: `k · constant + e`.
+    pub fn offset(&self, p: usize, i: usize) -> u64 {
+        let slot = p * self.comparisons.len() + i;
+        let constant = self.comparisons[i].constant(|a| self.tie[p * self.arity + a] as u64);
+        apply(self.k[slot], constant, self.e[slot])
     }
 
     /// Items masked.
@@ -180,6 +224,7 @@ impl Drop for ComparisonMasks {
     fn drop(&mut self) {
         self.order.zeroize();
         self.k.zeroize();
+        self.tie.zeroize();
         self.e.zeroize();
         self.r.zeroize();
     }
@@ -225,8 +270,9 @@ mod tests {
     /// `log2 k` fills `[0, κ]` evenly: each of its eight equal bins holds about an eighth.
     #[test]
     fn log2_of_k_is_uniform() {
-        let kappa = 40;
-        let m = draw(80_000, 1, true, kappa);
+        // A sign's mask has κ − 1 bits.
+        let kappa = 39;
+        let m = draw(80_000, 1, true, kappa + 1);
         let mut bins = [0usize; 8];
         for &k in &m.k {
             assert!((1..=1u64 << kappa).contains(&k));
@@ -268,14 +314,16 @@ mod tests {
                     .iter()
                     .enumerate()
                     .map(|(i, cmp)| {
-                        let v = cmp.value(|a| zt::from_i64(x[a]));
-                        zt::to_i64(apply(m.k[item * c + i], v, m.e[item * c + i]))
+                        let v = cmp.linear(arity, |a| zt::from_i64(x[a]));
+                        zt::to_i64(zt::add(zt::mul(m.k[item * c + i], v), m.offset(item, i)))
                     })
                     .collect();
+                // No compared value is zero: neither ties nor zeros show.
+                assert!(z.iter().all(|&z| z != 0), "{x:?}: {z:?}");
                 let max = *x.iter().max().unwrap();
                 match decide(&z, arity, clamps) {
-                    Some(best) => assert!(x[best] == max && (!clamps || max > 0 || max == 0), "{x:?}"),
-                    None => assert!(clamps && max <= 0, "{x:?}"),
+                    Some(best) => assert!(x[best] == max && (!clamps || max >= 0), "{x:?}"),
+                    None => assert!(clamps && max < 0, "{x:?}"),
                 }
             }
         }

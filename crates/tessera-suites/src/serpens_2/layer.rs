@@ -15,7 +15,7 @@ use zeroize::{Zeroize, Zeroizing};
 use super::correlation::{Correlations, Direction, Part, owner_values, permutation};
 use super::{Layout, MASKED, OWNED, RESULT, SELECTED, UNPERMUTE};
 use crate::error::{Result, SuiteError};
-use crate::masks::{self, Comparison, ComparisonMasks, apply};
+use crate::masks::{self, Comparison, ComparisonMasks};
 use crate::wire::{Reader, elements_to_bytes, read_ciphertexts, seal_all, write_seeded};
 
 /// A server's key pair and its peer's public key for one query.
@@ -307,27 +307,31 @@ impl Step {
                     w.add_plain(&self.encode(&b)?)?;
                     return Ok(w);
                 }
-                let k = Zeroizing::new(range.clone().map(|p| masks.k[p * c + i]).collect::<Vec<u64>>());
-                let (first, second) = match masks.comparisons[i] {
+                // ⟦k·v + e⟧ with v = linear + constant: the ciphertexts times `scale·k` (a pair's
+                // second element times its negation), plus `k·linear(b) + k·constant + e`.
+                let cmp = masks.comparisons[i];
+                let scaled = Zeroizing::new(
+                    range.clone().map(|p| zt::mul(cmp.scale(s), masks.k[p * c + i])).collect::<Vec<u64>>(),
+                );
+                let (first, second) = match cmp {
                     Comparison::Sign(a) => (a as usize, None),
                     Comparison::Pair(a, b) => (a as usize, Some(b as usize)),
                 };
                 let mut z = cts[g * s + element(first)].clone();
-                z.mul_plain(&self.encode(&k)?)?;
-                let mut v = values(first);
+                z.mul_plain(&self.encode(&scaled)?)?;
                 if let Some(second) = second {
-                    let negated = Zeroizing::new(k.iter().map(|&k| zt::neg(k)).collect::<Vec<u64>>());
+                    let negated = Zeroizing::new(scaled.iter().map(|&k| zt::neg(k)).collect::<Vec<u64>>());
                     let mut minus = cts[g * s + element(second)].clone();
                     minus.mul_plain(&self.encode(&negated)?)?;
                     z.add(&minus)?;
-                    let b = values(second);
-                    v.iter_mut().zip(b.iter()).for_each(|(v, &b)| *v = zt::sub(*v, b));
                 }
                 let kv_e = Zeroizing::new(
                     range
                         .clone()
-                        .zip(v.iter())
-                        .map(|(p, &v)| apply(masks.k[p * c + i], v, masks.e[p * c + i]))
+                        .map(|p| {
+                            let linear = cmp.linear(s, |a| share(p * s + element(a)));
+                            zt::add(zt::mul(masks.k[p * c + i], linear), masks.offset(p, i))
+                        })
                         .collect::<Vec<_>>(),
                 );
                 z.add_plain(&self.encode(&kv_e)?)?;

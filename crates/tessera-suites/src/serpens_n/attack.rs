@@ -99,31 +99,33 @@ impl LayerView {
 }
 
 /// The ratio attack on holder `j`'s message: per comparison, `k = z_j / v_j` with `v_j` the
-/// holder's compared value taken from its `w_j` (`x_a` or `x_a − x_b`); where that is a possible
-/// mask (`1 ≤ k ≤ 2^κ`), the claimed value `⌊z / k⌋` of the summed `z`.
+/// linear part of the holder's compared value taken from its `w_j`; where that is a possible
+/// mask (`1 ≤ k ≤ 2^κ`), the claimed value (decoded from `⌊z / k⌋`) of the summed `z`.
 pub fn ratio(view: &LayerView, j: usize, kappa: u32) -> Vec<Option<i64>> {
     let (z, _) = view.sums();
     let (a, b) = (view.z_of(j), view.w_of(j));
     let (s, c) = (view.arity, view.comparisons.len());
     let compared: Vec<u64> = (0..view.items())
         .flat_map(|p| view.comparisons.iter().map(move |cmp| (p, *cmp)))
-        .map(|(p, cmp)| cmp.value(|e| b[p * s + e]))
+        .map(|(p, cmp)| cmp.linear(s, |e| b[p * s + e]))
         .map(|v| if v == 0 { 1 } else { v })
         .collect();
     let inverses = zt::inv_all(&compared).expect("nonzero");
     debug_assert_eq!(inverses.len(), view.items() * c);
+    let kinds = (0..view.items()).flat_map(|_| view.comparisons.iter().copied());
     a.iter()
         .zip(&inverses)
         .zip(&z)
-        .map(|((&a, &inv), &z)| {
+        .zip(kinds)
+        .map(|(((&a, &inv), &z), cmp)| {
             let k = zt::mul(a, inv);
-            (1..=1u64 << kappa).contains(&k).then(|| zt::to_i64(z).div_euclid(k as i64))
+            (1..=1u64 << kappa).contains(&k).then(|| decode(cmp, zt::to_i64(z).div_euclid(k as i64)))
         })
         .collect()
 }
 
 /// The gcd attack on every window's sign comparisons: where `g = gcd(z_1, …, z_s)` is a
-/// possible mask (`2 ≤ g ≤ 2^κ`), the claimed window `z / g`.
+/// possible mask (`2 ≤ g ≤ 2^κ`), the claimed window decoded from `z / g`.
 pub fn window_gcd(view: &LayerView, kappa: u32) -> Vec<Option<Vec<i64>>> {
     let (z, _) = view.sums();
     let signs: Vec<usize> = view.signs().into_iter().flatten().collect();
@@ -133,14 +135,15 @@ pub fn window_gcd(view: &LayerView, kappa: u32) -> Vec<Option<Vec<i64>>> {
             let values: Vec<i64> = signs.iter().map(|&i| zt::to_i64(z[p * c + i])).collect();
             let g = values.iter().fold(0u64, |g, &v| gcd(g, v.unsigned_abs()));
             (signs.len() > 1 && (2..=1u64 << kappa).contains(&g))
-                .then(|| values.iter().map(|&v| v / g as i64).collect())
+                .then(|| values.iter().map(|&v| decode(Comparison::Sign(0), v / g as i64)).collect())
         })
         .collect()
 }
 
-/// The known-value attack on every window's sign comparisons: if two elements are consistent
-/// with known values `c, c'` under one `k` (`⌊z_a / k⌋ = c` and `⌊z_b / k⌋ = c'` for a common
-/// `k ≤ 2^κ`), the claimed window `⌊z / k⌋` for the smallest such `k`.
+/// The known-value attack on every window's sign comparisons (which compare `2x + 1`): if two
+/// elements are consistent with known values `c, c'` under one `k` (`⌊z_a / k⌋ = 2c + 1` and
+/// `⌊z_b / k⌋ = 2c' + 1` for a common `k ≤ 2^κ`), the claimed window `(⌊z / k⌋ − 1) / 2` for the
+/// smallest such `k`.
 pub fn known_value(view: &LayerView, known: &[i64], kappa: u32) -> Vec<Option<Vec<i64>>> {
     let (z, _) = view.sums();
     let signs: Vec<usize> = view.signs().into_iter().flatten().collect();
@@ -149,7 +152,7 @@ pub fn known_value(view: &LayerView, known: &[i64], kappa: u32) -> Vec<Option<Ve
         .map(|p| {
             let values: Vec<i64> = signs.iter().map(|&i| zt::to_i64(z[p * c + i])).collect();
             let intervals: Vec<Vec<(i64, i64)>> =
-                values.iter().map(|&v| known.iter().filter_map(|&c| k_interval(v, c)).collect()).collect();
+                values.iter().map(|&v| known.iter().filter_map(|&c| k_interval(v, 2 * c + 1)).collect()).collect();
             let mut best: Option<i64> = None;
             for a in 0..values.len() {
                 for b in a + 1..values.len() {
@@ -163,9 +166,17 @@ pub fn known_value(view: &LayerView, known: &[i64], kappa: u32) -> Vec<Option<Ve
                     }
                 }
             }
-            best.map(|k| values.iter().map(|&v| v.div_euclid(k)).collect())
+            best.map(|k| values.iter().map(|&v| decode(Comparison::Sign(0), v.div_euclid(k))).collect())
         })
         .collect()
+}
+
+/// The element a sign comparison's value `2x + 1` stands for; a pair's value as it is.
+fn decode(cmp: Comparison, v: i64) -> i64 {
+    match cmp {
+        Comparison::Sign(_) => (v - 1).div_euclid(2),
+        Comparison::Pair(..) => v,
+    }
 }
 
 /// The integers `k ≥ 1` with `⌊z / k⌋ = c` (`z`, `c` nonzero, of one sign), as an interval.

@@ -14,7 +14,7 @@ use zeroize::Zeroize;
 use super::masks::HolderSecrets;
 use super::{HOLDERS, JOIN, MASKED, OUTPUT, REPORT, RESHARE};
 use crate::error::{Result, SuiteError};
-use crate::masks::{ComparisonMasks, apply};
+use crate::masks::ComparisonMasks;
 use crate::parties::advance_linear;
 use crate::wire::{Reader, elements_to_bytes, put_elements, recv_reports, send_reports};
 
@@ -178,8 +178,8 @@ pub(crate) fn kind_name(layer: &NonlinearLayer) -> &'static str {
 }
 
 /// Holder `index`'s message for one layer, written straight into the message: per item (in
-/// the order `π`) its comparisons `k·v_j + [j = 1]·e + ρ_j`, `v_j` the holder's share of the
-/// compared value (`x_a` or `x_a − x_b`), then per position (element `order[q]` of the gathered
+/// the order `π`) its comparisons `k·v_j + [j = 1]·(k·c + e) + ρ_j`, `v_j` the holder's share
+/// of the compared value's linear part and `c` its constant ([`crate::masks::Comparison`]), then per position (element `order[q]` of the gathered
 /// batch) `x_j + [j = 1]·R + ρ'_j`. Every value is uniform on its own; only the sum over the
 /// holders carries `z = k·v + e` and `w = x + R`.
 fn mask(x: &[u64], layer: &NonlinearLayer, m: &ComparisonMasks, rho: &[u64], rho_w: &[u64], first: bool) -> Vec<u8> {
@@ -200,8 +200,8 @@ fn mask(x: &[u64], layer: &NonlinearLayer, m: &ComparisonMasks, rho: &[u64], rho
     for p in 0..m.items() {
         for (i, cmp) in m.comparisons.iter().enumerate() {
             let slot = p * c + i;
-            let v = cmp.value(|a| at(p * s + a));
-            let z = if first { apply(m.k[slot], v, m.e[slot]) } else { zt::mul(m.k[slot], v) };
+            let kv = zt::mul(m.k[slot], cmp.linear(s, |a| at(p * s + a)));
+            let z = if first { zt::add(kv, m.offset(p, i)) } else { kv };
             out.extend_from_slice(&zt::add(z, rho[slot]).to_le_bytes());
         }
     }
