@@ -252,3 +252,28 @@ fn attack_a_known_value_in_a_window_pins_nothing() {
         "known-value attack: one k per window {shared} of {digit_windows} digit windows; a k per comparison {real}"
     );
 }
+
+/// Ties and zeros do not show: a window whose values are all equal (the blank background) would
+/// show every pair as non-negative if a tie compared as zero, and a zero input would give
+/// `z = 0`. With every compared value made nonzero (`2x + 1`, and pairs tie-broken by a secret
+/// order), "every pair non-negative" is a uniformly random order's chance, `1/s!`, whatever the
+/// window holds, and no `z` is zero.
+#[test]
+fn attack_ties_and_zeros_do_not_show() {
+    let c = case();
+    let view = &c.views[0];
+    let (z, _) = view.sums();
+    let n = view.items();
+    let comparisons = view.comparisons.len();
+    let pairs: Vec<usize> = (0..comparisons).filter(|&i| matches!(view.comparisons[i], Comparison::Pair(..))).collect();
+    let ordered = (0..n).filter(|&p| pairs.iter().all(|&i| zt::to_i64(z[p * comparisons + i]) >= 0)).count();
+    let tied = c.first_windows.iter().filter(|w| w.iter().all(|&v| v == w[0])).count();
+    let expected = n as f64 / 24.0;
+    println!("ties: {ordered} windows look ordered, {expected:.0} expected by chance; {tied} windows are constant");
+    assert!(tied as f64 > expected + 10.0 * expected.sqrt(), "the check could not tell: {tied} constant windows");
+    assert!(
+        (ordered as f64 - expected).abs() < 5.0 * expected.sqrt(),
+        "{ordered} ordered windows, {expected:.0} by chance"
+    );
+    assert_eq!(z.iter().filter(|&&v| v == 0).count(), 0, "a compared value of zero");
+}
