@@ -2,25 +2,26 @@
 //! sees them (PROTOCOLS.md 3.3 and 4.3, *masks*).
 //!
 //! A ReLU element or a max-pool window (an *item*) is decided from *comparisons*
-//! ([`Comparison`]): every pair `x_a − x_b` of a window (its argmax) and, where the layer clamps
-//! at zero, every element `x_a` (its sign). Each comparison gets its own multiplicative mask
-//! `k ≥ 1` with `log2 k` uniform in `[0, κ]` and an offset `e` uniform in `[0, k)`; each
-//! element a truncation mask `R` uniform in `[0, 2^(ℓx+σ))`; and an order permutes the items
-//! and the elements inside each. The deciding party sees `z = k·v + e` per comparison and
-//! `w = x + R` per element:
+//! ([`Comparison`]): every pair of a window (its argmax) and, where the layer clamps at zero,
+//! every element (its sign), encoded so that no compared value `v` is ever zero (`2x_a + 1`;
+//! `2(x_a − x_b) ± 1` with a secret tie-breaking order). Each comparison gets its own
+//! multiplicative mask `k ≥ 1` with `log2 k` uniform in `[0, κ − 1]` (signs) or `[0, κ − 2]`
+//! (pairs) and an offset `e` uniform in `[0, k)`; each element a truncation mask `R` uniform in
+//! `[0, 2^(ℓx+σ))`; and an order permutes the items and the elements inside each. The deciding
+//! party sees `z = k·v + e` per comparison and `w = x + R` per element:
 //!
 //! * `z < 0` exactly when `v < 0` (`k·v + e ≤ −k + k − 1` for `v ≤ −1`), so signs and window
-//!   maxima are decided exactly;
+//!   maxima are decided exactly, and no `z` is zero: ties and zero inputs do not show;
 //! * `z` is not a multiple of `v`: every `k` in range fits every `z` (`v = ⌊z / k⌋`), so the gcd
 //!   of a window or the factors of `z` say nothing about `k`;
-//! * `log2 |z| ≈ log2 |v| + log2 k` is blurred by a uniform `κ`-bit term (a `k` uniform in
-//!   `[1, 2^κ]` would sit within two bits of `2^κ` most of the time and hide almost nothing);
+//! * `log2 |z| ≈ log2 |v| + log2 k` is blurred by a uniform term of `κ − 1` or `κ − 2` bits (a
+//!   `k` uniform in `[1, 2^κ]` would sit within two bits of `2^κ` most of the time and hide
+//!   almost nothing);
 //! * no two values share a `k`: with one `k` per window, two equal elements give values that
 //!   differ by `e_a − e_b`, spread over `k`, and a value the attacker knows (a blank
 //!   background's response) pins `k` — either gives the window's `k` and then its elements.
 //!
-//! With `|x| < 2^ℓx`, `κ + ℓx + 1 ≤ ⌊log2 t⌋` and `κ − 1` bits for differences,
-//! `|z| < 2^(κ+ℓx) ≤ t/2`: `z` never wraps.
+//! With `|x| < 2^ℓx` and `κ + ℓx + 1 ≤ ⌊log2 t⌋`, `|z| < 2^(κ+ℓx) ≤ t/2`: `z` never wraps.
 
 use rand::Rng;
 use rand::seq::SliceRandom;
@@ -55,8 +56,8 @@ pub(crate) struct MaskSources<'a, R: RngCore + ?Sized> {
 ///
 /// No compared value is ever zero, so neither ties nor zeros show: a sign compares `2·x_a + 1`
 /// (zero counts as positive, which gives the same output), and a pair compares
-/// `s·(x_a − x_b) + τ_a − τ_b` with `τ` a secret uniform order of the window's `s` elements
-/// (it breaks ties; a larger value still compares larger).
+/// `2·(x_a − x_b) ± 1`, the `±1` the sign of `τ_a − τ_b` for `τ` a secret uniform order of the
+/// window's elements (it breaks ties; a larger value still compares larger).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Comparison {
     /// Element `a` of the item (its sign: ReLU, or a max pool fused with ReLU).
@@ -85,43 +86,43 @@ impl Comparison {
         arity * (arity - 1) / 2 + a
     }
 
-    /// The part of the compared value that is linear in the elements `x` of an item of `arity`
-    /// elements, in `Z_t` (`2·x_a` or `s·(x_a − x_b)`): what each share-holder computes on its
-    /// share.
+    /// The part of the compared value that is linear in the elements `x` of an item, in `Z_t`
+    /// (`2·x_a` or `2·(x_a − x_b)`): what each share-holder computes on its share.
     #[inline]
-    pub fn linear(self, arity: usize, x: impl Fn(usize) -> u64) -> u64 {
-        match self {
-            Comparison::Sign(a) => zt::add(x(a as usize), x(a as usize)),
-            Comparison::Pair(a, b) => zt::mul(arity as u64, zt::sub(x(a as usize), x(b as usize))),
-        }
+    pub fn linear(self, x: impl Fn(usize) -> u64) -> u64 {
+        let v = match self {
+            Comparison::Sign(a) => x(a as usize),
+            Comparison::Pair(a, b) => zt::sub(x(a as usize), x(b as usize)),
+        };
+        zt::add(v, v)
     }
 
-    /// The multiplier of the first element in [`Comparison::linear`] (`2` or `s`; a pair's
-    /// second element has its negation).
-    pub fn scale(self, arity: usize) -> u64 {
-        match self {
-            Comparison::Sign(_) => 2,
-            Comparison::Pair(..) => arity as u64,
-        }
-    }
+    /// The multiplier of the first element in [`Comparison::linear`] (a pair's second element
+    /// has its negation).
+    pub const SCALE: u64 = 2;
 
-    /// The constant part of the compared value, added once (`1`, or `τ_a − τ_b` from the
-    /// item's tie-breaking order `tie`), in `Z_t`.
+    /// The constant part of the compared value, added once, in `Z_t`: `1` for a sign, and for a
+    /// pair `±1`, the sign of `τ_a − τ_b` in the item's tie-breaking order `tie`.
     #[inline]
     pub fn constant(self, tie: impl Fn(usize) -> u64) -> u64 {
         match self {
             Comparison::Sign(_) => 1,
-            Comparison::Pair(a, b) => zt::sub(tie(a as usize), tie(b as usize)),
+            Comparison::Pair(a, b) => {
+                if tie(a as usize) > tie(b as usize) {
+                    1
+                } else {
+                    zt::neg(1)
+                }
+            }
         }
     }
 
-    /// Bits of its multiplicative mask for an item of `arity` elements: `κ − 1` for a sign and
-    /// `κ − 1 − ⌈log2 s⌉` for a pair (their values need that much more range than `x`), so
-    /// `|k·v + e| < 2^(κ+ℓx)` for both.
-    pub fn mask_bits(self, kappa: u32, arity: usize) -> u32 {
+    /// Bits of its multiplicative mask: `κ − 1` for a sign (`|2x + 1| < 2^(ℓx+1)`) and `κ − 2`
+    /// for a pair (`|2(x_a − x_b) ± 1| < 2^(ℓx+2)`), so `|k·v + e| < 2^(κ+ℓx)` for both.
+    pub fn mask_bits(self, kappa: u32) -> u32 {
         match self {
             Comparison::Sign(_) => kappa - 1,
-            Comparison::Pair(..) => kappa - 1 - (arity as u32).next_power_of_two().trailing_zeros(),
+            Comparison::Pair(..) => kappa - 2,
         }
     }
 }
@@ -193,7 +194,7 @@ impl ComparisonMasks {
     ) -> Self {
         let items = order.len() / arity;
         let comparisons = Comparison::of_item(arity, clamps);
-        let bits: Vec<u32> = comparisons.iter().map(|c| c.mask_bits(kappa, arity)).collect();
+        let bits: Vec<u32> = comparisons.iter().map(|c| c.mask_bits(kappa)).collect();
         let k: Vec<u64> = (0..items).flat_map(|_| bits.iter()).map(|&b| multiplicative(k_src, b)).collect();
         let e = k.iter().map(|&k| e_src.random_range(0..k)).collect();
         let mut tie = Vec::with_capacity(items * arity);
@@ -202,6 +203,7 @@ impl ComparisonMasks {
             places.shuffle(k_src);
             tie.extend_from_slice(&places);
         }
+        places.zeroize();
         let r = (0..items * arity).map(|_| r_src.next_u64() >> (64 - r_bits)).collect();
         Self { arity, comparisons, order, k, tie, e, r }
     }
@@ -314,7 +316,7 @@ mod tests {
                     .iter()
                     .enumerate()
                     .map(|(i, cmp)| {
-                        let v = cmp.linear(arity, |a| zt::from_i64(x[a]));
+                        let v = cmp.linear(|a| zt::from_i64(x[a]));
                         zt::to_i64(zt::add(zt::mul(m.k[item * c + i], v), m.offset(item, i)))
                     })
                     .collect();

@@ -311,7 +311,7 @@ impl Step {
                 // second element times its negation), plus `k·linear(b) + k·constant + e`.
                 let cmp = masks.comparisons[i];
                 let scaled = Zeroizing::new(
-                    range.clone().map(|p| zt::mul(cmp.scale(s), masks.k[p * c + i])).collect::<Vec<u64>>(),
+                    range.clone().map(|p| zt::mul(Comparison::SCALE, masks.k[p * c + i])).collect::<Vec<u64>>(),
                 );
                 let (first, second) = match cmp {
                     Comparison::Sign(a) => (a as usize, None),
@@ -329,7 +329,7 @@ impl Step {
                     range
                         .clone()
                         .map(|p| {
-                            let linear = cmp.linear(s, |a| share(p * s + element(a)));
+                            let linear = cmp.linear(|a| share(p * s + element(a)));
                             zt::add(zt::mul(masks.k[p * c + i], linear), masks.offset(p, i))
                         })
                         .collect::<Vec<_>>(),

@@ -107,7 +107,7 @@ pub fn ratio(view: &LayerView, j: usize, kappa: u32) -> Vec<Option<i64>> {
     let (s, c) = (view.arity, view.comparisons.len());
     let compared: Vec<u64> = (0..view.items())
         .flat_map(|p| view.comparisons.iter().map(move |cmp| (p, *cmp)))
-        .map(|(p, cmp)| cmp.linear(s, |e| b[p * s + e]))
+        .map(|(p, cmp)| cmp.linear(|e| b[p * s + e]))
         .map(|v| if v == 0 { 1 } else { v })
         .collect();
     let inverses = zt::inv_all(&compared).expect("nonzero");

@@ -163,7 +163,8 @@ fn decide(
     let mut out = Vec::with_capacity(8 * items * (s + 1));
     let mut row = vec![0u64; s + 1];
     let mut z = vec![0i64; c];
-    for (zs, ws) in z_all.chunks_exact(c.max(1)).zip(w_all.chunks_exact(s)) {
+    for (p, ws) in w_all.chunks_exact(s).enumerate() {
+        let zs = &z_all[p * c..(p + 1) * c];
         for (a, &v) in z.iter_mut().zip(zs) {
             *a = zt::to_i64(v);
         }

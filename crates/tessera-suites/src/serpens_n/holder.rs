@@ -200,7 +200,7 @@ fn mask(x: &[u64], layer: &NonlinearLayer, m: &ComparisonMasks, rho: &[u64], rho
     for p in 0..m.items() {
         for (i, cmp) in m.comparisons.iter().enumerate() {
             let slot = p * c + i;
-            let kv = zt::mul(m.k[slot], cmp.linear(s, |a| at(p * s + a)));
+            let kv = zt::mul(m.k[slot], cmp.linear(|a| at(p * s + a)));
             let z = if first { zt::add(kv, m.offset(p, i)) } else { kv };
             out.extend_from_slice(&zt::add(z, rho[slot]).to_le_bytes());
         }
