@@ -218,7 +218,7 @@ mod tests {
         assert_eq!(p.return_level(), 1);
         assert!(p.decryption_limit_bits(1) > 61.9);
         assert!(NOISE.total_bits(8192) + 1.0 < p.decryption_limit_bits(1));
-        assert_eq!(NOISE.smudging_bits(), 43);
+        assert_eq!(NOISE.smudging_bits(), 41);
     }
 
     #[test]
