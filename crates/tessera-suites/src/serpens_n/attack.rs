@@ -83,12 +83,18 @@ impl LayerView {
         (z, w)
     }
 
-    /// The summed `z` of every item's sign comparisons (`k·x + e` per element), item by item.
+    /// The summed `z` of every item's sign comparisons (`k·(2x + 1) + e` per element), item by
+    /// item.
     pub fn sign_sums(&self) -> Vec<u64> {
+        self.sign_windows().into_iter().flatten().map(zt::from_i64).collect()
+    }
+
+    /// Per item, the summed `z` of its sign comparisons, signed.
+    fn sign_windows(&self) -> Vec<Vec<i64>> {
         let (z, _) = self.sums();
         let signs: Vec<usize> = self.signs().into_iter().flatten().collect();
         let c = self.comparisons.len();
-        (0..self.items()).flat_map(|p| signs.iter().map(|&i| z[p * c + i]).collect::<Vec<_>>()).collect()
+        (0..self.items()).map(|p| signs.iter().map(|&i| zt::to_i64(z[p * c + i])).collect()).collect()
     }
 
     /// Per element, the position of its sign comparison among an item's (`None` where it has
@@ -127,14 +133,11 @@ pub fn ratio(view: &LayerView, j: usize, kappa: u32) -> Vec<Option<i64>> {
 /// The gcd attack on every window's sign comparisons: where `g = gcd(z_1, …, z_s)` is a
 /// possible mask (`2 ≤ g ≤ 2^κ`), the claimed window decoded from `z / g`.
 pub fn window_gcd(view: &LayerView, kappa: u32) -> Vec<Option<Vec<i64>>> {
-    let (z, _) = view.sums();
-    let signs: Vec<usize> = view.signs().into_iter().flatten().collect();
-    let c = view.comparisons.len();
-    (0..view.items())
-        .map(|p| {
-            let values: Vec<i64> = signs.iter().map(|&i| zt::to_i64(z[p * c + i])).collect();
+    view.sign_windows()
+        .into_iter()
+        .map(|values| {
             let g = values.iter().fold(0u64, |g, &v| gcd(g, v.unsigned_abs()));
-            (signs.len() > 1 && (2..=1u64 << kappa).contains(&g))
+            (values.len() > 1 && (2..=1u64 << kappa).contains(&g))
                 .then(|| values.iter().map(|&v| decode(Comparison::Sign(0), v / g as i64)).collect())
         })
         .collect()
@@ -145,12 +148,9 @@ pub fn window_gcd(view: &LayerView, kappa: u32) -> Vec<Option<Vec<i64>>> {
 /// `⌊z_b / k⌋ = 2c' + 1` for a common `k ≤ 2^κ`), the claimed window `(⌊z / k⌋ − 1) / 2` for the
 /// smallest such `k`.
 pub fn known_value(view: &LayerView, known: &[i64], kappa: u32) -> Vec<Option<Vec<i64>>> {
-    let (z, _) = view.sums();
-    let signs: Vec<usize> = view.signs().into_iter().flatten().collect();
-    let c = view.comparisons.len();
-    (0..view.items())
-        .map(|p| {
-            let values: Vec<i64> = signs.iter().map(|&i| zt::to_i64(z[p * c + i])).collect();
+    view.sign_windows()
+        .into_iter()
+        .map(|values| {
             let intervals: Vec<Vec<(i64, i64)>> =
                 values.iter().map(|&v| known.iter().filter_map(|&c| k_interval(v, 2 * c + 1)).collect()).collect();
             let mut best: Option<i64> = None;
