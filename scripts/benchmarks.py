@@ -184,6 +184,10 @@ def render(run):
       "*online* is the latency without it. `bayes` runs only on the Bayesian models (it needs a "
       "posterior); the other suites run their mean network. The `plain` suite sends the image in "
       "the clear to one server over the same transport.\n")
+    w("Changes of protocol are measured against the build before them, interleaved in one session, "
+      "in the suite's own document (*Cost*): the privacy fixes of serpens-n (re-randomizers, offsets, "
+      "comparisons under their own masks) in docs/suites/serpens-n.md, the permutation correlations "
+      "of serpens-2 in docs/suites/serpens-2.md.\n")
 
     w("## Plaintext baselines\n")
     w("| model | MACs | ReLUs | Tessera f32 ms | fixed-point reference ms | onnxruntime ms | f32 ÷ onnxruntime |")
