@@ -29,11 +29,11 @@ use rand_core::RngCore;
 use tessera_field::zt;
 use zeroize::Zeroize;
 
-/// A multiplicative mask `k ∈ [1, 2^κ]` with `log2 k` uniform in `[0, κ]`: `k = ⌊2^u⌋` for `u`
-/// uniform in `[0, κ]` at 52-bit resolution.
-pub(crate) fn multiplicative<R: RngCore + ?Sized>(rng: &mut R, kappa: u32) -> u64 {
-    let u = (rng.next_u64() >> 12) as f64 / (1u64 << 52) as f64 * kappa as f64;
-    (u.exp2() as u64).clamp(1, 1 << kappa)
+/// A multiplicative mask `k ∈ [1, 2^bits]` with `log2 k` uniform in `[0, bits]`: `k = ⌊2^u⌋`
+/// for `u` uniform in `[0, bits]` at 52-bit resolution.
+pub(crate) fn multiplicative<R: RngCore + ?Sized>(rng: &mut R, bits: u32) -> u64 {
+    let u = (rng.next_u64() >> 12) as f64 / (1u64 << 52) as f64 * bits as f64;
+    (u.exp2() as u64).clamp(1, 1 << bits)
 }
 
 /// Where each stream of a [`ComparisonMasks`] comes from: holders of one seed derive the same ones
@@ -154,7 +154,8 @@ pub(crate) struct ComparisonMasks {
     pub order: Vec<u32>,
     /// Multiplicative mask per comparison (`item · comparisons + c`).
     pub k: Vec<u64>,
-    /// Per position, its element's place in the item's secret tie-breaking order `τ`.
+    /// Per position, its element's place in the item's secret tie-breaking order `τ` (empty
+    /// for element-wise items, which have no pairs).
     pub tie: Vec<u8>,
     /// Offset per comparison, uniform in `[0, k)`.
     pub e: Vec<u64>,
@@ -164,7 +165,7 @@ pub(crate) struct ComparisonMasks {
 
 impl ComparisonMasks {
     /// Draws the masks of `items` items of `arity` elements (signs compared where `clamps`):
-    /// `κ` bits of multiplicative mask, truncation masks below `2^r_bits`.
+    /// multiplicative masks of [`Comparison::mask_bits`], truncation masks below `2^r_bits`.
     pub fn draw<R: RngCore + ?Sized>(
         src: MaskSources<'_, R>,
         items: usize,
@@ -197,13 +198,16 @@ impl ComparisonMasks {
         let bits: Vec<u32> = comparisons.iter().map(|c| c.mask_bits(kappa)).collect();
         let k: Vec<u64> = (0..items).flat_map(|_| bits.iter()).map(|&b| multiplicative(k_src, b)).collect();
         let e = k.iter().map(|&k| e_src.random_range(0..k)).collect();
-        let mut tie = Vec::with_capacity(items * arity);
-        let mut places: Vec<u8> = (0..arity as u8).collect();
-        for _ in 0..items {
-            places.shuffle(k_src);
-            tie.extend_from_slice(&places);
+        // Only pairs read the tie-breaking order: none for element-wise items.
+        let mut tie = Vec::with_capacity(if arity > 1 { items * arity } else { 0 });
+        if arity > 1 {
+            let mut places: Vec<u8> = (0..arity as u8).collect();
+            for _ in 0..items {
+                places.shuffle(k_src);
+                tie.extend_from_slice(&places);
+            }
+            places.zeroize();
         }
-        places.zeroize();
         let r = (0..items * arity).map(|_| r_src.next_u64() >> (64 - r_bits)).collect();
         Self { arity, comparisons, order, k, tie, e, r }
     }

@@ -13,7 +13,7 @@ use zeroize::Zeroize;
 
 use super::masks::HolderSecrets;
 use super::{HOLDERS, JOIN, MASKED, OUTPUT, REPORT, RESHARE};
-use crate::error::{Result, SuiteError};
+use crate::error::Result;
 use crate::masks::ComparisonMasks;
 use crate::parties::advance_linear;
 use crate::wire::{Reader, elements_to_bytes, put_elements, recv_reports, send_reports};
@@ -88,19 +88,6 @@ pub async fn holder(
         let mut central_link: Option<Channel> = None;
         let mut central = std::pin::pin!(central);
         let mut first = 0usize;
-        // Masks and re-randomizers do not depend on the input: each layer's are derived on the
-        // blocking pool while the linear layers before it and the previous round trip run.
-        let nonlinear = model.nonlinear_layers();
-        let derive = |i: usize| {
-            let (seed, layer) = (seed.clone(), nonlinear.get(i).copied());
-            layer.map(|layer| {
-                tokio::task::spawn_blocking(move || {
-                    HolderSecrets::derive(&seed, &layer, batch, &params, index, holders)
-                })
-            })
-        };
-        let mut ahead = derive(0);
-        let mut position = 0usize;
         loop {
             let links: Vec<&Channel> = central_link.iter().collect();
             let (back, layer) = advance_linear(runner, &model, &mut rec, &mut first, &links).await?;
@@ -119,13 +106,7 @@ pub async fn holder(
                     central_link.insert(c)
                 }
             };
-            let derived = ahead
-                .take()
-                .filter(|_| nonlinear.get(position).is_some_and(|l| l.node == layer.node))
-                .ok_or_else(|| SuiteError::Local(format!("nonlinear layer {} out of order", layer.node)))?;
-            let secrets = derived.await.map_err(|e| SuiteError::Local(format!("mask derivation stopped: {e}")))?;
-            position += 1;
-            ahead = derive(position);
+            let secrets = HolderSecrets::derive(&seed, &layer, batch, &params, index, holders);
             let masks = &secrets.masks;
             let mut masked = mask(runner.pending_input(), &layer, masks, &secrets.rho, &secrets.rho_w, index == 1);
             let sent = s0.send(MASKED, session, layer.node, &masked).await;

@@ -71,17 +71,15 @@ pub(crate) fn rerandomizers(
     n_z: usize,
     n_w: usize,
 ) -> (Vec<u64>, Vec<u64>) {
-    let draw = |purpose, j: usize| {
-        let n = if purpose == Purpose::Rerandomizer { n_z } else { n_w };
-        zt::random_vec(&mut seed.derive_indexed(purpose, node, j as u32), n)
-    };
+    let draw = |purpose, j: usize, n| zt::random_vec(&mut seed.derive_indexed(purpose, node, j as u32), n);
+    let (z, w) = (Purpose::Rerandomizer, Purpose::TruncationRerandomizer);
     if index > 1 {
-        return (draw(Purpose::Rerandomizer, index), draw(Purpose::TruncationRerandomizer, index));
+        return (draw(z, index, n_z), draw(w, index, n_w));
     }
     let (mut rho, mut rho_w) = (vec![0u64; n_z], vec![0u64; n_w]);
     for j in 2..=holders {
-        zt::sub_assign(&mut rho, &draw(Purpose::Rerandomizer, j));
-        zt::sub_assign(&mut rho_w, &draw(Purpose::TruncationRerandomizer, j));
+        zt::sub_assign(&mut rho, &draw(z, j, n_z));
+        zt::sub_assign(&mut rho_w, &draw(w, j, n_w));
     }
     (rho, rho_w)
 }
