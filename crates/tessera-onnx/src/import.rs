@@ -13,6 +13,11 @@ use tessera_model::meta::ModelMeta;
 use crate::error::{ImportError, Result};
 use crate::proto::{AttributeProto, ModelProto, NodeProto, TensorProto, data_type};
 
+/// The largest max-pool window imported: the secure suites decide a window from every pair of
+/// its elements (quadratic in its size), and their masks and noise budgets are sized for small
+/// windows.
+pub const MAX_POOL_WINDOW: usize = 16;
+
 /// Lowest default-domain opset accepted.
 pub const MIN_OPSET: i64 = 13;
 /// Highest default-domain opset accepted.
@@ -429,6 +434,13 @@ impl Builder {
                     return Err(ctx.attr_err("Indices", "the indices output is not supported"));
                 }
                 let window = ctx.window(None)?;
+                if window.size() > MAX_POOL_WINDOW {
+                    let detail = format!(
+                        "a window of {} elements (at most {MAX_POOL_WINDOW}: the secure suites compare every pair)",
+                        window.size()
+                    );
+                    return Err(ctx.attr_err("kernel_shape", detail));
+                }
                 self.push(&ctx, Op::MaxPool { window, relu: false }, vec![x])
             }
             "AveragePool" => {

@@ -225,6 +225,9 @@ fn refusals_name_the_problem() {
         matches!(refused(|m| graph(m).node[3].attribute.push(attr_int("ceil_mode", 1))), ImportError::Attribute { node, attribute, .. } if node == "pool" && attribute == "ceil_mode")
     );
     assert!(
+        matches!(refused(|m| graph(m).node[3].attribute[0] = attr_ints("kernel_shape", &[5, 4])), ImportError::Attribute { node, attribute, .. } if node == "pool" && attribute == "kernel_shape")
+    );
+    assert!(
         matches!(refused(|m| graph(m).initializer[6] = tensor("fw", &[3, 31], &ramp(93, 0.05))), ImportError::Shape { node, .. } if node == "fc")
     );
     assert!(
