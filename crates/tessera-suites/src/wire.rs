@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use tessera_field::{Seed, seed::os_rng, zt};
 use tessera_he::{Ciphertext, Form, HeParams, PublicKey};
 use tessera_net::{Channel, MessageKind, PartyReport, SessionId};
-use zeroize::Zeroize;
+use zeroize::Zeroizing;
 
 use crate::error::{Result, SuiteError};
 
@@ -20,25 +20,22 @@ pub async fn send_reports(
     Ok(channel.send(kind, session, 0, &bytes).await?)
 }
 
-/// Sends `bytes` (secret: shares, seeds, re-shares) as one frame of `kind` for `layer` and
-/// wipes them, sent or not.
+/// Sends `bytes` (secret: shares, seeds, re-shares) as one frame of `kind` for `layer`; they
+/// are wiped when dropped, sent, failed or cancelled.
 pub async fn send_wiped(
     channel: &mut Channel,
     kind: MessageKind,
     session: SessionId,
     layer: u32,
-    mut bytes: Vec<u8>,
+    bytes: Vec<u8>,
 ) -> Result<()> {
-    let sent = channel.send(kind, session, layer, &bytes).await;
-    bytes.zeroize();
-    Ok(sent?)
+    let bytes = Zeroizing::new(bytes);
+    Ok(channel.send(kind, session, layer, &bytes).await?)
 }
 
-/// Reads a received secret `payload` with `parse`, then wipes it, parsed or not.
-pub fn parse_wiped<T>(mut payload: Vec<u8>, parse: impl FnOnce(&[u8]) -> T) -> T {
-    let parsed = parse(&payload);
-    payload.zeroize();
-    parsed
+/// Reads a received secret `payload` with `parse`; it is wiped when dropped, parsed or not.
+pub fn parse_wiped<T>(payload: Vec<u8>, parse: impl FnOnce(&[u8]) -> T) -> T {
+    parse(&Zeroizing::new(payload))
 }
 
 /// Receives a frame of cost reports of `kind`.

@@ -16,7 +16,7 @@ use super::{HOLDERS, JOIN, MASKED, OUTPUT, REPORT, RESHARE};
 use crate::error::Result;
 use crate::masks::ComparisonMasks;
 use crate::parties::advance_linear;
-use crate::wire::{Reader, elements_to_bytes, put_elements, recv_reports, send_reports};
+use crate::wire::{Reader, elements_to_bytes, put_elements, recv_reports, send_reports, send_wiped};
 
 /// What the user sends a holder.
 #[derive(Debug)]
@@ -108,10 +108,8 @@ pub async fn holder(
             };
             let secrets = HolderSecrets::derive(&seed, &layer, batch, &params, index, holders);
             let masks = &secrets.masks;
-            let mut masked = mask(runner.pending_input(), &layer, masks, &secrets.rho, &secrets.rho_w, index == 1);
-            let sent = s0.send(MASKED, session, layer.node, &masked).await;
-            masked.zeroize();
-            sent?;
+            let masked = mask(runner.pending_input(), &layer, masks, &secrets.rho, &secrets.rho_w, index == 1);
+            send_wiped(s0, MASKED, session, layer.node, masked).await?;
             let values = batch * layer.items() * (layer.arity() + 1);
             let shares = if index == 1 {
                 let reply = s0.recv(RESHARE, session, layer.node).await?;
