@@ -218,6 +218,9 @@ fn run(command: Command) -> Result<()> {
                 if suite == "verify" && disguise == tessera_suites::verify::Disguise::MonomialInsecure {
                     tracing::warn!("--disguise monomial-insecure hides nothing from the cloud: it recovers the input");
                 }
+                if suite == "serpens-2" && layout == tessera_suites::serpens_2::Layout::Seed {
+                    tracing::warn!("--layout seed keeps positions: the key owner reconstructs the image");
+                }
                 let verify = tessera_suites::verify::ClientSettings {
                     disguise,
                     challenge,
@@ -283,13 +286,9 @@ fn inspect(m: &LoadedModel, json: bool) -> Result<()> {
         .collect();
     let (before, after) = (total(&m.original), total(&m.merged));
     let cal = m.calibration.as_ref();
-    let reveals = match cal {
-        Some(_) => {
-            let fixed = m.fixed()?;
-            json!({ "per_image": fixed.masked_reveals(), "distance_log2": fixed.reveal_distance_log2() })
-        }
-        None => serde_json::Value::Null,
-    };
+    let fixed = cal.map(|_| m.fixed()).transpose()?;
+    let reveals =
+        fixed.as_ref().map(|f| json!({ "per_image": f.masked_reveals(), "distance_log2": f.reveal_distance_log2() }));
     if json {
         print_json(&json!({
             "model": m.path, "meta": m.meta(), "input": [m.merged.input_shape().c, m.merged.input_shape().h, m.merged.input_shape().w],
@@ -341,8 +340,8 @@ fn inspect(m: &LoadedModel, json: bool) -> Result<()> {
         fmt_count(r.multiplications_saved),
         fmt_count(r.relus_before - r.relus_after)
     );
-    match cal {
-        Some(c) => {
+    match (cal, &fixed) {
+        (Some(c), Some(fixed)) => {
             crate::outln!(
                 "fixed point: f = {}, f_w = {}, ℓx = {} bits, statistical security σ = {} bits",
                 c.f,
@@ -352,12 +351,12 @@ fn inspect(m: &LoadedModel, json: bool) -> Result<()> {
             );
             crate::outln!(
                 "masked reveals: {} per image, each hiding its value to statistical distance 2^-{}; one image's query to 2^{:.1} in all",
-                reveals["per_image"],
+                fmt_count(fixed.masked_reveals() as u64),
                 c.statistical_security - 1,
-                reveals["distance_log2"].as_f64().unwrap_or_default()
+                fixed.reveal_distance_log2()
             );
         }
-        None => crate::outln!("fixed point: not calibrated (tessera calibrate)"),
+        _ => crate::outln!("fixed point: not calibrated (tessera calibrate)"),
     }
     Ok(())
 }

@@ -47,7 +47,8 @@ fn attack_on_what_holder_processes_send_the_central_server_recovers_nothing() {
         let stand_in = async {
             let mut joined = Vec::new();
             while joined.len() < holders.len() {
-                let (tcp, _) = listener.accept().await.unwrap();
+                let accepted = tokio::time::timeout(config.timeout(), listener.accept()).await;
+                let (tcp, _) = accepted.expect("a holder connects within the timeout").unwrap();
                 let mut channel = server.accept(tcp, &holders).await.unwrap();
                 channel.tap(tap.clone());
                 let join = read_join(&mut channel, 1).await.unwrap();
