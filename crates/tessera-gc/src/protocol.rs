@@ -723,8 +723,6 @@ impl EvaluatorAwaitLabels {
 mod tests {
     use std::collections::{HashMap, HashSet};
 
-    use aes::Aes128;
-    use aes::cipher::{BlockEncrypt, KeyInit};
     use rand::SeedableRng;
     use rand_chacha::ChaCha20Rng;
 
@@ -867,21 +865,6 @@ mod tests {
         assert_ne!(os[0], os[1]);
     }
 
-    /// The hash this crate used before per-layer keys, `π(σ(x) ⊕ i) ⊕ σ(x)` under one public
-    /// AES key for every session, written out here only so the attack test can show what it
-    /// would catch.
-    fn fixed_key_hash(aes: &Aes128, x: u128, i: u128) -> u128 {
-        let (hi, lo) = (x >> 64, x & u128::from(u64::MAX));
-        let s = ((hi ^ lo) << 64) | hi;
-        let mut b = aes::Block::from((s ^ i).to_le_bytes());
-        aes.encrypt_block(&mut b);
-        u128::from_le_bytes(b.into()) ^ s
-    }
-
-    /// The public key of [`fixed_key_hash`].
-    const FIXED_KEY: [u8; 16] =
-        [0x24, 0x3f, 0x6a, 0x88, 0x85, 0xa3, 0x08, 0xd3, 0x13, 0x19, 0x8a, 0x2e, 0x03, 0x70, 0x73, 0x44];
-
     #[test]
     fn attack_offline_hash_table_does_not_carry_across_sessions() {
         let m = Modulus::tessera();
@@ -940,16 +923,6 @@ mod tests {
         assert_eq!(table.len(), chosen.len() * tweaks.len());
         let hits = hashes(&second).iter().filter(|y| table.contains(y)).count();
         assert_eq!(hits, 0, "a table from one session finds nothing in the next");
-
-        // The same table under the fixed-key hash: built once, offline, it answers every
-        // lookup of every session, because every session hashes with the same function.
-        let fixed = Aes128::new(&FIXED_KEY.into());
-        let fixed_hashes = || -> Vec<u128> {
-            chosen.iter().flat_map(|x| tweaks.iter().map(|&t| fixed_key_hash(&fixed, x.0, t))).collect()
-        };
-        let table: HashSet<u128> = fixed_hashes().into_iter().collect();
-        let hits = fixed_hashes().iter().filter(|y| table.contains(y)).count();
-        assert_eq!(hits, chosen.len() * tweaks.len(), "the fixed-key table carries to every session");
     }
 
     #[test]
