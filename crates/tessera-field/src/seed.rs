@@ -61,7 +61,7 @@ pub struct Seed([u8; 32]);
 impl Seed {
     /// A fresh seed from a CSPRNG.
     pub fn random<R: RngCore + CryptoRng + ?Sized>(rng: &mut R) -> Self {
-        // Filled in place: no copy of the bytes is left behind.
+        // Filled in place: no separate local copy of the bytes.
         let mut seed = Self([0; 32]);
         rng.fill_bytes(&mut seed.0);
         seed

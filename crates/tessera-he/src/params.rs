@@ -22,7 +22,8 @@ const HE_STANDARD_128: [(usize, u32); 6] =
 pub const VARIANCE: usize = 10;
 
 /// Noise layout of the ciphertexts a masker returns, all at the return level (two primes):
-/// the mask-dependent noise left after one ciphertext × plaintext product and modulus switching
+/// the mask-dependent noise left after the few ciphertext × plaintext products a masker sums and
+/// modulus switching
 /// (`MASK_NOISE_BITS`, a bound the tests check), flooding noise uniform in `±2^FLOOD_BITS`, and
 /// the rounding of `c0` and `c1` to multiples of `2^C0_DROP_BITS` and `2^C1_DROP_BITS` on the
 /// wire. Their sum must stay below `q_L / (2t)`, the decryption limit.

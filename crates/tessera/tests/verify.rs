@@ -323,7 +323,7 @@ fn attack(disguise: Disguise) -> Attacked {
     let (head, body) = first.payload.split_at(8);
     assert_eq!(u32::from_le_bytes(head[..4].try_into().unwrap()) as usize, ATTACKED);
     let tag = u32::from_le_bytes(head[4..].try_into().unwrap());
-    assert_eq!(tag, disguise as u32);
+    assert_eq!(Disguise::from_tag(tag), Some(disguise));
     let received: Vec<u64> = body.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
     let columns = match disguise {
         // Permuted, scaled im2col columns of the whole batch: terms × columns.

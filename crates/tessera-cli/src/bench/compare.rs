@@ -90,20 +90,20 @@ struct Config {
     suite: String,
     holders: Option<usize>,
     samples: Option<usize>,
-    layout: Option<Layout>,
+    layout: Layout,
 }
 
 impl Config {
     /// A configuration of `suite` with its defaults.
     fn of(suite: &str) -> Self {
-        Self { suite: suite.into(), holders: None, samples: None, layout: None }
+        Self { suite: suite.into(), holders: None, samples: None, layout: Layout::default() }
     }
 
     fn label(&self) -> String {
         match (self.suite.as_str(), self.holders, self.samples, self.layout) {
             ("serpens-n", Some(h), ..) => format!("serpens-n ({h} holders)"),
             ("bayes", _, Some(s), _) => format!("bayes (S = {s})"),
-            ("serpens-2", .., Some(Layout::Seed)) => "serpens-2 (seed layout, insecure)".into(),
+            ("serpens-2", .., Layout::Seed) => "serpens-2 (seed layout, insecure)".into(),
             (suite, ..) => suite.to_string(),
         }
     }
@@ -310,7 +310,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
             };
             let mut query = QueryOptions { samples: config.samples.unwrap_or(1), ..Default::default() };
             query.verify.disguise = args.disguise;
-            query.layout = config.layout.unwrap_or_default();
+            query.layout = config.layout;
             bar.set_message(format!("{} on {net}", config.label()));
             let measured = measure(&rt, target.config(), &m, &names, &x, batch, (args.warmup, args.runs), &query, &bar)
                 .with_context(|| format!("{} on {net}", config.label()))?;
@@ -382,9 +382,7 @@ fn configurations(args: &CompareArgs, m: &LoadedModel) -> (Vec<Config>, Vec<Skip
             "serpens-n" => {
                 configs.extend(args.holders.iter().map(|&h| Config { holders: Some(h), ..Config::of(suite) }))
             }
-            "serpens-2" => {
-                configs.extend(args.layouts.iter().map(|&l| Config { layout: Some(l), ..Config::of(suite) }))
-            }
+            "serpens-2" => configs.extend(args.layouts.iter().map(|&l| Config { layout: l, ..Config::of(suite) })),
             "bayes" if m.posterior.is_none() => skipped.push(Skipped {
                 suite: suite.clone(),
                 reason: "the model has no posterior (bayes needs a Bayesian model)".into(),

@@ -32,6 +32,13 @@ pub enum Disguise {
     MonomialInsecure = 1,
 }
 
+impl Disguise {
+    /// The disguise a wire tag names, if any.
+    pub fn from_tag(tag: u32) -> Option<Self> {
+        [Disguise::Pad, Disguise::MonomialInsecure].into_iter().find(|&d| d as u32 == tag)
+    }
+}
+
 impl std::str::FromStr for Disguise {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {

@@ -9,7 +9,7 @@ use tessera_field::{seed::os_rng, zt};
 use tessera_model::fixed::FixedModel;
 use tessera_net::{Channel, NetError, Recorder};
 
-use super::{DONE, OFFLOAD, PRODUCT, REPORT};
+use super::{DONE, Disguise, OFFLOAD, PRODUCT, REPORT};
 use crate::error::{Result, SuiteError};
 use crate::wire::{Reader, elements_to_bytes, send_reports};
 
@@ -105,10 +105,10 @@ impl Cloud {
             .linear_kernel(node as usize)
             .ok_or_else(|| r.error(format!("node {node} is not a convolution or FC layer")))?;
         let batch = r.u32()? as usize;
-        let monomial = match r.u32()? {
-            0 => false,
-            1 => true,
-            other => return Err(r.error(format!("disguise {other}"))),
+        let tag = r.u32()?;
+        let monomial = match Disguise::from_tag(tag) {
+            Some(d) => d == Disguise::MonomialInsecure,
+            None => return Err(r.error(format!("disguise {tag}"))),
         };
         let g = *kernel.geometry();
         let positions = g.output().expect("checked kernel").plane();
