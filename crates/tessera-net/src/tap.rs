@@ -1,5 +1,6 @@
 //! A record of every frame one party receives, in order: the party's exact view of a query, for
-//! the tests that attack it. Attached to in-memory channels only; a deployed party has none.
+//! the tests that attack it. Only tests attach one (in-memory runs, and a stand-in server over
+//! TLS); the serving code never does, so a deployed party records nothing.
 
 use std::sync::{Arc, Mutex};
 

@@ -23,7 +23,7 @@ use tessera_suites::SuiteError;
 use tessera_suites::serpens_2::{
     INPUT, InMemoryRun, Layout, MASKED, OWNED, Outcome, SERVERS, ServerInput, ServerView, UNPERMUTE, run_in_memory,
 };
-use tessera_suites::serpens_n::attack::Comparison;
+use tessera_suites::serpens_n::attack::{Comparison, LayerView, known_value};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -513,4 +513,65 @@ fn attack_masker_sees_only_uniform_values() {
     // The tests can fail: the true input in the field is far from uniform.
     let raw: Vec<u64> = x_windows.iter().map(|&v| zt::from_i64(v as i64)).collect();
     assert!(chi_square_top_bits(&raw) > 1000.0);
+}
+
+/// The key owner holds the model, so it knows the first layer's response to a blank background;
+/// where a window's elements shared one `k`, an element equal to that response pinned `k` and
+/// then the whole window. On what the key owner really decrypts (a `k` per comparison) the
+/// known-value attack recovers no window that carries digit values.
+#[test]
+fn attack_key_owner_known_background_pins_no_window() {
+    let (affine, truth, seen, _) = first_layer_view(Layout::Hidden, 2);
+    let (n, s) = (affine.windows(), affine.arity());
+    let x: Vec<i64> = affine.apply(&truth).iter().map(|&v| v.round() as i64).collect();
+    let window = |w: usize| -> Vec<i64> {
+        let mut v: Vec<i64> = (0..s).map(|j| x[affine.element(w, j)]).collect();
+        v.sort_unstable();
+        v
+    };
+    let windows: HashSet<Vec<i64>> = (0..n).map(window).collect();
+    // The first layer on a blank image, from the model.
+    let (lo, _) = pixel_range();
+    let mut known: Vec<i64> = affine.apply(&vec![lo; truth.len()]).iter().map(|&v| v.round() as i64).collect();
+    known.sort_unstable();
+    known.dedup();
+    let digit = |w: &Vec<i64>| w.iter().any(|v| known.binary_search(v).is_err());
+    // The key owner's sign values as one view (they are already the sums).
+    let signs: Vec<u64> = seen.z.iter().flatten().map(|&v| zt::from_i64(v as i64)).collect();
+    let w: Vec<u64> = seen.w.iter().flatten().map(|&v| zt::from_i64(v as i64)).collect();
+    let view = LayerView {
+        node: affine.layer.node,
+        arity: s,
+        comparisons: (0..s as u8).map(Comparison::Sign).collect(),
+        messages: vec![signs.into_iter().chain(w).collect()],
+    };
+    let kappa = encoded("minionn-mnist", "mnist-test-200-images.idx", 1).0.params().mask_bits();
+    let claims = known_value(&view, &known, kappa);
+    let recovered = claims.iter().flatten().filter(|c| digit(c) && windows.contains(&sorted(c))).count();
+    let digit_windows = (0..n).map(window).filter(|w| digit(w)).count();
+    // The same attack on one `k` per window (offsets kept) finds windows: the test can fail.
+    let mut rng = os_rng();
+    let mut shared = Vec::new();
+    for w in 0..n {
+        let k = (((rng.random::<f64>() * (kappa - 1) as f64).exp2()) as i64).max(1);
+        shared.extend((0..s).map(|j| zt::from_i64(k * (2 * x[affine.element(w, j)] + 1) + rng.random_range(0..k))));
+    }
+    let shared = LayerView { messages: vec![shared.into_iter().chain(vec![0; n * s]).collect()], ..view.clone() };
+    let found = known_value(&shared, &known, kappa)
+        .iter()
+        .flatten()
+        .filter(|c| digit(c) && windows.contains(&sorted(c)))
+        .count();
+    println!(
+        "known-value attack on the key owner: {recovered} of {digit_windows} digit windows; one k per window {found}"
+    );
+    assert!(digit_windows > 100, "image 2 has a digit");
+    assert!(found * 50 >= digit_windows, "one k per window: {found} of {digit_windows}");
+    assert_eq!(recovered, 0, "{recovered} digit windows recovered");
+}
+
+fn sorted(v: &[i64]) -> Vec<i64> {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v
 }
