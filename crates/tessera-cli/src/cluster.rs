@@ -2,15 +2,17 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow, bail};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
 use serde_json::json;
-use tessera::LoadedModel;
-use tessera::cluster::{ClusterConfig, Role, dev_parties};
+use tessera::cluster::{ClusterConfig, PartyConfig, dev_parties};
 use tessera::eval::argmax;
 use tessera::input::load_input;
 use tessera::local::{LocalCluster, LocalOptions};
-use tessera::serve::{QueryOptions, QueryResult, ServeOptions, query_with, serve as serve_role};
-use tessera_net::PartyReport;
+use tessera::net::PartyReport;
+use tessera::suites::verify::Cheat;
+use tessera::{LoadedModel, QueryOptions, QueryResult, Role, ServeOptions, Suite, query_with};
 
 use crate::output::{Table, print_json};
 
@@ -18,13 +20,25 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
+/// How a local cluster starts each server party: `tessera serve` from this executable, the
+/// `verify` cloud told to cheat as `cheat` says.
+pub fn launcher(
+    cheat: Option<String>,
+) -> Result<impl Fn(&PartyConfig, &Path) -> Command + Clone + Send + Sync + 'static> {
+    let exe = std::env::current_exe().context("locating the tessera executable")?;
+    Ok(move |party: &PartyConfig, config: &Path| {
+        let mut command = Command::new(&exe);
+        command.args(["serve", "--role", party.role.name(), "--name", &party.name, "--config"]).arg(config);
+        if let (Some(cheat), Role::Cloud) = (&cheat, party.role) {
+            command.args(["--cheat", cheat]);
+        }
+        command
+    })
+}
+
 /// Runs one party until SIGINT or SIGTERM.
-pub fn serve(role: &str, name: Option<&str>, cheat: Option<&str>, config: &Path) -> Result<()> {
-    let role: Role = role.parse().map_err(|e: String| anyhow!(e))?;
-    let mut options = ServeOptions::default();
-    if let Some(c) = cheat {
-        options.cheat = c.parse().map_err(|e: String| anyhow!(e))?;
-    }
+pub fn serve(role: Role, name: Option<&str>, cheat: Option<Cheat>, config: &Path) -> Result<()> {
+    let options = ServeOptions { cheat: cheat.unwrap_or(Cheat::Honest) };
     let config = ClusterConfig::load(config)?;
     runtime()?.block_on(async {
         let shutdown = async {
@@ -41,13 +55,13 @@ pub fn serve(role: &str, name: Option<&str>, cheat: Option<&str>, config: &Path)
             crate::outln!("listening on {addr}");
             let _ = std::io::stdout().flush();
         };
-        serve_role(&config, role, name, options, ready, shutdown).await
+        tessera::serve(&config, role, name, options, ready, shutdown).await
     })?;
     Ok(())
 }
 
 /// Writes a development cluster with consecutive ports from `port`.
-pub fn certs(out: &Path, model: &Path, suite: &str, holders: usize, port: u16) -> Result<()> {
+pub fn certs(out: &Path, model: &Path, suite: Suite, holders: usize, port: u16) -> Result<()> {
     let mut next = port;
     let parties = dev_parties(suite, holders, || {
         next += 1;
@@ -63,22 +77,32 @@ pub fn certs(out: &Path, model: &Path, suite: &str, holders: usize, port: u16) -
     Ok(())
 }
 
+/// Where `tessera infer --suite` sends its query.
+pub struct Target<'a> {
+    /// The suite.
+    pub suite: Suite,
+    /// A running cluster's configuration; a local cluster is started when `None`.
+    pub config: Option<&'a Path>,
+    /// How to set up the local cluster.
+    pub local: LocalOptions,
+    /// verify, local cluster: how the cloud cheats.
+    pub cheat: Option<String>,
+}
+
 /// One query across parties.
 pub fn infer(
-    suite: &str,
-    config: Option<&Path>,
-    local_options: &LocalOptions,
+    target: &Target<'_>,
     query_options: &QueryOptions,
     model_path: &Path,
     images: &[std::path::PathBuf],
     json: bool,
 ) -> Result<()> {
     let local;
-    let config = match config {
+    let suite = target.suite;
+    let config = match target.config {
         Some(c) => ClusterConfig::load(c)?,
         None => {
-            let exe = std::env::current_exe().context("locating the tessera executable")?;
-            local = LocalCluster::start(&exe, suite, model_path, local_options)?;
+            local = LocalCluster::start(launcher(target.cheat.clone())?, suite, model_path, &target.local)?;
             local.config.clone()
         }
     };
@@ -110,7 +134,7 @@ fn ms(us: u64) -> String {
     format!("{:.3}", us as f64 / 1e3)
 }
 
-fn print_result(suite: &str, model: &LoadedModel, images: &[std::path::PathBuf], r: &QueryResult, json: bool) {
+fn print_result(suite: Suite, model: &LoadedModel, images: &[std::path::PathBuf], r: &QueryResult, json: bool) {
     let classes = model.merged.output_len();
     let class = |i: usize| model.meta().classes.get(i).cloned().unwrap_or_else(|| i.to_string());
     let total_ms = r.elapsed.as_secs_f64() * 1e3;
@@ -132,8 +156,8 @@ fn print_result(suite: &str, model: &LoadedModel, images: &[std::path::PathBuf],
             })
             .collect();
         print_json(&json!({
-            "suite": suite, "batch": images.len(), "results": per_image, "recomputed_layers": r.recomputed,
-            "sample_logits": r.sample_logits,
+            "suite": suite, "batch": images.len(), "results": per_image, "recomputed_layers": r.recomputed(),
+            "sample_logits": r.sample_logits(),
             "total_ms": total_ms, "connect_ms": connect_ms, "parties": r.reports,
         }));
         return;
@@ -152,16 +176,16 @@ fn print_result(suite: &str, model: &LoadedModel, images: &[std::path::PathBuf],
         "suite {suite}, {} image(s) in one query: {total_ms:.2} ms in total, of which {connect_ms:.2} ms TLS connect",
         images.len()
     );
-    if !r.sample_logits.is_empty() {
+    if !r.sample_logits().is_empty() {
         crate::outln!(
             "meta-prediction over {} sampled forward passes (softmax above is their mean)",
-            r.sample_logits.len()
+            r.sample_logits().len()
         );
     }
-    if !r.recomputed.is_empty() {
+    if !r.recomputed().is_empty() {
         crate::outln!(
             "warning: the cloud's products for layers {:?} failed verification and were recomputed locally",
-            r.recomputed
+            r.recomputed()
         );
     }
     stage_table(&r.reports);

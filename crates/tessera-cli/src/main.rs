@@ -7,16 +7,16 @@ mod output;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use tessera::LoadedModel;
 use tessera::dataset::Dataset;
 use tessera::eval::{argmax, evaluate};
 use tessera::input::{load_input, normalize};
-use tessera_model::calibrate::calibrate;
-use tessera_model::cost::{node_cost, total};
-use tessera_model::plain::PlainEngine;
+use tessera::model::cost::{node_cost, total};
+use tessera::model::plain::PlainEngine;
+use tessera::suites::verify::Cheat;
+use tessera::{LoadedModel, Role, Suite};
 
 use crate::output::{Table, fmt_count, print_json};
 
@@ -36,6 +36,58 @@ struct Cli {
     command: Command,
 }
 
+/// `tessera infer`.
+#[derive(Args)]
+struct InferArgs {
+    /// Run in the clear, in this process: the f32 engine and the fixed-point reference.
+    #[arg(long, conflicts_with = "suite")]
+    plain: bool,
+    /// Run a suite across parties: local processes with fresh certificates, or the running
+    /// cluster of --config.
+    #[arg(long)]
+    suite: Option<Suite>,
+    /// Cluster configuration of running servers (with --suite).
+    #[arg(long, requires = "suite")]
+    config: Option<PathBuf>,
+    /// Share-holders of a local serpens-n cluster (2 to 8).
+    #[arg(long, default_value_t = 2)]
+    holders: usize,
+    /// verify: how inputs are hidden from the cloud: `pad` (one-time pad, perfectly hiding;
+    /// the only private choice) or `monomial-insecure` (permuted, scaled im2col columns:
+    /// hides nothing, the cloud recovers the input; for measurements only).
+    #[arg(long, default_value = "pad")]
+    disguise: tessera::suites::verify::Disguise,
+    /// verify: bits of the challenge set Z (|Z| = 2^bits); 0 means all of Z_t.
+    #[arg(long, default_value_t = 0)]
+    challenge_bits: u32,
+    /// verify: independent challenges per layer.
+    #[arg(long, default_value_t = 1)]
+    repetitions: usize,
+    /// verify: recompute a layer locally when its product fails the check.
+    #[arg(long)]
+    recompute: bool,
+    /// bayes: sampled forward passes averaged into the prediction (1 to 16).
+    #[arg(long, default_value_t = tessera::query::DEFAULT_SAMPLES)]
+    samples: usize,
+    /// verify, local cluster: make the cloud cheat (flip-one, noise-channel, stale,
+    /// swap-channels, other-input).
+    #[arg(long, value_parser = cheat_name)]
+    cheat: Option<String>,
+    /// serpens-2: where a nonlinear layer's items reach their key owner: `hidden` (in an
+    /// order it does not know; the default) or `seed` (at their positions: insecure, the key
+    /// owner reconstructs the image; for comparing costs only).
+    #[arg(long, default_value = "hidden")]
+    layout: tessera::suites::serpens_2::Layout,
+    /// ONNX model.
+    model: PathBuf,
+    /// PNG, JPEG or .npy image; with --suite, several images go as one batch in one query.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Layers, shapes, parameters, MACs, ReLUs and what the merging pass changed.
@@ -47,55 +99,7 @@ enum Command {
         json: bool,
     },
     /// Classify one image.
-    Infer {
-        /// Run in the clear, in this process: the f32 engine and the fixed-point reference.
-        #[arg(long, conflicts_with = "suite")]
-        plain: bool,
-        /// Run a suite across parties: local processes with fresh certificates, or the running
-        /// cluster of --config.
-        #[arg(long)]
-        suite: Option<String>,
-        /// Cluster configuration of running servers (with --suite).
-        #[arg(long, requires = "suite")]
-        config: Option<PathBuf>,
-        /// Share-holders of a local serpens-n cluster (2 to 8).
-        #[arg(long, default_value_t = 2)]
-        holders: usize,
-        /// verify: how inputs are hidden from the cloud: `pad` (one-time pad, perfectly hiding;
-        /// the only private choice) or `monomial-insecure` (permuted, scaled im2col columns:
-        /// hides nothing, the cloud recovers the input; for measurements only).
-        #[arg(long, default_value = "pad")]
-        disguise: tessera_suites::verify::Disguise,
-        /// verify: bits of the challenge set Z (|Z| = 2^bits); 0 means all of Z_t.
-        #[arg(long, default_value_t = 0)]
-        challenge_bits: u32,
-        /// verify: independent challenges per layer.
-        #[arg(long, default_value_t = 1)]
-        repetitions: usize,
-        /// verify: recompute a layer locally when its product fails the check.
-        #[arg(long)]
-        recompute: bool,
-        /// bayes: sampled forward passes averaged into the prediction (1 to 16).
-        #[arg(long, default_value_t = tessera::serve::DEFAULT_SAMPLES)]
-        samples: usize,
-        /// verify, local cluster: make the cloud cheat (flip-one, noise-channel, stale,
-        /// swap-channels, other-input).
-        #[arg(long)]
-        cheat: Option<String>,
-        /// serpens-2: where a nonlinear layer's items reach their key owner: `hidden` (in an
-        /// order it does not know; the default) or `seed` (at their positions: insecure, the key
-        /// owner reconstructs the image; for comparing costs only).
-        #[arg(long, default_value = "hidden")]
-        layout: tessera_suites::serpens_2::Layout,
-        /// ONNX model.
-        model: PathBuf,
-        /// PNG, JPEG or .npy image; with --suite, several images go as one batch in one query.
-        #[arg(required = true)]
-        images: Vec<PathBuf>,
-        /// One JSON object on stdout.
-        #[arg(long)]
-        json: bool,
-    },
+    Infer(Box<InferArgs>),
     /// Accuracy on a labelled set, f32 and fixed point, and their agreement.
     Eval {
         /// Run in the clear.
@@ -127,16 +131,16 @@ enum Command {
     },
     /// Run one party of a cluster until SIGINT or SIGTERM.
     Serve {
-        /// The party's role (server, holder, central).
+        /// The party's role.
         #[arg(long)]
-        role: String,
+        role: Role,
         /// The party's name, where several parties share the role.
         #[arg(long)]
         name: Option<String>,
         /// A verify cloud that cheats (tests and demos): flip-one, noise-channel, stale,
         /// swap-channels, other-input.
         #[arg(long)]
-        cheat: Option<String>,
+        cheat: Option<Cheat>,
         /// Cluster configuration.
         #[arg(long)]
         config: PathBuf,
@@ -151,7 +155,7 @@ enum Command {
         model: PathBuf,
         /// Suite.
         #[arg(long, default_value = "plain")]
-        suite: String,
+        suite: Suite,
         /// Share-holders (suite serpens-n).
         #[arg(long, default_value_t = 2)]
         holders: usize,
@@ -161,7 +165,7 @@ enum Command {
     },
     /// Benchmarks: `tessera bench MODEL` runs the secure suites side by side; subcommands run
     /// focused benchmarks.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
 }
 
 fn main() {
@@ -184,6 +188,11 @@ fn main() {
     }
 }
 
+/// A `--cheat` value, checked (a local cluster passes it on to the cloud's command line).
+fn cheat_name(s: &str) -> std::result::Result<String, String> {
+    s.parse::<Cheat>().map(|_| s.to_string())
+}
+
 fn load(path: &std::path::Path) -> Result<LoadedModel> {
     LoadedModel::load(path).with_context(|| format!("loading {}", path.display()))
 }
@@ -191,55 +200,9 @@ fn load(path: &std::path::Path) -> Result<LoadedModel> {
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Inspect { model, json } => inspect(&load(&model)?, json),
-        Command::Infer {
-            plain,
-            suite,
-            config,
-            holders,
-            disguise,
-            challenge_bits,
-            repetitions,
-            recompute,
-            samples,
-            cheat,
-            layout,
-            model,
-            images,
-            json,
-        } => match (plain, suite) {
-            (true, _) if images.len() == 1 => infer_plain(&load(&model)?, &images[0], json),
-            (true, _) => bail!("--plain classifies one image; batches run with --suite"),
-            (false, Some(suite)) => {
-                let challenge = match challenge_bits {
-                    0 => tessera_suites::verify::Challenge::Field,
-                    b @ 1..=60 => tessera_suites::verify::Challenge::Bits(b),
-                    b => bail!("--challenge-bits {b}: at most 60 (0 for all of Z_t)"),
-                };
-                if suite == "verify" && disguise == tessera_suites::verify::Disguise::MonomialInsecure {
-                    tracing::warn!("--disguise monomial-insecure hides nothing from the cloud: it recovers the input");
-                }
-                if suite == "serpens-2" && layout == tessera_suites::serpens_2::Layout::Seed {
-                    tracing::warn!("--layout seed keeps positions: the key owner reconstructs the image");
-                }
-                let verify = tessera_suites::verify::ClientSettings {
-                    disguise,
-                    challenge,
-                    repetitions: repetitions.max(1),
-                    recompute_on_failure: recompute,
-                };
-                let local = tessera::local::LocalOptions { holders, cheat, ..Default::default() };
-                if !(1..=tessera_suites::bayes::MAX_SAMPLES).contains(&samples) {
-                    bail!("--samples {samples}: 1 to {}", tessera_suites::bayes::MAX_SAMPLES);
-                }
-                let query = tessera::serve::QueryOptions { verify, samples, layout };
-                cluster::infer(&suite, config.as_deref(), &local, &query, &model, &images, json)
-            }
-            (false, None) => bail!("choose --plain (in this process) or --suite NAME (across parties)"),
-        },
-        Command::Serve { role, name, cheat, config } => {
-            cluster::serve(&role, name.as_deref(), cheat.as_deref(), &config)
-        }
-        Command::Certs { out, model, suite, holders, port } => cluster::certs(&out, &model, &suite, holders, port),
+        Command::Infer(args) => infer(*args),
+        Command::Serve { role, name, cheat, config } => cluster::serve(role, name.as_deref(), cheat, &config),
+        Command::Certs { out, model, suite, holders, port } => cluster::certs(&out, &model, suite, holders, port),
         Command::Eval { plain, model, data, limit, json } => {
             if !plain {
                 bail!("choose an engine: --plain");
@@ -251,8 +214,8 @@ fn run(command: Command) -> Result<()> {
             let set = Dataset::open(&data)?;
             let n = samples.min(set.len()).max(1);
             let x = normalize(set.pixels(0..n), set.shape, m.meta());
-            let cal = calibrate(&m.merged, &x, n)?;
-            let path = m.save_calibration(cal.clone())?;
+            let cal = m.calibrate(&x, n)?.clone();
+            let path = m.save_calibration()?;
             if json {
                 print_json(&json!({ "calibration": cal, "written": path }));
             } else {
@@ -270,7 +233,57 @@ fn run(command: Command) -> Result<()> {
             }
             Ok(())
         }
-        Command::Bench(cmd) => bench::run(cmd),
+        Command::Bench(cmd) => bench::run(*cmd),
+    }
+}
+
+fn infer(args: InferArgs) -> Result<()> {
+    let InferArgs {
+        plain,
+        suite,
+        config,
+        holders,
+        disguise,
+        challenge_bits,
+        repetitions,
+        recompute,
+        samples,
+        cheat,
+        layout,
+        model,
+        images,
+        json,
+    } = args;
+    match (plain, suite) {
+        (true, _) if images.len() == 1 => infer_plain(&load(&model)?, &images[0], json),
+        (true, _) => bail!("--plain classifies one image; batches run with --suite"),
+        (false, Some(suite)) => {
+            let challenge = match challenge_bits {
+                0 => tessera::suites::verify::Challenge::Field,
+                b @ 1..=60 => tessera::suites::verify::Challenge::Bits(b),
+                b => bail!("--challenge-bits {b}: at most 60 (0 for all of Z_t)"),
+            };
+            if suite == Suite::Verify && disguise == tessera::suites::verify::Disguise::MonomialInsecure {
+                tracing::warn!("--disguise monomial-insecure hides nothing from the cloud: it recovers the input");
+            }
+            if suite == Suite::Serpens2 && layout == tessera::suites::serpens_2::Layout::Seed {
+                tracing::warn!("--layout seed keeps positions: the key owner reconstructs the image");
+            }
+            let verify = tessera::suites::verify::ClientSettings {
+                disguise,
+                challenge,
+                repetitions: repetitions.max(1),
+                recompute_on_failure: recompute,
+            };
+            let local = tessera::local::LocalOptions { holders, ..Default::default() };
+            if !(1..=tessera::suites::bayes::MAX_SAMPLES).contains(&samples) {
+                bail!("--samples {samples}: 1 to {}", tessera::suites::bayes::MAX_SAMPLES);
+            }
+            let query = tessera::QueryOptions { verify, samples, layout };
+            let target = cluster::Target { suite, config: config.as_deref(), local, cheat };
+            cluster::infer(&target, &query, &model, &images, json)
+        }
+        (false, None) => bail!("choose --plain (in this process) or --suite NAME (across parties)"),
     }
 }
 
@@ -285,7 +298,7 @@ fn inspect(m: &LoadedModel, json: bool) -> Result<()> {
         })
         .collect();
     let (before, after) = (total(&m.original), total(&m.merged));
-    let cal = m.calibration.as_ref();
+    let cal = m.calibration();
     let fixed = cal.map(|_| m.fixed()).transpose()?;
     let reveals =
         fixed.as_ref().map(|f| json!({ "per_image": f.masked_reveals(), "distance_log2": f.reveal_distance_log2() }));

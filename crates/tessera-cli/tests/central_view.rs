@@ -4,18 +4,21 @@
 //! On those bytes the ratio and gcd attacks recover nothing, every single message is uniform,
 //! and the query still gives the right answer.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use tessera::LoadedModel;
-use tessera::cluster::Role;
+use tessera::Role;
+use tessera::Suite;
 use tessera::dataset::Dataset;
 use tessera::input::normalize;
-use tessera::local::{LocalCluster, LocalOptions};
-use tessera::serve::query;
-use tessera_net::Wiretap;
-use tessera_net::tls::TlsServer;
-use tessera_suites::serpens_n::attack::{LayerView, inside_mask_range, ratio, window_gcd};
-use tessera_suites::serpens_n::{central, read_join};
+use tessera::local::LocalOptions;
+use tessera::net::Wiretap;
+use tessera::net::tls::TlsServer;
+use tessera::query;
+use tessera::suites::serpens_n::attack::{LayerView, inside_mask_range, ratio, window_gcd};
+use tessera::suites::serpens_n::{central, read_join};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -26,8 +29,7 @@ fn attack_on_what_holder_processes_send_the_central_server_recovers_nothing() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let model_path = repo().join("models/minionn-mnist.onnx");
     let options = LocalOptions { holders: 2, ..LocalOptions::default() };
-    let mut cluster = LocalCluster::start(Path::new(env!("CARGO_BIN_EXE_tessera")), "serpens-n", &model_path, &options)
-        .expect("local cluster");
+    let mut cluster = common::start_local(Suite::SerpensN, &model_path, &options).expect("local cluster");
     cluster.kill("central").unwrap();
     let config = cluster.config.clone();
     let s0 = config.party(Role::Central).unwrap().clone();
@@ -43,7 +45,7 @@ fn attack_on_what_holder_processes_send_the_central_server_recovers_nothing() {
     let result = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(s0.address.clone().unwrap()).await.unwrap();
         let server = TlsServer::new(&identity, config.timeout(), config.max_frame_bytes).unwrap();
-        let holders = config.names(Role::Holder);
+        let holders: Vec<String> = config.parties_with(Role::Holder).iter().map(|p| p.name.clone()).collect();
         let stand_in = async {
             let mut joined = Vec::new();
             while joined.len() < holders.len() {
@@ -67,13 +69,13 @@ fn attack_on_what_holder_processes_send_the_central_server_recovers_nothing() {
 
     // The first nonlinear layer's exact input windows (no truncation before it).
     let encoded = fixed.encode_input(&x, 1).unwrap();
-    let mut runner = tessera_model::runner::Runner::new(fixed.clone(), encoded, 1, true);
+    let mut runner = tessera::model::runner::Runner::new(fixed.clone(), encoded, 1, true);
     let first = runner.advance().unwrap();
     let input = runner.pending_input().to_vec();
     let windows: std::collections::HashSet<Vec<i64>> = first
         .gather()
         .chunks(first.arity())
-        .map(|w| sorted(w.iter().map(|&i| tessera_field::zt::to_i64(input[i as usize])).collect()))
+        .map(|w| sorted(w.iter().map(|&i| tessera::field::zt::to_i64(input[i as usize])).collect()))
         .collect();
 
     let frames = tap.frames();

@@ -2,15 +2,18 @@
 //! query, or stalled, gives the user a typed error within the timeout, and once the party is
 //! back the cluster answers the next query correctly. Also a burst of concurrent users.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tessera::LoadedModel;
+use tessera::Suite;
 use tessera::dataset::Dataset;
 use tessera::input::normalize;
 use tessera::local::{LocalCluster, LocalOptions};
-use tessera::serve::query;
+use tessera::query;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -86,11 +89,10 @@ fn kill_each_and_recover(
 #[test]
 fn killed_or_stalled_parties_give_typed_errors_and_the_cluster_recovers() {
     let timeout = Duration::from_secs(2);
-    let exe = Path::new(env!("CARGO_BIN_EXE_tessera"));
     let c = case("minionn-cifar.onnx", "cifar10-test-200.bin", 4);
     let options = LocalOptions { holders: 2, timeout: Some(timeout), ..Default::default() };
     let mut cluster =
-        LocalCluster::start(exe, "serpens-n", &repo().join("models/minionn-cifar.onnx"), &options).unwrap();
+        common::start_local(Suite::SerpensN, &repo().join("models/minionn-cifar.onnx"), &options).unwrap();
     let rt = runtime();
     let run = |cluster: &LocalCluster| rt.block_on(query(&cluster.config, &c.model, &c.x, 4));
     check(&c, &run(&cluster).unwrap().logits);
@@ -123,11 +125,10 @@ fn a_killed_serpens_2_server_gives_a_typed_error_and_the_pair_recovers() {
     // The user's wait for the output spans the whole secure computation: a test build on a busy
     // 2-core machine needs seconds for it.
     let timeout = Duration::from_secs(10);
-    let exe = Path::new(env!("CARGO_BIN_EXE_tessera"));
     let c = case("minionn-cifar.onnx", "cifar10-test-200.bin", 2);
     let options = LocalOptions { timeout: Some(timeout), ..Default::default() };
     let mut cluster =
-        LocalCluster::start(exe, "serpens-2", &repo().join("models/minionn-cifar.onnx"), &options).unwrap();
+        common::start_local(Suite::Serpens2, &repo().join("models/minionn-cifar.onnx"), &options).unwrap();
     let rt = runtime();
     check(&c, &rt.block_on(query(&cluster.config, &c.model, &c.x, 2)).unwrap().logits);
     kill_each_and_recover(&rt, &mut cluster, &c, 2, &["server-1", "server-2"], Duration::from_millis(800), timeout);
@@ -135,10 +136,9 @@ fn a_killed_serpens_2_server_gives_a_typed_error_and_the_pair_recovers() {
 
 #[test]
 fn concurrent_users_all_get_correct_results() {
-    let exe = Path::new(env!("CARGO_BIN_EXE_tessera"));
     let c = case("minionn-mnist.onnx", "mnist-test-200-images.idx", 8);
     let options = LocalOptions { holders: 2, ..Default::default() };
-    let cluster = LocalCluster::start(exe, "serpens-n", &repo().join("models/minionn-mnist.onnx"), &options).unwrap();
+    let cluster = common::start_local(Suite::SerpensN, &repo().join("models/minionn-mnist.onnx"), &options).unwrap();
     let rt = runtime();
     // 8 users, 10 queries each, one image per query.
     let users = (0..8).map(|u| {
@@ -160,16 +160,15 @@ fn concurrent_users_all_get_correct_results() {
 /// correct results again.
 #[test]
 fn a_killed_single_server_gives_a_typed_error_and_serves_after_restart() {
-    let exe = Path::new(env!("CARGO_BIN_EXE_tessera"));
     let c = case("minionn-cifar.onnx", "cifar10-test-200.bin", 4);
     let options = LocalOptions { timeout: Some(Duration::from_secs(2)), ..Default::default() };
     let rt = runtime();
-    let plain = tessera_model::plain::PlainEngine::new(&c.model.merged).run(&c.x, 4).unwrap();
-    for (suite, server) in [("plain", "server"), ("verify", "cloud")] {
-        let mut cluster = LocalCluster::start(exe, suite, &repo().join("models/minionn-cifar.onnx"), &options).unwrap();
-        let expect_right = |logits: &[f32]| match suite {
-            "plain" => assert_eq!(logits, &plain[..]),
-            _ => check(&c, logits),
+    let plain = tessera::model::plain::PlainEngine::new(&c.model.merged).run(&c.x, 4).unwrap();
+    for (suite, server) in [(Suite::Plain, "server"), (Suite::Verify, "cloud")] {
+        let mut cluster = common::start_local(suite, &repo().join("models/minionn-cifar.onnx"), &options).unwrap();
+        let expect_right = |logits: &[f32]| match suite.is_exact() {
+            false => assert_eq!(logits, &plain[..]),
+            true => check(&c, logits),
         };
         expect_right(&rt.block_on(query(&cluster.config, &c.model, &c.x, 4)).unwrap().logits);
         cluster.kill(server).unwrap();
@@ -188,13 +187,12 @@ fn a_killed_single_server_gives_a_typed_error_and_serves_after_restart() {
 #[test]
 fn a_killed_bayes_server_gives_a_typed_error_and_serves_after_restart() {
     let timeout = Duration::from_secs(5);
-    let exe = Path::new(env!("CARGO_BIN_EXE_tessera"));
     let path = repo().join("models/bayes-minionn-mnist.onnx");
     let model = LoadedModel::load(&path).unwrap();
     let set = Dataset::open(&repo().join("data/mnist-test-200-images.idx")).unwrap();
     let x = normalize(set.pixels(0..2), set.shape, model.meta());
     let options = LocalOptions { timeout: Some(timeout), ..Default::default() };
-    let mut cluster = LocalCluster::start(exe, "bayes", &path, &options).unwrap();
+    let mut cluster = common::start_local(Suite::Bayes, &path, &options).unwrap();
     let rt = runtime();
     let labels = |logits: &[f32]| logits.chunks(10).map(tessera::eval::argmax).collect::<Vec<_>>();
     let expected: Vec<usize> = set.labels[..2].iter().map(|&l| l as usize).collect();

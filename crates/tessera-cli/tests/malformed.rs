@@ -8,9 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use prost::Message;
-use tessera_net::frame::FrameHeader;
-use tessera_net::{Channel, MessageKind, SessionId};
-use tessera_onnx::proto::ModelProto;
+use tessera::net::frame::FrameHeader;
+use tessera::net::{Channel, MessageKind, SessionId};
+use tessera::onnx::proto::ModelProto;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -127,7 +127,7 @@ fn onnx_cases(c: &mut Cases) {
             let conv =
                 m.graph.as_mut().unwrap().node.iter_mut().find(|n| n.op_type.as_deref() == Some("Conv")).unwrap();
             conv.attribute.retain(|a| a.name.as_deref() != Some("dilations"));
-            conv.attribute.push(tessera_onnx::proto::AttributeProto {
+            conv.attribute.push(tessera::onnx::proto::AttributeProto {
                 name: Some("dilations".into()),
                 ints: vec![2, 2],
                 r#type: Some(7),

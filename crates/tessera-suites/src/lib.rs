@@ -21,6 +21,7 @@ mod parties;
 pub mod plain;
 pub mod serpens_2;
 pub mod serpens_n;
+pub mod service;
 pub mod verify;
 pub mod wire;
 

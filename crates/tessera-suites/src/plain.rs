@@ -5,10 +5,15 @@
 //! Messages (one round trip per query): `QUERY` = batch size (u32 LE) followed by the images as
 //! f32 LE; `LOGITS` = the logits as f32 LE.
 
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use tessera_model::Model;
 use tessera_model::plain::PlainEngine;
 use tessera_net::{Channel, MessageKind, SessionId};
 
 use crate::error::{Result, SuiteError};
+use crate::service::{Service, next_query};
 
 /// User → server: the images.
 pub const QUERY: MessageKind = MessageKind(0x0101);
@@ -43,6 +48,32 @@ pub async fn user(
         });
     }
     Ok(f32s(&reply))
+}
+
+/// The server: answers every query of a connection with the `f32` engine.
+#[derive(Debug)]
+pub struct PlainServer {
+    model: Arc<Model>,
+}
+
+impl PlainServer {
+    /// A server of `model` (the merged graph).
+    pub fn new(model: Arc<Model>) -> Self {
+        Self { model }
+    }
+}
+
+impl Service for PlainServer {
+    fn handle(&self, mut user: Channel) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let mut engine = PlainEngine::new(&self.model);
+            let input_len = self.model.input_shape().len();
+            while let Some((header, payload)) = next_query(&mut user, QUERY).await? {
+                serve_query(&mut user, &mut engine, header.session, &payload, input_len).await?;
+            }
+            Ok(())
+        })
+    }
 }
 
 /// The server's side of one query whose `QUERY` frame (`session`, `payload`) was received.

@@ -31,36 +31,11 @@ use serde::{Deserialize, Serialize};
 use tessera_net::certs::dev_cluster;
 use tessera_net::tls::Identity;
 
-use crate::error::{Error, Result};
+use tessera_suites::service::Limits;
+
+use crate::error::{ConfigProblem, Error, Result};
 use crate::load::LoadedModel;
-
-/// What a party does in its suite.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    /// Holds the input, receives the result.
-    User,
-    /// The model owner of suites `plain` and `bayes`.
-    Server,
-    /// A share-holder of suite `serpens-n`.
-    Holder,
-    /// The central server of suite `serpens-n`.
-    Central,
-    /// The untrusted cloud of suite `verify`.
-    Cloud,
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Role::User => "user",
-            Role::Server => "server",
-            Role::Holder => "holder",
-            Role::Central => "central",
-            Role::Cloud => "cloud",
-        })
-    }
-}
+use crate::suite::{Role, RoleCount, Suite};
 
 /// One party of the cluster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,7 +69,7 @@ impl PartyConfig {
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// The suite every party runs.
-    pub suite: String,
+    pub suite: Suite,
     /// The model file.
     pub model: PathBuf,
     /// BLAKE3 of the model file, hex.
@@ -123,63 +98,16 @@ fn default_max_frame() -> u32 {
     64 << 20
 }
 
-/// The suites a cluster can run.
-pub const SUITES: &[&str] = &["plain", "serpens-n", "serpens-2", "verify", "bayes"];
-
-impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "user" => Ok(Role::User),
-            "server" => Ok(Role::Server),
-            "holder" => Ok(Role::Holder),
-            "central" => Ok(Role::Central),
-            "cloud" => Ok(Role::Cloud),
-            other => Err(format!("unknown role `{other}` (roles: user, server, holder, central, cloud)")),
-        }
-    }
-}
-
-/// How many parties of each role `suite` needs: (role, fewest, most).
-fn roles_of(suite: &str) -> &'static [(Role, usize, usize)] {
-    match suite {
-        "plain" | "bayes" => &[(Role::User, 1, usize::MAX), (Role::Server, 1, 1)],
-        "verify" => &[(Role::User, 1, usize::MAX), (Role::Cloud, 1, 1)],
-        // S1 and S2 hold the shares: the first holder in the configuration is S1.
-        "serpens-2" => &[(Role::User, 1, usize::MAX), (Role::Holder, 2, 2)],
-        _ => &[(Role::User, 1, usize::MAX), (Role::Holder, 2, 8), (Role::Central, 1, 1)],
-    }
-}
-
 /// The parties of a development cluster of `suite` on loopback: names, roles and addresses
-/// (`holders` share-holders for `serpens-n`). `port` hands out listening ports.
+/// (`holders` share-holders where the suite has them). `port` hands out listening ports.
 pub fn dev_parties(
-    suite: &str,
+    suite: Suite,
     holders: usize,
     mut port: impl FnMut() -> Result<u16>,
 ) -> Result<Vec<(String, Role, Option<String>)>> {
-    let mut at = || -> Result<Option<String>> { Ok(Some(format!("127.0.0.1:{}", port()?))) };
     let mut parties = Vec::new();
-    match suite {
-        "plain" | "bayes" => parties.push(("server".to_string(), Role::Server, at()?)),
-        "verify" => parties.push(("cloud".to_string(), Role::Cloud, at()?)),
-        "serpens-2" => {
-            for name in tessera_suites::serpens_2::SERVERS {
-                parties.push((name.to_string(), Role::Holder, at()?));
-            }
-        }
-        "serpens-n" => {
-            parties.push((tessera_suites::serpens_n::CENTRAL.to_string(), Role::Central, at()?));
-            for j in 1..=holders {
-                parties.push((tessera_suites::serpens_n::holder_name(j), Role::Holder, at()?));
-            }
-        }
-        other => {
-            return Err(Error::Config {
-                path: "<development cluster>".into(),
-                reason: format!("unknown suite `{other}` (known: {})", SUITES.join(", ")),
-            });
-        }
+    for (name, role) in suite.dev_servers(holders) {
+        parties.push((name, role, Some(format!("127.0.0.1:{}", port()?))));
     }
     parties.push(("user".to_string(), Role::User, None));
     Ok(parties)
@@ -188,30 +116,27 @@ pub fn dev_parties(
 impl ClusterConfig {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Self> {
-        let err = |reason: String| Error::Config { path: path.display().to_string(), reason };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let mut c: ClusterConfig = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let err = |problem: ConfigProblem| Error::Config { path: path.display().to_string(), problem };
+        let text = std::fs::read_to_string(path).map_err(|e| err(ConfigProblem::Unreadable(e.to_string())))?;
+        let mut c: ClusterConfig = toml::from_str(&text).map_err(|e| err(ConfigProblem::Syntax(e.to_string())))?;
         c.base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        if !SUITES.contains(&c.suite.as_str()) {
-            return Err(err(format!("unknown suite `{}` (known: {})", c.suite, SUITES.join(", "))));
-        }
         for p in &c.parties {
             if p.role != Role::User && p.address.as_deref().is_none_or(|a| a.parse::<std::net::SocketAddr>().is_err()) {
-                return Err(err(format!("party `{}` needs an address of the form host-ip:port", p.name)));
+                return Err(err(ConfigProblem::NoAddress { party: p.name.clone() }));
             }
         }
-        for &(role, fewest, most) in roles_of(&c.suite) {
-            let n = c.parties.iter().filter(|p| p.role == role).count();
-            if n < fewest || n > most {
-                let wanted = if fewest == most { fewest.to_string() } else { format!("{fewest} to {most}") };
-                return Err(err(format!("suite `{}` needs {wanted} parties with role `{role}`, not {n}", c.suite)));
+        let roles = c.suite.roles();
+        for &RoleCount { role, fewest, most } in roles {
+            let found = c.parties.iter().filter(|p| p.role == role).count();
+            if found < fewest || found > most {
+                return Err(err(ConfigProblem::PartyCount { suite: c.suite, role, fewest, most, found }));
             }
         }
-        if let Some(p) = c.parties.iter().find(|p| !roles_of(&c.suite).iter().any(|r| r.0 == p.role)) {
-            return Err(err(format!("party `{}`: role `{}` has no place in suite `{}`", p.name, p.role, c.suite)));
+        if let Some(p) = c.parties.iter().find(|p| !roles.iter().any(|r| r.role == p.role)) {
+            return Err(Error::RoleNotInSuite { party: p.name.clone(), role: p.role, suite: c.suite });
         }
         if c.timeout_ms == 0 || c.max_frame_bytes == 0 {
-            return Err(err("timeout_ms and max_frame_bytes must be positive".into()));
+            return Err(err(ConfigProblem::ZeroLimit));
         }
         Ok(c)
     }
@@ -226,6 +151,35 @@ impl ClusterConfig {
         Duration::from_millis(self.timeout_ms)
     }
 
+    /// The limits of every channel.
+    pub fn limits(&self) -> Limits {
+        Limits { timeout: self.timeout(), max_frame: self.max_frame_bytes }
+    }
+
+    /// Every party's name and role, in configuration order.
+    pub fn roster(&self) -> Vec<(String, Role)> {
+        self.parties.iter().map(|p| (p.name.clone(), p.role)).collect()
+    }
+
+    /// The server party `name` with `role`, or the only party with `role` when no name is given.
+    pub fn server(&self, role: Role, name: Option<&str>) -> Result<&PartyConfig> {
+        let refuse = |problem: ConfigProblem| Error::Config { path: self.base.display().to_string(), problem };
+        if role == Role::User {
+            return Err(refuse(ConfigProblem::UserDoesNotServe));
+        }
+        let candidates = self.parties_with(role);
+        match (name, candidates.as_slice()) {
+            (Some(n), _) => candidates
+                .iter()
+                .find(|p| p.name == n)
+                .copied()
+                .ok_or_else(|| refuse(ConfigProblem::NoPartyNamed { role, name: n.to_string() })),
+            (None, [only]) => Ok(only),
+            (None, []) => Err(refuse(ConfigProblem::NoParty { role })),
+            (None, [_, _, ..]) => Err(refuse(ConfigProblem::AmbiguousRole { role })),
+        }
+    }
+
     /// The parties with `role`, in configuration order.
     pub fn parties_with(&self, role: Role) -> Vec<&PartyConfig> {
         self.parties.iter().filter(|p| p.role == role).collect()
@@ -235,13 +189,8 @@ impl ClusterConfig {
     pub fn party(&self, role: Role) -> Result<&PartyConfig> {
         self.parties.iter().find(|p| p.role == role).ok_or_else(|| Error::Config {
             path: self.base.display().to_string(),
-            reason: format!("no party with role `{role}`"),
+            problem: ConfigProblem::NoParty { role },
         })
-    }
-
-    /// Names of the parties with `role`.
-    pub fn names(&self, role: Role) -> Vec<String> {
-        self.parties.iter().filter(|p| p.role == role).map(|p| p.name.clone()).collect()
     }
 
     /// The TLS identity of `party`.
@@ -273,11 +222,11 @@ impl ClusterConfig {
     /// and `cluster.toml`. Returns the configuration's path.
     pub fn write_dev(
         dir: &Path,
-        suite: &str,
+        suite: Suite,
         model: &Path,
         parties: &[(String, Role, Option<String>)],
     ) -> Result<PathBuf> {
-        let io = |e: std::io::Error| Error::Config { path: dir.display().to_string(), reason: e.to_string() };
+        let io = |e: std::io::Error| Error::Write { path: dir.display().to_string(), reason: e.to_string() };
         std::fs::create_dir_all(dir).map_err(io)?;
         let names: Vec<&str> = parties.iter().map(|p| p.0.as_str()).collect();
         let (ca, pems) = dev_cluster("tessera", &names)?;
@@ -299,7 +248,7 @@ impl ClusterConfig {
         let model_abs = std::fs::canonicalize(model).map_err(io)?;
         let hash = hex(&LoadedModel::load(&model_abs)?.hash);
         let config = ClusterConfig {
-            suite: suite.to_string(),
+            suite,
             model: model_abs,
             model_hash: hash,
             ca: "ca.pem".into(),
@@ -316,7 +265,7 @@ impl ClusterConfig {
     /// Writes the configuration to `path`.
     pub fn save(&self, path: &Path) -> Result<()> {
         std::fs::write(path, toml::to_string_pretty(self).expect("config serializes"))
-            .map_err(|e| Error::Config { path: path.display().to_string(), reason: e.to_string() })
+            .map_err(|e| Error::Write { path: path.display().to_string(), reason: e.to_string() })
     }
 }
 

@@ -58,7 +58,10 @@ pub struct Relay {
 impl Relay {
     /// Relays connections made to a fresh loopback port to `target` over `profile`.
     pub fn start(profile: LinkProfile, target: SocketAddr) -> Result<Self> {
-        let io = |e: std::io::Error| Error::Local(format!("relay to {target}: {e}"));
+        let io = |e: std::io::Error| Error::Listen {
+            address: format!("127.0.0.1:0 (relay to {target})"),
+            reason: e.to_string(),
+        };
         let listener = TcpListener::bind("127.0.0.1:0").map_err(io)?;
         let address = listener.local_addr().map_err(io)?;
         let stop = Arc::new(AtomicBool::new(false));

@@ -1,5 +1,7 @@
 //! The library's error type.
 
+use crate::suite::{Role, Suite};
+
 /// Everything that can go wrong at the library surface.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -27,12 +29,28 @@ pub enum Error {
         sidecar: String,
     },
     /// The cluster configuration is unusable.
-    #[error("cluster config {path}: {reason}")]
+    #[error("cluster config {path}: {problem}")]
     Config {
-        /// The file.
+        /// The file (or the folder of its party files).
         path: String,
         /// What is wrong.
-        reason: String,
+        problem: ConfigProblem,
+    },
+    /// A party's role has no place in the cluster's suite.
+    #[error("party `{party}`: role `{role}` has no place in suite `{suite}`")]
+    RoleNotInSuite {
+        /// The party.
+        party: String,
+        /// Its role.
+        role: Role,
+        /// The suite.
+        suite: Suite,
+    },
+    /// Suite bayes was asked to serve a model without a posterior.
+    #[error("model {model} has no posterior: suite bayes needs a Bayesian model")]
+    NoPosterior {
+        /// The model file.
+        model: String,
     },
     /// The model file differs from the one the cluster agreed on.
     #[error("model {path} has hash {actual}, the cluster config requires {expected}")]
@@ -50,9 +68,41 @@ pub enum Error {
     /// A protocol failed.
     #[error(transparent)]
     Suite(#[from] tessera_suites::SuiteError),
-    /// A local process could not be started or reached.
-    #[error("local cluster: {0}")]
-    Local(String),
+    /// The HE parameters could not be built.
+    #[error(transparent)]
+    He(#[from] tessera_he::HeError),
+    /// A server could not listen on its address.
+    #[error("cannot listen on {address}: {reason}")]
+    Listen {
+        /// The configured address.
+        address: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// A file or folder could not be written.
+    #[error("cannot write {path}: {reason}")]
+    Write {
+        /// The file or folder.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// A local server process could not be started.
+    #[error("local cluster: cannot start `{program}`: {reason}")]
+    Spawn {
+        /// The executable.
+        program: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// A local server process did not print its readiness line in time.
+    #[error("local cluster: server `{party}` not listening after {waited:?}")]
+    NotReady {
+        /// The party.
+        party: String,
+        /// How long it was given.
+        waited: std::time::Duration,
+    },
     /// A local server process ended before it listened (a taken port, a bad configuration).
     #[error("local cluster: server `{party}` exited before listening (run `tessera serve` by hand to see why)")]
     ServerExited {
@@ -67,6 +117,79 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+}
+
+/// What is wrong with a cluster configuration.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigProblem {
+    /// The file could not be read.
+    #[error("cannot read: {0}")]
+    Unreadable(String),
+    /// The TOML does not parse into a configuration.
+    #[error("{0}")]
+    Syntax(String),
+    /// A server party has no usable listening address.
+    #[error("party `{party}` needs an address of the form host-ip:port")]
+    NoAddress {
+        /// The party.
+        party: String,
+    },
+    /// The suite needs another number of parties with a role.
+    #[error("suite `{suite}` needs {} parties with role `{role}`, not {found}", count(*fewest, *most))]
+    PartyCount {
+        /// The suite.
+        suite: Suite,
+        /// The role.
+        role: Role,
+        /// Fewest it needs.
+        fewest: usize,
+        /// Most it takes.
+        most: usize,
+        /// How many the configuration has.
+        found: usize,
+    },
+    /// The timeout or the frame limit is zero.
+    #[error("timeout_ms and max_frame_bytes must be positive")]
+    ZeroLimit,
+    /// No party has the role.
+    #[error("no party with role `{role}`")]
+    NoParty {
+        /// The role.
+        role: Role,
+    },
+    /// No party with the role has the name.
+    #[error("no {role} named `{name}`")]
+    NoPartyNamed {
+        /// The role.
+        role: Role,
+        /// The name asked for.
+        name: String,
+    },
+    /// No party has the name.
+    #[error("no party named `{name}`")]
+    UnknownParty {
+        /// The name asked for.
+        name: String,
+    },
+    /// Several parties have the role and none was named.
+    #[error("several parties are `{role}`: name one with --name")]
+    AmbiguousRole {
+        /// The role.
+        role: Role,
+    },
+    /// The user was asked to serve.
+    #[error("the user does not serve")]
+    UserDoesNotServe,
+}
+
+/// `n`, `at least n` or `fewest to most`.
+fn count(fewest: usize, most: usize) -> String {
+    match (fewest, most) {
+        (f, m) if f == m => f.to_string(),
+        (f, usize::MAX) => format!("at least {f}"),
+        (f, m) => format!("{f} to {m}"),
+    }
 }
 
 /// What is wrong with an input file.

@@ -45,7 +45,7 @@ pub fn evaluate(
             problem: InputProblem::Corrupt(format!("images are {:?}, the model expects {shape:?}", data.shape)),
         });
     }
-    let fixed = if model.calibration.is_some() { Some(model.fixed()?) } else { None };
+    let fixed = if model.calibration().is_some() { Some(model.fixed()?) } else { None };
     let n = limit.unwrap_or(data.len()).min(data.len());
     let classes = model.merged.output_len();
     let mut engine = PlainEngine::new(&model.merged);

@@ -1,6 +1,7 @@
 //! Loading a model: import, merge, attach the calibration stored beside it.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use tessera_model::calibrate::Calibration;
 use tessera_model::fixed::FixedModel;
@@ -24,9 +25,11 @@ pub struct LoadedModel {
     /// What the merging pass changed.
     pub report: MergeReport,
     /// Fixed-point parameters, if the model was calibrated.
-    pub calibration: Option<Calibration>,
+    calibration: Option<Calibration>,
     /// The posterior over the original graph's linear layers, if the model is Bayesian.
     pub posterior: Option<Posterior>,
+    /// The fixed-point model, quantized on first use.
+    fixed: OnceLock<Arc<FixedModel>>,
 }
 
 /// The calibration file stored beside a model: `name.onnx` → `name.calibration.json`.
@@ -38,9 +41,17 @@ impl LoadedModel {
     /// Imports, merges and attaches the calibration (if present) of the model at `path`.
     pub fn load(path: &Path) -> Result<Self> {
         let limits = Limits::default();
-        let (original, posterior) = tessera_onnx::import_file_with_posterior(path, &limits)?;
-        let bytes = std::fs::read(path)
-            .map_err(|e| tessera_onnx::ImportError::Io { path: path.display().to_string(), reason: e.to_string() })?;
+        let io = |e: std::io::Error| tessera_onnx::ImportError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let len = std::fs::metadata(path).map_err(io)?.len();
+        if len > limits.max_file_bytes {
+            return Err(tessera_onnx::ImportError::TooLarge { actual: len, maximum: limits.max_file_bytes }.into());
+        }
+        // One read: the hash every party compares is of the bytes imported.
+        let bytes = std::fs::read(path).map_err(io)?;
+        let (original, posterior) = tessera_onnx::import_bytes_with_posterior(&bytes, &limits)?;
         let (merged, report) = merge(&original)?;
         let sidecar = calibration_path(path);
         let calibration = match std::fs::read_to_string(&sidecar) {
@@ -62,6 +73,7 @@ impl LoadedModel {
             report,
             calibration,
             posterior,
+            fixed: OnceLock::new(),
         })
     }
 
@@ -70,9 +82,13 @@ impl LoadedModel {
         &self.merged.meta
     }
 
-    /// The fixed-point model, which needs a calibration.
-    pub fn fixed(&self) -> Result<std::sync::Arc<FixedModel>> {
-        Ok(FixedModel::new(&self.merged, self.params()?)?)
+    /// The fixed-point model, which needs a calibration: quantized once, then shared.
+    pub fn fixed(&self) -> Result<Arc<FixedModel>> {
+        if let Some(fixed) = self.fixed.get() {
+            return Ok(fixed.clone());
+        }
+        let fixed = FixedModel::new(&self.merged, self.params()?)?;
+        Ok(self.fixed.get_or_init(|| fixed).clone())
     }
 
     /// The fixed-point parameters of the calibration.
@@ -88,13 +104,35 @@ impl LoadedModel {
         Ok(params)
     }
 
-    /// Writes `calibration` beside the model.
-    pub fn save_calibration(&mut self, calibration: Calibration) -> Result<PathBuf> {
+    /// The fixed-point calibration, if the model has one.
+    pub fn calibration(&self) -> Option<&Calibration> {
+        self.calibration.as_ref()
+    }
+
+    /// Chooses the fixed-point parameters from `batch` normalized sample images (in memory:
+    /// [`save_calibration`](Self::save_calibration) writes them beside the model).
+    pub fn calibrate(&mut self, samples: &[f32], batch: usize) -> Result<&Calibration> {
+        let calibration = tessera_model::calibrate::calibrate(&self.merged, samples, batch)?;
+        self.set_calibration(calibration);
+        Ok(self.calibration.as_ref().expect("just set"))
+    }
+
+    /// Uses `calibration` from now on.
+    pub fn set_calibration(&mut self, calibration: Calibration) {
+        self.calibration = Some(calibration);
+        self.fixed = OnceLock::new();
+    }
+
+    /// Writes the calibration beside the model.
+    pub fn save_calibration(&self) -> Result<PathBuf> {
         let path = calibration_path(&self.path);
-        let text = serde_json::to_string_pretty(&calibration).expect("calibration serializes");
+        let calibration = self.calibration.as_ref().ok_or_else(|| Error::NotCalibrated {
+            model: self.path.display().to_string(),
+            sidecar: path.display().to_string(),
+        })?;
+        let text = serde_json::to_string_pretty(calibration).expect("calibration serializes");
         std::fs::write(&path, text + "\n")
             .map_err(|e| Error::Calibration { path: path.display().to_string(), reason: e.to_string() })?;
-        self.calibration = Some(calibration);
         Ok(path)
     }
 }

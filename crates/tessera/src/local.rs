@@ -1,26 +1,38 @@
 //! A cluster on this machine: fresh certificates, a configuration with free loopback ports, and
-//! every server party started as its own `tessera serve` process. Dropping it stops them.
+//! every server party started as its own process, by a command the caller builds (the CLI runs
+//! `tessera serve`). Dropping it stops them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cluster::{ClusterConfig, Role, dev_parties};
+use crate::cluster::{ClusterConfig, PartyConfig, dev_parties};
 use crate::emulate::{LinkProfile, Relay};
-use crate::error::{Error, Result};
+use crate::error::{ConfigProblem, Error, Result};
+use crate::suite::{Role, Suite};
+
+/// Builds the command that runs one server party of a local cluster, given the party and the
+/// configuration file's path. The cluster adds the environment and the pipes.
+pub type Launcher = dyn Fn(&PartyConfig, &Path) -> Command + Send + Sync;
 
 /// Running local server processes and the configuration that reaches them.
-#[derive(Debug)]
 pub struct LocalCluster {
     dir: PathBuf,
-    exe: PathBuf,
+    launch: Arc<Launcher>,
     path: PathBuf,
     threads: String,
-    cheat: Option<String>,
     children: Vec<(String, Child)>,
     relays: Vec<Relay>,
     /// The cluster configuration (in a private temporary folder).
     pub config: ClusterConfig,
+}
+
+impl std::fmt::Debug for LocalCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parties: Vec<_> = self.children.iter().map(|(n, c)| (n, c.id())).collect();
+        f.debug_struct("LocalCluster").field("path", &self.path).field("parties", &parties).finish_non_exhaustive()
+    }
 }
 
 /// How to set up a local cluster.
@@ -32,25 +44,30 @@ pub struct LocalOptions {
     pub profile: Option<LinkProfile>,
     /// Receive deadline of every party (the configuration's default when `None`).
     pub timeout: Option<Duration>,
-    /// Tell a `verify` cloud to cheat this way (`tessera serve --cheat`).
-    pub cheat: Option<String>,
 }
 
 fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::Local(e.to_string()))?;
-    Ok(l.local_addr().map_err(|e| Error::Local(e.to_string()))?.port())
+    let io = |e: std::io::Error| Error::Listen { address: "127.0.0.1:0".into(), reason: e.to_string() };
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io)?;
+    Ok(l.local_addr().map_err(io)?.port())
 }
 
 impl LocalCluster {
-    /// Starts `suite` on `model`, running each server with the `tessera` executable `exe`.
+    /// Starts `suite` on `model`, each server party as the process `launch` builds for it.
     ///
     /// A listening port is chosen free, then released for its server to bind, and another
     /// process's connection may take it meanwhile (ports come from the ephemeral range): a server
     /// that cannot start is retried on fresh ports, twice.
-    pub fn start(exe: &Path, suite: &str, model: &Path, options: &LocalOptions) -> Result<Self> {
+    pub fn start(
+        launch: impl Fn(&PartyConfig, &Path) -> Command + Send + Sync + 'static,
+        suite: Suite,
+        model: &Path,
+        options: &LocalOptions,
+    ) -> Result<Self> {
+        let launch: Arc<Launcher> = Arc::new(launch);
         let mut attempt = 0;
         loop {
-            match Self::start_once(exe, suite, model, options) {
+            match Self::start_once(launch.clone(), suite, model, options) {
                 Err(Error::ServerExited { party }) if attempt < 2 => {
                     tracing::debug!(%party, "a local server did not start; new ports");
                     attempt += 1;
@@ -60,7 +77,7 @@ impl LocalCluster {
         }
     }
 
-    fn start_once(exe: &Path, suite: &str, model: &Path, options: &LocalOptions) -> Result<Self> {
+    fn start_once(launch: Arc<Launcher>, suite: Suite, model: &Path, options: &LocalOptions) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("tessera-local-{}-{}", std::process::id(), free_port()?));
         let parties = dev_parties(suite, options.holders, free_port)?;
         let path = ClusterConfig::write_dev(&dir, suite, model, &parties)?;
@@ -68,8 +85,10 @@ impl LocalCluster {
         let mut relays = Vec::new();
         if let Some(profile) = options.profile {
             for p in config.parties.iter_mut().filter(|p| p.role != Role::User) {
-                let target =
-                    p.address.as_deref().unwrap_or_default().parse().map_err(|_| Error::Local("bad address".into()))?;
+                let target = p.address.as_deref().unwrap_or_default().parse().map_err(|_| Error::Config {
+                    path: path.display().to_string(),
+                    problem: ConfigProblem::NoAddress { party: p.name.clone() },
+                })?;
                 let relay = Relay::start(profile, target)?;
                 p.reach = Some(relay.address().to_string());
                 relays.push(relay);
@@ -82,12 +101,9 @@ impl LocalCluster {
         // The parties share this machine: each compute party (holder or server) gets its part
         // of the cores, so their thread pools do not fight over them.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let compute =
-            config.parties.iter().filter(|p| matches!(p.role, Role::Holder | Role::Server | Role::Cloud)).count();
+        let compute = config.parties.iter().filter(|p| p.role.runs_linear_layers()).count();
         let threads = (cores / compute.max(1)).max(1).to_string();
-        let cheat = options.cheat.clone();
-        let mut cluster =
-            Self { dir, exe: exe.to_path_buf(), path, threads, cheat, children: Vec::new(), relays, config };
+        let mut cluster = Self { dir, launch, path, threads, children: Vec::new(), relays, config };
         for p in cluster.config.parties.clone().iter().filter(|p| p.role != Role::User) {
             cluster.launch(&p.name)?;
         }
@@ -95,26 +111,26 @@ impl LocalCluster {
     }
 
     fn launch(&mut self, name: &str) -> Result<()> {
-        let p = self
-            .config
-            .parties
-            .iter()
-            .find(|p| p.name == name)
-            .ok_or_else(|| Error::Local(format!("no party {name}")))?;
-        let mut command = Command::new(&self.exe);
-        command.args(["serve", "--role", &p.role.to_string(), "--name", &p.name, "--config"]).arg(&self.path);
-        if let (Some(cheat), Role::Cloud) = (&self.cheat, p.role) {
-            command.args(["--cheat", cheat]);
-        }
+        let p = self.party(name)?;
+        let mut command = (self.launch)(p, &self.path);
+        let program = command.get_program().to_string_lossy().into_owned();
         let mut child = command
             .env("RAYON_NUM_THREADS", &self.threads)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
-            .map_err(|e| Error::Local(format!("cannot start {}: {e}", self.exe.display())))?;
+            .map_err(|e| Error::Spawn { program, reason: e.to_string() })?;
         let stdout = child.stdout.take();
         self.children.push((name.to_string(), child));
         wait_ready(stdout, name, Duration::from_secs(20))
+    }
+
+    /// Party `name` of the configuration.
+    fn party(&self, name: &str) -> Result<&PartyConfig> {
+        self.config.parties.iter().find(|p| p.name == name).ok_or_else(|| Error::Config {
+            path: self.path.display().to_string(),
+            problem: ConfigProblem::UnknownParty { name: name.to_string() },
+        })
     }
 
     /// The process id of party `name`.
@@ -124,11 +140,12 @@ impl LocalCluster {
 
     /// Kills party `name` at once (SIGKILL), as a crash would.
     pub fn kill(&mut self, name: &str) -> Result<()> {
-        let i = self
-            .children
-            .iter()
-            .position(|(n, _)| n == name)
-            .ok_or_else(|| Error::Local(format!("no party {name}")))?;
+        let Some(i) = self.children.iter().position(|(n, _)| n == name) else {
+            return Err(Error::Config {
+                path: self.path.display().to_string(),
+                problem: ConfigProblem::UnknownParty { name: name.to_string() },
+            });
+        };
         let (_, mut child) = self.children.remove(i);
         let _ = child.kill();
         let _ = child.wait();
@@ -143,7 +160,7 @@ impl LocalCluster {
 
 /// Waits for a server's `listening on …` line (it prints it once it accepts connections).
 fn wait_ready(stdout: Option<std::process::ChildStdout>, party: &str, limit: Duration) -> Result<()> {
-    let stdout = stdout.ok_or_else(|| Error::Local("no stdout from the server".into()))?;
+    let stdout = stdout.ok_or_else(|| Error::ServerExited { party: party.to_string() })?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
@@ -153,7 +170,7 @@ fn wait_ready(stdout: Option<std::process::ChildStdout>, party: &str, limit: Dur
     match rx.recv_timeout(limit) {
         Ok(line) if line.starts_with("listening on ") => Ok(()),
         Ok(_) => Err(Error::ServerExited { party: party.to_string() }),
-        Err(_) => Err(Error::Local(format!("server `{party}` not listening after {limit:?}"))),
+        Err(_) => Err(Error::NotReady { party: party.to_string(), waited: limit }),
     }
 }
 

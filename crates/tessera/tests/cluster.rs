@@ -4,11 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use tessera::LoadedModel;
-use tessera::cluster::{ClusterConfig, Role, dev_parties};
+use tessera::cluster::{ClusterConfig, dev_parties};
 use tessera::dataset::Dataset;
 use tessera::error::Error;
 use tessera::input::normalize;
-use tessera::serve::{query, serve};
+use tessera::{Role, Suite};
+use tessera::{query, serve};
 use tessera_model::plain::PlainEngine;
 use tessera_net::tls::connect;
 use tessera_net::{NetError, SessionId};
@@ -25,14 +26,14 @@ fn free_port() -> tessera::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
 }
 
-fn dev_config_for(tag: &str, suite: &str, model: &str, holders: usize) -> ClusterConfig {
+fn dev_config_for(tag: &str, suite: Suite, model: &str, holders: usize) -> ClusterConfig {
     let parties = dev_parties(suite, holders, free_port).unwrap();
     let path = ClusterConfig::write_dev(&temp_dir(tag), suite, &repo().join("models").join(model), &parties).unwrap();
     ClusterConfig::load(&path).unwrap()
 }
 
 fn dev_config(tag: &str) -> ClusterConfig {
-    dev_config_for(tag, "plain", "minionn-mnist.onnx", 0)
+    dev_config_for(tag, Suite::Plain, "minionn-mnist.onnx", 0)
 }
 
 /// Starts every server party of `config` in this process; the sender stops them.
@@ -108,7 +109,7 @@ async fn plain_suite_serves_and_survives_bad_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn serpens_n_over_tls_serves_concurrent_queries() {
-    let config = dev_config_for("serpens", "serpens-n", "lenet-mnist.onnx", 3);
+    let config = dev_config_for("serpens", Suite::SerpensN, "lenet-mnist.onnx", 3);
     let (stop, servers) = start_servers(&config).await;
     let model = LoadedModel::load(&repo().join("models/lenet-mnist.onnx")).unwrap();
     let fixed = model.fixed().unwrap();
@@ -168,7 +169,7 @@ fn bad_configurations_are_refused() {
         let r = ClusterConfig::load(&p).and_then(|c| c.load_model());
         match (name, r) {
             ("hash.toml", Err(Error::ModelMismatch { .. })) => {}
-            (_, Err(Error::Config { reason, .. })) => assert!(!reason.is_empty()),
+            (_, Err(Error::Config { problem, .. })) => assert!(!problem.to_string().is_empty()),
             (name, other) => panic!("{name}: {other:?}"),
         }
     }

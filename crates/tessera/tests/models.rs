@@ -65,7 +65,7 @@ fn shipped_models_meet_their_floors_and_agree_in_fixed_point() {
     for case in CASES {
         let m = LoadedModel::load(&repo().join("models").join(format!("{}.onnx", case.model)))
             .expect("shipped model loads");
-        assert!(m.calibration.is_some(), "{} ships its calibration", case.model);
+        assert!(m.calibration().is_some(), "{} ships its calibration", case.model);
         let (data, n) = dataset(case);
         let r = evaluate(&m, &data, Some(n), &mut |_| {}).expect("evaluation runs");
         let fixed = r.fixed_accuracy.unwrap();
@@ -132,7 +132,7 @@ fn calibration_is_reproducible_and_refuses_overflow() {
     let path = repo().join("models/minionn-mnist.onnx");
     let m = LoadedModel::load(&path).unwrap();
     let data = Dataset::open(&repo().join("data/mnist-test-200-images.idx")).unwrap();
-    let shipped = m.calibration.clone().unwrap();
+    let shipped = m.calibration().cloned().unwrap();
     let x = normalize(data.pixels(0..shipped.samples), data.shape, m.meta());
     let again = tessera_model::calibrate::calibrate(&m.merged, &x, shipped.samples).unwrap();
     assert_eq!((again.f, again.f_w, again.bound_bits), (shipped.f, shipped.f_w, shipped.bound_bits));

@@ -10,21 +10,17 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use tessera::LoadedModel;
 use tessera::cluster::ClusterConfig;
 use tessera::cost::QueryCost;
 use tessera::emulate::LinkProfile;
 use tessera::local::{LocalCluster, LocalOptions};
-use tessera::serve::QueryOptions;
-use tessera_model::plain::PlainEngine;
-use tessera_suites::serpens_2::Layout;
+use tessera::model::plain::PlainEngine;
+use tessera::suites::serpens_2::Layout;
+use tessera::{LoadedModel, QueryOptions, Suite};
 
 use super::throughput::{Check, Throughput, burst, within};
 use super::{Spread, query_input, time_runs};
 use crate::output::{min_median, print_json};
-
-/// The secure suites `tessera bench` compares.
-pub const SUITES: [&str; 4] = ["serpens-n", "serpens-2", "verify", "bayes"];
 
 /// Options of the suite comparison.
 #[derive(Args)]
@@ -35,7 +31,7 @@ pub struct CompareArgs {
     /// Secure suites: serpens-n, serpens-2, verify, bayes (bayes is skipped on a model without
     /// a posterior).
     #[arg(long, value_delimiter = ',', default_value = "serpens-n,serpens-2,verify,bayes")]
-    suites: Vec<String>,
+    suites: Vec<Suite>,
     /// Share-holder counts for serpens-n (one configuration each).
     #[arg(long, value_delimiter = ',', default_value = "2")]
     holders: Vec<usize>,
@@ -45,7 +41,7 @@ pub struct CompareArgs {
     /// verify: how inputs are hidden from the cloud: pad (one-time pad, perfectly hiding), or
     /// monomial-insecure (hides nothing, the cloud recovers the input; to measure its cost).
     #[arg(long, default_value = "pad")]
-    disguise: tessera_suites::verify::Disguise,
+    disguise: tessera::suites::verify::Disguise,
     /// serpens-2: where nonlinear items reach their key owner, one configuration each: hidden
     /// (the default), seed (insecure: the key owner reconstructs the image; for comparison).
     #[arg(long, value_delimiter = ',', default_value = "hidden")]
@@ -87,7 +83,7 @@ pub struct CompareArgs {
 /// One suite configuration to run.
 #[derive(Debug, Clone)]
 struct Config {
-    suite: String,
+    suite: Suite,
     holders: Option<usize>,
     samples: Option<usize>,
     layout: Layout,
@@ -95,15 +91,15 @@ struct Config {
 
 impl Config {
     /// A configuration of `suite` with its defaults.
-    fn of(suite: &str) -> Self {
-        Self { suite: suite.into(), holders: None, samples: None, layout: Layout::default() }
+    fn of(suite: Suite) -> Self {
+        Self { suite, holders: None, samples: None, layout: Layout::default() }
     }
 
     fn label(&self) -> String {
-        match (self.suite.as_str(), self.holders, self.samples, self.layout) {
-            ("serpens-n", Some(h), ..) => format!("serpens-n ({h} holders)"),
-            ("bayes", _, Some(s), _) => format!("bayes (S = {s})"),
-            ("serpens-2", .., Layout::Seed) => "serpens-2 (seed layout, insecure)".into(),
+        match (self.suite, self.holders, self.samples, self.layout) {
+            (Suite::SerpensN, Some(h), ..) => format!("serpens-n ({h} holders)"),
+            (Suite::Bayes, _, Some(s), _) => format!("bayes (S = {s})"),
+            (Suite::Serpens2, .., Layout::Seed) => "serpens-2 (seed layout, insecure)".into(),
             (suite, ..) => suite.to_string(),
         }
     }
@@ -151,7 +147,7 @@ pub struct Baselines {
 #[derive(Debug, Serialize)]
 pub struct Skipped {
     /// The suite.
-    pub suite: String,
+    pub suite: Suite,
     /// Why.
     pub reason: String,
 }
@@ -160,7 +156,7 @@ pub struct Skipped {
 #[derive(Debug, Serialize)]
 pub struct SuiteResult {
     /// The suite.
-    pub suite: String,
+    pub suite: Suite,
     /// Suite and configuration, for people.
     pub label: String,
     /// serpens-n: share-holders.
@@ -219,16 +215,16 @@ impl Target<'_> {
 /// Runs the comparison.
 pub fn run(args: CompareArgs) -> Result<()> {
     let Some(path) = args.model.clone() else { bail!("name a model: tessera bench MODEL") };
-    if let Some(bad) = args.suites.iter().find(|s| !SUITES.contains(&s.as_str())) {
-        bail!("unknown suite `{bad}` ({})", SUITES.join(", "));
+    if args.suites.contains(&Suite::Plain) {
+        bail!("--suites names the secure suites: the plain suite always runs, as the baseline");
     }
     anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
     anyhow::ensure!(args.users == 0 || args.queries >= 1, "--queries must be at least 1 with --users");
-    let holders = tessera_suites::serpens_n::HOLDERS;
+    let holders = tessera::suites::serpens_n::HOLDERS;
     if let Some(h) = args.holders.iter().find(|h| !holders.contains(h)) {
         bail!("--holders {h}: {} to {}", holders.start(), holders.end());
     }
-    let samples = 1..=tessera_suites::bayes::MAX_SAMPLES;
+    let samples = 1..=tessera::suites::bayes::MAX_SAMPLES;
     if let Some(s) = args.samples.iter().find(|s| !samples.contains(s)) {
         bail!("--samples {s}: 1 to {}", samples.end());
     }
@@ -259,8 +255,8 @@ pub fn run(args: CompareArgs) -> Result<()> {
     let (configs, skipped) = match &running {
         // The cluster's suite, with the first of --samples for bayes.
         Some(c) => {
-            let samples = (c.suite == "bayes").then(|| args.samples.first().copied().unwrap_or(1));
-            (vec![Config { samples, ..Config::of(&c.suite) }], Vec::new())
+            let samples = (c.suite == Suite::Bayes).then(|| args.samples.first().copied().unwrap_or(1));
+            (vec![Config { samples, ..Config::of(c.suite) }], Vec::new())
         }
         None => configurations(&args, &m),
     };
@@ -290,11 +286,11 @@ pub fn run(args: CompareArgs) -> Result<()> {
     bar.inc(1);
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let exe = std::env::current_exe()?;
+    let launch = crate::cluster::launcher(None)?;
     let mut results = Vec::new();
     let bound = fixed.error_bound() / (fixed.output_bits() as f64).exp2();
     for (profile, net) in nets.iter().zip(&net_names) {
-        let plain = Config::of("plain");
+        let plain = Config::of(Suite::Plain);
         let mut plain_median = None;
         let all = if running.is_none() { std::iter::once(&plain).chain(&configs).collect() } else { vec![&configs[0]] };
         for config in all {
@@ -303,7 +299,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
                 None => {
                     let options =
                         LocalOptions { holders: config.holders.unwrap_or(0), profile: *profile, ..Default::default() };
-                    let cluster = LocalCluster::start(&exe, &config.suite, &path, &options)
+                    let cluster = LocalCluster::start(launch.clone(), config.suite, &path, &options)
                         .with_context(|| format!("starting a local {} cluster", config.suite))?;
                     Target::Local(Box::new(cluster))
                 }
@@ -315,11 +311,11 @@ pub fn run(args: CompareArgs) -> Result<()> {
             let measured = measure(&rt, target.config(), &m, &names, &x, batch, (args.warmup, args.runs), &query, &bar)
                 .with_context(|| format!("{} on {net}", config.label()))?;
             let median = measured.latency_ms.median;
-            if config.suite == "plain" {
+            if config.suite == Suite::Plain {
                 plain_median = Some(median);
             }
             let mut result = SuiteResult {
-                suite: config.suite.clone(),
+                suite: config.suite,
                 label: config.label(),
                 holders: config.holders,
                 samples: config.samples,
@@ -327,13 +323,13 @@ pub fn run(args: CompareArgs) -> Result<()> {
                 measured,
                 vs_f32: median / f32_ms.median,
                 vs_fixed: median / fixed_ms.median,
-                vs_plain_suite: plain_median.filter(|_| config.suite != "plain").map(|p| median / p),
+                vs_plain_suite: plain_median.filter(|_| config.suite != Suite::Plain).map(|p| median / p),
                 throughput: None,
             };
             if args.users > 0 {
                 bar.set_message(format!("{} on {net}: {} users", config.label(), args.users));
                 // Secure suites that compute the fixed-point model exactly are checked against it.
-                let exact = matches!(config.suite.as_str(), "serpens-n" | "serpens-2" | "verify");
+                let exact = config.suite.is_exact();
                 let check = |_: usize, logits: &[f32]| within(logits, &reference, bound);
                 let check: Option<Check<'_>> = if exact { Some(&check) } else { None };
                 let inputs = [x.clone()];
@@ -347,7 +343,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
     }
     bar.finish_and_clear();
 
-    let cost = tessera_model::cost::total(&m.merged);
+    let cost = tessera::model::cost::total(&m.merged);
     let report = Report {
         model: path.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string(),
         path: path.clone(),
@@ -377,18 +373,18 @@ pub fn run(args: CompareArgs) -> Result<()> {
 fn configurations(args: &CompareArgs, m: &LoadedModel) -> (Vec<Config>, Vec<Skipped>) {
     let mut configs = Vec::new();
     let mut skipped = Vec::new();
-    for suite in &args.suites {
-        match suite.as_str() {
-            "serpens-n" => {
+    for &suite in &args.suites {
+        match suite {
+            Suite::SerpensN => {
                 configs.extend(args.holders.iter().map(|&h| Config { holders: Some(h), ..Config::of(suite) }))
             }
-            "serpens-2" => configs.extend(args.layouts.iter().map(|&l| Config { layout: l, ..Config::of(suite) })),
-            "bayes" if m.posterior.is_none() => skipped.push(Skipped {
-                suite: suite.clone(),
-                reason: "the model has no posterior (bayes needs a Bayesian model)".into(),
-            }),
-            "bayes" => configs.extend(args.samples.iter().map(|&s| Config { samples: Some(s), ..Config::of(suite) })),
-            _ => configs.push(Config::of(suite)),
+            Suite::Serpens2 => configs.extend(args.layouts.iter().map(|&l| Config { layout: l, ..Config::of(suite) })),
+            Suite::Bayes if m.posterior.is_none() => skipped
+                .push(Skipped { suite, reason: "the model has no posterior (bayes needs a Bayesian model)".into() }),
+            Suite::Bayes => {
+                configs.extend(args.samples.iter().map(|&s| Config { samples: Some(s), ..Config::of(suite) }))
+            }
+            Suite::Plain | Suite::Verify => configs.push(Config::of(suite)),
         }
     }
     (configs, skipped)
@@ -411,7 +407,7 @@ fn measure(
     let mut timed: Vec<(f64, QueryCost)> = Vec::with_capacity(runs);
     for i in 0..warmup + runs {
         let start = Instant::now();
-        let r = rt.block_on(tessera::serve::query_with(config, model, x, batch as u32, query))?;
+        let r = rt.block_on(tessera::query_with(config, model, x, batch as u32, query))?;
         let seconds = start.elapsed().as_secs_f64();
         bar.inc(1);
         if i >= warmup {

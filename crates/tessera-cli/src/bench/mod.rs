@@ -16,10 +16,10 @@ use serde::Serialize;
 use serde_json::json;
 use tessera::LoadedModel;
 use tessera::dataset::Dataset;
+use tessera::field::kernels::{ConvKernel, conv2d_f32, conv2d_zt, shapes};
+use tessera::field::{seed::os_rng, zt};
 use tessera::input::normalize;
-use tessera_field::kernels::{ConvKernel, conv2d_f32, conv2d_zt, shapes};
-use tessera_field::{seed::os_rng, zt};
-use tessera_model::plain::PlainEngine;
+use tessera::model::plain::PlainEngine;
 
 use crate::output::{Table, min_median, print_json};
 
@@ -245,7 +245,7 @@ fn plain(path: &Path, data: Option<&Path>, runs: usize, batch: usize, json: bool
         std::hint::black_box(engine.run(&x, batch).expect("validated input"));
     }));
     // The fixed-point reference needs a calibration; without one only the f32 engine is timed.
-    let fixed = m.calibration.is_some().then(|| m.fixed()).transpose()?;
+    let fixed = m.calibration().is_some().then(|| m.fixed()).transpose()?;
     let fixed_times = fixed.as_ref().map(|fixed| {
         min_median(&mut time_runs(runs.div_ceil(5), || {
             std::hint::black_box(fixed.run(&x, batch).expect("calibrated input"));

@@ -68,7 +68,7 @@ pub fn print(r: &Report, nets: &[Option<LinkProfile>]) {
             ]);
         }
         t.print();
-        for s in r.results.iter().filter(|s| &s.net == net && s.suite != "plain") {
+        for s in r.results.iter().filter(|s| &s.net == net && s.suite != tessera::Suite::Plain) {
             crate::outln!("{} on {net}, per layer (the median query):", s.label);
             layer_table(&s.measured.cost.layers).print();
             let mut links = Table::new(&["party", "wall ms", "CPU ms", "link", "sent", "received", "rounds"]);

@@ -10,10 +10,10 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 use serde_json::json;
 use tessera::LoadedModel;
+use tessera::QueryOptions;
 use tessera::cluster::ClusterConfig;
 use tessera::dataset::Dataset;
 use tessera::input::normalize;
-use tessera::serve::QueryOptions;
 
 use crate::output::{Table, print_json};
 
@@ -80,7 +80,7 @@ pub fn burst(
         for q in u * per_user..((u + 1) * per_user).min(queries) {
             let i = q % inputs.len();
             let t = Instant::now();
-            let r = tessera::serve::query_with(config, model, &inputs[i], batch as u32, options).await?;
+            let r = tessera::query_with(config, model, &inputs[i], batch as u32, options).await?;
             latencies.push(t.elapsed().as_secs_f64() * 1e3);
             if check.is_some_and(|c| !c(i, &r.logits)) {
                 wrong += 1;
@@ -121,9 +121,9 @@ fn process_usage(pid: u32) -> (u64, usize) {
 /// `tessera bench load`: a local serpens-n cluster under concurrent users, every result checked
 /// against the fixed-point reference, and the servers' memory and descriptors before and after.
 pub fn load(path: &Path, data: &Path, users: usize, queries: usize, holders: usize, json: bool) -> Result<()> {
-    let exe = std::env::current_exe()?;
     let options = tessera::local::LocalOptions { holders, ..Default::default() };
-    let cluster = tessera::local::LocalCluster::start(&exe, "serpens-n", path, &options)?;
+    let cluster =
+        tessera::local::LocalCluster::start(crate::cluster::launcher(None)?, tessera::Suite::SerpensN, path, &options)?;
     let model = cluster.config.load_model()?;
     let fixed = model.fixed()?;
     let set = Dataset::open(data)?;

@@ -17,10 +17,12 @@
 pub mod extract;
 mod memory;
 mod server;
+mod service;
 mod user;
 
 pub use memory::run_in_memory;
 pub use server::{BayesServer, Sampling};
+pub use service::BayesService;
 pub use user::{Outcome, user};
 
 use tessera_net::MessageKind;

@@ -45,6 +45,7 @@ pub mod correlation;
 mod layer;
 mod memory;
 mod server;
+mod service;
 mod user;
 
 pub use crate::parties::Outcome;
@@ -52,6 +53,7 @@ pub use correlation::Correlations;
 pub use memory::run_in_memory;
 pub use memory::{InMemoryRun, ServerView};
 pub use server::{FromUser, Join, PeerLink, ServerInput, join_from_frame, receive, server};
+pub use service::{ShareServerService, ShareServerSetup};
 pub use user::{Deal, user};
 
 use std::str::FromStr;

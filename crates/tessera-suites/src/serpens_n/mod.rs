@@ -20,6 +20,7 @@ mod central;
 mod holder;
 mod masks;
 mod memory;
+mod service;
 mod user;
 
 pub use crate::parties::Outcome;
@@ -27,6 +28,7 @@ pub use central::{Join, central, join_from_frame, read_join};
 pub(crate) use holder::kind_name;
 pub use holder::{HolderInput, holder};
 pub use memory::{InMemoryRun, run_in_memory};
+pub use service::{CentralService, HolderService};
 pub use user::user;
 
 use tessera_model::fixed::FixedModel;

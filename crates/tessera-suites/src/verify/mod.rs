@@ -20,11 +20,13 @@ mod check;
 mod client;
 mod cloud;
 mod memory;
+mod service;
 
 pub use check::{Challenge, freivalds};
 pub use client::{ClientSettings, Disguise, Outcome, Preprocessed, client, preprocess};
 pub use cloud::{Cheat, Cloud};
 pub use memory::run_in_memory;
+pub use service::CloudService;
 
 use tessera_net::MessageKind;
 

@@ -1,0 +1,104 @@
+//! A whole cluster in this process: every server party's service on in-memory channels, and the
+//! user's side of each query — the same code that runs across processes over TLS, without
+//! certificates or ports. For examples, notebooks and tests.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tessera_net::{Channel, NetError};
+use tessera_suites::service::{Connect, Limits, Service};
+
+use crate::error::Result;
+use crate::load::LoadedModel;
+use crate::query::{QueryOptions, QueryResult};
+use crate::serve::ServeOptions;
+use crate::suite::{Role, Roster, ServerParty, Suite, UserParty};
+
+/// The services of an in-process cluster, by party name.
+struct Registry {
+    services: HashMap<String, Arc<dyn Service>>,
+    limits: Limits,
+}
+
+/// A party's connections in an in-process cluster: each one is a fresh in-memory channel whose
+/// other end the called party's service serves on its own task.
+struct InMemoryConnect {
+    me: String,
+    /// Weak: the services hold their own party's `InMemoryConnect`.
+    registry: Weak<std::sync::OnceLock<Registry>>,
+}
+
+impl Connect for InMemoryConnect {
+    fn connect<'a>(&'a self, name: &'a str) -> BoxFuture<'a, tessera_suites::Result<Channel>> {
+        Box::pin(async move {
+            let registry = self.registry.upgrade();
+            let Some((service, limits)) =
+                registry.as_ref().and_then(|r| r.get()).and_then(|r| Some((r.services.get(name)?.clone(), r.limits)))
+            else {
+                return Err(NetError::UnexpectedParty { expected: vec![name.to_string()] }.into());
+            };
+            let (ours, theirs) = Channel::pair(&self.me, name, limits.timeout, limits.max_frame);
+            tokio::spawn(async move {
+                if let Err(e) = service.handle(theirs).await {
+                    tracing::warn!(error = %e, "in-process connection ended with an error");
+                }
+            });
+            Ok(ours)
+        })
+    }
+}
+
+/// A cluster of one suite whose parties all run in this process.
+pub struct InProcessCluster {
+    suite: Suite,
+    model: LoadedModel,
+    roster: Vec<(String, Role)>,
+    registry: Arc<std::sync::OnceLock<Registry>>,
+}
+
+impl std::fmt::Debug for InProcessCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcessCluster").field("suite", &self.suite).field("roster", &self.roster).finish()
+    }
+}
+
+impl InProcessCluster {
+    /// Starts `suite`'s server parties on `model` (calibrated; with a posterior for bayes), with
+    /// `holders` share-holders where the suite has them.
+    pub fn start(suite: Suite, model: LoadedModel, holders: usize, options: ServeOptions) -> Result<Self> {
+        let mut roster = suite.dev_servers(holders);
+        roster.push(("user".into(), Role::User));
+        let limits = Limits { timeout: Duration::from_secs(60), max_frame: 1 << 30 };
+        let registry = Arc::new(std::sync::OnceLock::new());
+        let mut services = HashMap::new();
+        for (name, role) in roster.iter().filter(|(_, role)| *role != Role::User) {
+            let net = Arc::new(InMemoryConnect { me: name.clone(), registry: Arc::downgrade(&registry) });
+            let party = ServerParty {
+                name,
+                role: *role,
+                roster: Roster(&roster),
+                model: &model,
+                options: &options,
+                net,
+                limits,
+            };
+            services.insert(name.clone(), suite.service(&party)?.service);
+        }
+        let _ = registry.set(Registry { services, limits });
+        Ok(Self { suite, model, roster, registry })
+    }
+
+    /// The model the parties run.
+    pub fn model(&self) -> &LoadedModel {
+        &self.model
+    }
+
+    /// Runs one query as the user: `input` holds `batch` normalized images.
+    pub async fn query(&self, input: &[f32], batch: u32, options: &QueryOptions) -> Result<QueryResult> {
+        let net = InMemoryConnect { me: "user".into(), registry: Arc::downgrade(&self.registry) };
+        let user = UserParty { name: "user", roster: Roster(&self.roster), model: &self.model, options, net: &net };
+        self.suite.query(&user, input, batch).await
+    }
+}

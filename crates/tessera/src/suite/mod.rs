@@ -1,0 +1,366 @@
+//! The suites a cluster runs, as one enum, and what each is at a deployment: its roles, the
+//! services its server parties run, and its user's side of a query.
+//!
+//! Each suite implements [`Deployment`] in its own module here, over the protocol code in
+//! `tessera_suites`; [`Suite`]'s methods dispatch to it through one exhaustive `match`
+//! ([`with_deployment!`]), so a new suite is a variant, one line there, and its module.
+
+mod bayes;
+mod plain;
+mod serpens_2;
+mod serpens_n;
+mod verify;
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tessera_he::HeParams;
+use tessera_net::Channel;
+use tessera_suites::service::{Connect, Limits, Service};
+
+use crate::error::{Error, Result};
+use crate::load::LoadedModel;
+use crate::query::{QueryOptions, QueryResult};
+use crate::serve::ServeOptions;
+
+/// A protocol suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Suite {
+    /// Plaintext inference over the network: the transport baseline, no privacy.
+    #[serde(rename = "plain")]
+    #[cfg_attr(feature = "clap", value(name = "plain"))]
+    Plain,
+    /// Share-holders run the linear layers on shares; a central server evaluates ReLU and max
+    /// pool on masked, permuted values.
+    #[serde(rename = "serpens-n")]
+    #[cfg_attr(feature = "clap", value(name = "serpens-n"))]
+    SerpensN,
+    /// Two servers hold the shares and evaluate ReLU and max pool between themselves with BFV
+    /// and random masks.
+    #[serde(rename = "serpens-2")]
+    #[cfg_attr(feature = "clap", value(name = "serpens-2"))]
+    Serpens2,
+    /// A client offloads its convolutions to an untrusted cloud and checks every product.
+    #[serde(rename = "verify")]
+    #[cfg_attr(feature = "clap", value(name = "verify"))]
+    Verify,
+    /// HE protects the input; weights sampled from a Bayesian posterior blur the model.
+    #[serde(rename = "bayes")]
+    #[cfg_attr(feature = "clap", value(name = "bayes"))]
+    Bayes,
+}
+
+/// What a party does in its suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Holds the input, receives the result.
+    User,
+    /// The model owner of suites `plain` and `bayes`.
+    Server,
+    /// A share-holder of suite `serpens-n`.
+    Holder,
+    /// The central server of suite `serpens-n`.
+    Central,
+    /// One of the two servers of suite `serpens-2`, which hold the shares and run every
+    /// nonlinear layer together.
+    ShareServer,
+    /// The untrusted cloud of suite `verify`.
+    Cloud,
+}
+
+impl Suite {
+    /// Every suite.
+    pub const ALL: [Suite; 5] = [Suite::Plain, Suite::SerpensN, Suite::Serpens2, Suite::Verify, Suite::Bayes];
+
+    /// Its name in configurations and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::Plain => "plain",
+            Suite::SerpensN => "serpens-n",
+            Suite::Serpens2 => "serpens-2",
+            Suite::Verify => "verify",
+            Suite::Bayes => "bayes",
+        }
+    }
+
+    /// Its roles, each with the fewest and most parties it needs.
+    pub fn roles(self) -> &'static [RoleCount] {
+        with_deployment!(self, D => D::ROLES)
+    }
+
+    /// Whether its logits are exactly the fixed-point reference's (bayes samples other
+    /// weights; plain runs the `f32` engine).
+    pub fn is_exact(self) -> bool {
+        with_deployment!(self, D => D::EXACT)
+    }
+
+    /// The server parties of a development cluster, named and in configuration order
+    /// (`holders` share-holders where the suite has them).
+    pub fn dev_servers(self, holders: usize) -> Vec<(String, Role)> {
+        with_deployment!(self, D => D::dev_servers(holders))
+    }
+
+    /// The service server party `party` runs.
+    pub(crate) fn service(self, party: &ServerParty<'_>) -> Result<Served> {
+        with_deployment!(self, D => D::service(party))
+    }
+
+    /// The user's side of one query.
+    pub(crate) async fn query(self, user: &UserParty<'_>, input: &[f32], batch: u32) -> Result<QueryResult> {
+        let start = Instant::now();
+        let mut result = with_deployment!(self, D => D::query(user, input, batch).await)?;
+        result.elapsed = start.elapsed();
+        Ok(result)
+    }
+}
+
+impl std::fmt::Display for Suite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Suite {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Suite::ALL.into_iter().find(|suite| suite.name() == s).ok_or_else(|| {
+            let known: Vec<_> = Suite::ALL.iter().map(|s| s.name()).collect();
+            format!("unknown suite `{s}` (known: {})", known.join(", "))
+        })
+    }
+}
+
+impl Role {
+    /// Its name in configurations and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Server => "server",
+            Role::Holder => "holder",
+            Role::Central => "central",
+            Role::ShareServer => "share-server",
+            Role::Cloud => "cloud",
+        }
+    }
+
+    /// Every role.
+    pub const ALL: [Role; 6] = [Role::User, Role::Server, Role::Holder, Role::Central, Role::ShareServer, Role::Cloud];
+
+    /// Whether the party runs the model's linear layers (so it needs its share of the cores).
+    pub fn runs_linear_layers(self) -> bool {
+        match self {
+            Role::Server | Role::Holder | Role::ShareServer | Role::Cloud => true,
+            Role::User | Role::Central => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Role::ALL.into_iter().find(|role| role.name() == s).ok_or_else(|| {
+            let known: Vec<_> = Role::ALL.iter().map(|r| r.name()).collect();
+            format!("unknown role `{s}` (roles: {})", known.join(", "))
+        })
+    }
+}
+
+/// What each suite returns beyond the logits.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Suite `plain`: nothing more.
+    Plain,
+    /// Suite `serpens-n`: nothing more.
+    SerpensN,
+    /// Suite `serpens-2`: nothing more.
+    Serpens2,
+    /// Suite `verify`.
+    Verify {
+        /// Layers whose offloaded product failed its check and were recomputed locally.
+        recomputed: Vec<u32>,
+    },
+    /// Suite `bayes` (the query's `logits` are the log of the meta-prediction, so that their
+    /// softmax is the mean of the samples' softmax).
+    Bayes {
+        /// Each sampled forward pass's `batch × classes` logits.
+        sample_logits: Vec<Vec<f32>>,
+    },
+}
+
+/// How many parties of a role a suite needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleCount {
+    /// The role.
+    pub role: Role,
+    /// Fewest parties.
+    pub fewest: usize,
+    /// Most parties.
+    pub most: usize,
+}
+
+impl RoleCount {
+    /// Any number of users, at least one.
+    const USERS: RoleCount = RoleCount { role: Role::User, fewest: 1, most: usize::MAX };
+
+    /// Exactly `n` parties of `role`.
+    const fn exactly(role: Role, n: usize) -> Self {
+        RoleCount { role, fewest: n, most: n }
+    }
+}
+
+/// Calls `$body` with `$d` naming the [`Deployment`] of `$suite`: the one place that maps a
+/// suite to its implementation, checked exhaustive by the compiler.
+macro_rules! with_deployment {
+    ($suite:expr, $d:ident => $body:expr) => {
+        match $suite {
+            Suite::Plain => {
+                type $d = plain::Plain;
+                $body
+            }
+            Suite::SerpensN => {
+                type $d = serpens_n::SerpensN;
+                $body
+            }
+            Suite::Serpens2 => {
+                type $d = serpens_2::Serpens2;
+                $body
+            }
+            Suite::Verify => {
+                type $d = verify::Verify;
+                $body
+            }
+            Suite::Bayes => {
+                type $d = bayes::Bayes;
+                $body
+            }
+        }
+    };
+}
+use with_deployment;
+
+/// What a suite is at a deployment.
+pub(crate) trait Deployment {
+    /// Its roles and how many parties each needs.
+    const ROLES: &'static [RoleCount];
+
+    /// Whether its logits are exactly the fixed-point reference's.
+    const EXACT: bool;
+
+    /// The server parties of a development cluster.
+    fn dev_servers(holders: usize) -> Vec<(String, Role)>;
+
+    /// The service of server party `party`, and who may connect to it.
+    fn service(party: &ServerParty<'_>) -> Result<Served>;
+
+    /// The user's side of one query of `batch` images (`input`, normalized).
+    fn query(user: &UserParty<'_>, input: &[f32], batch: u32) -> impl Future<Output = Result<QueryResult>> + Send;
+}
+
+/// The parties of a cluster: name and role, in configuration order.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Roster<'a>(pub &'a [(String, Role)]);
+
+impl<'a> Roster<'a> {
+    /// The names of the parties with `role`, in order.
+    pub fn names(&self, role: Role) -> Vec<&'a str> {
+        self.0.iter().filter(|(_, r)| *r == role).map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// The first party with `role` (the roster was checked against the suite's roles).
+    pub fn first(&self, role: Role) -> &'a str {
+        self.names(role).first().copied().unwrap_or_default()
+    }
+}
+
+/// A server party about to serve.
+pub(crate) struct ServerParty<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Its role.
+    pub role: Role,
+    /// Every party of the cluster.
+    pub roster: Roster<'a>,
+    /// The model, checked against the cluster's hash.
+    pub model: &'a LoadedModel,
+    /// How it behaves beyond its role.
+    pub options: &'a ServeOptions,
+    /// How it reaches the other servers.
+    pub net: Arc<dyn Connect>,
+    /// The channels' limits.
+    pub limits: Limits,
+}
+
+/// The standard BFV parameters, built once per process: their NTT tables for every prime cost
+/// more than a small query's HE work.
+pub(crate) fn he_params() -> Result<Arc<HeParams>> {
+    static HE: OnceLock<Arc<HeParams>> = OnceLock::new();
+    if let Some(he) = HE.get() {
+        return Ok(he.clone());
+    }
+    let he = Arc::new(HeParams::standard()?);
+    Ok(HE.get_or_init(|| he).clone())
+}
+
+impl ServerParty<'_> {
+    /// The error for a party whose role has no place in `suite`.
+    pub fn not_served(&self, suite: Suite, role: Role) -> Error {
+        Error::RoleNotInSuite { party: self.name.to_string(), role, suite }
+    }
+}
+
+/// What a server party runs, and the parties that may connect to it.
+pub(crate) struct Served {
+    /// Serves each connection.
+    pub service: Arc<dyn Service>,
+    /// The parties whose connections it accepts.
+    pub callers: Vec<String>,
+}
+
+impl Served {
+    /// `service`, called by the parties with `roles` (other than itself).
+    pub fn new(service: impl Service, party: &ServerParty<'_>, roles: &[Role]) -> Self {
+        let callers = roles
+            .iter()
+            .flat_map(|&role| party.roster.names(role))
+            .filter(|&n| n != party.name)
+            .map(String::from)
+            .collect();
+        Self { service: Arc::new(service), callers }
+    }
+}
+
+/// The user of a query.
+pub(crate) struct UserParty<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Every party of the cluster.
+    pub roster: Roster<'a>,
+    /// The model, checked against the cluster's hash.
+    pub model: &'a LoadedModel,
+    /// How it runs the query.
+    pub options: &'a QueryOptions,
+    /// How it reaches the servers.
+    pub net: &'a dyn Connect,
+}
+
+impl UserParty<'_> {
+    /// Channels to every party with `role`, in order, and how long opening them took.
+    pub async fn connect(&self, role: Role) -> Result<(Vec<Channel>, Duration)> {
+        let start = Instant::now();
+        let names = self.roster.names(role);
+        let channels = futures::future::try_join_all(names.iter().map(|n| self.net.connect(n))).await?;
+        Ok((channels, start.elapsed()))
+    }
+}
