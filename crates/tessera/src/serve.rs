@@ -17,7 +17,7 @@ use tessera_model::fixed::FixedModel;
 use tessera_model::nonlinear::NonlinearLayer;
 use tessera_model::plain::PlainEngine;
 use tessera_net::tls::{Identity, TlsServer, connect};
-use tessera_net::{Channel, NetError, PartyReport, Recorder, SessionId};
+use tessera_net::{Channel, NetError, PartyReport, Recorder, SessionId, StageKind};
 use tessera_suites::bayes::{self, BayesServer, Sampling};
 use tessera_suites::serpens_2;
 use tessera_suites::serpens_n::{self, HolderInput, Join};
@@ -595,9 +595,9 @@ pub async fn query_with(
             let connecting = Instant::now();
             let mut channel = reach(config.party(Role::Server)?).await?;
             let connected = connecting.elapsed();
-            rec.stage(0, "connect", "connect", &[&channel]);
+            rec.stage(0, "connect", StageKind::Connect, &[&channel]);
             let logits = plain::user(&mut channel, SessionId::random(), input, batch, classes).await?;
-            rec.stage(0, "query", "query", &[&channel]);
+            rec.stage(0, "query", StageKind::Query, &[&channel]);
             channel.close().await;
             Ok(QueryResult {
                 logits,

@@ -9,7 +9,7 @@ use tessera_field::seed::{SecretRng, os_rng};
 use tessera_he::{ConvPacking, Form, HeParams, PublicKey};
 use tessera_model::fixed::{FixedModel, FixedOp};
 use tessera_model::{Model, Posterior};
-use tessera_net::{Channel, NetError, Recorder, SessionId};
+use tessera_net::{Channel, NetError, Recorder, SessionId, StageKind};
 
 use super::{DONE, JOIN, LAYER, MAX_SAMPLES, PRODUCT, REPORT};
 use crate::error::{Result, SuiteError};
@@ -89,7 +89,7 @@ impl BayesServer {
             }
             let mut rec = Recorder::new(name);
             let query = self.join(user.peer(), header.session, &payload)?;
-            rec.stage(0, "sample", "preprocess", &[user]);
+            rec.stage(0, "sample", StageKind::Preprocess, &[user]);
             self.run(rec, user, query).await?;
         }
     }
@@ -137,7 +137,7 @@ impl BayesServer {
                         reason: format!("linear layer {node} was never sent"),
                     });
                 }
-                rec.stage(0, "output", "output", &[user]);
+                rec.stage(0, "output", StageKind::Output, &[user]);
                 let report = vec![rec.finish()];
                 return send_reports(user, REPORT, session, &report).await;
             }
@@ -159,7 +159,7 @@ impl BayesServer {
                     .await
                     .map_err(|e| SuiteError::Local(format!("the layer stopped: {e}")))??;
             user.send(PRODUCT, session, node as u32, &reply).await?;
-            rec.stage(node as u32, query.samples[0].node_name(node), "he-linear", &[user]);
+            rec.stage(node as u32, query.samples[0].node_name(node), StageKind::HeLinear, &[user]);
         }
     }
 }

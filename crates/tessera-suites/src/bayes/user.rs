@@ -8,7 +8,7 @@ use tessera_field::{fixed, seed::os_rng};
 use tessera_he::{Ciphertext, ConvPacking, Form, HeParams, SecretKey};
 use tessera_model::fixed::FixedModel;
 use tessera_model::runner::{Runner, Step};
-use tessera_net::{Channel, PartyReport, Recorder, SessionId};
+use tessera_net::{Channel, PartyReport, Recorder, SessionId, StageKind};
 
 use super::{DONE, JOIN, LAYER, MAX_SAMPLES, PRODUCT, REPORT};
 use crate::error::{Result, SuiteError};
@@ -49,7 +49,7 @@ pub async fn user(
     join.extend_from_slice(&(samples as u32).to_le_bytes());
     key.public_key(&mut rng)?.write(he, &mut join)?;
     server.send(JOIN, session, 0, &join).await?;
-    rec.stage(0, "keys", "keys", &[server]);
+    rec.stage(0, "keys", StageKind::Keys, &[server]);
     let mut runners: Vec<Runner> =
         (0..samples).map(|_| Runner::new(model.clone(), input.clone(), batch, false).offloading_linear()).collect();
     let mut first = 0usize;
@@ -59,7 +59,7 @@ pub async fn user(
         }
         let node = step.node();
         if node as usize > first {
-            rec.stage(node - 1, model.node_name(node as usize - 1), "local", &[server]);
+            rec.stage(node - 1, model.node_name(node as usize - 1), StageKind::Local, &[server]);
         }
         first = node as usize + 1;
         let outputs = match step {
@@ -75,7 +75,7 @@ pub async fn user(
         for (r, out) in runners.iter_mut().zip(outputs) {
             r.complete(out);
         }
-        let kind = if matches!(step, Step::Linear(_)) { "he-linear" } else { "local" };
+        let kind = if matches!(step, Step::Linear(_)) { StageKind::HeLinear } else { StageKind::Local };
         rec.stage(node, model.node_name(node as usize), kind, &[server]);
     }
     let logits: Vec<Vec<u64>> = runners.iter().map(|r| r.output().to_vec()).collect();
@@ -84,7 +84,7 @@ pub async fn user(
     }
     server.send(DONE, session, 0, &[]).await?;
     let server_reports = recv_reports(server, REPORT, session).await?;
-    rec.stage(0, "output", "output", &[server]);
+    rec.stage(0, "output", StageKind::Output, &[server]);
     let probabilities = meta_prediction(&logits, model.output_len(), model.output_bits());
     let mut reports = vec![rec.finish()];
     reports.extend(server_reports);

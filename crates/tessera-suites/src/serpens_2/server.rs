@@ -8,14 +8,13 @@ use tessera_field::share::Share;
 use tessera_he::{HeParams, PublicKey, SecretKey};
 use tessera_model::fixed::FixedModel;
 use tessera_model::runner::Runner;
-use tessera_net::{Channel, FrameHeader, Recorder, SessionId};
+use tessera_net::{Channel, FrameHeader, Recorder, SessionId, StageKind};
 
 use super::correlation::Correlations;
 use super::layer::{Keys, Query, evaluate, prepare};
 use super::{INPUT, JOIN, KEY, OUTPUT, REPORT};
 use crate::error::{Result, SuiteError};
-use crate::parties::advance_linear;
-use crate::serpens_n::kind_name;
+use crate::parties::{advance_linear, stage_kind};
 use crate::wire::{Reader, elements_to_bytes, parse_wiped, put_elements, send_reports};
 
 /// What the user sends a server.
@@ -173,7 +172,7 @@ pub(crate) async fn serve_query(
 ) -> Result<Channel> {
     let result: Result<Channel> = async {
         let mut rec = Recorder::new(name);
-        rec.stage(0, "input", "input", &[user]);
+        rec.stage(0, "input", StageKind::Input, &[user]);
         let FromUser { input: ServerInput { index, batch, share }, correlations } = from_user;
         let me = index - 1;
         let params = model.params();
@@ -200,7 +199,7 @@ pub(crate) async fn serve_query(
         if let Some(slot) = &key_slot {
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(sk.clone());
         }
-        rec.stage(0, "preprocess", "preprocess", &[]);
+        rec.stage(0, "preprocess", StageKind::Preprocess, &[]);
         let link = peer.await?;
         // The link says which server this is; the user's index must agree.
         let dialed = matches!(link, PeerLink::Dialed(_));
@@ -232,7 +231,7 @@ pub(crate) async fn serve_query(
                 (c, join.key)
             }
         };
-        rec.stage(0, "keys", "keys", &[&link]);
+        rec.stage(0, "keys", StageKind::Keys, &[&link]);
         let query = Arc::new(Query {
             session,
             batch,
@@ -255,11 +254,11 @@ pub(crate) async fn serve_query(
             let x = runner.pending_input().to_vec();
             let out = evaluate(&mut link, &query, index, &layer, x, prepared.next().unwrap_or_default()).await?;
             runner.complete(out);
-            rec.stage(layer.node, model.node_name(layer.node as usize), kind_name(&layer), &[&link]);
+            rec.stage(layer.node, model.node_name(layer.node as usize), stage_kind(&layer), &[&link]);
         }
         user.send(OUTPUT, session, 0, &elements_to_bytes(runner.output())).await?;
         drop(runner);
-        rec.stage(0, "output", "output", &[user]);
+        rec.stage(0, "output", StageKind::Output, &[user]);
         send_reports(user, REPORT, session, &[rec.finish()]).await?;
         Ok(link)
     }

@@ -8,10 +8,10 @@ use tessera_model::nonlinear::NonlinearLayer;
 use tessera_net::{Channel, FrameHeader, Recorder, SessionId};
 use zeroize::Zeroize;
 
-use super::holder::kind_name;
 use super::{HOLDERS, JOIN, MASKED, REPORT, RESHARE};
 use crate::error::{Result, SuiteError};
 use crate::masks::{self, Comparison};
+use crate::parties::stage_kind;
 use crate::wire::{Reader, send_reports, send_wiped};
 
 /// A holder's `JOIN` message.
@@ -121,7 +121,7 @@ async fn layers_steps(
         let reply = reply.ok_or(SuiteError::ActivationOverflow { layer: layer.node })?;
         send_wiped(&mut channels[0], RESHARE, session, layer.node, reply).await?;
         let links: Vec<&Channel> = channels.iter().collect();
-        rec.stage(layer.node, &format!("node {}", layer.node), kind_name(layer), &links);
+        rec.stage(layer.node, &format!("node {}", layer.node), stage_kind(layer), &links);
     }
     Ok(())
 }

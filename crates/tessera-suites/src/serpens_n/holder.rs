@@ -6,16 +6,16 @@ use std::sync::Arc;
 use tessera_field::share::Share;
 use tessera_field::{Purpose, Seed, seed::os_rng, zt};
 use tessera_model::fixed::FixedModel;
-use tessera_model::nonlinear::{NonlinearKind, NonlinearLayer};
+use tessera_model::nonlinear::NonlinearLayer;
 use tessera_model::runner::Runner;
-use tessera_net::{Channel, Recorder, SessionId};
+use tessera_net::{Channel, Recorder, SessionId, StageKind};
 use zeroize::Zeroize;
 
 use super::masks::HolderSecrets;
 use super::{HOLDERS, JOIN, MASKED, OUTPUT, REPORT, RESHARE};
 use crate::error::Result;
 use crate::masks::ComparisonMasks;
-use crate::parties::advance_linear;
+use crate::parties::{advance_linear, stage_kind};
 use crate::wire::{Reader, elements_to_bytes, put_elements, recv_reports, send_reports, send_wiped};
 
 /// What the user sends a holder.
@@ -79,7 +79,7 @@ pub async fn holder(
     // its timeout.
     let result: Result<Option<Channel>> = async {
         let mut rec = Recorder::new(name);
-        rec.stage(0, "input", "input", &[user]);
+        rec.stage(0, "input", StageKind::Input, &[user]);
         let HolderInput { index, holders, batch, seed, share } = input;
         let params = model.params();
         let pair_seed = Seed::random(&mut os_rng());
@@ -122,7 +122,7 @@ pub async fn holder(
             };
             runner.complete(unmask(&layer, masks, shares));
             drop(secrets);
-            rec.stage(layer.node, model.node_name(layer.node as usize), kind_name(&layer), &[s0]);
+            rec.stage(layer.node, model.node_name(layer.node as usize), stage_kind(&layer), &[s0]);
         }
         user.send(OUTPUT, session, 0, &elements_to_bytes(runner.output())).await?;
         drop(runner);
@@ -131,12 +131,12 @@ pub async fn holder(
             if index == 1 {
                 reports = recv_reports(&mut s0, REPORT, session).await?;
             }
-            rec.stage(0, "output", "output", &[user, &s0]);
+            rec.stage(0, "output", StageKind::Output, &[user, &s0]);
             reports.insert(0, rec.finish());
             send_reports(user, REPORT, session, &reports).await?;
             return Ok(Some(s0));
         }
-        rec.stage(0, "output", "output", &[user]);
+        rec.stage(0, "output", StageKind::Output, &[user]);
         reports.insert(0, rec.finish());
         send_reports(user, REPORT, session, &reports).await?;
         Ok(None)
@@ -146,14 +146,6 @@ pub async fn holder(
         user.abort(session, &e.to_string()).await;
     }
     result
-}
-
-/// The layer's kind as reports name it.
-pub(crate) fn kind_name(layer: &NonlinearLayer) -> &'static str {
-    match layer.kind {
-        NonlinearKind::Relu => "relu",
-        NonlinearKind::MaxPool { .. } => "maxpool",
-    }
 }
 
 /// Holder `index`'s message for one layer, written straight into the message: per item (in

@@ -24,7 +24,6 @@ mod user;
 
 pub use crate::parties::Outcome;
 pub use central::{Join, central, join_from_frame, read_join};
-pub(crate) use holder::kind_name;
 pub use holder::{HolderInput, holder};
 pub use memory::{InMemoryRun, run_in_memory};
 pub use user::user;

@@ -2,7 +2,7 @@
 
 use tessera_field::share::share;
 use tessera_field::{Seed, seed::os_rng};
-use tessera_net::{Channel, Recorder, SessionId};
+use tessera_net::{Channel, Recorder, SessionId, StageKind};
 
 use super::holder::HolderInput;
 use super::{HOLDERS, INPUT, OUTPUT, REPORT};
@@ -33,7 +33,7 @@ pub async fn user(
         send_wiped(channel, INPUT, session, 0, msg.to_bytes()).await?;
     }
     let links: Vec<&Channel> = holders.iter().collect();
-    rec.stage(0, "input", "input", &links);
+    rec.stage(0, "input", StageKind::Input, &links);
     let (logits, per_holder) = collect_outputs(holders, session, batch * classes, OUTPUT, REPORT).await?;
     // Each holder's report, then S0's (forwarded by holder 1).
     let mut reports = Vec::new();
@@ -43,7 +43,7 @@ pub async fn user(
         central.extend(r);
     }
     let links: Vec<&Channel> = holders.iter().collect();
-    rec.stage(0, "output", "output", &links);
+    rec.stage(0, "output", StageKind::Output, &links);
     reports.insert(0, rec.finish());
     reports.extend(central);
     Ok(Outcome { logits, reports })

@@ -7,7 +7,7 @@ use rand_core::RngCore;
 use tessera_field::kernels::conv2d_zt;
 use tessera_field::{seed::os_rng, zt};
 use tessera_model::fixed::FixedModel;
-use tessera_net::{Channel, NetError, Recorder};
+use tessera_net::{Channel, NetError, Recorder, StageKind};
 
 use super::{DONE, Disguise, OFFLOAD, PRODUCT, REPORT};
 use crate::error::{Result, SuiteError};
@@ -78,7 +78,7 @@ impl Cloud {
                 Err(e) => return Err(e.into()),
             };
             if header.kind == DONE {
-                rec.stage(0, "query", "output", &[client]);
+                rec.stage(0, "query", StageKind::Output, &[client]);
                 let report = vec![std::mem::replace(&mut rec, Recorder::new(name)).finish()];
                 send_reports(client, REPORT, header.session, &report).await?;
                 continue;
@@ -94,7 +94,7 @@ impl Cloud {
             let node = header.layer;
             let product = self.product(client.peer(), node, &payload).await?;
             client.send(PRODUCT, header.session, node, &elements_to_bytes(&product)).await?;
-            rec.stage(node, self.model.node_name(node as usize), "offloaded", &[client]);
+            rec.stage(node, self.model.node_name(node as usize), StageKind::Offloaded, &[client]);
         }
     }
 
