@@ -44,7 +44,7 @@ pub(crate) async fn advance_linear(
         (runner, layer)
     })
     .await
-    .map_err(|e| SuiteError::Local(format!("linear layers stopped: {e}")))?;
+    .map_err(|e| SuiteError::stopped("the linear layers", &e))?;
     let end = layer.map_or(model.ops().len(), |l| l.node as usize);
     if end > *first {
         rec.stage(end as u32 - 1, model.node_name(end - 1), StageKind::Linear, links);
@@ -88,7 +88,7 @@ pub(crate) async fn collect_outputs(
 pub(crate) async fn join_parties<T>(outcome: Result<T>, tasks: Vec<tokio::task::JoinHandle<Result<()>>>) -> Result<T> {
     let mut cause = None;
     for t in tasks.into_iter().rev() {
-        let result = t.await.map_err(|e| SuiteError::Local(format!("a party stopped: {e}")))?;
+        let result = t.await.map_err(|e| SuiteError::stopped("a party", &e))?;
         if let Err(e) = result
             && cause.as_ref().is_none_or(|c: &SuiteError| matches!(c, SuiteError::Net(_)))
         {

@@ -23,7 +23,7 @@ pub async fn run_in_memory(
     let task = tokio::spawn(async move { server.serve("server", &mut theirs).await });
     let outcome = user("user", model.clone(), he, &mut ours, SessionId::random(), input.to_vec(), batch, samples).await;
     drop(ours);
-    let served = task.await.map_err(|e| SuiteError::Local(format!("the server stopped: {e}")))?;
+    let served = task.await.map_err(|e| SuiteError::stopped("the server", &e))?;
     let outcome = outcome?;
     served?;
     Ok(outcome)

@@ -39,7 +39,7 @@ pub async fn user(
     samples: usize,
 ) -> Result<Outcome> {
     if !(1..=MAX_SAMPLES).contains(&samples) {
-        return Err(SuiteError::Local(format!("{samples} samples: 1 to {MAX_SAMPLES}")));
+        return Err(SuiteError::Samples { samples, max: MAX_SAMPLES });
     }
     let mut rec = Recorder::new(name);
     let mut rng = os_rng();

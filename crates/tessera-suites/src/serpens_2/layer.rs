@@ -80,9 +80,9 @@ impl Query {
         self.correlations.layout()
     }
 
-    /// The server's seed from the user (hidden layout).
-    fn seed(&self) -> Result<&Seed> {
-        self.correlations.seed().ok_or_else(|| SuiteError::Local("no correlations for the hidden layout".into()))
+    /// The server's seed from the user (hidden layout), for `layer`.
+    fn seed(&self, layer: u32) -> Result<&Seed> {
+        self.correlations.seed().ok_or(SuiteError::MissingCorrelation { layer })
     }
 }
 
@@ -216,7 +216,7 @@ impl Step {
         match self.query.layout() {
             Layout::Hidden => {
                 let alpha = Zeroizing::new(owner_values(
-                    self.query.seed()?,
+                    self.query.seed(self.layer.node)?,
                     self.layer.node,
                     me,
                     Direction::Forward,
@@ -255,9 +255,9 @@ impl Step {
                 owned[..split].zeroize();
                 let delta = match self.query.correlations.masked_half(self.index) {
                     Some((delta, _)) if delta.len() == n * s => delta,
-                    _ => return Err(SuiteError::Local(format!("no correlation for layer {}", self.layer.node))),
+                    _ => return Err(SuiteError::MissingCorrelation { layer: self.layer.node }),
                 };
-                let order = permutation(self.query.seed()?, self.layer.node, n, s);
+                let order = permutation(self.query.seed(self.layer.node)?, self.layer.node, n, s);
                 (order, Some((sent, delta)), cts, Vec::new())
             }
             Layout::Seed => {
@@ -438,7 +438,7 @@ impl Step {
     /// Back to natural order (hidden layout), as owner A: the message `y_A + α'` and A's share
     /// `β'`.
     fn unpermute_own(&self, mut own: Zeroizing<Vec<u64>>) -> Result<(Vec<u8>, Zeroizing<Vec<u64>>)> {
-        let (seed, node, me) = (self.query.seed()?, self.layer.node, self.query.me);
+        let (seed, node, me) = (self.query.seed(self.layer.node)?, self.layer.node, self.query.me);
         let n = own.len();
         let alpha = Zeroizing::new(owner_values(seed, node, me, Direction::Back, Part::Pad, n));
         zt::add_assign(&mut own, &alpha);
@@ -456,7 +456,7 @@ impl Step {
         r.end()?;
         received.zeroize();
         let Some((_, delta)) = self.query.correlations.masked_half(self.index) else {
-            return Err(SuiteError::Local(format!("no correlation for layer {}", self.layer.node)));
+            return Err(SuiteError::MissingCorrelation { layer: self.layer.node });
         };
         let mut out = Zeroizing::new(vec![0u64; n]);
         for (p, window) in m.masks.order.chunks_exact(s).enumerate() {
@@ -526,9 +526,7 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Step) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let step = step.clone();
-    tokio::task::spawn_blocking(move || f(&step))
-        .await
-        .map_err(|e| SuiteError::Local(format!("HE step stopped: {e}")))?
+    tokio::task::spawn_blocking(move || f(&step)).await.map_err(|e| SuiteError::stopped("the HE step", &e))?
 }
 
 #[cfg(test)]

@@ -91,7 +91,7 @@ pub async fn run_in_memory(
         .into_iter()
         .map(|(tap, slot)| {
             let key = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let key = key.ok_or_else(|| SuiteError::Local("a server kept no key".into()))?;
+            let key = key.ok_or(SuiteError::NoKeyKept)?;
             Ok(ServerView { frames: tap.frames(), key })
         })
         .collect::<Result<_>>()?;

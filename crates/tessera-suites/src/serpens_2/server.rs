@@ -13,7 +13,7 @@ use tessera_net::{Channel, FrameHeader, Recorder, SessionId, StageKind};
 use super::correlation::Correlations;
 use super::layer::{Keys, Query, evaluate, prepare};
 use super::{INPUT, JOIN, KEY, OUTPUT, REPORT};
-use crate::error::{Result, SuiteError};
+use crate::error::{Mismatch, Result, SuiteError, Violation};
 use crate::parties::{advance_linear, stage_kind};
 use crate::wire::{Reader, elements_to_bytes, parse_wiped, put_elements, send_reports};
 
@@ -43,13 +43,10 @@ impl ServerInput {
     pub fn parse(peer: &str, payload: &[u8], input_len: usize, max_batch: usize) -> Result<Self> {
         let mut r = Reader::new(payload, peer, "input");
         let (index, batch) = (r.u32()? as usize, r.u32()? as usize);
-        if !(1..=2).contains(&index) {
-            return Err(r.error(format!("server {index} of 2")));
-        }
-        if !(1..=max_batch).contains(&batch) {
-            return Err(r.error(format!("batch of {batch} (at most {max_batch})")));
-        }
-        let len = batch.checked_mul(input_len).ok_or_else(|| r.error(format!("batch of {batch}")))?;
+        r.check_range("server index", index, 1..=2)?;
+        r.check_range("batch", batch, 1..=max_batch)?;
+        r.check_range("batch", batch, 1..=usize::MAX / input_len.max(1))?;
+        let len = batch * input_len;
         let share = Share::from_vec(r.elements(len)?);
         r.end()?;
         Ok(Self { index, batch, share })
@@ -118,15 +115,17 @@ pub fn join_from_frame(
     }
     let mut r = Reader::new(payload, peer, "join");
     let batch = r.u32()? as usize;
-    if !(1..=max_batch).contains(&batch) {
-        return Err(r.error(format!("batch of {batch} (at most {max_batch})")));
-    }
+    r.check_range("batch", batch, 1..=max_batch)?;
     let key = read_key(he, peer, "join", &payload[4..])?;
     Ok(Join { session: header.session, batch, key })
 }
 
 fn read_key(he: &HeParams, peer: &str, message: &'static str, bytes: &[u8]) -> Result<PublicKey> {
-    PublicKey::read(he, bytes).map_err(|e| SuiteError::Protocol { peer: peer.into(), message, reason: e.to_string() })
+    PublicKey::read(he, bytes).map_err(|e| SuiteError::Protocol {
+        peer: peer.into(),
+        message,
+        violation: Violation::Key(e),
+    })
 }
 
 /// How a server reaches its peer for a query: `S1` dials `S2`; `S2` is handed the connection on
@@ -194,7 +193,7 @@ pub(crate) async fn serve_query(
             })
         };
         let (sk, my_key, prepared, correlations) =
-            prepared.await.map_err(|e| SuiteError::Local(format!("preprocessing stopped: {e}")))??;
+            prepared.await.map_err(|e| SuiteError::stopped("preprocessing", &e))??;
         let sk = Arc::new(sk);
         if let Some(slot) = &key_slot {
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(sk.clone());
@@ -204,10 +203,10 @@ pub(crate) async fn serve_query(
         // The link says which server this is; the user's index must agree.
         let dialed = matches!(link, PeerLink::Dialed(_));
         if dialed != (index == 1) {
-            return Err(SuiteError::Protocol {
+            return Err(SuiteError::Incompatible {
                 peer: user.peer().into(),
                 message: "input",
-                reason: format!("server index {index} on {}", if dialed { "S1" } else { "S2" }),
+                mismatch: Mismatch::ServerIndex { got: index, this: if dialed { 1 } else { 2 } },
             });
         }
         let (mut link, peer_key) = match link {
@@ -224,7 +223,7 @@ pub(crate) async fn serve_query(
                     return Err(SuiteError::Protocol {
                         peer: c.peer().into(),
                         message: "join",
-                        reason: "the servers disagree on the query (session or batch)".into(),
+                        violation: Violation::Disagreement { on: "session or batch" },
                     });
                 }
                 c.send(KEY, session, 0, &my_key).await?;
@@ -249,7 +248,7 @@ pub(crate) async fn serve_query(
             runner = back;
             let Some(layer) = layer else { break };
             if layers.get(index) != Some(&layer) {
-                return Err(SuiteError::Local(format!("layer {} out of order", layer.node)));
+                return Err(SuiteError::LayerOrder { layer: layer.node });
             }
             let x = runner.pending_input().to_vec();
             let out = evaluate(&mut link, &query, index, &layer, x, prepared.next().unwrap_or_default()).await?;

@@ -35,7 +35,7 @@ pub async fn user(
     deal: Deal,
 ) -> Result<Outcome> {
     if servers.len() != 2 {
-        return Err(SuiteError::Local(format!("serpens-2 runs with 2 servers, not {}", servers.len())));
+        return Err(SuiteError::ServerCount { servers: servers.len() });
     }
     let mut rec = Recorder::new(name);
     let dealt = Correlations::deal(&model.nonlinear_layers(), batch, deal.slots, deal.layout);
@@ -45,7 +45,7 @@ pub async fn user(
     drop(dealt);
     let links: Vec<&Channel> = servers.iter().collect();
     rec.stage(0, "preprocess", StageKind::Preprocess, &links);
-    let shares = share(input, 2, &mut os_rng()).map_err(|e| SuiteError::Local(e.to_string()))?;
+    let shares = share(input, 2, &mut os_rng())?;
     for (i, (channel, share)) in servers.iter_mut().zip(shares).enumerate() {
         send_wiped(channel, INPUT, session, 0, ServerInput { index: i + 1, batch, share }.to_bytes()).await?;
     }

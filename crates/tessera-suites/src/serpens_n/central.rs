@@ -9,7 +9,7 @@ use tessera_net::{Channel, FrameHeader, Recorder, SessionId};
 use zeroize::Zeroize;
 
 use super::{HOLDERS, JOIN, MASKED, REPORT, RESHARE};
-use crate::error::{Result, SuiteError};
+use crate::error::{Result, SuiteError, Violation};
 use crate::masks::{self, Comparison};
 use crate::parties::stage_kind;
 use crate::wire::{Reader, send_reports, send_wiped};
@@ -44,9 +44,9 @@ pub fn join_from_frame(peer: &str, header: FrameHeader, payload: &[u8], max_batc
     }
     let mut r = Reader::new(payload, peer, "join");
     let (index, holders, batch) = (r.u32()? as usize, r.u32()? as usize, r.u32()? as usize);
-    if !HOLDERS.contains(&holders) || !(1..=holders).contains(&index) || !(1..=max_batch).contains(&batch) {
-        return Err(r.error(format!("holder {index} of {holders}, batch {batch}")));
-    }
+    r.check_range("holders", holders, HOLDERS)?;
+    r.check_range("holder index", index, 1..=holders)?;
+    r.check_range("batch", batch, 1..=max_batch)?;
     let pair_seed = r.seed()?;
     r.end()?;
     Ok(Join { session: header.session, index, holders, batch, pair_seed })
@@ -78,7 +78,7 @@ pub async fn central(
         return Err(SuiteError::Protocol {
             peer: joined[0].0.peer().into(),
             message: "join",
-            reason: "the holders disagree on the query (indices, count, batch or session)".into(),
+            violation: Violation::Disagreement { on: "indices, count, batch or session" },
         });
     }
     let (mut channels, joins): (Vec<Channel>, Vec<Join>) = joined.into_iter().unzip();

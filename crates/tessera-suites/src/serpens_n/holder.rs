@@ -50,14 +50,12 @@ impl HolderInput {
     pub fn parse(peer: &str, payload: &[u8], input_len: usize, max_batch: usize) -> Result<Self> {
         let mut r = Reader::new(payload, peer, "input");
         let (index, holders, batch) = (r.u32()? as usize, r.u32()? as usize, r.u32()? as usize);
-        if !HOLDERS.contains(&holders) || !(1..=holders).contains(&index) {
-            return Err(r.error(format!("holder {index} of {holders}")));
-        }
-        if !(1..=max_batch).contains(&batch) {
-            return Err(r.error(format!("batch of {batch} (at most {max_batch})")));
-        }
+        r.check_range("holders", holders, HOLDERS)?;
+        r.check_range("holder index", index, 1..=holders)?;
+        r.check_range("batch", batch, 1..=max_batch)?;
+        r.check_range("batch", batch, 1..=usize::MAX / input_len.max(1))?;
         let seed = r.seed()?;
-        let len = batch.checked_mul(input_len).ok_or_else(|| r.error(format!("batch of {batch}")))?;
+        let len = batch * input_len;
         let share = Share::from_vec(r.elements(len)?);
         r.end()?;
         Ok(Self { index, holders, batch, seed, share })

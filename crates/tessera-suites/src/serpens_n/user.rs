@@ -22,12 +22,12 @@ pub async fn user(
 ) -> Result<Outcome> {
     let m = holders.len();
     if !HOLDERS.contains(&m) {
-        return Err(SuiteError::Local(format!("serpensN runs with 2 to 8 holders, not {m}")));
+        return Err(SuiteError::HolderCount { suite: "serpens-n", holders: m, allowed: HOLDERS });
     }
     let mut rec = Recorder::new(name);
     let mut rng = os_rng();
     let seed = Seed::random(&mut rng);
-    let shares = share(input, m, &mut rng).map_err(|e| SuiteError::Local(e.to_string()))?;
+    let shares = share(input, m, &mut rng)?;
     for (i, (channel, share)) in holders.iter_mut().zip(shares).enumerate() {
         let msg = HolderInput { index: i + 1, holders: m, batch, seed: seed.clone(), share };
         send_wiped(channel, INPUT, session, 0, msg.to_bytes()).await?;

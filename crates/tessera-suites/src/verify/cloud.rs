@@ -10,7 +10,7 @@ use tessera_model::fixed::FixedModel;
 use tessera_net::{Channel, NetError, Recorder, StageKind};
 
 use super::{DONE, Disguise, OFFLOAD, PRODUCT, REPORT};
-use crate::error::{Result, SuiteError};
+use crate::error::{Result, SuiteError, Violation};
 use crate::wire::{Reader, elements_to_bytes, send_reports};
 
 /// How a cloud misbehaves, for tests and demos; applied to every product it returns.
@@ -103,18 +103,19 @@ impl Cloud {
         let kernel = self
             .model
             .linear_kernel(node as usize)
-            .ok_or_else(|| r.error(format!("node {node} is not a convolution or FC layer")))?;
+            .ok_or_else(|| r.error(Violation::WrongNode { node, expected: "a convolution or FC layer" }))?;
         let batch = r.u32()? as usize;
         let tag = r.u32()?;
         let monomial = match Disguise::from_tag(tag) {
             Some(d) => d == Disguise::MonomialInsecure,
-            None => return Err(r.error(format!("disguise {tag}"))),
+            None => return Err(r.error(Violation::UnknownTag { field: "disguise", value: tag })),
         };
         let g = *kernel.geometry();
         let positions = g.output().expect("checked kernel").plane();
         let per_image = if monomial { g.terms() * positions } else { g.input.len() };
         if batch == 0 || batch.checked_mul(per_image).is_none_or(|n| n > payload.len() / 8) {
-            return Err(r.error(format!("batch of {batch} for {} bytes", payload.len())));
+            let max = (payload.len() / 8 / per_image.max(1)) as u64;
+            return Err(r.error(Violation::OutOfRange { field: "batch", value: batch as u64, min: 1, max }));
         }
         let mut x = r.elements(batch * per_image)?;
         r.end()?;
@@ -134,7 +135,7 @@ impl Cloud {
             }
         })
         .await
-        .map_err(|e| SuiteError::Local(format!("the product stopped: {e}")))?;
+        .map_err(|e| SuiteError::stopped("the product", &e))?;
         let plane = kernel.geometry().output().expect("checked kernel").plane();
         match self.cheat {
             Cheat::Honest | Cheat::OtherInput => {}
