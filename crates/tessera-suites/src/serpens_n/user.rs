@@ -4,7 +4,7 @@ use tessera_field::share::share;
 use tessera_field::{Seed, seed::os_rng};
 use tessera_net::{Channel, Recorder, SessionId, StageKind};
 
-use super::holder::HolderInput;
+use super::msgs::HolderInput;
 use super::{HOLDERS, INPUT, OUTPUT, REPORT};
 use crate::error::{Result, SuiteError};
 use crate::parties::{Outcome, collect_outputs};
