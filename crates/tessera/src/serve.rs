@@ -578,9 +578,15 @@ pub async fn query_with(
             let connected = connecting.elapsed();
             let samples = options.samples;
             let session = SessionId::random();
-            let outcome =
-                bayes::user(&me.name, fixed.clone(), he, &mut channel, session, encoded, batch as usize, samples)
-                    .await?;
+            let outcome = bayes::user(
+                &me.name,
+                fixed.clone(),
+                he,
+                &mut channel,
+                session,
+                bayes::Query { input: encoded, batch: batch as usize, samples },
+            )
+            .await?;
             channel.close().await;
             Ok(QueryResult {
                 logits: outcome.probabilities.iter().map(|&p| p.max(f64::MIN_POSITIVE).ln() as f32).collect(),

@@ -25,19 +25,34 @@ pub struct Outcome {
     pub reports: Vec<PartyReport>,
 }
 
-/// Runs one query of `samples` forward passes as the user. `model` gives the architecture and
-/// fixed-point parameters only: its weights are never used (the server's sampled weights are).
-#[allow(clippy::too_many_arguments)]
+/// What the user asks the server: `samples` forward passes on `batch` encoded images.
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// `batch` images encoded at activation scale.
+    pub input: Vec<u64>,
+    /// Images in the batch.
+    pub batch: usize,
+    /// Forward passes, each with its own sampled weights.
+    pub samples: usize,
+}
+
+/// The user's HE keys of a query.
+struct Keys<'a> {
+    he: &'a HeParams,
+    secret: &'a SecretKey,
+}
+
+/// Runs one query as the user. `model` gives the architecture and fixed-point parameters only:
+/// its weights are never used (the server's sampled weights are).
 pub async fn user(
     name: &str,
     model: Arc<FixedModel>,
     he: &HeParams,
     server: &mut Channel,
     session: SessionId,
-    input: Vec<u64>,
-    batch: usize,
-    samples: usize,
+    query: Query,
 ) -> Result<Outcome> {
+    let Query { input, batch, samples } = query;
     if !(1..=MAX_SAMPLES).contains(&samples) {
         return Err(SuiteError::Samples { samples, max: MAX_SAMPLES });
     }
@@ -70,7 +85,9 @@ pub async fn user(
                     Ok(layer.eval_plain(r.pending_input(), batch))
                 })
                 .collect::<Result<Vec<_>>>()?,
-            Step::Linear(node) => offload(&model, he, &key, server, session, node, &runners, batch).await?,
+            Step::Linear(node) => {
+                offload(&model, &Keys { he, secret: &key }, server, session, node, &runners, batch).await?
+            }
         };
         for (r, out) in runners.iter_mut().zip(outputs) {
             r.complete(out);
@@ -93,17 +110,16 @@ pub async fn user(
 
 /// Sends linear node `node`'s inputs of every sample encrypted (once when they are all equal,
 /// as at the first layer) and returns its decrypted outputs, per sample.
-#[allow(clippy::too_many_arguments)]
 async fn offload(
     model: &FixedModel,
-    he: &HeParams,
-    key: &SecretKey,
+    keys: &Keys<'_>,
     server: &mut Channel,
     session: SessionId,
     node: u32,
     runners: &[Runner],
     batch: usize,
 ) -> Result<Vec<Vec<u64>>> {
+    let Keys { he, secret: key } = *keys;
     let kernel = model.linear_kernel(node as usize).expect("a linear step");
     let packing = ConvPacking::plan(he, *kernel.geometry())?;
     let shared = runners.iter().all(|r| r.pending_input() == runners[0].pending_input());

@@ -15,7 +15,7 @@ use zeroize::{Zeroize, Zeroizing};
 use super::correlation::{Correlations, Direction, Part, owner_values, permutation};
 use super::{Layout, MASKED, OWNED, RESULT, SELECTED, UNPERMUTE};
 use crate::error::{Result, SuiteError};
-use crate::masks::{self, Comparison, ComparisonMasks};
+use crate::masks::{self, Comparison, ComparisonMasks, MaskShape};
 use crate::wire::{Reader, elements_to_bytes, read_ciphertexts, seal_all, write_seeded};
 
 /// A server's key pair and its peer's public key for one query.
@@ -273,8 +273,8 @@ impl Step {
         };
         let (kappa, clamps) = (self.query.kappa, self.layer.clamps_at_zero());
         let (mut k_src, mut e_src, mut r_src) = (os_rng(), os_rng(), os_rng());
-        let masks =
-            ComparisonMasks::with_order(order, &mut k_src, &mut e_src, &mut r_src, s, clamps, kappa, zt::LOG2_T - 1);
+        let shape = MaskShape { arity: s, clamps, kappa, r_bits: zt::LOG2_T - 1 };
+        let masks = ComparisonMasks::with_order(order, &mut k_src, &mut e_src, &mut r_src, shape);
         let c = masks.comparisons.len();
         // B's share at position q.
         let share = |q: usize| {

@@ -154,21 +154,29 @@ pub async fn server(
     from_user: FromUser,
     peer: impl Future<Output = Result<PeerLink>>,
 ) -> Result<Channel> {
-    serve_query(name, model, he, user, session, from_user, peer, None).await
+    serve_query(Party { name, model, he }, user, session, from_user, peer, None).await
+}
+
+/// Who serves a query: the server's name, its model and the HE parameters.
+pub(crate) struct Party<'a> {
+    /// The server's name in reports.
+    pub name: &'a str,
+    /// The model.
+    pub model: Arc<FixedModel>,
+    /// The HE parameters.
+    pub he: Arc<HeParams>,
 }
 
 /// [`server`], keeping its secret key in `key_slot` when one is given (in-memory runs only).
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve_query(
-    name: &str,
-    model: Arc<FixedModel>,
-    he: Arc<HeParams>,
+    party: Party<'_>,
     user: &mut Channel,
     session: SessionId,
     from_user: FromUser,
     peer: impl Future<Output = Result<PeerLink>>,
     key_slot: Option<KeySlot>,
 ) -> Result<Channel> {
+    let Party { name, model, he } = party;
     let result: Result<Channel> = async {
         let mut rec = Recorder::new(name);
         rec.stage(0, "input", StageKind::Input, &[user]);
