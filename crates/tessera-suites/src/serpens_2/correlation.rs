@@ -25,7 +25,7 @@ use tessera_model::nonlinear::NonlinearLayer;
 use zeroize::Zeroize;
 
 use super::Layout;
-use super::layer::Halves;
+use super::nonlinear::Halves;
 use crate::error::{Result, Violation};
 use crate::masks::element_order;
 use crate::wire::{Reader, put_elements};

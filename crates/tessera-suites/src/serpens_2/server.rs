@@ -7,12 +7,14 @@ use tessera_field::seed::os_rng;
 use tessera_field::share::Share;
 use tessera_he::{HeParams, PublicKey, SecretKey};
 use tessera_model::fixed::FixedModel;
+use tessera_model::nonlinear::NonlinearLayer;
 use tessera_model::runner::Runner;
 use tessera_net::{Channel, FrameHeader, Recorder, SessionId, StageKind};
+use tracing::Instrument;
 
 use super::correlation::Correlations;
-use super::layer::{Keys, Query, evaluate, prepare};
-use super::{INPUT, JOIN, KEY, OUTPUT, REPORT};
+use super::nonlinear::{Keys, Query, Step, prepare};
+use super::{INPUT, JOIN, KEY, Layout, MASKED, OUTPUT, OWNED, REPORT, RESULT, SELECTED, UNPERMUTE};
 use crate::error::{Mismatch, Result, SuiteError, Violation};
 use crate::parties::{advance_linear, stage_kind};
 use crate::wire::{Reader, elements_to_bytes, parse_wiped, put_elements, send_reports};
@@ -259,7 +261,10 @@ pub(crate) async fn serve_query(
                 return Err(SuiteError::LayerOrder { layer: layer.node });
             }
             let x = runner.pending_input().to_vec();
-            let out = evaluate(&mut link, &query, index, &layer, x, prepared.next().unwrap_or_default()).await?;
+            let span = tracing::debug_span!("layer", node = layer.node, kind = ?layer.kind);
+            let out = evaluate(&mut link, &query, index, &layer, x, prepared.next().unwrap_or_default())
+                .instrument(span)
+                .await?;
             runner.complete(out);
             rec.stage(layer.node, model.node_name(layer.node as usize), stage_kind(&layer), &[&link]);
         }
@@ -274,4 +279,48 @@ pub(crate) async fn serve_query(
         user.abort(session, &e.to_string()).await;
     }
     result
+}
+
+/// Runs the `index`-th nonlinear layer as one server of `query` with its peer over `link`:
+/// returns this server's share of the layer output (at activation scale), for the whole batch.
+/// `prepared` is this server's `⟦β⟧` for the layer (hidden layout; empty otherwise).
+pub(crate) async fn evaluate(
+    link: &mut Channel,
+    query: &Arc<Query>,
+    index: usize,
+    layer: &NonlinearLayer,
+    x: Vec<u64>,
+    prepared: Vec<u8>,
+) -> Result<Vec<u64>> {
+    let step = Arc::new(Step::new(query, index, layer, x, link.peer()));
+    let (session, node) = (query.session, layer.node);
+    let owned = blocking(&step, move |s| s.owned(prepared)).await?;
+    let mut owned = link.exchange(OWNED, session, node, &owned).await?;
+    let (masked, masker) = blocking(&step, move |s| s.mask_peer(&mut owned)).await?;
+    let masker = Arc::new(masker);
+    let masked = link.exchange(MASKED, session, node, &masked).await?;
+    let (selected, kept) = blocking(&step, move |s| s.select_own(&masked)).await?;
+    let selected = link.exchange(SELECTED, session, node, &selected).await?;
+    let m = masker.clone();
+    let result = blocking(&step, move |s| s.unmask_peer(&selected, &m)).await?;
+    let result = link.exchange(RESULT, session, node, &result).await?;
+    let own = blocking(&step, move |s| s.own_share(&result, kept)).await?;
+    match step.layout() {
+        Layout::Seed => Ok(step.assemble_seeded(&own, &masker)),
+        Layout::Hidden => {
+            let (message, own) = step.unpermute_own(own)?;
+            let mut received = link.exchange(UNPERMUTE, session, node, &message).await?;
+            let peer = step.unpermute_peer(&mut received, &masker)?;
+            Ok(step.assemble(&own, &peer))
+        }
+    }
+}
+
+/// Runs `f` on the blocking pool (HE work would stall the runtime's threads).
+async fn blocking<T: Send + 'static>(
+    step: &Arc<Step>,
+    f: impl FnOnce(&Step) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let step = step.clone();
+    tokio::task::spawn_blocking(move || f(&step)).await.map_err(|e| SuiteError::stopped("the HE step", &e))?
 }
