@@ -194,7 +194,7 @@ fn print_result(suite: Suite, model: &LoadedModel, images: &[std::path::PathBuf]
 
 /// Per stage: each party's wall time and the bytes and rounds of every link.
 fn stage_table(reports: &[PartyReport]) {
-    let Some(lead) = reports.iter().find(|p| p.stages.iter().any(|s| s.kind != "input" && s.kind != "output")) else {
+    let Some(lead) = reports.iter().find(|p| p.stages.iter().any(|s| !s.kind.is_input_or_output())) else {
         return;
     };
     let others: Vec<&PartyReport> = reports.iter().filter(|p| p.party != lead.party).collect();
@@ -203,8 +203,8 @@ fn stage_table(reports: &[PartyReport]) {
     header.extend(["bytes sent (all parties)".into(), "rounds".into()]);
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
     let mut t = Table::new(&header);
-    for stage in lead.stages.iter().filter(|s| s.kind != "input" && s.kind != "output") {
-        let mut row = vec![stage.name.clone(), stage.kind.clone(), ms(stage.wall_us)];
+    for stage in lead.stages.iter().filter(|s| !s.kind.is_input_or_output()) {
+        let mut row = vec![stage.name.clone(), stage.kind.to_string(), ms(stage.wall_us)];
         let mut bytes = stage.links.iter().map(|l| l.traffic.bytes_sent).sum::<u64>();
         let mut rounds = stage.links.iter().map(|l| l.traffic.rounds).max().unwrap_or(0);
         for p in others.iter().filter(|p| p.stages.len() > 2) {

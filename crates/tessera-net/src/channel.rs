@@ -252,6 +252,7 @@ impl Channel {
     }
 
     /// Writes raw bytes, bypassing framing: only for tests that play a misbehaving peer.
+    #[doc(hidden)]
     pub async fn send_raw_for_tests(&mut self, bytes: &[u8]) -> Result<()> {
         self.stream
             .write_all(bytes)

@@ -100,5 +100,35 @@ pub enum NetError {
     Certificate(String),
 }
 
+/// Who is at fault for an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// A peer misbehaved: a malformed or protocol-breaking message, a stall, a hang-up.
+    Peer,
+    /// A peer is not one this party can work with (its identity, its role or its settings).
+    Incompatible,
+    /// Something failed inside this party (I/O, a stopped task, a local computation).
+    Local,
+    /// This party's own arguments or configuration are unusable.
+    Config,
+}
+
+impl NetError {
+    /// Who is at fault.
+    pub fn fault(&self) -> Fault {
+        match self {
+            NetError::Malformed { .. }
+            | NetError::UnexpectedKind { .. }
+            | NetError::WrongSession { .. }
+            | NetError::WrongLayer { .. }
+            | NetError::Timeout { .. }
+            | NetError::PeerClosed { .. }
+            | NetError::Aborted { .. } => Fault::Peer,
+            NetError::Tls { .. } | NetError::UnexpectedParty { .. } => Fault::Incompatible,
+            NetError::Io { .. } | NetError::Certificate(_) => Fault::Local,
+        }
+    }
+}
+
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, NetError>;

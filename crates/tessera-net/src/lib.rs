@@ -15,7 +15,7 @@ pub mod tap;
 pub mod tls;
 
 pub use channel::{ABORT, Channel, Meter};
-pub use error::{NetError, Result};
+pub use error::{Fault, NetError, Result};
 pub use frame::{FrameHeader, MessageKind, SessionId};
-pub use report::{LinkCost, PartyReport, Recorder, StageCost};
+pub use report::{LinkCost, PartyReport, Recorder, StageCost, StageKind, UnknownStageKind};
 pub use tap::{TappedFrame, Wiretap};

@@ -26,14 +26,105 @@ pub struct StageCost {
     pub layer: u32,
     /// The stage's name (the node's name, or `input` / `output`).
     pub name: String,
-    /// What the stage does (`linear`, `relu`, `maxpool`, `input`, `output`).
-    pub kind: String,
+    /// What the stage does.
+    pub kind: StageKind,
     /// Wall time in microseconds.
     pub wall_us: u64,
     /// CPU time of the party's process in microseconds (in-process runs: of the whole process).
     pub cpu_us: u64,
     /// Traffic per link during the stage (links without traffic are left out).
     pub links: Vec<LinkCost>,
+}
+
+/// What a stage does; reports name it in kebab case (`linear`, `relu`, `maxpool`, `he-linear`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StageKind {
+    /// The user's input reaching the party.
+    Input,
+    /// The result leaving the party.
+    Output,
+    /// A connection being set up.
+    Connect,
+    /// A whole query in one stage (the plain suite).
+    Query,
+    /// Key generation and exchange.
+    Keys,
+    /// Input-independent preparation (samples, correlations, pads).
+    Preprocess,
+    /// A run of linear layers on shares.
+    Linear,
+    /// A linear layer under HE.
+    HeLinear,
+    /// A linear layer offloaded to an untrusted cloud.
+    Offloaded,
+    /// Layers computed locally in the clear.
+    Local,
+    /// A ReLU layer.
+    Relu,
+    /// A max pool layer (with its ReLU).
+    #[serde(rename = "maxpool")]
+    MaxPool,
+}
+
+impl StageKind {
+    /// Every kind.
+    pub const ALL: [StageKind; 12] = [
+        StageKind::Input,
+        StageKind::Output,
+        StageKind::Connect,
+        StageKind::Query,
+        StageKind::Keys,
+        StageKind::Preprocess,
+        StageKind::Linear,
+        StageKind::HeLinear,
+        StageKind::Offloaded,
+        StageKind::Local,
+        StageKind::Relu,
+        StageKind::MaxPool,
+    ];
+
+    /// The kind's name in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageKind::Input => "input",
+            StageKind::Output => "output",
+            StageKind::Connect => "connect",
+            StageKind::Query => "query",
+            StageKind::Keys => "keys",
+            StageKind::Preprocess => "preprocess",
+            StageKind::Linear => "linear",
+            StageKind::HeLinear => "he-linear",
+            StageKind::Offloaded => "offloaded",
+            StageKind::Local => "local",
+            StageKind::Relu => "relu",
+            StageKind::MaxPool => "maxpool",
+        }
+    }
+
+    /// Whether the stage carries the query's input or output rather than a step of the model.
+    pub fn is_input_or_output(self) -> bool {
+        matches!(self, StageKind::Input | StageKind::Output)
+    }
+}
+
+impl std::fmt::Display for StageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is no stage kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no stage kind is named `{0}`")]
+pub struct UnknownStageKind(pub String);
+
+impl std::str::FromStr for StageKind {
+    type Err = UnknownStageKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        StageKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| UnknownStageKind(s.to_string()))
+    }
 }
 
 /// Everything one party spent on a query.
@@ -76,7 +167,7 @@ impl Recorder {
     }
 
     /// Ends the current stage now; `channels` are the party's links.
-    pub fn stage(&mut self, layer: u32, name: &str, kind: &str, channels: &[&Channel]) {
+    pub fn stage(&mut self, layer: u32, name: &str, kind: StageKind, channels: &[&Channel]) {
         let now = (Instant::now(), ProcessTime::now());
         let mut links = Vec::new();
         for ch in channels {
@@ -96,7 +187,7 @@ impl Recorder {
         self.stages.push(StageCost {
             layer,
             name: name.to_string(),
-            kind: kind.to_string(),
+            kind,
             wall_us: micros(now.0 - self.last.0),
             cpu_us: micros(now.1.duration_since(self.last.1)),
             links,
@@ -119,4 +210,21 @@ impl Recorder {
 
 fn micros(d: std::time::Duration) -> u64 {
     d.as_micros().min(u64::MAX as u128) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kinds serialize to the names reports have always used, and parse back.
+    #[test]
+    fn kind_names_are_pinned() {
+        for kind in StageKind::ALL {
+            assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{}\"", kind.as_str()));
+            assert_eq!(kind.as_str().parse::<StageKind>().unwrap(), kind);
+        }
+        assert_eq!(StageKind::MaxPool.as_str(), "maxpool");
+        assert_eq!(StageKind::HeLinear.as_str(), "he-linear");
+        assert!("max-pool".parse::<StageKind>().is_err());
+    }
 }

@@ -163,36 +163,40 @@ pub(crate) struct ComparisonMasks {
     pub r: Vec<u64>,
 }
 
+/// What a layer's masks look like: items of `arity` elements (signs compared where `clamps`),
+/// multiplicative masks of [`Comparison::mask_bits`] for `kappa`, truncation masks below
+/// `2^r_bits`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MaskShape {
+    /// Elements per item.
+    pub arity: usize,
+    /// Whether every element's sign is compared too (a fused ReLU).
+    pub clamps: bool,
+    /// Bits of the multiplicative masks (before [`Comparison::mask_bits`]).
+    pub kappa: u32,
+    /// Bits of the truncation masks.
+    pub r_bits: u32,
+}
+
 impl ComparisonMasks {
-    /// Draws the masks of `items` items of `arity` elements (signs compared where `clamps`):
-    /// multiplicative masks of [`Comparison::mask_bits`], truncation masks below `2^r_bits`.
-    pub fn draw<R: RngCore + ?Sized>(
-        src: MaskSources<'_, R>,
-        items: usize,
-        arity: usize,
-        clamps: bool,
-        kappa: u32,
-        r_bits: u32,
-    ) -> Self {
-        let order = element_order(src.order, items, arity);
-        Self::with_order(order, src.k, src.e, src.r, arity, clamps, kappa, r_bits)
+    /// Draws the masks of `items` items of the given `shape`.
+    pub fn draw<R: RngCore + ?Sized>(src: MaskSources<'_, R>, items: usize, shape: MaskShape) -> Self {
+        let order = element_order(src.order, items, shape.arity);
+        Self::with_order(order, src.k, src.e, src.r, shape)
     }
 
     /// The masks of the items that `order` lists (`order.len() / arity` items of `arity`
     /// elements, in the order the deciding party receives them), each stream from its own
     /// source: for an order that the masking party does not draw itself (serpens2's
     /// permutation correlation, or the natural order of its comparison layout).
-    #[allow(clippy::too_many_arguments)]
     pub fn with_order<R: RngCore + ?Sized>(
         order: Vec<u32>,
         k_src: &mut R,
         e_src: &mut R,
         r_src: &mut R,
-        arity: usize,
-        clamps: bool,
-        kappa: u32,
-        r_bits: u32,
+        shape: MaskShape,
     ) -> Self {
+        let MaskShape { arity, clamps, kappa, r_bits } = shape;
         let items = order.len() / arity;
         let comparisons = Comparison::of_item(arity, clamps);
         let bits: Vec<u32> = comparisons.iter().map(|c| c.mask_bits(kappa)).collect();
@@ -270,7 +274,7 @@ mod tests {
     fn draw(items: usize, arity: usize, clamps: bool, kappa: u32) -> ComparisonMasks {
         let (mut a, mut b, mut c, mut d) = (os_rng(), os_rng(), os_rng(), os_rng());
         let src = MaskSources { order: &mut a, k: &mut b, e: &mut c, r: &mut d };
-        ComparisonMasks::draw(src, items, arity, clamps, kappa, 59)
+        ComparisonMasks::draw(src, items, MaskShape { arity, clamps, kappa, r_bits: 59 })
     }
 
     /// `log2 k` fills `[0, κ]` evenly: each of its eight equal bins holds about an eighth.
@@ -309,7 +313,7 @@ mod tests {
         for (arity, clamps) in [(1, true), (4, true), (4, false), (9, true)] {
             let mut sources = (os_rng(), os_rng(), os_rng(), os_rng());
             let src = MaskSources { order: &mut sources.0, k: &mut sources.1, e: &mut sources.2, r: &mut sources.3 };
-            let m = ComparisonMasks::draw(src, 2_000, arity, clamps, 30, 59);
+            let m = ComparisonMasks::draw(src, 2_000, MaskShape { arity, clamps, kappa: 30, r_bits: 59 });
             let c = m.comparisons.len();
             assert_eq!(c, arity * (arity - 1) / 2 + if clamps { arity } else { 0 });
             for item in 0..m.items() {

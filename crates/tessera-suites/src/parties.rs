@@ -4,9 +4,9 @@
 use futures::future::try_join_all;
 use tessera_field::zt;
 use tessera_model::fixed::FixedModel;
-use tessera_model::nonlinear::NonlinearLayer;
+use tessera_model::nonlinear::{NonlinearKind, NonlinearLayer};
 use tessera_model::runner::Runner;
-use tessera_net::{Channel, MessageKind, PartyReport, Recorder, SessionId};
+use tessera_net::{Channel, MessageKind, PartyReport, Recorder, SessionId, StageKind};
 
 use crate::error::{Result, SuiteError};
 
@@ -19,6 +19,14 @@ pub struct Outcome {
     pub reports: Vec<PartyReport>,
 }
 use crate::wire::{Reader, recv_reports};
+
+/// The stage kind reports give a nonlinear layer.
+pub(crate) fn stage_kind(layer: &NonlinearLayer) -> StageKind {
+    match layer.kind {
+        NonlinearKind::Relu => StageKind::Relu,
+        NonlinearKind::MaxPool { .. } => StageKind::MaxPool,
+    }
+}
 
 /// Runs the linear layers after node `*first` on the blocking pool up to the next nonlinear
 /// layer (returned, `None` at the end of the model), records them as one `linear` stage with
@@ -36,10 +44,10 @@ pub(crate) async fn advance_linear(
         (runner, layer)
     })
     .await
-    .map_err(|e| SuiteError::Local(format!("linear layers stopped: {e}")))?;
+    .map_err(|e| SuiteError::stopped("the linear layers", &e))?;
     let end = layer.map_or(model.ops().len(), |l| l.node as usize);
     if end > *first {
-        rec.stage(end as u32 - 1, model.node_name(end - 1), "linear", links);
+        rec.stage(end as u32 - 1, model.node_name(end - 1), StageKind::Linear, links);
     }
     if let Some(l) = layer {
         *first = l.node as usize + 1;
@@ -80,7 +88,7 @@ pub(crate) async fn collect_outputs(
 pub(crate) async fn join_parties<T>(outcome: Result<T>, tasks: Vec<tokio::task::JoinHandle<Result<()>>>) -> Result<T> {
     let mut cause = None;
     for t in tasks.into_iter().rev() {
-        let result = t.await.map_err(|e| SuiteError::Local(format!("a party stopped: {e}")))?;
+        let result = t.await.map_err(|e| SuiteError::stopped("a party", &e))?;
         if let Err(e) = result
             && cause.as_ref().is_none_or(|c: &SuiteError| matches!(c, SuiteError::Net(_)))
         {

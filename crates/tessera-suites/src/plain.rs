@@ -12,7 +12,7 @@ use tessera_model::Model;
 use tessera_model::plain::PlainEngine;
 use tessera_net::{Channel, MessageKind, SessionId};
 
-use crate::error::{Result, SuiteError};
+use crate::error::{Result, SuiteError, Violation};
 use crate::service::{Service, next_query};
 
 /// User → server: the images.
@@ -44,7 +44,7 @@ pub async fn user(
         return Err(SuiteError::Protocol {
             peer: server.peer().into(),
             message: "logits",
-            reason: format!("{} bytes for {batch} × {classes} logits", reply.len()),
+            violation: Violation::Length { actual: reply.len(), expected: 4 * classes * batch as usize },
         });
     }
     Ok(f32s(&reply))
@@ -84,15 +84,19 @@ pub async fn serve_query(
     payload: &[u8],
     input_len: usize,
 ) -> Result<()> {
-    let bad = |reason: String| SuiteError::Protocol { peer: user.peer().into(), message: "query", reason };
-    let (head, images) = payload.split_at_checked(4).ok_or_else(|| bad("shorter than its header".into()))?;
+    let bad = |violation| SuiteError::Protocol { peer: user.peer().into(), message: "query", violation };
+    let (head, images) =
+        payload.split_at_checked(4).ok_or_else(|| bad(Violation::Truncated { left: payload.len(), expected: 4 }))?;
     let batch = u32::from_le_bytes(head.try_into().expect("4 bytes")) as usize;
-    if batch == 0 || images.len() != 4 * input_len * batch {
-        return Err(bad(format!("{} bytes for {batch} images of {input_len} values", images.len())));
+    if batch == 0 {
+        return Err(bad(Violation::OutOfRange { field: "batch", value: 0, min: 1, max: u32::MAX as u64 }));
+    }
+    if images.len() != 4 * input_len * batch {
+        return Err(bad(Violation::Length { actual: images.len(), expected: 4 * input_len * batch }));
     }
     let x = f32s(images);
     if x.iter().any(|v| !v.is_finite()) {
-        return Err(bad("non-finite input".into()));
+        return Err(bad(Violation::NonFinite));
     }
     let logits = engine.run(&x, batch)?;
     user.send(LOGITS, session, 0, &bytes(&logits)).await?;

@@ -7,7 +7,7 @@ use tessera_he::{Ciphertext, Form, HeParams, PublicKey};
 use tessera_net::{Channel, MessageKind, PartyReport, SessionId};
 use zeroize::Zeroizing;
 
-use crate::error::{Result, SuiteError};
+use crate::error::{Result, SuiteError, Violation};
 
 /// Sends cost reports (never values) as one frame of `kind`.
 pub async fn send_reports(
@@ -44,7 +44,7 @@ pub async fn recv_reports(channel: &mut Channel, kind: MessageKind, session: Ses
     PartyReport::list_from_bytes(&bytes).map_err(|reason| SuiteError::Protocol {
         peer: channel.peer().into(),
         message: "report",
-        reason,
+        violation: Violation::Report { reason },
     })
 }
 
@@ -78,13 +78,39 @@ impl<'a> Reader<'a> {
     }
 
     /// A protocol error about this message.
-    pub fn error(&self, reason: impl Into<String>) -> SuiteError {
-        SuiteError::Protocol { peer: self.peer.to_string(), message: self.message, reason: reason.into() }
+    pub fn error(&self, violation: Violation) -> SuiteError {
+        SuiteError::Protocol { peer: self.peer.to_string(), message: self.message, violation }
+    }
+
+    /// Fails unless the message's `field` holds a `value` in `allowed`.
+    pub fn check_range(
+        &self,
+        field: &'static str,
+        value: usize,
+        allowed: std::ops::RangeInclusive<usize>,
+    ) -> Result<()> {
+        if allowed.contains(&value) {
+            return Ok(());
+        }
+        let (min, max) = (*allowed.start() as u64, *allowed.end() as u64);
+        Err(self.error(Violation::OutOfRange { field, value: value as u64, min, max }))
+    }
+
+    /// Bytes of `n` field elements, refused where they could not be addressed.
+    fn element_bytes(&self, n: usize) -> Result<usize> {
+        n.checked_mul(8).ok_or_else(|| {
+            self.error(Violation::OutOfRange {
+                field: "element count",
+                value: n as u64,
+                min: 0,
+                max: (usize::MAX / 8) as u64,
+            })
+        })
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.bytes.len() < n {
-            return Err(self.error(format!("{} bytes left where {n} were expected", self.bytes.len())));
+            return Err(self.error(Violation::Truncated { left: self.bytes.len(), expected: n }));
         }
         let (head, rest) = self.bytes.split_at(n);
         self.bytes = rest;
@@ -103,12 +129,12 @@ impl<'a> Reader<'a> {
 
     /// Exactly `n` field elements (each below `t`).
     pub fn elements(&mut self, n: usize) -> Result<Vec<u64>> {
-        let len = n.checked_mul(8).ok_or_else(|| self.error("absurd element count"))?;
+        let len = self.element_bytes(n)?;
         let bytes = self.take(len)?;
         let values: Vec<u64> =
             bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
         if values.iter().any(|&v| v >= zt::T) {
-            return Err(self.error("a value outside Z_t"));
+            return Err(self.error(Violation::OutsideField));
         }
         Ok(values)
     }
@@ -116,7 +142,7 @@ impl<'a> Reader<'a> {
     /// Adds exactly `dst.len()` field elements (each below `t`) into `dst`, mod `t`, without
     /// an intermediate vector.
     pub fn add_elements_into(&mut self, dst: &mut [u64]) -> Result<()> {
-        let len = dst.len().checked_mul(8).ok_or_else(|| self.error("absurd element count"))?;
+        let len = self.element_bytes(dst.len())?;
         let bytes = self.take(len)?;
         let mut outside = false;
         for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(8)) {
@@ -128,14 +154,18 @@ impl<'a> Reader<'a> {
             }
         }
         if outside {
-            return Err(self.error("a value outside Z_t"));
+            return Err(self.error(Violation::OutsideField));
         }
         Ok(())
     }
 
     /// Checks that nothing is left.
     pub fn end(self) -> Result<()> {
-        if self.bytes.is_empty() { Ok(()) } else { Err(self.error(format!("{} trailing bytes", self.bytes.len()))) }
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(self.error(Violation::TrailingBytes { count: self.bytes.len() }))
+        }
     }
 }
 
@@ -154,7 +184,7 @@ pub fn read_ciphertexts(
         return Err(SuiteError::Protocol {
             peer: peer.into(),
             message,
-            reason: format!("{} bytes where {count} ciphertexts of {size} were expected", bytes.len()),
+            violation: Violation::Length { actual: bytes.len(), expected: count * size },
         });
     }
     bytes
@@ -163,7 +193,7 @@ pub fn read_ciphertexts(
             Ciphertext::read(he, form, c).map_err(|e| SuiteError::Protocol {
                 peer: peer.into(),
                 message,
-                reason: e.to_string(),
+                violation: Violation::Ciphertext(e),
             })
         })
         .collect()

@@ -162,14 +162,14 @@ impl QueryCost {
         for (p, report) in reports.iter().enumerate() {
             let mut preprocess_cpu = 0;
             for stage in &report.stages {
-                let special = special_row(&stage.kind);
+                let special = special_row(stage.kind.as_str());
                 let key = special.unwrap_or(RowKey::Node(stage.layer));
                 if matches!(key, RowKey::Setup(_)) {
                     preprocess_cpu += stage.cpu_us;
                 }
                 let row = rows.entry(key).or_default();
                 if row.kind.as_deref().is_none_or(|k| k == "local") {
-                    row.kind = Some(stage.kind.clone());
+                    row.kind = Some(stage.kind.to_string());
                 }
                 *row.wall_us.entry(p).or_default() += stage.wall_us;
                 row.cpu_us += stage.cpu_us;
@@ -247,7 +247,7 @@ mod tests {
         StageCost {
             layer,
             name: format!("stage {layer}"),
-            kind: kind.into(),
+            kind: kind.parse().expect("a stage kind"),
             wall_us,
             cpu_us: wall_us / 2,
             links: links.iter().map(|(p, t)| LinkCost { peer: (*p).into(), traffic: *t }).collect(),

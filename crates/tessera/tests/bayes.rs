@@ -12,6 +12,7 @@ use tessera::LoadedModel;
 use tessera::dataset::Dataset;
 use tessera::input::normalize;
 use tessera_he::HeParams;
+use tessera_net::StageKind;
 use tessera_suites::bayes::{BayesServer, Sampling, run_in_memory};
 
 fn server(m: &LoadedModel, sampling: Sampling) -> Arc<BayesServer> {
@@ -77,7 +78,7 @@ fn fresh_sampling_draws_new_weights_every_query() {
     let b = rt.block_on(run_in_memory(&fixed, srv, &he, &input, 1, 1)).unwrap();
     assert_ne!(a.samples[0], b.samples[0]);
     assert_eq!(a.reports.len(), 2);
-    assert!(a.reports.iter().all(|r| r.stages.iter().any(|s| s.kind == "he-linear")));
+    assert!(a.reports.iter().all(|r| r.stages.iter().any(|s| s.kind == StageKind::HeLinear)));
 }
 
 /// A user that breaks the protocol gets the server to end that connection with a typed error

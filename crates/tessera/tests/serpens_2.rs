@@ -18,7 +18,7 @@ use tessera_he::{Ciphertext, Form, HeParams};
 use tessera_model::fixed::FixedModel;
 use tessera_model::nonlinear::NonlinearLayer;
 use tessera_model::runner::Runner;
-use tessera_net::MessageKind;
+use tessera_net::{MessageKind, StageKind};
 use tessera_suites::SuiteError;
 use tessera_suites::serpens_2::{
     INPUT, InMemoryRun, Layout, MASKED, OWNED, Outcome, SERVERS, ServerInput, ServerView, UNPERMUTE, run_in_memory,
@@ -49,7 +49,7 @@ fn secure_logits_match_the_fixed_point_reference() {
         assert_eq!(outcome.reports.len(), 3);
         // The correlations are the user's preprocessing.
         let user = &outcome.reports[0];
-        assert!(user.stages.iter().any(|s| s.kind == "preprocess"));
+        assert!(user.stages.iter().any(|s| s.kind == StageKind::Preprocess));
     }
 }
 

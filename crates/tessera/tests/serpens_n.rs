@@ -111,7 +111,7 @@ fn overflowing_inputs_and_bad_holder_counts_are_refused() {
     assert!(matches!(err, SuiteError::ActivationOverflow { .. }), "{err}");
     for holders in [1, 9] {
         let err = rt.block_on(run_in_memory(&fixed, &input, 1, &settings(holders, None))).unwrap_err();
-        assert!(matches!(err, SuiteError::Local(_)), "{err}");
+        assert!(matches!(err, SuiteError::HolderCount { .. }), "{err}");
     }
 }
 

@@ -8,6 +8,7 @@ use plotters::coord::Shift;
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
+use tessera::net::StageKind;
 
 use super::compare::{Report, SuiteResult};
 
@@ -60,17 +61,19 @@ type DrawResult<DB> = std::result::Result<(), DrawingAreaErrorKind<<DB as Drawin
 
 /// A row kind's legend entry and colour (kinds that mean the same share one entry).
 fn kind_style(kind: &str) -> (&'static str, RGBColor) {
-    match kind {
-        "linear" => ("linear layers on shares", RGBColor(31, 119, 180)),
-        "he-linear" => ("linear layers under HE", RGBColor(148, 103, 189)),
-        "offloaded" => ("offloaded linear layers", RGBColor(23, 190, 207)),
-        "relu" => ("ReLU", RGBColor(255, 127, 14)),
-        "maxpool" => ("max pool (with its ReLU)", RGBColor(214, 39, 40)),
-        "local" => ("layers at the user (nonlinear, reshapes)", RGBColor(127, 127, 127)),
-        "preprocess" | "keys" => ("preprocessing: keys, pads, samples, correlations", RGBColor(188, 189, 34)),
-        "input" | "connect" => ("connection and input", RGBColor(140, 86, 75)),
-        "query" => ("the whole query (plain suite)", RGBColor(60, 60, 60)),
-        _ => ("output", RGBColor(227, 119, 194)),
+    match kind.parse::<StageKind>() {
+        Ok(StageKind::Linear) => ("linear layers on shares", RGBColor(31, 119, 180)),
+        Ok(StageKind::HeLinear) => ("linear layers under HE", RGBColor(148, 103, 189)),
+        Ok(StageKind::Offloaded) => ("offloaded linear layers", RGBColor(23, 190, 207)),
+        Ok(StageKind::Relu) => ("ReLU", RGBColor(255, 127, 14)),
+        Ok(StageKind::MaxPool) => ("max pool (with its ReLU)", RGBColor(214, 39, 40)),
+        Ok(StageKind::Local) => ("layers at the user (nonlinear, reshapes)", RGBColor(127, 127, 127)),
+        Ok(StageKind::Preprocess | StageKind::Keys) => {
+            ("preprocessing: keys, pads, samples, correlations", RGBColor(188, 189, 34))
+        }
+        Ok(StageKind::Input | StageKind::Connect) => ("connection and input", RGBColor(140, 86, 75)),
+        Ok(StageKind::Query) => ("the whole query (plain suite)", RGBColor(60, 60, 60)),
+        Ok(StageKind::Output) | Err(_) => ("output", RGBColor(227, 119, 194)),
     }
 }
 

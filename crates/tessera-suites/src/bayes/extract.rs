@@ -36,9 +36,9 @@ pub async fn first_layer_draws(
     let input = geometry.input;
     let padded = geometry.window.pads.iter().any(|&p| p > 0) || geometry.window.stride != [1, 1];
     if input.c != 1 || padded || input.h < 2 * kh || input.w < 2 * kw {
-        return Err(SuiteError::Local(
-            "the extraction needs an unpadded, unstrided one-channel first convolution".into(),
-        ));
+        return Err(SuiteError::UnsupportedModel {
+            needs: "the extraction needs an unpadded, unstrided one-channel first convolution",
+        });
     }
     let unit = 1u64 << f;
     let impulses: Vec<u64> = (0..input.h * input.w)

@@ -7,7 +7,7 @@ use tessera_he::HeParams;
 use tessera_model::fixed::FixedModel;
 use tessera_net::{Channel, SessionId};
 
-use super::{BayesServer, Outcome, user};
+use super::{BayesServer, Outcome, Query, user};
 use crate::error::{Result, SuiteError};
 
 /// Runs one query of `samples` forward passes on `input` (`batch` encoded images).
@@ -21,9 +21,17 @@ pub async fn run_in_memory(
 ) -> Result<Outcome> {
     let (mut ours, mut theirs) = Channel::pair("user", "server", Duration::from_secs(120), 1 << 30);
     let task = tokio::spawn(async move { server.serve("server", &mut theirs).await });
-    let outcome = user("user", model.clone(), he, &mut ours, SessionId::random(), input.to_vec(), batch, samples).await;
+    let outcome = user(
+        "user",
+        model.clone(),
+        he,
+        &mut ours,
+        SessionId::random(),
+        Query { input: input.to_vec(), batch, samples },
+    )
+    .await;
     drop(ours);
-    let served = task.await.map_err(|e| SuiteError::Local(format!("the server stopped: {e}")))?;
+    let served = task.await.map_err(|e| SuiteError::stopped("the server", &e))?;
     let outcome = outcome?;
     served?;
     Ok(outcome)

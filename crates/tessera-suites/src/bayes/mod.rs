@@ -23,7 +23,7 @@ mod user;
 pub use memory::run_in_memory;
 pub use server::{BayesServer, Sampling};
 pub use service::BayesService;
-pub use user::{Outcome, user};
+pub use user::{Outcome, Query, user};
 
 use tessera_net::MessageKind;
 

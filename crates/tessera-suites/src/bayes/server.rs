@@ -9,10 +9,10 @@ use tessera_field::seed::{SecretRng, os_rng};
 use tessera_he::{ConvPacking, Form, HeParams, PublicKey};
 use tessera_model::fixed::{FixedModel, FixedOp};
 use tessera_model::{Model, Posterior};
-use tessera_net::{Channel, NetError, Recorder, SessionId};
+use tessera_net::{Channel, NetError, Recorder, SessionId, StageKind};
 
 use super::{DONE, JOIN, LAYER, MAX_SAMPLES, PRODUCT, REPORT};
-use crate::error::{Result, SuiteError};
+use crate::error::{Result, SuiteError, Violation};
 use crate::wire::{Reader, read_ciphertexts, seal_all, send_reports};
 
 /// Where a server's weight samples come from.
@@ -89,7 +89,7 @@ impl BayesServer {
             }
             let mut rec = Recorder::new(name);
             let query = self.join(user.peer(), header.session, &payload)?;
-            rec.stage(0, "sample", "preprocess", &[user]);
+            rec.stage(0, "sample", StageKind::Preprocess, &[user]);
             self.run(rec, user, query).await?;
         }
     }
@@ -98,16 +98,12 @@ impl BayesServer {
         let mut r = Reader::new(payload, peer, "join");
         let batch = r.u32()? as usize;
         let samples = r.u32()? as usize;
-        if !(1..=self.max_batch).contains(&batch) {
-            return Err(r.error(format!("batch of {batch} (at most {})", self.max_batch)));
-        }
-        if !(1..=MAX_SAMPLES).contains(&samples) {
-            return Err(r.error(format!("{samples} samples (at most {MAX_SAMPLES})")));
-        }
+        r.check_range("batch", batch, 1..=self.max_batch)?;
+        r.check_range("samples", samples, 1..=MAX_SAMPLES)?;
         let key = PublicKey::read(&self.he, &payload[8..]).map_err(|e| SuiteError::Protocol {
             peer: peer.into(),
             message: "join",
-            reason: e.to_string(),
+            violation: Violation::Key(e),
         })?;
         let mut rng = match self.sampling {
             Sampling::Fresh => os_rng(),
@@ -127,17 +123,17 @@ impl BayesServer {
             let (header, payload) = user.recv_any().await?;
             let peer = user.peer().to_string();
             if header.session != session {
-                return Err(SuiteError::Protocol { peer, message: "layer", reason: "a frame of another query".into() });
+                return Err(SuiteError::Protocol { peer, message: "layer", violation: Violation::OtherQuery });
             }
             if header.kind == DONE {
                 if let Some(node) = query.pending.next() {
                     return Err(SuiteError::Protocol {
                         peer,
                         message: "done",
-                        reason: format!("linear layer {node} was never sent"),
+                        violation: Violation::Missing { what: "linear layer", value: node as u64 },
                     });
                 }
-                rec.stage(0, "output", "output", &[user]);
+                rec.stage(0, "output", StageKind::Output, &[user]);
                 let report = vec![rec.finish()];
                 return send_reports(user, REPORT, session, &report).await;
             }
@@ -149,7 +145,7 @@ impl BayesServer {
                 return Err(SuiteError::Protocol {
                     peer,
                     message: "layer",
-                    reason: format!("node {node} out of order"),
+                    violation: Violation::WrongNode { node: node as u32, expected: "the next linear layer" },
                 });
             }
             let he = self.he.clone();
@@ -157,9 +153,9 @@ impl BayesServer {
             let reply =
                 tokio::task::spawn_blocking(move || evaluate(&he, &peer, &samples, &key, node, batch, &payload))
                     .await
-                    .map_err(|e| SuiteError::Local(format!("the layer stopped: {e}")))??;
+                    .map_err(|e| SuiteError::stopped("the layer", &e))??;
             user.send(PRODUCT, session, node as u32, &reply).await?;
-            rec.stage(node as u32, query.samples[0].node_name(node), "he-linear", &[user]);
+            rec.stage(node as u32, query.samples[0].node_name(node), StageKind::HeLinear, &[user]);
         }
     }
 }
@@ -178,7 +174,7 @@ fn evaluate(
     let sets = match r.u32()? {
         0 => samples.len(),
         1 => 1,
-        other => return Err(r.error(format!("shared flag {other}"))),
+        other => return Err(r.error(Violation::UnknownTag { field: "shared flag", value: other })),
     };
     let kernel = samples[0].linear_kernel(node).expect("a linear node");
     let packing = ConvPacking::plan(he, *kernel.geometry())?;

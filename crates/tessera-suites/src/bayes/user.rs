@@ -8,7 +8,7 @@ use tessera_field::{fixed, seed::os_rng};
 use tessera_he::{Ciphertext, ConvPacking, Form, HeParams, SecretKey};
 use tessera_model::fixed::FixedModel;
 use tessera_model::runner::{Runner, Step};
-use tessera_net::{Channel, PartyReport, Recorder, SessionId};
+use tessera_net::{Channel, PartyReport, Recorder, SessionId, StageKind};
 
 use super::{DONE, JOIN, LAYER, MAX_SAMPLES, PRODUCT, REPORT};
 use crate::error::{Result, SuiteError};
@@ -25,21 +25,36 @@ pub struct Outcome {
     pub reports: Vec<PartyReport>,
 }
 
-/// Runs one query of `samples` forward passes as the user. `model` gives the architecture and
-/// fixed-point parameters only: its weights are never used (the server's sampled weights are).
-#[allow(clippy::too_many_arguments)]
+/// What the user asks the server: `samples` forward passes on `batch` encoded images.
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// `batch` images encoded at activation scale.
+    pub input: Vec<u64>,
+    /// Images in the batch.
+    pub batch: usize,
+    /// Forward passes, each with its own sampled weights.
+    pub samples: usize,
+}
+
+/// The user's HE keys of a query.
+struct Keys<'a> {
+    he: &'a HeParams,
+    secret: &'a SecretKey,
+}
+
+/// Runs one query as the user. `model` gives the architecture and fixed-point parameters only:
+/// its weights are never used (the server's sampled weights are).
 pub async fn user(
     name: &str,
     model: Arc<FixedModel>,
     he: &HeParams,
     server: &mut Channel,
     session: SessionId,
-    input: Vec<u64>,
-    batch: usize,
-    samples: usize,
+    query: Query,
 ) -> Result<Outcome> {
+    let Query { input, batch, samples } = query;
     if !(1..=MAX_SAMPLES).contains(&samples) {
-        return Err(SuiteError::Local(format!("{samples} samples: 1 to {MAX_SAMPLES}")));
+        return Err(SuiteError::Samples { samples, max: MAX_SAMPLES });
     }
     let mut rec = Recorder::new(name);
     let mut rng = os_rng();
@@ -49,7 +64,7 @@ pub async fn user(
     join.extend_from_slice(&(samples as u32).to_le_bytes());
     key.public_key(&mut rng)?.write(he, &mut join)?;
     server.send(JOIN, session, 0, &join).await?;
-    rec.stage(0, "keys", "keys", &[server]);
+    rec.stage(0, "keys", StageKind::Keys, &[server]);
     let mut runners: Vec<Runner> =
         (0..samples).map(|_| Runner::new(model.clone(), input.clone(), batch, false).offloading_linear()).collect();
     let mut first = 0usize;
@@ -59,7 +74,7 @@ pub async fn user(
         }
         let node = step.node();
         if node as usize > first {
-            rec.stage(node - 1, model.node_name(node as usize - 1), "local", &[server]);
+            rec.stage(node - 1, model.node_name(node as usize - 1), StageKind::Local, &[server]);
         }
         first = node as usize + 1;
         let outputs = match step {
@@ -70,12 +85,14 @@ pub async fn user(
                     Ok(layer.eval_plain(r.pending_input(), batch))
                 })
                 .collect::<Result<Vec<_>>>()?,
-            Step::Linear(node) => offload(&model, he, &key, server, session, node, &runners, batch).await?,
+            Step::Linear(node) => {
+                offload(&model, &Keys { he, secret: &key }, server, session, node, &runners, batch).await?
+            }
         };
         for (r, out) in runners.iter_mut().zip(outputs) {
             r.complete(out);
         }
-        let kind = if matches!(step, Step::Linear(_)) { "he-linear" } else { "local" };
+        let kind = if matches!(step, Step::Linear(_)) { StageKind::HeLinear } else { StageKind::Local };
         rec.stage(node, model.node_name(node as usize), kind, &[server]);
     }
     let logits: Vec<Vec<u64>> = runners.iter().map(|r| r.output().to_vec()).collect();
@@ -84,7 +101,7 @@ pub async fn user(
     }
     server.send(DONE, session, 0, &[]).await?;
     let server_reports = recv_reports(server, REPORT, session).await?;
-    rec.stage(0, "output", "output", &[server]);
+    rec.stage(0, "output", StageKind::Output, &[server]);
     let probabilities = meta_prediction(&logits, model.output_len(), model.output_bits());
     let mut reports = vec![rec.finish()];
     reports.extend(server_reports);
@@ -93,17 +110,16 @@ pub async fn user(
 
 /// Sends linear node `node`'s inputs of every sample encrypted (once when they are all equal,
 /// as at the first layer) and returns its decrypted outputs, per sample.
-#[allow(clippy::too_many_arguments)]
 async fn offload(
     model: &FixedModel,
-    he: &HeParams,
-    key: &SecretKey,
+    keys: &Keys<'_>,
     server: &mut Channel,
     session: SessionId,
     node: u32,
     runners: &[Runner],
     batch: usize,
 ) -> Result<Vec<Vec<u64>>> {
+    let Keys { he, secret: key } = *keys;
     let kernel = model.linear_kernel(node as usize).expect("a linear step");
     let packing = ConvPacking::plan(he, *kernel.geometry())?;
     let shared = runners.iter().all(|r| r.pending_input() == runners[0].pending_input());

@@ -25,8 +25,8 @@ use tessera_model::nonlinear::NonlinearLayer;
 use zeroize::Zeroize;
 
 use super::Layout;
-use super::layer::Halves;
-use crate::error::Result;
+use super::nonlinear::Halves;
+use crate::error::{Result, Violation};
 use crate::masks::element_order;
 use crate::wire::{Reader, put_elements};
 
@@ -182,14 +182,12 @@ impl Correlations {
         let layout = match r.u32()? {
             0 => Layout::Hidden,
             1 => Layout::Seed,
-            other => return Err(r.error(format!("layout {other}"))),
+            other => return Err(r.error(Violation::UnknownTag { field: "layout", value: other })),
         };
         let mut dealt = Self { layout, seed: None, forward: Vec::new(), back: Vec::new() };
         if layout == Layout::Hidden {
             dealt.seed = Some(r.seed()?);
-            if !(1..=2).contains(&index) {
-                return Err(r.error(format!("server {index} of 2")));
-            }
+            r.check_range("server index", index, 1..=2)?;
             let masked = 2 - index;
             for layer in layers {
                 let n = Halves::new(layer, batch, slots).half(masked).len();

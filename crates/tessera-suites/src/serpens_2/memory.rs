@@ -8,7 +8,7 @@ use tessera_he::{HeParams, SecretKey};
 use tessera_model::fixed::FixedModel;
 use tessera_net::{Channel, SessionId, TappedFrame, Wiretap};
 
-use super::server::{KeySlot, PeerLink, join_from_frame, receive, serve_query};
+use super::server::{KeySlot, Party, PeerLink, join_from_frame, receive, serve_query};
 use super::{Deal, Layout, Outcome, SERVERS, max_batch, user};
 use crate::error::{Result, SuiteError};
 use crate::parties::join_parties;
@@ -80,7 +80,7 @@ pub async fn run_in_memory(
                 let join = join_from_frame(&he2, SERVERS[0], header, &payload, limit)?;
                 Ok(PeerLink::Accepted(c, Box::new(join)))
             };
-            serve_query(name, model, he, &mut h, header.session, from_user, peer, key_slot).await.map(drop)
+            serve_query(Party { name, model, he }, &mut h, header.session, from_user, peer, key_slot).await.map(drop)
         }));
     }
     let deal = Deal { slots: he.degree(), layout: settings.layout };
@@ -91,7 +91,7 @@ pub async fn run_in_memory(
         .into_iter()
         .map(|(tap, slot)| {
             let key = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let key = key.ok_or_else(|| SuiteError::Local("a server kept no key".into()))?;
+            let key = key.ok_or(SuiteError::NoKeyKept)?;
             Ok(ServerView { frames: tap.frames(), key })
         })
         .collect::<Result<_>>()?;

@@ -42,8 +42,8 @@
 //! [`REPORT`] server → user.
 
 pub mod correlation;
-mod layer;
 mod memory;
+mod nonlinear;
 mod server;
 mod service;
 mod user;

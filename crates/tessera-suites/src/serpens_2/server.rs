@@ -7,15 +7,16 @@ use tessera_field::seed::os_rng;
 use tessera_field::share::Share;
 use tessera_he::{HeParams, PublicKey, SecretKey};
 use tessera_model::fixed::FixedModel;
+use tessera_model::nonlinear::NonlinearLayer;
 use tessera_model::runner::Runner;
-use tessera_net::{Channel, FrameHeader, Recorder, SessionId};
+use tessera_net::{Channel, FrameHeader, Recorder, SessionId, StageKind};
+use tracing::Instrument;
 
 use super::correlation::Correlations;
-use super::layer::{Keys, Query, evaluate, prepare};
-use super::{INPUT, JOIN, KEY, OUTPUT, REPORT};
-use crate::error::{Result, SuiteError};
-use crate::parties::advance_linear;
-use crate::serpens_n::kind_name;
+use super::nonlinear::{Keys, Query, Step, prepare};
+use super::{INPUT, JOIN, KEY, Layout, MASKED, OUTPUT, OWNED, REPORT, RESULT, SELECTED, UNPERMUTE};
+use crate::error::{Mismatch, Result, SuiteError, Violation};
+use crate::parties::{advance_linear, stage_kind};
 use crate::wire::{Reader, elements_to_bytes, parse_wiped, put_elements, send_reports};
 
 /// What the user sends a server.
@@ -44,13 +45,10 @@ impl ServerInput {
     pub fn parse(peer: &str, payload: &[u8], input_len: usize, max_batch: usize) -> Result<Self> {
         let mut r = Reader::new(payload, peer, "input");
         let (index, batch) = (r.u32()? as usize, r.u32()? as usize);
-        if !(1..=2).contains(&index) {
-            return Err(r.error(format!("server {index} of 2")));
-        }
-        if !(1..=max_batch).contains(&batch) {
-            return Err(r.error(format!("batch of {batch} (at most {max_batch})")));
-        }
-        let len = batch.checked_mul(input_len).ok_or_else(|| r.error(format!("batch of {batch}")))?;
+        r.check_range("server index", index, 1..=2)?;
+        r.check_range("batch", batch, 1..=max_batch)?;
+        r.check_range("batch", batch, 1..=usize::MAX / input_len.max(1))?;
+        let len = batch * input_len;
         let share = Share::from_vec(r.elements(len)?);
         r.end()?;
         Ok(Self { index, batch, share })
@@ -119,15 +117,17 @@ pub fn join_from_frame(
     }
     let mut r = Reader::new(payload, peer, "join");
     let batch = r.u32()? as usize;
-    if !(1..=max_batch).contains(&batch) {
-        return Err(r.error(format!("batch of {batch} (at most {max_batch})")));
-    }
+    r.check_range("batch", batch, 1..=max_batch)?;
     let key = read_key(he, peer, "join", &payload[4..])?;
     Ok(Join { session: header.session, batch, key })
 }
 
 fn read_key(he: &HeParams, peer: &str, message: &'static str, bytes: &[u8]) -> Result<PublicKey> {
-    PublicKey::read(he, bytes).map_err(|e| SuiteError::Protocol { peer: peer.into(), message, reason: e.to_string() })
+    PublicKey::read(he, bytes).map_err(|e| SuiteError::Protocol {
+        peer: peer.into(),
+        message,
+        violation: Violation::Key(e),
+    })
 }
 
 /// How a server reaches its peer for a query: `S1` dials `S2`; `S2` is handed the connection on
@@ -156,24 +156,32 @@ pub async fn server(
     from_user: FromUser,
     peer: impl Future<Output = Result<PeerLink>>,
 ) -> Result<Channel> {
-    serve_query(name, model, he, user, session, from_user, peer, None).await
+    serve_query(Party { name, model, he }, user, session, from_user, peer, None).await
+}
+
+/// Who serves a query: the server's name, its model and the HE parameters.
+pub(crate) struct Party<'a> {
+    /// The server's name in reports.
+    pub name: &'a str,
+    /// The model.
+    pub model: Arc<FixedModel>,
+    /// The HE parameters.
+    pub he: Arc<HeParams>,
 }
 
 /// [`server`], keeping its secret key in `key_slot` when one is given (in-memory runs only).
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve_query(
-    name: &str,
-    model: Arc<FixedModel>,
-    he: Arc<HeParams>,
+    party: Party<'_>,
     user: &mut Channel,
     session: SessionId,
     from_user: FromUser,
     peer: impl Future<Output = Result<PeerLink>>,
     key_slot: Option<KeySlot>,
 ) -> Result<Channel> {
+    let Party { name, model, he } = party;
     let result: Result<Channel> = async {
         let mut rec = Recorder::new(name);
-        rec.stage(0, "input", "input", &[user]);
+        rec.stage(0, "input", StageKind::Input, &[user]);
         let FromUser { input: ServerInput { index, batch, share }, correlations } = from_user;
         let me = index - 1;
         let params = model.params();
@@ -195,20 +203,20 @@ pub(crate) async fn serve_query(
             })
         };
         let (sk, my_key, prepared, correlations) =
-            prepared.await.map_err(|e| SuiteError::Local(format!("preprocessing stopped: {e}")))??;
+            prepared.await.map_err(|e| SuiteError::stopped("preprocessing", &e))??;
         let sk = Arc::new(sk);
         if let Some(slot) = &key_slot {
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(sk.clone());
         }
-        rec.stage(0, "preprocess", "preprocess", &[]);
+        rec.stage(0, "preprocess", StageKind::Preprocess, &[]);
         let link = peer.await?;
         // The link says which server this is; the user's index must agree.
         let dialed = matches!(link, PeerLink::Dialed(_));
         if dialed != (index == 1) {
-            return Err(SuiteError::Protocol {
+            return Err(SuiteError::Incompatible {
                 peer: user.peer().into(),
                 message: "input",
-                reason: format!("server index {index} on {}", if dialed { "S1" } else { "S2" }),
+                mismatch: Mismatch::ServerIndex { got: index, this: if dialed { 1 } else { 2 } },
             });
         }
         let (mut link, peer_key) = match link {
@@ -225,14 +233,14 @@ pub(crate) async fn serve_query(
                     return Err(SuiteError::Protocol {
                         peer: c.peer().into(),
                         message: "join",
-                        reason: "the servers disagree on the query (session or batch)".into(),
+                        violation: Violation::Disagreement { on: "session or batch" },
                     });
                 }
                 c.send(KEY, session, 0, &my_key).await?;
                 (c, join.key)
             }
         };
-        rec.stage(0, "keys", "keys", &[&link]);
+        rec.stage(0, "keys", StageKind::Keys, &[&link]);
         let query = Arc::new(Query {
             session,
             batch,
@@ -250,16 +258,19 @@ pub(crate) async fn serve_query(
             runner = back;
             let Some(layer) = layer else { break };
             if layers.get(index) != Some(&layer) {
-                return Err(SuiteError::Local(format!("layer {} out of order", layer.node)));
+                return Err(SuiteError::LayerOrder { layer: layer.node });
             }
             let x = runner.pending_input().to_vec();
-            let out = evaluate(&mut link, &query, index, &layer, x, prepared.next().unwrap_or_default()).await?;
+            let span = tracing::debug_span!("layer", node = layer.node, kind = ?layer.kind);
+            let out = evaluate(&mut link, &query, index, &layer, x, prepared.next().unwrap_or_default())
+                .instrument(span)
+                .await?;
             runner.complete(out);
-            rec.stage(layer.node, model.node_name(layer.node as usize), kind_name(&layer), &[&link]);
+            rec.stage(layer.node, model.node_name(layer.node as usize), stage_kind(&layer), &[&link]);
         }
         user.send(OUTPUT, session, 0, &elements_to_bytes(runner.output())).await?;
         drop(runner);
-        rec.stage(0, "output", "output", &[user]);
+        rec.stage(0, "output", StageKind::Output, &[user]);
         send_reports(user, REPORT, session, &[rec.finish()]).await?;
         Ok(link)
     }
@@ -268,4 +279,48 @@ pub(crate) async fn serve_query(
         user.abort(session, &e.to_string()).await;
     }
     result
+}
+
+/// Runs the `index`-th nonlinear layer as one server of `query` with its peer over `link`:
+/// returns this server's share of the layer output (at activation scale), for the whole batch.
+/// `prepared` is this server's `⟦β⟧` for the layer (hidden layout; empty otherwise).
+pub(crate) async fn evaluate(
+    link: &mut Channel,
+    query: &Arc<Query>,
+    index: usize,
+    layer: &NonlinearLayer,
+    x: Vec<u64>,
+    prepared: Vec<u8>,
+) -> Result<Vec<u64>> {
+    let step = Arc::new(Step::new(query, index, layer, x, link.peer()));
+    let (session, node) = (query.session, layer.node);
+    let owned = blocking(&step, move |s| s.owned(prepared)).await?;
+    let mut owned = link.exchange(OWNED, session, node, &owned).await?;
+    let (masked, masker) = blocking(&step, move |s| s.mask_peer(&mut owned)).await?;
+    let masker = Arc::new(masker);
+    let masked = link.exchange(MASKED, session, node, &masked).await?;
+    let (selected, kept) = blocking(&step, move |s| s.select_own(&masked)).await?;
+    let selected = link.exchange(SELECTED, session, node, &selected).await?;
+    let m = masker.clone();
+    let result = blocking(&step, move |s| s.unmask_peer(&selected, &m)).await?;
+    let result = link.exchange(RESULT, session, node, &result).await?;
+    let own = blocking(&step, move |s| s.own_share(&result, kept)).await?;
+    match step.layout() {
+        Layout::Seed => Ok(step.assemble_seeded(&own, &masker)),
+        Layout::Hidden => {
+            let (message, own) = step.unpermute_own(own)?;
+            let mut received = link.exchange(UNPERMUTE, session, node, &message).await?;
+            let peer = step.unpermute_peer(&mut received, &masker)?;
+            Ok(step.assemble(&own, &peer))
+        }
+    }
+}
+
+/// Runs `f` on the blocking pool (HE work would stall the runtime's threads).
+async fn blocking<T: Send + 'static>(
+    step: &Arc<Step>,
+    f: impl FnOnce(&Step) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let step = step.clone();
+    tokio::task::spawn_blocking(move || f(&step)).await.map_err(|e| SuiteError::stopped("the HE step", &e))?
 }

@@ -4,7 +4,7 @@
 use tessera_field::seed::os_rng;
 use tessera_field::share::share;
 use tessera_model::fixed::FixedModel;
-use tessera_net::{Channel, PartyReport, Recorder, SessionId};
+use tessera_net::{Channel, PartyReport, Recorder, SessionId, StageKind};
 
 use super::correlation::Correlations;
 use super::server::ServerInput;
@@ -35,7 +35,7 @@ pub async fn user(
     deal: Deal,
 ) -> Result<Outcome> {
     if servers.len() != 2 {
-        return Err(SuiteError::Local(format!("serpens-2 runs with 2 servers, not {}", servers.len())));
+        return Err(SuiteError::ServerCount { servers: servers.len() });
     }
     let mut rec = Recorder::new(name);
     let dealt = Correlations::deal(&model.nonlinear_layers(), batch, deal.slots, deal.layout);
@@ -44,18 +44,18 @@ pub async fn user(
     }
     drop(dealt);
     let links: Vec<&Channel> = servers.iter().collect();
-    rec.stage(0, "preprocess", "preprocess", &links);
-    let shares = share(input, 2, &mut os_rng()).map_err(|e| SuiteError::Local(e.to_string()))?;
+    rec.stage(0, "preprocess", StageKind::Preprocess, &links);
+    let shares = share(input, 2, &mut os_rng())?;
     for (i, (channel, share)) in servers.iter_mut().zip(shares).enumerate() {
         send_wiped(channel, INPUT, session, 0, ServerInput { index: i + 1, batch, share }.to_bytes()).await?;
     }
     let links: Vec<&Channel> = servers.iter().collect();
-    rec.stage(0, "input", "input", &links);
+    rec.stage(0, "input", StageKind::Input, &links);
     let classes = model.output_len();
     let (logits, per_server) = collect_outputs(servers, session, batch * classes, OUTPUT, REPORT).await?;
     let mut reports: Vec<PartyReport> = per_server.into_iter().flatten().collect();
     let links: Vec<&Channel> = servers.iter().collect();
-    rec.stage(0, "output", "output", &links);
+    rec.stage(0, "output", StageKind::Output, &links);
     reports.insert(0, rec.finish());
     Ok(Outcome { logits, reports })
 }

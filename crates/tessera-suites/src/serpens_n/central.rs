@@ -1,33 +1,18 @@
 //! The central server `S0`: sees only masked, permuted values; decides signs and window maxima,
-//! truncates, and re-shares the result.
+//! truncates, and re-shares the result ([`super::nonlinear`]), with the channels.
 
 use futures::future::try_join_all;
-use tessera_field::seed::MaskStream;
-use tessera_field::{FixedPointParams, Purpose, Seed, fixed, zt};
+use tessera_field::FixedPointParams;
 use tessera_model::nonlinear::NonlinearLayer;
-use tessera_net::{Channel, FrameHeader, Recorder, SessionId};
-use zeroize::Zeroize;
+use tessera_net::{Channel, FrameHeader, Recorder};
+use tracing::Instrument;
 
-use super::holder::kind_name;
-use super::{HOLDERS, JOIN, MASKED, REPORT, RESHARE};
-use crate::error::{Result, SuiteError};
-use crate::masks::{self, Comparison};
-use crate::wire::{Reader, send_reports, send_wiped};
-
-/// A holder's `JOIN` message.
-#[derive(Debug)]
-pub struct Join {
-    /// The query.
-    pub session: SessionId,
-    /// The holder's index, 1-based.
-    pub index: usize,
-    /// Number of holders.
-    pub holders: usize,
-    /// Images in the batch.
-    pub batch: usize,
-    /// Seed of this holder's re-shares (unused for holder 1).
-    pair_seed: Seed,
-}
+use super::msgs::Join;
+use super::nonlinear::{MaskedSum, decide};
+use super::{MASKED, REPORT, RESHARE};
+use crate::error::{Result, SuiteError, Violation};
+use crate::parties::stage_kind;
+use crate::wire::{send_reports, send_wiped};
 
 /// Reads a holder's `JOIN` frame (the first frame on a new connection to `S0`).
 pub async fn read_join(holder: &mut Channel, max_batch: usize) -> Result<Join> {
@@ -37,19 +22,7 @@ pub async fn read_join(holder: &mut Channel, max_batch: usize) -> Result<Join> {
 
 /// Reads a `JOIN` from a received frame (`peer` sent it).
 pub fn join_from_frame(peer: &str, header: FrameHeader, payload: &[u8], max_batch: usize) -> Result<Join> {
-    if header.kind != JOIN {
-        return Err(
-            tessera_net::NetError::UnexpectedKind { peer: peer.into(), expected: JOIN, got: header.kind }.into()
-        );
-    }
-    let mut r = Reader::new(payload, peer, "join");
-    let (index, holders, batch) = (r.u32()? as usize, r.u32()? as usize, r.u32()? as usize);
-    if !HOLDERS.contains(&holders) || !(1..=holders).contains(&index) || !(1..=max_batch).contains(&batch) {
-        return Err(r.error(format!("holder {index} of {holders}, batch {batch}")));
-    }
-    let pair_seed = r.seed()?;
-    r.end()?;
-    Ok(Join { session: header.session, index, holders, batch, pair_seed })
+    Join::parse(peer, header, payload, max_batch)
 }
 
 /// Runs `S0`'s side of one query over `layers`, with the holders that joined it (channel and
@@ -78,11 +51,11 @@ pub async fn central(
         return Err(SuiteError::Protocol {
             peer: joined[0].0.peer().into(),
             message: "join",
-            reason: "the holders disagree on the query (indices, count, batch or session)".into(),
+            violation: Violation::Disagreement { on: "indices, count, batch or session" },
         });
     }
     let (mut channels, joins): (Vec<Channel>, Vec<Join>) = joined.into_iter().unzip();
-    let rounds = layers_steps(&params, layers, &mut channels, &joins, session, batch, &mut rec).await;
+    let rounds = layers_steps(&params, layers, &mut channels, &joins, &mut rec).await;
     if let Err(e) = rounds {
         // Every holder learns why at once; holder 1 passes it on to the user.
         for c in &mut channels {
@@ -101,90 +74,33 @@ async fn layers_steps(
     layers: &[NonlinearLayer],
     channels: &mut [Channel],
     joins: &[Join],
-    session: SessionId,
-    batch: usize,
     rec: &mut Recorder,
 ) -> Result<()> {
     for layer in layers {
-        let n = message_len(layer, batch);
-        let mut payloads = try_join_all(channels.iter_mut().map(|c| c.recv(MASKED, session, layer.node))).await?;
-        let mut zw = vec![0u64; n];
-        let summed = sum_messages(channels, &payloads, &mut zw);
-        payloads.iter_mut().for_each(|p| p.zeroize());
-        if let Err(e) = summed {
-            zw.zeroize();
-            return Err(e);
-        }
-        let mut streams: Vec<_> = joins[1..].iter().map(|j| j.pair_seed.derive(Purpose::Reshare, layer.node)).collect();
-        let reply = decide(layer, params, &zw, &mut streams);
-        zw.zeroize();
-        let reply = reply.ok_or(SuiteError::ActivationOverflow { layer: layer.node })?;
-        send_wiped(&mut channels[0], RESHARE, session, layer.node, reply).await?;
+        let span = tracing::debug_span!("layer", node = layer.node, kind = ?layer.kind);
+        nonlinear_layer(params, layer, channels, joins).instrument(span).await?;
         let links: Vec<&Channel> = channels.iter().collect();
-        rec.stage(layer.node, &format!("node {}", layer.node), kind_name(layer), &links);
+        rec.stage(layer.node, &format!("node {}", layer.node), stage_kind(layer), &links);
     }
     Ok(())
 }
 
-/// Values in one holder's message for `layer`: every item's comparisons, then every element.
-pub(crate) fn message_len(layer: &NonlinearLayer, batch: usize) -> usize {
-    let (s, clamps) = (layer.arity(), layer.clamps_at_zero());
-    batch * layer.items() * (Comparison::of_item(s, clamps).len() + s)
-}
-
-/// Adds the holders' messages into `zw`: each is uniform alone, the sum is every comparison's
-/// `z`, then every element's `w`.
-fn sum_messages(channels: &[Channel], payloads: &[Vec<u8>], zw: &mut [u64]) -> Result<()> {
-    for (c, p) in channels.iter().zip(payloads) {
-        let mut r = Reader::new(p, c.peer(), "masked");
-        r.add_elements_into(zw)?;
-        r.end()?;
-    }
-    Ok(())
-}
-
-/// Decides every item from the summed comparisons `z` and elements `w` and returns holder 1's
-/// re-shares, per item the selected truncated value `T` and the one-hot selection
-/// (`v, b_0, …, b_(s−1)`), each minus the values the other holders draw from `streams`. `None`
-/// when a `w = x + R` or a `z = k·v + e` lies outside the range the calibrated bound allows.
-fn decide(
-    layer: &NonlinearLayer,
+/// One layer's round: every holder's `MASKED`, summed; the decision; holder 1's `RESHARE`.
+async fn nonlinear_layer(
     params: &FixedPointParams,
-    zw: &[u64],
-    streams: &mut [MaskStream],
-) -> Option<Vec<u8>> {
-    let (s, clamps) = (layer.arity(), layer.clamps_at_zero());
-    let c = Comparison::of_item(s, clamps).len();
-    let items = zw.len() / (c + s);
-    let (z_all, w_all) = zw.split_at(items * c);
-    let bound = 1i64 << params.bound_bits();
-    let range = -bound..(1i64 << (zt::LOG2_T - 1)) + bound;
-    let z_limit = 1i64 << (params.bound_bits() + params.mask_bits());
-    let mut out = Vec::with_capacity(8 * items * (s + 1));
-    let mut row = vec![0u64; s + 1];
-    let mut z = vec![0i64; c];
-    for (p, ws) in w_all.chunks_exact(s).enumerate() {
-        let zs = &z_all[p * c..(p + 1) * c];
-        for (a, &v) in z.iter_mut().zip(zs) {
-            *a = zt::to_i64(v);
-        }
-        if z.iter().any(|v| v.abs() >= z_limit) || ws.iter().any(|&w| !range.contains(&zt::to_i64(w))) {
-            z.zeroize();
-            return None;
-        }
-        row.fill(0);
-        if let Some(best) = masks::decide(&z, s, clamps) {
-            row[0] = fixed::truncate(ws[best], layer.shift);
-            row[1 + best] = 1;
-        }
-        for v in &mut row {
-            for rng in streams.iter_mut() {
-                *v = zt::sub(*v, zt::random(rng));
-            }
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+    layer: &NonlinearLayer,
+    channels: &mut [Channel],
+    joins: &[Join],
+) -> Result<()> {
+    let (session, batch) = (joins[0].session, joins[0].batch);
+    let payloads = try_join_all(channels.iter_mut().map(|c| c.recv(MASKED, session, layer.node))).await?;
+    let mut sum = MaskedSum::new(layer, batch);
+    let mut added = Ok(());
+    for (c, p) in channels.iter().zip(payloads) {
+        // Every payload is read (and wiped), even after a bad one.
+        added = added.and(sum.add(c.peer(), p));
     }
-    row.zeroize();
-    z.zeroize();
-    Some(out)
+    added?;
+    let reshare = decide(layer, params, sum, joins[1..].iter().map(|j| &j.pair_seed))?;
+    send_wiped(&mut channels[0], RESHARE, session, layer.node, reshare.to_bytes()).await
 }

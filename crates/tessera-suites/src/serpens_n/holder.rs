@@ -1,68 +1,23 @@
-//! A share-holder `S_j`: the linear layers on its share, its half of every nonlinear round.
+//! A share-holder `S_j`: the linear layers on its share, its half of every nonlinear round
+//! ([`super::nonlinear`]), with the channels.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use tessera_field::share::Share;
-use tessera_field::{Purpose, Seed, seed::os_rng, zt};
+use tessera_field::{FixedPointParams, Seed, seed::os_rng};
 use tessera_model::fixed::FixedModel;
-use tessera_model::nonlinear::{NonlinearKind, NonlinearLayer};
+use tessera_model::nonlinear::NonlinearLayer;
 use tessera_model::runner::Runner;
-use tessera_net::{Channel, Recorder, SessionId};
-use zeroize::Zeroize;
+use tessera_net::{Channel, Recorder, SessionId, StageKind};
+use tracing::Instrument;
 
 use super::masks::HolderSecrets;
-use super::{HOLDERS, JOIN, MASKED, OUTPUT, REPORT, RESHARE};
+use super::msgs::{HolderInput, Join, Reshare};
+use super::nonlinear::{HolderRound, derived_reshare};
+use super::{JOIN, MASKED, OUTPUT, REPORT, RESHARE};
 use crate::error::Result;
-use crate::masks::ComparisonMasks;
-use crate::parties::advance_linear;
-use crate::wire::{Reader, elements_to_bytes, put_elements, recv_reports, send_reports, send_wiped};
-
-/// What the user sends a holder.
-#[derive(Debug)]
-pub struct HolderInput {
-    /// This holder's index, 1-based.
-    pub index: usize,
-    /// Number of holders.
-    pub holders: usize,
-    /// Images in the batch.
-    pub batch: usize,
-    /// The query seed shared by the holders (never by `S0`).
-    pub seed: Seed,
-    /// This holder's share of the encoded images.
-    pub share: Share,
-}
-
-impl HolderInput {
-    /// The `INPUT` payload.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(44 + 8 * self.share.len());
-        for v in [self.index, self.holders, self.batch] {
-            out.extend_from_slice(&(v as u32).to_le_bytes());
-        }
-        out.extend_from_slice(self.seed.expose_bytes());
-        put_elements(&mut out, self.share.as_slice());
-        out
-    }
-
-    /// Reads an `INPUT` payload from `peer` for a model whose images have `input_len` values;
-    /// batches above `max_batch` are refused.
-    pub fn parse(peer: &str, payload: &[u8], input_len: usize, max_batch: usize) -> Result<Self> {
-        let mut r = Reader::new(payload, peer, "input");
-        let (index, holders, batch) = (r.u32()? as usize, r.u32()? as usize, r.u32()? as usize);
-        if !HOLDERS.contains(&holders) || !(1..=holders).contains(&index) {
-            return Err(r.error(format!("holder {index} of {holders}")));
-        }
-        if !(1..=max_batch).contains(&batch) {
-            return Err(r.error(format!("batch of {batch} (at most {max_batch})")));
-        }
-        let seed = r.seed()?;
-        let len = batch.checked_mul(input_len).ok_or_else(|| r.error(format!("batch of {batch}")))?;
-        let share = Share::from_vec(r.elements(len)?);
-        r.end()?;
-        Ok(Self { index, holders, batch, seed, share })
-    }
-}
+use crate::parties::{advance_linear, stage_kind};
+use crate::wire::{elements_to_bytes, parse_wiped, recv_reports, send_reports, send_wiped};
 
 /// Serves one query as holder `input.index`: runs the model on its share, with `S0` reached
 /// through `central` (awaited while the first layers run), and returns the logit share and cost
@@ -75,134 +30,104 @@ pub async fn holder(
     input: HolderInput,
     central: impl Future<Output = Result<Channel>>,
 ) -> Result<Option<Channel>> {
-    // Every step of the query; a failure is told to the user at once instead of leaving it to
-    // its timeout.
-    let result: Result<Option<Channel>> = async {
-        let mut rec = Recorder::new(name);
-        rec.stage(0, "input", "input", &[user]);
-        let HolderInput { index, holders, batch, seed, share } = input;
-        let params = model.params();
-        let pair_seed = Seed::random(&mut os_rng());
-        let mut runner = Runner::new(model.clone(), share.as_slice().to_vec(), batch, index == 1);
-        drop(share);
-        let mut central_link: Option<Channel> = None;
-        let mut central = std::pin::pin!(central);
-        let mut first = 0usize;
-        loop {
-            let links: Vec<&Channel> = central_link.iter().collect();
-            let (back, layer) = advance_linear(runner, &model, &mut rec, &mut first, &links).await?;
-            runner = back;
-            let Some(layer) = layer else { break };
-            let s0 = match central_link.as_mut() {
-                Some(c) => c,
-                None => {
-                    let mut c = central.as_mut().await?;
-                    let mut join = Vec::with_capacity(44);
-                    for v in [index, holders, batch] {
-                        join.extend_from_slice(&(v as u32).to_le_bytes());
-                    }
-                    join.extend_from_slice(pair_seed.expose_bytes());
-                    c.send(JOIN, session, 0, &join).await?;
-                    central_link.insert(c)
-                }
-            };
-            let secrets = HolderSecrets::derive(&seed, &layer, batch, &params, index, holders);
-            let masks = &secrets.masks;
-            let masked = mask(runner.pending_input(), &layer, masks, &secrets.rho, &secrets.rho_w, index == 1);
-            send_wiped(s0, MASKED, session, layer.node, masked).await?;
-            let values = batch * layer.items() * (layer.arity() + 1);
-            let shares = if index == 1 {
-                let reply = s0.recv(RESHARE, session, layer.node).await?;
-                let mut r = Reader::new(&reply, s0.peer(), "reshare");
-                let shares = r.elements(values)?;
-                r.end()?;
-                shares
-            } else {
-                zt::random_vec(&mut pair_seed.derive(Purpose::Reshare, layer.node), values)
-            };
-            runner.complete(unmask(&layer, masks, shares));
-            drop(secrets);
-            rec.stage(layer.node, model.node_name(layer.node as usize), kind_name(&layer), &[s0]);
-        }
-        user.send(OUTPUT, session, 0, &elements_to_bytes(runner.output())).await?;
-        drop(runner);
-        let mut reports = Vec::new();
-        if let Some(mut s0) = central_link {
-            if index == 1 {
-                reports = recv_reports(&mut s0, REPORT, session).await?;
-            }
-            rec.stage(0, "output", "output", &[user, &s0]);
-            reports.insert(0, rec.finish());
-            send_reports(user, REPORT, session, &reports).await?;
-            return Ok(Some(s0));
-        }
-        rec.stage(0, "output", "output", &[user]);
-        reports.insert(0, rec.finish());
-        send_reports(user, REPORT, session, &reports).await?;
-        Ok(None)
-    }
-    .await;
+    let result = serve(name, model, user, session, input, central).await;
+    // A failure is told to the user at once instead of leaving it to its timeout.
     if let Err(e) = &result {
         user.abort(session, &e.to_string()).await;
     }
     result
 }
 
-/// The layer's kind as reports name it.
-pub(crate) fn kind_name(layer: &NonlinearLayer) -> &'static str {
-    match layer.kind {
-        NonlinearKind::Relu => "relu",
-        NonlinearKind::MaxPool { .. } => "maxpool",
-    }
+/// What a holder keeps for the whole query.
+struct Query {
+    /// The query seed (the layers' masks).
+    seed: Seed,
+    /// What it tells `S0`, with the seed of its re-shares.
+    join: Join,
+    /// The model's fixed-point parameters.
+    params: FixedPointParams,
 }
 
-/// Holder `index`'s message for one layer, written straight into the message: per item (in
-/// the order `π`) its comparisons `k·v_j + [j = 1]·(k·c + e) + ρ_j`, `v_j` the holder's share
-/// of the compared value's linear part and `c` its constant ([`crate::masks::Comparison`]), then per position (element `order[q]` of the gathered
-/// batch) `x_j + [j = 1]·R + ρ'_j`. Every value is uniform on its own; only the sum over the
-/// holders carries `z = k·v + e` and `w = x + R`.
-fn mask(x: &[u64], layer: &NonlinearLayer, m: &ComparisonMasks, rho: &[u64], rho_w: &[u64], first: bool) -> Vec<u8> {
-    let (s, in_len) = (layer.arity(), layer.input.len());
-    let per_image = layer.items() * s;
-    // Element-wise layers read their input in place; windows need the gather map.
-    let gather = if s == 1 && layer.items() == in_len { Vec::new() } else { layer.gather() };
-    let at = |q: usize| {
-        let element = m.order[q] as usize;
-        if gather.is_empty() {
-            x[element]
-        } else {
-            x[element / per_image * in_len + gather[element % per_image] as usize]
-        }
+/// Every step of the query.
+async fn serve(
+    name: &str,
+    model: Arc<FixedModel>,
+    user: &mut Channel,
+    session: SessionId,
+    input: HolderInput,
+    central: impl Future<Output = Result<Channel>>,
+) -> Result<Option<Channel>> {
+    let mut rec = Recorder::new(name);
+    rec.stage(0, "input", StageKind::Input, &[user]);
+    let HolderInput { index, holders, batch, seed, share } = input;
+    let pair_seed = Seed::random(&mut os_rng());
+    let query = Query { seed, join: Join { session, index, holders, batch, pair_seed }, params: model.params() };
+    let mut runner = Runner::new(model.clone(), share.as_slice().to_vec(), batch, index == 1);
+    drop(share);
+    let mut central_link: Option<Channel> = None;
+    let mut central = std::pin::pin!(central);
+    let mut first = 0usize;
+    loop {
+        let links: Vec<&Channel> = central_link.iter().collect();
+        let (back, layer) = advance_linear(runner, &model, &mut rec, &mut first, &links).await?;
+        runner = back;
+        let Some(layer) = layer else { break };
+        let s0 = match central_link {
+            Some(ref mut c) => c,
+            None => central_link.insert(join(central.as_mut().await?, &query.join).await?),
+        };
+        let span = tracing::debug_span!("layer", node = layer.node, kind = ?layer.kind);
+        nonlinear_layer(s0, &query, &layer, &mut runner).instrument(span).await?;
+        rec.stage(layer.node, model.node_name(layer.node as usize), stage_kind(&layer), &[s0]);
+    }
+    user.send(OUTPUT, session, 0, &elements_to_bytes(runner.output())).await?;
+    drop(runner);
+    finish(user, central_link, rec, &query.join).await
+}
+
+/// Opens the query at `S0` with the holder's `JOIN`.
+async fn join(mut s0: Channel, join: &Join) -> Result<Channel> {
+    send_wiped(&mut s0, JOIN, join.session, 0, join.to_bytes()).await?;
+    Ok(s0)
+}
+
+/// One nonlinear round: the masked message to `S0`, the re-shares back (from `S0` for holder
+/// 1, from the pair seed for the others), the output share into the runner.
+async fn nonlinear_layer(s0: &mut Channel, query: &Query, layer: &NonlinearLayer, runner: &mut Runner) -> Result<()> {
+    let Join { session, index, holders, batch, .. } = query.join;
+    let secrets = HolderSecrets::derive(&query.seed, layer, batch, &query.params, index, holders);
+    let (round, masked) = HolderRound::start(layer, secrets, runner.pending_input(), index == 1);
+    send_wiped(s0, MASKED, session, layer.node, masked.into_payload()).await?;
+    let reshare = if index == 1 {
+        let payload = s0.recv(RESHARE, session, layer.node).await?;
+        parse_wiped(payload, |p| Reshare::parse(s0.peer(), p, layer, batch))?
+    } else {
+        derived_reshare(&query.join.pair_seed, layer, batch)
     };
-    let c = m.comparisons.len();
-    let mut out = Vec::with_capacity(8 * (m.k.len() + m.order.len()));
-    for p in 0..m.items() {
-        for (i, cmp) in m.comparisons.iter().enumerate() {
-            let slot = p * c + i;
-            let kv = zt::mul(m.k[slot], cmp.linear(|a| at(p * s + a)));
-            let z = if first { zt::add(kv, m.offset(p, i)) } else { kv };
-            out.extend_from_slice(&zt::add(z, rho[slot]).to_le_bytes());
-        }
-    }
-    for (q, (&r, &rho_w)) in m.r.iter().zip(rho_w).enumerate() {
-        let w = if first { zt::add(at(q), r) } else { at(q) };
-        out.extend_from_slice(&zt::add(w, rho_w).to_le_bytes());
-    }
-    out
+    runner.complete(round.finish(reshare));
+    Ok(())
 }
 
-/// The holder's output share: per item `v − Σ_e b_e · ⌊R_e / 2^shift⌋`, from its re-shares laid
-/// out per position as `v, b_0, …, b_(s−1)`, put back at the item's place.
-fn unmask(layer: &NonlinearLayer, m: &ComparisonMasks, mut shares: Vec<u64>) -> Vec<u64> {
-    let s = layer.arity();
-    let mut out = vec![0u64; m.items()];
-    for (p, row) in shares.chunks_exact(s + 1).enumerate() {
-        let mut acc = row[0];
-        for e in 0..s {
-            acc = zt::sub(acc, zt::mul(row[1 + e], m.r[p * s + e] >> layer.shift));
-        }
-        out[m.order[p * s] as usize / s] = acc;
+/// Sends the user the cost reports: this holder's, and `S0`'s through holder 1. Gives back the
+/// link to `S0`, if the model has a nonlinear layer.
+async fn finish(
+    user: &mut Channel,
+    central: Option<Channel>,
+    mut rec: Recorder,
+    join: &Join,
+) -> Result<Option<Channel>> {
+    let mut reports = Vec::new();
+    let Some(mut s0) = central else {
+        rec.stage(0, "output", StageKind::Output, &[user]);
+        reports.insert(0, rec.finish());
+        send_reports(user, REPORT, join.session, &reports).await?;
+        return Ok(None);
+    };
+    if join.index == 1 {
+        reports = recv_reports(&mut s0, REPORT, join.session).await?;
     }
-    shares.zeroize();
-    out
+    rec.stage(0, "output", StageKind::Output, &[user, &s0]);
+    reports.insert(0, rec.finish());
+    send_reports(user, REPORT, join.session, &reports).await?;
+    Ok(Some(s0))
 }

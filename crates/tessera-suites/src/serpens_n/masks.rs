@@ -5,7 +5,7 @@ use tessera_field::{FixedPointParams, Purpose, Seed, zt};
 use tessera_model::nonlinear::NonlinearLayer;
 use zeroize::Zeroize;
 
-use crate::masks::{ComparisonMasks, MaskSources};
+use crate::masks::{ComparisonMasks, MaskShape, MaskSources};
 
 /// Everything holder `index` derives for one layer before its input is known: the layer's masks
 /// and the holder's re-randomizers. Wiped on drop.
@@ -57,7 +57,11 @@ pub(crate) fn layer_masks(
         r: &mut seed.derive(Purpose::TruncationMask, node),
     };
     let (items, arity, kappa) = (batch * layer.items(), layer.arity(), params.mask_bits());
-    ComparisonMasks::draw(src, items, arity, layer.clamps_at_zero(), kappa, zt::LOG2_T - 1)
+    ComparisonMasks::draw(
+        src,
+        items,
+        MaskShape { arity, clamps: layer.clamps_at_zero(), kappa, r_bits: zt::LOG2_T - 1 },
+    )
 }
 
 /// Holder `index`'s (1-based, of `holders`) re-randomizers of its `z` and `w` messages

@@ -31,7 +31,7 @@ pub async fn run_in_memory(
     settings: &InMemoryRun,
 ) -> Result<Outcome> {
     if !super::HOLDERS.contains(&settings.holders) {
-        return Err(SuiteError::Local(format!("serpensN runs with 2 to 8 holders, not {}", settings.holders)));
+        return Err(SuiteError::HolderCount { suite: "serpens-n", holders: settings.holders, allowed: super::HOLDERS });
     }
     let max = 1 << 30;
     let session = SessionId::random();

@@ -11,6 +11,9 @@
 //! draws its re-shares from a seed it agreed with `S0` when the query started; only holder 1
 //! receives explicit values. Each holder then undoes `π` and computes `b⊙T − b⊙⌊R / 2^f_w⌋`.
 //!
+//! The round itself lives in `nonlinear` as state machines without I/O, its messages in `msgs`;
+//! `holder` and `central` drive them over the channels.
+//!
 //! Messages (frame kind, layer): [`INPUT`] user → holder; [`JOIN`] holder → `S0`;
 //! per nonlinear layer [`MASKED`] holder → `S0` and [`RESHARE`] `S0` → holder 1; [`OUTPUT`] and
 //! [`REPORT`] holder → user, and `S0`'s [`REPORT`] to holder 1, which forwards it.
@@ -20,14 +23,16 @@ mod central;
 mod holder;
 mod masks;
 mod memory;
+mod msgs;
+mod nonlinear;
 mod service;
 mod user;
 
 pub use crate::parties::Outcome;
-pub use central::{Join, central, join_from_frame, read_join};
-pub(crate) use holder::kind_name;
-pub use holder::{HolderInput, holder};
+pub use central::{central, join_from_frame, read_join};
+pub use holder::holder;
 pub use memory::{InMemoryRun, run_in_memory};
+pub use msgs::{HolderInput, Join};
 pub use service::{CentralService, HolderService};
 pub use user::user;
 
@@ -56,7 +61,7 @@ pub const HOLDERS: std::ops::RangeInclusive<usize> = 2..=8;
 /// gathered element; the re-shares are smaller). Parties refuse larger batches before allocating anything for them.
 pub fn max_batch(model: &FixedModel, max_frame: u32) -> usize {
     let input = 8 * model.input_shape().len();
-    let per_image = model.nonlinear_layers().iter().map(|l| 8 * central::message_len(l, 1)).fold(input, usize::max);
+    let per_image = model.nonlinear_layers().iter().map(|l| 8 * msgs::Masked::values(l, 1)).fold(input, usize::max);
     (max_frame as usize / per_image.max(1)).max(1)
 }
 

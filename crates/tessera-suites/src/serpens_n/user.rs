@@ -2,9 +2,9 @@
 
 use tessera_field::share::share;
 use tessera_field::{Seed, seed::os_rng};
-use tessera_net::{Channel, Recorder, SessionId};
+use tessera_net::{Channel, Recorder, SessionId, StageKind};
 
-use super::holder::HolderInput;
+use super::msgs::HolderInput;
 use super::{HOLDERS, INPUT, OUTPUT, REPORT};
 use crate::error::{Result, SuiteError};
 use crate::parties::{Outcome, collect_outputs};
@@ -22,18 +22,18 @@ pub async fn user(
 ) -> Result<Outcome> {
     let m = holders.len();
     if !HOLDERS.contains(&m) {
-        return Err(SuiteError::Local(format!("serpensN runs with 2 to 8 holders, not {m}")));
+        return Err(SuiteError::HolderCount { suite: "serpens-n", holders: m, allowed: HOLDERS });
     }
     let mut rec = Recorder::new(name);
     let mut rng = os_rng();
     let seed = Seed::random(&mut rng);
-    let shares = share(input, m, &mut rng).map_err(|e| SuiteError::Local(e.to_string()))?;
+    let shares = share(input, m, &mut rng)?;
     for (i, (channel, share)) in holders.iter_mut().zip(shares).enumerate() {
         let msg = HolderInput { index: i + 1, holders: m, batch, seed: seed.clone(), share };
         send_wiped(channel, INPUT, session, 0, msg.to_bytes()).await?;
     }
     let links: Vec<&Channel> = holders.iter().collect();
-    rec.stage(0, "input", "input", &links);
+    rec.stage(0, "input", StageKind::Input, &links);
     let (logits, per_holder) = collect_outputs(holders, session, batch * classes, OUTPUT, REPORT).await?;
     // Each holder's report, then S0's (forwarded by holder 1).
     let mut reports = Vec::new();
@@ -43,7 +43,7 @@ pub async fn user(
         central.extend(r);
     }
     let links: Vec<&Channel> = holders.iter().collect();
-    rec.stage(0, "output", "output", &links);
+    rec.stage(0, "output", StageKind::Output, &links);
     reports.insert(0, rec.finish());
     reports.extend(central);
     Ok(Outcome { logits, reports })

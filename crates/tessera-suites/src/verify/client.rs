@@ -11,7 +11,7 @@ use tessera_field::kernels::{ConvKernel, conv2d_zt};
 use tessera_field::{seed::os_rng, zt};
 use tessera_model::fixed::FixedModel;
 use tessera_model::runner::{Runner, Step};
-use tessera_net::{Channel, PartyReport, Recorder, SessionId};
+use tessera_net::{Channel, PartyReport, Recorder, SessionId, StageKind};
 use zeroize::Zeroize;
 
 use super::check::{Challenge, freivalds};
@@ -145,7 +145,7 @@ pub async fn client(
     while let Some(step) = runner.step() {
         let node = step.node();
         if node as usize > first {
-            rec.stage(node - 1, model.node_name(node as usize - 1), "local", &[cloud]);
+            rec.stage(node - 1, model.node_name(node as usize - 1), StageKind::Local, &[cloud]);
         }
         first = node as usize + 1;
         let output = match step {
@@ -171,8 +171,8 @@ pub async fn client(
             }
         };
         let kind = match step {
-            Step::Nonlinear(_) => "local",
-            Step::Linear(_) => "offloaded",
+            Step::Nonlinear(_) => StageKind::Local,
+            Step::Linear(_) => StageKind::Offloaded,
         };
         runner.complete(output);
         rec.stage(node, model.node_name(node as usize), kind, &[cloud]);
@@ -180,7 +180,7 @@ pub async fn client(
     let logits = runner.output().to_vec();
     cloud.send(DONE, session, 0, &[]).await?;
     let cloud_reports = recv_reports(cloud, REPORT, session).await?;
-    rec.stage(0, "output", "output", &[cloud]);
+    rec.stage(0, "output", StageKind::Output, &[cloud]);
     let mut own = rec.finish();
     // The pads were drawn before the query started; the totals include them like the stages.
     let (pre_us, pre_cpu_us) = (pre.elapsed.as_micros() as u64, pre.cpu.as_micros() as u64);
@@ -191,7 +191,7 @@ pub async fn client(
         tessera_net::StageCost {
             layer: 0,
             name: "preprocess".into(),
-            kind: "preprocess".into(),
+            kind: StageKind::Preprocess,
             wall_us: pre_us,
             cpu_us: pre_cpu_us,
             links: Vec::new(),

@@ -7,10 +7,10 @@ use rand_core::RngCore;
 use tessera_field::kernels::conv2d_zt;
 use tessera_field::{seed::os_rng, zt};
 use tessera_model::fixed::FixedModel;
-use tessera_net::{Channel, NetError, Recorder};
+use tessera_net::{Channel, NetError, Recorder, StageKind};
 
 use super::{DONE, Disguise, OFFLOAD, PRODUCT, REPORT};
-use crate::error::{Result, SuiteError};
+use crate::error::{Result, SuiteError, Violation};
 use crate::wire::{Reader, elements_to_bytes, send_reports};
 
 /// How a cloud misbehaves, for tests and demos; applied to every product it returns.
@@ -78,7 +78,7 @@ impl Cloud {
                 Err(e) => return Err(e.into()),
             };
             if header.kind == DONE {
-                rec.stage(0, "query", "output", &[client]);
+                rec.stage(0, "query", StageKind::Output, &[client]);
                 let report = vec![std::mem::replace(&mut rec, Recorder::new(name)).finish()];
                 send_reports(client, REPORT, header.session, &report).await?;
                 continue;
@@ -94,7 +94,7 @@ impl Cloud {
             let node = header.layer;
             let product = self.product(client.peer(), node, &payload).await?;
             client.send(PRODUCT, header.session, node, &elements_to_bytes(&product)).await?;
-            rec.stage(node, self.model.node_name(node as usize), "offloaded", &[client]);
+            rec.stage(node, self.model.node_name(node as usize), StageKind::Offloaded, &[client]);
         }
     }
 
@@ -103,18 +103,19 @@ impl Cloud {
         let kernel = self
             .model
             .linear_kernel(node as usize)
-            .ok_or_else(|| r.error(format!("node {node} is not a convolution or FC layer")))?;
+            .ok_or_else(|| r.error(Violation::WrongNode { node, expected: "a convolution or FC layer" }))?;
         let batch = r.u32()? as usize;
         let tag = r.u32()?;
         let monomial = match Disguise::from_tag(tag) {
             Some(d) => d == Disguise::MonomialInsecure,
-            None => return Err(r.error(format!("disguise {tag}"))),
+            None => return Err(r.error(Violation::UnknownTag { field: "disguise", value: tag })),
         };
         let g = *kernel.geometry();
         let positions = g.output().expect("checked kernel").plane();
         let per_image = if monomial { g.terms() * positions } else { g.input.len() };
         if batch == 0 || batch.checked_mul(per_image).is_none_or(|n| n > payload.len() / 8) {
-            return Err(r.error(format!("batch of {batch} for {} bytes", payload.len())));
+            let max = (payload.len() / 8 / per_image.max(1)) as u64;
+            return Err(r.error(Violation::OutOfRange { field: "batch", value: batch as u64, min: 1, max }));
         }
         let mut x = r.elements(batch * per_image)?;
         r.end()?;
@@ -134,7 +135,7 @@ impl Cloud {
             }
         })
         .await
-        .map_err(|e| SuiteError::Local(format!("the product stopped: {e}")))?;
+        .map_err(|e| SuiteError::stopped("the product", &e))?;
         let plane = kernel.geometry().output().expect("checked kernel").plane();
         match self.cheat {
             Cheat::Honest | Cheat::OtherInput => {}

@@ -41,6 +41,6 @@ pub async fn run_in_memory(
         }
     }
     drop(ours);
-    server.await.map_err(|e| SuiteError::Local(format!("the cloud stopped: {e}")))??;
+    server.await.map_err(|e| SuiteError::stopped("the cloud", &e))??;
     Ok(last.expect("at least one query"))
 }

@@ -47,9 +47,8 @@ impl Deployment for Bayes {
         let he = he_params()?;
         let (mut channels, connect) = user.connect(Role::Server).await?;
         let mut server = channels.remove(0);
-        let (session, samples) = (SessionId::random(), user.options.samples);
-        let outcome =
-            bayes::user(user.name, fixed.clone(), &he, &mut server, session, encoded, batch as usize, samples).await?;
+        let query = bayes::Query { input: encoded, batch: batch as usize, samples: user.options.samples };
+        let outcome = bayes::user(user.name, fixed.clone(), &he, &mut server, SessionId::random(), query).await?;
         server.close().await;
         // The logits are the log of the meta-prediction, so that their softmax is the mean of
         // the samples' softmax.

@@ -1,6 +1,6 @@
 //! Suite `plain`: one server runs the `f32` engine on the user's images in the clear.
 
-use tessera_net::{Recorder, SessionId};
+use tessera_net::{Recorder, SessionId, StageKind};
 use tessera_suites::plain::{self, PlainServer};
 
 use super::{Deployment, Outcome, Role, RoleCount, Served, ServerParty, UserParty};
@@ -27,10 +27,10 @@ impl Deployment for Plain {
         let mut rec = Recorder::new(user.name);
         let (mut channels, connect) = user.connect(Role::Server).await?;
         let mut server = channels.remove(0);
-        rec.stage(0, "connect", "connect", &[&server]);
+        rec.stage(0, "connect", StageKind::Connect, &[&server]);
         let classes = user.model.merged.output_len();
         let logits = plain::user(&mut server, SessionId::random(), input, batch, classes).await?;
-        rec.stage(0, "query", "query", &[&server]);
+        rec.stage(0, "query", StageKind::Query, &[&server]);
         server.close().await;
         Ok(QueryResult::new(logits, vec![rec.finish()], connect, Outcome::Plain))
     }

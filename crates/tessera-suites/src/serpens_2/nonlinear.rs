@@ -1,4 +1,6 @@
-//! One nonlinear layer between the two servers: both halves, both roles, at once.
+//! The serpens-2 ReLU and max pool: one nonlinear layer between the two servers, both halves and
+//! both roles at once, as per-role steps without I/O ([`Step`]); `server` drives them over the
+//! link, each step on the blocking pool.
 
 use std::fmt;
 use std::ops::Range;
@@ -9,13 +11,13 @@ use rayon::prelude::*;
 use tessera_field::{Seed, fixed, seed::os_rng, zt};
 use tessera_he::{Ciphertext, Form, HeParams, Plaintext, PublicKey, SecretKey};
 use tessera_model::nonlinear::NonlinearLayer;
-use tessera_net::{Channel, SessionId};
+use tessera_net::SessionId;
 use zeroize::{Zeroize, Zeroizing};
 
+use super::Layout;
 use super::correlation::{Correlations, Direction, Part, owner_values, permutation};
-use super::{Layout, MASKED, OWNED, RESULT, SELECTED, UNPERMUTE};
 use crate::error::{Result, SuiteError};
-use crate::masks::{self, Comparison, ComparisonMasks};
+use crate::masks::{self, Comparison, ComparisonMasks, MaskShape};
 use crate::wire::{Reader, elements_to_bytes, read_ciphertexts, seal_all, write_seeded};
 
 /// A server's key pair and its peer's public key for one query.
@@ -80,9 +82,9 @@ impl Query {
         self.correlations.layout()
     }
 
-    /// The server's seed from the user (hidden layout).
-    fn seed(&self) -> Result<&Seed> {
-        self.correlations.seed().ok_or_else(|| SuiteError::Local("no correlations for the hidden layout".into()))
+    /// The server's seed from the user (hidden layout), for `layer`.
+    fn seed(&self, layer: u32) -> Result<&Seed> {
+        self.correlations.seed().ok_or(SuiteError::MissingCorrelation { layer })
     }
 }
 
@@ -129,7 +131,7 @@ fn position_major(
 }
 
 /// What one server holds for a layer, shared by its parallel steps.
-struct Step {
+pub(crate) struct Step {
     query: Arc<Query>,
     /// The layer's index among the model's nonlinear layers.
     index: usize,
@@ -150,7 +152,7 @@ impl Drop for Step {
 }
 
 /// The masker's secrets for the peer's half.
-struct Masker {
+pub(crate) struct Masker {
     /// The order the key owner receives (`π`, or the identity in the seed layout), the masks
     /// `k`, `e` per comparison and `R` per position.
     masks: ComparisonMasks,
@@ -175,6 +177,31 @@ fn sent_element(within: &[usize], s: usize, g: usize, j: usize) -> usize {
 }
 
 impl Step {
+    /// This server's step of the `index`-th nonlinear layer of `query` on its share `x` of the
+    /// layer input, with `peer` across the link.
+    pub fn new(query: &Arc<Query>, index: usize, layer: &NonlinearLayer, x: Vec<u64>, peer: &str) -> Self {
+        let gather = if layer.arity() == 1 && layer.items() == layer.input.len() { Vec::new() } else { layer.gather() };
+        Step {
+            query: query.clone(),
+            index,
+            layer: *layer,
+            halves: Halves::new(layer, query.batch, query.he.degree()),
+            gather,
+            x,
+            peer: peer.to_string(),
+        }
+    }
+
+    /// The query's layout.
+    pub fn layout(&self) -> Layout {
+        self.query.layout()
+    }
+
+    /// Seed layout: this server's output share from its own share and the masker's new shares.
+    pub fn assemble_seeded(&self, own: &[u64], m: &Masker) -> Vec<u64> {
+        self.assemble(own, &m.r)
+    }
+
     fn arity(&self) -> usize {
         self.layer.arity()
     }
@@ -210,13 +237,13 @@ impl Step {
 
     /// Step 1, as owner A. Hidden layout: `x_A + α` (natural element order) and the prepared
     /// `⟦β⟧`; seed layout: `⟦x_A⟧`, position-major, seeded.
-    fn owned(&self, prepared: Vec<u8>) -> Result<Vec<u8>> {
+    pub fn owned(&self, prepared: Vec<u8>) -> Result<Vec<u8>> {
         let (me, s) = (self.query.me, self.arity());
         let n = self.halves.half(me).len();
         match self.query.layout() {
             Layout::Hidden => {
                 let alpha = Zeroizing::new(owner_values(
-                    self.query.seed()?,
+                    self.query.seed(self.layer.node)?,
                     self.layer.node,
                     me,
                     Direction::Forward,
@@ -240,7 +267,7 @@ impl Step {
     /// Step 2, as masker B: B's share `b` of the ordered values (hidden: `π(x_A + α + x_B) − Δ`;
     /// seed: `x_B`), then per group and element `⟦k ⊙ (a + b) + e⟧` and `⟦a + b + R⟧` from the
     /// owner's `⟦a⟧`, sealed, the `z`s of a group then its `w`s, in the order sent.
-    fn mask_peer(&self, owned: &mut [u8]) -> Result<(Vec<u8>, Masker)> {
+    pub fn mask_peer(&self, owned: &mut [u8]) -> Result<(Vec<u8>, Masker)> {
         let (peer, s) = (1 - self.query.me, self.arity());
         let n = self.halves.half(peer).len();
         let groups = self.halves.groups(peer);
@@ -255,9 +282,9 @@ impl Step {
                 owned[..split].zeroize();
                 let delta = match self.query.correlations.masked_half(self.index) {
                     Some((delta, _)) if delta.len() == n * s => delta,
-                    _ => return Err(SuiteError::Local(format!("no correlation for layer {}", self.layer.node))),
+                    _ => return Err(SuiteError::MissingCorrelation { layer: self.layer.node }),
                 };
-                let order = permutation(self.query.seed()?, self.layer.node, n, s);
+                let order = permutation(self.query.seed(self.layer.node)?, self.layer.node, n, s);
                 (order, Some((sent, delta)), cts, Vec::new())
             }
             Layout::Seed => {
@@ -273,8 +300,8 @@ impl Step {
         };
         let (kappa, clamps) = (self.query.kappa, self.layer.clamps_at_zero());
         let (mut k_src, mut e_src, mut r_src) = (os_rng(), os_rng(), os_rng());
-        let masks =
-            ComparisonMasks::with_order(order, &mut k_src, &mut e_src, &mut r_src, s, clamps, kappa, zt::LOG2_T - 1);
+        let shape = MaskShape { arity: s, clamps, kappa, r_bits: zt::LOG2_T - 1 };
+        let masks = ComparisonMasks::with_order(order, &mut k_src, &mut e_src, &mut r_src, shape);
         let c = masks.comparisons.len();
         // B's share at position q.
         let share = |q: usize| {
@@ -347,7 +374,7 @@ impl Step {
     /// decides per slot the group's largest element (ReLU: the only one) from the comparisons,
     /// clamps where the layer does, and returns `⟦sel⟧` (one ciphertext per element, seeded)
     /// with the kept `Σ sel ⊙ ⌊w / 2^shift⌋` per position.
-    fn select_own(&self, masked: &[u8]) -> Result<(Vec<u8>, Zeroizing<Vec<u64>>)> {
+    pub fn select_own(&self, masked: &[u8]) -> Result<(Vec<u8>, Zeroizing<Vec<u64>>)> {
         let (me, s) = (self.query.me, self.arity());
         let (clamps, shift, node) = (self.layer.clamps_at_zero(), self.layer.shift, self.layer.node);
         let c = Comparison::of_item(s, clamps).len();
@@ -392,7 +419,7 @@ impl Step {
     }
 
     /// Step 4, as masker B: per group `⟦−Σ_j sel_j ⊙ ⌊R_j / 2^shift⌋ − r⟧`, sealed.
-    fn unmask_peer(&self, selected: &[u8], m: &Masker) -> Result<Vec<u8>> {
+    pub fn unmask_peer(&self, selected: &[u8], m: &Masker) -> Result<Vec<u8>> {
         let (peer, s) = (1 - self.query.me, self.arity());
         let groups = self.halves.groups(peer);
         let received = self.read(Form::Seeded, selected, groups.len() * s, "selected")?;
@@ -423,7 +450,7 @@ impl Step {
     }
 
     /// Step 5, as owner A: its share per position, the decrypted result plus what it kept.
-    fn own_share(&self, result: &[u8], mut kept: Zeroizing<Vec<u64>>) -> Result<Zeroizing<Vec<u64>>> {
+    pub fn own_share(&self, result: &[u8], mut kept: Zeroizing<Vec<u64>>) -> Result<Zeroizing<Vec<u64>>> {
         let groups = self.halves.groups(self.query.me);
         let received = self.read(Form::Returned, result, groups.len(), "result")?;
         let decrypted = received.par_iter().map(|ct| self.decrypt(ct)).collect::<Result<Vec<_>>>()?;
@@ -437,8 +464,8 @@ impl Step {
 
     /// Back to natural order (hidden layout), as owner A: the message `y_A + α'` and A's share
     /// `β'`.
-    fn unpermute_own(&self, mut own: Zeroizing<Vec<u64>>) -> Result<(Vec<u8>, Zeroizing<Vec<u64>>)> {
-        let (seed, node, me) = (self.query.seed()?, self.layer.node, self.query.me);
+    pub fn unpermute_own(&self, mut own: Zeroizing<Vec<u64>>) -> Result<(Vec<u8>, Zeroizing<Vec<u64>>)> {
+        let (seed, node, me) = (self.query.seed(self.layer.node)?, self.layer.node, self.query.me);
         let n = own.len();
         let alpha = Zeroizing::new(owner_values(seed, node, me, Direction::Back, Part::Pad, n));
         zt::add_assign(&mut own, &alpha);
@@ -448,7 +475,7 @@ impl Step {
 
     /// Back to natural order (hidden layout), as masker B: its share of the peer's half,
     /// `π⁻¹(y_A + α' + r) − Δ'`.
-    fn unpermute_peer(&self, received: &mut [u8], m: &Masker) -> Result<Zeroizing<Vec<u64>>> {
+    pub fn unpermute_peer(&self, received: &mut [u8], m: &Masker) -> Result<Zeroizing<Vec<u64>>> {
         let s = self.arity();
         let n = m.r.len();
         let mut r = Reader::new(received, &self.peer, "unpermute");
@@ -456,7 +483,7 @@ impl Step {
         r.end()?;
         received.zeroize();
         let Some((_, delta)) = self.query.correlations.masked_half(self.index) else {
-            return Err(SuiteError::Local(format!("no correlation for layer {}", self.layer.node)));
+            return Err(SuiteError::MissingCorrelation { layer: self.layer.node });
         };
         let mut out = Zeroizing::new(vec![0u64; n]);
         for (p, window) in m.masks.order.chunks_exact(s).enumerate() {
@@ -467,68 +494,13 @@ impl Step {
     }
 
     /// The layer output: `own` at this server's half, `peer` at the other.
-    fn assemble(&self, own: &[u64], peer: &[u64]) -> Vec<u64> {
+    pub fn assemble(&self, own: &[u64], peer: &[u64]) -> Vec<u64> {
         let me = self.query.me;
         let mut out = vec![0u64; self.halves.items];
         out[self.halves.half(me)].copy_from_slice(own);
         out[self.halves.half(1 - me)].copy_from_slice(peer);
         out
     }
-}
-
-/// Runs the `index`-th nonlinear layer as one server of `query` with its peer over `link`:
-/// returns this server's share of the layer output (at activation scale), for the whole batch.
-/// `prepared` is this server's `⟦β⟧` for the layer (hidden layout; empty otherwise).
-pub(crate) async fn evaluate(
-    link: &mut Channel,
-    query: &Arc<Query>,
-    index: usize,
-    layer: &NonlinearLayer,
-    x: Vec<u64>,
-    prepared: Vec<u8>,
-) -> Result<Vec<u64>> {
-    let gather = if layer.arity() == 1 && layer.items() == layer.input.len() { Vec::new() } else { layer.gather() };
-    let step = Arc::new(Step {
-        query: query.clone(),
-        index,
-        layer: *layer,
-        halves: Halves::new(layer, query.batch, query.he.degree()),
-        gather,
-        x,
-        peer: link.peer().to_string(),
-    });
-    let (session, node) = (query.session, layer.node);
-    let owned = blocking(&step, move |s| s.owned(prepared)).await?;
-    let mut owned = link.exchange(OWNED, session, node, &owned).await?;
-    let (masked, masker) = blocking(&step, move |s| s.mask_peer(&mut owned)).await?;
-    let masker = Arc::new(masker);
-    let masked = link.exchange(MASKED, session, node, &masked).await?;
-    let (selected, kept) = blocking(&step, move |s| s.select_own(&masked)).await?;
-    let selected = link.exchange(SELECTED, session, node, &selected).await?;
-    let m = masker.clone();
-    let result = blocking(&step, move |s| s.unmask_peer(&selected, &m)).await?;
-    let result = link.exchange(RESULT, session, node, &result).await?;
-    let own = blocking(&step, move |s| s.own_share(&result, kept)).await?;
-    match query.layout() {
-        Layout::Seed => Ok(step.assemble(&own, &masker.r)),
-        Layout::Hidden => {
-            let (message, own) = step.unpermute_own(own)?;
-            let mut received = link.exchange(UNPERMUTE, session, node, &message).await?;
-            let peer = step.unpermute_peer(&mut received, &masker)?;
-            Ok(step.assemble(&own, &peer))
-        }
-    }
-}
-
-/// Runs `f` on the blocking pool (HE work would stall the runtime's threads).
-async fn blocking<T: Send + 'static>(
-    step: &Arc<Step>,
-    f: impl FnOnce(&Step) -> Result<T> + Send + 'static,
-) -> Result<T> {
-    let step = step.clone();
-    tokio::task::spawn_blocking(move || f(&step))
-        .await
-        .map_err(|e| SuiteError::Local(format!("HE step stopped: {e}")))?
 }
 
 #[cfg(test)]
