@@ -176,6 +176,7 @@ fn a_killed_single_server_gives_a_typed_error_and_serves_after_restart() {
         let err = rt.block_on(query(&cluster.config, &c.model, &c.x, 4)).unwrap_err();
         assert!(start.elapsed() < Duration::from_secs(4), "{suite}: {err}");
         assert!(err.to_string().contains(server), "{suite}: {err}");
+        assert_eq!(err.fault(), tessera::error::Fault::Peer, "{suite}: {err}");
         cluster.restart(server).unwrap();
         expect_right(&rt.block_on(query(&cluster.config, &c.model, &c.x, 4)).unwrap().logits);
     }

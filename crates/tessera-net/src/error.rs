@@ -73,7 +73,7 @@ pub enum NetError {
         /// Its reason, as it stated it.
         reason: String,
     },
-    /// A local I/O error.
+    /// The link to the peer failed (refused, reset, unreachable).
     #[error("peer {peer}: I/O error: {reason}")]
     Io {
         /// The peer.
@@ -123,9 +123,10 @@ impl NetError {
             | NetError::WrongLayer { .. }
             | NetError::Timeout { .. }
             | NetError::PeerClosed { .. }
-            | NetError::Aborted { .. } => Fault::Peer,
+            | NetError::Aborted { .. }
+            | NetError::Io { .. } => Fault::Peer,
             NetError::Tls { .. } | NetError::UnexpectedParty { .. } => Fault::Incompatible,
-            NetError::Io { .. } | NetError::Certificate(_) => Fault::Local,
+            NetError::Certificate(_) => Fault::Local,
         }
     }
 }

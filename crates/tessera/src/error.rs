@@ -246,7 +246,32 @@ pub enum InputProblem {
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, Error>;
 
+pub use tessera_net::Fault;
+
 impl Error {
+    /// Who is at fault: a peer, an incompatible peer, this party, or its own arguments and files.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Error::Net(e) => e.fault(),
+            Error::Suite(e) => e.fault(),
+            Error::Import(_)
+            | Error::Model(_)
+            | Error::Input { .. }
+            | Error::NotCalibrated { .. }
+            | Error::Config { .. }
+            | Error::RoleNotInSuite { .. }
+            | Error::NoPosterior { .. }
+            | Error::ModelMismatch { .. }
+            | Error::Calibration { .. } => Fault::Config,
+            Error::He(_)
+            | Error::Listen { .. }
+            | Error::Write { .. }
+            | Error::Spawn { .. }
+            | Error::NotReady { .. }
+            | Error::ServerExited { .. } => Fault::Local,
+        }
+    }
+
     pub(crate) fn input(path: &std::path::Path, problem: InputProblem) -> Self {
         Error::Input { path: path.display().to_string(), problem }
     }

@@ -74,7 +74,7 @@ pub async fn serve(
                         Ok(channel) => {
                             let peer = channel.peer().to_string();
                             if let Err(e) = service.handle(channel).await {
-                                tracing::warn!(%peer, error = %e, "connection ended with an error");
+                                tracing::warn!(%peer, fault = ?e.fault(), error = %e, "connection ended with an error");
                             }
                         }
                         Err(e) => tracing::warn!(%addr, error = %e, "connection refused"),
