@@ -18,7 +18,7 @@ use tessera::model::plain::PlainEngine;
 use tessera::suites::serpens_2::Layout;
 use tessera::{LoadedModel, QueryOptions, Suite};
 
-use super::throughput::{Check, Throughput, burst, within};
+use super::throughput::{Check, Throughput, Workload, burst, within};
 use super::{Spread, query_input, time_runs};
 use crate::output::{min_median, print_json};
 
@@ -308,7 +308,8 @@ pub fn run(args: CompareArgs) -> Result<()> {
             query.verify.disguise = args.disguise;
             query.layout = config.layout;
             bar.set_message(format!("{} on {net}", config.label()));
-            let measured = measure(&rt, target.config(), &m, &names, &x, batch, (args.warmup, args.runs), &query, &bar)
+            let work = Workload { config: target.config(), model: &m, batch, options: &query };
+            let measured = measure(&rt, work, &names, &x, (args.warmup, args.runs), &bar)
                 .with_context(|| format!("{} on {net}", config.label()))?;
             let median = measured.latency_ms.median;
             if config.suite == Suite::Plain {
@@ -334,7 +335,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
                 let check: Option<Check<'_>> = if exact { Some(&check) } else { None };
                 let inputs = [x.clone()];
                 result.throughput = Some(
-                    burst(&rt, target.config(), &m, &inputs, batch, args.users, args.queries, &query, check, &bar)
+                    burst(&rt, work, &inputs, (args.users, args.queries), check, &bar)
                         .with_context(|| format!("{} on {net}: throughput", config.label()))?,
                 );
             }
@@ -390,20 +391,17 @@ fn configurations(args: &CompareArgs, m: &LoadedModel) -> (Vec<Config>, Vec<Skip
     (configs, skipped)
 }
 
-/// `warmup` untimed queries of `model` to the cluster of `config`, then `runs` timed ones; the
-/// breakdown is the median query's, its nodes named by `names`.
-#[allow(clippy::too_many_arguments)]
+/// `warmup` untimed queries of `work` on `x`, then `runs` timed ones; the breakdown is the
+/// median query's, its nodes named by `names`.
 fn measure(
     rt: &tokio::runtime::Runtime,
-    config: &ClusterConfig,
-    model: &LoadedModel,
+    work: Workload<'_>,
     names: &dyn Fn(u32) -> String,
     x: &[f32],
-    batch: usize,
     (warmup, runs): (usize, usize),
-    query: &QueryOptions,
     bar: &ProgressBar,
 ) -> Result<Measured> {
+    let Workload { config, model, batch, options: query } = work;
     let mut timed: Vec<(f64, QueryCost)> = Vec::with_capacity(runs);
     for i in 0..warmup + runs {
         let start = Instant::now();

@@ -54,22 +54,31 @@ pub fn within(logits: &[f32], reference: &[f64], bound: f64) -> bool {
     logits.len() == reference.len() && logits.iter().zip(reference).all(|(a, b)| (*a as f64 - b).abs() <= bound)
 }
 
-/// `queries` queries of `model` from `users` concurrent users against the cluster of `config`; query `q`
-/// sends `inputs[q % inputs.len()]` (`batch` images) and, with `check`, is counted wrong when
-/// the check fails. `bar` advances once per query.
-#[allow(clippy::too_many_arguments)]
+/// What the queries of a benchmark send and where.
+#[derive(Clone, Copy)]
+pub struct Workload<'a> {
+    /// The cluster.
+    pub config: &'a ClusterConfig,
+    /// The model it serves.
+    pub model: &'a LoadedModel,
+    /// Images per query.
+    pub batch: usize,
+    /// How the user runs each query.
+    pub options: &'a QueryOptions,
+}
+
+/// `queries` queries of `work` from `users` concurrent users; query `q` sends
+/// `inputs[q % inputs.len()]` and, with `check`, is counted wrong when the check fails. `bar`
+/// advances once per query.
 pub fn burst(
     rt: &tokio::runtime::Runtime,
-    config: &ClusterConfig,
-    model: &LoadedModel,
+    work: Workload<'_>,
     inputs: &[Vec<f32>],
-    batch: usize,
-    users: usize,
-    queries: usize,
-    options: &QueryOptions,
+    (users, queries): (usize, usize),
     check: Option<Check<'_>>,
     bar: &ProgressBar,
 ) -> Result<Throughput> {
+    let Workload { config, model, batch, options } = work;
     anyhow::ensure!(!inputs.is_empty(), "no query inputs");
     let users = users.max(1);
     let per_user = queries.div_ceil(users);
@@ -142,10 +151,11 @@ pub fn load(path: &Path, data: &Path, users: usize, queries: usize, holders: usi
     // The same load, shorter, first: connection pools, worker threads and allocator arenas
     // reach their steady size before the baseline is taken.
     let warm = (queries / 10).max(4 * users);
-    burst(&rt, &cluster.config, &model, &inputs, 1, users, warm, &query, Some(&check), &ProgressBar::hidden())?;
+    let work = Workload { config: &cluster.config, model: &model, batch: 1, options: &query };
+    burst(&rt, work, &inputs, (users, warm), Some(&check), &ProgressBar::hidden())?;
     let before: Vec<(u64, usize)> = servers.iter().map(|(_, pid)| process_usage(*pid)).collect();
     let bar = ProgressBar::new(queries as u64);
-    let t = burst(&rt, &cluster.config, &model, &inputs, 1, users, queries, &query, Some(&check), &bar)?;
+    let t = burst(&rt, work, &inputs, (users, queries), Some(&check), &bar)?;
     bar.finish_and_clear();
     std::thread::sleep(std::time::Duration::from_millis(500));
     let after: Vec<(u64, usize)> = servers.iter().map(|(_, pid)| process_usage(*pid)).collect();
