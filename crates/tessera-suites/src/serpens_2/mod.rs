@@ -43,6 +43,7 @@
 
 pub mod correlation;
 mod memory;
+mod msgs;
 mod nonlinear;
 mod server;
 mod service;
@@ -52,7 +53,8 @@ pub use crate::parties::Outcome;
 pub use correlation::Correlations;
 pub use memory::run_in_memory;
 pub use memory::{InMemoryRun, ServerView};
-pub use server::{FromUser, Join, PeerLink, ServerInput, join_from_frame, receive, server};
+pub use msgs::{Join, ServerInput};
+pub use server::{FromUser, PeerLink, join_from_frame, receive, server};
 pub use service::{ShareServerService, ShareServerSetup};
 pub use user::{Deal, user};
 
