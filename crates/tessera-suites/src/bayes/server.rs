@@ -22,6 +22,7 @@ pub enum Sampling {
     Fresh,
     /// The same seed for every query, so that a test can draw the same samples and check the
     /// secure result against them. Never for deployment: every query then sees the same weights.
+    #[doc(hidden)]
     Replay([u8; 32]),
 }
 
