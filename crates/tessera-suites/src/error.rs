@@ -77,6 +77,7 @@ pub enum SuiteError {
         layer: u32,
     },
     /// An in-memory run ended without a server's key, which its view needs.
+    #[doc(hidden)]
     #[error("a server kept no key")]
     NoKeyKept,
     /// A suite asked to run with a number of share-holders it does not support.

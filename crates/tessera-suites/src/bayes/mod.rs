@@ -20,6 +20,7 @@ mod server;
 mod service;
 mod user;
 
+#[doc(hidden)]
 pub use memory::run_in_memory;
 pub use server::{BayesServer, Sampling};
 pub use service::BayesService;

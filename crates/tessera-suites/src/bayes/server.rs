@@ -10,6 +10,7 @@ use tessera_he::{ConvPacking, Form, HeParams, PublicKey};
 use tessera_model::fixed::{FixedModel, FixedOp};
 use tessera_model::{Model, Posterior};
 use tessera_net::{Channel, NetError, Recorder, SessionId, StageKind};
+use tracing::Instrument;
 
 use super::{DONE, JOIN, LAYER, MAX_SAMPLES, PRODUCT, REPORT};
 use crate::error::{Result, SuiteError, Violation};
@@ -22,6 +23,7 @@ pub enum Sampling {
     Fresh,
     /// The same seed for every query, so that a test can draw the same samples and check the
     /// secure result against them. Never for deployment: every query then sees the same weights.
+    #[doc(hidden)]
     Replay([u8; 32]),
 }
 
@@ -150,11 +152,17 @@ impl BayesServer {
             }
             let he = self.he.clone();
             let (samples, key, batch) = (query.samples.clone(), query.key.clone(), query.batch);
-            let reply =
-                tokio::task::spawn_blocking(move || evaluate(&he, &peer, &samples, &key, node, batch, &payload))
-                    .await
-                    .map_err(|e| SuiteError::stopped("the layer", &e))??;
-            user.send(PRODUCT, session, node as u32, &reply).await?;
+            let span = tracing::debug_span!("layer", node, kind = ?StageKind::HeLinear);
+            async {
+                let reply =
+                    tokio::task::spawn_blocking(move || evaluate(&he, &peer, &samples, &key, node, batch, &payload))
+                        .await
+                        .map_err(|e| SuiteError::stopped("the layer", &e))??;
+                user.send(PRODUCT, session, node as u32, &reply).await?;
+                Ok::<_, SuiteError>(())
+            }
+            .instrument(span)
+            .await?;
             rec.stage(node as u32, query.samples[0].node_name(node), StageKind::HeLinear, &[user]);
         }
     }

@@ -9,6 +9,7 @@ use tessera_he::{Ciphertext, ConvPacking, Form, HeParams, SecretKey};
 use tessera_model::fixed::FixedModel;
 use tessera_model::runner::{Runner, Step};
 use tessera_net::{Channel, PartyReport, Recorder, SessionId, StageKind};
+use tracing::Instrument;
 
 use super::{DONE, JOIN, LAYER, MAX_SAMPLES, PRODUCT, REPORT};
 use crate::error::{Result, SuiteError};
@@ -86,7 +87,10 @@ pub async fn user(
                 })
                 .collect::<Result<Vec<_>>>()?,
             Step::Linear(node) => {
-                offload(&model, &Keys { he, secret: &key }, server, session, node, &runners, batch).await?
+                let span = tracing::debug_span!("layer", node, kind = ?StageKind::HeLinear);
+                offload(&model, &Keys { he, secret: &key }, server, session, node, &runners, batch)
+                    .instrument(span)
+                    .await?
             }
         };
         for (r, out) in runners.iter_mut().zip(outputs) {

@@ -8,7 +8,7 @@
 //!
 //! * **forward** (elements): A derives `α, β` (uniform, `n·s` each) from its seed; B derives `π`
 //!   (a permutation of the items composed with one of the elements inside each,
-//!   [`element_order`]) from its own seed and receives `Δ = π(α) + β`. A sends `x_A + α`; B's
+//!   `element_order`) from its own seed and receives `Δ = π(α) + β`. A sends `x_A + α`; B's
 //!   share of `π(x)` is `π(x_A + α + x_B) − Δ`, A's is `β`.
 //! * **back** (items), independent of the forward one: A derives `α', β'` (`n` each), B receives
 //!   `Δ' = π⁻¹(α') + β'`. A sends `y_A + α'` (its share in `π`'s item order); B's share of `y`

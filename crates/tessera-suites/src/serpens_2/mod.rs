@@ -19,7 +19,7 @@
 //!    position-major (element `j` of the windows of a group in ciphertext `j`, window `p` in
 //!    slot `p`). B's share of `π(x)` is `b = π(x_A + α + x_B) − Δ`; A's is `β`.
 //! 2. [`MASKED`] B → A: `⟦k ⊙ π(x) + e⟧` and `⟦π(x) + R⟧` (section 4.3's masks,
-//!    [`ItemMasks`](crate::masks::ItemMasks): `log2 k` uniform in `[0, κ]`, one `k` per window,
+//!    `ComparisonMasks`: `log2 k` uniform in `[0, κ]`, one `k` per window,
 //!    `e` uniform in `[0, k)` per element, `R` uniform below `2^(ℓx+σ)`), sealed: switched to two
 //!    primes, a fresh encryption of zero with flooding noise added, rounded.
 //! 3. [`SELECTED`] A → B: A decrypts `z` and `w`, selects per window the largest `z` (ReLU:
@@ -43,6 +43,7 @@
 
 pub mod correlation;
 mod memory;
+mod msgs;
 mod nonlinear;
 mod server;
 mod service;
@@ -50,9 +51,10 @@ mod user;
 
 pub use crate::parties::Outcome;
 pub use correlation::Correlations;
-pub use memory::run_in_memory;
-pub use memory::{InMemoryRun, ServerView};
-pub use server::{FromUser, Join, PeerLink, ServerInput, join_from_frame, receive, server};
+#[doc(hidden)]
+pub use memory::{InMemoryRun, ServerView, run_in_memory};
+pub use msgs::{Join, ServerInput};
+pub use server::{FromUser, PeerLink, join_from_frame, receive, server};
 pub use service::{ShareServerService, ShareServerSetup};
 pub use user::{Deal, user};
 

@@ -1,6 +1,12 @@
 //! The serpens-2 ReLU and max pool: one nonlinear layer between the two servers, both halves and
-//! both roles at once, as per-role steps without I/O ([`Step`]); `server` drives them over the
-//! link, each step on the blocking pool.
+//! both roles at once, as state machines without I/O. Each server is the key owner of its half
+//! and the masker of its peer's; both roles share the layer's [`Step`] (its input share and
+//! layout). The owner [`Owner::start`]s with its [`Owned`] message, [`Owner::select`]s from the
+//! peer's `MASKED` and [`Selecting::finish`]es from its `RESULT` (with its [`Unpermute`] in the
+//! hidden layout); the masker [`Masker::start`]s from the peer's `OWNED` with its [`Masked`]
+//! message, [`Masker::unmask`]s the peer's `SELECTED` into its [`LayerResult`] and
+//! [`Masker::finish`]es with the peer's `UNPERMUTE`. The messages live in `msgs`; `server`
+//! drives the steps over the link, each on the blocking pool.
 
 use std::fmt;
 use std::ops::Range;
@@ -9,16 +15,17 @@ use std::sync::Arc;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use tessera_field::{Seed, fixed, seed::os_rng, zt};
-use tessera_he::{Ciphertext, Form, HeParams, Plaintext, PublicKey, SecretKey};
+use tessera_he::{Ciphertext, HeParams, Plaintext, PublicKey, SecretKey};
 use tessera_model::nonlinear::NonlinearLayer;
 use tessera_net::SessionId;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::Layout;
 use super::correlation::{Correlations, Direction, Part, owner_values, permutation};
+use super::msgs::{LayerResult, Masked, Owned, Selected, Unpermute};
 use crate::error::{Result, SuiteError};
 use crate::masks::{self, Comparison, ComparisonMasks, MaskShape};
-use crate::wire::{Reader, elements_to_bytes, read_ciphertexts, seal_all, write_seeded};
+use crate::wire::write_seeded;
 
 /// A server's key pair and its peer's public key for one query.
 pub(crate) struct Keys {
@@ -152,7 +159,7 @@ impl Drop for Step {
 }
 
 /// The masker's secrets for the peer's half.
-pub(crate) struct Masker {
+struct MaskerSecrets {
     /// The order the key owner receives (`π`, or the identity in the seed layout), the masks
     /// `k`, `e` per comparison and `R` per position.
     masks: ComparisonMasks,
@@ -163,7 +170,7 @@ pub(crate) struct Masker {
     r: Vec<u64>,
 }
 
-impl Drop for Masker {
+impl Drop for MaskerSecrets {
     fn drop(&mut self) {
         self.within.zeroize();
         self.r.zeroize();
@@ -192,16 +199,6 @@ impl Step {
         }
     }
 
-    /// The query's layout.
-    pub fn layout(&self) -> Layout {
-        self.query.layout()
-    }
-
-    /// Seed layout: this server's output share from its own share and the masker's new shares.
-    pub fn assemble_seeded(&self, own: &[u64], m: &Masker) -> Vec<u64> {
-        self.assemble(own, &m.r)
-    }
-
     fn arity(&self) -> usize {
         self.layer.arity()
     }
@@ -227,17 +224,13 @@ impl Step {
         Ok(Plaintext::encode(&self.query.he, values, 0)?)
     }
 
-    fn read(&self, form: Form, bytes: &[u8], count: usize, message: &'static str) -> Result<Vec<Ciphertext>> {
-        read_ciphertexts(&self.query.he, &self.peer, form, bytes, count, message)
-    }
-
     fn decrypt(&self, ct: &Ciphertext) -> Result<Zeroizing<Vec<u64>>> {
         Ok(self.query.keys.mine.decrypt(ct)?)
     }
 
     /// Step 1, as owner A. Hidden layout: `x_A + α` (natural element order) and the prepared
     /// `⟦β⟧`; seed layout: `⟦x_A⟧`, position-major, seeded.
-    pub fn owned(&self, prepared: Vec<u8>) -> Result<Vec<u8>> {
+    fn owned(&self, prepared: Vec<u8>) -> Result<Owned> {
         let (me, s) = (self.query.me, self.arity());
         let n = self.halves.half(me).len();
         match self.query.layout() {
@@ -252,14 +245,12 @@ impl Step {
                 ));
                 let sent =
                     Zeroizing::new((0..n * s).map(|e| zt::add(self.half_element(me, e), alpha[e])).collect::<Vec<_>>());
-                let mut out = elements_to_bytes(&sent);
-                out.extend_from_slice(&prepared);
-                Ok(out)
+                Ok(Owned::hidden(sent, prepared))
             }
             Layout::Seed => {
                 let cts =
                     position_major(&self.halves.groups(me), s, |q| self.half_element(me, q), &self.query.keys.mine)?;
-                write_seeded(&self.query.he, &cts)
+                Owned::seeded(&self.query.he, &cts)
             }
         }
     }
@@ -267,19 +258,15 @@ impl Step {
     /// Step 2, as masker B: B's share `b` of the ordered values (hidden: `π(x_A + α + x_B) − Δ`;
     /// seed: `x_B`), then per group and element `⟦k ⊙ (a + b) + e⟧` and `⟦a + b + R⟧` from the
     /// owner's `⟦a⟧`, sealed, the `z`s of a group then its `w`s, in the order sent.
-    pub fn mask_peer(&self, owned: &mut [u8]) -> Result<(Vec<u8>, Masker)> {
+    fn mask_peer(&self, owned: Vec<u8>) -> Result<(Masked, MaskerSecrets)> {
         let (peer, s) = (1 - self.query.me, self.arity());
         let n = self.halves.half(peer).len();
         let groups = self.halves.groups(peer);
         let mut rng = os_rng();
         let (order, pads, cts, within) = match self.query.layout() {
             Layout::Hidden => {
-                let split = (8 * n * s).min(owned.len());
-                let mut r = Reader::new(&owned[..split], &self.peer, "owned");
-                let sent = Zeroizing::new(r.elements(n * s)?);
-                r.end()?;
-                let cts = self.read(Form::Seeded, &owned[split..], groups.len() * s, "owned")?;
-                owned[..split].zeroize();
+                let owned = Owned::parse(&self.query.he, &self.peer, owned, Some(n * s), groups.len() * s)?;
+                let (sent, cts) = (owned.padded.unwrap_or_default(), owned.cts);
                 let delta = match self.query.correlations.masked_half(self.index) {
                     Some((delta, _)) if delta.len() == n * s => delta,
                     _ => return Err(SuiteError::MissingCorrelation { layer: self.layer.node }),
@@ -288,7 +275,7 @@ impl Step {
                 (order, Some((sent, delta)), cts, Vec::new())
             }
             Layout::Seed => {
-                let cts = self.read(Form::Seeded, owned, groups.len() * s, "owned")?;
+                let cts = Owned::parse(&self.query.he, &self.peer, owned, None, groups.len() * s)?.cts;
                 let mut within = Vec::with_capacity(groups.len() * s);
                 for _ in &groups {
                     let mut o: Vec<usize> = (0..s).collect();
@@ -365,21 +352,20 @@ impl Step {
                 Ok(z)
             })
             .collect::<Result<_>>()?;
-        let out = masked;
-        let masker = Masker { masks, within, r: zt::random_vec(&mut rng, n) };
-        Ok((seal_all(&self.query.keys.peer, &out)?, masker))
+        let secrets = MaskerSecrets { masks, within, r: zt::random_vec(&mut rng, n) };
+        Ok((Masked::seal(&self.query.keys.peer, &masked)?, secrets))
     }
 
     /// Step 3, as owner A: decrypts every comparison `z = k ⊙ v + e` and element `w = x + R`,
     /// decides per slot the group's largest element (ReLU: the only one) from the comparisons,
     /// clamps where the layer does, and returns `⟦sel⟧` (one ciphertext per element, seeded)
     /// with the kept `Σ sel ⊙ ⌊w / 2^shift⌋` per position.
-    pub fn select_own(&self, masked: &[u8]) -> Result<(Vec<u8>, Zeroizing<Vec<u64>>)> {
+    fn select_own(&self, masked: &[u8]) -> Result<(Selected, Zeroizing<Vec<u64>>)> {
         let (me, s) = (self.query.me, self.arity());
         let (clamps, shift, node) = (self.layer.clamps_at_zero(), self.layer.shift, self.layer.node);
         let c = Comparison::of_item(s, clamps).len();
         let groups = self.halves.groups(me);
-        let received = self.read(Form::Returned, masked, groups.len() * (c + s), "masked")?;
+        let received = Masked::parse(&self.query.he, &self.peer, masked, groups.len() * (c + s))?;
         let z_limit = 1i64 << (self.query.kappa + self.query.bound_bits);
         let bound = 1i64 << self.query.bound_bits;
         let w_range = -bound..(1i64 << (zt::LOG2_T - 1)) + bound;
@@ -415,14 +401,14 @@ impl Step {
             cts.extend(c);
             kept.extend_from_slice(&k);
         }
-        Ok((write_seeded(&self.query.he, &cts)?, kept))
+        Ok((Selected::new(&self.query.he, &cts)?, kept))
     }
 
     /// Step 4, as masker B: per group `⟦−Σ_j sel_j ⊙ ⌊R_j / 2^shift⌋ − r⟧`, sealed.
-    pub fn unmask_peer(&self, selected: &[u8], m: &Masker) -> Result<Vec<u8>> {
+    fn unmask_peer(&self, selected: &[u8], m: &MaskerSecrets) -> Result<LayerResult> {
         let (peer, s) = (1 - self.query.me, self.arity());
         let groups = self.halves.groups(peer);
-        let received = self.read(Form::Seeded, selected, groups.len() * s, "selected")?;
+        let received = Selected::parse(&self.query.he, &self.peer, selected, groups.len() * s)?;
         let shift = self.layer.shift;
         let results: Vec<Ciphertext> = groups
             .par_iter()
@@ -446,13 +432,13 @@ impl Step {
                 Ok(acc)
             })
             .collect::<Result<_>>()?;
-        seal_all(&self.query.keys.peer, &results)
+        LayerResult::seal(&self.query.keys.peer, &results)
     }
 
     /// Step 5, as owner A: its share per position, the decrypted result plus what it kept.
-    pub fn own_share(&self, result: &[u8], mut kept: Zeroizing<Vec<u64>>) -> Result<Zeroizing<Vec<u64>>> {
+    fn own_share(&self, result: &[u8], mut kept: Zeroizing<Vec<u64>>) -> Result<Zeroizing<Vec<u64>>> {
         let groups = self.halves.groups(self.query.me);
-        let received = self.read(Form::Returned, result, groups.len(), "result")?;
+        let received = LayerResult::parse(&self.query.he, &self.peer, result, groups.len())?;
         let decrypted = received.par_iter().map(|ct| self.decrypt(ct)).collect::<Result<Vec<_>>>()?;
         for (range, values) in groups.iter().zip(&decrypted) {
             for (k, &v) in kept[range.clone()].iter_mut().zip(values.iter()) {
@@ -464,24 +450,21 @@ impl Step {
 
     /// Back to natural order (hidden layout), as owner A: the message `y_A + α'` and A's share
     /// `β'`.
-    pub fn unpermute_own(&self, mut own: Zeroizing<Vec<u64>>) -> Result<(Vec<u8>, Zeroizing<Vec<u64>>)> {
+    fn unpermute_own(&self, mut own: Zeroizing<Vec<u64>>) -> Result<(Unpermute, Zeroizing<Vec<u64>>)> {
         let (seed, node, me) = (self.query.seed(self.layer.node)?, self.layer.node, self.query.me);
         let n = own.len();
         let alpha = Zeroizing::new(owner_values(seed, node, me, Direction::Back, Part::Pad, n));
         zt::add_assign(&mut own, &alpha);
         let share = Zeroizing::new(owner_values(seed, node, me, Direction::Back, Part::Share, n));
-        Ok((elements_to_bytes(&own), share))
+        Ok((Unpermute(own), share))
     }
 
     /// Back to natural order (hidden layout), as masker B: its share of the peer's half,
     /// `π⁻¹(y_A + α' + r) − Δ'`.
-    pub fn unpermute_peer(&self, received: &mut [u8], m: &Masker) -> Result<Zeroizing<Vec<u64>>> {
+    fn unpermute_peer(&self, received: Vec<u8>, m: &MaskerSecrets) -> Result<Zeroizing<Vec<u64>>> {
         let s = self.arity();
         let n = m.r.len();
-        let mut r = Reader::new(received, &self.peer, "unpermute");
-        let sent = Zeroizing::new(r.elements(n)?);
-        r.end()?;
-        received.zeroize();
+        let Unpermute(sent) = Unpermute::parse(&self.peer, received, n)?;
         let Some((_, delta)) = self.query.correlations.masked_half(self.index) else {
             return Err(SuiteError::MissingCorrelation { layer: self.layer.node });
         };
@@ -493,13 +476,88 @@ impl Step {
         Ok(out)
     }
 
-    /// The layer output: `own` at this server's half, `peer` at the other.
+    /// The layer output: `own` at this server's half, `peer` at the other (each from its role's
+    /// `finish`).
     pub fn assemble(&self, own: &[u64], peer: &[u64]) -> Vec<u64> {
         let me = self.query.me;
         let mut out = vec![0u64; self.halves.items];
         out[self.halves.half(me)].copy_from_slice(own);
         out[self.halves.half(1 - me)].copy_from_slice(peer);
         out
+    }
+}
+
+/// The key owner A of this server's half, between its `OWNED` and the peer's `MASKED`.
+pub(crate) struct Owner {
+    step: Arc<Step>,
+}
+
+impl Owner {
+    /// Starts the layer as owner, with `prepared`, this server's `⟦β⟧` for the layer (hidden
+    /// layout; empty otherwise): step 1's message.
+    pub fn start(step: Arc<Step>, prepared: Vec<u8>) -> Result<(Self, Owned)> {
+        let owned = step.owned(prepared)?;
+        Ok((Self { step }, owned))
+    }
+
+    /// Step 3: decides every item from the peer's `MASKED` payload and selects; keeps
+    /// `Σ sel ⊙ ⌊w / 2^shift⌋` and returns `⟦sel⟧`.
+    pub fn select(self, masked: Vec<u8>) -> Result<(Selecting, Selected)> {
+        let (selected, kept) = self.step.select_own(&masked)?;
+        Ok((Selecting { step: self.step, kept }, selected))
+    }
+}
+
+/// The key owner after its `SELECTED`, keeping its part of the selected values (wiped on drop)
+/// until the peer's `RESULT`.
+pub(crate) struct Selecting {
+    step: Arc<Step>,
+    kept: Zeroizing<Vec<u64>>,
+}
+
+impl Selecting {
+    /// Step 5, from the peer's `RESULT` payload: the owner's share of its half in natural order
+    /// and, in the hidden layout, the [`Unpermute`] message that brings the peer's share there.
+    pub fn finish(self, result: Vec<u8>) -> Result<(Zeroizing<Vec<u64>>, Option<Unpermute>)> {
+        let own = self.step.own_share(&result, self.kept)?;
+        match self.step.query.layout() {
+            Layout::Seed => Ok((own, None)),
+            Layout::Hidden => {
+                let (message, own) = self.step.unpermute_own(own)?;
+                Ok((own, Some(message)))
+            }
+        }
+    }
+}
+
+/// The masker B of the peer's half, from the peer's `OWNED` on, holding its masks and new shares
+/// (wiped on drop).
+pub(crate) struct Masker {
+    step: Arc<Step>,
+    secrets: MaskerSecrets,
+}
+
+impl Masker {
+    /// Step 2, from the peer's `OWNED` payload: draws the masks and returns the masked values.
+    pub fn start(step: Arc<Step>, owned: Vec<u8>) -> Result<(Self, Masked)> {
+        let (masked, secrets) = step.mask_peer(owned)?;
+        Ok((Self { step, secrets }, masked))
+    }
+
+    /// Step 4, from the peer's `SELECTED` payload: the peer's masked result.
+    pub fn unmask(self, selected: Vec<u8>) -> Result<(Self, LayerResult)> {
+        let result = self.step.unmask_peer(&selected, &self.secrets)?;
+        Ok((self, result))
+    }
+
+    /// This server's share of the peer's half in natural order: its new shares in the seed
+    /// layout; from the peer's `UNPERMUTE` payload in the hidden layout (where none is refused as
+    /// an empty one).
+    pub fn finish(self, unpermute: Option<Vec<u8>>) -> Result<Zeroizing<Vec<u64>>> {
+        match self.step.query.layout() {
+            Layout::Seed => Ok(Zeroizing::new(self.secrets.r.clone())),
+            Layout::Hidden => self.step.unpermute_peer(unpermute.unwrap_or_default(), &self.secrets),
+        }
     }
 }
 

@@ -6,8 +6,7 @@ use tessera_field::share::share;
 use tessera_model::fixed::FixedModel;
 use tessera_net::{Channel, PartyReport, Recorder, SessionId, StageKind};
 
-use super::correlation::Correlations;
-use super::server::ServerInput;
+use super::msgs::{Correlations, ServerInput};
 use super::{CORRELATIONS, INPUT, Layout, OUTPUT, REPORT};
 use crate::error::{Result, SuiteError};
 use crate::parties::{Outcome, collect_outputs};

@@ -18,6 +18,7 @@
 //! per nonlinear layer [`MASKED`] holder → `S0` and [`RESHARE`] `S0` → holder 1; [`OUTPUT`] and
 //! [`REPORT`] holder → user, and `S0`'s [`REPORT`] to holder 1, which forwards it.
 
+#[doc(hidden)]
 pub mod attack;
 mod central;
 mod holder;
@@ -31,6 +32,7 @@ mod user;
 pub use crate::parties::Outcome;
 pub use central::{central, join_from_frame, read_join};
 pub use holder::holder;
+#[doc(hidden)]
 pub use memory::{InMemoryRun, run_in_memory};
 pub use msgs::{HolderInput, Join};
 pub use service::{CentralService, HolderService};

@@ -12,6 +12,7 @@ use tessera_field::{seed::os_rng, zt};
 use tessera_model::fixed::FixedModel;
 use tessera_model::runner::{Runner, Step};
 use tessera_net::{Channel, PartyReport, Recorder, SessionId, StageKind};
+use tracing::Instrument;
 use zeroize::Zeroize;
 
 use super::check::{Challenge, freivalds};
@@ -151,23 +152,29 @@ pub async fn client(
         let output = match step {
             Step::Nonlinear(layer) => layer.eval_plain(runner.pending_input(), batch),
             Step::Linear(node) => {
-                let kernel = model.linear_kernel(node as usize).expect("a linear step");
-                let mut offload = Offload::new(settings.disguise, kernel, runner.pending_input(), batch, &pre, node);
-                cloud.send(OFFLOAD, session, node, &offload.message).await?;
-                let reply = cloud.recv(PRODUCT, session, node).await?;
-                let mut r = Reader::new(&reply, cloud.peer(), "product");
-                let out_len = batch * kernel.geometry().output().expect("checked kernel").len();
-                let product = r.elements(out_len)?;
-                r.end()?;
-                let sound = offload.check(kernel, &product, batch, settings, &mut rng);
-                if sound {
-                    offload.reveal(kernel, product, batch, &pre)
-                } else if settings.recompute_on_failure {
-                    recomputed.push(node);
-                    conv2d_zt(kernel, runner.pending_input(), batch, rayon::current_num_threads())
-                } else {
-                    return Err(SuiteError::VerificationFailed { peer: cloud.peer().into(), layer: node });
+                let span = tracing::debug_span!("layer", node, kind = ?StageKind::Offloaded);
+                let x = runner.pending_input();
+                async {
+                    let kernel = model.linear_kernel(node as usize).expect("a linear step");
+                    let mut offload = Offload::new(settings.disguise, kernel, x, batch, &pre, node);
+                    cloud.send(OFFLOAD, session, node, &offload.message).await?;
+                    let reply = cloud.recv(PRODUCT, session, node).await?;
+                    let mut r = Reader::new(&reply, cloud.peer(), "product");
+                    let out_len = batch * kernel.geometry().output().expect("checked kernel").len();
+                    let product = r.elements(out_len)?;
+                    r.end()?;
+                    let sound = offload.check(kernel, &product, batch, settings, &mut rng);
+                    if sound {
+                        Ok(offload.reveal(kernel, product, batch, &pre))
+                    } else if settings.recompute_on_failure {
+                        recomputed.push(node);
+                        Ok(conv2d_zt(kernel, x, batch, rayon::current_num_threads()))
+                    } else {
+                        Err(SuiteError::VerificationFailed { peer: cloud.peer().into(), layer: node })
+                    }
                 }
+                .instrument(span)
+                .await?
             }
         };
         let kind = match step {

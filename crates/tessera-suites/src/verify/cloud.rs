@@ -8,6 +8,7 @@ use tessera_field::kernels::conv2d_zt;
 use tessera_field::{seed::os_rng, zt};
 use tessera_model::fixed::FixedModel;
 use tessera_net::{Channel, NetError, Recorder, StageKind};
+use tracing::Instrument;
 
 use super::{DONE, Disguise, OFFLOAD, PRODUCT, REPORT};
 use crate::error::{Result, SuiteError, Violation};
@@ -92,8 +93,14 @@ impl Cloud {
                 .into());
             }
             let node = header.layer;
-            let product = self.product(client.peer(), node, &payload).await?;
-            client.send(PRODUCT, header.session, node, &elements_to_bytes(&product)).await?;
+            let span = tracing::debug_span!("layer", node, kind = ?StageKind::Offloaded);
+            async {
+                let product = self.product(client.peer(), node, &payload).await?;
+                client.send(PRODUCT, header.session, node, &elements_to_bytes(&product)).await?;
+                Ok::<_, SuiteError>(())
+            }
+            .instrument(span)
+            .await?;
             rec.stage(node, self.model.node_name(node as usize), StageKind::Offloaded, &[client]);
         }
     }

@@ -25,6 +25,7 @@ mod service;
 pub use check::{Challenge, freivalds};
 pub use client::{ClientSettings, Disguise, Outcome, Preprocessed, client, preprocess};
 pub use cloud::{Cheat, Cloud};
+#[doc(hidden)]
 pub use memory::run_in_memory;
 pub use service::CloudService;
 
