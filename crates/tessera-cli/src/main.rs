@@ -109,7 +109,7 @@ enum Command {
         model: PathBuf,
         /// Dataset: *images*.idx[.gz] (labels beside it), CIFAR-10 *.bin, or MedMNIST *.npz.
         data: PathBuf,
-        /// Evaluate only the first N images.
+        /// Evaluate only N images, drawn across the classes.
         #[arg(long)]
         limit: Option<usize>,
         /// One JSON object on stdout.
@@ -210,7 +210,8 @@ fn run(command: Command) -> Result<()> {
             eval(&load(&model)?, &data, limit, json)
         }
         Command::Calibrate { model, data, samples, json } => {
-            let mut m = load(&model)?;
+            let mut m =
+                LoadedModel::load_uncalibrated(&model).with_context(|| format!("loading {}", model.display()))?;
             let set = Dataset::open(&data)?;
             let n = samples.min(set.len()).max(1);
             let x = normalize(set.pixels(0..n), set.shape, m.meta());

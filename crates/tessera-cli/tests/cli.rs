@@ -164,16 +164,16 @@ fn bad_arguments_fail_clearly() {
 /// masked values: numbers of 10 or more digits) and no input or output value reaches the logs.
 #[test]
 fn logs_carry_no_values_at_trace_level() {
-    for suite in ["serpens-n", "serpens-2", "plain", "verify"] {
+    for (suite, model) in [
+        ("serpens-n", "minionn-mnist"),
+        ("serpens-2", "minionn-mnist"),
+        ("plain", "minionn-mnist"),
+        ("verify", "minionn-mnist"),
+        ("bayes", "bayes-minionn-mnist"),
+    ] {
+        let model = format!("models/{model}.onnx");
         let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .args([
-                "infer",
-                "--suite",
-                suite,
-                "models/minionn-mnist.onnx",
-                "examples/images/mnist-test00000-7.png",
-                "--json",
-            ])
+            .args(["infer", "--suite", suite, &model, "examples/images/mnist-test00000-7.png", "--json"])
             .env("RUST_LOG", "trace")
             .current_dir(repo())
             .output()

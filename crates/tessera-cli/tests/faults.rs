@@ -29,10 +29,9 @@ struct Case {
 fn case(model: &str, data: &str, batch: usize) -> Case {
     let model = LoadedModel::load(&repo().join("models").join(model)).unwrap();
     let set = Dataset::open(&repo().join("data").join(data)).unwrap();
-    let x = normalize(set.pixels(0..batch), set.shape, model.meta());
-    let fixed = model.fixed().unwrap();
-    let reference = fixed.run(&x, batch).unwrap();
-    let bound = fixed.error_bound() / (fixed.output_bits() as f64).exp2();
+    let x = normalize(&set.stratified(batch).pixels, set.shape, model.meta());
+    let reference = model.fixed().unwrap().run(&x, batch).unwrap();
+    let bound = model.calibration().unwrap().logit_tolerance;
     Case { model, x, reference, bound }
 }
 

@@ -13,6 +13,7 @@ use crate::error::{ModelError, Result};
 use crate::fixed::FixedModel;
 use crate::ir::Model;
 use crate::plain::PlainEngine;
+use crate::tolerance;
 
 /// Fixed-point parameters chosen for a model, with the evidence. Stored beside the model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,12 +32,21 @@ pub struct Calibration {
     pub samples: usize,
     /// Mean absolute difference between fixed-point and `f32` logits on the samples.
     pub mean_abs_logit_error: f64,
+    /// How far a secure run's logits may lie from the fixed-point reference's, in real units,
+    /// measured on the samples ([`crate::tolerance`]).
+    pub logit_tolerance: f64,
 }
 
 impl Calibration {
     /// The validated parameters.
     pub fn params(&self) -> Result<FixedPointParams> {
         Ok(FixedPointParams::new(self.f, self.f_w, self.bound_bits)?)
+    }
+
+    /// [`logit_tolerance`](Self::logit_tolerance) in units of the last place of `model`'s
+    /// logits.
+    pub fn tolerance_lsb(&self, model: &FixedModel) -> i64 {
+        (self.logit_tolerance * (model.output_bits() as f64).exp2()).round() as i64
     }
 }
 
@@ -73,8 +83,18 @@ pub const MAX_LOGIT_ERROR: f64 = 0.5;
 /// Starts at σ = 40; if the split with the smallest mean logit error does not keep the
 /// fixed-point labels equal to the `f32` labels on 99.5% of the samples with every logit within
 /// 0.5 of `f32`, it lowers σ one bit at a time (never below 32),
-/// trading statistical security for precision. The chosen σ is recorded with the model.
+/// trading statistical security for precision. The chosen σ is recorded with the model, with
+/// the logit tolerance of secure runs measured on the same samples.
 pub fn calibrate(model: &Model, samples: &[f32], batch: usize) -> Result<Calibration> {
+    let mut calibration = choose(model, samples, batch)?;
+    let fixed = FixedModel::new(model, calibration.params()?)?;
+    let lsb = tolerance::measure(&fixed, &fixed.encode_input(samples, batch)?, batch)?;
+    calibration.logit_tolerance = lsb as f64 / (fixed.output_bits() as f64).exp2();
+    Ok(calibration)
+}
+
+/// The parameters, without the tolerance.
+fn choose(model: &Model, samples: &[f32], batch: usize) -> Result<Calibration> {
     let max_abs = max_abs_activation(model, samples, batch)?;
     let reference = PlainEngine::new(model).run(samples, batch)?;
     let classes = model.output_len();
@@ -103,6 +123,7 @@ pub fn calibrate(model: &Model, samples: &[f32], batch: usize) -> Result<Calibra
                     max_abs_activation: max_abs,
                     samples: batch,
                     mean_abs_logit_error: err,
+                    logit_tolerance: 0.0,
                 };
                 best_here = Some((if worst <= MAX_LOGIT_ERROR { agree } else { 0.0 }, cal));
             }

@@ -223,36 +223,6 @@ impl FixedModel {
         self.check_bound(self.output.saturating_sub(1), logits)
     }
 
-    /// How far, in units of the logits' last place, a secure run may differ from this
-    /// reference: each masked-reveal truncation is exact up to `+1` unit, and that unit is
-    /// propagated through the following layers (`Σ|w|` per linear layer, window size per sum
-    /// pool, `2^f_w` per lifted residual branch, `⌈e / 2^f_w⌉` per truncation).
-    pub fn error_bound(&self) -> f64 {
-        let mut e = vec![0.0f64];
-        for (i, op) in self.ops.iter().enumerate() {
-            let x = e[self.inputs[i][0]];
-            let out = match op {
-                FixedOp::Linear { kernel, .. } => kernel.max_row_l1() * x,
-                FixedOp::Relu { truncate } | FixedOp::MaxPool { truncate, .. } => {
-                    if *truncate {
-                        (x / (self.params.f_w() as f64).exp2()).ceil() + 1.0
-                    } else {
-                        x
-                    }
-                }
-                FixedOp::SumPool { window } => window.size() as f64 * x,
-                FixedOp::Flatten | FixedOp::Pad { .. } => x,
-                FixedOp::Add { lift } => {
-                    let lift_factor = (self.params.f_w() as f64).exp2();
-                    let term = |k: usize| e[self.inputs[i][k]] * if *lift == Some(k) { lift_factor } else { 1.0 };
-                    term(0) + term(1)
-                }
-            };
-            e.push(out);
-        }
-        e[self.output]
-    }
-
     /// The kernel of node `node`, if it is a convolution or FC layer.
     pub fn linear_kernel(&self, node: usize) -> Option<&ConvKernel> {
         match self.ops.get(node) {

@@ -13,6 +13,7 @@ pub mod nonlinear;
 pub mod passes;
 pub mod plain;
 pub mod runner;
+pub mod tolerance;
 
 pub use bayes::{LayerPosterior, Posterior};
 pub use error::{ModelError, Result};

@@ -5,7 +5,7 @@
 //! Run on an additive share, the linear layers are the *factor functions* of PROTOCOLS.md
 //! section 2: exactly one party adds the constants (biases), everything else is linear.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tessera_field::kernels::conv::conv2d_zt;
 use tessera_field::kernels::pool::sum_pool_zt;
@@ -36,6 +36,44 @@ impl Step {
     }
 }
 
+/// What a runner completed at every nonlinear layer: the layer, its input and its output (one
+/// party's shares in a secure run). In-memory test runs attach one to every party and add the
+/// shares up, to check each layer of a secure run against the reference on that same input.
+/// Values are wiped when the last clone is dropped; `Debug` shows the count only.
+#[derive(Clone, Default)]
+pub struct LayerTrace(Arc<Mutex<Vec<TracedLayer>>>);
+
+/// One nonlinear layer as a [`LayerTrace`] recorded it.
+#[derive(Clone)]
+pub struct TracedLayer {
+    /// The layer.
+    pub layer: NonlinearLayer,
+    /// Its input (`batch × input` values).
+    pub input: Vec<u64>,
+    /// Its output (`batch × output` values).
+    pub output: Vec<u64>,
+}
+
+impl LayerTrace {
+    /// The layers recorded so far, in order.
+    pub fn layers(&self) -> Vec<TracedLayer> {
+        self.0.lock().expect("trace").clone()
+    }
+}
+
+impl std::fmt::Debug for LayerTrace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LayerTrace({} layers)", self.0.lock().map_or(0, |l| l.len()))
+    }
+}
+
+impl Drop for TracedLayer {
+    fn drop(&mut self) {
+        self.input.zeroize();
+        self.output.zeroize();
+    }
+}
+
 /// One evaluation of a fixed-point model on a batch (plaintext values or one party's share).
 /// Its values are wiped when it is dropped.
 pub struct Runner {
@@ -45,6 +83,7 @@ pub struct Runner {
     offload_linear: bool,
     values: Vec<Vec<u64>>,
     pending: Option<Step>,
+    trace: Option<LayerTrace>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -57,7 +96,13 @@ impl Runner {
     /// Starts on `input` (encoded at activation scale, `batch` images). `adds_constants` is set
     /// for the plaintext reference and for exactly one share-holder.
     pub fn new(model: Arc<FixedModel>, input: Vec<u64>, batch: usize, adds_constants: bool) -> Self {
-        Self { model, batch, adds_constants, offload_linear: false, values: vec![input], pending: None }
+        Self { model, batch, adds_constants, offload_linear: false, values: vec![input], pending: None, trace: None }
+    }
+
+    /// Records every nonlinear layer's input and output into `trace` (in-memory test runs).
+    pub fn traced(mut self, trace: Option<LayerTrace>) -> Self {
+        self.trace = trace;
+        self
     }
 
     /// Hands convolutions and FC layers to the caller too (see [`step`](Self::step)).
@@ -114,6 +159,10 @@ impl Runner {
             && self.adds_constants
         {
             add_bias(&mut output, b, self.model.shapes[node].plane());
+        }
+        if let (Step::Nonlinear(layer), Some(trace)) = (step, &self.trace) {
+            let input = self.values[self.model.inputs[node][0]].clone();
+            trace.0.lock().expect("trace").push(TracedLayer { layer, input, output: output.clone() });
         }
         self.values.push(output);
     }

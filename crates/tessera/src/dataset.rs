@@ -76,6 +76,32 @@ impl Dataset {
         &self.pixels[range.start * self.shape.len()..range.end * self.shape.len()]
     }
 
+    /// `n` images drawn across the classes: the first image of every class (in label order),
+    /// then every class's second, and so on, each class in file order. A set sorted by class
+    /// gives every class its share; `n` above the set's size gives the whole set.
+    pub fn stratified(&self, n: usize) -> Dataset {
+        let indices = self.stratified_indices(n);
+        let pixels = indices.iter().flat_map(|&i| self.pixels(i..i + 1).iter().copied()).collect();
+        Dataset { shape: self.shape, pixels, labels: indices.iter().map(|&i| self.labels[i]).collect() }
+    }
+
+    /// The indices [`stratified`](Self::stratified) draws, in order.
+    fn stratified_indices(&self, n: usize) -> Vec<usize> {
+        let mut by_class: std::collections::BTreeMap<u8, std::collections::VecDeque<usize>> = Default::default();
+        for (i, &label) in self.labels.iter().enumerate() {
+            by_class.entry(label).or_default().push_back(i);
+        }
+        let mut picked = Vec::with_capacity(n.min(self.len()));
+        while picked.len() < n.min(self.len()) {
+            for queue in by_class.values_mut() {
+                if let Some(i) = queue.pop_front().filter(|_| picked.len() < n) {
+                    picked.push(i);
+                }
+            }
+        }
+        picked
+    }
+
     fn cifar(path: &Path) -> Result<Self> {
         let bytes = read_bounded(path, MAX_DATASET_BYTES)?;
         const RECORD: usize = 1 + 3 * 32 * 32;

@@ -31,7 +31,8 @@ pub fn argmax<T: PartialOrd + Copy>(v: &[T]) -> usize {
     (0..v.len()).fold(0, |best, i| if v[i] > v[best] { i } else { best })
 }
 
-/// Evaluates the first `limit` images of `data` in batches, reporting progress (images done).
+/// Evaluates `data` in batches (`limit` images of it drawn across the classes, if given),
+/// reporting progress (images done).
 pub fn evaluate(
     model: &LoadedModel,
     data: &Dataset,
@@ -46,7 +47,15 @@ pub fn evaluate(
         });
     }
     let fixed = if model.calibration().is_some() { Some(model.fixed()?) } else { None };
-    let n = limit.unwrap_or(data.len()).min(data.len());
+    let drawn;
+    let data = match limit {
+        Some(n) if n < data.len() => {
+            drawn = data.stratified(n);
+            &drawn
+        }
+        _ => data,
+    };
+    let n = data.len();
     let classes = model.merged.output_len();
     let mut engine = PlainEngine::new(&model.merged);
     let (mut f32_ok, mut fixed_ok, mut agree) = (0usize, 0usize, 0usize);

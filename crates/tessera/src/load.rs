@@ -40,6 +40,25 @@ pub fn calibration_path(model: &Path) -> PathBuf {
 impl LoadedModel {
     /// Imports, merges and attaches the calibration (if present) of the model at `path`.
     pub fn load(path: &Path) -> Result<Self> {
+        let mut model = Self::load_uncalibrated(path)?;
+        let sidecar = calibration_path(path);
+        model.calibration = match std::fs::read_to_string(&sidecar) {
+            Ok(text) => Some(
+                serde_json::from_str::<Calibration>(&text)
+                    .map_err(|e| Error::Calibration { path: sidecar.display().to_string(), reason: e.to_string() })?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(Error::Calibration { path: sidecar.display().to_string(), reason: e.to_string() });
+            }
+        };
+        tracing::debug!(path = %path.display(), calibrated = model.calibration.is_some(), "calibration read");
+        Ok(model)
+    }
+
+    /// Imports and merges the model at `path`, ignoring any calibration beside it (to
+    /// calibrate it afresh).
+    pub fn load_uncalibrated(path: &Path) -> Result<Self> {
         let limits = Limits::default();
         let io = |e: std::io::Error| tessera_onnx::ImportError::Io {
             path: path.display().to_string(),
@@ -53,25 +72,14 @@ impl LoadedModel {
         let bytes = std::fs::read(path).map_err(io)?;
         let (original, posterior) = tessera_onnx::import_bytes_with_posterior(&bytes, &limits)?;
         let (merged, report) = merge(&original)?;
-        let sidecar = calibration_path(path);
-        let calibration = match std::fs::read_to_string(&sidecar) {
-            Ok(text) => Some(
-                serde_json::from_str::<Calibration>(&text)
-                    .map_err(|e| Error::Calibration { path: sidecar.display().to_string(), reason: e.to_string() })?,
-            ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                return Err(Error::Calibration { path: sidecar.display().to_string(), reason: e.to_string() });
-            }
-        };
-        tracing::debug!(path = %path.display(), layers = merged.nodes().len(), calibrated = calibration.is_some(), "model loaded");
+        tracing::debug!(path = %path.display(), layers = merged.nodes().len(), "model loaded");
         Ok(Self {
             path: path.to_path_buf(),
             hash: *blake3::hash(&bytes).as_bytes(),
             original,
             merged,
             report,
-            calibration,
+            calibration: None,
             posterior,
             fixed: OnceLock::new(),
         })

@@ -114,9 +114,9 @@ async fn serpens_n_over_tls_serves_concurrent_queries() {
     let model = LoadedModel::load(&repo().join("models/lenet-mnist.onnx")).unwrap();
     let fixed = model.fixed().unwrap();
     let data = Dataset::open(&repo().join("data/mnist-test-200-images.idx")).unwrap();
-    let x = normalize(data.pixels(0..8), data.shape, model.meta());
+    let x = normalize(&data.stratified(8).pixels, data.shape, model.meta());
     let reference = fixed.run(&x, 8).unwrap();
-    let bound = fixed.error_bound() / (fixed.output_bits() as f64).exp2();
+    let bound = model.calibration().unwrap().logit_tolerance;
     // Four queries at once, each on its own sessions.
     let queries = (0..4).map(|i| {
         let (config, model) = (config.clone(), &model);

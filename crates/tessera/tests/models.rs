@@ -50,6 +50,18 @@ const CASES: &[Case] = &[
         full: "medmnist/pneumoniamnist_balanced_3166.npz",
         floor: 0.89,
     },
+    Case {
+        model: "minionn-cifar",
+        evalset: "cifar10-test-200.bin",
+        full: "cifar10/test_batch_from_jpeg.bin",
+        floor: 0.75,
+    },
+    Case {
+        model: "resnet20-cifar",
+        evalset: "cifar10-test-200.bin",
+        full: "cifar10/test_batch_from_jpeg.bin",
+        floor: 0.80,
+    },
 ];
 
 fn dataset(case: &Case) -> (Dataset, usize) {

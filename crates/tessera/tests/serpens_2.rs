@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{SHIPPED, check_logits, encoded, runtime};
+use common::{SHIPPED, check_layers, check_logits, encoded, runtime, tolerance};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use tessera_field::zt;
 use tessera_he::{Ciphertext, Form, HeParams};
 use tessera_model::fixed::FixedModel;
 use tessera_model::nonlinear::NonlinearLayer;
-use tessera_model::runner::Runner;
+use tessera_model::runner::{LayerTrace, Runner};
 use tessera_net::{MessageKind, StageKind};
 use tessera_suites::SuiteError;
 use tessera_suites::serpens_2::{
@@ -28,7 +28,7 @@ use tessera_suites::serpens_n::attack::{Comparison, LayerView, known_value};
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn settings(layout: Layout, views: bool) -> InMemoryRun {
-    InMemoryRun { timeout: TIMEOUT, layout, views }
+    InMemoryRun { timeout: TIMEOUT, layout, views, layer_shares: None }
 }
 
 fn run(fixed: &Arc<FixedModel>, input: &[u64], batch: usize, settings: &InMemoryRun) -> (Outcome, Vec<ServerView>) {
@@ -43,8 +43,11 @@ fn secure_logits_match_the_fixed_point_reference() {
         let n = n / 2;
         let (fixed, input) = encoded(model, evalset, n);
         let reference = fixed.run_encoded(input.clone(), n).unwrap();
-        let (outcome, _) = run(&fixed, &input, n, &settings(Layout::Hidden, false));
-        check_logits(&format!("{model}, serpens-2"), &fixed, &outcome.logits, &reference, n);
+        let traces = [LayerTrace::default(), LayerTrace::default()];
+        let traced = InMemoryRun { layer_shares: Some(traces.clone()), ..settings(Layout::Hidden, false) };
+        let (outcome, _) = run(&fixed, &input, n, &traced);
+        check_layers(&format!("{model}, serpens-2"), &traces, n);
+        check_logits(&format!("{model}, serpens-2"), &fixed, tolerance(model), &outcome.logits, &reference, n);
         // Every party reported: the user and both servers.
         assert_eq!(outcome.reports.len(), 3);
         // The correlations are the user's preprocessing.
@@ -62,7 +65,14 @@ fn the_seed_layout_computes_the_same_logits() {
         let (fixed, input) = encoded(model, evalset, n);
         let reference = fixed.run_encoded(input.clone(), n).unwrap();
         let (outcome, _) = run(&fixed, &input, n, &settings(Layout::Seed, false));
-        check_logits(&format!("{model}, serpens-2, seed layout"), &fixed, &outcome.logits, &reference, n);
+        check_logits(
+            &format!("{model}, serpens-2, seed layout"),
+            &fixed,
+            tolerance(model),
+            &outcome.logits,
+            &reference,
+            n,
+        );
     }
 }
 

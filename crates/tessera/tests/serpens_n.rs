@@ -4,20 +4,21 @@
 
 mod common;
 
-use common::{SHIPPED, check_logits, encoded, runtime};
+use common::{SHIPPED, check_layers, check_logits, encoded, runtime, tolerance};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_field::zt;
 use tessera_model::fixed::FixedModel;
 use tessera_model::nonlinear::NonlinearLayer;
+use tessera_model::runner::LayerTrace;
 use tessera_net::Wiretap;
 use tessera_suites::SuiteError;
 use tessera_suites::serpens_n::attack::LayerView;
 use tessera_suites::serpens_n::{InMemoryRun, run_in_memory};
 
 fn settings(holders: usize, central_view: Option<Wiretap>) -> InMemoryRun {
-    InMemoryRun { holders, timeout: Duration::from_secs(60), central_view }
+    InMemoryRun { holders, timeout: Duration::from_secs(60), central_view, layer_shares: None }
 }
 
 /// What `S0` can add up from one layer's messages: every element's `z = k·x + e` (its sign
@@ -43,8 +44,18 @@ fn secure_logits_match_the_fixed_point_reference() {
         let (fixed, input) = encoded(model, evalset, n);
         let reference = fixed.run_encoded(input.clone(), n).unwrap();
         for holders in [2, 3, 5] {
-            let outcome = rt.block_on(run_in_memory(&fixed, &input, n, &settings(holders, None))).unwrap();
-            check_logits(&format!("{model}, {holders} holders"), &fixed, &outcome.logits, &reference, n);
+            let traces: Vec<LayerTrace> = (0..holders).map(|_| LayerTrace::default()).collect();
+            let run = InMemoryRun { layer_shares: Some(traces.clone()), ..settings(holders, None) };
+            let outcome = rt.block_on(run_in_memory(&fixed, &input, n, &run)).unwrap();
+            check_layers(&format!("{model}, {holders} holders"), &traces, n);
+            check_logits(
+                &format!("{model}, {holders} holders"),
+                &fixed,
+                tolerance(model),
+                &outcome.logits,
+                &reference,
+                n,
+            );
             // Every party reported: user, each holder, S0.
             assert_eq!(outcome.reports.len(), holders + 2);
         }

@@ -53,7 +53,12 @@ fn case() -> Case {
         })
         .collect();
     let tap = Wiretap::new();
-    let settings = InMemoryRun { holders: HOLDERS, timeout: Duration::from_secs(60), central_view: Some(tap.clone()) };
+    let settings = InMemoryRun {
+        holders: HOLDERS,
+        timeout: Duration::from_secs(60),
+        central_view: Some(tap.clone()),
+        layer_shares: None,
+    };
     runtime(4).block_on(run_in_memory(&fixed, &input, BATCH, &settings)).unwrap();
     let views = LayerView::from_frames(&tap.frames(), &layers);
     assert_eq!(views.len(), layers.len(), "a view of every nonlinear layer");

@@ -288,7 +288,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let launch = crate::cluster::launcher(None)?;
     let mut results = Vec::new();
-    let bound = fixed.error_bound() / (fixed.output_bits() as f64).exp2();
+    let bound = m.calibration().map_or(0.0, |c| c.logit_tolerance);
     for (profile, net) in nets.iter().zip(&net_names) {
         let plain = Config::of(Suite::Plain);
         let mut plain_median = None;

@@ -141,7 +141,7 @@ pub fn load(path: &Path, data: &Path, users: usize, queries: usize, holders: usi
     let input_len = model.merged.input_shape().len();
     let classes = model.merged.output_len();
     let reference = fixed.run(&x, images)?;
-    let bound = fixed.error_bound() / (fixed.output_bits() as f64).exp2();
+    let bound = model.calibration().map_or(0.0, |c| c.logit_tolerance);
     let inputs: Vec<Vec<f32>> = x.chunks(input_len).map(<[f32]>::to_vec).collect();
     let check = |i: usize, logits: &[f32]| within(logits, &reference[i * classes..(i + 1) * classes], bound);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -80,15 +80,6 @@ impl ConvKernel {
         self.weights.iter().map(|&w| w as i64).collect()
     }
 
-    /// The largest `Σ |w|` over one output channel's weights: how much an error of one unit
-    /// in the input can grow in one output.
-    pub fn max_row_l1(&self) -> f64 {
-        self.weights
-            .chunks(self.geometry.terms().max(1))
-            .map(|r| r.iter().map(|w| w.abs()).sum::<f64>())
-            .fold(0.0, f64::max)
-    }
-
     /// The same weights as a matrix product `W · X̂` over `columns` im2col columns (a `1 × 1`
     /// convolution of a `terms × 1 × columns` image).
     pub fn matrix_form(&self, columns: usize) -> ConvKernel {

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use tessera_he::{HeParams, SecretKey};
 use tessera_model::fixed::FixedModel;
+use tessera_model::runner::LayerTrace;
 use tessera_net::{Channel, SessionId, TappedFrame, Wiretap};
 
-use super::server::{KeySlot, Party, PeerLink, join_from_frame, receive, serve_query};
+use super::server::{Inspection, KeySlot, Party, PeerLink, join_from_frame, receive, serve_query};
 use super::{Deal, Layout, Outcome, SERVERS, max_batch, user};
 use crate::error::{Result, SuiteError};
 use crate::parties::join_parties;
@@ -22,6 +23,8 @@ pub struct InMemoryRun {
     pub layout: Layout,
     /// Keep each server's exact view of the query ([`ServerView`]), for the tests that attack it.
     pub views: bool,
+    /// One trace per server (`S1`'s first): every nonlinear layer's input and output shares.
+    pub layer_shares: Option<[LayerTrace; 2]>,
 }
 
 /// One server's view of a query: every frame it received (from the user and from its peer), in
@@ -67,6 +70,7 @@ pub async fn run_in_memory(
             slot
         });
         user_links.push(u);
+        let inspect = Inspection { key: key_slot, layers: settings.layer_shares.as_ref().map(|t| t[i].clone()) };
         let (model, he) = (model.clone(), he.clone());
         tasks.push(tokio::spawn(async move {
             let (header, payload) = h.recv_any().await?;
@@ -80,7 +84,7 @@ pub async fn run_in_memory(
                 let join = join_from_frame(&he2, SERVERS[0], header, &payload, limit)?;
                 Ok(PeerLink::Accepted(c, Box::new(join)))
             };
-            serve_query(Party { name, model, he }, &mut h, header.session, from_user, peer, key_slot).await.map(drop)
+            serve_query(Party { name, model, he }, &mut h, header.session, from_user, peer, inspect).await.map(drop)
         }));
     }
     let deal = Deal { slots: he.degree(), layout: settings.layout };

@@ -7,7 +7,7 @@ use tessera_field::seed::os_rng;
 use tessera_he::{HeParams, PublicKey, SecretKey};
 use tessera_model::fixed::FixedModel;
 use tessera_model::nonlinear::NonlinearLayer;
-use tessera_model::runner::Runner;
+use tessera_model::runner::{LayerTrace, Runner};
 use tessera_net::{Channel, FrameHeader, Recorder, SessionId, StageKind};
 use tracing::Instrument;
 
@@ -79,6 +79,15 @@ pub enum PeerLink {
 /// the server received as key owner with it). Deployed servers have none.
 pub(crate) type KeySlot = Arc<Mutex<Option<Arc<SecretKey>>>>;
 
+/// What an in-memory run keeps of one server's query; deployed servers keep nothing.
+#[derive(Default)]
+pub(crate) struct Inspection {
+    /// Where to keep the query's secret key.
+    pub key: Option<KeySlot>,
+    /// Where to record every nonlinear layer's input and output share.
+    pub layers: Option<LayerTrace>,
+}
+
 /// Serves one query as server `from_user.input.index`: runs the model on its share with the peer
 /// reached through `peer` (awaited while the first linear layers run), and returns the logit
 /// share and its cost report to `user`. Gives back the link to the peer.
@@ -91,7 +100,7 @@ pub async fn server(
     from_user: FromUser,
     peer: impl Future<Output = Result<PeerLink>>,
 ) -> Result<Channel> {
-    serve_query(Party { name, model, he }, user, session, from_user, peer, None).await
+    serve_query(Party { name, model, he }, user, session, from_user, peer, Inspection::default()).await
 }
 
 /// Who serves a query: the server's name, its model and the HE parameters.
@@ -104,16 +113,16 @@ pub(crate) struct Party<'a> {
     pub he: Arc<HeParams>,
 }
 
-/// [`server`], keeping its secret key in `key_slot` when one is given (in-memory runs only).
+/// [`server`], keeping what `inspect` asks for (in-memory runs only).
 pub(crate) async fn serve_query(
     party: Party<'_>,
     user: &mut Channel,
     session: SessionId,
     from_user: FromUser,
     peer: impl Future<Output = Result<PeerLink>>,
-    key_slot: Option<KeySlot>,
+    inspect: Inspection,
 ) -> Result<Channel> {
-    let result = serve(party, user, session, from_user, peer, key_slot).await;
+    let result = serve(party, user, session, from_user, peer, inspect).await;
     // A failure is told to the user at once instead of leaving it to its timeout.
     if let Err(e) = &result {
         user.abort(session, &e.to_string()).await;
@@ -128,17 +137,17 @@ async fn serve(
     session: SessionId,
     from_user: FromUser,
     peer: impl Future<Output = Result<PeerLink>>,
-    key_slot: Option<KeySlot>,
+    inspect: Inspection,
 ) -> Result<Channel> {
     let Party { name, model, he } = party;
     let mut rec = Recorder::new(name);
     rec.stage(0, "input", StageKind::Input, &[user]);
     let FromUser { input: ServerInput { index, batch, share }, correlations } = from_user;
-    let runner = Runner::new(model.clone(), share.as_slice().to_vec(), batch, index == 1);
+    let runner = Runner::new(model.clone(), share.as_slice().to_vec(), batch, index == 1).traced(inspect.layers);
     drop(share);
     let me = index - 1;
     let prepared = preprocess(&he, &model, correlations, batch, me).await?;
-    if let Some(slot) = &key_slot {
+    if let Some(slot) = &inspect.key {
         *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(prepared.secret.clone());
     }
     rec.stage(0, "preprocess", StageKind::Preprocess, &[]);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tessera_field::{FixedPointParams, Seed, seed::os_rng};
 use tessera_model::fixed::FixedModel;
 use tessera_model::nonlinear::NonlinearLayer;
-use tessera_model::runner::Runner;
+use tessera_model::runner::{LayerTrace, Runner};
 use tessera_net::{Channel, Recorder, SessionId, StageKind};
 use tracing::Instrument;
 
@@ -30,7 +30,21 @@ pub async fn holder(
     input: HolderInput,
     central: impl Future<Output = Result<Channel>>,
 ) -> Result<Option<Channel>> {
-    let result = serve(name, model, user, session, input, central).await;
+    traced_holder(name, model, user, session, input, central, None).await
+}
+
+/// [`holder`], recording every nonlinear layer's input and output share into `trace`
+/// (in-memory test runs).
+pub(crate) async fn traced_holder(
+    name: &str,
+    model: Arc<FixedModel>,
+    user: &mut Channel,
+    session: SessionId,
+    input: HolderInput,
+    central: impl Future<Output = Result<Channel>>,
+    trace: Option<LayerTrace>,
+) -> Result<Option<Channel>> {
+    let result = serve(name, model, user, session, input, central, trace).await;
     // A failure is told to the user at once instead of leaving it to its timeout.
     if let Err(e) = &result {
         user.abort(session, &e.to_string()).await;
@@ -56,13 +70,14 @@ async fn serve(
     session: SessionId,
     input: HolderInput,
     central: impl Future<Output = Result<Channel>>,
+    trace: Option<LayerTrace>,
 ) -> Result<Option<Channel>> {
     let mut rec = Recorder::new(name);
     rec.stage(0, "input", StageKind::Input, &[user]);
     let HolderInput { index, holders, batch, seed, share } = input;
     let pair_seed = Seed::random(&mut os_rng());
     let query = Query { seed, join: Join { session, index, holders, batch, pair_seed }, params: model.params() };
-    let mut runner = Runner::new(model.clone(), share.as_slice().to_vec(), batch, index == 1);
+    let mut runner = Runner::new(model.clone(), share.as_slice().to_vec(), batch, index == 1).traced(trace);
     drop(share);
     let mut central_link: Option<Channel> = None;
     let mut central = std::pin::pin!(central);

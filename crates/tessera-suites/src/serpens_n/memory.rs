@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_model::fixed::FixedModel;
+use tessera_model::runner::LayerTrace;
 use tessera_net::{Channel, SessionId, Wiretap};
 
-use super::{CENTRAL, HolderInput, Outcome, central, holder, holder_name, max_batch, read_join, user};
+use super::holder::traced_holder;
+use super::{CENTRAL, HolderInput, Outcome, central, holder_name, max_batch, read_join, user};
 use crate::error::{Result, SuiteError};
 use crate::parties::join_parties;
 use crate::wire::parse_wiped;
@@ -21,6 +23,8 @@ pub struct InMemoryRun {
     pub timeout: Duration,
     /// Records every frame `S0` receives, from every holder, in order: its exact view.
     pub central_view: Option<Wiretap>,
+    /// One trace per holder, in holder order: every nonlinear layer's input and output shares.
+    pub layer_shares: Option<Vec<LayerTrace>>,
 }
 
 /// Runs one query with every party on its own task.
@@ -48,13 +52,14 @@ pub async fn run_in_memory(
         user_links.push(u);
         central_links.push(at_s0);
         let model = model.clone();
+        let trace = settings.layer_shares.as_ref().and_then(|t| t.get(j - 1)).cloned();
         tasks.push(tokio::spawn(async move {
             let (header, payload) = h.recv_any().await?;
             let input = parse_wiped(payload, |p| {
                 HolderInput::parse("user", p, model.input_shape().len(), max_batch(&model, max))
             })?;
             let _ = &mut to_s0;
-            holder(&name, model, &mut h, header.session, input, async { Ok(to_s0) }).await.map(drop)
+            traced_holder(&name, model, &mut h, header.session, input, async { Ok(to_s0) }, trace).await.map(drop)
         }));
     }
     let (params, layers) = (model.params(), model.nonlinear_layers());
