@@ -6,7 +6,7 @@
 //! * [`eval`]: accuracy of the `f32` engine and the fixed-point reference, and their agreement.
 //! * [`cluster`]: the TOML cluster configuration, certificates and party identities.
 //! * [`suite`]: the suites, their roles, and what each runs at every party.
-//! * [`serve`]: a server party's accept loop; [`query`]: the user's side of a query.
+//! * [`mod@serve`]: a server party's accept loop; [`mod@query`]: the user's side of a query.
 //! * [`local`]: a whole cluster as local processes on loopback, with fresh certificates.
 //! * [`in_process`]: a whole cluster in this process, on in-memory channels.
 //! * [`fuzzing`]: the parsers of untrusted bytes, as fuzzing entry points.

@@ -9,7 +9,7 @@ use tessera_model::fixed::FixedModel;
 use tessera_model::runner::LayerTrace;
 use tessera_net::{Channel, SessionId, TappedFrame, Wiretap};
 
-use super::server::{Inspection, KeySlot, Party, PeerLink, join_from_frame, receive, serve_query};
+use super::server::{Inspection, KeySlot, Party, PeerLink, join_from_frame, receive, server};
 use super::{Deal, Layout, Outcome, SERVERS, max_batch, user};
 use crate::error::{Result, SuiteError};
 use crate::parties::join_parties;
@@ -84,7 +84,7 @@ pub async fn run_in_memory(
                 let join = join_from_frame(&he2, SERVERS[0], header, &payload, limit)?;
                 Ok(PeerLink::Accepted(c, Box::new(join)))
             };
-            serve_query(Party { name, model, he }, &mut h, header.session, from_user, peer, inspect).await.map(drop)
+            server(Party { name, model, he }, &mut h, header.session, from_user, peer, inspect).await.map(drop)
         }));
     }
     let deal = Deal { slots: he.degree(), layout: settings.layout };

@@ -54,7 +54,7 @@ pub use correlation::Correlations;
 #[doc(hidden)]
 pub use memory::{InMemoryRun, ServerView, run_in_memory};
 pub use msgs::{Join, ServerInput};
-pub use server::{FromUser, PeerLink, join_from_frame, receive, server};
+pub use server::{FromUser, PeerLink, join_from_frame, receive};
 pub use service::{ShareServerService, ShareServerSetup};
 pub use user::{Deal, user};
 

@@ -88,21 +88,6 @@ pub(crate) struct Inspection {
     pub layers: Option<LayerTrace>,
 }
 
-/// Serves one query as server `from_user.input.index`: runs the model on its share with the peer
-/// reached through `peer` (awaited while the first linear layers run), and returns the logit
-/// share and its cost report to `user`. Gives back the link to the peer.
-pub async fn server(
-    name: &str,
-    model: Arc<FixedModel>,
-    he: Arc<HeParams>,
-    user: &mut Channel,
-    session: SessionId,
-    from_user: FromUser,
-    peer: impl Future<Output = Result<PeerLink>>,
-) -> Result<Channel> {
-    serve_query(Party { name, model, he }, user, session, from_user, peer, Inspection::default()).await
-}
-
 /// Who serves a query: the server's name, its model and the HE parameters.
 pub(crate) struct Party<'a> {
     /// The server's name in reports.
@@ -113,8 +98,11 @@ pub(crate) struct Party<'a> {
     pub he: Arc<HeParams>,
 }
 
-/// [`server`], keeping what `inspect` asks for (in-memory runs only).
-pub(crate) async fn serve_query(
+/// Serves one query as server `from_user.input.index`: runs the model on its share with the peer
+/// reached through `peer` (awaited while the first linear layers run), and returns the logit
+/// share and its cost report to `user`; keeps what `inspect` asks for (in-memory runs only;
+/// deployed servers keep nothing). Gives back the link to the peer.
+pub(crate) async fn server(
     party: Party<'_>,
     user: &mut Channel,
     session: SessionId,

@@ -10,7 +10,8 @@ use tessera_he::HeParams;
 use tessera_model::fixed::FixedModel;
 use tessera_net::{Channel, NetError, SessionId};
 
-use super::{CORRELATIONS, JOIN, Join, PeerLink, join_from_frame, max_batch, receive, server};
+use super::server::{Inspection, Party, server};
+use super::{CORRELATIONS, JOIN, Join, PeerLink, join_from_frame, max_batch, receive};
 use crate::error::{Result, SuiteError};
 use crate::service::{Connect, Limits, Service, next_query};
 
@@ -138,9 +139,8 @@ impl Service for ShareServerService {
                 let session = header.session;
                 let start = Instant::now();
                 let peer = self.peer_link(session);
-                let link =
-                    server(&self.name, self.model.clone(), self.he.clone(), &mut channel, session, from_user, peer)
-                        .await?;
+                let party = Party { name: &self.name, model: self.model.clone(), he: self.he.clone() };
+                let link = server(party, &mut channel, session, from_user, peer, Inspection::default()).await?;
                 link.close().await;
                 tracing::debug!(elapsed = ?start.elapsed(), "query served");
             }

@@ -21,21 +21,9 @@ use crate::wire::{elements_to_bytes, parse_wiped, recv_reports, send_reports, se
 
 /// Serves one query as holder `input.index`: runs the model on its share, with `S0` reached
 /// through `central` (awaited while the first layers run), and returns the logit share and cost
-/// reports to `user`. Gives back the link to `S0`, which may serve the next query.
-pub async fn holder(
-    name: &str,
-    model: Arc<FixedModel>,
-    user: &mut Channel,
-    session: SessionId,
-    input: HolderInput,
-    central: impl Future<Output = Result<Channel>>,
-) -> Result<Option<Channel>> {
-    traced_holder(name, model, user, session, input, central, None).await
-}
-
-/// [`holder`], recording every nonlinear layer's input and output share into `trace`
-/// (in-memory test runs).
-pub(crate) async fn traced_holder(
+/// reports to `user`. Gives back the link to `S0`, which may serve the next query. In-memory
+/// test runs pass a `trace` to record every nonlinear layer's input and output share.
+pub(crate) async fn holder(
     name: &str,
     model: Arc<FixedModel>,
     user: &mut Channel,

@@ -8,7 +8,7 @@ use tessera_model::fixed::FixedModel;
 use tessera_model::runner::LayerTrace;
 use tessera_net::{Channel, SessionId, Wiretap};
 
-use super::holder::traced_holder;
+use super::holder::holder;
 use super::{CENTRAL, HolderInput, Outcome, central, holder_name, max_batch, read_join, user};
 use crate::error::{Result, SuiteError};
 use crate::parties::join_parties;
@@ -59,7 +59,7 @@ pub async fn run_in_memory(
                 HolderInput::parse("user", p, model.input_shape().len(), max_batch(&model, max))
             })?;
             let _ = &mut to_s0;
-            traced_holder(&name, model, &mut h, header.session, input, async { Ok(to_s0) }, trace).await.map(drop)
+            holder(&name, model, &mut h, header.session, input, async { Ok(to_s0) }, trace).await.map(drop)
         }));
     }
     let (params, layers) = (model.params(), model.nonlinear_layers());

@@ -31,7 +31,6 @@ mod user;
 
 pub use crate::parties::Outcome;
 pub use central::{central, join_from_frame, read_join};
-pub use holder::holder;
 #[doc(hidden)]
 pub use memory::{InMemoryRun, run_in_memory};
 pub use msgs::{HolderInput, Join};

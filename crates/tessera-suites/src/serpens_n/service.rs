@@ -10,7 +10,8 @@ use tessera_model::fixed::FixedModel;
 use tessera_model::nonlinear::NonlinearLayer;
 use tessera_net::{Channel, NetError, SessionId};
 
-use super::{HolderInput, INPUT, JOIN, Join, central, holder, join_from_frame, max_batch, read_join};
+use super::holder::holder;
+use super::{HolderInput, INPUT, JOIN, Join, central, join_from_frame, max_batch, read_join};
 use crate::error::Result;
 use crate::service::{Connect, Limits, Service, next_query};
 use crate::wire::parse_wiped;
@@ -76,7 +77,8 @@ impl Service for HolderService {
                     }
                 };
                 let start = Instant::now();
-                let link = holder(&self.name, self.model.clone(), &mut user, header.session, input, reach).await?;
+                let (model, session) = (self.model.clone(), header.session);
+                let link = holder(&self.name, model, &mut user, session, input, reach, None).await?;
                 if let Some(link) = link {
                     self.kept.lock().expect("kept connections").push((link, Instant::now()));
                 }

@@ -1,9 +1,10 @@
 //! The suites a cluster runs, as one enum, and what each is at a deployment: its roles, the
 //! services its server parties run, and its user's side of a query.
 //!
-//! Each suite implements [`Deployment`] in its own module here, over the protocol code in
-//! `tessera_suites`; [`Suite`]'s methods dispatch to it through one exhaustive `match`
-//! ([`with_deployment!`]), so a new suite is a variant, one line there, and its module.
+//! Each suite implements the crate-private `Deployment` trait in its own module here, over the
+//! protocol code in `tessera_suites`; [`Suite`]'s methods dispatch to it through one exhaustive
+//! `match` (`with_deployment!`), so a new suite is a variant, one line there, and its module
+//! (docs/architecture.md).
 
 mod bayes;
 mod plain;
