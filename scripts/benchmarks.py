@@ -27,6 +27,17 @@ import onnxruntime as ort
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESSERA = os.path.join(ROOT, "target", "release", "tessera")
 SUITES = "serpens-n,serpens-2,verify,bayes"
+# The real test images each model's queries carry (in-repo, drawn across the classes).
+DATA = {
+    "lenet-mnist": "data/mnist-test-200-images.idx",
+    "minionn-mnist": "data/mnist-test-200-images.idx",
+    "bayes-minionn-mnist": "data/mnist-test-200-images.idx",
+    "minionn-fashion": "data/fashion-mnist-test-200-images.idx",
+    "minionn-cifar": "data/cifar10-test-200.bin",
+    "resnet20-cifar": "data/cifar10-test-200.bin",
+    "pneumonia-cnn": "data/pneumoniamnist-test-200-images.idx",
+    "bayes-pneumonia-cnn": "data/pneumoniamnist-test-200-images.idx",
+}
 # Models drawn as figures: the CIFAR pair the papers use, and a Bayesian model (all four suites).
 PLOTTED = ("minionn-cifar", "resnet20-cifar", "bayes-minionn-mnist")
 NAMES = {
@@ -62,7 +73,9 @@ def onnxruntime_ms(model, batch, runs, threads):
 
 
 def tessera_bench(model, args, plot):
-    cmd = [TESSERA, "bench", model, "--suites", SUITES, "--net", args.nets, "--runs", str(args.runs), "--json"]
+    stem = os.path.splitext(os.path.basename(model))[0]
+    cmd = [TESSERA, "bench", model, "--suites", SUITES, "--net", args.nets, "--runs", str(args.runs), "--json",
+           "--data", os.path.join(ROOT, DATA[stem])]
     if plot:
         cmd += ["--plot", plot]
     print("+", " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd), file=sys.stderr)
@@ -138,7 +151,7 @@ def main():
         reports.append(r)
     # Throughput: concurrent users against running servers.
     cmd = [TESSERA, "bench", "models/minionn-mnist.onnx", "--suites", "serpens-n,serpens-2,verify", "--runs", "3",
-           "--users", str(a.users), "--queries", "100", "--json"]
+           "--users", str(a.users), "--queries", "100", "--json", "--data", DATA["minionn-mnist"]]
     print("+", " ".join(cmd[1:]), file=sys.stderr)
     throughput = run_json(cmd)
     print("+ bench kernels --runs 20 --json", file=sys.stderr)

@@ -11,6 +11,7 @@ use rand::Rng;
 use tessera::LoadedModel;
 use tessera::Suite;
 use tessera::dataset::Dataset;
+use tessera::error::Fault;
 use tessera::input::normalize;
 use tessera::local::{LocalCluster, LocalOptions};
 use tessera::query;
@@ -78,6 +79,9 @@ fn kill_each_and_recover(
                 let text = e.to_string();
                 assert!(!text.is_empty() && !text.contains("panicked"), "{victim}: {text}");
                 assert!(waited < 3 * timeout, "{victim}: error after {waited:?}: {text}");
+                // A peer's fault, naming the party the user lost (or the one that told it why).
+                assert_eq!(e.fault(), Fault::Peer, "{victim}: {text}");
+                assert!(config.parties.iter().any(|p| text.contains(&p.name)), "{victim}: {text}");
             }
         }
         cluster.restart(victim).unwrap();
@@ -175,7 +179,7 @@ fn a_killed_single_server_gives_a_typed_error_and_serves_after_restart() {
         let err = rt.block_on(query(&cluster.config, &c.model, &c.x, 4)).unwrap_err();
         assert!(start.elapsed() < Duration::from_secs(4), "{suite}: {err}");
         assert!(err.to_string().contains(server), "{suite}: {err}");
-        assert_eq!(err.fault(), tessera::error::Fault::Peer, "{suite}: {err}");
+        assert_eq!(err.fault(), Fault::Peer, "{suite}: {err}");
         cluster.restart(server).unwrap();
         expect_right(&rt.block_on(query(&cluster.config, &c.model, &c.x, 4)).unwrap().logits);
     }
@@ -213,6 +217,8 @@ fn a_killed_bayes_server_gives_a_typed_error_and_serves_after_restart() {
                 let text = e.to_string();
                 assert!(!text.is_empty() && !text.contains("panicked"), "{text}");
                 assert!(start.elapsed() < 2 * timeout, "error after {:?}: {text}", start.elapsed());
+                assert_eq!(e.fault(), Fault::Peer, "{text}");
+                assert!(text.contains("server"), "{text}");
             }
         }
         cluster.restart("server").unwrap();

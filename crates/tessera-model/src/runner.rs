@@ -100,6 +100,7 @@ impl Runner {
     }
 
     /// Records every nonlinear layer's input and output into `trace` (in-memory test runs).
+    #[doc(hidden)]
     pub fn traced(mut self, trace: Option<LayerTrace>) -> Self {
         self.trace = trace;
         self

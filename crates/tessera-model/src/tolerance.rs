@@ -30,18 +30,17 @@ pub fn run_with_rounding_noise(model: &Arc<FixedModel>, input: Vec<u64>, batch: 
     let mut runner = Runner::new(model.clone(), input, batch, true);
     while let Some(layer) = runner.advance() {
         let shift = layer.shift;
-        // Selection commutes with a monotone rounding: round every input, then select unshifted.
-        let rounded: Vec<u64> = runner
-            .pending_input()
-            .iter()
-            .map(|&v| {
+        // As the protocols do: select on the exact values, then round only what was selected.
+        let selected = NonlinearLayer { shift: 0, ..layer }.eval_plain(runner.pending_input(), batch);
+        let out = selected
+            .into_iter()
+            .map(|v| {
                 let x = zt::to_i64(v);
                 let floor = x >> shift;
                 let cut = x - (floor << shift);
                 zt::from_i64(floor + i64::from(rng.random_range(0..1i64 << shift) < cut))
             })
             .collect();
-        let out = NonlinearLayer { shift: 0, ..layer }.eval_plain(&rounded, batch);
         runner.complete(out);
     }
     runner.output().to_vec()

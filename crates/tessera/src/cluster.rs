@@ -35,7 +35,7 @@ use tessera_suites::service::Limits;
 
 use crate::error::{ConfigProblem, Error, Result};
 use crate::load::LoadedModel;
-use crate::suite::{Role, RoleCount, Suite};
+use crate::suite::{Role, Suite};
 
 /// One party of the cluster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,16 +125,7 @@ impl ClusterConfig {
                 return Err(err(ConfigProblem::NoAddress { party: p.name.clone() }));
             }
         }
-        let roles = c.suite.roles();
-        for &RoleCount { role, fewest, most } in roles {
-            let found = c.parties.iter().filter(|p| p.role == role).count();
-            if found < fewest || found > most {
-                return Err(err(ConfigProblem::PartyCount { suite: c.suite, role, fewest, most, found }));
-            }
-        }
-        if let Some(p) = c.parties.iter().find(|p| !roles.iter().any(|r| r.role == p.role)) {
-            return Err(Error::RoleNotInSuite { party: p.name.clone(), role: p.role, suite: c.suite });
-        }
+        c.suite.check_roster(&c.roster(), &path.display().to_string())?;
         if c.timeout_ms == 0 || c.max_frame_bytes == 0 {
             return Err(err(ConfigProblem::ZeroLimit));
         }

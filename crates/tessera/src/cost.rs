@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
-use tessera_net::{LinkCost, PartyReport};
+use tessera_net::{LinkCost, PartyReport, StageKind};
 
 /// Whether a stage's work depends on the query's input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -63,16 +63,19 @@ enum RowKey {
     End(&'static str),
 }
 
-/// Stage kinds that are not a model layer, with the row they go to.
-fn special_row(kind: &str) -> Option<RowKey> {
+/// The row a stage of `kind` goes to: its own for stages that are not a model layer, `None`
+/// for layers (their node's row).
+fn special_row(kind: StageKind) -> Option<RowKey> {
     Some(match kind {
-        "preprocess" => RowKey::Setup("preprocess"),
-        "keys" => RowKey::Setup("keys"),
-        "connect" => RowKey::Start("connect"),
-        "input" => RowKey::Start("input"),
-        "query" => RowKey::End("query"),
-        "output" => RowKey::End("output"),
-        _ => return None,
+        StageKind::Preprocess | StageKind::Keys => RowKey::Setup(kind.as_str()),
+        StageKind::Connect | StageKind::Input => RowKey::Start(kind.as_str()),
+        StageKind::Query | StageKind::Output => RowKey::End(kind.as_str()),
+        StageKind::Linear
+        | StageKind::HeLinear
+        | StageKind::Offloaded
+        | StageKind::Local
+        | StageKind::Relu
+        | StageKind::MaxPool => return None,
     })
 }
 
@@ -142,7 +145,7 @@ fn ms(us: u64) -> f64 {
 /// A row as it is filled in, party by party.
 #[derive(Default)]
 struct RowSum {
-    kind: Option<String>,
+    kind: Option<StageKind>,
     /// Wall time per party.
     wall_us: BTreeMap<usize, u64>,
     cpu_us: u64,
@@ -162,14 +165,14 @@ impl QueryCost {
         for (p, report) in reports.iter().enumerate() {
             let mut preprocess_cpu = 0;
             for stage in &report.stages {
-                let special = special_row(stage.kind.as_str());
+                let special = special_row(stage.kind);
                 let key = special.unwrap_or(RowKey::Node(stage.layer));
                 if matches!(key, RowKey::Setup(_)) {
                     preprocess_cpu += stage.cpu_us;
                 }
                 let row = rows.entry(key).or_default();
-                if row.kind.as_deref().is_none_or(|k| k == "local") {
-                    row.kind = Some(stage.kind.to_string());
+                if row.kind.is_none_or(|k| k == StageKind::Local) {
+                    row.kind = Some(stage.kind);
                 }
                 *row.wall_us.entry(p).or_default() += stage.wall_us;
                 row.cpu_us += stage.cpu_us;
@@ -190,7 +193,7 @@ impl QueryCost {
             });
         }
         if !connect.is_zero() && !rows.contains_key(&RowKey::Start("connect")) {
-            let row = RowSum { kind: Some("connect".into()), ..Default::default() };
+            let row = RowSum { kind: Some(StageKind::Connect), ..Default::default() };
             rows.insert(RowKey::Start("connect"), row);
         }
         // The party in the most rows; the first such one on ties.
@@ -209,7 +212,7 @@ impl QueryCost {
                     RowKey::Node(n) => node_name(n),
                     RowKey::Setup(s) | RowKey::Start(s) | RowKey::End(s) => s.to_string(),
                 },
-                kind: row.kind.unwrap_or_default(),
+                kind: row.kind.map(|k| k.to_string()).unwrap_or_default(),
                 phase: if matches!(key, RowKey::Setup(_)) { Phase::Preprocess } else { Phase::Online },
                 time_ms: match key {
                     RowKey::Start("connect") if row.wall_us.is_empty() => connect.as_secs_f64() * 1e3,

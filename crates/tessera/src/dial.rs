@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use tessera_net::Channel;
 use tessera_net::tls::{Identity, connect};
+use tessera_net::{Channel, NetError};
 use tessera_suites::SuiteError;
 use tessera_suites::service::{Connect, Limits};
 
@@ -33,7 +33,11 @@ impl TlsConnect {
 impl Connect for TlsConnect {
     fn connect<'a>(&'a self, name: &'a str) -> BoxFuture<'a, tessera_suites::Result<Channel>> {
         Box::pin(async move {
-            let address = self.addresses.get(name).map(String::as_str).unwrap_or_default();
+            let Some(address) = self.addresses.get(name) else {
+                return Err(
+                    NetError::Tls { peer: name.to_string(), reason: "no such party in the cluster".into() }.into()
+                );
+            };
             let Limits { timeout, max_frame } = self.limits;
             connect(&self.identity, address, name, timeout, max_frame).await.map_err(SuiteError::from)
         })

@@ -16,9 +16,9 @@ use crate::query::{QueryOptions, QueryResult};
 use crate::serve::ServeOptions;
 use crate::suite::{Role, Roster, ServerParty, Suite, UserParty};
 
-/// The services of an in-process cluster, by party name.
+/// The services of an in-process cluster by party name, each with the parties it accepts.
 struct Registry {
-    services: HashMap<String, Arc<dyn Service>>,
+    services: HashMap<String, (Arc<dyn Service>, Vec<String>)>,
     limits: Limits,
 }
 
@@ -34,11 +34,15 @@ impl Connect for InMemoryConnect {
     fn connect<'a>(&'a self, name: &'a str) -> BoxFuture<'a, tessera_suites::Result<Channel>> {
         Box::pin(async move {
             let registry = self.registry.upgrade();
-            let Some((service, limits)) =
+            let Some(((service, callers), limits)) =
                 registry.as_ref().and_then(|r| r.get()).and_then(|r| Some((r.services.get(name)?.clone(), r.limits)))
             else {
-                return Err(NetError::UnexpectedParty { expected: vec![name.to_string()] }.into());
+                return Err(NetError::Tls { peer: name.to_string(), reason: "no such party".into() }.into());
             };
+            // As a TLS server refuses a party it does not serve.
+            if !callers.contains(&self.me) {
+                return Err(NetError::UnexpectedParty { expected: callers }.into());
+            }
             let (ours, theirs) = Channel::pair(&self.me, name, limits.timeout, limits.max_frame);
             tokio::spawn(async move {
                 if let Err(e) = service.handle(theirs).await {
@@ -70,6 +74,7 @@ impl InProcessCluster {
     pub fn start(suite: Suite, model: LoadedModel, holders: usize, options: ServeOptions) -> Result<Self> {
         let mut roster = suite.dev_servers(holders);
         roster.push(("user".into(), Role::User));
+        suite.check_roster(&roster, "<in-process cluster>")?;
         let limits = Limits { timeout: Duration::from_secs(60), max_frame: 1 << 30 };
         let registry = Arc::new(std::sync::OnceLock::new());
         let mut services = HashMap::new();
@@ -84,7 +89,8 @@ impl InProcessCluster {
                 net,
                 limits,
             };
-            services.insert(name.clone(), suite.service(&party)?.service);
+            let served = suite.service(&party)?;
+            services.insert(name.clone(), (served.service, served.callers));
         }
         let _ = registry.set(Registry { services, limits });
         Ok(Self { suite, model, roster, registry })

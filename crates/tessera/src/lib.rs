@@ -29,9 +29,10 @@
 //! let mut model = LoadedModel::load(&repo.join("models/lenet-mnist.onnx"))?;
 //! let data = Dataset::open(&repo.join("data/mnist-test-200-images.idx"))?;
 //!
-//! // f, f_w and the activation bound from 32 real images (kept in memory, not written).
+//! // f, f_w, the activation bound and the logit tolerance of secure runs from 32 real images
+//! // (kept in memory, not written).
 //! let samples = normalize(data.pixels(0..32), data.shape, model.meta());
-//! model.calibrate(&samples, 32)?;
+//! let tolerance = model.calibrate(&samples, 32)?.logit_tolerance;
 //!
 //! // Two share-holders and a central server; the user splits the image into shares.
 //! let image = normalize(data.pixels(32..33), data.shape, model.meta());
@@ -42,9 +43,8 @@
 //!
 //! // The fixed-point reference's logits, up to the rounding of the secure truncations.
 //! let label = tessera::eval::argmax(&result.logits);
-//! assert_eq!(label, tessera::eval::argmax(&reference));
 //! let error = result.logits.iter().zip(&reference).map(|(&a, &b)| (f64::from(a) - b).abs()).fold(0.0, f64::max);
-//! assert!(error < 0.05, "{error}");
+//! assert!(error <= tolerance, "{error} > {tolerance}");
 //! println!("label {label} (true label {}), max |logit - reference| {error:.5}", data.labels[32]);
 //! # Ok(())
 //! # }

@@ -43,10 +43,10 @@ impl LoadedModel {
         let mut model = Self::load_uncalibrated(path)?;
         let sidecar = calibration_path(path);
         model.calibration = match std::fs::read_to_string(&sidecar) {
-            Ok(text) => Some(
-                serde_json::from_str::<Calibration>(&text)
-                    .map_err(|e| Error::Calibration { path: sidecar.display().to_string(), reason: e.to_string() })?,
-            ),
+            Ok(text) => Some(serde_json::from_str::<Calibration>(&text).map_err(|e| Error::Calibration {
+                path: sidecar.display().to_string(),
+                reason: format!("{e} (`tessera calibrate` writes it afresh)"),
+            })?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
                 return Err(Error::Calibration { path: sidecar.display().to_string(), reason: e.to_string() });

@@ -51,6 +51,18 @@ const CASES: &[Case] = &[
         floor: 0.89,
     },
     Case {
+        model: "bayes-minionn-mnist",
+        evalset: "mnist-test-200-images.idx",
+        full: "mnist/t10k-images-idx3-ubyte.gz",
+        floor: 0.96,
+    },
+    Case {
+        model: "bayes-pneumonia-cnn",
+        evalset: "pneumoniamnist-test-200-images.idx",
+        full: "medmnist/pneumoniamnist_balanced_3166.npz",
+        floor: 0.88,
+    },
+    Case {
         model: "minionn-cifar",
         evalset: "cifar10-test-200.bin",
         full: "cifar10/test_batch_from_jpeg.bin",

@@ -158,7 +158,7 @@ type Halves = [Vec<(usize, i64)>; 2];
 /// set of windows one factor remains, which the encoding pins (every tap one of its channel's
 /// encoded pixel values). Then windows still open take the factor every settled window of the same
 /// overlap shape agrees on, until nothing changes.
-fn recover_windows(kernel: &ConvKernel, columns: &[Vec<u64>], encodings: &[HashSet<i64>]) -> Vec<Option<Vec<i64>>> {
+fn recover_windows(kernel: &ConvKernel, columns: &[Vec<u64>], encodings: &[HashSet<i64>]) -> Vec<Vec<Vec<i64>>> {
     let w = kernel.geometry().window;
     assert_eq!(w.stride, [1, 1], "the overlaps are written for stride 1");
     let taps = w.size();
@@ -185,6 +185,9 @@ fn recover_windows(kernel: &ConvKernel, columns: &[Vec<u64>], encodings: &[HashS
         }
     }
     let mut lambda: Vec<Option<i64>> = vec![None; columns.len()];
+    // Where a whole image fits a few factors (a coarse input encoding makes `x` and `2x` both
+    // valid images when `x` has low contrast), each window's candidate factors.
+    let mut alternatives: Vec<Vec<i64>> = vec![Vec::new(); columns.len()];
     let mut seen = vec![false; columns.len()];
     for root in 0..columns.len() {
         let Some(v) = dirs[root].as_ref().filter(|_| !seen[root]) else { continue };
@@ -218,9 +221,14 @@ fn recover_windows(kernel: &ConvKernel, columns: &[Vec<u64>], encodings: &[HashS
             }
             member.iter().all(|&j| fit(j, factor[&j])).then_some(factor)
         };
-        let mut solutions = scalars(v, taps, encodings).into_iter().filter_map(solve);
-        if let (Some(factor), None) = (solutions.next(), solutions.next()) {
-            factor.into_iter().for_each(|(j, l)| lambda[j] = Some(l));
+        let solutions: Vec<_> =
+            scalars(v, taps, encodings).into_iter().filter_map(solve).take(MAX_CANDIDATES + 1).collect();
+        if let [factor] = &solutions[..] {
+            factor.iter().for_each(|(&j, &l)| lambda[j] = Some(l));
+        } else if (2..=MAX_CANDIDATES).contains(&solutions.len()) {
+            for factor in &solutions {
+                factor.iter().for_each(|(&j, &l)| alternatives[j].push(l));
+            }
         } else {
             // Ambiguous or inconsistent: each window on its own, where its factor is unique.
             for &j in &member {
@@ -249,8 +257,19 @@ fn recover_windows(kernel: &ConvKernel, columns: &[Vec<u64>], encodings: &[HashS
             break;
         }
     }
-    dirs.iter().zip(lambda).map(|(v, l)| v.as_ref()?.iter().map(|&x| l.map(|l| l * x)).collect()).collect()
+    let scaled = |v: &[i64], l: i64| v.iter().map(|&x| l * x).collect::<Vec<_>>();
+    dirs.iter()
+        .zip(lambda.into_iter().zip(alternatives))
+        .map(|(v, (l, alt))| match (v, l) {
+            (None, _) => Vec::new(),
+            (Some(v), Some(l)) => vec![scaled(v, l)],
+            (Some(v), None) => alt.into_iter().map(|l| scaled(v, l)).collect(),
+        })
+        .collect()
 }
+
+/// The most candidates per image the attack keeps: more would not be a recovery.
+const MAX_CANDIDATES: usize = 4;
 
 /// Per input channel, every value `model`'s input encoding gives a pixel byte: normalization and
 /// scale are in the model file, which the cloud holds.
@@ -288,10 +307,13 @@ fn columns_of(matrix: &[u64], columns: usize) -> Vec<Vec<u64>> {
 struct Attacked {
     /// Windows of the first convolution in what the cloud received.
     windows: usize,
-    /// Windows the attack produced (right or wrong).
+    /// Windows the attack produced candidates for (right or wrong).
     resolved: usize,
-    /// Windows it produced that are windows of the true input (each true window matched once).
+    /// Windows whose candidates include a window of the true input (each true window matched
+    /// once).
     recovered: usize,
+    /// Windows it resolved to one candidate.
+    unique: usize,
     /// The first offloaded layer's input as the cloud received it, and the true encoded input.
     received: Vec<u64>,
     input: Vec<u64>,
@@ -337,25 +359,30 @@ fn attack(disguise: Disguise) -> Attacked {
     for w in windows(kernel, &input, ATTACKED) {
         *truth.entry(w.iter().map(|&v| zt::to_i64(v)).collect()).or_default() += 1;
     }
-    let (mut resolved, mut recovered) = (0, 0);
-    for window in recover_windows(kernel, &columns, &encodings).into_iter().flatten() {
+    let (mut resolved, mut recovered, mut unique) = (0, 0, 0);
+    for candidates in recover_windows(kernel, &columns, &encodings) {
+        if candidates.is_empty() {
+            continue;
+        }
         resolved += 1;
-        if let Some(n) = truth.get_mut(&window).filter(|n| **n > 0) {
-            *n -= 1;
+        unique += usize::from(candidates.len() == 1);
+        if let Some(w) = candidates.iter().find(|w| truth.get(*w).is_some_and(|&n| n > 0)) {
+            *truth.get_mut(w).expect("just found") -= 1;
             recovered += 1;
         }
     }
-    Attacked { windows: columns.len(), resolved, recovered, received, input }
+    Attacked { windows: columns.len(), resolved, recovered, unique, received, input }
 }
 
 #[test]
 fn attack_rational_reconstruction_recovers_the_input_under_monomial_insecure() {
     let a = attack(Disguise::MonomialInsecure);
     println!(
-        "monomial-insecure: {} of {} windows recovered exactly ({:.2}%), {} resolved",
+        "monomial-insecure: {} of {} windows recovered exactly ({:.2}%; {} as the only candidate, the rest among at most {MAX_CANDIDATES}), {} resolved",
         a.recovered,
         a.windows,
         100.0 * a.recovered as f64 / a.windows as f64,
+        a.unique,
         a.resolved
     );
     assert_eq!(a.windows, ATTACKED * 1024);

@@ -133,7 +133,7 @@ fn query_input(m: &LoadedModel, data: Option<&Path>, batch: usize) -> Result<Vec
         shape.h,
         shape.w
     );
-    Ok(normalize(set.pixels(0..batch), set.shape, m.meta()))
+    Ok(normalize(&set.stratified(batch).pixels, set.shape, m.meta()))
 }
 
 /// One warm-up call (caches, scratch buffers, thread pool), then `runs` timed calls, in seconds.

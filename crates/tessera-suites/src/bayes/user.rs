@@ -26,8 +26,9 @@ pub struct Outcome {
     pub reports: Vec<PartyReport>,
 }
 
-/// What the user asks the server: `samples` forward passes on `batch` encoded images.
-#[derive(Debug, Clone)]
+/// What the user asks the server: `samples` forward passes on `batch` encoded images. `Debug`
+/// leaves the images out.
+#[derive(Clone)]
 pub struct Query {
     /// `batch` images encoded at activation scale.
     pub input: Vec<u64>,
@@ -35,6 +36,12 @@ pub struct Query {
     pub batch: usize,
     /// Forward passes, each with its own sampled weights.
     pub samples: usize,
+}
+
+impl std::fmt::Debug for Query {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Query").field("batch", &self.batch).field("samples", &self.samples).finish_non_exhaustive()
+    }
 }
 
 /// The user's HE keys of a query.

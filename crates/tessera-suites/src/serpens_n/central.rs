@@ -12,12 +12,13 @@ use super::nonlinear::{MaskedSum, decide};
 use super::{MASKED, REPORT, RESHARE};
 use crate::error::{Result, SuiteError, Violation};
 use crate::parties::stage_kind;
-use crate::wire::{send_reports, send_wiped};
+use crate::wire::{parse_wiped, send_reports, send_wiped};
 
-/// Reads a holder's `JOIN` frame (the first frame on a new connection to `S0`).
+/// Reads a holder's `JOIN` frame (the first frame on a new connection to `S0`); the payload,
+/// which carries the holder's re-sharing seed, is wiped once read.
 pub async fn read_join(holder: &mut Channel, max_batch: usize) -> Result<Join> {
     let (header, payload) = holder.recv_any().await?;
-    join_from_frame(holder.peer(), header, &payload, max_batch)
+    parse_wiped(payload, |p| join_from_frame(holder.peer(), header, p, max_batch))
 }
 
 /// Reads a `JOIN` from a received frame (`peer` sent it).

@@ -45,7 +45,7 @@ pub async fn run_in_memory(
     for j in 1..=settings.holders {
         let name = holder_name(j);
         let (u, mut h) = Channel::pair("user", &name, settings.timeout, max);
-        let (mut to_s0, mut at_s0) = Channel::pair(&name, CENTRAL, settings.timeout, max);
+        let (to_s0, mut at_s0) = Channel::pair(&name, CENTRAL, settings.timeout, max);
         if let Some(tap) = &settings.central_view {
             at_s0.tap(tap.clone());
         }
@@ -58,7 +58,6 @@ pub async fn run_in_memory(
             let input = parse_wiped(payload, |p| {
                 HolderInput::parse("user", p, model.input_shape().len(), max_batch(&model, max))
             })?;
-            let _ = &mut to_s0;
             holder(&name, model, &mut h, header.session, input, async { Ok(to_s0) }, trace).await.map(drop)
         }));
     }

@@ -162,7 +162,7 @@ impl Service for CentralService {
                 };
                 let Some(frame) = channel.recv_next(timeout).await else { return Ok(()) };
                 let (header, payload) = frame?;
-                join = join_from_frame(channel.peer(), header, &payload, batch_limit)?;
+                join = parse_wiped(payload, |p| join_from_frame(channel.peer(), header, p, batch_limit))?;
             }
         })
     }

@@ -13,7 +13,7 @@ pub(crate) struct Bayes;
 
 /// Most images in one bayes query: with `S` samples, a layer's frame carries `S × batch` sets
 /// of ciphertexts.
-pub const MAX_BATCH: usize = 16;
+pub(crate) const MAX_BATCH: usize = 16;
 
 impl Deployment for Bayes {
     const ROLES: &'static [RoleCount] = &[RoleCount::USERS, RoleCount::exactly(Role::Server, 1)];

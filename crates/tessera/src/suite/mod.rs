@@ -21,7 +21,7 @@ use tessera_he::HeParams;
 use tessera_net::Channel;
 use tessera_suites::service::{Connect, Limits, Service};
 
-use crate::error::{Error, Result};
+use crate::error::{ConfigProblem, Error, Result};
 use crate::load::LoadedModel;
 use crate::query::{QueryOptions, QueryResult};
 use crate::serve::ServeOptions;
@@ -92,6 +92,23 @@ impl Suite {
     /// Its roles, each with the fewest and most parties it needs.
     pub fn roles(self) -> &'static [RoleCount] {
         with_deployment!(self, D => D::ROLES)
+    }
+
+    /// Checks that `parties` has as many parties of each role as the suite needs and none with a
+    /// role it has no place for; `path` names the configuration in the error.
+    pub fn check_roster(self, parties: &[(String, Role)], path: &str) -> Result<()> {
+        let roles = self.roles();
+        for &RoleCount { role, fewest, most } in roles {
+            let found = parties.iter().filter(|(_, r)| *r == role).count();
+            if found < fewest || found > most {
+                let problem = ConfigProblem::PartyCount { suite: self, role, fewest, most, found };
+                return Err(Error::Config { path: path.to_string(), problem });
+            }
+        }
+        match parties.iter().find(|(_, r)| !roles.iter().any(|c| c.role == *r)) {
+            Some((party, role)) => Err(Error::RoleNotInSuite { party: party.clone(), role: *role, suite: self }),
+            None => Ok(()),
+        }
     }
 
     /// Whether its logits are exactly the fixed-point reference's (bayes samples other

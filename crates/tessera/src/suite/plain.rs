@@ -3,7 +3,7 @@
 use tessera_net::{Recorder, SessionId, StageKind};
 use tessera_suites::plain::{self, PlainServer};
 
-use super::{Deployment, Outcome, Role, RoleCount, Served, ServerParty, UserParty};
+use super::{Deployment, Outcome, Role, RoleCount, Served, ServerParty, Suite, UserParty};
 use crate::error::Result;
 use crate::query::QueryResult;
 
@@ -19,6 +19,9 @@ impl Deployment for Plain {
     }
 
     fn service(party: &ServerParty<'_>) -> Result<Served> {
+        if party.role != Role::Server {
+            return Err(party.not_served(Suite::Plain, party.role));
+        }
         let server = PlainServer::new(std::sync::Arc::new(party.model.merged.clone()));
         Ok(Served::new(server, party, &[Role::User]))
     }

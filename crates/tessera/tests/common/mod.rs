@@ -47,7 +47,7 @@ pub fn tolerance(model: &str) -> i64 {
 
 /// Checks secure logits against the fixed-point reference: every logit within `tolerance` LSB
 /// (measured at calibration), and labels equal except where the reference's own top-two margin
-/// is below the tolerance (counted and reported). Each truncation of a secure run rounds within
+/// is at most twice the tolerance (counted and reported). Each truncation of a secure run rounds within
 /// one unit of the reference's rounding, so only such near-ties may flip. Returns the largest
 /// error in LSB and how many labels differ.
 #[allow(dead_code)]
@@ -80,7 +80,8 @@ pub fn check_logits(
         if a != b {
             differ += 1;
             println!("{what}, image {i}: label {a} vs {b}, reference margin {margin} LSB");
-            assert!(margin < tolerance, "{what}, image {i}: labels differ at margin {margin} ≥ tolerance {tolerance}");
+            // Two logits, each within the tolerance, can swap at a margin up to twice it.
+            assert!(margin <= 2 * tolerance, "{what}, image {i}: labels differ at margin {margin} > 2 × {tolerance}");
         }
     }
     println!(
@@ -96,12 +97,26 @@ pub fn check_logits(
 /// the layer rescales and exactly where it does not. Returns how many layers were checked and
 /// the elements off by one.
 #[allow(dead_code)]
-pub fn check_layers(what: &str, traces: &[tessera_model::runner::LayerTrace], batch: usize) -> (usize, usize) {
+pub fn check_layers(
+    what: &str,
+    fixed: &FixedModel,
+    traces: &[tessera_model::runner::LayerTrace],
+    parties: usize,
+    batch: usize,
+) -> (usize, usize) {
     use tessera_field::zt;
+    assert_eq!(traces.len(), parties, "{what}: one trace per party");
     let per_party: Vec<_> = traces.iter().map(|t| t.layers()).collect();
-    let layers = per_party[0].len();
-    assert!(layers > 0, "{what}: no layer traced");
-    assert!(per_party.iter().all(|p| p.len() == layers), "{what}: every party traced every layer");
+    let expected: Vec<_> = fixed.nonlinear_layers();
+    let layers = expected.len();
+    for (p, traced) in per_party.iter().enumerate() {
+        let seen: Vec<_> = traced.iter().map(|t| t.layer).collect();
+        assert_eq!(seen, expected, "{what}: party {p} traced every nonlinear layer, in order");
+        for t in traced {
+            assert_eq!(t.input.len(), batch * t.layer.input.len(), "{what}: input length");
+            assert_eq!(t.output.len(), batch * t.layer.output.len(), "{what}: output length");
+        }
+    }
     let sum = |k: usize, pick: &dyn Fn(&tessera_model::runner::TracedLayer) -> &Vec<u64>| -> Vec<u64> {
         let mut acc = vec![0u64; pick(&per_party[0][k]).len()];
         for party in &per_party {
@@ -116,6 +131,7 @@ pub fn check_layers(what: &str, traces: &[tessera_model::runner::LayerTrace], ba
         let layer = traced.layer;
         let (input, output) = (sum(k, &|t| &t.input), sum(k, &|t| &t.output));
         let reference = layer.eval_plain(&input, batch);
+        assert_eq!(output.len(), reference.len(), "{what}, layer {}: output length", layer.node);
         let allowed = i64::from(layer.shift > 0);
         for (i, (&s, &r)) in output.iter().zip(&reference).enumerate() {
             let d = (zt::to_i64(s) - zt::to_i64(r)).abs();
