@@ -34,6 +34,56 @@ MODELS = [
 ]
 
 
+BAYESIAN = [
+    ("bayes-minionn-mnist", "Bayesian MiniONN-MNIST", "mnist/t10k-images-idx3-ubyte.gz", "mnist-test-200-images.idx"),
+    ("bayes-pneumonia-cnn", "Bayesian PneumoniaMNIST CNN", "medmnist/pneumoniamnist_balanced_3166.npz",
+     "pneumoniamnist-test-200-images.idx"),
+]
+SAMPLES = [1, 2, 4, 8]
+
+BAYESIAN_INTRO = """## Bayesian models (suite bayes)
+
+Trained by Bayes-by-backprop (`python training/bayes.py all`, in a PyTorch virtualenv outside the
+repository: `pip install -r training/requirements.txt`), with the architectures, data, normalization
+and augmentation of MiniONN-MNIST and the PneumoniaMNIST CNN above. The posterior is a factorized
+Gaussian per weight and bias, with prior N(0, 0.1²) and a KL term weighted 0.1 (tempered: the
+5,000-image MNIST training subset makes the untempered posterior too wide for single samples). Batch
+normalization stays deterministic. The ONNX file is the mean network. Beside each Bayesian
+initializer `<name>` sits an initializer `<name>.sigma` with its standard deviations, laid out like
+it; the exporter's folding of batch normalization into the convolutions is applied to the
+deviations too. `tessera_onnx::import_file_with_posterior` reads them. Other tools see an ordinary
+model, because the extra initializers are unused.
+
+Accuracy on the full test sets: the mean network in PyTorch (from `training/bayes.py`), the mean
+network in Tessera's `f32` engine and fixed-point reference, and the meta-prediction (mean softmax
+of S sampled forward passes, as the suite computes it) with Tessera's `f32` engine on weights it
+samples from the posterior (`tessera eval --plain --samples 1,2,4,8`; one draw per run, so these
+columns move by a few tenths of a point between runs). The suite's default is S = 4."""
+
+
+def bayesian_section():
+    rows = []
+    for name, title, full, small in BAYESIAN:
+        model = os.path.join(ROOT, "models", f"{name}.onnx")
+        data = os.path.join(SHARED, full)
+        if not os.path.exists(data):
+            data = os.path.join(ROOT, "data", small)
+        info = run("inspect", model, "--json")
+        ev = run("eval", "--plain", model, data, "--json", "--samples", ",".join(map(str, SAMPLES)))
+        r, cal = ev["report"], info["calibration"]
+        sampled = {s["samples"]: s["accuracy"] for s in ev["sampled"]}
+        rows.append(
+            f"| {title} | `models/{name}.onnx` | {r['images']} | {pct(info['meta'].get('pytorch_test_accuracy'))} | "
+            f"{pct(r['f32_accuracy'])} / {pct(r['fixed_accuracy'])} | "
+            + " | ".join(pct(sampled[s]) for s in SAMPLES)
+            + f" | {cal['f']}/{cal['f_w']}/{cal['bound_bits']}/{cal['statistical_security']} | "
+            f"{info['posterior']['median_sigma']:.3f} |")
+    header = ("| model | file | test images | mean (PyTorch) | mean, Tessera f32 / fixed point | "
+              + " | ".join(f"S = {s}" for s in SAMPLES) + " | f/f_w/ℓx/σ | median posterior σ |")
+    rule = "|" + "---|" * (7 + len(SAMPLES))
+    return "\n".join([BAYESIAN_INTRO, "", header, rule, *rows])
+
+
 def run(*args):
     return json.loads(subprocess.run([TESSERA, *args], check=True, capture_output=True, text=True).stdout)
 
@@ -90,6 +140,8 @@ def main():
     print("\n".join(rows))
     print("\n## Models\n")
     print("\n".join(details))
+    print()
+    print(bayesian_section())
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tessera::dataset::Dataset;
-use tessera::eval::{argmax, evaluate};
+use tessera::eval::{argmax, evaluate, sampled_accuracy};
 use tessera::input::{load_input, normalize};
 use tessera::model::cost::{node_cost, total};
 use tessera::model::plain::PlainEngine;
@@ -112,6 +112,10 @@ enum Command {
         /// Evaluate only N images, drawn across the classes.
         #[arg(long)]
         limit: Option<usize>,
+        /// Bayesian models: also the meta-prediction's accuracy with each of these numbers of
+        /// sampled forward passes (mean softmax, as suite bayes computes it).
+        #[arg(long, value_delimiter = ',')]
+        samples: Vec<usize>,
         /// One JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -203,11 +207,11 @@ fn run(command: Command) -> Result<()> {
         Command::Infer(args) => infer(*args),
         Command::Serve { role, name, cheat, config } => cluster::serve(role, name.as_deref(), cheat, &config),
         Command::Certs { out, model, suite, holders, port } => cluster::certs(&out, &model, suite, holders, port),
-        Command::Eval { plain, model, data, limit, json } => {
+        Command::Eval { plain, model, data, limit, samples, json } => {
             if !plain {
                 bail!("choose an engine: --plain");
             }
-            eval(&load(&model)?, &data, limit, json)
+            eval(&load(&model)?, &data, limit, &samples, json)
         }
         Command::Calibrate { model, data, samples, json } => {
             let mut m =
@@ -308,6 +312,7 @@ fn inspect(m: &LoadedModel, json: bool) -> Result<()> {
             "model": m.path, "meta": m.meta(), "input": [m.merged.input_shape().c, m.merged.input_shape().h, m.merged.input_shape().w],
             "layers": layers, "total": after, "original_total": before, "merge_report": m.report, "calibration": cal,
             "masked_reveals": reveals,
+            "posterior": m.posterior.as_ref().map(|p| json!({ "layers": p.layers().len(), "median_sigma": p.median_sigma() })),
         }));
         return Ok(());
     }
@@ -404,15 +409,21 @@ fn infer_plain(m: &LoadedModel, image: &std::path::Path, json: bool) -> Result<(
     Ok(())
 }
 
-fn eval(m: &LoadedModel, data: &std::path::Path, limit: Option<usize>, json: bool) -> Result<()> {
+fn eval(m: &LoadedModel, data: &std::path::Path, limit: Option<usize>, samples: &[usize], json: bool) -> Result<()> {
+    let max = tessera::suites::bayes::MAX_SAMPLES;
+    if let Some(s) = samples.iter().find(|s| !(1..=max).contains(*s)) {
+        bail!("--samples {s}: 1 to {max}");
+    }
     let set = Dataset::open(data)?;
     let n = limit.unwrap_or(set.len()).min(set.len());
     let bar = ProgressBar::new(n as u64)
         .with_style(ProgressStyle::with_template("{bar:40} {pos}/{len} images {eta}").expect("static template"));
     let r = evaluate(m, &set, limit, &mut |done| bar.set_position(done as u64))?;
     bar.finish_and_clear();
+    let sampled = if samples.is_empty() { Vec::new() } else { sampled_accuracy(m, &set, limit, samples)? };
     if json {
-        print_json(&json!({ "model": m.path, "data": data, "report": r }));
+        let sampled: Vec<_> = sampled.iter().map(|(s, a)| json!({ "samples": s, "accuracy": a })).collect();
+        print_json(&json!({ "model": m.path, "data": data, "report": r, "sampled": sampled }));
         return Ok(());
     }
     let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2}%", 100.0 * v));
@@ -433,5 +444,8 @@ fn eval(m: &LoadedModel, data: &std::path::Path, limit: Option<usize>, json: boo
         r.mean_logit_difference.map_or("-".into(), |v| format!("{v:.5}")),
     ]);
     t.print();
+    for (s, accuracy) in sampled {
+        crate::outln!("meta-prediction over {s} sampled forward pass(es): {:.2}%", 100.0 * accuracy);
+    }
     Ok(())
 }

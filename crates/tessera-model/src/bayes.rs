@@ -82,6 +82,21 @@ impl Posterior {
         &self.layers
     }
 
+    /// The median standard deviation over every Bayesian weight and bias.
+    pub fn median_sigma(&self) -> f32 {
+        let mut all: Vec<f32> = self
+            .layers
+            .iter()
+            .flat_map(|l| l.weight_sigma.iter().chain(l.bias_sigma.iter().flatten()))
+            .copied()
+            .collect();
+        if all.is_empty() {
+            return 0.0;
+        }
+        let middle = all.len() / 2;
+        *all.select_nth_unstable_by(middle, f32::total_cmp).1
+    }
+
     /// One sample of the model: every Bayesian weight and bias drawn from its Gaussian.
     /// `mean` must be the model this posterior was built for.
     pub fn sample<R: RngCore + CryptoRng>(&self, mean: &Model, rng: &mut R) -> Model {

@@ -2,6 +2,8 @@
 //! they agree.
 
 use serde::Serialize;
+use tessera_field::seed::os_rng;
+use tessera_model::passes::merge;
 use tessera_model::plain::PlainEngine;
 
 use crate::dataset::Dataset;
@@ -95,4 +97,52 @@ pub fn evaluate(
         max_logit_difference: fixed.as_ref().map(|_| max_diff),
         mean_logit_difference: fixed.as_ref().map(|_| sum_diff / (n * classes).max(1) as f64),
     })
+}
+
+/// The accuracy of a Bayesian model's meta-prediction with `S` sampled forward passes, as suite
+/// bayes computes it (the mean softmax of the samples), for each `S` in `counts`: one set of
+/// `max(counts)` weight samples, fresh from the CSPRNG, of which each `S` uses the first.
+pub fn sampled_accuracy(
+    model: &LoadedModel,
+    data: &Dataset,
+    limit: Option<usize>,
+    counts: &[usize],
+) -> Result<Vec<(usize, f64)>> {
+    let posterior =
+        model.posterior.as_ref().ok_or_else(|| Error::NoPosterior { model: model.path.display().to_string() })?;
+    let drawn;
+    let data = match limit {
+        Some(n) if n < data.len() => {
+            drawn = data.stratified(n);
+            &drawn
+        }
+        _ => data,
+    };
+    let most = counts.iter().copied().max().unwrap_or(0);
+    let mut rng = os_rng();
+    let samples: Vec<_> =
+        (0..most).map(|_| Ok(merge(&posterior.sample(&model.original, &mut rng))?.0)).collect::<Result<_>>()?;
+    let mut engines: Vec<_> = samples.iter().map(PlainEngine::new).collect();
+    let (shape, classes, n) = (model.merged.input_shape(), model.merged.output_len(), data.len());
+    let mut correct = vec![0usize; counts.len()];
+    const BATCH: usize = 50;
+    for start in (0..n).step_by(BATCH) {
+        let end = (start + BATCH).min(n);
+        let x = normalize(data.pixels(start..end), shape, model.meta());
+        let mut mean = vec![vec![0f64; classes]; end - start];
+        for (s, engine) in engines.iter_mut().enumerate() {
+            let logits = engine.run(&x, end - start)?;
+            for (m, l) in mean.iter_mut().zip(logits.chunks(classes)) {
+                let top = l.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let e: Vec<f64> = l.iter().map(|&v| f64::from(v - top).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                m.iter_mut().zip(&e).for_each(|(a, v)| *a += v / sum);
+            }
+            for (c, _) in counts.iter().enumerate().filter(|&(_, &k)| k == s + 1) {
+                correct[c] +=
+                    mean.iter().enumerate().filter(|(i, m)| argmax(m) == data.labels[start + i] as usize).count();
+            }
+        }
+    }
+    Ok(counts.iter().zip(correct).map(|(&k, c)| (k, c as f64 / n.max(1) as f64)).collect())
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use tessera::LoadedModel;
 use tessera::dataset::Dataset;
-use tessera::eval::{argmax, evaluate};
+use tessera::eval::{argmax, evaluate, sampled_accuracy};
 use tessera::input::{load_input, normalize};
 use tessera_model::plain::PlainEngine;
 
@@ -113,6 +113,25 @@ fn shipped_models_meet_their_floors_and_agree_in_fixed_point() {
             case.model
         );
     }
+}
+
+/// The Bayesian models' meta-prediction (weights sampled from the posterior, mean softmax)
+/// meets the same floor as their mean network, and the models without a posterior are refused.
+#[test]
+fn bayesian_meta_predictions_meet_their_floors() {
+    for case in CASES.iter().filter(|c| c.model.starts_with("bayes-")) {
+        let m = LoadedModel::load(&repo().join("models").join(format!("{}.onnx", case.model))).unwrap();
+        let (data, n) = dataset(case);
+        let accuracy = sampled_accuracy(&m, &data, Some(n), &[1, 4]).unwrap();
+        println!("{}: {n} images, sampled meta-prediction {accuracy:?}", case.model);
+        assert_eq!(accuracy.iter().map(|a| a.0).collect::<Vec<_>>(), [1, 4]);
+        for (s, a) in accuracy {
+            assert!(a >= case.floor, "{}: S = {s}: accuracy {a}", case.model);
+        }
+    }
+    let plain = LoadedModel::load(&repo().join("models/minionn-mnist.onnx")).unwrap();
+    let data = Dataset::open(&repo().join("data/mnist-test-200-images.idx")).unwrap();
+    assert!(matches!(sampled_accuracy(&plain, &data, None, &[1]), Err(tessera::Error::NoPosterior { .. })));
 }
 
 #[test]
