@@ -19,8 +19,9 @@ use crate::runner::Runner;
 
 /// Noisy runs of the reference per sample batch.
 pub const DRAWS: usize = 8;
-/// The tolerance as a multiple of the largest logit difference the noisy runs show.
-pub const FACTOR: i64 = 2;
+/// The tolerance as a multiple of the largest logit difference the noisy runs show on the
+/// calibration images: secure runs on the test images reached 1.3 × that difference.
+pub const FACTOR: i64 = 3;
 
 /// The reference on `input` (`batch` encoded images) with every rescaling rounded
 /// stochastically instead of to nearest — up if a uniform draw falls below the fraction cut off —

@@ -92,7 +92,7 @@ impl ConvKernel {
     }
 
     /// `Σ_o r_o · W_o mod t`: the one filter whose output is the same combination of this
-    /// kernel's output channels (Freivalds' check in convolution form).
+    /// kernel's output channels (the weights `K̃ = Σ_o r_o K_o` of the verify suite's check).
     pub fn combine_channels(&self, r: &[u64]) -> Vec<u64> {
         assert_eq!(r.len(), self.geometry.out_channels, "one coefficient per output channel");
         let terms = self.geometry.terms();
@@ -213,35 +213,6 @@ thread_local! {
     /// Per-thread scratch for the `Z_t` kernel (limbs, columns, limb products): reused across
     /// calls so a layer does not pay fresh zeroed pages for its large temporaries.
     static ZT_SCRATCH: std::cell::RefCell<[Vec<f64>; 3]> = const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
-}
-
-/// A convolution with one output channel whose filter holds arbitrary field elements: the
-/// filter is cut into four 16-bit limbs, run as the four output channels of one small-weight
-/// convolution on the exact fast path, and recombined (`Σ_i 2^(16 i) · conv(x, f_i)`).
-pub fn conv2d_single_zt(
-    geometry: &ConvGeometry,
-    filter: &[u64],
-    input: &[u64],
-    batch: usize,
-    threads: usize,
-) -> Vec<u64> {
-    const LIMBS: usize = 4;
-    let stacked = ConvGeometry { out_channels: LIMBS, ..*geometry };
-    let weights: Vec<i64> =
-        (0..LIMBS).flat_map(|limb| filter.iter().map(move |&v| ((v >> (16 * limb)) & 0xffff) as i64)).collect();
-    let kernel = ConvKernel::new(stacked, &weights).expect("16-bit weights fit the kernel");
-    let y = conv2d_zt(&kernel, input, batch, threads);
-    let plane = stacked.output().map_or(0, |o| o.plane());
-    let mut out = vec![0u64; batch * plane];
-    for (b, image) in y.chunks(LIMBS * plane).enumerate() {
-        for (limb, channel) in image.chunks(plane).enumerate() {
-            let scale = 1u64 << (16 * limb);
-            for (o, &v) in out[b * plane..(b + 1) * plane].iter_mut().zip(channel) {
-                *o = zt::add(*o, zt::mul(v, scale));
-            }
-        }
-    }
-    out
 }
 
 /// Exact `Z_t` convolution without bias: `out[b] = W * input[b] mod t` for `batch` NCHW images.
@@ -376,33 +347,6 @@ mod tests {
             let g = ConvGeometry { input: ImageShape::new(c, h, w), out_channels: o, window: Window2d { kernel: [k, k], stride: [s, s], pads: [p; 4] } };
             prop_assume!(g.output().is_some());
             case(g, batch, 1 << 11, seed);
-        }
-    }
-}
-
-#[cfg(test)]
-mod single_channel_tests {
-    use rand_chacha::ChaCha20Rng;
-    use rand_core::SeedableRng;
-
-    use super::*;
-
-    #[test]
-    fn combined_channels_give_the_combined_output() {
-        let mut rng = ChaCha20Rng::seed_from_u64(3);
-        let g = ConvGeometry { input: ImageShape::new(3, 7, 7), out_channels: 4, window: Window2d::square(3, 1) };
-        let w: Vec<i64> = (0..4 * g.terms()).map(|i| (i as i64 * 37 % 201) - 100).collect();
-        let kernel = ConvKernel::new(g, &w).unwrap();
-        let x = zt::random_vec(&mut rng, 2 * g.input.len());
-        let y = conv2d_zt(&kernel, &x, 2, 1);
-        let r = zt::random_vec(&mut rng, 4);
-        let single = conv2d_single_zt(&g, &kernel.combine_channels(&r), &x, 2, 1);
-        let plane = g.output().unwrap().plane();
-        for b in 0..2 {
-            for p in 0..plane {
-                let expected = (0..4).fold(0, |acc, o| zt::add(acc, zt::mul(r[o], y[(b * 4 + o) * plane + p])));
-                assert_eq!(single[b * plane + p], expected);
-            }
         }
     }
 }

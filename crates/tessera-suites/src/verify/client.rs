@@ -15,7 +15,7 @@ use tessera_net::{Channel, PartyReport, Recorder, SessionId, StageKind};
 use tracing::Instrument;
 use zeroize::Zeroize;
 
-use super::check::{Challenge, freivalds};
+use super::check::{Challenge, check_product};
 use super::{DONE, OFFLOAD, PRODUCT, REPORT};
 use crate::error::{Result, SuiteError};
 use crate::wire::{Reader, put_elements, recv_reports};
@@ -59,7 +59,7 @@ impl std::str::FromStr for Disguise {
 pub struct ClientSettings {
     /// How inputs are hidden.
     pub disguise: Disguise,
-    /// The challenge set of Freivalds' test.
+    /// The challenge set the check draws from.
     pub challenge: Challenge,
     /// Independent challenges per layer.
     pub repetitions: usize,
@@ -269,7 +269,7 @@ impl Offload {
         Self { node, disguise, sent, perm, scales, message }
     }
 
-    /// Freivalds' check of the cloud's product against what was sent.
+    /// The linear-time check of the cloud's product against what was sent.
     fn check<R: rand_core::RngCore + rand_core::CryptoRng>(
         &self,
         kernel: &ConvKernel,
@@ -280,12 +280,12 @@ impl Offload {
     ) -> bool {
         match self.disguise {
             Disguise::Pad => {
-                freivalds(kernel, &self.sent, product, batch, settings.challenge, settings.repetitions, rng)
+                check_product(kernel, &self.sent, product, batch, settings.challenge, settings.repetitions, rng)
             }
             Disguise::MonomialInsecure => {
                 let columns = self.perm.len();
                 let matrix = kernel.matrix_form(columns);
-                freivalds(&matrix, &self.sent, product, 1, settings.challenge, settings.repetitions, rng)
+                check_product(&matrix, &self.sent, product, 1, settings.challenge, settings.repetitions, rng)
             }
         }
     }

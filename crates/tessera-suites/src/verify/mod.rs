@@ -1,13 +1,12 @@
 //! Suite `verify` (PROTOCOLS.md section 6): a client that owns the model and the input offloads
 //! every convolution and FC layer to an untrusted cloud, hides its data with a one-time pad, and
-//! checks every result with Freivalds' test before using it; everything else runs at the client.
+//! checks every result before using it; everything else runs at the client.
 //!
 //! Per offloaded layer `Y = K · X`: the client sends `X' = X + M` (`M` uniform, fresh per query
-//! and layer, with `K · M` computed in a preprocessing phase), the cloud returns `Y'`, the client
-//! draws `r` from the challenge set `Z` per output channel and accepts iff
-//! `Σ_o r_o Y'_o = conv(X', Σ_o r_o K_o)`: one single-output-channel convolution, a `1/C_out`
-//! fraction of the layer. A wrong `Y'` passes with probability at most `1/|Z|` per repetition.
-//! Then `Y = Y' − K · M`.
+//! and layer, with `K · M` computed in a preprocessing phase), the cloud returns `Y'`, and the
+//! client checks `Y'` against `K · X'` in linear time ([`check_product`]: channels combined with
+//! random `r`, output positions with a random bivariate polynomial `α^y β^x`). A wrong `Y'` passes
+//! with probability at most `(H_o + W_o − 1)/|Z|` per repetition. Then `Y = Y' − K · M`.
 //!
 //! [`Disguise::MonomialInsecure`] (permuted, scaled im2col columns instead of the pad) hides
 //! nothing: the cloud recovers the input windows by rational reconstruction. It is kept only to
@@ -22,7 +21,7 @@ mod cloud;
 mod memory;
 mod service;
 
-pub use check::{Challenge, freivalds};
+pub use check::{Challenge, check_product};
 pub use client::{ClientSettings, Disguise, Outcome, Preprocessed, client, preprocess};
 pub use cloud::{Cheat, Cloud};
 #[doc(hidden)]
