@@ -49,14 +49,7 @@ pub fn evaluate(
         });
     }
     let fixed = if model.calibration().is_some() { Some(model.fixed()?) } else { None };
-    let drawn;
-    let data = match limit {
-        Some(n) if n < data.len() => {
-            drawn = data.stratified(n);
-            &drawn
-        }
-        _ => data,
-    };
+    let data = &limited(data, limit);
     let n = data.len();
     let classes = model.merged.output_len();
     let mut engine = PlainEngine::new(&model.merged);
@@ -99,6 +92,14 @@ pub fn evaluate(
     })
 }
 
+/// `limit` images of `data` drawn across the classes, or all of it.
+fn limited(data: &Dataset, limit: Option<usize>) -> std::borrow::Cow<'_, Dataset> {
+    match limit {
+        Some(n) if n < data.len() => std::borrow::Cow::Owned(data.stratified(n)),
+        _ => std::borrow::Cow::Borrowed(data),
+    }
+}
+
 /// The accuracy of a Bayesian model's meta-prediction with `S` sampled forward passes, as suite
 /// bayes computes it (the mean softmax of the samples), for each `S` in `counts`: one set of
 /// `max(counts)` weight samples, fresh from the CSPRNG, of which each `S` uses the first.
@@ -110,14 +111,7 @@ pub fn sampled_accuracy(
 ) -> Result<Vec<(usize, f64)>> {
     let posterior =
         model.posterior.as_ref().ok_or_else(|| Error::NoPosterior { model: model.path.display().to_string() })?;
-    let drawn;
-    let data = match limit {
-        Some(n) if n < data.len() => {
-            drawn = data.stratified(n);
-            &drawn
-        }
-        _ => data,
-    };
+    let data = &limited(data, limit);
     let most = counts.iter().copied().max().unwrap_or(0);
     let mut rng = os_rng();
     let samples: Vec<_> =
