@@ -265,8 +265,13 @@ fn infer(args: InferArgs) -> Result<()> {
         (false, Some(suite)) => {
             let challenge = match challenge_bits {
                 0 => tessera::suites::verify::Challenge::Field,
-                b @ 1..=60 => tessera::suites::verify::Challenge::Bits(b),
-                b => bail!("--challenge-bits {b}: at most 60 (0 for all of Z_t)"),
+                b if tessera::suites::verify::CHALLENGE_BITS.contains(&b) => {
+                    tessera::suites::verify::Challenge::Bits(b)
+                }
+                b => bail!(
+                    "--challenge-bits {b}: at most {} (0 for all of Z_t)",
+                    tessera::suites::verify::CHALLENGE_BITS.end()
+                ),
             };
             if suite == Suite::Verify && disguise == tessera::suites::verify::Disguise::MonomialInsecure {
                 tracing::warn!("--disguise monomial-insecure hides nothing from the cloud: it recovers the input");

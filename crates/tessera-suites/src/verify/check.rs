@@ -6,17 +6,29 @@ use rand_core::{CryptoRng, RngCore};
 use tessera_field::kernels::{ConvGeometry, ConvKernel};
 use tessera_field::zt;
 
-/// The challenge set `Z` the coefficients are drawn from.
+/// The challenge set `Z` the coefficients and points are drawn from. A wrong product passes one
+/// repetition with probability at most `(H_o + W_o − 1) / |Z|`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Challenge {
-    /// All of `Z_t`: a wrong product passes with probability `1/t ≈ 2^−61`.
+    /// All of `Z_t` (`|Z| = t ≈ 2^61`).
     Field,
-    /// `{0, …, 2^bits − 1}`: passes with probability at most `2^−bits` (for tests and for
-    /// clients that trade soundness for nothing: the cost does not depend on it).
+    /// `{0, …, 2^bits − 1}`, `bits` in [`CHALLENGE_BITS`] (for tests: the cost does not depend
+    /// on it).
     Bits(u32),
 }
 
+/// The sizes `Challenge::Bits` may take: at least two values, and all of them below `t`.
+pub const CHALLENGE_BITS: std::ops::RangeInclusive<u32> = 1..=60;
+
 impl Challenge {
+    /// Whether the set has at least two elements, all below `t`.
+    pub fn is_valid(&self) -> bool {
+        match self {
+            Challenge::Field => true,
+            Challenge::Bits(b) => CHALLENGE_BITS.contains(b),
+        }
+    }
+
     fn draw<R: RngCore + CryptoRng>(&self, rng: &mut R) -> u64 {
         match self {
             Challenge::Field => zt::random(rng),
@@ -48,6 +60,10 @@ pub fn check_product<R: RngCore + CryptoRng>(
     let g = kernel.geometry();
     let out = g.output().expect("checked kernel");
     let (plane, channels, in_len) = (out.plane(), g.out_channels, g.input.len());
+    // No challenge, or one from a set that cannot tell products apart, accepts nothing.
+    if repetitions == 0 || !challenge.is_valid() {
+        return false;
+    }
     if product.len() != batch * channels * plane || input.len() != batch * in_len {
         return false;
     }
@@ -155,6 +171,48 @@ mod tests {
         wrong[5] = zt::add(wrong[5], 1);
         assert!(!check_product(&kernel, &x, &wrong, 1, Challenge::Field, 1, &mut rng));
         assert!(!check_product(&kernel, &x, &y[1..], 1, Challenge::Field, 1, &mut rng));
+    }
+
+    /// No repetition, or a challenge set that cannot tell products apart, accepts nothing.
+    #[test]
+    fn degenerate_settings_accept_nothing() {
+        let (kernel, x, y) = layer();
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        assert!(!check_product(&kernel, &x, &y, 1, Challenge::Field, 0, &mut rng));
+        for bits in [0, 61, 64, 65] {
+            assert!(!check_product(&kernel, &x, &y, 1, Challenge::Bits(bits), 1, &mut rng), "{bits} bits");
+        }
+    }
+
+    /// Random geometries (strides above the kernel, padding as large as it, outputs of one row
+    /// or column), each against the reference convolution: the honest product passes and every
+    /// single changed element fails.
+    #[test]
+    fn random_geometries_match_the_reference() {
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        let mut tried = 0;
+        while tried < 60 {
+            let mut pick = |n: u64| (rng.next_u64() % n) as usize;
+            let (c, h, w, k, s) = (1 + pick(3), 1 + pick(8), 1 + pick(8), 1 + pick(4), 1 + pick(5));
+            let pads = [pick(4), pick(4), pick(4), pick(4)];
+            let window = Window2d { kernel: [k, 1 + pick(4)], stride: [s, 1 + pick(5)], pads };
+            let g = ConvGeometry { input: ImageShape::new(c, h, w), out_channels: 1 + pick(3), window };
+            if g.output().is_none() {
+                continue;
+            }
+            tried += 1;
+            let weights: Vec<i64> = (0..g.out_channels * g.terms()).map(|_| pick(41) as i64 - 20).collect();
+            let kernel = ConvKernel::new(g, &weights).unwrap();
+            let batch = 1 + pick(2);
+            let x = zt::random_vec(&mut rng, batch * g.input.len());
+            let y = conv2d_zt(&kernel, &x, batch, 1);
+            assert!(check_product(&kernel, &x, &y, batch, Challenge::Field, 1, &mut rng), "{g:?}");
+            for i in 0..y.len() {
+                let mut wrong = y.clone();
+                wrong[i] = zt::add(wrong[i], 1 + zt::random(&mut rng) % (zt::T - 1));
+                assert!(!check_product(&kernel, &x, &wrong, batch, Challenge::Field, 1, &mut rng), "{g:?}, {i}");
+            }
+        }
     }
 
     /// Strides, rectangular kernels and uneven padding: the honest product passes, and a change

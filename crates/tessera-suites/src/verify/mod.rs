@@ -21,7 +21,7 @@ mod cloud;
 mod memory;
 mod service;
 
-pub use check::{Challenge, check_product};
+pub use check::{CHALLENGE_BITS, Challenge, check_product};
 pub use client::{ClientSettings, Disguise, Outcome, Preprocessed, client, preprocess};
 pub use cloud::{Cheat, Cloud};
 #[doc(hidden)]
