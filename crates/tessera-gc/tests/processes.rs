@@ -4,16 +4,15 @@
 //! The test binary re-executes itself: `relu_across_two_processes_over_mutual_tls` makes a
 //! development CA and one certificate per party, draws the evaluator's shares `a` and the
 //! garbler's shares `b`, and writes them all into a fresh directory. It then starts this same
-//! executable twice, filtered to the `party_process` test, with `TESSERA_GC_ROLE` set to
-//! `garbler` or `evaluator` and `TESSERA_GC_DIR` naming the directory. The garbler listens on an ephemeral loopback port and publishes it in a file; the
+//! executable twice, with `TESSERA_GC_ROLE` set to `garbler` or `evaluator` and
+//! `TESSERA_GC_DIR` naming the directory, and `main` runs that party instead of the test. The garbler listens on an ephemeral loopback port and publishes it in a file; the
 //! evaluator waits for that file, connects, and both run the offline and online phases. Each
 //! writes its output shares: the evaluator `out`, the garbler the masks `r` it drew itself; the
 //! parent checks that both processes exited successfully within the time limit and that
 //! `out[i] = ReLU(a[i] + b[i] mod t) − r[i] mod t` for every `i`, with the signed ReLU (values
 //! above `(t − 1)/2` are negative and map to 0).
 //!
-//! Without `TESSERA_GC_ROLE`, `party_process` passes at once, so a plain `cargo test` runs only
-//! the parent.
+//! The file has its own `main` (`harness = false`), so a party process is not a test of its own.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -121,18 +120,27 @@ async fn run_evaluator(dir: &Path) {
     ch.close().await;
 }
 
-/// One party, started as its own process by the test below (`--ignored` runs it there).
-#[test]
-#[ignore = "a party process that relu_across_two_processes_over_mutual_tls starts, not a test of its own"]
-fn party_process() {
-    let role = std::env::var(ROLE).expect("TESSERA_GC_ROLE names the party");
+/// The test in the parent process; a party in a child process started with `TESSERA_GC_ROLE`.
+fn main() {
+    match std::env::var(ROLE) {
+        Ok(role) => party_process(&role),
+        Err(_) => {
+            relu_across_two_processes_over_mutual_tls();
+            println!("test relu_across_two_processes_over_mutual_tls ... ok");
+        }
+    }
+}
+
+/// One party, run as its own process by the test.
+fn party_process(role: &str) {
     let dir = PathBuf::from(std::env::var(DIR).expect("TESSERA_GC_DIR names the shared directory"));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    match role.as_str() {
+    match role {
         "garbler" => rt.block_on(run_garbler(&dir)),
         "evaluator" => rt.block_on(run_evaluator(&dir)),
         other => panic!("unknown role {other:?}"),
     }
+    println!("party {role} done");
 }
 
 /// A fresh directory, removed when the test passes (kept for inspection when it fails).
@@ -159,7 +167,6 @@ impl Drop for TempDir {
 fn spawn(role: &str, dir: &Path) -> Child {
     let log = fs::File::create(dir.join(format!("{role}.log"))).unwrap();
     Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "party_process", "--ignored", "--nocapture", "--test-threads=1"])
         .env(ROLE, role)
         .env(DIR, dir)
         .stdin(Stdio::null())
@@ -189,7 +196,7 @@ fn wait_both(children: &mut [(&str, Child)], deadline: Instant) -> Vec<Option<Ex
     status
 }
 
-#[test]
+/// Both parties as processes over mutual TLS; every output share checked exactly.
 fn relu_across_two_processes_over_mutual_tls() {
     let dir = TempDir::new();
     let d = dir.0.as_path();
@@ -222,7 +229,7 @@ fn relu_across_two_processes_over_mutual_tls() {
             None => panic!("the {role} did not finish within {DEADLINE:?} (seed {seed}); killed. Its output:\n{log}"),
             Some(s) => assert!(s.success(), "the {role} failed with {s} (seed {seed}). Its output:\n{log}"),
         }
-        assert!(log.contains("party_process ... ok"), "the {role} ran its role (seed {seed}):\n{log}");
+        assert!(log.contains(&format!("party {role} done")), "the {role} ran its role (seed {seed}):\n{log}");
     }
 
     let (out, r) = (read_u64s(&d.join("out")), read_u64s(&d.join("r")));
