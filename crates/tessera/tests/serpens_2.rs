@@ -409,6 +409,20 @@ fn attack_key_owner_solves_the_first_layer_only_with_the_seed_layout() {
     }
 }
 
+/// The first layer's true outputs (rounded) and each max-pool window's values, sorted.
+fn true_windows(affine: &Affine, truth: &[f64]) -> (Vec<i64>, Vec<Vec<i64>>) {
+    let x: Vec<i64> = affine.apply(truth).iter().map(|&v| v.round() as i64).collect();
+    let (n, s) = (affine.windows(), affine.arity());
+    let windows = (0..n)
+        .map(|w| {
+            let mut v: Vec<i64> = (0..s).map(|j| x[affine.element(w, j)]).collect();
+            v.sort_unstable();
+            v
+        })
+        .collect();
+    (x, windows)
+}
+
 /// Per window of the max pool, the gcd of the key owner's `z` would be `k` (times the gcd of
 /// the window) if `z = k·x`; dividing by it gives the window's exact values. On what the key
 /// owner really decrypts (with the offsets `e`) it recovers (almost) no window, where a
@@ -417,13 +431,9 @@ fn attack_key_owner_solves_the_first_layer_only_with_the_seed_layout() {
 fn attack_gcd_of_a_window_reveals_neither_k_nor_x() {
     let (affine, truth, seen, _) = first_layer_view(Layout::Hidden, 1);
     let (n, s) = (affine.windows(), affine.arity());
-    let x: Vec<i64> = affine.apply(&truth).iter().map(|&v| v.round() as i64).collect();
-    let window = |w: usize| -> Vec<i64> {
-        let mut v: Vec<i64> = (0..s).map(|j| x[affine.element(w, j)]).collect();
-        v.sort_unstable();
-        v
-    };
-    let windows: HashSet<Vec<i64>> = (0..n).map(window).collect();
+    let (_, by_window) = true_windows(&affine, &truth);
+    let window = |w: usize| by_window[w].clone();
+    let windows: HashSet<Vec<i64>> = by_window.iter().cloned().collect();
     let gcd = |a: i64, b: i64| {
         let (mut a, mut b) = (a.unsigned_abs(), b.unsigned_abs());
         while b != 0 {
@@ -533,13 +543,9 @@ fn attack_masker_sees_only_uniform_values() {
 fn attack_key_owner_known_background_pins_no_window() {
     let (affine, truth, seen, _) = first_layer_view(Layout::Hidden, 2);
     let (n, s) = (affine.windows(), affine.arity());
-    let x: Vec<i64> = affine.apply(&truth).iter().map(|&v| v.round() as i64).collect();
-    let window = |w: usize| -> Vec<i64> {
-        let mut v: Vec<i64> = (0..s).map(|j| x[affine.element(w, j)]).collect();
-        v.sort_unstable();
-        v
-    };
-    let windows: HashSet<Vec<i64>> = (0..n).map(window).collect();
+    let (x, by_window) = true_windows(&affine, &truth);
+    let window = |w: usize| by_window[w].clone();
+    let windows: HashSet<Vec<i64>> = by_window.iter().cloned().collect();
     // The first layer on a blank image, from the model.
     let (lo, _) = pixel_range();
     let mut known: Vec<i64> = affine.apply(&vec![lo; truth.len()]).iter().map(|&v| v.round() as i64).collect();
