@@ -283,8 +283,7 @@ async fn write_frame<W: AsyncWrite + Unpin>(
     };
     match tokio::time::timeout(timeout, write).await {
         Err(_) => Err(NetError::Timeout { peer: peer.into(), step: kind, waited: timeout }),
-        Ok(Err(e)) if is_closed(&e) => Err(NetError::PeerClosed { peer: peer.into(), step: kind }),
-        Ok(Err(e)) => Err(NetError::Io { peer: peer.into(), reason: e.to_string() }),
+        Ok(Err(e)) => Err(stream_error(peer, kind, e)),
         Ok(Ok(())) => Ok(()),
     }
 }
@@ -334,11 +333,23 @@ async fn read_exact<R: AsyncRead + Unpin>(
                 });
             }
             Ok(Ok(_)) => {}
-            Ok(Err(e)) if is_closed(&e) => return Err(NetError::PeerClosed { peer: peer.into(), step }),
-            Ok(Err(e)) => return Err(NetError::Io { peer: peer.into(), reason: e.to_string() }),
+            Ok(Err(e)) => return Err(stream_error(peer, step, e)),
         }
     }
     Ok(buf)
+}
+
+/// A failed read or write (or TLS handshake) while waiting for `step`: a stream that ended is
+/// [`NetError::PeerClosed`], a TLS failure (an alert from the peer, a record that does not
+/// decrypt) [`NetError::Tls`], anything else [`NetError::Io`].
+pub(crate) fn stream_error(peer: &str, step: MessageKind, e: std::io::Error) -> NetError {
+    if is_closed(&e) {
+        return NetError::PeerClosed { peer: peer.into(), step };
+    }
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(tls) => NetError::Tls { peer: peer.into(), reason: tls.to_string() },
+        None => NetError::Io { peer: peer.into(), reason: e.to_string() },
+    }
 }
 
 fn is_closed(e: &std::io::Error) -> bool {

@@ -12,7 +12,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::channel::Channel;
+use crate::channel::{Channel, stream_error};
 use crate::error::{NetError, Result};
 use crate::frame::{MessageKind, SessionId};
 
@@ -117,7 +117,7 @@ impl TlsServer {
         let stream = tokio::time::timeout(self.timeout, self.acceptor.accept(tcp))
             .await
             .map_err(|_| tls_err(format!("handshake not finished within {:?}", self.timeout)))?
-            .map_err(|e| tls_err(e.to_string()))?;
+            .map_err(|e| stream_error(&addr, HELLO, e))?;
         let cert = stream
             .get_ref()
             .1
@@ -128,8 +128,16 @@ impl TlsServer {
         let name = expected
             .iter()
             .find(|n| ServerName::try_from(n.as_str()).is_ok_and(|sn| ee.verify_is_valid_for_subject_name(&sn).is_ok()))
-            .ok_or_else(|| NetError::UnexpectedParty { expected: expected.to_vec() })?;
-        let mut channel = Channel::new(name.clone(), stream, self.timeout, self.max_payload);
+            .cloned();
+        let refused = name.is_none();
+        let mut channel = Channel::new(name.unwrap_or(addr), stream, self.timeout, self.max_payload);
+        if refused {
+            // Tell the client why instead of just closing, so it can tell a refusal from a crash.
+            let error = NetError::UnexpectedParty { expected: expected.to_vec() };
+            channel.abort(SessionId([0; 16]), &error.to_string()).await;
+            channel.close().await;
+            return Err(error);
+        }
         channel.send(HELLO, SessionId([0; 16]), 0, self.name.as_bytes()).await?;
         Ok(channel)
     }
@@ -157,17 +165,18 @@ pub async fn connect(
             .await
             .map_err(|e| NetError::Io { peer: peer.to_string(), reason: e.to_string() })?;
         tcp.set_nodelay(true).map_err(|e| NetError::Io { peer: peer.to_string(), reason: e.to_string() })?;
-        TlsConnector::from(Arc::new(config)).connect(server_name, tcp).await.map_err(|e| tls_err(e.to_string()))
+        TlsConnector::from(Arc::new(config)).connect(server_name, tcp).await.map_err(|e| stream_error(peer, HELLO, e))
     };
     let stream = tokio::time::timeout(timeout, handshake)
         .await
         .map_err(|_| tls_err(format!("handshake not finished within {timeout:?}")))??;
     let mut channel = Channel::new(peer, stream, timeout, max_payload);
-    // The server refuses a client it cannot authenticate by closing (with an alert) instead of
-    // greeting: surface that here as a TLS error.
+    // The server refuses a client it cannot authenticate with a TLS alert (which the channel
+    // reports as a TLS error), and an authenticated party it does not expect with an abort frame
+    // instead of the greeting. A connection that just ends is a server that went away: that
+    // stays the peer's fault.
     let hello = channel.recv(HELLO, SessionId([0; 16]), 0).await.map_err(|e| match e {
-        NetError::Io { reason, .. } => tls_err(format!("refused by the server: {reason}")),
-        NetError::PeerClosed { .. } => tls_err("refused by the server (connection closed)".into()),
+        NetError::Aborted { reason, .. } => tls_err(format!("refused by the server: {reason}")),
         other => other,
     })?;
     if hello != peer.as_bytes() {
