@@ -140,6 +140,20 @@ pub fn scale_assign(dst: &mut [u64], c: u64) {
     dst.iter_mut().for_each(|d| *d = mul(*d, c));
 }
 
+/// `Σ a[i] · b[i] mod t` over the shorter of the two, reducing once per 32 products (each is
+/// below `2^122`, so 32 of them stay below `2^127`) instead of once per product.
+pub fn dot(a: &[u64], b: &[u64]) -> u64 {
+    const LAZY: usize = 32;
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    a.chunks(LAZY).zip(b.chunks(LAZY)).fold(0u64, |acc, (x, y)| {
+        let sum: u128 = x.iter().zip(y).map(|(&p, &q)| p as u128 * q as u128).sum();
+        // Fold the top bits once (`2^61 ≡ δ`) so that the rest is below `2^122`.
+        let folded = (sum >> 61) * DELTA as u128 + (sum as u64 & MASK61) as u128;
+        add(acc, reduce_u128(folded))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +169,20 @@ mod tests {
         }
         assert_eq!(inv_all(&[5, 0, 7]), None);
         assert_eq!(inv_all(&[]), Some(vec![]));
+    }
+
+    #[test]
+    fn dot_matches_the_product_by_product_sum() {
+        let naive = |a: &[u64], b: &[u64]| a.iter().zip(b).fold(0, |acc, (&p, &q)| add(acc, mul(p, q)));
+        // All at T − 1: the largest products, so every lazy chunk sums to its maximum.
+        for n in [0, 1, 31, 32, 33, 64, 1000] {
+            let top = vec![T - 1; n];
+            assert_eq!(dot(&top, &top), naive(&top, &top), "n = {n}");
+        }
+        let a: Vec<u64> = (0..777u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % T).collect();
+        let b: Vec<u64> = (0..777u64).map(|i| (T - 1 - i * i) % T).collect();
+        assert_eq!(dot(&a, &b), naive(&a, &b));
+        assert_eq!(dot(&a, &b[..500]), naive(&a[..500], &b[..500]));
     }
 
     fn elem() -> impl Strategy<Value = u64> {

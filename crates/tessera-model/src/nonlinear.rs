@@ -94,11 +94,20 @@ impl NonlinearLayer {
     /// The layer on plaintext values (the fixed-point reference): rescale (round to nearest),
     /// then ReLU or pool.
     pub fn eval_plain(&self, x: &[u64], batch: usize) -> Vec<u64> {
-        let t: Vec<u64> =
-            if self.shift > 0 { x.iter().map(|&v| fixed::round_shift(v, self.shift)).collect() } else { x.to_vec() };
+        let shift = self.shift;
         match self.kind {
-            NonlinearKind::Relu => t.into_iter().map(relu).collect(),
+            // One branch-free pass: round to nearest at the new scale, then rectify (a
+            // non-negative signed value is its own representative in `Z_t`).
+            NonlinearKind::Relu => {
+                let half = (1i64 << shift) >> 1;
+                x.iter().map(|&v| ((zt::to_i64(v) + half) >> shift).max(0) as u64).collect()
+            }
             NonlinearKind::MaxPool { window, relu: with_relu } => {
+                let t: std::borrow::Cow<'_, [u64]> = if shift > 0 {
+                    x.iter().map(|&v| fixed::round_shift(v, shift)).collect::<Vec<_>>().into()
+                } else {
+                    x.into()
+                };
                 let mut y = vec![0; batch * self.output.len()];
                 max_pool_zt(&t, self.input, &window, batch, &mut y);
                 if with_relu {
@@ -117,6 +126,24 @@ fn relu(v: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fused pass equals rounding, then ReLU, element by element, at the field's edges too.
+    #[test]
+    fn relu_rounds_then_rectifies() {
+        let mut values: Vec<u64> = (-40i64..40).map(zt::from_i64).collect();
+        values.extend([zt::T / 2, zt::T / 2 + 1, zt::T - 1, zt::from_i64(1 << 40), zt::from_i64(-(1 << 40) - 7)]);
+        for shift in [0, 1, 3, 12] {
+            let layer = NonlinearLayer {
+                node: 0,
+                kind: NonlinearKind::Relu,
+                input: ImageShape::new(1, 1, values.len()),
+                output: ImageShape::new(1, 1, values.len()),
+                shift,
+            };
+            let expected: Vec<u64> = values.iter().map(|&v| relu(fixed::round_shift(v, shift))).collect();
+            assert_eq!(layer.eval_plain(&values, 1), expected, "shift {shift}");
+        }
+    }
 
     #[test]
     fn gathered_windows_give_the_pool() {

@@ -159,7 +159,7 @@ impl Runner {
         if let (Step::Linear(_), FixedOp::Linear { bias: Some(b), .. }) = (step, &self.model.ops[node])
             && self.adds_constants
         {
-            add_bias(&mut output, b, self.model.shapes[node].plane());
+            fold_bias(&mut output, b, self.model.shapes[node].plane(), zt::add);
         }
         if let (Step::Nonlinear(layer), Some(trace)) = (step, &self.trace) {
             let input = self.values[self.model.inputs[node][0]].clone();
@@ -182,7 +182,7 @@ impl Runner {
             FixedOp::Linear { kernel, bias } => {
                 let mut y = conv2d_zt(kernel, x, batch, rayon::current_num_threads());
                 if let (Some(b), true) = (bias, self.adds_constants) {
-                    add_bias(&mut y, b, shape.plane());
+                    fold_bias(&mut y, b, shape.plane(), zt::add);
                 }
                 y
             }
@@ -208,10 +208,11 @@ impl Runner {
     }
 }
 
-/// Adds each output channel's bias to its plane.
-fn add_bias(y: &mut [u64], bias: &[u64], plane: usize) {
+/// Folds each output channel's bias into its plane of `y` (any number of images) with `op`
+/// (`zt::add` to add it, `zt::sub` to take it away).
+pub fn fold_bias(y: &mut [u64], bias: &[u64], plane: usize, op: fn(u64, u64) -> u64) {
     for (chunk, &bv) in y.chunks_mut(plane).zip(bias.iter().cycle()) {
-        chunk.iter_mut().for_each(|v| *v = zt::add(*v, bv));
+        chunk.iter_mut().for_each(|v| *v = op(*v, bv));
     }
 }
 

@@ -139,16 +139,16 @@ impl<'a> Reader<'a> {
         Ok(values)
     }
 
-    /// Adds exactly `dst.len()` field elements (each below `t`) into `dst`, mod `t`, without
-    /// an intermediate vector.
-    pub fn add_elements_into(&mut self, dst: &mut [u64]) -> Result<()> {
+    /// Reads exactly `dst.len()` field elements (each below `t`) and folds each into `dst` as
+    /// `d = op(d, v)`, without an intermediate vector.
+    pub fn elements_into(&mut self, dst: &mut [u64], op: impl Fn(u64, u64) -> u64) -> Result<()> {
         let len = self.element_bytes(dst.len())?;
         let bytes = self.take(len)?;
         let mut outside = false;
         for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(8)) {
             let v = u64::from_le_bytes(c.try_into().expect("8 bytes"));
             if v < zt::T {
-                *d = zt::add(*d, v);
+                *d = op(*d, v);
             } else {
                 outside = true;
             }
@@ -239,8 +239,8 @@ mod tests {
         assert!(Reader::new(&bad, "p", "m").end().is_err());
         assert!(Reader::new(&bad, "p", "m").elements(usize::MAX).is_err());
         let mut acc = vec![5u64, 6];
-        Reader::new(&elements_to_bytes(&[zt::T - 1, 1]), "p", "m").add_elements_into(&mut acc).unwrap();
+        Reader::new(&elements_to_bytes(&[zt::T - 1, 1]), "p", "m").elements_into(&mut acc, zt::add).unwrap();
         assert_eq!(acc, vec![4, 7]);
-        assert!(Reader::new(&bad, "p", "m").add_elements_into(&mut [0]).is_err());
+        assert!(Reader::new(&bad, "p", "m").elements_into(&mut [0], zt::add).is_err());
     }
 }

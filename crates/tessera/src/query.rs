@@ -38,8 +38,16 @@ impl QueryResult {
     /// verify: the layers recomputed locally after a failed check (empty for other suites).
     pub fn recomputed(&self) -> &[u32] {
         match &self.outcome {
-            Outcome::Verify { recomputed } => recomputed,
+            Outcome::Verify { recomputed, .. } => recomputed,
             Outcome::Plain | Outcome::SerpensN | Outcome::Serpens2 | Outcome::Bayes { .. } => &[],
+        }
+    }
+
+    /// verify: the client's operations and online CPU time (`None` for other suites).
+    pub fn client_cost(&self) -> Option<&tessera_suites::verify::ClientCost> {
+        match &self.outcome {
+            Outcome::Verify { client, .. } => Some(client.as_ref()),
+            Outcome::Plain | Outcome::SerpensN | Outcome::Serpens2 | Outcome::Bayes { .. } => None,
         }
     }
 

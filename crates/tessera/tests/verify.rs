@@ -10,12 +10,16 @@ use std::sync::Arc;
 
 use tessera::LoadedModel;
 use tessera::input::normalize;
+use tessera::model::cost::OpCount;
+use tessera::model::fixed::{FixedModel, FixedOp};
 use tessera_field::kernels::ConvKernel;
 use tessera_field::kernels::im2col::Im2col;
 use tessera_field::zt;
 use tessera_net::Wiretap;
 use tessera_suites::SuiteError;
-use tessera_suites::verify::{Challenge, Cheat, ClientSettings, Cloud, DONE, Disguise, OFFLOAD, run_in_memory};
+use tessera_suites::verify::{
+    Challenge, Cheat, ClientCost, ClientSettings, Cloud, DONE, Disguise, OFFLOAD, run_in_memory,
+};
 
 const STRICT: ClientSettings = ClientSettings {
     disguise: Disguise::Pad,
@@ -37,8 +41,41 @@ fn results_equal_the_fixed_point_reference_exactly() {
             assert_eq!(outcome.logits, reference, "{model}, {:?}", settings.disguise);
             assert!(outcome.recomputed.is_empty());
             assert_eq!(outcome.reports.len(), 2);
+            check_counts(model, &fixed, n, settings, &outcome.cost);
         }
     }
+}
+
+/// The client's counted operations against what each part must cost: one addition per padded
+/// input element and per unpadded output element, one multiplication and one addition per input
+/// and output element per challenge; the local model's multiplications are the imported model's
+/// multiply-accumulates. The CPU parts fit in the total.
+fn check_counts(model: &str, fixed: &FixedModel, n: usize, settings: ClientSettings, cost: &ClientCost) {
+    let a = &cost.arithmetic;
+    let linear: Vec<_> = (0..fixed.ops().len()).filter_map(|node| fixed.linear_kernel(node)).collect();
+    let inputs: u64 = linear.iter().map(|k| k.geometry().input.len() as u64).sum::<u64>() * n as u64;
+    let outputs: u64 = linear.iter().map(|k| k.geometry().output().unwrap().len() as u64).sum::<u64>() * n as u64;
+    let macs =
+        tessera::model::cost::total(&LoadedModel::load(&repo().join(format!("models/{model}.onnx"))).unwrap().merged)
+            .macs;
+    // Beyond the multiply-accumulates, the residual adds that rescale one input multiply.
+    let lifted: u64 = (0..fixed.ops().len())
+        .filter(|&node| matches!(fixed.ops()[node], FixedOp::Add { lift: Some(_) }))
+        .map(|node| fixed.op_count(node).mul)
+        .sum();
+    assert_eq!(cost.local_model.mul, (macs + lifted) * n as u64, "{model}");
+    match settings.disguise {
+        Disguise::Pad => {
+            assert_eq!(a.pad, OpCount { add: inputs, ..Default::default() }, "{model}");
+            assert_eq!(a.unpad, OpCount { add: outputs, ..Default::default() }, "{model}");
+            let per = inputs + outputs;
+            assert_eq!(a.check, OpCount { mul: per, add: per, other: (n * linear.len()) as u64 }, "{model}");
+            assert!(a.preprocess.mul >= macs * n as u64, "{model}: K·M is computed ahead");
+        }
+        Disguise::MonomialInsecure => assert_eq!(a.preprocess, OpCount::default(), "{model}"),
+    }
+    let c = &cost.cpu;
+    assert!(c.pads + c.checks + c.unpad + c.local + c.transport <= c.total + std::time::Duration::from_micros(1));
 }
 
 #[test]

@@ -18,8 +18,9 @@ use tessera::model::plain::PlainEngine;
 use tessera::suites::serpens_2::Layout;
 use tessera::{LoadedModel, QueryOptions, Suite};
 
+use super::client::ClientSummary;
 use super::throughput::{Check, Throughput, Workload, burst, within};
-use super::{Spread, query_input, time_runs};
+use super::{Spread, cpu_runs, query_input, time_runs};
 use crate::output::{min_median, print_json};
 
 /// Options of the suite comparison.
@@ -139,6 +140,8 @@ pub struct Report {
 pub struct Baselines {
     /// The `f32` engine.
     pub f32_ms: Spread,
+    /// The `f32` engine's CPU time (all threads of this process).
+    pub f32_cpu_ms: Spread,
     /// The fixed-point reference (the exact function the secure suites compute).
     pub fixed_ms: Spread,
 }
@@ -192,6 +195,8 @@ pub struct Measured {
     pub online_median_ms: f64,
     /// The user's CPU time outside preprocessing, median over the timed queries.
     pub user_cpu_median_ms: f64,
+    /// verify: the client's operations and online CPU by part, beside the local model.
+    pub client: Option<ClientSummary>,
     /// The cost of the query with the median latency: per layer, per party and link, totals.
     #[serde(flatten)]
     pub cost: QueryCost,
@@ -279,12 +284,18 @@ pub fn run(args: CompareArgs) -> Result<()> {
     let f32_ms = Spread::of_seconds(time_runs(args.runs * 5, || {
         std::hint::black_box(engine.run(&x, batch).expect("validated input"));
     }));
+    let f32_cpu_ms = Spread::of_seconds(cpu_runs(args.runs * 5, || {
+        std::hint::black_box(engine.run(&x, batch).expect("validated input"));
+    }));
     bar.inc(1);
     let fixed_ms = Spread::of_seconds(time_runs(args.runs, || {
         std::hint::black_box(fixed.run(&x, batch).expect("calibrated input"));
     }));
     bar.inc(1);
 
+    // The user of a timed query runs on one thread, as a client device would; concurrent users
+    // (throughput) share a multi-threaded runtime.
+    let one_user = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let launch = crate::cluster::launcher(None)?;
     let mut results = Vec::new();
@@ -309,7 +320,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
             query.layout = config.layout;
             bar.set_message(format!("{} on {net}", config.label()));
             let work = Workload { config: target.config(), model: &m, batch, options: &query };
-            let measured = measure(&rt, work, &names, &x, (args.warmup, args.runs), &bar)
+            let measured = measure(&one_user, work, &names, &x, (args.warmup, args.runs), f32_cpu_ms.median, &bar)
                 .with_context(|| format!("{} on {net}", config.label()))?;
             let median = measured.latency_ms.median;
             if config.suite == Suite::Plain {
@@ -355,7 +366,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         macs: cost.macs,
         relus: cost.relus,
         nets: net_names,
-        baselines: Baselines { f32_ms, fixed_ms },
+        baselines: Baselines { f32_ms, f32_cpu_ms, fixed_ms },
         results,
         skipped,
     };
@@ -392,17 +403,20 @@ fn configurations(args: &CompareArgs, m: &LoadedModel) -> (Vec<Config>, Vec<Skip
 }
 
 /// `warmup` untimed queries of `work` on `x`, then `runs` timed ones; the breakdown is the
-/// median query's, its nodes named by `names`.
+/// median query's, its nodes named by `names`; a verify client is set against the `f32`
+/// engine's median CPU time.
 fn measure(
     rt: &tokio::runtime::Runtime,
     work: Workload<'_>,
     names: &dyn Fn(u32) -> String,
     x: &[f32],
     (warmup, runs): (usize, usize),
+    f32_cpu_ms: f64,
     bar: &ProgressBar,
 ) -> Result<Measured> {
     let Workload { config, model, batch, options: query } = work;
     let mut timed: Vec<(f64, QueryCost)> = Vec::with_capacity(runs);
+    let mut clients = Vec::new();
     for i in 0..warmup + runs {
         let start = Instant::now();
         let r = rt.block_on(tessera::query_with(config, model, x, batch as u32, query))?;
@@ -410,8 +424,10 @@ fn measure(
         bar.inc(1);
         if i >= warmup {
             timed.push((seconds, QueryCost::from_reports(&r.reports, r.connect, names)));
+            clients.extend(r.client_cost().copied());
         }
     }
+    let client = ClientSummary::of(&clients, f32_cpu_ms);
     let latencies_ms: Vec<f64> = timed.iter().map(|(s, _)| s * 1e3).collect();
     let latency_ms = Spread::of_seconds(timed.iter().map(|(s, _)| *s).collect());
     let median = |mut v: Vec<f64>| min_median(&mut v).1;
@@ -421,5 +437,5 @@ fn measure(
     let user_cpu_median_ms = median(timed.iter().map(|(_, c)| user(c)).collect());
     timed.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (_, cost) = timed.swap_remove(timed.len() / 2);
-    Ok(Measured { latency_ms, latencies_ms, preprocess_median_ms, online_median_ms, user_cpu_median_ms, cost })
+    Ok(Measured { latency_ms, latencies_ms, preprocess_median_ms, online_median_ms, user_cpu_median_ms, client, cost })
 }

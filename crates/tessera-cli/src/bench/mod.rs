@@ -2,6 +2,7 @@
 //! focused benchmarks (kernels, the plaintext engines, load), each against its baseline in the
 //! same process.
 
+mod client;
 mod compare;
 mod plot;
 mod text;
@@ -134,6 +135,18 @@ fn query_input(m: &LoadedModel, data: Option<&Path>, batch: usize) -> Result<Vec
         shape.w
     );
     Ok(normalize(&set.stratified(batch).pixels, set.shape, m.meta()))
+}
+
+/// One warm-up call, then `runs` calls, each one's CPU time of the whole process in seconds.
+fn cpu_runs(runs: usize, mut f: impl FnMut()) -> Vec<f64> {
+    f();
+    (0..runs.max(1))
+        .map(|_| {
+            let t = cpu_time::ProcessTime::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect()
 }
 
 /// One warm-up call (caches, scratch buffers, thread pool), then `runs` timed calls, in seconds.

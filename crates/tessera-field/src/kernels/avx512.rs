@@ -236,7 +236,7 @@ pub fn matmul_panels<T: Avx512Scalar>(
     let panels = n.div_ceil(nr);
     let tasks = threads.clamp(1, panels.max(1));
     let out = OutPtr(c.as_mut_ptr());
-    (0..tasks).into_par_iter().for_each(|t| {
+    let task = |t: usize| {
         let mut bpack = vec![T::default(); k * nr];
         for p in (t * panels / tasks)..((t + 1) * panels / tasks) {
             let (j0, w) = (p * nr, nr.min(n - p * nr));
@@ -266,7 +266,18 @@ pub fn matmul_panels<T: Avx512Scalar>(
                 }
             }
         }
-    });
+    };
+    run_tasks(tasks, task);
+}
+
+/// Runs `task(0..tasks)` on the rayon pool; a single task runs on the calling thread, with no
+/// hand-off to the pool and no workers woken.
+fn run_tasks(tasks: usize, task: impl Fn(usize) + Sync + Send) {
+    if tasks == 1 {
+        task(0);
+    } else {
+        (0..tasks).into_par_iter().for_each(task);
+    }
 }
 
 /// A stride-1 convolution as a direct product over zero-padded images: for each of `images`
@@ -303,7 +314,7 @@ pub fn conv_direct<T: Avx512Scalar>(
     let units = images * row_units;
     let tasks = threads.clamp(1, units.max(1));
     let out = OutPtr(c.as_mut_ptr());
-    (0..tasks).into_par_iter().for_each(|t| {
+    run_tasks(tasks, |t| {
         for unit in (t * units / tasks)..((t + 1) * units / tasks) {
             let (img, oy) = (unit / row_units, unit % row_units * rows_per_tile);
             for ox0 in (0..ow).step_by(nr) {

@@ -231,12 +231,17 @@ pub fn conv2d_zt(kernel: &ConvKernel, input: &[u64], batch: usize, threads: usiz
         prod.resize(m * n, 0.0);
         conv_product(g, &kernel.weights, limbs, plan.count(), batch, threads, cols, prod);
         let bp = batch * p;
-        result.par_chunks_mut(out.len()).enumerate().for_each(|(b, img)| {
+        let combine = |(b, img): (usize, &mut [u64])| {
             for (o, plane) in img.chunks_mut(p).enumerate() {
                 let row = &prod[o * n + b * p..(o + 1) * n];
                 plan.combine_rows(|q| &row[q * bp..q * bp + p], plane);
             }
-        });
+        };
+        if threads > 1 {
+            result.par_chunks_mut(out.len()).enumerate().for_each(combine);
+        } else {
+            result.chunks_mut(out.len()).enumerate().for_each(combine);
+        }
     });
     result
 }

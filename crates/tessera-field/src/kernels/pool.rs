@@ -6,6 +6,10 @@ use rayon::prelude::*;
 use super::geometry::{ImageShape, Window2d};
 use crate::zt;
 
+/// Window reads below which a pool runs on the calling thread: handing a small pool to the
+/// thread pool (and waking its workers) costs more than it saves.
+const PARALLEL_MIN_READS: usize = 1 << 18;
+
 /// Folds `fold` over every window of every channel of `batch` images into `out`
 /// (`batch × c × oh × ow`). Every window must hold at least one input position.
 pub fn pool<T: Copy + Send + Sync>(
@@ -19,7 +23,7 @@ pub fn pool<T: Copy + Send + Sync>(
     let (oh, ow) = win.output_hw(shape.h, shape.w).expect("window checked when the layer was built");
     assert_eq!(src.len(), batch * shape.len(), "pool input length");
     assert_eq!(out.len(), batch * shape.c * oh * ow, "pool output length");
-    out.par_chunks_mut(oh * ow).enumerate().for_each(|(plane_idx, plane_out)| {
+    let one_plane = |(plane_idx, plane_out): (usize, &mut [T])| {
         let plane = &src[plane_idx * shape.plane()..(plane_idx + 1) * shape.plane()];
         for oy in 0..oh {
             let y0 = (oy * win.stride[0]) as isize - win.pads[0] as isize;
@@ -36,7 +40,12 @@ pub fn pool<T: Copy + Send + Sync>(
                 plane_out[oy * ow + ox] = acc.expect("every window holds an input position");
             }
         }
-    });
+    };
+    if out.len() * win.size() < PARALLEL_MIN_READS {
+        out.chunks_mut(oh * ow).enumerate().for_each(one_plane);
+    } else {
+        out.par_chunks_mut(oh * ow).enumerate().for_each(one_plane);
+    }
 }
 
 /// Sum pool over `Z_t` (an average pool whose `1/k` was folded into the next layer).

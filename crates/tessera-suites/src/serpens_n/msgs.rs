@@ -2,8 +2,8 @@
 //! [`Join`] (`JOIN`), [`Masked`] (`MASKED`) and [`Reshare`] (`RESHARE`). Every length is fixed by
 //! the model and the batch, so nothing is sized by the peer.
 
-use tessera_field::Seed;
 use tessera_field::share::Share;
+use tessera_field::{Seed, zt};
 use tessera_model::nonlinear::NonlinearLayer;
 use tessera_net::{FrameHeader, SessionId};
 use zeroize::{Zeroize, Zeroizing};
@@ -135,7 +135,7 @@ impl Masked {
     /// length is the message's); the payload is wiped.
     pub fn add_into(peer: &str, mut payload: Vec<u8>, sum: &mut [u64]) -> Result<()> {
         let mut r = Reader::new(&payload, peer, "masked");
-        let read = r.add_elements_into(sum).and_then(|()| r.end());
+        let read = r.elements_into(sum, zt::add).and_then(|()| r.end());
         payload.zeroize();
         read
     }

@@ -1,10 +1,14 @@
 //! The check of an offloaded convolution's product: Freivalds' random combination of the
-//! output channels, with the output positions folded in by a bivariate polynomial, so that
-//! the check costs time linear in the layer's input, output and weights.
+//! output channels, with the output positions folded in by a bivariate polynomial. The
+//! challenge is drawn ahead of the product and turned into one weight per input and per output
+//! position, so that checking a product is two inner products: linear in the layer's input and
+//! output.
 
 use rand_core::{CryptoRng, RngCore};
-use tessera_field::kernels::{ConvGeometry, ConvKernel};
+use tessera_field::kernels::ConvKernel;
 use tessera_field::zt;
+use tessera_model::cost::OpCount;
+use zeroize::Zeroize;
 
 /// The challenge set `Z` the coefficients and points are drawn from. A wrong product passes one
 /// repetition with probability at most `(H_o + W_o − 1) / |Z|`.
@@ -37,17 +41,155 @@ impl Challenge {
     }
 }
 
-/// Checks `product == kernel · input` (`batch` images, no bias) with `repetitions` independent
-/// challenges; `false` if any fails.
+/// One challenge for one layer, drawn before the product exists and kept from the cloud.
 ///
-/// Each challenge draws a coefficient `r_o` per output channel and two points `α`, `β` from the
-/// challenge set `Z`, and compares, per image, `Σ_o r_o Σ_{y,x} α^y β^x Y[o, y, x]` with the same
-/// form of `K · X` computed from the input: `Σ_{c,i,j} K̃[c, i, j] · S[c, i, j]`, where
-/// `K̃ = Σ_o r_o K_o` and `S[c, i, j] = Σ_{y,x} α^y β^x X̄[c, y·s_h + i, x·s_w + j]` over the
-/// zero-padded input `X̄`. The sums `S` come from sliding geometric sums along rows, then
-/// columns, so a challenge costs `O(|X̄| + |Y| + |K|)` field operations instead of a
-/// convolution. A wrong `Y` passes one challenge with probability at most
+/// It draws a coefficient `r_o` per output channel and two points `α`, `β` from the challenge
+/// set `Z`, and tests, per image, `Σ_o r_o Σ_{y,x} α^y β^x (Y − K·X)[o, y, x] = 0`. Both sides
+/// are linear forms with weights fixed by the challenge and the kernel: `⟨Y, H⟩` with
+/// `H[o, y, x] = r_o α^y β^x`, and `⟨X, G⟩` with `G[c, u, v] = Σ K̃[c, i, j] α^y β^x` over the
+/// taps `(i, j)` and outputs `(y, x)` that read input position `(u, v)`, where
+/// `K̃ = Σ_o r_o K_o`. `G` and `H` are computed here, ahead (`O(|K| + k_h·|X| + |Y|)`), so the
+/// check itself is two inner products. A wrong `Y` passes with probability at most
 /// `(1 + H_o + W_o − 2) / |Z|` (docs/suites/verify.md, "The check").
+pub struct Probe {
+    /// `G`, one image (`C × H × W`).
+    input_weights: Vec<u64>,
+    /// `H`, one image (`C_out × H_o × W_o`).
+    output_weights: Vec<u64>,
+    /// `⟨B, H⟩` for a bias `B` that the checked output includes (0 without).
+    bias_form: u64,
+    /// What preparing them took.
+    preparation: OpCount,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.input_weights.zeroize();
+        self.output_weights.zeroize();
+        self.bias_form.zeroize();
+    }
+}
+
+impl Probe {
+    /// Draws a challenge for `kernel` from `challenge` and prepares its weights.
+    pub fn draw<R: RngCore + CryptoRng>(kernel: &ConvKernel, challenge: Challenge, rng: &mut R) -> Self {
+        let g = kernel.geometry();
+        let out = g.output().expect("checked kernel");
+        let mut r: Vec<u64> = (0..g.out_channels).map(|_| challenge.draw(rng)).collect();
+        let (alpha, beta) = (challenge.draw(rng), challenge.draw(rng));
+        let powers = |base: u64, n: usize| {
+            std::iter::successors(Some(1u64), move |&p| Some(zt::mul(p, base))).take(n).collect::<Vec<_>>()
+        };
+        let (mut alphas, mut betas) = (powers(alpha, out.h), powers(beta, out.w));
+        // H: r_o α^y β^x.
+        let mut plane: Vec<u64> = alphas.iter().flat_map(|&a| betas.iter().map(move |&b| zt::mul(a, b))).collect();
+        let output_weights: Vec<u64> = r.iter().flat_map(|&ro| plane.iter().map(move |&p| zt::mul(ro, p))).collect();
+        let mut products = (out.h + out.w + plane.len() + output_weights.len() + g.out_channels * g.terms()) as u64;
+        // G, separably: first each tap row's weights along the input columns, then down the rows.
+        let mut combined = kernel.combine_channels(&r);
+        let ([kh, kw], [sh, sw], [top, left, ..]) = (g.window.kernel, g.window.stride, g.window.pads);
+        let (h, w) = (g.input.h, g.input.w);
+        // The power of the output coordinate that tap `tap` reads at padded coordinate `at`.
+        let power = |powers: &[u64], at: usize, tap: usize, stride: usize| {
+            let d = at.checked_sub(tap)?;
+            (d % stride == 0).then(|| powers.get(d / stride).copied()).flatten()
+        };
+        let mut input_weights = vec![0u64; g.input.len()];
+        let mut rows = vec![0u64; kh * w];
+        for (c, filter) in combined.chunks(kh * kw).enumerate() {
+            rows.iter_mut().for_each(|v| *v = 0);
+            for (i, taps) in filter.chunks(kw).enumerate() {
+                for (v, acc) in rows[i * w..(i + 1) * w].iter_mut().enumerate() {
+                    for (j, &k) in taps.iter().enumerate() {
+                        if let Some(b) = power(&betas, v + left, j, sw) {
+                            *acc = zt::add(*acc, zt::mul(k, b));
+                            products += 1;
+                        }
+                    }
+                }
+            }
+            let weights = &mut input_weights[c * h * w..(c + 1) * h * w];
+            for (u, row) in weights.chunks_mut(w).enumerate() {
+                for i in 0..kh {
+                    if let Some(a) = power(&alphas, u + top, i, sh) {
+                        for (acc, &t) in row.iter_mut().zip(&rows[i * w..(i + 1) * w]) {
+                            *acc = zt::add(*acc, zt::mul(a, t));
+                        }
+                        products += w as u64;
+                    }
+                }
+            }
+        }
+        for secret in [&mut combined, &mut rows, &mut r, &mut alphas, &mut betas, &mut plane] {
+            secret.zeroize();
+        }
+        let preparation = OpCount { mul: products, add: products, other: 0 };
+        Self { input_weights, output_weights, bias_form: 0, preparation }
+    }
+
+    /// Makes the probe check an output that includes the bias `bias` (one value per output
+    /// channel): `⟨Y + B, H⟩ = ⟨X, G⟩ + ⟨B, H⟩`.
+    pub fn include_bias(&mut self, bias: &[u64]) {
+        let plane = self.output_weights.len() / bias.len().max(1);
+        self.bias_form = self
+            .output_weights
+            .chunks(plane)
+            .zip(bias)
+            .fold(0, |acc, (h, &b)| zt::add(acc, zt::mul(b, h.iter().fold(0, |s, &v| zt::add(s, v)))));
+        let n = self.output_weights.len() as u64;
+        self.preparation += OpCount { mul: bias.len() as u64, add: n, other: 0 };
+    }
+
+    /// The operations spent preparing this challenge.
+    pub fn preparation(&self) -> OpCount {
+        self.preparation
+    }
+
+    /// Whether `product` passes against `input` (`batch` images each), counting the
+    /// operations into `ops`.
+    pub fn passes(&self, input: &[u64], product: &[u64], batch: usize, ops: &mut OpCount) -> bool {
+        let (x_len, y_len) = (self.input_weights.len(), self.output_weights.len());
+        if input.len() != batch * x_len || product.len() != batch * y_len {
+            return false;
+        }
+        let n = (batch * (x_len + y_len)) as u64;
+        *ops += OpCount { mul: n, add: n, other: batch as u64 };
+        input
+            .chunks(x_len)
+            .zip(product.chunks(y_len))
+            .all(|(x, y)| zt::add(zt::dot(x, &self.input_weights), self.bias_form) == zt::dot(y, &self.output_weights))
+    }
+}
+
+/// `repetitions` independent challenges for `kernel`; none from a challenge set that cannot
+/// tell products apart.
+pub fn draw_probes<R: RngCore + CryptoRng>(
+    kernel: &ConvKernel,
+    challenge: Challenge,
+    repetitions: usize,
+    rng: &mut R,
+) -> Vec<Probe> {
+    if !challenge.is_valid() {
+        return Vec::new();
+    }
+    (0..repetitions).map(|_| Probe::draw(kernel, challenge, rng)).collect()
+}
+
+/// Whether `product` passes every one of `probes` against `input` (`batch` images), counting
+/// the operations into `ops`. No probe accepts nothing.
+pub fn all_pass(probes: &[Probe], input: &[u64], product: &[u64], batch: usize, ops: &mut OpCount) -> bool {
+    !probes.is_empty() && probes.iter().all(|p| p.passes(input, product, batch, ops))
+}
+
+/// Checks `product == kernel · input` (`batch` images, no bias) with `repetitions` independent
+/// challenges ([`Probe`]); `false` if any fails. No repetition, or a challenge set that cannot
+/// tell products apart, accepts nothing.
 pub fn check_product<R: RngCore + CryptoRng>(
     kernel: &ConvKernel,
     input: &[u64],
@@ -57,91 +199,8 @@ pub fn check_product<R: RngCore + CryptoRng>(
     repetitions: usize,
     rng: &mut R,
 ) -> bool {
-    let g = kernel.geometry();
-    let out = g.output().expect("checked kernel");
-    let (plane, channels, in_len) = (out.plane(), g.out_channels, g.input.len());
-    // No challenge, or one from a set that cannot tell products apart, accepts nothing.
-    if repetitions == 0 || !challenge.is_valid() {
-        return false;
-    }
-    if product.len() != batch * channels * plane || input.len() != batch * in_len {
-        return false;
-    }
-    (0..repetitions).all(|_| {
-        let r: Vec<u64> = (0..channels).map(|_| challenge.draw(rng)).collect();
-        let (alpha, beta) = (challenge.draw(rng), challenge.draw(rng));
-        let combined = kernel.combine_channels(&r);
-        (0..batch).all(|b| {
-            let y = &product[b * channels * plane..(b + 1) * channels * plane];
-            let x = &input[b * in_len..(b + 1) * in_len];
-            output_form(y, &r, out.h, out.w, alpha, beta) == input_form(g, &combined, x, alpha, beta)
-        })
-    })
-}
-
-/// `Σ_o r_o Σ_{y,x} α^y β^x Y[o, y, x]` for one image's product `y` (`r.len()` channels of
-/// `h × w`).
-fn output_form(y: &[u64], r: &[u64], h: usize, w: usize, alpha: u64, beta: u64) -> u64 {
-    let plane = h * w;
-    let mut d = vec![0u64; plane];
-    for (channel, &ro) in y.chunks(plane).zip(r) {
-        for (acc, &v) in d.iter_mut().zip(channel) {
-            *acc = zt::add(*acc, zt::mul(ro, v));
-        }
-    }
-    d.chunks(w).rev().fold(0u64, |acc, row| zt::add(zt::mul(acc, alpha), horner(row, beta)))
-}
-
-/// `Σ_{c,i,j} K̃[c, i, j] · S[c, i, j]` for one image `x`, `combined` being `K̃` (`C × kh × kw`).
-fn input_form(g: &ConvGeometry, combined: &[u64], x: &[u64], alpha: u64, beta: u64) -> u64 {
-    let out = g.output().expect("checked kernel");
-    let ([kh, kw], [sh, sw], [top, left, bottom, right]) = (g.window.kernel, g.window.stride, g.window.pads);
-    let (h, w) = (g.input.h, g.input.w);
-    let (hp, wp) = (h + top + bottom, w + left + right);
-    let mut total = 0u64;
-    let mut padded_row = vec![0u64; wp];
-    for (c, image) in x.chunks(h * w).enumerate() {
-        // Per padded row, the row sums Σ_x β^x X̄[u, x·s_w + j] for every tap column j.
-        let mut rows = vec![0u64; hp * kw];
-        for u in top..top + h {
-            padded_row[left..left + w].copy_from_slice(&image[(u - top) * w..(u - top + 1) * w]);
-            rows[u * kw..(u + 1) * kw].copy_from_slice(&sliding_sums(&padded_row, sw, out.w, kw, beta));
-        }
-        let mut column = vec![0u64; hp];
-        for j in 0..kw {
-            column.iter_mut().enumerate().for_each(|(u, v)| *v = rows[u * kw + j]);
-            let s = sliding_sums(&column, sh, out.h, kh, alpha);
-            for (i, &si) in s.iter().enumerate() {
-                total = zt::add(total, zt::mul(combined[(c * kh + i) * kw + j], si));
-            }
-        }
-    }
-    total
-}
-
-/// For every tap `k < taps`, `Σ_{x<n} ratio^x · line[x·stride + k]` (zero past the end): sliding
-/// geometric sums over each residue class of the stride, `O(n + taps)` per class, from
-/// `W(a) = v(a) + ratio · W(a + 1) − ratio^n · v(a + n)`.
-fn sliding_sums(line: &[u64], stride: usize, n: usize, taps: usize, ratio: u64) -> Vec<u64> {
-    let mut out = vec![0u64; taps];
-    let ratio_n = (0..n).fold(1u64, |acc, _| zt::mul(acc, ratio));
-    for residue in 0..stride.min(taps) {
-        let at = |q: usize| line.get(q * stride + residue).copied().unwrap_or(0);
-        let offsets = (taps - residue).div_ceil(stride);
-        let last = offsets - 1;
-        let mut window = (0..n).rev().fold(0u64, |acc, x| zt::add(zt::mul(acc, ratio), at(x + last)));
-        out[last * stride + residue] = window;
-        for a in (0..last).rev() {
-            window = zt::sub(zt::add(at(a), zt::mul(ratio, window)), zt::mul(ratio_n, at(a + n)));
-            out[a * stride + residue] = window;
-        }
-    }
-    out
-}
-
-/// `Σ_x β^x v[x]`.
-fn horner(v: &[u64], beta: u64) -> u64 {
-    v.iter().rev().fold(0u64, |acc, &x| zt::add(zt::mul(acc, beta), x))
+    let probes = draw_probes(kernel, challenge, repetitions, rng);
+    all_pass(&probes, input, product, batch, &mut OpCount::default())
 }
 
 #[cfg(test)]

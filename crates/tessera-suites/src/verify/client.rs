@@ -9,13 +9,15 @@ use rand::seq::SliceRandom;
 use tessera_field::kernels::im2col::Im2col;
 use tessera_field::kernels::{ConvKernel, conv2d_zt};
 use tessera_field::{seed::os_rng, zt};
-use tessera_model::fixed::FixedModel;
-use tessera_model::runner::{Runner, Step};
+use tessera_model::cost::OpCount;
+use tessera_model::fixed::{FixedModel, FixedOp};
+use tessera_model::runner::{Runner, Step, fold_bias};
 use tessera_net::{Channel, PartyReport, Recorder, SessionId, StageKind};
 use tracing::Instrument;
 use zeroize::Zeroize;
 
-use super::check::{Challenge, check_product};
+use super::check::{Challenge, Probe, all_pass, draw_probes};
+use super::cost::{Arithmetic, ClientCost, CpuSplit, timed};
 use super::{DONE, OFFLOAD, PRODUCT, REPORT};
 use crate::error::{Result, SuiteError};
 use crate::wire::{Reader, put_elements, recv_reports};
@@ -67,11 +69,13 @@ pub struct ClientSettings {
     pub recompute_on_failure: bool,
 }
 
-/// One-time pads for every offloaded layer of one query, with their products: computed before
-/// the input is known. Wiped when dropped.
+/// Everything prepared for one query before its input is known: per offloaded layer a one-time
+/// pad, its product and the challenges of the check. Wiped when dropped.
 pub struct Preprocessed {
     batch: usize,
-    pads: Vec<(u32, Vec<u64>, Vec<u64>)>,
+    layers: Vec<PreparedLayer>,
+    /// Operations spent preparing (the pad products and the challenges' weights).
+    pub ops: OpCount,
     /// How long the preprocessing took.
     pub elapsed: Duration,
     /// The process's CPU time meanwhile (every thread of the pad products).
@@ -82,38 +86,63 @@ impl std::fmt::Debug for Preprocessed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Preprocessed")
             .field("batch", &self.batch)
-            .field("layers", &self.pads.len())
+            .field("layers", &self.layers.len())
             .finish_non_exhaustive()
     }
 }
 
-impl Drop for Preprocessed {
+/// One offloaded layer's preparation.
+struct PreparedLayer {
+    node: u32,
+    /// The OFFLOAD payload as words: batch and disguise tag, then the pad `M`, to which the
+    /// input is added in place, so that its bytes (little-endian) are the message.
+    message: Vec<u64>,
+    /// `K·M − b` (`b` the layer's bias), replaced in place by the true output `K·X + b`.
+    product: Vec<u64>,
+    probes: Vec<Probe>,
+}
+
+impl Drop for PreparedLayer {
     fn drop(&mut self) {
-        for (_, m, km) in &mut self.pads {
-            m.zeroize();
-            km.zeroize();
-        }
+        self.message.zeroize();
+        self.product.zeroize();
     }
 }
 
-/// Draws the pads `M` (uniform, fresh) and computes `K · M` for every linear layer (nothing
-/// for [`Disguise::MonomialInsecure`]).
-pub fn preprocess(model: &FixedModel, batch: usize, disguise: Disguise) -> Preprocessed {
+/// Draws the pads `M` (uniform, fresh) and the check's challenges, and computes `K·M`, for
+/// every linear layer (nothing for [`Disguise::MonomialInsecure`], whose disguise and
+/// challenges depend on the input's layout).
+pub fn preprocess(model: &FixedModel, batch: usize, settings: ClientSettings) -> Preprocessed {
     let start = Instant::now();
     let cpu = ProcessTime::now();
-    if disguise == Disguise::MonomialInsecure {
-        return Preprocessed { batch, pads: Vec::new(), elapsed: start.elapsed(), cpu: cpu.elapsed() };
+    let mut ops = OpCount::default();
+    if settings.disguise == Disguise::MonomialInsecure {
+        return Preprocessed { batch, layers: Vec::new(), ops, elapsed: start.elapsed(), cpu: cpu.elapsed() };
     }
     let mut rng = os_rng();
-    let pads = (0..model.ops().len())
+    let header = (batch as u64 | (Disguise::Pad as u64) << 32).to_le();
+    let layers = (0..model.ops().len())
         .filter_map(|node| {
             let kernel = model.linear_kernel(node)?;
-            let m = zt::random_vec(&mut rng, batch * kernel.geometry().input.len());
-            let km = conv2d_zt(kernel, &m, batch, rayon::current_num_threads());
-            Some((node as u32, m, km))
+            let mut message = Vec::with_capacity(1 + batch * kernel.geometry().input.len());
+            message.push(header);
+            message.extend((0..batch * kernel.geometry().input.len()).map(|_| zt::random(&mut rng)));
+            // One thread: preprocessing runs in the background, beside other work.
+            let mut product = conv2d_zt(kernel, &message[1..], batch, 1);
+            let macs = (batch * kernel.geometry().macs()) as u64;
+            ops += OpCount { mul: macs, add: macs, other: 0 };
+            let mut probes = draw_probes(kernel, settings.challenge, settings.repetitions, &mut rng);
+            // `K·M − b`, so that unpadding gives `K·X + b`: the bias costs nothing online.
+            if let FixedOp::Linear { bias: Some(bias), .. } = &model.ops()[node] {
+                fold_bias(&mut product, bias, kernel.geometry().output().expect("checked kernel").plane(), zt::sub);
+                ops += OpCount { add: product.len() as u64, ..Default::default() };
+                probes.iter_mut().for_each(|p| p.include_bias(bias));
+            }
+            ops += probes.iter().map(Probe::preparation).sum();
+            Some(PreparedLayer { node: node as u32, message, product, probes })
         })
         .collect();
-    Preprocessed { batch, pads, elapsed: start.elapsed(), cpu: cpu.elapsed() }
+    Preprocessed { batch, layers, ops, elapsed: start.elapsed(), cpu: cpu.elapsed() }
 }
 
 /// What a query returns.
@@ -125,6 +154,8 @@ pub struct Outcome {
     pub reports: Vec<PartyReport>,
     /// Layers whose product failed the check and were recomputed locally.
     pub recomputed: Vec<u32>,
+    /// The client's operations and CPU time.
+    pub cost: ClientCost,
 }
 
 /// Runs one query as the client: `input` holds `batch` images encoded at activation scale.
@@ -134,57 +165,108 @@ pub async fn client(
     cloud: &mut Channel,
     session: SessionId,
     input: Vec<u64>,
-    pre: Preprocessed,
+    mut pre: Preprocessed,
     settings: ClientSettings,
 ) -> Result<Outcome> {
     let batch = pre.batch;
+    let online = ProcessTime::now();
     let mut rec = Recorder::new(name);
-    let mut runner = Runner::new(model.clone(), input, batch, true).offloading_linear();
+    // With the pad, the biases were folded into `K·M` ahead of the query.
+    let adds_biases = settings.disguise == Disguise::MonomialInsecure;
+    let mut runner = Runner::new(model.clone(), input, batch, adds_biases).offloading_linear();
     let mut rng = os_rng();
     let mut recomputed = Vec::new();
+    let mut cost = ClientCost {
+        local_model: model.total_op_count().times(batch as u64),
+        arithmetic: Arithmetic { preprocess: pre.ops, ..Default::default() },
+        cpu: CpuSplit::default(),
+    };
     let mut first = 0usize;
-    while let Some(step) = runner.step() {
+    loop {
+        let (arith, cpu) = (&mut cost.arithmetic, &mut cost.cpu);
+        // The layers the runner computes itself on the way to the next step.
+        let step = timed(&mut cpu.local, || runner.step());
+        let Some(step) = step else { break };
         let node = step.node();
+        for local in first..node as usize {
+            arith.local += model.op_count(local).times(batch as u64);
+        }
         if node as usize > first {
             rec.stage(node - 1, model.node_name(node as usize - 1), StageKind::Local, &[cloud]);
         }
         first = node as usize + 1;
-        let output = match step {
-            Step::Nonlinear(layer) => layer.eval_plain(runner.pending_input(), batch),
+        let (output, kind) = match step {
+            Step::Nonlinear(layer) => {
+                arith.local += model.op_count(node as usize).times(batch as u64);
+                (timed(&mut cpu.local, || layer.eval_plain(runner.pending_input(), batch)), StageKind::Local)
+            }
             Step::Linear(node) => {
                 let span = tracing::debug_span!("layer", node, kind = ?StageKind::Offloaded);
                 let x = runner.pending_input();
-                async {
-                    let kernel = model.linear_kernel(node as usize).expect("a linear step");
-                    let mut offload = Offload::new(settings.disguise, kernel, x, batch, &pre, node);
-                    cloud.send(OFFLOAD, session, node, &offload.message).await?;
-                    let reply = cloud.recv(PRODUCT, session, node).await?;
-                    let mut r = Reader::new(&reply, cloud.peer(), "product");
-                    let out_len = batch * kernel.geometry().output().expect("checked kernel").len();
-                    let product = r.elements(out_len)?;
-                    r.end()?;
-                    let sound = offload.check(kernel, &product, batch, settings, &mut rng);
-                    if sound {
-                        Ok(offload.reveal(kernel, product, batch, &pre))
-                    } else if settings.recompute_on_failure {
-                        recomputed.push(node);
-                        Ok(conv2d_zt(kernel, x, batch, rayon::current_num_threads()))
-                    } else {
-                        Err(SuiteError::VerificationFailed { peer: cloud.peer().into(), layer: node })
+                let kernel = model.linear_kernel(node as usize).expect("a linear step");
+                let out_len = batch * kernel.geometry().output().expect("checked kernel").len();
+                let offload = async {
+                    let product = match settings.disguise {
+                        Disguise::Pad => {
+                            let at = pre.layers.iter().position(|l| l.node == node).expect("a pad per linear layer");
+                            let mut layer = pre.layers.swap_remove(at);
+                            timed(&mut cpu.pads, || layer.add_input(x));
+                            arith.pad += OpCount { add: x.len() as u64, ..Default::default() };
+                            cloud.send(OFFLOAD, session, node, bytemuck::cast_slice(&layer.message)).await?;
+                            let reply = cloud.recv(PRODUCT, session, node).await?;
+                            timed(&mut cpu.unpad, || layer.unpad(&reply, cloud.peer()))?;
+                            arith.unpad += OpCount { add: out_len as u64, ..Default::default() };
+                            let passed = timed(&mut cpu.checks, || {
+                                all_pass(&layer.probes, x, &layer.product, batch, &mut arith.check)
+                            });
+                            passed.then(|| std::mem::take(&mut layer.product))
+                        }
+                        Disguise::MonomialInsecure => {
+                            let mut disguised = timed(&mut cpu.pads, || Monomial::new(kernel, x, batch));
+                            cloud.send(OFFLOAD, session, node, &disguised.message).await?;
+                            let reply = cloud.recv(PRODUCT, session, node).await?;
+                            let product = timed(&mut cpu.unpad, || {
+                                let mut r = Reader::new(&reply, cloud.peer(), "product");
+                                let product = r.elements(out_len)?;
+                                r.end().map(|()| product)
+                            })?;
+                            let passed = timed(&mut cpu.checks, || {
+                                disguised.check(kernel, &product, settings, &mut rng, &mut arith.check)
+                            });
+                            passed.then(|| timed(&mut cpu.unpad, || disguised.reveal(kernel, product, batch)))
+                        }
+                    };
+                    match product {
+                        Some(y) => Ok(y),
+                        None if settings.recompute_on_failure => {
+                            recomputed.push(node);
+                            let mut y = conv2d_zt(kernel, x, batch, rayon::current_num_threads());
+                            if let (FixedOp::Linear { bias: Some(bias), .. }, false) =
+                                (&model.ops()[node as usize], adds_biases)
+                            {
+                                fold_bias(&mut y, bias, out_len / batch / kernel.geometry().out_channels, zt::add);
+                            }
+                            Ok(y)
+                        }
+                        None => Err(SuiteError::VerificationFailed { peer: cloud.peer().into(), layer: node }),
                     }
+                };
+                if let (FixedOp::Linear { bias: Some(_), .. }, true) = (&model.ops()[node as usize], adds_biases) {
+                    arith.local += OpCount { add: out_len as u64, ..Default::default() };
                 }
-                .instrument(span)
-                .await?
+                (offload.instrument(span).await?, StageKind::Offloaded)
             }
         };
-        let kind = match step {
-            Step::Nonlinear(_) => StageKind::Local,
-            Step::Linear(_) => StageKind::Offloaded,
-        };
-        runner.complete(output);
+        timed(&mut cost.cpu.local, || runner.complete(output));
         rec.stage(node, model.node_name(node as usize), kind, &[cloud]);
     }
+    for local in first..model.ops().len() {
+        cost.arithmetic.local += model.op_count(local).times(batch as u64);
+    }
     let logits = runner.output().to_vec();
+    let cpu = &mut cost.cpu;
+    cpu.total = online.elapsed();
+    cpu.transport = cpu.total.saturating_sub(cpu.pads + cpu.checks + cpu.unpad + cpu.local);
     cloud.send(DONE, session, 0, &[]).await?;
     let cloud_reports = recv_reports(cloud, REPORT, session).await?;
     rec.stage(0, "output", StageKind::Output, &[cloud]);
@@ -206,115 +288,106 @@ pub async fn client(
     );
     let mut reports = vec![own];
     reports.extend(cloud_reports);
-    Ok(Outcome { logits, reports, recomputed })
+    Ok(Outcome { logits, reports, recomputed, cost })
 }
 
-/// One offloaded layer: the disguised message and what the client keeps to check and undo it.
-struct Offload {
-    node: u32,
-    disguise: Disguise,
-    /// Pad: `X + M`. Monomial: the disguised columns `X̂'` (terms × columns).
+impl PreparedLayer {
+    /// Adds the input to the pad, in place: the message becomes `X + M`.
+    fn add_input(&mut self, x: &[u64]) {
+        for (word, &v) in self.message[1..].iter_mut().zip(x) {
+            *word = zt::add(v, *word).to_le();
+        }
+    }
+
+    /// Decodes the cloud's product `Y' = K·(X + M)` and replaces `K·M − b` by the true output
+    /// `Y' − (K·M − b)`, in one pass.
+    fn unpad(&mut self, reply: &[u8], peer: &str) -> Result<()> {
+        let mut r = Reader::new(reply, peer, "product");
+        r.elements_into(&mut self.product, |km, y| zt::sub(y, km))?;
+        r.end()
+    }
+}
+
+/// The insecure disguise of one layer: the input's im2col columns, permuted and each scaled by
+/// a random nonzero factor.
+struct Monomial {
+    /// The disguised columns `X̂'` (terms × columns).
     sent: Vec<u64>,
-    /// Monomial: column `j` holds image position `perm[j]` scaled by `scales[j]`.
+    /// Column `j` holds image position `perm[j]` scaled by `scales[j]`.
     perm: Vec<u32>,
     scales: Vec<u64>,
     message: Vec<u8>,
 }
 
-impl Offload {
-    fn new(disguise: Disguise, kernel: &ConvKernel, x: &[u64], batch: usize, pre: &Preprocessed, node: u32) -> Self {
+impl Monomial {
+    fn new(kernel: &ConvKernel, x: &[u64], batch: usize) -> Self {
         let mut rng = os_rng();
-        let (sent, perm, scales) = match disguise {
-            Disguise::Pad => {
-                let (_, m, _) = pre.pads.iter().find(|(n, _, _)| *n == node).expect("a pad per linear layer");
-                (x.iter().zip(m).map(|(&v, &r)| zt::add(v, r)).collect(), Vec::new(), Vec::new())
-            }
-            Disguise::MonomialInsecure => {
-                let g = kernel.geometry();
-                let cols = Im2col::new(g.input, g.window);
-                let (terms, positions) = (g.terms(), cols.positions());
-                let columns = batch * positions;
-                let mut plain = vec![0u64; terms * columns];
-                for (b, image) in x.chunks(g.input.len()).enumerate() {
-                    cols.fill(image, 0, positions, &mut plain, columns, b * positions);
-                }
-                let mut perm: Vec<u32> = (0..columns as u32).collect();
-                perm.shuffle(&mut rng);
-                let scales: Vec<u64> = (0..columns)
-                    .map(|_| {
-                        loop {
-                            let s = zt::random(&mut rng);
-                            if s != 0 {
-                                break s;
-                            }
-                        }
-                    })
-                    .collect();
-                let mut sent = vec![0u64; terms * columns];
-                for t in 0..terms {
-                    let (src, dst) =
-                        (&plain[t * columns..(t + 1) * columns], &mut sent[t * columns..(t + 1) * columns]);
-                    for (j, d) in dst.iter_mut().enumerate() {
-                        *d = zt::mul(src[perm[j] as usize], scales[j]);
+        let g = kernel.geometry();
+        let cols = Im2col::new(g.input, g.window);
+        let (terms, positions) = (g.terms(), cols.positions());
+        let columns = batch * positions;
+        let mut plain = vec![0u64; terms * columns];
+        for (b, image) in x.chunks(g.input.len()).enumerate() {
+            cols.fill(image, 0, positions, &mut plain, columns, b * positions);
+        }
+        let mut perm: Vec<u32> = (0..columns as u32).collect();
+        perm.shuffle(&mut rng);
+        let scales: Vec<u64> = (0..columns)
+            .map(|_| {
+                loop {
+                    let s = zt::random(&mut rng);
+                    if s != 0 {
+                        break s;
                     }
                 }
-                plain.zeroize();
-                (sent, perm, scales)
+            })
+            .collect();
+        let mut sent = vec![0u64; terms * columns];
+        for t in 0..terms {
+            let (src, dst) = (&plain[t * columns..(t + 1) * columns], &mut sent[t * columns..(t + 1) * columns]);
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d = zt::mul(src[perm[j] as usize], scales[j]);
             }
-        };
+        }
+        plain.zeroize();
         let mut message = Vec::with_capacity(8 + 8 * sent.len());
         message.extend_from_slice(&(batch as u32).to_le_bytes());
-        message.extend_from_slice(&(disguise as u32).to_le_bytes());
+        message.extend_from_slice(&(Disguise::MonomialInsecure as u32).to_le_bytes());
         put_elements(&mut message, &sent);
-        Self { node, disguise, sent, perm, scales, message }
+        Self { sent, perm, scales, message }
     }
 
-    /// The linear-time check of the cloud's product against what was sent.
+    /// The check of the cloud's product against the disguised columns, as one matrix product.
     fn check<R: rand_core::RngCore + rand_core::CryptoRng>(
         &self,
         kernel: &ConvKernel,
         product: &[u64],
-        batch: usize,
         settings: ClientSettings,
         rng: &mut R,
+        ops: &mut OpCount,
     ) -> bool {
-        match self.disguise {
-            Disguise::Pad => {
-                check_product(kernel, &self.sent, product, batch, settings.challenge, settings.repetitions, rng)
-            }
-            Disguise::MonomialInsecure => {
-                let columns = self.perm.len();
-                let matrix = kernel.matrix_form(columns);
-                check_product(&matrix, &self.sent, product, 1, settings.challenge, settings.repetitions, rng)
-            }
-        }
+        let matrix = kernel.matrix_form(self.perm.len());
+        let probes = draw_probes(&matrix, settings.challenge, settings.repetitions, rng);
+        all_pass(&probes, &self.sent, product, 1, ops)
     }
 
     /// The true product `K · X` from the checked product.
-    fn reveal(&mut self, kernel: &ConvKernel, product: Vec<u64>, batch: usize, pre: &Preprocessed) -> Vec<u64> {
-        match self.disguise {
-            Disguise::Pad => {
-                let (_, _, km) = pre.pads.iter().find(|(n, _, _)| *n == self.node).expect("a pad per linear layer");
-                product.iter().zip(km).map(|(&y, &k)| zt::sub(y, k)).collect()
-            }
-            Disguise::MonomialInsecure => {
-                let out = kernel.geometry().output().expect("checked kernel");
-                let (channels, positions, columns) = (out.c, out.plane(), self.perm.len());
-                let mut y = vec![0u64; batch * out.len()];
-                for (j, (&p, &s)) in self.perm.iter().zip(&self.scales).enumerate() {
-                    let inv = zt::inv(s).expect("nonzero scale");
-                    let (b, pos) = (p as usize / positions, p as usize % positions);
-                    for o in 0..channels {
-                        y[(b * channels + o) * positions + pos] = zt::mul(product[o * columns + j], inv);
-                    }
-                }
-                y
+    fn reveal(&mut self, kernel: &ConvKernel, product: Vec<u64>, batch: usize) -> Vec<u64> {
+        let out = kernel.geometry().output().expect("checked kernel");
+        let (channels, positions, columns) = (out.c, out.plane(), self.perm.len());
+        let mut y = vec![0u64; batch * out.len()];
+        for (j, (&p, &s)) in self.perm.iter().zip(&self.scales).enumerate() {
+            let inv = zt::inv(s).expect("nonzero scale");
+            let (b, pos) = (p as usize / positions, p as usize % positions);
+            for o in 0..channels {
+                y[(b * channels + o) * positions + pos] = zt::mul(product[o * columns + j], inv);
             }
         }
+        y
     }
 }
 
-impl Drop for Offload {
+impl Drop for Monomial {
     fn drop(&mut self) {
         self.sent.zeroize();
         self.perm.zeroize();

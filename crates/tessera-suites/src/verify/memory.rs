@@ -28,7 +28,7 @@ pub async fn run_in_memory(
     let server = tokio::spawn(async move { cloud.serve("cloud", &mut theirs).await });
     let mut last = None;
     for _ in 0..queries.max(1) {
-        let pre = preprocess(model, batch, settings.disguise);
+        let pre = preprocess(model, batch, settings);
         let outcome =
             client("client", model.clone(), &mut ours, SessionId::random(), input.to_vec(), pre, settings).await;
         match outcome {

@@ -18,12 +18,14 @@
 mod check;
 mod client;
 mod cloud;
+mod cost;
 mod memory;
 mod service;
 
-pub use check::{CHALLENGE_BITS, Challenge, check_product};
+pub use check::{CHALLENGE_BITS, Challenge, Probe, all_pass, check_product, draw_probes};
 pub use client::{ClientSettings, Disguise, Outcome, Preprocessed, client, preprocess};
 pub use cloud::{Cheat, Cloud};
+pub use cost::{Arithmetic, ClientCost, CpuSplit};
 #[doc(hidden)]
 pub use memory::run_in_memory;
 pub use service::CloudService;

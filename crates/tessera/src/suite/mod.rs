@@ -208,6 +208,8 @@ pub enum Outcome {
     Verify {
         /// Layers whose offloaded product failed its check and were recomputed locally.
         recomputed: Vec<u32>,
+        /// The client's operations and online CPU time, beside running the model itself.
+        client: Box<tessera_suites::verify::ClientCost>,
     },
     /// Suite `bayes` (the query's `logits` are the log of the meta-prediction, so that their
     /// softmax is the mean of the samples' softmax).

@@ -32,13 +32,13 @@ impl Deployment for Verify {
         let encoded = fixed.encode_input(input, batch as usize)?;
         let settings = user.options.verify;
         // The pads do not depend on the input: a deployment prepares them ahead of time.
-        let pre = verify::preprocess(&fixed, batch as usize, settings.disguise);
+        let pre = verify::preprocess(&fixed, batch as usize, settings);
         let (mut channels, connect) = user.connect(Role::Cloud).await?;
         let mut cloud = channels.remove(0);
         let outcome =
             verify::client(user.name, fixed.clone(), &mut cloud, SessionId::random(), encoded, pre, settings).await?;
         cloud.close().await;
-        let result = Outcome::Verify { recomputed: outcome.recomputed };
+        let result = Outcome::Verify { recomputed: outcome.recomputed, client: outcome.cost.into() };
         Ok(QueryResult::new(decoded(&fixed, &outcome.logits), outcome.reports, connect, result))
     }
 }
