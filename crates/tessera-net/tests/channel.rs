@@ -34,7 +34,8 @@ async fn ping_pong(mut client: Channel, mut server: Channel) -> (Channel, Channe
 }
 
 fn cluster() -> (String, Vec<certs::PartyPem>) {
-    certs::dev_cluster("test", &["server", "user", "other"]).unwrap()
+    use certs::KeyUse::{Both, Client, Server};
+    certs::dev_cluster("test", &[("server", Server), ("user", Client), ("other", Both)]).unwrap()
 }
 
 fn identity(ca: &str, p: &certs::PartyPem) -> Identity {
@@ -94,7 +95,7 @@ async fn handshake(
 #[tokio::test]
 async fn wrong_identities_are_refused_on_both_sides() {
     let (ca, parties) = cluster();
-    let (other_ca, strangers) = certs::dev_cluster("elsewhere", &["user"]).unwrap();
+    let (other_ca, strangers) = certs::dev_cluster("elsewhere", &[("user", certs::KeyUse::Client)]).unwrap();
     // A certificate from another CA.
     let (s, c) = handshake(identity(&other_ca, &strangers[0]), identity(&ca, &parties[0]), "user", "server").await;
     assert!(matches!(s, Err(NetError::Tls { .. })), "{s:?}");
@@ -103,6 +104,14 @@ async fn wrong_identities_are_refused_on_both_sides() {
     let (s, c) = handshake(identity(&ca, &parties[2]), identity(&ca, &parties[0]), "user", "server").await;
     assert!(matches!(s, Err(NetError::UnexpectedParty { .. })), "{s:?}");
     assert!(matches!(c, Err(NetError::Tls { .. })), "{c:?}");
+    // A user's certificate serves no one: it is for TLS clients only.
+    let (s, c) = handshake(identity(&ca, &parties[2]), identity(&ca, &parties[1]), "other", "user").await;
+    assert!(matches!(c, Err(NetError::Tls { ref reason, .. }) if reason.contains("extended key usage for server authentication")), "{c:?}");
+    assert!(s.is_err());
+    // A server's certificate connects to no one: it is for TLS servers only.
+    let (s, c) = handshake(identity(&ca, &parties[0]), identity(&ca, &parties[2]), "server", "other").await;
+    assert!(matches!(s, Err(NetError::Tls { .. })), "{s:?}");
+    assert!(c.is_err());
     // A server that is not the party we meant to reach.
     let (s, c) = handshake(identity(&ca, &parties[1]), identity(&ca, &parties[2]), "user", "server").await;
     assert!(matches!(c, Err(NetError::Tls { .. })), "{c:?}");
