@@ -6,8 +6,6 @@
 //! attacks and outcomes are current, and `TESSERA_WRITE_DOCS=1 cargo test -p tessera-cli --test
 //! hostile` rewrites it with this run's measurements.
 
-mod common;
-
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -227,7 +225,11 @@ fn oversized(s: &Setup, rows: &mut Rows) {
     assert!(got.contains("for message kind 513, above its maximum"), "{got}");
     // Refused on the header: the payload never came, and no deadline passed.
     assert!(waited < TIMEOUT / 2, "{waited:?}");
-    rows.add("`INPUT` header declaring 64 MiB (no payload sent)", &got, &format!("answered in {} ms", waited.as_millis()));
+    rows.add(
+        "`INPUT` header declaring 64 MiB (no payload sent)",
+        &got,
+        &format!("answered in {} ms", waited.as_millis()),
+    );
 }
 
 /// Opens 16 user connections to holder-1, each declaring an `INPUT` of `len` bytes and sending
@@ -310,7 +312,11 @@ fn connections(s: &Setup, rows: &mut Rows) {
         held.fds,
         100.0 * share
     );
-    rows.add(&format!("{} idle TCP connections (no TLS) to holder-1", 2 * FD_LIMIT), "accepts pause (10 ms doubling to 1 s) until handshake deadlines free descriptors; then the query succeeds", &measured);
+    rows.add(
+        &format!("{} idle TCP connections (no TLS) to holder-1", 2 * FD_LIMIT),
+        "accepts pause (10 ms doubling to 1 s) until handshake deadlines free descriptors; then the query succeeds",
+        &measured,
+    );
     // TLS connections from one party beyond its share.
     let user = s.identity("user");
     let per_peer = s.config.max_connections_per_peer as usize;

@@ -201,7 +201,9 @@ fn relu_across_two_processes_over_mutual_tls() {
     let dir = TempDir::new();
     let d = dir.0.as_path();
 
-    let (ca, parties) = certs::dev_cluster("gc-processes", &[("garbler", certs::KeyUse::Both), ("evaluator", certs::KeyUse::Both)]).unwrap();
+    let (ca, parties) =
+        certs::dev_cluster("gc-processes", &[("garbler", certs::KeyUse::Both), ("evaluator", certs::KeyUse::Both)])
+            .unwrap();
     fs::write(d.join("ca.pem"), &ca).unwrap();
     for p in &parties {
         fs::write(d.join(format!("{}.cert.pem", p.name)), &p.cert).unwrap();

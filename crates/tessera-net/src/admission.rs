@@ -204,7 +204,10 @@ mod tests {
         let soon = || tokio::time::Instant::now() + Duration::from_millis(50);
         let held = budget.reserve("p", 80, soon(), Duration::from_millis(50)).await.unwrap();
         let refused = budget.reserve("p", 30, soon(), Duration::from_millis(50)).await.unwrap_err();
-        assert_eq!(refused.to_string(), "peer p: a frame of 30 bytes found no room in the read budget of 100 bytes within 50ms");
+        assert_eq!(
+            refused.to_string(),
+            "peer p: a frame of 30 bytes found no room in the read budget of 100 bytes within 50ms"
+        );
         drop(held);
         assert!(budget.reserve("p", 100, soon(), Duration::ZERO).await.is_ok());
         assert!(budget.reserve("p", 101, soon(), Duration::ZERO).await.is_err());

@@ -177,7 +177,10 @@ pub async fn connect(
             .await
             .map_err(|e| NetError::Io { peer: peer.to_string(), reason: e.to_string() })?;
         tcp.set_nodelay(true).map_err(|e| NetError::Io { peer: peer.to_string(), reason: e.to_string() })?;
-        TlsConnector::from(identity.client.clone()).connect(server_name, tcp).await.map_err(|e| stream_error(peer, HELLO, e))
+        TlsConnector::from(identity.client.clone())
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| stream_error(peer, HELLO, e))
     };
     let stream = tokio::time::timeout(timeout, handshake)
         .await

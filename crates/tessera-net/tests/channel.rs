@@ -106,7 +106,10 @@ async fn wrong_identities_are_refused_on_both_sides() {
     assert!(matches!(c, Err(NetError::Tls { .. })), "{c:?}");
     // A user's certificate serves no one: it is for TLS clients only.
     let (s, c) = handshake(identity(&ca, &parties[2]), identity(&ca, &parties[1]), "other", "user").await;
-    assert!(matches!(c, Err(NetError::Tls { ref reason, .. }) if reason.contains("extended key usage for server authentication")), "{c:?}");
+    assert!(
+        matches!(c, Err(NetError::Tls { ref reason, .. }) if reason.contains("extended key usage for server authentication")),
+        "{c:?}"
+    );
     assert!(s.is_err());
     // A server's certificate connects to no one: it is for TLS servers only.
     let (s, c) = handshake(identity(&ca, &parties[0]), identity(&ca, &parties[2]), "server", "other").await;

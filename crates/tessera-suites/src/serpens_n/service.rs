@@ -185,7 +185,11 @@ impl CentralService {
         }
         let (session, holders) = (join.session, join.holders);
         entry.push((channel, join, back));
-        if entry.len() >= holders { waiting.remove(&session).map_or(Gathered::Waiting, Gathered::Complete) } else { Gathered::Waiting }
+        if entry.len() >= holders {
+            waiting.remove(&session).map_or(Gathered::Waiting, Gathered::Complete)
+        } else {
+            Gathered::Waiting
+        }
     }
 }
 
