@@ -76,8 +76,14 @@ impl FrameBudget {
 #[derive(Debug)]
 pub struct SessionLog {
     capacity: usize,
-    seen: Mutex<(HashSet<(String, SessionId)>, VecDeque<(String, SessionId)>)>,
+    seen: Mutex<Seen>,
 }
+
+/// A peer's use of a session.
+type Use = (String, SessionId);
+
+/// The uses remembered, as a set and in the order they came.
+type Seen = (HashSet<Use>, VecDeque<Use>);
 
 impl SessionLog {
     /// A log of the last `capacity` sessions.

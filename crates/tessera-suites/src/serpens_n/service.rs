@@ -181,7 +181,7 @@ impl CentralService {
         let mut waiting = self.pending.lock().expect("pending queries");
         let entry = waiting.entry(join.session).or_default();
         if entry.iter().any(|(_, j, _)| j.index == join.index) {
-            return Gathered::Duplicate(channel, join);
+            return Gathered::Duplicate(Box::new((channel, join)));
         }
         let (session, holders) = (join.session, join.holders);
         entry.push((channel, join, back));
@@ -200,7 +200,7 @@ enum Gathered {
     /// Every holder joined.
     Complete(Vec<Joined>),
     /// The query already has a holder at this index.
-    Duplicate(Channel, Join),
+    Duplicate(Box<(Channel, Join)>),
 }
 
 impl Service for CentralService {
@@ -219,7 +219,8 @@ impl Service for CentralService {
                 let complete = match self.gather(channel, join, back) {
                     Gathered::Waiting => None,
                     Gathered::Complete(joined) => Some(joined),
-                    Gathered::Duplicate(mut channel, join) => {
+                    Gathered::Duplicate(refused) => {
+                        let (mut channel, join) = *refused;
                         let violation = Violation::Duplicate { what: "join for holder", index: join.index as u64 };
                         let e = SuiteError::Protocol { peer: channel.peer().into(), message: "join", violation };
                         channel.abort(session, &e.to_string()).await;
