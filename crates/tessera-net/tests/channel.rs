@@ -236,3 +236,35 @@ async fn a_tap_records_every_received_frame() {
     assert_eq!(seen, [(1, b"one".to_vec()), (2, b"two".to_vec()), (3, b"three".to_vec())]);
     assert!(tap.frames().iter().all(|f| f.from == "b"));
 }
+
+/// A server's admission rules refuse a frame on its header (its kind's limit, a session the
+/// peer already used) and tell the peer why; frames within the rules pass.
+#[tokio::test]
+async fn admission_refuses_at_the_header_and_tells_the_peer() {
+    use tessera_net::admission::{Admission, FrameBudget, FrameLimits, SessionLog};
+    let rules = Arc::new(Admission {
+        limits: FrameLimits::new(0).with(REQUEST, 100),
+        budget: FrameBudget::new(1000),
+        sessions: SessionLog::new(16),
+    });
+    let session = SessionId([1; 16]);
+    let (mut server, mut peer) = Channel::pair("server", "peer", TIMEOUT, MAX);
+    server.admit(rules.clone());
+    peer.send(REQUEST, session, 0, &[0; 100]).await.unwrap();
+    assert_eq!(server.recv(REQUEST, session, 0).await.unwrap().len(), 100);
+    // A kind the server never receives, declaring a megabyte it never sends.
+    let header = FrameHeader { kind: REPLY, layer: 0, session, len: MAX };
+    peer.send_raw_for_tests(&header.encode()).await.unwrap();
+    let refused = server.recv(REPLY, session, 0).await.unwrap_err();
+    let reason = "peer peer: malformed frame: payload of 1048576 bytes for message kind 11, above its maximum of 0";
+    assert_eq!(refused.to_string(), reason);
+    let told = peer.recv(REQUEST, session, 0).await.unwrap_err();
+    assert_eq!(told, NetError::Aborted { peer: "server".into(), step: REQUEST, reason: reason.into() });
+    // The same session again, on a new connection from the same peer.
+    let (mut server, mut peer) = Channel::pair("server", "peer", TIMEOUT, MAX);
+    server.admit(rules);
+    peer.send(REQUEST, session, 0, &[0; 10]).await.unwrap();
+    let replayed = server.recv(REQUEST, session, 0).await.unwrap_err();
+    assert_eq!(replayed, NetError::Replayed { peer: "peer".into(), kind: REQUEST });
+    assert!(matches!(peer.recv(REQUEST, session, 0).await, Err(NetError::Aborted { .. })));
+}
