@@ -96,7 +96,8 @@ async fn max_pool_and_truncating_relu_layers_in_one_session() {
 
 #[tokio::test]
 async fn relu_over_mutual_tls() {
-    let (ca, parties) = certs::dev_cluster("gc-test", &["garbler", "evaluator"]).unwrap();
+    let (ca, parties) =
+        certs::dev_cluster("gc-test", &[("garbler", certs::KeyUse::Both), ("evaluator", certs::KeyUse::Both)]).unwrap();
     let id = |p: &certs::PartyPem| Identity::from_pem(&p.name, &ca, &p.cert, &p.key).unwrap();
     let server = TlsServer::new(&id(&parties[0]), TIMEOUT, MAX_FRAME).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

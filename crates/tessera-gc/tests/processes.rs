@@ -201,11 +201,13 @@ fn relu_across_two_processes_over_mutual_tls() {
     let dir = TempDir::new();
     let d = dir.0.as_path();
 
-    let (ca, parties) = certs::dev_cluster("gc-processes", &["garbler", "evaluator"]).unwrap();
+    let (ca, parties) =
+        certs::dev_cluster("gc-processes", &[("garbler", certs::KeyUse::Both), ("evaluator", certs::KeyUse::Both)])
+            .unwrap();
     fs::write(d.join("ca.pem"), &ca).unwrap();
     for p in &parties {
         fs::write(d.join(format!("{}.cert.pem", p.name)), &p.cert).unwrap();
-        fs::write(d.join(format!("{}.key.pem", p.name)), &p.key).unwrap();
+        fs::write(d.join(format!("{}.key.pem", p.name)), p.key.as_bytes()).unwrap();
     }
 
     let seed = ChaCha20Rng::from_os_rng().next_u64();

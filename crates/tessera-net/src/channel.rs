@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::admission::{Admission, Admitted};
 use crate::error::{NetError, Result};
 use crate::frame::{FrameError, FrameHeader, HEADER_LEN, MessageKind, SessionId};
 use crate::tap::Wiretap;
@@ -54,6 +55,8 @@ pub struct Channel {
     meter: Meter,
     sent_since_recv: bool,
     tap: Option<Wiretap>,
+    /// A server's rules for this accepted connection's frames.
+    admitted: Option<Admitted>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -70,7 +73,7 @@ pub const ANY_KIND: MessageKind = MessageKind(u16::MAX);
 pub const ABORT: MessageKind = MessageKind(1);
 
 /// The longest reason an abort frame carries.
-const MAX_ABORT_REASON: usize = 512;
+pub(crate) const MAX_ABORT_REASON: usize = 512;
 
 impl Channel {
     /// A channel to `peer` over `stream`; every receive (and send) waits at most `timeout`, and
@@ -84,7 +87,14 @@ impl Channel {
             meter: Meter::default(),
             sent_since_recv: false,
             tap: None,
+            admitted: None,
         }
+    }
+
+    /// Checks every frame received from now on against a server's `rules`, at its header: a
+    /// refused frame is not read, and its sender gets the reason in an abort frame.
+    pub fn admit(&mut self, rules: std::sync::Arc<Admission>) {
+        self.admitted = Some(Admitted::new(rules));
     }
 
     /// Records every frame this end receives from now on into `tap` (attack tests' views).
@@ -189,11 +199,11 @@ impl Channel {
         let (mut reader, mut writer) = tokio::io::split(&mut self.stream);
         let (sent, received) = tokio::join!(
             write_frame(&mut writer, peer, timeout, kind, &header, payload),
-            read_frame(&mut reader, peer, timeout, max, kind)
+            read_frame(&mut reader, peer, timeout, max, kind, self.admitted.as_mut())
         );
         sent?;
         self.count_sent(payload);
-        let (h, received) = received?;
+        let (h, received) = self.told(received).await?;
         self.count_received(h, &received);
         self.check(h, received, kind, session, layer)
     }
@@ -246,9 +256,22 @@ impl Channel {
     }
 
     async fn recv_frame(&mut self, step: MessageKind) -> Result<(FrameHeader, Vec<u8>)> {
-        let (h, payload) = read_frame(&mut self.stream, &self.peer, self.timeout, self.max_payload, step).await?;
+        let (stream, admitted) = (&mut self.stream, self.admitted.as_mut());
+        let read = read_frame(stream, &self.peer, self.timeout, self.max_payload, step, admitted).await;
+        let (h, payload) = self.told(read).await?;
         self.count_received(h, &payload);
         Ok((h, payload))
+    }
+
+    /// A received frame, or the error; a frame the admission rules refused is answered with
+    /// the reason first.
+    async fn told(&mut self, read: Result<(FrameHeader, Vec<u8>)>) -> Result<(FrameHeader, Vec<u8>)> {
+        if let Err(e) = &read
+            && let Some(session) = self.admitted.as_mut().and_then(Admitted::take_refused)
+        {
+            self.abort(session, &e.to_string()).await;
+        }
+        read
     }
 
     /// Writes raw bytes, bypassing framing: only for tests that play a misbehaving peer.
@@ -288,20 +311,29 @@ async fn write_frame<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Reads one frame within `timeout`: the header, checked (length against `max_payload`)
-/// before the payload is allocated, then the payload.
+/// Reads one frame within `timeout`: the header, checked (length against `max_payload`, and
+/// against a server's `admitted` rules, whose budget it holds while the payload arrives) before
+/// the payload is allocated, then the payload.
 async fn read_frame<R: AsyncRead + Unpin>(
     stream: &mut R,
     peer: &str,
     timeout: Duration,
     max_payload: u32,
     step: MessageKind,
+    admitted: Option<&mut Admitted>,
 ) -> Result<(FrameHeader, Vec<u8>)> {
     let deadline = tokio::time::Instant::now() + timeout;
     let header = read_exact(stream, peer, timeout, HEADER_LEN, step, deadline, true).await?;
     let header: &[u8; HEADER_LEN] = header.as_slice().try_into().expect("a whole header");
     let h =
         FrameHeader::decode(header, max_payload).map_err(|error| NetError::Malformed { peer: peer.into(), error })?;
+    let _held = match admitted {
+        Some(a) => {
+            a.check(peer, &h)?;
+            Some(a.reserve(peer, &h, deadline, timeout).await?)
+        }
+        None => None,
+    };
     // The length was checked against the maximum before this allocation.
     let payload = read_exact(stream, peer, timeout, h.len as usize, step, deadline, false).await?;
     Ok((h, payload))

@@ -63,6 +63,26 @@ pub enum NetError {
         /// The message kind awaited.
         step: MessageKind,
     },
+    /// The peer started a query with a session it already used here (a replay).
+    #[error("peer {peer}: session already used (message kind {kind})")]
+    Replayed {
+        /// The peer.
+        peer: String,
+        /// The kind of the frame that reused it.
+        kind: MessageKind,
+    },
+    /// This server is reading too many frames at once to take the peer's.
+    #[error("peer {peer}: a frame of {len} bytes found no room in the read budget of {budget} bytes within {waited:?}")]
+    Overloaded {
+        /// The peer.
+        peer: String,
+        /// The frame's declared length.
+        len: u32,
+        /// The server's budget.
+        budget: u32,
+        /// How long the frame waited.
+        waited: Duration,
+    },
     /// The peer gave up on the query and said why.
     #[error("peer {peer} aborted the query (while we waited for kind {step}): {reason}")]
     Aborted {
@@ -124,9 +144,10 @@ impl NetError {
             | NetError::Timeout { .. }
             | NetError::PeerClosed { .. }
             | NetError::Aborted { .. }
+            | NetError::Replayed { .. }
             | NetError::Io { .. } => Fault::Peer,
             NetError::Tls { .. } | NetError::UnexpectedParty { .. } => Fault::Incompatible,
-            NetError::Certificate(_) => Fault::Local,
+            NetError::Certificate(_) | NetError::Overloaded { .. } => Fault::Local,
         }
     }
 }

@@ -70,6 +70,16 @@ pub enum FrameError {
         /// Maximum.
         max: u32,
     },
+    /// A payload longer than its message kind can be at this server.
+    #[error("payload of {len} bytes for message kind {kind}, above its maximum of {max}")]
+    OversizedKind {
+        /// The kind.
+        kind: MessageKind,
+        /// Declared length.
+        len: u32,
+        /// The kind's maximum.
+        max: u32,
+    },
     /// The stream ended inside a frame.
     #[error("truncated frame: {missing} bytes missing")]
     Truncated {

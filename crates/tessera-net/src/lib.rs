@@ -6,6 +6,7 @@
 //! unchanged on both. Every receive has a deadline; every frame is bounded before anything is
 //! allocated for it; every channel counts its bytes, messages and rounds ([`Meter`]).
 
+pub mod admission;
 pub mod certs;
 pub mod channel;
 pub mod error;

@@ -19,12 +19,21 @@ use crate::frame::{MessageKind, SessionId};
 /// The frame a server sends once it accepted a client: its own party name.
 pub const HELLO: MessageKind = MessageKind(0);
 
-/// One party's credentials: the cluster CA, its certificate chain and its private key.
+/// One party's credentials: the cluster CA, its certificate chain and its private key (wiped
+/// on drop), and the client configuration every connection it opens shares.
 pub struct Identity {
     name: String,
     roots: Arc<RootCertStore>,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    client: Arc<ClientConfig>,
+}
+
+impl Drop for Identity {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.key.zeroize();
+    }
 }
 
 impl std::fmt::Debug for Identity {
@@ -66,13 +75,22 @@ impl Identity {
         let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
             .map_err(|e| bad("private key", e.to_string()))?
             .ok_or_else(|| NetError::Certificate(format!("no private key for {name}")))?;
-        Ok(Self { name: name.to_string(), roots: Arc::new(roots), chain, key })
+        let roots = Arc::new(roots);
+        let client = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| bad("client configuration", e.to_string()))?
+            .with_root_certificates(roots.clone())
+            .with_client_auth_cert(chain.clone(), key.clone_key())
+            .map_err(|e| bad("client configuration", e.to_string()))?;
+        Ok(Self { name: name.to_string(), roots, chain, key, client: Arc::new(client) })
     }
 
-    /// Credentials from PEM files.
+    /// Credentials from PEM files (the key's text is wiped once parsed).
     pub fn from_files(name: &str, ca: &std::path::Path, cert: &std::path::Path, key: &std::path::Path) -> Result<Self> {
         let read = |p: &std::path::Path| {
-            std::fs::read_to_string(p).map_err(|e| NetError::Certificate(format!("{}: {e}", p.display())))
+            std::fs::read_to_string(p)
+                .map(zeroize::Zeroizing::new)
+                .map_err(|e| NetError::Certificate(format!("{}: {e}", p.display())))
         };
         Self::from_pem(name, &read(ca)?, &read(cert)?, &read(key)?)
     }
@@ -153,19 +171,16 @@ pub async fn connect(
     max_payload: u32,
 ) -> Result<Channel> {
     let tls_err = |reason: String| NetError::Tls { peer: peer.to_string(), reason };
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| tls_err(e.to_string()))?
-        .with_root_certificates(identity.roots.clone())
-        .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
-        .map_err(|e| tls_err(e.to_string()))?;
     let server_name = ServerName::try_from(peer.to_string()).map_err(|e| tls_err(e.to_string()))?;
     let handshake = async {
         let tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| NetError::Io { peer: peer.to_string(), reason: e.to_string() })?;
         tcp.set_nodelay(true).map_err(|e| NetError::Io { peer: peer.to_string(), reason: e.to_string() })?;
-        TlsConnector::from(Arc::new(config)).connect(server_name, tcp).await.map_err(|e| stream_error(peer, HELLO, e))
+        TlsConnector::from(identity.client.clone())
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| stream_error(peer, HELLO, e))
     };
     let stream = tokio::time::timeout(timeout, handshake)
         .await

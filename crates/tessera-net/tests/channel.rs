@@ -34,7 +34,8 @@ async fn ping_pong(mut client: Channel, mut server: Channel) -> (Channel, Channe
 }
 
 fn cluster() -> (String, Vec<certs::PartyPem>) {
-    certs::dev_cluster("test", &["server", "user", "other"]).unwrap()
+    use certs::KeyUse::{Both, Client, Server};
+    certs::dev_cluster("test", &[("server", Server), ("user", Client), ("other", Both)]).unwrap()
 }
 
 fn identity(ca: &str, p: &certs::PartyPem) -> Identity {
@@ -94,7 +95,7 @@ async fn handshake(
 #[tokio::test]
 async fn wrong_identities_are_refused_on_both_sides() {
     let (ca, parties) = cluster();
-    let (other_ca, strangers) = certs::dev_cluster("elsewhere", &["user"]).unwrap();
+    let (other_ca, strangers) = certs::dev_cluster("elsewhere", &[("user", certs::KeyUse::Client)]).unwrap();
     // A certificate from another CA.
     let (s, c) = handshake(identity(&other_ca, &strangers[0]), identity(&ca, &parties[0]), "user", "server").await;
     assert!(matches!(s, Err(NetError::Tls { .. })), "{s:?}");
@@ -103,6 +104,17 @@ async fn wrong_identities_are_refused_on_both_sides() {
     let (s, c) = handshake(identity(&ca, &parties[2]), identity(&ca, &parties[0]), "user", "server").await;
     assert!(matches!(s, Err(NetError::UnexpectedParty { .. })), "{s:?}");
     assert!(matches!(c, Err(NetError::Tls { .. })), "{c:?}");
+    // A user's certificate serves no one: it is for TLS clients only.
+    let (s, c) = handshake(identity(&ca, &parties[2]), identity(&ca, &parties[1]), "other", "user").await;
+    assert!(
+        matches!(c, Err(NetError::Tls { ref reason, .. }) if reason.contains("extended key usage for server authentication")),
+        "{c:?}"
+    );
+    assert!(s.is_err());
+    // A server's certificate connects to no one: it is for TLS servers only.
+    let (s, c) = handshake(identity(&ca, &parties[0]), identity(&ca, &parties[2]), "server", "other").await;
+    assert!(matches!(s, Err(NetError::Tls { .. })), "{s:?}");
+    assert!(c.is_err());
     // A server that is not the party we meant to reach.
     let (s, c) = handshake(identity(&ca, &parties[1]), identity(&ca, &parties[2]), "user", "server").await;
     assert!(matches!(c, Err(NetError::Tls { .. })), "{c:?}");
@@ -223,4 +235,36 @@ async fn a_tap_records_every_received_frame() {
     let seen: Vec<(u32, Vec<u8>)> = tap.frames().into_iter().map(|f| (f.header.layer, f.payload)).collect();
     assert_eq!(seen, [(1, b"one".to_vec()), (2, b"two".to_vec()), (3, b"three".to_vec())]);
     assert!(tap.frames().iter().all(|f| f.from == "b"));
+}
+
+/// A server's admission rules refuse a frame on its header (its kind's limit, a session the
+/// peer already used) and tell the peer why; frames within the rules pass.
+#[tokio::test]
+async fn admission_refuses_at_the_header_and_tells_the_peer() {
+    use tessera_net::admission::{Admission, FrameBudget, FrameLimits, SessionLog};
+    let rules = Arc::new(Admission {
+        limits: FrameLimits::new(0).with(REQUEST, 100),
+        budget: FrameBudget::new(1000),
+        sessions: SessionLog::new(16),
+    });
+    let session = SessionId([1; 16]);
+    let (mut server, mut peer) = Channel::pair("server", "peer", TIMEOUT, MAX);
+    server.admit(rules.clone());
+    peer.send(REQUEST, session, 0, &[0; 100]).await.unwrap();
+    assert_eq!(server.recv(REQUEST, session, 0).await.unwrap().len(), 100);
+    // A kind the server never receives, declaring a megabyte it never sends.
+    let header = FrameHeader { kind: REPLY, layer: 0, session, len: MAX };
+    peer.send_raw_for_tests(&header.encode()).await.unwrap();
+    let refused = server.recv(REPLY, session, 0).await.unwrap_err();
+    let reason = "peer peer: malformed frame: payload of 1048576 bytes for message kind 11, above its maximum of 0";
+    assert_eq!(refused.to_string(), reason);
+    let told = peer.recv(REQUEST, session, 0).await.unwrap_err();
+    assert_eq!(told, NetError::Aborted { peer: "server".into(), step: REQUEST, reason: reason.into() });
+    // The same session again, on a new connection from the same peer.
+    let (mut server, mut peer) = Channel::pair("server", "peer", TIMEOUT, MAX);
+    server.admit(rules);
+    peer.send(REQUEST, session, 0, &[0; 10]).await.unwrap();
+    let replayed = server.recv(REQUEST, session, 0).await.unwrap_err();
+    assert_eq!(replayed, NetError::Replayed { peer: "peer".into(), kind: REQUEST });
+    assert!(matches!(peer.recv(REQUEST, session, 0).await, Err(NetError::Aborted { .. })));
 }

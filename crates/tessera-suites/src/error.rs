@@ -211,6 +211,24 @@ pub enum Violation {
         /// Which one.
         value: u64,
     },
+    /// A party claimed a place in the query that belongs to another party.
+    #[error("{what} {index} belongs to {owner}")]
+    NotItsPlace {
+        /// The place.
+        what: &'static str,
+        /// Its index.
+        index: u64,
+        /// The party configured for it.
+        owner: String,
+    },
+    /// A second message for a place the query has one of.
+    #[error("a second {what} {index} for this query")]
+    Duplicate {
+        /// The message.
+        what: &'static str,
+        /// The place it claims.
+        index: u64,
+    },
     /// Parties that must agree on a query do not.
     #[error("the parties disagree on the query ({on})")]
     Disagreement {

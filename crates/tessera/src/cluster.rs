@@ -8,6 +8,9 @@
 //! ca = "certs/ca.pem"
 //! timeout_ms = 10000
 //! max_frame_bytes = 67108864
+//! frame_budget_bytes = 268435456   # bytes of frames a server reads at once, all connections
+//! max_connections = 256            # connections a server holds at once
+//! max_connections_per_peer = 32    # of which from one party (certificate name)
 //!
 //! [[party]]
 //! name = "server"
@@ -28,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tessera_net::certs::dev_cluster;
+use tessera_net::certs::{KeyUse, dev_cluster};
 use tessera_net::tls::Identity;
 
 use tessera_suites::service::Limits;
@@ -82,6 +85,16 @@ pub struct ClusterConfig {
     /// Largest frame payload accepted.
     #[serde(default = "default_max_frame")]
     pub max_frame_bytes: u32,
+    /// Bytes of frames a server reads at once over all its connections (at least
+    /// `max_frame_bytes`).
+    #[serde(default = "default_frame_budget")]
+    pub frame_budget_bytes: u32,
+    /// Connections a server holds at once; more are closed as they arrive.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Connections a server holds at once from one party.
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: u32,
     /// The parties.
     #[serde(rename = "party")]
     pub parties: Vec<PartyConfig>,
@@ -90,12 +103,27 @@ pub struct ClusterConfig {
     pub base: PathBuf,
 }
 
+/// Sessions a server remembers per process to refuse their reuse (16 bytes and a name each).
+const SESSIONS_REMEMBERED: usize = 1 << 16;
+
 fn default_timeout_ms() -> u64 {
     10_000
 }
 
 fn default_max_frame() -> u32 {
     64 << 20
+}
+
+fn default_frame_budget() -> u32 {
+    256 << 20
+}
+
+fn default_max_connections() -> u32 {
+    256
+}
+
+fn default_max_connections_per_peer() -> u32 {
+    32
 }
 
 /// The parties of a development cluster of `suite` on loopback: names, roles and addresses
@@ -126,8 +154,13 @@ impl ClusterConfig {
             }
         }
         c.suite.check_roster(&c.roster(), &path.display().to_string())?;
-        if c.timeout_ms == 0 || c.max_frame_bytes == 0 {
+        if [c.timeout_ms, c.max_frame_bytes.into(), c.max_connections.into(), c.max_connections_per_peer.into()]
+            .contains(&0)
+        {
             return Err(err(ConfigProblem::ZeroLimit));
+        }
+        if c.frame_budget_bytes < c.max_frame_bytes {
+            return Err(err(ConfigProblem::BudgetBelowFrame));
         }
         Ok(c)
     }
@@ -140,6 +173,17 @@ impl ClusterConfig {
     /// The receive deadline.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    /// A server's admission rules for the frames it receives: `limits` per kind, this
+    /// configuration's read budget, and sessions used once.
+    pub fn admission(&self, limits: tessera_net::admission::FrameLimits) -> tessera_net::admission::Admission {
+        use tessera_net::admission::{Admission, FrameBudget, SessionLog};
+        Admission {
+            limits,
+            budget: FrameBudget::new(self.frame_budget_bytes),
+            sessions: SessionLog::new(SESSIONS_REMEMBERED),
+        }
     }
 
     /// The limits of every channel.
@@ -218,15 +262,15 @@ impl ClusterConfig {
         parties: &[(String, Role, Option<String>)],
     ) -> Result<PathBuf> {
         let io = |e: std::io::Error| Error::Write { path: dir.display().to_string(), reason: e.to_string() };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let names: Vec<&str> = parties.iter().map(|p| p.0.as_str()).collect();
+        private_dir(dir).map_err(io)?;
+        let names: Vec<(&str, KeyUse)> = parties.iter().map(|p| (p.0.as_str(), p.1.key_use())).collect();
         let (ca, pems) = dev_cluster("tessera", &names)?;
-        std::fs::write(dir.join("ca.pem"), ca).map_err(io)?;
+        write_new(&dir.join("ca.pem"), &ca).map_err(io)?;
         let mut configs = Vec::new();
         for ((name, role, address), pem) in parties.iter().zip(pems) {
             let (cert, key) = (format!("{name}.pem"), format!("{name}.key"));
-            std::fs::write(dir.join(&cert), &pem.cert).map_err(io)?;
-            write_private(&dir.join(&key), &pem.key).map_err(io)?;
+            write_new(&dir.join(&cert), &pem.cert).map_err(io)?;
+            write_new(&dir.join(&key), &pem.key).map_err(io)?;
             configs.push(PartyConfig {
                 name: name.clone(),
                 role: *role,
@@ -245,6 +289,9 @@ impl ClusterConfig {
             ca: "ca.pem".into(),
             timeout_ms: default_timeout_ms(),
             max_frame_bytes: default_max_frame(),
+            frame_budget_bytes: default_frame_budget(),
+            max_connections: default_max_connections(),
+            max_connections_per_peer: default_max_connections_per_peer(),
             parties: configs,
             base: dir.to_path_buf(),
         };
@@ -260,15 +307,39 @@ impl ClusterConfig {
     }
 }
 
-/// Writes a private key readable by its owner only.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+/// Makes `dir` (and its missing parents) a folder only its owner may enter: created with mode
+/// 0700, or set to it when it exists; a symbolic link there is refused.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if !m.file_type().is_dir() => {
+            return Err(std::io::Error::other("not a folder (a symbolic link or a file is in the way)"));
+        }
+        Ok(_) => {}
+        Err(_) => {
+            let mut b = std::fs::DirBuilder::new();
+            b.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+            b.create(dir)?;
+        }
+    }
+    #[cfg(unix)]
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    Ok(())
+}
+
+/// Writes `text` to a new file at `path` readable by its owner only. What was there is removed
+/// first (a symbolic link itself, never its target), and the file is created exclusively, so
+/// the write never follows a link planted meanwhile.
+fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
+    if std::fs::symlink_metadata(path).is_ok() {
+        std::fs::remove_file(path)?;
+    }
     let mut o = std::fs::OpenOptions::new();
-    o.write(true).create(true).truncate(true);
+    o.write(true).create_new(true);
     #[cfg(unix)]
-    o.mode(0o600);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
     o.open(path)?.write_all(text.as_bytes())
 }
 

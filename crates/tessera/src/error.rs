@@ -149,9 +149,12 @@ pub enum ConfigProblem {
         /// How many the configuration has.
         found: usize,
     },
-    /// The timeout or the frame limit is zero.
-    #[error("timeout_ms and max_frame_bytes must be positive")]
+    /// The timeout, the frame limit or a connection limit is zero.
+    #[error("timeout_ms, max_frame_bytes, max_connections and max_connections_per_peer must be positive")]
     ZeroLimit,
+    /// The read budget cannot hold one largest frame.
+    #[error("frame_budget_bytes must be at least max_frame_bytes")]
+    BudgetBelowFrame,
     /// No party has the role.
     #[error("no party with role `{role}`")]
     NoParty {

@@ -58,6 +58,7 @@ pub mod emulate;
 pub mod error;
 pub mod eval;
 pub mod fuzzing;
+mod gate;
 pub mod in_process;
 pub mod input;
 pub mod load;

@@ -7,7 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cluster::{ClusterConfig, PartyConfig, dev_parties};
+use tessera_net::SessionId;
+
+use crate::cluster::{ClusterConfig, PartyConfig, dev_parties, hex};
 use crate::emulate::{LinkProfile, Relay};
 use crate::error::{ConfigProblem, Error, Result};
 use crate::suite::{Role, Suite};
@@ -78,7 +80,8 @@ impl LocalCluster {
     }
 
     fn start_once(launch: Arc<Launcher>, suite: Suite, model: &Path, options: &LocalOptions) -> Result<Self> {
-        let dir = std::env::temp_dir().join(format!("tessera-local-{}-{}", std::process::id(), free_port()?));
+        // An unpredictable name, made a private folder by `write_dev`.
+        let dir = std::env::temp_dir().join(format!("tessera-local-{}", hex(&SessionId::random().0)));
         let parties = dev_parties(suite, options.holders, free_port)?;
         let path = ClusterConfig::write_dev(&dir, suite, model, &parties)?;
         let mut config = ClusterConfig::load(&path)?;

@@ -3,11 +3,15 @@
 //! A server accepts authenticated connections from the parties its role talks to and serves
 //! each on its own task with its suite's service: a misbehaving, slow or vanished peer ends that
 //! connection (or that query) with a typed error, logged with peer and step and never with
-//! values, while every other connection goes on.
+//! values, while every other connection goes on. It holds at most `max_connections`
+//! connections, `max_connections_per_peer` of them from one party; every frame it receives is
+//! checked at its header against the suite's limit for its kind, the read budget and the
+//! sessions already served ([`tessera_net::admission`]); a failed accept pauses the loop.
 
 use std::future::Future;
 use std::sync::Arc;
 
+use tessera_net::SessionId;
 use tessera_net::tls::TlsServer;
 use tessera_suites::verify;
 use tokio::net::TcpListener;
@@ -15,6 +19,7 @@ use tokio::net::TcpListener;
 use crate::cluster::ClusterConfig;
 use crate::dial::TlsConnect;
 use crate::error::{Error, Result};
+use crate::gate::{Backoff, RefusalLog, Slots};
 use crate::suite::{Role, Roster, ServerParty};
 
 /// How a server party behaves beyond its role.
@@ -61,23 +66,48 @@ pub async fn serve(
         .map_err(|e| Error::Listen { address: address.clone(), reason: e.to_string() })?;
     ready(listener.local_addr().map_err(|e| Error::Listen { address: address.clone(), reason: e.to_string() })?);
     let (service, callers) = (served.service, Arc::new(served.callers));
+    let admission = Arc::new(config.admission(served.frames));
+    let slots = Arc::new(Slots::new(config.max_connections, config.max_connections_per_peer));
+    let refusals = Arc::new(RefusalLog::new());
+    let mut backoff = Backoff::default();
     tracing::info!(party = %me.name, %address, suite = %config.suite, "serving");
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => {
-                let Ok((tcp, addr)) = accepted else { continue };
+                let (tcp, addr) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of descriptors (or memory): wait for connections to end.
+                        refusals.refused("the listener", &e);
+                        tokio::time::sleep(backoff.next()).await;
+                        continue;
+                    }
+                };
+                backoff.reset();
+                let Some(slot) = slots.connection() else {
+                    refusals.refused(&addr.to_string(), &"the server holds its most connections");
+                    continue;
+                };
                 let (server, service, callers) = (server.clone(), service.clone(), callers.clone());
+                let (admission, slots, refusals) = (admission.clone(), slots.clone(), refusals.clone());
                 tokio::spawn(async move {
-                    match server.accept(tcp, &callers).await {
-                        Ok(channel) => {
-                            let peer = channel.peer().to_string();
-                            if let Err(e) = service.handle(channel).await {
-                                tracing::warn!(%peer, fault = ?e.fault(), error = %e, "connection ended with an error");
-                            }
-                        }
-                        Err(e) => tracing::warn!(%addr, error = %e, "connection refused"),
+                    let _slot = slot;
+                    let mut channel = match server.accept(tcp, &callers).await {
+                        Ok(channel) => channel,
+                        Err(e) => return refusals.refused(&addr.to_string(), &e),
+                    };
+                    let peer = channel.peer().to_string();
+                    let Some(_peer_slot) = slots.peer(&peer) else {
+                        let why = format!("{peer} holds its most connections to this server");
+                        channel.abort(SessionId([0; 16]), &why).await;
+                        channel.close().await;
+                        return refusals.refused(&peer, &why);
+                    };
+                    channel.admit(admission);
+                    if let Err(e) = service.handle(channel).await {
+                        refusals.failed(&format!("{peer} ({:?} fault)", e.fault()), &e);
                     }
                 });
             }

@@ -39,6 +39,7 @@ pub use user::user;
 
 use tessera_model::fixed::FixedModel;
 use tessera_net::MessageKind;
+use tessera_net::admission::FrameLimits;
 
 /// User → holder: index, holder count, batch, query seed, the holder's input share.
 pub const INPUT: MessageKind = MessageKind(0x0201);
@@ -65,6 +66,31 @@ pub fn max_batch(model: &FixedModel, max_frame: u32) -> usize {
     let per_image = model.nonlinear_layers().iter().map(|l| 8 * msgs::Masked::values(l, 1)).fold(input, usize::max);
     (max_frame as usize / per_image.max(1)).max(1)
 }
+
+/// The largest frame of each kind the parties receive from their callers, for the largest
+/// batch frames of `max_frame` bytes allow ([`max_batch`]).
+#[derive(Debug, Clone)]
+pub struct Frames {
+    /// A holder, from users: `INPUT`.
+    pub holder: FrameLimits,
+    /// `S0`, from holders: `JOIN` and `MASKED`.
+    pub central: FrameLimits,
+}
+
+/// The frame limits of `model`'s parties under frames of at most `max_frame` bytes; any other
+/// kind (but an abort) is refused.
+pub fn frame_limits(model: &FixedModel, max_frame: u32) -> Frames {
+    let batch = max_batch(model, max_frame);
+    let input = INPUT_HEADER + 8 * model.input_shape().len() * batch;
+    let masked = model.nonlinear_layers().iter().map(|l| 8 * msgs::Masked::values(l, batch)).max().unwrap_or(0);
+    Frames {
+        holder: FrameLimits::new(0).with(INPUT, input),
+        central: FrameLimits::new(0).with(JOIN, INPUT_HEADER).with(MASKED, masked),
+    }
+}
+
+/// Bytes before the share in `INPUT`, and all of `JOIN`: index, holders, batch, a seed.
+const INPUT_HEADER: usize = 12 + 32;
 
 /// The name of holder `index` (1-based) in in-memory runs and development clusters.
 pub fn holder_name(index: usize) -> String {

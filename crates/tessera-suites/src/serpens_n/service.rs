@@ -1,5 +1,8 @@
 //! The share-holders and the central server as a deployment's server parties: a holder keeps
 //! its connections to `S0` from query to query; `S0` gathers each query's holders by session.
+//! Places come from the configuration, never from the messages: a holder serves only the
+//! queries that address it by its own index, and `S0` takes index `j` only from the party
+//! configured as holder `j`, once per query.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,13 +15,17 @@ use tessera_net::{Channel, NetError, SessionId};
 
 use super::holder::holder;
 use super::{HolderInput, INPUT, JOIN, Join, central, join_from_frame, max_batch, read_join};
-use crate::error::Result;
+use crate::error::{Mismatch, Result, SuiteError, Violation};
 use crate::service::{Connect, Limits, Service, next_query};
 use crate::wire::parse_wiped;
 
 /// A share-holder: serves a user's queries, reaching `S0` through kept or fresh connections.
 pub struct HolderService {
     name: String,
+    /// Its index (1-based) among the configured holders.
+    index: usize,
+    /// How many holders the cluster has.
+    holders: usize,
     model: Arc<FixedModel>,
     central: String,
     net: Arc<dyn Connect>,
@@ -37,9 +44,33 @@ impl std::fmt::Debug for HolderService {
 }
 
 impl HolderService {
-    /// Holder `name` of `model`, reaching the central server `central` through `net`.
-    pub fn new(name: &str, model: Arc<FixedModel>, central: &str, net: Arc<dyn Connect>, limits: Limits) -> Self {
-        Self { name: name.into(), model, central: central.into(), net, limits, kept: Mutex::new(Vec::new()) }
+    /// Holder `name`, number `index` of the cluster's `holders`, of `model`, reaching the
+    /// central server `central` through `net`.
+    pub fn new(
+        name: &str,
+        (index, holders): (usize, usize),
+        model: Arc<FixedModel>,
+        central: &str,
+        net: Arc<dyn Connect>,
+        limits: Limits,
+    ) -> Self {
+        let kept = Mutex::new(Vec::new());
+        Self { name: name.into(), index, holders, model, central: central.into(), net, limits, kept }
+    }
+
+    /// Refuses an input that addresses another holder or another number of holders than the
+    /// cluster's.
+    fn check_place(&self, peer: &str, input: &HolderInput) -> Result<()> {
+        if input.index != self.index {
+            let mismatch = Mismatch::ServerIndex { got: input.index, this: self.index };
+            return Err(SuiteError::Incompatible { peer: peer.into(), message: "input", mismatch });
+        }
+        if input.holders != self.holders {
+            let n = self.holders as u64;
+            let violation = Violation::OutOfRange { field: "holders", value: input.holders as u64, min: n, max: n };
+            return Err(SuiteError::Protocol { peer: peer.into(), message: "input", violation });
+        }
+        Ok(())
     }
 
     /// An idle connection to `S0` that is still open, if one is kept. The central server waits
@@ -68,7 +99,15 @@ impl Service for HolderService {
             let (input_len, limit) = (self.model.input_shape().len(), max_batch(&self.model, self.limits.max_frame));
             // A user may send several queries on one connection.
             while let Some((header, payload)) = next_query(&mut user, INPUT).await? {
-                let input = parse_wiped(payload, |p| HolderInput::parse(user.peer(), p, input_len, limit))?;
+                let input = parse_wiped(payload, |p| HolderInput::parse(user.peer(), p, input_len, limit))
+                    .and_then(|input| self.check_place(user.peer(), &input).map(|()| input));
+                let input = match input {
+                    Ok(input) => input,
+                    Err(e) => {
+                        user.abort(header.session, &e.to_string()).await;
+                        return Err(e);
+                    }
+                };
                 let idle = self.idle_link().await;
                 let reach = async {
                     match idle {
@@ -96,6 +135,8 @@ type Joined = (Channel, Join, tokio::sync::oneshot::Sender<Channel>);
 /// joined, one task runs it and hands every connection back for its holder's next query.
 pub struct CentralService {
     name: String,
+    /// The configured holders' names, in index order.
+    holders: Vec<String>,
     model: Arc<FixedModel>,
     layers: Vec<NonlinearLayer>,
     limits: Limits,
@@ -110,11 +151,56 @@ impl std::fmt::Debug for CentralService {
 }
 
 impl CentralService {
-    /// Central server `name` of `model`.
-    pub fn new(name: &str, model: Arc<FixedModel>, limits: Limits) -> Self {
+    /// Central server `name` of `model`, for the holders named `holders` (in index order).
+    pub fn new(name: &str, holders: Vec<String>, model: Arc<FixedModel>, limits: Limits) -> Self {
         let layers = model.nonlinear_layers();
-        Self { name: name.into(), model, layers, limits, pending: Mutex::new(HashMap::new()) }
+        Self { name: name.into(), holders, model, layers, limits, pending: Mutex::new(HashMap::new()) }
     }
+
+    /// Refuses a `JOIN` from a party that is not the holder configured at its index, or for
+    /// another number of holders than the cluster's.
+    fn check_place(&self, peer: &str, join: &Join) -> Result<()> {
+        let refuse = |violation| Err(SuiteError::Protocol { peer: peer.into(), message: "join", violation });
+        if join.holders != self.holders.len() {
+            let n = self.holders.len() as u64;
+            return refuse(Violation::OutOfRange { field: "holders", value: join.holders as u64, min: n, max: n });
+        }
+        match self.holders.get(join.index - 1) {
+            Some(owner) if owner == peer => Ok(()),
+            owner => refuse(Violation::NotItsPlace {
+                what: "holder index",
+                index: join.index as u64,
+                owner: owner.cloned().unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// Adds a checked `JOIN` to its query; all of the query's joins once it is complete. A
+    /// second `JOIN` for a place the query already has is refused.
+    fn gather(&self, channel: Channel, join: Join, back: tokio::sync::oneshot::Sender<Channel>) -> Gathered {
+        let mut waiting = self.pending.lock().expect("pending queries");
+        let entry = waiting.entry(join.session).or_default();
+        if entry.iter().any(|(_, j, _)| j.index == join.index) {
+            return Gathered::Duplicate(Box::new((channel, join)));
+        }
+        let (session, holders) = (join.session, join.holders);
+        entry.push((channel, join, back));
+        if entry.len() >= holders {
+            waiting.remove(&session).map_or(Gathered::Waiting, Gathered::Complete)
+        } else {
+            Gathered::Waiting
+        }
+    }
+}
+
+/// Where a `JOIN` left its query.
+enum Gathered {
+    /// The query waits for more holders.
+    Waiting,
+    /// Every holder joined.
+    Complete(Vec<Joined>),
+    /// The query already has a holder at this index.
+    Duplicate(Box<(Channel, Join)>),
 }
 
 impl Service for CentralService {
@@ -124,13 +210,22 @@ impl Service for CentralService {
             let mut join = read_join(&mut channel, batch_limit).await?;
             // A holder keeps its connection for later queries: serve them until it goes idle.
             loop {
-                let (session, holders) = (join.session, join.holders);
+                let session = join.session;
+                if let Err(e) = self.check_place(channel.peer(), &join) {
+                    channel.abort(session, &e.to_string()).await;
+                    return Err(e);
+                }
                 let (back, returned) = tokio::sync::oneshot::channel();
-                let complete = {
-                    let mut waiting = self.pending.lock().expect("pending queries");
-                    let entry = waiting.entry(session).or_default();
-                    entry.push((channel, join, back));
-                    if entry.len() >= holders { waiting.remove(&session) } else { None }
+                let complete = match self.gather(channel, join, back) {
+                    Gathered::Waiting => None,
+                    Gathered::Complete(joined) => Some(joined),
+                    Gathered::Duplicate(refused) => {
+                        let (mut channel, join) = *refused;
+                        let violation = Violation::Duplicate { what: "join for holder", index: join.index as u64 };
+                        let e = SuiteError::Protocol { peer: channel.peer().into(), message: "join", violation };
+                        channel.abort(session, &e.to_string()).await;
+                        return Err(e);
+                    }
                 };
                 if let Some(mut joined) = complete {
                     joined.sort_by_key(|(_, j, _)| j.index);

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tessera_he::HeParams;
 use tessera_net::Channel;
+use tessera_net::admission::FrameLimits;
+use tessera_net::certs::KeyUse;
 use tessera_suites::service::{Connect, Limits, Service};
 
 use crate::error::{ConfigProblem, Error, Result};
@@ -168,6 +170,16 @@ impl Role {
 
     /// Every role.
     pub const ALL: [Role; 6] = [Role::User, Role::Server, Role::Holder, Role::Central, Role::ShareServer, Role::Cloud];
+
+    /// The TLS side(s) its certificate is for: users only connect, the servers that dial other
+    /// servers (holders to `S0`, `S1` to `S2`) both accept and connect, the others only accept.
+    pub fn key_use(self) -> KeyUse {
+        match self {
+            Role::User => KeyUse::Client,
+            Role::Holder | Role::ShareServer => KeyUse::Both,
+            Role::Server | Role::Central | Role::Cloud => KeyUse::Server,
+        }
+    }
 
     /// Whether the party runs the model's linear layers (so it needs its share of the cores).
     pub fn runs_linear_layers(self) -> bool {
@@ -340,12 +352,16 @@ impl ServerParty<'_> {
     }
 }
 
-/// What a server party runs, and the parties that may connect to it.
+/// What a server party runs, the parties that may connect to it, and how large each kind of
+/// frame they send may be.
 pub(crate) struct Served {
     /// Serves each connection.
     pub service: Arc<dyn Service>,
     /// The parties whose connections it accepts.
     pub callers: Vec<String>,
+    /// The largest payload of each kind it receives (the configured maximum for kinds the suite
+    /// does not bound more tightly).
+    pub frames: FrameLimits,
 }
 
 impl Served {
@@ -357,7 +373,12 @@ impl Served {
             .filter(|&n| n != party.name)
             .map(String::from)
             .collect();
-        Self { service: Arc::new(service), callers }
+        Self { service: Arc::new(service), callers, frames: FrameLimits::new(party.limits.max_frame) }
+    }
+
+    /// The same, receiving frames only up to `frames`.
+    pub fn with_frames(self, frames: FrameLimits) -> Self {
+        Self { frames, ..self }
     }
 }
 

@@ -26,14 +26,28 @@ impl Deployment for SerpensN {
 
     fn service(party: &ServerParty<'_>) -> Result<Served> {
         let model = party.model.fixed()?;
+        let holders = party.roster.names(Role::Holder);
         match party.role {
             Role::Central => {
-                Ok(Served::new(CentralService::new(party.name, model, party.limits), party, &[Role::Holder]))
+                let names = holders.iter().map(|n| n.to_string()).collect();
+                let frames = serpens_n::frame_limits(&model, party.limits.max_frame);
+                let central = CentralService::new(party.name, names, model, party.limits);
+                Ok(Served::new(central, party, &[Role::Holder]).with_frames(frames.central))
             }
             Role::Holder => {
+                // The holder's place is its position among the configured holders.
+                let index = 1 + holders.iter().position(|&n| n == party.name).unwrap_or_default();
                 let central = party.roster.first(Role::Central);
-                let holder = HolderService::new(party.name, model, central, party.net.clone(), party.limits);
-                Ok(Served::new(holder, party, &[Role::User]))
+                let frames = serpens_n::frame_limits(&model, party.limits.max_frame);
+                let holder = HolderService::new(
+                    party.name,
+                    (index, holders.len()),
+                    model,
+                    central,
+                    party.net.clone(),
+                    party.limits,
+                );
+                Ok(Served::new(holder, party, &[Role::User]).with_frames(frames.holder))
             }
             role => Err(party.not_served(Suite::SerpensN, role)),
         }
