@@ -210,7 +210,7 @@ impl Runner {
 
 /// Folds each output channel's bias into its plane of `y` (any number of images) with `op`
 /// (`zt::add` to add it, `zt::sub` to take it away).
-pub fn fold_bias(y: &mut [u64], bias: &[u64], plane: usize, op: fn(u64, u64) -> u64) {
+pub fn fold_bias(y: &mut [u64], bias: &[u64], plane: usize, op: impl Fn(u64, u64) -> u64) {
     for (chunk, &bv) in y.chunks_mut(plane).zip(bias.iter().cycle()) {
         chunk.iter_mut().for_each(|v| *v = op(*v, bv));
     }

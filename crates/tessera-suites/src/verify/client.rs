@@ -97,6 +97,9 @@ struct PreparedLayer {
     /// The OFFLOAD payload as words: batch and disguise tag, then the pad `M`, to which the
     /// input is added in place, so that its bytes (little-endian) are the message.
     message: Vec<u64>,
+    /// Whether the input was added: the message is then `X + M` (what the cloud receives) and
+    /// `M` is gone, so there is nothing left to wipe.
+    padded: bool,
     /// `K·M − b` (`b` the layer's bias), replaced in place by the true output `K·X + b`.
     product: Vec<u64>,
     probes: Vec<Probe>,
@@ -104,7 +107,9 @@ struct PreparedLayer {
 
 impl Drop for PreparedLayer {
     fn drop(&mut self) {
-        self.message.zeroize();
+        if !self.padded {
+            self.message.zeroize();
+        }
         self.product.zeroize();
     }
 }
@@ -139,7 +144,7 @@ pub fn preprocess(model: &FixedModel, batch: usize, settings: ClientSettings) ->
                 probes.iter_mut().for_each(|p| p.include_bias(bias));
             }
             ops += probes.iter().map(Probe::preparation).sum();
-            Some(PreparedLayer { node: node as u32, message, product, probes })
+            Some(PreparedLayer { node: node as u32, message, padded: false, product, probes })
         })
         .collect();
     Preprocessed { batch, layers, ops, elapsed: start.elapsed(), cpu: cpu.elapsed() }
@@ -297,6 +302,7 @@ impl PreparedLayer {
         for (word, &v) in self.message[1..].iter_mut().zip(x) {
             *word = zt::add(v, *word).to_le();
         }
+        self.padded = true;
     }
 
     /// Decodes the cloud's product `Y' = K·(X + M)` and replaces `K·M − b` by the true output
