@@ -15,6 +15,8 @@ pub struct ClientSummary {
     pub ops: ClientOps,
     /// What running the model on the client computes instead.
     pub local_model: OpCount,
+    /// The model's multiply-accumulates (the whole batch).
+    pub macs: u64,
     /// The model's multiply-accumulates over the client's online multiplications and additions
     /// (Lu et al.'s metric).
     pub macs_per_online_op: f64,
@@ -62,8 +64,9 @@ pub struct CpuMs {
 }
 
 impl ClientSummary {
-    /// The summary of the timed queries' costs, against the `f32` engine's median CPU.
-    pub fn of(costs: &[ClientCost], f32_cpu_ms: f64) -> Option<Self> {
+    /// The summary of the timed queries' costs, against the `f32` engine's median CPU and the
+    /// model's multiply-accumulates.
+    pub fn of(costs: &[ClientCost], f32_cpu_ms: f64, macs: u64) -> Option<Self> {
         let first = costs.first()?;
         let a = &first.arithmetic;
         let online = a.online();
@@ -89,7 +92,8 @@ impl ClientSummary {
                 preprocess: a.preprocess,
             },
             local_model: first.local_model,
-            macs_per_online_op: first.local_model.mul as f64 / (online.mul + online.add).max(1) as f64,
+            macs,
+            macs_per_online_op: macs as f64 / (online.mul + online.add).max(1) as f64,
             ops_ratio: first.local_model.total() as f64 / online.total().max(1) as f64,
             vs_f32_cpu: cpu_ms.total / f32_cpu_ms,
             cpu_ms,

@@ -297,6 +297,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
     // (throughput) share a multi-threaded runtime.
     let one_user = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let cost = tessera::model::cost::total(&m.merged);
     let launch = crate::cluster::launcher(None)?;
     let mut results = Vec::new();
     let bound = m.calibration().map_or(0.0, |c| c.logit_tolerance);
@@ -320,7 +321,8 @@ pub fn run(args: CompareArgs) -> Result<()> {
             query.layout = config.layout;
             bar.set_message(format!("{} on {net}", config.label()));
             let work = Workload { config: target.config(), model: &m, batch, options: &query };
-            let measured = measure(&one_user, work, &names, &x, (args.warmup, args.runs), f32_cpu_ms.median, &bar)
+            let local = Local { f32_cpu_ms: f32_cpu_ms.median, macs: cost.macs * batch as u64 };
+            let measured = measure(&one_user, work, &names, &x, (args.warmup, args.runs), local, &bar)
                 .with_context(|| format!("{} on {net}", config.label()))?;
             let median = measured.latency_ms.median;
             if config.suite == Suite::Plain {
@@ -355,7 +357,6 @@ pub fn run(args: CompareArgs) -> Result<()> {
     }
     bar.finish_and_clear();
 
-    let cost = tessera::model::cost::total(&m.merged);
     let report = Report {
         model: path.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string(),
         path: path.clone(),
@@ -402,16 +403,24 @@ fn configurations(args: &CompareArgs, m: &LoadedModel) -> (Vec<Config>, Vec<Skip
     (configs, skipped)
 }
 
+/// Running the model locally, what a verify client is set against.
+#[derive(Clone, Copy)]
+struct Local {
+    /// The `f32` engine's median CPU time.
+    f32_cpu_ms: f64,
+    /// The model's multiply-accumulates for the whole batch.
+    macs: u64,
+}
+
 /// `warmup` untimed queries of `work` on `x`, then `runs` timed ones; the breakdown is the
-/// median query's, its nodes named by `names`; a verify client is set against the `f32`
-/// engine's median CPU time.
+/// median query's, its nodes named by `names`; a verify client is set against `local`.
 fn measure(
     rt: &tokio::runtime::Runtime,
     work: Workload<'_>,
     names: &dyn Fn(u32) -> String,
     x: &[f32],
     (warmup, runs): (usize, usize),
-    f32_cpu_ms: f64,
+    local: Local,
     bar: &ProgressBar,
 ) -> Result<Measured> {
     let Workload { config, model, batch, options: query } = work;
@@ -427,7 +436,7 @@ fn measure(
             clients.extend(r.client_cost().copied());
         }
     }
-    let client = ClientSummary::of(&clients, f32_cpu_ms);
+    let client = ClientSummary::of(&clients, local.f32_cpu_ms, local.macs);
     let latencies_ms: Vec<f64> = timed.iter().map(|(s, _)| s * 1e3).collect();
     let latency_ms = Spread::of_seconds(timed.iter().map(|(s, _)| *s).collect());
     let median = |mut v: Vec<f64>| min_median(&mut v).1;
