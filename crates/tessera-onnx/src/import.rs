@@ -11,6 +11,7 @@ use tessera_model::ir::{Linear, Model, Op, ValueId, output_shape};
 use tessera_model::meta::ModelMeta;
 
 use crate::error::{ImportError, Result};
+use crate::fold::{self, Folded, Values};
 use crate::proto::{AttributeProto, ModelProto, NodeProto, TensorProto, data_type};
 
 /// The largest max-pool window imported: the secure suites decide a window from every pair of
@@ -99,6 +100,7 @@ pub fn import_bytes_with_posterior(bytes: &[u8], limits: &Limits) -> Result<(Mod
         values: HashMap::new(),
         nodes: Vec::new(),
         shapes: Vec::new(),
+        ranks: Vec::new(),
         posterior: Vec::new(),
     };
     for t in graph.initializer {
@@ -112,6 +114,13 @@ pub fn import_bytes_with_posterior(bytes: &[u8], limits: &Limits) -> Result<(Mod
     let input_shape = b.input_shape(input)?;
     b.values.insert(input.name.clone().unwrap_or_default(), 0);
     b.shapes.push(input_shape);
+    let input_rank = input
+        .r#type
+        .as_ref()
+        .and_then(|t| t.tensor_type.as_ref())
+        .and_then(|t| t.shape.as_ref())
+        .map_or(4, |s| s.dim.len());
+    b.ranks.push(input_rank);
     for (index, node) in graph.node.iter().enumerate() {
         b.node(node, index)?;
     }
@@ -139,6 +148,8 @@ struct Builder {
     values: HashMap<String, ValueId>,
     nodes: Vec<(String, Op, Vec<ValueId>)>,
     shapes: Vec<ImageShape>,
+    /// Each value's rank in ONNX: 4 (NCHW) or 2 (NK).
+    ranks: Vec<usize>,
     posterior: Vec<LayerPosterior>,
 }
 
@@ -287,6 +298,11 @@ impl Builder {
                 ImportError::MissingInput { node: ctx.name.clone(), op: ctx.op.to_string(), input: name.to_string() }
             }
         })?;
+        self.decode_f32(name, t)
+    }
+
+    /// Tensor `t` (named `name`) as `f32` with its dims, checked for size, type and finiteness.
+    fn decode_f32(&self, name: &str, t: &TensorProto) -> Result<(Vec<usize>, Vec<f32>)> {
         let err = |detail: String| ImportError::Tensor { tensor: name.to_string(), detail };
         let dims = self.dims(name, t)?;
         let n: usize = dims.iter().product();
@@ -320,6 +336,11 @@ impl Builder {
             op: ctx.op.to_string(),
             input: name.to_string(),
         })?;
+        self.decode_i64(name, t)
+    }
+
+    /// Integer tensor `t` (named `name`).
+    fn decode_i64(&self, name: &str, t: &TensorProto) -> Result<Vec<i64>> {
         let n: usize = self.dims(name, t)?.iter().product();
         let err = |detail: String| ImportError::Tensor { tensor: name.to_string(), detail };
         let v: Vec<i64> = match (t.data_type.unwrap_or(0), &t.raw_data) {
@@ -395,8 +416,13 @@ impl Builder {
                 maximum: self.limits.max_tensor_elements,
             });
         }
+        let rank = match ctx.op {
+            "Flatten" | "Gemm" | "MatMul" | "Reshape" => 2,
+            _ => self.ranks[inputs[0]],
+        };
         self.nodes.push((ctx.name.clone(), op, inputs));
         self.shapes.push(shape);
+        self.ranks.push(rank);
         self.bind_output(ctx, self.shapes.len() - 1)
     }
 
@@ -415,6 +441,9 @@ impl Builder {
                 node: ctx.name,
                 op: format!("{}.{op}", node.domain.as_deref().unwrap_or("")),
             });
+        }
+        if fold::FOLDABLE.contains(&op) && self.fold(&ctx)? {
+            return Ok(());
         }
         match op {
             "Conv" => self.conv(&ctx),
@@ -490,6 +519,76 @@ impl Builder {
             }
             _ => Err(ImportError::UnsupportedOp { node: ctx.name, op: op.to_string() }),
         }
+    }
+
+    /// Folds the node into a constant if it reads only constants (`Shape`: a value whose shape
+    /// is known); `false` if it reads a graph value, left to the op's builder.
+    fn fold(&mut self, ctx: &Ctx) -> Result<bool> {
+        let mut inputs = Vec::with_capacity(ctx.node.input.len());
+        for name in &ctx.node.input {
+            if name.is_empty() {
+                inputs.push(None);
+            } else if let Some(t) = self.constants.get(name) {
+                inputs.push(Some(self.decode_folded(name, t)?));
+            } else if let (Some(&v), "Shape") = (self.values.get(name), ctx.op) {
+                inputs.push(Some(Folded::new(vec![self.ranks[v]], Values::Int(self.onnx_dims(v)))));
+            } else if self.values.contains_key(name) {
+                return Ok(false);
+            } else {
+                return Err(ImportError::MissingInput { node: ctx.name.clone(), op: ctx.op.to_string(), input: name.clone() });
+            }
+        }
+        let out = ctx.node.output.first().ok_or_else(|| ctx.shape_err("no output"))?;
+        let folded = if ctx.op == "Shape" {
+            let dims = inputs.first().cloned().flatten().ok_or_else(|| ctx.shape_err("missing input 0"))?;
+            let dims = match &dims.values {
+                // The shape of a constant is its dims.
+                Values::Float(_) => Folded::new(vec![dims.dims.len()], Values::Int(dims.dims.iter().map(|&d| d as i64).collect())),
+                Values::Int(_) if self.values.contains_key(&ctx.node.input[0]) => dims,
+                Values::Int(_) => Folded::new(vec![dims.dims.len()], Values::Int(dims.dims.iter().map(|&d| d as i64).collect())),
+            };
+            self.shape_slice(ctx, dims)?
+        } else {
+            let tensor = match ctx.attr("value").and_then(|a| a.t.as_ref()) {
+                Some(t) => Some(self.decode_folded(out, t)?),
+                None => None,
+            };
+            let int = |name: &str| ctx.attr(name).and_then(|a| a.i);
+            let ints = |name: &str| ctx.ints(name).map(<[i64]>::to_vec);
+            let step = fold::Step { op: ctx.op, int: &int, ints: &ints, tensor, max_elements: self.limits.max_tensor_elements };
+            fold::fold(&step, &inputs).map_err(|detail| ctx.shape_err(format!("folding a constant: {detail}")))?
+        };
+        self.constants.insert(out.clone(), folded.into_proto(out));
+        Ok(true)
+    }
+
+    /// `Shape`'s optional `start` and `end` applied to `dims`.
+    fn shape_slice(&self, ctx: &Ctx, dims: Folded) -> Result<Folded> {
+        let Values::Int(all) = dims.values else { unreachable!("shapes are integers") };
+        let r = all.len() as i64;
+        let at = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+        let (start, end) = (at(ctx.int("start", 0)), at(ctx.int("end", r)));
+        let kept = all[start..end.max(start)].to_vec();
+        Ok(Folded::new(vec![kept.len()], Values::Int(kept)))
+    }
+
+    /// Value `v`'s dims as ONNX has them, the batch (run image by image) as 1.
+    fn onnx_dims(&self, v: ValueId) -> Vec<i64> {
+        let s = self.shapes[v];
+        match self.ranks[v] {
+            2 => vec![1, s.len() as i64],
+            _ => vec![1, s.c as i64, s.h as i64, s.w as i64],
+        }
+    }
+
+    /// Tensor `t` (named `name`) for folding: integers or floats.
+    fn decode_folded(&self, name: &str, t: &TensorProto) -> Result<Folded> {
+        let dims = self.dims(name, t)?;
+        let values = match t.data_type.unwrap_or(0) {
+            data_type::INT64 | data_type::INT32 => Values::Int(self.decode_i64(name, t)?),
+            _ => Values::Float(self.decode_f32(name, t)?.1),
+        };
+        Ok(Folded::new(dims, values))
     }
 
     fn conv(&mut self, ctx: &Ctx) -> Result<()> {

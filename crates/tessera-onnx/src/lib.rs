@@ -2,10 +2,12 @@
 //!
 //! [`proto`] declares the part of ONNX's protobuf schema Tessera reads (message and field numbers
 //! are facts of the format); [`import`] maps each supported op to a builder and refuses anything
-//! else with an [`ImportError`] naming the node and the op. Sizes are checked before anything is
-//! allocated from them.
+//! else with an [`ImportError`] naming the node and the op. Subgraphs that compute constants
+//! (the shape arithmetic exporters emit) are folded at import (`fold`). Sizes are checked before
+//! anything is allocated from them.
 
 pub mod error;
+mod fold;
 pub mod import;
 pub mod proto;
 
