@@ -21,10 +21,12 @@ pub const QUERY: MessageKind = MessageKind(0x0101);
 /// Server → user: the logits.
 pub const LOGITS: MessageKind = MessageKind(0x0102);
 
-/// The largest batch whose `QUERY` and `LOGITS` fit in frames of `max_frame` bytes (4 bytes per
-/// value, and the batch before the images).
+/// The largest batch whose every value (the images, each node's output, the logits; 4 bytes
+/// each) fits in a frame of `max_frame` bytes, so that a query holds a few frames' worth of
+/// memory at most.
 pub fn max_batch(model: &Model, max_frame: u32) -> usize {
-    let per_image = 4 * model.input_shape().len().max(model.output_len());
+    let largest = model.nodes().iter().map(|n| n.shape.len()).fold(model.input_shape().len(), usize::max);
+    let per_image = 4 * largest;
     ((max_frame as usize).saturating_sub(4) / per_image.max(1)).max(1)
 }
 
