@@ -207,7 +207,12 @@ fn relu_across_two_processes_over_mutual_tls() {
     fs::write(d.join("ca.pem"), &ca).unwrap();
     for p in &parties {
         fs::write(d.join(format!("{}.cert.pem", p.name)), &p.cert).unwrap();
-        fs::write(d.join(format!("{}.key.pem", p.name)), p.key.as_bytes()).unwrap();
+        let mut key = fs::OpenOptions::new();
+        key.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut key, 0o600);
+        std::io::Write::write_all(&mut key.open(d.join(format!("{}.key.pem", p.name))).unwrap(), p.key.as_bytes())
+            .unwrap();
     }
 
     let seed = ChaCha20Rng::from_os_rng().next_u64();

@@ -13,17 +13,19 @@ use crate::error::{NetError, Result};
 use crate::frame::{FrameError, FrameHeader, MessageKind, SessionId};
 
 /// The largest payload of each message kind a server accepts; kinds not listed get the default.
+/// Named peers may have limits of their own (a server that serves users and another server).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameLimits {
     default: u32,
     kinds: HashMap<MessageKind, u32>,
+    peers: HashMap<String, FrameLimits>,
 }
 
 impl FrameLimits {
     /// Every kind up to `default` bytes (0: only the kinds added with [`with`](Self::with)),
     /// but abort frames only up to their longest reason.
     pub fn new(default: u32) -> Self {
-        Self { default, kinds: HashMap::from([(ABORT, MAX_ABORT_REASON as u32)]) }
+        Self { default, kinds: HashMap::from([(ABORT, MAX_ABORT_REASON as u32)]), peers: HashMap::new() }
     }
 
     /// Also `kind` up to `max` bytes (the channel's own maximum still applies).
@@ -32,9 +34,20 @@ impl FrameLimits {
         self
     }
 
+    /// Frames from `peer` under `limits` instead (its own named peers ignored).
+    pub fn with_peer(mut self, peer: &str, limits: FrameLimits) -> Self {
+        self.peers.insert(peer.to_string(), FrameLimits { peers: HashMap::new(), ..limits });
+        self
+    }
+
     /// The largest payload of `kind`.
     pub fn max(&self, kind: MessageKind) -> u32 {
         self.kinds.get(&kind).copied().unwrap_or(self.default)
+    }
+
+    /// The largest payload of `kind` from `peer`.
+    pub fn max_from(&self, peer: &str, kind: MessageKind) -> u32 {
+        self.peers.get(peer).unwrap_or(self).max(kind)
     }
 }
 
@@ -138,7 +151,7 @@ impl Admitted {
     /// Checks a received header from `peer`: its length against its kind's limit, and a new
     /// session against the sessions `peer` already used here.
     pub fn check(&mut self, peer: &str, h: &FrameHeader) -> Result<()> {
-        let max = self.rules.limits.max(h.kind);
+        let max = self.rules.limits.max_from(peer, h.kind);
         if h.len > max {
             let error = FrameError::OversizedKind { kind: h.kind, len: h.len, max };
             return Err(self.refuse(h.session, NetError::Malformed { peer: peer.into(), error }));
@@ -189,6 +202,10 @@ mod tests {
         let only = FrameLimits::new(0).with(MessageKind(7), 10);
         assert_eq!((only.max(MessageKind(7)), only.max(MessageKind(9))), (10, 0));
         assert_eq!(l.max(ABORT), MAX_ABORT_REASON as u32);
+        let peer = only.clone().with_peer("server-1", FrameLimits::new(0).with(MessageKind(9), 20));
+        assert_eq!((peer.max_from("server-1", MessageKind(9)), peer.max_from("server-1", MessageKind(7))), (20, 0));
+        assert_eq!((peer.max_from("user", MessageKind(9)), peer.max_from("user", MessageKind(7))), (0, 10));
+        assert_eq!(peer.max_from("server-1", ABORT), MAX_ABORT_REASON as u32);
     }
 
     #[test]

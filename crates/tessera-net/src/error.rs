@@ -118,6 +118,31 @@ pub enum NetError {
     /// Certificates or keys could not be read or made.
     #[error("certificate material: {0}")]
     Certificate(String),
+    /// A private key file that others could read or replace.
+    #[error("key file {path}: {problem}")]
+    KeyFile {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        problem: KeyFileProblem,
+    },
+}
+
+/// Why a private key file is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyFileProblem {
+    /// It is a symbolic link (whoever controls the link chooses the key).
+    #[error("is a symbolic link; name the key file itself, readable by its owner only (chmod 600)")]
+    Symlink,
+    /// Its group or others may read or write it.
+    #[error("has mode {mode:03o}, open to group or others; fix it with chmod 600")]
+    Loose {
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// It was replaced while it was being opened.
+    #[error("changed while it was being opened")]
+    Replaced,
 }
 
 /// Who is at fault for an error.
@@ -148,6 +173,7 @@ impl NetError {
             | NetError::Io { .. } => Fault::Peer,
             NetError::Tls { .. } | NetError::UnexpectedParty { .. } => Fault::Incompatible,
             NetError::Certificate(_) | NetError::Overloaded { .. } => Fault::Local,
+            NetError::KeyFile { .. } => Fault::Config,
         }
     }
 }

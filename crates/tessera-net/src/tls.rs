@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::channel::{Channel, stream_error};
-use crate::error::{NetError, Result};
+use crate::error::{KeyFileProblem, NetError, Result};
 use crate::frame::{MessageKind, SessionId};
 
 /// The frame a server sends once it accepted a client: its own party name.
@@ -92,13 +92,44 @@ impl Identity {
                 .map(zeroize::Zeroizing::new)
                 .map_err(|e| NetError::Certificate(format!("{}: {e}", p.display())))
         };
-        Self::from_pem(name, &read(ca)?, &read(cert)?, &read(key)?)
+        Self::from_pem(name, &read(ca)?, &read(cert)?, &read_key(key)?)
     }
 
     /// This party's name.
     pub fn name(&self) -> &str {
         &self.name
     }
+}
+
+/// Reads a private key file, refusing (on Unix) one that is a symbolic link or that group or
+/// others may read or write.
+fn read_key(path: &std::path::Path) -> Result<zeroize::Zeroizing<String>> {
+    let io = |e: std::io::Error| NetError::Certificate(format!("{}: {e}", path.display()));
+    #[cfg(unix)]
+    {
+        use std::io::Read;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let refuse = |problem| NetError::KeyFile { path: path.display().to_string(), problem };
+        let link = std::fs::symlink_metadata(path).map_err(io)?;
+        if link.file_type().is_symlink() {
+            return Err(refuse(KeyFileProblem::Symlink));
+        }
+        let mode = link.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(refuse(KeyFileProblem::Loose { mode }));
+        }
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        // The file opened must be the one checked, not a link planted meanwhile.
+        let opened = file.metadata().map_err(io)?;
+        if (opened.dev(), opened.ino()) != (link.dev(), link.ino()) {
+            return Err(refuse(KeyFileProblem::Replaced));
+        }
+        let mut text = zeroize::Zeroizing::new(String::new());
+        file.read_to_string(&mut text).map_err(io)?;
+        Ok(text)
+    }
+    #[cfg(not(unix))]
+    std::fs::read_to_string(path).map(zeroize::Zeroizing::new).map_err(io)
 }
 
 /// Accepts authenticated parties on one side of a cluster.

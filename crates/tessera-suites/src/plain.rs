@@ -10,6 +10,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tessera_model::Model;
 use tessera_model::plain::PlainEngine;
+use tessera_net::admission::FrameLimits;
 use tessera_net::{Channel, MessageKind, SessionId};
 
 use crate::error::{Result, SuiteError, Violation};
@@ -19,6 +20,22 @@ use crate::service::{Service, next_query};
 pub const QUERY: MessageKind = MessageKind(0x0101);
 /// Server → user: the logits.
 pub const LOGITS: MessageKind = MessageKind(0x0102);
+
+/// The largest batch whose every value (the images, each node's output, the logits; 4 bytes
+/// each) fits in a frame of `max_frame` bytes, so that a query holds a few frames' worth of
+/// memory at most.
+pub fn max_batch(model: &Model, max_frame: u32) -> usize {
+    let largest = model.nodes().iter().map(|n| n.shape.len()).fold(model.input_shape().len(), usize::max);
+    let per_image = 4 * largest;
+    ((max_frame as usize).saturating_sub(4) / per_image.max(1)).max(1)
+}
+
+/// The largest frame of each kind the server receives from users under frames of at most
+/// `max_frame` bytes: `QUERY` for the largest batch ([`max_batch`]); any other kind (but an
+/// abort) is refused.
+pub fn frame_limits(model: &Model, max_frame: u32) -> FrameLimits {
+    FrameLimits::new(0).with(QUERY, 4 + 4 * model.input_shape().len() * max_batch(model, max_frame))
+}
 
 fn f32s(bytes: &[u8]) -> Vec<f32> {
     bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()

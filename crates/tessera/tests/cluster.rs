@@ -11,8 +11,9 @@ use tessera::input::normalize;
 use tessera::{Role, Suite};
 use tessera::{query, serve};
 use tessera_model::plain::PlainEngine;
+use tessera_net::frame::FrameError;
 use tessera_net::tls::connect;
-use tessera_net::{NetError, SessionId};
+use tessera_net::{FrameHeader, MessageKind, NetError, SessionId};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -178,4 +179,107 @@ fn bad_configurations_are_refused() {
     let c = ClusterConfig::load(&path).unwrap();
     assert!(matches!(c.identity(c.party(Role::User).unwrap()), Err(Error::Net(NetError::Certificate(_)))));
     let _ = std::fs::remove_dir_all(temp_dir("bad"));
+}
+
+/// Sends `party` → `server` a bare header of `kind` declaring `len` bytes it never sends, and
+/// returns the reason the server gave in its abort.
+async fn refusal(
+    config: &ClusterConfig,
+    party: Role,
+    index: usize,
+    server: &str,
+    kind: MessageKind,
+    len: u32,
+) -> String {
+    let me = config.identity(config.parties_with(party)[index]).unwrap();
+    let address = config.parties.iter().find(|p| p.name == server).unwrap().address.clone().unwrap();
+    let mut c = connect(&me, &address, server, config.timeout(), config.max_frame_bytes).await.unwrap();
+    let session = SessionId::random();
+    c.send_raw_for_tests(&FrameHeader { kind, layer: 0, session, len }.encode()).await.unwrap();
+    match c.recv(kind, session, 0).await {
+        Err(NetError::Aborted { reason, .. }) => reason,
+        other => panic!("{server}: {other:?}"),
+    }
+}
+
+/// The reason a server gives for a frame of `kind` from `peer` above its kind's `max`.
+fn oversized(peer: &str, kind: MessageKind, len: u32, max: u32) -> String {
+    let error = FrameError::OversizedKind { kind, len, max };
+    NetError::Malformed { peer: peer.into(), error }.to_string()
+}
+
+/// Every suite's servers refuse, at the header, a frame above its kind's limit (derived from the
+/// model and the batch the frame limit allows) and any kind they never receive from that peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_suite_refuses_oversized_and_unexpected_kinds_at_the_header() {
+    use tessera_suites::{bayes, plain, serpens_2, verify};
+    let he = tessera_he::HeParams::standard().unwrap();
+    let cases = [
+        (Suite::Plain, "minionn-mnist.onnx"),
+        (Suite::Serpens2, "minionn-mnist.onnx"),
+        (Suite::Verify, "minionn-mnist.onnx"),
+        (Suite::Bayes, "bayes-minionn-mnist.onnx"),
+    ];
+    for (suite, file) in cases {
+        let tag = format!("limits-{suite}");
+        let config = dev_config_for(&tag, suite, file, 0);
+        let (stop, servers) = start_servers(&config).await;
+        let model = LoadedModel::load(&repo().join("models").join(file)).unwrap();
+        let fixed = model.fixed().unwrap();
+        let max = config.max_frame_bytes;
+        // (sender, its index in its role, server, kind, that kind's limit there)
+        let checks: Vec<(Role, usize, &str, MessageKind, u32)> = match suite {
+            Suite::Plain => {
+                let l = plain::frame_limits(&model.merged, max);
+                vec![
+                    (Role::User, 0, "server", plain::QUERY, l.max(plain::QUERY)),
+                    (Role::User, 0, "server", plain::LOGITS, 0),
+                ]
+            }
+            Suite::Serpens2 => {
+                let l = serpens_2::frame_limits(&fixed, &he, max);
+                let [s1, s2] = serpens_2::SERVERS;
+                vec![
+                    (Role::User, 0, s1, serpens_2::INPUT, l.user.max(serpens_2::INPUT)),
+                    (Role::User, 0, s2, serpens_2::CORRELATIONS, l.user.max(serpens_2::CORRELATIONS)),
+                    (Role::User, 0, s2, serpens_2::OWNED, 0),
+                    (Role::ShareServer, 0, s2, serpens_2::JOIN, l.peer.max(serpens_2::JOIN)),
+                    (Role::ShareServer, 0, s2, serpens_2::MASKED, l.peer.max(serpens_2::MASKED)),
+                    (Role::ShareServer, 0, s2, serpens_2::INPUT, 0),
+                ]
+            }
+            Suite::Verify => {
+                let l = verify::frame_limits(&fixed, max);
+                vec![
+                    (Role::User, 0, "cloud", verify::OFFLOAD, l.max(verify::OFFLOAD)),
+                    (Role::User, 0, "cloud", verify::DONE, 0),
+                    (Role::User, 0, "cloud", verify::PRODUCT, 0),
+                ]
+            }
+            Suite::Bayes => {
+                // A layer of sixteen images and samples is larger than any frame: `LAYER` is
+                // bounded by the channel's maximum alone.
+                let l = bayes::frame_limits(&fixed, &he, 16).unwrap();
+                assert!(l.max(bayes::LAYER) > max);
+                vec![
+                    (Role::User, 0, "server", bayes::JOIN, l.max(bayes::JOIN)),
+                    (Role::User, 0, "server", bayes::DONE, 0),
+                    (Role::User, 0, "server", bayes::PRODUCT, 0),
+                ]
+            }
+            Suite::SerpensN => unreachable!("not among the cases"),
+        };
+        for (role, index, server, kind, limit) in checks {
+            assert!(limit < max, "{suite}: {kind:?} may be as large as any frame");
+            let from = config.parties_with(role)[index].name.clone();
+            let expected = oversized(&from, kind, limit + 1, limit);
+            let got = refusal(&config, role, index, server, kind, limit + 1).await;
+            assert_eq!(got, expected, "{suite}: {kind:?} from {from} to {server}");
+        }
+        stop.send(true).unwrap();
+        for s in servers {
+            s.await.unwrap();
+        }
+        let _ = std::fs::remove_dir_all(temp_dir(&tag));
+    }
 }

@@ -591,3 +591,47 @@ fn sorted(v: &[i64]) -> Vec<i64> {
     v.sort_unstable();
     v
 }
+
+/// Never dialed: `S2` only accepts.
+struct NoDial;
+
+impl tessera_suites::service::Connect for NoDial {
+    fn connect<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> futures::future::BoxFuture<'a, tessera_suites::Result<tessera_net::Channel>> {
+        Box::pin(async move {
+            Err(tessera_net::NetError::PeerClosed { peer: name.into(), step: tessera_net::ABORT }.into())
+        })
+    }
+}
+
+/// `S1`'s link for a query whose user never comes stays on its own connection's task (and so
+/// in its connection slot) for one timeout, then ends with a typed timeout: a party with `S1`'s
+/// certificate cannot park links at `S2` beyond its connection cap.
+#[test]
+fn a_parked_link_holds_its_connection_until_the_user_or_the_timeout() {
+    use tessera_he::SecretKey;
+    use tessera_net::{Channel, NetError, SessionId};
+    use tessera_suites::serpens_2::{CORRELATIONS, JOIN, SERVERS, ShareServerService, ShareServerSetup};
+    use tessera_suites::service::{Limits, Service};
+    let (fixed, _) = encoded("lenet-mnist", "mnist-test-200-images.idx", 1);
+    let he = Arc::new(HeParams::standard().unwrap());
+    let limits = Limits { timeout: Duration::from_secs(1), max_frame: 64 << 20 };
+    let [s1, s2] = SERVERS;
+    let setup = ShareServerSetup { name: s2.into(), index: 2, other: s1.into(), net: Arc::new(NoDial), limits };
+    let server = ShareServerService::new(setup, fixed, he.clone());
+    let mut rng = os_rng();
+    let key = SecretKey::generate(&he, &mut rng).unwrap().public_key(&mut rng).unwrap();
+    let mut join = 1u32.to_le_bytes().to_vec();
+    key.write(&he, &mut join).unwrap();
+    runtime(2).block_on(async {
+        let (mut link, at_s2) = Channel::pair(s1, s2, limits.timeout, limits.max_frame);
+        link.send(JOIN, SessionId::random(), 0, &join).await.unwrap();
+        let start = std::time::Instant::now();
+        let served = server.handle(at_s2).await;
+        assert!(start.elapsed() >= limits.timeout, "returned after {:?}", start.elapsed());
+        let Err(SuiteError::Net(NetError::Timeout { step, waited, .. })) = served else { panic!("{served:?}") };
+        assert_eq!((step, waited), (CORRELATIONS, limits.timeout));
+    });
+}

@@ -142,3 +142,41 @@ fn absurd_batches_are_refused_before_allocation() {
     input.extend([0u8; 32]);
     assert!(HolderInput::parse("user", &input, 3072, limit).is_err());
 }
+
+/// `S0` itself (no admission rules in front of it) refuses a second `JOIN` for a place its
+/// query already holds, from the very holder configured there, and tells that connection why.
+#[test]
+fn central_refuses_a_duplicate_join_for_a_taken_place() {
+    use tessera_net::{Channel, NetError, SessionId};
+    use tessera_suites::error::Violation;
+    use tessera_suites::serpens_n::{CentralService, JOIN};
+    use tessera_suites::service::{Limits, Service};
+    let (fixed, _) = encoded("lenet-mnist", "mnist-test-200-images.idx", 1);
+    let limits = Limits { timeout: Duration::from_secs(1), max_frame: 64 << 20 };
+    let central = CentralService::new("central", vec!["holder-1".into(), "holder-2".into()], fixed, limits);
+    let session = SessionId::random();
+    // Holder 1 of 2, batch 1, a pair seed.
+    let mut join = [1u32, 2, 1].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+    join.extend([7u8; 32]);
+    runtime(2).block_on(async {
+        let (mut first, first_at_s0) = Channel::pair("holder-1", "central", limits.timeout, limits.max_frame);
+        let (mut second, second_at_s0) = Channel::pair("holder-1", "central", limits.timeout, limits.max_frame);
+        first.send(JOIN, session, 0, &join).await.unwrap();
+        second.send(JOIN, session, 0, &join).await.unwrap();
+        let waiting = central.handle(first_at_s0);
+        let duplicate = async {
+            // The first JOIN is gathered before the second arrives.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            central.handle(second_at_s0).await
+        };
+        let (waited, refused) = tokio::join!(waiting, duplicate);
+        let Err(SuiteError::Protocol { peer, message, violation }) = refused else { panic!("{refused:?}") };
+        assert_eq!((peer.as_str(), message), ("holder-1", "join"));
+        assert_eq!(violation, Violation::Duplicate { what: "join for holder", index: 1 });
+        let told = second.recv(JOIN, session, 0).await.unwrap_err();
+        let NetError::Aborted { reason, .. } = told else { panic!("{told:?}") };
+        assert!(reason.contains("join for holder 1"), "{reason}");
+        // The first JOIN waited its timeout for holder 2, which never came.
+        assert!(matches!(waited, Err(SuiteError::Net(NetError::Timeout { step: JOIN, .. }))), "{waited:?}");
+    });
+}

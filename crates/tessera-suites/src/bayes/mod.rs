@@ -26,7 +26,12 @@ pub use server::{BayesServer, Sampling};
 pub use service::BayesService;
 pub use user::{Outcome, Query, user};
 
+use tessera_he::{ConvPacking, Form, HeParams, PublicKey};
+use tessera_model::fixed::FixedModel;
 use tessera_net::MessageKind;
+use tessera_net::admission::FrameLimits;
+
+use crate::error::Result;
 
 /// User → server: batch (u32 LE), samples (u32 LE), the user's public key.
 pub const JOIN: MessageKind = MessageKind(0x0501);
@@ -42,3 +47,19 @@ pub const REPORT: MessageKind = MessageKind(0x0505);
 
 /// Most samples a query may ask for.
 pub const MAX_SAMPLES: usize = 16;
+
+/// The largest frame of each kind the server receives from users, for queries of at most
+/// `max_batch` images and [`MAX_SAMPLES`] samples of `model` under the BFV parameters `he`:
+/// `JOIN` (batch, samples, a public key), `LAYER` (one set of seeded input ciphertexts per
+/// sample, of the layer with the most) and an empty `DONE`; any other kind (but an abort) is
+/// refused.
+pub fn frame_limits(model: &FixedModel, he: &HeParams, max_batch: usize) -> Result<FrameLimits> {
+    let mut per_image = 0;
+    for node in 0..model.ops().len() {
+        if let Some(kernel) = model.linear_kernel(node) {
+            per_image = per_image.max(ConvPacking::plan(he, *kernel.geometry())?.input_ciphertexts());
+        }
+    }
+    let layer = 4 + MAX_SAMPLES * max_batch * per_image * Form::Seeded.size(he);
+    Ok(FrameLimits::new(0).with(JOIN, 8 + PublicKey::size(he)).with(LAYER, layer).with(DONE, 0))
+}

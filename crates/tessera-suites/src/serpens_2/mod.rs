@@ -65,6 +65,7 @@ use tessera_he::{Form, HeParams, PublicKey};
 use tessera_model::fixed::FixedModel;
 use tessera_model::nonlinear::NonlinearLayer;
 use tessera_net::MessageKind;
+use tessera_net::admission::FrameLimits;
 
 /// User → server: index, batch, the server's input share.
 pub const INPUT: MessageKind = MessageKind(0x0301);
@@ -148,4 +149,47 @@ pub fn max_batch(model: &FixedModel, he: &HeParams, max_frame: u32) -> usize {
 /// Bytes of a public key on the wire.
 pub fn key_size(he: &HeParams) -> usize {
     PublicKey::size(he)
+}
+
+/// The largest frame of each kind a share server receives, for the largest batch frames of
+/// `max_frame` bytes allow ([`max_batch`]).
+#[derive(Debug, Clone)]
+pub struct Frames {
+    /// Either server, from users: `CORRELATIONS` and `INPUT`.
+    pub user: FrameLimits,
+    /// `S2`, from `S1`: `JOIN` and every nonlinear layer's messages.
+    pub peer: FrameLimits,
+}
+
+/// The frame limits of `model`'s share servers under the BFV parameters `he` and frames of at
+/// most `max_frame` bytes; any other kind (but an abort) is refused.
+pub fn frame_limits(model: &FixedModel, he: &HeParams, max_frame: u32) -> Frames {
+    let batch = max_batch(model, he, max_frame);
+    let (seeded, returned, slots) = (Form::Seeded.size(he), Form::Returned.size(he), he.degree());
+    let input = 8 + 8 * model.input_shape().len() * batch;
+    // The layout tag and the seed, then per layer `Δ` and `Δ'` of the masked half.
+    let mut correlations = 4 + 32;
+    let (mut owned, mut masked, mut selected, mut result, mut unpermute) = (0, 0, 0, 0, 0);
+    for l in &model.nonlinear_layers() {
+        // S1's half is the larger one.
+        let n = nonlinear::Halves::new(l, batch, slots).half(0).len();
+        let (s, c) = (l.arity(), Comparison::of_item(l.arity(), l.clamps_at_zero()).len());
+        let groups = n.div_ceil(slots);
+        correlations += 8 * (s + 1) * n;
+        owned = owned.max(8 * n * s + groups * s * seeded);
+        masked = masked.max(groups * (c + s) * returned);
+        selected = selected.max(groups * s * seeded);
+        result = result.max(groups * returned);
+        unpermute = unpermute.max(8 * n);
+    }
+    Frames {
+        user: FrameLimits::new(0).with(CORRELATIONS, correlations).with(INPUT, input),
+        peer: FrameLimits::new(0)
+            .with(JOIN, 4 + key_size(he))
+            .with(OWNED, owned)
+            .with(MASKED, masked)
+            .with(SELECTED, selected)
+            .with(RESULT, result)
+            .with(UNPERMUTE, unpermute),
+    }
 }

@@ -19,8 +19,8 @@ use crate::service::{Connect, Limits, Service, next_query};
 enum Rendezvous {
     /// The user's query is here; `S1`'s link goes to this sender.
     User(tokio::sync::oneshot::Sender<(Channel, Box<Join>)>),
-    /// `S1`'s link is here, its `JOIN` read.
-    Peer(Channel, Box<Join>),
+    /// `S1`'s link is here, its `JOIN` read; the sender drops when the user side takes it.
+    Peer(Channel, Box<Join>, tokio::sync::oneshot::Sender<()>),
 }
 
 /// Server `S1` or `S2` of suite serpens-2.
@@ -70,24 +70,36 @@ impl ShareServerService {
     }
 
     /// `S2`: `S1`'s link for one query: hands it to that query's user side, or leaves it for
-    /// the user side to find (for one timeout).
+    /// the user side to find, waiting (and so holding its connection's slot) until it is taken
+    /// or one timeout passed.
     async fn meet_peer(&self, mut channel: Channel, limit: usize) -> Result<()> {
         let (header, payload) = channel.recv_any().await?;
         let join = Box::new(join_from_frame(&self.he, channel.peer(), header, &payload, limit)?);
         let session = join.session;
-        let mut waiting = self.meeting.lock().expect("meeting");
-        match waiting.remove(&session) {
-            Some(Rendezvous::User(tx)) => {
-                let _ = tx.send((channel, join));
+        let taken = {
+            let mut waiting = self.meeting.lock().expect("meeting");
+            match waiting.remove(&session) {
+                Some(Rendezvous::User(tx)) => {
+                    let _ = tx.send((channel, join));
+                    return Ok(());
+                }
+                _ => {
+                    let (tx, taken) = tokio::sync::oneshot::channel();
+                    waiting.insert(session, Rendezvous::Peer(channel, join, tx));
+                    taken
+                }
             }
-            _ => {
-                waiting.insert(session, Rendezvous::Peer(channel, join));
-                let (meeting, timeout) = (self.meeting.clone(), self.limits.timeout);
-                tokio::spawn(async move {
-                    tokio::time::sleep(timeout).await;
-                    meeting.lock().expect("meeting").remove(&session);
-                });
+        };
+        if tokio::time::timeout(self.limits.timeout, taken).await.is_err() {
+            let mut waiting = self.meeting.lock().expect("meeting");
+            if matches!(waiting.get(&session), Some(Rendezvous::Peer(..))) {
+                waiting.remove(&session);
             }
+            return Err(SuiteError::Net(NetError::Timeout {
+                peer: "the user of the query".into(),
+                step: CORRELATIONS,
+                waited: self.limits.timeout,
+            }));
         }
         Ok(())
     }
@@ -101,7 +113,8 @@ impl ShareServerService {
         let arrived = {
             let mut waiting = self.meeting.lock().expect("meeting");
             match waiting.remove(&session) {
-                Some(Rendezvous::Peer(c, join)) => Ok((c, join)),
+                // The sender drops here: `S1`'s connection task is done with the link.
+                Some(Rendezvous::Peer(c, join, _taken)) => Ok((c, join)),
                 _ => {
                     let (tx, rx) = tokio::sync::oneshot::channel();
                     waiting.insert(session, Rendezvous::User(tx));

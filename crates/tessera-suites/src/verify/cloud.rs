@@ -54,6 +54,8 @@ impl std::str::FromStr for Cheat {
 pub struct Cloud {
     model: Arc<FixedModel>,
     cheat: Cheat,
+    /// Most images in one offloaded product.
+    max_batch: usize,
     last: Mutex<HashMap<u32, Vec<u64>>>,
 }
 
@@ -66,7 +68,13 @@ impl std::fmt::Debug for Cloud {
 impl Cloud {
     /// A cloud for `model` that behaves as `cheat` says.
     pub fn new(model: Arc<FixedModel>, cheat: Cheat) -> Self {
-        Self { model, cheat, last: Mutex::new(HashMap::new()) }
+        Self { model, cheat, max_batch: usize::MAX, last: Mutex::new(HashMap::new()) }
+    }
+
+    /// The same, refusing products of more than `max_batch` images (a deployment's
+    /// [`max_batch`](super::max_batch)) before computing anything for them.
+    pub fn with_max_batch(self, max_batch: usize) -> Self {
+        Self { max_batch, ..self }
     }
 
     /// Serves the queries a client sends on one connection, until it closes it.
@@ -120,8 +128,8 @@ impl Cloud {
         let g = *kernel.geometry();
         let positions = g.output().expect("checked kernel").plane();
         let per_image = if monomial { g.terms() * positions } else { g.input.len() };
-        if batch == 0 || batch.checked_mul(per_image).is_none_or(|n| n > payload.len() / 8) {
-            let max = (payload.len() / 8 / per_image.max(1)) as u64;
+        if batch == 0 || batch > self.max_batch || batch.checked_mul(per_image).is_none_or(|n| n > payload.len() / 8) {
+            let max = (payload.len() / 8 / per_image.max(1)).min(self.max_batch) as u64;
             return Err(r.error(Violation::OutOfRange { field: "batch", value: batch as u64, min: 1, max }));
         }
         let mut x = r.elements(batch * per_image)?;

@@ -30,7 +30,10 @@ pub use cost::{Arithmetic, ClientCost, CpuSplit};
 pub use memory::run_in_memory;
 pub use service::CloudService;
 
+use tessera_field::kernels::ConvGeometry;
+use tessera_model::fixed::FixedModel;
 use tessera_net::MessageKind;
+use tessera_net::admission::FrameLimits;
 
 /// Client → cloud, per offloaded layer: batch (u32 LE) and the disguised input.
 pub const OFFLOAD: MessageKind = MessageKind(0x0301);
@@ -40,3 +43,28 @@ pub const PRODUCT: MessageKind = MessageKind(0x0302);
 pub const DONE: MessageKind = MessageKind(0x0303);
 /// Cloud → client: its cost report (JSON list of one party report).
 pub const REPORT: MessageKind = MessageKind(0x0304);
+
+/// The geometries of `model`'s offloaded layers, with their output's length.
+fn offloaded(model: &FixedModel) -> impl Iterator<Item = (ConvGeometry, usize)> + '_ {
+    (0..model.ops().len()).filter_map(|node| {
+        let g = *model.linear_kernel(node)?.geometry();
+        g.output().map(|out| (g, out.len()))
+    })
+}
+
+/// The largest batch whose padded `OFFLOAD` (8 bytes per input value, after the batch and the
+/// disguise tag) and `PRODUCT` (8 bytes per output value) of every offloaded layer fit in frames
+/// of `max_frame` bytes. The cloud refuses larger batches before computing anything for them.
+pub fn max_batch(model: &FixedModel, max_frame: u32) -> usize {
+    let per_image = offloaded(model).map(|(g, out)| 8 * g.input.len().max(out)).max().unwrap_or(0);
+    ((max_frame as usize).saturating_sub(8) / per_image.max(1)).max(1)
+}
+
+/// The largest frame of each kind the cloud receives from clients, for the largest batch
+/// ([`max_batch`]): `OFFLOAD` up to the largest layer's padded input, `DONE` empty; any other
+/// kind (but an abort) is refused. The insecure monomial disguise sends more per image (its
+/// im2col columns), so it runs smaller batches within the same limit.
+pub fn frame_limits(model: &FixedModel, max_frame: u32) -> FrameLimits {
+    let per_image = offloaded(model).map(|(g, _)| g.input.len()).max().unwrap_or(0);
+    FrameLimits::new(0).with(OFFLOAD, 8 + 8 * max_batch(model, max_frame) * per_image).with(DONE, 0)
+}

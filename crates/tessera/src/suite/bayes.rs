@@ -30,15 +30,11 @@ impl Deployment for Bayes {
         let model = party.model;
         let posterior =
             model.posterior.clone().ok_or_else(|| Error::NoPosterior { model: model.path.display().to_string() })?;
-        let server = BayesServer::new(
-            model.original.clone(),
-            posterior,
-            model.params()?,
-            he_params()?,
-            Sampling::Fresh,
-            MAX_BATCH,
-        );
-        Ok(Served::new(BayesService::new(party.name, server.into()), party, &[Role::User]))
+        let he = he_params()?;
+        let frames = bayes::frame_limits(&*model.fixed()?, &he, MAX_BATCH)?;
+        let server =
+            BayesServer::new(model.original.clone(), posterior, model.params()?, he, Sampling::Fresh, MAX_BATCH);
+        Ok(Served::new(BayesService::new(party.name, server.into()), party, &[Role::User]).with_frames(frames))
     }
 
     async fn query(user: &UserParty<'_>, input: &[f32], batch: u32) -> Result<QueryResult> {

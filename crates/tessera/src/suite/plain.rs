@@ -22,8 +22,9 @@ impl Deployment for Plain {
         if party.role != Role::Server {
             return Err(party.not_served(Suite::Plain, party.role));
         }
+        let frames = plain::frame_limits(&party.model.merged, party.limits.max_frame);
         let server = PlainServer::new(std::sync::Arc::new(party.model.merged.clone()));
-        Ok(Served::new(server, party, &[Role::User]))
+        Ok(Served::new(server, party, &[Role::User]).with_frames(frames))
     }
 
     async fn query(user: &UserParty<'_>, input: &[f32], batch: u32) -> Result<QueryResult> {

@@ -33,10 +33,15 @@ impl Deployment for Serpens2 {
             net: party.net.clone(),
             limits: party.limits,
         };
-        let service = ShareServerService::new(setup, party.model.fixed()?, he_params()?);
-        // S1 dials S2 for every query: S2 accepts it besides the users.
-        let callers: &[Role] = if index == 2 { &[Role::User, Role::ShareServer] } else { &[Role::User] };
-        Ok(Served::new(service, party, callers))
+        let (model, he) = (party.model.fixed()?, he_params()?);
+        let frames = serpens_2::frame_limits(&model, &he, party.limits.max_frame);
+        let service = ShareServerService::new(setup, model, he);
+        // S1 dials S2 for every query: S2 accepts it besides the users, under limits of its own.
+        if index == 2 {
+            let limits = frames.user.with_peer(servers[0], frames.peer);
+            return Ok(Served::new(service, party, &[Role::User, Role::ShareServer]).with_frames(limits));
+        }
+        Ok(Served::new(service, party, &[Role::User]).with_frames(frames.user))
     }
 
     async fn query(user: &UserParty<'_>, input: &[f32], batch: u32) -> Result<QueryResult> {

@@ -23,8 +23,11 @@ impl Deployment for Verify {
         if party.role != Role::Cloud {
             return Err(party.not_served(Suite::Verify, party.role));
         }
-        let cloud = Cloud::new(party.model.fixed()?, party.options.cheat);
-        Ok(Served::new(CloudService::new(party.name, cloud.into()), party, &[Role::User]))
+        let model = party.model.fixed()?;
+        let frames = verify::frame_limits(&model, party.limits.max_frame);
+        let batch = verify::max_batch(&model, party.limits.max_frame);
+        let cloud = Cloud::new(model, party.options.cheat).with_max_batch(batch);
+        Ok(Served::new(CloudService::new(party.name, cloud.into()), party, &[Role::User]).with_frames(frames))
     }
 
     async fn query(user: &UserParty<'_>, input: &[f32], batch: u32) -> Result<QueryResult> {
