@@ -20,6 +20,7 @@ pub const FOLDABLE: &[&str] = &[
     "ConstantOfShape",
     "Range",
     "Transpose",
+    "Reshape",
     "Add",
     "Sub",
     "Mul",
@@ -131,6 +132,7 @@ pub fn fold(step: &Step<'_>, inputs: &[Option<Folded>]) -> Fold<Folded> {
         "ConstantOfShape" => constant_of_shape(input(0)?, step.tensor.as_ref(), step.max_elements)?,
         "Range" => range(input(0)?, input(1)?, input(2)?, step.max_elements)?,
         "Transpose" => transpose(input(0)?, (step.ints)("perm"))?,
+        "Reshape" => reshape(input(0)?, input(1)?.ints("the shape")?, (step.int)("allowzero").unwrap_or(0) != 0)?,
         "Add" | "Sub" | "Mul" | "Div" => arithmetic(step.op, input(0)?, input(1)?)?,
         other => return Err(format!("`{other}` is not folded")),
     };
@@ -143,7 +145,11 @@ pub fn fold(step: &Step<'_>, inputs: &[Option<Folded>]) -> Fold<Folded> {
 /// `axis` in `-rank..rank` as an index.
 fn axis_index(axis: i64, rank: usize) -> Fold<usize> {
     let r = rank as i64;
-    if (-r..r).contains(&axis) { Ok(axis.rem_euclid(r.max(1)) as usize) } else { Err(format!("axis {axis} of rank {rank}")) }
+    if (-r..r).contains(&axis) {
+        Ok(axis.rem_euclid(r.max(1)) as usize)
+    } else {
+        Err(format!("axis {axis} of rank {rank}"))
+    }
 }
 
 /// Row-major strides of `dims`.
@@ -165,7 +171,8 @@ fn gather(data: &Folded, indices: &Folded, axis: i64) -> Fold<Folded> {
         .collect::<Fold<Vec<usize>>>()?;
     let outer: usize = data.dims[..axis].iter().product();
     let inner: usize = data.dims[axis + 1..].iter().product();
-    let order = (0..outer).flat_map(|o| picks.iter().flat_map(move |&p| (0..inner).map(move |i| (o * n as usize + p) * inner + i)));
+    let order = (0..outer)
+        .flat_map(|o| picks.iter().flat_map(move |&p| (0..inner).map(move |i| (o * n as usize + p) * inner + i)));
     let mut dims = data.dims[..axis].to_vec();
     dims.extend(&indices.dims);
     dims.extend(&data.dims[axis + 1..]);
@@ -205,7 +212,10 @@ fn concat(parts: &[&Folded], axis: i64) -> Fold<Folded> {
     let same = |p: &Folded| {
         p.dims.len() == first.dims.len()
             && (0..first.dims.len()).all(|i| i == axis || p.dims[i] == first.dims[i])
-            && matches!((&p.values, &first.values), (Values::Int(_), Values::Int(_)) | (Values::Float(_), Values::Float(_)))
+            && matches!(
+                (&p.values, &first.values),
+                (Values::Int(_), Values::Int(_)) | (Values::Float(_), Values::Float(_))
+            )
     };
     if !parts.iter().all(|p| same(p)) {
         return Err("inputs of different ranks, sizes or types".into());
@@ -361,6 +371,35 @@ fn transpose(data: &Folded, perm: Option<Vec<i64>>) -> Fold<Folded> {
     Ok(Folded::new(dims, data.values.pick(offsets.into_iter())))
 }
 
+/// The same elements under new dims: `-1` stands for what is left, `0` (unless `allow_zero`)
+/// for the input's size on that axis.
+fn reshape(data: &Folded, shape: &[i64], allow_zero: bool) -> Fold<Folded> {
+    let n = data.values.len();
+    let mut dims = Vec::with_capacity(shape.len());
+    let mut free = None;
+    for (i, &d) in shape.iter().enumerate() {
+        dims.push(match d {
+            -1 if free.is_none() => {
+                free = Some(i);
+                1
+            }
+            0 if !allow_zero => *data.dims.get(i).ok_or_else(|| format!("no axis {i} to copy"))?,
+            d if d >= 0 => d as usize,
+            _ => return Err(format!("shape {shape:?}")),
+        });
+    }
+    let known: usize = dims.iter().product();
+    if let Some(i) = free {
+        if known == 0 || !n.is_multiple_of(known) {
+            return Err(format!("{n} elements do not fit {shape:?}"));
+        }
+        dims[i] = n / known;
+    } else if known != n {
+        return Err(format!("{n} elements do not fit {shape:?}"));
+    }
+    Ok(Folded::new(dims, data.values.clone()))
+}
+
 /// Element-wise arithmetic with NumPy broadcasting; integer division truncates, as ONNX's.
 fn arithmetic(op: &str, a: &Folded, b: &Folded) -> Fold<Folded> {
     let rank = a.dims.len().max(b.dims.len());
@@ -369,7 +408,15 @@ fn arithmetic(op: &str, a: &Folded, b: &Folded) -> Fold<Folded> {
     let dims = da
         .iter()
         .zip(&db)
-        .map(|(&x, &y)| if x == y || y == 1 { Ok(x) } else if x == 1 { Ok(y) } else { Err(format!("{da:?} and {db:?} do not broadcast")) })
+        .map(|(&x, &y)| {
+            if x == y || y == 1 {
+                Ok(x)
+            } else if x == 1 {
+                Ok(y)
+            } else {
+                Err(format!("{da:?} and {db:?} do not broadcast"))
+            }
+        })
         .collect::<Fold<Vec<usize>>>()?;
     let (sa, sb) = (strides(&da), strides(&db));
     let n: usize = dims.iter().product();
@@ -438,13 +485,27 @@ mod tests {
     fn slices_gathers_and_transposes_match_numpy() {
         let x = ints(&[2, 3], &[0, 1, 2, 3, 4, 5]);
         // x[:, ::-1][:, 1:]
-        let s = slice(&x, &[None, Some(ints(&[1], &[-1])), Some(ints(&[1], &[i64::MIN])), Some(ints(&[1], &[1])), Some(ints(&[1], &[-1]))]).unwrap();
+        let s = slice(
+            &x,
+            &[
+                None,
+                Some(ints(&[1], &[-1])),
+                Some(ints(&[1], &[i64::MIN])),
+                Some(ints(&[1], &[1])),
+                Some(ints(&[1], &[-1])),
+            ],
+        )
+        .unwrap();
         assert_eq!(s, ints(&[2, 3], &[2, 1, 0, 5, 4, 3]));
-        let s = slice(&x, &[None, Some(ints(&[1], &[1])), Some(ints(&[1], &[100])), Some(ints(&[1], &[1])), None]).unwrap();
+        let s =
+            slice(&x, &[None, Some(ints(&[1], &[1])), Some(ints(&[1], &[100])), Some(ints(&[1], &[1])), None]).unwrap();
         assert_eq!(s, ints(&[2, 2], &[1, 2, 4, 5]));
         assert_eq!(gather(&x, &ints(&[2], &[2, -3]), 1).unwrap(), ints(&[2, 2], &[2, 0, 5, 3]));
         assert_eq!(transpose(&x, None).unwrap(), ints(&[3, 2], &[0, 3, 1, 4, 2, 5]));
         assert_eq!(squeeze(&ints(&[1, 3, 1], &[7, 8, 9]), None).unwrap(), ints(&[3], &[7, 8, 9]));
+        assert_eq!(reshape(&x, &[-1, 2], false).unwrap(), ints(&[3, 2], &[0, 1, 2, 3, 4, 5]));
+        assert_eq!(reshape(&x, &[0, -1], false).unwrap(), ints(&[2, 3], &[0, 1, 2, 3, 4, 5]));
+        assert!(reshape(&x, &[4, -1], false).is_err());
     }
 
     #[test]

@@ -535,7 +535,11 @@ impl Builder {
             } else if self.values.contains_key(name) {
                 return Ok(false);
             } else {
-                return Err(ImportError::MissingInput { node: ctx.name.clone(), op: ctx.op.to_string(), input: name.clone() });
+                return Err(ImportError::MissingInput {
+                    node: ctx.name.clone(),
+                    op: ctx.op.to_string(),
+                    input: name.clone(),
+                });
             }
         }
         let out = ctx.node.output.first().ok_or_else(|| ctx.shape_err("no output"))?;
@@ -543,9 +547,13 @@ impl Builder {
             let dims = inputs.first().cloned().flatten().ok_or_else(|| ctx.shape_err("missing input 0"))?;
             let dims = match &dims.values {
                 // The shape of a constant is its dims.
-                Values::Float(_) => Folded::new(vec![dims.dims.len()], Values::Int(dims.dims.iter().map(|&d| d as i64).collect())),
+                Values::Float(_) => {
+                    Folded::new(vec![dims.dims.len()], Values::Int(dims.dims.iter().map(|&d| d as i64).collect()))
+                }
                 Values::Int(_) if self.values.contains_key(&ctx.node.input[0]) => dims,
-                Values::Int(_) => Folded::new(vec![dims.dims.len()], Values::Int(dims.dims.iter().map(|&d| d as i64).collect())),
+                Values::Int(_) => {
+                    Folded::new(vec![dims.dims.len()], Values::Int(dims.dims.iter().map(|&d| d as i64).collect()))
+                }
             };
             self.shape_slice(ctx, dims)?
         } else {
@@ -555,7 +563,13 @@ impl Builder {
             };
             let int = |name: &str| ctx.attr(name).and_then(|a| a.i);
             let ints = |name: &str| ctx.ints(name).map(<[i64]>::to_vec);
-            let step = fold::Step { op: ctx.op, int: &int, ints: &ints, tensor, max_elements: self.limits.max_tensor_elements };
+            let step = fold::Step {
+                op: ctx.op,
+                int: &int,
+                ints: &ints,
+                tensor,
+                max_elements: self.limits.max_tensor_elements,
+            };
             fold::fold(&step, &inputs).map_err(|detail| ctx.shape_err(format!("folding a constant: {detail}")))?
         };
         self.constants.insert(out.clone(), folded.into_proto(out));

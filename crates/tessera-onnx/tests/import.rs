@@ -212,6 +212,17 @@ fn refusals_name_the_problem() {
         refused(|m| graph(m).node[2].op_type = Some("Softmax".into())),
         ImportError::UnsupportedOp { node: "relu".into(), op: "Softmax".into() }
     );
+    // An op that folds on constants is refused by name once it touches an activation.
+    assert_eq!(
+        refused(|m| graph(m).node[2] = node("scale", "Mul", &["n", "g"], "r", vec![])),
+        ImportError::UnsupportedOp { node: "scale".into(), op: "Mul".into() }
+    );
+    // Folding that cannot compute names the node.
+    let err = refused(|m| {
+        graph(m).initializer.push(ints_tensor("big", &[1 << 20, 1 << 20]));
+        graph(m).node.insert(0, node("zeros", "ConstantOfShape", &["big"], "z", vec![]));
+    });
+    assert!(matches!(&err, ImportError::Shape { node, .. } if node == "zeros"), "{err}");
     assert!(
         matches!(refused(|m| { graph(m).initializer.remove(0); }), ImportError::MissingInput { node, input, .. } if node == "conv" && input == "w")
     );

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Writes the ONNX import fixtures in crates/tessera-onnx/tests/fixtures/: small graphs in the
+shapes PyTorch's exporter emits (the `x.view(x.size(0), -1)` flatten, `torch.flatten` through a
+sliced shape, `F.pad` with its computed pads, a grouped convolution behind folded shape
+arithmetic), each with one input and onnxruntime's logits for it.
+
+    python3 -m venv /tmp/venv && /tmp/venv/bin/pip install numpy onnx onnxruntime
+    /tmp/venv/bin/python scripts/import_fixtures.py
+
+The Rust test `crates/tessera-onnx/tests/fixtures.rs` imports each graph and compares Tessera's
+`f32` logits with onnxruntime's (or checks the refusal).
+"""
+
+import json
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "crates", "tessera-onnx", "tests", "fixtures")
+OPSET = 17
+rng = np.random.default_rng(7)
+
+
+def weights(name, *shape):
+    return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+
+def ints(name, values):
+    return numpy_helper.from_array(np.array(values, dtype=np.int64), name)
+
+
+def features(nodes, inits, channels=1, groups=1):
+    """Conv 3×3 (4 filters) → ReLU → MaxPool 2 on a N×channels×8×8 input: output `pool`."""
+    inits += [weights("conv.w", 4, channels // groups, 3, 3), weights("conv.b", 4)]
+    nodes += [
+        helper.make_node("Conv", ["x", "conv.w", "conv.b"], ["conv"], name="/features/conv/Conv",
+                         kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=groups),
+        helper.make_node("Relu", ["conv"], ["relu"], name="/features/relu/Relu"),
+        helper.make_node("MaxPool", ["relu"], ["pool"], name="/features/pool/MaxPool", kernel_shape=[2, 2],
+                         strides=[2, 2]),
+    ]
+
+
+def classifier(nodes, inits, flat):
+    inits += [weights("fc.w", 10, 64), weights("fc.b", 10)]
+    nodes.append(helper.make_node("Gemm", [flat, "fc.w", "fc.b"], ["logits"], name="/fc/Gemm", transB=1))
+
+
+def view_flatten():
+    """`x.view(x.size(0), -1)`: Shape → Gather(0) → Unsqueeze → Concat with -1 → Reshape."""
+    nodes, inits = [], []
+    features(nodes, inits)
+    inits += [ints("zero", 0), ints("axes0", [0]), ints("minus_one", [-1])]
+    nodes += [
+        helper.make_node("Shape", ["pool"], ["shape"], name="/Shape"),
+        helper.make_node("Gather", ["shape", "zero"], ["n"], name="/Gather", axis=0),
+        helper.make_node("Unsqueeze", ["n", "axes0"], ["n1"], name="/Unsqueeze"),
+        helper.make_node("Concat", ["n1", "minus_one"], ["target"], name="/Concat", axis=0),
+        helper.make_node("Reshape", ["pool", "target"], ["flat"], name="/Reshape"),
+    ]
+    classifier(nodes, inits, "flat")
+    return nodes, inits, 1
+
+
+def sliced_flatten():
+    """`x.reshape(x.shape[:1] + (-1,))`: Shape → Slice [0:1] → Concat with -1 → Reshape; the
+    sizes also pass through Cast and Mul, as shape arithmetic often does."""
+    nodes, inits = [], []
+    features(nodes, inits)
+    inits += [ints("s0", [0]), ints("s1", [1]), ints("minus_one", [-1]), ints("one", [1])]
+    nodes += [
+        helper.make_node("Shape", ["pool"], ["shape"], name="/Shape"),
+        helper.make_node("Slice", ["shape", "s0", "s1"], ["batch"], name="/Slice"),
+        helper.make_node("Cast", ["batch"], ["batch_f"], name="/Cast", to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["batch_f"], ["batch_i"], name="/Cast_1", to=TensorProto.INT64),
+        helper.make_node("Mul", ["batch_i", "one"], ["batch_m"], name="/Mul"),
+        helper.make_node("Concat", ["batch_m", "minus_one"], ["target"], name="/Concat", axis=0),
+        helper.make_node("Reshape", ["pool", "target"], ["flat"], name="/Reshape"),
+    ]
+    classifier(nodes, inits, "flat")
+    return nodes, inits, 1
+
+
+def computed_pads():
+    """`F.pad(x, (1, 1, 1, 1))`: the pads come from ConstantOfShape, Concat, Reshape, a
+    reversing Slice, Transpose and Cast before the Pad node; then the view idiom."""
+    nodes, inits = [], []
+    inits += [ints("pads_given", [1, 1, 1, 1]), ints("four", [4]), ints("pairs", [-1, 2]),
+              ints("start", [-1]), ints("end", [-(2**63) + 1]), ints("axis0", [0]), ints("step", [-1]),
+              ints("flat_shape", [-1])]
+    nodes += [
+        helper.make_node("ConstantOfShape", ["four"], ["zeros"], name="/ConstantOfShape",
+                         value=helper.make_tensor("value", TensorProto.INT64, [1], [0])),
+        helper.make_node("Concat", ["pads_given", "zeros"], ["pads8"], name="/Concat_pads", axis=0),
+        helper.make_node("Reshape", ["pads8", "pairs"], ["pads2"], name="/Reshape_pads"),
+        helper.make_node("Slice", ["pads2", "start", "end", "axis0", "step"], ["rev"], name="/Slice_pads"),
+        helper.make_node("Transpose", ["rev"], ["tr"], name="/Transpose", perm=[1, 0]),
+        helper.make_node("Reshape", ["tr", "flat_shape"], ["pads_flat"], name="/Reshape_pads_1"),
+        helper.make_node("Cast", ["pads_flat"], ["pads"], name="/Cast_pads", to=TensorProto.INT64),
+        helper.make_node("Pad", ["x", "pads"], ["xp"], name="/Pad", mode="constant"),
+    ]
+    # The convolution reads the padded input, without its own padding.
+    inits += [weights("conv.w", 4, 1, 3, 3), weights("conv.b", 4), ints("zero", 0), ints("axes0", [0]),
+              ints("minus_one", [-1])]
+    nodes += [
+        helper.make_node("Conv", ["xp", "conv.w", "conv.b"], ["conv"], name="/features/conv/Conv", kernel_shape=[3, 3]),
+        helper.make_node("Relu", ["conv"], ["relu"], name="/features/relu/Relu"),
+        helper.make_node("MaxPool", ["relu"], ["pool"], name="/features/pool/MaxPool", kernel_shape=[2, 2],
+                         strides=[2, 2]),
+        helper.make_node("Shape", ["pool"], ["shape"], name="/Shape"),
+        helper.make_node("Gather", ["shape", "zero"], ["n"], name="/Gather", axis=0),
+        helper.make_node("Unsqueeze", ["n", "axes0"], ["n1"], name="/Unsqueeze"),
+        helper.make_node("Concat", ["n1", "minus_one"], ["target"], name="/Concat", axis=0),
+        helper.make_node("Reshape", ["pool", "target"], ["flat"], name="/Reshape"),
+    ]
+    classifier(nodes, inits, "flat")
+    return nodes, inits, 1
+
+
+def grouped_conv():
+    """A grouped convolution behind folded shape arithmetic: the refusal must name the
+    convolution and its `group`, not an auxiliary op."""
+    nodes, inits = [], []
+    inits += [ints("four", [4])]
+    nodes.append(helper.make_node("ConstantOfShape", ["four"], ["unused"], name="/ConstantOfShape",
+                                  value=helper.make_tensor("value", TensorProto.INT64, [1], [0])))
+    features(nodes, inits, channels=2, groups=2)
+    nodes.append(helper.make_node("Flatten", ["pool"], ["flat"], name="/Flatten"))
+    classifier(nodes, inits, "flat")
+    return nodes, inits, 2
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    for name, build in [("view_flatten", view_flatten), ("sliced_flatten", sliced_flatten),
+                        ("computed_pads", computed_pads), ("grouped_conv", grouped_conv)]:
+        nodes, inits, channels = build()
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", channels, 8, 8])
+        y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])
+        graph = helper.make_graph(nodes, name, [x], [y], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="fixtures")
+        onnx.checker.check_model(model, full_check=True)
+        path = os.path.join(OUT, f"{name}.onnx")
+        onnx.save(model, path)
+        image = rng.random((1, channels, 8, 8), dtype=np.float32)
+        logits = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": image})[0]
+        with open(os.path.join(OUT, f"{name}.json"), "w") as f:
+            json.dump({"input": image.ravel().tolist(), "logits": logits.ravel().tolist()}, f)
+        print(f"wrote {os.path.relpath(path, ROOT)}: logits {np.round(logits.ravel()[:3], 4)}…")
+
+
+if __name__ == "__main__":
+    main()
