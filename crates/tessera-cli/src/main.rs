@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tessera::dataset::Dataset;
 use tessera::eval::{argmax, evaluate, sampled_accuracy};
-use tessera::input::{load_input, normalize};
+use tessera::input::{load_input, load_samples, normalize};
 use tessera::model::cost::{node_cost, total};
 use tessera::model::plain::PlainEngine;
 use tessera::suites::verify::Cheat;
@@ -124,9 +124,10 @@ enum Command {
     Calibrate {
         /// ONNX model.
         model: PathBuf,
-        /// Dataset to draw the samples from.
+        /// Sample images: a folder of PNG or JPEG images, an `.npy` batch (N×C×H×W, u8 pixels or
+        /// normalized f32), or a dataset (*images*.idx[.gz], CIFAR-10 *.bin, MedMNIST *.npz).
         data: PathBuf,
-        /// Number of sample images (the first ones of the set).
+        /// Number of sample images (the first ones).
         #[arg(long, default_value_t = 64)]
         samples: usize,
         /// One JSON object on stdout.
@@ -216,9 +217,15 @@ fn run(command: Command) -> Result<()> {
         Command::Calibrate { model, data, samples, json } => {
             let mut m =
                 LoadedModel::load_uncalibrated(&model).with_context(|| format!("loading {}", model.display()))?;
-            let set = Dataset::open(&data)?;
-            let n = samples.min(set.len()).max(1);
-            let x = normalize(set.pixels(0..n), set.shape, m.meta());
+            let samples = samples.max(1);
+            let is_npy = data.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+            let (x, n) = if data.is_dir() || is_npy {
+                load_samples(&data, m.merged.input_shape(), m.meta(), samples)?
+            } else {
+                let set = Dataset::open(&data)?;
+                let n = samples.min(set.len());
+                (normalize(set.pixels(0..n), set.shape, m.meta()), n)
+            };
             let cal = m.calibrate(&x, n)?.clone();
             let path = m.save_calibration()?;
             if json {
@@ -390,12 +397,35 @@ fn infer_plain(m: &LoadedModel, image: &std::path::Path, json: bool) -> Result<(
     let start = std::time::Instant::now();
     let logits = PlainEngine::new(&m.merged).run(&x, 1)?;
     let f32_time = start.elapsed();
+    let class = |i: usize| m.meta().classes.get(i).cloned().unwrap_or_else(|| i.to_string());
+    if m.calibration().is_none() {
+        // The f32 result needs no calibration; the fixed-point one (what the suites compute) does.
+        let label = argmax(&logits);
+        let hint = format!(
+            "not calibrated, so no fixed-point result: `tessera calibrate {} IMAGES` (a folder of images, an .npy batch or a dataset) writes it",
+            m.path.display()
+        );
+        if json {
+            print_json(&json!({
+                "engine": "plain", "f32_label": label, "class": class(label), "f32_logits": logits,
+                "f32_ms": f32_time.as_secs_f64() * 1e3, "calibrated": false, "hint": hint,
+            }));
+        } else {
+            crate::outln!("label {label} ({}) from f32", class(label));
+            let mut t = Table::new(&["class", "f32 logit"]);
+            for (i, a) in logits.iter().enumerate() {
+                t.row(vec![class(i), format!("{a:.4}")]);
+            }
+            t.print();
+            crate::outln!("f32 {:.3} ms; {hint}", f32_time.as_secs_f64() * 1e3);
+        }
+        return Ok(());
+    }
     let fixed = m.fixed()?;
     let start = std::time::Instant::now();
     let fixed_logits = fixed.run(&x, 1)?;
     let fixed_time = start.elapsed();
     let label = argmax(&fixed_logits);
-    let class = |i: usize| m.meta().classes.get(i).cloned().unwrap_or_else(|| i.to_string());
     if json {
         print_json(&json!({
             "engine": "plain", "label": label, "class": class(label), "logits": fixed_logits,

@@ -22,6 +22,55 @@ fn infer_plain_json() {
     assert_eq!(v["logits"].as_array().unwrap().len(), 10);
 }
 
+/// A model without its calibration: `infer --plain` gives the f32 result and says how to
+/// calibrate; `calibrate` takes a folder of images or an `.npy` batch of pixels, and names a file
+/// that does not fit; then `infer --plain` gives the fixed-point result too.
+#[test]
+fn calibrate_from_a_folder_of_images_or_an_npy_batch() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("calibrate-from-files");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("images")).unwrap();
+    let model = dir.join("mnist.onnx");
+    std::fs::copy(repo().join("models/minionn-mnist.onnx"), &model).unwrap();
+    for name in ["mnist-test00000-7.png", "mnist-test00050-6.png", "mnist-test00100-6.png"] {
+        std::fs::copy(repo().join("examples/images").join(name), dir.join("images").join(name)).unwrap();
+    }
+    std::fs::write(dir.join("images/README.txt"), "not an image").unwrap();
+    let (model, images) = (model.to_str().unwrap(), dir.join("images"));
+    let image = "examples/images/mnist-test00000-7.png";
+    let json = |out: std::process::Output| -> serde_json::Value {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("one JSON object")
+    };
+
+    let v = json(tessera(&["infer", "--plain", model, image, "--json"]));
+    assert_eq!((v["calibrated"].as_bool(), v["f32_label"].as_u64()), (Some(false), Some(7)));
+    assert!(v["hint"].as_str().unwrap().contains("tessera calibrate"), "{v}");
+
+    let v = json(tessera(&["calibrate", model, images.to_str().unwrap(), "--json"]));
+    assert_eq!(v["calibration"]["samples"], 3, "the three PNGs, not the text file");
+    let v = json(tessera(&["infer", "--plain", model, image, "--json"]));
+    assert_eq!((v["label"].as_u64(), v["f32_label"].as_u64()), (Some(7), Some(7)));
+
+    // 16 MNIST test images as one N×1×28×28 array of u8 pixels.
+    let idx = std::fs::read(repo().join("data/mnist-test-200-images.idx")).unwrap();
+    let header = "{'descr': '|u1', 'fortran_order': False, 'shape': (16, 1, 28, 28), }";
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    let padded = format!("{header:<width$}\n", width = 64 * (10 + header.len() + 1).div_ceil(64) - 11);
+    npy.extend_from_slice(&(padded.len() as u16).to_le_bytes());
+    npy.extend_from_slice(padded.as_bytes());
+    npy.extend_from_slice(&idx[16..16 + 16 * 784]);
+    let batch = dir.join("batch.npy");
+    std::fs::write(&batch, npy).unwrap();
+    let v = json(tessera(&["calibrate", model, batch.to_str().unwrap(), "--samples", "10", "--json"]));
+    assert_eq!(v["calibration"]["samples"], 10);
+
+    std::fs::copy(repo().join("examples/images/cifar10-test00000-airplane.png"), images.join("airplane.png")).unwrap();
+    let out = tessera(&["calibrate", model, images.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("airplane.png"), "{err}");
+}
+
 /// The README's demo: every party its own process, over mutual TLS; two images in one query.
 #[test]
 fn infer_serpens_n_across_processes() {

@@ -121,6 +121,22 @@ fn check_npy_header(bytes: &[u8]) -> std::result::Result<(), &'static str> {
 }
 
 fn read_npy(path: &Path, bytes: &[u8], shape: ImageShape, meta: &ModelMeta) -> Result<Vec<f32>> {
+    let (values, n) = read_npy_batch(path, bytes, shape, meta)?;
+    if n != 1 {
+        return Err(Error::input(
+            path,
+            InputProblem::Corrupt(format!(
+                "{n} images where one {}×{}×{} image was expected",
+                shape.c, shape.h, shape.w
+            )),
+        ));
+    }
+    Ok(values)
+}
+
+/// Images from an `.npy` array: one or more `C×H×W` images (`u8` pixels or normalized `f32`),
+/// with their count.
+fn read_npy_batch(path: &Path, bytes: &[u8], shape: ImageShape, meta: &ModelMeta) -> Result<(Vec<f32>, usize)> {
     let err = |p| Error::input(path, p);
     let corrupt = |e: std::io::Error| err(InputProblem::Corrupt(e.to_string()));
     check_npy_header(bytes).map_err(|reason| err(InputProblem::Corrupt(reason.into())))?;
@@ -128,24 +144,63 @@ fn read_npy(path: &Path, bytes: &[u8], shape: ImageShape, meta: &ModelMeta) -> R
     let dims: Vec<u64> = npy.shape().to_vec();
     // A hostile header may declare dimensions whose product overflows.
     let n = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
-    if n != Some(shape.len() as u64) {
+    let images = n.filter(|&n| n > 0 && n % shape.len() as u64 == 0).map(|n| (n / shape.len() as u64) as usize);
+    let Some(images) = images else {
         return Err(err(InputProblem::Corrupt(format!(
-            "array of shape {dims:?} is not one {}×{}×{} image",
+            "array of shape {dims:?} is not {}×{}×{} images",
             shape.c, shape.h, shape.w
         ))));
-    }
-    match npy.dtype() {
+    };
+    let values = match npy.dtype() {
         npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Uint && t.size_field() == 1 => {
             let pixels: Vec<u8> = npy.into_vec().map_err(corrupt)?;
-            Ok(normalize(&pixels, shape, meta))
+            normalize(&pixels, shape, meta)
         }
         npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float && t.size_field() == 4 => {
             let v: Vec<f32> = npy.into_vec().map_err(corrupt)?;
             if v.iter().any(|x| !x.is_finite()) {
                 return Err(err(InputProblem::Corrupt("non-finite values".into())));
             }
-            Ok(v)
+            v
         }
-        other => Err(err(InputProblem::Corrupt(format!("dtype {other:?} is neither u8 pixels nor f32 values")))),
+        other => {
+            return Err(err(InputProblem::Corrupt(format!("dtype {other:?} is neither u8 pixels nor f32 values"))));
+        }
+    };
+    Ok((values, images))
+}
+
+/// Up to `limit` sample images as normalized model inputs, with their count, from what users
+/// have: a folder of PNG or JPEG images (in name order; other files are skipped), or an `.npy`
+/// batch (`N×C×H×W`, `u8` pixels or normalized `f32`).
+pub fn load_samples(path: &Path, shape: ImageShape, meta: &ModelMeta, limit: usize) -> Result<(Vec<f32>, usize)> {
+    if path.is_dir() {
+        let entries = std::fs::read_dir(path).map_err(|e| Error::input(path, InputProblem::Io(e.to_string())))?;
+        let mut files: Vec<_> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension()
+                    .and_then(|x| x.to_str())
+                    .is_some_and(|x| matches!(x.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+            })
+            .collect();
+        files.sort();
+        files.truncate(limit);
+        if files.is_empty() {
+            return Err(Error::input(path, InputProblem::Corrupt("no PNG or JPEG images in the folder".into())));
+        }
+        let mut values = Vec::with_capacity(files.len() * shape.len());
+        for file in &files {
+            values.extend(load_input(file, shape, meta)?);
+        }
+        return Ok((values, files.len()));
     }
+    let bytes = read_bounded(path, crate::dataset::MAX_DATASET_BYTES)?;
+    if !bytes.starts_with(b"\x93NUMPY") {
+        return Err(Error::input(path, InputProblem::Corrupt("neither a folder of images nor an .npy batch".into())));
+    }
+    let (mut values, n) = read_npy_batch(path, &bytes, shape, meta)?;
+    let kept = n.min(limit);
+    values.truncate(kept * shape.len());
+    Ok((values, kept))
 }
