@@ -121,6 +121,43 @@ def computed_pads():
     return nodes, inits, 1
 
 
+def in_model_affine():
+    """Per-channel constants after linear layers (`y * g - b`, `logits / T`): folded into the
+    layers before them, so the fixed-point model exists too."""
+    nodes, inits = [], []
+    inits += [weights("conv.w", 4, 1, 3, 3), numpy_helper.from_array(
+        (rng.random((4, 1, 1)) + 0.5).astype(np.float32), "gain"), numpy_helper.from_array(
+        np.array(0.1, dtype=np.float32), "offset"), numpy_helper.from_array(np.array([2.0], dtype=np.float32), "temperature")]
+    nodes += [
+        helper.make_node("Conv", ["x", "conv.w"], ["conv"], name="/features/conv/Conv", kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["conv", "gain"], ["scaled"], name="/features/Mul"),
+        helper.make_node("Sub", ["scaled", "offset"], ["shifted"], name="/features/Sub"),
+        helper.make_node("Relu", ["shifted"], ["relu"], name="/features/relu/Relu"),
+        helper.make_node("MaxPool", ["relu"], ["pool"], name="/features/pool/MaxPool", kernel_shape=[2, 2],
+                         strides=[2, 2]),
+        helper.make_node("Flatten", ["pool"], ["flat"], name="/Flatten"),
+    ]
+    inits += [weights("fc.w", 10, 64), weights("fc.b", 10)]
+    nodes += [helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["fc"], name="/fc/Gemm", transB=1),
+              helper.make_node("Div", ["fc", "temperature"], ["logits"], name="/Div")]
+    return nodes, inits, 1
+
+
+def input_normalization():
+    """`(x - mean) / std` inside the model, on its input: the f32 engine runs it; the fixed-point
+    model refuses it by name (it belongs in the model's mean and std metadata)."""
+    nodes, inits = [], []
+    inits += [numpy_helper.from_array(np.array([[[0.5]]], dtype=np.float32), "mean"),
+              numpy_helper.from_array(np.array([[[0.25]]], dtype=np.float32), "std")]
+    nodes += [helper.make_node("Sub", ["x0", "mean"], ["centred"], name="/normalize/Sub"),
+              helper.make_node("Div", ["centred", "std"], ["x"], name="/normalize/Div")]
+    features(nodes, inits)
+    nodes.append(helper.make_node("Flatten", ["pool"], ["flat"], name="/Flatten"))
+    classifier(nodes, inits, "flat")
+    return nodes, inits, 1
+
+
 def grouped_conv():
     """A grouped convolution behind folded shape arithmetic: the refusal must name the
     convolution and its `group`, not an auxiliary op."""
@@ -137,9 +174,13 @@ def grouped_conv():
 def main():
     os.makedirs(OUT, exist_ok=True)
     for name, build in [("view_flatten", view_flatten), ("sliced_flatten", sliced_flatten),
-                        ("computed_pads", computed_pads), ("grouped_conv", grouped_conv)]:
+                        ("computed_pads", computed_pads), ("in_model_affine", in_model_affine),
+                        ("input_normalization", input_normalization), ("grouped_conv", grouped_conv)]:
         nodes, inits, channels = build()
-        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", channels, 8, 8])
+        # The graph input: the one name read but neither initialized nor produced.
+        known = {t.name for t in inits} | {o for n in nodes for o in n.output}
+        first = next(i for n in nodes for i in n.input if i and i not in known)
+        x = helper.make_tensor_value_info(first, TensorProto.FLOAT, ["N", channels, 8, 8])
         y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])
         graph = helper.make_graph(nodes, name, [x], [y], inits)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="fixtures")
@@ -147,7 +188,7 @@ def main():
         path = os.path.join(OUT, f"{name}.onnx")
         onnx.save(model, path)
         image = rng.random((1, channels, 8, 8), dtype=np.float32)
-        logits = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": image})[0]
+        logits = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {first: image})[0]
         with open(os.path.join(OUT, f"{name}.json"), "w") as f:
             json.dump({"input": image.ravel().tolist(), "logits": logits.ravel().tolist()}, f)
         print(f"wrote {os.path.relpath(path, ROOT)}: logits {np.round(logits.ravel()[:3], 4)}…")

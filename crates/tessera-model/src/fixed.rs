@@ -146,7 +146,12 @@ impl FixedModel {
                     }
                 }
                 Op::BatchNorm { .. } => {
-                    return Err(not_fixed(&node.name, "BatchNorm not folded into a linear layer"));
+                    return Err(not_fixed(
+                        &node.name,
+                        "a per-channel affine map (BatchNorm, or a constant added, subtracted, multiplied or divided) \
+                         that no linear layer precedes to fold it into; normalizing the input belongs in the model's \
+                         mean and std metadata",
+                    ));
                 }
                 Op::AvgPool { .. } => {
                     return Err(not_fixed(&node.name, "average pool not folded into a linear layer"));

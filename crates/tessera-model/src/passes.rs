@@ -90,27 +90,30 @@ impl<'a> Draft<'a> {
         self.alias[node + 1] = alias_to;
     }
 
+    /// The value `v` stands for after removals.
+    fn resolve(&self, mut v: ValueId) -> ValueId {
+        while self.alias[v] != v {
+            v = self.alias[v];
+        }
+        v
+    }
+
     fn op_mut(&mut self, node: usize) -> &mut Op {
         &mut self.nodes[node].as_mut().expect("live node").1
     }
 
-    fn finish(self) -> Result<Model> {
-        let resolve = |mut v: ValueId| {
-            while self.alias[v] != v {
-                v = self.alias[v];
-            }
-            v
-        };
+    fn finish(mut self) -> Result<Model> {
         let mut new_id = vec![0; self.alias.len()];
         let mut nodes = Vec::new();
-        for (i, n) in self.nodes.into_iter().enumerate() {
+        for (i, n) in std::mem::take(&mut self.nodes).into_iter().enumerate() {
             if let Some((name, op, inputs)) = n {
-                let inputs = inputs.into_iter().map(|v| new_id[resolve(v)]).collect();
+                let inputs = inputs.into_iter().map(|v| new_id[self.resolve(v)]).collect();
                 nodes.push((name, op, inputs));
                 new_id[i + 1] = nodes.len();
             }
         }
-        Model::new(self.model.input_shape(), nodes, new_id[resolve(self.model.output())], self.model.meta.clone())
+        let output = new_id[self.resolve(self.model.output())];
+        Model::new(self.model.input_shape(), nodes, output, self.model.meta.clone())
     }
 }
 
@@ -120,8 +123,9 @@ fn fold_batchnorm(model: &Model, report: &mut MergeReport) -> Result<Model> {
         let Op::BatchNorm { scale, shift } = &node.op else {
             continue;
         };
-        let v = node.inputs[0];
-        let Some(j) = d.producer(v).filter(|_| d.sole_reader(v) == Some(i)) else {
+        // A chain of them folds one after another into the same layer.
+        let v = d.resolve(node.inputs[0]);
+        let Some(j) = d.producer(v).filter(|_| d.sole_reader(node.inputs[0]) == Some(i)) else {
             continue;
         };
         let Op::Linear(l) = d.op_mut(j) else { continue };

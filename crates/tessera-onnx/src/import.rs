@@ -450,6 +450,7 @@ impl Builder {
             "Gemm" => self.gemm(&ctx),
             "MatMul" => self.matmul(&ctx),
             "Add" => self.add(&ctx),
+            "Sub" | "Mul" | "Div" => self.affine(&ctx),
             "BatchNormalization" => self.batchnorm(&ctx),
             "Relu" => {
                 let x = self.value(&ctx, 0)?;
@@ -771,8 +772,55 @@ impl Builder {
                 l.bias = Some(b);
                 self.bind_output(ctx, x)
             }
-            _ => Err(ctx.shape_err("adding a constant is supported only as the bias of the preceding linear layer")),
+            _ => self.affine(ctx),
         }
+    }
+
+    /// An activation plus, minus, times or divided by a constant that is one value per channel
+    /// (or one in all): a per-channel affine map, which the merging pass folds into the linear
+    /// layer before it.
+    fn affine(&mut self, ctx: &Ctx) -> Result<()> {
+        let names = &ctx.node.input;
+        if names.len() != 2 {
+            return Err(ctx.shape_err(format!("{} inputs, expected 2", names.len())));
+        }
+        let Some(ci) = names.iter().position(|n| self.constants.contains_key(n)) else {
+            // Two activations: only their sum is linear.
+            return Err(ImportError::UnsupportedOp { node: ctx.name.clone(), op: ctx.op.to_string() });
+        };
+        let x = self.value(ctx, 1 - ci)?;
+        let c = self.channel_constant(ctx, &names[ci], x)?;
+        let n = c.len();
+        let (scale, shift) = match (ctx.op, ci) {
+            ("Add", _) => (vec![1.0; n], c),
+            ("Sub", 1) => (vec![1.0; n], c.iter().map(|v| -v).collect()),
+            ("Sub", _) => (vec![-1.0; n], c),
+            ("Mul", _) => (c, vec![0.0; n]),
+            ("Div", 1) if c.iter().all(|&v| v != 0.0) => (c.iter().map(|v| 1.0 / v).collect(), vec![0.0; n]),
+            ("Div", 1) => return Err(ctx.shape_err("division by a constant that holds 0")),
+            _ => return Err(ctx.shape_err("dividing by an activation is not linear")),
+        };
+        self.push(ctx, Op::BatchNorm { scale, shift }, vec![x])
+    }
+
+    /// Constant `name` as one value per channel of value `x`: a scalar, or `C × 1 × 1` (NCHW
+    /// values) or `C` (NK values), leading 1s allowed.
+    fn channel_constant(&self, ctx: &Ctx, name: &str, x: ValueId) -> Result<Vec<f32>> {
+        let (dims, v) = self.tensor_f32(ctx, name)?;
+        let channels = self.shapes[x].c;
+        let first = dims.iter().position(|&d| d != 1).unwrap_or(dims.len());
+        let per_channel = match (self.ranks[x], &dims[first..]) {
+            (_, []) => return Ok(vec![v[0]; channels]),
+            (4, [c, 1, 1]) | (2, [c]) => *c == channels,
+            _ => false,
+        };
+        if !per_channel || dims.len() > self.ranks[x] {
+            return Err(ImportError::Tensor {
+                tensor: name.to_string(),
+                detail: format!("shape {dims:?} is neither one value nor one per channel of {:?}", self.shapes[x]),
+            });
+        }
+        Ok(v)
     }
 
     fn batchnorm(&mut self, ctx: &Ctx) -> Result<()> {

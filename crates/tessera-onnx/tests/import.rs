@@ -212,11 +212,18 @@ fn refusals_name_the_problem() {
         refused(|m| graph(m).node[2].op_type = Some("Softmax".into())),
         ImportError::UnsupportedOp { node: "relu".into(), op: "Softmax".into() }
     );
-    // An op that folds on constants is refused by name once it touches an activation.
+    // An op that folds on constants is refused by name where it is not linear in activations.
     assert_eq!(
-        refused(|m| graph(m).node[2] = node("scale", "Mul", &["n", "g"], "r", vec![])),
-        ImportError::UnsupportedOp { node: "scale".into(), op: "Mul".into() }
+        refused(|m| graph(m).node[2] = node("square", "Mul", &["n", "n"], "r", vec![])),
+        ImportError::UnsupportedOp { node: "square".into(), op: "Mul".into() }
     );
+    let err = refused(|m| graph(m).node[2] = node("inverse", "Div", &["g", "n"], "r", vec![]));
+    assert!(matches!(&err, ImportError::Shape { node, .. } if node == "inverse"), "{err}");
+    let err = refused(|m| {
+        graph(m).initializer.push(tensor("row", &[8], &ramp(8, 1.0)));
+        graph(m).node[2] = node("per_column", "Mul", &["n", "row"], "r", vec![]);
+    });
+    assert!(matches!(&err, ImportError::Tensor { tensor, .. } if tensor == "row"), "{err}");
     // Folding that cannot compute names the node.
     let err = refused(|m| {
         graph(m).initializer.push(ints_tensor("big", &[1 << 20, 1 << 20]));
