@@ -788,6 +788,9 @@ impl Builder {
             // Two activations: only their sum is linear.
             return Err(ImportError::UnsupportedOp { node: ctx.name.clone(), op: ctx.op.to_string() });
         };
+        if (ctx.op, ci) == ("Div", 0) {
+            return Err(ctx.shape_err("dividing by an activation is not linear"));
+        }
         let x = self.value(ctx, 1 - ci)?;
         let c = self.channel_constant(ctx, &names[ci], x)?;
         let n = c.len();
@@ -797,8 +800,7 @@ impl Builder {
             ("Sub", _) => (vec![-1.0; n], c),
             ("Mul", _) => (c, vec![0.0; n]),
             ("Div", 1) if c.iter().all(|&v| v != 0.0) => (c.iter().map(|v| 1.0 / v).collect(), vec![0.0; n]),
-            ("Div", 1) => return Err(ctx.shape_err("division by a constant that holds 0")),
-            _ => return Err(ctx.shape_err("dividing by an activation is not linear")),
+            _ => return Err(ctx.shape_err("division by a constant that holds 0")),
         };
         self.push(ctx, Op::BatchNorm { scale, shift }, vec![x])
     }
