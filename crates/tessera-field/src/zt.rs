@@ -185,6 +185,30 @@ mod tests {
         assert_eq!(dot(&a, &b[..500]), naive(&a[..500], &b[..500]));
     }
 
+    /// Lengths around every multiple of the lazy chunk, with every element at `t − 1` (each
+    /// product at its maximum), at `2^61 − 1`-adjacent values and mixed: the lazy reduction
+    /// equals the product-by-product sum, and equals the exact integer sum mod `t`.
+    #[test]
+    fn dot_matches_naive_sums_around_chunk_boundaries() {
+        let naive = |a: &[u64], b: &[u64]| a.iter().zip(b).fold(0, |acc, (&p, &q)| add(acc, mul(p, q)));
+        let exact = |a: &[u64], b: &[u64]| {
+            a.iter().zip(b).fold(0u128, |acc, (&p, &q)| (acc + p as u128 * q as u128) % T as u128) as u64
+        };
+        let lengths = (0..=8)
+            .flat_map(|k| [32 * k, 32 * k + 1])
+            .chain((1..=8).map(|k| 32 * k - 1))
+            .chain([1023, 1024, 1025, 4097]);
+        for n in lengths {
+            let top = vec![T - 1; n];
+            let alt: Vec<u64> = (0..n).map(|i| if i % 2 == 0 { T - 1 } else { T - 2 }).collect();
+            let half = vec![HALF + 1; n];
+            for (a, b) in [(&top, &top), (&top, &alt), (&alt, &half), (&half, &half)] {
+                assert_eq!(dot(a, b), naive(a, b), "n = {n}");
+                assert_eq!(dot(a, b), exact(a, b), "n = {n}");
+            }
+        }
+    }
+
     fn elem() -> impl Strategy<Value = u64> {
         prop_oneof![0..T, Just(0), Just(1), Just(T - 1), Just(HALF), Just(HALF + 1)]
     }

@@ -442,3 +442,203 @@ fn attack_rational_reconstruction_recovers_nothing_under_the_pad() {
     // Each element of `X + M` equals the element of `X` with probability 1/t.
     assert_eq!(same, 0, "no value of X in the clear");
 }
+
+/// The first offloaded layer of `fixed`, with its bias.
+fn first_linear(fixed: &FixedModel) -> (usize, Vec<u64>) {
+    (0..fixed.ops().len())
+        .find_map(|n| match &fixed.ops()[n] {
+            FixedOp::Linear { bias, .. } => Some((n, bias.clone().unwrap_or_default())),
+            _ => None,
+        })
+        .expect("an offloaded layer")
+}
+
+/// Products wrong in the shape of the bias pattern (`c · b_o` on every output of channel `o`:
+/// what a cloud that adds the bias itself returns) or in one element of the last image of the
+/// batch only: caught at the first layer, and with recomputation the logits stay exact.
+#[test]
+fn adversary_bias_pattern_and_last_image_errors_are_caught() {
+    let rt = runtime(2);
+    let (fixed, input) = encoded("minionn-cifar", "cifar10-test-200.bin", 3);
+    let (_, bias) = first_linear(&fixed);
+    assert!(bias.iter().any(|&b| b != 0), "the first layer has a bias");
+    let reference = fixed.run_encoded(input.clone(), 3).unwrap();
+    for cheat in [Cheat::BiasPattern, Cheat::LastImage] {
+        for trial in 0..3 {
+            let cloud = Arc::new(Cloud::new(fixed.clone(), cheat));
+            let err = rt.block_on(run_in_memory(&fixed, cloud, &input, 3, STRICT, 1, None)).unwrap_err();
+            assert!(matches!(err, SuiteError::VerificationFailed { layer: 0, .. }), "{cheat:?} trial {trial}: {err}");
+        }
+        let cloud = Arc::new(Cloud::new(fixed.clone(), cheat));
+        let settings = ClientSettings { recompute_on_failure: true, repetitions: 2, ..STRICT };
+        let outcome = rt.block_on(run_in_memory(&fixed, cloud, &input, 3, settings, 1, None)).unwrap();
+        assert_eq!(outcome.logits, reference, "{cheat:?}: recomputed with the biases");
+        let linear = (0..fixed.ops().len()).filter(|&n| fixed.linear_kernel(n).is_some()).count();
+        assert_eq!(outcome.recomputed.len(), linear, "{cheat:?}");
+    }
+}
+
+/// A product with an element `≥ t`, one element short or one too many is refused with a typed
+/// protocol error (not a panic, not a check failure), with or without recomputation: a
+/// malformed reply ends the query even where `recompute_on_failure` is set.
+#[test]
+fn adversary_malformed_products_are_refused_with_typed_errors() {
+    use tessera_suites::error::Violation;
+    let rt = runtime(2);
+    let (fixed, input) = encoded("minionn-mnist", "mnist-test-200-images.idx", 2);
+    for recompute in [false, true] {
+        let settings = ClientSettings { recompute_on_failure: recompute, ..STRICT };
+        for cheat in [Cheat::OutsideField, Cheat::Short, Cheat::Long] {
+            let cloud = Arc::new(Cloud::new(fixed.clone(), cheat));
+            let err = rt.block_on(run_in_memory(&fixed, cloud, &input, 2, settings, 1, None)).unwrap_err();
+            let ok = match (cheat, &err) {
+                (Cheat::OutsideField, SuiteError::Protocol { violation: Violation::OutsideField, .. }) => true,
+                (Cheat::Short, SuiteError::Protocol { violation: Violation::Truncated { .. }, .. }) => true,
+                (Cheat::Long, SuiteError::Protocol { violation: Violation::TrailingBytes { count: 8 }, .. }) => true,
+                _ => false,
+            };
+            assert!(ok, "{cheat:?}, recompute {recompute}: {err:?}");
+        }
+    }
+}
+
+/// No repetition accepts nothing: an honest cloud's first product fails, and with
+/// recomputation every layer is recomputed and the logits are exact. Several repetitions pass
+/// an honest cloud and catch a cheating one; `Challenge::Bits(60)`, the largest set below `t`,
+/// passes and catches; sizes outside `1..=60` accept nothing.
+#[test]
+fn adversary_repetitions_and_challenge_sets_at_the_edges() {
+    let rt = runtime(2);
+    let (fixed, input) = encoded("minionn-mnist", "mnist-test-200-images.idx", 2);
+    let reference = fixed.run_encoded(input.clone(), 2).unwrap();
+    let linear = (0..fixed.ops().len()).filter(|&n| fixed.linear_kernel(n).is_some()).count();
+    let run = |cheat, settings| {
+        rt.block_on(run_in_memory(&fixed, Arc::new(Cloud::new(fixed.clone(), cheat)), &input, 2, settings, 1, None))
+    };
+    let failed_first = |r: tessera_suites::Result<_>| matches!(r, Err(SuiteError::VerificationFailed { layer: 0, .. }));
+    let none = ClientSettings { repetitions: 0, ..STRICT };
+    assert!(failed_first(run(Cheat::Honest, none)));
+    let outcome = run(Cheat::Honest, ClientSettings { recompute_on_failure: true, ..none }).unwrap();
+    assert_eq!((outcome.logits, outcome.recomputed.len()), (reference.clone(), linear));
+    for settings in [
+        ClientSettings { repetitions: 3, ..STRICT },
+        ClientSettings { challenge: Challenge::Bits(60), ..STRICT },
+        ClientSettings { challenge: Challenge::Bits(1), repetitions: 1, recompute_on_failure: true, ..STRICT },
+    ] {
+        let outcome = run(Cheat::Honest, settings).unwrap();
+        assert_eq!(outcome.logits, reference, "{settings:?}");
+        if settings.challenge != Challenge::Bits(1) {
+            assert!(outcome.recomputed.is_empty(), "{settings:?}");
+            assert!(failed_first(run(Cheat::FlipOne, settings)), "{settings:?}");
+        }
+    }
+    for bits in [0, 61, 64] {
+        let settings = ClientSettings { challenge: Challenge::Bits(bits), ..STRICT };
+        assert!(failed_first(run(Cheat::Honest, settings)), "{bits} bits");
+    }
+}
+
+/// What the cloud receives under the pad, every layer of two queries on the same input: one
+/// OFFLOAD per offloaded layer of exactly 8 + 8 · batch · |X| bytes, whose first word is
+/// `batch | 0 << 32` and whose elements all lie in `Z_t`, look uniform (about half have bit 60
+/// set, the share of `[2^60, t)`), and share no element between the two queries (a fresh pad).
+#[test]
+fn adversary_the_cloud_receives_only_fresh_uniform_pads() {
+    let (fixed, input) = encoded("minionn-cifar", "cifar10-test-200.bin", 2);
+    let tap = Wiretap::new();
+    let cloud = Arc::new(Cloud::new(fixed.clone(), Cheat::Honest));
+    runtime(2).block_on(run_in_memory(&fixed, cloud, &input, 2, STRICT, 2, Some(tap.clone()))).unwrap();
+    let view = tap.frames();
+    let linear: Vec<usize> = (0..fixed.ops().len()).filter(|&n| fixed.linear_kernel(n).is_some()).collect();
+    assert_eq!(view.len(), 2 * (linear.len() + 1), "an OFFLOAD per layer and DONE, twice");
+    let mut queries: Vec<Vec<Vec<u64>>> = vec![Vec::new(), Vec::new()];
+    for (q, frames) in view.chunks(linear.len() + 1).enumerate() {
+        assert_eq!(frames[linear.len()].header.kind, DONE);
+        assert!(frames[linear.len()].payload.is_empty());
+        for (frame, &node) in frames.iter().zip(&linear) {
+            assert_eq!((frame.header.kind, frame.header.layer as usize), (OFFLOAD, node));
+            let n = 2 * fixed.linear_kernel(node).unwrap().geometry().input.len();
+            assert_eq!(frame.payload.len(), 8 + 8 * n, "layer {node}");
+            let words: Vec<u64> =
+                frame.payload.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+            assert_eq!(words[0], 2, "batch 2, tag 0");
+            assert!(words[1..].iter().all(|&v| v < zt::T), "layer {node}");
+            let high = words[1..].iter().filter(|&&v| v >= 1 << 60).count() as f64 / n as f64;
+            let p = (zt::T - (1 << 60)) as f64 / zt::T as f64;
+            assert!((high - p).abs() < 6.0 * (p * (1.0 - p) / n as f64).sqrt() + 1e-9, "layer {node}: {high}");
+            queries[q].push(words[1..].to_vec());
+        }
+    }
+    for (a, b) in queries[0].iter().zip(&queries[1]) {
+        assert_eq!(a.iter().zip(b).filter(|(x, y)| x == y).count(), 0, "the same pad twice");
+    }
+}
+
+/// The pads' limbs stay in the convolution kernel's per-thread scratch after `K · M` is
+/// computed unless preprocessing wipes it: after `preprocess` on this thread, nothing of the
+/// pads (nor of `K · M`) is left there.
+#[test]
+fn adversary_preprocessing_leaves_no_pad_in_the_kernel_scratch() {
+    let (fixed, _) = encoded("minionn-mnist", "mnist-test-200-images.idx", 1);
+    let pre = tessera_suites::verify::preprocess(&fixed, 2, STRICT);
+    assert!(tessera_field::kernels::conv::scratch_is_wiped(), "M's limbs left in the scratch");
+    drop(pre);
+}
+
+/// A cloud receiving malformed OFFLOAD frames (batch 0, a batch larger than the payload, an
+/// unknown disguise tag, an element `≥ t`, trailing bytes, a layer that is no convolution)
+/// refuses each with a typed protocol error.
+#[test]
+fn adversary_the_cloud_refuses_malformed_offloads() {
+    use tessera_net::{Channel, SessionId};
+    use tessera_suites::error::Violation;
+    let rt = runtime(2);
+    let (fixed, _) = encoded("minionn-mnist", "mnist-test-200-images.idx", 1);
+    let (node, _) = first_linear(&fixed);
+    let n = fixed.linear_kernel(node).unwrap().geometry().input.len();
+    let frame = |batch: u32, tag: u32, elements: Vec<u64>, extra: usize| {
+        let mut bytes = batch.to_le_bytes().to_vec();
+        bytes.extend(tag.to_le_bytes());
+        elements.iter().for_each(|e| bytes.extend(e.to_le_bytes()));
+        bytes.extend(vec![0u8; extra]);
+        bytes
+    };
+    let cases: Vec<(&str, u32, Vec<u8>)> = vec![
+        ("batch 0", node as u32, frame(0, 0, vec![1; n], 0)),
+        ("batch u32::MAX", node as u32, frame(u32::MAX, 0, vec![1; n], 0)),
+        ("batch 2, one image", node as u32, frame(2, 0, vec![1; n], 0)),
+        ("batch 1 counted with the header word", node as u32, frame(1, 0, vec![1; n - 1], 0)),
+        ("tag 2", node as u32, frame(1, 2, vec![1; n], 0)),
+        ("element t", node as u32, frame(1, 0, [vec![zt::T], vec![1; n - 1]].concat(), 0)),
+        ("trailing byte", node as u32, frame(1, 0, vec![1; n], 1)),
+        ("empty", node as u32, Vec::new()),
+        ("not a convolution", u32::MAX, frame(1, 0, vec![1; n], 0)),
+    ];
+    for (name, layer, payload) in cases {
+        let err = rt.block_on(async {
+            let (mut ours, mut theirs) = Channel::pair("client", "cloud", std::time::Duration::from_secs(10), 1 << 30);
+            let cloud = Cloud::new(fixed.clone(), Cheat::Honest);
+            let server = async { cloud.serve("cloud", &mut theirs).await };
+            let client = async {
+                ours.send(OFFLOAD, SessionId::random(), layer, &payload).await.unwrap();
+                ours
+            };
+            let (result, ours) = futures::join!(server, client);
+            drop(ours);
+            result.unwrap_err()
+        });
+        let typed = matches!(
+            &err,
+            SuiteError::Protocol {
+                violation: Violation::OutOfRange { .. }
+                    | Violation::UnknownTag { .. }
+                    | Violation::OutsideField
+                    | Violation::Truncated { .. }
+                    | Violation::TrailingBytes { .. }
+                    | Violation::WrongNode { .. },
+                ..
+            }
+        );
+        assert!(typed, "{name}: {err:?}");
+    }
+}

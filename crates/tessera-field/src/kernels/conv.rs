@@ -3,6 +3,7 @@
 //! `K × 1 × 1` image with a `1 × 1` window.
 
 use rayon::prelude::*;
+use zeroize::Zeroize;
 
 use crate::zt;
 
@@ -215,6 +216,19 @@ thread_local! {
     static ZT_SCRATCH: std::cell::RefCell<[Vec<f64>; 3]> = const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
 }
 
+/// Wipes the calling thread's `Z_t` scratch: the limbs of the last input [`conv2d_zt`] read
+/// there, their columns and the limb products (its capacity stays). A caller whose input is a
+/// secret (the verify suite's pads) wipes it after its last convolution on that thread.
+pub fn wipe_scratch() {
+    ZT_SCRATCH.with_borrow_mut(|buffers| buffers.iter_mut().for_each(|b| b.zeroize()));
+}
+
+/// Whether the calling thread's `Z_t` scratch holds nothing but zeros (tests).
+#[doc(hidden)]
+pub fn scratch_is_wiped() -> bool {
+    ZT_SCRATCH.with_borrow(|buffers| buffers.iter().flatten().all(|&v| v == 0.0))
+}
+
 /// Exact `Z_t` convolution without bias: `out[b] = W * input[b] mod t` for `batch` NCHW images.
 pub fn conv2d_zt(kernel: &ConvKernel, input: &[u64], batch: usize, threads: usize) -> Vec<u64> {
     let g = &kernel.geometry;
@@ -304,6 +318,19 @@ mod tests {
         let mut out = vec![0.0; batch * o.len()];
         conv2d_f32(&g, &wf, &xf, batch, 2, &mut Vec::new(), &mut out);
         assert_eq!(out, reference::conv2d_f32(&g, &wf, &xf, batch));
+    }
+
+    /// The scratch keeps the last input's limbs until wiped; [`wipe_scratch`] leaves zeros.
+    #[test]
+    fn wiping_the_scratch_leaves_no_input() {
+        let g = ConvGeometry { input: ImageShape::new(2, 5, 5), out_channels: 3, window: Window2d::square(3, 1) };
+        let kernel = ConvKernel::new(g, &vec![1; 3 * g.terms()]).unwrap();
+        let x = zt::random_vec(&mut ChaCha20Rng::seed_from_u64(3), g.input.len());
+        conv2d_zt(&kernel, &x, 1, 1);
+        assert!(!scratch_is_wiped(), "the input's limbs stay in the scratch");
+        wipe_scratch();
+        assert!(scratch_is_wiped());
+        assert_eq!(conv2d_zt(&kernel, &x, 1, 1), reference::conv2d_zt(&g, &vec![1; 3 * g.terms()], &x, 1));
     }
 
     #[test]

@@ -315,4 +315,167 @@ mod tests {
             assert!(rate <= p + 3.0 * sd, "|Z| = 2^{bits}: caught {rate}, expected {p} ± {sd}");
         }
     }
+
+    /// A kernel of geometry `g` with small weights, a random batch and its exact product.
+    fn case(g: ConvGeometry, batch: usize, rng: &mut ChaCha20Rng) -> (ConvKernel, Vec<u64>, Vec<u64>) {
+        let w: Vec<i64> = (0..g.out_channels * g.terms()).map(|_| (rng.next_u64() % 41) as i64 - 20).collect();
+        let kernel = ConvKernel::new(g, &w).unwrap();
+        let x = zt::random_vec(rng, batch * g.input.len());
+        let y = conv2d_zt(&kernel, &x, batch, 1);
+        (kernel, x, y)
+    }
+
+    /// Errors a cheating cloud could shape against the precomputed weights: at outputs that read
+    /// only padding, under strides above the kernel (inputs no output reads), on 1 × 1 and FC
+    /// layers, on one whole channel, on one image of a batch that shares the challenge, and
+    /// pairs that cancel along one axis, across channels or across images' sums. Every one
+    /// fails with `|Z| = t`, repetition after repetition; the honest product always passes.
+    #[test]
+    fn structured_errors_fail() {
+        let mut rng = ChaCha20Rng::seed_from_u64(21);
+        let geometries = [
+            // Padding 3 around a 1 × 1 kernel: the border outputs read only padding.
+            ConvGeometry {
+                input: ImageShape::new(2, 3, 4),
+                out_channels: 3,
+                window: Window2d { kernel: [1, 1], stride: [1, 1], pads: [3, 3, 3, 3] },
+            },
+            // Stride 4 over a 2 × 2 kernel: half the input rows and columns are never read.
+            ConvGeometry {
+                input: ImageShape::new(3, 9, 9),
+                out_channels: 2,
+                window: Window2d { kernel: [2, 2], stride: [4, 4], pads: [0, 0, 0, 0] },
+            },
+            ConvGeometry { input: ImageShape::new(5, 4, 4), out_channels: 4, window: Window2d::square(1, 1) },
+            ConvGeometry::dense(40, 10),
+            // One output position, kernel as large as the padded input.
+            ConvGeometry {
+                input: ImageShape::new(2, 2, 2),
+                out_channels: 3,
+                window: Window2d { kernel: [4, 4], stride: [1, 1], pads: [1, 1, 1, 1] },
+            },
+        ];
+        for g in geometries {
+            let batch = 3;
+            let (kernel, x, y) = case(g, batch, &mut rng);
+            let out = g.output().unwrap();
+            let (plane, image) = (out.plane(), out.len());
+            let at = |b: usize, o: usize, yy: usize, xx: usize| b * image + o * plane + yy * out.w + xx;
+            let mut errors: Vec<(&str, Vec<(usize, u64)>)> = vec![
+                ("first element", vec![(at(0, 0, 0, 0), 1)]),
+                ("last element of the last image", vec![(at(batch - 1, out.c - 1, out.h - 1, out.w - 1), 1)]),
+                ("whole channel", (0..plane).map(|p| (at(1, out.c - 1, 0, 0) + p, 1 + p as u64)).collect()),
+                ("whole middle image", (0..image).map(|p| (at(1, 0, 0, 0) + p, zt::T - 1)).collect()),
+                ("every image alike", (0..batch).map(|b| (at(b, 0, 0, 0), 7)).collect()),
+                ("two channels cancel", vec![(at(0, 0, 0, 0), 5), (at(0, out.c - 1, 0, 0), zt::T - 5)]),
+                // Errors in two images that cancel in the sum of the images' forms.
+                ("images cancel", vec![(at(0, 0, 0, 0), 5), (at(1, 0, 0, 0), zt::T - 5)]),
+            ];
+            if out.w > 1 {
+                errors.push(("row neighbours cancel", vec![(at(0, 0, 0, 0), 1), (at(0, 0, 0, 1), zt::T - 1)]));
+            }
+            if out.h > 1 && out.w > 1 {
+                // e·(1 − αβ): vanishes only where αβ = 1.
+                errors.push(("diagonal cancels", vec![(at(2, 0, 0, 0), 3), (at(2, 0, 1, 1), zt::T - 3)]));
+            }
+            if g.window.pads[0] >= g.window.kernel[0] {
+                // Outputs whose window lies in the padding: the honest value is 0.
+                assert_eq!(y[at(0, 0, 0, 0)], 0, "{g:?}");
+            }
+            for _ in 0..20 {
+                assert!(check_product(&kernel, &x, &y, batch, Challenge::Field, 1, &mut rng), "{g:?}");
+                for (name, error) in &errors {
+                    let mut wrong = y.clone();
+                    error.iter().for_each(|&(i, e)| wrong[i] = zt::add(wrong[i], e));
+                    assert!(!check_product(&kernel, &x, &wrong, batch, Challenge::Field, 1, &mut rng), "{g:?}: {name}");
+                }
+            }
+        }
+    }
+
+    /// With the bias folded in (`Probe::include_bias`), the product plus the bias passes, the
+    /// product without it fails, and so does every error shaped like the bias pattern (`c · b_o`
+    /// on every output of channel `o`), in one image or all.
+    #[test]
+    fn bias_pattern_errors_fail() {
+        let mut rng = ChaCha20Rng::seed_from_u64(22);
+        let g = ConvGeometry {
+            input: ImageShape::new(3, 6, 5),
+            out_channels: 4,
+            window: Window2d { kernel: [3, 2], stride: [2, 1], pads: [1, 0, 1, 1] },
+        };
+        let batch = 2;
+        let (kernel, x, y) = case(g, batch, &mut rng);
+        let plane = g.output().unwrap().plane();
+        let bias: Vec<u64> = [3i64, -7, 0, 123_456].iter().map(|&b| zt::from_i64(b)).collect();
+        let with_bias = |factor: u64, images: usize| {
+            let mut v = y.clone();
+            let len = v.len() / batch * images;
+            fold_bias_test(&mut v[..len], &bias, plane, factor);
+            v
+        };
+        for _ in 0..20 {
+            let mut probes = draw_probes(&kernel, Challenge::Field, 1, &mut rng);
+            probes.iter_mut().for_each(|p| p.include_bias(&bias));
+            let ops = &mut OpCount::default();
+            assert!(all_pass(&probes, &x, &with_bias(1, batch), batch, ops));
+            assert!(!all_pass(&probes, &x, &y, batch, ops), "the bias left out");
+            for factor in [0, 2, zt::T - 1, zt::random(&mut rng)] {
+                assert!(!all_pass(&probes, &x, &with_bias(factor, batch), batch, ops), "{factor} · b");
+            }
+            // The bias twice in the first image only.
+            let mut twice = with_bias(1, batch);
+            fold_bias_test(&mut twice[..y.len() / batch], &bias, plane, 1);
+            assert!(!all_pass(&probes, &x, &twice, batch, ops));
+        }
+    }
+
+    fn fold_bias_test(y: &mut [u64], bias: &[u64], plane: usize, factor: u64) {
+        for (chunk, &b) in y.chunks_mut(plane).zip(bias.iter().cycle()) {
+            chunk.iter_mut().for_each(|v| *v = zt::add(*v, zt::mul(factor, b)));
+        }
+    }
+
+    /// The edges of `Challenge::Bits`: 60 bits draws below `2^60` (all field elements) and
+    /// tells products apart; 1 bit draws only 0 and 1; the sizes outside draw no probe.
+    #[test]
+    fn challenge_bit_edges() {
+        let mut rng = ChaCha20Rng::seed_from_u64(23);
+        let (kernel, x, y) = layer();
+        let draws: Vec<u64> = (0..10_000).map(|_| Challenge::Bits(60).draw(&mut rng)).collect();
+        assert!(draws.iter().all(|&v| v < 1 << 60));
+        assert!(draws.iter().any(|&v| v >= 1 << 59), "the top bit is drawn");
+        let ones: Vec<u64> = (0..1000).map(|_| Challenge::Bits(1).draw(&mut rng)).collect();
+        assert!(ones.iter().all(|&v| v <= 1) && ones.contains(&0) && ones.contains(&1));
+        let mut wrong = y.clone();
+        wrong[0] = zt::add(wrong[0], 1);
+        for _ in 0..50 {
+            assert!(check_product(&kernel, &x, &y, 1, Challenge::Bits(60), 1, &mut rng));
+            assert!(!check_product(&kernel, &x, &wrong, 1, Challenge::Bits(60), 1, &mut rng));
+        }
+        for bits in [0, 61, 62, 63, 64, u32::MAX] {
+            assert!(!Challenge::Bits(bits).is_valid());
+            assert!(draw_probes(&kernel, Challenge::Bits(bits), 3, &mut rng).is_empty(), "{bits} bits");
+        }
+    }
+
+    /// Products or inputs of the wrong length, or a batch that does not match them, fail without
+    /// a panic.
+    #[test]
+    fn wrong_lengths_fail() {
+        let mut rng = ChaCha20Rng::seed_from_u64(24);
+        let (kernel, x, y) = layer();
+        let probes = draw_probes(&kernel, Challenge::Field, 2, &mut rng);
+        let ops = &mut OpCount::default();
+        assert!(all_pass(&probes, &x, &y, 1, ops));
+        let mut long = y.clone();
+        long.push(0);
+        assert!(!all_pass(&probes, &x, &long, 1, ops));
+        assert!(!all_pass(&probes, &x, &y[..y.len() - 1], 1, ops));
+        assert!(!all_pass(&probes, &x, &[], 1, ops));
+        assert!(!all_pass(&probes, &x, &y, 2, ops));
+        assert!(!all_pass(&probes, &x[1..], &y, 1, ops));
+        let doubled: Vec<u64> = y.iter().chain(&y).copied().collect();
+        assert!(!all_pass(&probes, &x, &doubled, 2, ops));
+    }
 }

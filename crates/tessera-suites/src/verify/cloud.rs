@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use rand_core::RngCore;
 use tessera_field::kernels::conv2d_zt;
 use tessera_field::{seed::os_rng, zt};
-use tessera_model::fixed::FixedModel;
+use tessera_model::fixed::{FixedModel, FixedOp};
+use tessera_model::runner::fold_bias;
 use tessera_net::{Channel, NetError, Recorder, StageKind};
 use tracing::Instrument;
 
@@ -29,6 +30,17 @@ pub enum Cheat {
     SwapChannels,
     /// Computes the layer on a different (random) input.
     OtherInput,
+    /// Adds the layer's bias (times a random factor) to every output: an error shaped like the
+    /// bias pattern the client folds into its pad product.
+    BiasPattern,
+    /// Adds one to one random element of the last image of the batch only.
+    LastImage,
+    /// Returns `t` (not a field element) in place of one random element.
+    OutsideField,
+    /// Returns the product without its last element.
+    Short,
+    /// Returns the product with one extra element.
+    Long,
 }
 
 impl std::str::FromStr for Cheat {
@@ -41,9 +53,15 @@ impl std::str::FromStr for Cheat {
             "stale" => Cheat::Stale,
             "swap-channels" => Cheat::SwapChannels,
             "other-input" => Cheat::OtherInput,
+            "bias-pattern" => Cheat::BiasPattern,
+            "last-image" => Cheat::LastImage,
+            "outside-field" => Cheat::OutsideField,
+            "short" => Cheat::Short,
+            "long" => Cheat::Long,
             other => {
                 return Err(format!(
-                    "unknown cheat `{other}` (honest, flip-one, noise-channel, stale, swap-channels, other-input)"
+                    "unknown cheat `{other}` (honest, flip-one, noise-channel, stale, swap-channels, other-input, \
+                     bias-pattern, last-image, outside-field, short, long)"
                 ));
             }
         })
@@ -172,6 +190,25 @@ impl Cloud {
                 a.swap_with_slice(&mut b[..plane]);
             }
             Cheat::SwapChannels => {}
+            Cheat::BiasPattern => {
+                if let FixedOp::Linear { bias: Some(bias), .. } = &self.model.ops()[node as usize] {
+                    let factor = 1 + rng.next_u64() % (zt::T - 1);
+                    fold_bias(&mut y, bias, plane, |v, b| zt::add(v, zt::mul(factor, b)));
+                }
+            }
+            Cheat::LastImage => {
+                let image = y.len() / batch;
+                let i = y.len() - image + (rng.next_u64() % image as u64) as usize;
+                y[i] = zt::add(y[i], 1);
+            }
+            Cheat::OutsideField => {
+                let i = (rng.next_u64() % y.len() as u64) as usize;
+                y[i] = zt::T;
+            }
+            Cheat::Short => {
+                y.pop();
+            }
+            Cheat::Long => y.push(0),
         }
         Ok(y)
     }
