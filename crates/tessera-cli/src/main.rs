@@ -70,7 +70,7 @@ struct InferArgs {
     #[arg(long, default_value_t = tessera::query::DEFAULT_SAMPLES)]
     samples: usize,
     /// verify, local cluster: make the cloud cheat (flip-one, noise-channel, stale,
-    /// swap-channels, other-input).
+    /// swap-channels, other-input, bias-pattern, last-image, outside-field, short, long).
     #[arg(long, value_parser = cheat_name)]
     cheat: Option<String>,
     /// serpens-2: where a nonlinear layer's items reach their key owner: `hidden` (in an
@@ -143,7 +143,7 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
         /// A verify cloud that cheats (tests and demos): flip-one, noise-channel, stale,
-        /// swap-channels, other-input.
+        /// swap-channels, other-input, bias-pattern, last-image, outside-field, short, long.
         #[arg(long)]
         cheat: Option<Cheat>,
         /// Cluster configuration.

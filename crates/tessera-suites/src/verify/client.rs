@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use cpu_time::ProcessTime;
 use rand::seq::SliceRandom;
+use tessera_field::kernels::conv::wipe_scratch;
 use tessera_field::kernels::im2col::Im2col;
 use tessera_field::kernels::{ConvKernel, conv2d_zt};
 use tessera_field::{seed::os_rng, zt};
@@ -147,6 +148,8 @@ pub fn preprocess(model: &FixedModel, batch: usize, settings: ClientSettings) ->
             Some(PreparedLayer { node: node as u32, message, padded: false, product, probes })
         })
         .collect();
+    // `K·M` ran on this thread: its scratch holds the pads' limbs and their products.
+    wipe_scratch();
     Preprocessed { batch, layers, ops, elapsed: start.elapsed(), cpu: cpu.elapsed() }
 }
 
