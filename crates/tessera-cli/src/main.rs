@@ -66,6 +66,10 @@ struct InferArgs {
     /// verify: recompute a layer locally when its product fails the check.
     #[arg(long)]
     recompute: bool,
+    /// verify: offload every layer in Z_t (8 bytes a value), not in Z_p (4 bytes) where the
+    /// layer's products fit.
+    #[arg(long)]
+    wide_pad: bool,
     /// bayes: sampled forward passes averaged into the prediction (1 to 16).
     #[arg(long, default_value_t = tessera::query::DEFAULT_SAMPLES)]
     samples: usize,
@@ -259,6 +263,7 @@ fn infer(args: InferArgs) -> Result<()> {
         challenge_bits,
         repetitions,
         recompute,
+        wide_pad,
         samples,
         cheat,
         layout,
@@ -291,6 +296,7 @@ fn infer(args: InferArgs) -> Result<()> {
                 challenge,
                 repetitions: repetitions.max(1),
                 recompute_on_failure: recompute,
+                narrow_pad: !wide_pad,
             };
             let local = tessera::local::LocalOptions { holders, ..Default::default() };
             if !(1..=tessera::suites::bayes::MAX_SAMPLES).contains(&samples) {

@@ -96,14 +96,14 @@ impl<'a> Reader<'a> {
         Err(self.error(Violation::OutOfRange { field, value: value as u64, min, max }))
     }
 
-    /// Bytes of `n` field elements, refused where they could not be addressed.
-    fn element_bytes(&self, n: usize) -> Result<usize> {
-        n.checked_mul(8).ok_or_else(|| {
+    /// Bytes of `n` values of `width` bytes, refused where they could not be addressed.
+    fn value_bytes(&self, n: usize, width: usize) -> Result<usize> {
+        n.checked_mul(width).ok_or_else(|| {
             self.error(Violation::OutOfRange {
                 field: "element count",
                 value: n as u64,
                 min: 0,
-                max: (usize::MAX / 8) as u64,
+                max: (usize::MAX / width) as u64,
             })
         })
     }
@@ -129,25 +129,48 @@ impl<'a> Reader<'a> {
 
     /// Exactly `n` field elements (each below `t`).
     pub fn elements(&mut self, n: usize) -> Result<Vec<u64>> {
-        let len = self.element_bytes(n)?;
-        let bytes = self.take(len)?;
-        let values: Vec<u64> =
-            bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
-        if values.iter().any(|&v| v >= zt::T) {
-            return Err(self.error(Violation::OutsideField));
-        }
-        Ok(values)
+        self.residues::<8>(n, zt::T)
     }
 
     /// Reads exactly `dst.len()` field elements (each below `t`) and folds each into `dst` as
     /// `d = op(d, v)`, without an intermediate vector.
     pub fn elements_into(&mut self, dst: &mut [u64], op: impl Fn(u64, u64) -> u64) -> Result<()> {
-        let len = self.element_bytes(dst.len())?;
+        self.residues_into::<8>(dst, zt::T, op)
+    }
+
+    /// Exactly `n` residues modulo `modulus`, `WIDTH` bytes each (little-endian).
+    pub fn residues<const WIDTH: usize>(&mut self, n: usize, modulus: u64) -> Result<Vec<u64>> {
+        // The length is checked before anything is allocated for it.
+        let len = self.value_bytes(n, WIDTH)?;
+        if self.bytes.len() < len {
+            return Err(self.error(Violation::Truncated { left: self.bytes.len(), expected: len }));
+        }
+        let mut values = vec![0; n];
+        self.residues_into::<WIDTH>(&mut values, modulus, |_, v| v)?;
+        Ok(values)
+    }
+
+    /// Reads exactly `dst.len()` residues modulo `modulus`, `WIDTH` bytes each, and folds each
+    /// into `dst` as `d = op(d, v)`; a value not below `modulus` is [`Violation::OutsideField`].
+    pub fn residues_into<const WIDTH: usize>(
+        &mut self,
+        dst: &mut [u64],
+        modulus: u64,
+        op: impl Fn(u64, u64) -> u64,
+    ) -> Result<()> {
+        let len = self.value_bytes(dst.len(), WIDTH)?;
         let bytes = self.take(len)?;
         let mut outside = false;
-        for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(8)) {
-            let v = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-            if v < zt::T {
+        for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(WIDTH)) {
+            let v = match WIDTH {
+                4 => u64::from(u32::from_le_bytes(c.try_into().expect("4 bytes"))),
+                _ => {
+                    let mut word = [0u8; 8];
+                    word[..WIDTH].copy_from_slice(c);
+                    u64::from_le_bytes(word)
+                }
+            };
+            if v < modulus {
                 *d = op(*d, v);
             } else {
                 outside = true;

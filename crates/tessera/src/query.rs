@@ -87,6 +87,7 @@ impl Default for QueryOptions {
             challenge: verify::Challenge::Field,
             repetitions: 1,
             recompute_on_failure: false,
+            narrow_pad: true,
         };
         Self { verify, samples: DEFAULT_SAMPLES, layout: serpens_2::Layout::Hidden }
     }

@@ -18,7 +18,7 @@ use tessera_field::zt;
 use tessera_net::Wiretap;
 use tessera_suites::SuiteError;
 use tessera_suites::verify::{
-    Challenge, Cheat, ClientCost, ClientSettings, Cloud, DONE, Disguise, OFFLOAD, run_in_memory,
+    Challenge, Cheat, ClientCost, ClientSettings, Cloud, DONE, Disguise, OFFLOAD, narrow, run_in_memory,
 };
 
 const STRICT: ClientSettings = ClientSettings {
@@ -26,8 +26,34 @@ const STRICT: ClientSettings = ClientSettings {
     challenge: Challenge::Field,
     repetitions: 1,
     recompute_on_failure: false,
+    narrow_pad: true,
 };
 const MONOMIAL: ClientSettings = ClientSettings { disguise: Disguise::MonomialInsecure, ..STRICT };
+/// The pad in `Z_t` on every layer (the default pads in `Z_p` where a layer fits).
+const WIDE: ClientSettings = ClientSettings { narrow_pad: false, ..STRICT };
+
+/// Whether the client pads `kernel`'s layer in `Z_p` under `settings`.
+fn narrow_pad(fixed: &FixedModel, kernel: &ConvKernel, settings: ClientSettings) -> bool {
+    settings.disguise == Disguise::Pad && settings.narrow_pad && narrow::fits(kernel, fixed.params().bound_bits())
+}
+
+/// An OFFLOAD as the cloud reads it: batch, disguise tag, and the values (four bytes each in
+/// `Z_p`, eight in `Z_t`) with their modulus.
+fn offload_values(payload: &[u8]) -> (usize, u32, Vec<u64>, u64) {
+    let (head, body) = payload.split_at(8);
+    let batch = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
+    let tag = u32::from_le_bytes(head[4..].try_into().unwrap());
+    let width = if tag == narrow::TAG { 4 } else { 8 };
+    let values = body
+        .chunks_exact(width)
+        .map(|c| {
+            let mut w = [0u8; 8];
+            w[..width].copy_from_slice(c);
+            u64::from_le_bytes(w)
+        })
+        .collect();
+    (batch, tag, values, if tag == narrow::TAG { narrow::P } else { zt::T })
+}
 
 #[test]
 fn results_equal_the_fixed_point_reference_exactly() {
@@ -35,10 +61,14 @@ fn results_equal_the_fixed_point_reference_exactly() {
     for &(model, evalset, n) in SHIPPED {
         let (fixed, input) = encoded(model, evalset, n);
         let reference = fixed.run_encoded(input.clone(), n).unwrap();
-        for settings in [STRICT, MONOMIAL] {
+        // Every layer of the shipped models fits the narrow pad.
+        assert!(
+            (0..fixed.ops().len()).filter_map(|node| fixed.linear_kernel(node)).all(|k| narrow_pad(&fixed, k, STRICT))
+        );
+        for settings in [STRICT, WIDE, MONOMIAL] {
             let cloud = Arc::new(Cloud::new(fixed.clone(), Cheat::Honest));
             let outcome = rt.block_on(run_in_memory(&fixed, cloud, &input, n, settings, 1, None)).unwrap();
-            assert_eq!(outcome.logits, reference, "{model}, {:?}", settings.disguise);
+            assert_eq!(outcome.logits, reference, "{model}, {settings:?}");
             assert!(outcome.recomputed.is_empty());
             assert_eq!(outcome.reports.len(), 2);
             check_counts(model, &fixed, n, settings, &outcome.cost);
@@ -66,8 +96,11 @@ fn check_counts(model: &str, fixed: &FixedModel, n: usize, settings: ClientSetti
     assert_eq!(cost.local_model.mul, (macs + lifted) * n as u64, "{model}");
     match settings.disguise {
         Disguise::Pad => {
-            assert_eq!(a.pad, OpCount { add: inputs, ..Default::default() }, "{model}");
-            assert_eq!(a.unpad, OpCount { add: outputs, ..Default::default() }, "{model}");
+            // A narrow pad also reduces every input mod p and lifts every output back.
+            let narrow = linear.iter().all(|k| narrow_pad(fixed, k, settings));
+            let (lift_in, lift_out) = if narrow { (inputs, outputs) } else { (0, 0) };
+            assert_eq!(a.pad, OpCount { add: inputs, mul: 0, other: lift_in }, "{model}");
+            assert_eq!(a.unpad, OpCount { add: outputs, mul: 0, other: lift_out }, "{model}");
             let per = inputs + outputs;
             assert_eq!(a.check, OpCount { mul: per, add: per, other: (n * linear.len()) as u64 }, "{model}");
             assert!(a.preprocess.mul >= macs * n as u64, "{model}: K·M is computed ahead");
@@ -84,7 +117,7 @@ fn every_cheating_cloud_is_caught() {
     let (fixed, input) = encoded("minionn-cifar", "cifar10-test-200.bin", 2);
     let reference = fixed.run_encoded(input.clone(), 2).unwrap();
     for cheat in [Cheat::FlipOne, Cheat::NoiseChannel, Cheat::Stale, Cheat::SwapChannels, Cheat::OtherInput] {
-        for (trial, settings) in [STRICT, STRICT, MONOMIAL, MONOMIAL].into_iter().enumerate() {
+        for (trial, settings) in [STRICT, STRICT, WIDE, MONOMIAL, MONOMIAL].into_iter().enumerate() {
             let cloud = Arc::new(Cloud::new(fixed.clone(), cheat));
             let err = rt.block_on(run_in_memory(&fixed, cloud, &input, 2, settings, 2, None)).unwrap_err();
             assert!(matches!(err, SuiteError::VerificationFailed { layer: 0, .. }), "{cheat:?} trial {trial}: {err}");
@@ -379,11 +412,12 @@ fn attack(disguise: Disguise) -> Attacked {
     // The first OFFLOAD as the cloud reads it: batch, disguise tag, elements.
     let first = &view[0];
     let kernel = fixed.linear_kernel(first.header.layer as usize).unwrap();
-    let (head, body) = first.payload.split_at(8);
-    assert_eq!(u32::from_le_bytes(head[..4].try_into().unwrap()) as usize, ATTACKED);
-    let tag = u32::from_le_bytes(head[4..].try_into().unwrap());
-    assert_eq!(Disguise::from_tag(tag), Some(disguise));
-    let received: Vec<u64> = body.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+    let (batch, tag, received, _) = offload_values(&first.payload);
+    assert_eq!(batch, ATTACKED);
+    match disguise {
+        Disguise::Pad => assert_eq!(tag, narrow::TAG),
+        Disguise::MonomialInsecure => assert_eq!(Disguise::from_tag(tag), Some(disguise)),
+    }
     let columns = match disguise {
         // Permuted, scaled im2col columns of the whole batch: terms × columns.
         Disguise::MonomialInsecure => columns_of(&received, received.len() / kernel.geometry().terms()),
@@ -488,16 +522,20 @@ fn adversary_malformed_products_are_refused_with_typed_errors() {
     let (fixed, input) = encoded("minionn-mnist", "mnist-test-200-images.idx", 2);
     for recompute in [false, true] {
         let settings = ClientSettings { recompute_on_failure: recompute, ..STRICT };
-        for cheat in [Cheat::OutsideField, Cheat::Short, Cheat::Long] {
-            let cloud = Arc::new(Cloud::new(fixed.clone(), cheat));
-            let err = rt.block_on(run_in_memory(&fixed, cloud, &input, 2, settings, 1, None)).unwrap_err();
-            let ok = match (cheat, &err) {
-                (Cheat::OutsideField, SuiteError::Protocol { violation: Violation::OutsideField, .. }) => true,
-                (Cheat::Short, SuiteError::Protocol { violation: Violation::Truncated { .. }, .. }) => true,
-                (Cheat::Long, SuiteError::Protocol { violation: Violation::TrailingBytes { count: 8 }, .. }) => true,
-                _ => false,
-            };
-            assert!(ok, "{cheat:?}, recompute {recompute}: {err:?}");
+        for (settings, width) in [(settings, 4), (ClientSettings { narrow_pad: false, ..settings }, 8)] {
+            for cheat in [Cheat::OutsideField, Cheat::Short, Cheat::Long] {
+                let cloud = Arc::new(Cloud::new(fixed.clone(), cheat));
+                let err = rt.block_on(run_in_memory(&fixed, cloud, &input, 2, settings, 1, None)).unwrap_err();
+                let ok = match (cheat, &err) {
+                    (Cheat::OutsideField, SuiteError::Protocol { violation: Violation::OutsideField, .. }) => true,
+                    (Cheat::Short, SuiteError::Protocol { violation: Violation::Truncated { .. }, .. }) => true,
+                    (Cheat::Long, SuiteError::Protocol { violation: Violation::TrailingBytes { count }, .. }) => {
+                        *count == width
+                    }
+                    _ => false,
+                };
+                assert!(ok, "{cheat:?}, recompute {recompute}, {width}-byte values: {err:?}");
+            }
         }
     }
 }
@@ -538,39 +576,45 @@ fn adversary_repetitions_and_challenge_sets_at_the_edges() {
     }
 }
 
-/// What the cloud receives under the pad, every layer of two queries on the same input: one
-/// OFFLOAD per offloaded layer of exactly 8 + 8 · batch · |X| bytes, whose first word is
-/// `batch | 0 << 32` and whose elements all lie in `Z_t`, look uniform (about half have bit 60
-/// set, the share of `[2^60, t)`), and share no element between the two queries (a fresh pad).
+/// What the cloud receives under the pad, every layer of two queries on the same input, for
+/// the pad in `Z_p` and in `Z_t`: one OFFLOAD per offloaded layer of exactly
+/// `8 + width · batch · |X|` bytes, whose header is `batch` and the pad's tag, whose values all
+/// lie below the modulus, look uniform (the share in the top half of `[0, 2^k)`, `k` the
+/// modulus's bit length, is that of a uniform draw), and share no value between the two queries
+/// (a fresh pad).
 #[test]
 fn adversary_the_cloud_receives_only_fresh_uniform_pads() {
     let (fixed, input) = encoded("minionn-cifar", "cifar10-test-200.bin", 2);
-    let tap = Wiretap::new();
-    let cloud = Arc::new(Cloud::new(fixed.clone(), Cheat::Honest));
-    runtime(2).block_on(run_in_memory(&fixed, cloud, &input, 2, STRICT, 2, Some(tap.clone()))).unwrap();
-    let view = tap.frames();
-    let linear: Vec<usize> = (0..fixed.ops().len()).filter(|&n| fixed.linear_kernel(n).is_some()).collect();
-    assert_eq!(view.len(), 2 * (linear.len() + 1), "an OFFLOAD per layer and DONE, twice");
-    let mut queries: Vec<Vec<Vec<u64>>> = vec![Vec::new(), Vec::new()];
-    for (q, frames) in view.chunks(linear.len() + 1).enumerate() {
-        assert_eq!(frames[linear.len()].header.kind, DONE);
-        assert!(frames[linear.len()].payload.is_empty());
-        for (frame, &node) in frames.iter().zip(&linear) {
-            assert_eq!((frame.header.kind, frame.header.layer as usize), (OFFLOAD, node));
-            let n = 2 * fixed.linear_kernel(node).unwrap().geometry().input.len();
-            assert_eq!(frame.payload.len(), 8 + 8 * n, "layer {node}");
-            let words: Vec<u64> =
-                frame.payload.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
-            assert_eq!(words[0], 2, "batch 2, tag 0");
-            assert!(words[1..].iter().all(|&v| v < zt::T), "layer {node}");
-            let high = words[1..].iter().filter(|&&v| v >= 1 << 60).count() as f64 / n as f64;
-            let p = (zt::T - (1 << 60)) as f64 / zt::T as f64;
-            assert!((high - p).abs() < 6.0 * (p * (1.0 - p) / n as f64).sqrt() + 1e-9, "layer {node}: {high}");
-            queries[q].push(words[1..].to_vec());
+    for (settings, tag, width) in [(STRICT, narrow::TAG, 4), (WIDE, Disguise::Pad as u32, 8)] {
+        let tap = Wiretap::new();
+        let cloud = Arc::new(Cloud::new(fixed.clone(), Cheat::Honest));
+        runtime(2).block_on(run_in_memory(&fixed, cloud, &input, 2, settings, 2, Some(tap.clone()))).unwrap();
+        let view = tap.frames();
+        let linear: Vec<usize> = (0..fixed.ops().len()).filter(|&n| fixed.linear_kernel(n).is_some()).collect();
+        assert_eq!(view.len(), 2 * (linear.len() + 1), "an OFFLOAD per layer and DONE, twice");
+        let mut queries: Vec<Vec<Vec<u64>>> = vec![Vec::new(), Vec::new()];
+        for (q, frames) in view.chunks(linear.len() + 1).enumerate() {
+            assert_eq!(frames[linear.len()].header.kind, DONE);
+            assert!(frames[linear.len()].payload.is_empty());
+            for (frame, &node) in frames.iter().zip(&linear) {
+                assert_eq!((frame.header.kind, frame.header.layer as usize), (OFFLOAD, node));
+                let n = 2 * fixed.linear_kernel(node).unwrap().geometry().input.len();
+                assert_eq!(frame.payload.len(), 8 + width * n, "layer {node}");
+                let (batch, got, values, modulus) = offload_values(&frame.payload);
+                assert_eq!((batch, got), (2, tag), "layer {node}");
+                assert!(values.iter().all(|&v| v < modulus), "layer {node}");
+                let half = 1u64 << (63 - modulus.leading_zeros());
+                let high = values.iter().filter(|&&v| v >= half).count() as f64 / n as f64;
+                let p = (modulus - half) as f64 / modulus as f64;
+                assert!((high - p).abs() < 6.0 * (p * (1.0 - p) / n as f64).sqrt() + 1e-9, "layer {node}: {high}");
+                queries[q].push(values);
+            }
         }
-    }
-    for (a, b) in queries[0].iter().zip(&queries[1]) {
-        assert_eq!(a.iter().zip(b).filter(|(x, y)| x == y).count(), 0, "the same pad twice");
+        for (a, b) in queries[0].iter().zip(&queries[1]) {
+            // Values of 32 bits may meet by chance (about n² / 2^32 pairs at the same place: n / 2^32).
+            let same = a.iter().zip(b).filter(|(x, y)| x == y).count();
+            assert!(same <= usize::from(width == 4), "the same pad twice: {same} values");
+        }
     }
 }
 
@@ -603,12 +647,21 @@ fn adversary_the_cloud_refuses_malformed_offloads() {
         bytes.extend(vec![0u8; extra]);
         bytes
     };
+    let narrow_frame = |values: Vec<u64>| {
+        let mut bytes = 1u32.to_le_bytes().to_vec();
+        bytes.extend(narrow::TAG.to_le_bytes());
+        values.iter().for_each(|&v| bytes.extend((v as u32).to_le_bytes()));
+        bytes
+    };
     let cases: Vec<(&str, u32, Vec<u8>)> = vec![
         ("batch 0", node as u32, frame(0, 0, vec![1; n], 0)),
         ("batch u32::MAX", node as u32, frame(u32::MAX, 0, vec![1; n], 0)),
         ("batch 2, one image", node as u32, frame(2, 0, vec![1; n], 0)),
         ("batch 1 counted with the header word", node as u32, frame(1, 0, vec![1; n - 1], 0)),
-        ("tag 2", node as u32, frame(1, 2, vec![1; n], 0)),
+        ("tag 3", node as u32, frame(1, 3, vec![1; n], 0)),
+        ("narrow pad, residue p", node as u32, narrow_frame([vec![narrow::P], vec![1; n - 1]].concat())),
+        ("narrow pad, eight bytes a value", node as u32, frame(1, narrow::TAG, vec![1; n], 0)),
+        ("narrow pad, one value short", node as u32, narrow_frame(vec![1; n - 1])),
         ("element t", node as u32, frame(1, 0, [vec![zt::T], vec![1; n - 1]].concat(), 0)),
         ("trailing byte", node as u32, frame(1, 0, vec![1; n], 1)),
         ("empty", node as u32, Vec::new()),

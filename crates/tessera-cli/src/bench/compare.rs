@@ -43,6 +43,9 @@ pub struct CompareArgs {
     /// monomial-insecure (hides nothing, the cloud recovers the input; to measure its cost).
     #[arg(long, default_value = "pad")]
     disguise: tessera::suites::verify::Disguise,
+    /// verify: pad every layer in Z_t (8 bytes a value), not in Z_p (4 bytes) where it fits.
+    #[arg(long)]
+    wide_pad: bool,
     /// serpens-2: where nonlinear items reach their key owner, one configuration each: hidden
     /// (the default), seed (insecure: the key owner reconstructs the image; for comparison).
     #[arg(long, value_delimiter = ',', default_value = "hidden")]
@@ -318,6 +321,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
             };
             let mut query = QueryOptions { samples: config.samples.unwrap_or(1), ..Default::default() };
             query.verify.disguise = args.disguise;
+            query.verify.narrow_pad = !args.wide_pad;
             query.layout = config.layout;
             bar.set_message(format!("{} on {net}", config.label()));
             let work = Workload { config: target.config(), model: &m, batch, options: &query };

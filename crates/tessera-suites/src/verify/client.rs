@@ -19,6 +19,7 @@ use zeroize::Zeroize;
 
 use super::check::{Challenge, Probe, all_pass, draw_probes};
 use super::cost::{Arithmetic, ClientCost, CpuSplit, timed};
+use super::narrow;
 use super::{DONE, OFFLOAD, PRODUCT, REPORT};
 use crate::error::{Result, SuiteError};
 use crate::wire::{Reader, put_elements, recv_reports};
@@ -68,6 +69,9 @@ pub struct ClientSettings {
     pub repetitions: usize,
     /// On a failed check, compute the layer locally instead of giving up.
     pub recompute_on_failure: bool,
+    /// Pad in `Z_p`, four bytes a value ([`narrow`](super::narrow)), every layer whose products
+    /// fit; in `Z_t`, eight bytes a value, otherwise or when this is off.
+    pub narrow_pad: bool,
 }
 
 /// Everything prepared for one query before its input is known: per offloaded layer a one-time
@@ -95,15 +99,86 @@ impl std::fmt::Debug for Preprocessed {
 /// One offloaded layer's preparation.
 struct PreparedLayer {
     node: u32,
-    /// The OFFLOAD payload as words: batch and disguise tag, then the pad `M`, to which the
-    /// input is added in place, so that its bytes (little-endian) are the message.
-    message: Vec<u64>,
+    /// The OFFLOAD payload: the batch and disguise tag, then the pad `M`, to which the input is
+    /// added in place, so that its bytes are the message.
+    message: PadMessage,
     /// Whether the input was added: the message is then `X + M` (what the cloud receives) and
     /// `M` is gone, so there is nothing left to wipe.
     padded: bool,
-    /// `K·M − b` (`b` the layer's bias), replaced in place by the true output `K·X + b`.
+    /// `K·M − b` (`b` the layer's bias; mod `p` for a narrow pad), replaced in place by the true
+    /// output `K·X + b` in `Z_t`.
     product: Vec<u64>,
     probes: Vec<Probe>,
+}
+
+/// A pad message in its wire layout, little-endian words: in `Z_p` ([`narrow`]) where the
+/// layer's products fit, in `Z_t` otherwise.
+enum PadMessage {
+    /// Header words `batch`, tag [`narrow::TAG`], then one `u32` per value.
+    Narrow(Vec<u32>),
+    /// Header word `batch | tag << 32` (tag [`Disguise::Pad`]), then one `u64` per value.
+    Wide(Vec<u64>),
+}
+
+impl PadMessage {
+    /// A fresh uniform pad for `len` values of `batch` images.
+    fn draw(narrow: bool, batch: usize, len: usize, rng: &mut impl rand_core::CryptoRng) -> Self {
+        if narrow {
+            let mut words = Vec::with_capacity(2 + len);
+            words.extend([(batch as u32).to_le(), narrow::TAG.to_le()]);
+            words.extend((0..len).map(|_| narrow::random(rng) as u32));
+            Self::Narrow(words)
+        } else {
+            let mut words = Vec::with_capacity(1 + len);
+            words.push((batch as u64 | (Disguise::Pad as u64) << 32).to_le());
+            words.extend((0..len).map(|_| zt::random(rng)));
+            Self::Wide(words)
+        }
+    }
+
+    /// The pad's values as `Z_t` elements (residues below `p` are elements too).
+    fn values(&self) -> Vec<u64> {
+        match self {
+            Self::Narrow(w) => w[2..].iter().map(|&v| u64::from(v)).collect(),
+            Self::Wide(w) => w[1..].to_vec(),
+        }
+    }
+
+    /// Adds the input in place: the pad becomes `X + M` (`X` reduced mod `p` when narrow).
+    fn add_input(&mut self, x: &[u64]) {
+        match self {
+            Self::Narrow(w) => {
+                for (word, &v) in w[2..].iter_mut().zip(x) {
+                    *word = (narrow::add(narrow::reduce(v), u64::from(*word)) as u32).to_le();
+                }
+            }
+            Self::Wide(w) => {
+                for (word, &v) in w[1..].iter_mut().zip(x) {
+                    *word = zt::add(v, *word).to_le();
+                }
+            }
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Narrow(w) => bytemuck::cast_slice(w),
+            Self::Wide(w) => bytemuck::cast_slice(w),
+        }
+    }
+
+    fn is_narrow(&self) -> bool {
+        matches!(self, Self::Narrow(_))
+    }
+}
+
+impl Zeroize for PadMessage {
+    fn zeroize(&mut self) {
+        match self {
+            Self::Narrow(w) => w.zeroize(),
+            Self::Wide(w) => w.zeroize(),
+        }
+    }
 }
 
 impl Drop for PreparedLayer {
@@ -126,15 +201,17 @@ pub fn preprocess(model: &FixedModel, batch: usize, settings: ClientSettings) ->
         return Preprocessed { batch, layers: Vec::new(), ops, elapsed: start.elapsed(), cpu: cpu.elapsed() };
     }
     let mut rng = os_rng();
-    let header = (batch as u64 | (Disguise::Pad as u64) << 32).to_le();
+    let bound_bits = model.params().bound_bits();
     let layers = (0..model.ops().len())
         .filter_map(|node| {
             let kernel = model.linear_kernel(node)?;
-            let mut message = Vec::with_capacity(1 + batch * kernel.geometry().input.len());
-            message.push(header);
-            message.extend((0..batch * kernel.geometry().input.len()).map(|_| zt::random(&mut rng)));
+            let len = batch * kernel.geometry().input.len();
+            let message =
+                PadMessage::draw(settings.narrow_pad && narrow::fits(kernel, bound_bits), batch, len, &mut rng);
             // One thread: preprocessing runs in the background, beside other work.
-            let mut product = conv2d_zt(kernel, &message[1..], batch, 1);
+            let mut pad = message.values();
+            let mut product = conv2d_zt(kernel, &pad, batch, 1);
+            pad.zeroize();
             let macs = (batch * kernel.geometry().macs()) as u64;
             ops += OpCount { mul: macs, add: macs, other: 0 };
             let mut probes = draw_probes(kernel, settings.challenge, settings.repetitions, &mut rng);
@@ -143,6 +220,10 @@ pub fn preprocess(model: &FixedModel, batch: usize, settings: ClientSettings) ->
                 fold_bias(&mut product, bias, kernel.geometry().output().expect("checked kernel").plane(), zt::sub);
                 ops += OpCount { add: product.len() as u64, ..Default::default() };
                 probes.iter_mut().for_each(|p| p.include_bias(bias));
+            }
+            if message.is_narrow() {
+                // The exact integer `K·M − b` (|K·M| < t/2 where the layer fits), mod p.
+                product.iter_mut().for_each(|v| *v = narrow::reduce(*v));
             }
             ops += probes.iter().map(Probe::preparation).sum();
             Some(PreparedLayer { node: node as u32, message, padded: false, product, probes })
@@ -219,11 +300,14 @@ pub async fn client(
                             let at = pre.layers.iter().position(|l| l.node == node).expect("a pad per linear layer");
                             let mut layer = pre.layers.swap_remove(at);
                             timed(&mut cpu.pads, || layer.add_input(x));
-                            arith.pad += OpCount { add: x.len() as u64, ..Default::default() };
-                            cloud.send(OFFLOAD, session, node, bytemuck::cast_slice(&layer.message)).await?;
+                            // A narrow pad also reduces each input mod p and lifts each output back.
+                            let narrow = layer.message.is_narrow();
+                            let lifts = |n: usize| if narrow { n as u64 } else { 0 };
+                            arith.pad += OpCount { add: x.len() as u64, mul: 0, other: lifts(x.len()) };
+                            cloud.send(OFFLOAD, session, node, layer.message.bytes()).await?;
                             let reply = cloud.recv(PRODUCT, session, node).await?;
                             timed(&mut cpu.unpad, || layer.unpad(&reply, cloud.peer()))?;
-                            arith.unpad += OpCount { add: out_len as u64, ..Default::default() };
+                            arith.unpad += OpCount { add: out_len as u64, mul: 0, other: lifts(out_len) };
                             let passed = timed(&mut cpu.checks, || {
                                 all_pass(&layer.probes, x, &layer.product, batch, &mut arith.check)
                             });
@@ -302,17 +386,19 @@ pub async fn client(
 impl PreparedLayer {
     /// Adds the input to the pad, in place: the message becomes `X + M`.
     fn add_input(&mut self, x: &[u64]) {
-        for (word, &v) in self.message[1..].iter_mut().zip(x) {
-            *word = zt::add(v, *word).to_le();
-        }
+        self.message.add_input(x);
         self.padded = true;
     }
 
     /// Decodes the cloud's product `Y' = K·(X + M)` and replaces `K·M − b` by the true output
-    /// `Y' − (K·M − b)`, in one pass.
+    /// `Y' − (K·M − b)` (lifted from `Z_p` for a narrow pad), in one pass.
     fn unpad(&mut self, reply: &[u8], peer: &str) -> Result<()> {
         let mut r = Reader::new(reply, peer, "product");
-        r.elements_into(&mut self.product, |km, y| zt::sub(y, km))?;
+        if self.message.is_narrow() {
+            r.residues_into::<4>(&mut self.product, narrow::P, |km, y| narrow::lift(narrow::sub(y, km)))?;
+        } else {
+            r.elements_into(&mut self.product, |km, y| zt::sub(y, km))?;
+        }
         r.end()
     }
 }

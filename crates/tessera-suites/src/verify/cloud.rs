@@ -11,7 +11,7 @@ use tessera_model::runner::fold_bias;
 use tessera_net::{Channel, NetError, Recorder, StageKind};
 use tracing::Instrument;
 
-use super::{DONE, Disguise, OFFLOAD, PRODUCT, REPORT};
+use super::{DONE, Disguise, OFFLOAD, PRODUCT, REPORT, narrow};
 use crate::error::{Result, SuiteError, Violation};
 use crate::wire::{Reader, elements_to_bytes, send_reports};
 
@@ -122,7 +122,7 @@ impl Cloud {
             let span = tracing::debug_span!("layer", node, kind = ?StageKind::Offloaded);
             async {
                 let product = self.product(client.peer(), node, &payload).await?;
-                client.send(PRODUCT, header.session, node, &elements_to_bytes(&product)).await?;
+                client.send(PRODUCT, header.session, node, &product).await?;
                 Ok::<_, SuiteError>(())
             }
             .instrument(span)
@@ -131,7 +131,8 @@ impl Cloud {
         }
     }
 
-    async fn product(&self, peer: &str, node: u32, payload: &[u8]) -> Result<Vec<u64>> {
+    /// The PRODUCT reply to one OFFLOAD: `K · X'` in the message's field, as bytes.
+    async fn product(&self, peer: &str, node: u32, payload: &[u8]) -> Result<Vec<u8>> {
         let mut r = Reader::new(payload, peer, "offload");
         let kernel = self
             .model
@@ -139,18 +140,29 @@ impl Cloud {
             .ok_or_else(|| r.error(Violation::WrongNode { node, expected: "a convolution or FC layer" }))?;
         let batch = r.u32()? as usize;
         let tag = r.u32()?;
-        let monomial = match Disguise::from_tag(tag) {
-            Some(d) => d == Disguise::MonomialInsecure,
-            None => return Err(r.error(Violation::UnknownTag { field: "disguise", value: tag })),
+        let (monomial, narrow) = match (Disguise::from_tag(tag), tag) {
+            (Some(d), _) => (d == Disguise::MonomialInsecure, false),
+            (None, narrow::TAG) => (false, true),
+            (None, _) => return Err(r.error(Violation::UnknownTag { field: "disguise", value: tag })),
         };
+        if narrow && !narrow::fits(kernel, self.model.params().bound_bits()) {
+            return Err(r.error(Violation::WrongNode { node, expected: "a layer whose products fit the narrow pad" }));
+        }
         let g = *kernel.geometry();
         let positions = g.output().expect("checked kernel").plane();
         let per_image = if monomial { g.terms() * positions } else { g.input.len() };
-        if batch == 0 || batch > self.max_batch || batch.checked_mul(per_image).is_none_or(|n| n > payload.len() / 8) {
-            let max = (payload.len() / 8 / per_image.max(1)).min(self.max_batch) as u64;
+        let width = if narrow { 4 } else { 8 };
+        if batch == 0
+            || batch > self.max_batch
+            || batch.checked_mul(per_image).is_none_or(|n| n > payload.len() / width)
+        {
+            let max = (payload.len() / width / per_image.max(1)).min(self.max_batch) as u64;
             return Err(r.error(Violation::OutOfRange { field: "batch", value: batch as u64, min: 1, max }));
         }
-        let mut x = r.elements(batch * per_image)?;
+        // Residues below p are elements of Z_t too: the exact kernel computes K·(X + M) as an
+        // integer (the layer fits), reduced mod p below.
+        let mut x =
+            if narrow { r.residues::<4>(batch * per_image, narrow::P)? } else { r.elements(batch * per_image)? };
         r.end()?;
         let mut rng = os_rng();
         if self.cheat == Cheat::OtherInput {
@@ -201,15 +213,25 @@ impl Cloud {
                 let i = y.len() - image + (rng.next_u64() % image as u64) as usize;
                 y[i] = zt::add(y[i], 1);
             }
+            Cheat::OutsideField | Cheat::Short | Cheat::Long => {}
+        }
+        let modulus = if narrow {
+            y.iter_mut().for_each(|v| *v = narrow::reduce(*v));
+            narrow::P
+        } else {
+            zt::T
+        };
+        match self.cheat {
             Cheat::OutsideField => {
                 let i = (rng.next_u64() % y.len() as u64) as usize;
-                y[i] = zt::T;
+                y[i] = modulus;
             }
             Cheat::Short => {
                 y.pop();
             }
             Cheat::Long => y.push(0),
+            _ => {}
         }
-        Ok(y)
+        Ok(if narrow { narrow::to_bytes(&y) } else { elements_to_bytes(&y) })
     }
 }

@@ -20,6 +20,7 @@ mod client;
 mod cloud;
 mod cost;
 mod memory;
+pub mod narrow;
 mod service;
 
 pub use check::{CHALLENGE_BITS, Challenge, Probe, all_pass, check_product, draw_probes};
