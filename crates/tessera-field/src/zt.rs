@@ -59,6 +59,18 @@ pub fn mul(a: u64, b: u64) -> u64 {
     reduce_u128(a as u128 * b as u128)
 }
 
+/// `a · 2^k mod t`: for `k < 40` a shift and one fold of `2^61 ≡ δ`, no 128-bit product (the
+/// residual additions' rescaling multiplies by `2^f_w`).
+#[inline(always)]
+pub fn mul_pow2(a: u64, k: u32) -> u64 {
+    if k >= 40 {
+        return mul(a, pow_vt(2, u64::from(k)));
+    }
+    // a = hi · 2^(61−k) + r: a · 2^k ≡ hi · δ + r · 2^k, with hi · δ < 2^60 and r · 2^k < 2^61.
+    let z = (a >> (61 - k)) * DELTA + ((a << k) & MASK61);
+    if z >= T { z - T } else { z }
+}
+
 /// The field element of a signed integer.
 #[inline(always)]
 pub fn from_i64(v: i64) -> u64 {
@@ -205,6 +217,15 @@ mod tests {
             for (a, b) in [(&top, &top), (&top, &alt), (&alt, &half), (&half, &half)] {
                 assert_eq!(dot(a, b), naive(a, b), "n = {n}");
                 assert_eq!(dot(a, b), exact(a, b), "n = {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn multiplying_by_a_power_of_two_equals_the_product() {
+        for a in [0, 1, 2, HALF, HALF + 1, T - 1, T - 2, 1 << 60, (1 << 60) + 12345, MASK61 % T] {
+            for k in [0, 1, 9, 12, 20, 39, 40, 63] {
+                assert_eq!(mul_pow2(a, k), mul(a, pow_vt(2, u64::from(k))), "{a} · 2^{k}");
             }
         }
     }

@@ -198,10 +198,13 @@ impl Runner {
                 y
             }
             FixedOp::Add { lift } => {
-                let lift_factor = 1u64 << model.params.f_w();
+                let f_w = model.params.f_w();
                 let (a, b) = (&self.values[model.inputs[i][0]], &self.values[model.inputs[i][1]]);
-                let scale = |k: usize, v: u64| if *lift == Some(k) { zt::mul(v, lift_factor) } else { v };
-                a.iter().zip(b).map(|(&p, &q)| zt::add(scale(0, p), scale(1, q))).collect()
+                match lift {
+                    Some(0) => a.iter().zip(b).map(|(&p, &q)| zt::add(zt::mul_pow2(p, f_w), q)).collect(),
+                    Some(1) => a.iter().zip(b).map(|(&p, &q)| zt::add(p, zt::mul_pow2(q, f_w))).collect(),
+                    _ => a.iter().zip(b).map(|(&p, &q)| zt::add(p, q)).collect(),
+                }
             }
             FixedOp::Relu { .. } | FixedOp::MaxPool { .. } => unreachable!("nonlinear layers are handed out"),
         }
