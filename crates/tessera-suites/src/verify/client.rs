@@ -215,15 +215,21 @@ pub fn preprocess(model: &FixedModel, batch: usize, settings: ClientSettings) ->
             let macs = (batch * kernel.geometry().macs()) as u64;
             ops += OpCount { mul: macs, add: macs, other: 0 };
             let mut probes = draw_probes(kernel, settings.challenge, settings.repetitions, &mut rng);
+            if message.is_narrow() {
+                // The exact integer `K·M` (|K·M| < t/2 where the layer fits), mod p; the bias is
+                // subtracted mod p below, where `K·M − b` cannot wrap.
+                product.iter_mut().for_each(|v| *v = narrow::reduce(*v));
+            }
             // `K·M − b`, so that unpadding gives `K·X + b`: the bias costs nothing online.
             if let FixedOp::Linear { bias: Some(bias), .. } = &model.ops()[node] {
-                fold_bias(&mut product, bias, kernel.geometry().output().expect("checked kernel").plane(), zt::sub);
+                let plane = kernel.geometry().output().expect("checked kernel").plane();
+                if message.is_narrow() {
+                    fold_bias(&mut product, bias, plane, narrow::minus_bias);
+                } else {
+                    fold_bias(&mut product, bias, plane, zt::sub);
+                }
                 ops += OpCount { add: product.len() as u64, ..Default::default() };
                 probes.iter_mut().for_each(|p| p.include_bias(bias));
-            }
-            if message.is_narrow() {
-                // The exact integer `K·M − b` (|K·M| < t/2 where the layer fits), mod p.
-                product.iter_mut().for_each(|v| *v = narrow::reduce(*v));
             }
             ops += probes.iter().map(Probe::preparation).sum();
             Some(PreparedLayer { node: node as u32, message, padded: false, product, probes })

@@ -57,6 +57,14 @@ pub fn lift(v: u64) -> u64 {
     v + (zt::T - P) * u64::from(v > P / 2)
 }
 
+/// `K·M − b mod p` from the exact `K·M` (in `Z_t`, `|K·M| < t/2` where the layer fits) and
+/// the bias `b` (in `Z_t`): each is reduced on its own, so `K·M − b` need not fit `(−t/2, t/2)`
+/// (subtracting in `Z_t` first wraps when `|K·M| + |b| ≥ t/2`, and `t` is no multiple of `p`).
+#[inline]
+pub fn minus_bias(km: u64, b: u64) -> u64 {
+    sub(reduce(km), reduce(b))
+}
+
 /// `a + b mod p` for residues.
 #[inline]
 pub fn add(a: u64, b: u64) -> u64 {
@@ -124,5 +132,130 @@ mod tests {
         let heavy = vec![(zt::T / 2 / (P - 1)) as i64 / g.terms() as i64 + 1; 2 * g.terms()];
         assert!(!fits(&ConvKernel::new(g, &heavy).unwrap(), 22));
         assert!(!fits(&kernel, 31), "values of 31 bits do not lift uniquely");
+    }
+
+    /// The 1×1 convolution of one channel by `w`: one term per output row.
+    fn single(w: &[i64]) -> ConvKernel {
+        let g = ConvGeometry { input: ImageShape::new(1, 1, 1), out_channels: w.len(), window: Window2d::square(1, 1) };
+        ConvKernel::new(g, w).unwrap()
+    }
+
+    /// The largest weight of a one-term row that fits: `⌊(t/2 − 1)/(p − 1)⌋ = 2^28`.
+    const EDGE: i64 = 1 << 28;
+
+    /// `lift` is a bijection from `[0, p)` onto `[−(p−1)/2, (p−1)/2]`: a reply residue
+    /// determines one `Z_t` value, so no two replies lift to the same element, and `reduce`
+    /// inverts it exactly at the boundary.
+    #[test]
+    fn adversary_narrow_lift_is_a_bijection_at_its_boundary() {
+        let half = (P - 1) / 2;
+        assert_eq!(P / 2, half, "p is odd");
+        assert_eq!(lift(half), half);
+        assert_eq!(zt::to_i64(lift(half + 1)), -(half as i64));
+        assert_eq!(zt::to_i64(lift(P - 1)), -1);
+        assert_eq!(lift(0), 0);
+        for v in [0, 1, half - 1, half, half + 1, half + 2, P - 2, P - 1] {
+            assert_eq!(reduce(lift(v)), v, "{v}");
+            assert!(zt::to_i64(lift(v)).unsigned_abs() <= half, "{v}");
+        }
+        // The signed values just past ±(p−1)/2 alias to the other end: an honest product there
+        // lifts wrongly (by ∓p) and the check must catch it.
+        assert_eq!(zt::to_i64(lift(reduce(zt::from_i64(half as i64 + 1)))), half as i64 + 1 - P as i64);
+        assert_eq!(zt::to_i64(lift(reduce(zt::from_i64(-(half as i64) - 1)))), P as i64 - half as i64 - 1);
+        // `reduce` is exact for every Z_t value the client can hold: negative values, values at
+        // or above p, and the far ends of Z_t.
+        for v in [-1i64, -(P as i64), P as i64, (P as i64) * 3 + 7, (zt::T / 2) as i64, -((zt::T / 2) as i64)] {
+            assert_eq!(reduce(zt::from_i64(v)), v.rem_euclid(P as i64) as u64, "{v}");
+        }
+        assert_eq!(reduce(zt::T - 1), P - 1);
+        // −p and −p + 1, at the branch between the fast path and the division.
+        assert_eq!((reduce(zt::T - P), reduce(zt::T - P + 1), reduce(zt::T - P - 1)), (0, 1, P - 1));
+    }
+
+    /// `fits` bounds each output row on its own (not only the first, not the sum of all), and at
+    /// its edge the cloud's product of the largest residues is still the exact integer.
+    #[test]
+    fn adversary_narrow_fits_is_per_row_and_exact_at_its_edge() {
+        assert!(u128::from(EDGE as u64) * u128::from(P - 1) < u128::from(zt::T / 2));
+        assert!(u128::from(EDGE as u64 + 1) * u128::from(P - 1) >= u128::from(zt::T / 2));
+        assert!(fits(&single(&[EDGE]), 30));
+        assert!(fits(&single(&[-EDGE]), 30));
+        assert!(!fits(&single(&[EDGE + 1]), 30));
+        // Only the last row is too wide.
+        assert!(!fits(&single(&[1, 1, -(EDGE + 1)]), 22));
+        // Every row at the edge: together far beyond, each one fits.
+        assert!(fits(&single(&[EDGE, -EDGE, EDGE]), 22));
+        // Two terms sharing the edge weight.
+        let g = ConvGeometry { input: ImageShape::new(2, 1, 1), out_channels: 1, window: Window2d::square(1, 1) };
+        assert!(fits(&ConvKernel::new(g, &[EDGE / 2, -(EDGE / 2)]).unwrap(), 22));
+        assert!(!fits(&ConvKernel::new(g, &[EDGE / 2 + 1, -(EDGE / 2)]).unwrap(), 22));
+        assert!(!fits(&single(&[1]), 31) && fits(&single(&[1]), 30));
+        // The cloud's K·Z at the edge, Z = p − 1 everywhere: exact, so its residue is right.
+        for w in [[EDGE, -EDGE, EDGE], [-EDGE, EDGE, 1]] {
+            let kernel = single(&w);
+            let y = conv2d_zt(&kernel, &[P - 1], 1, 1);
+            for (&y, &w) in y.iter().zip(&w) {
+                let exact = i128::from(w) * i128::from(P - 1);
+                assert_eq!(i128::from(zt::to_i64(y)), exact);
+                assert_eq!(u128::from(reduce(y)), exact.rem_euclid(i128::from(P)) as u128);
+            }
+        }
+    }
+
+    /// `K·M − b` mod p where `K·M` sits at the edge that `fits` allows and the bias is large:
+    /// subtracting in `Z_t` first wraps past `t/2` (the residue is then off by `t mod p`);
+    /// [`minus_bias`] reduces each term first and stays exact. Reachable only with `|b|` above
+    /// `t/2 − 2^28 (p − 1) ≈ 1.6·10^9`, beyond any bias below the `2^30` bound.
+    #[test]
+    fn adversary_narrow_bias_is_subtracted_mod_p_without_wrapping() {
+        let km = conv2d_zt(&single(&[EDGE]), &[P - 1], 1, 1)[0];
+        let gap = i128::from(zt::T / 2) - i128::from(zt::to_i64(km));
+        assert_eq!(gap, 1_609_596_928);
+        for b in [0i64, 1, -1, -(1 << 30), 1 << 30, -(1 << 31), -(1 << 40)] {
+            let exact = (i128::from(zt::to_i64(km)) - i128::from(b)).rem_euclid(i128::from(P)) as u64;
+            assert_eq!(minus_bias(km, zt::from_i64(b)), exact, "{b}");
+            let folded_in_z_t = reduce(zt::sub(km, zt::from_i64(b)));
+            assert_eq!(folded_in_z_t == exact, i128::from(-b) < gap, "{b}");
+        }
+    }
+
+    /// The pad: `random` skips words at or above `p` and is uniform below it; `X + M` is then
+    /// uniform whatever `X` is (adding `reduce(X)` permutes `Z_p`).
+    #[test]
+    fn adversary_narrow_random_rejects_words_at_or_above_p() {
+        struct Words(Vec<u32>);
+        impl RngCore for Words {
+            fn next_u32(&mut self) -> u32 {
+                self.0.remove(0)
+            }
+            fn next_u64(&mut self) -> u64 {
+                u64::from(self.next_u32())
+            }
+            fn fill_bytes(&mut self, _: &mut [u8]) {
+                unreachable!()
+            }
+        }
+        impl CryptoRng for Words {}
+        let mut words = Words(vec![u32::MAX, P as u32, P as u32 + 1, (P - 1) as u32, 0, 7]);
+        assert_eq!(random(&mut words), P - 1);
+        assert_eq!(random(&mut words), 0);
+        assert_eq!(random(&mut words), 7);
+        // Sixteen buckets of 200,000 draws: chi-square with 15 degrees of freedom below 50.
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let mut buckets = [0u64; 16];
+        let n = 200_000;
+        for _ in 0..n {
+            buckets[(random(&mut rng) * 16 / P) as usize] += 1;
+        }
+        let e = n as f64 / 16.0;
+        let chi: f64 = buckets.iter().map(|&c| (c as f64 - e).powi(2) / e).sum();
+        assert!(chi < 50.0, "{chi}: {buckets:?}");
+        // The same pad masks inputs that agree mod p identically, and distinct residues to
+        // distinct messages.
+        let m = random(&mut rng);
+        let z = |x: i64| add(reduce(zt::from_i64(x)), m);
+        assert_eq!(z(-1), z(P as i64 - 1));
+        assert_eq!(z(5), z(5 + 3 * P as i64));
+        assert_ne!(z(0), z(1));
     }
 }
