@@ -12,13 +12,15 @@ use tessera::LoadedModel;
 use tessera::input::normalize;
 use tessera::model::cost::OpCount;
 use tessera::model::fixed::{FixedModel, FixedOp};
-use tessera_field::kernels::ConvKernel;
+use tessera::model::runner::fold_bias;
 use tessera_field::kernels::im2col::Im2col;
+use tessera_field::kernels::{ConvKernel, conv2d_zt};
 use tessera_field::zt;
 use tessera_net::Wiretap;
 use tessera_suites::SuiteError;
 use tessera_suites::verify::{
-    Challenge, Cheat, ClientCost, ClientSettings, Cloud, DONE, Disguise, OFFLOAD, narrow, run_in_memory,
+    Challenge, Cheat, ClientCost, ClientSettings, Cloud, DONE, Disguise, OFFLOAD, all_pass, draw_probes, narrow,
+    run_in_memory,
 };
 
 const STRICT: ClientSettings = ClientSettings {
@@ -693,5 +695,378 @@ fn adversary_the_cloud_refuses_malformed_offloads() {
             }
         );
         assert!(typed, "{name}: {err:?}");
+    }
+}
+
+/// The narrow pad's wire, computed here for one layer: the pad `M`, `K·M − b mod p`, the
+/// message `X + M mod p` and the honest reply `K·(X + M) mod p`.
+struct NarrowWire {
+    km_minus_b: Vec<u64>,
+    reply: Vec<u64>,
+}
+
+impl NarrowWire {
+    fn new(kernel: &ConvKernel, bias: &[u64], x: &[u64], rng: &mut rand_chacha::ChaCha20Rng) -> Self {
+        let m: Vec<u64> = (0..x.len()).map(|_| narrow::random(rng)).collect();
+        let plane = kernel.geometry().output().unwrap().plane();
+        let mut km: Vec<u64> = conv2d_zt(kernel, &m, 1, 1).into_iter().map(narrow::reduce).collect();
+        fold_bias(&mut km, bias, plane, narrow::minus_bias);
+        let z: Vec<u64> = x.iter().zip(&m).map(|(&x, &m)| narrow::add(narrow::reduce(x), m)).collect();
+        let reply = conv2d_zt(kernel, &z, 1, 1).into_iter().map(narrow::reduce).collect();
+        Self { km_minus_b: km, reply }
+    }
+
+    /// What the client makes of `reply`: `lift(Y' − (K·M − b))` in `Z_t`.
+    fn unpad(&self, reply: &[u64]) -> Vec<u64> {
+        reply.iter().zip(&self.km_minus_b).map(|(&y, &k)| narrow::lift(narrow::sub(y, k))).collect()
+    }
+}
+
+/// The honest `K·X + b` in `Z_t`.
+fn exact_product(kernel: &ConvKernel, bias: &[u64], x: &[u64]) -> Vec<u64> {
+    let mut y = conv2d_zt(kernel, x, 1, 1);
+    fold_bias(&mut y, bias, kernel.geometry().output().unwrap().plane(), zt::add);
+    y
+}
+
+/// Whether one fresh challenge from `challenge` (with the bias folded in) accepts `y` as
+/// `K·X + b`.
+fn accepts(
+    kernel: &ConvKernel,
+    bias: &[u64],
+    x: &[u64],
+    y: &[u64],
+    challenge: Challenge,
+    rng: &mut rand_chacha::ChaCha20Rng,
+) -> bool {
+    let mut probes = draw_probes(kernel, challenge, 1, rng);
+    probes.iter_mut().for_each(|p| p.include_bias(bias));
+    all_pass(&probes, x, y, 1, &mut OpCount::default())
+}
+
+/// Soundness of the narrow pad on minionn-mnist's first layer (a real image): the honest
+/// reply lifts to `K·X + b` exactly; each wrong reply the cloud can send in `[0, p)` (one
+/// element off by one, off by `(p−1)/2` across the lift boundary, off by `p − 1` (−1 mod p),
+/// the bias pattern added mod p, a channel of noise) lifts to another `Z_t` vector and is
+/// refused by every challenge from `Z_t`; from a 1-bit challenge set (`Z = {0, 1}`) an error
+/// in the first output passes exactly when `r_0 = 0`: half the time, the same for every error
+/// value (the check sees only the nonzero `Z_t` error).
+#[test]
+fn adversary_narrow_wrong_replies_lift_to_wrong_products_and_are_caught() {
+    let (fixed, input) = encoded("minionn-mnist", "mnist-test-200-images.idx", 1);
+    let (node, bias) = first_linear(&fixed);
+    let kernel = fixed.linear_kernel(node).unwrap();
+    assert!(narrow_pad(&fixed, kernel, STRICT));
+    let x = &input[..kernel.geometry().input.len()];
+    let truth = exact_product(kernel, &bias, x);
+    let plane = kernel.geometry().output().unwrap().plane();
+    let half = (narrow::P - 1) / 2;
+    type Tamper = fn(&mut [u64], &[u64], usize, &mut rand_chacha::ChaCha20Rng);
+    let tampers: [(&str, Tamper); 5] = [
+        ("+1", |y, _, _, _| y[0] = narrow::add(y[0], 1)),
+        ("+(p-1)/2", |y, _, _, _| y[0] = narrow::add(y[0], (narrow::P - 1) / 2)),
+        ("-1", |y, _, _, _| y[0] = narrow::add(y[0], narrow::P - 1)),
+        ("bias pattern", |y, b, plane, _| fold_bias(y, b, plane, |v, b| narrow::add(v, narrow::reduce(b)))),
+        ("noisy channel", |y, _, plane, rng| {
+            y[..plane].iter_mut().for_each(|v| *v = narrow::add(*v, narrow::random(rng)))
+        }),
+    ];
+    let mut rng = <rand_chacha::ChaCha20Rng as rand::SeedableRng>::seed_from_u64(61);
+    for _ in 0..20 {
+        let wire = NarrowWire::new(kernel, &bias, x, &mut rng);
+        let honest = wire.unpad(&wire.reply);
+        assert_eq!(honest, truth, "the honest reply lifts to K·X + b");
+        assert!(honest.iter().all(|&v| zt::to_i64(v).unsigned_abs() <= half));
+        assert!(accepts(kernel, &bias, x, &honest, Challenge::Field, &mut rng));
+        for (name, tamper) in tampers {
+            let mut reply = wire.reply.clone();
+            tamper(&mut reply, &bias, plane, &mut rng);
+            assert!(reply.iter().all(|&v| v < narrow::P));
+            let lifted = wire.unpad(&reply);
+            assert_ne!(lifted, truth, "{name}");
+            assert!(!accepts(kernel, &bias, x, &lifted, Challenge::Field, &mut rng), "{name}");
+        }
+    }
+    // A 1-bit challenge set: the error in output 0 is weighted by r_0 alone.
+    let trials = 1000;
+    for (name, tamper) in &tampers[..3] {
+        let passed = (0..trials)
+            .filter(|_| {
+                let wire = NarrowWire::new(kernel, &bias, x, &mut rng);
+                let mut reply = wire.reply.clone();
+                tamper(&mut reply, &bias, plane, &mut rng);
+                accepts(kernel, &bias, x, &wire.unpad(&reply), Challenge::Bits(1), &mut rng)
+            })
+            .count();
+        let rate = passed as f64 / trials as f64;
+        println!("{name}: {passed}/{trials} passed a 1-bit challenge");
+        assert!((rate - 0.5).abs() < 6.0 * (0.25 / trials as f64).sqrt(), "{name}: {rate}");
+    }
+}
+
+/// Honest products at the lift boundary, `K·X + b = ±(p−1)/2` with `K = (1)`, `b = 7` (1×1
+/// convolution of one channel): exact and accepted; one beyond, `±(p+1)/2`, lifts to `∓(p−1)/2`
+/// (off by `p`) and the check refuses the honest cloud's reply, as it would a cheat's.
+#[test]
+fn adversary_narrow_honest_products_at_the_lift_boundary() {
+    use tessera_field::kernels::{ConvGeometry, ImageShape, Window2d};
+    let g = ConvGeometry { input: ImageShape::new(1, 1, 1), out_channels: 1, window: Window2d::square(1, 1) };
+    let kernel = ConvKernel::new(g, &[1]).unwrap();
+    assert!(narrow::fits(&kernel, 30));
+    let bias = [zt::from_i64(7)];
+    let half = ((narrow::P - 1) / 2) as i64;
+    let mut rng = <rand_chacha::ChaCha20Rng as rand::SeedableRng>::seed_from_u64(5);
+    for (target, exact) in [(half, true), (-half, true), (half + 1, false), (-half - 1, false), (1 << 40, false)] {
+        let x = [zt::from_i64(target - 7)];
+        let truth = exact_product(&kernel, &bias, &x);
+        assert_eq!(zt::to_i64(truth[0]), target);
+        for _ in 0..10 {
+            let wire = NarrowWire::new(&kernel, &bias, &x, &mut rng);
+            let y = wire.unpad(&wire.reply);
+            assert_eq!(y == truth, exact, "{target}");
+            if !exact && target.abs() <= half + 1 {
+                assert_eq!(zt::to_i64(y[0]), target - target.signum() * narrow::P as i64, "off by p");
+            }
+            assert_eq!(accepts(&kernel, &bias, &x, &y, Challenge::Field, &mut rng), exact, "{target}");
+        }
+    }
+}
+
+/// Client and cloud with a relay between them that rewrites every PRODUCT with `tamper`
+/// (given the layer and the reply's bytes).
+fn run_relayed(
+    fixed: &Arc<FixedModel>,
+    input: &[u64],
+    batch: usize,
+    settings: ClientSettings,
+    tamper: impl Fn(u32, &mut Vec<u8>) + Send + 'static,
+) -> tessera_suites::Result<tessera_suites::verify::Outcome> {
+    use tessera_net::{Channel, SessionId};
+    use tessera_suites::verify::{PRODUCT, client, preprocess};
+    let timeout = std::time::Duration::from_secs(60);
+    runtime(2).block_on(async {
+        let (mut ours, mut relay_in) = Channel::pair("client", "cloud", timeout, 1 << 30);
+        let (mut relay_out, mut theirs) = Channel::pair("client", "cloud", timeout, 1 << 30);
+        let cloud = Cloud::new(fixed.clone(), Cheat::Honest);
+        let server = tokio::spawn(async move { cloud.serve("cloud", &mut theirs).await });
+        let relay = tokio::spawn(async move {
+            while let Ok((h, payload)) = relay_in.recv_any().await {
+                relay_out.send(h.kind, h.session, h.layer, &payload).await.unwrap();
+                let (h, mut payload) = relay_out.recv_any().await.unwrap();
+                if h.kind == PRODUCT {
+                    tamper(h.layer, &mut payload);
+                }
+                if relay_in.send(h.kind, h.session, h.layer, &payload).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let pre = preprocess(fixed, batch, settings);
+        let outcome =
+            client("client", fixed.clone(), &mut ours, SessionId::random(), input.to_vec(), pre, settings).await;
+        drop(ours);
+        let _ = relay.await;
+        let _ = server.await;
+        outcome
+    })
+}
+
+/// Replies through a relay: unchanged, the logits are exact; a residue at or above `p` (`p`,
+/// `p + 4`, `2^32 − 1`, and `y + p` wrapped in 32 bits where that stays at or above `p`) in the
+/// first product is a typed `OutsideField` error even with recomputation on; the first element
+/// moved by `(p−1)/2` (across the lift boundary) fails the check at layer 0, and with
+/// recomputation that layer alone is recomputed and the logits stay exact.
+#[test]
+fn adversary_narrow_replies_at_or_above_p_are_refused_end_to_end() {
+    use tessera_suites::error::Violation;
+    let (fixed, input) = encoded("minionn-mnist", "mnist-test-200-images.idx", 2);
+    let reference = fixed.run_encoded(input.clone(), 2).unwrap();
+    let (first, _) = first_linear(&fixed);
+    let first = first as u32;
+    assert_eq!(run_relayed(&fixed, &input, 2, STRICT, |_, _| {}).unwrap().logits, reference);
+    let set = |at: usize, v: u32| {
+        move |layer: u32, bytes: &mut Vec<u8>| {
+            if layer == first {
+                bytes[4 * at..4 * at + 4].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    };
+    for recompute in [false, true] {
+        let settings = ClientSettings { recompute_on_failure: recompute, ..STRICT };
+        for (at, v) in [(0, narrow::P as u32), (1, narrow::P as u32 + 4), (7, u32::MAX)] {
+            let err = run_relayed(&fixed, &input, 2, settings, set(at, v)).unwrap_err();
+            assert!(matches!(err, SuiteError::Protocol { violation: Violation::OutsideField, .. }), "{v}: {err:?}");
+        }
+        let err = run_relayed(&fixed, &input, 2, settings, move |layer, bytes: &mut Vec<u8>| {
+            if layer == first {
+                // The first y < 5 (if any) plus p, else p itself: at or above p either way.
+                let at = bytes.chunks(4).position(|c| u32::from_le_bytes(c.try_into().unwrap()) < 5).unwrap_or(0);
+                let y = u32::from_le_bytes(bytes[4 * at..4 * at + 4].try_into().unwrap());
+                let v = if y < 5 { y + narrow::P as u32 } else { narrow::P as u32 };
+                bytes[4 * at..4 * at + 4].copy_from_slice(&v.to_le_bytes());
+            }
+        })
+        .unwrap_err();
+        assert!(matches!(err, SuiteError::Protocol { violation: Violation::OutsideField, .. }), "{err:?}");
+        let boundary = move |layer: u32, bytes: &mut Vec<u8>| {
+            if layer == first {
+                let y = u64::from(u32::from_le_bytes(bytes[..4].try_into().unwrap()));
+                let v = narrow::add(y, (narrow::P - 1) / 2) as u32;
+                bytes[..4].copy_from_slice(&v.to_le_bytes());
+            }
+        };
+        match run_relayed(&fixed, &input, 2, settings, boundary) {
+            Err(SuiteError::VerificationFailed { layer, .. }) => assert!(!recompute && layer == first),
+            Ok(outcome) => assert!(recompute && outcome.logits == reference && outcome.recomputed == vec![first]),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}
+
+/// An honest cloud and inputs crafted at minionn-mnist's first layer: each tap of the widest
+/// output row's window set to `±a` with its weight's sign. Within the fixed-point bound
+/// (`a = 2^ℓx − 1`) that product stays inside `(−p/2, p/2)`; at twice the bound it leaves it.
+/// Then the narrow pad lifts it wrongly and the check refuses the honest reply (as a cheat: the
+/// abort tells the cloud that this input's product left `(−p/2, p/2)`); the wide pad computes
+/// it; with recomputation the narrow pad's logits equal the wide pad's.
+#[test]
+fn adversary_narrow_honest_overflow_fails_like_a_cheat() {
+    let (fixed, input) = encoded("minionn-mnist", "mnist-test-200-images.idx", 1);
+    let (first, bias) = first_linear(&fixed);
+    let kernel = fixed.linear_kernel(first).unwrap();
+    let g = *kernel.geometry();
+    let w = kernel.integer_weights();
+    let (row, weights) =
+        w.chunks(g.terms()).enumerate().max_by_key(|(_, r)| r.iter().map(|v| v.abs()).sum::<i64>()).unwrap();
+    let [kh, kw] = g.window.kernel;
+    let [sh, sw] = g.window.stride;
+    let (oy, ox) = (g.window.pads[0].div_ceil(sh), g.window.pads[1].div_ceil(sw));
+    let (y0, x0) = (oy * sh - g.window.pads[0], ox * sw - g.window.pads[1]);
+    let out = g.output().unwrap();
+    let row_sum: i64 = weights.iter().map(|v| v.abs()).sum();
+    let crafted = |a: i64| {
+        let mut x = vec![0u64; input.len()];
+        for c in 0..g.input.c {
+            for i in 0..kh {
+                for j in 0..kw {
+                    let tap = weights[(c * kh + i) * kw + j];
+                    x[(c * g.input.h + y0 + i) * g.input.w + x0 + j] = zt::from_i64(a * tap.signum());
+                }
+            }
+        }
+        let peak = zt::to_i64(exact_product(kernel, &bias, &x)[(row * out.h + oy) * out.w + ox]);
+        (x, peak)
+    };
+    let bound = fixed.params().bound_bits();
+    let (x, peak) = crafted((1 << bound) - 1);
+    fixed.check_bound(first, &x).unwrap();
+    println!("bound 2^{bound}, row {row} Σ|k| = {row_sum}: in bound {peak} (p/2 = {})", narrow::P / 2);
+    assert!(peak.unsigned_abs() < narrow::P / 2, "in bound, the first layer cannot overflow");
+    let (x, peak) = crafted((1 << (bound + 1)) - 1);
+    println!("twice the bound: {peak}");
+    assert!(fixed.check_bound(first, &x).is_err());
+    assert!(peak.unsigned_abs() > narrow::P / 2);
+    let run = |settings| {
+        runtime(2).block_on(run_in_memory(
+            &fixed,
+            Arc::new(Cloud::new(fixed.clone(), Cheat::Honest)),
+            &x,
+            1,
+            settings,
+            1,
+            None,
+        ))
+    };
+    let err = run(STRICT).unwrap_err();
+    assert!(matches!(err, SuiteError::VerificationFailed { layer, .. } if layer as usize == first), "{err:?}");
+    let wide = run(WIDE).unwrap();
+    assert!(wide.recomputed.is_empty());
+    let recomputed = run(ClientSettings { recompute_on_failure: true, ..STRICT }).unwrap();
+    assert_eq!(recomputed.logits, wide.logits);
+    assert_eq!(recomputed.recomputed.first(), Some(&(first as u32)), "{:?}", recomputed.recomputed);
+    println!("recomputed layers {:?}; reference: {:?}", recomputed.recomputed, fixed.run_encoded(x.clone(), 1).err());
+}
+
+/// Malformed narrow OFFLOADs (tag 2) at the cloud, and hostile lengths at the reader: each is
+/// a typed error, nothing is allocated for a claimed length the bytes do not hold.
+#[test]
+fn adversary_narrow_malformed_offloads_and_lengths_are_typed_errors() {
+    use tessera_net::{Channel, SessionId};
+    use tessera_suites::error::Violation;
+    use tessera_suites::wire::Reader;
+    let rt = runtime(2);
+    let (fixed, _) = encoded("minionn-mnist", "mnist-test-200-images.idx", 1);
+    let (node, _) = first_linear(&fixed);
+    let n = fixed.linear_kernel(node).unwrap().geometry().input.len();
+    let frame = |batch: u32, values: Vec<u32>, extra: usize| {
+        let mut bytes = batch.to_le_bytes().to_vec();
+        bytes.extend(narrow::TAG.to_le_bytes());
+        values.iter().for_each(|v| bytes.extend(v.to_le_bytes()));
+        bytes.extend(vec![0u8; extra]);
+        bytes
+    };
+    type Expected = fn(&Violation) -> bool;
+    let cases: Vec<(&str, Vec<u8>, Expected)> = vec![
+        // The header's eight bytes count as two values in the batch bound: the reader refuses.
+        ("two values short", frame(1, vec![1; n - 2], 0), |v| matches!(v, Violation::Truncated { .. })),
+        ("one byte short", frame(1, vec![1; n], 0)[..8 + 4 * n - 1].to_vec(), |v| {
+            matches!(v, Violation::Truncated { .. } | Violation::OutOfRange { .. })
+        }),
+        ("trailing 1", frame(1, vec![1; n], 1), |v| matches!(v, Violation::TrailingBytes { count: 1 })),
+        ("trailing 3", frame(1, vec![1; n], 3), |v| matches!(v, Violation::TrailingBytes { count: 3 })),
+        ("u32::MAX", frame(1, [vec![u32::MAX], vec![1; n - 1]].concat(), 0), |v| matches!(v, Violation::OutsideField)),
+        ("p + 4 last", frame(1, [vec![1; n - 1], vec![narrow::P as u32 + 4]].concat(), 0), |v| {
+            matches!(v, Violation::OutsideField)
+        }),
+        ("batch 2, one image", frame(2, vec![1; n], 0), |v| matches!(v, Violation::OutOfRange { .. })),
+        ("batch u32::MAX", frame(u32::MAX, vec![1; n], 0), |v| matches!(v, Violation::OutOfRange { .. })),
+        ("batch 0", frame(0, vec![1; n], 0), |v| matches!(v, Violation::OutOfRange { .. })),
+    ];
+    for (name, payload, expected) in cases {
+        let err = rt.block_on(async {
+            let (mut ours, mut theirs) = Channel::pair("client", "cloud", std::time::Duration::from_secs(10), 1 << 30);
+            let cloud = Cloud::new(fixed.clone(), Cheat::Honest).with_max_batch(4);
+            let server = async { cloud.serve("cloud", &mut theirs).await };
+            let client = async {
+                ours.send(OFFLOAD, SessionId::random(), node as u32, &payload).await.unwrap();
+                ours
+            };
+            let (result, ours) = futures::join!(server, client);
+            drop(ours);
+            result.unwrap_err()
+        });
+        let ok = matches!(&err, SuiteError::Protocol { violation, .. } if expected(violation));
+        assert!(ok, "{name}: {err:?}");
+    }
+    // The reader: a claimed length beyond the bytes (or beyond the address space) is refused
+    // before anything is allocated; a residue at p is outside the field.
+    let bytes = [0u8; 12];
+    for count in [4, usize::MAX / 4, usize::MAX / 4 + 1, usize::MAX] {
+        let mut r = Reader::new(&bytes, "cloud", "product");
+        let err = r.residues::<4>(count, narrow::P).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SuiteError::Protocol { violation: Violation::Truncated { .. } | Violation::OutOfRange { .. }, .. }
+            ),
+            "{count}: {err:?}"
+        );
+    }
+    let p = (narrow::P as u32).to_le_bytes();
+    let mut r = Reader::new(&p, "cloud", "product");
+    let mut dst = [0u64; 1];
+    assert!(matches!(
+        r.residues_into::<4>(&mut dst, narrow::P, |_, v| v),
+        Err(SuiteError::Protocol { violation: Violation::OutsideField, .. })
+    ));
+    // The frame limits assume eight bytes a value: an upper bound for the narrow pad's four.
+    let max_frame = 1 << 20;
+    let batch = tessera_suites::verify::max_batch(&fixed, max_frame);
+    let limits = tessera_suites::verify::frame_limits(&fixed, max_frame);
+    for node in (0..fixed.ops().len()).filter(|&n| fixed.linear_kernel(n).is_some()) {
+        let g = fixed.linear_kernel(node).unwrap().geometry();
+        let narrow_offload = 8 + 4 * batch * g.input.len();
+        assert!(narrow_offload <= limits.max(OFFLOAD) as usize, "layer {node}");
+        assert!(4 * batch * g.output().unwrap().len() <= max_frame as usize, "layer {node}");
     }
 }
