@@ -1,5 +1,5 @@
 //! Python bindings of the `tessera` library: the `tessera._native` extension module, which the
-//! `tessera` Python package (`python/tessera`) wraps with its public classes.
+//! `tessera` Python package (`python/src/tessera`) wraps with its public classes.
 //!
 //! Everything here calls the library as the CLI does; no protocol logic lives in the binding.
 //! Calls that compute release the GIL; queries poll for Ctrl-C (`KeyboardInterrupt`) while
