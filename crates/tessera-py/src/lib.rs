@@ -358,7 +358,7 @@ fn parse_suite(name: &str) -> PyResult<Suite> {
 
 /// A query's result as a dict: `labels`, `logits` (`N × classes`), `elapsed_s`, `connect_s`,
 /// `sample_logits` (bayes: `samples × N × classes`, else `None`), `recomputed` (verify), and the
-/// cost as JSON: `reports_json` (every party's report) and `cost_json` (per layer and party).
+/// cost (`reports`, put together as JSON on request).
 fn result_dict<'py>(py: Python<'py>, model: &LoadedModel, r: QueryResult) -> PyResult<Bound<'py, PyDict>> {
     let k = model.merged.output_len();
     let out = PyDict::new(py);
@@ -376,11 +376,33 @@ fn result_dict<'py>(py: Python<'py>, model: &LoadedModel, r: QueryResult) -> PyR
         out.set_item("sample_logits", array)?;
     }
     let fixed = model.fixed().map_err(err)?;
-    let cost = QueryCost::from_reports(&r.reports, r.connect, |n| fixed.node_name(n as usize).to_string());
-    out.set_item("cost_json", serde_json::to_string(&cost).expect("cost serializes"))?;
-    out.set_item("reports_json", serde_json::to_string(&r.reports).expect("reports serialize"))?;
+    out.set_item("reports", Reports { reports: r.reports, connect: r.connect, fixed })?;
     out.set_item("logits", matrix(py, r.logits, k)?)?;
     Ok(out)
+}
+
+/// Every party's cost report of one query; JSON only when asked for (most queries never are).
+#[pyclass(module = "tessera._native", name = "Reports", frozen)]
+struct Reports {
+    reports: Vec<tessera::net::PartyReport>,
+    connect: Duration,
+    /// Names the model's nodes.
+    fixed: Arc<tessera::model::fixed::FixedModel>,
+}
+
+#[pymethods]
+impl Reports {
+    /// Every party's report (stages, links, microseconds), the user's first, as JSON.
+    fn reports_json(&self) -> String {
+        serde_json::to_string(&self.reports).expect("reports serialize")
+    }
+
+    /// The query's cost per layer and party, with its totals, as JSON.
+    fn cost_json(&self) -> String {
+        let fixed = &self.fixed;
+        let cost = QueryCost::from_reports(&self.reports, self.connect, |n| fixed.node_name(n as usize).to_string());
+        serde_json::to_string(&cost).expect("cost serializes")
+    }
 }
 
 /// A whole cluster of one suite in this process, on in-memory channels.
@@ -496,6 +518,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyQueryOptions>()?;
     m.add_class::<PyInProcess>()?;
     m.add_class::<PyRemote>()?;
+    m.add_class::<Reports>()?;
     m.add_function(wrap_pyfunction!(load, m)?)?;
     m.add_function(wrap_pyfunction!(suites, m)?)?;
     Ok(())

@@ -127,14 +127,14 @@ class Cost:
     * totals: :attr:`bytes`, :attr:`rounds`, :attr:`preprocess_ms`, :attr:`pacing_party`.
     """
 
-    def __init__(self, reports_json: str, cost_json: str) -> None:
-        self._reports_json = reports_json
-        self._cost_json = cost_json
+    def __init__(self, native: "_native.Reports") -> None:
+        self._native = native
+        self._cached: Optional[dict] = None
 
     @property
     def reports(self) -> List[dict]:
         """Every party's raw report (stages, links, microseconds), the user's first."""
-        return json.loads(self._reports_json)
+        return json.loads(self._native.reports_json())
 
     @property
     def rows(self) -> List[dict]:
@@ -143,7 +143,9 @@ class Cost:
 
     @property
     def _summary(self) -> dict:
-        return json.loads(self._cost_json)
+        if self._cached is None:
+            self._cached = json.loads(self._native.cost_json())
+        return self._cached
 
     @property
     def layers(self) -> List[dict]:
@@ -227,7 +229,7 @@ class InferenceResult:
             logits=raw["logits"],
             elapsed_ms=raw["elapsed_s"] * 1e3,
             connect_ms=raw["connect_s"] * 1e3,
-            cost=Cost(raw["reports_json"], raw["cost_json"]),
+            cost=Cost(raw["reports"]),
             sample_logits=raw["sample_logits"],
             recomputed=list(raw["recomputed"]),
         )
