@@ -193,3 +193,22 @@ def test_bad_options_and_a_closed_cluster_raise(model):
     uncalibrated.write_bytes(MNIST.read_bytes())
     with pytest.raises(tessera.CalibrationError, match="no calibration"):
         tessera.local_cluster(tessera.load(uncalibrated), suite="serpens-n")
+
+
+def test_ctrl_c_abandons_a_query_and_the_cluster_serves_on(model, mnist_pixels):
+    import _thread
+    import threading
+
+    images = mnist_pixels[:2]
+    with tessera.local_cluster(model, suite="serpens-2") as cluster:
+        full = cluster.infer(images).elapsed_ms / 1e3
+        # Ctrl-C (SIGINT's KeyboardInterrupt) a tenth of the way into the next query.
+        timer = threading.Timer(full / 10, _thread.interrupt_main)
+        timer.start()
+        start = time.perf_counter()
+        with pytest.raises(KeyboardInterrupt):
+            cluster.infer(images)
+        assert time.perf_counter() - start < full / 10 + 0.5 * full
+        timer.join()
+        r = cluster.infer(images[:1])
+    assert r.label == model.infer(images[:1]).label
