@@ -491,12 +491,12 @@ fn adversary_malformed_products_are_refused_with_typed_errors() {
         for cheat in [Cheat::OutsideField, Cheat::Short, Cheat::Long] {
             let cloud = Arc::new(Cloud::new(fixed.clone(), cheat));
             let err = rt.block_on(run_in_memory(&fixed, cloud, &input, 2, settings, 1, None)).unwrap_err();
-            let ok = match (cheat, &err) {
-                (Cheat::OutsideField, SuiteError::Protocol { violation: Violation::OutsideField, .. }) => true,
-                (Cheat::Short, SuiteError::Protocol { violation: Violation::Truncated { .. }, .. }) => true,
-                (Cheat::Long, SuiteError::Protocol { violation: Violation::TrailingBytes { count: 8 }, .. }) => true,
-                _ => false,
-            };
+            let ok = matches!(
+                (cheat, &err),
+                (Cheat::OutsideField, SuiteError::Protocol { violation: Violation::OutsideField, .. })
+                    | (Cheat::Short, SuiteError::Protocol { violation: Violation::Truncated { .. }, .. })
+                    | (Cheat::Long, SuiteError::Protocol { violation: Violation::TrailingBytes { count: 8 }, .. })
+            );
             assert!(ok, "{cheat:?}, recompute {recompute}: {err:?}");
         }
     }
