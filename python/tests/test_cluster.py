@@ -176,7 +176,7 @@ def test_to_pandas_or_a_clear_import_error(model, monkeypatch):
         cost.to_pandas()
 
 
-def test_bad_options_and_a_closed_cluster_raise(model):
+def test_bad_options_and_a_closed_cluster_raise(model, tmp_path):
     with pytest.raises(tessera.ConfigError, match="unknown suite `serpens-3`"):
         tessera.local_cluster(model, suite="serpens-3")
     with pytest.raises(tessera.ConfigError, match="samples 0: 1 to 16"):
@@ -189,7 +189,7 @@ def test_bad_options_and_a_closed_cluster_raise(model):
     cluster.close()
     with pytest.raises(tessera.ConfigError, match="closed"):
         cluster.infer(SEVEN)
-    uncalibrated = REPO / "target" / "uncalibrated-minionn-mnist.onnx"
+    uncalibrated = tmp_path / "uncalibrated.onnx"
     uncalibrated.write_bytes(MNIST.read_bytes())
     with pytest.raises(tessera.CalibrationError, match="no calibration"):
         tessera.local_cluster(tessera.load(uncalibrated), suite="serpens-n")

@@ -43,6 +43,9 @@ def test_arrays_paths_and_pixels_are_the_same_input(model, mnist_pixels, mnist_l
     np.testing.assert_array_equal(model.infer(normalized.astype(np.float64)).logits, by_values.logits)
     np.testing.assert_array_equal(model.infer(pixels[0, 0]).logits, by_pixels.logits[:1])
     np.testing.assert_array_equal(model.prepare(SEVEN), model.prepare(str(SEVEN)))
+    # Lists of arrays keep their dtype (pixels stay pixels); strided views are copied.
+    np.testing.assert_array_equal(model.prepare(list(pixels)), normalized)
+    np.testing.assert_array_equal(model.prepare(mnist_pixels[:16:2]), model.prepare(mnist_pixels[:16][::2].copy()))
     # A batch runs as its images one by one do.
     for i in range(8):
         np.testing.assert_array_equal(model.infer(pixels[i]).logits[0], by_pixels.logits[i])

@@ -131,13 +131,16 @@ fn read_images(model: &LoadedModel, images: &Bound<'_, PyAny>) -> PyResult<(Vec<
         }
         return Ok((x, paths.len()));
     }
-    if let Ok(pixels) = images.extract::<PyReadonlyArrayDyn<'_, u8>>() {
+    // Anything else NumPy makes an array of (nested lists, arrays of arrays): `uint8` holds
+    // pixels, any other dtype normalized values.
+    let numpy = images.py().import("numpy")?;
+    let array = numpy.call_method1("ascontiguousarray", (images,))?;
+    if let Ok(pixels) = array.extract::<PyReadonlyArrayDyn<'_, u8>>() {
         let n = batch_of(pixels.shape(), shape)?;
         let pixels = pixels.as_slice().map_err(|e| array_error(e.to_string()))?;
         return Ok((normalize(pixels, shape, model.meta()), n));
     }
-    let numpy = images.py().import("numpy")?;
-    let values = numpy.call_method1("ascontiguousarray", (images, "float32"))?;
+    let values = numpy.call_method1("ascontiguousarray", (array, "float32"))?;
     let values = values.extract::<PyReadonlyArrayDyn<'_, f32>>()?;
     let n = batch_of(values.shape(), shape)?;
     let values = values.as_slice().map_err(|e| array_error(e.to_string()))?;
