@@ -82,6 +82,25 @@ def test_logits_match_the_cli_local_cluster(model, cli):
     assert r.label == out["results"][0]["label"] == 7
 
 
+def test_server_processes_over_tls(model, cli, mnist_pixels, tmp_path):
+    images = mnist_pixels[:2]
+    reference = model.infer(images)
+    with tessera.local_cluster(model, suite="serpens-n", processes=True, server=cli) as cluster:
+        r = cluster.infer(images)
+    within(r.logits, reference.logits, model.logit_tolerance)
+    assert r.labels.tolist() == reference.labels.tolist() and r.connect_ms > 0
+    # The servers read the calibration beside the file: one only in memory is refused.
+    copy = tmp_path / "m.onnx"
+    copy.write_bytes(MNIST.read_bytes())
+    fresh = tessera.load(copy)
+    fresh.calibrate(images, samples=2)
+    with pytest.raises(tessera.CalibrationError, match="save it first"):
+        tessera.local_cluster(fresh, processes=True, server=cli)
+    fresh.save_calibration()
+    with tessera.local_cluster(fresh, suite="plain", processes=True, server=cli) as cluster:
+        np.testing.assert_array_equal(cluster.infer(images).logits, fresh.infer(images).f32_logits)
+
+
 def free_port_run(count: int) -> int:
     """A first port with `count` free ports from it."""
     for _ in range(50):

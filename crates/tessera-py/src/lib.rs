@@ -15,13 +15,14 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
-use tessera::cluster::ClusterConfig;
+use tessera::cluster::{ClusterConfig, PartyConfig};
 use tessera::cost::QueryCost;
 use tessera::dataset::Dataset;
 use tessera::error::{Error, InputProblem};
 use tessera::eval::argmax;
 use tessera::field::kernels::ImageShape;
 use tessera::input::{load_input, load_samples, normalize};
+use tessera::local::{LocalCluster, LocalOptions};
 use tessera::model::plain::PlainEngine;
 use tessera::suites::verify;
 use tessera::{InProcessCluster, LoadedModel, QueryOptions, QueryResult, ServeOptions, Suite};
@@ -454,6 +455,73 @@ impl PyInProcess {
     }
 }
 
+/// A cluster of `tessera serve` processes on loopback with fresh certificates, queried over
+/// mutual TLS: what `tessera infer --suite` starts.
+#[pyclass(module = "tessera._native", name = "ProcessCluster")]
+struct PyProcesses {
+    suite: Suite,
+    /// The model as the servers load it (file and calibration beside it).
+    model: LoadedModel,
+    options: QueryOptions,
+    cluster: Mutex<Option<Arc<LocalCluster>>>,
+}
+
+#[pymethods]
+impl PyProcesses {
+    /// Starts `suite`'s server parties as `server serve …` processes on `model`'s file (with
+    /// `holders` share-holders where the suite has them). The servers read the calibration
+    /// stored beside the file: it must be the model's.
+    #[new]
+    fn new(
+        py: Python<'_>,
+        model: &PyModel,
+        suite: &str,
+        holders: usize,
+        server: PathBuf,
+        options: &PyQueryOptions,
+    ) -> PyResult<Self> {
+        let suite = parse_suite(suite)?;
+        let path = model.model.path.clone();
+        let served = py.detach(|| LoadedModel::load(&path)).map_err(err)?;
+        if served.calibration() != model.model.calibration() {
+            return Err(CalibrationError::new_err(format!(
+                "the servers read the calibration beside {}, which is not the model's: save it first (Model.save_calibration)",
+                path.display()
+            )));
+        }
+        served.fixed().map_err(err)?;
+        let launch = move |party: &PartyConfig, config: &std::path::Path| {
+            let mut command = std::process::Command::new(&server);
+            command.args(["serve", "--role", party.role.name(), "--name", &party.name, "--config"]).arg(config);
+            command
+        };
+        let local = LocalOptions { holders, ..LocalOptions::default() };
+        let cluster = py.detach(|| LocalCluster::start(launch, suite, &path, &local)).map_err(err)?;
+        Ok(Self { suite, model: served, options: options.options, cluster: Mutex::new(Some(Arc::new(cluster))) })
+    }
+
+    /// The suite's name.
+    #[getter]
+    fn suite(&self) -> &'static str {
+        self.suite.name()
+    }
+
+    /// Runs one query holding every image of `images`; see `result_dict` for what it returns.
+    fn query<'py>(&self, py: Python<'py>, images: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+        let cluster = self.cluster.lock().expect("not poisoned").clone();
+        let cluster = cluster.ok_or_else(|| ConfigError::new_err("the cluster is closed"))?;
+        let (x, n) = read_images(&self.model, images)?;
+        let batch = u32::try_from(n).map_err(|_| array_error(format!("{n} images in one query")))?;
+        let r = wait(py, tessera::query_with(&cluster.config, &self.model, &x, batch, &self.options))?;
+        result_dict(py, &self.model, r)
+    }
+
+    /// Stops the server processes.
+    fn close(&self) {
+        self.cluster.lock().expect("not poisoned").take();
+    }
+}
+
 /// A running cluster reached over mutual TLS, as its configuration's user party.
 #[pyclass(module = "tessera._native", name = "RemoteCluster")]
 struct PyRemote {
@@ -520,6 +588,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyModel>()?;
     m.add_class::<PyQueryOptions>()?;
     m.add_class::<PyInProcess>()?;
+    m.add_class::<PyProcesses>()?;
     m.add_class::<PyRemote>()?;
     m.add_class::<Reports>()?;
     m.add_function(wrap_pyfunction!(load, m)?)?;

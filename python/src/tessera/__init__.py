@@ -384,8 +384,8 @@ def from_torch(module: Any, example_input: Any, path: Optional[PathLike] = None,
 class Cluster:
     """A cluster of one suite, ready for queries; a context manager that closes it.
 
-    Made by :func:`local_cluster` (every party in this process) or :func:`connect` (running
-    servers over mutual TLS).
+    Made by :func:`local_cluster` (every party in this process, or local server processes) or
+    :func:`connect` (running servers over mutual TLS).
     """
 
     def __init__(self, native: Any, suite: str) -> None:
@@ -418,7 +418,7 @@ class Cluster:
         return [self.infer(item) for item in items]
 
     def close(self) -> None:
-        """Stops the cluster's in-process parties (nothing to stop for a remote cluster)."""
+        """Stops the cluster's local parties (nothing to stop for a remote cluster)."""
         close = getattr(self._native, "close", None)
         if close is not None:
             close()
@@ -442,22 +442,40 @@ def local_cluster(
     suite: str = "serpens-n",
     holders: int = 2,
     *,
+    processes: bool = False,
+    server: Optional[PathLike] = None,
     samples: int = 4,
     challenge_bits: int = 0,
     repetitions: int = 1,
     recompute: bool = False,
 ) -> Cluster:
-    """Starts every server party of ``suite`` in this process, on in-memory channels, running a
-    copy of ``model`` (calibrated; with a posterior for ``bayes``).
+    """Starts every server party of ``suite`` on this machine, running ``model`` (calibrated;
+    with a posterior for ``bayes``).
 
-    The parties run the same code as ``tessera serve`` does across processes over TLS, without
-    certificates, ports or processes (``tessera infer --suite`` starts processes; use
-    :func:`connect` for those). ``holders``: share-holders of ``serpens-n`` (2 to 8).
-    ``samples``: bayes' sampled forward passes. ``challenge_bits``, ``repetitions``,
-    ``recompute``: how verify checks the cloud (the CLI's flags of the same names).
+    By default the parties run in this process on in-memory channels, on a copy of ``model``
+    (its in-memory calibration included): the same party code as ``tessera serve``, without
+    certificates, ports or processes. With ``processes``, each server party is a ``tessera
+    serve`` process on loopback with fresh certificates, queried over mutual TLS, as
+    ``tessera infer --suite`` does: ``server`` is the ``tessera`` binary (default:
+    ``$TESSERA_CLI``, else ``tessera`` on the PATH), and the servers read the model file and
+    the calibration stored beside it, which must be the model's (:meth:`Model.save_calibration`).
+
+    ``holders``: share-holders of ``serpens-n`` (2 to 8). ``samples``: bayes' sampled forward
+    passes. ``challenge_bits``, ``repetitions``, ``recompute``: how verify checks the cloud
+    (the CLI's flags of the same names).
     """
     options = _options(samples, challenge_bits, repetitions, recompute)
-    native = _native.InProcessCluster(model._native, suite, holders, options)
+    if not processes:
+        native = _native.InProcessCluster(model._native, suite, holders, options)
+        return Cluster(native, native.suite)
+    if server is None:
+        server = os.environ.get("TESSERA_CLI") or shutil.which("tessera")
+    if server is None:
+        raise ConfigError(
+            "local_cluster(processes=True) runs `tessera serve`: pass server=PATH, set TESSERA_CLI, "
+            "or put the tessera binary on the PATH (cargo install --path crates/tessera-cli)"
+        )
+    native = _native.ProcessCluster(model._native, suite, holders, os.fspath(server), options)
     return Cluster(native, native.suite)
 
 
