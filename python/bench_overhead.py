@@ -1,6 +1,6 @@
 """The Python binding's overhead per query, against the Rust side's latency.
 
-    python python/bench_overhead.py [--suite serpens-n] [--queries 200] [--tls CLUSTER_TOML]
+    python python/bench_overhead.py [--suite serpens-n] [--queries 200] [--tls CLUSTER_TOML | --server TESSERA]
 
 For each query, the wall time of `cluster.infer(image)` seen from Python is set against the
 query's latency measured in Rust (`result.elapsed_ms`: the suite's query, connections included).
@@ -29,6 +29,7 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--tls", help="a running cluster's configuration: measure over TLS instead of in process")
+    p.add_argument("--server", help="the tessera binary: start server processes, queried over TLS")
     args = p.parse_args()
 
     model = tessera.load(args.model)
@@ -36,6 +37,8 @@ def main() -> None:
     image = model.prepare(args.image)
     if args.tls:
         cluster = tessera.connect(args.tls, model=args.model)
+    elif args.server:
+        cluster = tessera.local_cluster(model, suite=args.suite, holders=args.holders, processes=True, server=args.server)
     else:
         cluster = tessera.local_cluster(model, suite=args.suite, holders=args.holders)
     wall, rust = [], []
@@ -49,7 +52,7 @@ def main() -> None:
                 rust.append(r.elapsed_ms)
     overhead = [w - r for w, r in zip(wall, rust)]
     share = [o / r for o, r in zip(overhead, rust)]
-    where = "TLS" if args.tls else "in process"
+    where = "TLS" if args.tls or args.server else "in process"
     print(f"{Path(args.model).name}, suite {cluster.suite} ({where}), {args.queries} queries after {args.warmup} warm-up")
     print(f"{'':24}{'min':>10}{'median':>10}")
     for name, v in [("Python wall (ms)", wall), ("Rust latency (ms)", rust), ("overhead (ms)", overhead)]:
