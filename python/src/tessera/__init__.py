@@ -373,7 +373,7 @@ def from_torch(module: Any, example_input: Any, path: Optional[PathLike] = None,
     except ModelError as e:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
-        raise ModelError(f"{type(module).__name__} exported to ONNX, but {e}") from e
+        raise ModelError(f"{type(module).__name__}: Tessera refuses its ONNX export: {e}") from e
     finally:
         module.train(was_training)
     if folder is not None:
