@@ -350,6 +350,9 @@ impl PyQueryOptions {
             challenge,
             repetitions: repetitions.max(1),
             recompute_on_failure: recompute,
+            // The pad in Z_p wherever a layer fits, as the CLI's default (`--wide-pad` is a
+            // measurement option the package leaves out).
+            narrow_pad: true,
         };
         Ok(Self { options: QueryOptions { verify, samples, ..QueryOptions::default() } })
     }
