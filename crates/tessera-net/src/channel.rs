@@ -1,5 +1,6 @@
 //! The channel: typed frames over any byte stream, with deadlines and metering.
 
+use std::io::IoSlice;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -300,8 +301,16 @@ async fn write_frame<W: AsyncWrite + Unpin>(
     payload: &[u8],
 ) -> Result<()> {
     let write = async {
-        stream.write_all(header).await?;
-        stream.write_all(payload).await?;
+        // Header and payload in one vectored write: over TLS they share records and system
+        // calls instead of the header going out as a record of its own.
+        let mut parts = [IoSlice::new(header), IoSlice::new(payload)];
+        let mut left: &mut [IoSlice<'_>] = &mut parts;
+        while !left.is_empty() {
+            match stream.write_vectored(left).await? {
+                0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                n => IoSlice::advance_slices(&mut left, n),
+            }
+        }
         stream.flush().await
     };
     match tokio::time::timeout(timeout, write).await {
