@@ -212,21 +212,23 @@ fn oversized(peer: &str, kind: MessageKind, len: u32, max: u32) -> String {
 /// model and the batch the frame limit allows) and any kind they never receive from that peer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_suite_refuses_oversized_and_unexpected_kinds_at_the_header() {
-    use tessera_suites::{bayes, plain, serpens_2, verify};
+    use tessera_suites::{bayes, plain, serpens_2, serpens_n, verify};
     let he = tessera_he::HeParams::standard().unwrap();
     let cases = [
-        (Suite::Plain, "minionn-mnist.onnx"),
-        (Suite::Serpens2, "minionn-mnist.onnx"),
-        (Suite::Verify, "minionn-mnist.onnx"),
-        (Suite::Bayes, "bayes-minionn-mnist.onnx"),
+        (Suite::Plain, "minionn-mnist.onnx", 0),
+        (Suite::SerpensN, "minionn-mnist.onnx", 2),
+        (Suite::Serpens2, "minionn-mnist.onnx", 0),
+        (Suite::Verify, "minionn-mnist.onnx", 0),
+        (Suite::Bayes, "bayes-minionn-mnist.onnx", 0),
     ];
-    for (suite, file) in cases {
+    for (suite, file, holders) in cases {
         let tag = format!("limits-{suite}");
-        let config = dev_config_for(&tag, suite, file, 0);
+        let config = dev_config_for(&tag, suite, file, holders);
         let (stop, servers) = start_servers(&config).await;
         let model = LoadedModel::load(&repo().join("models").join(file)).unwrap();
         let fixed = model.fixed().unwrap();
         let max = config.max_frame_bytes;
+        let holder = tessera_suites::serpens_n::holder_name(1);
         // (sender, its index in its role, server, kind, that kind's limit there)
         let checks: Vec<(Role, usize, &str, MessageKind, u32)> = match suite {
             Suite::Plain => {
@@ -267,7 +269,17 @@ async fn every_suite_refuses_oversized_and_unexpected_kinds_at_the_header() {
                     (Role::User, 0, "server", bayes::PRODUCT, 0),
                 ]
             }
-            Suite::SerpensN => unreachable!("not among the cases"),
+            Suite::SerpensN => {
+                let l = serpens_n::frame_limits(&fixed, max);
+                let central = serpens_n::CENTRAL;
+                vec![
+                    (Role::User, 0, holder.as_str(), serpens_n::INPUT, l.holder.max(serpens_n::INPUT)),
+                    (Role::User, 0, holder.as_str(), serpens_n::OUTPUT, 0),
+                    (Role::Holder, 0, central, serpens_n::JOIN, l.central.max(serpens_n::JOIN)),
+                    (Role::Holder, 0, central, serpens_n::MASKED, l.central.max(serpens_n::MASKED)),
+                    (Role::Holder, 0, central, serpens_n::INPUT, 0),
+                ]
+            }
         };
         for (role, index, server, kind, limit) in checks {
             assert!(limit < max, "{suite}: {kind:?} may be as large as any frame");
