@@ -151,6 +151,18 @@ fn read_images(model: &LoadedModel, images: &Bound<'_, PyAny>) -> PyResult<(Vec<
     Ok((values.to_vec(), n))
 }
 
+/// The images of one query and their count, which must fit the query's `u32` batch.
+fn query_batch(model: &LoadedModel, images: &Bound<'_, PyAny>) -> PyResult<(Vec<f32>, u32)> {
+    let (x, n) = read_images(model, images)?;
+    let batch = u32::try_from(n).map_err(|_| array_error(format!("{n} images in one query")))?;
+    Ok((x, batch))
+}
+
+/// The cluster in `slot`, unless it was closed.
+fn running<T>(slot: &Mutex<Option<Arc<T>>>) -> PyResult<Arc<T>> {
+    slot.lock().expect("not poisoned").clone().ok_or_else(|| ConfigError::new_err("the cluster is closed"))
+}
+
 /// `rows × columns` values as a 2-D NumPy array.
 fn matrix<'py, T: numpy::Element>(py: Python<'py>, values: Vec<T>, columns: usize) -> PyResult<Bound<'py, PyAny>> {
     let rows = values.len() / columns.max(1);
@@ -444,10 +456,8 @@ impl PyInProcess {
 
     /// Runs one query holding every image of `images`; see `result_dict` for what it returns.
     fn query<'py>(&self, py: Python<'py>, images: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
-        let cluster = self.cluster.lock().expect("not poisoned").clone();
-        let cluster = cluster.ok_or_else(|| ConfigError::new_err("the cluster is closed"))?;
-        let (x, n) = read_images(cluster.model(), images)?;
-        let batch = u32::try_from(n).map_err(|_| array_error(format!("{n} images in one query")))?;
+        let cluster = running(&self.cluster)?;
+        let (x, batch) = query_batch(cluster.model(), images)?;
         let r = wait(py, cluster.query(&x, batch, &self.options))?;
         result_dict(py, cluster.model(), r)
     }
@@ -511,10 +521,8 @@ impl PyProcesses {
 
     /// Runs one query holding every image of `images`; see `result_dict` for what it returns.
     fn query<'py>(&self, py: Python<'py>, images: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
-        let cluster = self.cluster.lock().expect("not poisoned").clone();
-        let cluster = cluster.ok_or_else(|| ConfigError::new_err("the cluster is closed"))?;
-        let (x, n) = read_images(&self.model, images)?;
-        let batch = u32::try_from(n).map_err(|_| array_error(format!("{n} images in one query")))?;
+        let cluster = running(&self.cluster)?;
+        let (x, batch) = query_batch(&self.model, images)?;
         let r = wait(py, tessera::query_with(&cluster.config, &self.model, &x, batch, &self.options))?;
         result_dict(py, &self.model, r)
     }
@@ -571,8 +579,7 @@ impl PyRemote {
 
     /// Runs one query holding every image of `images`; see `result_dict` for what it returns.
     fn query<'py>(&self, py: Python<'py>, images: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
-        let (x, n) = read_images(&self.model, images)?;
-        let batch = u32::try_from(n).map_err(|_| array_error(format!("{n} images in one query")))?;
+        let (x, batch) = query_batch(&self.model, images)?;
         let r = wait(py, tessera::query_with(&self.config, &self.model, &x, batch, &self.options))?;
         result_dict(py, &self.model, r)
     }
