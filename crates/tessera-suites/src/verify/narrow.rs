@@ -231,8 +231,10 @@ mod tests {
             fn next_u64(&mut self) -> u64 {
                 u64::from(self.next_u32())
             }
-            fn fill_bytes(&mut self, _: &mut [u8]) {
-                unreachable!()
+            fn fill_bytes(&mut self, dest: &mut [u8]) {
+                for chunk in dest.chunks_mut(4) {
+                    chunk.copy_from_slice(&self.next_u32().to_le_bytes()[..chunk.len()]);
+                }
             }
         }
         impl CryptoRng for Words {}
