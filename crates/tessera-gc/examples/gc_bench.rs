@@ -31,7 +31,9 @@ fn main() {
     let relus: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(1 << 16);
     let mut rng = ChaCha20Rng::from_os_rng();
     let m = Modulus::tessera();
-    for op in [Nonlinear::Relu, Nonlinear::ReluTrunc { shift: 16 }, Nonlinear::MaxPool { window: 4 }] {
+    for op in
+        [Nonlinear::Relu, Nonlinear::ReluTrunc { shift: 16 }, Nonlinear::MaxPool { window: 4, relu: false, shift: 0 }]
+    {
         println!("circuit {op:?}: {} AND gates", ZtCircuit::new(op, m).unwrap().and_gates());
     }
 
@@ -119,7 +121,7 @@ fn main() {
 
     // One layer over in-memory channels.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    for op in [Nonlinear::Relu, Nonlinear::MaxPool { window: 4 }] {
+    for op in [Nonlinear::Relu, Nonlinear::MaxPool { window: 4, relu: false, shift: 0 }] {
         let n = if op == Nonlinear::Relu { relus } else { relus / 4 };
         let layer = Layer::new(op, m, n).unwrap();
         let a: Vec<u64> = (0..layer.values()).map(|_| m.random(&mut rng)).collect();

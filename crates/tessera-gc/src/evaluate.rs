@@ -159,7 +159,11 @@ mod tests {
     fn garbled_relu_and_max_pool_match_the_plain_circuit() {
         let m = Modulus::tessera();
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(11);
-        for op in [Nonlinear::Relu, Nonlinear::ReluTrunc { shift: 13 }, Nonlinear::MaxPool { window: 4 }] {
+        for op in [
+            Nonlinear::Relu,
+            Nonlinear::ReluTrunc { shift: 13 },
+            Nonlinear::MaxPool { window: 4, relu: false, shift: 0 },
+        ] {
             let z = ZtCircuit::new(op, m).unwrap();
             let c = z.circuit();
             let mut cases = Vec::new();

@@ -12,13 +12,20 @@
 //!   a constant); the outputs are `pos ∧ c_i` with weights `2^i` and `pos` itself, whose
 //!   weight is `b'`, entered by the garbler online: `pos·c + pos·b' ≡ pos·x = ReLU(x)`.
 //!   AND gates: `(n − 1) + (n − 1) + n` = 181 for `n = 61`.
-//! * [`Nonlinear::ReluTrunc`]: reconstructs `x` (subtract `t − b'`, add `t` back on a
-//!   borrow), tests `x ≤ ⌊t/2⌋`, and outputs `pos ∧ x_i` for `i ≥ f` with weights `2^(i−f)`:
-//!   exactly `⌊ReLU(x) / 2^f⌋`, the truncation of PROTOCOLS.md section 1 with no error at all.
+//! * [`Nonlinear::ReluTrunc`]: reconstructs `x' = x + h` with `h = ⌊2^f / 2⌋` (the garbler
+//!   folds `h` into its share; subtract `t − b' − h`, add `t` back on a borrow), tests
+//!   `x' ≤ ⌊t/2⌋`, and outputs `pos ∧ x'_i` for `i ≥ f` with weights `2^(i−f)`: exactly
+//!   `max(0, ⌊(x + h) / 2^f⌋)`, the fixed-point reference's rounding to nearest (ties up)
+//!   followed by ReLU, with no error at all.
 //! * [`Nonlinear::MaxPool`]: reconstructs each `y_j = x_j + ⌊t/2⌋ mod t` (the garbler
 //!   folds the offset in, which maps signed order to unsigned order), keeps the running
-//!   maximum (one comparator and one multiplexer per further element), and outputs its bits;
-//!   the decoding subtracts `⌊t/2⌋` again.
+//!   maximum (one comparator and one multiplexer per further element), subtracts the public
+//!   `⌊t/2⌋ − h` to get `max x + h` in two's complement, and outputs its bits from `f` on:
+//!   with `relu`, `pos ∧ d_i` as above; without, every bit, the sign bit weighted
+//!   `−2^(n−1−f)`, so the decoding yields `⌊(max x + h) / 2^f⌋` for negative maxima too.
+//!
+//! The rounding circuits are exact wherever `|x| + h < ⌊t/2⌋`, far beyond any activation bound
+//! `2^ℓx` a model is calibrated to.
 //!
 //! The AND counts for Tessera's `t` are pinned by a test and listed in `docs/gc.md`.
 
@@ -35,15 +42,21 @@ pub const MAX_WINDOW: usize = 16;
 pub enum Nonlinear {
     /// `ReLU(x)`.
     Relu,
-    /// `⌊ReLU(x) / 2^shift⌋`, exact.
+    /// `max(0, ⌊(x + h) / 2^shift⌋)` with `h = ⌊2^shift / 2⌋`: rounding to nearest (ties
+    /// up), then ReLU, exact.
     ReluTrunc {
         /// The number of fractional bits dropped.
         shift: u32,
     },
-    /// The maximum (by signed value) of `window` values.
+    /// The maximum (by signed value) of `window` values, rounded like
+    /// [`ReluTrunc`](Nonlinear::ReluTrunc) by `shift` bits, then ReLU when `relu` is set.
     MaxPool {
         /// Values per window.
         window: usize,
+        /// Whether a ReLU follows the maximum.
+        relu: bool,
+        /// The number of fractional bits dropped (0: none).
+        shift: u32,
     },
 }
 
@@ -100,9 +113,13 @@ impl ZtCircuit {
                 let out: Word = x[f..n - 1].iter().map(|&xi| bld.and(pos, xi)).collect();
                 (bld.finish(&out), (0..n - 1 - f).map(|i| 1u64 << i).collect(), false, 0)
             }
-            Nonlinear::MaxPool { window } => {
+            Nonlinear::MaxPool { window, relu, shift } => {
                 if !(2..=MAX_WINDOW).contains(&window) {
                     return Err(GcError::InvalidWindow { window, maximum: MAX_WINDOW });
+                }
+                let f = shift as usize;
+                if f + 1 >= n {
+                    return Err(GcError::InvalidShift { shift, bits: n });
                 }
                 let mut bld = Builder::new(n * window, n * window);
                 let mut best: Option<Word> = None;
@@ -118,8 +135,19 @@ impl ZtCircuit {
                         }
                     });
                 }
-                let out = best.expect("window ≥ 2");
-                (bld.finish(&out), (0..n).map(|i| 1u64 << i).collect(), false, half)
+                let best = best.expect("window ≥ 2");
+                // d = max x + h in n-bit two's complement.
+                let (d, _) = bld.sub(&best, &Builder::constant(half - rounding(shift), n));
+                let (out, weights): (Word, Vec<u64>) = if relu {
+                    let pos = bld.not(d[n - 1]);
+                    let out = d[f..n - 1].iter().map(|&di| bld.and(pos, di)).collect();
+                    (out, (0..n - 1 - f).map(|i| 1u64 << i).collect())
+                } else {
+                    let mut weights: Vec<u64> = (0..n - 1 - f).map(|i| 1u64 << i).collect();
+                    weights.push(modulus.neg(1u64 << (n - 1 - f)));
+                    (d[f..].to_vec(), weights)
+                };
+                (bld.finish(&out), weights, false, 0)
             }
         };
         Ok(Self { op, modulus, circuit, weights, online, offset })
@@ -148,7 +176,7 @@ impl ZtCircuit {
     /// Input values (shares) per instance: 1, or the window.
     pub fn values(&self) -> usize {
         match self.op {
-            Nonlinear::MaxPool { window } => window,
+            Nonlinear::MaxPool { window, .. } => window,
             _ => 1,
         }
     }
@@ -181,7 +209,7 @@ impl ZtCircuit {
                 to_bits(lo, n, out);
                 out.push(flag);
             }
-            Nonlinear::ReluTrunc { .. } => to_bits(m.neg(reshared[0]), n, out),
+            Nonlinear::ReluTrunc { shift } => to_bits(m.neg(m.add(reshared[0], rounding(shift))), n, out),
             Nonlinear::MaxPool { .. } => {
                 for &b in reshared {
                     to_bits(m.neg(m.add(b, m.half())), n, out);
@@ -217,27 +245,35 @@ impl ZtCircuit {
         self.decode_plain(&self.circuit.eval_plain(&e, &g), reshared)
     }
 
-    /// The plaintext function on reconstructed values `x` (one per input value).
+    /// The plaintext function on reconstructed values `x` (one per input value), in the
+    /// domain where the circuits are exact: `|x| + h < ⌊t/2⌋` ([`Self::in_domain`]).
     pub fn reference(&self, x: &[u64]) -> u64 {
         let m = self.modulus;
-        match self.op {
-            Nonlinear::Relu => {
-                if x[0] <= m.half() {
-                    x[0]
-                } else {
-                    0
-                }
+        let round = |v: i64, shift: u32| (v + rounding(shift) as i64) >> shift;
+        let signed = match self.op {
+            Nonlinear::Relu => m.to_signed(x[0]).max(0),
+            Nonlinear::ReluTrunc { shift } => round(m.to_signed(x[0]), shift).max(0),
+            Nonlinear::MaxPool { relu, shift, .. } => {
+                let v = round(x.iter().map(|&v| m.to_signed(v)).max().expect("non-empty window"), shift);
+                if relu { v.max(0) } else { v }
             }
-            Nonlinear::ReluTrunc { shift } => {
-                if x[0] <= m.half() {
-                    x[0] >> shift
-                } else {
-                    0
-                }
-            }
-            Nonlinear::MaxPool { .. } => *x.iter().max_by_key(|&&v| m.to_signed(v)).expect("non-empty window"),
-        }
+        };
+        if signed < 0 { m.t() - signed.unsigned_abs() } else { signed as u64 }
     }
+
+    /// Whether every value of `x` is in the domain where the circuit is exact.
+    pub fn in_domain(&self, x: &[u64]) -> bool {
+        let h = match self.op {
+            Nonlinear::Relu => 0,
+            Nonlinear::ReluTrunc { shift } | Nonlinear::MaxPool { shift, .. } => rounding(shift),
+        };
+        x.iter().all(|&v| self.modulus.to_signed(v).unsigned_abs() + h < self.modulus.half())
+    }
+}
+
+/// `h = ⌊2^shift / 2⌋`, added before dropping `shift` bits to round to nearest.
+fn rounding(shift: u32) -> u64 {
+    (1u64 << shift) >> 1
 }
 
 #[cfg(test)]
@@ -253,11 +289,11 @@ mod tests {
         let count = |op| ZtCircuit::new(op, m).unwrap().and_gates();
         let relu = count(Nonlinear::Relu);
         let trunc = count(Nonlinear::ReluTrunc { shift: 16 });
-        let pool4 = count(Nonlinear::MaxPool { window: 4 });
+        let pool4 = count(Nonlinear::MaxPool { window: 4, relu: false, shift: 0 });
         println!("AND gates, t = 2^61 − 2031615: ReLU {relu}, ReLU+trunc(16) {trunc}, max pool 2x2 {pool4}");
-        assert_eq!((relu, trunc, pool4), (181, 225, 850));
+        assert_eq!((relu, trunc, pool4), (181, 225, 894));
         assert_eq!(count(Nonlinear::ReluTrunc { shift: 0 }), 241);
-        assert_eq!(count(Nonlinear::MaxPool { window: 9 }), 9 * 121 + 8 * 122);
+        assert_eq!(count(Nonlinear::MaxPool { window: 9, relu: false, shift: 0 }), 9 * 121 + 8 * 122 + 44);
     }
 
     #[test]
@@ -269,7 +305,9 @@ mod tests {
                 for c in 0..t {
                     for b in 0..t {
                         let x = m.add(c, b);
-                        assert_eq!(z.eval_plain(&[c], &[b]), z.reference(&[x]), "{op:?} t={t} c={c} b={b}");
+                        if z.in_domain(&[x]) {
+                            assert_eq!(z.eval_plain(&[c], &[b]), z.reference(&[x]), "{op:?} t={t} c={c} b={b}");
+                        }
                     }
                 }
             }
@@ -278,9 +316,19 @@ mod tests {
 
     #[test]
     fn max_pool_exhaustive_on_small_moduli() {
-        for (t, window) in [(3, 4), (5, 3), (7, 2), (11, 2)] {
+        let ops = |window| {
+            [(false, 0), (true, 0), (false, 1), (true, 1)].map(|(relu, shift)| Nonlinear::MaxPool {
+                window,
+                relu,
+                shift,
+            })
+        };
+        for (t, op) in
+            [(3, 4), (5, 3), (7, 2), (11, 2), (13, 2)].into_iter().flat_map(|(t, w)| ops(w).map(|op| (t, op)))
+        {
             let m = Modulus::new(t).unwrap();
-            let z = ZtCircuit::new(Nonlinear::MaxPool { window }, m).unwrap();
+            let Ok(z) = ZtCircuit::new(op, m) else { continue };
+            let window = z.values();
             let total = (t as usize).pow(2 * window as u32);
             for idx in 0..total {
                 let mut k = idx;
@@ -291,7 +339,9 @@ mod tests {
                 }
                 let (c, b) = digits.split_at(window);
                 let x: Vec<u64> = c.iter().zip(b).map(|(&c, &b)| m.add(c, b)).collect();
-                assert_eq!(z.eval_plain(c, b), z.reference(&x), "t={t} c={c:?} b={b:?}");
+                if z.in_domain(&x) {
+                    assert_eq!(z.eval_plain(c, b), z.reference(&x), "{op:?} t={t} c={c:?} b={b:?}");
+                }
             }
         }
     }
@@ -299,21 +349,29 @@ mod tests {
     #[test]
     fn bad_parameters_are_refused() {
         let m = Modulus::tessera();
-        assert!(matches!(ZtCircuit::new(Nonlinear::MaxPool { window: 1 }, m), Err(GcError::InvalidWindow { .. })));
-        assert!(matches!(ZtCircuit::new(Nonlinear::MaxPool { window: 17 }, m), Err(GcError::InvalidWindow { .. })));
+        let pool = |window, shift| ZtCircuit::new(Nonlinear::MaxPool { window, relu: true, shift }, m);
+        assert!(matches!(pool(1, 0), Err(GcError::InvalidWindow { .. })));
+        assert!(matches!(pool(17, 0), Err(GcError::InvalidWindow { .. })));
+        assert!(matches!(pool(4, 60), Err(GcError::InvalidShift { .. })));
         assert!(matches!(ZtCircuit::new(Nonlinear::ReluTrunc { shift: 60 }, m), Err(GcError::InvalidShift { .. })));
     }
 
-    fn edge() -> impl Strategy<Value = u64> {
+    /// A value in the circuits' domain for `shift ≤ 40`, its edges included, and a uniform share.
+    fn value_and_share() -> impl Strategy<Value = (u64, u64)> {
         let m = Modulus::tessera();
-        prop_oneof![0..m.t(), Just(0), Just(m.half()), Just(m.half() + 1), Just(m.t() - 1)]
+        let limit = (m.half() - (1 << 40)) as i64;
+        let x = prop_oneof![-limit..limit, Just(0i64), Just(limit - 1), Just(1 - limit), -70_000i64..70_000];
+        (x, 0..m.t()).prop_map(move |(x, c)| {
+            let x = if x < 0 { m.t() - x.unsigned_abs() } else { x as u64 };
+            (x, c)
+        })
     }
 
     proptest! {
         #[test]
-        fn relu_and_trunc_on_tessera_t(c in edge(), b in edge(), shift in 0u32..40) {
+        fn relu_and_trunc_on_tessera_t((x, c) in value_and_share(), shift in 0u32..40) {
             let m = Modulus::tessera();
-            let x = m.add(c, b);
+            let b = m.sub(x, c);
             for op in [Nonlinear::Relu, Nonlinear::ReluTrunc { shift }] {
                 let z = ZtCircuit::new(op, m).unwrap();
                 prop_assert_eq!(z.eval_plain(&[c], &[b]), z.reference(&[x]));
@@ -321,11 +379,29 @@ mod tests {
         }
 
         #[test]
-        fn max_pool_on_tessera_t(c in proptest::collection::vec(edge(), 4), b in proptest::collection::vec(edge(), 4)) {
+        fn max_pool_on_tessera_t(
+            xc in proptest::collection::vec(value_and_share(), 4),
+            relu: bool,
+            shift in 0u32..40,
+        ) {
             let m = Modulus::tessera();
-            let z = ZtCircuit::new(Nonlinear::MaxPool { window: 4 }, m).unwrap();
-            let x: Vec<u64> = c.iter().zip(&b).map(|(&c, &b)| m.add(c, b)).collect();
+            let z = ZtCircuit::new(Nonlinear::MaxPool { window: 4, relu, shift }, m).unwrap();
+            let x: Vec<u64> = xc.iter().map(|&(x, _)| x).collect();
+            let c: Vec<u64> = xc.iter().map(|&(_, c)| c).collect();
+            let b: Vec<u64> = xc.iter().map(|&(x, c)| m.sub(x, c)).collect();
             prop_assert_eq!(z.eval_plain(&c, &b), z.reference(&x));
+        }
+    }
+
+    /// The rounding matches the fixed-point reference's rule on both sides of every tie.
+    #[test]
+    fn rounding_is_to_nearest_ties_up() {
+        let m = Modulus::tessera();
+        let z = ZtCircuit::new(Nonlinear::MaxPool { window: 2, relu: false, shift: 2 }, m).unwrap();
+        let signed = |v: i64| if v < 0 { m.t() - v.unsigned_abs() } else { v as u64 };
+        for (x, expected) in [(5, 1), (6, 2), (-6, -1), (-7, -2), (-2, 0), (-3, -1)] {
+            let out = z.eval_plain(&[signed(x), signed(-100)], &[0, 0]);
+            assert_eq!(m.to_signed(out), expected, "x = {x}");
         }
     }
 }

@@ -86,7 +86,9 @@ async fn max_pool_and_truncating_relu_layers_in_one_session() {
     let mut rng = ChaCha20Rng::seed_from_u64(2);
     let m = Modulus::tessera();
     for (id, op) in
-        [Nonlinear::MaxPool { window: 4 }, Nonlinear::ReluTrunc { shift: 12 }, Nonlinear::Relu].into_iter().enumerate()
+        [Nonlinear::MaxPool { window: 4, relu: true, shift: 12 }, Nonlinear::ReluTrunc { shift: 12 }, Nonlinear::Relu]
+            .into_iter()
+            .enumerate()
     {
         let layer = Layer::new(op, m, 1500).unwrap();
         let c = case(&layer, &mut rng);
