@@ -21,6 +21,6 @@ pub mod wire;
 pub use ciphertext::{Ciphertext, Plaintext};
 pub use error::{HeError, Result};
 pub use keys::{PublicKey, SecretKey};
-pub use linear::ConvPacking;
+pub use linear::{Addend, ConvPacking};
 pub use params::{HeParams, NOISE, NoiseLayout};
 pub use wire::Form;

@@ -46,6 +46,27 @@ use crate::wire::Form;
 /// far smaller); it bounds the noise a product adds.
 pub const MAX_WEIGHT: u64 = 1 << 40;
 
+/// What a layer's outputs carry besides the product.
+#[derive(Clone, Copy)]
+pub enum Addend<'a> {
+    /// Nothing: the bare product.
+    Zero,
+    /// One value of `Z_t` per output channel (a bias).
+    PerChannel(&'a [u64]),
+    /// One value of `Z_t` per output, `M × Ho × Wo` row-major (a mask).
+    PerOutput(&'a [u64]),
+}
+
+impl std::fmt::Debug for Addend<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Addend::Zero => f.write_str("Zero"),
+            Addend::PerChannel(b) => write!(f, "PerChannel({} values)", b.len()),
+            Addend::PerOutput(v) => write!(f, "PerOutput({} values, redacted)", v.len()),
+        }
+    }
+}
+
 /// How one convolution (or FC layer) is packed into ciphertexts and kernel polynomials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvPacking {
@@ -188,15 +209,15 @@ impl ConvPacking {
 
     /// Evaluates the layer on one image's input ciphertexts (level 0, from
     /// [`encode_input`](Self::encode_input)): `weights` are `M × C × kh × kw` small signed
-    /// integers, `bias` one value of `Z_t` per output channel. Returns one level-0 ciphertext per
-    /// output block, whose coefficients outside the outputs are uniform masks from `rng`; seal
-    /// each before returning it.
+    /// integers, `addend` what the outputs carry besides the product (a bias, a mask). Returns
+    /// one level-0 ciphertext per output block, whose coefficients outside the outputs are
+    /// uniform masks from `rng`; seal each before returning it.
     pub fn evaluate<R: RngCore + CryptoRng>(
         &self,
         params: &HeParams,
         inputs: &[Ciphertext],
         weights: &[i64],
-        bias: Option<&[u64]>,
+        addend: Addend<'_>,
         rng: &mut R,
     ) -> Result<Vec<Ciphertext>> {
         let g = &self.geometry;
@@ -223,10 +244,19 @@ impl ConvPacking {
         if weights.iter().any(|w| w.unsigned_abs() >= MAX_WEIGHT) {
             return Err(HeError::Packing("a weight of 2^40 or more".into()));
         }
-        if let Some(b) = bias
-            && (b.len() != g.out_channels || b.iter().any(|&v| v >= params.t()))
-        {
-            return Err(HeError::Packing(format!("a bias of {} values for {} channels", b.len(), g.out_channels)));
+        let out = g.output().expect("checked at construction");
+        let (values, expected, what) = match addend {
+            Addend::Zero => (&[][..], 0, "no"),
+            Addend::PerChannel(b) => (b, g.out_channels, "per-channel"),
+            Addend::PerOutput(v) => (v, out.len(), "per-output"),
+        };
+        if values.len() != expected || values.iter().any(|&v| v >= params.t()) {
+            return Err(HeError::Packing(format!(
+                "{} {what} addend values for {} outputs in {} channels",
+                values.len(),
+                out.len(),
+                g.out_channels
+            )));
         }
         let seeds: Vec<[u8; 32]> = (0..self.output_ciphertexts())
             .map(|_| {
@@ -238,17 +268,18 @@ impl ConvPacking {
         seeds
             .into_par_iter()
             .enumerate()
-            .map(|(block, seed)| self.evaluate_block(params, inputs, weights, bias, block, seed))
+            .map(|(block, seed)| self.evaluate_block(params, inputs, weights, addend, block, seed))
             .collect()
     }
 
-    /// One output block: `Σ_g ct_g · K(block, g)`, then bias on the outputs and masks elsewhere.
+    /// One output block: `Σ_g ct_g · K(block, g)`, then the addend on the outputs and masks
+    /// elsewhere.
     fn evaluate_block(
         &self,
         params: &HeParams,
         inputs: &[Ciphertext],
         weights: &[i64],
-        bias: Option<&[u64]>,
+        addend: Addend<'_>,
         block: usize,
         seed: [u8; 32],
     ) -> Result<Ciphertext> {
@@ -271,8 +302,14 @@ impl ConvPacking {
         let mut out = Ciphertext { inner, seed: None, level: 0, params: params.bfv().clone() };
         let mut rng = ChaCha20Rng::from_seed(seed);
         let mut cover: Vec<u64> = (0..params.degree()).map(|_| zt::random(&mut rng)).collect();
-        for (o, at) in self.block_outputs(block) {
-            cover[at] = bias.map_or(0, |b| b[o]);
+        let plane = self.geometry.output().expect("checked at construction").plane();
+        let first = block * self.outputs * plane;
+        for (k, (o, at)) in self.block_outputs(block).enumerate() {
+            cover[at] = match addend {
+                Addend::Zero => 0,
+                Addend::PerChannel(b) => b[o],
+                Addend::PerOutput(v) => v[first + k],
+            };
         }
         out.add_plain(&Plaintext::encode_coefficients(params, &cover, 0)?)?;
         cover.zeroize();
@@ -354,12 +391,14 @@ mod tests {
         let g = *packing.geometry();
         let bound = 1i64 << weight_bits;
         let weights: Vec<i64> = (0..g.out_channels * g.terms()).map(|_| rng.random_range(-bound..bound)).collect();
-        let bias: Vec<u64> = (0..g.out_channels).map(|_| zt::random(&mut rng)).collect();
+        // A mask per output: what the clientserver suite adds (the per-channel bias of bayes is
+        // checked end to end in tests/he_linear.rs).
+        let mask: Vec<u64> = (0..g.output().unwrap().len()).map(|_| zt::random(&mut rng)).collect();
         let image: Vec<u64> = (0..g.input.len()).map(|_| zt::random(&mut rng)).collect();
         let pk = sk.public_key(&mut rng).unwrap();
         let inputs: Vec<Ciphertext> =
             packing.encode_input(params, &image).unwrap().iter().map(|pt| sk.encrypt(pt, &mut rng).unwrap()).collect();
-        let results = packing.evaluate(params, &inputs, &weights, Some(&bias), &mut rng).unwrap();
+        let results = packing.evaluate(params, &inputs, &weights, Addend::PerOutput(&mask), &mut rng).unwrap();
         assert_eq!(results.len(), packing.output_ciphertexts());
         let mut switched = results[0].clone();
         switched.switch_to(params.return_level()).unwrap();
@@ -378,10 +417,7 @@ mod tests {
         let got = packing.decode_output(&decrypted).unwrap();
         let kernel = ConvKernel::new(g, &weights).unwrap();
         let mut expected = conv2d_zt(&kernel, &image, 1, 1);
-        let plane = g.output().unwrap().plane();
-        for (chunk, &b) in expected.chunks_mut(plane).zip(&bias) {
-            chunk.iter_mut().for_each(|v| *v = zt::add(*v, b));
-        }
+        expected.iter_mut().zip(&mask).for_each(|(v, &r)| *v = zt::add(*v, r));
         assert_eq!(got, expected, "{packing:?}");
         (mask_noise, sealed_noise)
     }
@@ -447,14 +483,15 @@ mod tests {
         let cts: Vec<_> =
             p.encode_input(&params, &[1; 128]).unwrap().iter().map(|pt| sk.encrypt(pt, &mut rng).unwrap()).collect();
         let w = vec![1i64; 36];
-        assert!(matches!(p.evaluate(&params, &cts, &w[1..], None, &mut rng), Err(HeError::Packing(_))));
-        assert!(matches!(p.evaluate(&params, &cts[..0], &w, None, &mut rng), Err(HeError::Packing(_))));
+        assert!(matches!(p.evaluate(&params, &cts, &w[1..], Addend::Zero, &mut rng), Err(HeError::Packing(_))));
+        assert!(matches!(p.evaluate(&params, &cts[..0], &w, Addend::Zero, &mut rng), Err(HeError::Packing(_))));
         let huge = vec![1i64 << 41; 36];
-        assert!(matches!(p.evaluate(&params, &cts, &huge, None, &mut rng), Err(HeError::Packing(_))));
-        assert!(matches!(p.evaluate(&params, &cts, &w, Some(&[1]), &mut rng), Err(HeError::Packing(_))));
+        assert!(matches!(p.evaluate(&params, &cts, &huge, Addend::Zero, &mut rng), Err(HeError::Packing(_))));
+        assert!(matches!(p.evaluate(&params, &cts, &w, Addend::PerChannel(&[1]), &mut rng), Err(HeError::Packing(_))));
+        assert!(matches!(p.evaluate(&params, &cts, &w, Addend::PerOutput(&[1]), &mut rng), Err(HeError::Packing(_))));
         let mut low = cts.clone();
         low[0].switch_to(1).unwrap();
-        assert!(matches!(p.evaluate(&params, &low, &w, None, &mut rng), Err(HeError::Level(_))));
+        assert!(matches!(p.evaluate(&params, &low, &w, Addend::Zero, &mut rng), Err(HeError::Level(_))));
         assert!(matches!(p.decode_output(&[vec![0u64; 3]]), Err(HeError::Packing(_))));
     }
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use tessera::LoadedModel;
 use tessera_field::{seed::os_rng, zt};
-use tessera_he::{Ciphertext, ConvPacking, Form, HeParams, SecretKey};
+use tessera_he::{Addend, Ciphertext, ConvPacking, Form, HeParams, SecretKey};
 use tessera_model::fixed::FixedOp;
 
 fn run(he: &HeParams, sk: &SecretKey, pk: &tessera_he::PublicKey, p: &ConvPacking, w: &[i64]) -> anyhow::Result<f64> {
@@ -20,7 +20,7 @@ fn run(he: &HeParams, sk: &SecretKey, pk: &tessera_he::PublicKey, p: &ConvPackin
     let start = Instant::now();
     let cts: Vec<Ciphertext> =
         p.encode_input(he, &image)?.iter().map(|pt| sk.encrypt(pt, &mut rng)).collect::<Result<_, _>>()?;
-    let results = p.evaluate(he, &cts, w, None, &mut rng)?;
+    let results = p.evaluate(he, &cts, w, Addend::Zero, &mut rng)?;
     let mut plain = Vec::new();
     for ct in &results {
         let mut wire = Vec::new();

@@ -7,7 +7,7 @@ mod common;
 use tessera::LoadedModel;
 use tessera_field::kernels::conv2d_zt;
 use tessera_field::{seed::os_rng, zt};
-use tessera_he::{Ciphertext, ConvPacking, Form, HeParams, SecretKey};
+use tessera_he::{Addend, Ciphertext, ConvPacking, Form, HeParams, SecretKey};
 use tessera_model::fixed::FixedOp;
 
 #[test]
@@ -33,7 +33,15 @@ fn he_layers_equal_the_exact_kernels_on_every_shipped_layer() {
                 .map(|pt| sk.encrypt(pt, &mut rng).unwrap())
                 .collect();
             let weights = kernel.integer_weights();
-            let results = packing.evaluate(&params, &inputs, &weights, bias.as_deref(), &mut rng).unwrap();
+            let results = packing
+                .evaluate(
+                    &params,
+                    &inputs,
+                    &weights,
+                    bias.as_deref().map_or(Addend::Zero, Addend::PerChannel),
+                    &mut rng,
+                )
+                .unwrap();
             let decrypted: Vec<_> = results
                 .iter()
                 .map(|ct| {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rand::SeedableRng;
 use tessera_field::FixedPointParams;
 use tessera_field::seed::{SecretRng, os_rng};
-use tessera_he::{ConvPacking, Form, HeParams, PublicKey};
+use tessera_he::{Addend, ConvPacking, Form, HeParams, PublicKey};
 use tessera_model::fixed::{FixedModel, FixedOp};
 use tessera_model::{Model, Posterior};
 use tessera_net::{Channel, NetError, Recorder, SessionId, StageKind};
@@ -196,7 +196,13 @@ fn evaluate(
         let set = if sets == 1 { 0 } else { s };
         for image in 0..batch {
             let at = (set * batch + image) * per_image;
-            results.extend(packing.evaluate(he, &inputs[at..at + per_image], &weights, bias.as_deref(), &mut rng)?);
+            results.extend(packing.evaluate(
+                he,
+                &inputs[at..at + per_image],
+                &weights,
+                bias.as_deref().map_or(Addend::Zero, Addend::PerChannel),
+                &mut rng,
+            )?);
         }
     }
     seal_all(key, &results)
