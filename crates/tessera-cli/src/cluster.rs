@@ -11,7 +11,6 @@ use tessera::eval::argmax;
 use tessera::input::load_input;
 use tessera::local::{LocalCluster, LocalOptions};
 use tessera::net::PartyReport;
-use tessera::suites::verify::Cheat;
 use tessera::{LoadedModel, QueryOptions, QueryResult, Role, ServeOptions, Suite, query_with};
 
 use crate::output::{Table, print_json};
@@ -37,8 +36,7 @@ pub fn launcher(
 }
 
 /// Runs one party until SIGINT or SIGTERM.
-pub fn serve(role: Role, name: Option<&str>, cheat: Option<Cheat>, config: &Path) -> Result<()> {
-    let options = ServeOptions { cheat: cheat.unwrap_or(Cheat::Honest) };
+pub fn serve(role: Role, name: Option<&str>, options: ServeOptions, config: &Path) -> Result<()> {
     let config = ClusterConfig::load(config)?;
     runtime()?.block_on(async {
         let shutdown = async {

@@ -16,7 +16,7 @@ use tessera::input::{load_input, load_samples, normalize};
 use tessera::model::cost::{node_cost, total};
 use tessera::model::plain::PlainEngine;
 use tessera::suites::verify::Cheat;
-use tessera::{LoadedModel, Role, Suite};
+use tessera::{LoadedModel, Role, ServeOptions, Suite};
 
 use crate::output::{Table, fmt_count, print_json};
 
@@ -150,6 +150,9 @@ enum Command {
         /// swap-channels, other-input, bias-pattern, last-image, outside-field, short, long.
         #[arg(long)]
         cheat: Option<Cheat>,
+        /// clientserver: preprocessed queries kept per user connection (at least 1).
+        #[arg(long, default_value_t = tessera::serve::DEFAULT_POOL, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+        pool: usize,
         /// Cluster configuration.
         #[arg(long)]
         config: PathBuf,
@@ -210,7 +213,9 @@ fn run(command: Command) -> Result<()> {
     match command {
         Command::Inspect { model, json } => inspect(&load(&model)?, json),
         Command::Infer(args) => infer(*args),
-        Command::Serve { role, name, cheat, config } => cluster::serve(role, name.as_deref(), cheat, &config),
+        Command::Serve { role, name, cheat, pool, config } => {
+            cluster::serve(role, name.as_deref(), ServeOptions { cheat: cheat.unwrap_or(Cheat::Honest), pool }, &config)
+        }
         Command::Certs { out, model, suite, holders, port } => cluster::certs(&out, &model, suite, holders, port),
         Command::Eval { plain, model, data, limit, samples, json } => {
             if !plain {

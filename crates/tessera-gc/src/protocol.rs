@@ -412,6 +412,12 @@ impl GarblerOffline {
         &self.core.masks
     }
 
+    /// Bytes the garbler keeps until the online phase: its keys and seed, the output masks and
+    /// the online decoding rows.
+    pub fn stored_bytes(&self) -> usize {
+        3 * 16 + KEY_BYTES + 8 * self.core.masks.len() + 24 * self.online.len()
+    }
+
     /// Starts the online phase with the garbler's shares `b` (one per input value).
     pub fn online(self, shares: Vec<u64>) -> Result<GarblerAwaitReshare> {
         let shares = Zeroizing::new(shares);
@@ -617,6 +623,13 @@ impl EvaluatorOffline {
     /// The layer.
     pub fn layer(&self) -> &Layer {
         &self.core.layer
+    }
+
+    /// Bytes the evaluator keeps until the online phase: the garbled tables with their
+    /// decoding, its OT labels and its offline shares.
+    pub fn stored_bytes(&self) -> usize {
+        let tables: usize = self.tables.iter().map(|(blocks, cts)| 16 * blocks.len() + 8 * cts.len()).sum();
+        KEY_BYTES + tables + 16 * self.t.len() + 8 * self.core.offline_shares.len()
     }
 
     /// Starts the online phase with the evaluator's shares `a`: the re-share chunks

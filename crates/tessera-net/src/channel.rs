@@ -41,6 +41,17 @@ impl Meter {
         }
     }
 
+    /// This traffic and `other` together.
+    pub fn plus(&self, other: &Meter) -> Meter {
+        Meter {
+            bytes_sent: self.bytes_sent + other.bytes_sent,
+            bytes_received: self.bytes_received + other.bytes_received,
+            messages_sent: self.messages_sent + other.messages_sent,
+            messages_received: self.messages_received + other.messages_received,
+            rounds: self.rounds + other.rounds,
+        }
+    }
+
     /// Whether nothing was sent or received.
     pub fn is_empty(&self) -> bool {
         *self == Meter::default()

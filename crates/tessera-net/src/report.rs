@@ -147,6 +147,20 @@ impl PartyReport {
     pub fn list_from_bytes(bytes: &[u8]) -> Result<Vec<PartyReport>, String> {
         serde_json::from_slice(bytes).map_err(|e| e.to_string())
     }
+
+    /// Appends the same party's report of a later part of the query (its online phase after
+    /// its preprocessing): stages follow, traffic per link and times add up.
+    pub fn append(&mut self, later: PartyReport) {
+        self.stages.extend(later.stages);
+        for link in later.links {
+            match self.links.iter_mut().find(|l| l.peer == link.peer) {
+                Some(l) => l.traffic = l.traffic.plus(&link.traffic),
+                None => self.links.push(link),
+            }
+        }
+        self.wall_us += later.wall_us;
+        self.cpu_us += later.cpu_us;
+    }
 }
 
 /// Records a party's stages as the protocol goes.

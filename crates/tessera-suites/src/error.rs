@@ -104,6 +104,15 @@ pub enum SuiteError {
         /// The most supported.
         max: usize,
     },
+    /// A garbled-circuit layer this party could not build or run (its own inputs or the
+    /// model's layer, not a peer's message).
+    #[error("garbled circuit of layer {layer}: {reason}")]
+    Garbling {
+        /// The layer (model node index).
+        layer: u32,
+        /// What went wrong.
+        reason: String,
+    },
     /// The model lacks what the operation needs.
     #[error("unsupported model: {needs}")]
     UnsupportedModel {
@@ -124,6 +133,7 @@ impl SuiteError {
             | SuiteError::Field(_)
             | SuiteError::MissingCorrelation { .. }
             | SuiteError::LayerOrder { .. }
+            | SuiteError::Garbling { .. }
             | SuiteError::NoKeyKept => Fault::Local,
             // The input (or the calibration) does not fit the model this party was given.
             SuiteError::Model(_) | SuiteError::ActivationOverflow { .. } => Fault::Config,
@@ -241,6 +251,18 @@ pub enum Violation {
     /// A malformed public key.
     #[error("key: {0}")]
     Key(#[source] tessera_he::HeError),
+    /// A garbled-circuit message that breaks its protocol.
+    #[error("layer {layer}: {reason}")]
+    Garbling {
+        /// The layer (model node index).
+        layer: u32,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A query whose preprocessed material this party does not hold (never prepared, or
+    /// already used: material serves one query only).
+    #[error("a query without preprocessed material (never prepared, or already used)")]
+    Unprepared,
     /// Cost reports that do not parse.
     #[error("reports: {reason}")]
     Report {

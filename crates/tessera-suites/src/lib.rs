@@ -11,11 +11,16 @@
 //! * [`bayes`]: the server evaluates linear layers on the user's BFV ciphertexts with weights
 //!   sampled from a Bayesian posterior; the user computes the nonlinear layers in the clear
 //!   (PROTOCOLS.md section 7).
+//! * [`clientserver`]: a user and a model owner; linear layers on additive shares with masks
+//!   prepared under the user's BFV key, ReLU and max pool as garbled circuits the user garbles
+//!   ahead of the query; both the image and the weights stay private (PROTOCOLS.md section 5).
 //! * [`verify`]: a client offloads its convolutions to an untrusted cloud under a one-time pad
 //!   and checks every product (PROTOCOLS.md section 6).
 
 pub mod bayes;
+pub mod clientserver;
 pub mod error;
+mod he_layer;
 mod masks;
 mod parties;
 pub mod plain;

@@ -39,7 +39,11 @@ impl QueryResult {
     pub fn recomputed(&self) -> &[u32] {
         match &self.outcome {
             Outcome::Verify { recomputed, .. } => recomputed,
-            Outcome::Plain | Outcome::SerpensN | Outcome::Serpens2 | Outcome::Bayes { .. } => &[],
+            Outcome::Plain
+            | Outcome::SerpensN
+            | Outcome::Serpens2
+            | Outcome::Bayes { .. }
+            | Outcome::ClientServer { .. } => &[],
         }
     }
 
@@ -47,7 +51,11 @@ impl QueryResult {
     pub fn client_cost(&self) -> Option<&tessera_suites::verify::ClientCost> {
         match &self.outcome {
             Outcome::Verify { client, .. } => Some(client.as_ref()),
-            Outcome::Plain | Outcome::SerpensN | Outcome::Serpens2 | Outcome::Bayes { .. } => None,
+            Outcome::Plain
+            | Outcome::SerpensN
+            | Outcome::Serpens2
+            | Outcome::Bayes { .. }
+            | Outcome::ClientServer { .. } => None,
         }
     }
 
@@ -55,7 +63,22 @@ impl QueryResult {
     pub fn sample_logits(&self) -> &[Vec<f32>] {
         match &self.outcome {
             Outcome::Bayes { sample_logits } => sample_logits,
-            Outcome::Plain | Outcome::SerpensN | Outcome::Serpens2 | Outcome::Verify { .. } => &[],
+            Outcome::Plain
+            | Outcome::SerpensN
+            | Outcome::Serpens2
+            | Outcome::Verify { .. }
+            | Outcome::ClientServer { .. } => &[],
+        }
+    }
+
+    /// clientserver: the bytes the user stored between preprocessing and the online phase
+    /// (`None` for other suites).
+    pub fn user_storage_bytes(&self) -> Option<u64> {
+        match &self.outcome {
+            Outcome::ClientServer { user_storage_bytes } => Some(*user_storage_bytes),
+            Outcome::Plain | Outcome::SerpensN | Outcome::Serpens2 | Outcome::Verify { .. } | Outcome::Bayes { .. } => {
+                None
+            }
         }
     }
 }

@@ -27,11 +27,16 @@ use crate::suite::{Role, Roster, ServerParty};
 pub struct ServeOptions {
     /// A `verify` cloud that cheats (tests and demos).
     pub cheat: verify::Cheat,
+    /// `clientserver`: preprocessed queries a server keeps per user connection.
+    pub pool: usize,
 }
+
+/// Preprocessed queries a `clientserver` server keeps per user connection by default.
+pub const DEFAULT_POOL: usize = 4;
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        Self { cheat: verify::Cheat::Honest }
+        Self { cheat: verify::Cheat::Honest, pool: DEFAULT_POOL }
     }
 }
 

@@ -401,7 +401,7 @@ fn configurations(args: &CompareArgs, m: &LoadedModel) -> (Vec<Config>, Vec<Skip
             Suite::Bayes => {
                 configs.extend(args.samples.iter().map(|&s| Config { samples: Some(s), ..Config::of(suite) }))
             }
-            Suite::Plain | Suite::Verify => configs.push(Config::of(suite)),
+            Suite::Plain | Suite::Verify | Suite::ClientServer => configs.push(Config::of(suite)),
         }
     }
     (configs, skipped)

@@ -3,9 +3,8 @@
 
 use std::sync::Arc;
 
-use rayon::prelude::*;
 use tessera_field::{fixed, seed::os_rng};
-use tessera_he::{Ciphertext, ConvPacking, Form, HeParams, SecretKey};
+use tessera_he::{ConvPacking, HeParams, SecretKey};
 use tessera_model::fixed::FixedModel;
 use tessera_model::runner::{Runner, Step};
 use tessera_net::{Channel, PartyReport, Recorder, SessionId, StageKind};
@@ -13,7 +12,8 @@ use tracing::Instrument;
 
 use super::{DONE, JOIN, LAYER, MAX_SAMPLES, PRODUCT, REPORT};
 use crate::error::{Result, SuiteError};
-use crate::wire::{read_ciphertexts, recv_reports, write_seeded};
+use crate::he_layer::{decrypt_images, encrypt_images};
+use crate::wire::recv_reports;
 
 /// What a query returns.
 #[derive(Debug, Clone)]
@@ -136,26 +136,12 @@ async fn offload(
     let shared = runners.iter().all(|r| r.pending_input() == runners[0].pending_input());
     let sets = if shared { &runners[..1] } else { runners };
     let image_len = kernel.geometry().input.len();
-    let images: Vec<&[u64]> = sets.iter().flat_map(|r| r.pending_input().chunks(image_len)).collect();
-    let mut plaintexts = Vec::new();
-    for image in &images {
-        plaintexts.extend(packing.encode_input(he, image)?);
-    }
-    let cts =
-        plaintexts.par_iter().map(|pt| Ok(key.encrypt(pt, &mut os_rng())?)).collect::<Result<Vec<Ciphertext>>>()?;
+    let images = sets.iter().flat_map(|r| r.pending_input().chunks(image_len));
     let mut message = (shared as u32).to_le_bytes().to_vec();
-    message.extend(write_seeded(he, &cts)?);
+    message.extend(encrypt_images(he, key, &packing, images)?);
     server.send(LAYER, session, node, &message).await?;
     let reply = server.recv(PRODUCT, session, node).await?;
-    let per_image = packing.output_ciphertexts();
-    let results =
-        read_ciphertexts(he, server.peer(), Form::Returned, &reply, runners.len() * batch * per_image, "product")?;
-    let decrypted =
-        results.par_iter().map(|ct| key.decrypt_coefficients(ct)).collect::<tessera_he::Result<Vec<_>>>()?;
-    let outputs = decrypted
-        .chunks(per_image)
-        .map(|blocks| Ok(packing.decode_output(blocks)?))
-        .collect::<Result<Vec<Vec<u64>>>>()?;
+    let outputs = decrypt_images(he, key, &packing, server.peer(), &reply, runners.len() * batch)?;
     Ok(outputs.chunks(batch).map(|images| images.concat()).collect())
 }
 

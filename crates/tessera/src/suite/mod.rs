@@ -7,6 +7,7 @@
 //! (docs/architecture.md).
 
 mod bayes;
+mod clientserver;
 mod plain;
 mod serpens_2;
 mod serpens_n;
@@ -54,6 +55,11 @@ pub enum Suite {
     #[serde(rename = "bayes")]
     #[cfg_attr(feature = "clap", value(name = "bayes"))]
     Bayes,
+    /// A user and a model owner: masks prepared under the user's BFV key, every ReLU and max
+    /// pool a garbled circuit; both the image and the weights stay private.
+    #[serde(rename = "clientserver")]
+    #[cfg_attr(feature = "clap", value(name = "clientserver"))]
+    ClientServer,
 }
 
 /// What a party does in its suite.
@@ -63,7 +69,7 @@ pub enum Suite {
 pub enum Role {
     /// Holds the input, receives the result.
     User,
-    /// The model owner of suites `plain` and `bayes`.
+    /// The model owner of suites `plain`, `bayes` and `clientserver`.
     Server,
     /// A share-holder of suite `serpens-n`.
     Holder,
@@ -78,7 +84,8 @@ pub enum Role {
 
 impl Suite {
     /// Every suite.
-    pub const ALL: [Suite; 5] = [Suite::Plain, Suite::SerpensN, Suite::Serpens2, Suite::Verify, Suite::Bayes];
+    pub const ALL: [Suite; 6] =
+        [Suite::Plain, Suite::SerpensN, Suite::Serpens2, Suite::Verify, Suite::Bayes, Suite::ClientServer];
 
     /// Its name in configurations and on the command line.
     pub fn name(self) -> &'static str {
@@ -88,6 +95,7 @@ impl Suite {
             Suite::Serpens2 => "serpens-2",
             Suite::Verify => "verify",
             Suite::Bayes => "bayes",
+            Suite::ClientServer => "clientserver",
         }
     }
 
@@ -223,6 +231,11 @@ pub enum Outcome {
         /// The client's operations and online CPU time, beside running the model itself.
         client: Box<tessera_suites::verify::ClientCost>,
     },
+    /// Suite `clientserver`.
+    ClientServer {
+        /// Bytes the user stored between the preprocessing and the online phase.
+        user_storage_bytes: u64,
+    },
     /// Suite `bayes` (the query's `logits` are the log of the meta-prediction, so that their
     /// softmax is the mean of the samples' softmax).
     Bayes {
@@ -275,6 +288,10 @@ macro_rules! with_deployment {
             }
             Suite::Bayes => {
                 type $d = bayes::Bayes;
+                $body
+            }
+            Suite::ClientServer => {
+                type $d = clientserver::ClientServer;
                 $body
             }
         }

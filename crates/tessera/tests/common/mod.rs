@@ -93,9 +93,9 @@ pub fn check_logits(
 
 /// Checks every nonlinear layer of a secure run on its own: the parties' `traces` (one per
 /// party, each a share of every layer's input and output) are added up, and each layer's output
-/// must equal the reference layer applied to that same reconstructed input, within ±1 LSB where
-/// the layer rescales and exactly where it does not. Returns how many layers were checked and
-/// the elements off by one.
+/// must equal the reference layer applied to that same reconstructed input: exactly when
+/// `exact`, else within ±1 LSB where the layer rescales and exactly where it does not. Returns
+/// how many layers were checked and the elements off by one.
 #[allow(dead_code)]
 pub fn check_layers(
     what: &str,
@@ -103,6 +103,7 @@ pub fn check_layers(
     traces: &[tessera_model::runner::LayerTrace],
     parties: usize,
     batch: usize,
+    exact: bool,
 ) -> (usize, usize) {
     use tessera_field::zt;
     assert_eq!(traces.len(), parties, "{what}: one trace per party");
@@ -132,7 +133,7 @@ pub fn check_layers(
         let (input, output) = (sum(k, &|t| &t.input), sum(k, &|t| &t.output));
         let reference = layer.eval_plain(&input, batch);
         assert_eq!(output.len(), reference.len(), "{what}, layer {}: output length", layer.node);
-        let allowed = i64::from(layer.shift > 0);
+        let allowed = i64::from(layer.shift > 0 && !exact);
         for (i, (&s, &r)) in output.iter().zip(&reference).enumerate() {
             let d = (zt::to_i64(s) - zt::to_i64(r)).abs();
             assert!(d <= allowed, "{what}, layer {}, element {i}: off by {d} LSB (allowed {allowed})", layer.node);
