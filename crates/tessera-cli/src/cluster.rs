@@ -7,10 +7,11 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use tessera::cluster::{ClusterConfig, PartyConfig, dev_parties};
+use tessera::cost::QueryCost;
 use tessera::eval::argmax;
 use tessera::input::load_input;
 use tessera::local::{LocalCluster, LocalOptions};
-use tessera::net::PartyReport;
+use tessera::net::{PartyReport, StageKind};
 use tessera::{LoadedModel, QueryOptions, QueryResult, Role, ServeOptions, Suite, query_with};
 
 use crate::output::{Table, print_json};
@@ -155,7 +156,7 @@ fn print_result(suite: Suite, model: &LoadedModel, images: &[std::path::PathBuf]
             .collect();
         print_json(&json!({
             "suite": suite, "batch": images.len(), "results": per_image, "recomputed_layers": r.recomputed(),
-            "sample_logits": r.sample_logits(),
+            "sample_logits": r.sample_logits(), "user_storage_bytes": r.user_storage_bytes(),
             "total_ms": total_ms, "connect_ms": connect_ms, "parties": r.reports,
         }));
         return;
@@ -174,6 +175,21 @@ fn print_result(suite: Suite, model: &LoadedModel, images: &[std::path::PathBuf]
         "suite {suite}, {} image(s) in one query: {total_ms:.2} ms in total, of which {connect_ms:.2} ms TLS connect",
         images.len()
     );
+    let cost = QueryCost::from_reports(&r.reports, r.connect, |n| {
+        model.fixed().map_or(n.to_string(), |f| f.node_name(n as usize).to_string())
+    });
+    if cost.preprocess_ms > 0.0 {
+        crate::outln!(
+            "preprocessing (input-independent, can run ahead): {:.2} ms, {} bytes; online: {:.2} ms, {} bytes",
+            cost.preprocess_ms,
+            cost.preprocess_bytes,
+            (total_ms - cost.preprocess_ms).max(0.0),
+            cost.bytes - cost.preprocess_bytes
+        );
+    }
+    if let Some(bytes) = r.user_storage_bytes() {
+        crate::outln!("the user stored {bytes} bytes between preprocessing and the online phase");
+    }
     if !r.sample_logits().is_empty() {
         crate::outln!(
             "meta-prediction over {} sampled forward passes (softmax above is their mean)",
@@ -190,23 +206,33 @@ fn print_result(suite: Suite, model: &LoadedModel, images: &[std::path::PathBuf]
     party_table(&r.reports);
 }
 
-/// Per stage: each party's wall time and the bytes and rounds of every link.
+/// Per stage: each party's wall time and the bytes and rounds of every link. A stage is one
+/// party's step of one layer (or setup, input, output); each row gathers the parties' stages of
+/// the same layer and kind, preprocessing first, then the model's layers in order.
 fn stage_table(reports: &[PartyReport]) {
     let Some(lead) = reports.iter().find(|p| p.stages.iter().any(|s| !s.kind.is_input_or_output())) else {
         return;
     };
-    let others: Vec<&PartyReport> = reports.iter().filter(|p| p.party != lead.party).collect();
-    let mut header = vec!["stage".to_string(), "kind".into(), format!("{} ms", lead.party)];
-    header.extend(others.iter().filter(|p| p.stages.len() > 2).map(|p| format!("{} ms", p.party)));
+    let shown: Vec<&PartyReport> =
+        std::iter::once(lead).chain(reports.iter().filter(|p| p.party != lead.party && p.stages.len() > 2)).collect();
+    let mut rows: Vec<(u32, StageKind, &str)> = Vec::new();
+    for stage in shown.iter().flat_map(|p| &p.stages).filter(|s| !s.kind.is_input_or_output()) {
+        if !rows.iter().any(|&(layer, kind, _)| layer == stage.layer && kind == stage.kind) {
+            rows.push((stage.layer, stage.kind, &stage.name));
+        }
+    }
+    let online = |kind: StageKind| !matches!(kind, StageKind::Keys | StageKind::Preprocess);
+    rows.sort_by_key(|&(layer, kind, _)| (online(kind), if online(kind) { layer } else { 0 }));
+    let mut header = vec!["stage".to_string(), "kind".into()];
+    header.extend(shown.iter().map(|p| format!("{} ms", p.party)));
     header.extend(["bytes sent (all parties)".into(), "rounds".into()]);
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
     let mut t = Table::new(&header);
-    for stage in lead.stages.iter().filter(|s| !s.kind.is_input_or_output()) {
-        let mut row = vec![stage.name.clone(), stage.kind.to_string(), ms(stage.wall_us)];
-        let mut bytes = stage.links.iter().map(|l| l.traffic.bytes_sent).sum::<u64>();
-        let mut rounds = stage.links.iter().map(|l| l.traffic.rounds).max().unwrap_or(0);
-        for p in others.iter().filter(|p| p.stages.len() > 2) {
-            let same = p.stages.iter().find(|s| s.layer == stage.layer && s.kind == stage.kind);
+    for (layer, kind, name) in rows {
+        let mut row = vec![name.to_string(), kind.to_string()];
+        let (mut bytes, mut rounds) = (0, 0);
+        for p in &shown {
+            let same = p.stages.iter().find(|s| s.layer == layer && s.kind == kind);
             row.push(same.map_or("-".into(), |s| ms(s.wall_us)));
             if let Some(s) = same {
                 bytes += s.links.iter().map(|l| l.traffic.bytes_sent).sum::<u64>();

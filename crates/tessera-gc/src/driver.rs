@@ -6,6 +6,7 @@
 
 use rand_core::{CryptoRng, RngCore};
 use tessera_net::{Channel, MessageKind, SessionId};
+use zeroize::Zeroizing;
 
 use crate::error::Result;
 use crate::protocol::{EvaluatorAwaitBase, EvaluatorOffline, GarblerAwaitBase, GarblerOffline, Layer, OutputShares};
@@ -65,13 +66,15 @@ pub async fn garbler_online(
 ) -> Result<OutputShares> {
     let chunks = state.layer().chunks();
     let mut state = state.online(shares)?;
-    let mut replies = Vec::with_capacity(chunks);
-    for chunk in 0..chunks {
-        let e = ch.recv(RESHARE, session, layer_id).await?;
-        replies.push(state.respond(chunk, &e)?);
+    // Every re-share first (the evaluator sends them all before it reads a label), then each
+    // chunk's labels as soon as they are ready, so the evaluator works while the next are made.
+    let mut reshares = Vec::with_capacity(chunks);
+    for _ in 0..chunks {
+        reshares.push(Zeroizing::new(ch.recv(RESHARE, session, layer_id).await?));
     }
-    for reply in &replies {
-        ch.send(LABELS, session, layer_id, reply).await?;
+    for (chunk, e) in reshares.iter().enumerate() {
+        let reply = Zeroizing::new(state.respond(chunk, e)?);
+        ch.send(LABELS, session, layer_id, &reply).await?;
     }
     state.finish()
 }

@@ -170,6 +170,7 @@ pub struct Recorder {
     start: (Instant, ProcessTime),
     last: (Instant, ProcessTime),
     seen: Vec<(String, Meter)>,
+    base: Vec<(String, Meter)>,
     stages: Vec<StageCost>,
 }
 
@@ -177,7 +178,15 @@ impl Recorder {
     /// Starts the clock for `party`.
     pub fn new(party: impl Into<String>) -> Self {
         let now = (Instant::now(), ProcessTime::now());
-        Self { party: party.into(), start: now, last: now, seen: Vec::new(), stages: Vec::new() }
+        Self { party: party.into(), start: now, last: now, seen: Vec::new(), base: Vec::new(), stages: Vec::new() }
+    }
+
+    /// Counts traffic on `channels` from now on only: for a part of a query on channels that
+    /// already carried an earlier part (the online phase after the preprocessing).
+    pub fn counting_from(mut self, channels: &[&Channel]) -> Self {
+        self.seen = channels.iter().map(|ch| (ch.peer().to_string(), ch.meter())).collect();
+        self.base = self.seen.clone();
+        self
     }
 
     /// Ends the current stage now; `channels` are the party's links.
@@ -211,7 +220,15 @@ impl Recorder {
 
     /// The report (stages recorded so far; totals up to now).
     pub fn finish(self) -> PartyReport {
-        let links = self.seen.into_iter().map(|(peer, traffic)| LinkCost { peer, traffic }).collect();
+        let base = self.base;
+        let links = self
+            .seen
+            .into_iter()
+            .map(|(peer, meter)| {
+                let before = base.iter().find(|(p, _)| *p == peer).map_or(Meter::default(), |(_, m)| *m);
+                LinkCost { traffic: meter.since(&before), peer }
+            })
+            .collect();
         PartyReport {
             party: self.party,
             stages: self.stages,

@@ -102,7 +102,7 @@ impl ClientServerServer {
         session: SessionId,
         payload: &[u8],
     ) -> Result<ServerMaterial> {
-        let mut rec = Recorder::new(name);
+        let mut rec = Recorder::new(name).counting_from(&[user]);
         let peer = user.peer().to_string();
         let mut r = Reader::new(payload, &peer, "prepare");
         let batch = r.u32()? as usize;
@@ -152,7 +152,7 @@ impl ClientServerServer {
         material: ServerMaterial,
         payload: Vec<u8>,
     ) -> Result<()> {
-        let mut rec = Recorder::new(name);
+        let mut rec = Recorder::new(name).counting_from(&[user]);
         let ServerMaterial { batch, masks, layers } = material;
         let n = batch * self.model.input_shape().len();
         let input = parse_wiped(payload, |p| {

@@ -88,7 +88,7 @@ pub(crate) async fn prepare_traced(
     trace: Option<LayerTrace>,
 ) -> Result<UserMaterial> {
     let session = SessionId::random();
-    let mut rec = Recorder::new(name);
+    let mut rec = Recorder::new(name).counting_from(&[server]);
     let mut rng = os_rng();
     let key = SecretKey::generate(he, &mut rng)?;
     let mut prepare = (batch as u32).to_le_bytes().to_vec();
@@ -144,7 +144,7 @@ pub async fn run(
         let expected = model.input_shape().len();
         return Err(ModelError::InputLength { expected, batch, actual: input.len() }.into());
     }
-    let mut rec = Recorder::new(name);
+    let mut rec = Recorder::new(name).counting_from(&[server]);
     let masked: Vec<u64> = input.iter().zip(input_mask.iter()).map(|(&x, &r)| zt::sub(x, r)).collect();
     send_wiped(server, QUERY, session, 0, elements_to_bytes(&masked)).await?;
     rec.stage(0, "input", StageKind::Input, &[server]);
