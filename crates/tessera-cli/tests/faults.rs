@@ -1,6 +1,6 @@
-//! Faults across real processes: a party of a serpens-n or serpens-2 cluster killed at a random point of a
-//! query, or stalled, gives the user a typed error within the timeout, and once the party is
-//! back the cluster answers the next query correctly. Also a burst of concurrent users.
+//! Faults across real processes: a party of a serpens-n, serpens-2, bayes or clientserver
+//! cluster killed at a random point of a query, or stalled, gives the user a typed error within
+//! the timeout, and once the party is back the cluster answers the next query correctly. Also a burst of concurrent users.
 
 mod common;
 
@@ -223,5 +223,54 @@ fn a_killed_bayes_server_gives_a_typed_error_and_serves_after_restart() {
         }
         cluster.restart("server").unwrap();
         assert_eq!(labels(&rt.block_on(query(&cluster.config, &model, &x, 2)).unwrap().logits), expected);
+    }
+}
+
+/// Suite clientserver across processes (mutual TLS): two models' logits equal the fixed-point
+/// reference exactly; then the server killed at a random point of a query gives the user a typed
+/// error within the timeout (or its exact result, if the kill came after), and restarted, the
+/// server answers the next query exactly.
+#[test]
+fn clientserver_is_exact_across_processes_and_recovers_from_a_killed_server() {
+    let timeout = Duration::from_secs(5);
+    let options = LocalOptions { timeout: Some(timeout), ..Default::default() };
+    let rt = runtime();
+    let exact = |c: &Case, logits: &[f32]| {
+        let expected: Vec<f32> = c.reference.iter().map(|&v| v as f32).collect();
+        assert_eq!(logits, &expected[..]);
+    };
+    for model in ["lenet-mnist.onnx", "minionn-mnist.onnx"] {
+        let c = case(model, "mnist-test-200-images.idx", 2);
+        let mut cluster =
+            common::start_local(Suite::ClientServer, &repo().join("models").join(model), &options).unwrap();
+        let r = rt.block_on(query(&cluster.config, &c.model, &c.x, 2)).unwrap();
+        exact(&c, &r.logits);
+        assert!(r.user_storage_bytes().is_some_and(|b| b > 0));
+        if model != "minionn-mnist.onnx" {
+            continue;
+        }
+        let mut rng = rand::rng();
+        for _ in 0..2 {
+            let config = cluster.config.clone();
+            let start = Instant::now();
+            let outcome = std::thread::scope(|s| {
+                let user = s.spawn(|| rt.block_on(query(&config, &c.model, &c.x, 2)));
+                std::thread::sleep(Duration::from_millis(rng.random_range(0..1500)));
+                cluster.kill("server").unwrap();
+                user.join().unwrap()
+            });
+            match outcome {
+                Ok(r) => exact(&c, &r.logits),
+                Err(e) => {
+                    let text = e.to_string();
+                    assert!(!text.is_empty() && !text.contains("panicked"), "{text}");
+                    assert!(start.elapsed() < 2 * timeout, "error after {:?}: {text}", start.elapsed());
+                    assert_eq!(e.fault(), Fault::Peer, "{text}");
+                    assert!(text.contains("server"), "{text}");
+                }
+            }
+            cluster.restart("server").unwrap();
+            exact(&c, &rt.block_on(query(&cluster.config, &c.model, &c.x, 2)).unwrap().logits);
+        }
     }
 }

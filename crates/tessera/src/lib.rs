@@ -70,6 +70,7 @@ pub mod suite;
 // The layers below, for what the facade does not wrap: kernels and the plaintext engines
 // (`model`, `field`), protocol internals and attack tooling (`suites`, `net`), ONNX protobufs.
 pub use tessera_field as field;
+pub use tessera_gc as gc;
 pub use tessera_he as he;
 pub use tessera_model as model;
 pub use tessera_net as net;

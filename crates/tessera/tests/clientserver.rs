@@ -8,11 +8,16 @@ mod common;
 use common::{SHIPPED, check_layers, encoded, runtime};
 use std::sync::Arc;
 
+use tessera_field::kernels::conv2d_zt;
+use tessera_field::zt;
+use tessera_gc::driver::{BASE_RECEIVER, BASE_SENDER, CHALLENGE, COLUMNS, LABELS, PROOF, RESHARE, TABLES};
 use tessera_he::HeParams;
 use tessera_model::fixed::FixedModel;
 use tessera_model::runner::LayerTrace;
 use tessera_net::StageKind;
-use tessera_suites::clientserver::{InMemoryOutcome, InMemoryRun, run_in_memory};
+use tessera_suites::clientserver::{
+    ENCRYPTED, InMemoryOutcome, InMemoryRun, LOGITS, PREPARE, PREPARED, PRODUCT, QUERY, REPORT, run_in_memory,
+};
 
 fn run(fixed: &Arc<FixedModel>, input: &[u64], batch: usize, settings: &InMemoryRun) -> InMemoryOutcome {
     let he = Arc::new(HeParams::standard().unwrap());
@@ -47,4 +52,265 @@ fn secure_logits_equal_the_fixed_point_reference() {
         }
         println!("{model}: {n} images, logits identical to the fixed-point reference");
     }
+}
+
+/// χ² of `values` (elements of `Z_t`) over 16 equal buckets of `Z_t`: about 15 for uniform values
+/// (15 degrees of freedom); 60 is exceeded by uniform values with probability below 10^−6.
+fn chi2_field(values: &[u64]) -> f64 {
+    let mut counts = [0f64; 16];
+    for &v in values {
+        counts[((v as u128 * 16) / zt::T as u128) as usize] += 1.0;
+    }
+    let expected = values.len() as f64 / 16.0;
+    counts.iter().map(|c| (c - expected).powi(2) / expected).sum()
+}
+
+/// χ² of `bytes` over the 256 byte values (255 degrees of freedom; 370 is exceeded by uniform
+/// bytes with probability below 10^−5).
+fn chi2_bytes(bytes: &[u8]) -> f64 {
+    let mut counts = [0f64; 256];
+    for &b in bytes {
+        counts[b as usize] += 1.0;
+    }
+    let expected = bytes.len() as f64 / 256.0;
+    counts.iter().map(|c| (c - expected).powi(2) / expected).sum()
+}
+
+fn elements(payload: &[u8]) -> Vec<u64> {
+    payload.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+/// Asserts that `values` look uniform in `Z_t`: the χ² test, and no value small enough to be an
+/// unmasked activation (|v| < 2^40 has probability 2^−20 per uniform value).
+fn assert_uniform(what: &str, values: &[u64]) {
+    assert!(values.len() >= 64, "{what}: too few values to test ({})", values.len());
+    let chi2 = chi2_field(values);
+    assert!(chi2 < 60.0, "{what}: χ² = {chi2:.1} over {} values", values.len());
+    let small = values.iter().filter(|&&v| zt::to_i64(v).unsigned_abs() < 1 << 40).count();
+    assert!(small <= values.len() / (1 << 16) + 1, "{what}: {small} of {} values are small", values.len());
+}
+
+/// One query of `fixed` on `input` with both views and both parties' layer shares.
+fn observed(fixed: &Arc<FixedModel>, input: &[u64]) -> (InMemoryOutcome, [LayerTrace; 2]) {
+    let traces = [LayerTrace::default(), LayerTrace::default()];
+    let settings = InMemoryRun { views: true, layer_shares: Some(traces.clone()), ..InMemoryRun::default() };
+    (run(fixed, input, 1, &settings), traces)
+}
+
+/// The model owner's view, message by message, attacked: the masked input is uniform and holds
+/// no input value; every ciphertext-free frame (tables, labels, OT points) is uniform bytes; and
+/// the owner's shares of every nonlinear layer's input and output are uniform and never the true
+/// activation (which it would need to learn anything of the image).
+#[test]
+fn attack_the_server_view_reveals_nothing_of_the_image() {
+    let (fixed, input) = encoded("minionn-mnist", "mnist-test-200-images.idx", 1);
+    let (run, traces) = observed(&fixed, &input);
+    let server = &run.views[1];
+    let mut kinds = std::collections::BTreeMap::new();
+    for frame in &server.frames {
+        assert_eq!(frame.from, "user");
+        *kinds.entry(frame.header.kind.0).or_insert(0usize) += 1;
+        let what = format!("frame {:?} of layer {}", frame.header.kind, frame.header.layer);
+        match frame.header.kind {
+            QUERY => {
+                let masked = elements(&frame.payload);
+                assert_uniform(&what, &masked);
+                for (i, (&m, &x)) in masked.iter().zip(&input).enumerate() {
+                    assert_ne!(m, x, "{what}: element {i} is the input");
+                }
+                assert!(!masked.iter().any(|m| input.contains(m)), "{what}: an input value appears");
+            }
+            TABLES | LABELS => {
+                let chi2 = chi2_bytes(&frame.payload);
+                assert!(chi2 < 370.0, "{what}: byte χ² = {chi2:.1} over {} bytes", frame.payload.len());
+            }
+            PREPARE | ENCRYPTED | BASE_RECEIVER | CHALLENGE => {}
+            other => panic!("the server received an unexpected {other:?}"),
+        }
+    }
+    println!("server view: frames per kind {kinds:?}");
+    let [user, server] = traces.map(|t| t.layers());
+    for (u, s) in user.iter().zip(&server) {
+        let what = format!("server shares of layer {}", s.layer.node);
+        assert_uniform(&format!("{what}, input"), &s.input);
+        assert_uniform(&format!("{what}, output"), &s.output);
+        let truth: Vec<u64> = u.output.iter().zip(&s.output).map(|(&a, &b)| zt::add(a, b)).collect();
+        assert!(truth.iter().zip(&s.output).all(|(t, o)| t != o), "{what}: a share equals the activation");
+    }
+}
+
+/// The user's view, message by message, of the same image against two models of the same
+/// architecture with different weights: the same frames in the same order with the same sizes,
+/// and in both the decrypted products (the user's shares of every nonlinear layer's input), the
+/// re-shares and the OT columns pass the same uniformity tests, so no weight shows through.
+#[test]
+fn attack_the_user_view_is_the_same_for_two_models_and_shows_no_weight() {
+    let (fixed, input) = encoded("minionn-mnist", "mnist-test-200-images.idx", 1);
+    let other = Arc::new(reweighted(&fixed));
+    assert_ne!(fixed.run_encoded(input.clone(), 1).unwrap(), other.run_encoded(input.clone(), 1).unwrap());
+    let mut shapes = Vec::new();
+    for model in [&fixed, &other] {
+        let (run, traces) = observed(model, &input);
+        let view = &run.views[0];
+        // Cost reports carry timings (JSON of varying length) and no values: their kind and
+        // place count, not their size.
+        let shape: Vec<(u16, u32, Option<usize>)> = view
+            .frames
+            .iter()
+            .map(|f| {
+                let report = [PREPARED, REPORT].contains(&f.header.kind);
+                (f.header.kind.0, f.header.layer, (!report).then_some(f.payload.len()))
+            })
+            .collect();
+        shapes.push(shape);
+        let [user, server] = traces.map(|t| t.layers());
+        for (u, s) in user.iter().zip(&server) {
+            let what = format!("user shares of layer {}", u.layer.node);
+            assert_uniform(&format!("{what}, input (decrypted products)"), &u.input);
+            let truth: Vec<u64> = u.input.iter().zip(&s.input).map(|(&a, &b)| zt::add(a, b)).collect();
+            assert!(truth.iter().zip(&u.input).all(|(t, o)| t != o), "{what}: a share equals the activation");
+        }
+        // The user's best attack on its first product: it knows its input share `r_1` (here
+        // recovered from the server's view and the image) and `W`'s output shape; without the
+        // mask `s`, its share would be exactly `W r_1` and would give `W` by linear algebra.
+        let query = run.views[1].frames.iter().find(|f| f.header.kind == QUERY).unwrap();
+        let r1: Vec<u64> = input.iter().zip(elements(&query.payload)).map(|(&x, a)| zt::sub(x, a)).collect();
+        let w_r1 = conv2d_zt(model.linear_kernel(0).unwrap(), &r1, 1, 1);
+        let first = &user[0];
+        assert_eq!(first.layer.node, 1, "MiniONN-MNIST's first nonlinear layer reads conv1");
+        assert!(first.input.iter().zip(&w_r1).all(|(p, w)| p != w), "a product share is unmasked");
+        let minus_s: Vec<u64> = first.input.iter().zip(&w_r1).map(|(&p, &w)| zt::sub(p, w)).collect();
+        assert_uniform("the mask on the user's first product", &minus_s);
+        for frame in &view.frames {
+            let what = format!("frame {:?} of layer {}", frame.header.kind, frame.header.layer);
+            match frame.header.kind {
+                RESHARE => {
+                    let e = elements(&frame.payload);
+                    if e.len() >= 64 {
+                        assert_uniform(&what, &e);
+                    }
+                    let layer = server.iter().find(|l| l.layer.node == frame.header.layer).unwrap();
+                    assert!(!e.iter().any(|v| layer.input.contains(v)), "{what}: a re-share is the server's share");
+                }
+                COLUMNS => {
+                    let chi2 = chi2_bytes(&frame.payload);
+                    assert!(chi2 < 370.0, "{what}: byte χ² = {chi2:.1}");
+                }
+                PRODUCT | LOGITS | PREPARED | REPORT | BASE_SENDER | PROOF => {}
+                other => panic!("the user received an unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(shapes[0], shapes[1], "the user's view depends on the weights");
+    println!("user view: {} frames, identical kinds and sizes for two models", shapes[0].len());
+}
+
+/// MiniONN-MNIST with other weights and the same architecture: every weight negated, every bias
+/// shifted, quantized with the shipped model's parameters.
+fn reweighted(fixed: &FixedModel) -> FixedModel {
+    use tessera_model::ir::{Model, Op};
+    let m = tessera::LoadedModel::load(&common::repo().join("models/minionn-mnist.onnx")).unwrap();
+    let nodes = m
+        .merged
+        .nodes()
+        .iter()
+        .map(|n| {
+            let mut op = n.op.clone();
+            if let Op::Linear(l) = &mut op {
+                l.weight.iter_mut().for_each(|w| *w = -*w);
+                l.bias.iter_mut().flatten().for_each(|b| *b += 0.25);
+            }
+            (n.name.clone(), op, n.inputs.clone())
+        })
+        .collect();
+    let model = Model::new(m.merged.input_shape(), nodes, m.merged.output(), m.merged.meta.clone()).unwrap();
+    Arc::unwrap_or_clone(FixedModel::new(&model, fixed.params()).unwrap())
+}
+
+/// The model owner refuses a query it holds no material for, a second query on used material,
+/// a preprocessing request beyond its pool, and malformed preprocessing messages: a typed error
+/// naming the peer and the message, and no panic.
+#[test]
+fn unprepared_reused_and_malformed_requests_are_typed_errors() {
+    use tessera_net::{Channel, SessionId};
+    use tessera_suites::clientserver::{self, ClientServerServer};
+    use tessera_suites::error::{SuiteError, Violation};
+    let (fixed, input) = encoded("minionn-mnist", "mnist-test-200-images.idx", 1);
+    let he = Arc::new(HeParams::standard().unwrap());
+    let rt = runtime(4);
+    // Runs a server with a pool of one on a fresh connection and `user` against it; returns the
+    // server's result.
+    let serve = |user: Box<dyn FnOnce(Channel) -> futures::future::BoxFuture<'static, ()> + Send>| {
+        let (ours, mut theirs) = Channel::pair("user", "server", std::time::Duration::from_secs(60), 1 << 30);
+        let server = ClientServerServer::new(fixed.clone(), he.clone(), 4, 1);
+        rt.block_on(async move {
+            let task = tokio::spawn(async move { server.serve("server", &mut theirs).await });
+            user(ours).await;
+            task.await.unwrap()
+        })
+    };
+    let violation = |r: Result<(), SuiteError>| match r {
+        Err(SuiteError::Protocol { peer, violation, .. }) => {
+            assert_eq!(peer, "user");
+            violation
+        }
+        other => panic!("expected a protocol error, got {other:?}"),
+    };
+    // A query with no material.
+    let r = serve(Box::new(|mut ch| {
+        Box::pin(async move { ch.send(QUERY, SessionId::random(), 0, &[0u8; 8 * 784]).await.unwrap() })
+    }));
+    assert_eq!(violation(r), Violation::Unprepared);
+    // A second query on the material of the first.
+    let (f, h, x) = (fixed.clone(), he.clone(), input.clone());
+    let r = serve(Box::new(move |mut ch| {
+        Box::pin(async move {
+            let material = clientserver::prepare("user", f.clone(), &h, &mut ch, 1).await.unwrap();
+            let session = material.session();
+            let first = clientserver::run("user", &f, &mut ch, material, &x).await.unwrap();
+            assert_eq!(first.logits, f.run_encoded(x.clone(), 1).unwrap());
+            ch.send(QUERY, session, 0, &tessera_suites::wire::elements_to_bytes(&x)).await.unwrap();
+        })
+    }));
+    assert_eq!(violation(r), Violation::Unprepared);
+    // A second preprocessing beyond the pool of one.
+    let (f, h) = (fixed.clone(), he.clone());
+    let r = serve(Box::new(move |mut ch| {
+        Box::pin(async move {
+            clientserver::prepare("user", f.clone(), &h, &mut ch, 1).await.unwrap();
+            assert!(clientserver::prepare("user", f, &h, &mut ch, 1).await.is_err());
+        })
+    }));
+    assert!(matches!(violation(r), Violation::OutOfRange { field: "preprocessed queries", value: 2, .. }));
+    // Malformed preprocessing: a short request, a batch of 0, then ciphertexts of the wrong size.
+    for (prepare, encrypted) in [(vec![1u8, 0], None), (vec![0u8; 4], None), (valid_prepare(&he), Some(vec![7u8; 100]))]
+    {
+        let r = serve(Box::new(move |mut ch| {
+            Box::pin(async move {
+                let session = SessionId::random();
+                ch.send(PREPARE, session, 0, &prepare).await.unwrap();
+                if let Some(bytes) = encrypted {
+                    ch.send(ENCRYPTED, session, 0, &bytes).await.unwrap();
+                }
+                let _ = ch.recv_any().await;
+            })
+        }));
+        let v = violation(r);
+        assert!(
+            matches!(
+                v,
+                Violation::Truncated { .. } | Violation::OutOfRange { field: "batch", .. } | Violation::Length { .. }
+            ),
+            "{v:?}"
+        );
+    }
+}
+
+/// A well-formed PREPARE for one image: batch 1 and a fresh public key.
+fn valid_prepare(he: &HeParams) -> Vec<u8> {
+    let mut rng = tessera_field::seed::os_rng();
+    let key = tessera_he::SecretKey::generate(he, &mut rng).unwrap();
+    let mut bytes = 1u32.to_le_bytes().to_vec();
+    key.public_key(&mut rng).unwrap().write(he, &mut bytes).unwrap();
+    bytes
 }

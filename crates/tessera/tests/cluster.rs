@@ -212,7 +212,7 @@ fn oversized(peer: &str, kind: MessageKind, len: u32, max: u32) -> String {
 /// model and the batch the frame limit allows) and any kind they never receive from that peer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_suite_refuses_oversized_and_unexpected_kinds_at_the_header() {
-    use tessera_suites::{bayes, plain, serpens_2, serpens_n, verify};
+    use tessera_suites::{bayes, clientserver, plain, serpens_2, serpens_n, verify};
     let he = tessera_he::HeParams::standard().unwrap();
     let cases = [
         (Suite::Plain, "minionn-mnist.onnx", 0),
@@ -220,6 +220,7 @@ async fn every_suite_refuses_oversized_and_unexpected_kinds_at_the_header() {
         (Suite::Serpens2, "minionn-mnist.onnx", 0),
         (Suite::Verify, "minionn-mnist.onnx", 0),
         (Suite::Bayes, "bayes-minionn-mnist.onnx", 0),
+        (Suite::ClientServer, "minionn-mnist.onnx", 0),
     ];
     for (suite, file, holders) in cases {
         let tag = format!("limits-{suite}");
@@ -267,6 +268,16 @@ async fn every_suite_refuses_oversized_and_unexpected_kinds_at_the_header() {
                     (Role::User, 0, "server", bayes::JOIN, l.max(bayes::JOIN)),
                     (Role::User, 0, "server", bayes::DONE, 0),
                     (Role::User, 0, "server", bayes::PRODUCT, 0),
+                ]
+            }
+            Suite::ClientServer => {
+                let l = clientserver::frame_limits(&fixed, &he, clientserver::MAX_BATCH).unwrap();
+                vec![
+                    (Role::User, 0, "server", clientserver::PREPARE, l.max(clientserver::PREPARE)),
+                    (Role::User, 0, "server", clientserver::QUERY, l.max(clientserver::QUERY)),
+                    (Role::User, 0, "server", clientserver::ENCRYPTED, l.max(clientserver::ENCRYPTED)),
+                    (Role::User, 0, "server", clientserver::PRODUCT, 0),
+                    (Role::User, 0, "server", clientserver::LOGITS, 0),
                 ]
             }
             Suite::SerpensN => {

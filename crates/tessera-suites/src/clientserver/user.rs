@@ -57,6 +57,12 @@ impl UserMaterial {
         self.batch
     }
 
+    /// The query the material was prepared for (tests that replay it).
+    #[doc(hidden)]
+    pub fn session(&self) -> SessionId {
+        self.session
+    }
+
     /// Bytes the user stores until the query runs: masks, shares and garbling secrets (the
     /// garbled tables are at the server).
     pub fn stored_bytes(&self) -> usize {
