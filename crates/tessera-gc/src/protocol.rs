@@ -357,38 +357,50 @@ impl GarblerGarbling {
         let weights = layer.z.offline_weights();
         let nfree = weights.len() - usize::from(!layer.z.has_online_output());
         let range = layer.chunk_range(chunk);
-        let mut garbler = Garbler::new(layer.z.circuit(), &core.hash, &core.delta);
-        let mut tables = vec![Block::ZERO; LANES * 2 * layer.z.and_gates()];
-        let mut inputs = Zeroizing::new(vec![Block::ZERO; LANES * ni]);
-        let mut out0 = Zeroizing::new(vec![Block::ZERO; LANES * no]);
-        let mut cts = vec![0u64; range.len() * layer.offline_cts()];
-        let mut table_bytes = Vec::with_capacity(layer.table_bytes(range.len()));
-        let mut coder = OutputCoder::new(m, &core.hash);
-        for first in range.clone().step_by(LANES) {
-            let n = (range.end - first).min(LANES);
-            for l in 0..n {
-                let i = first + l;
-                inputs[l * ni..l * ni + ebits].copy_from_slice(&self.q[i * ebits..(i + 1) * ebits]);
-                core.garbler_labels(i, &mut inputs[l * ni + ebits..(l + 1) * ni]);
-            }
-            let tables = &mut tables[..n * 2 * layer.z.and_gates()];
-            garbler.garble(first as u64, n, &inputs[..n * ni], tables, &mut out0[..n * no]);
-            put_blocks(tables, &mut table_bytes);
-            for l in 0..n {
-                let i = first + l;
-                let zero = &out0[l * no..(l + 1) * no];
-                let ct = &mut cts[(i - range.start) * layer.offline_cts()..][..layer.offline_cts()];
-                let rho = coder.encode_free(delta, &zero[..nfree], &weights[..nfree], i as u64, &mut ct[..nfree]);
-                // The remaining ρ makes the shares sum to f(x) − r: Σρ = r + offset.
-                let rest = m.sub(m.add(core.masks[i], layer.z.offset()), rho);
-                if layer.z.has_online_output() {
-                    self.online.push((zero[nfree], rest));
-                } else {
-                    let k = nfree;
-                    let pair = coder.encode_fixed(delta, zero[k], weights[k], rest, i as u64, k);
-                    ct[k..k + 2].copy_from_slice(&pair);
+        let (ands, cts_per) = (layer.z.and_gates(), layer.offline_cts());
+        let starts: Vec<usize> = range.clone().step_by(LANES).collect();
+        // Lane groups are independent: garble them on every core, keep their order.
+        let groups: Vec<(Vec<Block>, Vec<u64>, Vec<(Block, u64)>)> = starts
+            .par_iter()
+            .map(|&first| {
+                let n = (range.end - first).min(LANES);
+                let mut garbler = Garbler::new(layer.z.circuit(), &core.hash, &core.delta);
+                let mut tables = vec![Block::ZERO; n * 2 * ands];
+                let mut inputs = Zeroizing::new(vec![Block::ZERO; n * ni]);
+                let mut out0 = Zeroizing::new(vec![Block::ZERO; n * no]);
+                let mut cts = vec![0u64; n * cts_per];
+                let mut online = Vec::new();
+                let mut coder = OutputCoder::new(m, &core.hash);
+                for l in 0..n {
+                    let i = first + l;
+                    inputs[l * ni..l * ni + ebits].copy_from_slice(&self.q[i * ebits..(i + 1) * ebits]);
+                    core.garbler_labels(i, &mut inputs[l * ni + ebits..(l + 1) * ni]);
                 }
-            }
+                garbler.garble(first as u64, n, &inputs, &mut tables, &mut out0);
+                for l in 0..n {
+                    let i = first + l;
+                    let zero = &out0[l * no..(l + 1) * no];
+                    let ct = &mut cts[l * cts_per..(l + 1) * cts_per];
+                    let rho = coder.encode_free(delta, &zero[..nfree], &weights[..nfree], i as u64, &mut ct[..nfree]);
+                    // The remaining ρ makes the shares sum to f(x) − r: Σρ = r + offset.
+                    let rest = m.sub(m.add(core.masks[i], layer.z.offset()), rho);
+                    if layer.z.has_online_output() {
+                        online.push((zero[nfree], rest));
+                    } else {
+                        let k = nfree;
+                        let pair = coder.encode_fixed(delta, zero[k], weights[k], rest, i as u64, k);
+                        ct[k..k + 2].copy_from_slice(&pair);
+                    }
+                }
+                (tables, cts, online)
+            })
+            .collect();
+        let mut table_bytes = Vec::with_capacity(layer.table_bytes(range.len()));
+        let mut cts = Vec::with_capacity(range.len() * cts_per);
+        for (tables, group_cts, online) in groups {
+            put_blocks(&tables, &mut table_bytes);
+            cts.extend(group_cts);
+            self.online.extend(online);
         }
         put_u64s(&cts, &mut table_bytes);
         self.next += 1;

@@ -314,3 +314,34 @@ fn valid_prepare(he: &HeParams) -> Vec<u8> {
     key.public_key(&mut rng).unwrap().write(he, &mut bytes).unwrap();
     bytes
 }
+
+/// A pool of two preprocessed queries on one connection, used in the other order: each query
+/// finds its own material and both are exact; the reports of each count its own traffic only.
+#[test]
+fn pooled_material_serves_queries_in_any_order() {
+    use tessera_net::Channel;
+    use tessera_suites::clientserver::{self, ClientServerServer};
+    let (fixed, input) = encoded("minionn-mnist", "mnist-test-200-images.idx", 2);
+    let reference = fixed.run_encoded(input.clone(), 2).unwrap();
+    let he = Arc::new(HeParams::standard().unwrap());
+    let (mut user, mut theirs) = Channel::pair("user", "server", std::time::Duration::from_secs(60), 1 << 30);
+    let server = ClientServerServer::new(fixed.clone(), he.clone(), 4, 2);
+    let images: Vec<&[u64]> = input.chunks(fixed.input_shape().len()).collect();
+    let rt = runtime(4);
+    let outcomes = rt.block_on(async {
+        let task = tokio::spawn(async move { server.serve("server", &mut theirs).await });
+        let first = clientserver::prepare("user", fixed.clone(), &he, &mut user, 1).await.unwrap();
+        let second = clientserver::prepare("user", fixed.clone(), &he, &mut user, 1).await.unwrap();
+        let b = clientserver::run("user", &fixed, &mut user, second, images[1]).await.unwrap();
+        let a = clientserver::run("user", &fixed, &mut user, first, images[0]).await.unwrap();
+        drop(user);
+        task.await.unwrap().unwrap();
+        [a, b]
+    });
+    let classes = fixed.output_len();
+    for (k, outcome) in outcomes.iter().enumerate() {
+        assert_eq!(outcome.logits, reference[k * classes..(k + 1) * classes], "query {k}");
+    }
+    let sent = |o: &clientserver::Outcome| o.reports[0].links[0].traffic.bytes_sent;
+    assert_eq!(sent(&outcomes[0]), sent(&outcomes[1]), "each report counts its own query's traffic");
+}

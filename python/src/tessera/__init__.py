@@ -64,7 +64,7 @@ __all__ = [
     "local_cluster",
 ]
 
-#: Every suite's name: ``plain``, ``serpens-n``, ``serpens-2``, ``verify``, ``bayes``.
+#: Every suite's name: ``plain``, ``serpens-n``, ``serpens-2``, ``verify``, ``bayes``, ``clientserver``.
 SUITES = tuple(_native.suites())
 
 PathLike = Union[str, "os.PathLike[str]"]

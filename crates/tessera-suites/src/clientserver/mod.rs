@@ -43,6 +43,7 @@ mod server;
 mod service;
 mod user;
 
+pub use crate::parties::Outcome;
 #[doc(hidden)]
 pub use memory::{InMemoryOutcome, InMemoryRun, View, run_in_memory};
 pub use server::ClientServerServer;
