@@ -57,7 +57,7 @@ impl<'m> PlainEngine<'m> {
             out.resize(batch * node.shape.len(), 0.0);
             match &node.op {
                 Op::Linear(l) => {
-                    conv2d_f32(&l.geometry, &l.weight, x, batch, self.threads, &mut self.cols, out);
+                    conv2d_f32(&l.geometry, 1, &l.weight, x, batch, self.threads, &mut self.cols, out);
                     if let Some(b) = &l.bias {
                         let plane = node.shape.plane();
                         for (chunk, &bv) in out.chunks_mut(plane).zip(b.iter().cycle()) {
