@@ -57,7 +57,7 @@ impl<'m> PlainEngine<'m> {
             out.resize(batch * node.shape.len(), 0.0);
             match &node.op {
                 Op::Linear(l) => {
-                    conv2d_f32(&l.geometry, 1, &l.weight, x, batch, self.threads, &mut self.cols, out);
+                    conv2d_f32(&l.geometry, l.groups, &l.weight, x, batch, self.threads, &mut self.cols, out);
                     if let Some(b) = &l.bias {
                         let plane = node.shape.plane();
                         for (chunk, &bv) in out.chunks_mut(plane).zip(b.iter().cycle()) {
@@ -79,22 +79,48 @@ impl<'m> PlainEngine<'m> {
                         out.iter_mut().for_each(|v| *v = v.max(0.0));
                     }
                 }
-                Op::AvgPool { window } => {
+                Op::AvgPool { window, exclude_pad: false } => {
                     sum_pool_f32(x, in_shape, window, batch, out);
                     let k = 1.0 / window.size() as f32;
                     out.iter_mut().for_each(|v| *v *= k);
                 }
+                Op::AvgPool { window, exclude_pad: true } => {
+                    sum_pool_f32(x, in_shape, window, batch, out);
+                    let counts = window.inside_counts(in_shape.h, in_shape.w).expect("window checked at import");
+                    for plane in out.chunks_mut(counts.len()) {
+                        plane.iter_mut().zip(&counts).for_each(|(v, &k)| *v /= k as f32);
+                    }
+                }
                 Op::SumPool { window } => sum_pool_f32(x, in_shape, window, batch, out),
-                Op::Flatten => out.copy_from_slice(x),
+                Op::Reshape { .. } => out.copy_from_slice(x),
                 Op::Add => {
                     let y = &done[node.inputs[1]];
                     out.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (&a, &b))| *o = a + b);
+                }
+                Op::Concat => {
+                    let parts: Vec<&[f32]> = node.inputs.iter().map(|&v| &done[v][..]).collect();
+                    concat_into(&parts, batch, out, |_, v| v);
+                }
+                Op::LeakyRelu { alpha } => {
+                    out.iter_mut().zip(x).for_each(|(o, &v)| *o = if v < 0.0 { alpha * v } else { v });
                 }
                 Op::Pad { pads } => pad_into(x, in_shape, *pads, out, 0.0),
             }
             observe(i, out);
         }
         Ok(self.values[model.output()].clone())
+    }
+}
+
+/// Concatenates `batch` images of each of `parts` along channels into `out` (already sized),
+/// passing each value through `map(part index, value)`.
+pub fn concat_into<T: Copy>(parts: &[&[T]], batch: usize, out: &mut [T], map: impl Fn(usize, T) -> T) {
+    let mut dst = out.iter_mut();
+    for b in 0..batch {
+        for (k, part) in parts.iter().enumerate() {
+            let len = part.len() / batch;
+            dst.by_ref().zip(&part[b * len..(b + 1) * len]).for_each(|(o, &v)| *o = map(k, v));
+        }
     }
 }
 
