@@ -9,17 +9,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tessera_field::kernels::conv2d_zt;
-use tessera_field::seed::os_rng;
-use tessera_field::zt;
-use tessera_he::{ConvPacking, HeParams, SecretKey};
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::SeedableRng;
+use tessera_field::{FixedPointParams, zt};
+use tessera_he::HeParams;
 use tessera_model::calibrate::calibrate;
-use tessera_model::fixed::{FixedModel, FixedOp};
+use tessera_model::fixed::FixedModel;
 use tessera_model::passes::merge;
 use tessera_model::plain::PlainEngine;
-use tessera_model::{Model, tolerance};
+use tessera_model::{LayerPosterior, Model, Op, Posterior, tolerance};
 use tessera_onnx::{Limits, import_file};
-use tessera_suites::{serpens_2, serpens_n, verify};
+use tessera_suites::{bayes, serpens_2, serpens_n, verify};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -37,11 +37,19 @@ fn expected(name: &str) -> (Vec<f32>, Vec<f32>) {
 const LINEAR_OPS: [&str; 5] =
     ["grouped_conv", "depthwise_separable", "relabel_layout", "channel_concat", "avgpool_exclude_pad"];
 
+/// The fixture imported.
+fn imported(name: &str) -> Model {
+    import_file(&fixture(&format!("{name}.onnx")), &Limits::default()).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
 /// The fixture imported and merged.
 fn merged(name: &str) -> Model {
-    let model =
-        import_file(&fixture(&format!("{name}.onnx")), &Limits::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
-    merge(&model).unwrap().0
+    merge(&imported(name)).unwrap().0
+}
+
+/// A runtime for the parties of an in-process run.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
 #[test]
@@ -68,11 +76,11 @@ const FIXED_POINT_LSBS: f64 = 8.0;
 
 /// Each linear op's fixture in fixed point (near onnxruntime), under serpens-n (2 and 3
 /// holders) and serpens-2 (within the measured tolerance of the fixed-point reference, with its
-/// label) and verify (exactly the reference), and its convolutions as bayes' HE layers (exactly
-/// the `Z_t` kernels).
+/// label), verify (exactly the reference) and bayes (each sample exactly the reference with its
+/// weights).
 #[test]
 fn linear_ops_run_in_fixed_point_and_every_share_suite() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = runtime();
     let he = Arc::new(HeParams::standard().unwrap());
     let timeout = Duration::from_secs(120);
     for name in LINEAR_OPS {
@@ -119,25 +127,34 @@ fn linear_ops_run_in_fixed_point_and_every_share_suite() {
         let outcome = rt.block_on(verify::run_in_memory(&fixed, cloud, &encoded, 1, settings, 1, None)).unwrap();
         assert_eq!(outcome.logits, reference, "{name}, verify");
         assert!(outcome.recomputed.is_empty(), "{name}, verify");
-        he_layers_equal_the_kernels(name, &fixed, &he);
+        bayes_samples_equal_the_reference(name, &imported(name), fixed.params(), &encoded);
     }
 }
 
-/// Every convolution and FC layer of `fixed` as suite bayes evaluates it under BFV (the
-/// packing reads a grouped convolution as the ordinary one it equals) against the `Z_t` kernel.
-fn he_layers_equal_the_kernels(name: &str, fixed: &FixedModel, he: &HeParams) {
-    let mut rng = os_rng();
-    let sk = SecretKey::generate(he, &mut rng).unwrap();
-    for (node, op) in fixed.ops().iter().enumerate() {
-        let FixedOp::Linear { kernel, .. } = op else { continue };
-        let packing = ConvPacking::plan(he, *kernel.geometry()).unwrap();
-        let image = zt::random_vec(&mut rng, kernel.geometry().input.len());
-        let inputs: Vec<_> =
-            packing.encode_input(he, &image).unwrap().iter().map(|pt| sk.encrypt(pt, &mut rng).unwrap()).collect();
-        let results = packing.evaluate(he, &inputs, &kernel.integer_weights(), None, &mut rng).unwrap();
-        let decrypted: Vec<_> = results.iter().map(|ct| sk.decrypt_coefficients(ct).unwrap()).collect();
-        let got = packing.decode_output(&decrypted).unwrap();
-        assert_eq!(got, conv2d_zt(kernel, &image, 1, 1), "{name}, node {}", fixed.node_name(node));
+/// Suite bayes on `model` (unmerged) with a posterior of small deviations on every linear
+/// layer: each sample's logits equal the fixed-point reference with the same sampled weights.
+fn bayes_samples_equal_the_reference(name: &str, model: &Model, params: FixedPointParams, encoded: &[u64]) {
+    let rt = runtime();
+    let he = Arc::new(HeParams::standard().unwrap());
+    let layers = model
+        .nodes()
+        .iter()
+        .enumerate()
+        .filter_map(|(node, n)| match &n.op {
+            Op::Linear(l) => Some(LayerPosterior { node, weight_sigma: vec![1e-3; l.weight.len()], bias_sigma: None }),
+            _ => None,
+        })
+        .collect();
+    let posterior = Posterior::new(model, layers).unwrap();
+    let mean = FixedModel::new(&merge(model).unwrap().0, params).unwrap();
+    let seed = [23u8; 32];
+    let server =
+        bayes::BayesServer::new(model.clone(), posterior.clone(), params, he.clone(), bayes::Sampling::Replay(seed), 1);
+    let outcome = rt.block_on(bayes::run_in_memory(&mean, Arc::new(server), &he, encoded, 1, 2)).unwrap();
+    let mut rng = ChaCha20Rng::from_seed(seed);
+    for (s, logits) in outcome.samples.iter().enumerate() {
+        let sampled = posterior.sample_fixed(model, params, &mut rng).unwrap();
+        assert_eq!(logits, &sampled.run_encoded(encoded.to_vec(), 1).unwrap(), "{name}, bayes sample {s}");
     }
 }
 
@@ -168,7 +185,7 @@ fn per_channel_constants_fold_into_the_layer_before_them() {
 
     let model = import_file(&fixture("input_normalization.onnx"), &Limits::default()).unwrap();
     let (merged, _) = merge(&model).unwrap();
-    let params = tessera_field::FixedPointParams::new(8, 8, 19).unwrap();
+    let params = FixedPointParams::new(8, 8, 19).unwrap();
     let err = FixedModel::new(&merged, params).unwrap_err().to_string();
     assert!(err.contains("/normalize/Sub") && err.contains("mean and std metadata"), "{err}");
 }
@@ -182,7 +199,7 @@ fn what_fixed_point_cannot_run_is_refused_by_name() {
     let (folded, report) = merge(&model).unwrap();
     assert_eq!(report.avgpools_folded, 1);
     assert!(folded.nodes().iter().all(|n| n.op.kind() != "AvgPool"));
-    let params = tessera_field::FixedPointParams::new(8, 8, 19).unwrap();
+    let params = FixedPointParams::new(8, 8, 19).unwrap();
     for (name, node) in
         [("avgpool_exclude_pad_conv", "/features/pool/AveragePool"), ("leaky_relu", "/features/act/LeakyRelu")]
     {
