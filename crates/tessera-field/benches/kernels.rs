@@ -18,7 +18,7 @@ fn bench(c: &mut Criterion) {
         let xf: Vec<f32> = (0..g.input.len()).map(|i| (i % 17) as f32 / 17.0).collect();
         let mut out = vec![0.0; g.output().unwrap().len()];
         let mut cols = Vec::new();
-        group.bench_function("f32", |b| b.iter(|| conv2d_f32(&g, 1, &wf, &xf, 1, threads, &mut cols, &mut out)));
+        group.bench_function("f32", |b| b.iter(|| conv2d_f32(&g, &wf, &xf, 1, threads, &mut cols, &mut out)));
         group.finish();
     }
 }

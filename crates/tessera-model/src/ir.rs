@@ -323,4 +323,29 @@ mod tests {
         );
         assert!(matches!(bad, Err(ModelError::Shape { ref node, .. }) if node == "c"));
     }
+
+    #[test]
+    fn concatenation_and_relabelling_check_their_shapes() {
+        let (a, b) = (ImageShape::new(2, 4, 4), ImageShape::new(3, 4, 4));
+        assert_eq!(output_shape("cat", &Op::Concat, &[a, b, a]).unwrap(), ImageShape::new(7, 4, 4));
+        let err = output_shape("cat", &Op::Concat, &[a, ImageShape::new(2, 4, 5)]).unwrap_err();
+        assert!(matches!(err, ModelError::Shape { ref node, .. } if node == "cat"));
+        assert!(output_shape("cat", &Op::Concat, &[]).is_err());
+        let to = |c, h, w| Op::Reshape { shape: ImageShape::new(c, h, w) };
+        assert_eq!(output_shape("view", &to(8, 1, 4), &[a]).unwrap(), ImageShape::new(8, 1, 4));
+        assert!(output_shape("view", &to(8, 1, 5), &[a]).is_err());
+        let conv = |groups, weights| {
+            Op::Linear(Linear {
+                geometry: ConvGeometry { input: a, out_channels: 4, window: Window2d::square(3, 1) },
+                groups,
+                weight: vec![0.0; weights],
+                bias: None,
+                dense: false,
+            })
+        };
+        // Two groups: each filter reads one of the two channels, 9 weights.
+        assert_eq!(output_shape("dw", &conv(2, 36), &[a]).unwrap(), ImageShape::new(4, 2, 2));
+        assert!(output_shape("dw", &conv(2, 72), &[a]).is_err());
+        assert!(output_shape("dw", &conv(3, 24), &[a]).is_err());
+    }
 }

@@ -3,7 +3,7 @@
 //! Convolutions run as im2col + GEMM through the same kernels as the `Z_t` engine; buffers are
 //! kept between runs so a query allocates nothing large.
 
-use tessera_field::kernels::conv::conv2d_f32;
+use tessera_field::kernels::conv::conv2d_grouped_f32;
 use tessera_field::kernels::pool::{max_pool_f32, sum_pool_f32};
 
 use crate::error::{ModelError, Result};
@@ -57,7 +57,7 @@ impl<'m> PlainEngine<'m> {
             out.resize(batch * node.shape.len(), 0.0);
             match &node.op {
                 Op::Linear(l) => {
-                    conv2d_f32(&l.geometry, l.groups, &l.weight, x, batch, self.threads, &mut self.cols, out);
+                    conv2d_grouped_f32(&l.geometry, l.groups, &l.weight, x, batch, self.threads, &mut self.cols, out);
                     if let Some(b) = &l.bias {
                         let plane = node.shape.plane();
                         for (chunk, &bv) in out.chunks_mut(plane).zip(b.iter().cycle()) {

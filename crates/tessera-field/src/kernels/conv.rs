@@ -347,10 +347,23 @@ pub fn conv2d_zt(kernel: &ConvKernel, input: &[u64], batch: usize, threads: usiz
     result
 }
 
-/// `f32` convolution of `groups` groups without bias for the plaintext engine (weights laid out
-/// as [`ConvKernel::grouped`]'s); `cols` is reusable scratch.
-#[allow(clippy::too_many_arguments, reason = "the engine's buffers are passed in, not owned here")]
+/// `f32` convolution without bias for the plaintext engine; `cols` is reusable scratch.
 pub fn conv2d_f32(
+    g: &ConvGeometry,
+    weights: &[f32],
+    input: &[f32],
+    batch: usize,
+    threads: usize,
+    cols: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    conv2d_grouped_f32(g, 1, weights, input, batch, threads, cols, out);
+}
+
+/// [`conv2d_f32`] for a convolution of `groups` groups (weights laid out as
+/// [`ConvKernel::grouped`]'s).
+#[allow(clippy::too_many_arguments, reason = "the engine's buffers are passed in, not owned here")]
+pub fn conv2d_grouped_f32(
     g: &ConvGeometry,
     groups: usize,
     weights: &[f32],
@@ -419,7 +432,7 @@ mod tests {
         let wf: Vec<f32> = w.iter().map(|&v| (v % 5) as f32).collect();
         let o = g.output().unwrap();
         let mut out = vec![0.0; batch * o.len()];
-        conv2d_f32(&g, groups, &wf, &xf, batch, 2, &mut Vec::new(), &mut out);
+        conv2d_grouped_f32(&g, groups, &wf, &xf, batch, 2, &mut Vec::new(), &mut out);
         assert_eq!(out, reference::conv2d_f32(&g, groups, &wf, &xf, batch));
     }
 

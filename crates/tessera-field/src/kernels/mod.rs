@@ -18,5 +18,5 @@ pub mod pool;
 pub mod reference;
 pub mod shapes;
 
-pub use conv::{ConvGeometry, ConvKernel, conv2d_f32, conv2d_zt};
+pub use conv::{ConvGeometry, ConvKernel, conv2d_f32, conv2d_grouped_f32, conv2d_zt};
 pub use geometry::{ImageShape, Window2d};
