@@ -644,7 +644,7 @@ impl Builder {
             return Err(ctx.attr_err("group", format!("{groups} does not divide the {o} filters")));
         }
         let groups = groups as usize;
-        if input.c != c * groups {
+        if c.checked_mul(groups) != Some(input.c) {
             return Err(ctx.shape_err(format!(
                 "weights expect {c} input channels per group × {groups} groups, the input has {}",
                 input.c
@@ -949,6 +949,9 @@ impl Builder {
             .ok_or_else(|| ctx.attr_err("axes", "missing: which axes would depend on the batch size"))?;
         let axes = self.tensor_i64(ctx, name)?;
         let rank = if ctx.op == "Squeeze" { dims.len() } else { dims.len() + axes.len() } as i64;
+        if axes.len() > dims.len().max(4) {
+            return Err(ctx.attr_err("axes", format!("{} axes for a value of rank {}", axes.len(), dims.len())));
+        }
         let mut axes: Vec<i64> = axes.iter().map(|&a| if a < 0 { a + rank } else { a }).collect();
         axes.sort_unstable();
         let bad = |detail: String| ctx.attr_err("axes", detail);
