@@ -8,6 +8,7 @@ use zeroize::Zeroize;
 
 use crate::zt;
 
+use super::depthwise::depthwise;
 use super::geometry::{ImageShape, Window2d};
 use super::im2col::Im2col;
 use super::limbs::LimbPlan;
@@ -205,8 +206,8 @@ fn columns<T: Copy + Default + Send + Sync>(g: &ConvGeometry, blocks: Blocks<'_,
 
 /// `prod = W · columns(blocks)` for a convolution of `groups` groups: one product per group,
 /// over its channels of every block, into its filters' rows of `prod`
-/// (`out_channels × (planes · batch · P)`).
-fn grouped_product<T: GemmScalar>(
+/// (`out_channels × (planes · batch · P)`); direct loops where a group has one channel.
+fn grouped_product<T: GemmScalar + Zeroize>(
     g: &ConvGeometry,
     groups: usize,
     weights: &[T],
@@ -216,6 +217,9 @@ fn grouped_product<T: GemmScalar>(
     prod: &mut [T],
 ) {
     let group = g.group(groups).expect("groups checked at construction");
+    if groups > 1 && group.input.c == 1 {
+        return depthwise(g, weights, blocks.count(), |i| blocks.block(i, g.input.len()), threads, prod);
+    }
     let n = blocks.count() * group.output().expect("geometry checked at construction").plane();
     let (rows, filters) = (group.out_channels * n, group.out_channels * group.terms());
     for (i, (w, out)) in weights.chunks(filters.max(1)).zip(prod.chunks_mut(rows.max(1))).enumerate() {
@@ -456,6 +460,14 @@ mod tests {
             300,
             22,
         );
+        // Large enough for the depthwise loops to split the filters between threads.
+        grouped_case(
+            ConvGeometry { input: ImageShape::new(64, 64, 64), out_channels: 64, window: w(3, 1, 1) },
+            64,
+            1,
+            1 << 11,
+            26,
+        );
         // Two and three groups of several channels, several filters each.
         grouped_case(
             ConvGeometry { input: ImageShape::new(4, 6, 6), out_channels: 6, window: w(3, 1, 1) },
@@ -544,6 +556,14 @@ mod tests {
             let g = ConvGeometry { input: ImageShape::new(c, h, w), out_channels: o, window: Window2d { kernel: [k, k], stride: [s, s], pads: [p; 4] } };
             prop_assume!(g.output().is_some());
             case(g, batch, 1 << 11, seed);
+        }
+
+        /// Groups of one channel (the depthwise loops) and of several (a product per group).
+        #[test]
+        fn random_grouped_geometries(groups in 2usize..5, cg in 1usize..3, og in 1usize..3, h in 1usize..9, w in 1usize..9, k in 1usize..4, s in 1usize..3, p in 0usize..2, batch in 1usize..3, seed: u64) {
+            let g = ConvGeometry { input: ImageShape::new(groups * cg, h, w), out_channels: groups * og, window: Window2d { kernel: [k, k], stride: [s, s], pads: [p; 4] } };
+            prop_assume!(g.output().is_some());
+            grouped_case(g, groups, batch, 1 << 11, seed);
         }
     }
 }

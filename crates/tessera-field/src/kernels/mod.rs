@@ -10,6 +10,7 @@
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 pub mod conv;
+mod depthwise;
 pub mod geometry;
 pub mod im2col;
 pub mod limbs;
