@@ -237,7 +237,7 @@ fn fold_avgpool(model: &Model, report: &mut MergeReport) -> Result<Model> {
     d.finish()
 }
 
-/// The linear layer node `i`'s output reaches through sole readers that `passes` lets through.
+/// The linear layer that node `i`'s output reaches through sole readers `passes` lets through.
 fn next_linear(d: &Draft, i: usize, passes: impl Fn(&Op) -> bool) -> Option<usize> {
     let mut cur = i + 1;
     while let Some(r) = d.sole_reader(cur) {

@@ -119,7 +119,8 @@ pub fn concat_into<T: Copy>(parts: &[&[T]], batch: usize, out: &mut [T], map: im
     for b in 0..batch {
         for (k, part) in parts.iter().enumerate() {
             let len = part.len() / batch;
-            dst.by_ref().zip(&part[b * len..(b + 1) * len]).for_each(|(o, &v)| *o = map(k, v));
+            // The part first: `zip` stops on it without taking a slot from `dst`.
+            part[b * len..(b + 1) * len].iter().zip(dst.by_ref()).for_each(|(&v, o)| *o = map(k, v));
         }
     }
 }
@@ -132,5 +133,18 @@ pub fn pad_into<T: Copy>(x: &[T], s: tessera_field::kernels::ImageShape, pads: [
         for y in 0..s.h {
             o[(y + pads[0]) * ow + pads[1]..][..s.w].copy_from_slice(&i[y * s.w..][..s.w]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concatenation_interleaves_the_parts_image_by_image() {
+        let (a, b) = ([1, 2, 3, 4], [10, 20, 30, 40, 50, 60]);
+        let mut out = [0; 10];
+        concat_into(&[&a, &b], 2, &mut out, |k, v| if k == 1 { v + 1 } else { v });
+        assert_eq!(out, [1, 2, 11, 21, 31, 3, 4, 41, 51, 61]);
     }
 }
