@@ -2,7 +2,9 @@
 """Writes the ONNX import fixtures in crates/tessera-onnx/tests/fixtures/: small graphs in the
 shapes PyTorch's exporter emits (the `x.view(x.size(0), -1)` flatten, `torch.flatten` through a
 sliced shape, `F.pad` with its computed pads, a grouped convolution behind folded shape
-arithmetic), each with one input and onnxruntime's logits for it.
+arithmetic, reshapes and transposes that only relabel, channel concatenation, average pooling
+that excludes the padding, a depthwise-separable block, LeakyReLU), each with one input and
+onnxruntime's logits for it.
 
     python3 -m venv /tmp/venv && /tmp/venv/bin/pip install numpy onnx onnxruntime
     /tmp/venv/bin/python scripts/import_fixtures.py
@@ -171,11 +173,125 @@ def grouped_conv():
     return nodes, inits, 2
 
 
+def relabel_layout():
+    """Reshapes, transposes, squeezes and unsqueezes that move no data: `x.view(n, 4, 16, 1)`,
+    `.transpose(2, 3)`, a 1×1 convolution on the relabelled image, `torch.flatten`, then
+    `[:, :, None, None]`, `.permute(0, 2, 3, 1)` and `.squeeze(1).squeeze(1)` before the FC layer."""
+    nodes, inits = [], []
+    features(nodes, inits)
+    inits += [ints("unflat", [-1, 4, 16, 1]), weights("mix.w", 3, 4, 1, 1), weights("mix.b", 3),
+              ints("axes23", [2, 3]), ints("axes12", [1, 2]), weights("fc.w", 10, 48), weights("fc.b", 10)]
+    nodes += [
+        helper.make_node("Reshape", ["pool", "unflat"], ["rows"], name="/Reshape"),
+        helper.make_node("Transpose", ["rows"], ["cols"], name="/Transpose", perm=[0, 1, 3, 2]),
+        helper.make_node("Conv", ["cols", "mix.w", "mix.b"], ["mix"], name="/mix/Conv", kernel_shape=[1, 1]),
+        helper.make_node("Relu", ["mix"], ["mix_r"], name="/mix/Relu"),
+        helper.make_node("Flatten", ["mix_r"], ["flat"], name="/Flatten"),
+        helper.make_node("Unsqueeze", ["flat", "axes23"], ["img"], name="/Unsqueeze"),
+        helper.make_node("Transpose", ["img"], ["nhwc"], name="/Transpose_1", perm=[0, 2, 3, 1]),
+        helper.make_node("Squeeze", ["nhwc", "axes12"], ["vec"], name="/Squeeze"),
+        helper.make_node("Gemm", ["vec", "fc.w", "fc.b"], ["logits"], name="/fc/Gemm", transB=1),
+    ]
+    return nodes, inits, 1
+
+
+def channel_concat():
+    """`torch.cat([b(a), a, c(a)], dim=1)` with `a = relu(conv(x))`: two convolution outputs and
+    the activation they read, one after another along channels."""
+    nodes, inits = [], []
+    inits += [weights("a.w", 4, 1, 3, 3), weights("a.b", 4), weights("b.w", 3, 4, 3, 3), weights("b.b", 3),
+              weights("c.w", 2, 4, 3, 3), weights("c.b", 2), weights("fc.w", 10, 144), weights("fc.b", 10)]
+    conv = lambda i, w, o, name: helper.make_node("Conv", [i, f"{w}.w", f"{w}.b"], [o], name=name,
+                                                  kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    nodes += [
+        conv("x", "a", "a", "/a/Conv"),
+        helper.make_node("Relu", ["a"], ["a_r"], name="/a/Relu"),
+        conv("a_r", "b", "b", "/b/Conv"),
+        conv("a_r", "c", "c", "/c/Conv"),
+        helper.make_node("Concat", ["b", "a_r", "c"], ["cat"], name="/Concat", axis=1),
+        helper.make_node("Relu", ["cat"], ["cat_r"], name="/Relu"),
+        helper.make_node("MaxPool", ["cat_r"], ["pool"], name="/MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Flatten", ["pool"], ["flat"], name="/Flatten"),
+        helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], name="/fc/Gemm", transB=1),
+    ]
+    return nodes, inits, 1
+
+
+def avgpool_exclude_pad(then_conv=False):
+    """`nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)` after conv and ReLU, then
+    the FC layer (or, with `then_conv`, a convolution first: no layer to fold the per-position
+    divisors into, which the fixed-point model refuses by the pool's name)."""
+    nodes, inits = [], []
+    inits += [weights("conv.w", 4, 1, 3, 3), weights("conv.b", 4)]
+    nodes += [
+        helper.make_node("Conv", ["x", "conv.w", "conv.b"], ["conv"], name="/features/conv/Conv",
+                         kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["relu"], name="/features/relu/Relu"),
+        helper.make_node("AveragePool", ["relu"], ["pool"], name="/features/pool/AveragePool", kernel_shape=[3, 3],
+                         strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=0),
+    ]
+    if then_conv:
+        inits += [weights("conv2.w", 4, 4, 3, 3), weights("conv2.b", 4)]
+        nodes += [
+            helper.make_node("Conv", ["pool", "conv2.w", "conv2.b"], ["conv2"], name="/features/conv2/Conv",
+                             kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["conv2"], ["pooled"], name="/features/relu2/Relu"),
+        ]
+    nodes.append(helper.make_node("Flatten", ["pooled" if then_conv else "pool"], ["flat"], name="/Flatten"))
+    classifier(nodes, inits, "flat")
+    return nodes, inits, 1
+
+
+def depthwise_separable():
+    """A MobileNet block on a 3-channel input: conv 3→8, ReLU, depthwise 3×3 (`groups=8`), ReLU,
+    pointwise 1×1 8→6, ReLU, max pool, FC."""
+    nodes, inits = [], []
+    inits += [weights("stem.w", 8, 3, 3, 3), weights("stem.b", 8), weights("dw.w", 8, 1, 3, 3), weights("dw.b", 8),
+              weights("pw.w", 6, 8, 1, 1), weights("pw.b", 6), weights("fc.w", 10, 96), weights("fc.b", 10)]
+    nodes += [
+        helper.make_node("Conv", ["x", "stem.w", "stem.b"], ["stem"], name="/stem/Conv", kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["stem"], ["stem_r"], name="/stem/Relu"),
+        helper.make_node("Conv", ["stem_r", "dw.w", "dw.b"], ["dw"], name="/block/dw/Conv", kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1], group=8),
+        helper.make_node("Relu", ["dw"], ["dw_r"], name="/block/dw/Relu"),
+        helper.make_node("Conv", ["dw_r", "pw.w", "pw.b"], ["pw"], name="/block/pw/Conv", kernel_shape=[1, 1]),
+        helper.make_node("Relu", ["pw"], ["pw_r"], name="/block/pw/Relu"),
+        helper.make_node("MaxPool", ["pw_r"], ["pool"], name="/pool/MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Flatten", ["pool"], ["flat"], name="/Flatten"),
+        helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], name="/fc/Gemm", transB=1),
+    ]
+    return nodes, inits, 3
+
+
+def leaky_relu():
+    """`nn.LeakyReLU(0.1)` in place of the ReLU: the f32 engine runs it; the fixed-point model
+    refuses it by name."""
+    nodes, inits = [], []
+    inits += [weights("conv.w", 4, 1, 3, 3), weights("conv.b", 4)]
+    nodes += [
+        helper.make_node("Conv", ["x", "conv.w", "conv.b"], ["conv"], name="/features/conv/Conv",
+                         kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("LeakyRelu", ["conv"], ["act"], name="/features/act/LeakyRelu", alpha=0.1),
+        helper.make_node("MaxPool", ["act"], ["pool"], name="/features/pool/MaxPool", kernel_shape=[2, 2],
+                         strides=[2, 2]),
+        helper.make_node("Flatten", ["pool"], ["flat"], name="/Flatten"),
+    ]
+    classifier(nodes, inits, "flat")
+    return nodes, inits, 1
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
+    # New fixtures go at the end: each draws from the one generator, so the earlier files stay
+    # byte for byte as they were.
     for name, build in [("view_flatten", view_flatten), ("sliced_flatten", sliced_flatten),
                         ("computed_pads", computed_pads), ("in_model_affine", in_model_affine),
-                        ("input_normalization", input_normalization), ("grouped_conv", grouped_conv)]:
+                        ("input_normalization", input_normalization), ("grouped_conv", grouped_conv),
+                        ("relabel_layout", relabel_layout), ("channel_concat", channel_concat),
+                        ("avgpool_exclude_pad", avgpool_exclude_pad),
+                        ("avgpool_exclude_pad_conv", lambda: avgpool_exclude_pad(then_conv=True)),
+                        ("depthwise_separable", depthwise_separable), ("leaky_relu", leaky_relu)]:
         nodes, inits, channels = build()
         # The graph input: the one name read but neither initialized nor produced.
         known = {t.name for t in inits} | {o for n in nodes for o in n.output}

@@ -41,6 +41,34 @@ BAYESIAN = [
 ]
 SAMPLES = [1, 2, 4, 8]
 
+SUPPORTED_OPS = """## Supported ONNX operators
+
+What `tessera_onnx` imports (opset 13–20), and where each op runs. Subgraphs of constants and the
+static input shape (`Shape`, `Gather`, `Unsqueeze`, `Squeeze`, `Concat`, `Slice`, `Cast`,
+`ConstantOfShape`, `Range`, `Reshape`, `Transpose`, arithmetic on them) are evaluated at import.
+A refusal names the node. *f32* is the plaintext engine (and the `plain` suite). *Fixed point* is
+the `Z_t` reference: what it runs, every secure suite runs — linear ops locally on shares in
+serpens-n and serpens-2, in verify's client (convolutions and FC layers offloaded and checked),
+in bayes' user (convolutions and FC layers under BFV on the server). What it refuses, every
+secure suite refuses, by the node's name (`NotFixedPoint`).
+
+| ONNX op | f32 | fixed point and every secure suite |
+|---|---|---|
+| `Conv` | yes | yes |
+| `Conv` with `group` > 1 (grouped, depthwise) | yes | yes: one product per group; verify checks it and bayes evaluates it as the ordinary convolution it equals (a depthwise layer then costs bayes `C` times its multiplications) |
+| `Gemm`, `MatMul` with constant weights | yes | yes |
+| `BatchNormalization`; `Add`, `Sub`, `Mul`, `Div` by a per-channel constant | yes | folded into the linear layer before it; refused where none precedes it (normalizing the input belongs in the model's mean and std metadata) |
+| `Add` of two activations | yes | yes |
+| `Concat` of activations along channels (`axis` 1) | yes | yes (local on shares) |
+| `Reshape`, `Flatten` (`axis` 1), `Transpose`, `Squeeze`, `Unsqueeze` that move no data (batch axis first, axes longer than 1 in their order; ranks 2 and 4) | yes | yes; others are refused at import |
+| `Pad` (constant zeros, spatial) | yes | yes (folded into the next convolution) |
+| `Relu` | yes | yes |
+| `MaxPool` (window ≤ 16) | yes | yes |
+| `AveragePool`, `GlobalAveragePool` | yes | `1/k` folded into the next linear layer (or the previous one) |
+| `AveragePool` with `count_include_pad` = 0 over padding | yes | each position's divisor folded into the FC layer reached through ReLUs and reshapes; refused otherwise ([arithmetic.md](arithmetic.md)) |
+| `LeakyRelu` | yes | refused: the suites' nonlinear protocols select slope 0 or 1 |
+| `Identity`, `Dropout` (inference), `Constant` | yes | yes |"""
+
 BAYESIAN_INTRO = """## Bayesian models (suite bayes)
 
 Trained by Bayes-by-backprop (`python training/bayes.py all`, in a PyTorch virtualenv outside the
@@ -142,6 +170,8 @@ def main():
     print("\n".join(details))
     print()
     print(bayesian_section())
+    print()
+    print(SUPPORTED_OPS)
 
 
 if __name__ == "__main__":

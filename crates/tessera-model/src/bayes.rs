@@ -139,7 +139,7 @@ mod tests {
 
     fn dense_model(weights: Vec<f32>) -> Model {
         let geometry = ConvGeometry::dense(weights.len() / 2, 2);
-        let linear = Linear { geometry, weight: weights, bias: Some(vec![0.0, 1.0]), dense: true };
+        let linear = Linear { geometry, groups: 1, weight: weights, bias: Some(vec![0.0, 1.0]), dense: true };
         Model::new(
             ImageShape::new(geometry.input.c, 1, 1),
             vec![("fc".into(), Op::Linear(linear), vec![0])],

@@ -57,7 +57,7 @@ impl FixedModel {
         let shifts = |truncate: bool| if truncate { input } else { 0 };
         match &self.ops[node] {
             FixedOp::Linear { kernel, bias } => {
-                let macs = kernel.geometry().macs() as u64;
+                let macs = kernel.macs() as u64;
                 OpCount { mul: macs, add: macs + if bias.is_some() { n } else { 0 }, other: 0 }
             }
             FixedOp::Relu { truncate } => OpCount { other: n + shifts(*truncate), ..Default::default() },
@@ -66,8 +66,12 @@ impl FixedModel {
                 ..Default::default()
             },
             FixedOp::SumPool { window } => OpCount { add: n * (window.size() as u64 - 1), ..Default::default() },
-            FixedOp::Flatten | FixedOp::Pad { .. } => OpCount::default(),
+            FixedOp::Reshape | FixedOp::Pad { .. } => OpCount::default(),
             FixedOp::Add { lift } => OpCount { mul: if lift.is_some() { n } else { 0 }, add: n, other: 0 },
+            FixedOp::Concat { lift } => {
+                let lifted = lift.iter().zip(&self.inputs[node]).filter(|(l, _)| **l);
+                OpCount { mul: lifted.map(|(_, &v)| self.value_shape(v).len() as u64).sum(), ..Default::default() }
+            }
         }
     }
 
@@ -95,12 +99,12 @@ pub fn node_cost(node: &Node) -> NodeCost {
     let n = node.shape.len() as u64;
     match &node.op {
         Op::Linear(l) => NodeCost {
-            macs: l.geometry.macs() as u64,
+            macs: l.macs() as u64,
             params: (l.weight.len() + l.bias.as_ref().map_or(0, Vec::len)) as u64,
             ..Default::default()
         },
         Op::BatchNorm { scale, .. } => NodeCost { macs: n, params: 2 * scale.len() as u64, ..Default::default() },
-        Op::Relu => NodeCost { relus: n, ..Default::default() },
+        Op::Relu | Op::LeakyRelu { .. } => NodeCost { relus: n, ..Default::default() },
         Op::MaxPool { window, relu } => NodeCost {
             relus: if *relu { n } else { 0 },
             comparisons: n * (window.size() as u64 - 1),

@@ -57,12 +57,18 @@ pub enum FixedOp {
         /// Window.
         window: Window2d,
     },
-    /// Reinterpretation as a flat vector.
-    Flatten,
+    /// Reinterpretation of the elements, in order, as another shape.
+    Reshape,
     /// Residual add; `lift` names the input (0 or 1) multiplied by `2^f_w` first.
     Add {
         /// Which input is lifted to product scale, if the scales differ.
         lift: Option<usize>,
+    },
+    /// Channel concatenation; the inputs at activation scale are multiplied by `2^f_w` first
+    /// when another is at product scale.
+    Concat {
+        /// Per input, whether it is lifted to product scale.
+        lift: Vec<bool>,
     },
     /// Zero padding.
     Pad {
@@ -117,7 +123,7 @@ impl FixedModel {
                     if l.dense {
                         geometry.input = ImageShape::new(geometry.input.len(), 1, 1);
                     }
-                    let kernel = ConvKernel::new(geometry, &q)
+                    let kernel = ConvKernel::grouped(geometry, l.groups, &q)
                         .ok_or_else(|| not_fixed(&node.name, "inconsistent weight shape"))?;
                     let bias = match &l.bias {
                         Some(b) => Some(
@@ -135,7 +141,7 @@ impl FixedModel {
                     Scale::Activation,
                 ),
                 Op::SumPool { window } => (FixedOp::SumPool { window: *window }, s),
-                Op::Flatten => (FixedOp::Flatten, s),
+                Op::Reshape { .. } => (FixedOp::Reshape, s),
                 Op::Pad { pads } => (FixedOp::Pad { pads: *pads }, s),
                 Op::Add => {
                     let t = scales[node.inputs[1]];
@@ -145,6 +151,11 @@ impl FixedModel {
                         _ => (FixedOp::Add { lift: Some(1) }, Scale::Product),
                     }
                 }
+                Op::Concat => {
+                    let all: Vec<Scale> = node.inputs.iter().map(|&v| scales[v]).collect();
+                    let out = if all.contains(&Scale::Product) { Scale::Product } else { Scale::Activation };
+                    (FixedOp::Concat { lift: all.iter().map(|&t| t != out).collect() }, out)
+                }
                 Op::BatchNorm { .. } => {
                     return Err(not_fixed(
                         &node.name,
@@ -153,8 +164,22 @@ impl FixedModel {
                          mean and std metadata",
                     ));
                 }
-                Op::AvgPool { .. } => {
+                Op::AvgPool { exclude_pad: false, .. } => {
                     return Err(not_fixed(&node.name, "average pool not folded into a linear layer"));
+                }
+                Op::AvgPool { exclude_pad: true, .. } => {
+                    return Err(not_fixed(
+                        &node.name,
+                        "an average pool whose divisors vary by position (count_include_pad = 0 over padding) \
+                         and no fully connected layer after it, through ReLUs and reshapes only, to take them \
+                         into its weights",
+                    ));
+                }
+                Op::LeakyRelu { .. } => {
+                    return Err(not_fixed(
+                        &node.name,
+                        "LeakyReLU: the secure suites' nonlinear protocols apply slopes 0 and 1 only",
+                    ));
                 }
             };
             ops.push(op);

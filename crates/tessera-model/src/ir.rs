@@ -2,7 +2,7 @@
 //!
 //! Value `0` is the model input; value `i + 1` is the output of node `i`. Every value is an
 //! image shape `C × H × W`; a flat vector of `K` features is `K × 1 × 1` with the same memory
-//! layout, so `Flatten` moves no data.
+//! layout, so a flatten moves no data.
 
 use tessera_field::kernels::{ConvGeometry, ImageShape, Window2d};
 
@@ -18,12 +18,27 @@ pub type ValueId = usize;
 pub struct Linear {
     /// Shape of the operation.
     pub geometry: ConvGeometry,
-    /// Weights, `out × in × kh × kw` (OIHW) or `out × in`, row-major.
+    /// Groups of channels: filter `o` reads only the input channels of group
+    /// `o / (out / groups)` (1 for an ordinary convolution, `in` for a depthwise one).
+    pub groups: usize,
+    /// Weights, `out × in/groups × kh × kw` (OIHW) or `out × in`, row-major.
     pub weight: Vec<f32>,
     /// One bias per output channel, if any.
     pub bias: Option<Vec<f32>>,
     /// Whether the layer came from a fully connected op (Gemm/MatMul).
     pub dense: bool,
+}
+
+impl Linear {
+    /// Weights per output channel.
+    pub fn terms_per_output(&self) -> usize {
+        self.geometry.terms() / self.groups.max(1)
+    }
+
+    /// Multiply-accumulates per image.
+    pub fn macs(&self) -> usize {
+        self.geometry.macs() / self.groups.max(1)
+    }
 }
 
 /// What a node computes.
@@ -47,20 +62,35 @@ pub enum Op {
         /// Whether a ReLU is fused in.
         relu: bool,
     },
-    /// Average pooling (zero padding counts toward the divisor).
+    /// Average pooling.
     AvgPool {
         /// Window.
         window: Window2d,
+        /// Whether each window divides by its positions inside the image only (ONNX
+        /// `count_include_pad = 0` where a window overlaps the padding), rather than by the
+        /// window's size.
+        exclude_pad: bool,
     },
     /// Sum pooling: an average pool whose `1/k` moved into a neighbouring linear layer.
     SumPool {
         /// Window.
         window: Window2d,
     },
-    /// Reinterpret `C × H × W` as `CHW × 1 × 1`.
-    Flatten,
+    /// Reinterpret the elements, in order, as `shape` (as many elements): a flatten, or any
+    /// reshape or transpose that moves no data.
+    Reshape {
+        /// The output shape.
+        shape: ImageShape,
+    },
     /// Element-wise sum of two values (residual connection).
     Add,
+    /// The inputs' channels one after another (same height and width).
+    Concat,
+    /// `x` where `x ≥ 0`, else `alpha · x`.
+    LeakyRelu {
+        /// Slope below zero.
+        alpha: f32,
+    },
     /// Zero padding of the spatial dimensions: top, left, bottom, right.
     Pad {
         /// Pads.
@@ -80,15 +110,17 @@ impl Op {
             Op::MaxPool { .. } => "MaxPool",
             Op::AvgPool { .. } => "AvgPool",
             Op::SumPool { .. } => "SumPool",
-            Op::Flatten => "Flatten",
+            Op::Reshape { .. } => "Reshape",
             Op::Add => "Add",
+            Op::Concat => "Concat",
+            Op::LeakyRelu { .. } => "LeakyRelu",
             Op::Pad { .. } => "Pad",
         }
     }
 
     /// Whether the node is nonlinear (needs an interactive protocol in the secure suites).
     pub fn is_nonlinear(&self) -> bool {
-        matches!(self, Op::Relu | Op::MaxPool { .. })
+        matches!(self, Op::Relu | Op::MaxPool { .. } | Op::LeakyRelu { .. })
     }
 }
 
@@ -190,9 +222,13 @@ fn infer_shape(name: &str, op: &Op, inputs: &[ValueId], shapes: &[ImageShape]) -
 
 /// The output shape of `op` on inputs of the given shapes, or why they do not fit.
 pub fn output_shape(name: &str, op: &Op, inputs: &[ImageShape]) -> Result<ImageShape> {
-    let want = if matches!(op, Op::Add) { 2 } else { 1 };
-    if inputs.len() != want {
-        return Err(shape_err(name, format!("expects {want} input(s), got {}", inputs.len())));
+    let arity_fits = match op {
+        Op::Add => inputs.len() == 2,
+        Op::Concat => !inputs.is_empty(),
+        _ => inputs.len() == 1,
+    };
+    if !arity_fits {
+        return Err(shape_err(name, format!("{} input(s) do not fit a {}", inputs.len(), op.kind())));
     }
     let x = inputs[0];
     let per_channel = |v: &[f32], what: &str| {
@@ -217,10 +253,13 @@ pub fn output_shape(name: &str, op: &Op, inputs: &[ImageShape]) -> Result<ImageS
             if !fits {
                 return Err(shape_err(name, format!("expects input {:?}, got {x:?}", g.input)));
             }
-            if l.weight.len() != g.out_channels * g.terms() {
+            if g.group(l.groups).is_none() || (l.dense && l.groups != 1) {
+                return Err(shape_err(name, format!("{} groups do not divide {g:?}", l.groups)));
+            }
+            if l.weight.len() != g.out_channels * l.terms_per_output() {
                 return Err(shape_err(
                     name,
-                    format!("weight has {} values, expected {}", l.weight.len(), g.out_channels * g.terms()),
+                    format!("weight has {} values, expected {}", l.weight.len(), g.out_channels * l.terms_per_output()),
                 ));
             }
             if l.bias.as_ref().is_some_and(|b| b.len() != g.out_channels) {
@@ -233,9 +272,16 @@ pub fn output_shape(name: &str, op: &Op, inputs: &[ImageShape]) -> Result<ImageS
             per_channel(shift, "shift")?;
             Ok(x)
         }
-        Op::Relu => Ok(x),
-        Op::MaxPool { window, .. } | Op::AvgPool { window } | Op::SumPool { window } => pooled(window),
-        Op::Flatten => Ok(ImageShape::new(x.len(), 1, 1)),
+        Op::Relu | Op::LeakyRelu { .. } => Ok(x),
+        Op::MaxPool { window, .. } | Op::AvgPool { window, .. } | Op::SumPool { window } => pooled(window),
+        Op::Reshape { shape } if shape.len() == x.len() => Ok(*shape),
+        Op::Reshape { shape } => Err(shape_err(name, format!("reshapes {x:?} to {shape:?}"))),
+        Op::Concat => {
+            if let Some(y) = inputs.iter().find(|y| (y.h, y.w) != (x.h, x.w)) {
+                return Err(shape_err(name, format!("concatenates {x:?} and {y:?} along channels")));
+            }
+            Ok(ImageShape::new(inputs.iter().map(|y| y.c).sum(), x.h, x.w))
+        }
         Op::Add => {
             let y = inputs[1];
             if x == y { Ok(x) } else { Err(shape_err(name, format!("adds {x:?} and {y:?}"))) }
@@ -252,13 +298,17 @@ mod tests {
     fn shapes_are_inferred_and_checked() {
         let conv = Linear {
             geometry: ConvGeometry { input: ImageShape::new(1, 8, 8), out_channels: 2, window: Window2d::square(3, 1) },
+            groups: 1,
             weight: vec![0.0; 18],
             bias: None,
             dense: false,
         };
         let m = Model::new(
             ImageShape::new(1, 8, 8),
-            vec![("c".into(), Op::Linear(conv.clone()), vec![0]), ("f".into(), Op::Flatten, vec![1])],
+            vec![
+                ("c".into(), Op::Linear(conv.clone()), vec![0]),
+                ("f".into(), Op::Reshape { shape: ImageShape::new(72, 1, 1) }, vec![1]),
+            ],
             2,
             ModelMeta::default(),
         )
@@ -272,5 +322,30 @@ mod tests {
             ModelMeta::default(),
         );
         assert!(matches!(bad, Err(ModelError::Shape { ref node, .. }) if node == "c"));
+    }
+
+    #[test]
+    fn concatenation_and_relabelling_check_their_shapes() {
+        let (a, b) = (ImageShape::new(2, 4, 4), ImageShape::new(3, 4, 4));
+        assert_eq!(output_shape("cat", &Op::Concat, &[a, b, a]).unwrap(), ImageShape::new(7, 4, 4));
+        let err = output_shape("cat", &Op::Concat, &[a, ImageShape::new(2, 4, 5)]).unwrap_err();
+        assert!(matches!(err, ModelError::Shape { ref node, .. } if node == "cat"));
+        assert!(output_shape("cat", &Op::Concat, &[]).is_err());
+        let to = |c, h, w| Op::Reshape { shape: ImageShape::new(c, h, w) };
+        assert_eq!(output_shape("view", &to(8, 1, 4), &[a]).unwrap(), ImageShape::new(8, 1, 4));
+        assert!(output_shape("view", &to(8, 1, 5), &[a]).is_err());
+        let conv = |groups, weights| {
+            Op::Linear(Linear {
+                geometry: ConvGeometry { input: a, out_channels: 4, window: Window2d::square(3, 1) },
+                groups,
+                weight: vec![0.0; weights],
+                bias: None,
+                dense: false,
+            })
+        };
+        // Two groups: each filter reads one of the two channels, 9 weights.
+        assert_eq!(output_shape("dw", &conv(2, 36), &[a]).unwrap(), ImageShape::new(4, 2, 2));
+        assert!(output_shape("dw", &conv(2, 72), &[a]).is_err());
+        assert!(output_shape("dw", &conv(3, 24), &[a]).is_err());
     }
 }

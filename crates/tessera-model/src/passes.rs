@@ -8,6 +8,14 @@
 //! * An average pool becomes a sum pool; its `1/k` moves into the next linear layer's weights
 //!   (positive scalings commute with ReLU and max pool), or into the previous linear layer when no
 //!   next one is reachable. The sum pool is exact in `Z_t`, the `1/k` would not be.
+//! * An average pool whose divisor varies by position (`count_include_pad = 0` over padding)
+//!   becomes a sum pool too when a fully connected layer follows it through ReLUs and reshapes
+//!   only: each position's `1/k` moves into the column of the weights that reads it. A
+//!   convolution, a pool or a concatenation on the way shares one weight among positions with
+//!   different divisors, so no such fold exists and the average pool stays (the fixed-point
+//!   model refuses it by name).
+
+use tessera_field::kernels::Window2d;
 
 use crate::error::Result;
 use crate::ir::{Model, Op, ValueId};
@@ -129,7 +137,7 @@ fn fold_batchnorm(model: &Model, report: &mut MergeReport) -> Result<Model> {
             continue;
         };
         let Op::Linear(l) = d.op_mut(j) else { continue };
-        let per_out = l.geometry.terms();
+        let per_out = l.terms_per_output();
         for (o, w) in l.weight.chunks_mut(per_out).enumerate() {
             w.iter_mut().for_each(|w| *w *= scale[o]);
         }
@@ -212,43 +220,79 @@ fn fuse_relu_maxpool(model: &Model, report: &mut MergeReport) -> Result<Model> {
 fn fold_avgpool(model: &Model, report: &mut MergeReport) -> Result<Model> {
     let mut d = Draft::new(model);
     for (i, node) in model.nodes().iter().enumerate() {
-        let Op::AvgPool { window } = node.op else {
+        let Op::AvgPool { window, exclude_pad } = node.op else {
             continue;
         };
-        let factor = 1.0 / window.size() as f32;
-        // Forward: through ops that commute with a positive scaling, to the next linear layer.
-        let mut cur = i + 1;
-        let mut target = None;
-        while let Some(r) = d.sole_reader(cur) {
-            match &model.nodes()[r].op {
-                Op::Linear(_) => {
-                    target = Some((r, false));
-                    break;
-                }
-                Op::Relu | Op::MaxPool { .. } | Op::SumPool { .. } | Op::Flatten | Op::Pad { .. } => cur = r + 1,
-                _ => break,
-            }
-        }
-        // Backward: into the producing linear layer, bias included.
-        if target.is_none() {
-            let v = node.inputs[0];
-            target = d
-                .producer(v)
-                .filter(|&j| d.sole_reader(v) == Some(i) && matches!(model.nodes()[j].op, Op::Linear(_)))
-                .map(|j| (j, true));
-        }
-        let Some((t, with_bias)) = target else {
-            continue;
+        let folded = if exclude_pad {
+            fold_position_divisors(&mut d, i, window)
+        } else {
+            fold_uniform_divisor(&mut d, i, window)
         };
-        if let Op::Linear(l) = d.op_mut(t) {
-            l.weight.iter_mut().for_each(|w| *w *= factor);
-            if with_bias && let Some(b) = &mut l.bias {
-                b.iter_mut().for_each(|b| *b *= factor);
-            }
+        if folded {
+            *d.op_mut(i) = Op::SumPool { window };
+            report.avgpools_folded += 1;
+            report.multiplications_saved += node.shape.len() as u64;
         }
-        *d.op_mut(i) = Op::SumPool { window };
-        report.avgpools_folded += 1;
-        report.multiplications_saved += node.shape.len() as u64;
     }
     d.finish()
+}
+
+/// The linear layer that node `i`'s output reaches through sole readers `passes` lets through.
+fn next_linear(d: &Draft, i: usize, passes: impl Fn(&Op) -> bool) -> Option<usize> {
+    let mut cur = i + 1;
+    while let Some(r) = d.sole_reader(cur) {
+        match &d.model.nodes()[r].op {
+            Op::Linear(_) => return Some(r),
+            op if passes(op) => cur = r + 1,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Moves average pool `i`'s `1/k` into the next linear layer (through ops that commute with a
+/// positive scaling), else into the linear layer that produces its input, bias included.
+fn fold_uniform_divisor(d: &mut Draft, i: usize, window: Window2d) -> bool {
+    let model = d.model;
+    let forward = next_linear(d, i, |op| {
+        matches!(op, Op::Relu | Op::MaxPool { .. } | Op::SumPool { .. } | Op::Reshape { .. } | Op::Pad { .. })
+    });
+    let v = model.nodes()[i].inputs[0];
+    let target = forward.map(|t| (t, false)).or_else(|| {
+        d.producer(v)
+            .filter(|&j| d.sole_reader(v) == Some(i) && matches!(model.nodes()[j].op, Op::Linear(_)))
+            .map(|j| (j, true))
+    });
+    let Some((t, with_bias)) = target else {
+        return false;
+    };
+    let factor = 1.0 / window.size() as f32;
+    if let Op::Linear(l) = d.op_mut(t) {
+        l.weight.iter_mut().for_each(|w| *w *= factor);
+        if with_bias && let Some(b) = &mut l.bias {
+            b.iter_mut().for_each(|b| *b *= factor);
+        }
+    }
+    true
+}
+
+/// Moves average pool `i`'s per-position divisors into the columns of the fully connected layer
+/// its output reaches through ReLUs and reshapes (which keep every element's flat index).
+fn fold_position_divisors(d: &mut Draft, i: usize, window: Window2d) -> bool {
+    let input = d.model.value_shape(d.model.nodes()[i].inputs[0]);
+    let Some(t) = next_linear(d, i, |op| matches!(op, Op::Relu | Op::Reshape { .. })) else {
+        return false;
+    };
+    let Op::Linear(l) = d.op_mut(t) else { return false };
+    if !l.dense {
+        return false;
+    }
+    let counts = window.inside_counts(input.h, input.w).expect("window checked when the model was built");
+    let features = l.terms_per_output();
+    for row in l.weight.chunks_mut(features) {
+        for (j, w) in row.iter_mut().enumerate() {
+            *w /= counts[j % counts.len()] as f32;
+        }
+    }
+    true
 }

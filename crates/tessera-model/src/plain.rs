@@ -3,7 +3,7 @@
 //! Convolutions run as im2col + GEMM through the same kernels as the `Z_t` engine; buffers are
 //! kept between runs so a query allocates nothing large.
 
-use tessera_field::kernels::conv::conv2d_f32;
+use tessera_field::kernels::conv::conv2d_grouped_f32;
 use tessera_field::kernels::pool::{max_pool_f32, sum_pool_f32};
 
 use crate::error::{ModelError, Result};
@@ -57,7 +57,7 @@ impl<'m> PlainEngine<'m> {
             out.resize(batch * node.shape.len(), 0.0);
             match &node.op {
                 Op::Linear(l) => {
-                    conv2d_f32(&l.geometry, &l.weight, x, batch, self.threads, &mut self.cols, out);
+                    conv2d_grouped_f32(&l.geometry, l.groups, &l.weight, x, batch, self.threads, &mut self.cols, out);
                     if let Some(b) = &l.bias {
                         let plane = node.shape.plane();
                         for (chunk, &bv) in out.chunks_mut(plane).zip(b.iter().cycle()) {
@@ -79,22 +79,49 @@ impl<'m> PlainEngine<'m> {
                         out.iter_mut().for_each(|v| *v = v.max(0.0));
                     }
                 }
-                Op::AvgPool { window } => {
+                Op::AvgPool { window, exclude_pad: false } => {
                     sum_pool_f32(x, in_shape, window, batch, out);
                     let k = 1.0 / window.size() as f32;
                     out.iter_mut().for_each(|v| *v *= k);
                 }
+                Op::AvgPool { window, exclude_pad: true } => {
+                    sum_pool_f32(x, in_shape, window, batch, out);
+                    let counts = window.inside_counts(in_shape.h, in_shape.w).expect("window checked at import");
+                    for plane in out.chunks_mut(counts.len()) {
+                        plane.iter_mut().zip(&counts).for_each(|(v, &k)| *v /= k as f32);
+                    }
+                }
                 Op::SumPool { window } => sum_pool_f32(x, in_shape, window, batch, out),
-                Op::Flatten => out.copy_from_slice(x),
+                Op::Reshape { .. } => out.copy_from_slice(x),
                 Op::Add => {
                     let y = &done[node.inputs[1]];
                     out.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (&a, &b))| *o = a + b);
+                }
+                Op::Concat => {
+                    let parts: Vec<&[f32]> = node.inputs.iter().map(|&v| &done[v][..]).collect();
+                    concat_into(&parts, batch, out, |_, v| v);
+                }
+                Op::LeakyRelu { alpha } => {
+                    out.iter_mut().zip(x).for_each(|(o, &v)| *o = if v < 0.0 { alpha * v } else { v });
                 }
                 Op::Pad { pads } => pad_into(x, in_shape, *pads, out, 0.0),
             }
             observe(i, out);
         }
         Ok(self.values[model.output()].clone())
+    }
+}
+
+/// Concatenates `batch` images of each of `parts` along channels into `out` (already sized),
+/// passing each value through `map(part index, value)`.
+pub fn concat_into<T: Copy>(parts: &[&[T]], batch: usize, out: &mut [T], map: impl Fn(usize, T) -> T) {
+    let mut dst = out.iter_mut();
+    for b in 0..batch {
+        for (k, part) in parts.iter().enumerate() {
+            let len = part.len() / batch;
+            // The part first: `zip` stops on it without taking a slot from `dst`.
+            part[b * len..(b + 1) * len].iter().zip(dst.by_ref()).for_each(|(&v, o)| *o = map(k, v));
+        }
     }
 }
 
@@ -106,5 +133,18 @@ pub fn pad_into<T: Copy>(x: &[T], s: tessera_field::kernels::ImageShape, pads: [
         for y in 0..s.h {
             o[(y + pads[0]) * ow + pads[1]..][..s.w].copy_from_slice(&i[y * s.w..][..s.w]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concatenation_interleaves_the_parts_image_by_image() {
+        let (a, b) = ([1, 2, 3, 4], [10, 20, 30, 40, 50, 60]);
+        let mut out = [0; 10];
+        concat_into(&[&a, &b], 2, &mut out, |k, v| if k == 1 { v + 1 } else { v });
+        assert_eq!(out, [1, 2, 11, 21, 31, 3, 4, 41, 51, 61]);
     }
 }

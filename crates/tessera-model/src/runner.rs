@@ -14,7 +14,7 @@ use zeroize::Zeroize;
 
 use crate::fixed::{FixedModel, FixedOp};
 use crate::nonlinear::NonlinearLayer;
-use crate::plain::pad_into;
+use crate::plain::{concat_into, pad_into};
 
 /// A layer the runner hands to its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,7 +191,7 @@ impl Runner {
                 sum_pool_zt(x, in_shape, window, batch, &mut y);
                 y
             }
-            FixedOp::Flatten => x.clone(),
+            FixedOp::Reshape => x.clone(),
             FixedOp::Pad { pads } => {
                 let mut y = vec![0; batch * shape.len()];
                 pad_into(x, in_shape, *pads, &mut y, 0);
@@ -205,6 +205,13 @@ impl Runner {
                     Some(1) => a.iter().zip(b).map(|(&p, &q)| zt::add(p, zt::mul_pow2(q, f_w))).collect(),
                     _ => a.iter().zip(b).map(|(&p, &q)| zt::add(p, q)).collect(),
                 }
+            }
+            FixedOp::Concat { lift } => {
+                let f_w = model.params.f_w();
+                let parts: Vec<&[u64]> = model.inputs[i].iter().map(|&v| &self.values[v][..]).collect();
+                let mut y = vec![0; batch * shape.len()];
+                concat_into(&parts, batch, &mut y, |k, v| if lift[k] { zt::mul_pow2(v, f_w) } else { v });
+                y
             }
             FixedOp::Relu { .. } | FixedOp::MaxPool { .. } => unreachable!("nonlinear layers are handed out"),
         }

@@ -402,6 +402,15 @@ impl Builder {
     }
 
     fn push(&mut self, ctx: &Ctx, op: Op, inputs: Vec<ValueId>) -> Result<()> {
+        let rank = match ctx.op {
+            "Gemm" | "MatMul" => 2,
+            _ => self.ranks[inputs[0]],
+        };
+        self.push_ranked(ctx, op, inputs, rank)
+    }
+
+    /// Pushes a node whose output has `rank` in ONNX.
+    fn push_ranked(&mut self, ctx: &Ctx, op: Op, inputs: Vec<ValueId>, rank: usize) -> Result<()> {
         // Infer the shape now, so that errors name the ONNX node.
         let input_shapes: Vec<ImageShape> = inputs.iter().map(|&v| self.shapes[v]).collect();
         let shape = output_shape(&ctx.name, &op, &input_shapes).map_err(|e| match e {
@@ -416,10 +425,6 @@ impl Builder {
                 maximum: self.limits.max_tensor_elements,
             });
         }
-        let rank = match ctx.op {
-            "Flatten" | "Gemm" | "MatMul" | "Reshape" => 2,
-            _ => self.ranks[inputs[0]],
-        };
         self.nodes.push((ctx.name.clone(), op, inputs));
         self.shapes.push(shape);
         self.ranks.push(rank);
@@ -477,26 +482,41 @@ impl Builder {
                 let x = self.value(&ctx, 0)?;
                 ctx.require("ceil_mode", 0, 0)?;
                 let window = ctx.window(None)?;
-                if window.pads != [0; 4] && ctx.int("count_include_pad", 0) == 0 {
-                    return Err(ctx.attr_err("count_include_pad", "0 with padding is not a uniform average"));
-                }
-                self.push(&ctx, Op::AvgPool { window }, vec![x])
+                let s = self.shapes[x];
+                // Excluding the padding matters only where a window overlaps it.
+                let exclude_pad = ctx.int("count_include_pad", 0) == 0
+                    && window.inside_counts(s.h, s.w).is_some_and(|c| c.iter().any(|&k| k != window.size()));
+                self.push(&ctx, Op::AvgPool { window, exclude_pad }, vec![x])
             }
             "GlobalAveragePool" => {
                 let x = self.value(&ctx, 0)?;
                 let s = self.shapes[x];
                 self.push(
                     &ctx,
-                    Op::AvgPool { window: Window2d { kernel: [s.h, s.w], stride: [1, 1], pads: [0; 4] } },
+                    Op::AvgPool {
+                        window: Window2d { kernel: [s.h, s.w], stride: [1, 1], pads: [0; 4] },
+                        exclude_pad: false,
+                    },
                     vec![x],
                 )
             }
             "Flatten" => {
                 let x = self.value(&ctx, 0)?;
                 ctx.require("axis", 1, 1)?;
-                self.push(&ctx, Op::Flatten, vec![x])
+                self.relabel(&ctx, x, &[1, self.shapes[x].len() as i64])
             }
             "Reshape" => self.reshape(&ctx),
+            "Transpose" => self.transpose(&ctx),
+            "Squeeze" | "Unsqueeze" => self.squeeze(&ctx),
+            "Concat" => self.concat(&ctx),
+            "LeakyRelu" => {
+                let x = self.value(&ctx, 0)?;
+                let alpha = ctx.float("alpha", 0.01);
+                if !alpha.is_finite() {
+                    return Err(ctx.attr_err("alpha", format!("{alpha} is not finite")));
+                }
+                self.push(&ctx, Op::LeakyRelu { alpha }, vec![x])
+            }
             "Pad" => self.pad(&ctx),
             "Identity" | "Dropout" => {
                 // Exporters also route shared initializers through Identity: alias the constant.
@@ -608,7 +628,7 @@ impl Builder {
 
     fn conv(&mut self, ctx: &Ctx) -> Result<()> {
         let x = self.value(ctx, 0)?;
-        ctx.require("group", 1, 1)?;
+        let groups = ctx.int("group", 1);
         let wname = ctx.node.input.get(1).ok_or_else(|| ctx.shape_err("missing weights"))?;
         let (dims, weight) = self.tensor_f32(ctx, wname)?;
         let [o, c, kh, kw] = dims[..] else {
@@ -620,13 +640,20 @@ impl Builder {
         let window = ctx.window(Some([kh, kw]))?;
         let bias = self.bias(ctx, 2, o)?;
         let input = self.shapes[x];
-        if input.c != c {
-            return Err(ctx.shape_err(format!("weights expect {c} input channels, the input has {}", input.c)));
+        if groups < 1 || !o.is_multiple_of(groups as usize) {
+            return Err(ctx.attr_err("group", format!("{groups} does not divide the {o} filters")));
+        }
+        let groups = groups as usize;
+        if c.checked_mul(groups) != Some(input.c) {
+            return Err(ctx.shape_err(format!(
+                "weights expect {c} input channels per group × {groups} groups, the input has {}",
+                input.c
+            )));
         }
         let geometry = ConvGeometry { input, out_channels: o, window };
         let weight_sigma = self.sigma(ctx, wname, weight.len(), |s| s)?;
         self.posterior_of_next(ctx, weight_sigma, (1.0, 1.0), o)?;
-        self.push(ctx, Op::Linear(Linear { geometry, weight, bias, dense: false }), vec![x])
+        self.push(ctx, Op::Linear(Linear { geometry, groups, weight, bias, dense: false }), vec![x])
     }
 
     /// The standard deviations `<name>.sigma` of a weight tensor of `len` elements, laid out
@@ -726,7 +753,7 @@ impl Builder {
             return Err(ctx.shape_err(format!("weights expect {k} features, the input has {}", self.shapes[x].len())));
         }
         self.posterior_of_next(ctx, weight_sigma, scales, out)?;
-        self.push(ctx, Op::Linear(Linear { geometry, weight, bias, dense: true }), vec![x])
+        self.push(ctx, Op::Linear(Linear { geometry, groups: 1, weight, bias, dense: true }), vec![x])
     }
 
     fn gemm(&mut self, ctx: &Ctx) -> Result<()> {
@@ -856,12 +883,128 @@ impl Builder {
     fn reshape(&mut self, ctx: &Ctx) -> Result<()> {
         let x = self.value(ctx, 0)?;
         let name = ctx.node.input.get(1).ok_or_else(|| ctx.shape_err("missing shape"))?;
-        let shape = self.tensor_i64(ctx, name)?;
-        let k = self.shapes[x].len() as i64;
-        match shape[..] {
-            [n, f] if (-1..=1).contains(&n) && (f == k || f == -1) => self.push(ctx, Op::Flatten, vec![x]),
-            _ => Err(ctx.shape_err(format!("reshape to {shape:?} is not a flatten of {:?}", self.shapes[x]))),
+        let mut target = self.tensor_i64(ctx, name)?;
+        let dims = self.onnx_dims(x);
+        if ctx.int("allowzero", 0) == 0 {
+            // 0 copies the input's dimension at that axis.
+            for (i, t) in target.iter_mut().enumerate() {
+                if *t == 0 {
+                    *t = dims
+                        .get(i)
+                        .copied()
+                        .ok_or_else(|| ctx.shape_err(format!("0 at axis {i} past the input's rank")))?;
+                }
+            }
         }
+        let known = elements(target.iter().filter(|&&t| t != -1));
+        let total: i64 = dims.iter().product();
+        match (target.iter().filter(|&&t| t == -1).count(), known) {
+            (0, _) => {}
+            (1, Some(known)) if known > 0 && total % known == 0 => {
+                target.iter_mut().filter(|t| **t == -1).for_each(|t| *t = total / known)
+            }
+            _ => return Err(ctx.shape_err(format!("cannot infer the -1 of {target:?} for {dims:?}"))),
+        }
+        self.relabel(ctx, x, &target)
+    }
+
+    /// `Transpose` of an activation: only a permutation that keeps the batch axis first and the
+    /// axes longer than 1 in their order, which moves no data.
+    fn transpose(&mut self, ctx: &Ctx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        let dims = self.onnx_dims(x);
+        let perm: Vec<i64> = match ctx.ints("perm") {
+            Some(p) => p.to_vec(),
+            None => (0..dims.len() as i64).rev().collect(),
+        };
+        let mut seen = vec![false; dims.len()];
+        let valid = perm.len() == dims.len()
+            && perm
+                .iter()
+                .all(|&a| (0..dims.len() as i64).contains(&a) && !std::mem::replace(&mut seen[a as usize], true));
+        if !valid {
+            return Err(ctx.attr_err("perm", format!("{perm:?} is not a permutation of {} axes", dims.len())));
+        }
+        let moved: Vec<i64> = perm.iter().copied().filter(|&a| dims[a as usize] != 1).collect();
+        if perm[0] != 0 || moved.windows(2).any(|w| w[0] > w[1]) {
+            return Err(ctx.attr_err(
+                "perm",
+                format!("{perm:?} moves data of {dims:?} (only permutations that relabel are supported)"),
+            ));
+        }
+        let out: Vec<i64> = perm.iter().map(|&a| dims[a as usize]).collect();
+        self.relabel(ctx, x, &out)
+    }
+
+    /// `Squeeze` and `Unsqueeze` of an activation: unit axes removed or inserted, never the
+    /// batch axis.
+    fn squeeze(&mut self, ctx: &Ctx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        let mut dims = self.onnx_dims(x);
+        let name = ctx
+            .node
+            .input
+            .get(1)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| ctx.attr_err("axes", "missing: which axes would depend on the batch size"))?;
+        let axes = self.tensor_i64(ctx, name)?;
+        let rank = if ctx.op == "Squeeze" { dims.len() } else { dims.len() + axes.len() } as i64;
+        if axes.len() > dims.len().max(4) {
+            return Err(ctx.attr_err("axes", format!("{} axes for a value of rank {}", axes.len(), dims.len())));
+        }
+        let mut axes: Vec<i64> = axes.iter().map(|&a| if a < 0 { a + rank } else { a }).collect();
+        axes.sort_unstable();
+        let bad = |detail: String| ctx.attr_err("axes", detail);
+        if axes.first().is_some_and(|&a| a <= 0)
+            || axes.last().is_some_and(|&a| a >= rank)
+            || axes.windows(2).any(|w| w[0] == w[1])
+        {
+            return Err(bad(format!("{axes:?} must be distinct axes of rank {rank} after the batch axis")));
+        }
+        if ctx.op == "Squeeze" {
+            if let Some(&a) = axes.iter().find(|&&a| dims[a as usize] != 1) {
+                return Err(bad(format!("axis {a} of {dims:?} is not 1")));
+            }
+            axes.iter().rev().for_each(|&a| {
+                dims.remove(a as usize);
+            });
+        } else {
+            axes.iter().for_each(|&a| dims.insert(a as usize, 1));
+        }
+        self.relabel(ctx, x, &dims)
+    }
+
+    /// Value `x` read as the ONNX dims `target` (batch first): rank 2 or 4, as many elements.
+    fn relabel(&mut self, ctx: &Ctx, x: ValueId, target: &[i64]) -> Result<()> {
+        let dims = self.onnx_dims(x);
+        if target.iter().any(|&t| t < 1) || elements(target.iter()) != Some(dims.iter().product()) {
+            return Err(ctx.shape_err(format!("{dims:?} cannot be read as {target:?}")));
+        }
+        let d = |i: usize| target[i] as usize;
+        let shape = match target {
+            [1, _] => ImageShape::new(d(1), 1, 1),
+            [1, _, _, _] => ImageShape::new(d(1), d(2), d(3)),
+            _ => {
+                return Err(ctx.shape_err(format!(
+                    "{dims:?} read as {target:?}: only batch-first shapes of rank 2 (NK) or 4 (NCHW) are supported"
+                )));
+            }
+        };
+        self.push_ranked(ctx, Op::Reshape { shape }, vec![x], target.len())
+    }
+
+    /// Channel concatenation of activations (axis 1).
+    fn concat(&mut self, ctx: &Ctx) -> Result<()> {
+        let inputs = (0..ctx.node.input.len()).map(|i| self.value(ctx, i)).collect::<Result<Vec<_>>>()?;
+        let rank = *inputs.first().map(|&v| &self.ranks[v]).ok_or_else(|| ctx.shape_err("no inputs"))?;
+        if inputs.iter().any(|&v| self.ranks[v] != rank) {
+            return Err(ctx.shape_err("inputs of different ranks"));
+        }
+        let axis = ctx.int("axis", 0);
+        if axis != 1 && axis != 1 - rank as i64 {
+            return Err(ctx.attr_err("axis", format!("{axis} is not supported (only the channel axis, 1)")));
+        }
+        self.push_ranked(ctx, Op::Concat, inputs, rank)
     }
 
     fn pad(&mut self, ctx: &Ctx) -> Result<()> {
@@ -889,4 +1032,9 @@ impl Builder {
             _ => Err(ctx.attr_err("pads", format!("{p:?} is not a non-negative spatial padding of an NCHW tensor"))),
         }
     }
+}
+
+/// The number of elements of a tensor of `dims`, or `None` past `i64`.
+fn elements<'a>(mut dims: impl Iterator<Item = &'a i64>) -> Option<i64> {
+    dims.try_fold(1i64, |n, &d| n.checked_mul(d))
 }

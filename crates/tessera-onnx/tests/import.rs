@@ -166,7 +166,7 @@ fn reshape_pad_avgpool_matmul_add_identity() {
     g.initializer.push(tensor("mw", &[32, 3], &ramp(96, 0.05)));
     let model = import(&m).unwrap();
     let kinds: Vec<_> = model.nodes().iter().map(|n| n.op.kind()).collect();
-    assert_eq!(kinds, ["Pad", "Conv", "Relu", "Add", "AvgPool", "Flatten", "Dense"]);
+    assert_eq!(kinds, ["Pad", "Conv", "Relu", "Add", "AvgPool", "Reshape", "Dense"]);
     let (merged, report) = merge(&model).unwrap();
     assert_eq!((report.pads_folded, report.avgpools_folded), (1, 1));
     let x = ramp(64, 0.2);
@@ -237,7 +237,32 @@ fn refusals_name_the_problem() {
         matches!(refused(|m| graph(m).node[0].attribute.push(attr_ints("dilations", &[2, 2]))), ImportError::Attribute { node, attribute, .. } if node == "conv" && attribute == "dilations")
     );
     assert!(
-        matches!(refused(|m| graph(m).node[0].attribute.push(attr_int("group", 2))), ImportError::Attribute { attribute, .. } if attribute == "group")
+        matches!(refused(|m| graph(m).node[0].attribute.push(attr_int("group", 3))), ImportError::Attribute { node, attribute, .. } if node == "conv" && attribute == "group")
+    );
+    assert!(
+        matches!(refused(|m| graph(m).node[0].attribute.push(attr_int("group", 2))), ImportError::Shape { node, .. } if node == "conv")
+    );
+    // Layout ops on activations: only those that relabel.
+    let err =
+        refused(|m| graph(m).node[4] = node("nhwc", "Transpose", &["p"], "f", vec![attr_ints("perm", &[0, 2, 3, 1])]));
+    assert!(
+        matches!(&err, ImportError::Attribute { node, attribute, .. } if node == "nhwc" && attribute == "perm"),
+        "{err}"
+    );
+    let err = refused(|m| {
+        graph(m).initializer.push(ints_tensor("rank3", &[1, 2, 16]));
+        graph(m).node[4] = node("rows", "Reshape", &["p", "rank3"], "f", vec![]);
+    });
+    assert!(matches!(&err, ImportError::Shape { node, .. } if node == "rows"), "{err}");
+    let err = refused(|m| graph(m).node[4] = node("cat", "Concat", &["p", "p"], "f", vec![attr_int("axis", 2)]));
+    assert!(
+        matches!(&err, ImportError::Attribute { node, attribute, .. } if node == "cat" && attribute == "axis"),
+        "{err}"
+    );
+    let err = refused(|m| graph(m).node[4] = node("squeeze", "Squeeze", &["p"], "f", vec![]));
+    assert!(
+        matches!(&err, ImportError::Attribute { node, attribute, .. } if node == "squeeze" && attribute == "axes"),
+        "{err}"
     );
     assert!(
         matches!(refused(|m| graph(m).node[3].attribute.push(attr_int("ceil_mode", 1))), ImportError::Attribute { node, attribute, .. } if node == "pool" && attribute == "ceil_mode")

@@ -1,12 +1,14 @@
-//! 2-D convolution (NCHW, stride, zero padding, batch) as im2col + matrix product, over `Z_t`
-//! (exact, through limbs) and over `f32`. A fully connected layer is the same kernel on a
-//! `K × 1 × 1` image with a `1 × 1` window.
+//! 2-D convolution (NCHW, stride, zero padding, batch, groups) as im2col + matrix product, over
+//! `Z_t` (exact, through limbs) and over `f32`. A fully connected layer is the same kernel on a
+//! `K × 1 × 1` image with a `1 × 1` window; a grouped convolution is one product per group, each
+//! reading its group's channels of every image in place.
 
 use rayon::prelude::*;
 use zeroize::Zeroize;
 
 use crate::zt;
 
+use super::depthwise::depthwise;
 use super::geometry::{ImageShape, Window2d};
 use super::im2col::Im2col;
 use super::limbs::LimbPlan;
@@ -44,13 +46,30 @@ impl ConvGeometry {
     pub fn macs(&self) -> usize {
         self.output().map_or(0, |o| o.len() * self.terms())
     }
+
+    /// The geometry of one of `groups` groups (its share of the input and output channels), or
+    /// `None` when `groups` is 0 or does not divide both channel counts.
+    pub fn group(&self, groups: usize) -> Option<ConvGeometry> {
+        (groups > 0 && self.input.c.is_multiple_of(groups) && self.out_channels.is_multiple_of(groups)).then(|| {
+            ConvGeometry {
+                input: ImageShape::new(self.input.c / groups, self.input.h, self.input.w),
+                out_channels: self.out_channels / groups,
+                window: self.window,
+            }
+        })
+    }
 }
 
 /// Convolution weights for the exact `Z_t` kernel: small signed integers (fixed-point weights),
-/// `out_channels × terms`, row-major (OIHW flattened).
+/// `out_channels × terms / groups`, row-major (OIHW flattened, `I` the channels of one group).
+///
+/// Outside the kernel a grouped convolution reads as the ordinary convolution it equals:
+/// [`geometry`](Self::geometry) spans every channel and [`integer_weights`](Self::integer_weights)
+/// hold zeros where a filter does not read a channel.
 #[derive(Debug, Clone)]
 pub struct ConvKernel {
     geometry: ConvGeometry,
+    groups: usize,
     weights: Vec<f64>,
     plan: LimbPlan,
 }
@@ -58,8 +77,16 @@ pub struct ConvKernel {
 impl ConvKernel {
     /// Builds the kernel; `None` when the sizes disagree or the window does not fit.
     pub fn new(geometry: ConvGeometry, weights: &[i64]) -> Option<Self> {
-        geometry.output()?;
-        if weights.len() != geometry.out_channels * geometry.terms() {
+        Self::grouped(geometry, 1, weights)
+    }
+
+    /// Builds a kernel of `groups` groups: filter `o` reads the input channels of group
+    /// `o / (out_channels / groups)`. `None` when the sizes disagree, `groups` does not divide
+    /// both channel counts or the window does not fit.
+    pub fn grouped(geometry: ConvGeometry, groups: usize, weights: &[i64]) -> Option<Self> {
+        let group = geometry.group(groups)?;
+        group.output()?;
+        if weights.len() != geometry.out_channels * group.terms() {
             return None;
         }
         let max_abs = weights.iter().map(|w| w.unsigned_abs()).max().unwrap_or(0);
@@ -67,18 +94,43 @@ impl ConvKernel {
         if max_abs >= 1 << 40 {
             return None;
         }
-        let plan = LimbPlan::for_product(max_abs, geometry.terms());
-        Some(Self { geometry, weights: weights.iter().map(|&w| w as f64).collect(), plan })
+        let plan = LimbPlan::for_product(max_abs, group.terms());
+        Some(Self { geometry, groups, weights: weights.iter().map(|&w| w as f64).collect(), plan })
     }
 
-    /// The convolution's shape.
+    /// The convolution's shape (every channel, whatever the groups).
     pub fn geometry(&self) -> &ConvGeometry {
         &self.geometry
     }
 
-    /// The weights as integers, `out_channels × terms`, row-major (OIHW flattened).
+    /// Groups of channels (1 for an ordinary convolution).
+    pub fn groups(&self) -> usize {
+        self.groups
+    }
+
+    /// Multiply-accumulates per image the kernel performs (a group's filters read its channels
+    /// only).
+    pub fn macs(&self) -> usize {
+        self.geometry.macs() / self.groups
+    }
+
+    /// The weights as the ordinary convolution's, `out_channels × terms`, row-major (OIHW
+    /// flattened), zero where a filter does not read a channel.
     pub fn integer_weights(&self) -> Vec<i64> {
-        self.weights.iter().map(|&w| w as i64).collect()
+        let terms = self.geometry.terms();
+        let mut dense = vec![0; self.geometry.out_channels * terms];
+        for (o, (first, row)) in self.rows().enumerate() {
+            dense[o * terms + first..][..row.len()].iter_mut().zip(row).for_each(|(d, &w)| *d = w as i64);
+        }
+        dense
+    }
+
+    /// Each filter's weights, in filter order, with the term of the ordinary convolution its
+    /// first weight multiplies (the first of its group's channels).
+    fn rows(&self) -> impl Iterator<Item = (usize, &[f64])> {
+        let per_filter = self.geometry.terms() / self.groups;
+        let per_group = self.geometry.out_channels / self.groups;
+        self.weights.chunks(per_filter.max(1)).enumerate().map(move |(o, row)| ((o / per_group) * per_filter, row))
     }
 
     /// The same weights as a matrix product `W · X̂` over `columns` im2col columns (a `1 × 1`
@@ -98,8 +150,8 @@ impl ConvKernel {
         assert_eq!(r.len(), self.geometry.out_channels, "one coefficient per output channel");
         let terms = self.geometry.terms();
         let mut f = vec![0u64; terms];
-        for (row, &ro) in self.weights.chunks(terms).zip(r) {
-            for (acc, &w) in f.iter_mut().zip(row) {
+        for ((first, row), &ro) in self.rows().zip(r) {
+            for (acc, &w) in f[first..].iter_mut().zip(row) {
                 *acc = zt::add(*acc, zt::mul(ro, zt::from_i64(w as i64)));
             }
         }
@@ -112,44 +164,82 @@ impl ConvKernel {
     }
 }
 
-/// Column matrix for `batch` images of `planes` stacked operand planes (limbs, or 1 for f32):
-/// `terms × (planes · batch · P)`, plane `q` of image `b` at column block `q · batch + b`.
-/// Returns the number of columns.
-fn columns<T: Copy + Default + Send + Sync>(
-    g: &ConvGeometry,
-    src: &[T],
+/// The image blocks a product reads: `planes` stacked operand planes (limbs, or 1 for f32) of
+/// `batch` images, block `q · batch + b` starting at `src[(q · batch + b) · stride]`. The stride
+/// is the whole image's length; a group's blocks start at its first channel.
+#[derive(Clone, Copy)]
+struct Blocks<'a, T> {
+    src: &'a [T],
+    stride: usize,
     planes: usize,
     batch: usize,
-    cols: &mut Vec<T>,
-) -> usize {
-    let p = g.output().expect("geometry checked at construction").plane();
-    let n = planes * batch * p;
-    // Every element is overwritten below: only grow the buffer, never re-fill it.
-    cols.resize(g.terms() * n, T::default());
-    let image = g.input.len();
-    let plan = Im2col::new(g.input, g.window);
-    for blk in 0..planes * batch {
-        plan.fill(&src[blk * image..(blk + 1) * image], 0, p, cols, n, blk * p);
-    }
-    n
 }
 
-/// `prod = W · columns(src)`, `out_channels × (planes · batch · P)`. Where the AVX-512 kernel
+impl<'a, T> Blocks<'a, T> {
+    /// Blocks in all.
+    fn count(&self) -> usize {
+        self.planes * self.batch
+    }
+
+    /// Block `i`, `len` elements.
+    fn block(&self, i: usize, len: usize) -> &'a [T] {
+        &self.src[i * self.stride..][..len]
+    }
+
+    /// The same blocks from channel offset `offset` on.
+    fn from(self, offset: usize) -> Self {
+        Self { src: &self.src[offset..], ..self }
+    }
+}
+
+/// Column matrix of `blocks`: `terms × (planes · batch · P)`, block `i` at column block `i`.
+fn columns<T: Copy + Default + Send + Sync>(g: &ConvGeometry, blocks: Blocks<'_, T>, cols: &mut Vec<T>) {
+    let p = g.output().expect("geometry checked at construction").plane();
+    let n = blocks.count() * p;
+    // Every element is overwritten below: only grow the buffer, never re-fill it.
+    cols.resize(g.terms() * n, T::default());
+    let plan = Im2col::new(g.input, g.window);
+    for blk in 0..blocks.count() {
+        plan.fill(blocks.block(blk, g.input.len()), 0, p, cols, n, blk * p);
+    }
+}
+
+/// `prod = W · columns(blocks)` for a convolution of `groups` groups: one product per group,
+/// over its channels of every block, into its filters' rows of `prod`
+/// (`out_channels × (planes · batch · P)`); direct loops where a group has one channel.
+fn grouped_product<T: GemmScalar + Zeroize>(
+    g: &ConvGeometry,
+    groups: usize,
+    weights: &[T],
+    blocks: Blocks<'_, T>,
+    threads: usize,
+    cols: &mut Vec<T>,
+    prod: &mut [T],
+) {
+    let group = g.group(groups).expect("groups checked at construction");
+    if groups > 1 && group.input.c == 1 {
+        return depthwise(g, weights, blocks.count(), |i| blocks.block(i, g.input.len()), threads, prod);
+    }
+    let n = blocks.count() * group.output().expect("geometry checked at construction").plane();
+    let (rows, filters) = (group.out_channels * n, group.out_channels * group.terms());
+    for (i, (w, out)) in weights.chunks(filters.max(1)).zip(prod.chunks_mut(rows.max(1))).enumerate() {
+        conv_product(&group, w, blocks.from(i * group.input.len()), threads, cols, out);
+    }
+}
+
+/// `prod = W · columns(blocks)`, `out_channels × (planes · batch · P)`. Where the AVX-512 kernel
 /// runs, the columns are built panel by panel inside the product (never stored whole);
 /// elsewhere they go through `cols` and the `gemm` crate.
-#[allow(clippy::too_many_arguments, reason = "one private driver for both element types")]
 fn conv_product<T: GemmScalar>(
     g: &ConvGeometry,
     weights: &[T],
-    src: &[T],
-    planes: usize,
-    batch: usize,
+    blocks: Blocks<'_, T>,
     threads: usize,
     cols: &mut Vec<T>,
     prod: &mut [T],
 ) {
     let p = g.output().expect("geometry checked at construction").plane();
-    let (m, n, k) = (g.out_channels, planes * batch * p, g.terms());
+    let (m, n, k) = (g.out_channels, blocks.count() * p, g.terms());
     // Waking a second thread costs more than it saves below a few million multiply-adds.
     let threads = threads.clamp(1, 1 + m * n * k / (4 << 20));
     #[cfg(target_arch = "x86_64")]
@@ -162,14 +252,14 @@ fn conv_product<T: GemmScalar>(
         let [pt, pl, pb, pr] = g.window.pads;
         let (hp, wp) = (s.h + pt + pb, s.w + pl + pr);
         let plane_len = s.c * hp * wp;
-        let images = planes * batch;
+        let images = blocks.count();
         // The scratch buffer holds the padded images (zero borders, plus slack for the last
         // tile's reads); reusing it spares fresh pages on every call.
         let padded = cols;
         padded.clear();
         padded.resize(images * plane_len + T::NR + 2 * wp, T::default());
-        for (img, dst) in src.chunks(s.len()).zip(padded.chunks_mut(plane_len)) {
-            for (ch, plane) in img.chunks(s.plane()).enumerate() {
+        for (i, dst) in padded.chunks_mut(plane_len).take(images).enumerate() {
+            for (ch, plane) in blocks.block(i, s.len()).chunks(s.plane()).enumerate() {
                 for (y, line) in plane.chunks(s.w).enumerate() {
                     dst[ch * hp * wp + (y + pt) * wp + pl..][..s.w].copy_from_slice(line);
                 }
@@ -200,13 +290,13 @@ fn conv_product<T: GemmScalar>(
             while j < j0 + w {
                 let (blk, pos) = (j / p, j % p);
                 let len = (p - pos).min(j0 + w - j);
-                plan.fill(&src[blk * image..(blk + 1) * image], pos, len, panel, T::NR, j - j0);
+                plan.fill(blocks.block(blk, image), pos, len, panel, T::NR, j - j0);
                 j += len;
             }
         };
         return super::avx512::matmul_panels(m, n, k, weights, &fill, prod, threads);
     }
-    columns(g, src, planes, batch, cols);
+    columns(g, blocks, cols);
     matmul(m, n, k, weights, cols, prod, threads);
 }
 
@@ -243,7 +333,8 @@ pub fn conv2d_zt(kernel: &ConvKernel, input: &[u64], batch: usize, threads: usiz
         plan.split(input, limbs);
         let n = plan.count() * batch * p;
         prod.resize(m * n, 0.0);
-        conv_product(g, &kernel.weights, limbs, plan.count(), batch, threads, cols, prod);
+        let blocks = Blocks { src: &limbs[..], stride: g.input.len(), planes: plan.count(), batch };
+        grouped_product(g, kernel.groups, &kernel.weights, blocks, threads, cols, prod);
         let bp = batch * p;
         let combine = |(b, img): (usize, &mut [u64])| {
             for (o, plane) in img.chunks_mut(p).enumerate() {
@@ -270,16 +361,33 @@ pub fn conv2d_f32(
     cols: &mut Vec<f32>,
     out: &mut [f32],
 ) {
+    conv2d_grouped_f32(g, 1, weights, input, batch, threads, cols, out);
+}
+
+/// [`conv2d_f32`] for a convolution of `groups` groups (weights laid out as
+/// [`ConvKernel::grouped`]'s).
+#[allow(clippy::too_many_arguments, reason = "the engine's buffers are passed in, not owned here")]
+pub fn conv2d_grouped_f32(
+    g: &ConvGeometry,
+    groups: usize,
+    weights: &[f32],
+    input: &[f32],
+    batch: usize,
+    threads: usize,
+    cols: &mut Vec<f32>,
+    out: &mut [f32],
+) {
     let o = g.output().expect("geometry checked at construction");
     assert_eq!(input.len(), batch * g.input.len(), "conv2d_f32 input length");
     assert_eq!(out.len(), batch * o.len(), "conv2d_f32 output length");
     let (m, p) = (g.out_channels, o.plane());
+    let blocks = Blocks { src: input, stride: g.input.len(), planes: 1, batch };
     if batch == 1 {
-        conv_product(g, weights, input, 1, 1, threads, cols, out);
+        grouped_product(g, groups, weights, blocks, threads, cols, out);
         return;
     }
     let mut prod = vec![0.0f32; m * batch * p];
-    conv_product(g, weights, input, 1, batch, threads, cols, &mut prod);
+    grouped_product(g, groups, weights, blocks, threads, cols, &mut prod);
     scatter_batch(&prod, m, p, batch, out);
 }
 
@@ -302,22 +410,91 @@ mod tests {
     use rand_core::{RngCore, SeedableRng};
 
     fn case(g: ConvGeometry, batch: usize, wmax: i64, seed: u64) {
+        grouped_case(g, 1, batch, wmax, seed);
+    }
+
+    /// The fast kernels of `groups` groups against the naive references.
+    fn grouped_case(g: ConvGeometry, groups: usize, batch: usize, wmax: i64, seed: u64) {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let w: Vec<i64> =
-            (0..g.out_channels * g.terms()).map(|_| (rng.next_u64() % (2 * wmax as u64 + 1)) as i64 - wmax).collect();
+        let w: Vec<i64> = (0..g.out_channels * g.terms() / groups)
+            .map(|_| (rng.next_u64() % (2 * wmax as u64 + 1)) as i64 - wmax)
+            .collect();
         let x = zt::random_vec(&mut rng, batch * g.input.len());
-        let kernel = ConvKernel::new(g, &w).unwrap();
-        let expect = reference::conv2d_zt(&g, &w, &x, batch);
+        let kernel = ConvKernel::grouped(g, groups, &w).unwrap();
+        let expect = reference::conv2d_zt(&g, groups, &w, &x, batch);
         for threads in [1, 2] {
-            assert_eq!(conv2d_zt(&kernel, &x, batch, threads), expect, "{g:?} batch {batch} threads {threads}");
+            assert_eq!(
+                conv2d_zt(&kernel, &x, batch, threads),
+                expect,
+                "{g:?} groups {groups} batch {batch} threads {threads}"
+            );
         }
+        // The ordinary convolution the grouped one reads as outside the kernel is the same map.
+        assert_eq!(reference::conv2d_zt(&g, 1, &kernel.integer_weights(), &x, batch), expect, "{g:?} groups {groups}");
         // The f32 kernel agrees with a float reference on small values.
         let xf: Vec<f32> = (0..x.len()).map(|i| (i % 7) as f32 - 3.0).collect();
         let wf: Vec<f32> = w.iter().map(|&v| (v % 5) as f32).collect();
         let o = g.output().unwrap();
         let mut out = vec![0.0; batch * o.len()];
-        conv2d_f32(&g, &wf, &xf, batch, 2, &mut Vec::new(), &mut out);
-        assert_eq!(out, reference::conv2d_f32(&g, &wf, &xf, batch));
+        conv2d_grouped_f32(&g, groups, &wf, &xf, batch, 2, &mut Vec::new(), &mut out);
+        assert_eq!(out, reference::conv2d_f32(&g, groups, &wf, &xf, batch));
+    }
+
+    /// Grouped and depthwise convolutions on the direct, panel and portable paths; a kernel
+    /// that reads another group's channels (the weights of a group shifted by one) is caught.
+    #[test]
+    fn grouped_and_depthwise_match_the_reference() {
+        let w = |k, s, p| Window2d { kernel: [k, k], stride: [s, s], pads: [p; 4] };
+        // Depthwise: one filter per channel, wide rows (direct) and narrow ones (panels).
+        grouped_case(
+            ConvGeometry { input: ImageShape::new(6, 9, 20), out_channels: 6, window: w(3, 1, 1) },
+            6,
+            2,
+            1 << 11,
+            21,
+        );
+        grouped_case(
+            ConvGeometry { input: ImageShape::new(4, 7, 7), out_channels: 8, window: w(3, 2, 1) },
+            4,
+            3,
+            300,
+            22,
+        );
+        // Large enough for the depthwise loops to split the filters between threads.
+        grouped_case(
+            ConvGeometry { input: ImageShape::new(64, 64, 64), out_channels: 64, window: w(3, 1, 1) },
+            64,
+            1,
+            1 << 11,
+            26,
+        );
+        // Two and three groups of several channels, several filters each.
+        grouped_case(
+            ConvGeometry { input: ImageShape::new(4, 6, 6), out_channels: 6, window: w(3, 1, 1) },
+            2,
+            2,
+            1 << 11,
+            23,
+        );
+        grouped_case(
+            ConvGeometry { input: ImageShape::new(6, 5, 16), out_channels: 3, window: w(1, 1, 0) },
+            3,
+            1,
+            1 << 15,
+            24,
+        );
+        // Mutation: the same weights read as if each group took the next group's channels.
+        let g = ConvGeometry { input: ImageShape::new(4, 6, 6), out_channels: 4, window: w(3, 1, 1) };
+        let mut rng = ChaCha20Rng::seed_from_u64(25);
+        let weights: Vec<i64> = (0..4 * 9).map(|_| (rng.next_u64() % 41) as i64 - 20).collect();
+        let x = zt::random_vec(&mut rng, g.input.len());
+        let fast = conv2d_zt(&ConvKernel::grouped(g, 4, &weights).unwrap(), &x, 1, 1);
+        let shifted: Vec<u64> = x[g.input.plane()..].iter().chain(&x[..g.input.plane()]).copied().collect();
+        assert_eq!(fast, reference::conv2d_zt(&g, 4, &weights, &x, 1));
+        assert_ne!(fast, reference::conv2d_zt(&g, 4, &weights, &shifted, 1), "a shifted group must differ");
+        // Groups that do not divide the channels are refused.
+        assert!(ConvKernel::grouped(g, 3, &weights).is_none());
+        assert!(ConvKernel::grouped(g, 0, &weights).is_none());
     }
 
     /// The scratch keeps the last input's limbs until wiped; [`wipe_scratch`] leaves zeros.
@@ -330,7 +507,7 @@ mod tests {
         assert!(!scratch_is_wiped(), "the input's limbs stay in the scratch");
         wipe_scratch();
         assert!(scratch_is_wiped());
-        assert_eq!(conv2d_zt(&kernel, &x, 1, 1), reference::conv2d_zt(&g, &vec![1; 3 * g.terms()], &x, 1));
+        assert_eq!(conv2d_zt(&kernel, &x, 1, 1), reference::conv2d_zt(&g, 1, &vec![1; 3 * g.terms()], &x, 1));
     }
 
     #[test]
@@ -379,6 +556,14 @@ mod tests {
             let g = ConvGeometry { input: ImageShape::new(c, h, w), out_channels: o, window: Window2d { kernel: [k, k], stride: [s, s], pads: [p; 4] } };
             prop_assume!(g.output().is_some());
             case(g, batch, 1 << 11, seed);
+        }
+
+        /// Groups of one channel (the depthwise loops) and of several (a product per group).
+        #[test]
+        fn random_grouped_geometries(groups in 2usize..5, cg in 1usize..3, og in 1usize..3, h in 1usize..9, w in 1usize..9, k in 1usize..4, s in 1usize..3, p in 0usize..2, batch in 1usize..3, seed: u64) {
+            let g = ConvGeometry { input: ImageShape::new(groups * cg, h, w), out_channels: groups * og, window: Window2d { kernel: [k, k], stride: [s, s], pads: [p; 4] } };
+            prop_assume!(g.output().is_some());
+            grouped_case(g, groups, batch, 1 << 11, seed);
         }
     }
 }

@@ -67,4 +67,31 @@ impl Window2d {
     pub const fn size(&self) -> usize {
         self.kernel[0] * self.kernel[1]
     }
+
+    /// For each output position of an `h × w` input (row-major), how many of its window's
+    /// positions lie inside the image rather than in the padding; `None` when the window does
+    /// not fit.
+    pub fn inside_counts(&self, h: usize, w: usize) -> Option<Vec<usize>> {
+        let (oh, ow) = self.output_hw(h, w)?;
+        let inside = |o: usize, axis: usize, len: usize| {
+            let start = (o * self.stride[axis]) as isize - self.pads[axis] as isize;
+            let end = (start + self.kernel[axis] as isize).min(len as isize);
+            (end - start.max(0)).max(0) as usize
+        };
+        Some((0..oh).flat_map(|oy| (0..ow).map(move |ox| inside(oy, 0, h) * inside(ox, 1, w))).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inside_counts_skip_the_padding() {
+        let win = Window2d { kernel: [3, 3], stride: [2, 2], pads: [1, 1, 1, 1] };
+        // 5 × 5 input: output 3 × 3; corners see 2 × 2, edges 2 × 3, the centre 3 × 3.
+        assert_eq!(win.inside_counts(5, 5).unwrap(), vec![4, 6, 4, 6, 9, 6, 4, 6, 4]);
+        assert_eq!(Window2d::square(2, 2).inside_counts(4, 4).unwrap(), vec![4; 4]);
+        assert_eq!(Window2d::square(5, 1).inside_counts(4, 4), None);
+    }
 }

@@ -2,7 +2,7 @@
 
 /// The element types of [`matmul`]: `f32` and `f64`.
 #[cfg(target_arch = "x86_64")]
-pub trait GemmScalar: super::avx512::Avx512Scalar {
+pub trait GemmScalar: super::avx512::Avx512Scalar + std::ops::Mul<Output = Self> + std::ops::AddAssign {
     /// The additive identity.
     const ZERO: Self;
     /// The multiplicative identity.
@@ -11,7 +11,9 @@ pub trait GemmScalar: super::avx512::Avx512Scalar {
 
 /// The element types of [`matmul`]: `f32` and `f64`.
 #[cfg(not(target_arch = "x86_64"))]
-pub trait GemmScalar: Copy + Default + Send + Sync + 'static {
+pub trait GemmScalar:
+    Copy + Default + Send + Sync + 'static + std::ops::Mul<Output = Self> + std::ops::AddAssign
+{
     /// The additive identity.
     const ZERO: Self;
     /// The multiplicative identity.

@@ -10,6 +10,7 @@
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 pub mod conv;
+mod depthwise;
 pub mod geometry;
 pub mod im2col;
 pub mod limbs;
@@ -18,5 +19,5 @@ pub mod pool;
 pub mod reference;
 pub mod shapes;
 
-pub use conv::{ConvGeometry, ConvKernel, conv2d_f32, conv2d_zt};
+pub use conv::{ConvGeometry, ConvKernel, conv2d_f32, conv2d_grouped_f32, conv2d_zt};
 pub use geometry::{ImageShape, Window2d};
