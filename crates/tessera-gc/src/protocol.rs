@@ -224,6 +224,9 @@ pub struct GarblerAwaitProof {
     q: Zeroizing<Vec<Block>>,
     chi: Block,
 }
+/// One lane group's garbling: its tables, offline decoding and online decoding rows.
+type GarbledGroup = (Vec<Block>, Vec<u64>, Vec<(Block, u64)>);
+
 /// The garbler, producing table chunks.
 pub struct GarblerGarbling {
     core: GarblerCore,
@@ -360,7 +363,7 @@ impl GarblerGarbling {
         let (ands, cts_per) = (layer.z.and_gates(), layer.offline_cts());
         let starts: Vec<usize> = range.clone().step_by(LANES).collect();
         // Lane groups are independent: garble them on every core, keep their order.
-        let groups: Vec<(Vec<Block>, Vec<u64>, Vec<(Block, u64)>)> = starts
+        let groups: Vec<GarbledGroup> = starts
             .par_iter()
             .map(|&first| {
                 let n = (range.end - first).min(LANES);

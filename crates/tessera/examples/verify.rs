@@ -16,7 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = repo.join("examples/images/fashion-mnist-test00000-ankle-boot.png");
     let image = load_input(&path, model.merged.input_shape(), model.meta())?;
     let classes = model.meta().classes.clone();
-    let cluster = InProcessCluster::start(Suite::Verify, model, 0, ServeOptions { cheat: Cheat::FlipOne })?;
+    let cluster =
+        InProcessCluster::start(Suite::Verify, model, 0, ServeOptions { cheat: Cheat::FlipOne, ..Default::default() })?;
     let mut options = QueryOptions::default();
     options.verify.recompute_on_failure = true;
     let result = tokio::runtime::Runtime::new()?.block_on(cluster.query(&image, 1, &options))?;
