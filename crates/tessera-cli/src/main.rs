@@ -153,6 +153,9 @@ enum Command {
         /// clientserver: preprocessed queries kept per user connection (at least 1).
         #[arg(long, default_value_t = tessera::serve::DEFAULT_POOL, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
         pool: usize,
+        /// clientserver: GiB of preprocessed material kept over all connections.
+        #[arg(long, default_value_t = tessera::serve::DEFAULT_POOL_GIB, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+        pool_memory: usize,
         /// Cluster configuration.
         #[arg(long)]
         config: PathBuf,
@@ -213,8 +216,9 @@ fn run(command: Command) -> Result<()> {
     match command {
         Command::Inspect { model, json } => inspect(&load(&model)?, json),
         Command::Infer(args) => infer(*args),
-        Command::Serve { role, name, cheat, pool, config } => {
-            cluster::serve(role, name.as_deref(), ServeOptions { cheat: cheat.unwrap_or(Cheat::Honest), pool }, &config)
+        Command::Serve { role, name, cheat, pool, pool_memory, config } => {
+            let options = ServeOptions { cheat: cheat.unwrap_or(Cheat::Honest), pool, pool_bytes: pool_memory << 30 };
+            cluster::serve(role, name.as_deref(), options, &config)
         }
         Command::Certs { out, model, suite, holders, port } => cluster::certs(&out, &model, suite, holders, port),
         Command::Eval { plain, model, data, limit, samples, json } => {

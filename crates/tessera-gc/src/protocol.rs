@@ -139,6 +139,12 @@ impl Layer {
         n * self.z.values() * 8
     }
 
+    /// Bytes the evaluator keeps from the offline phase to the online one: the garbled tables
+    /// with their decoding, its OT labels and its offline shares.
+    pub fn evaluator_stored_bytes(&self) -> usize {
+        KEY_BYTES + self.table_bytes(self.instances) + 16 * self.real_ots() + 8 * self.values()
+    }
+
     /// Bytes the offline phase moves (both directions, payloads only).
     pub fn offline_bytes(&self) -> usize {
         POINT_BYTES * (1 + KAPPA) + KEY_BYTES + 16 * KAPPA * self.ot_words() + 48 + self.table_bytes(self.instances)
@@ -639,13 +645,6 @@ impl EvaluatorOffline {
     /// The layer.
     pub fn layer(&self) -> &Layer {
         &self.core.layer
-    }
-
-    /// Bytes the evaluator keeps until the online phase: the garbled tables with their
-    /// decoding, its OT labels and its offline shares.
-    pub fn stored_bytes(&self) -> usize {
-        let tables: usize = self.tables.iter().map(|(blocks, cts)| 16 * blocks.len() + 8 * cts.len()).sum();
-        KEY_BYTES + tables + 16 * self.t.len() + 8 * self.core.offline_shares.len()
     }
 
     /// Starts the online phase with the evaluator's shares `a`: the re-share chunks

@@ -29,14 +29,20 @@ pub struct ServeOptions {
     pub cheat: verify::Cheat,
     /// `clientserver`: preprocessed queries a server keeps per user connection.
     pub pool: usize,
+    /// `clientserver`: bytes of preprocessed material a server keeps over all connections.
+    pub pool_bytes: usize,
 }
 
 /// Preprocessed queries a `clientserver` server keeps per user connection by default.
 pub const DEFAULT_POOL: usize = 4;
 
+/// GiB of preprocessed material a `clientserver` server keeps over all connections by default
+/// (one MiniONN-CIFAR image's is 1.45 GB).
+pub const DEFAULT_POOL_GIB: usize = 8;
+
 impl Default for ServeOptions {
     fn default() -> Self {
-        Self { cheat: verify::Cheat::Honest, pool: DEFAULT_POOL }
+        Self { cheat: verify::Cheat::Honest, pool: DEFAULT_POOL, pool_bytes: DEFAULT_POOL_GIB << 30 }
     }
 }
 

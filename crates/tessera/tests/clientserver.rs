@@ -238,17 +238,19 @@ fn unprepared_reused_and_malformed_requests_are_typed_errors() {
     let (fixed, input) = encoded("minionn-mnist", "mnist-test-200-images.idx", 1);
     let he = Arc::new(HeParams::standard().unwrap());
     let rt = runtime(4);
-    // Runs a server with a pool of one on a fresh connection and `user` against it; returns the
-    // server's result.
-    let serve = |user: Box<dyn FnOnce(Channel) -> futures::future::BoxFuture<'static, ()> + Send>| {
-        let (ours, mut theirs) = Channel::pair("user", "server", std::time::Duration::from_secs(60), 1 << 30);
-        let server = ClientServerServer::new(fixed.clone(), he.clone(), 4, 1);
-        rt.block_on(async move {
-            let task = tokio::spawn(async move { server.serve("server", &mut theirs).await });
-            user(ours).await;
-            task.await.unwrap()
-        })
-    };
+    // Runs a server with a pool of one query and `budget` bytes on a fresh connection and `user`
+    // against it; returns the server's result.
+    let serve_within =
+        |budget: usize, user: Box<dyn FnOnce(Channel) -> futures::future::BoxFuture<'static, ()> + Send>| {
+            let (ours, mut theirs) = Channel::pair("user", "server", std::time::Duration::from_secs(60), 1 << 30);
+            let server = ClientServerServer::new(fixed.clone(), he.clone(), 4, 1, budget);
+            rt.block_on(async move {
+                let task = tokio::spawn(async move { server.serve("server", &mut theirs).await });
+                user(ours).await;
+                task.await.unwrap()
+            })
+        };
+    let serve = |user| serve_within(usize::MAX, user);
     let violation = |r: Result<(), SuiteError>| match r {
         Err(SuiteError::Protocol { peer, violation, .. }) => {
             assert_eq!(peer, "user");
@@ -282,6 +284,18 @@ fn unprepared_reused_and_malformed_requests_are_typed_errors() {
         })
     }));
     assert!(matches!(violation(r), Violation::OutOfRange { field: "preprocessed queries", value: 2, .. }));
+    // A preprocessing beyond the server's memory budget for material.
+    let needed = ClientServerServer::material_bytes(&fixed, 1).unwrap();
+    let (f, h) = (fixed.clone(), he.clone());
+    let r = serve_within(
+        needed - 1,
+        Box::new(move |mut ch| {
+            Box::pin(async move { assert!(clientserver::prepare("user", f, &h, &mut ch, 1).await.is_err()) })
+        }),
+    );
+    assert!(
+        matches!(violation(r), Violation::OutOfRange { value, max, .. } if value == needed as u64 && max == needed as u64 - 1)
+    );
     // Malformed preprocessing: a short request, a batch of 0, then ciphertexts of the wrong size.
     for (prepare, encrypted) in [(vec![1u8, 0], None), (vec![0u8; 4], None), (valid_prepare(&he), Some(vec![7u8; 100]))]
     {
@@ -325,7 +339,7 @@ fn pooled_material_serves_queries_in_any_order() {
     let reference = fixed.run_encoded(input.clone(), 2).unwrap();
     let he = Arc::new(HeParams::standard().unwrap());
     let (mut user, mut theirs) = Channel::pair("user", "server", std::time::Duration::from_secs(60), 1 << 30);
-    let server = ClientServerServer::new(fixed.clone(), he.clone(), 4, 2);
+    let server = ClientServerServer::new(fixed.clone(), he.clone(), 4, 2, usize::MAX);
     let images: Vec<&[u64]> = input.chunks(fixed.input_shape().len()).collect();
     let rt = runtime(4);
     let outcomes = rt.block_on(async {

@@ -66,7 +66,7 @@ pub async fn run_in_memory(
         taps
     });
     let [user_trace, server_trace] = settings.layer_shares.clone().map_or([None, None], |t| t.map(Some));
-    let server = ClientServerServer::new(model.clone(), he.clone(), MAX_BATCH, 1).traced(server_trace);
+    let server = ClientServerServer::new(model.clone(), he.clone(), MAX_BATCH, 1, usize::MAX).traced(server_trace);
     let task = tokio::spawn(async move { server.serve("server", &mut server_end).await });
     let outcome = async {
         let material = prepare_traced("user", model.clone(), he, &mut user, batch, user_trace).await?;

@@ -32,11 +32,13 @@
 //!   the fixed-point reference does, so the logits are **identical** to the reference's.
 //! * [`LOGITS`] S → U: S's share of the logits; [`REPORT`] S → U: its online cost report.
 //!
-//! **Leakage.** S sees `x − r_1` (uniform), ciphertexts, OT messages and garbled-circuit labels
-//! under U's fresh keys: nothing about the image. U sees `W_i u_i − s_i` (uniform, since `s_i`
-//! is), re-shares `a − c` (uniform, since `c` is S's), and the logits: nothing about the
-//! weights beyond what the logits reveal, and the architecture. Threat model and parameters:
-//! docs/suites/clientserver.md.
+//! **Leakage** (semi-honest parties). S sees `x − r_1` (uniform), ciphertexts, OT messages and
+//! garbled-circuit labels under U's fresh keys: nothing about the image. U sees `W_i u_i − s_i`
+//! (uniform, since `s_i` is), re-shares `a − c` (uniform, since `c` is S's), S's timings, and the
+//! logits: nothing about the weights beyond the logits, the architecture, the products' flooded
+//! noise (2^−29 per ciphertext) and the magnitudes the timings show. A user that deviates (noise
+//! it chooses in its ciphertexts, another garbled function) recovers the weights. Threat model,
+//! parameters and the exact leakage: docs/suites/clientserver.md.
 
 mod memory;
 mod server;

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tessera_field::kernels::conv2d_zt;
 use tessera_field::{seed::os_rng, zt};
@@ -26,7 +27,42 @@ pub struct ClientServerServer {
     he: Arc<HeParams>,
     max_batch: usize,
     pool: usize,
+    budget: Arc<Budget>,
     trace: Option<LayerTrace>,
+}
+
+/// The bytes of preprocessed material all of a server's connections may hold together: the
+/// garbled tables of one MiniONN-CIFAR image alone are 1.45 GB, so a count of queries per
+/// connection does not bound memory.
+#[derive(Debug)]
+struct Budget {
+    limit: usize,
+    held: AtomicUsize,
+}
+
+/// Bytes taken from a [`Budget`] while a preprocessing is built or kept; given back on drop
+/// (the query ran, or the connection ended).
+struct Reservation {
+    budget: Arc<Budget>,
+    bytes: usize,
+}
+
+impl Budget {
+    /// Takes `bytes` if they fit beside what is held; `None` otherwise.
+    fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Reservation> {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|&total| total <= self.limit)
+            })
+            .ok()
+            .map(|_| Reservation { budget: self.clone(), bytes })
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for ClientServerServer {
@@ -44,13 +80,32 @@ struct ServerMaterial {
     batch: usize,
     masks: Vec<Zeroizing<Vec<u64>>>,
     layers: Vec<EvaluatorOffline>,
+    _held: Reservation,
 }
 
 impl ClientServerServer {
     /// A server for `model` (merged, quantized) that takes queries of at most `max_batch`
-    /// images and keeps at most `pool` preprocessed queries per user connection.
-    pub fn new(model: Arc<FixedModel>, he: Arc<HeParams>, max_batch: usize, pool: usize) -> Self {
-        Self { model, he, max_batch, pool: pool.max(1), trace: None }
+    /// images, keeps at most `pool` preprocessed queries per user connection and at most
+    /// `pool_bytes` bytes of preprocessed material over all connections.
+    pub fn new(model: Arc<FixedModel>, he: Arc<HeParams>, max_batch: usize, pool: usize, pool_bytes: usize) -> Self {
+        let budget = Arc::new(Budget { limit: pool_bytes, held: AtomicUsize::new(0) });
+        Self { model, he, max_batch, pool: pool.max(1), budget, trace: None }
+    }
+
+    /// Bytes the server keeps for one preprocessed query of `batch` images: per nonlinear
+    /// layer its garbled tables, OT labels and offline shares; per linear layer its masks.
+    pub fn material_bytes(model: &FixedModel, batch: usize) -> Result<usize> {
+        let mut bytes = 0;
+        for task in schedule(model) {
+            bytes += match task {
+                Task::Linear(node) => {
+                    let kernel = model.linear_kernel(node as usize).expect("a linear node");
+                    8 * batch * kernel.geometry().output().expect("a valid layer").len()
+                }
+                Task::Nonlinear(layer) => gc_layer(&layer, batch)?.evaluator_stored_bytes(),
+            };
+        }
+        Ok(bytes)
     }
 
     /// Records the server's share of every nonlinear layer's input and output (in-memory test
@@ -107,6 +162,16 @@ impl ClientServerServer {
         let mut r = Reader::new(payload, &peer, "prepare");
         let batch = r.u32()? as usize;
         r.check_range("batch", batch, 1..=self.max_batch)?;
+        let bytes = Self::material_bytes(&self.model, batch)?;
+        let held = self.budget.reserve(bytes).ok_or_else(|| {
+            let held = self.budget.held.load(Ordering::Acquire);
+            r.error(Violation::OutOfRange {
+                field: "bytes of preprocessed material held by the server",
+                value: (held + bytes) as u64,
+                min: 0,
+                max: self.budget.limit as u64,
+            })
+        })?;
         let key = PublicKey::read(&self.he, &payload[4..]).map_err(|e| SuiteError::Protocol {
             peer: peer.clone(),
             message: "prepare",
@@ -141,7 +206,7 @@ impl ClientServerServer {
             rec.stage(node, self.model.node_name(node as usize), StageKind::Preprocess, &[user]);
         }
         send_reports(user, PREPARED, session, &[rec.finish()]).await?;
-        Ok(ServerMaterial { batch, masks, layers })
+        Ok(ServerMaterial { batch, masks, layers, _held: held })
     }
 
     async fn online(
@@ -153,7 +218,7 @@ impl ClientServerServer {
         payload: Vec<u8>,
     ) -> Result<()> {
         let mut rec = Recorder::new(name).counting_from(&[user]);
-        let ServerMaterial { batch, masks, layers } = material;
+        let ServerMaterial { batch, masks, layers, _held } = material;
         let n = batch * self.model.input_shape().len();
         let input = parse_wiped(payload, |p| {
             let mut r = Reader::new(p, user.peer(), "query");

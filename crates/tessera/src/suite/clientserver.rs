@@ -25,7 +25,7 @@ impl Deployment for ClientServer {
         }
         let (model, he) = (party.model.fixed()?, he_params()?);
         let frames = clientserver::frame_limits(&model, &he, MAX_BATCH)?;
-        let server = ClientServerServer::new(model, he, MAX_BATCH, party.options.pool);
+        let server = ClientServerServer::new(model, he, MAX_BATCH, party.options.pool, party.options.pool_bytes);
         Ok(Served::new(ClientServerService::new(party.name, server.into()), party, &[Role::User]).with_frames(frames))
     }
 
