@@ -43,16 +43,36 @@ pub struct MergeReport {
     pub relus_after: u64,
 }
 
+/// Which merging steps run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Merging {
+    /// Every step: what every suite runs.
+    #[default]
+    Full,
+    /// Only the steps the fixed-point model cannot do without (BatchNorm and average-pool
+    /// folds); pads stay layers and ReLUs stay apart from max pools. The same function: the
+    /// ablation that measures what the other steps save.
+    Required,
+}
+
 /// Runs every merging step and reports what changed.
 pub fn merge(model: &Model) -> Result<(Model, MergeReport)> {
+    merge_with(model, Merging::Full)
+}
+
+/// Runs the merging steps `merging` names and reports what changed.
+pub fn merge_with(model: &Model, merging: Merging) -> Result<(Model, MergeReport)> {
     let mut report = MergeReport {
         layers_before: model.nodes().len(),
         relus_before: crate::cost::relu_count(model),
         ..Default::default()
     };
-    let m = fold_batchnorm(model, &mut report)?;
-    let m = fold_pad(&m, &mut report)?;
-    let m = fuse_relu_maxpool(&m, &mut report)?;
+    let mut m = fold_batchnorm(model, &mut report)?;
+    if merging == Merging::Full {
+        m = fold_pad(&m, &mut report)?;
+        m = fuse_relu_maxpool(&m, &mut report)?;
+    }
     let m = fold_avgpool(&m, &mut report)?;
     report.layers_after = m.nodes().len();
     report.relus_after = crate::cost::relu_count(&m);

@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tessera_model::passes::Merging;
 use tessera_net::certs::{KeyUse, dev_cluster};
 use tessera_net::tls::Identity;
 
@@ -77,6 +78,10 @@ pub struct ClusterConfig {
     pub model: PathBuf,
     /// BLAKE3 of the model file, hex.
     pub model_hash: String,
+    /// Which merging steps every party runs on the model (all unless an ablation says
+    /// otherwise).
+    #[serde(default, skip_serializing_if = "is_full")]
+    pub merging: Merging,
     /// The cluster CA certificate (PEM).
     pub ca: PathBuf,
     /// Deadline of every receive, in milliseconds.
@@ -105,6 +110,10 @@ pub struct ClusterConfig {
 
 /// Sessions a server remembers per process to refuse their reuse (16 bytes and a name each).
 const SESSIONS_REMEMBERED: usize = 1 << 16;
+
+fn is_full(merging: &Merging) -> bool {
+    *merging == Merging::Full
+}
 
 fn default_timeout_ms() -> u64 {
     10_000
@@ -241,7 +250,7 @@ impl ClusterConfig {
     /// Loads the model and refuses it unless its hash is the agreed one.
     pub fn load_model(&self) -> Result<LoadedModel> {
         let path = self.resolve(&self.model);
-        let model = LoadedModel::load(&path)?;
+        let model = LoadedModel::load_merged(&path, self.merging)?;
         let actual = hex(&model.hash);
         if !actual.eq_ignore_ascii_case(&self.model_hash) {
             return Err(Error::ModelMismatch {
@@ -286,6 +295,7 @@ impl ClusterConfig {
             suite,
             model: model_abs,
             model_hash: hash,
+            merging: Merging::Full,
             ca: "ca.pem".into(),
             timeout_ms: default_timeout_ms(),
             max_frame_bytes: default_max_frame(),

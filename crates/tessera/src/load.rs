@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use tessera_model::calibrate::Calibration;
 use tessera_model::fixed::FixedModel;
-use tessera_model::passes::{MergeReport, merge};
+use tessera_model::passes::{MergeReport, Merging, merge_with};
 use tessera_model::{Model, ModelMeta, Posterior};
 use tessera_onnx::Limits;
 
@@ -40,7 +40,12 @@ pub fn calibration_path(model: &Path) -> PathBuf {
 impl LoadedModel {
     /// Imports, merges and attaches the calibration (if present) of the model at `path`.
     pub fn load(path: &Path) -> Result<Self> {
-        let mut model = Self::load_uncalibrated(path)?;
+        Self::load_merged(path, Merging::Full)
+    }
+
+    /// [`load`](Self::load) with only the merging steps `merging` names.
+    pub fn load_merged(path: &Path, merging: Merging) -> Result<Self> {
+        let mut model = Self::load_uncalibrated_merged(path, merging)?;
         let sidecar = calibration_path(path);
         model.calibration = match std::fs::read_to_string(&sidecar) {
             Ok(text) => Some(serde_json::from_str::<Calibration>(&text).map_err(|e| Error::Calibration {
@@ -59,6 +64,10 @@ impl LoadedModel {
     /// Imports and merges the model at `path`, ignoring any calibration beside it (to
     /// calibrate it afresh).
     pub fn load_uncalibrated(path: &Path) -> Result<Self> {
+        Self::load_uncalibrated_merged(path, Merging::Full)
+    }
+
+    fn load_uncalibrated_merged(path: &Path, merging: Merging) -> Result<Self> {
         let limits = Limits::default();
         let io = |e: std::io::Error| tessera_onnx::ImportError::Io {
             path: path.display().to_string(),
@@ -71,7 +80,7 @@ impl LoadedModel {
         // One read: the hash every party compares is of the bytes imported.
         let bytes = std::fs::read(path).map_err(io)?;
         let (original, posterior) = tessera_onnx::import_bytes_with_posterior(&bytes, &limits)?;
-        let (merged, report) = merge(&original)?;
+        let (merged, report) = merge_with(&original, merging)?;
         tracing::debug!(path = %path.display(), layers = merged.nodes().len(), "model loaded");
         Ok(Self {
             path: path.to_path_buf(),

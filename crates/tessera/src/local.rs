@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tessera_model::passes::Merging;
 use tessera_net::SessionId;
 
 use crate::cluster::{ClusterConfig, PartyConfig, dev_parties, hex};
@@ -46,6 +47,8 @@ pub struct LocalOptions {
     pub profile: Option<LinkProfile>,
     /// Receive deadline of every party (the configuration's default when `None`).
     pub timeout: Option<Duration>,
+    /// Which merging steps every party runs.
+    pub merging: Merging,
 }
 
 fn free_port() -> Result<u16> {
@@ -100,6 +103,7 @@ impl LocalCluster {
         if let Some(t) = options.timeout {
             config.timeout_ms = t.as_millis().max(1) as u64;
         }
+        config.merging = options.merging;
         config.save(&path)?;
         // The parties share this machine: each compute party (holder or server) gets its part
         // of the cores, so their thread pools do not fight over them.

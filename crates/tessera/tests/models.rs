@@ -154,6 +154,35 @@ fn merging_pass_keeps_f32_logits_on_real_images() {
     }
 }
 
+/// The ablation without the merging pass's optional steps (`tessera bench --no-merge`) keeps
+/// pads and ReLUs as layers of their own, and its fixed-point logits are identical: rounding
+/// commutes with the maximum and ReLU.
+#[test]
+fn required_merging_only_keeps_fixed_point_logits() {
+    use tessera_model::passes::Merging;
+    for case in CASES {
+        let path = repo().join("models").join(format!("{}.onnx", case.model));
+        let (full, ablated) =
+            (LoadedModel::load(&path).unwrap(), LoadedModel::load_merged(&path, Merging::Required).unwrap());
+        assert_eq!(ablated.report.relus_fused + ablated.report.pads_folded, 0, "{}", case.model);
+        assert_eq!(
+            ablated.merged.nodes().len(),
+            full.merged.nodes().len() + full.report.relus_fused + full.report.pads_folded,
+            "{}",
+            case.model
+        );
+        let data = Dataset::open(&repo().join("data").join(case.evalset)).unwrap();
+        let x = normalize(data.pixels(0..20), data.shape, full.meta());
+        let (a, b) = (full.fixed().unwrap(), ablated.fixed().unwrap());
+        assert_eq!(
+            a.run_encoded(a.encode_input(&x, 20).unwrap(), 20).unwrap(),
+            b.run_encoded(b.encode_input(&x, 20).unwrap(), 20).unwrap(),
+            "{}",
+            case.model
+        );
+    }
+}
+
 #[test]
 fn sample_images_are_classified_as_named() {
     let models =

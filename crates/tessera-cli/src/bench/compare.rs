@@ -14,6 +14,7 @@ use tessera::cluster::ClusterConfig;
 use tessera::cost::QueryCost;
 use tessera::emulate::LinkProfile;
 use tessera::local::{LocalCluster, LocalOptions};
+use tessera::model::passes::Merging;
 use tessera::model::plain::PlainEngine;
 use tessera::suites::serpens_2::Layout;
 use tessera::{LoadedModel, QueryOptions, Suite};
@@ -50,6 +51,11 @@ pub struct CompareArgs {
     /// (the default), seed (insecure: the key owner reconstructs the image; for comparison).
     #[arg(long, value_delimiter = ',', default_value = "hidden")]
     layouts: Vec<Layout>,
+    /// Ablation: every suite once more without the merging pass's optional steps (pads stay
+    /// layers, ReLUs stay apart from max pools; the BatchNorm and average-pool folds that fixed
+    /// point needs still run), to measure what those steps save.
+    #[arg(long)]
+    no_merge: bool,
     /// Links between the parties, one full run each: loopback, or an emulated lan or wan.
     #[arg(long, value_delimiter = ',', default_value = "loopback")]
     net: Vec<String>,
@@ -91,20 +97,25 @@ struct Config {
     holders: Option<usize>,
     samples: Option<usize>,
     layout: Layout,
+    merging: Merging,
 }
 
 impl Config {
     /// A configuration of `suite` with its defaults.
     fn of(suite: Suite) -> Self {
-        Self { suite, holders: None, samples: None, layout: Layout::default() }
+        Self { suite, holders: None, samples: None, layout: Layout::default(), merging: Merging::Full }
     }
 
     fn label(&self) -> String {
-        match (self.suite, self.holders, self.samples, self.layout) {
+        let label = match (self.suite, self.holders, self.samples, self.layout) {
             (Suite::SerpensN, Some(h), ..) => format!("serpens-n ({h} holders)"),
             (Suite::Bayes, _, Some(s), _) => format!("bayes (S = {s})"),
             (Suite::Serpens2, .., Layout::Seed) => "serpens-2 (seed layout, insecure)".into(),
             (suite, ..) => suite.to_string(),
+        };
+        match self.merging {
+            Merging::Full => label,
+            Merging::Required => format!("{label}, no merge"),
         }
     }
 }
@@ -259,7 +270,6 @@ pub fn run(args: CompareArgs) -> Result<()> {
     }
     let fixed = m.fixed()?;
     let x = query_input(&m, args.data.as_deref(), args.batch)?;
-    let names = |n: u32| fixed.node_name(n as usize).to_string();
     let (configs, skipped) = match &running {
         // The cluster's suite, with the first of --samples for bayes.
         Some(c) => {
@@ -312,8 +322,12 @@ pub fn run(args: CompareArgs) -> Result<()> {
             let target = match &running {
                 Some(c) => Target::Running(c),
                 None => {
-                    let options =
-                        LocalOptions { holders: config.holders.unwrap_or(0), profile: *profile, ..Default::default() };
+                    let options = LocalOptions {
+                        holders: config.holders.unwrap_or(0),
+                        profile: *profile,
+                        merging: config.merging,
+                        ..Default::default()
+                    };
                     let cluster = LocalCluster::start(launch.clone(), config.suite, &path, &options)
                         .with_context(|| format!("starting a local {} cluster", config.suite))?;
                     Target::Local(Box::new(cluster))
@@ -324,7 +338,17 @@ pub fn run(args: CompareArgs) -> Result<()> {
             query.verify.narrow_pad = !args.wide_pad;
             query.layout = config.layout;
             bar.set_message(format!("{} on {net}", config.label()));
-            let work = Workload { config: target.config(), model: &m, batch, options: &query };
+            let ablated;
+            let model = match config.merging {
+                Merging::Full => &m,
+                Merging::Required => {
+                    ablated = LoadedModel::load_merged(&path, Merging::Required)?;
+                    &ablated
+                }
+            };
+            let work = Workload { config: target.config(), model, batch, options: &query };
+            let config_fixed = model.fixed()?;
+            let names = |n: u32| config_fixed.node_name(n as usize).to_string();
             let local = Local { f32_cpu_ms: f32_cpu_ms.median, macs: cost.macs * batch as u64 };
             let measured = measure(&one_user, work, &names, &x, (args.warmup, args.runs), local, &bar)
                 .with_context(|| format!("{} on {net}", config.label()))?;
@@ -403,6 +427,11 @@ fn configurations(args: &CompareArgs, m: &LoadedModel) -> (Vec<Config>, Vec<Skip
             }
             Suite::Plain | Suite::Verify | Suite::ClientServer => configs.push(Config::of(suite)),
         }
+    }
+    if args.no_merge {
+        let ablations: Vec<Config> =
+            configs.iter().map(|c| Config { merging: Merging::Required, ..c.clone() }).collect();
+        configs.extend(ablations);
     }
     (configs, skipped)
 }
