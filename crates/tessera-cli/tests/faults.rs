@@ -203,27 +203,43 @@ fn a_killed_bayes_server_gives_a_typed_error_and_serves_after_restart() {
     assert_eq!(labels(&rt.block_on(query(&cluster.config, &model, &x, 2)).unwrap().logits), expected);
     let mut rng = rand::rng();
     for _ in 0..2 {
-        let config = cluster.config.clone();
-        let start = Instant::now();
-        let outcome = std::thread::scope(|s| {
-            let user = s.spawn(|| rt.block_on(query(&config, &model, &x, 2)));
-            std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
-            cluster.kill("server").unwrap();
-            user.join().unwrap()
-        });
-        match outcome {
-            Ok(r) => assert_eq!(labels(&r.logits), expected),
-            Err(e) => {
-                let text = e.to_string();
-                assert!(!text.is_empty() && !text.contains("panicked"), "{text}");
-                assert!(start.elapsed() < 2 * timeout, "error after {:?}: {text}", start.elapsed());
-                assert_eq!(e.fault(), Fault::Peer, "{text}");
-                assert!(text.contains("server"), "{text}");
-            }
-        }
-        cluster.restart("server").unwrap();
+        let after = Duration::from_millis(rng.random_range(0..300));
+        kill_server_mid_query(&rt, &mut cluster, &model, &x, after, timeout, |l| assert_eq!(labels(l), expected));
         assert_eq!(labels(&rt.block_on(query(&cluster.config, &model, &x, 2)).unwrap().logits), expected);
     }
+}
+
+/// Kills the party named `server` `after` the start of a query of the two images `x`: the user
+/// gets a typed error naming it, the peer's fault, within two `timeout`s (or its result, which
+/// `right` checks, if the kill came after); then restarts it.
+fn kill_server_mid_query(
+    rt: &tokio::runtime::Runtime,
+    cluster: &mut LocalCluster,
+    model: &LoadedModel,
+    x: &[f32],
+    after: Duration,
+    timeout: Duration,
+    right: impl Fn(&[f32]),
+) {
+    let config = cluster.config.clone();
+    let start = Instant::now();
+    let outcome = std::thread::scope(|s| {
+        let user = s.spawn(|| rt.block_on(query(&config, model, x, 2)));
+        std::thread::sleep(after);
+        cluster.kill("server").unwrap();
+        user.join().unwrap()
+    });
+    match outcome {
+        Ok(r) => right(&r.logits),
+        Err(e) => {
+            let text = e.to_string();
+            assert!(!text.is_empty() && !text.contains("panicked"), "{text}");
+            assert!(start.elapsed() < 2 * timeout, "error after {:?}: {text}", start.elapsed());
+            assert_eq!(e.fault(), Fault::Peer, "{text}");
+            assert!(text.contains("server"), "{text}");
+        }
+    }
+    cluster.restart("server").unwrap();
 }
 
 /// Suite clientserver across processes (mutual TLS): two models' logits equal the fixed-point
@@ -251,25 +267,8 @@ fn clientserver_is_exact_across_processes_and_recovers_from_a_killed_server() {
         }
         let mut rng = rand::rng();
         for _ in 0..2 {
-            let config = cluster.config.clone();
-            let start = Instant::now();
-            let outcome = std::thread::scope(|s| {
-                let user = s.spawn(|| rt.block_on(query(&config, &c.model, &c.x, 2)));
-                std::thread::sleep(Duration::from_millis(rng.random_range(0..1500)));
-                cluster.kill("server").unwrap();
-                user.join().unwrap()
-            });
-            match outcome {
-                Ok(r) => exact(&c, &r.logits),
-                Err(e) => {
-                    let text = e.to_string();
-                    assert!(!text.is_empty() && !text.contains("panicked"), "{text}");
-                    assert!(start.elapsed() < 2 * timeout, "error after {:?}: {text}", start.elapsed());
-                    assert_eq!(e.fault(), Fault::Peer, "{text}");
-                    assert!(text.contains("server"), "{text}");
-                }
-            }
-            cluster.restart("server").unwrap();
+            let after = Duration::from_millis(rng.random_range(0..1500));
+            kill_server_mid_query(&rt, &mut cluster, &c.model, &c.x, after, timeout, |l| exact(&c, l));
             exact(&c, &rt.block_on(query(&cluster.config, &c.model, &c.x, 2)).unwrap().logits);
         }
     }
