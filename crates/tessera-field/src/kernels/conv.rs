@@ -228,6 +228,7 @@ fn grouped_product<T: GemmScalar + Zeroize>(
 }
 
 /// The zero-padded copies of a convolution's input images that the direct kernels read.
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 struct Padded {
     /// Padded rows and columns.
@@ -237,6 +238,7 @@ struct Padded {
     plane_len: usize,
 }
 
+#[cfg(target_arch = "x86_64")]
 impl Padded {
     fn new(g: &ConvGeometry) -> Self {
         let [pt, pl, pb, pr] = g.window.pads;
@@ -410,6 +412,11 @@ pub fn conv2d_grouped_f32(
     assert_eq!(out.len(), batch * o.len(), "conv2d_f32 output length");
     let (m, p) = (g.out_channels, o.plane());
     let blocks = Blocks { src: input, stride: g.input.len(), planes: 1, batch };
+    #[cfg(target_arch = "x86_64")]
+    if groups == 1 && g.input.plane() == 1 && p == 1 && g.window.pads == [0; 4] && super::avx512::available() {
+        // A fully connected layer: one dot product per filter and image.
+        return super::avx512::dense_f32(m, g.terms(), weights, input, batch, out, threads);
+    }
     #[cfg(target_arch = "x86_64")]
     if groups == 1 && g.window.stride == [1, 1] && p > 1 && super::avx512::available() {
         return conv_rows_f32(g, weights, blocks, threads, cols, out);
@@ -586,6 +593,9 @@ mod tests {
         case(ConvGeometry { input: ImageShape::new(4, 6, 6), out_channels: 2, window: w(1, 1, 0) }, 2, 1 << 15, 3);
         case(ConvGeometry { input: ImageShape::new(4, 6, 6), out_channels: 3, window: w(1, 1, 0) }, 1, 1 << 20, 4);
         case(ConvGeometry::dense(50, 7), 4, 1 << 11, 5);
+        // Dense layers whose rows, terms and images leave partial blocks (one image, five).
+        case(ConvGeometry::dense(37, 9), 1, 1 << 11, 10);
+        case(ConvGeometry::dense(37, 9), 5, 1 << 11, 12);
         // Wide rows (direct kernel, several tiles per row) and one-vector rows (two rows per tile,
         // odd row count) for both element types.
         case(ConvGeometry { input: ImageShape::new(2, 5, 40), out_channels: 9, window: w(3, 1, 1) }, 2, 1 << 11, 7);
