@@ -305,7 +305,6 @@ pub fn conv_direct<T: Avx512Scalar>(
         a.len() >= m * k && c.len() >= m * n && padded.len() >= (images - 1) * plane_len + reach,
         "conv_direct sizes"
     );
-    let blocks = m.div_ceil(MR);
     let apack = pack_a(m, k, a);
     // Output rows one vector wide go two to a tile (they are contiguous in `c`).
     let lanes = nr / 2;
@@ -320,33 +319,204 @@ pub fn conv_direct<T: Avx512Scalar>(
             for ox0 in (0..ow).step_by(nr) {
                 let (w, second) =
                     if rows_per_tile == 2 { (ow * rows_per_tile.min(oh - oy), wp) } else { (nr.min(ow - ox0), lanes) };
-                let base = padded[img * plane_len + oy * wp + ox0..].as_ptr();
-                let col = img * oh * ow + oy * ow + ox0;
-                for k0 in (0..k).step_by(KC) {
-                    let kc = KC.min(k - k0);
-                    for blk in 0..blocks {
-                        let rows = MR.min(m - blk * MR);
-                        // SAFETY: `available()` was checked; every tap's vectors lie within
-                        // `padded` (the `reach` assertion); rows < m and col + w ≤ n stay inside
-                        // `c`, and units are disjoint output runs across tasks.
-                        unsafe {
-                            T::tile_direct(
-                                apack[blk * k * MR + k0 * MR..].as_ptr(),
-                                base,
-                                &offsets[k0..k0 + kc],
-                                second,
-                                out.at(blk * MR * n + col),
-                                n,
-                                rows,
-                                w,
-                                k0 > 0,
-                            )
-                        };
-                    }
-                }
+                let base = &padded[img * plane_len + oy * wp + ox0..];
+                // SAFETY: every tap's vectors lie within `padded` (the `reach` assertion);
+                // col + w ≤ n, and units are disjoint output runs across tasks.
+                unsafe { direct_column(m, &apack, offsets, base, second, out, img * oh * ow + oy * ow + ox0, n, w) };
             }
         }
     });
+}
+
+/// A stride-1 convolution computed along whole padded rows: for each of `images` padded images
+/// (`plane_len` elements apart, the last followed by at least `NR` readable elements) and each
+/// `j < span`, `c[img][o][j] = Σ_kk a[o][kk] · img[offsets[kk] + j]`, `c` holding `m × span`
+/// per image. With `j = oy·wp + ox` and `span = (oh − 1)·wp + ow`, the entries with `ox < ow`
+/// are the convolution's outputs; the others straddle two rows, and the caller drops them. Every
+/// tile covers `NR` consecutive positions whatever the row width, and no im2col is built.
+#[allow(clippy::too_many_arguments, reason = "the geometry of a direct convolution")]
+pub fn conv_direct_rows<T: Avx512Scalar>(
+    m: usize,
+    a: &[T],
+    padded: &[T],
+    plane_len: usize,
+    images: usize,
+    span: usize,
+    offsets: &[usize],
+    c: &mut [T],
+    threads: usize,
+) {
+    assert!(available(), "AVX-512F is required");
+    let (k, nr) = (offsets.len(), T::NR);
+    let reach = offsets.iter().max().copied().unwrap_or(0) + span + nr;
+    assert!(
+        images > 0
+            && a.len() >= m * k
+            && c.len() >= images * m * span
+            && padded.len() >= (images - 1) * plane_len + reach,
+        "conv_direct_rows sizes"
+    );
+    let apack = pack_a(m, k, a);
+    let tiles = span.div_ceil(nr);
+    let units = images * tiles;
+    let tasks = threads.clamp(1, units.max(1));
+    let out = OutPtr(c.as_mut_ptr());
+    run_tasks(tasks, |t| {
+        for unit in (t * units / tasks)..((t + 1) * units / tasks) {
+            let (img, j0) = (unit / tiles, unit % tiles * nr);
+            let base = &padded[img * plane_len + j0..];
+            // SAFETY: every tap's vectors lie within `padded` (the `reach` assertion); each
+            // image's block of `c` is `m × span` and j0 + w ≤ span; units are disjoint.
+            unsafe {
+                direct_column(
+                    m,
+                    &apack,
+                    offsets,
+                    base,
+                    nr / 2,
+                    OutPtr(out.at(img * m * span)),
+                    j0,
+                    span,
+                    nr.min(span - j0),
+                )
+            };
+        }
+    });
+}
+
+/// Columns `col .. col + w` of every row of `c` (row stride `ldc`) from the taps at `offsets`
+/// past `base` (`second` elements between a row's two vectors), `apack` as [`pack_a`] leaves it.
+///
+/// # Safety
+/// `base + offsets[kk] + second` has a vector of readable elements for every tap; `c` holds
+/// `m` rows of `ldc ≥ col + w` elements that no other task writes in these columns.
+#[allow(clippy::too_many_arguments, reason = "a register-tile kernel's operands")]
+unsafe fn direct_column<T: Avx512Scalar>(
+    m: usize,
+    apack: &[T],
+    offsets: &[usize],
+    base: &[T],
+    second: usize,
+    c: OutPtr<T>,
+    col: usize,
+    ldc: usize,
+    w: usize,
+) {
+    let k = offsets.len();
+    for k0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - k0);
+        for blk in 0..m.div_ceil(MR) {
+            let rows = MR.min(m - blk * MR);
+            // SAFETY: `available()` was checked by the callers; the extents are the caller's.
+            unsafe {
+                T::tile_direct(
+                    apack[blk * k * MR + k0 * MR..].as_ptr(),
+                    base.as_ptr(),
+                    &offsets[k0..k0 + kc],
+                    second,
+                    c.at(blk * MR * ldc + col),
+                    ldc,
+                    rows,
+                    w,
+                    k0 > 0,
+                )
+            };
+        }
+    }
+}
+
+/// Rows of `w` per block of [`dense_f32`].
+const DENSE_ROWS: usize = 4;
+
+/// A fully connected layer in `f32`: `c[b][o] = Σ_kk w[o][kk] · x[b][kk]` for row-major `w`
+/// (`m × k`) and `x` (`batch × k`), straight into `c` (`batch × m`). Each weight row is read
+/// where it lies (nothing is packed), four rows against four images at a time (one image at a
+/// time for a single one); blocks of rows are split between up to `threads` rayon tasks.
+pub fn dense_f32(m: usize, k: usize, w: &[f32], x: &[f32], batch: usize, c: &mut [f32], threads: usize) {
+    assert!(available(), "AVX-512F is required");
+    assert!(w.len() >= m * k && x.len() >= batch * k && c.len() >= batch * m, "dense_f32 sizes");
+    if m == 0 || batch == 0 {
+        return;
+    }
+    let units = m.div_ceil(DENSE_ROWS);
+    // Waking a second thread costs more than it saves below a few million multiply-adds.
+    let tasks = threads.clamp(1, 1 + m * k * batch / (4 << 20)).min(units);
+    let out = OutPtr(c.as_mut_ptr());
+    run_tasks(tasks, |t| {
+        for unit in (t * units / tasks)..((t + 1) * units / tasks) {
+            // Past the last row or image, a block repeats it; the repeats are not written.
+            let rows: [usize; DENSE_ROWS] = std::array::from_fn(|i| (unit * DENSE_ROWS + i).min(m - 1));
+            let row_ptrs = rows.map(|o| w[o * k..].as_ptr());
+            if batch == 1 {
+                // SAFETY: `available()` was checked; every pointer has `k` readable elements.
+                let sums = unsafe { dense_block::<1>(row_ptrs, [x.as_ptr()], k) };
+                write_block(&sums, &rows, &[0], m, out);
+                continue;
+            }
+            for b0 in (0..batch).step_by(4) {
+                let images: [usize; 4] = std::array::from_fn(|j| (b0 + j).min(batch - 1));
+                // SAFETY: as above.
+                let sums = unsafe { dense_block::<4>(row_ptrs, images.map(|b| x[b * k..].as_ptr()), k) };
+                write_block(&sums, &rows, &images, m, out);
+            }
+        }
+    });
+}
+
+/// Writes `sums[i][j]` to `c[images[j]][rows[i]]` (`c` is `batch × m`), each element once
+/// whatever the repeats in `rows` and `images`.
+fn write_block<const NB: usize>(
+    sums: &[[f32; NB]; DENSE_ROWS],
+    rows: &[usize; DENSE_ROWS],
+    images: &[usize; NB],
+    m: usize,
+    c: OutPtr<f32>,
+) {
+    for (i, (row, &o)) in sums.iter().zip(rows).enumerate() {
+        for (j, (&v, &b)) in row.iter().zip(images).enumerate() {
+            if (i == 0 || o != rows[i - 1]) && (j == 0 || b != images[j - 1]) {
+                // SAFETY: b < batch and o < m index `c` (checked in `dense_f32`); rows belong to
+                // one task, so no two tasks write the same element.
+                unsafe { *c.at(b * m + o) = v };
+            }
+        }
+    }
+}
+
+/// `Σ_kk w[i][kk] · x[j][kk]` for four weight rows and `NB` images, sixteen terms at a time.
+///
+/// # Safety
+/// The CPU supports AVX-512F; every pointer has `k` readable elements.
+#[target_feature(enable = "avx512f")]
+unsafe fn dense_block<const NB: usize>(
+    w: [*const f32; DENSE_ROWS],
+    x: [*const f32; NB],
+    k: usize,
+) -> [[f32; NB]; DENSE_ROWS] {
+    let mut acc = [[_mm512_setzero_ps(); NB]; DENSE_ROWS];
+    let mut xv = [_mm512_setzero_ps(); NB];
+    for kk in (0..k).step_by(16) {
+        let mask = if k - kk >= 16 { !0 } else { ((1u32 << (k - kk)) - 1) as __mmask16 };
+        // SAFETY: the mask keeps every load inside the `k` elements of its row.
+        unsafe {
+            for (v, p) in xv.iter_mut().zip(&x) {
+                *v = _mm512_maskz_loadu_ps(mask, p.add(kk));
+            }
+            for (row, p) in acc.iter_mut().zip(&w) {
+                let wv = _mm512_maskz_loadu_ps(mask, p.add(kk));
+                for (a, v) in row.iter_mut().zip(&xv) {
+                    *a = _mm512_fmadd_ps(wv, *v, *a);
+                }
+            }
+        }
+    }
+    let mut sums = [[0.0; NB]; DENSE_ROWS];
+    for (s, a) in sums.iter_mut().zip(&acc) {
+        for (s, a) in s.iter_mut().zip(a) {
+            *s = _mm512_reduce_add_ps(*a);
+        }
+    }
+    sums
 }
 
 /// `a` (`m × k`, row-major) packed as `[row block][kk][MR]`, zero rows past `m`.

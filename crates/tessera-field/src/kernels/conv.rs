@@ -227,6 +227,49 @@ fn grouped_product<T: GemmScalar + Zeroize>(
     }
 }
 
+/// The zero-padded copies of a convolution's input images that the direct kernels read.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Padded {
+    /// Padded rows and columns.
+    hp: usize,
+    wp: usize,
+    /// Elements per padded image (every channel).
+    plane_len: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Padded {
+    fn new(g: &ConvGeometry) -> Self {
+        let [pt, pl, pb, pr] = g.window.pads;
+        let (hp, wp) = (g.input.h + pt + pb, g.input.w + pl + pr);
+        Self { hp, wp, plane_len: g.input.c * hp * wp }
+    }
+
+    /// Copies every image of `blocks` into its padded place in `dst`, whose borders are already
+    /// zero.
+    fn copy_in<T: Copy>(&self, g: &ConvGeometry, blocks: Blocks<'_, T>, dst: &mut [T]) {
+        let s = g.input;
+        let [pt, pl, ..] = g.window.pads;
+        for (i, dst) in dst.chunks_mut(self.plane_len).take(blocks.count()).enumerate() {
+            for (ch, plane) in blocks.block(i, s.len()).chunks(s.plane()).enumerate() {
+                for (y, line) in plane.chunks(s.w).enumerate() {
+                    dst[ch * self.hp * self.wp + (y + pt) * self.wp + pl..][..s.w].copy_from_slice(line);
+                }
+            }
+        }
+    }
+
+    /// Where tap `(ch, ky, kx)` reads, from the top-left of a padded image, in tap order.
+    fn offsets(&self, g: &ConvGeometry) -> Vec<usize> {
+        let [kh, kw] = g.window.kernel;
+        let (hp, wp) = (self.hp, self.wp);
+        (0..g.input.c)
+            .flat_map(|ch| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| ch * hp * wp + ky * wp + kx)))
+            .collect()
+    }
+}
+
 /// `prod = W · columns(blocks)`, `out_channels × (planes · batch · P)`. Where the AVX-512 kernel
 /// runs, the columns are built panel by panel inside the product (never stored whole);
 /// elsewhere they go through `cols` and the `gemm` crate.
@@ -248,35 +291,22 @@ fn conv_product<T: GemmScalar>(
     // leave most lanes idle: those go through the packed im2col panels below).
     if g.window.stride == [1, 1] && (o.w >= T::NR || o.w == T::NR / 2) && super::avx512::available() {
         // Direct convolution over zero-padded copies of the images: no im2col at all.
-        let s = g.input;
-        let [pt, pl, pb, pr] = g.window.pads;
-        let (hp, wp) = (s.h + pt + pb, s.w + pl + pr);
-        let plane_len = s.c * hp * wp;
         let images = blocks.count();
         // The scratch buffer holds the padded images (zero borders, plus slack for the last
         // tile's reads); reusing it spares fresh pages on every call.
         let padded = cols;
         padded.clear();
-        padded.resize(images * plane_len + T::NR + 2 * wp, T::default());
-        for (i, dst) in padded.chunks_mut(plane_len).take(images).enumerate() {
-            for (ch, plane) in blocks.block(i, s.len()).chunks(s.plane()).enumerate() {
-                for (y, line) in plane.chunks(s.w).enumerate() {
-                    dst[ch * hp * wp + (y + pt) * wp + pl..][..s.w].copy_from_slice(line);
-                }
-            }
-        }
-        let [kh, kw] = g.window.kernel;
-        let offsets: Vec<usize> = (0..s.c)
-            .flat_map(|ch| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| ch * hp * wp + ky * wp + kx)))
-            .collect();
+        let pad = Padded::new(g);
+        padded.resize(images * pad.plane_len + T::NR + 2 * pad.wp, T::default());
+        pad.copy_in(g, blocks, padded);
         return super::avx512::conv_direct(
             m,
             weights,
             padded,
-            plane_len,
+            pad.plane_len,
             images,
-            (o.h, o.w, wp),
-            &offsets,
+            (o.h, o.w, pad.wp),
+            &pad.offsets(g),
             prod,
             threads,
         );
@@ -382,6 +412,15 @@ pub fn conv2d_grouped_f32(
     assert_eq!(out.len(), batch * o.len(), "conv2d_f32 output length");
     let (m, p) = (g.out_channels, o.plane());
     let blocks = Blocks { src: input, stride: g.input.len(), planes: 1, batch };
+    #[cfg(target_arch = "x86_64")]
+    if groups == 1 && g.input.plane() == 1 && p == 1 && g.window.pads == [0; 4] && super::avx512::available() {
+        // A fully connected layer: one dot product per filter and image.
+        return super::avx512::dense_f32(m, g.terms(), weights, input, batch, out, threads);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if groups == 1 && g.window.stride == [1, 1] && p > 1 && super::avx512::available() {
+        return conv_rows_f32(g, weights, blocks, threads, cols, out);
+    }
     if batch == 1 {
         grouped_product(g, groups, weights, blocks, threads, cols, out);
         return;
@@ -389,6 +428,42 @@ pub fn conv2d_grouped_f32(
     let mut prod = vec![0.0f32; m * batch * p];
     grouped_product(g, groups, weights, blocks, threads, cols, &mut prod);
     scatter_batch(&prod, m, p, batch, out);
+}
+
+/// A stride-1 `f32` convolution straight into NCHW `out`, computed along whole padded rows
+/// (`avx512::conv_direct_rows`): no im2col whatever the row width, and the positions that
+/// straddle two rows are dropped while copying out. `scratch` holds the padded images and the
+/// row-wide products.
+#[cfg(target_arch = "x86_64")]
+fn conv_rows_f32(
+    g: &ConvGeometry,
+    weights: &[f32],
+    blocks: Blocks<'_, f32>,
+    threads: usize,
+    scratch: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let o = g.output().expect("geometry checked at construction");
+    let (m, images) = (g.out_channels, blocks.count());
+    let pad = Padded::new(g);
+    let span = (o.h - 1) * pad.wp + o.w;
+    let padded_len = images * pad.plane_len + <f32 as super::avx512::Avx512Scalar>::NR;
+    // Grow only: the padded images' borders are re-zeroed below where there are any, and the
+    // products are overwritten whole.
+    scratch.resize(padded_len + images * m * span, 0.0);
+    let (padded, wide) = scratch.split_at_mut(padded_len);
+    if g.window.pads != [0; 4] {
+        padded.fill(0.0);
+    }
+    pad.copy_in(g, blocks, padded);
+    // Waking a second thread costs more than it saves below a few million multiply-adds.
+    let threads = threads.clamp(1, 1 + m * images * span * g.terms() / (4 << 20));
+    super::avx512::conv_direct_rows(m, weights, padded, pad.plane_len, images, span, &pad.offsets(g), wide, threads);
+    for (plane_out, plane_wide) in out.chunks_mut(o.plane()).zip(wide.chunks(span)) {
+        for (row, src) in plane_out.chunks_mut(o.w).zip(plane_wide.chunks(pad.wp)) {
+            row.copy_from_slice(&src[..o.w]);
+        }
+    }
 }
 
 /// Rearranges a `m × (batch · P)` product into `batch` NCHW images.
@@ -518,6 +593,9 @@ mod tests {
         case(ConvGeometry { input: ImageShape::new(4, 6, 6), out_channels: 2, window: w(1, 1, 0) }, 2, 1 << 15, 3);
         case(ConvGeometry { input: ImageShape::new(4, 6, 6), out_channels: 3, window: w(1, 1, 0) }, 1, 1 << 20, 4);
         case(ConvGeometry::dense(50, 7), 4, 1 << 11, 5);
+        // Dense layers whose rows, terms and images leave partial blocks (one image, five).
+        case(ConvGeometry::dense(37, 9), 1, 1 << 11, 10);
+        case(ConvGeometry::dense(37, 9), 5, 1 << 11, 12);
         // Wide rows (direct kernel, several tiles per row) and one-vector rows (two rows per tile,
         // odd row count) for both element types.
         case(ConvGeometry { input: ImageShape::new(2, 5, 40), out_channels: 9, window: w(3, 1, 1) }, 2, 1 << 11, 7);

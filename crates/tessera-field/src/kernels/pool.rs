@@ -23,8 +23,27 @@ pub fn pool<T: Copy + Send + Sync>(
     let (oh, ow) = win.output_hw(shape.h, shape.w).expect("window checked when the layer was built");
     assert_eq!(src.len(), batch * shape.len(), "pool input length");
     assert_eq!(out.len(), batch * shape.c * oh * ow, "pool output length");
+    let [kh, kw] = win.kernel;
+    let [sh, sw] = win.stride;
     let one_plane = |(plane_idx, plane_out): (usize, &mut [T])| {
         let plane = &src[plane_idx * shape.plane()..(plane_idx + 1) * shape.plane()];
+        if win.pads == [0; 4] {
+            // Every window lies inside the image: fold row by row, the first tap seeding each
+            // output, with no bounds to clip.
+            for (oy, dst) in plane_out.chunks_mut(ow).enumerate() {
+                for ky in 0..kh {
+                    let line = &plane[(oy * sh + ky) * shape.w..][..shape.w];
+                    // The common 2 × 2 window, stride 2, with its sizes known to the compiler.
+                    match (kw, sw, ky) {
+                        (2, 2, 0) => fold_line(dst, line, 2, 2, true, &fold),
+                        (2, 2, _) => fold_line(dst, line, 2, 2, false, &fold),
+                        (_, _, 0) => fold_line(dst, line, kw, sw, true, &fold),
+                        _ => fold_line(dst, line, kw, sw, false, &fold),
+                    }
+                }
+            }
+            return;
+        }
         for oy in 0..oh {
             let y0 = (oy * win.stride[0]) as isize - win.pads[0] as isize;
             let ys = y0.max(0) as usize..((y0 + win.kernel[0] as isize).min(shape.h as isize)) as usize;
@@ -48,6 +67,17 @@ pub fn pool<T: Copy + Send + Sync>(
     }
 }
 
+/// Folds the `kw` taps of `line` at `ox · sw` into `dst[ox]` for every `ox`, starting from the
+/// first tap where `seed` and from `dst[ox]` otherwise.
+#[inline(always)]
+fn fold_line<T: Copy>(dst: &mut [T], line: &[T], kw: usize, sw: usize, seed: bool, fold: &impl Fn(T, T) -> T) {
+    for (ox, d) in dst.iter_mut().enumerate() {
+        let taps = &line[ox * sw..][..kw];
+        let first = if seed { taps[0] } else { fold(*d, taps[0]) };
+        *d = taps[1..].iter().fold(first, |a, &v| fold(a, v));
+    }
+}
+
 /// Sum pool over `Z_t` (an average pool whose `1/k` was folded into the next layer).
 pub fn sum_pool_zt(src: &[u64], shape: ImageShape, win: &Window2d, batch: usize, out: &mut [u64]) {
     pool(src, shape, win, batch, zt::add, out);
@@ -60,7 +90,8 @@ pub fn max_pool_zt(src: &[u64], shape: ImageShape, win: &Window2d, batch: usize,
 
 /// Max pool over `f32`.
 pub fn max_pool_f32(src: &[f32], shape: ImageShape, win: &Window2d, batch: usize, out: &mut [f32]) {
-    pool(src, shape, win, batch, f32::max, out);
+    // `f32::max` without its NaN handling (inputs are finite), which compiles to vector maxima.
+    pool(src, shape, win, batch, |a, b| if b > a { b } else { a }, out);
 }
 
 /// Sum pool over `f32`.
