@@ -701,46 +701,50 @@ impl EvaluatorAwaitLabels {
         // Lane groups are independent: evaluate them on every core, keep their order.
         let shares: Vec<Result<Vec<u64>>> = starts
             .par_iter()
-            .map(|&first| {
-                let mut evaluator = Evaluator::new(layer.z.circuit(), &core.hash);
-                let mut inputs = Zeroizing::new(vec![Block::ZERO; LANES * ni]);
-                let mut out = Zeroizing::new(vec![Block::ZERO; LANES * no]);
-                let mut coder = OutputCoder::new(m, &core.hash);
-                let lanes = (range.end - first).min(LANES);
-                for l in 0..lanes {
-                    let (i, li) = (first + l, first + l - range.start);
-                    inputs[l * ni..l * ni + ebits].copy_from_slice(&self.t[i * ebits..(i + 1) * ebits]);
-                    inputs[l * ni + ebits..(l + 1) * ni].copy_from_slice(&glabels[li * gbits..(li + 1) * gbits]);
-                }
-                let t0 = (first - range.start) * 2 * ands;
-                evaluator.evaluate(
-                    first as u64,
-                    lanes,
-                    &inputs[..lanes * ni],
-                    &tables[t0..t0 + lanes * 2 * ands],
-                    &mut out[..lanes * no],
-                );
-                let mut shares = Vec::with_capacity(lanes);
-                for l in 0..lanes {
-                    let (i, li) = (first + l, first + l - range.start);
-                    let active = &out[l * no..(l + 1) * no];
-                    let ct = &cts[li * layer.offline_cts()..][..layer.offline_cts()];
-                    let mut share = coder.decode_free(&active[..nfree], &ct[..nfree], i as u64).map_err(|k| {
-                        GcError::OutOfRange { message: Message::Tables, index: li * layer.offline_cts() + k }
-                    })?;
-                    let (row, index, message) = if online {
-                        ([online_cts[2 * li], online_cts[2 * li + 1]], 2 * li, Message::Labels)
-                    } else {
-                        ([ct[nfree], ct[nfree + 1]], li * layer.offline_cts() + nfree, Message::Tables)
-                    };
-                    let last = coder
-                        .decode_fixed(active[nfree], row, i as u64, nfree)
-                        .ok_or(GcError::OutOfRange { message, index })?;
-                    share = m.add(share, last);
-                    shares.push(share);
-                }
-                Ok(shares)
-            })
+            .map_init(
+                // One evaluator and its buffers per worker, not per lane group.
+                || {
+                    let evaluator = Evaluator::new(layer.z.circuit(), &core.hash);
+                    let buffers = [LANES * ni, LANES * no].map(|n| Zeroizing::new(vec![Block::ZERO; n]));
+                    (evaluator, buffers, OutputCoder::new(m, &core.hash))
+                },
+                |(evaluator, [inputs, out], coder), &first| {
+                    let lanes = (range.end - first).min(LANES);
+                    for l in 0..lanes {
+                        let (i, li) = (first + l, first + l - range.start);
+                        inputs[l * ni..l * ni + ebits].copy_from_slice(&self.t[i * ebits..(i + 1) * ebits]);
+                        inputs[l * ni + ebits..(l + 1) * ni].copy_from_slice(&glabels[li * gbits..(li + 1) * gbits]);
+                    }
+                    let t0 = (first - range.start) * 2 * ands;
+                    evaluator.evaluate(
+                        first as u64,
+                        lanes,
+                        &inputs[..lanes * ni],
+                        &tables[t0..t0 + lanes * 2 * ands],
+                        &mut out[..lanes * no],
+                    );
+                    let mut shares = Vec::with_capacity(lanes);
+                    for l in 0..lanes {
+                        let (i, li) = (first + l, first + l - range.start);
+                        let active = &out[l * no..(l + 1) * no];
+                        let ct = &cts[li * layer.offline_cts()..][..layer.offline_cts()];
+                        let mut share = coder.decode_free(&active[..nfree], &ct[..nfree], i as u64).map_err(|k| {
+                            GcError::OutOfRange { message: Message::Tables, index: li * layer.offline_cts() + k }
+                        })?;
+                        let (row, index, message) = if online {
+                            ([online_cts[2 * li], online_cts[2 * li + 1]], 2 * li, Message::Labels)
+                        } else {
+                            ([ct[nfree], ct[nfree + 1]], li * layer.offline_cts() + nfree, Message::Tables)
+                        };
+                        let last = coder
+                            .decode_fixed(active[nfree], row, i as u64, nfree)
+                            .ok_or(GcError::OutOfRange { message, index })?;
+                        share = m.add(share, last);
+                        shares.push(share);
+                    }
+                    Ok(shares)
+                },
+            )
             .collect();
         for group in shares {
             self.output.extend(group?);
