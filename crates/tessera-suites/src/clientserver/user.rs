@@ -11,7 +11,7 @@ use tessera_model::fixed::FixedModel;
 use tessera_model::nonlinear::NonlinearLayer;
 use tessera_model::runner::{LayerTrace, Runner, Step};
 use tessera_net::{Channel, PartyReport, Recorder, SessionId, StageKind};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::{ENCRYPTED, LOGITS, PREPARE, PREPARED, PRODUCT, QUERY, REPORT, gather, gc_error, gc_layer};
 use crate::error::{Result, SuiteError};
@@ -112,7 +112,10 @@ pub(crate) async fn prepare_traced(
                 let images = runner.pending_input().chunks(kernel.geometry().input.len());
                 server.send(ENCRYPTED, session, node, &encrypt_images(he, &key, &packing, images)?).await?;
                 let reply = server.recv(PRODUCT, session, node).await?;
-                decrypt_images(he, &key, &packing, server.peer(), &reply, batch)?.concat()
+                let mut images = decrypt_images(he, &key, &packing, server.peer(), &reply, batch)?;
+                let product = images.concat();
+                images.iter_mut().for_each(|image| image.zeroize());
+                product
             }
             Step::Nonlinear(layer) => {
                 let shares = Zeroizing::new(gather(&layer, runner.pending_input(), batch));
