@@ -6,7 +6,9 @@ first 20 of each class, in the formats `tessera calibrate` reads) from the real 
 ../shared/data, then runs `tessera calibrate MODEL SET --samples 200` for every model in
 models/, which rewrites MODEL.calibration.json.
 
-    python3 scripts/calibrate_models.py [--data ../shared/data] [--fashion-train DIR]
+    python3 scripts/calibrate_models.py [MODEL ...] [--data ../shared/data] [--fashion-train DIR]
+
+With no MODEL, every shipped model.
 
 Training images per dataset:
 - MNIST: the 5,000-image training subset (mnist/mnist_5k_train_subset.csv.gz).
@@ -46,6 +48,8 @@ MODELS = {
     "bayes-pneumonia-cnn": "pneumoniamnist",
     "minionn-cifar": "cifar10",
     "resnet20-cifar": "cifar10",
+    "vgg-mnist": "mnist",
+    "mobilenet-cifar": "cifar10",
 }
 
 
@@ -119,21 +123,26 @@ def cifar(data, out):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="*", choices=[[], *MODELS], metavar="MODEL", help="default: every model")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data")
     parser.add_argument("--fashion-train", type=Path, help="folder with Fashion-MNIST's train-*-idx?-ubyte.gz")
     parser.add_argument("--tessera", type=Path, default=REPO / "target/release/tessera")
     args = parser.parse_args()
-    if args.fashion_train is None:
+    models = args.models or list(MODELS)
+    needed = {MODELS[m] for m in models}
+    if "fashion-mnist" in needed and args.fashion_train is None:
         sys.exit("--fashion-train DIR: Fashion-MNIST's training set (see this script's help)")
     out = REPO / "target/calibration"
     out.mkdir(parents=True, exist_ok=True)
-    sets = {
-        "mnist": mnist(args.data, out),
-        "fashion-mnist": fashion(args.fashion_train, out),
-        "pneumoniamnist": pneumonia(args.data, out),
-        "cifar10": cifar(args.data, out),
+    builders = {
+        "mnist": lambda: mnist(args.data, out),
+        "fashion-mnist": lambda: fashion(args.fashion_train, out),
+        "pneumoniamnist": lambda: pneumonia(args.data, out),
+        "cifar10": lambda: cifar(args.data, out),
     }
-    for model, dataset in MODELS.items():
+    sets = {dataset: builders[dataset]() for dataset in sorted(needed)}
+    for model in models:
+        dataset = MODELS[model]
         print(f"{model}: calibrating on {sets[dataset].relative_to(REPO)}", flush=True)
         subprocess.run(
             [args.tessera, "calibrate", REPO / f"models/{model}.onnx", sets[dataset], "--samples", "200"],

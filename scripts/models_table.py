@@ -31,6 +31,13 @@ MODELS = [
     ("resnet20-cifar", "ResNet-20", "cifar10/test_batch_from_jpeg.bin", "cifar10-test-200.bin",
      "conv3×3 3→16, BN, ReLU; 3 stages × 3 basic blocks (16/32/64 channels, BN, residual adds, 1×1 "
      "projection shortcuts at stage changes); global average pool; FC 64→10"),
+    ("vgg-mnist", "VGG-style MNIST", "mnist/t10k-images-idx3-ubyte.gz", "mnist-test-200-images.idx",
+     "2 × (conv3×3 1→8→8, BN, ReLU), maxpool2, 2 × (conv3×3 8→16→16, BN, ReLU), maxpool2, "
+     "`x.view(x.size(0), -1)`, FC 256→64, ReLU, FC 64→10 (convolutions unpadded)"),
+    ("mobilenet-cifar", "MobileNet-style CIFAR-10", "cifar10/test_batch_from_jpeg.bin", "cifar10-test-200.bin",
+     "conv3×3 3→16, BN, ReLU; 4 depthwise-separable blocks (depthwise conv3×3, BN, ReLU, pointwise "
+     "conv1×1, BN, ReLU): 16→32 stride 2, 32→64 stride 2, 64→64, 64→128 stride 2; global average "
+     "pool; FC 128→10"),
 ]
 
 

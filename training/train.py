@@ -5,7 +5,7 @@
     python training/train.py evalsets          # the small in-repo evaluation sets and sample images
 
 MODEL is one of: minionn-mnist, lenet-mnist, minionn-fashion, pneumonia-cnn, minionn-cifar,
-resnet20-cifar. Every run is seeded; long runs checkpoint each epoch under training/checkpoints/
+resnet20-cifar, vgg-mnist, mobilenet-cifar. Every run is seeded; long runs checkpoint each epoch under training/checkpoints/
 and resume from there when restarted. The exported ONNX (opset 17, static shapes, batch dimension
 named "batch") carries Tessera's metadata under the key "tessera" as JSON: dataset, class names,
 per-channel normalization, the input shape and the measured PyTorch test accuracy.
@@ -230,6 +230,51 @@ class ResNet20(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+class VggMnist(nn.Module):
+    """VGG-style: stacks of 3x3 convolutions with BatchNorm, max pools, an FC head; the forward
+    flattens with `x.view(x.size(0), -1)`, the idiom that exports as a Shape → Gather → Unsqueeze
+    → Concat → Reshape chain."""
+
+    def __init__(self):
+        super().__init__()
+        c = lambda i, o: nn.Sequential(nn.Conv2d(i, o, 3, bias=False), nn.BatchNorm2d(o), nn.ReLU())
+        self.features = nn.Sequential(c(1, 8), c(8, 8), nn.MaxPool2d(2),    # 28 → 26 → 24 → 12
+                                      c(8, 16), c(16, 16), nn.MaxPool2d(2))  # 12 → 10 → 8 → 4
+        self.fc1 = nn.Linear(16 * 4 * 4, 64)
+        self.fc2 = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = self.features(x)
+        x = x.view(x.size(0), -1)
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+class MobileNetCifar(nn.Module):
+    """MobileNet-style: a 3x3 stem, then depthwise-separable blocks (depthwise 3x3 + BN + ReLU,
+    pointwise 1x1 + BN + ReLU), strided depthwise convolutions to downsample, global average
+    pool, FC."""
+
+    def __init__(self):
+        super().__init__()
+
+        def separable(cin, cout, stride):
+            return nn.Sequential(
+                nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin), nn.ReLU(),
+                nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.blocks = nn.Sequential(separable(16, 32, 2),    # 32 → 16
+                                    separable(32, 64, 2),    # 16 → 8
+                                    separable(64, 64, 1),
+                                    separable(64, 128, 2))   # 8 → 4
+        self.fc = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = self.blocks(self.stem(x))
+        x = F.adaptive_avg_pool2d(x, 1)
+        return self.fc(torch.flatten(x, 1))
+
+
 # ----------------------------------------------------------------------------------------------
 # Recipes
 
@@ -252,6 +297,13 @@ RECIPES = {
     "resnet20-cifar": dict(net=ResNet20, data=load_cifar, dataset="cifar10", classes=CIFAR_CLASSES,
                            mean=[0.4914, 0.4822, 0.4465], std=[0.2470, 0.2435, 0.2616], epochs=15,
                            batch=128, lr=0.1, opt="sgd", wd=5e-4, aug="crop-flip"),
+    "vgg-mnist": dict(net=VggMnist, data=load_mnist, dataset="mnist", classes=MNIST_CLASSES,
+                      mean=[0.1307], std=[0.3081], epochs=30, batch=128, lr=4e-3, opt="adam",
+                      wd=1e-4, aug="affine"),
+    "mobilenet-cifar": dict(net=MobileNetCifar, data=load_cifar, dataset="cifar10",
+                            classes=CIFAR_CLASSES, mean=[0.4914, 0.4822, 0.4465],
+                            std=[0.2470, 0.2435, 0.2616], epochs=20, batch=128, lr=4e-3,
+                            opt="adam", wd=5e-4, aug="crop-flip"),
 }
 
 

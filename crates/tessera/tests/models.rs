@@ -74,6 +74,18 @@ const CASES: &[Case] = &[
         full: "cifar10/test_batch_from_jpeg.bin",
         floor: 0.80,
     },
+    Case {
+        model: "vgg-mnist",
+        evalset: "mnist-test-200-images.idx",
+        full: "mnist/t10k-images-idx3-ubyte.gz",
+        floor: 0.97,
+    },
+    Case {
+        model: "mobilenet-cifar",
+        evalset: "cifar10-test-200.bin",
+        full: "cifar10/test_batch_from_jpeg.bin",
+        floor: 0.68,
+    },
 ];
 
 fn dataset(case: &Case) -> (Dataset, usize) {

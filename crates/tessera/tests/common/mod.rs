@@ -18,6 +18,8 @@ pub const SHIPPED: &[(&str, &str, usize)] = &[
     ("pneumonia-cnn", "pneumoniamnist-test-200-images.idx", 100),
     ("minionn-cifar", "cifar10-test-200.bin", 20),
     ("resnet20-cifar", "cifar10-test-200.bin", 20),
+    ("vgg-mnist", "mnist-test-200-images.idx", 100),
+    ("mobilenet-cifar", "cifar10-test-200.bin", 20),
 ];
 
 /// The repository root.
