@@ -37,6 +37,8 @@ DATA = {
     "resnet20-cifar": "data/cifar10-test-200.bin",
     "pneumonia-cnn": "data/pneumoniamnist-test-200-images.idx",
     "bayes-pneumonia-cnn": "data/pneumoniamnist-test-200-images.idx",
+    "vgg-mnist": "data/mnist-test-200-images.idx",
+    "mobilenet-cifar": "data/cifar10-test-200.bin",
 }
 # Models drawn as figures: the CIFAR pair the papers use, and a Bayesian model (all four suites).
 PLOTTED = ("minionn-cifar", "resnet20-cifar", "bayes-minionn-mnist")
@@ -49,6 +51,8 @@ NAMES = {
     "pneumonia-cnn": "PneumoniaMNIST CNN",
     "bayes-minionn-mnist": "Bayesian MiniONN-MNIST",
     "bayes-pneumonia-cnn": "Bayesian PneumoniaMNIST CNN",
+    "vgg-mnist": "VGG-style MNIST",
+    "mobilenet-cifar": "MobileNet-style CIFAR-10",
 }
 
 
