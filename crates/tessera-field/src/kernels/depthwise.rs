@@ -1,6 +1,10 @@
 //! Depthwise convolution, where every filter reads one input channel (a grouped convolution with
-//! one channel per group): one vector loop per tap over a zero-padded copy of the channel, no
-//! im2col and no matrix product (whose tiles a single-filter product would leave mostly idle).
+//! one channel per group). No im2col and no matrix product (a single-filter product would leave
+//! its tiles mostly idle): the channel's zero-padded planes of every image are split into
+//! stride phases (padded row `y`, column `x` to phase `(y mod s_h, x mod s_w)` at
+//! `(y / s_h, x / s_w)`) and stacked, so each tap reads every output of every image as one
+//! contiguous run: one vector loop per tap. Positions of a phase plane past the output's rows
+//! and columns are summed and dropped.
 
 use rayon::prelude::*;
 use zeroize::{Zeroize, Zeroizing};
@@ -27,46 +31,108 @@ pub(crate) fn depthwise<'a, T: GemmScalar + Zeroize>(
     let [kh, kw] = g.window.kernel;
     let [sh, sw] = g.window.stride;
     let [pt, pl, pb, pr] = g.window.pads;
-    let (hp, wp) = (s.h + pt + pb, s.w + pl + pr);
-    // Outputs are summed along whole rows of the zero-padded plane, one vector loop per tap:
-    // every output row at once when rows are consecutive (stride 1 down), else row by row.
-    // Positions between the strided columns, and past the last one, are summed and dropped.
-    let runs: Vec<(usize, usize)> =
-        if sh == 1 { vec![(0, out.h * wp)] } else { (0..out.h).map(|oy| (oy * sh * wp, wp)).collect() };
-    let longest = runs.iter().map(|r| r.1).max().unwrap_or(0);
+    let (hq, wq) = ((s.h + pt + pb).div_ceil(sh), (s.w + pl + pr).div_ceil(sw));
+    // One phase of every image, stacked; the slack covers the furthest tap's reads past the end.
+    let stacked = images * hq * wq;
+    let phase_len = stacked + ((kh - 1) / sh + 1) * wq;
+    // Where tap `(ty, tx)` reads the output at position 0.
+    let offsets: Vec<usize> = (0..kh * kw)
+        .map(|t| ((t / kw % sh) * sw + t % kw % sw) * phase_len + (t / kw / sh) * wq + t % kw / sw)
+        .collect();
     let n = images * out.plane();
-    let filter = |(o, row): (usize, &mut [T])| {
-        let taps = &weights[o * kh * kw..][..kh * kw];
-        let channel = o / per_channel;
-        // The padded plane, with slack for the last tap's reads past its end; both buffers hold
-        // the input's values (a share's limbs), wiped when dropped.
-        let mut padded = Zeroizing::new(vec![T::ZERO; hp * wp + kw]);
-        let mut acc = Zeroizing::new(vec![T::ZERO; longest]);
-        for (i, y) in row.chunks_mut(out.plane()).enumerate() {
-            let plane = &image(i)[channel * s.plane()..][..s.plane()];
-            for (line, dst) in plane.chunks(s.w).zip(padded[pt * wp..].chunks_mut(wp)) {
-                dst[pl..pl + s.w].copy_from_slice(line);
+    let channel = |scratch: &mut Scratch<T>, (c, rows): (usize, &mut [T])| {
+        let Scratch { phases, acc } = scratch;
+        for i in 0..images {
+            let plane = &image(i)[c * s.plane()..][..s.plane()];
+            for (y, line) in plane.chunks(s.w).enumerate() {
+                let (py, px) = (y + pt, pl);
+                let at = (py % sh * sw) * phase_len + i * hq * wq + py / sh * wq;
+                split_columns(line, &mut phases[at..], px, sw, phase_len);
             }
-            for (r, &(start, len)) in runs.iter().enumerate() {
-                let acc = &mut acc[..len];
-                acc.fill(T::ZERO);
-                for (t, &w) in taps.iter().enumerate() {
-                    let src = &padded[start + (t / kw) * wp + t % kw..][..len];
-                    acc.iter_mut().zip(src).for_each(|(a, &x)| *a += w * x);
-                }
-                // The run's rows: all of them (stride 1 down), or row `r`.
-                let rows = if sh == 1 { 0..out.h } else { r..r + 1 };
-                for (k, oy) in rows.enumerate() {
-                    let at = &acc[k * wp..];
-                    y[oy * out.w..][..out.w].iter_mut().enumerate().for_each(|(ox, y)| *y = at[ox * sw]);
+        }
+        for (k, row) in rows.chunks_mut(n.max(1)).enumerate() {
+            let taps = &weights[(c * per_channel + k) * kh * kw..][..kh * kw];
+            sum_taps(acc, phases, taps, &offsets);
+            for (i, y) in row.chunks_mut(out.plane()).enumerate() {
+                for (oy, dst) in y.chunks_mut(out.w).enumerate() {
+                    dst.copy_from_slice(&acc[i * hq * wq + oy * wq..][..out.w]);
                 }
             }
         }
     };
+    // The phases hold the input's values (a share's limbs) and are wiped when dropped; the
+    // padding, which no image writes, stays zero from one channel to the next.
+    let scratch = || Scratch {
+        phases: Zeroizing::new(vec![T::ZERO; sh * sw * phase_len]),
+        acc: Zeroizing::new(vec![T::ZERO; stacked]),
+    };
+    let rows = &mut prod[..g.out_channels * n];
     // Waking a second thread costs more than it saves below a few million multiply-adds.
     if threads > 1 && g.out_channels * n * kh * kw >= 4 << 20 {
-        prod[..g.out_channels * n].par_chunks_mut(n.max(1)).enumerate().for_each(filter);
+        rows.par_chunks_mut((per_channel * n).max(1)).enumerate().for_each_init(scratch, channel);
     } else {
-        prod[..g.out_channels * n].chunks_mut(n.max(1)).enumerate().for_each(filter);
+        let mut one = scratch();
+        rows.chunks_mut((per_channel * n).max(1)).enumerate().for_each(|item| channel(&mut one, item));
+    }
+}
+
+/// One thread's buffers: a channel's stacked phase planes, and one filter's sums over them.
+struct Scratch<T: Zeroize> {
+    phases: Zeroizing<Vec<T>>,
+    acc: Zeroizing<Vec<T>>,
+}
+
+/// Writes the input row `line`, starting at padded column `px`, into its `sw` column phases:
+/// phase `x mod sw` of `dst` (phases `phase_len` apart) at `x / sw`.
+fn split_columns<T: Copy>(line: &[T], dst: &mut [T], px: usize, sw: usize, phase_len: usize) {
+    match sw {
+        1 => dst[px..][..line.len()].copy_from_slice(line),
+        2 => {
+            // Pairs of columns, so the loop vectorizes as shuffles.
+            let (first, second) = (px % 2, (px + 1) % 2);
+            let (a, b) = (px / 2, px.div_ceil(2));
+            let mut pairs = line.chunks_exact(2);
+            for (j, pair) in (&mut pairs).enumerate() {
+                dst[first * phase_len + a + j] = pair[0];
+                dst[second * phase_len + b + j] = pair[1];
+            }
+            if let [last] = pairs.remainder() {
+                dst[first * phase_len + a + line.len() / 2] = *last;
+            }
+        }
+        _ => {
+            for (x, &v) in line.iter().enumerate() {
+                let col = px + x;
+                dst[col % sw * phase_len + col / sw] = v;
+            }
+        }
+    }
+}
+
+/// `acc = Σ_t taps[t] · src[offsets[t] ..][.. acc.len()]`, in tap order; 512-bit vectors where
+/// the CPU has them (the workspace builds for baseline x86-64, whose loops are 128-bit).
+fn sum_taps<T: GemmScalar>(acc: &mut [T], src: &[T], taps: &[T], offsets: &[usize]) {
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unsafe_code, reason = "calling the AVX-512 build of safe code once the CPU is known to have it")]
+    if super::avx512::available() {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { sum_taps_avx512(acc, src, taps, offsets) };
+    }
+    sum_taps_body(acc, src, taps, offsets)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code, reason = "a target-feature function is unsafe to call; its body is safe code")]
+#[target_feature(enable = "avx512f")]
+unsafe fn sum_taps_avx512<T: GemmScalar>(acc: &mut [T], src: &[T], taps: &[T], offsets: &[usize]) {
+    sum_taps_body(acc, src, taps, offsets)
+}
+
+#[inline(always)]
+fn sum_taps_body<T: GemmScalar>(acc: &mut [T], src: &[T], taps: &[T], offsets: &[usize]) {
+    acc.fill(T::ZERO);
+    let n = acc.len();
+    for (&w, &at) in taps.iter().zip(offsets) {
+        acc.iter_mut().zip(&src[at..][..n]).for_each(|(a, &x)| *a += w * x);
     }
 }
