@@ -3,12 +3,10 @@
 
 Builds one calibration set per dataset under target/calibration/ (200 training images, the
 first 20 of each class, in the formats `tessera calibrate` reads) from the real data in
-../shared/data, then runs `tessera calibrate MODEL SET --samples 200` for every model in
-models/, which rewrites MODEL.calibration.json.
+../shared/data, then runs `tessera calibrate MODEL SET --samples 200` for each MODEL given
+(default: every shipped model), which rewrites MODEL.calibration.json.
 
     python3 scripts/calibrate_models.py [MODEL ...] [--data ../shared/data] [--fashion-train DIR]
-
-With no MODEL, every shipped model.
 
 Training images per dataset:
 - MNIST: the 5,000-image training subset (mnist/mnist_5k_train_subset.csv.gz).
@@ -123,11 +121,14 @@ def cifar(data, out):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="*", choices=[[], *MODELS], metavar="MODEL", help="default: every model")
+    parser.add_argument("models", nargs="*", metavar="MODEL", help=f"one of {', '.join(MODELS)}; default: every one")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data")
     parser.add_argument("--fashion-train", type=Path, help="folder with Fashion-MNIST's train-*-idx?-ubyte.gz")
     parser.add_argument("--tessera", type=Path, default=REPO / "target/release/tessera")
     args = parser.parse_args()
+    unknown = [m for m in args.models if m not in MODELS]
+    if unknown:
+        parser.error(f"not a shipped model: {', '.join(unknown)}")
     models = args.models or list(MODELS)
     needed = {MODELS[m] for m in models}
     if "fashion-mnist" in needed and args.fashion_train is None:

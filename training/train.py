@@ -5,8 +5,8 @@
     python training/train.py evalsets          # the small in-repo evaluation sets and sample images
 
 MODEL is one of: minionn-mnist, lenet-mnist, minionn-fashion, pneumonia-cnn, minionn-cifar,
-resnet20-cifar, vgg-mnist, mobilenet-cifar. Every run is seeded; long runs checkpoint each epoch under training/checkpoints/
-and resume from there when restarted. The exported ONNX (opset 17, static shapes, batch dimension
+resnet20-cifar, vgg-mnist, mobilenet-cifar. Every run is seeded; long runs checkpoint each epoch
+under training/checkpoints/ and resume from there when restarted. The exported ONNX (opset 17, static shapes, batch dimension
 named "batch") carries Tessera's metadata under the key "tessera" as JSON: dataset, class names,
 per-channel normalization, the input shape and the measured PyTorch test accuracy.
 """

@@ -636,10 +636,11 @@ mod tests {
             case(g, batch, 1 << 11, seed);
         }
 
-        /// Groups of one channel (the depthwise loops) and of several (a product per group).
+        /// Groups of one channel (the depthwise loops) and of several (a product per group), with
+        /// kernels, strides and pads drawn per side.
         #[test]
-        fn random_grouped_geometries(groups in 2usize..5, cg in 1usize..3, og in 1usize..3, h in 1usize..9, w in 1usize..9, k in 1usize..4, s in 1usize..3, p in 0usize..2, batch in 1usize..3, seed: u64) {
-            let g = ConvGeometry { input: ImageShape::new(groups * cg, h, w), out_channels: groups * og, window: Window2d { kernel: [k, k], stride: [s, s], pads: [p; 4] } };
+        fn random_grouped_geometries(groups in 2usize..5, cg in 1usize..3, og in 1usize..3, h in 1usize..9, w in 1usize..9, kernel in [1usize..5, 1usize..5], stride in [1usize..5, 1usize..5], pads in [0usize..4, 0usize..4, 0usize..4, 0usize..4], batch in 1usize..4, seed: u64) {
+            let g = ConvGeometry { input: ImageShape::new(groups * cg, h, w), out_channels: groups * og, window: Window2d { kernel, stride, pads } };
             prop_assume!(g.output().is_some());
             grouped_case(g, groups, batch, 1 << 11, seed);
         }

@@ -40,21 +40,21 @@ pub(crate) fn depthwise<'a, T: GemmScalar + Zeroize>(
         .map(|t| ((t / kw % sh) * sw + t % kw % sw) * phase_len + (t / kw / sh) * wq + t % kw / sw)
         .collect();
     let n = images * out.plane();
-    let channel = |scratch: &mut Scratch<T>, (c, rows): (usize, &mut [T])| {
+    let channel = |scratch: &mut Scratch<T>, (c, filters): (usize, &mut [T])| {
         let Scratch { phases, acc } = scratch;
         for i in 0..images {
             let plane = &image(i)[c * s.plane()..][..s.plane()];
-            for (y, line) in plane.chunks(s.w).enumerate() {
-                let (py, px) = (y + pt, pl);
+            for (iy, line) in plane.chunks(s.w).enumerate() {
+                let py = iy + pt;
                 let at = (py % sh * sw) * phase_len + i * hq * wq + py / sh * wq;
-                split_columns(line, &mut phases[at..], px, sw, phase_len);
+                split_columns(line, &mut phases[at..], pl, sw, phase_len);
             }
         }
-        for (k, row) in rows.chunks_mut(n.max(1)).enumerate() {
+        for (k, row) in filters.chunks_mut(n.max(1)).enumerate() {
             let taps = &weights[(c * per_channel + k) * kh * kw..][..kh * kw];
             sum_taps(acc, phases, taps, &offsets);
-            for (i, y) in row.chunks_mut(out.plane()).enumerate() {
-                for (oy, dst) in y.chunks_mut(out.w).enumerate() {
+            for (i, outputs) in row.chunks_mut(out.plane()).enumerate() {
+                for (oy, dst) in outputs.chunks_mut(out.w).enumerate() {
                     dst.copy_from_slice(&acc[i * hq * wq + oy * wq..][..out.w]);
                 }
             }
@@ -66,46 +66,37 @@ pub(crate) fn depthwise<'a, T: GemmScalar + Zeroize>(
         phases: Zeroizing::new(vec![T::ZERO; sh * sw * phase_len]),
         acc: Zeroizing::new(vec![T::ZERO; stacked]),
     };
-    let rows = &mut prod[..g.out_channels * n];
+    // Each channel's filters' rows of `prod`.
+    let by_channel = &mut prod[..g.out_channels * n];
     // Waking a second thread costs more than it saves below a few million multiply-adds.
     if threads > 1 && g.out_channels * n * kh * kw >= 4 << 20 {
-        rows.par_chunks_mut((per_channel * n).max(1)).enumerate().for_each_init(scratch, channel);
+        by_channel.par_chunks_mut((per_channel * n).max(1)).enumerate().for_each_init(scratch, channel);
     } else {
         let mut one = scratch();
-        rows.chunks_mut((per_channel * n).max(1)).enumerate().for_each(|item| channel(&mut one, item));
+        by_channel.chunks_mut((per_channel * n).max(1)).enumerate().for_each(|item| channel(&mut one, item));
     }
 }
 
 /// One thread's buffers: a channel's stacked phase planes, and one filter's sums over them.
 struct Scratch<T: Zeroize> {
+    /// The `s_h · s_w` phases of the channel's padded planes, each holding every image.
     phases: Zeroizing<Vec<T>>,
+    /// One filter's sums at every phase-plane position.
     acc: Zeroizing<Vec<T>>,
 }
 
-/// Writes the input row `line`, starting at padded column `px`, into its `sw` column phases:
-/// phase `x mod sw` of `dst` (phases `phase_len` apart) at `x / sw`.
+/// Writes the input row `line`, whose first value lies in padded column `px`, into its `sw`
+/// column phases: padded column `x` goes to phase `x mod sw` of `dst` (phases `phase_len`
+/// apart) at `x / sw`.
 fn split_columns<T: Copy>(line: &[T], dst: &mut [T], px: usize, sw: usize, phase_len: usize) {
-    match sw {
-        1 => dst[px..][..line.len()].copy_from_slice(line),
-        2 => {
-            // Pairs of columns, so the loop vectorizes as shuffles.
-            let (first, second) = (px % 2, (px + 1) % 2);
-            let (a, b) = (px / 2, px.div_ceil(2));
-            let mut pairs = line.chunks_exact(2);
-            for (j, pair) in (&mut pairs).enumerate() {
-                dst[first * phase_len + a + j] = pair[0];
-                dst[second * phase_len + b + j] = pair[1];
-            }
-            if let [last] = pairs.remainder() {
-                dst[first * phase_len + a + line.len() / 2] = *last;
-            }
-        }
-        _ => {
-            for (x, &v) in line.iter().enumerate() {
-                let col = px + x;
-                dst[col % sw * phase_len + col / sw] = v;
-            }
-        }
+    if sw == 1 {
+        return dst[px..][..line.len()].copy_from_slice(line);
+    }
+    for phase in 0..sw {
+        // The first value of the line in this phase, and where it goes.
+        let skip = (phase + sw - px % sw) % sw;
+        let start = phase * phase_len + (px + skip) / sw;
+        dst[start..].iter_mut().zip(line.iter().skip(skip).step_by(sw)).for_each(|(d, &v)| *d = v);
     }
 }
 
@@ -121,13 +112,14 @@ fn sum_taps<T: GemmScalar>(acc: &mut [T], src: &[T], taps: &[T], offsets: &[usiz
     sum_taps_body(acc, src, taps, offsets)
 }
 
+/// [`sum_taps_body`] compiled for AVX-512F.
 #[cfg(target_arch = "x86_64")]
-#[allow(unsafe_code, reason = "a target-feature function is unsafe to call; its body is safe code")]
 #[target_feature(enable = "avx512f")]
-unsafe fn sum_taps_avx512<T: GemmScalar>(acc: &mut [T], src: &[T], taps: &[T], offsets: &[usize]) {
+fn sum_taps_avx512<T: GemmScalar>(acc: &mut [T], src: &[T], taps: &[T], offsets: &[usize]) {
     sum_taps_body(acc, src, taps, offsets)
 }
 
+/// The loops of [`sum_taps`], inlined into each build of it.
 #[inline(always)]
 fn sum_taps_body<T: GemmScalar>(acc: &mut [T], src: &[T], taps: &[T], offsets: &[usize]) {
     acc.fill(T::ZERO);
