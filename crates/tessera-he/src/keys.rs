@@ -67,7 +67,7 @@ impl SecretKey {
         &self.params
     }
 
-    fn s_at(&self, level: usize) -> Result<&Poly> {
+    pub(crate) fn s_at(&self, level: usize) -> Result<&Poly> {
         self.s.get(level).ok_or_else(|| HeError::Level(format!("no key at level {level}")))
     }
 
@@ -78,9 +78,20 @@ impl SecretKey {
         level: usize,
         rng: &mut R,
     ) -> Result<Ciphertext> {
-        let ctx = self.params.context(level)?;
         let mut seed = [0u8; 32];
         rng.fill_bytes(&mut seed);
+        self.encrypt_seeded(pt, level, seed, rng)
+    }
+
+    /// `(c0, c1) = (e − a·s + Δ·m, a)` with `a` expanded from `seed`.
+    pub(crate) fn encrypt_seeded<R: RngCore + CryptoRng>(
+        &self,
+        pt: Option<&Plaintext>,
+        level: usize,
+        seed: [u8; 32],
+        rng: &mut R,
+    ) -> Result<Ciphertext> {
+        let ctx = self.params.context(level)?;
         let a = Poly::random_from_seed(ctx, Representation::Ntt, seed);
         let mut b = Poly::small(ctx, Representation::Ntt, VARIANCE, rng)?;
         b -= &Zeroizing::new(&a * self.s_at(level)?);
@@ -157,6 +168,11 @@ impl PublicKey {
         let mut at_return = fresh.clone();
         at_return.switch_to(params.return_level())?;
         Ok(Self { params: params.clone(), fresh, at_return })
+    }
+
+    /// The parameters.
+    pub(crate) fn params(&self) -> &HeParams {
+        &self.params
     }
 
     /// The key as sent: a seeded level-0 ciphertext.

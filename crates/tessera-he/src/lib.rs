@@ -9,9 +9,12 @@
 //! * [`Plaintext`], [`Ciphertext`]: `Z_t` in SIMD slots or coefficients, and the operations on
 //!   them.
 //! * [`ConvPacking`]: convolutions and FC layers on ciphertexts, in coefficient encoding.
-//! * [`Form`]: the two exact-size wire forms.
+//! * [`Form`]: the exact-size wire forms.
+//! * [`collective`]: multiparty BFV, a key shared by several parties with smudged joint
+//!   decryption.
 
 pub mod ciphertext;
+pub mod collective;
 pub mod error;
 pub mod keys;
 pub mod linear;
@@ -19,8 +22,9 @@ pub mod params;
 pub mod wire;
 
 pub use ciphertext::{Ciphertext, Plaintext};
+pub use collective::{DecryptionRequest, DecryptionShare, Smudging};
 pub use error::{HeError, Result};
 pub use keys::{PublicKey, SecretKey};
-pub use linear::{Addend, ConvPacking};
+pub use linear::{Addend, ConvPacking, SHARE_DIGIT_BITS};
 pub use params::{HeParams, NOISE, NoiseLayout};
 pub use wire::Form;

@@ -46,6 +46,25 @@ use crate::wire::Form;
 /// far smaller); it bounds the noise a product adds.
 pub const MAX_WEIGHT: u64 = 1 << 40;
 
+/// A weight *share* (uniform in `Z_t`, as the remote servers of suite seco hold them) enters a
+/// product as balanced base-`2^31` digits `w = lo + 2^31·hi` with `|lo| ≤ 2^30`, `|hi| ≤ 2^29`,
+/// against encryptions of `u` and `2^31·u`: the noise grows by `2^30` per weight rather than
+/// by `t ≈ 2^61` ([`ConvPacking::evaluate_share`]).
+pub const SHARE_DIGIT_BITS: u32 = 31;
+
+/// The balanced digits `(lo, hi)` of every weight share (`w ≡ lo + 2^31·hi mod t`).
+fn share_digits(shares: &[u64]) -> (Vec<i64>, Vec<i64>) {
+    let half = zt::T / 2;
+    shares
+        .iter()
+        .map(|&w| {
+            let centered = if w > half { w as i64 - zt::T as i64 } else { w as i64 };
+            let hi = (centered + (1 << (SHARE_DIGIT_BITS - 1))) >> SHARE_DIGIT_BITS;
+            (centered - (hi << SHARE_DIGIT_BITS), hi)
+        })
+        .unzip()
+}
+
 /// What a layer's outputs carry besides the product.
 #[derive(Clone, Copy)]
 pub enum Addend<'a> {
@@ -270,6 +289,43 @@ impl ConvPacking {
             .enumerate()
             .map(|(block, seed)| self.evaluate_block(params, inputs, weights, addend, block, seed))
             .collect()
+    }
+
+    /// [`evaluate`](Self::evaluate) with `shares`, weights uniform in `Z_t` (`M × C × kh × kw`),
+    /// on encryptions of the input `u` (`inputs`) and of `2^31·u` (`scaled`): the products with
+    /// the balanced digits of the shares, summed ([`SHARE_DIGIT_BITS`]). Worst-case noise:
+    /// [`share_product_noise_bound`](Self::share_product_noise_bound).
+    pub fn evaluate_share<R: RngCore + CryptoRng>(
+        &self,
+        params: &HeParams,
+        inputs: &[Ciphertext],
+        scaled: &[Ciphertext],
+        shares: &[u64],
+        addend: Addend<'_>,
+        rng: &mut R,
+    ) -> Result<Vec<Ciphertext>> {
+        if shares.iter().any(|&w| w >= params.t()) {
+            return Err(HeError::Packing("a weight share outside Z_t".into()));
+        }
+        let (mut lo, mut hi) = share_digits(shares);
+        let mut low = self.evaluate(params, inputs, &lo, addend, rng);
+        let high = self.evaluate(params, scaled, &hi, Addend::Zero, rng);
+        lo.zeroize();
+        hi.zeroize();
+        let high = high?;
+        for (l, h) in low.iter_mut().flatten().zip(&high) {
+            l.add(h)?;
+        }
+        low
+    }
+
+    /// Worst-case noise of an [`evaluate_share`](Self::evaluate_share) result on inputs of
+    /// noise at most `input_noise` each: every output coefficient sums at most `Mg·C·kh·kw`
+    /// terms per digit, each digit at most `2^30`, plus `½` for each of the two covers.
+    pub fn share_product_noise_bound(&self, input_noise: f64) -> f64 {
+        let [kh, kw] = self.geometry.window.kernel;
+        let terms = (self.outputs * self.geometry.input.c * kh * kw) as f64;
+        input_noise * terms * 2.0 * ((SHARE_DIGIT_BITS - 1) as f64).exp2() + 1.0
     }
 
     /// One output block: `Σ_g ct_g · K(block, g)`, then the addend on the outputs and masks

@@ -8,6 +8,9 @@
 //!   ([`NoiseLayout`](crate::params::NoiseLayout)). Dropping low bits adds bounded noise, like
 //!   modulus switching; it is applied after flooding, so it cannot reveal anything the
 //!   flooded ciphertext does not.
+//! * [`Form::Full`]: any ciphertext at a given level, `c0` and `c1` in NTT form, one 62-bit
+//!   residue per prime and coefficient: what an operated-on ciphertext that is not returned to
+//!   its key owner travels as (multiparty keys, [`crate::collective`]).
 
 use fhe::bfv;
 use fhe_math::rq::{Poly, Representation, traits::TryConvertFrom};
@@ -25,6 +28,11 @@ pub enum Form {
     Seeded,
     /// At the return level, `c0` and `c1` rounded.
     Returned,
+    /// At `level`, `c0` and `c1` whole.
+    Full {
+        /// Primes dropped.
+        level: usize,
+    },
 }
 
 const RESIDUE_BITS: u32 = 62;
@@ -38,8 +46,54 @@ impl Form {
                 let (w0, w1) = returned_widths(params);
                 packed_len(params.degree(), w0) + packed_len(params.degree(), w1)
             }
+            Form::Full { level } => 2 * residues_size(params, level),
         }
     }
+}
+
+/// Primes of the ciphertext modulus at `level` (none past the last prime).
+fn primes_at(params: &HeParams, level: usize) -> usize {
+    params.bfv().moduli().len().saturating_sub(level)
+}
+
+/// The encoded size of one polynomial at `level`: 62 bits per prime and coefficient.
+pub(crate) fn residues_size(params: &HeParams, level: usize) -> usize {
+    packed_len(params.degree() * primes_at(params, level), RESIDUE_BITS)
+}
+
+/// Appends the residues of `p` (in its current representation) packed at 62 bits each.
+pub(crate) fn write_residues(p: &Poly, out: &mut Vec<u8>) {
+    pack(out, p.coefficients().iter().map(|&v| v as u128), RESIDUE_BITS);
+}
+
+/// Reads a polynomial at `level` in `representation` from exactly
+/// [`residues_size`]`(params, level)` bytes, every residue checked below its prime.
+pub(crate) fn read_residues(
+    params: &HeParams,
+    level: usize,
+    representation: Representation,
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<Poly> {
+    let ctx = params.context(level)?;
+    if bytes.len() != residues_size(params, level) {
+        let expected = residues_size(params, level);
+        return Err(HeError::Malformed {
+            what,
+            reason: format!("{} bytes where {expected} were expected", bytes.len()),
+        });
+    }
+    let n = params.degree();
+    let moduli = ctx.moduli();
+    let residues = unpack(bytes, n * moduli.len(), RESIDUE_BITS);
+    let mut values = Vec::with_capacity(residues.len());
+    for (i, &v) in residues.iter().enumerate() {
+        if v >= moduli[i / n] as u128 {
+            return Err(HeError::Malformed { what, reason: "a residue above its prime".into() });
+        }
+        values.push(v as u64);
+    }
+    Ok(Poly::try_convert_from(values, ctx, false, representation)?)
 }
 
 fn packed_len(values: usize, bits: u32) -> usize {
@@ -165,6 +219,19 @@ impl Ciphertext {
                 c.iter_mut().for_each(|p| p.change_representation(Representation::PowerBasis));
                 write_returned(params, [&c[0], &c[1]], out);
             }
+            Form::Full { level } => {
+                if self.level() != level {
+                    return Err(HeError::Level(format!(
+                        "a level-{} ciphertext written at level {level}",
+                        self.level()
+                    )));
+                }
+                for p in self.inner.iter() {
+                    let mut p = p.clone();
+                    p.change_representation(Representation::Ntt);
+                    write_residues(&p, out);
+                }
+            }
         }
         Ok(())
     }
@@ -179,16 +246,7 @@ impl Ciphertext {
             Form::Seeded => {
                 let ctx = params.context(0)?;
                 let seed: [u8; 32] = bytes[..32].try_into().expect("32 bytes");
-                let moduli = params.bfv().moduli();
-                let residues = unpack(&bytes[32..], n * moduli.len(), RESIDUE_BITS);
-                let mut c0 = Vec::with_capacity(residues.len());
-                for (i, &v) in residues.iter().enumerate() {
-                    if v >= moduli[i / n] as u128 {
-                        return Err(malformed("a residue above its prime"));
-                    }
-                    c0.push(v as u64);
-                }
-                let c0 = Poly::try_convert_from(c0, ctx, false, Representation::Ntt)?;
+                let c0 = read_residues(params, 0, Representation::Ntt, "ciphertext", &bytes[32..])?;
                 let c1 = Poly::random_from_seed(ctx, Representation::Ntt, seed);
                 Ok(Self {
                     inner: bfv::Ciphertext::new(vec![c0, c1], params.bfv())?,
@@ -226,6 +284,17 @@ impl Ciphertext {
                     inner: bfv::Ciphertext::new(polys, params.bfv())?,
                     seed: None,
                     level: params.return_level(),
+                    params: params.bfv().clone(),
+                })
+            }
+            Form::Full { level } => {
+                let half = bytes.len() / 2;
+                let c0 = read_residues(params, level, Representation::Ntt, "ciphertext", &bytes[..half])?;
+                let c1 = read_residues(params, level, Representation::Ntt, "ciphertext", &bytes[half..])?;
+                Ok(Self {
+                    inner: bfv::Ciphertext::new(vec![c0, c1], params.bfv())?,
+                    seed: None,
+                    level,
                     params: params.bfv().clone(),
                 })
             }
