@@ -84,6 +84,19 @@ pub fn to_i64(a: u64) -> i64 {
     if a > HALF { a as i64 - T as i64 } else { a as i64 }
 }
 
+/// Bits of the low digit in [`share_digits`].
+pub const SHARE_DIGIT_BITS: u32 = 31;
+
+/// The balanced base-`2^31` digits `(lo, hi)` of `a` (`a ≡ lo + 2^31·hi`, `|lo| ≤ 2^30`,
+/// `|hi| ≤ 2^29`): how a weight *share*, uniform in `Z_t`, enters products built for small
+/// signed weights (exact kernels, HE plaintexts) two digits at a time.
+#[inline(always)]
+pub fn share_digits(a: u64) -> (i64, i64) {
+    let centered = to_i64(a);
+    let hi = (centered + (1 << (SHARE_DIGIT_BITS - 1))) >> SHARE_DIGIT_BITS;
+    (centered - (hi << SHARE_DIGIT_BITS), hi)
+}
+
 /// `a^e mod t`, variable time in the public exponent.
 pub fn pow_vt(mut a: u64, mut e: u64) -> u64 {
     let mut r = 1;
@@ -169,6 +182,17 @@ pub fn dot(a: &[u64], b: &[u64]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn share_digits_are_balanced_and_recombine() {
+        let mut rng = crate::seed::os_rng();
+        let edge = [0, 1, T - 1, HALF, HALF + 1, (1 << 30) - 1, 1 << 30, T - (1 << 30)];
+        for a in edge.into_iter().chain((0..10_000).map(|_| random(&mut rng))) {
+            let (lo, hi) = share_digits(a);
+            assert!(lo.unsigned_abs() <= 1 << 30 && hi.unsigned_abs() <= 1 << 29, "{a}: {lo}, {hi}");
+            assert_eq!(add(from_i64(lo), mul_pow2(from_i64(hi), SHARE_DIGIT_BITS)), a);
+        }
+    }
     use proptest::prelude::*;
 
     #[test]

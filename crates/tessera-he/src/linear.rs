@@ -47,23 +47,10 @@ use crate::wire::Form;
 pub const MAX_WEIGHT: u64 = 1 << 40;
 
 /// A weight *share* (uniform in `Z_t`, as the remote servers of suite seco hold them) enters a
-/// product as balanced base-`2^31` digits `w = lo + 2^31·hi` with `|lo| ≤ 2^30`, `|hi| ≤ 2^29`,
-/// against encryptions of `u` and `2^31·u`: the noise grows by `2^30` per weight rather than
-/// by `t ≈ 2^61` ([`ConvPacking::evaluate_share`]).
-pub const SHARE_DIGIT_BITS: u32 = 31;
-
-/// The balanced digits `(lo, hi)` of every weight share (`w ≡ lo + 2^31·hi mod t`).
-fn share_digits(shares: &[u64]) -> (Vec<i64>, Vec<i64>) {
-    let half = zt::T / 2;
-    shares
-        .iter()
-        .map(|&w| {
-            let centered = if w > half { w as i64 - zt::T as i64 } else { w as i64 };
-            let hi = (centered + (1 << (SHARE_DIGIT_BITS - 1))) >> SHARE_DIGIT_BITS;
-            (centered - (hi << SHARE_DIGIT_BITS), hi)
-        })
-        .unzip()
-}
+/// product as its balanced base-`2^31` digits ([`zt::share_digits`]) against encryptions of `u`
+/// and `2^31·u`: the noise grows by `2^30` per weight rather than by `t ≈ 2^61`
+/// ([`ConvPacking::evaluate_share`]).
+pub use tessera_field::zt::SHARE_DIGIT_BITS;
 
 /// What a layer's outputs carry besides the product.
 #[derive(Clone, Copy)]
@@ -307,7 +294,7 @@ impl ConvPacking {
         if shares.iter().any(|&w| w >= params.t()) {
             return Err(HeError::Packing("a weight share outside Z_t".into()));
         }
-        let (mut lo, mut hi) = share_digits(shares);
+        let (mut lo, mut hi): (Vec<i64>, Vec<i64>) = shares.iter().map(|&w| zt::share_digits(w)).unzip();
         let mut low = self.evaluate(params, inputs, &lo, addend, rng);
         let high = self.evaluate(params, scaled, &hi, Addend::Zero, rng);
         lo.zeroize();

@@ -12,6 +12,22 @@ pub enum ModelError {
         /// What disagrees.
         detail: String,
     },
+    /// A model cannot be cut after this many weighted layers.
+    #[error("cannot split after {weighted} weighted layers: {reason}")]
+    Split {
+        /// The requested split point.
+        weighted: usize,
+        /// Why not.
+        reason: String,
+    },
+    /// A stored model (or model part) whose bytes are malformed.
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// What was being read.
+        what: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// A pattern the fixed-point reference cannot evaluate exactly.
     #[error("node `{node}` cannot run in fixed point: {reason}")]
     NotFixedPoint {

@@ -81,12 +81,12 @@ pub enum FixedOp {
 #[derive(Debug, Clone)]
 pub struct FixedModel {
     pub(crate) params: FixedPointParams,
-    input: ImageShape,
+    pub(crate) input: ImageShape,
     pub(crate) ops: Vec<FixedOp>,
     pub(crate) inputs: Vec<Vec<ValueId>>,
     pub(crate) shapes: Vec<ImageShape>,
-    names: Vec<String>,
-    scales: Vec<Scale>,
+    pub(crate) names: Vec<String>,
+    pub(crate) scales: Vec<Scale>,
     pub(crate) output: ValueId,
 }
 

@@ -10,9 +10,12 @@ pub mod fixed;
 pub mod ir;
 pub mod meta;
 pub mod nonlinear;
+pub mod part;
 pub mod passes;
 pub mod plain;
 pub mod runner;
+pub mod shares;
+pub mod split;
 pub mod tolerance;
 
 pub use bayes::{LayerPosterior, Posterior};

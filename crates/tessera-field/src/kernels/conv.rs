@@ -125,6 +125,12 @@ impl ConvKernel {
         dense
     }
 
+    /// The weights as stored: `out_channels × terms / groups`, each filter over its group's
+    /// channels only.
+    pub fn group_weights(&self) -> Vec<i64> {
+        self.weights.iter().map(|&w| w as i64).collect()
+    }
+
     /// Each filter's weights, in filter order, with the term of the ordinary convolution its
     /// first weight multiplies (the first of its group's channels).
     fn rows(&self) -> impl Iterator<Item = (usize, &[f64])> {
@@ -161,6 +167,12 @@ impl ConvKernel {
     /// The limb plan for this kernel's operands.
     pub fn limb_plan(&self) -> LimbPlan {
         self.plan
+    }
+}
+
+impl zeroize::Zeroize for ConvKernel {
+    fn zeroize(&mut self) {
+        self.weights.zeroize();
     }
 }
 
