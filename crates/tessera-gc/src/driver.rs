@@ -3,13 +3,21 @@
 //!
 //! Frame kinds (`0x0A01…`), each tagged with the session and the layer index; chunks of one
 //! message go in order.
+//!
+//! With a helper ([`Layer::with_helper`]) the offline phase runs on two more channels: the
+//! helper runs the evaluator's OT-receiver part against the garbler, with the same kinds
+//! ([`BASE_SENDER`] … [`PROOF`]) on the garbler–helper channel, and forwards its active
+//! labels to the evaluator ([`HELPER_LABELS`]); the online phase is the two-party one.
 
 use rand_core::{CryptoRng, RngCore};
 use tessera_net::{Channel, MessageKind, SessionId};
 use zeroize::Zeroizing;
 
 use crate::error::Result;
-use crate::protocol::{EvaluatorAwaitBase, EvaluatorOffline, GarblerAwaitBase, GarblerOffline, Layer, OutputShares};
+use crate::protocol::{
+    EvaluatorAwaitBase, EvaluatorAwaitTables, EvaluatorOffline, GarblerAwaitBase, GarblerAwaitProof, GarblerGarbling, GarblerOffline,
+    HelperAwaitBase, HelperZeroLabels, Layer, OutputShares,
+};
 
 /// Evaluator → garbler: the base-OT point `S`.
 pub const BASE_SENDER: MessageKind = MessageKind(0x0A01);
@@ -27,6 +35,8 @@ pub const TABLES: MessageKind = MessageKind(0x0A06);
 pub const RESHARE: MessageKind = MessageKind(0x0A07);
 /// Garbler → evaluator (online): label chunks with the online decoding.
 pub const LABELS: MessageKind = MessageKind(0x0A08);
+/// Helper → evaluator (offline): chunks of the helper's active labels.
+pub const HELPER_LABELS: MessageKind = MessageKind(0x0A09);
 
 /// The garbler's offline phase for one layer; draws `Δ`, the hash key and the output masks
 /// from `rng` (its output shares: [`GarblerOffline::output_shares`]).
@@ -38,6 +48,44 @@ pub async fn garbler_offline<R: RngCore + CryptoRng + ?Sized>(
     rng: &mut R,
 ) -> Result<GarblerOffline> {
     let state = GarblerAwaitBase::start(layer, rng);
+    let (state, proof) = garbler_evaluator_ots(ch, session, layer_id, state, rng).await?;
+    garble(ch, session, layer_id, state.receive_proof(&proof)?).await
+}
+
+/// The garbler's offline phase for one layer with a helper: the evaluator's OTs on
+/// `evaluator`, then the helper's on `helper` (same `Δ`), then the tables to the evaluator.
+pub async fn garbler_offline_with_helper<R: RngCore + CryptoRng + ?Sized>(
+    evaluator: &mut Channel,
+    helper: &mut Channel,
+    session: SessionId,
+    layer_id: u32,
+    layer: Layer,
+    rng: &mut R,
+) -> Result<GarblerOffline> {
+    let state = GarblerAwaitBase::start(layer, rng);
+    let with_helper = state.helper()?;
+    let (state, proof) = garbler_evaluator_ots(evaluator, session, layer_id, state, rng).await?;
+    let s = helper.recv(BASE_SENDER, session, layer_id).await?;
+    let (reply, mut hot) = with_helper.receive_base(&s, rng)?;
+    helper.send(BASE_RECEIVER, session, layer_id, &reply).await?;
+    for chunk in 0..hot.chunks() {
+        let columns = helper.recv(COLUMNS, session, layer_id).await?;
+        hot.receive_columns(chunk, &columns)?;
+    }
+    let (challenge, hot) = hot.challenge(rng)?;
+    helper.send(CHALLENGE, session, layer_id, &challenge).await?;
+    let labels: HelperZeroLabels = hot.receive_proof(&helper.recv(PROOF, session, layer_id).await?)?;
+    garble(evaluator, session, layer_id, state.receive_proof_with_helper(&proof, labels)?).await
+}
+
+/// The garbler's OTs with the evaluator, up to the evaluator's answer to the challenge.
+async fn garbler_evaluator_ots<R: RngCore + CryptoRng + ?Sized>(
+    ch: &mut Channel,
+    session: SessionId,
+    layer_id: u32,
+    state: GarblerAwaitBase,
+    rng: &mut R,
+) -> Result<(GarblerAwaitProof, Vec<u8>)> {
     let s = ch.recv(BASE_SENDER, session, layer_id).await?;
     let (reply, mut state) = state.receive_base(&s, rng)?;
     ch.send(BASE_RECEIVER, session, layer_id, &reply).await?;
@@ -48,7 +96,16 @@ pub async fn garbler_offline<R: RngCore + CryptoRng + ?Sized>(
     let (challenge, state) = state.challenge(rng)?;
     ch.send(CHALLENGE, session, layer_id, &challenge).await?;
     let proof = ch.recv(PROOF, session, layer_id).await?;
-    let mut state = state.receive_proof(&proof)?;
+    Ok((state, proof))
+}
+
+/// Garbles and sends every table chunk to the evaluator.
+async fn garble(
+    ch: &mut Channel,
+    session: SessionId,
+    layer_id: u32,
+    mut state: GarblerGarbling,
+) -> Result<GarblerOffline> {
     for chunk in 0..state.layer().chunks() {
         let tables = state.garble_chunk(chunk)?;
         ch.send(TABLES, session, layer_id, &tables).await?;
@@ -87,6 +144,36 @@ pub async fn evaluator_offline<R: RngCore + CryptoRng + ?Sized>(
     layer: Layer,
     rng: &mut R,
 ) -> Result<EvaluatorOffline> {
+    let state = evaluator_ots(ch, session, layer_id, layer, rng).await?;
+    receive_tables(ch, session, layer_id, state).await
+}
+
+/// The evaluator's offline phase for one layer with a helper: its OTs with the garbler, the
+/// helper's labels, then the tables.
+pub async fn evaluator_offline_with_helper<R: RngCore + CryptoRng + ?Sized>(
+    garbler: &mut Channel,
+    helper: &mut Channel,
+    session: SessionId,
+    layer_id: u32,
+    layer: Layer,
+    rng: &mut R,
+) -> Result<EvaluatorOffline> {
+    let mut state = evaluator_ots(garbler, session, layer_id, layer, rng).await?;
+    for chunk in 0..state.chunks() {
+        let labels = Zeroizing::new(helper.recv(HELPER_LABELS, session, layer_id).await?);
+        state.receive_helper_labels(chunk, &labels)?;
+    }
+    receive_tables(garbler, session, layer_id, state).await
+}
+
+/// The evaluator's OTs with the garbler (the helper's are the same, with no hash key).
+async fn evaluator_ots<R: RngCore + CryptoRng + ?Sized>(
+    ch: &mut Channel,
+    session: SessionId,
+    layer_id: u32,
+    layer: Layer,
+    rng: &mut R,
+) -> Result<EvaluatorAwaitTables> {
     let (s, state) = EvaluatorAwaitBase::start(layer, rng);
     ch.send(BASE_SENDER, session, layer_id, &s).await?;
     let r = ch.recv(BASE_RECEIVER, session, layer_id).await?;
@@ -96,13 +183,54 @@ pub async fn evaluator_offline<R: RngCore + CryptoRng + ?Sized>(
         ch.send(COLUMNS, session, layer_id, &columns).await?;
     }
     let challenge = ch.recv(CHALLENGE, session, layer_id).await?;
-    let (proof, mut state) = state.prove(&challenge)?;
+    let (proof, state) = state.prove(&challenge)?;
     ch.send(PROOF, session, layer_id, &proof).await?;
+    Ok(state)
+}
+
+async fn receive_tables(
+    ch: &mut Channel,
+    session: SessionId,
+    layer_id: u32,
+    mut state: EvaluatorAwaitTables,
+) -> Result<EvaluatorOffline> {
     for chunk in 0..state.chunks() {
         let tables = ch.recv(TABLES, session, layer_id).await?;
         state.receive_tables(chunk, &tables)?;
     }
     state.finish()
+}
+
+/// The helper's offline phase for one layer with a helper, from its shares `h` (one per
+/// input value) and output masks `m` (one per instance, its output shares): its OTs with the
+/// garbler on `garbler`, then its active labels to the evaluator on `evaluator`. It takes no
+/// part in the online phase.
+#[allow(clippy::too_many_arguments)]
+pub async fn helper_offline<R: RngCore + CryptoRng + ?Sized>(
+    garbler: &mut Channel,
+    evaluator: &mut Channel,
+    session: SessionId,
+    layer_id: u32,
+    layer: Layer,
+    shares: &[u64],
+    masks: &[u64],
+    rng: &mut R,
+) -> Result<()> {
+    let (s, state) = HelperAwaitBase::start(layer, shares, masks, rng)?;
+    garbler.send(BASE_SENDER, session, layer_id, &s).await?;
+    let r = garbler.recv(BASE_RECEIVER, session, layer_id).await?;
+    let mut state = state.receive_base(&r)?;
+    for chunk in 0..state.chunks() {
+        let columns = state.columns(chunk)?;
+        garbler.send(COLUMNS, session, layer_id, &columns).await?;
+    }
+    let challenge = garbler.recv(CHALLENGE, session, layer_id).await?;
+    let (proof, state) = state.prove(&challenge)?;
+    garbler.send(PROOF, session, layer_id, &proof).await?;
+    for labels in state.forward_labels() {
+        evaluator.send(HELPER_LABELS, session, layer_id, &labels).await?;
+    }
+    Ok(())
 }
 
 /// The evaluator's online phase with its shares `a`: returns its output shares `f(x) − r`.

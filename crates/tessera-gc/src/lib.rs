@@ -48,7 +48,10 @@ pub mod protocol;
 pub mod relu;
 
 pub use block::{Block, Delta};
-pub use driver::{evaluator_offline, evaluator_online, garbler_offline, garbler_online};
+pub use driver::{
+    evaluator_offline, evaluator_offline_with_helper, evaluator_online, garbler_offline, garbler_offline_with_helper,
+    garbler_online, helper_offline,
+};
 pub use error::{GcError, Input, Message, Result};
 pub use modulus::Modulus;
 pub use protocol::{Layer, MAX_FRAME, OutputShares};

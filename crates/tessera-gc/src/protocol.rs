@@ -1371,4 +1371,306 @@ mod tests {
         let cols = e.columns(0).unwrap();
         assert!(matches!(g.receive_columns(0, &cols[1..]), Err(GcError::WrongLength { .. })));
     }
+
+    /// Both parties' output shares of a layer with a helper.
+    struct Run3 {
+        /// The evaluator's output shares `f(x) − m − r`.
+        out: Vec<u64>,
+        /// The garbler's output shares `r`.
+        masks: Vec<u64>,
+    }
+
+    /// Drives the garbler, the evaluator and the helper by hand, with no channel; the helper's
+    /// OTs run before the evaluator's (the drivers run them after: the order does not matter).
+    fn run_with_helper(layer: &Layer, a: &[u64], b: &[u64], h: &[u64], hm: &[u64], seed: u64) -> Result<Run3> {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let g = GarblerAwaitBase::start(layer.clone(), &mut rng);
+        let gh = g.helper()?;
+        let (s, e) = EvaluatorAwaitBase::start(layer.clone(), &mut rng);
+        let (sh, hp) = HelperAwaitBase::start(layer.clone(), h, hm, &mut rng)?;
+        let (points_h, mut gh) = gh.receive_base(&sh, &mut rng)?;
+        let mut hp = hp.receive_base(&points_h)?;
+        assert_eq!((hp.chunks(), gh.chunks()), (layer.helper_ot_chunks(), layer.helper_ot_chunks()));
+        for chunk in 0..hp.chunks() {
+            gh.receive_columns(chunk, &hp.columns(chunk)?)?;
+        }
+        let (chi_h, gh) = gh.challenge(&mut rng)?;
+        let (proof_h, hp) = hp.prove(&chi_h)?;
+        let zero_h = gh.receive_proof(&proof_h)?;
+        assert_eq!(format!("{hp:?} {zero_h:?}"), "HelperOffline(..) HelperZeroLabels(..)");
+        let forwarded = hp.forward_labels();
+        let (points, mut g) = g.receive_base(&s, &mut rng)?;
+        let mut e = e.receive_base(&points)?;
+        for chunk in 0..e.chunks() {
+            g.receive_columns(chunk, &e.columns(chunk)?)?;
+        }
+        let (chi, g) = g.challenge(&mut rng)?;
+        let (proof, mut e) = e.prove(&chi)?;
+        let mut g = g.receive_proof_with_helper(&proof, zero_h)?;
+        assert_eq!(forwarded.len(), e.chunks());
+        for (chunk, msg) in forwarded.iter().enumerate() {
+            e.receive_helper_labels(chunk, msg)?;
+        }
+        for chunk in 0..e.chunks() {
+            e.receive_tables(chunk, &g.garble_chunk(chunk)?)?;
+        }
+        let (g, e) = (g.finish()?, e.finish()?);
+        let mut g = g.online(b.to_vec())?;
+        let (reshares, mut e) = e.online(a)?;
+        for (chunk, msg) in reshares.iter().enumerate() {
+            e.receive_labels(chunk, &g.respond(chunk, msg)?)?;
+        }
+        Ok(Run3 { masks: g.finish()?.to_vec(), out: e.finish()? })
+    }
+
+    /// A layer's inputs with a helper: values `x` in the domain where the circuit is exact
+    /// (uniform, with the domain's edges first), split into uniform shares `a + b + h`, and the
+    /// helper's masks.
+    pub(crate) struct Case3 {
+        pub(crate) x: Vec<u64>,
+        pub(crate) a: Vec<u64>,
+        pub(crate) b: Vec<u64>,
+        pub(crate) h: Vec<u64>,
+        pub(crate) hm: Vec<u64>,
+    }
+
+    pub(crate) fn case3(layer: &Layer, rng: &mut ChaCha20Rng) -> Case3 {
+        use rand::Rng;
+        let z = layer.circuit();
+        let m = z.modulus();
+        let shift = match z.op() {
+            Nonlinear::ReluTrunc { shift } | Nonlinear::MaxPool { shift, .. } => shift,
+            _ => 0,
+        };
+        let limit = (m.half() - (1 << shift)) as i64;
+        let edges = [0, 1, -1, limit - 1, 1 - limit, 1 << shift, -(1 << shift), 70_000, -70_000];
+        let x: Vec<u64> = (0..layer.values())
+            .map(|v| {
+                let x = match edges.get(v) {
+                    Some(&e) if e.abs() < limit => e,
+                    _ => rng.random_range(1 - limit..limit),
+                };
+                if x < 0 { m.t() - x.unsigned_abs() } else { x as u64 }
+            })
+            .collect();
+        let draw = |rng: &mut ChaCha20Rng, n: usize| (0..n).map(|_| m.random(rng)).collect::<Vec<_>>();
+        let (a, h, hm) = (draw(rng, layer.values()), draw(rng, layer.values()), draw(rng, layer.instances()));
+        let b = (0..layer.values()).map(|v| m.sub(m.sub(x[v], a[v]), h[v])).collect();
+        Case3 { x, a, b, h, hm }
+    }
+
+    impl Case3 {
+        /// Instances where `out + r ≠ f(x) − m`.
+        pub(crate) fn wrong(&self, layer: &Layer, out: &[u64], r: &[u64]) -> usize {
+            let z = layer.circuit();
+            let (m, k) = (z.modulus(), z.values());
+            assert_eq!((out.len(), r.len()), (layer.instances(), layer.instances()));
+            (0..layer.instances())
+                .filter(|&i| {
+                    let x = &self.x[i * k..(i + 1) * k];
+                    assert!(z.in_domain(x));
+                    m.add(out[i], r[i]) != m.sub(z.reference(x), self.hm[i])
+                })
+                .count()
+        }
+    }
+
+    #[test]
+    fn helper_layers_give_f_of_x_minus_m_minus_r() {
+        let mut rng = ChaCha20Rng::seed_from_u64(61);
+        let m = Modulus::tessera();
+        for (op, instances) in [
+            (Nonlinear::ReluTrunc { shift: 16 }, 400),
+            (Nonlinear::ReluTrunc { shift: 0 }, 300),
+            (Nonlinear::Relu, 100),
+            (Nonlinear::MaxPool { window: 4, relu: false, shift: 8 }, 300),
+            (Nonlinear::MaxPool { window: 4, relu: true, shift: 16 }, 300),
+        ] {
+            let layer = Layer::with_helper(op, m, instances).unwrap();
+            let c = case3(&layer, &mut rng);
+            let run = run_with_helper(&layer, &c.a, &c.b, &c.h, &c.hm, rng.next_u64()).unwrap();
+            assert_eq!(c.wrong(&layer, &run.out, &run.masks), 0, "{op:?}");
+            // The garbler's shares are its own uniform masks: distinct, non-zero, not f(x).
+            let distinct: HashSet<u64> = run.masks.iter().copied().collect();
+            assert_eq!(distinct.len(), instances, "{op:?}");
+            assert!(run.masks.iter().all(|&r| r != 0 && r < m.t()));
+            // Two-party outputs from the same shares without the helper's would be wrong.
+            let zero = vec![0; layer.values()];
+            let mut shifted = c.hm.clone();
+            shifted[0] = m.add(shifted[0], 1);
+            let other = run_with_helper(&layer, &c.a, &c.b, &zero, &shifted, 5).unwrap();
+            assert!(c.wrong(&layer, &other.out, &other.masks) > 0, "{op:?}: the helper's inputs matter");
+        }
+        assert!(Layer::with_helper(Nonlinear::ReluTrunc { shift: 16 }, m, 400).unwrap().chunks() > 1);
+        // A small modulus, where every residue shows up.
+        let m = Modulus::new(97).unwrap();
+        for op in [Nonlinear::ReluTrunc { shift: 1 }, Nonlinear::MaxPool { window: 2, relu: true, shift: 0 }] {
+            let layer = Layer::with_helper(op, m, 200).unwrap();
+            let c = case3(&layer, &mut rng);
+            let run = run_with_helper(&layer, &c.a, &c.b, &c.h, &c.hm, 7).unwrap();
+            assert_eq!(c.wrong(&layer, &run.out, &run.masks), 0, "{op:?} t = 97");
+        }
+    }
+
+    #[test]
+    fn wrong_helper_messages_and_orders_are_typed_errors() {
+        let m = Modulus::tessera();
+        let layer = Layer::with_helper(Nonlinear::ReluTrunc { shift: 8 }, m, 400).unwrap();
+        let two = Layer::new(Nonlinear::ReluTrunc { shift: 8 }, m, 400).unwrap();
+        assert_eq!(layer.chunks(), 3);
+        let mut rng = ChaCha20Rng::seed_from_u64(62);
+        let c = case3(&layer, &mut rng);
+        let mismatch = |r: Result<_>| matches!(r, Err(GcError::HelperMismatch { .. }));
+
+        // Local misuse: a layer without a helper, wrong counts, values not below t.
+        assert!(mismatch(HelperAwaitBase::start(two.clone(), &c.h, &c.hm, &mut rng).map(|_| ())));
+        assert!(mismatch(GarblerAwaitBase::start(two.clone(), &mut rng).helper().map(|_| ())));
+        assert!(matches!(
+            HelperAwaitBase::start(layer.clone(), &c.h, &c.hm[1..], &mut rng),
+            Err(GcError::WrongCount { input: Input::Masks, .. })
+        ));
+        let mut big = c.h.clone();
+        big[3] = m.t();
+        assert!(matches!(
+            HelperAwaitBase::start(layer.clone(), &big, &c.hm, &mut rng),
+            Err(GcError::InputOutOfRange { input: Input::Shares, index: 3 })
+        ));
+
+        // The helper's OTs with the garbler.
+        let g = GarblerAwaitBase::start(layer.clone(), &mut rng);
+        let (sh, hp) = HelperAwaitBase::start(layer.clone(), &c.h, &c.hm, &mut rng).unwrap();
+        assert!(matches!(
+            g.helper().unwrap().receive_base(&sh[..31], &mut rng),
+            Err(GcError::WrongLength { message: Message::BaseSender, .. })
+        ));
+        let (points_h, mut gh) = g.helper().unwrap().receive_base(&sh, &mut rng).unwrap();
+        assert_eq!(points_h.len(), POINT_BYTES * KAPPA);
+        let (_, other) = HelperAwaitBase::start(layer.clone(), &c.h, &c.hm, &mut rng).unwrap();
+        let mut with_key = points_h.clone();
+        with_key.extend_from_slice(&[0; KEY_BYTES]);
+        assert!(matches!(other.receive_base(&with_key), Err(GcError::WrongLength { message: Message::BaseReceiver, .. })));
+        let mut hp = hp.receive_base(&points_h).unwrap();
+        assert!(matches!(hp.columns(1), Err(GcError::OutOfOrder { message: Message::Columns, expected: 0, got: 1 })));
+        let cols = hp.columns(0).unwrap();
+        assert!(matches!(gh.receive_columns(1, &cols), Err(GcError::OutOfOrder { message: Message::Columns, .. })));
+        assert!(matches!(gh.receive_columns(0, &cols[16..]), Err(GcError::WrongLength { message: Message::Columns, .. })));
+        gh.receive_columns(0, &cols).unwrap();
+        let (chi_h, gh) = gh.challenge(&mut rng).unwrap();
+        assert!(matches!(hp.prove(&chi_h[..15]), Err(GcError::WrongLength { message: Message::Challenge, .. })));
+
+        drop(gh);
+
+        // Whole OT runs, to check the answers and what the garbler takes from them.
+        let helper_ots = |g: &GarblerAwaitBase, rng: &mut ChaCha20Rng| {
+            let (sh, hp) = HelperAwaitBase::start(layer.clone(), &c.h, &c.hm, rng).unwrap();
+            let (points, mut gh) = g.helper().unwrap().receive_base(&sh, rng).unwrap();
+            let mut hp = hp.receive_base(&points).unwrap();
+            for chunk in 0..hp.chunks() {
+                gh.receive_columns(chunk, &hp.columns(chunk).unwrap()).unwrap();
+            }
+            let (chi, gh) = gh.challenge(rng).unwrap();
+            let (proof, hp) = hp.prove(&chi).unwrap();
+            (gh, proof, hp)
+        };
+        let evaluator_ots = |layer: &Layer, g: GarblerAwaitBase, rng: &mut ChaCha20Rng| {
+            let (s, e) = EvaluatorAwaitBase::start(layer.clone(), rng);
+            let (points, mut g) = g.receive_base(&s, rng).unwrap();
+            let mut e = e.receive_base(&points).unwrap();
+            for chunk in 0..e.chunks() {
+                g.receive_columns(chunk, &e.columns(chunk).unwrap()).unwrap();
+            }
+            let (chi, g) = g.challenge(rng).unwrap();
+            let (proof, e) = e.prove(&chi).unwrap();
+            (g, proof, e)
+        };
+        let g1 = GarblerAwaitBase::start(layer.clone(), &mut rng);
+        let (gh, mut proof_h, _) = helper_ots(&g1, &mut rng);
+        proof_h[3] ^= 1;
+        assert!(matches!(gh.receive_proof(&proof_h), Err(GcError::ConsistencyCheck)));
+        let (gh, proof_h, _) = helper_ots(&g1, &mut rng);
+        assert!(matches!(gh.receive_proof(&proof_h[..31]), Err(GcError::WrongLength { message: Message::Proof, .. })));
+        let (gh, proof_h, hp) = helper_ots(&g1, &mut rng);
+        let zero1 = gh.receive_proof(&proof_h).unwrap();
+        let forwarded = hp.forward_labels();
+        assert_eq!(forwarded.len(), layer.chunks());
+        let (gp1, proof1, mut e1) = evaluator_ots(&layer, g1, &mut rng);
+
+        // The garbler needs its own helper OTs, and only with a helper layer.
+        let g2 = GarblerAwaitBase::start(layer.clone(), &mut rng);
+        let (gh, proof_h, _) = helper_ots(&g2, &mut rng);
+        let zero2 = gh.receive_proof(&proof_h).unwrap();
+        let (gp2, proof2, _) = evaluator_ots(&layer, g2, &mut rng);
+        assert!(mismatch(gp2.receive_proof(&proof2).map(|_| ())));
+        let g3 = GarblerAwaitBase::start(layer.clone(), &mut rng);
+        let (gp3, proof3, _) = evaluator_ots(&layer, g3, &mut rng);
+        assert!(mismatch(gp3.receive_proof_with_helper(&proof3, zero2).map(|_| ())));
+        let g4 = GarblerAwaitBase::start(two.clone(), &mut rng);
+        let (gp4, proof4, mut e4) = evaluator_ots(&two, g4, &mut rng);
+        let g5 = GarblerAwaitBase::start(layer.clone(), &mut rng);
+        let (gh, proof_h, _) = helper_ots(&g5, &mut rng);
+        let zero5 = gh.receive_proof(&proof_h).unwrap();
+        assert!(mismatch(gp4.receive_proof_with_helper(&proof4, zero5).map(|_| ())));
+        assert!(mismatch(e4.receive_helper_labels(0, &forwarded[0])));
+        let mut g1 = gp1.receive_proof_with_helper(&proof1, zero1).unwrap();
+
+        // The evaluator: the helper's labels come first, in order, at their agreed lengths.
+        assert!(matches!(
+            e1.receive_tables(0, &g1.garble_chunk(0).unwrap()),
+            Err(GcError::OutOfOrder { message: Message::HelperLabels, expected: 0, got: 3 })
+        ));
+        assert!(matches!(
+            e1.receive_helper_labels(1, &forwarded[1]),
+            Err(GcError::OutOfOrder { message: Message::HelperLabels, expected: 0, got: 1 })
+        ));
+        assert!(matches!(
+            e1.receive_helper_labels(0, &forwarded[0][1..]),
+            Err(GcError::WrongLength { message: Message::HelperLabels, .. })
+        ));
+        assert!(matches!(
+            e1.receive_helper_labels(0, &forwarded[2]),
+            Err(GcError::WrongLength { message: Message::HelperLabels, .. })
+        ));
+        e1.receive_helper_labels(0, &forwarded[0]).unwrap();
+        e1.receive_helper_labels(1, &forwarded[1]).unwrap();
+        assert!(matches!(
+            e1.receive_tables(0, &[]),
+            Err(GcError::OutOfOrder { message: Message::HelperLabels, expected: 2, got: 3 })
+        ));
+        e1.receive_helper_labels(2, &forwarded[2]).unwrap();
+        assert!(matches!(
+            e1.receive_helper_labels(3, &forwarded[2]),
+            Err(GcError::OutOfOrder { message: Message::HelperLabels, expected: 3, got: 3 })
+        ));
+        assert!(matches!(e1.receive_tables(0, &[0; 7]), Err(GcError::WrongLength { message: Message::Tables, .. })));
+        let mut g1 = {
+            // Chunk 0 was garbled above: a garbler starts over for the run that completes.
+            drop(g1);
+            let g = GarblerAwaitBase::start(layer.clone(), &mut rng);
+            let (gh, proof_h, hp) = helper_ots(&g, &mut rng);
+            let zero = gh.receive_proof(&proof_h).unwrap();
+            let (gp, proof, e) = evaluator_ots(&layer, g, &mut rng);
+            e1 = e;
+            for (chunk, msg) in hp.forward_labels().iter().enumerate() {
+                e1.receive_helper_labels(chunk, msg).unwrap();
+            }
+            gp.receive_proof_with_helper(&proof, zero).unwrap()
+        };
+        e1.receive_tables(0, &g1.garble_chunk(0).unwrap()).unwrap();
+        assert!(matches!(
+            e1.receive_helper_labels(1, &forwarded[1]),
+            Err(GcError::OutOfOrder { message: Message::HelperLabels, .. })
+        ));
+        for chunk in 1..layer.chunks() {
+            e1.receive_tables(chunk, &g1.garble_chunk(chunk).unwrap()).unwrap();
+        }
+        let (g1, e1) = (g1.finish().unwrap(), e1.finish().unwrap());
+        let mut g1 = g1.online(c.b.clone()).unwrap();
+        let (reshares, mut e1) = e1.online(&c.a).unwrap();
+        for (chunk, msg) in reshares.iter().enumerate() {
+            e1.receive_labels(chunk, &g1.respond(chunk, msg).unwrap()).unwrap();
+        }
+        let r = g1.finish().unwrap();
+        assert_eq!(c.wrong(&layer, &e1.finish().unwrap(), &r), 0, "the layer still completes exactly");
+    }
+
 }
