@@ -15,8 +15,8 @@ use zeroize::Zeroizing;
 
 use crate::error::Result;
 use crate::protocol::{
-    EvaluatorAwaitBase, EvaluatorAwaitTables, EvaluatorOffline, GarblerAwaitBase, GarblerAwaitProof, GarblerGarbling, GarblerOffline,
-    HelperAwaitBase, HelperZeroLabels, Layer, OutputShares,
+    EvaluatorAwaitBase, EvaluatorAwaitTables, EvaluatorOffline, GarblerAwaitBase, GarblerAwaitProof, GarblerGarbling,
+    GarblerOffline, HelperAwaitBase, HelperZeroLabels, Layer, OutputShares,
 };
 
 /// Evaluator → garbler: the base-OT point `S`.
@@ -250,4 +250,98 @@ pub async fn evaluator_online(
         state.receive_labels(chunk, &labels)?;
     }
     state.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+    use tessera_net::Wiretap;
+
+    use super::*;
+    use crate::modulus::Modulus;
+    use crate::protocol::MAX_FRAME;
+    use crate::protocol::tests::{Case3, case3};
+    use crate::relu::Nonlinear;
+
+    const TIMEOUT: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn three_parties_over_channels_share_f_of_x() {
+        let (mut ge, mut eg) = Channel::pair("garbler", "evaluator", TIMEOUT, MAX_FRAME);
+        let (mut gh, mut hg) = Channel::pair("garbler", "helper", TIMEOUT, MAX_FRAME);
+        let (mut eh, mut he) = Channel::pair("evaluator", "helper", TIMEOUT, MAX_FRAME);
+        // Each party's view: every frame it receives.
+        let [vg, ve, vh] = [Wiretap::new(), Wiretap::new(), Wiretap::new()];
+        ge.tap(vg.clone());
+        gh.tap(vg.clone());
+        eg.tap(ve.clone());
+        eh.tap(ve.clone());
+        hg.tap(vh.clone());
+        he.tap(vh.clone());
+        let mut rng = ChaCha20Rng::seed_from_u64(71);
+        let m = Modulus::tessera();
+        let session = SessionId([9; 16]);
+        let mut cases: Vec<(Layer, Case3)> = Vec::new();
+        for (id, (op, instances)) in [
+            (Nonlinear::ReluTrunc { shift: 16 }, 400),
+            (Nonlinear::MaxPool { window: 4, relu: false, shift: 8 }, 300),
+            (Nonlinear::MaxPool { window: 4, relu: true, shift: 16 }, 300),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = id as u32;
+            let layer = Layer::with_helper(op, m, instances).unwrap();
+            let c = case3(&layer, &mut rng);
+            let (mut rg, mut re, mut rh) =
+                (ChaCha20Rng::from_os_rng(), ChaCha20Rng::from_os_rng(), ChaCha20Rng::from_os_rng());
+            let (go, eo, ho) = tokio::join!(
+                garbler_offline_with_helper(&mut ge, &mut gh, session, id, layer.clone(), &mut rg),
+                evaluator_offline_with_helper(&mut eg, &mut eh, session, id, layer.clone(), &mut re),
+                helper_offline(&mut hg, &mut he, session, id, layer.clone(), &c.h, &c.hm, &mut rh),
+            );
+            ho.unwrap();
+            let (r, out) = tokio::join!(
+                garbler_online(&mut ge, session, id, go.unwrap(), c.b.clone()),
+                evaluator_online(&mut eg, session, id, eo.unwrap(), &c.a),
+            );
+            let (r, out) = (r.unwrap().to_vec(), out.unwrap());
+            assert_eq!(c.wrong(&layer, &out, &r), 0, "{op:?}: r + out = f(a + b + h) − m everywhere");
+            let distinct: HashSet<u64> = r.iter().copied().collect();
+            assert_eq!(distinct.len(), instances, "{op:?}: the garbler's shares are its uniform masks");
+            assert!(r.iter().all(|&v| v != 0));
+            cases.push((layer, c));
+        }
+
+        // Who sends what: the helper hears only its OT messages from the garbler; the
+        // evaluator hears only labels from the helper; the garbler only OT messages from it.
+        let kinds = |view: &Wiretap, from: &str| -> HashSet<u16> {
+            view.frames().iter().filter(|f| f.from == from).map(|f| f.header.kind.0).collect()
+        };
+        assert_eq!(kinds(&vh, "garbler"), HashSet::from([BASE_RECEIVER.0, CHALLENGE.0]));
+        assert!(kinds(&vh, "evaluator").is_empty());
+        assert_eq!(kinds(&ve, "helper"), HashSet::from([HELPER_LABELS.0]));
+        assert_eq!(kinds(&vg, "helper"), HashSet::from([BASE_SENDER.0, COLUMNS.0, PROOF.0]));
+        let forwarded: usize = ve.frames().iter().filter(|f| f.from == "helper").map(|f| f.payload.len()).sum();
+        let expected: usize = cases.iter().map(|(l, _)| 16 * l.instances() * l.circuit().helper_bits()).sum();
+        assert_eq!(forwarded, expected, "16 bytes per helper input bit");
+
+        // No input share, helper mask or value crosses any channel in the clear.
+        let frames: Vec<Vec<u8>> = [&vg, &ve, &vh].iter().flat_map(|v| v.frames()).map(|f| f.payload).collect();
+        let mut secrets = HashSet::new();
+        for (_, c) in &cases {
+            for v in c.a.iter().chain(&c.b).chain(&c.h).chain(&c.hm).chain(&c.x) {
+                if *v > 1 << 20 {
+                    secrets.insert(v.to_le_bytes());
+                }
+            }
+        }
+        for payload in &frames {
+            assert!(!payload.windows(8).any(|w| secrets.contains(<&[u8; 8]>::try_from(w).unwrap())));
+        }
+    }
 }

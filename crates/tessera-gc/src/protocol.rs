@@ -28,6 +28,7 @@ use rayon::prelude::*;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::block::{Block, Delta};
+use crate::circuit::to_bits;
 use crate::decode::OutputCoder;
 use crate::error::{GcError, Input, Message, Result};
 use crate::evaluate::Evaluator;
@@ -38,7 +39,6 @@ use crate::msgs::{expect_len, get_blocks, get_u64s, get_zt, put_blocks, put_u64s
 use crate::ot::base::{self, BaseSender, POINT_BYTES};
 use crate::ot::extension::{ExtReceiver, ExtSender, KAPPA, PADDING, kos_prove, kos_verify};
 use crate::prg::Prg;
-use crate::circuit::to_bits;
 use crate::relu::{Nonlinear, ZtCircuit};
 
 /// OT-extension words (of 128 OTs) per column chunk: 1 MiB messages.
@@ -77,11 +77,8 @@ impl Layer {
         }
         let z = circuit()?;
         let mut layer = Self { z, instances, per_chunk: 1 };
-        let widest = layer
-            .table_bytes(1)
-            .max(layer.label_bytes(1))
-            .max(layer.reshare_bytes(1))
-            .max(layer.forward_bytes(1));
+        let widest =
+            layer.table_bytes(1).max(layer.label_bytes(1)).max(layer.reshare_bytes(1)).max(layer.forward_bytes(1));
         let per = (FRAME_BUDGET / widest).max(1);
         layer.per_chunk = if per >= LANES { per - per % LANES } else { per };
         Ok(layer)
@@ -180,7 +177,9 @@ impl Layer {
     /// Bytes the evaluator keeps from the offline phase to the online one: the garbled tables
     /// with their decoding, its OT labels (and the helper's) and its offline shares.
     pub fn evaluator_stored_bytes(&self) -> usize {
-        KEY_BYTES + self.table_bytes(self.instances) + self.forward_bytes(self.instances)
+        KEY_BYTES
+            + self.table_bytes(self.instances)
+            + self.forward_bytes(self.instances)
             + 16 * self.evaluator_ots().real
             + 8 * self.values()
     }
@@ -606,10 +605,7 @@ impl GarblerHelperAwaitColumns {
     }
 
     /// After the last chunk: the consistency-check challenge (16 bytes).
-    pub fn challenge<R: RngCore + CryptoRng + ?Sized>(
-        self,
-        rng: &mut R,
-    ) -> Result<(Vec<u8>, GarblerHelperAwaitProof)> {
+    pub fn challenge<R: RngCore + CryptoRng + ?Sized>(self, rng: &mut R) -> Result<(Vec<u8>, GarblerHelperAwaitProof)> {
         let chi = self.ot.challenge(rng)?;
         let state = GarblerHelperAwaitProof { shape: self.ot.shape, delta: self.delta, q: self.ot.q, chi };
         Ok((chi.to_bytes().to_vec(), state))
@@ -941,7 +937,8 @@ impl EvaluatorOffline {
             })
             .collect();
         let output = Zeroizing::new(Vec::with_capacity(layer.instances));
-        let state = EvaluatorAwaitLabels { core: self.core, t: self.t, th: self.th, tables: self.tables, output, next: 0 };
+        let state =
+            EvaluatorAwaitLabels { core: self.core, t: self.t, th: self.th, tables: self.tables, output, next: 0 };
         Ok((messages, state))
     }
 }
@@ -1135,7 +1132,7 @@ impl HelperOffline {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::{HashMap, HashSet};
 
     use rand::SeedableRng;
@@ -1548,12 +1545,18 @@ mod tests {
         let (_, other) = HelperAwaitBase::start(layer.clone(), &c.h, &c.hm, &mut rng).unwrap();
         let mut with_key = points_h.clone();
         with_key.extend_from_slice(&[0; KEY_BYTES]);
-        assert!(matches!(other.receive_base(&with_key), Err(GcError::WrongLength { message: Message::BaseReceiver, .. })));
+        assert!(matches!(
+            other.receive_base(&with_key),
+            Err(GcError::WrongLength { message: Message::BaseReceiver, .. })
+        ));
         let mut hp = hp.receive_base(&points_h).unwrap();
         assert!(matches!(hp.columns(1), Err(GcError::OutOfOrder { message: Message::Columns, expected: 0, got: 1 })));
         let cols = hp.columns(0).unwrap();
         assert!(matches!(gh.receive_columns(1, &cols), Err(GcError::OutOfOrder { message: Message::Columns, .. })));
-        assert!(matches!(gh.receive_columns(0, &cols[16..]), Err(GcError::WrongLength { message: Message::Columns, .. })));
+        assert!(matches!(
+            gh.receive_columns(0, &cols[16..]),
+            Err(GcError::WrongLength { message: Message::Columns, .. })
+        ));
         gh.receive_columns(0, &cols).unwrap();
         let (chi_h, gh) = gh.challenge(&mut rng).unwrap();
         assert!(matches!(hp.prove(&chi_h[..15]), Err(GcError::WrongLength { message: Message::Challenge, .. })));
@@ -1672,5 +1675,4 @@ mod tests {
         let r = g1.finish().unwrap();
         assert_eq!(c.wrong(&layer, &e1.finish().unwrap(), &r), 0, "the layer still completes exactly");
     }
-
 }

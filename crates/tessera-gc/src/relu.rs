@@ -589,12 +589,22 @@ mod tests {
                 let pool = ZtCircuit::with_helper(Nonlinear::MaxPool { window: 4, relu, shift }, m).unwrap();
                 for round in 0..200 {
                     let xs: Vec<i64> = (0..4)
-                        .map(|j| if round < 20 { edges[(round + j) % edges.len()] } else { rng.random_range(1 - limit..limit) })
+                        .map(|j| {
+                            if round < 20 {
+                                edges[(round + j) % edges.len()]
+                            } else {
+                                rng.random_range(1 - limit..limit)
+                            }
+                        })
                         .collect();
                     let (x, c, h, b) = three_shares(&xs, &mut rng);
                     let mask = m.random(&mut rng);
                     let want = m.sub(pool.reference(&x), mask);
-                    assert_eq!(pool.eval_plain_with_helper(&c, &h, mask, &b), want, "shift {shift} relu {relu} x = {xs:?}");
+                    assert_eq!(
+                        pool.eval_plain_with_helper(&c, &h, mask, &b),
+                        want,
+                        "shift {shift} relu {relu} x = {xs:?}"
+                    );
                 }
             }
         }
@@ -628,7 +638,10 @@ mod tests {
             for k in 0..m.bits() {
                 let mask2 = mask ^ (1 << k);
                 if mask2 < m.t() {
-                    assert_eq!(trunc.eval_plain_with_helper(&c[..1], &h[..1], mask2, &b[..1]), m.add(base, m.sub(mask, mask2)));
+                    assert_eq!(
+                        trunc.eval_plain_with_helper(&c[..1], &h[..1], mask2, &b[..1]),
+                        m.add(base, m.sub(mask, mask2))
+                    );
                 }
             }
         }
