@@ -330,6 +330,19 @@ mod tests {
         let expected: usize = cases.iter().map(|(l, _)| 16 * l.instances() * l.circuit().helper_bits()).sum();
         assert_eq!(forwarded, expected, "16 bytes per helper input bit");
 
+        // Every payload is as long as the layer says, and the bytes per instance.
+        let total: usize = [&vg, &ve, &vh].iter().flat_map(|v| v.frames()).map(|f| f.payload.len()).sum();
+        assert_eq!(total, cases.iter().map(|(l, _)| l.offline_bytes() + l.online_bytes()).sum::<usize>());
+        for (layer, _) in &cases {
+            let n = layer.instances();
+            println!(
+                "{:?} with a helper, {n} instances: {} B offline, {} B online per instance",
+                layer.circuit().op(),
+                layer.offline_bytes() / n,
+                layer.online_bytes() / n
+            );
+        }
+
         // No input share, helper mask or value crosses any channel in the clear.
         let frames: Vec<Vec<u8>> = [&vg, &ve, &vh].iter().flat_map(|v| v.frames()).map(|f| f.payload).collect();
         let mut secrets = HashSet::new();

@@ -543,10 +543,11 @@ impl GarblerAwaitProof {
         if !self.core.layer.has_helper() {
             return Err(GcError::HelperMismatch { reason: "the layer has no helper" });
         }
-        if helper.delta.block() != self.core.delta.block() || helper.q.len() != self.core.layer.helper_ots().real {
+        let HelperZeroLabels { delta, q } = helper;
+        if delta.block() != self.core.delta.block() || q.len() != self.core.layer.helper_ots().real {
             return Err(GcError::HelperMismatch { reason: "the helper's OTs belong to another garbler or layer" });
         }
-        self.verify(message, helper.q.clone())
+        self.verify(message, q)
     }
 
     fn verify(self, message: &[u8], qh: Zeroizing<Vec<Block>>) -> Result<GarblerGarbling> {
