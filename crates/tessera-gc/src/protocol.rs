@@ -1,4 +1,5 @@
-//! The two-party nonlinear layer: garbler and evaluator as state machines without I/O.
+//! The nonlinear layer: garbler and evaluator (and, in the three-party variant, a helper) as
+//! state machines without I/O.
 //!
 //! The evaluator holds shares `a`, the garbler shares `b`; the garbler draws its output masks
 //! `r` (one per instance, uniform in `Z_t`) itself, and they are its output shares
@@ -19,6 +20,17 @@
 //! uniform because `c` is). The garbler sets `b' = b + e`, so `x = c + b'`, and sends its input
 //! labels for bits derived from `b'` (16 B per bit) and, for ReLU, the two rows decoding `pos`
 //! with weight `b'` (16 B). The evaluator evaluates and decodes its output share. One round trip.
+//!
+//! **With a helper** ([`Layer::with_helper`]): the helper H holds shares `h` and output masks
+//! `m`. Offline, H runs the evaluator's OT-receiver part against the garbler, for the bits of
+//! its circuit inputs, under the same `Δ` ([`HelperAwaitBase`] → [`HelperExtending`] →
+//! [`HelperOffline`]; the garbler's side: [`GarblerAwaitBase::helper`] →
+//! [`GarblerHelperAwaitColumns`] → [`GarblerHelperAwaitProof`] → [`HelperZeroLabels`]), and
+//! forwards its OT strings, its active labels, to the evaluator ([`HelperOffline::forward_labels`],
+//! [`EvaluatorAwaitTables::receive_helper_labels`], before the first table chunk). The garbler
+//! garbles after both extensions ([`GarblerAwaitProof::receive_proof_with_helper`]). The online
+//! phase is the two-party one; the evaluator's output shares are `f(x) − m − r`. Both OT
+//! receivers share one implementation, as do the garbler's two sender sides.
 //!
 //! Messages are split into chunks of at most [`FRAME_BUDGET`] bytes; every chunk's length is
 //! fixed by the [`Layer`] both parties agreed on, so nothing is sized by the peer.

@@ -1,6 +1,6 @@
 //! The nonlinear layers as circuits over `Z_t`: ReLU, ReLU with exact truncation, max pool.
 //!
-//! Every circuit takes the evaluator's share `c` and the garbler's *re-shared* share `b'`
+//! Every two-party circuit takes the evaluator's share `c` and the garbler's *re-shared* share `b'`
 //! (`x = c + b' mod t`, see [`crate::protocol`]) of each input value; the garbler enters
 //! only values it derives from `b'`, so no circuit adds shares it could have pre-combined.
 //! The outputs are bits `y_k` that [`crate::decode`] turns into additive shares of
@@ -23,6 +23,18 @@
 //!   `⌊t/2⌋ − h` to get `max x + h` in two's complement, and outputs its bits from `f` on:
 //!   with `relu`, `pos ∧ d_i` as above; without, every bit, the sign bit weighted
 //!   `−2^(n−1−f)`, so the decoding yields `⌊(max x + h) / 2^f⌋` for negative maxima too.
+//!
+//! **With a helper** ([`ZtCircuit::with_helper`]), a third party holds a share `h` of every
+//! input value and a mask `m` per instance, both offline: the evaluator's inputs are its `c`,
+//! then the helper's `t − h` per value and `m`. Each value is reconstructed twice with the
+//! gadget above: `z = c − (t − h)`, `+ t` on a borrow, is `c + h mod t` in `[0, t)`; then `z`
+//! with the garbler's word gives `x + k mod t` exactly as `c` does in the two-party circuit, so
+//! the rest of the circuit, and its exactness, are unchanged (121 more AND gates per value). A
+//! three-term sum mod `t` has three possible wraps; every single-pass layout we counted (sum
+//! then subtract 0, `t` or `2t`; subtract with sign tracking) needs two comparisons or
+//! adders more and came to at least 4n + 2 AND gates, against 2·(2n − 1) here. The mask's bits
+//! are outputs, weighted `−2^i` (each `2^i < t`), so the decoding yields `f(x) − m` with no
+//! gate for the mask. ReLU is built as the truncating ReLU by 0 bits (the same function).
 //!
 //! The rounding circuits are exact wherever `|x| + h < ⌊t/2⌋`, far beyond any activation bound
 //! `2^ℓx` a model is calibrated to.
