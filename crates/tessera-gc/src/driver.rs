@@ -357,4 +357,41 @@ mod tests {
             assert!(!payload.windows(8).any(|w| secrets.contains(<&[u8; 8]>::try_from(w).unwrap())));
         }
     }
+
+    /// A helper that runs its OTs honestly, then forwards a label chunk short of one label.
+    #[tokio::test]
+    async fn a_short_label_chunk_from_the_helper_is_a_typed_error() {
+        let (mut ge, mut eg) = Channel::pair("garbler", "evaluator", TIMEOUT, MAX_FRAME);
+        let (mut gh, mut hg) = Channel::pair("garbler", "helper", TIMEOUT, MAX_FRAME);
+        let (mut eh, mut he) = Channel::pair("evaluator", "helper", TIMEOUT, MAX_FRAME);
+        let mut rng = ChaCha20Rng::seed_from_u64(72);
+        let layer = Layer::with_helper(Nonlinear::ReluTrunc { shift: 8 }, Modulus::tessera(), 50).unwrap();
+        let c = case3(&layer, &mut rng);
+        let (session, id) = (SessionId([3; 16]), 0);
+        let helper = async {
+            let mut rng = ChaCha20Rng::seed_from_u64(73);
+            let (s, state) = HelperAwaitBase::start(layer.clone(), &c.h, &c.hm, &mut rng).unwrap();
+            hg.send(BASE_SENDER, session, id, &s).await.unwrap();
+            let mut state = state.receive_base(&hg.recv(BASE_RECEIVER, session, id).await.unwrap()).unwrap();
+            for chunk in 0..state.chunks() {
+                hg.send(COLUMNS, session, id, &state.columns(chunk).unwrap()).await.unwrap();
+            }
+            let (proof, state) = state.prove(&hg.recv(CHALLENGE, session, id).await.unwrap()).unwrap();
+            hg.send(PROOF, session, id, &proof).await.unwrap();
+            let labels = state.forward_labels();
+            he.send(HELPER_LABELS, session, id, &labels[0][16..]).await.unwrap();
+        };
+        let (mut rg, mut re) = (ChaCha20Rng::seed_from_u64(74), ChaCha20Rng::seed_from_u64(75));
+        let (g, e, ()) = tokio::join!(
+            garbler_offline_with_helper(&mut ge, &mut gh, session, id, layer.clone(), &mut rg),
+            evaluator_offline_with_helper(&mut eg, &mut eh, session, id, layer.clone(), &mut re),
+            helper,
+        );
+        assert!(g.is_ok(), "the garbler's part does not depend on the forwarded labels");
+        assert!(matches!(
+            e,
+            Err(crate::GcError::WrongLength { message: crate::Message::HelperLabels, expected, actual })
+                if actual + 16 == expected
+        ));
+    }
 }

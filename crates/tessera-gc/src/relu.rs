@@ -312,6 +312,9 @@ impl ZtCircuit {
     }
 
     /// Runs the circuit in the clear on shares `c` (evaluator) and `b'` (garbler) and decodes.
+    ///
+    /// # Panics
+    /// If the circuit has a helper ([`Self::eval_plain_with_helper`] runs those).
     pub fn eval_plain(&self, c: &[u64], reshared: &[u64]) -> u64 {
         let n = self.modulus.bits();
         let mut e = Vec::new();
