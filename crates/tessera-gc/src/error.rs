@@ -23,6 +23,8 @@ pub enum Message {
     Reshare,
     /// Online, the garbler's input labels and online output decoding.
     Labels,
+    /// Offline, the helper's active labels of its input wires, forwarded to the evaluator.
+    HelperLabels,
 }
 
 /// A local input of the protocol (for error context).
@@ -31,6 +33,8 @@ pub enum Message {
 pub enum Input {
     /// A party's input shares.
     Shares,
+    /// The helper's output masks.
+    Masks,
 }
 
 /// What can go wrong.
@@ -116,6 +120,12 @@ pub enum GcError {
         shift: u32,
         /// Bit length of `t`.
         bits: usize,
+    },
+    /// A helper's state or message used with a layer, or a garbler, it does not belong to.
+    #[error("helper: {reason}")]
+    HelperMismatch {
+        /// What does not fit.
+        reason: &'static str,
     },
     /// A max-pool window outside `2..=maximum`.
     #[error("max-pool window {window}, allowed 2..={maximum}")]

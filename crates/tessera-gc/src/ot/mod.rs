@@ -5,6 +5,8 @@
 //! base-OT *sender*; the garbler is the extension sender, whose secret `s` is the garbling
 //! `Δ`. The extension yields correlated OTs: the garbler gets `q_j`, the evaluator with choice
 //! `r_j` gets `t_j = q_j ⊕ r_j·Δ` — exactly a wire's zero label and the evaluator's active label.
+//! A layer with a helper runs a second extension, with the helper as receiver and the same
+//! `Δ`: its strings are the helper's active labels, which it forwards to the evaluator.
 
 pub mod base;
 pub mod extension;
