@@ -35,6 +35,8 @@ pub enum Purpose {
     CorrelationPad,
     /// The share `β` of a permutation correlation (known to the party that does not know `π`).
     CorrelationShare,
+    /// A one-time pad over an output share sent to its recipient through another party.
+    OutputPad,
 }
 
 impl Purpose {
@@ -50,6 +52,7 @@ impl Purpose {
             Purpose::TruncationRerandomizer => b"truncation-rerandomizer",
             Purpose::CorrelationPad => b"correlation-pad",
             Purpose::CorrelationShare => b"correlation-share",
+            Purpose::OutputPad => b"output-pad",
         }
     }
 }

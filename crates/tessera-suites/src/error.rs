@@ -251,6 +251,9 @@ pub enum Violation {
     /// A malformed public key.
     #[error("key: {0}")]
     Key(#[source] tessera_he::HeError),
+    /// An X25519 public key of small order: the agreed secret would be public.
+    #[error("an X25519 public key of small order")]
+    SmallOrderKey,
     /// A garbled-circuit message that breaks its protocol.
     #[error("layer {layer}: {reason}")]
     Garbling {

@@ -24,6 +24,7 @@ mod he_layer;
 mod masks;
 mod parties;
 pub mod plain;
+pub mod seco;
 pub mod serpens_2;
 pub mod serpens_n;
 pub mod service;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tessera_he::HeParams;
 use tessera_model::fixed::FixedModel;
 use tessera_model::runner::LayerTrace;
-use tessera_net::{Channel, TappedFrame, Wiretap};
+use tessera_net::{Channel, SessionId, TappedFrame, Wiretap};
 
 use super::user::prepare_traced;
 use super::{ClientServerServer, MAX_BATCH, run};
@@ -69,7 +69,8 @@ pub async fn run_in_memory(
     let server = ClientServerServer::new(model.clone(), he.clone(), MAX_BATCH, 1, usize::MAX).traced(server_trace);
     let task = tokio::spawn(async move { server.serve("server", &mut server_end).await });
     let outcome = async {
-        let material = prepare_traced("user", model.clone(), he, &mut user, batch, user_trace).await?;
+        let material =
+            prepare_traced("user", model.clone(), he, &mut user, SessionId::random(), batch, user_trace).await?;
         let user_storage = material.stored_bytes();
         Ok((run("user", model, &mut user, material, input).await?, user_storage))
     }

@@ -51,6 +51,7 @@ pub use memory::{InMemoryOutcome, InMemoryRun, View, run_in_memory};
 pub use server::ClientServerServer;
 pub use service::ClientServerService;
 pub use user::{UserMaterial, prepare, run};
+pub(crate) use user::{missing_report, prepare_traced, run_layers};
 
 use tessera_gc::{GcError, Layer, Modulus, Nonlinear};
 use tessera_he::{ConvPacking, Form, HeParams, PublicKey};
@@ -140,7 +141,7 @@ pub(crate) fn gc_error(peer: &str, node: u32, e: GcError) -> SuiteError {
     }
 }
 
-fn local_gc(node: u32, e: GcError) -> SuiteError {
+pub(crate) fn local_gc(node: u32, e: GcError) -> SuiteError {
     SuiteError::Garbling { layer: node, reason: e.to_string() }
 }
 

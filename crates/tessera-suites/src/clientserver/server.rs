@@ -76,7 +76,7 @@ impl std::fmt::Debug for ClientServerServer {
 
 /// What the server keeps of one preprocessed query: its product masks `s_i` per linear layer
 /// and the garbled circuits (tables, OT labels, offline shares) per nonlinear layer.
-struct ServerMaterial {
+pub(crate) struct ServerMaterial {
     batch: usize,
     masks: Vec<Zeroizing<Vec<u64>>>,
     layers: Vec<EvaluatorOffline>,
@@ -150,7 +150,8 @@ impl ClientServerServer {
         }
     }
 
-    async fn prepare(
+    /// Preprocesses query `session` for the user on `user`, from its `PREPARE` payload.
+    pub(crate) async fn prepare(
         &self,
         name: &str,
         user: &mut Channel,
@@ -217,6 +218,22 @@ impl ClientServerServer {
         material: ServerMaterial,
         payload: Vec<u8>,
     ) -> Result<()> {
+        let (output, mut rec) = self.online_share(name, user, session, material, payload).await?;
+        send_wiped(user, LOGITS, session, 0, elements_to_bytes(&output)).await?;
+        rec.stage(0, "output", StageKind::Output, &[user]);
+        send_reports(user, REPORT, session, &[rec.finish()]).await
+    }
+
+    /// Runs query `session` on the user's `QUERY` payload: the server's share of the model's
+    /// output, and its online cost recorder, to stage the output's delivery in.
+    pub(crate) async fn online_share(
+        &self,
+        name: &str,
+        user: &mut Channel,
+        session: SessionId,
+        material: ServerMaterial,
+        payload: Vec<u8>,
+    ) -> Result<(Zeroizing<Vec<u64>>, Recorder)> {
         let mut rec = Recorder::new(name).counting_from(&[user]);
         let ServerMaterial { batch, masks, layers, _held } = material;
         let n = batch * self.model.input_shape().len();
@@ -251,9 +268,7 @@ impl ClientServerServer {
             rec.stage(layer.node, self.model.node_name(layer.node as usize), stage_kind(&layer), &[user]);
             first = layer.node as usize + 1;
         }
-        send_wiped(user, LOGITS, session, 0, elements_to_bytes(runner.output())).await?;
-        rec.stage(0, "output", StageKind::Output, &[user]);
-        send_reports(user, REPORT, session, &[rec.finish()]).await
+        Ok((Zeroizing::new(runner.output().to_vec()), rec))
     }
 }
 

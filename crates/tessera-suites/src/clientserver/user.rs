@@ -63,6 +63,11 @@ impl UserMaterial {
         self.session
     }
 
+    /// The user's share of the model's output, known since preprocessing.
+    pub(crate) fn output_share(&self) -> &[u64] {
+        &self.logits
+    }
+
     /// Bytes the user stores until the query runs: masks, shares and garbling secrets (the
     /// garbled tables are at the server).
     pub fn stored_bytes(&self) -> usize {
@@ -80,20 +85,20 @@ pub async fn prepare(
     server: &mut Channel,
     batch: usize,
 ) -> Result<UserMaterial> {
-    prepare_traced(name, model, he, server, batch, None).await
+    prepare_traced(name, model, he, server, SessionId::random(), batch, None).await
 }
 
-/// [`prepare`], recording the user's share of every nonlinear layer's input and output into
-/// `trace` (in-memory test runs).
+/// [`prepare`] for query `session`, recording the user's share of every nonlinear layer's
+/// input and output into `trace` (in-memory test runs).
 pub(crate) async fn prepare_traced(
     name: &str,
     model: Arc<FixedModel>,
     he: &HeParams,
     server: &mut Channel,
+    session: SessionId,
     batch: usize,
     trace: Option<LayerTrace>,
 ) -> Result<UserMaterial> {
-    let session = SessionId::random();
     let mut rec = Recorder::new(name).counting_from(&[server]);
     let mut rng = os_rng();
     let key = SecretKey::generate(he, &mut rng)?;
@@ -148,21 +153,8 @@ pub async fn run(
     material: UserMaterial,
     input: &[u64],
 ) -> Result<Outcome> {
-    let UserMaterial { session, batch, input_mask, layers, logits: own, reports } = material;
-    if input.len() != input_mask.len() {
-        let expected = model.input_shape().len();
-        return Err(ModelError::InputLength { expected, batch, actual: input.len() }.into());
-    }
     let mut rec = Recorder::new(name).counting_from(&[server]);
-    let masked: Vec<u64> = input.iter().zip(input_mask.iter()).map(|(&x, &r)| zt::sub(x, r)).collect();
-    send_wiped(server, QUERY, session, 0, elements_to_bytes(&masked)).await?;
-    rec.stage(0, "input", StageKind::Input, &[server]);
-    for GarbledLayer { layer, garbler, shares } in layers {
-        tessera_gc::garbler_online(server, session, layer.node, garbler, shares.to_vec())
-            .await
-            .map_err(|e| gc_error(server.peer(), layer.node, e))?;
-        rec.stage(layer.node, model.node_name(layer.node as usize), stage_kind(&layer), &[server]);
-    }
+    let (session, own, reports) = run_layers(&mut rec, model, server, material, input).await?;
     let bytes = Zeroizing::new(server.recv(LOGITS, session, 0).await?);
     let mut r = Reader::new(&bytes, server.peer(), "logits");
     let mut logits = r.elements(own.len())?;
@@ -177,7 +169,33 @@ pub async fn run(
     Ok(Outcome { logits, reports: vec![user_report, server_report] })
 }
 
-fn missing_report(peer: &str) -> SuiteError {
+/// The online phase up to the output: sends S's share of the input and runs every garbled
+/// layer. Returns the query, the user's share of the output and the preprocessing's reports.
+pub(crate) async fn run_layers(
+    rec: &mut Recorder,
+    model: &FixedModel,
+    server: &mut Channel,
+    material: UserMaterial,
+    input: &[u64],
+) -> Result<(SessionId, Zeroizing<Vec<u64>>, [PartyReport; 2])> {
+    let UserMaterial { session, batch, input_mask, layers, logits: own, reports } = material;
+    if input.len() != input_mask.len() {
+        let expected = model.input_shape().len();
+        return Err(ModelError::InputLength { expected, batch, actual: input.len() }.into());
+    }
+    let masked: Vec<u64> = input.iter().zip(input_mask.iter()).map(|(&x, &r)| zt::sub(x, r)).collect();
+    send_wiped(server, QUERY, session, 0, elements_to_bytes(&masked)).await?;
+    rec.stage(0, "input", StageKind::Input, &[server]);
+    for GarbledLayer { layer, garbler, shares } in layers {
+        tessera_gc::garbler_online(server, session, layer.node, garbler, shares.to_vec())
+            .await
+            .map_err(|e| gc_error(server.peer(), layer.node, e))?;
+        rec.stage(layer.node, model.node_name(layer.node as usize), stage_kind(&layer), &[server]);
+    }
+    Ok((session, own, reports))
+}
+
+pub(crate) fn missing_report(peer: &str) -> SuiteError {
     SuiteError::Protocol {
         peer: peer.into(),
         message: "report",

@@ -1,0 +1,122 @@
+//! A secret linear layer's HE preprocessing under the servers' collective key, as both sides
+//! compute it: the mask encryptions (`⟦u_X⟧` and `⟦2^31·u_X⟧` per image, in coefficient
+//! encoding), their sums, the weight holders' products at level 1, and the wire form of all
+//! three (full ciphertexts).
+
+use rayon::prelude::*;
+use tessera_field::seed::os_rng;
+use tessera_field::zt;
+use tessera_he::{Addend, Ciphertext, ConvPacking, Form, HeParams, PublicKey, SHARE_DIGIT_BITS};
+
+use crate::error::{Result, SuiteError, Violation};
+
+/// The level products travel and are decrypted at.
+pub(crate) const PRODUCT_LEVEL: usize = 1;
+
+/// Per image, the encryptions of its mask `u` and of `2^31·u` under `key`: `2 ×` the layer's
+/// input ciphertexts, the plain ones first.
+pub(crate) fn encrypt_masks(
+    he: &HeParams,
+    key: &PublicKey,
+    packing: &ConvPacking,
+    masks: &[u64],
+    batch: usize,
+) -> Result<Vec<Ciphertext>> {
+    let scale = 1u64 << SHARE_DIGIT_BITS;
+    let mut plaintexts = Vec::new();
+    for image in masks.chunks(packing.geometry().input.len()).take(batch) {
+        plaintexts.extend(packing.encode_input(he, image)?);
+        let scaled: Vec<u64> = image.iter().map(|&u| zt::mul(u, scale)).collect();
+        plaintexts.extend(packing.encode_input(he, &scaled)?);
+    }
+    plaintexts.par_iter().map(|pt| Ok(key.encrypt(pt, &mut os_rng())?)).collect()
+}
+
+/// Ciphertexts per image of a mask message: the plain and the scaled encryptions.
+pub(crate) fn mask_ciphertexts(packing: &ConvPacking) -> usize {
+    2 * packing.input_ciphertexts()
+}
+
+/// Adds `other` to `sum`, ciphertext by ciphertext.
+pub(crate) fn add_all(sum: &mut [Ciphertext], other: &[Ciphertext]) -> Result<()> {
+    for (s, o) in sum.iter_mut().zip(other) {
+        s.add(o)?;
+    }
+    Ok(())
+}
+
+/// One weight holder's products per image: `⟦W_X u − s_X⟧` from the summed mask encryptions
+/// (as [`encrypt_masks`] orders them), its dense weight shares and its masks `s_X`, switched
+/// to [`PRODUCT_LEVEL`].
+pub(crate) fn products(
+    he: &HeParams,
+    packing: &ConvPacking,
+    sums: &[Ciphertext],
+    weights: &[u64],
+    masks: &[u64],
+    batch: usize,
+) -> Result<Vec<Ciphertext>> {
+    let per_image = packing.input_ciphertexts();
+    let outputs = packing.geometry().output().expect("a valid layer").len();
+    let mut results = Vec::with_capacity(batch * packing.output_ciphertexts());
+    for (image, s) in sums.chunks(2 * per_image).zip(masks.chunks(outputs)).take(batch) {
+        let minus_s: Vec<u64> = s.iter().map(|&v| zt::neg(v)).collect();
+        let (plain, scaled) = image.split_at(per_image);
+        let mut out = packing.evaluate_share(he, plain, scaled, weights, Addend::PerOutput(&minus_s), &mut os_rng())?;
+        for ct in &mut out {
+            ct.switch_to(PRODUCT_LEVEL)?;
+        }
+        results.extend(out);
+    }
+    Ok(results)
+}
+
+/// Ciphertexts at `level`, in order, in full form.
+pub(crate) fn write_full(he: &HeParams, cts: &[Ciphertext], level: usize) -> Result<Vec<u8>> {
+    let form = Form::Full { level };
+    let mut out = Vec::with_capacity(cts.len() * form.size(he));
+    for ct in cts {
+        ct.write(he, form, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Exactly `count` full-form ciphertexts at `level` from `peer`'s `message`.
+pub(crate) fn read_full(
+    he: &HeParams,
+    peer: &str,
+    bytes: &[u8],
+    count: usize,
+    level: usize,
+    message: &'static str,
+) -> Result<Vec<Ciphertext>> {
+    crate::wire::read_ciphertexts(he, peer, Form::Full { level }, bytes, count, message)
+}
+
+/// `count` fixed-size items of `size` bytes each from `peer`'s `message`, parsed by `read`.
+pub(crate) fn read_items<T>(
+    peer: &str,
+    bytes: &[u8],
+    count: usize,
+    size: usize,
+    message: &'static str,
+    read: impl Fn(&[u8]) -> tessera_he::Result<T> + Sync,
+) -> Result<Vec<T>>
+where
+    T: Send,
+{
+    if bytes.len() != count * size {
+        let violation = Violation::Length { actual: bytes.len(), expected: count * size };
+        return Err(SuiteError::Protocol { peer: peer.into(), message, violation });
+    }
+    bytes
+        .par_chunks_exact(size.max(1))
+        .map(|c| {
+            read(c).map_err(|e| SuiteError::Protocol {
+                peer: peer.into(),
+                message,
+                violation: Violation::Ciphertext(e),
+            })
+        })
+        .collect()
+}
