@@ -12,7 +12,7 @@ use tessera::eval::argmax;
 use tessera::input::load_input;
 use tessera::local::{LocalCluster, LocalOptions};
 use tessera::net::{PartyReport, StageKind};
-use tessera::{LoadedModel, QueryOptions, QueryResult, Role, ServeOptions, Suite, query_with};
+use tessera::{LoadedModel, QueryOptions, QueryResult, Role, ServeOptions, Suite, query_split, query_with};
 
 use crate::output::{Table, print_json};
 
@@ -36,9 +36,21 @@ pub fn launcher(
     })
 }
 
-/// Runs one party until SIGINT or SIGTERM.
-pub fn serve(role: Role, name: Option<&str>, options: ServeOptions, config: &Path) -> Result<()> {
-    let config = ClusterConfig::load(config)?;
+/// Runs one party until SIGINT or SIGTERM; `model` replaces the file its entry names (suite
+/// seco), still checked against the entry's hash.
+pub fn serve(role: Role, name: Option<&str>, options: ServeOptions, config: &Path, model: Option<&Path>) -> Result<()> {
+    let mut config = ClusterConfig::load(config)?;
+    if let Some(model) = model {
+        if !config.suite.splits_model() {
+            bail!(
+                "--model names a party's own file of a split model (suite seco); suite `{}` loads the cluster's model",
+                config.suite
+            );
+        }
+        let me = config.server(role, name)?.name.clone();
+        let path = std::fs::canonicalize(model).with_context(|| format!("reading {}", model.display()))?;
+        config.parties.iter_mut().filter(|p| p.name == me).for_each(|p| p.model = Some(path.clone()));
+    }
     runtime()?.block_on(async {
         let shutdown = async {
             let mut term =
@@ -108,6 +120,9 @@ pub fn infer(
     if config.suite != suite {
         bail!("the cluster runs suite `{}`, not `{suite}`", config.suite);
     }
+    if suite.splits_model() {
+        return infer_split(&config, target.config.map(|_| model_path), images, json);
+    }
     let model = config.load_model()?;
     let expected = LoadedModel::load(model_path)?;
     if expected.hash != model.hash {
@@ -118,8 +133,54 @@ pub fn infer(
         x.extend(load_input(image, model.merged.input_shape(), model.meta())?);
     }
     let r = runtime()?.block_on(query_with(&config, &model, &x, images.len() as u32, query_options))?;
-    print_result(suite, &model, images, &r, json);
+    let fixed = model.fixed().ok();
+    let names = Names {
+        classes: model.merged.output_len(),
+        labels: &model.meta().classes,
+        node: &|n| fixed.as_ref().map_or(n.to_string(), |f| f.node_name(n as usize).to_string()),
+    };
+    print_result(suite, &names, images, &r, json);
     Ok(())
+}
+
+/// One query of a suite seco cluster, from the user's own file of the split model (which
+/// `user_file`, for a running cluster, must be).
+fn infer_split(
+    config: &ClusterConfig,
+    user_file: Option<&Path>,
+    images: &[std::path::PathBuf],
+    json: bool,
+) -> Result<()> {
+    let me = config.party(Role::User)?;
+    let split = config.load_split(me)?;
+    if let Some(path) = user_file {
+        let (_, hash) = tessera::split::read_split(path)?;
+        if Some(tessera::cluster::hex(&hash)) != me.model_hash.as_ref().map(|h| h.to_ascii_lowercase()) {
+            bail!("{} is not the user's file of the model the cluster serves", path.display());
+        }
+    }
+    let prefix = split.prefix.as_ref().map(|p| p.model.clone()).context("the user's file holds no layers")?;
+    let mut x = Vec::new();
+    for image in images {
+        x.extend(load_input(image, prefix.input_shape(), &split.meta)?);
+    }
+    let r = runtime()?.block_on(query_split(config, &split, &x, images.len() as u32))?;
+    let names = Names { classes: split.logits, labels: &split.meta.classes, node: &|n| n.to_string() };
+    print_result(Suite::Seco, &names, images, &r, json);
+    if !json {
+        crate::outln!("the model was cut after {} of its {} weighted layers", split.split, split.weighted);
+    }
+    Ok(())
+}
+
+/// What the printed results name: classes and layers.
+struct Names<'a> {
+    /// Logits per image.
+    classes: usize,
+    /// Class names, in logit order (numbers where missing).
+    labels: &'a [String],
+    /// A layer's name from its node index.
+    node: &'a dyn Fn(u32) -> String,
 }
 
 fn softmax(logits: &[f32]) -> Vec<f32> {
@@ -133,9 +194,9 @@ fn ms(us: u64) -> String {
     format!("{:.3}", us as f64 / 1e3)
 }
 
-fn print_result(suite: Suite, model: &LoadedModel, images: &[std::path::PathBuf], r: &QueryResult, json: bool) {
-    let classes = model.merged.output_len();
-    let class = |i: usize| model.meta().classes.get(i).cloned().unwrap_or_else(|| i.to_string());
+fn print_result(suite: Suite, names: &Names<'_>, images: &[std::path::PathBuf], r: &QueryResult, json: bool) {
+    let classes = names.classes;
+    let class = |i: usize| names.labels.get(i).cloned().unwrap_or_else(|| i.to_string());
     let total_ms = r.elapsed.as_secs_f64() * 1e3;
     let connect_ms = r.connect.as_secs_f64() * 1e3;
     let results: Vec<_> = r
@@ -175,9 +236,7 @@ fn print_result(suite: Suite, model: &LoadedModel, images: &[std::path::PathBuf]
         "suite {suite}, {} image(s) in one query: {total_ms:.2} ms in total, of which {connect_ms:.2} ms TLS connect",
         images.len()
     );
-    let cost = QueryCost::from_reports(&r.reports, r.connect, |n| {
-        model.fixed().map_or(n.to_string(), |f| f.node_name(n as usize).to_string())
-    });
+    let cost = QueryCost::from_reports(&r.reports, r.connect, names.node);
     if cost.preprocess_ms > 0.0 {
         crate::outln!(
             "preprocessing (input-independent, can run ahead): {:.2} ms, {} bytes; online: {:.2} ms, {} bytes",

@@ -82,7 +82,11 @@ struct InferArgs {
     /// owner reconstructs the image; for comparing costs only).
     #[arg(long, default_value = "hidden")]
     layout: tessera::suites::serpens_2::Layout,
-    /// ONNX model.
+    /// seco, local cluster: cut the model after this many weighted layers (convolutions and FC
+    /// layers); the first valid point that leaves layers on both sides when not given.
+    #[arg(long)]
+    split: Option<usize>,
+    /// ONNX model (seco with --config: the user's file of the split model).
     model: PathBuf,
     /// PNG, JPEG or .npy image; with --suite, several images go as one batch in one query.
     #[arg(required = true)]
@@ -138,6 +142,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Cut a model for suite seco: one file per party (user, gateway, remote-b, remote-c), the
+    /// weights after the cut dealt as two uniform shares from the OS CSPRNG.
+    SplitModel {
+        /// ONNX model (calibrated).
+        model: PathBuf,
+        /// The calibration to use instead of the one beside the model.
+        #[arg(long)]
+        calibration: Option<PathBuf>,
+        /// Weighted layers (convolutions and FC layers) before the cut.
+        #[arg(long)]
+        split: usize,
+        /// Output folder (made private).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run one party of a cluster until SIGINT or SIGTERM.
     Serve {
         /// The party's role.
@@ -159,13 +178,18 @@ enum Command {
         /// Cluster configuration.
         #[arg(long)]
         config: PathBuf,
+        /// seco: the party's own file of the split model, instead of the one its entry names
+        /// (its hash must still be the entry's `model_hash`).
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
     /// Make a development CA, per-party certificates and a cluster configuration.
     Certs {
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
-        /// Model every party will load (its hash goes into the configuration).
+        /// Model every party will load (its hash goes into the configuration); for suite seco,
+        /// the folder `tessera split-model` wrote.
         #[arg(long)]
         model: PathBuf,
         /// Suite.
@@ -216,9 +240,25 @@ fn run(command: Command) -> Result<()> {
     match command {
         Command::Inspect { model, json } => inspect(&load(&model)?, json),
         Command::Infer(args) => infer(*args),
-        Command::Serve { role, name, cheat, pool, pool_memory, config } => {
+        Command::Serve { role, name, cheat, pool, pool_memory, config, model } => {
             let options = ServeOptions { cheat: cheat.unwrap_or(Cheat::Honest), pool, pool_bytes: pool_memory << 30 };
-            cluster::serve(role, name.as_deref(), options, &config)
+            cluster::serve(role, name.as_deref(), options, &config, model.as_deref())
+        }
+        Command::SplitModel { model, calibration, split, out } => {
+            let mut m = load(&model)?;
+            if let Some(path) = calibration {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                m.set_calibration(serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?);
+            }
+            let paths = tessera::split::write_split(&m, split, &out)?;
+            crate::outln!("split {} after {split} weighted layers into {}:", model.display(), out.display());
+            for (party, path) in [("user", &paths.user), ("gateway", &paths.gateway)]
+                .into_iter()
+                .chain([("remote B (garbler)", &paths.remotes[0]), ("remote C (evaluator)", &paths.remotes[1])])
+            {
+                crate::outln!("  {party}: {}", path.display());
+            }
+            Ok(())
         }
         Command::Certs { out, model, suite, holders, port } => cluster::certs(&out, &model, suite, holders, port),
         Command::Eval { plain, model, data, limit, samples, json } => {
@@ -276,6 +316,7 @@ fn infer(args: InferArgs) -> Result<()> {
         samples,
         cheat,
         layout,
+        split,
         model,
         images,
         json,
@@ -307,7 +348,10 @@ fn infer(args: InferArgs) -> Result<()> {
                 recompute_on_failure: recompute,
                 narrow_pad: !wide_pad,
             };
-            let local = tessera::local::LocalOptions { holders, ..Default::default() };
+            if split.is_some() && suite != Suite::Seco {
+                bail!("--split cuts the model for suite seco only");
+            }
+            let local = tessera::local::LocalOptions { holders, split, ..Default::default() };
             if !(1..=tessera::suites::bayes::MAX_SAMPLES).contains(&samples) {
                 bail!("--samples {samples}: 1 to {}", tessera::suites::bayes::MAX_SAMPLES);
             }

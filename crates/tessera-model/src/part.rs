@@ -4,7 +4,8 @@
 //! only; the user's holds the architecture before the cut only.
 //!
 //! Layout: the magic line `tessera-split/1\n`, the JSON header's length (u64 LE), the header
-//! (metadata, split point, logits per image, and per part its fixed-point parameters, input
+//! (metadata, the BLAKE3 of the model the split was cut from, split point, weighted layers in
+//! all, logits per image and their scale, and per part its fixed-point parameters, input
 //! shape, nodes and weight kind), then per part and convolution or FC layer, in node order, its
 //! weights and biases as little-endian 64-bit words: plaintext weights as signed integers and
 //! biases in `Z_t`, shares in `Z_t`. Every count comes from the header's architecture, and the
@@ -34,7 +35,7 @@ pub enum PartWeights {
     /// The plaintext weights (in the part's [`FixedModel`]).
     Plain,
     /// One server's shares; the part's model has zero weights.
-    Shares(WeightShares),
+    Shares(Arc<WeightShares>),
     /// Nothing; the part's model has zero weights.
     Architecture,
 }
@@ -53,10 +54,17 @@ pub struct ModelPart {
 pub struct SplitFile {
     /// The model's metadata (classes, normalization).
     pub meta: ModelMeta,
+    /// BLAKE3 of the model file the split was cut from (hex; empty if unknown): the four
+    /// files of one split name the same model.
+    pub source: String,
     /// Weighted layers before the cut.
     pub split: usize,
+    /// Weighted layers of the whole model (layers run after the cut when `split` is fewer).
+    pub weighted: usize,
     /// Logits per image.
     pub logits: usize,
+    /// Fractional bits of the logits (the whole model's output scale).
+    pub output_bits: u32,
     /// The layers before the cut, if this party holds them.
     pub prefix: Option<ModelPart>,
     /// The layers after the cut, if this party holds them.
@@ -66,8 +74,12 @@ pub struct SplitFile {
 #[derive(Serialize, Deserialize)]
 struct Header {
     meta: ModelMeta,
+    #[serde(default)]
+    source: String,
     split: usize,
+    weighted: usize,
     logits: usize,
+    output_bits: u32,
     prefix: Option<PartHeader>,
     suffix: Option<PartHeader>,
 }
@@ -147,8 +159,11 @@ impl SplitFile {
     pub fn to_bytes(&self) -> Vec<u8> {
         let header = Header {
             meta: self.meta.clone(),
+            source: self.source.clone(),
             split: self.split,
+            weighted: self.weighted,
             logits: self.logits,
+            output_bits: self.output_bits,
             prefix: self.prefix.as_ref().map(part_header),
             suffix: self.suffix.as_ref().map(part_header),
         };
@@ -178,7 +193,19 @@ impl SplitFile {
         if !words.is_empty() {
             return Err(malformed(format!("{} bytes after the last layer", words.len())));
         }
-        Ok(Self { meta: header.meta, split: header.split, logits: header.logits, prefix, suffix })
+        if header.split > header.weighted {
+            return Err(malformed(format!("split after {} of {} weighted layers", header.split, header.weighted)));
+        }
+        Ok(Self {
+            meta: header.meta,
+            source: header.source,
+            split: header.split,
+            weighted: header.weighted,
+            logits: header.logits,
+            output_bits: header.output_bits,
+            prefix,
+            suffix,
+        })
     }
 }
 
@@ -308,7 +335,7 @@ fn read_part(h: PartHeader, words: &mut &[u8]) -> Result<ModelPart> {
                 let b = field_words(words, geometry.out_channels, "bias shares")?;
                 layers[node] = Some(LayerShare::new(geometry, groups, w, b).ok_or_else(|| malformed("a share"))?);
             }
-            PartWeights::Shares(WeightShares::from_layers(layers))
+            PartWeights::Shares(Arc::new(WeightShares::from_layers(layers)))
         }
     };
     Ok(ModelPart { model: fixed, weights })
@@ -338,17 +365,23 @@ mod tests {
         let meta = ModelMeta { name: "residual".into(), ..Default::default() };
         let gateway = SplitFile {
             meta: meta.clone(),
+            source: String::new(),
             split: l,
+            weighted: 4,
             logits: 3,
+            output_bits: 16,
             prefix: Some(ModelPart { model: split.prefix.clone(), weights: PartWeights::Plain }),
             suffix: Some(ModelPart { model: suffix.clone(), weights: PartWeights::Architecture }),
         };
         let remote = SplitFile {
             meta,
+            source: String::new(),
             split: l,
+            weighted: 4,
             logits: 3,
+            output_bits: 16,
             prefix: None,
-            suffix: Some(ModelPart { model: suffix, weights: PartWeights::Shares(b) }),
+            suffix: Some(ModelPart { model: suffix, weights: PartWeights::Shares(Arc::new(b)) }),
         };
         (model, [gateway, remote])
     }

@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tessera_model::part::SplitFile;
 use tessera_model::passes::Merging;
 use tessera_net::certs::{KeyUse, dev_cluster};
 use tessera_net::tls::Identity;
@@ -59,6 +60,13 @@ pub struct PartyConfig {
     pub cert: PathBuf,
     /// Its private key (PEM).
     pub key: PathBuf,
+    /// Its own model file, where the suite gives each party its own (suite seco: its file of
+    /// the split model, from `tessera split-model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<PathBuf>,
+    /// BLAKE3 of its own model file, hex; the party checks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_hash: Option<String>,
 }
 
 impl PartyConfig {
@@ -74,9 +82,11 @@ impl PartyConfig {
 pub struct ClusterConfig {
     /// The suite every party runs.
     pub suite: Suite,
-    /// The model file.
+    /// The model file (suite seco: the model's split folder; each party loads its own file,
+    /// named in its entry).
     pub model: PathBuf,
-    /// BLAKE3 of the model file, hex.
+    /// BLAKE3 of the model file, hex (suite seco: of the model the split was cut from, which
+    /// every party's file records).
     pub model_hash: String,
     /// Which merging steps every party runs on the model (all unless an ablation says
     /// otherwise).
@@ -262,8 +272,38 @@ impl ClusterConfig {
         Ok(model)
     }
 
+    /// Reads party `party`'s own file of a split model (suite seco) and refuses it unless its
+    /// hash is the one its entry names and it was cut from the model the cluster names.
+    pub fn load_split(&self, party: &PartyConfig) -> Result<SplitFile> {
+        let refuse = |reason: String| Error::Config {
+            path: self.base.display().to_string(),
+            problem: ConfigProblem::PartyModel { party: party.name.clone(), reason },
+        };
+        let (Some(path), Some(expected)) = (&party.model, &party.model_hash) else {
+            return Err(refuse(
+                "its entry needs `model` and `model_hash` (its file from `tessera split-model`)".into(),
+            ));
+        };
+        let path = self.resolve(path);
+        let (file, hash) = crate::split::read_split(&path)?;
+        let actual = hex(&hash);
+        if !actual.eq_ignore_ascii_case(expected) {
+            return Err(Error::ModelMismatch { path: path.display().to_string(), expected: expected.clone(), actual });
+        }
+        if !file.source.eq_ignore_ascii_case(&self.model_hash) {
+            return Err(refuse(format!(
+                "{} was split from the model with hash {}, the cluster config names {}",
+                path.display(),
+                file.source,
+                self.model_hash
+            )));
+        }
+        Ok(file)
+    }
+
     /// Writes a development cluster into `dir`: a fresh CA, a certificate and key per party,
-    /// and `cluster.toml`. Returns the configuration's path.
+    /// and `cluster.toml`. Returns the configuration's path. For suite seco, `model` is a split
+    /// folder (`tessera split-model`): each party's entry names its own file there.
     pub fn write_dev(
         dir: &Path,
         suite: Suite,
@@ -274,12 +314,28 @@ impl ClusterConfig {
         private_dir(dir).map_err(io)?;
         let names: Vec<(&str, KeyUse)> = parties.iter().map(|p| (p.0.as_str(), p.1.key_use())).collect();
         let (ca, pems) = dev_cluster("tessera", &names)?;
-        write_new(&dir.join("ca.pem"), &ca).map_err(io)?;
+        write_new(&dir.join("ca.pem"), ca.as_bytes()).map_err(io)?;
+        let model_abs = std::fs::canonicalize(model)
+            .map_err(|e| Error::Write { path: model.display().to_string(), reason: e.to_string() })?;
         let mut configs = Vec::new();
+        let mut sources = Vec::new();
         for ((name, role, address), pem) in parties.iter().zip(pems) {
             let (cert, key) = (format!("{name}.pem"), format!("{name}.key"));
-            write_new(&dir.join(&cert), &pem.cert).map_err(io)?;
-            write_new(&dir.join(&key), &pem.key).map_err(io)?;
+            write_new(&dir.join(&cert), pem.cert.as_bytes()).map_err(io)?;
+            write_new(&dir.join(&key), pem.key.as_bytes()).map_err(io)?;
+            // Suite seco: each party's own file of the split model, and its hash.
+            let own =
+                if suite.splits_model() {
+                    let index = parties.iter().filter(|p| p.1 == *role).position(|p| p.0 == *name).unwrap_or_default();
+                    let path = crate::split::party_file(&model_abs, *role, index)
+                        .ok_or_else(|| Error::RoleNotInSuite { party: name.clone(), role: *role, suite })?;
+                    let (file, hash) = crate::split::read_split(&path)?;
+                    sources.push(file.source);
+                    Some((path, hex(&hash)))
+                } else {
+                    None
+                };
+            let (model, model_hash) = own.unzip();
             configs.push(PartyConfig {
                 name: name.clone(),
                 role: *role,
@@ -287,10 +343,22 @@ impl ClusterConfig {
                 reach: None,
                 cert: cert.into(),
                 key: key.into(),
+                model,
+                model_hash,
             });
         }
-        let model_abs = std::fs::canonicalize(model).map_err(io)?;
-        let hash = hex(&LoadedModel::load(&model_abs)?.hash);
+        let hash = if suite.splits_model() {
+            // The files of one split name the same model.
+            let first = sources.first().cloned().unwrap_or_default();
+            if let Some(other) = sources.iter().find(|s| **s != first) {
+                let reason = format!("files split from different models ({first} and {other})");
+                let problem = ConfigProblem::PartyModel { party: "every party".into(), reason };
+                return Err(Error::Config { path: model_abs.display().to_string(), problem });
+            }
+            first
+        } else {
+            hex(&LoadedModel::load(&model_abs)?.hash)
+        };
         let config = ClusterConfig {
             suite,
             model: model_abs,
@@ -338,10 +406,10 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Writes `text` to a new file at `path` readable by its owner only. What was there is removed
+/// Writes `bytes` to a new file at `path` readable by its owner only. What was there is removed
 /// first (a symbolic link itself, never its target), and the file is created exclusively, so
 /// the write never follows a link planted meanwhile.
-fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     if std::fs::symlink_metadata(path).is_ok() {
         std::fs::remove_file(path)?;
@@ -350,7 +418,7 @@ fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
     o.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    o.open(path)?.write_all(text.as_bytes())
+    o.open(path)?.write_all(bytes)
 }
 
 /// Lower-case hex.

@@ -109,6 +109,16 @@ pub enum Error {
         /// The party.
         party: String,
     },
+    /// A split point at which the model cannot be cut for suite seco.
+    #[error("{model} cannot be split after {split} weighted layers (valid split points: {valid:?})")]
+    SplitPoint {
+        /// The model file.
+        model: String,
+        /// The split point asked for.
+        split: usize,
+        /// The model's valid split points.
+        valid: Vec<usize>,
+    },
     /// A calibration file is unreadable or does not fit the field.
     #[error("calibration {path}: {reason}")]
     Calibration {
@@ -184,6 +194,15 @@ pub enum ConfigProblem {
     /// The user was asked to serve.
     #[error("the user does not serve")]
     UserDoesNotServe,
+    /// A party's own model file (suite seco: its file of the split model) is missing,
+    /// unreadable, or not what its role needs.
+    #[error("party `{party}`'s model: {reason}")]
+    PartyModel {
+        /// The party.
+        party: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// `n`, `at least n` or `fewest to most`.
@@ -265,6 +284,7 @@ impl Error {
             | Error::RoleNotInSuite { .. }
             | Error::NoPosterior { .. }
             | Error::ModelMismatch { .. }
+            | Error::SplitPoint { .. }
             | Error::Calibration { .. } => Fault::Config,
             Error::He(_)
             | Error::Listen { .. }

@@ -84,7 +84,8 @@ impl InProcessCluster {
                 name,
                 role: *role,
                 roster: Roster(&roster),
-                model: &model,
+                model: Some(&model),
+                split: None,
                 options: &options,
                 net,
                 limits,
@@ -104,7 +105,14 @@ impl InProcessCluster {
     /// Runs one query as the user: `input` holds `batch` normalized images.
     pub async fn query(&self, input: &[f32], batch: u32, options: &QueryOptions) -> Result<QueryResult> {
         let net = InMemoryConnect { me: "user".into(), registry: Arc::downgrade(&self.registry) };
-        let user = UserParty { name: "user", roster: Roster(&self.roster), model: &self.model, options, net: &net };
+        let user = UserParty {
+            name: "user",
+            roster: Roster(&self.roster),
+            model: Some(&self.model),
+            split: None,
+            options,
+            net: &net,
+        };
         self.suite.query(&user, input, batch).await
     }
 }

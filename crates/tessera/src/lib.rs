@@ -7,6 +7,7 @@
 //! * [`cluster`]: the TOML cluster configuration, certificates and party identities.
 //! * [`suite`]: the suites, their roles, and what each runs at every party.
 //! * [`mod@serve`]: a server party's accept loop; [`mod@query`]: the user's side of a query.
+//! * [`split`]: a model cut for suite seco, one file per party (`tessera split-model`).
 //! * [`local`]: a whole cluster as local processes on loopback, with fresh certificates.
 //! * [`in_process`]: a whole cluster in this process, on in-memory channels.
 //! * [`fuzzing`]: the parsers of untrusted bytes, as fuzzing entry points.
@@ -65,6 +66,7 @@ pub mod load;
 pub mod local;
 pub mod query;
 pub mod serve;
+pub mod split;
 pub mod suite;
 
 // The layers below, for what the facade does not wrap: kernels and the plaintext engines
@@ -80,6 +82,6 @@ pub use tessera_suites as suites;
 pub use error::{Error, Result};
 pub use in_process::InProcessCluster;
 pub use load::LoadedModel;
-pub use query::{Outcome, QueryOptions, QueryResult, query, query_with};
+pub use query::{Outcome, QueryOptions, QueryResult, query, query_split, query_with};
 pub use serve::{ServeOptions, serve};
 pub use suite::{Role, Suite};

@@ -13,6 +13,8 @@ use tessera_net::SessionId;
 use crate::cluster::{ClusterConfig, PartyConfig, dev_parties, hex};
 use crate::emulate::{LinkProfile, Relay};
 use crate::error::{ConfigProblem, Error, Result};
+use crate::load::LoadedModel;
+use crate::split::{default_split, write_split};
 use crate::suite::{Role, Suite};
 
 /// Builds the command that runs one server party of a local cluster, given the party and the
@@ -49,6 +51,9 @@ pub struct LocalOptions {
     pub timeout: Option<Duration>,
     /// Which merging steps every party runs.
     pub merging: Merging,
+    /// Suite seco: where to cut the model (weighted layers before the cut;
+    /// [`default_split`](crate::split::default_split) when `None`).
+    pub split: Option<usize>,
 }
 
 fn free_port() -> Result<u16> {
@@ -86,6 +91,17 @@ impl LocalCluster {
         // An unpredictable name, made a private folder by `write_dev`.
         let dir = std::env::temp_dir().join(format!("tessera-local-{}", hex(&SessionId::random().0)));
         let parties = dev_parties(suite, options.holders, free_port)?;
+        // Suite seco: a model file is split into the cluster's folder first (a split folder is
+        // used as it is).
+        let split_dir = dir.join("split");
+        let model = if suite.splits_model() && !model.is_dir() {
+            let loaded = LoadedModel::load_merged(model, options.merging)?;
+            let split = options.split.map_or_else(|| loaded.fixed().map(|f| default_split(&f)), Ok)?;
+            write_split(&loaded, split, &split_dir)?;
+            split_dir.as_path()
+        } else {
+            model
+        };
         let path = ClusterConfig::write_dev(&dir, suite, model, &parties)?;
         let mut config = ClusterConfig::load(&path)?;
         let mut relays = Vec::new();

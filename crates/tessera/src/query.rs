@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tessera_field::fixed;
 use tessera_model::fixed::FixedModel;
+use tessera_model::part::SplitFile;
 use tessera_net::PartyReport;
 use tessera_suites::{serpens_2, verify};
 
@@ -43,7 +44,8 @@ impl QueryResult {
             | Outcome::SerpensN
             | Outcome::Serpens2
             | Outcome::Bayes { .. }
-            | Outcome::ClientServer { .. } => &[],
+            | Outcome::ClientServer { .. }
+            | Outcome::Seco { .. } => &[],
         }
     }
 
@@ -55,7 +57,8 @@ impl QueryResult {
             | Outcome::SerpensN
             | Outcome::Serpens2
             | Outcome::Bayes { .. }
-            | Outcome::ClientServer { .. } => None,
+            | Outcome::ClientServer { .. }
+            | Outcome::Seco { .. } => None,
         }
     }
 
@@ -67,15 +70,18 @@ impl QueryResult {
             | Outcome::SerpensN
             | Outcome::Serpens2
             | Outcome::Verify { .. }
-            | Outcome::ClientServer { .. } => &[],
+            | Outcome::ClientServer { .. }
+            | Outcome::Seco { .. } => &[],
         }
     }
 
-    /// clientserver: the bytes the user stored between preprocessing and the online phase
+    /// clientserver and seco: the bytes the user stored between preprocessing and the online phase
     /// (`None` for other suites).
     pub fn user_storage_bytes(&self) -> Option<u64> {
         match &self.outcome {
-            Outcome::ClientServer { user_storage_bytes } => Some(*user_storage_bytes),
+            Outcome::ClientServer { user_storage_bytes } | Outcome::Seco { user_storage_bytes } => {
+                Some(*user_storage_bytes)
+            }
             Outcome::Plain | Outcome::SerpensN | Outcome::Serpens2 | Outcome::Verify { .. } | Outcome::Bayes { .. } => {
                 None
             }
@@ -85,7 +91,11 @@ impl QueryResult {
 
 /// Logits in `Z_t` as real numbers at the model's output scale.
 pub(crate) fn decoded(model: &FixedModel, logits: &[u64]) -> Vec<f32> {
-    let bits = model.output_bits();
+    decoded_at(model.output_bits(), logits)
+}
+
+/// Logits in `Z_t` as real numbers with `bits` fractional bits.
+pub(crate) fn decoded_at(bits: u32, logits: &[u64]) -> Vec<f32> {
     logits.iter().map(|&v| fixed::decode(v, bits) as f32).collect()
 }
 
@@ -132,6 +142,26 @@ pub async fn query_with(
     let me = config.party(Role::User)?;
     let net = TlsConnect::new(config, me)?;
     let roster = config.roster();
-    let user = UserParty { name: &me.name, roster: Roster(&roster), model, options, net: &net };
+    let user =
+        UserParty { name: &me.name, roster: Roster(&roster), model: Some(model), split: None, options, net: &net };
+    config.suite.query(&user, input, batch).await
+}
+
+/// Runs one query of a suite seco cluster as its user, from the user's own file of the split
+/// model (`tessera split-model` writes it; [`ClusterConfig::load_split`] reads and checks it):
+/// `input` holds `batch` normalized images.
+pub async fn query_split(config: &ClusterConfig, user: &SplitFile, input: &[f32], batch: u32) -> Result<QueryResult> {
+    let me = config.party(Role::User)?;
+    let net = TlsConnect::new(config, me)?;
+    let roster = config.roster();
+    let options = QueryOptions::default();
+    let user = UserParty {
+        name: &me.name,
+        roster: Roster(&roster),
+        model: None,
+        split: Some(user),
+        options: &options,
+        net: &net,
+    };
     config.suite.query(&user, input, batch).await
 }

@@ -57,14 +57,19 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let me = config.server(role, name)?;
-    let model = config.load_model()?;
+    // Suite seco: the party's own file of the split model, not the whole model.
+    let (model, split) = match config.suite.splits_model() {
+        true => (None, Some(config.load_split(me)?)),
+        false => (Some(config.load_model()?), None),
+    };
     let roster = config.roster();
     let limits = config.limits();
     let party = ServerParty {
         name: &me.name,
         role,
         roster: Roster(&roster),
-        model: &model,
+        model: model.as_ref(),
+        split: split.as_ref(),
         options: &options,
         net: Arc::new(TlsConnect::new(config, me)?),
         limits,

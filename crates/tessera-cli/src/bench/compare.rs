@@ -426,6 +426,9 @@ fn configurations(args: &CompareArgs, m: &LoadedModel) -> (Vec<Config>, Vec<Skip
                 configs.extend(args.samples.iter().map(|&s| Config { samples: Some(s), ..Config::of(suite) }))
             }
             Suite::Plain | Suite::Verify | Suite::ClientServer => configs.push(Config::of(suite)),
+            Suite::Seco => {
+                skipped.push(Skipped { suite, reason: "seco's parties each load a file of a split model".into() })
+            }
         }
     }
     if args.no_merge {

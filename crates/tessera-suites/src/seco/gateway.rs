@@ -80,7 +80,11 @@ impl Gateway {
                 let got = header.kind;
                 return Err(NetError::UnexpectedKind { peer: user.peer().into(), expected: PREPARE, got }.into());
             }
-            self.query(name, user, b, c, header.session, &payload).await?;
+            if let Err(e) = self.query(name, user, b, c, header.session, &payload).await {
+                // The user learns why its query ended; the servers' links end with it.
+                user.abort(header.session, &e.to_string()).await;
+                return Err(e);
+            }
         }
     }
 

@@ -21,12 +21,14 @@ mod keys;
 mod linear;
 mod memory;
 mod remote;
+mod service;
 mod user;
 
 pub use gateway::Gateway;
 #[doc(hidden)]
 pub use memory::{InMemoryOutcome, InMemoryRun, View, run_in_memory};
 pub use remote::{Remote, RemoteRole};
+pub use service::{Frames, GatewayService, RemoteService, frame_limits};
 pub use user::{UserMaterial, UserModel, prepare, run};
 
 use tessera_gc::{Layer, Modulus, Nonlinear};
@@ -81,6 +83,9 @@ pub const OUTPUT: MessageKind = MessageKind(0x081B);
 pub const REMOTE_REPORT: MessageKind = MessageKind(0x081C);
 /// B ↔ C (online), per secret linear layer: its share of the layer's input minus its mask share.
 pub const OPEN: MessageKind = MessageKind(0x0820);
+/// A → B, A → C, then B → C: opens the links that serve one user connection's queries; its
+/// session is the links' fresh id (B passes A's on to C), its payload empty.
+pub const LINK: MessageKind = MessageKind(0x0821);
 
 /// Most images in one query.
 pub const MAX_BATCH: usize = 8;

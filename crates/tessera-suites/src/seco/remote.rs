@@ -100,7 +100,10 @@ impl Remote {
                 let got = header.kind;
                 return Err(NetError::UnexpectedKind { peer: gateway.peer().into(), expected: SETUP, got }.into());
             }
-            self.query(name, gateway, peer, header.session, &payload).await?;
+            if let Err(e) = self.query(name, gateway, peer, header.session, &payload).await {
+                gateway.abort(header.session, &e.to_string()).await;
+                return Err(e);
+            }
         }
     }
 

@@ -27,7 +27,7 @@ impl Deployment for Bayes {
         if party.role != Role::Server {
             return Err(party.not_served(Suite::Bayes, party.role));
         }
-        let model = party.model;
+        let model = party.model()?;
         let posterior =
             model.posterior.clone().ok_or_else(|| Error::NoPosterior { model: model.path.display().to_string() })?;
         let he = he_params()?;
@@ -38,7 +38,7 @@ impl Deployment for Bayes {
     }
 
     async fn query(user: &UserParty<'_>, input: &[f32], batch: u32) -> Result<QueryResult> {
-        let fixed = user.model.fixed()?;
+        let fixed = user.model()?.fixed()?;
         let encoded = fixed.encode_input(input, batch as usize)?;
         let he = he_params()?;
         let (mut channels, connect) = user.connect(Role::Server).await?;

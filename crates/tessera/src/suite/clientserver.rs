@@ -23,14 +23,14 @@ impl Deployment for ClientServer {
         if party.role != Role::Server {
             return Err(party.not_served(Suite::ClientServer, party.role));
         }
-        let (model, he) = (party.model.fixed()?, he_params()?);
+        let (model, he) = (party.model()?.fixed()?, he_params()?);
         let frames = clientserver::frame_limits(&model, &he, MAX_BATCH)?;
         let server = ClientServerServer::new(model, he, MAX_BATCH, party.options.pool, party.options.pool_bytes);
         Ok(Served::new(ClientServerService::new(party.name, server.into()), party, &[Role::User]).with_frames(frames))
     }
 
     async fn query(user: &UserParty<'_>, input: &[f32], batch: u32) -> Result<QueryResult> {
-        let fixed = user.model.fixed()?;
+        let fixed = user.model()?.fixed()?;
         let encoded = fixed.encode_input(input, batch as usize)?;
         let he = he_params()?;
         let (mut channels, connect) = user.connect(Role::Server).await?;

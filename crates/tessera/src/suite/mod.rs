@@ -9,6 +9,7 @@
 mod bayes;
 mod clientserver;
 mod plain;
+mod seco;
 mod serpens_2;
 mod serpens_n;
 mod verify;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tessera_he::HeParams;
+use tessera_model::part::SplitFile;
 use tessera_net::Channel;
 use tessera_net::admission::FrameLimits;
 use tessera_net::certs::KeyUse;
@@ -60,6 +62,12 @@ pub enum Suite {
     #[serde(rename = "clientserver")]
     #[cfg_attr(feature = "clap", value(name = "clientserver"))]
     ClientServer,
+    /// A gateway runs the layers before a cut with the user as in clientserver; two remote
+    /// servers hold additive shares of the weights after it and run those layers with the
+    /// gateway's help.
+    #[serde(rename = "seco")]
+    #[cfg_attr(feature = "clap", value(name = "seco"))]
+    Seco,
 }
 
 /// What a party does in its suite.
@@ -80,12 +88,18 @@ pub enum Role {
     ShareServer,
     /// The untrusted cloud of suite `verify`.
     Cloud,
+    /// The gateway of suite `seco`: holds the layers before the cut and relays between the
+    /// user and the remote servers.
+    Gateway,
+    /// One of the two remote servers of suite `seco`, which hold shares of the weights after
+    /// the cut; the first in the configuration garbles, the second evaluates.
+    Remote,
 }
 
 impl Suite {
     /// Every suite.
-    pub const ALL: [Suite; 6] =
-        [Suite::Plain, Suite::SerpensN, Suite::Serpens2, Suite::Verify, Suite::Bayes, Suite::ClientServer];
+    pub const ALL: [Suite; 7] =
+        [Suite::Plain, Suite::SerpensN, Suite::Serpens2, Suite::Verify, Suite::Bayes, Suite::ClientServer, Suite::Seco];
 
     /// Its name in configurations and on the command line.
     pub fn name(self) -> &'static str {
@@ -96,6 +110,7 @@ impl Suite {
             Suite::Verify => "verify",
             Suite::Bayes => "bayes",
             Suite::ClientServer => "clientserver",
+            Suite::Seco => "seco",
         }
     }
 
@@ -119,6 +134,12 @@ impl Suite {
             Some((party, role)) => Err(Error::RoleNotInSuite { party: party.clone(), role: *role, suite: self }),
             None => Ok(()),
         }
+    }
+
+    /// Whether each party loads its own file of a split model (`tessera split-model`), named
+    /// in its configuration entry, instead of the cluster's whole model.
+    pub fn splits_model(self) -> bool {
+        matches!(self, Suite::Seco)
     }
 
     /// Whether its logits are exactly the fixed-point reference's (bayes samples other
@@ -173,18 +194,30 @@ impl Role {
             Role::Central => "central",
             Role::ShareServer => "share-server",
             Role::Cloud => "cloud",
+            Role::Gateway => "gateway",
+            Role::Remote => "remote",
         }
     }
 
     /// Every role.
-    pub const ALL: [Role; 6] = [Role::User, Role::Server, Role::Holder, Role::Central, Role::ShareServer, Role::Cloud];
+    pub const ALL: [Role; 8] = [
+        Role::User,
+        Role::Server,
+        Role::Holder,
+        Role::Central,
+        Role::ShareServer,
+        Role::Cloud,
+        Role::Gateway,
+        Role::Remote,
+    ];
 
     /// The TLS side(s) its certificate is for: users only connect, the servers that dial other
-    /// servers (holders to `S0`, `S1` to `S2`) both accept and connect, the others only accept.
+    /// servers (holders to `S0`, `S1` to `S2`, the seco gateway to both remote servers and the
+    /// first remote server to the second) both accept and connect, the others only accept.
     pub fn key_use(self) -> KeyUse {
         match self {
             Role::User => KeyUse::Client,
-            Role::Holder | Role::ShareServer => KeyUse::Both,
+            Role::Holder | Role::ShareServer | Role::Gateway | Role::Remote => KeyUse::Both,
             Role::Server | Role::Central | Role::Cloud => KeyUse::Server,
         }
     }
@@ -192,7 +225,7 @@ impl Role {
     /// Whether the party runs the model's linear layers (so it needs its share of the cores).
     pub fn runs_linear_layers(self) -> bool {
         match self {
-            Role::Server | Role::Holder | Role::ShareServer | Role::Cloud => true,
+            Role::Server | Role::Holder | Role::ShareServer | Role::Cloud | Role::Gateway | Role::Remote => true,
             Role::User | Role::Central => false,
         }
     }
@@ -233,6 +266,11 @@ pub enum Outcome {
     },
     /// Suite `clientserver`.
     ClientServer {
+        /// Bytes the user stored between the preprocessing and the online phase.
+        user_storage_bytes: u64,
+    },
+    /// Suite `seco`.
+    Seco {
         /// Bytes the user stored between the preprocessing and the online phase.
         user_storage_bytes: u64,
     },
@@ -294,6 +332,10 @@ macro_rules! with_deployment {
                 type $d = clientserver::ClientServer;
                 $body
             }
+            Suite::Seco => {
+                type $d = seco::Seco;
+                $body
+            }
         }
     };
 }
@@ -341,8 +383,11 @@ pub(crate) struct ServerParty<'a> {
     pub role: Role,
     /// Every party of the cluster.
     pub roster: Roster<'a>,
-    /// The model, checked against the cluster's hash.
-    pub model: &'a LoadedModel,
+    /// The model, checked against the cluster's hash (`None` where the party loads its own
+    /// file of a split model instead).
+    pub model: Option<&'a LoadedModel>,
+    /// Suite seco: the party's own file of the split model, checked against its hash.
+    pub split: Option<&'a SplitFile>,
     /// How it behaves beyond its role.
     pub options: &'a ServeOptions,
     /// How it reaches the other servers.
@@ -362,10 +407,23 @@ pub(crate) fn he_params() -> Result<Arc<HeParams>> {
     Ok(HE.get_or_init(|| he).clone())
 }
 
-impl ServerParty<'_> {
+impl<'a> ServerParty<'a> {
     /// The error for a party whose role has no place in `suite`.
     pub fn not_served(&self, suite: Suite, role: Role) -> Error {
         Error::RoleNotInSuite { party: self.name.to_string(), role, suite }
+    }
+
+    /// The whole model, which every suite but seco serves.
+    pub fn model(&self) -> Result<&'a LoadedModel> {
+        self.model.ok_or_else(|| party_model(self.name, "this suite's parties load the cluster's whole model"))
+    }
+}
+
+/// The error for party `party` without the model it needs.
+pub(crate) fn party_model(party: &str, reason: &str) -> Error {
+    Error::Config {
+        path: "<cluster>".into(),
+        problem: ConfigProblem::PartyModel { party: party.to_string(), reason: reason.to_string() },
     }
 }
 
@@ -405,15 +463,23 @@ pub(crate) struct UserParty<'a> {
     pub name: &'a str,
     /// Every party of the cluster.
     pub roster: Roster<'a>,
-    /// The model, checked against the cluster's hash.
-    pub model: &'a LoadedModel,
+    /// The model, checked against the cluster's hash (`None` where the user loads its own file
+    /// of a split model instead).
+    pub model: Option<&'a LoadedModel>,
+    /// Suite seco: the user's file of the split model.
+    pub split: Option<&'a SplitFile>,
     /// How it runs the query.
     pub options: &'a QueryOptions,
     /// How it reaches the servers.
     pub net: &'a dyn Connect,
 }
 
-impl UserParty<'_> {
+impl<'a> UserParty<'a> {
+    /// The whole model, which every suite but seco runs.
+    pub fn model(&self) -> Result<&'a LoadedModel> {
+        self.model.ok_or_else(|| party_model(self.name, "this suite's user loads the cluster's whole model"))
+    }
+
     /// Channels to every party with `role`, in order, and how long opening them took.
     pub async fn connect(&self, role: Role) -> Result<(Vec<Channel>, Duration)> {
         let start = Instant::now();

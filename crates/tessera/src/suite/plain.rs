@@ -22,8 +22,8 @@ impl Deployment for Plain {
         if party.role != Role::Server {
             return Err(party.not_served(Suite::Plain, party.role));
         }
-        let frames = plain::frame_limits(&party.model.merged, party.limits.max_frame);
-        let server = PlainServer::new(std::sync::Arc::new(party.model.merged.clone()));
+        let frames = plain::frame_limits(&party.model()?.merged, party.limits.max_frame);
+        let server = PlainServer::new(std::sync::Arc::new(party.model()?.merged.clone()));
         Ok(Served::new(server, party, &[Role::User]).with_frames(frames))
     }
 
@@ -32,7 +32,7 @@ impl Deployment for Plain {
         let (mut channels, connect) = user.connect(Role::Server).await?;
         let mut server = channels.remove(0);
         rec.stage(0, "connect", StageKind::Connect, &[&server]);
-        let classes = user.model.merged.output_len();
+        let classes = user.model()?.merged.output_len();
         let logits = plain::user(&mut server, SessionId::random(), input, batch, classes).await?;
         rec.stage(0, "query", StageKind::Query, &[&server]);
         server.close().await;

@@ -33,7 +33,7 @@ impl Deployment for Serpens2 {
             net: party.net.clone(),
             limits: party.limits,
         };
-        let (model, he) = (party.model.fixed()?, he_params()?);
+        let (model, he) = (party.model()?.fixed()?, he_params()?);
         let frames = serpens_2::frame_limits(&model, &he, party.limits.max_frame);
         let service = ShareServerService::new(setup, model, he);
         // S1 dials S2 for every query: S2 accepts it besides the users, under limits of its own.
@@ -46,7 +46,7 @@ impl Deployment for Serpens2 {
 
     async fn query(user: &UserParty<'_>, input: &[f32], batch: u32) -> Result<QueryResult> {
         let (mut servers, connect) = user.connect(Role::ShareServer).await?;
-        let fixed = user.model.fixed()?;
+        let fixed = user.model()?.fixed()?;
         let encoded = fixed.encode_input(input, batch as usize)?;
         let deal = Deal { slots: he_params()?.degree(), layout: user.options.layout };
         let outcome =

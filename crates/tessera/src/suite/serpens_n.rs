@@ -25,7 +25,7 @@ impl Deployment for SerpensN {
     }
 
     fn service(party: &ServerParty<'_>) -> Result<Served> {
-        let model = party.model.fixed()?;
+        let model = party.model()?.fixed()?;
         let holders = party.roster.names(Role::Holder);
         match party.role {
             Role::Central => {
@@ -55,9 +55,9 @@ impl Deployment for SerpensN {
 
     async fn query(user: &UserParty<'_>, input: &[f32], batch: u32) -> Result<QueryResult> {
         let (mut holders, connect) = user.connect(Role::Holder).await?;
-        let fixed = user.model.fixed()?;
+        let fixed = user.model()?.fixed()?;
         let encoded = fixed.encode_input(input, batch as usize)?;
-        let classes = user.model.merged.output_len();
+        let classes = user.model()?.merged.output_len();
         let outcome =
             serpens_n::user(user.name, &mut holders, SessionId::random(), &encoded, batch as usize, classes).await?;
         for c in holders {

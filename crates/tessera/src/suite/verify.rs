@@ -23,7 +23,7 @@ impl Deployment for Verify {
         if party.role != Role::Cloud {
             return Err(party.not_served(Suite::Verify, party.role));
         }
-        let model = party.model.fixed()?;
+        let model = party.model()?.fixed()?;
         let frames = verify::frame_limits(&model, party.limits.max_frame);
         let batch = verify::max_batch(&model, party.limits.max_frame);
         let cloud = Cloud::new(model, party.options.cheat).with_max_batch(batch);
@@ -31,7 +31,7 @@ impl Deployment for Verify {
     }
 
     async fn query(user: &UserParty<'_>, input: &[f32], batch: u32) -> Result<QueryResult> {
-        let fixed = user.model.fixed()?;
+        let fixed = user.model()?.fixed()?;
         let encoded = fixed.encode_input(input, batch as usize)?;
         let settings = user.options.verify;
         // The pads do not depend on the input: a deployment prepares them ahead of time.
