@@ -27,9 +27,18 @@ fn free_port() -> tessera::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
 }
 
+/// Suite seco's split point in these tests.
+const SECO_SPLIT: usize = 1;
+
 fn dev_config_for(tag: &str, suite: Suite, model: &str, holders: usize) -> ClusterConfig {
     let parties = dev_parties(suite, holders, free_port).unwrap();
-    let path = ClusterConfig::write_dev(&temp_dir(tag), suite, &repo().join("models").join(model), &parties).unwrap();
+    let mut model = repo().join("models").join(model);
+    if suite.splits_model() {
+        let dir = temp_dir(tag).join("split");
+        tessera::split::write_split(&LoadedModel::load(&model).unwrap(), SECO_SPLIT, &dir).unwrap();
+        model = dir;
+    }
+    let path = ClusterConfig::write_dev(&temp_dir(tag), suite, &model, &parties).unwrap();
     ClusterConfig::load(&path).unwrap()
 }
 
@@ -212,7 +221,7 @@ fn oversized(peer: &str, kind: MessageKind, len: u32, max: u32) -> String {
 /// model and the batch the frame limit allows) and any kind they never receive from that peer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_suite_refuses_oversized_and_unexpected_kinds_at_the_header() {
-    use tessera_suites::{bayes, clientserver, plain, serpens_2, serpens_n, verify};
+    use tessera_suites::{bayes, clientserver, plain, seco, serpens_2, serpens_n, verify};
     let he = tessera_he::HeParams::standard().unwrap();
     let cases = [
         (Suite::Plain, "minionn-mnist.onnx", 0),
@@ -221,6 +230,7 @@ async fn every_suite_refuses_oversized_and_unexpected_kinds_at_the_header() {
         (Suite::Verify, "minionn-mnist.onnx", 0),
         (Suite::Bayes, "bayes-minionn-mnist.onnx", 0),
         (Suite::ClientServer, "minionn-mnist.onnx", 0),
+        (Suite::Seco, "minionn-mnist.onnx", 0),
     ];
     for (suite, file, holders) in cases {
         let tag = format!("limits-{suite}");
@@ -278,6 +288,21 @@ async fn every_suite_refuses_oversized_and_unexpected_kinds_at_the_header() {
                     (Role::User, 0, "server", clientserver::ENCRYPTED, l.max(clientserver::ENCRYPTED)),
                     (Role::User, 0, "server", clientserver::PRODUCT, 0),
                     (Role::User, 0, "server", clientserver::LOGITS, 0),
+                ]
+            }
+            Suite::Seco => {
+                let split = fixed.split(SECO_SPLIT).unwrap();
+                let l = seco::frame_limits(Some(&split.prefix), split.suffix.as_deref(), &he).unwrap();
+                vec![
+                    (Role::User, 0, "gateway", seco::PREPARE, l.user.max(seco::PREPARE)),
+                    (Role::User, 0, "gateway", seco::TRANSITION, l.user.max(seco::TRANSITION)),
+                    (Role::User, 0, "gateway", seco::LOGITS, 0),
+                    (Role::Gateway, 0, "remote-b", seco::LINK, 0),
+                    (Role::Gateway, 0, "remote-b", seco::CUT, l.gateway.max(seco::CUT)),
+                    (Role::Gateway, 0, "remote-c", seco::OPENING, l.gateway.max(seco::OPENING)),
+                    (Role::Gateway, 0, "remote-c", seco::OUTPUT, 0),
+                    (Role::Remote, 0, "remote-c", seco::OPEN, l.peer.max(seco::OPEN)),
+                    (Role::Remote, 0, "remote-c", seco::CUT, 0),
                 ]
             }
             Suite::SerpensN => {
