@@ -408,3 +408,108 @@ fn bench_plots_svg_and_skips_bayes_without_a_posterior() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Suite seco from the command line: `split-model` writes one file per party and refuses an
+/// invalid split point naming the valid ones; `infer --suite seco` runs the local demo (every
+/// party its own process over mutual TLS); `certs` on a split folder and `serve` per role run a
+/// cluster by hand, which `infer --config` queries with the user's file.
+#[test]
+fn seco_split_model_serve_and_infer_across_processes() {
+    let dir = std::env::temp_dir().join(format!("tessera-seco-cli-{}", std::process::id()));
+    let split = dir.join("split");
+    let split_arg = split.to_str().unwrap();
+    let bad = tessera(&["split-model", "models/minionn-mnist.onnx", "--split", "7", "--out", split_arg]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("valid split points: [0, 1, 2, 3, 4]"));
+    let out = tessera(&["split-model", "models/minionn-mnist.onnx", "--split", "2", "--out", split_arg]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for file in ["user.tsplit", "gateway.tsplit", "remote-b.tsplit", "remote-c.tsplit"] {
+        assert!(split.join(file).is_file(), "{file}");
+    }
+    let image = "examples/images/mnist-test00000-7.png";
+    let bad = tessera(&["infer", "--suite", "seco", "--split", "9", "models/minionn-mnist.onnx", image]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("valid split points: [0, 1, 2, 3, 4]"));
+    let bad = tessera(&["infer", "--suite", "plain", "--split", "1", "models/minionn-mnist.onnx", image]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--split cuts the model for suite seco only"));
+
+    // The local demo.
+    let six = "examples/images/mnist-test00050-6.png";
+    let out = tessera(&["infer", "--suite", "seco", "--split", "1", "models/minionn-mnist.onnx", image, six, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["results"][0]["label"], 7);
+    assert_eq!(v["results"][1]["label"], 6);
+    let parties: Vec<&str> = v["parties"].as_array().unwrap().iter().map(|p| p["party"].as_str().unwrap()).collect();
+    assert_eq!(parties, ["user", "gateway", "remote-b", "remote-c"]);
+
+    // A cluster by hand: certificates for the split folder, each server started by role, the
+    // gateway and B from their own copies of their files.
+    let certs = dir.join("certs");
+    let port = free_ports(3).to_string();
+    let out =
+        tessera(&["certs", "--suite", "seco", "--model", split_arg, "--out", certs.to_str().unwrap(), "--port", &port]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = certs.join("cluster.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert_eq!(text.matches("model_hash").count(), 5, "the model's and each party's file's");
+    let own = dir.join("own");
+    std::fs::create_dir_all(&own).unwrap();
+    let mut servers = Servers(Vec::new());
+    for (role, name) in [("gateway", "gateway"), ("remote", "remote-b"), ("remote", "remote-c")] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        command.args(["serve", "--role", role, "--name", name, "--config"]).arg(&config);
+        if name != "remote-c" {
+            let copy = own.join(format!("{name}.tsplit"));
+            std::fs::copy(split.join(format!("{name}.tsplit")), &copy).unwrap();
+            command.arg("--model").arg(&copy);
+        }
+        let mut child = command.stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        assert!(line.starts_with("listening on"), "{name}: {line}");
+        servers.0.push(child);
+    }
+    let user = split.join("user.tsplit");
+    let config_arg = config.to_str().unwrap();
+    let out = tessera(&["infer", "--suite", "seco", "--config", config_arg, user.to_str().unwrap(), six, "--json"]);
+    // B's shares of another deal are refused by their hash.
+    let other = dir.join("other");
+    let out_other =
+        tessera(&["split-model", "models/minionn-mnist.onnx", "--split", "2", "--out", other.to_str().unwrap()]);
+    assert!(out_other.status.success());
+    let wrong = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["serve", "--role", "remote", "--name", "remote-b", "--config", config_arg, "--model"])
+        .arg(other.join("remote-b.tsplit"))
+        .output()
+        .unwrap();
+    drop(servers);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["results"][0]["label"], 6);
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("has hash"), "{}", String::from_utf8_lossy(&wrong.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Server processes, killed when dropped (a failing assertion included).
+struct Servers(Vec<std::process::Child>);
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for s in &mut self.0 {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+    }
+}
+
+/// The first of `n` consecutive loopback ports that are free now.
+fn free_ports(n: u16) -> u16 {
+    loop {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if first < u16::MAX - n && (1..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", first + i)).is_ok()) {
+            return first;
+        }
+    }
+}

@@ -317,6 +317,11 @@ impl ClusterConfig {
         write_new(&dir.join("ca.pem"), ca.as_bytes()).map_err(io)?;
         let model_abs = std::fs::canonicalize(model)
             .map_err(|e| Error::Write { path: model.display().to_string(), reason: e.to_string() })?;
+        if suite.splits_model() && !model_abs.is_dir() {
+            let reason = "suite seco's parties each load a file of a split folder (`tessera split-model` writes it)";
+            let problem = ConfigProblem::PartyModel { party: "every party".into(), reason: reason.into() };
+            return Err(Error::Config { path: model_abs.display().to_string(), problem });
+        }
         let mut configs = Vec::new();
         let mut sources = Vec::new();
         for ((name, role, address), pem) in parties.iter().zip(pems) {
