@@ -52,7 +52,7 @@ pub struct LocalOptions {
     /// Which merging steps every party runs.
     pub merging: Merging,
     /// Suite seco: where to cut the model (weighted layers before the cut;
-    /// [`default_split`](crate::split::default_split) when `None`).
+    /// [`default_split`] when `None`).
     pub split: Option<usize>,
 }
 

@@ -132,6 +132,8 @@ pub async fn query(config: &ClusterConfig, model: &LoadedModel, input: &[f32], b
 }
 
 /// Runs one query of the cluster's suite as its user: `input` holds `batch` normalized images.
+/// Suite seco's user runs from its own file of the split model, which its configuration entry
+/// names (as [`query_split`]); `model` is not read there.
 pub async fn query_with(
     config: &ClusterConfig,
     model: &LoadedModel,
@@ -140,10 +142,14 @@ pub async fn query_with(
     options: &QueryOptions,
 ) -> Result<QueryResult> {
     let me = config.party(Role::User)?;
+    let split = match config.suite.splits_model() {
+        true => Some(config.load_split(me)?),
+        false => None,
+    };
     let net = TlsConnect::new(config, me)?;
     let roster = config.roster();
-    let user =
-        UserParty { name: &me.name, roster: Roster(&roster), model: Some(model), split: None, options, net: &net };
+    let split = split.as_ref();
+    let user = UserParty { name: &me.name, roster: Roster(&roster), model: Some(model), split, options, net: &net };
     config.suite.query(&user, input, batch).await
 }
 
