@@ -8,7 +8,7 @@
 //! * A certificate from another CA, or a valid one of another party, is refused with a typed
 //!   error; a remote server that vanishes fails the next query with a typed error naming it,
 //!   while the gateway and the other remote server keep serving (the same processes answer
-//!   again once it is back).
+//!   again once it is back); so does one killed at a random point of a query.
 //!
 //! The file has its own `main` (`harness = false`): the test binary re-executes itself as each
 //! server party (`TESSERA_SECO_PARTY` set), which prints the readiness line local clusters wait
@@ -196,6 +196,30 @@ fn minionn_mnist_across_processes() {
     cluster.restart("remote-c").unwrap();
     exact_query(&runtime, &cluster, &x[..784], &reference[..10], 1);
     assert_eq!([cluster.pid("gateway"), cluster.pid("remote-b")], kept);
+
+    // B vanishes at a random point of a query: a typed error, the peer's fault, naming it (or
+    // the exact result, if the query was done); the gateway and C serve the next query.
+    let after = Duration::from_millis(rand::random_range(0..1500));
+    let (start, config) = (Instant::now(), cluster.config.clone());
+    let outcome = std::thread::scope(|s| {
+        let query = s.spawn(|| runtime.block_on(query_split(&config, &user, &x, n as u32)));
+        std::thread::sleep(after);
+        cluster.kill("remote-b").unwrap();
+        query.join().unwrap()
+    });
+    match outcome {
+        Ok(r) => assert_eq!(r.logits, reference),
+        Err(e) => {
+            let text = e.to_string();
+            assert_eq!(e.fault(), tessera::error::Fault::Peer, "{text}");
+            assert!(text.contains("remote-b"), "{text}");
+            assert!(start.elapsed() < Duration::from_secs(30), "error after {:?}: {text}", start.elapsed());
+        }
+    }
+    let kept = [cluster.pid("gateway"), cluster.pid("remote-c")];
+    cluster.restart("remote-b").unwrap();
+    exact_query(&runtime, &cluster, &x[784..], &reference[10..], 1);
+    assert_eq!([cluster.pid("gateway"), cluster.pid("remote-c")], kept);
 }
 
 fn lenet_mnist_across_processes() {
