@@ -254,3 +254,34 @@ fn the_user_sends_one_online_message_with_every_layer_remote() {
     let sent: u64 = user.links.iter().map(|l| l.traffic.bytes_sent).sum();
     println!("user: {} bytes sent in all, storage {} bytes", sent, run.user_storage);
 }
+
+/// No remote server holds a plaintext weight: each server's shares of every layer (as dealt for
+/// its file) are uniform in `Z_t` and never small, and no frame B or C receives, ciphertexts and
+/// garbled-circuit messages included, holds a small aligned word (a weight, bias or activation
+/// in the clear would be one).
+#[test]
+fn remote_servers_hold_no_plaintext_weight() {
+    use tessera_model::shares::WeightShares;
+    let (fixed, input) = encoded("minionn-mnist", "mnist-test-200-images.idx", 1);
+    let suffix = fixed.split(1).unwrap().suffix.unwrap();
+    for (server, shares) in
+        ["remote-b", "remote-c"].iter().zip(WeightShares::deal(&suffix, &mut tessera_field::seed::os_rng()))
+    {
+        for node in 0..suffix.ops().len() {
+            if let Some(layer) = shares.layer(node) {
+                assert_uniform(&format!("{server}'s weight shares of node {node}"), layer.weights());
+            }
+        }
+    }
+    let run = run(&fixed, 1, &input, 1, &InMemoryRun { views: true, ..InMemoryRun::default() });
+    for view in &run.views[2..] {
+        let mut words = 0;
+        for frame in view.frames.iter().filter(|f| ![tessera_suites::seco::REMOTE_PREPARED].contains(&f.header.kind)) {
+            let small =
+                elements(&frame.payload).iter().filter(|&&w| zt::to_i64(w % zt::T).unsigned_abs() < 1 << 24).count();
+            assert_eq!(small, 0, "{:?} from {} holds {small} small words", frame.header.kind, frame.from);
+            words += frame.payload.len() / 8;
+        }
+        println!("{} frames, {words} words, none small", view.frames.len());
+    }
+}
