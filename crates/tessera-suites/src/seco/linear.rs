@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 use tessera_field::seed::os_rng;
 use tessera_field::zt;
-use tessera_he::{Addend, Ciphertext, ConvPacking, Form, HeParams, PublicKey, SHARE_DIGIT_BITS};
+use tessera_he::{Addend, Ciphertext, ConvPacking, Form, HeParams, Plaintext, PublicKey, SHARE_DIGIT_BITS};
 
 use crate::error::{Result, SuiteError, Violation};
 
@@ -46,10 +46,15 @@ pub(crate) fn add_all(sum: &mut [Ciphertext], other: &[Ciphertext]) -> Result<()
 }
 
 /// One weight holder's products per image: `⟦W_X u − s_X⟧` from the summed mask encryptions
-/// (as [`encrypt_masks`] orders them), its dense weight shares and its masks `s_X`, switched
-/// to [`PRODUCT_LEVEL`].
+/// (as [`encrypt_masks`] orders them), its dense weight shares and its masks `s_X`, each
+/// re-randomized by a fresh encryption of zero under the collective `key` and switched to
+/// [`PRODUCT_LEVEL`]. Without the re-randomization `c1` of a product would be a known linear
+/// function of the weight share's digits (the summed `c1`s are the gateway's own), and a few
+/// products would give the share to the gateway by linear algebra; with it `c1` is uniform, and
+/// the noise that still depends on the weights only shows, smudged, in the joint decryption.
 pub(crate) fn products(
     he: &HeParams,
+    key: &PublicKey,
     packing: &ConvPacking,
     sums: &[Ciphertext],
     weights: &[u64],
@@ -58,12 +63,14 @@ pub(crate) fn products(
 ) -> Result<Vec<Ciphertext>> {
     let per_image = packing.input_ciphertexts();
     let outputs = packing.geometry().output().expect("a valid layer").len();
+    let zero = Plaintext::encode_coefficients(he, &[], 0)?;
     let mut results = Vec::with_capacity(batch * packing.output_ciphertexts());
     for (image, s) in sums.chunks(2 * per_image).zip(masks.chunks(outputs)).take(batch) {
         let minus_s: Vec<u64> = s.iter().map(|&v| zt::neg(v)).collect();
         let (plain, scaled) = image.split_at(per_image);
         let mut out = packing.evaluate_share(he, plain, scaled, weights, Addend::PerOutput(&minus_s), &mut os_rng())?;
         for ct in &mut out {
+            ct.add(&key.encrypt(&zero, &mut os_rng())?)?;
             ct.switch_to(PRODUCT_LEVEL)?;
         }
         results.extend(out);

@@ -98,9 +98,11 @@ pub(crate) fn helper_gc_layer(layer: &NonlinearLayer, batch: usize) -> Result<La
 }
 
 /// The smudging of a secret linear layer's decryption shares: 40 bits over the proven bound
-/// on the sum of B's and C's switched products, themselves on three fresh encryptions summed.
+/// on the sum of B's and C's switched products, themselves on three fresh encryptions summed and
+/// re-randomized by one more.
 pub(crate) fn smudging(he: &HeParams, packing: &ConvPacking) -> Result<Smudging> {
-    let input = HOLDERS as f64 * fresh_noise_bound(he, HOLDERS);
-    let product = switched_noise_bound(he, 0, packing.share_product_noise_bound(input), HOLDERS);
+    let fresh = fresh_noise_bound(he, HOLDERS);
+    let product = packing.share_product_noise_bound(HOLDERS as f64 * fresh) + fresh;
+    let product = switched_noise_bound(he, 0, product, HOLDERS);
     Ok(Smudging::over(he, 1, (2.0 * product).log2(), HOLDERS)?)
 }
