@@ -250,6 +250,11 @@ fn the_user_sends_one_online_message_with_every_layer_remote() {
     let masked = elements(&query.payload);
     assert_uniform("the user's query", &masked);
     assert!(masked.iter().zip(&input).all(|(m, x)| m != x), "an input value in the query");
+    // The remote servers' reports reach the user as totals: no stage names a layer after the cut.
+    for report in &run.outcome.reports[2..] {
+        let names: Vec<&str> = report.stages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["layers after the cut"; 2], "{}'s report", report.party);
+    }
     let user = &run.outcome.reports[0];
     let sent: u64 = user.links.iter().map(|l| l.traffic.bytes_sent).sum();
     println!("user: {} bytes sent in all, storage {} bytes", sent, run.user_storage);
