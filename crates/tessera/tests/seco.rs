@@ -141,7 +141,8 @@ fn field_frames(frames: &[TappedFrame]) -> Vec<&TappedFrame> {
     frames.iter().filter(|f| [CUT, OPEN, OPENING, OUTPUT, QUERY].contains(&f.header.kind)).collect()
 }
 
-/// Any two of the three servers pool everything they received, message by message, on a query
+/// Any two of the three servers pool every field-element message they received, one by one, on a
+/// query
 /// cut after the first layer (so the transition, the remote linear layers and the three-party
 /// circuits all run), and attack it:
 /// * every field-element message (openings, the cut value, padded outputs, the user's query)
@@ -150,6 +151,10 @@ fn field_frames(frames: &[TappedFrame]) -> Vec<&TappedFrame> {
 ///   of the same length, is compared with every activation of that length (the cut value and
 ///   every nonlinear layer's input and output, from the servers' own shares added up): no
 ///   position agrees beyond chance, and no candidate correlates with the activation.
+///
+/// The garbled circuits' secrets are not in this attack: with them, {B, C} read every wire
+/// (tessera-gc's `attack_garbler_and_evaluator_together_read_the_helpers_inputs`), the leakage
+/// docs/suites/seco.md states; {A, B} and {A, C} hold no such key to the other's labels.
 #[test]
 fn attack_any_two_servers_learn_no_activation() {
     let (fixed, input) = encoded("minionn-mnist", "mnist-test-200-images.idx", 1);

@@ -14,7 +14,9 @@
 //! seeds agreed by X25519 through A; B and C return their logit shares to U through A under pads
 //! from the same seeds.
 //!
-//! Semi-honest parties; any two of A, B and C may collude, U with none.
+//! Semi-honest parties; A may collude with B or with C, U with none. B and C must not collude:
+//! as garbler and evaluator of every circuit after the cut they would read every wire of it
+//! (docs/suites/seco.md, "Why not any two servers").
 
 mod gateway;
 mod keys;
