@@ -127,3 +127,55 @@ where
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use tessera_field::kernels::{ConvGeometry, ImageShape, Window2d};
+    use tessera_he::collective::DecryptionRequest;
+    use tessera_he::{HeParams, SecretKey};
+
+    use super::*;
+
+    /// The gateway's attack on a weight share, through the products it receives: it knows the
+    /// summed mask encryptions (it made them), so without re-randomization a guess of the share
+    /// reproduces a product's `c1` byte for byte and confirms the weights; with it, `c1` is
+    /// fresh, and even the true share reproduces nothing.
+    #[test]
+    fn attack_a_product_c1_does_not_confirm_a_guessed_weight_share() {
+        let he = HeParams::standard().unwrap();
+        let mut rng = os_rng();
+        let mut common = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rng, &mut common);
+        let keys: Vec<SecretKey> = (0..3).map(|_| SecretKey::generate(&he, &mut rng).unwrap()).collect();
+        let shares: Vec<PublicKey> = keys.iter().map(|k| k.public_key_share(common, &mut rng).unwrap()).collect();
+        let key = PublicKey::collective(&he, &shares).unwrap();
+        let geometry = ConvGeometry {
+            input: ImageShape::new(1, 12, 12),
+            out_channels: 4,
+            window: Window2d { kernel: [5, 5], stride: [1, 1], pads: [0; 4] },
+        };
+        let packing = ConvPacking::plan(&he, geometry).unwrap();
+        let masks = zt::random_vec(&mut rng, geometry.input.len());
+        let sums = encrypt_masks(&he, &key, &packing, &masks, 1).unwrap();
+        let weights = zt::random_vec(&mut rng, geometry.out_channels * geometry.terms());
+        let s = zt::random_vec(&mut rng, geometry.output().unwrap().len());
+        let c1 = |cts: &[Ciphertext]| -> Vec<u8> {
+            let mut out = Vec::new();
+            cts.iter().for_each(|ct| DecryptionRequest::of(ct).write(&mut out));
+            out
+        };
+        // What the attack needs: without the fresh encryption of zero, the share alone fixes c1.
+        let bare = |w: &[u64]| {
+            let (plain, scaled) = sums.split_at(packing.input_ciphertexts());
+            let mut cts = packing.evaluate_share(&he, plain, scaled, w, Addend::Zero, &mut os_rng()).unwrap();
+            cts.iter_mut().for_each(|ct| ct.switch_to(PRODUCT_LEVEL).unwrap());
+            c1(&cts)
+        };
+        assert_eq!(bare(&weights), bare(&weights), "without re-randomization a guess is confirmed");
+        let seen = c1(&products(&he, &key, &packing, &sums, &weights, &s, 1).unwrap());
+        assert_ne!(bare(&weights), seen, "the true share reproduces the product's c1");
+        assert_ne!(c1(&products(&he, &key, &packing, &sums, &weights, &s, 1).unwrap()), seen);
+        let same = seen.iter().zip(&bare(&weights)).filter(|(a, b)| a == b).count();
+        assert!(same < seen.len() / 100, "{same} of {} bytes of c1 agree with the guess", seen.len());
+    }
+}
