@@ -40,9 +40,13 @@
 //! What each party sees: H only its OT messages from G (128 points and a challenge), which say
 //! nothing about `Δ`; E, besides the two-party view, H's active labels, uniformly random labels
 //! like its own OT strings, one of each wire's two; G the OT columns of both receivers, which are
-//! uniform given its base-OT keys, and E's re-share `a − c`, uniform because `c` is. Neither
-//! pair of parties holds the third's randomness: `m` stays with H, `r` with G, `c` and the
-//! evaluator's share with E.
+//! uniform given its base-OT keys, and E's re-share `a − c`, uniform because `c` is. H with G
+//! misses E's `c` and share; H with E misses `Δ`, so each wire's other label. **G with E see
+//! everything**, as in any garbled circuit: G's zero labels and `Δ` decode every label E holds,
+//! H's forwarded ones included, so the pair reads `h`, `m`, `x` and `f(x)`
+//! (`protocol::tests::attack_garbler_and_evaluator_together_read_the_helpers_inputs`). A helper
+//! protects its inputs against either party alone and against its own coalition with one of
+//! them, never against the garbler and the evaluator together.
 //!
 //! # Security notes
 //!

@@ -1522,6 +1522,94 @@ pub(crate) mod tests {
         }
     }
 
+    /// The documented limit of a layer with a helper, demonstrated: the garbler knows `Δ` and
+    /// the zero label of every helper wire (its strings of the helper's OTs), the evaluator
+    /// receives the helper's active labels; together they read every bit of the helper's inputs
+    /// `t − h` and `m`, hence `x = a + b + h` and `f(x) = (f(x) − m − r) + m + r`. As in every
+    /// garbled circuit, a colluding garbler and evaluator see every wire: only the helper's
+    /// coalitions with one of them are protected.
+    #[test]
+    fn attack_garbler_and_evaluator_together_read_the_helpers_inputs() {
+        let mut rng = ChaCha20Rng::seed_from_u64(4242);
+        let m = Modulus::tessera();
+        let layer = Layer::with_helper(Nonlinear::ReluTrunc { shift: 16 }, m, 200).unwrap();
+        let c = case3(&layer, &mut rng);
+        let g = GarblerAwaitBase::start(layer.clone(), &mut rng);
+        let gh = g.helper().unwrap();
+        let (s, e) = EvaluatorAwaitBase::start(layer.clone(), &mut rng);
+        let (sh, hp) = HelperAwaitBase::start(layer.clone(), &c.h, &c.hm, &mut rng).unwrap();
+        let (points_h, mut gh) = gh.receive_base(&sh, &mut rng).unwrap();
+        let mut hp = hp.receive_base(&points_h).unwrap();
+        for chunk in 0..hp.chunks() {
+            gh.receive_columns(chunk, &hp.columns(chunk).unwrap()).unwrap();
+        }
+        let (chi_h, gh) = gh.challenge(&mut rng).unwrap();
+        let (proof_h, hp) = hp.prove(&chi_h).unwrap();
+        let zero_h = gh.receive_proof(&proof_h).unwrap();
+        // B's own secrets.
+        let delta = zero_h.delta.block();
+        let zeros: Vec<Block> = zero_h.q.to_vec();
+        // C's view: the helper's forwarded label messages, exactly as they cross the channel.
+        let forwarded = hp.forward_labels();
+        let labels: Vec<Block> = forwarded
+            .iter()
+            .flat_map(|msg| msg.chunks_exact(16).map(|b| Block::from_bytes(b.try_into().unwrap())).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(labels.len(), zeros.len());
+        let bits: Vec<bool> = labels
+            .iter()
+            .zip(&zeros)
+            .map(|(&l, &z)| {
+                if l == z {
+                    false
+                } else {
+                    assert_eq!(l, z ^ delta, "a label is neither of its wire's two");
+                    true
+                }
+            })
+            .collect();
+        let (k, n) = (layer.circuit().values(), m.bits());
+        let per = n * (k + 1);
+        for i in 0..layer.instances() {
+            let word = |j: usize| crate::circuit::from_bits(&bits[i * per + j * n..i * per + (j + 1) * n]);
+            for v in 0..k {
+                assert_eq!(m.neg(word(v)), c.h[i * k + v], "the helper's share, instance {i}");
+            }
+            assert_eq!(word(k), c.hm[i], "the helper's output mask, instance {i}");
+        }
+        // The rest of the layer: the pair also holds a, b, r and C's output, so x and f(x).
+        let (points, mut g) = g.receive_base(&s, &mut rng).unwrap();
+        let mut e = e.receive_base(&points).unwrap();
+        for chunk in 0..e.chunks() {
+            g.receive_columns(chunk, &e.columns(chunk).unwrap()).unwrap();
+        }
+        let (chi, g) = g.challenge(&mut rng).unwrap();
+        let (proof, mut e) = e.prove(&chi).unwrap();
+        let mut g = g.receive_proof_with_helper(&proof, zero_h).unwrap();
+        for (chunk, msg) in forwarded.iter().enumerate() {
+            e.receive_helper_labels(chunk, msg).unwrap();
+        }
+        for chunk in 0..e.chunks() {
+            e.receive_tables(chunk, &g.garble_chunk(chunk).unwrap()).unwrap();
+        }
+        let (g, e) = (g.finish().unwrap(), e.finish().unwrap());
+        let mut g = g.online(c.b.clone()).unwrap();
+        let (reshares, mut e) = e.online(&c.a).unwrap();
+        for (chunk, msg) in reshares.iter().enumerate() {
+            e.receive_labels(chunk, &g.respond(chunk, msg).unwrap()).unwrap();
+        }
+        let (r, out) = (g.finish().unwrap().to_vec(), e.finish().unwrap());
+        for i in 0..layer.instances() {
+            let word = |j: usize| crate::circuit::from_bits(&bits[i * per + j * n..i * per + (j + 1) * n]);
+            let x = m.add(m.add(c.a[i], c.b[i]), m.neg(word(0)));
+            assert_eq!(x, c.x[i], "x from the pair's view");
+            let fx = m.add(m.add(out[i], word(k)), r[i]);
+            let xi = if x > m.half() { -((m.t() - x) as i64) } else { x as i64 };
+            let expected = if xi <= 0 { 0 } else { ((xi + (1 << 15)) >> 16) as u64 };
+            assert_eq!(fx, expected, "f(x) from the pair's view");
+        }
+    }
+
     #[test]
     fn wrong_helper_messages_and_orders_are_typed_errors() {
         let m = Modulus::tessera();

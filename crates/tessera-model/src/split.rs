@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use tessera_field::kernels::ConvKernel;
+
 use crate::error::{ModelError, Result};
 use crate::fixed::{FixedModel, FixedOp, Scale};
 
@@ -59,6 +61,22 @@ impl FixedModel {
     /// cut through), from 0 (everything after the cut) to every weighted layer (nothing after).
     pub fn split_points(&self) -> Vec<usize> {
         (0..=self.weighted_layers()).filter(|&l| self.cut_node(l).and_then(|k| self.crossing(k)).is_some()).collect()
+    }
+
+    /// The same model with every weight and bias zero: the architecture a party that must not
+    /// see the weights holds (what a split file without weights reads back as).
+    pub fn architecture(&self) -> Arc<FixedModel> {
+        let mut model = self.clone();
+        for op in &mut model.ops {
+            if let FixedOp::Linear { kernel, bias } = op {
+                let zeros = vec![0; kernel.group_weights().len()];
+                *kernel = ConvKernel::grouped(*kernel.geometry(), kernel.groups(), &zeros).expect("the same shape");
+                if let Some(b) = bias {
+                    b.fill(0);
+                }
+            }
+        }
+        Arc::new(model)
     }
 
     /// Cuts the model after `l` weighted layers.
@@ -168,5 +186,13 @@ pub(crate) mod tests {
         let err = model.split(2).unwrap_err().to_string();
         assert!(err.contains("`c3`") && err.contains("[0, 1, 3, 4]"), "{err}");
         assert!(model.split(5).unwrap_err().to_string().contains("4 weighted layers"));
+        let bare = model.architecture();
+        assert_eq!(bare.nonlinear_layers(), model.nonlinear_layers());
+        assert!(bare.ops().iter().all(|op| match op {
+            FixedOp::Linear { kernel, bias } => {
+                kernel.group_weights().iter().all(|&w| w == 0) && bias.iter().flatten().all(|&b| b == 0)
+            }
+            _ => true,
+        }));
     }
 }

@@ -11,7 +11,7 @@ use tessera_he::collective::{DecryptionRequest, DecryptionShare};
 use tessera_he::{ConvPacking, HeParams, PublicKey, SecretKey};
 use tessera_model::fixed::FixedModel;
 use tessera_model::runner::{LayerTrace, Runner, Step};
-use tessera_net::{Channel, NetError, Recorder, SessionId, StageKind};
+use tessera_net::{Channel, NetError, PartyReport, Recorder, SessionId, StageCost, StageKind};
 use zeroize::Zeroizing;
 
 use super::keys::PUBLIC_BYTES;
@@ -133,7 +133,8 @@ impl Gateway {
                 rec.stage(0, "preprocess", StageKind::Preprocess, &[user, b, c]);
                 for peer in [&mut *b, &mut *c] {
                     let mut r = recv_reports(peer, REMOTE_PREPARED, session).await?;
-                    reports.push(r.pop().ok_or_else(|| missing_report(peer.peer()))?);
+                    let report = r.pop().ok_or_else(|| missing_report(peer.peer()))?;
+                    reports.push(totals(report, StageKind::Preprocess));
                 }
                 Some((transition, mask, output))
             }
@@ -168,7 +169,8 @@ impl Gateway {
                 }
                 for peer in [&mut *b, &mut *c] {
                     let mut r = recv_reports(peer, REMOTE_REPORT, session).await?;
-                    reports.push(r.pop().ok_or_else(|| missing_report(peer.peer()))?);
+                    let report = r.pop().ok_or_else(|| missing_report(peer.peer()))?;
+                    reports.push(totals(report, StageKind::Output));
                 }
                 Zeroizing::new(output)
             }
@@ -349,6 +351,21 @@ impl Gateway {
         }
         Ok(y)
     }
+}
+
+/// A remote server's report as the user receives it: its totals (time, CPU, bytes per link) as
+/// one stage of `kind`, without the per-layer stages that would show the user the architecture
+/// after the cut.
+fn totals(report: PartyReport, kind: StageKind) -> PartyReport {
+    let stage = StageCost {
+        layer: 0,
+        name: "layers after the cut".into(),
+        kind,
+        wall_us: report.stages.iter().map(|s| s.wall_us).sum(),
+        cpu_us: report.stages.iter().map(|s| s.cpu_us).sum(),
+        links: report.links.clone(),
+    };
+    PartyReport { stages: vec![stage], ..report }
 }
 
 /// Receives exactly `n` field elements of `kind`, wiped when dropped.

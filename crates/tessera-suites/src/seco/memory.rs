@@ -62,8 +62,11 @@ pub async fn run_in_memory(
     settings: &InMemoryRun,
 ) -> Result<InMemoryOutcome> {
     let parts = model.split(split)?;
+    // Each party holds what its split file holds: the user and the remote servers no plaintext
+    // weight (the remote servers their shares), the gateway the weights before the cut only.
     let user_model =
-        UserModel { prefix: parts.prefix.clone(), logits: model.output_len(), remote: parts.suffix.is_some() };
+        UserModel { prefix: parts.prefix.architecture(), logits: model.output_len(), remote: parts.suffix.is_some() };
+    let bare_suffix = parts.suffix.as_ref().map(|s| s.architecture());
     let limit = 1 << 30;
     let t = settings.timeout;
     let (mut user, mut a_user) = Channel::pair("user", "gateway", t, limit);
@@ -85,12 +88,13 @@ pub async fn run_in_memory(
         taps
     });
     let [a_trace, b_trace, c_trace] = settings.layer_shares.clone().map_or([None, None, None], |t| t.map(Some));
-    let gateway = Gateway::new(parts.prefix.clone(), parts.suffix.clone(), he.clone()).traced(None, a_trace);
+    let gateway = Gateway::new(parts.prefix.clone(), bare_suffix.clone(), he.clone()).traced(None, a_trace);
     let mut tasks = vec![tokio::spawn(async move { gateway.serve("gateway", &mut a_user, &mut a_b, &mut a_c).await })];
     if let Some(suffix) = &parts.suffix {
         let [b_shares, c_shares] = WeightShares::deal(suffix, &mut os_rng());
-        let b = Remote::new(RemoteRole::Garbler, suffix.clone(), Arc::new(b_shares), he.clone()).traced(b_trace);
-        let c = Remote::new(RemoteRole::Evaluator, suffix.clone(), Arc::new(c_shares), he.clone()).traced(c_trace);
+        let bare = bare_suffix.clone().expect("a suffix");
+        let b = Remote::new(RemoteRole::Garbler, bare.clone(), Arc::new(b_shares), he.clone()).traced(b_trace);
+        let c = Remote::new(RemoteRole::Evaluator, bare, Arc::new(c_shares), he.clone()).traced(c_trace);
         tasks.push(tokio::spawn(async move { b.serve("remote-b", &mut b_a, &mut b_c).await }));
         tasks.push(tokio::spawn(async move { c.serve("remote-c", &mut c_a, &mut c_b).await }));
     }

@@ -14,7 +14,9 @@
 //! seeds agreed by X25519 through A; B and C return their logit shares to U through A under pads
 //! from the same seeds.
 //!
-//! Semi-honest parties; any two of A, B and C may collude, U with none.
+//! Semi-honest parties; A may collude with B or with C, U with none. B and C must not collude:
+//! as garbler and evaluator of every circuit after the cut they would read every wire of it
+//! (docs/suites/seco.md, "Why not any two servers").
 
 mod gateway;
 mod keys;
@@ -103,9 +105,11 @@ pub(crate) fn helper_gc_layer(layer: &NonlinearLayer, batch: usize) -> Result<La
 }
 
 /// The smudging of a secret linear layer's decryption shares: 40 bits over the proven bound
-/// on the sum of B's and C's switched products, themselves on three fresh encryptions summed.
+/// on the sum of B's and C's switched products, themselves on three fresh encryptions summed and
+/// re-randomized by one more.
 pub(crate) fn smudging(he: &HeParams, packing: &ConvPacking) -> Result<Smudging> {
-    let input = HOLDERS as f64 * fresh_noise_bound(he, HOLDERS);
-    let product = switched_noise_bound(he, 0, packing.share_product_noise_bound(input), HOLDERS);
+    let fresh = fresh_noise_bound(he, HOLDERS);
+    let product = packing.share_product_noise_bound(HOLDERS as f64 * fresh) + fresh;
+    let product = switched_noise_bound(he, 0, product, HOLDERS);
     Ok(Smudging::over(he, 1, (2.0 * product).log2(), HOLDERS)?)
 }

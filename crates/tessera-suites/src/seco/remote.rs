@@ -208,10 +208,11 @@ impl Remote {
         gateway.send(MASKS, session, node, &encrypted).await?;
         let sums = gateway.recv(MASK_SUM, session, node).await?;
         let weights = self.shares.layer(node as usize).expect("a share per linear layer").dense_weights();
-        let (h, peer, s) = (he.clone(), gateway.peer().to_string(), product_mask.clone());
+        let (h, peer, s, key) =
+            (he.clone(), gateway.peer().to_string(), product_mask.clone(), setup.collective.clone());
         let reply = blocking("the products", move || {
             let sums = read_full(&h, &peer, &sums, batch * mask_ciphertexts(&packing), 0, "mask sums")?;
-            write_full(&h, &products(&h, &packing, &sums, &weights, &s, batch)?, PRODUCT_LEVEL)
+            write_full(&h, &products(&h, &key, &packing, &sums, &weights, &s, batch)?, PRODUCT_LEVEL)
         })
         .await?;
         gateway.send(PRODUCT, session, node, &reply).await?;
