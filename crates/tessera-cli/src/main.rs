@@ -251,7 +251,12 @@ fn run(command: Command) -> Result<()> {
                 m.set_calibration(serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?);
             }
             let paths = tessera::split::write_split(&m, split, &out)?;
-            crate::outln!("split {} after {split} weighted layers into {}:", model.display(), out.display());
+            let valid = m.fixed()?.split_points();
+            crate::outln!(
+                "split {} after {split} weighted layers (valid split points: {valid:?}) into {}:",
+                model.display(),
+                out.display()
+            );
             for (party, path) in [("user", &paths.user), ("gateway", &paths.gateway)]
                 .into_iter()
                 .chain([("remote B (garbler)", &paths.remotes[0]), ("remote C (evaluator)", &paths.remotes[1])])
