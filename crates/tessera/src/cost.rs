@@ -114,6 +114,8 @@ pub struct PartyCost {
     pub cpu_ms: f64,
     /// CPU time in input-independent stages, in milliseconds.
     pub preprocess_cpu_ms: f64,
+    /// Bytes this party sent and received in input-independent stages.
+    pub preprocess_bytes: u64,
     /// Traffic per link, from this party's end.
     pub links: Vec<LinkCost>,
 }
@@ -163,12 +165,14 @@ impl QueryCost {
         let mut parties = Vec::with_capacity(reports.len());
         let reported = |peer: &str| reports.iter().any(|r| r.party == peer);
         for (p, report) in reports.iter().enumerate() {
-            let mut preprocess_cpu = 0;
+            let (mut preprocess_cpu, mut preprocess_bytes) = (0, 0);
             for stage in &report.stages {
                 let special = special_row(stage.kind);
                 let key = special.unwrap_or(RowKey::Node(stage.layer));
                 if matches!(key, RowKey::Setup(_)) {
                     preprocess_cpu += stage.cpu_us;
+                    preprocess_bytes +=
+                        stage.links.iter().map(|l| l.traffic.bytes_sent + l.traffic.bytes_received).sum::<u64>();
                 }
                 let row = rows.entry(key).or_default();
                 if row.kind.is_none_or(|k| k == StageKind::Local) {
@@ -189,6 +193,7 @@ impl QueryCost {
                 wall_ms: ms(report.wall_us),
                 cpu_ms: ms(report.cpu_us),
                 preprocess_cpu_ms: ms(preprocess_cpu),
+                preprocess_bytes,
                 links: report.links.clone(),
             });
         }

@@ -51,6 +51,10 @@ pub struct CompareArgs {
     /// (the default), seed (insecure: the key owner reconstructs the image; for comparison).
     #[arg(long, value_delimiter = ',', default_value = "hidden")]
     layouts: Vec<Layout>,
+    /// seco: where to cut the model, weighted layers on the gateway (one configuration each;
+    /// 0: every layer on the remote servers). The model's default split point when absent.
+    #[arg(long, value_delimiter = ',')]
+    split: Vec<usize>,
     /// Ablation: every suite once more without the merging pass's optional steps (pads stay
     /// layers, ReLUs stay apart from max pools; the BatchNorm and average-pool folds that fixed
     /// point needs still run), to measure what those steps save.
@@ -98,12 +102,13 @@ struct Config {
     samples: Option<usize>,
     layout: Layout,
     merging: Merging,
+    split: Option<usize>,
 }
 
 impl Config {
     /// A configuration of `suite` with its defaults.
     fn of(suite: Suite) -> Self {
-        Self { suite, holders: None, samples: None, layout: Layout::default(), merging: Merging::Full }
+        Self { suite, holders: None, samples: None, layout: Layout::default(), merging: Merging::Full, split: None }
     }
 
     fn label(&self) -> String {
@@ -111,6 +116,10 @@ impl Config {
             (Suite::SerpensN, Some(h), ..) => format!("serpens-n ({h} holders)"),
             (Suite::Bayes, _, Some(s), _) => format!("bayes (S = {s})"),
             (Suite::Serpens2, .., Layout::Seed) => "serpens-2 (seed layout, insecure)".into(),
+            (Suite::Seco, ..) => match self.split {
+                Some(l) => format!("seco (split {l})"),
+                None => "seco".into(),
+            },
             (suite, ..) => suite.to_string(),
         };
         match self.merging {
@@ -209,6 +218,8 @@ pub struct Measured {
     pub online_median_ms: f64,
     /// The user's CPU time outside preprocessing, median over the timed queries.
     pub user_cpu_median_ms: f64,
+    /// Bytes the user sent and received outside preprocessing, median over the timed queries.
+    pub user_online_bytes: u64,
     /// verify: the client's operations and online CPU by part, beside the local model.
     pub client: Option<ClientSummary>,
     /// The cost of the query with the median latency: per layer, per party and link, totals.
@@ -326,6 +337,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
                         holders: config.holders.unwrap_or(0),
                         profile: *profile,
                         merging: config.merging,
+                        split: config.split,
                         ..Default::default()
                     };
                     let cluster = LocalCluster::start(launch.clone(), config.suite, &path, &options)
@@ -426,9 +438,8 @@ fn configurations(args: &CompareArgs, m: &LoadedModel) -> (Vec<Config>, Vec<Skip
                 configs.extend(args.samples.iter().map(|&s| Config { samples: Some(s), ..Config::of(suite) }))
             }
             Suite::Plain | Suite::Verify | Suite::ClientServer => configs.push(Config::of(suite)),
-            Suite::Seco => {
-                skipped.push(Skipped { suite, reason: "seco's parties each load a file of a split model".into() })
-            }
+            Suite::Seco if args.split.is_empty() => configs.push(Config::of(suite)),
+            Suite::Seco => configs.extend(args.split.iter().map(|&l| Config { split: Some(l), ..Config::of(suite) })),
         }
     }
     if args.no_merge {
@@ -480,7 +491,23 @@ fn measure(
     let preprocess_median_ms = median(timed.iter().map(|(_, c)| c.preprocess_ms).collect());
     let online_median_ms = median(timed.iter().map(|(s, c)| (s * 1e3 - c.preprocess_ms).max(0.0)).collect());
     let user_cpu_median_ms = median(timed.iter().map(|(_, c)| user(c)).collect());
+    let user_bytes = |c: &QueryCost| {
+        c.parties.first().map_or(0, |p| {
+            let all: u64 = p.links.iter().map(|l| l.traffic.bytes_sent + l.traffic.bytes_received).sum();
+            all - p.preprocess_bytes.min(all)
+        })
+    };
+    let user_online_bytes = median(timed.iter().map(|(_, c)| user_bytes(c) as f64).collect()) as u64;
     timed.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (_, cost) = timed.swap_remove(timed.len() / 2);
-    Ok(Measured { latency_ms, latencies_ms, preprocess_median_ms, online_median_ms, user_cpu_median_ms, client, cost })
+    Ok(Measured {
+        latency_ms,
+        latencies_ms,
+        preprocess_median_ms,
+        online_median_ms,
+        user_cpu_median_ms,
+        user_online_bytes,
+        client,
+        cost,
+    })
 }

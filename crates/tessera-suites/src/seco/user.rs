@@ -103,21 +103,23 @@ pub(crate) async fn prepare_traced_seco(
         None
     };
     rec.stage(0, "keys", StageKind::Keys, &[gateway]);
-    let mut reports = Vec::new();
+    let mut own = rec.finish();
+    // The layers before the cut record their own costs, as in clientserver.
     let prefix = if model.prefix.ops().is_empty() {
         None
     } else {
-        let material = prepare_traced(name, model.prefix.clone(), he, gateway, session, batch, trace).await?;
-        if let Some(seeds) = &seeds {
-            let mut delta = material.output_share().to_vec();
-            subtract_streams(&mut delta, seeds);
-            send_wiped(gateway, TRANSITION, session, 0, elements_to_bytes(&delta)).await?;
-        }
-        Some(material)
+        Some(prepare_traced(name, model.prefix.clone(), he, gateway, session, batch, trace).await?)
     };
+    let mut rec = Recorder::new(name).counting_from(&[gateway]);
+    if let (Some(material), Some(seeds)) = (&prefix, &seeds) {
+        let mut delta = material.output_share().to_vec();
+        subtract_streams(&mut delta, seeds);
+        send_wiped(gateway, TRANSITION, session, 0, elements_to_bytes(&delta)).await?;
+    }
     let servers = recv_reports(gateway, PREPARED, session).await?;
     rec.stage(0, "preprocess", StageKind::Preprocess, &[gateway]);
-    reports.push(rec.finish());
+    own.append(rec.finish());
+    let mut reports = vec![own];
     reports.extend(servers);
     Ok(UserMaterial { session, batch, seeds, prefix, reports })
 }
