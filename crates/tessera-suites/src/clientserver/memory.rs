@@ -31,7 +31,8 @@ impl Default for InMemoryRun {
     }
 }
 
-/// One party's view of a query: every frame it received, in order, preprocessing included.
+/// One party's view of a query: every frame it received, in order, from every peer,
+/// preprocessing included.
 #[derive(Debug, Clone)]
 pub struct View {
     /// The frames, as received.
@@ -43,7 +44,8 @@ pub struct View {
 pub struct InMemoryOutcome {
     /// The logits and reports.
     pub outcome: Outcome,
-    /// The user's view, then the server's (empty unless asked for).
+    /// The parties' views, the user's first, then the servers' in the suite's order (empty unless
+    /// asked for).
     pub views: Vec<View>,
     /// Bytes the user stored between preprocessing and the online phase.
     pub user_storage: usize,

@@ -11,7 +11,7 @@ use tessera_he::collective::{DecryptionRequest, DecryptionShare};
 use tessera_he::{ConvPacking, HeParams, PublicKey, SecretKey};
 use tessera_model::fixed::FixedModel;
 use tessera_model::runner::{LayerTrace, Runner, Step};
-use tessera_net::{Channel, NetError, PartyReport, Recorder, SessionId, StageCost, StageKind};
+use tessera_net::{Channel, PartyReport, Recorder, SessionId, StageCost, StageKind};
 use zeroize::Zeroizing;
 
 use super::keys::PUBLIC_BYTES;
@@ -23,6 +23,7 @@ use super::{
 };
 use crate::clientserver::{self, ClientServerServer, gather, gc_error, missing_report};
 use crate::error::{Result, SuiteError};
+use crate::service::next_query;
 use crate::wire::{Reader, elements_to_bytes, recv_reports, send_reports, send_wiped};
 
 /// The gateway of one split model.
@@ -70,22 +71,14 @@ impl Gateway {
     /// Serves the user on `user`, one query after another, with the remote servers on `b` and
     /// `c`, until the user closes the connection.
     pub async fn serve(&self, name: &str, user: &mut Channel, b: &mut Channel, c: &mut Channel) -> Result<()> {
-        loop {
-            let (header, payload) = match user.recv_any().await {
-                Ok(frame) => frame,
-                Err(NetError::PeerClosed { .. }) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            };
-            if header.kind != PREPARE {
-                let got = header.kind;
-                return Err(NetError::UnexpectedKind { peer: user.peer().into(), expected: PREPARE, got }.into());
-            }
+        while let Some((header, payload)) = next_query(user, PREPARE).await? {
             if let Err(e) = self.query(name, user, b, c, header.session, &payload).await {
                 // The user learns why its query ended; the servers' links end with it.
                 user.abort(header.session, &e.to_string()).await;
                 return Err(e);
             }
         }
+        Ok(())
     }
 
     async fn query(

@@ -9,12 +9,13 @@ use tessera_he::HeParams;
 use tessera_model::fixed::FixedModel;
 use tessera_model::runner::LayerTrace;
 use tessera_model::shares::WeightShares;
-use tessera_net::{Channel, TappedFrame, Wiretap};
+use tessera_net::{Channel, Wiretap};
 
 use super::user::{UserModel, prepare_traced_seco};
 use super::{Gateway, Remote, RemoteRole, run};
+pub use crate::clientserver::{InMemoryOutcome, View};
 use crate::error::Result;
-use crate::parties::{Outcome, join_parties};
+use crate::parties::join_parties;
 
 /// Settings of an in-memory run.
 #[derive(Debug, Clone)]
@@ -31,24 +32,6 @@ impl Default for InMemoryRun {
     fn default() -> Self {
         Self { timeout: Duration::from_secs(300), views: false, layer_shares: None }
     }
-}
-
-/// One party's view of a query: every frame it received, in order, from every peer.
-#[derive(Debug, Clone, Default)]
-pub struct View {
-    /// The frames, as received (each names its sender).
-    pub frames: Vec<TappedFrame>,
-}
-
-/// What an in-memory run returns.
-#[derive(Debug)]
-pub struct InMemoryOutcome {
-    /// The logits and every party's reports (U, A, B, C).
-    pub outcome: Outcome,
-    /// The views of U, A, B and C (empty unless asked for).
-    pub views: Vec<View>,
-    /// Bytes the user stored between preprocessing and the online phase.
-    pub user_storage: usize,
 }
 
 /// Splits `model` after `split` weighted layers, deals B's and C's weight shares, and runs one

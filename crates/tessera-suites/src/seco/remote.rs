@@ -12,7 +12,7 @@ use tessera_he::{ConvPacking, HeParams, PublicKey, SecretKey};
 use tessera_model::fixed::FixedModel;
 use tessera_model::runner::{LayerTrace, Runner, Step, fold_bias};
 use tessera_model::shares::WeightShares;
-use tessera_net::{Channel, NetError, PartyReport, Recorder, SessionId, StageKind};
+use tessera_net::{Channel, PartyReport, Recorder, SessionId, StageKind};
 use zeroize::Zeroizing;
 
 use super::keys::{Ephemeral, PUBLIC_BYTES};
@@ -24,6 +24,7 @@ use super::{
 use crate::clientserver::{Task, gather, gc_error, schedule};
 use crate::error::{Result, SuiteError, Violation};
 use crate::parties::stage_kind;
+use crate::service::next_query;
 use crate::wire::{Reader, elements_to_bytes, send_reports, send_wiped};
 
 /// Which remote server: the one that garbles or the one that evaluates.
@@ -90,21 +91,13 @@ impl Remote {
     /// Serves the gateway's queries on `gateway`, with the other remote server on `peer`, until
     /// the gateway closes the connection.
     pub async fn serve(&self, name: &str, gateway: &mut Channel, peer: &mut Channel) -> Result<()> {
-        loop {
-            let (header, payload) = match gateway.recv_any().await {
-                Ok(frame) => frame,
-                Err(NetError::PeerClosed { .. }) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            };
-            if header.kind != SETUP {
-                let got = header.kind;
-                return Err(NetError::UnexpectedKind { peer: gateway.peer().into(), expected: SETUP, got }.into());
-            }
+        while let Some((header, payload)) = next_query(gateway, SETUP).await? {
             if let Err(e) = self.query(name, gateway, peer, header.session, &payload).await {
                 gateway.abort(header.session, &e.to_string()).await;
                 return Err(e);
             }
         }
+        Ok(())
     }
 
     async fn query(
