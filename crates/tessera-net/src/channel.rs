@@ -236,6 +236,22 @@ impl Channel {
         self.check(h, payload, kind, session, layer)
     }
 
+    /// Receives the next frame for `session` of `kind` (any layer) or of `other`, with its
+    /// header so the caller tells which: a peer's progress notes ahead of a reply that takes
+    /// long. An abort frame becomes the peer's reason.
+    pub async fn recv_either(
+        &mut self,
+        kind: MessageKind,
+        other: MessageKind,
+        session: SessionId,
+    ) -> Result<(FrameHeader, Vec<u8>)> {
+        let (h, payload) = self.recv_frame(kind).await?;
+        if h.kind == other && h.session == session {
+            return Ok((h, payload));
+        }
+        self.check(h, payload, kind, session, h.layer).map(|p| (h, p))
+    }
+
     /// Accepts a received frame only if it is of `kind`, for `session` and `layer`; an abort
     /// frame becomes the peer's reason.
     fn check(

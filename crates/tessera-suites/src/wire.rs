@@ -41,8 +41,13 @@ pub fn parse_wiped<T>(payload: Vec<u8>, parse: impl FnOnce(&[u8]) -> T) -> T {
 /// Receives a frame of cost reports of `kind`.
 pub async fn recv_reports(channel: &mut Channel, kind: MessageKind, session: SessionId) -> Result<Vec<PartyReport>> {
     let bytes = channel.recv(kind, session, 0).await?;
-    PartyReport::list_from_bytes(&bytes).map_err(|reason| SuiteError::Protocol {
-        peer: channel.peer().into(),
+    parse_reports(channel.peer(), &bytes)
+}
+
+/// Cost reports from a report frame's payload sent by `peer`.
+pub fn parse_reports(peer: &str, bytes: &[u8]) -> Result<Vec<PartyReport>> {
+    PartyReport::list_from_bytes(bytes).map_err(|reason| SuiteError::Protocol {
+        peer: peer.into(),
         message: "report",
         violation: Violation::Report { reason },
     })

@@ -14,7 +14,8 @@ use tessera_model::fixed::FixedModel;
 use tessera_model::runner::LayerTrace;
 use tessera_net::{StageKind, TappedFrame};
 use tessera_suites::seco::{
-    CUT, InMemoryOutcome, InMemoryRun, KEYS, LOGITS, OPEN, OPENING, OUTPUT, PREPARED, QUERY, REPORT, run_in_memory,
+    CUT, InMemoryOutcome, InMemoryRun, KEYS, LOGITS, OPEN, OPENING, OUTPUT, PREPARED, PROGRESS, QUERY, REPORT,
+    run_in_memory,
 };
 
 fn run(fixed: &Arc<FixedModel>, split: usize, input: &[u64], batch: usize, settings: &InMemoryRun) -> InMemoryOutcome {
@@ -248,7 +249,10 @@ fn correlation(x: &[u64], y: &[u64]) -> f64 {
 fn the_user_sends_one_online_message_with_every_layer_remote() {
     let (fixed, input) = encoded("minionn-mnist", "mnist-test-200-images.idx", 1);
     let run = run(&fixed, 0, &input, 1, &InMemoryRun { views: true, ..InMemoryRun::default() });
-    let kinds: Vec<_> = run.views[0].frames.iter().map(|f| f.header.kind).collect();
+    // Progress notes (empty, naming no layer, at most one a second) aside.
+    let notes: Vec<_> = run.views[0].frames.iter().filter(|f| f.header.kind == PROGRESS).collect();
+    assert!(notes.iter().all(|f| f.payload.is_empty() && f.header.layer == 0), "a progress note says more");
+    let kinds: Vec<_> = run.views[0].frames.iter().map(|f| f.header.kind).filter(|&k| k != PROGRESS).collect();
     assert_eq!(kinds, [KEYS, PREPARED, LOGITS, REPORT]);
     let query = run.views[1].frames.iter().find(|f| f.header.kind == QUERY).unwrap();
     assert_eq!(query.from, "user");

@@ -18,8 +18,9 @@ use super::keys::PUBLIC_BYTES;
 use super::linear::{PRODUCT_LEVEL, add_all, encrypt_masks, mask_ciphertexts, read_full, read_items, write_full};
 use super::remote::blocking;
 use super::{
-    COLLECTIVE, CUT, DECRYPT, DECRYPTION, KEY_SHARE, KEYS, LOGITS, MASK_SUM, MASKS, MAX_BATCH, OPENING, OUTPUT,
-    PREPARE, PREPARED, PRODUCT, QUERY, REMOTE_PREPARED, REMOTE_REPORT, REPORT, SETUP, TRANSITION, helper_gc_layer,
+    COLLECTIVE, CUT, DECRYPT, DECRYPTION, Heartbeat, KEY_SHARE, KEYS, LOGITS, MASK_SUM, MASKS, MAX_BATCH, OPENING,
+    OUTPUT, PREPARE, PREPARED, PRODUCT, QUERY, REMOTE_PREPARED, REMOTE_REPORT, REPORT, SETUP, TRANSITION,
+    helper_gc_layer, recv_after_progress,
 };
 use crate::clientserver::{self, ClientServerServer, gather, gc_error, missing_report};
 use crate::error::{Result, SuiteError};
@@ -122,7 +123,7 @@ impl Gateway {
                     Some(_) => Some(read_wiped(user, TRANSITION, session, cut).await?),
                     None => None,
                 };
-                let (mask, output) = self.suffix_offline(b, c, session, &setup, suffix).await?;
+                let (mask, output) = self.suffix_offline(user, b, c, session, &setup, suffix).await?;
                 rec.stage(0, "preprocess", StageKind::Preprocess, &[user, b, c]);
                 for peer in [&mut *b, &mut *c] {
                     let mut r = recv_reports(peer, REMOTE_PREPARED, session).await?;
@@ -154,9 +155,13 @@ impl Gateway {
                     zt::add_assign(&mut cut, &delta);
                 }
                 send_wiped(b, CUT, session, 0, elements_to_bytes(&cut)).await?;
-                for peer in [&mut *b, &mut *c] {
-                    let bytes = Zeroizing::new(peer.recv(OUTPUT, session, 0).await?);
-                    let mut r = Reader::new(&bytes, peer.peer(), "output");
+                // B notes each layer it finishes; they reach the user while it waits.
+                let mut heartbeat = Heartbeat::new();
+                let relay = Some((&mut *user, &mut heartbeat));
+                let from_b = Zeroizing::new(recv_after_progress(b, OUTPUT, session, relay).await?);
+                let from_c = Zeroizing::new(c.recv(OUTPUT, session, 0).await?);
+                for (peer, bytes) in [(b.peer(), from_b), (c.peer(), from_c)] {
+                    let mut r = Reader::new(&bytes, peer, "output");
                     r.elements_into(&mut output, zt::add)?;
                     r.end()?;
                 }
@@ -238,6 +243,7 @@ impl Gateway {
     /// value: returns `μ` and A's share of the logits.
     async fn suffix_offline(
         &self,
+        user: &mut Channel,
         b: &mut Channel,
         c: &mut Channel,
         session: SessionId,
@@ -249,6 +255,7 @@ impl Gateway {
         let mask = Zeroizing::new(zt::random_vec(&mut rng, batch * suffix.input_shape().len()));
         let mut runner =
             Runner::new(suffix.clone(), mask.to_vec(), batch, false).offloading_linear().traced(self.trace.clone());
+        let mut heartbeat = Heartbeat::new();
         while let Some(step) = runner.step() {
             let output = match step {
                 Step::Linear(node) => {
@@ -266,6 +273,7 @@ impl Gateway {
                 }
             };
             runner.complete(output);
+            heartbeat.beat(user, session).await?;
         }
         Ok((mask, runner.output().to_vec()))
     }

@@ -38,10 +38,10 @@ use tessera_he::ConvPacking;
 use tessera_he::HeParams;
 use tessera_he::collective::{Smudging, fresh_noise_bound, switched_noise_bound};
 use tessera_model::nonlinear::{NonlinearKind, NonlinearLayer};
-use tessera_net::MessageKind;
+use tessera_net::{Channel, MessageKind, SessionId};
 
 use crate::clientserver::local_gc;
-use crate::error::Result;
+use crate::error::{Result, SuiteError, Violation};
 
 /// U → A: batch (u32 LE), then U's X25519 public key.
 pub const PREPARE: MessageKind = MessageKind(0x0801);
@@ -57,6 +57,14 @@ pub const QUERY: MessageKind = MessageKind(0x0805);
 pub const LOGITS: MessageKind = MessageKind(0x0806);
 /// A → U: every server's online report.
 pub const REPORT: MessageKind = MessageKind(0x0807);
+/// B → A online, after each layer (empty; the frame's layer names it), and A → U, at most
+/// once per [`HEARTBEAT`] and naming no layer: the sender is working, so a long preprocessing or
+/// remote phase is not taken for a vanished peer.
+pub const PROGRESS: MessageKind = MessageKind(0x0808);
+
+/// How often the gateway tells a waiting user that the query goes on: by time, not per layer,
+/// so the user learns nothing of the layers after the cut that the latency does not show.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
 /// A → B, C: batch (u32 LE), U's X25519 public key, the seed of the common polynomial.
 pub const SETUP: MessageKind = MessageKind(0x0810);
 /// B, C → A: its X25519 public key and its share of the collective BFV key.
@@ -94,6 +102,48 @@ pub const MAX_BATCH: usize = 8;
 
 /// Parties holding a share of the collective key: A, B and C.
 const HOLDERS: usize = 3;
+
+/// The next frame of `kind` in query `session` on `channel`, past the peer's [`PROGRESS`]
+/// notes; with a `relay`, a note goes on to it whenever its [`Heartbeat`] is due.
+pub(crate) async fn recv_after_progress(
+    channel: &mut Channel,
+    kind: MessageKind,
+    session: SessionId,
+    mut relay: Option<(&mut Channel, &mut Heartbeat)>,
+) -> Result<Vec<u8>> {
+    loop {
+        let (header, payload) = channel.recv_either(kind, PROGRESS, session).await?;
+        if header.kind == kind {
+            return Ok(payload);
+        }
+        if !payload.is_empty() {
+            let violation = Violation::Length { actual: payload.len(), expected: 0 };
+            return Err(SuiteError::Protocol { peer: channel.peer().into(), message: "progress", violation });
+        }
+        if let Some((to, heartbeat)) = relay.as_mut() {
+            heartbeat.beat(to, session).await?;
+        }
+    }
+}
+
+/// The gateway's notes to a waiting user: one [`PROGRESS`] per [`HEARTBEAT`] at most.
+pub(crate) struct Heartbeat(std::time::Instant);
+
+impl Heartbeat {
+    /// Starts counting now.
+    pub(crate) fn new() -> Self {
+        Self(std::time::Instant::now())
+    }
+
+    /// Sends `to` a progress note if one is due.
+    pub(crate) async fn beat(&mut self, to: &mut Channel, session: SessionId) -> Result<()> {
+        if self.0.elapsed() >= HEARTBEAT {
+            to.send(PROGRESS, session, 0, &[]).await?;
+            self.0 = std::time::Instant::now();
+        }
+        Ok(())
+    }
+}
 
 /// The three-party garbled-circuit layer of `layer` for `batch` images.
 pub(crate) fn helper_gc_layer(layer: &NonlinearLayer, batch: usize) -> Result<Layer> {

@@ -19,7 +19,7 @@ use super::keys::{Ephemeral, PUBLIC_BYTES};
 use super::linear::{PRODUCT_LEVEL, encrypt_masks, mask_ciphertexts, products, read_full, read_items, write_full};
 use super::{
     COLLECTIVE, CUT, DECRYPT, DECRYPTION, KEY_SHARE, MASK_SUM, MASKS, MAX_BATCH, OPEN, OPENING, OUTPUT, PRODUCT,
-    REMOTE_PREPARED, REMOTE_REPORT, SETUP, helper_gc_layer, smudging,
+    PROGRESS, REMOTE_PREPARED, REMOTE_REPORT, SETUP, helper_gc_layer, smudging,
 };
 use crate::clientserver::{Task, gather, gc_error, schedule};
 use crate::error::{Result, SuiteError, Violation};
@@ -283,6 +283,9 @@ impl Remote {
                 Step::Nonlinear(layer) => stage_kind(&layer),
             };
             rec.stage(node, self.model.node_name(node as usize), kind, &[gateway, peer]);
+            if self.role == RemoteRole::Garbler {
+                gateway.send(PROGRESS, session, node, &[]).await?;
+            }
         }
         let mut output = runner.output().to_vec();
         let pad = zt::random_vec(&mut setup.seed.derive(Purpose::OutputPad, 0), output.len());

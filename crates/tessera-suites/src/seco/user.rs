@@ -14,11 +14,11 @@ use tessera_net::{Channel, PartyReport, Recorder, SessionId, StageKind};
 use zeroize::Zeroizing;
 
 use super::keys::{Ephemeral, PUBLIC_BYTES};
-use super::{KEYS, LOGITS, PREPARE, PREPARED, QUERY, REPORT, TRANSITION};
+use super::{KEYS, LOGITS, PREPARE, PREPARED, QUERY, REPORT, TRANSITION, recv_after_progress};
 use crate::clientserver::{self, missing_report, prepare_traced, run_layers};
 use crate::error::{Result, SuiteError, Violation};
 use crate::parties::Outcome;
-use crate::wire::{Reader, elements_to_bytes, recv_reports, send_wiped};
+use crate::wire::{Reader, elements_to_bytes, parse_reports, recv_reports, send_wiped};
 
 /// What the user knows of a split model: the architecture before the cut (no weight is read)
 /// and the number of logits; nothing of the layers after the cut.
@@ -116,7 +116,8 @@ pub(crate) async fn prepare_traced_seco(
         subtract_streams(&mut delta, seeds);
         send_wiped(gateway, TRANSITION, session, 0, elements_to_bytes(&delta)).await?;
     }
-    let servers = recv_reports(gateway, PREPARED, session).await?;
+    let prepared = recv_after_progress(gateway, PREPARED, session, None).await?;
+    let servers = parse_reports(gateway.peer(), &prepared)?;
     rec.stage(0, "preprocess", StageKind::Preprocess, &[gateway]);
     own.append(rec.finish());
     let mut reports = vec![own];
@@ -162,7 +163,7 @@ pub async fn run(
             Zeroizing::new(Vec::new())
         }
     };
-    let bytes = Zeroizing::new(gateway.recv(LOGITS, session, 0).await?);
+    let bytes = Zeroizing::new(recv_after_progress(gateway, LOGITS, session, None).await?);
     let mut r = Reader::new(&bytes, gateway.peer(), "logits");
     let mut logits = r.elements(batch * model.logits)?;
     r.end()?;
