@@ -19,7 +19,7 @@ def within(logits, reference, tolerance):
     assert error <= tolerance, f"max |logit - reference| {error} > {tolerance}"
 
 
-@pytest.mark.parametrize("suite", ["serpens-n", "serpens-2", "verify", "clientserver"])
+@pytest.mark.parametrize("suite", ["serpens-n", "serpens-2", "verify", "clientserver", "seco"])
 def test_exact_suites_compute_the_fixed_point_reference(model, mnist_pixels, suite):
     images = mnist_pixels[:2]
     reference = model.infer(images)

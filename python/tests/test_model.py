@@ -18,7 +18,7 @@ def test_load_reads_the_metadata_and_the_shipped_calibration(model):
     assert calibration is not None and calibration["logit_tolerance"] > 0
     assert model.logit_tolerance == calibration["logit_tolerance"]
     assert "calibrated" in repr(model)
-    assert set(tessera.SUITES) == {"plain", "serpens-n", "serpens-2", "verify", "bayes", "clientserver"}
+    assert set(tessera.SUITES) == {"plain", "serpens-n", "serpens-2", "verify", "bayes", "clientserver", "seco"}
 
 
 def test_plain_inference_equals_the_cli(model, cli):

@@ -7,6 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use tessera_model::part::SplitFile;
 use tessera_net::{Channel, NetError};
 use tessera_suites::service::{Connect, Limits, Service};
 
@@ -14,6 +15,7 @@ use crate::error::Result;
 use crate::load::LoadedModel;
 use crate::query::{QueryOptions, QueryResult};
 use crate::serve::ServeOptions;
+use crate::split::{default_split, split_files};
 use crate::suite::{Role, Roster, ServerParty, Suite, UserParty};
 
 /// The services of an in-process cluster by party name, each with the parties it accepts.
@@ -58,6 +60,8 @@ impl Connect for InMemoryConnect {
 pub struct InProcessCluster {
     suite: Suite,
     model: LoadedModel,
+    /// Suite seco: the user's file of the model, split in memory at its default point.
+    user_file: Option<SplitFile>,
     roster: Vec<(String, Role)>,
     registry: Arc<std::sync::OnceLock<Registry>>,
 }
@@ -78,6 +82,21 @@ impl InProcessCluster {
         let limits = Limits { timeout: Duration::from_secs(60), max_frame: 1 << 30 };
         let registry = Arc::new(std::sync::OnceLock::new());
         let mut services = HashMap::new();
+        // A splitting suite's parties each get their own file, as `tessera split-model` writes them.
+        let files = match suite.splits_model() {
+            true => Some(split_files(&model, default_split(&*model.fixed()?))?),
+            false => None,
+        };
+        let remotes = roster.iter().filter(|(_, r)| *r == Role::Remote).map(|(n, _)| n.as_str()).collect::<Vec<_>>();
+        let file_of = |name: &str, role: Role| {
+            let [_, gateway, b, c] = files.as_ref()?;
+            match role {
+                Role::Gateway => Some(gateway),
+                Role::Remote if remotes.first() == Some(&name) => Some(b),
+                Role::Remote => Some(c),
+                _ => None,
+            }
+        };
         for (name, role) in roster.iter().filter(|(_, role)| *role != Role::User) {
             let net = Arc::new(InMemoryConnect { me: name.clone(), registry: Arc::downgrade(&registry) });
             let party = ServerParty {
@@ -85,7 +104,7 @@ impl InProcessCluster {
                 role: *role,
                 roster: Roster(&roster),
                 model: Some(&model),
-                split: None,
+                split: file_of(name, *role),
                 options: &options,
                 net,
                 limits,
@@ -94,7 +113,8 @@ impl InProcessCluster {
             services.insert(name.clone(), (served.service, served.callers));
         }
         let _ = registry.set(Registry { services, limits });
-        Ok(Self { suite, model, roster, registry })
+        let user_file = files.map(|[user, ..]| user);
+        Ok(Self { suite, model, user_file, roster, registry })
     }
 
     /// The model the parties run.
@@ -109,7 +129,7 @@ impl InProcessCluster {
             name: "user",
             roster: Roster(&self.roster),
             model: Some(&self.model),
-            split: None,
+            split: self.user_file.as_ref(),
             options,
             net: &net,
         };

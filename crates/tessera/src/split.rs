@@ -56,10 +56,11 @@ pub struct SplitPaths {
     pub remotes: [PathBuf; 2],
 }
 
-/// Cuts `model` (calibrated) after `split` weighted layers, deals the weight shares after the
-/// cut from the OS CSPRNG, and writes the four parties' files into `dir` (made private; each
-/// file readable by its owner only). An invalid split point is refused with the valid ones.
-pub fn write_split(model: &LoadedModel, split: usize, dir: &Path) -> Result<SplitPaths> {
+/// Cuts `model` (calibrated) after `split` weighted layers and deals the weight shares after the
+/// cut from the OS CSPRNG: the user's, the gateway's, B's and C's files, each read back from its
+/// bytes, so it holds exactly what the party's file holds. An invalid split point is refused
+/// with the valid ones.
+pub fn split_files(model: &LoadedModel, split: usize) -> Result<[SplitFile; 4]> {
     let fixed = model.fixed()?;
     let valid = fixed.split_points();
     if !valid.contains(&split) {
@@ -82,12 +83,20 @@ pub fn write_split(model: &LoadedModel, split: usize, dir: &Path) -> Result<Spli
         Some(part(&parts.prefix, PartWeights::Plain)),
         parts.suffix.as_ref().map(|s| part(s, PartWeights::Architecture)),
     );
-    let remotes: [SplitFile; 2] = match &parts.suffix {
+    let [b, c]: [SplitFile; 2] = match &parts.suffix {
         Some(suffix) => WeightShares::deal(suffix, &mut os_rng())
             .map(|shares| file(None, Some(part(suffix, PartWeights::Shares(Arc::new(shares)))))),
         // Every layer is before the cut: the remote servers hold nothing.
         None => [file(None, None), file(None, None)],
     };
+    let reread = |f: SplitFile| -> Result<SplitFile> { Ok(SplitFile::from_bytes(&f.to_bytes())?) };
+    Ok([reread(user)?, reread(gateway)?, reread(b)?, reread(c)?])
+}
+
+/// [`split_files`], written into `dir` (made private; each file readable by its owner only).
+pub fn write_split(model: &LoadedModel, split: usize, dir: &Path) -> Result<SplitPaths> {
+    let [user, gateway, b, c] = split_files(model, split)?;
+    let remotes = [b, c];
     let io = |path: &Path| {
         let path = path.display().to_string();
         move |e: std::io::Error| Error::Write { path, reason: e.to_string() }

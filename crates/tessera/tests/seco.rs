@@ -299,3 +299,20 @@ fn remote_servers_hold_no_plaintext_weight() {
         println!("{} frames, {words} words, none small", view.frames.len());
     }
 }
+
+/// The in-process cluster (what the Python package's local clusters run) splits the model in
+/// memory at its default point, gives each party what its file would hold, and answers exactly.
+#[test]
+fn the_in_process_cluster_splits_the_model_and_answers_exactly() {
+    use tessera::dataset::Dataset;
+    use tessera::input::normalize;
+    let m = tessera::LoadedModel::load(&common::repo().join("models/minionn-mnist.onnx")).unwrap();
+    let data = Dataset::open(&common::repo().join("data/mnist-test-200-images.idx")).unwrap();
+    let x = normalize(&data.stratified(2).pixels, data.shape, m.meta());
+    let reference: Vec<f32> = m.fixed().unwrap().run(&x, 2).unwrap().iter().map(|&v| v as f32).collect();
+    let cluster = tessera::InProcessCluster::start(tessera::Suite::Seco, m, 0, Default::default()).unwrap();
+    let r = runtime(4).block_on(cluster.query(&x, 2, &Default::default())).unwrap();
+    assert_eq!(r.logits, reference);
+    let parties: Vec<&str> = r.reports.iter().map(|p| p.party.as_str()).collect();
+    assert_eq!(parties, ["user", "gateway", "remote-b", "remote-c"]);
+}
