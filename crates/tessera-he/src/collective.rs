@@ -187,7 +187,7 @@ impl SecretKey {
 
     /// Decrypts `ct` (a coefficient-encoded plaintext, all `N` coefficients) as the combiner:
     /// its own key share applied to `c1`, plus every other holder's `shares`.
-    pub fn combine(&self, ct: &Ciphertext, shares: &[DecryptionShare]) -> Result<Zeroizing<Vec<u64>>> {
+    pub fn combine(&self, ct: &Ciphertext, shares: &[&DecryptionShare]) -> Result<Zeroizing<Vec<u64>>> {
         let level = ct.level();
         if let Some(s) = shares.iter().find(|s| s.level != level) {
             return Err(HeError::Level(format!(
@@ -310,7 +310,7 @@ mod tests {
                     DecryptionShare::read(&self.params, level, &out).unwrap()
                 })
                 .collect();
-            self.keys[0].combine(ct, &shares).unwrap()
+            self.keys[0].combine(ct, &shares.iter().collect::<Vec<_>>()).unwrap()
         }
 
         /// `log2 ‖c0 + c1·Σ s_i − Δ·m‖∞` for the coefficients `m` of `ct`'s plaintext.
@@ -364,7 +364,7 @@ mod tests {
         let request = DecryptionRequest::of(&ct);
         let own = h.keys[0].decryption_share(&request, smudging, &mut rng).unwrap();
         let other = h.keys[1].decryption_share(&request, smudging, &mut rng).unwrap();
-        assert_ne!(*h.keys[0].combine(&ct, &[own, other]).unwrap(), m);
+        assert_ne!(*h.keys[0].combine(&ct, &[&own, &other]).unwrap(), m);
     }
 
     /// The computation the gateway decrypts in suite seco, on a real layer geometry: three
@@ -521,7 +521,7 @@ mod tests {
         let share = h.keys[1].decryption_share(&request, smudging, &mut rng).unwrap();
         let mut low = ct.clone();
         low.switch_to(1).unwrap();
-        assert!(matches!(h.keys[0].combine(&low, &[share]), Err(HeError::Level(_))));
+        assert!(matches!(h.keys[0].combine(&low, &[&share]), Err(HeError::Level(_))));
         assert!(matches!(Smudging::over(&h.params, 0, 30.0, HOLDERS), Err(HeError::NoiseBudget(_))));
         // Key shares over different common polynomials do not combine.
         let other = h.keys[1].public_key_share([7; 32], &mut rng).unwrap();

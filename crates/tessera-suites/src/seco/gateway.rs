@@ -333,17 +333,19 @@ impl Gateway {
                 DecryptionShare::read(&he, PRODUCT_LEVEL, s)
             })?);
         }
-        let mut output = Vec::with_capacity(batch * kernel.geometry().output().expect("valid").len());
-        for (i, ct) in products.iter().enumerate() {
-            let plain = setup.key.combine(ct, &[shares[0][i].clone(), shares[1][i].clone()])?;
-            if i % packing.output_ciphertexts() == 0 {
-                output.push(Vec::new());
-            }
-            output.last_mut().expect("an image").push(plain);
-        }
-        let mut y = Vec::with_capacity(batch * kernel.geometry().output().expect("valid").len());
-        for image in &output {
-            y.extend(packing.decode_output(image)?);
+        // A's own key share and B's and C's decryption shares, ciphertext by ciphertext.
+        let per_image = packing.output_ciphertexts();
+        let mut y = Vec::with_capacity(batch * kernel.geometry().output().expect("a valid layer").len());
+        for (image, cts) in products.chunks(per_image).enumerate() {
+            let plain = cts
+                .iter()
+                .enumerate()
+                .map(|(j, ct)| {
+                    let k = image * per_image + j;
+                    setup.key.combine(ct, &[&shares[0][k], &shares[1][k]])
+                })
+                .collect::<tessera_he::Result<Vec<_>>>()?;
+            y.extend(packing.decode_output(&plain)?);
         }
         let opening: Vec<u64> = input.iter().zip(mask.iter()).map(|(&v, &u)| zt::sub(v, u)).collect();
         let opening = elements_to_bytes(&opening);
