@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{SHIPPED, check_layers, encoded, runtime};
+use common::{SHIPPED, assert_uniform, check_layers, chi2_bytes, elements, encoded, runtime};
 use std::sync::Arc;
 
 use tessera_field::kernels::conv2d_zt;
@@ -81,42 +81,6 @@ exact! {
     resnet20_cifar_logits_equal_the_fixed_point_reference: "resnet20-cifar", 1;
     vgg_mnist_logits_equal_the_fixed_point_reference: "vgg-mnist", 4;
     mobilenet_cifar_logits_equal_the_fixed_point_reference: "mobilenet-cifar", 2;
-}
-
-/// χ² of `values` (elements of `Z_t`) over 16 equal buckets of `Z_t`: about 15 for uniform values
-/// (15 degrees of freedom); 60 is exceeded by uniform values with probability below 10^−6.
-fn chi2_field(values: &[u64]) -> f64 {
-    let mut counts = [0f64; 16];
-    for &v in values {
-        counts[((v as u128 * 16) / zt::T as u128) as usize] += 1.0;
-    }
-    let expected = values.len() as f64 / 16.0;
-    counts.iter().map(|c| (c - expected).powi(2) / expected).sum()
-}
-
-/// χ² of `bytes` over the 256 byte values (255 degrees of freedom; 370 is exceeded by uniform
-/// bytes with probability below 10^−5).
-fn chi2_bytes(bytes: &[u8]) -> f64 {
-    let mut counts = [0f64; 256];
-    for &b in bytes {
-        counts[b as usize] += 1.0;
-    }
-    let expected = bytes.len() as f64 / 256.0;
-    counts.iter().map(|c| (c - expected).powi(2) / expected).sum()
-}
-
-fn elements(payload: &[u8]) -> Vec<u64> {
-    payload.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect()
-}
-
-/// Asserts that `values` look uniform in `Z_t`: the χ² test, and no value small enough to be an
-/// unmasked activation (|v| < 2^40 has probability 2^−20 per uniform value).
-fn assert_uniform(what: &str, values: &[u64]) {
-    assert!(values.len() >= 64, "{what}: too few values to test ({})", values.len());
-    let chi2 = chi2_field(values);
-    assert!(chi2 < 60.0, "{what}: χ² = {chi2:.1} over {} values", values.len());
-    let small = values.iter().filter(|&&v| zt::to_i64(v).unsigned_abs() < 1 << 40).count();
-    assert!(small <= values.len() / (1 << 16) + 1, "{what}: {small} of {} values are small", values.len());
 }
 
 /// One query of `fixed` on `input` with both views and both parties' layer shares.

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{SHIPPED, check_layers, encoded, runtime};
+use common::{SHIPPED, assert_uniform, check_layers, elements, encoded, runtime};
 use std::sync::Arc;
 
 use tessera_field::zt;
@@ -112,29 +112,6 @@ exact! {
     minionn_cifar_logits_equal_the_fixed_point_reference, minionn_cifar_full: "minionn-cifar", 1, 1, 1, 10;
     resnet20_cifar_logits_equal_the_fixed_point_reference, resnet20_cifar_full: "resnet20-cifar", 1, 1, 1, 10;
     mobilenet_cifar_logits_equal_the_fixed_point_reference, mobilenet_cifar_full: "mobilenet-cifar", 2, 2, 1, 10;
-}
-
-fn elements(payload: &[u8]) -> Vec<u64> {
-    payload.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect()
-}
-
-fn chi2_field(values: &[u64]) -> f64 {
-    let mut counts = [0f64; 16];
-    for &v in values {
-        counts[(v as u128 * 16 / zt::T as u128) as usize] += 1.0;
-    }
-    let expected = values.len() as f64 / 16.0;
-    counts.iter().map(|c| (c - expected).powi(2) / expected).sum()
-}
-
-/// Asserts that `values` look uniform in `Z_t` (χ² over 16 bins) and that none is small enough
-/// to be an unmasked activation or weight (|v| < 2^40 has probability 2^−21 per uniform value).
-fn assert_uniform(what: &str, values: &[u64]) {
-    assert!(values.len() >= 64, "{what}: too few values to test ({})", values.len());
-    let chi2 = chi2_field(values);
-    assert!(chi2 < 60.0, "{what}: χ² = {chi2:.1} over {} values", values.len());
-    let small = values.iter().filter(|&&v| zt::to_i64(v).unsigned_abs() < 1 << 40).count();
-    assert!(small <= values.len() / (1 << 16) + 1, "{what}: {small} of {} values are small", values.len());
 }
 
 /// The field-element messages a server receives: the opened, cut and output values.
