@@ -28,6 +28,8 @@ use crate::shares::{LayerShare, WeightShares};
 const MAGIC: &[u8] = b"tessera-split/1\n";
 /// Headers larger than this are refused before they are parsed.
 const MAX_HEADER: u64 = 1 << 24;
+/// The most weights (or outputs) one layer of a split file may declare.
+const MAX_LAYER_WEIGHTS: usize = 1 << 26;
 
 /// What a part carries besides its architecture.
 #[derive(Debug)]
@@ -292,7 +294,11 @@ fn read_part(h: PartHeader, words: &mut &[u8]) -> Result<ModelPart> {
             OpHeader::Linear { input, outputs, window, groups, dense, bias } => {
                 let geometry = ConvGeometry { input: image(input), out_channels: outputs, window: window.into() };
                 let per_output = geometry.group(groups).map(|g| g.terms()).unwrap_or(0);
-                let count = outputs.checked_mul(per_output).ok_or_else(|| malformed("a layer too large"))?;
+                // The architecture is rebuilt with zero weights: bound them before allocating.
+                let count = outputs
+                    .checked_mul(per_output)
+                    .filter(|&n| n <= MAX_LAYER_WEIGHTS && outputs <= MAX_LAYER_WEIGHTS)
+                    .ok_or_else(|| malformed(format!("node `{}`: a layer of more than 2^26 weights", node.name)))?;
                 linear.push((i, geometry, groups, count, bias));
                 Op::Linear(Linear {
                     geometry,
@@ -451,5 +457,14 @@ mod tests {
         // A header whose architecture does not hold together is refused by the model's checks.
         let text = String::from_utf8_lossy(&gateway.to_bytes()).replace("\"outputs\":4", "\"outputs\":5");
         assert!(SplitFile::from_bytes(text.as_bytes()).is_err());
+        // A header that declares a huge layer is refused before anything is allocated for it.
+        let json = String::from_utf8_lossy(&gateway.to_bytes()[MAGIC.len() + 8..]).into_owned();
+        let end = json.rfind('}').unwrap() + 1;
+        let huge = json[..end].replacen("\"outputs\":4", "\"outputs\":4000000000", 1);
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&(huge.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(huge.as_bytes());
+        let err = SplitFile::from_bytes(&bytes).unwrap_err().to_string();
+        assert!(err.contains("more than 2^26 weights"), "{err}");
     }
 }
