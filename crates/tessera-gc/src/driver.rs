@@ -15,8 +15,9 @@ use zeroize::Zeroizing;
 
 use crate::error::Result;
 use crate::protocol::{
-    EvaluatorAwaitBase, EvaluatorAwaitTables, EvaluatorOffline, GarblerAwaitBase, GarblerAwaitProof, GarblerGarbling,
-    GarblerOffline, HelperAwaitBase, HelperZeroLabels, Layer, OutputShares,
+    EvaluatorAwaitBase, EvaluatorAwaitTables, EvaluatorExtending, EvaluatorOffline, GarblerAwaitBase,
+    GarblerAwaitProof, GarblerGarbling, GarblerOffline, HelperAwaitBase, HelperExtending, HelperOffline,
+    HelperZeroLabels, Layer, OutputShares,
 };
 
 /// Evaluator → garbler: the base-OT point `S`.
@@ -166,7 +167,7 @@ pub async fn evaluator_offline_with_helper<R: RngCore + CryptoRng + ?Sized>(
     receive_tables(garbler, session, layer_id, state).await
 }
 
-/// The evaluator's OTs with the garbler (the helper's are the same, with no hash key).
+/// The evaluator's OTs with the garbler.
 async fn evaluator_ots<R: RngCore + CryptoRng + ?Sized>(
     ch: &mut Channel,
     session: SessionId,
@@ -175,9 +176,51 @@ async fn evaluator_ots<R: RngCore + CryptoRng + ?Sized>(
     rng: &mut R,
 ) -> Result<EvaluatorAwaitTables> {
     let (s, state) = EvaluatorAwaitBase::start(layer, rng);
-    ch.send(BASE_SENDER, session, layer_id, &s).await?;
+    receive_ots(ch, session, layer_id, &s, |r| state.receive_base(r)).await
+}
+
+/// A chooser of OTs with the garbler once its base OTs are done: the evaluator, or the helper.
+trait Extending: Sized {
+    /// The state after the consistency check.
+    type Proved;
+    fn chunks(&self) -> usize;
+    fn columns(&mut self, chunk: usize) -> Result<Vec<u8>>;
+    fn prove(self, challenge: &[u8]) -> Result<(Vec<u8>, Self::Proved)>;
+}
+
+/// Implements [`Extending`] for a chooser state by its own methods of the same names.
+macro_rules! extending {
+    ($state:ty => $proved:ty) => {
+        impl Extending for $state {
+            type Proved = $proved;
+            fn chunks(&self) -> usize {
+                self.chunks()
+            }
+            fn columns(&mut self, chunk: usize) -> Result<Vec<u8>> {
+                self.columns(chunk)
+            }
+            fn prove(self, challenge: &[u8]) -> Result<(Vec<u8>, Self::Proved)> {
+                self.prove(challenge)
+            }
+        }
+    };
+}
+extending!(EvaluatorExtending => EvaluatorAwaitTables);
+extending!(HelperExtending => HelperOffline);
+
+/// The chooser's side of the OTs with the garbler on `ch`, the same for the evaluator and the
+/// helper: the base-OT point `s`, the garbler's answer (to `receive_base`), the column chunks,
+/// and the answer to the consistency check.
+async fn receive_ots<E: Extending>(
+    ch: &mut Channel,
+    session: SessionId,
+    layer_id: u32,
+    s: &[u8],
+    receive_base: impl FnOnce(&[u8]) -> Result<E>,
+) -> Result<E::Proved> {
+    ch.send(BASE_SENDER, session, layer_id, s).await?;
     let r = ch.recv(BASE_RECEIVER, session, layer_id).await?;
-    let mut state = state.receive_base(&r)?;
+    let mut state = receive_base(&r)?;
     for chunk in 0..state.chunks() {
         let columns = state.columns(chunk)?;
         ch.send(COLUMNS, session, layer_id, &columns).await?;
@@ -217,16 +260,7 @@ pub async fn helper_offline<R: RngCore + CryptoRng + ?Sized>(
     rng: &mut R,
 ) -> Result<()> {
     let (s, state) = HelperAwaitBase::start(layer, shares, masks, rng)?;
-    garbler.send(BASE_SENDER, session, layer_id, &s).await?;
-    let r = garbler.recv(BASE_RECEIVER, session, layer_id).await?;
-    let mut state = state.receive_base(&r)?;
-    for chunk in 0..state.chunks() {
-        let columns = state.columns(chunk)?;
-        garbler.send(COLUMNS, session, layer_id, &columns).await?;
-    }
-    let challenge = garbler.recv(CHALLENGE, session, layer_id).await?;
-    let (proof, state) = state.prove(&challenge)?;
-    garbler.send(PROOF, session, layer_id, &proof).await?;
+    let state = receive_ots(garbler, session, layer_id, &s, |r| state.receive_base(r)).await?;
     for labels in state.forward_labels() {
         evaluator.send(HELPER_LABELS, session, layer_id, &labels).await?;
     }
