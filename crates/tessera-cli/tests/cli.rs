@@ -25,6 +25,23 @@ fn infer_plain_json() {
 /// A model without its calibration: `infer --plain` gives the f32 result and says how to
 /// calibrate; `calibrate` takes a folder of images or an `.npy` batch of pixels, and names a file
 /// that does not fit; then `infer --plain` gives the fixed-point result too.
+/// `bench plain --layers` times every node of the merged model, in order.
+#[test]
+fn bench_plain_times_every_node() {
+    let out =
+        tessera(&["bench", "plain", "models/minionn-mnist.onnx", "--runs", "3", "--batch", "2", "--layers", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let layers = v["layers"].as_array().expect("per-node times");
+    let ops: Vec<&str> = layers.iter().map(|n| n["op"].as_str().unwrap()).collect();
+    assert_eq!(ops, ["Conv", "MaxPool+Relu", "Conv", "MaxPool+Relu", "Reshape", "Dense", "Relu", "Dense"]);
+    for n in layers {
+        let (min, median) = (n["min_ms"].as_f64().unwrap(), n["median_ms"].as_f64().unwrap());
+        assert!(min >= 0.0 && min <= median, "{n}");
+    }
+    assert_eq!(layers[0]["output"], "16×24×24");
+}
+
 #[test]
 fn calibrate_from_a_folder_of_images_or_an_npy_batch() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("calibrate-from-files");

@@ -1,8 +1,11 @@
 //! The `f32` engine: the plaintext baseline every secure suite is timed against.
 //!
 //! Convolutions run as im2col + GEMM through the same kernels as the `Z_t` engine; buffers are
-//! kept between runs so a query allocates nothing large.
+//! kept between runs so a query allocates nothing large. A batch is cut into one slice per
+//! thread, each run through the whole network on its own buffers: the threads meet once per
+//! run instead of once per layer.
 
+use rayon::prelude::*;
 use tessera_field::kernels::conv::conv2d_grouped_f32;
 use tessera_field::kernels::pool::{max_pool_f32, sum_pool_f32};
 
@@ -13,39 +16,77 @@ use crate::ir::{Model, Op};
 #[derive(Debug)]
 pub struct PlainEngine<'m> {
     model: &'m Model,
+    lanes: Vec<Lane>,
+    threads: usize,
+}
+
+/// The buffers of one slice of a batch: every value's, and the im2col scratch.
+#[derive(Debug, Default)]
+struct Lane {
     values: Vec<Vec<f32>>,
     cols: Vec<f32>,
-    threads: usize,
 }
 
 impl<'m> PlainEngine<'m> {
     /// An engine for `model` using the current rayon pool.
     pub fn new(model: &'m Model) -> Self {
-        Self {
-            model,
-            values: vec![Vec::new(); model.nodes().len() + 1],
-            cols: Vec::new(),
-            threads: rayon::current_num_threads(),
-        }
+        Self { model, lanes: vec![Lane::default()], threads: rayon::current_num_threads() }
     }
 
-    /// Logits for `batch` images (NCHW, normalized).
+    /// Logits for `batch` images (NCHW, normalized). A batch of several images is cut into one
+    /// slice per thread, each run on one thread.
     pub fn run(&mut self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
-        self.run_observed(input, batch, &mut |_, _| {})
+        let model = self.model;
+        let slices = self.threads.min(batch);
+        if slices <= 1 {
+            return self.run_observed(input, batch, &mut |_, _| {});
+        }
+        check_input(model, input, batch)?;
+        let per_image = model.input_shape().len();
+        self.lanes.resize_with(slices.max(self.lanes.len()), Lane::default);
+        let bounds: Vec<(usize, usize)> = (0..slices).map(|k| (k * batch / slices, (k + 1) * batch / slices)).collect();
+        let outputs: Vec<Vec<f32>> = self.lanes[..slices]
+            .par_iter_mut()
+            .zip(&bounds)
+            .map(|(lane, &(from, to))| {
+                lane.run(model, &input[from * per_image..to * per_image], to - from, 1, &mut |_, _| {})
+            })
+            .collect::<Result<_>>()?;
+        Ok(outputs.concat())
     }
 
-    /// Like [`run`](Self::run), calling `observe(node index, output)` after every node.
+    /// Like [`run`](Self::run), calling `observe(node index, output)` after every node (the
+    /// whole batch at once, every kernel on the engine's threads).
     pub fn run_observed(
         &mut self,
         input: &[f32],
         batch: usize,
         observe: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<Vec<f32>> {
-        let model = self.model;
-        let expected = model.input_shape().len();
-        if input.len() != expected * batch || batch == 0 {
-            return Err(ModelError::InputLength { expected, batch, actual: input.len() });
-        }
+        check_input(self.model, input, batch)?;
+        self.lanes[0].run(self.model, input, batch, self.threads, observe)
+    }
+}
+
+fn check_input(model: &Model, input: &[f32], batch: usize) -> Result<()> {
+    let expected = model.input_shape().len();
+    if input.len() != expected * batch || batch == 0 {
+        return Err(ModelError::InputLength { expected, batch, actual: input.len() });
+    }
+    Ok(())
+}
+
+impl Lane {
+    /// Runs `batch` images (checked) through `model` with `threads` threads per kernel.
+    fn run(
+        &mut self,
+        model: &Model,
+        input: &[f32],
+        batch: usize,
+        threads: usize,
+        observe: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<Vec<f32>> {
+        self.values.resize_with(model.nodes().len() + 1, Vec::new);
         self.values[0].clear();
         self.values[0].extend_from_slice(input);
         for (i, node) in model.nodes().iter().enumerate() {
@@ -57,7 +98,7 @@ impl<'m> PlainEngine<'m> {
             out.resize(batch * node.shape.len(), 0.0);
             match &node.op {
                 Op::Linear(l) => {
-                    conv2d_grouped_f32(&l.geometry, l.groups, &l.weight, x, batch, self.threads, &mut self.cols, out);
+                    conv2d_grouped_f32(&l.geometry, l.groups, &l.weight, x, batch, threads, &mut self.cols, out);
                     if let Some(b) = &l.bias {
                         let plane = node.shape.plane();
                         for (chunk, &bv) in out.chunks_mut(plane).zip(b.iter().cycle()) {

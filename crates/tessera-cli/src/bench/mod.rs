@@ -20,6 +20,7 @@ use tessera::dataset::Dataset;
 use tessera::field::kernels::{ConvKernel, conv2d_f32, conv2d_zt, shapes};
 use tessera::field::{seed::os_rng, zt};
 use tessera::input::normalize;
+use tessera::model::ir::Model;
 use tessera::model::plain::PlainEngine;
 
 use crate::output::{Table, min_median, print_json};
@@ -59,6 +60,9 @@ pub enum BenchCommand {
         /// Images per run.
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// Also time every node of the f32 engine (min / median over the runs).
+        #[arg(long)]
+        layers: bool,
         /// One JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -166,8 +170,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     match args.command {
         None => compare::run(args.compare),
         Some(BenchCommand::Kernels { runs, json }) => kernels(runs, json),
-        Some(BenchCommand::Plain { model, data, runs, batch, json }) => {
-            plain(&model, data.as_deref(), runs, batch, json)
+        Some(BenchCommand::Plain { model, data, runs, batch, layers, json }) => {
+            plain(&model, data.as_deref(), runs, batch, layers, json)
         }
         Some(BenchCommand::Load { model, data, users, queries, holders, json }) => {
             throughput::load(&model, &data, users, queries, holders, json)
@@ -250,13 +254,14 @@ fn kernels(runs: usize, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn plain(path: &Path, data: Option<&Path>, runs: usize, batch: usize, json: bool) -> Result<()> {
+fn plain(path: &Path, data: Option<&Path>, runs: usize, batch: usize, layers: bool, json: bool) -> Result<()> {
     let m = LoadedModel::load(path)?;
     let x = query_input(&m, data, batch)?;
     let mut engine = PlainEngine::new(&m.merged);
     let (f_min, f_med) = min_median(&mut time_runs(runs, || {
         std::hint::black_box(engine.run(&x, batch).expect("validated input"));
     }));
+    let nodes = layers.then(|| node_times(&m.merged, &mut engine, &x, batch, runs));
     // The fixed-point reference needs a calibration; without one only the f32 engine is timed.
     let fixed = m.calibration().is_some().then(|| m.fixed()).transpose()?;
     let fixed_times = fixed.as_ref().map(|fixed| {
@@ -268,10 +273,25 @@ fn plain(path: &Path, data: Option<&Path>, runs: usize, batch: usize, json: bool
     let v = json!({ "model": path, "batch": batch, "runs": runs, "threads": threads,
         "f32_ms": { "min": f_min * 1e3, "median": f_med * 1e3 },
         "fixed_ms": fixed_times.map(|(q_min, q_med)| json!({ "min": q_min * 1e3, "median": q_med * 1e3 })),
-        "fixed_over_f32": fixed_times.map(|(_, q_med)| q_med / f_med) });
+        "fixed_over_f32": fixed_times.map(|(_, q_med)| q_med / f_med), "layers": nodes });
     if json {
         print_json(&v);
         return Ok(());
+    }
+    if let Some(nodes) = v["layers"].as_array() {
+        let mut t = Table::new(&["node", "op", "output", "f32 ms min / median", "share of median"]);
+        let total: f64 = nodes.iter().map(|n| n["median_ms"].as_f64().unwrap_or(0.0)).sum();
+        for n in nodes {
+            let med = n["median_ms"].as_f64().unwrap_or(0.0);
+            t.row(vec![
+                n["node"].as_str().unwrap_or("").into(),
+                n["op"].as_str().unwrap_or("").into(),
+                n["output"].as_str().unwrap_or("").into(),
+                format!("{:.4} / {:.4}", n["min_ms"].as_f64().unwrap_or(0.0), med),
+                format!("{:.1}%", 100.0 * med / total.max(f64::MIN_POSITIVE)),
+            ]);
+        }
+        t.print();
     }
     let fixed = match fixed_times {
         Some((q_min, q_med)) => {
@@ -286,4 +306,26 @@ fn plain(path: &Path, data: Option<&Path>, runs: usize, batch: usize, json: bool
         f_med * 1e3
     );
     Ok(())
+}
+
+/// Every node's `f32` time over `runs` runs of `engine` (min and median, ms), in order.
+fn node_times(model: &Model, engine: &mut PlainEngine<'_>, x: &[f32], batch: usize, runs: usize) -> serde_json::Value {
+    let mut samples = vec![Vec::with_capacity(runs); model.nodes().len()];
+    for _ in 0..runs.max(1) {
+        let mut last = Instant::now();
+        engine
+            .run_observed(x, batch, &mut |node, _| {
+                let now = Instant::now();
+                samples[node].push((now - last).as_secs_f64());
+                last = now;
+            })
+            .expect("validated input");
+    }
+    let rows = model.nodes().iter().zip(&mut samples).map(|(node, s)| {
+        let (min, median) = min_median(s);
+        let shape = node.shape;
+        json!({ "node": node.name, "op": node.op.kind(), "output": format!("{}×{}×{}", shape.c, shape.h, shape.w),
+            "min_ms": min * 1e3, "median_ms": median * 1e3 })
+    });
+    serde_json::Value::Array(rows.collect())
 }

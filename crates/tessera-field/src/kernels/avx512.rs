@@ -10,8 +10,6 @@
 
 use std::arch::x86_64::*;
 
-use rayon::prelude::*;
-
 /// Rows of `C` per register tile.
 const MR: usize = 8;
 /// Terms per L1-resident chunk of a `B` panel (16 KiB for either element type).
@@ -205,7 +203,7 @@ tile_kernel!(
 );
 
 /// `c = a · b` for row-major `a` (`m × k`), `b` (`k × n`), `c` (`m × n`), on up to `threads`
-/// rayon tasks. The caller checked [`available`].
+/// tasks (the calling thread and the kernels' helpers). The caller checked [`available`].
 pub fn matmul<T: Avx512Scalar>(m: usize, n: usize, k: usize, a: &[T], b: &[T], c: &mut [T], threads: usize) {
     assert!(b.len() >= k * n, "matmul operand sizes");
     let fill = |j0: usize, w: usize, panel: &mut [T]| {
@@ -218,7 +216,7 @@ pub fn matmul<T: Avx512Scalar>(m: usize, n: usize, k: usize, a: &[T], b: &[T], c
 
 /// `c = a · B` where `B` (`k × n`) is never stored: `fill(j0, w, panel)` writes columns
 /// `j0 .. j0 + w` of `B` into `panel[kk · NR + j]` (an implicit im2col for convolutions). Panels
-/// are split between up to `threads` rayon tasks; every element of `c` is written exactly once.
+/// are split between up to `threads` tasks; every element of `c` is written exactly once.
 pub fn matmul_panels<T: Avx512Scalar>(
     m: usize,
     n: usize,
@@ -270,13 +268,12 @@ pub fn matmul_panels<T: Avx512Scalar>(
     run_tasks(tasks, task);
 }
 
-/// Runs `task(0..tasks)` on the rayon pool; a single task runs on the calling thread, with no
-/// hand-off to the pool and no workers woken.
+/// Runs `task(0..tasks)` at once on the calling thread and the kernels' spinning helpers; one
+/// after another on the calling thread when a concurrent caller holds the helpers (its work
+/// keeps the cores busy) or there are none.
 fn run_tasks(tasks: usize, task: impl Fn(usize) + Sync + Send) {
-    if tasks == 1 {
-        task(0);
-    } else {
-        (0..tasks).into_par_iter().for_each(task);
+    if tasks == 1 || !super::team::run(tasks, &task) {
+        (0..tasks).for_each(task);
     }
 }
 
@@ -322,7 +319,20 @@ pub fn conv_direct<T: Avx512Scalar>(
                 let base = &padded[img * plane_len + oy * wp + ox0..];
                 // SAFETY: every tap's vectors lie within `padded` (the `reach` assertion);
                 // col + w ≤ n, and units are disjoint output runs across tasks.
-                unsafe { direct_column(m, &apack, offsets, base, second, out, img * oh * ow + oy * ow + ox0, n, w) };
+                unsafe {
+                    direct_column(
+                        m,
+                        0..m.div_ceil(MR),
+                        &apack,
+                        offsets,
+                        base,
+                        second,
+                        out,
+                        img * oh * ow + oy * ow + ox0,
+                        n,
+                        w,
+                    )
+                };
             }
         }
     });
@@ -358,18 +368,22 @@ pub fn conv_direct_rows<T: Avx512Scalar>(
     );
     let apack = pack_a(m, k, a);
     let tiles = span.div_ceil(nr);
-    let units = images * tiles;
+    // Several threads split the row blocks too, so a small image's few tiles still share out.
+    let blocks = if threads > 1 { m.div_ceil(MR) } else { 1 };
+    let units = images * tiles * blocks;
     let tasks = threads.clamp(1, units.max(1));
     let out = OutPtr(c.as_mut_ptr());
     run_tasks(tasks, |t| {
         for unit in (t * units / tasks)..((t + 1) * units / tasks) {
-            let (img, j0) = (unit / tiles, unit % tiles * nr);
+            let (img, j0, block) = (unit / (tiles * blocks), unit / blocks % tiles * nr, unit % blocks);
+            let rows = if blocks == 1 { 0..m.div_ceil(MR) } else { block..block + 1 };
             let base = &padded[img * plane_len + j0..];
             // SAFETY: every tap's vectors lie within `padded` (the `reach` assertion); each
             // image's block of `c` is `m × span` and j0 + w ≤ span; units are disjoint.
             unsafe {
                 direct_column(
                     m,
+                    rows,
                     &apack,
                     offsets,
                     base,
@@ -384,15 +398,17 @@ pub fn conv_direct_rows<T: Avx512Scalar>(
     });
 }
 
-/// Columns `col .. col + w` of every row of `c` (row stride `ldc`) from the taps at `offsets`
-/// past `base` (`second` elements between a row's two vectors), `apack` as [`pack_a`] leaves it.
+/// Columns `col .. col + w` of the rows of `c` in the `MR`-row `blocks` (row stride `ldc`) from
+/// the taps at `offsets` past `base` (`second` elements between a row's two vectors), `apack`
+/// as [`pack_a`] leaves it.
 ///
 /// # Safety
 /// `base + offsets[kk] + second` has a vector of readable elements for every tap; `c` holds
-/// `m` rows of `ldc ≥ col + w` elements that no other task writes in these columns.
+/// `m` rows of `ldc ≥ col + w` elements that no other task writes in these rows and columns.
 #[allow(clippy::too_many_arguments, reason = "a register-tile kernel's operands")]
 unsafe fn direct_column<T: Avx512Scalar>(
     m: usize,
+    blocks: std::ops::Range<usize>,
     apack: &[T],
     offsets: &[usize],
     base: &[T],
@@ -405,7 +421,7 @@ unsafe fn direct_column<T: Avx512Scalar>(
     let k = offsets.len();
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
-        for blk in 0..m.div_ceil(MR) {
+        for blk in blocks.clone() {
             let rows = MR.min(m - blk * MR);
             // SAFETY: `available()` was checked by the callers; the extents are the caller's.
             unsafe {
@@ -431,7 +447,7 @@ const DENSE_ROWS: usize = 4;
 /// A fully connected layer in `f32`: `c[b][o] = Σ_kk w[o][kk] · x[b][kk]` for row-major `w`
 /// (`m × k`) and `x` (`batch × k`), straight into `c` (`batch × m`). Each weight row is read
 /// where it lies (nothing is packed), four rows against four images at a time (one image at a
-/// time for a single one); blocks of rows are split between up to `threads` rayon tasks.
+/// time for a single one); blocks of rows are split between up to `threads` tasks.
 pub fn dense_f32(m: usize, k: usize, w: &[f32], x: &[f32], batch: usize, c: &mut [f32], threads: usize) {
     assert!(available(), "AVX-512F is required");
     assert!(w.len() >= m * k && x.len() >= batch * k && c.len() >= batch * m, "dense_f32 sizes");
@@ -439,8 +455,7 @@ pub fn dense_f32(m: usize, k: usize, w: &[f32], x: &[f32], batch: usize, c: &mut
         return;
     }
     let units = m.div_ceil(DENSE_ROWS);
-    // Waking a second thread costs more than it saves below a few million multiply-adds.
-    let tasks = threads.clamp(1, 1 + m * k * batch / (4 << 20)).min(units);
+    let tasks = threads.clamp(1, 1 + m * k * batch / super::PARALLEL_MIN_MACS).min(units);
     let out = OutPtr(c.as_mut_ptr());
     run_tasks(tasks, |t| {
         for unit in (t * units / tasks)..((t + 1) * units / tasks) {

@@ -295,8 +295,7 @@ fn conv_product<T: GemmScalar>(
 ) {
     let p = g.output().expect("geometry checked at construction").plane();
     let (m, n, k) = (g.out_channels, blocks.count() * p, g.terms());
-    // Waking a second thread costs more than it saves below a few million multiply-adds.
-    let threads = threads.clamp(1, 1 + m * n * k / (4 << 20));
+    let threads = threads.clamp(1, 1 + m * n * k / super::PARALLEL_MIN_MACS);
     #[cfg(target_arch = "x86_64")]
     let o = g.output().expect("geometry checked at construction");
     // Direct convolution where an output row fills a whole tile width (narrower rows would
@@ -468,8 +467,7 @@ fn conv_rows_f32(
         padded.fill(0.0);
     }
     pad.copy_in(g, blocks, padded);
-    // Waking a second thread costs more than it saves below a few million multiply-adds.
-    let threads = threads.clamp(1, 1 + m * images * span * g.terms() / (4 << 20));
+    let threads = threads.clamp(1, 1 + m * images * span * g.terms() / super::PARALLEL_MIN_MACS);
     super::avx512::conv_direct_rows(m, weights, padded, pad.plane_len, images, span, &pad.offsets(g), wide, threads);
     for (plane_out, plane_wide) in out.chunks_mut(o.plane()).zip(wide.chunks(span)) {
         for (row, src) in plane_out.chunks_mut(o.w).zip(plane_wide.chunks(pad.wp)) {

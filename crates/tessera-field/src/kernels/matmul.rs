@@ -31,8 +31,8 @@ impl GemmScalar for f64 {
 }
 
 /// `dst = lhs · rhs` for row-major `lhs` (`m × k`), `rhs` (`k × n`) and `dst` (`m × n`), on up to
-/// `threads` threads of the current rayon pool: Tessera's AVX-512 kernel where the CPU has it,
-/// the `gemm` crate otherwise.
+/// `threads` threads: Tessera's AVX-512 kernel (on the calling thread and the kernels' helpers)
+/// where the CPU has it, the `gemm` crate (on the rayon pool) otherwise.
 ///
 /// # Panics
 /// If a slice is shorter than its shape: the callers size them from validated layer shapes.

@@ -18,6 +18,16 @@ pub mod matmul;
 pub mod pool;
 pub mod reference;
 pub mod shapes;
+#[cfg(target_arch = "x86_64")]
+mod team;
+
+/// Multiply-adds below which a kernel runs on the calling thread alone: a hand-off to the
+/// kernels' spinning helpers costs about a microsecond; waking rayon's parked workers (where
+/// there are no helpers) costs more than a few million multiply-adds save.
+#[cfg(target_arch = "x86_64")]
+pub(crate) const PARALLEL_MIN_MACS: usize = 1 << 18;
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) const PARALLEL_MIN_MACS: usize = 4 << 20;
 
 pub use conv::{ConvGeometry, ConvKernel, conv2d_f32, conv2d_grouped_f32, conv2d_zt};
 pub use geometry::{ImageShape, Window2d};

@@ -27,19 +27,30 @@ pub fn pool<T: Copy + Send + Sync>(
     let [sh, sw] = win.stride;
     let one_plane = |(plane_idx, plane_out): (usize, &mut [T])| {
         let plane = &src[plane_idx * shape.plane()..(plane_idx + 1) * shape.plane()];
+        if win.pads == [0; 4] && (oh, ow) == (1, 1) && (kh, kw) == (shape.h, shape.w) {
+            // A global pool: one fold over the whole plane.
+            plane_out[0] = plane[1..].iter().fold(plane[0], |a, &v| fold(a, v));
+            return;
+        }
+        if win.pads == [0; 4] && win.kernel == [2, 2] && win.stride == [2, 2] {
+            // The common 2 × 2 window, stride 2: both rows' pairs side by side, in one pass
+            // the compiler turns into vector shuffles.
+            for (oy, dst) in plane_out.chunks_mut(ow).enumerate() {
+                let top = plane[2 * oy * shape.w..][..2 * ow].chunks_exact(2);
+                let bottom = plane[(2 * oy + 1) * shape.w..][..2 * ow].chunks_exact(2);
+                for ((d, a), b) in dst.iter_mut().zip(top).zip(bottom) {
+                    *d = fold(fold(a[0], a[1]), fold(b[0], b[1]));
+                }
+            }
+            return;
+        }
         if win.pads == [0; 4] {
             // Every window lies inside the image: fold row by row, the first tap seeding each
             // output, with no bounds to clip.
             for (oy, dst) in plane_out.chunks_mut(ow).enumerate() {
                 for ky in 0..kh {
                     let line = &plane[(oy * sh + ky) * shape.w..][..shape.w];
-                    // The common 2 × 2 window, stride 2, with its sizes known to the compiler.
-                    match (kw, sw, ky) {
-                        (2, 2, 0) => fold_line(dst, line, 2, 2, true, &fold),
-                        (2, 2, _) => fold_line(dst, line, 2, 2, false, &fold),
-                        (_, _, 0) => fold_line(dst, line, kw, sw, true, &fold),
-                        _ => fold_line(dst, line, kw, sw, false, &fold),
-                    }
+                    fold_line(dst, line, kw, sw, ky == 0, &fold);
                 }
             }
             return;
@@ -102,6 +113,49 @@ pub fn sum_pool_f32(src: &[f32], shape: ImageShape, win: &Window2d, batch: usize
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every path (global, 2 × 2 stride 2, unpadded, padded) equals a window-by-window fold,
+    /// on odd and even sizes.
+    #[test]
+    fn every_path_equals_the_window_by_window_fold() {
+        let naive = |src: &[u64], s: ImageShape, win: &Window2d, batch: usize| {
+            let (oh, ow) = win.output_hw(s.h, s.w).unwrap();
+            let mut out = Vec::new();
+            for plane in src.chunks(s.plane()).take(batch * s.c) {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut best: Option<i64> = None;
+                        for ky in 0..win.kernel[0] {
+                            for kx in 0..win.kernel[1] {
+                                let y = (oy * win.stride[0] + ky) as isize - win.pads[0] as isize;
+                                let x = (ox * win.stride[1] + kx) as isize - win.pads[1] as isize;
+                                if (0..s.h as isize).contains(&y) && (0..s.w as isize).contains(&x) {
+                                    let v = zt::to_i64(plane[y as usize * s.w + x as usize]);
+                                    best = Some(best.map_or(v, |b| b.max(v)));
+                                }
+                            }
+                        }
+                        out.push(zt::from_i64(best.unwrap()));
+                    }
+                }
+            }
+            out
+        };
+        let windows = [
+            (ImageShape::new(3, 7, 7), Window2d::square(2, 2)),
+            (ImageShape::new(3, 8, 6), Window2d::square(2, 2)),
+            (ImageShape::new(2, 4, 4), Window2d::square(4, 4)),
+            (ImageShape::new(2, 9, 9), Window2d::square(3, 2)),
+            (ImageShape::new(2, 9, 9), Window2d { kernel: [3, 3], stride: [2, 2], pads: [1, 1, 1, 1] }),
+        ];
+        for (s, win) in windows {
+            let src: Vec<u64> = (0..2 * s.len() as i64).map(|v| zt::from_i64((v * 7919) % 101 - 50)).collect();
+            let (oh, ow) = win.output_hw(s.h, s.w).unwrap();
+            let mut out = vec![0; 2 * s.c * oh * ow];
+            max_pool_zt(&src, s, &win, 2, &mut out);
+            assert_eq!(out, naive(&src, s, &win, 2), "{s:?} {win:?}");
+        }
+    }
 
     #[test]
     fn max_and_sum_over_windows() {
