@@ -61,6 +61,9 @@ impl FixedModel {
                 OpCount { mul: macs, add: macs + if bias.is_some() { n } else { 0 }, other: 0 }
             }
             FixedOp::Relu { truncate } => OpCount { other: n + shifts(*truncate), ..Default::default() },
+            FixedOp::LeakyRelu { truncate, .. } => {
+                OpCount { mul: n, other: n + shifts(*truncate) + n, ..Default::default() }
+            }
             FixedOp::MaxPool { window, relu, truncate } => OpCount {
                 other: n * (window.size() as u64 - 1) + if *relu { n } else { 0 } + shifts(*truncate),
                 ..Default::default()

@@ -16,7 +16,7 @@ use tessera_field::{FixedPointParams, fixed};
 
 use crate::error::{ModelError, Result};
 use crate::ir::{Model, Op, ValueId};
-use crate::nonlinear::{NonlinearKind, NonlinearLayer};
+use crate::nonlinear::{NonlinearKind, NonlinearLayer, SLOPE_BITS};
 use crate::runner::Runner;
 
 /// The scale a value is at.
@@ -40,6 +40,13 @@ pub enum FixedOp {
     },
     /// ReLU, truncating first when the input is at product scale.
     Relu {
+        /// Whether the input is truncated by `f_w`.
+        truncate: bool,
+    },
+    /// Leaky ReLU, truncating first when the input is at product scale.
+    LeakyRelu {
+        /// The slope below zero, over `2^SLOPE_BITS`.
+        slope: u32,
         /// Whether the input is truncated by `f_w`.
         truncate: bool,
     },
@@ -175,11 +182,12 @@ impl FixedModel {
                          into its weights",
                     ));
                 }
-                Op::LeakyRelu { .. } => {
-                    return Err(not_fixed(
-                        &node.name,
-                        "LeakyReLU: the secure suites' nonlinear protocols apply slopes 0 and 1 only",
-                    ));
+                Op::LeakyRelu { alpha } => {
+                    if !(0.0..=1.0).contains(alpha) {
+                        return Err(not_fixed(&node.name, "a LeakyReLU slope outside [0, 1]"));
+                    }
+                    let slope = (f64::from(*alpha) * f64::from(SLOPE_BITS).exp2()).round() as u32;
+                    (FixedOp::LeakyRelu { slope, truncate: s == Scale::Product }, Scale::Activation)
                 }
             };
             ops.push(op);
@@ -284,6 +292,7 @@ impl FixedModel {
         let shift = |truncate: bool| if truncate { self.params.f_w() } else { 0 };
         let (kind, shift) = match self.ops[i] {
             FixedOp::Relu { truncate } => (NonlinearKind::Relu, shift(truncate)),
+            FixedOp::LeakyRelu { slope, truncate } => (NonlinearKind::LeakyRelu { slope }, shift(truncate)),
             FixedOp::MaxPool { window, relu, truncate } => (NonlinearKind::MaxPool { window, relu }, shift(truncate)),
             _ => return None,
         };

@@ -23,6 +23,7 @@ use crate::error::{ModelError, Result};
 use crate::fixed::{FixedModel, FixedOp};
 use crate::ir::{Linear, Model, Op};
 use crate::meta::ModelMeta;
+use crate::nonlinear::SLOPE_BITS;
 use crate::shares::{LayerShare, WeightShares};
 
 const MAGIC: &[u8] = b"tessera-split/1\n";
@@ -117,6 +118,7 @@ struct NodeHeader {
 enum OpHeader {
     Linear { input: [usize; 3], outputs: usize, window: WindowHeader, groups: usize, dense: bool, bias: bool },
     Relu,
+    LeakyRelu { slope: u32 },
     MaxPool { window: WindowHeader, relu: bool },
     SumPool { window: WindowHeader },
     Reshape { shape: [usize; 3] },
@@ -234,6 +236,7 @@ fn part_header(part: &ModelPart) -> PartHeader {
                     }
                 }
                 FixedOp::Relu { .. } => OpHeader::Relu,
+                FixedOp::LeakyRelu { slope, .. } => OpHeader::LeakyRelu { slope: *slope },
                 FixedOp::MaxPool { window, relu, .. } => OpHeader::MaxPool { window: (*window).into(), relu: *relu },
                 FixedOp::SumPool { window } => OpHeader::SumPool { window: (*window).into() },
                 FixedOp::Reshape => OpHeader::Reshape { shape: shape3(m.shapes[i]) },
@@ -309,6 +312,10 @@ fn read_part(h: PartHeader, words: &mut &[u8]) -> Result<ModelPart> {
                 })
             }
             OpHeader::Relu => Op::Relu,
+            // Exact in f32 (at most 17 significant bits), so the fixed-point model gets `slope` back.
+            OpHeader::LeakyRelu { slope } => {
+                Op::LeakyRelu { alpha: (f64::from(slope) / f64::from(SLOPE_BITS).exp2()) as f32 }
+            }
             OpHeader::MaxPool { window, relu } => Op::MaxPool { window: window.into(), relu },
             OpHeader::SumPool { window } => Op::SumPool { window: window.into() },
             OpHeader::Reshape { shape } => Op::Reshape { shape: image(shape) },

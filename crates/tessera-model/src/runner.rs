@@ -213,7 +213,9 @@ impl Runner {
                 concat_into(&parts, batch, &mut y, |k, v| if lift[k] { zt::mul_pow2(v, f_w) } else { v });
                 y
             }
-            FixedOp::Relu { .. } | FixedOp::MaxPool { .. } => unreachable!("nonlinear layers are handed out"),
+            FixedOp::Relu { .. } | FixedOp::LeakyRelu { .. } | FixedOp::MaxPool { .. } => {
+                unreachable!("nonlinear layers are handed out")
+            }
         }
     }
 }

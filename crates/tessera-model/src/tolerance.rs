@@ -14,7 +14,6 @@ use tessera_field::zt;
 
 use crate::error::Result;
 use crate::fixed::FixedModel;
-use crate::nonlinear::NonlinearLayer;
 use crate::runner::Runner;
 
 /// Noisy runs of the reference per sample batch.
@@ -30,18 +29,11 @@ pub const FACTOR: i64 = 3;
 pub fn run_with_rounding_noise(model: &Arc<FixedModel>, input: Vec<u64>, batch: usize, rng: &mut impl Rng) -> Vec<u64> {
     let mut runner = Runner::new(model.clone(), input, batch, true);
     while let Some(layer) = runner.advance() {
-        let shift = layer.shift;
-        // As the protocols do: select on the exact values, then round only what was selected.
-        let selected = NonlinearLayer { shift: 0, ..layer }.eval_plain(runner.pending_input(), batch);
-        let out = selected
-            .into_iter()
-            .map(|v| {
-                let x = zt::to_i64(v);
-                let floor = x >> shift;
-                let cut = x - (floor << shift);
-                zt::from_i64(floor + i64::from(rng.random_range(0..1i64 << shift) < cut))
-            })
-            .collect();
+        let out = layer.eval_rescaled(runner.pending_input(), batch, |v, shift| {
+            let floor = v >> shift;
+            let cut = v - (floor << shift);
+            (floor + i128::from(rng.random_range(0..1i128 << shift) < cut)) as i64
+        });
         runner.complete(out);
     }
     runner.output().to_vec()

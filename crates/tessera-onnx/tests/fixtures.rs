@@ -19,7 +19,7 @@ use tessera_model::passes::merge;
 use tessera_model::plain::PlainEngine;
 use tessera_model::{LayerPosterior, Model, Op, Posterior, tolerance};
 use tessera_onnx::{Limits, import_file};
-use tessera_suites::{bayes, serpens_2, serpens_n, verify};
+use tessera_suites::{bayes, clientserver, serpens_2, serpens_n, verify};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -33,9 +33,10 @@ fn expected(name: &str) -> (Vec<f32>, Vec<f32>) {
     (floats("input"), floats("logits"))
 }
 
-/// The fixtures whose ops run in every engine and share-based suite.
-const LINEAR_OPS: [&str; 5] =
-    ["grouped_conv", "depthwise_separable", "relabel_layout", "channel_concat", "avgpool_exclude_pad"];
+/// The fixtures whose ops run in every engine and share-based suite: linear ops, and LeakyReLU,
+/// whose slope the Serpens suites select by the sign.
+const SHARE_SUITE_OPS: [&str; 6] =
+    ["grouped_conv", "depthwise_separable", "relabel_layout", "channel_concat", "avgpool_exclude_pad", "leaky_relu"];
 
 /// The fixture imported.
 fn imported(name: &str) -> Model {
@@ -55,8 +56,8 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn exported_graphs_match_onnxruntime_in_f32() {
     let exported = ["view_flatten", "sliced_flatten", "computed_pads", "in_model_affine", "input_normalization"];
-    let refused_in_fixed_point = ["avgpool_exclude_pad_conv", "leaky_relu"];
-    for name in exported.into_iter().chain(LINEAR_OPS).chain(refused_in_fixed_point) {
+    let refused_in_fixed_point = ["avgpool_exclude_pad_conv"];
+    for name in exported.into_iter().chain(SHARE_SUITE_OPS).chain(refused_in_fixed_point) {
         let model = merged(name);
         let (input, reference) = expected(name);
         let logits = PlainEngine::new(&model).run(&input, 1).unwrap();
@@ -74,16 +75,16 @@ fn exported_graphs_match_onnxruntime_in_f32() {
 /// logits by tenths).
 const FIXED_POINT_LSBS: f64 = 8.0;
 
-/// Each linear op's fixture in fixed point (near onnxruntime), under serpens-n (2 and 3
+/// Each op's fixture in fixed point (near onnxruntime), under serpens-n (2 and 3
 /// holders) and serpens-2 (within the measured tolerance of the fixed-point reference, with its
 /// label), verify (exactly the reference) and bayes (each sample exactly the reference with its
 /// weights).
 #[test]
-fn linear_ops_run_in_fixed_point_and_every_share_suite() {
+fn each_op_runs_in_fixed_point_and_every_share_suite() {
     let rt = runtime();
     let he = Arc::new(HeParams::standard().unwrap());
     let timeout = Duration::from_secs(120);
-    for name in LINEAR_OPS {
+    for name in SHARE_SUITE_OPS {
         let model = merged(name);
         let (input, onnxruntime) = expected(name);
         let calibration = calibrate(&model, &input, 1).unwrap();
@@ -191,8 +192,9 @@ fn per_channel_constants_fold_into_the_layer_before_them() {
 }
 
 /// An average pool excluding the padding folds its per-position divisors into the FC layer
-/// after it; with a convolution in between there is nowhere to fold them, and LeakyReLU's slope
-/// is not a selection the suites make: the fixed-point model refuses both by the node's name.
+/// after it; with a convolution in between there is nowhere to fold them, and a LeakyReLU slope
+/// above 1 would grow activations past their calibrated bound: the fixed-point model refuses
+/// both by the node's name. The garbled-circuit suites refuse a LeakyReLU by what they lack.
 #[test]
 fn what_fixed_point_cannot_run_is_refused_by_name() {
     let model = import_file(&fixture("avgpool_exclude_pad.onnx"), &Limits::default()).unwrap();
@@ -200,10 +202,26 @@ fn what_fixed_point_cannot_run_is_refused_by_name() {
     assert_eq!(report.avgpools_folded, 1);
     assert!(folded.nodes().iter().all(|n| n.op.kind() != "AvgPool"));
     let params = FixedPointParams::new(8, 8, 19).unwrap();
-    for (name, node) in
-        [("avgpool_exclude_pad_conv", "/features/pool/AveragePool"), ("leaky_relu", "/features/act/LeakyRelu")]
-    {
-        let err = FixedModel::new(&merged(name), params).unwrap_err();
+    let steep = {
+        let model = merged("leaky_relu");
+        let nodes = model.nodes().iter().map(|n| {
+            let op = match n.op {
+                Op::LeakyRelu { .. } => Op::LeakyRelu { alpha: 1.5 },
+                ref op => op.clone(),
+            };
+            (n.name.clone(), op, n.inputs.clone())
+        });
+        Model::new(model.input_shape(), nodes.collect(), model.output(), model.meta.clone()).unwrap()
+    };
+    for (name, model, node) in [
+        ("avgpool_exclude_pad_conv", merged("avgpool_exclude_pad_conv"), "/features/pool/AveragePool"),
+        ("leaky_relu, slope 1.5", steep, "/features/act/LeakyRelu"),
+    ] {
+        let err = FixedModel::new(&model, params).unwrap_err();
         assert!(matches!(&err, tessera_model::ModelError::NotFixedPoint { node: n, .. } if n == node), "{name}: {err}");
     }
+    let leaky = FixedModel::new(&merged("leaky_relu"), params).unwrap();
+    let he = HeParams::standard().unwrap();
+    let err = clientserver::frame_limits(&leaky, &he, 1).unwrap_err().to_string();
+    assert!(err.contains("no LeakyReLU"), "{err}");
 }

@@ -119,6 +119,14 @@ pub enum SuiteError {
         /// What the operation needs.
         needs: &'static str,
     },
+    /// A layer of the model that this suite cannot run.
+    #[error("unsupported model: node {node} is {what}")]
+    UnsupportedLayer {
+        /// The node's index in the fixed-point model.
+        node: u32,
+        /// What the node is, and what the suite lacks.
+        what: &'static str,
+    },
 }
 
 impl SuiteError {
@@ -140,7 +148,8 @@ impl SuiteError {
             SuiteError::HolderCount { .. }
             | SuiteError::ServerCount { .. }
             | SuiteError::Samples { .. }
-            | SuiteError::UnsupportedModel { .. } => Fault::Config,
+            | SuiteError::UnsupportedModel { .. }
+            | SuiteError::UnsupportedLayer { .. } => Fault::Config,
         }
     }
 

@@ -23,7 +23,7 @@ use crate::wire::{Reader, recv_reports};
 /// The stage kind reports give a nonlinear layer.
 pub(crate) fn stage_kind(layer: &NonlinearLayer) -> StageKind {
     match layer.kind {
-        NonlinearKind::Relu => StageKind::Relu,
+        NonlinearKind::Relu | NonlinearKind::LeakyRelu { .. } => StageKind::Relu,
         NonlinearKind::MaxPool { .. } => StageKind::MaxPool,
     }
 }

@@ -172,6 +172,32 @@ fn merging_pass_keeps_f32_logits_on_real_images() {
     }
 }
 
+/// A batch cut into one slice per thread gives every image the logits it gets alone, and the
+/// observed run (the whole batch layer by layer) the same logits.
+#[test]
+fn batched_f32_logits_equal_each_image_run_alone() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+    for case in CASES {
+        let m = LoadedModel::load(&repo().join("models").join(format!("{}.onnx", case.model))).unwrap();
+        let data = Dataset::open(&repo().join("data").join(case.evalset)).unwrap();
+        let x = normalize(data.pixels(0..7), data.shape, m.meta());
+        let (batched, observed, alone) = pool.install(|| {
+            let mut engine = PlainEngine::new(&m.merged);
+            let batched = engine.run(&x, 7).unwrap();
+            let observed = engine.run_observed(&x, 7, &mut |_, _| {}).unwrap();
+            let per_image = x.len() / 7;
+            let alone: Vec<f32> = x.chunks(per_image).flat_map(|image| engine.run(image, 1).unwrap()).collect();
+            (batched, observed, alone)
+        });
+        for (what, logits) in [("sliced batch", &batched), ("observed batch", &observed)] {
+            assert_eq!(logits.len(), alone.len(), "{}: {what}", case.model);
+            for (p, q) in logits.iter().zip(&alone) {
+                assert!((p - q).abs() <= 1e-5 * q.abs().max(1.0), "{}, {what}: {p} vs {q}", case.model);
+            }
+        }
+    }
+}
+
 /// The ablation without the merging pass's optional steps (`tessera bench --no-merge`) keeps
 /// pads and ReLUs as layers of their own, and its fixed-point logits are identical: rounding
 /// commutes with the maximum and ReLU.

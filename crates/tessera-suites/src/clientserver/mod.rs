@@ -103,13 +103,25 @@ pub(crate) fn schedule(model: &FixedModel) -> Vec<Task> {
     tasks
 }
 
+/// The garbled circuit computing `layer`: ReLU with truncation, or max pool (fused with ReLU
+/// or not). A leaky ReLU is refused: its slope would be a constant multiplication inside the
+/// circuit, which these circuits do not have.
+pub(crate) fn gc_op(layer: &NonlinearLayer) -> Result<Nonlinear> {
+    match layer.kind {
+        NonlinearKind::Relu => Ok(Nonlinear::ReluTrunc { shift: layer.shift }),
+        NonlinearKind::MaxPool { relu, .. } => {
+            Ok(Nonlinear::MaxPool { window: layer.arity(), relu, shift: layer.shift })
+        }
+        NonlinearKind::LeakyRelu { .. } => Err(SuiteError::UnsupportedLayer {
+            node: layer.node,
+            what: "a LeakyReLU: the garbled-circuit suites (clientserver, seco) have no LeakyReLU",
+        }),
+    }
+}
+
 /// The garbled-circuit layer of `layer` for `batch` images: one instance per output element.
 pub(crate) fn gc_layer(layer: &NonlinearLayer, batch: usize) -> Result<Layer> {
-    let op = match layer.kind {
-        NonlinearKind::Relu => Nonlinear::ReluTrunc { shift: layer.shift },
-        NonlinearKind::MaxPool { relu, .. } => Nonlinear::MaxPool { window: layer.arity(), relu, shift: layer.shift },
-    };
-    Layer::new(op, Modulus::tessera(), batch * layer.items()).map_err(|e| local_gc(layer.node, e))
+    Layer::new(gc_op(layer)?, Modulus::tessera(), batch * layer.items()).map_err(|e| local_gc(layer.node, e))
 }
 
 /// Gathers one party's shares of `layer`'s input (`batch` images) in instance order: per image,
@@ -150,6 +162,9 @@ pub(crate) fn local_gc(node: u32, e: GcError) -> SuiteError {
 /// (the layer with the most input ciphertexts), `QUERY` (the masked input), and the garbler's
 /// messages of the garbled-circuit layers; any other kind (but an abort) is refused.
 pub fn frame_limits(model: &FixedModel, he: &HeParams, max_batch: usize) -> Result<FrameLimits> {
+    for layer in model.nonlinear_layers() {
+        gc_op(&layer)?;
+    }
     let mut per_image = 0;
     for node in 0..model.ops().len() {
         if let Some(kernel) = model.linear_kernel(node) {

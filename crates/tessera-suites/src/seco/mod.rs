@@ -33,14 +33,14 @@ pub use remote::{Remote, RemoteRole};
 pub use service::{Frames, GatewayService, RemoteService, frame_limits};
 pub use user::{UserMaterial, UserModel, prepare, run};
 
-use tessera_gc::{Layer, Modulus, Nonlinear};
+use tessera_gc::{Layer, Modulus};
 use tessera_he::ConvPacking;
 use tessera_he::HeParams;
 use tessera_he::collective::{Smudging, fresh_noise_bound, switched_noise_bound};
-use tessera_model::nonlinear::{NonlinearKind, NonlinearLayer};
+use tessera_model::nonlinear::NonlinearLayer;
 use tessera_net::{Channel, MessageKind, SessionId};
 
-use crate::clientserver::local_gc;
+use crate::clientserver::{gc_op, local_gc};
 use crate::error::{Result, SuiteError, Violation};
 
 /// U → A: batch (u32 LE), then U's X25519 public key.
@@ -147,11 +147,7 @@ impl Heartbeat {
 
 /// The three-party garbled-circuit layer of `layer` for `batch` images.
 pub(crate) fn helper_gc_layer(layer: &NonlinearLayer, batch: usize) -> Result<Layer> {
-    let op = match layer.kind {
-        NonlinearKind::Relu => Nonlinear::ReluTrunc { shift: layer.shift },
-        NonlinearKind::MaxPool { relu, .. } => Nonlinear::MaxPool { window: layer.arity(), relu, shift: layer.shift },
-    };
-    Layer::with_helper(op, Modulus::tessera(), batch * layer.items()).map_err(|e| local_gc(layer.node, e))
+    Layer::with_helper(gc_op(layer)?, Modulus::tessera(), batch * layer.items()).map_err(|e| local_gc(layer.node, e))
 }
 
 /// The smudging of a secret linear layer's decryption shares: 40 bits over the proven bound

@@ -53,6 +53,9 @@ pub fn frame_limits(prefix: Option<&FixedModel>, suffix: Option<&FixedModel>, he
     .with(PREPARE, 4 + PUBLIC_BYTES)
     .with(TRANSITION, 8 * MAX_BATCH * cut)
     .with(QUERY, 8 * MAX_BATCH * cut);
+    for layer in suffix.iter().flat_map(|s| s.nonlinear_layers()) {
+        clientserver::gc_op(&layer)?;
+    }
     let (mut sums, mut requests, mut openings) = (0, 0, 0);
     for node in 0..suffix.map_or(0, |s| s.ops().len()) {
         let Some(kernel) = suffix.and_then(|s| s.linear_kernel(node)) else { continue };

@@ -134,7 +134,7 @@ pub fn max_batch(model: &FixedModel, he: &HeParams, max_frame: u32) -> usize {
     // Per group: the owned shares (seeded, one per element) or the masked comparisons and
     // elements (returned), whichever is larger.
     let per_group = |l: &NonlinearLayer| {
-        let (s, c) = (l.arity(), Comparison::of_item(l.arity(), l.clamps_at_zero()).len());
+        let (s, c) = (l.arity(), Comparison::of_item(l.arity(), l.compares_with_zero()).len());
         (s as f64 * seeded).max((c + s) as f64 * returned)
     };
     let per_image = layers
@@ -173,7 +173,7 @@ pub fn frame_limits(model: &FixedModel, he: &HeParams, max_frame: u32) -> Frames
     for l in &model.nonlinear_layers() {
         // S1's half is the larger one.
         let n = nonlinear::Halves::new(l, batch, slots).half(0).len();
-        let (s, c) = (l.arity(), Comparison::of_item(l.arity(), l.clamps_at_zero()).len());
+        let (s, c) = (l.arity(), Comparison::of_item(l.arity(), l.compares_with_zero()).len());
         let groups = n.div_ceil(slots);
         correlations += 8 * (s + 1) * n;
         owned = owned.max(8 * n * s + groups * s * seeded);

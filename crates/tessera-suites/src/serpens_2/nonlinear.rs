@@ -285,7 +285,7 @@ impl Step {
                 ((0..(n * s) as u32).collect(), None, cts, within)
             }
         };
-        let (kappa, clamps) = (self.query.kappa, self.layer.clamps_at_zero());
+        let (kappa, clamps) = (self.query.kappa, self.layer.compares_with_zero());
         let (mut k_src, mut e_src, mut r_src) = (os_rng(), os_rng(), os_rng());
         let shape = MaskShape { arity: s, clamps, kappa, r_bits: zt::LOG2_T - 1 };
         let masks = ComparisonMasks::with_order(order, &mut k_src, &mut e_src, &mut r_src, shape);
@@ -362,7 +362,7 @@ impl Step {
     /// with the kept `Σ sel ⊙ ⌊w / 2^shift⌋` per position.
     fn select_own(&self, masked: &[u8]) -> Result<(Selected, Zeroizing<Vec<u64>>)> {
         let (me, s) = (self.query.me, self.arity());
-        let (clamps, shift, node) = (self.layer.clamps_at_zero(), self.layer.shift, self.layer.node);
+        let (clamps, shift, node) = (self.layer.compares_with_zero(), self.layer.shift, self.layer.node);
         let c = Comparison::of_item(s, clamps).len();
         let groups = self.halves.groups(me);
         let received = Masked::parse(&self.query.he, &self.peer, masked, groups.len() * (c + s))?;
@@ -386,9 +386,13 @@ impl Step {
                     if zs.iter().any(|v| v.abs() >= z_limit) || w.iter().any(|w| !w_range.contains(&zt::to_i64(w[p]))) {
                         return Err(SuiteError::ActivationOverflow { layer: node });
                     }
-                    if let Some(best) = masks::decide(&zs, s, clamps) {
-                        sel[best][p] = 1;
-                        kept[p] = fixed::truncate(w[best][p], shift);
+                    match masks::decide(&zs, s, clamps) {
+                        Some(best) => {
+                            sel[best][p] = 1;
+                            kept[p] = fixed::truncate(w[best][p], shift);
+                        }
+                        // Nonzero only for a leaky ReLU, whose items are single elements.
+                        None => kept[p] = self.layer.truncate_below_zero(w[0][p]),
                     }
                 }
                 let cts = sel.iter().map(|v| Ok(self.query.keys.mine.encrypt_values(v, &mut os_rng())?));
@@ -404,12 +408,13 @@ impl Step {
         Ok((Selected::new(&self.query.he, &cts)?, kept))
     }
 
-    /// Step 4, as masker B: per group `⟦−Σ_j sel_j ⊙ ⌊R_j / 2^shift⌋ − r⟧`, sealed.
+    /// Step 4, as masker B: per group `⟦−Σ_j sel_j ⊙ (⌊R_j / 2^shift⌋ − N(R_j)) − N(R_0) − r⟧`,
+    /// sealed, `N` the layer's [`NonlinearLayer::truncate_below_zero`] (0 but for a leaky ReLU,
+    /// whose groups have one element): what A kept minus this is the output within one unit.
     fn unmask_peer(&self, selected: &[u8], m: &MaskerSecrets) -> Result<LayerResult> {
         let (peer, s) = (1 - self.query.me, self.arity());
         let groups = self.halves.groups(peer);
         let received = Selected::parse(&self.query.he, &self.peer, selected, groups.len() * s)?;
-        let shift = self.layer.shift;
         let results: Vec<Ciphertext> = groups
             .par_iter()
             .enumerate()
@@ -418,7 +423,10 @@ impl Step {
                 for j in 0..s {
                     let e = sent_element(&m.within, s, g, j);
                     let floor = Zeroizing::new(
-                        range.clone().map(|p| zt::neg(m.masks.r[p * s + e] >> shift)).collect::<Vec<u64>>(),
+                        range
+                            .clone()
+                            .map(|p| zt::neg(self.layer.selected_mask_floor(m.masks.r[p * s + e])))
+                            .collect::<Vec<u64>>(),
                     );
                     let mut ct = received[g * s + j].clone();
                     ct.mul_plain(&self.encode(&floor)?)?;
@@ -428,7 +436,18 @@ impl Step {
                     }
                 }
                 let mut acc = acc.expect("an item has at least one element");
-                acc.sub_plain(&self.encode(&m.r[range.clone()])?)?;
+                let below_zero = Zeroizing::new(
+                    range
+                        .clone()
+                        .map(|p| {
+                            zt::add(
+                                m.r[p],
+                                self.layer.truncate_below_zero(m.masks.r[p * s + sent_element(&m.within, s, g, 0)]),
+                            )
+                        })
+                        .collect::<Vec<u64>>(),
+                );
+                acc.sub_plain(&self.encode(&below_zero)?)?;
                 Ok(acc)
             })
             .collect::<Result<_>>()?;

@@ -47,7 +47,7 @@ impl LayerView {
             .map(|l| LayerView {
                 node: l.node,
                 arity: l.arity(),
-                comparisons: Comparison::of_item(l.arity(), l.clamps_at_zero()),
+                comparisons: Comparison::of_item(l.arity(), l.compares_with_zero()),
                 messages: frames
                     .iter()
                     .filter(|f| f.header.kind == MASKED && f.header.layer == l.node)

@@ -60,7 +60,7 @@ pub(crate) fn layer_masks(
     ComparisonMasks::draw(
         src,
         items,
-        MaskShape { arity, clamps: layer.clamps_at_zero(), kappa, r_bits: zt::LOG2_T - 1 },
+        MaskShape { arity, clamps: layer.compares_with_zero(), kappa, r_bits: zt::LOG2_T - 1 },
     )
 }
 

@@ -113,7 +113,7 @@ pub(crate) struct Masked(Zeroizing<Vec<u8>>);
 impl Masked {
     /// Values in one holder's message for `layer` on a batch of `batch`.
     pub fn values(layer: &NonlinearLayer, batch: usize) -> usize {
-        let (s, clamps) = (layer.arity(), layer.clamps_at_zero());
+        let (s, clamps) = (layer.arity(), layer.compares_with_zero());
         batch * layer.items() * (Comparison::of_item(s, clamps).len() + s)
     }
 

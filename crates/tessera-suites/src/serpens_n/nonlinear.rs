@@ -20,6 +20,7 @@ use crate::masks::{self, Comparison, ComparisonMasks};
 pub(crate) struct HolderRound {
     layer: NonlinearLayer,
     secrets: HolderSecrets,
+    first: bool,
 }
 
 impl HolderRound {
@@ -27,12 +28,12 @@ impl HolderRound {
     /// input (`first`: this is holder 1, which adds the offsets and truncation masks).
     pub fn start(layer: &NonlinearLayer, secrets: HolderSecrets, x: &[u64], first: bool) -> (Self, Masked) {
         let masked = mask(x, layer, &secrets, first);
-        (Self { layer: *layer, secrets }, masked)
+        (Self { layer: *layer, secrets, first }, masked)
     }
 
     /// The holder's share of the layer's output from its re-shares.
     pub fn finish(self, reshare: Reshare) -> Vec<u64> {
-        unmask(&self.layer, &self.secrets.masks, &reshare)
+        unmask(&self.layer, &self.secrets.masks, &reshare, self.first)
     }
 }
 
@@ -82,15 +83,18 @@ fn mask(x: &[u64], layer: &NonlinearLayer, secrets: &HolderSecrets, first: bool)
     Masked::from_values(m.k.len() + m.order.len(), comparisons.chain(elements))
 }
 
-/// The holder's output share: per item `v − Σ_e b_e · ⌊R_e / 2^shift⌋`, from its re-shares laid
-/// out per position as `v, b_0, …, b_(s−1)`, put back at the item's place.
-fn unmask(layer: &NonlinearLayer, m: &ComparisonMasks, reshare: &Reshare) -> Vec<u64> {
+/// The holder's output share: per item `v − Σ_e b_e · (⌊R_e / 2^shift⌋ − N(R_e)) − [j = 1] · N(R_0)`,
+/// from its re-shares laid out per position as `v, b_0, …, b_(s−1)`, put back at the item's
+/// place; `N` is the layer's [`NonlinearLayer::truncate_below_zero`] (0 but for a leaky ReLU,
+/// whose items are single elements), so an item below zero (every `b` zero) gets `−N(R_0)`.
+fn unmask(layer: &NonlinearLayer, m: &ComparisonMasks, reshare: &Reshare, first: bool) -> Vec<u64> {
     let s = layer.arity();
     let mut out = vec![0u64; m.items()];
     for (p, row) in reshare.as_slice().chunks_exact(s + 1).enumerate() {
-        let mut acc = row[0];
+        let r = &m.r[p * s..(p + 1) * s];
+        let mut acc = if first { zt::sub(row[0], layer.truncate_below_zero(r[0])) } else { row[0] };
         for e in 0..s {
-            acc = zt::sub(acc, zt::mul(row[1 + e], m.r[p * s + e] >> layer.shift));
+            acc = zt::sub(acc, zt::mul(row[1 + e], layer.selected_mask_floor(r[e])));
         }
         out[m.order[p * s] as usize / s] = acc;
     }
@@ -114,8 +118,8 @@ impl MaskedSum {
 }
 
 /// `S0`'s step: decides every item from the summed comparisons `z` and elements `w` and returns
-/// holder 1's re-shares, per item the selected truncated value `T` and the one-hot selection
-/// (`v, b_0, …, b_(s−1)`), each minus the values holders `2…m` draw from their `pair_seeds`.
+/// holder 1's re-shares, per item the selected truncated value `T` (below zero: 0, or a leaky
+/// ReLU's `⌊α·w⌋` rescaled) and the one-hot selection (`v, b_0, …, b_(s−1)`), each minus the values holders `2…m` draw from their `pair_seeds`.
 /// Refused when a `w = x + R` or a `z = k·v + e` lies outside the range the calibrated bound
 /// allows.
 pub(crate) fn decide<'a>(
@@ -125,7 +129,7 @@ pub(crate) fn decide<'a>(
     pair_seeds: impl Iterator<Item = &'a Seed>,
 ) -> Result<Reshare> {
     let mut streams: Vec<MaskStream> = pair_seeds.map(|seed| reshare_stream(seed, layer.node)).collect();
-    let (s, clamps) = (layer.arity(), layer.clamps_at_zero());
+    let (s, clamps) = (layer.arity(), layer.compares_with_zero());
     let c = Comparison::of_item(s, clamps).len();
     let items = sum.0.len() / (c + s);
     let (z_all, w_all) = sum.0.split_at(items * c);
@@ -144,9 +148,13 @@ pub(crate) fn decide<'a>(
             return Err(SuiteError::ActivationOverflow { layer: layer.node });
         }
         row.fill(0);
-        if let Some(best) = masks::decide(&z, s, clamps) {
-            row[0] = fixed::truncate(ws[best], layer.shift);
-            row[1 + best] = 1;
+        match masks::decide(&z, s, clamps) {
+            Some(best) => {
+                row[0] = fixed::truncate(ws[best], layer.shift);
+                row[1 + best] = 1;
+            }
+            // Nonzero only for a leaky ReLU, whose items are single elements.
+            None => row[0] = layer.truncate_below_zero(ws[0]),
         }
         for v in row.iter_mut() {
             for rng in streams.iter_mut() {
