@@ -66,7 +66,7 @@ pub trait Avx512Scalar: Copy + Default + Send + Sync + 'static {
 
 /// One tile kernel per element type: `$lanes` per vector, two vectors per row of the tile.
 macro_rules! tile_kernel {
-    ($t:ty, $lanes:expr, $mask:ty, $zero:ident, $set1:ident, $fmadd:ident, $loadu:ident, $maskz_loadu:ident, $mask_storeu:ident) => {
+    ($t:ty, $lanes:expr, $mask:ty, $zero:ident, $set1:ident, $fmadd:ident, $maskz_loadu:ident, $mask_storeu:ident) => {
         impl Avx512Scalar for $t {
             const NR: usize = 2 * $lanes;
 
@@ -142,8 +142,10 @@ macro_rules! tile_kernel {
                     }
                     for kk in 0..k {
                         let b = b_row(kk);
-                        let b0 = $loadu(b);
-                        let b1 = $loadu(b.add(second));
+                        // Masked: lanes past `width` are never read, so a run may end
+                        // exactly where its buffer does.
+                        let b0 = $maskz_loadu(masks[0], b);
+                        let b1 = $maskz_loadu(masks[1], b.add(second));
                         for (i, row) in acc.iter_mut().enumerate() {
                             let ai = $set1(*a.add(kk * MR + i));
                             row[0] = $fmadd(ai, b0, row[0]);
@@ -186,7 +188,6 @@ tile_kernel!(
     _mm512_setzero_ps,
     _mm512_set1_ps,
     _mm512_fmadd_ps,
-    _mm512_loadu_ps,
     _mm512_maskz_loadu_ps,
     _mm512_mask_storeu_ps
 );
@@ -197,7 +198,6 @@ tile_kernel!(
     _mm512_setzero_pd,
     _mm512_set1_pd,
     _mm512_fmadd_pd,
-    _mm512_loadu_pd,
     _mm512_maskz_loadu_pd,
     _mm512_mask_storeu_pd
 );
@@ -339,7 +339,7 @@ pub fn conv_direct<T: Avx512Scalar>(
 }
 
 /// A stride-1 convolution computed along whole padded rows: for each of `images` padded images
-/// (`plane_len` elements apart, the last followed by at least `NR` readable elements) and each
+/// (`plane_len` elements apart; the tiles' loads are masked at `span`, so none reads past it) and each
 /// `j < span`, `c[img][o][j] = Σ_kk a[o][kk] · img[offsets[kk] + j]`, `c` holding `m × span`
 /// per image. With `j = oy·wp + ox` and `span = (oh − 1)·wp + ow`, the entries with `ox < ow`
 /// are the convolution's outputs; the others straddle two rows, and the caller drops them. Every
@@ -358,7 +358,7 @@ pub fn conv_direct_rows<T: Avx512Scalar>(
 ) {
     assert!(available(), "AVX-512F is required");
     let (k, nr) = (offsets.len(), T::NR);
-    let reach = offsets.iter().max().copied().unwrap_or(0) + span + nr;
+    let reach = offsets.iter().max().copied().unwrap_or(0) + span;
     assert!(
         images > 0
             && a.len() >= m * k

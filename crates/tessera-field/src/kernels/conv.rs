@@ -266,7 +266,7 @@ impl Padded {
         for (i, dst) in dst.chunks_mut(self.plane_len).take(blocks.count()).enumerate() {
             for (ch, plane) in blocks.block(i, s.len()).chunks(s.plane()).enumerate() {
                 for (y, line) in plane.chunks(s.w).enumerate() {
-                    dst[ch * self.hp * self.wp + (y + pt) * self.wp + pl..][..s.w].copy_from_slice(line);
+                    super::copy_short(&mut dst[ch * self.hp * self.wp + (y + pt) * self.wp + pl..][..s.w], line);
                 }
             }
         }
@@ -456,9 +456,27 @@ fn conv_rows_f32(
 ) {
     let o = g.output().expect("geometry checked at construction");
     let (m, images) = (g.out_channels, blocks.count());
+    if g.window.kernel == [1, 1] && g.window.pads == [0; 4] {
+        // Pointwise: an image's rows are already the padded rows and its products the NCHW
+        // output, so the kernel reads the input and writes `out` in place.
+        let offsets: Vec<usize> = (0..g.input.c).map(|ch| ch * g.input.plane()).collect();
+        let threads = threads.clamp(1, 1 + m * out.len() * g.input.c / super::PARALLEL_MIN_MACS);
+        let input = &blocks.src[..images * g.input.len()];
+        return super::avx512::conv_direct_rows(
+            m,
+            weights,
+            input,
+            g.input.len(),
+            images,
+            o.plane(),
+            &offsets,
+            out,
+            threads,
+        );
+    }
     let pad = Padded::new(g);
     let span = (o.h - 1) * pad.wp + o.w;
-    let padded_len = images * pad.plane_len + <f32 as super::avx512::Avx512Scalar>::NR;
+    let padded_len = images * pad.plane_len;
     // Grow only: the padded images' borders are re-zeroed below where there are any, and the
     // products are overwritten whole.
     scratch.resize(padded_len + images * m * span, 0.0);
@@ -471,7 +489,7 @@ fn conv_rows_f32(
     super::avx512::conv_direct_rows(m, weights, padded, pad.plane_len, images, span, &pad.offsets(g), wide, threads);
     for (plane_out, plane_wide) in out.chunks_mut(o.plane()).zip(wide.chunks(span)) {
         for (row, src) in plane_out.chunks_mut(o.w).zip(plane_wide.chunks(pad.wp)) {
-            row.copy_from_slice(&src[..o.w]);
+            super::copy_short(row, &src[..o.w]);
         }
     }
 }
@@ -480,7 +498,7 @@ fn conv_rows_f32(
 fn scatter_batch<T: GemmScalar>(prod: &[T], m: usize, p: usize, batch: usize, out: &mut [T]) {
     for b in 0..batch {
         for o in 0..m {
-            out[(b * m + o) * p..][..p].copy_from_slice(&prod[o * batch * p + b * p..][..p]);
+            super::copy_short(&mut out[(b * m + o) * p..][..p], &prod[o * batch * p + b * p..][..p]);
         }
     }
 }

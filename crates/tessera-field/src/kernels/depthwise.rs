@@ -55,7 +55,7 @@ pub(crate) fn depthwise<'a, T: GemmScalar + Zeroize>(
             sum_taps(acc, phases, taps, &offsets);
             for (i, outputs) in row.chunks_mut(out.plane()).enumerate() {
                 for (oy, dst) in outputs.chunks_mut(out.w).enumerate() {
-                    dst.copy_from_slice(&acc[i * hq * wq + oy * wq..][..out.w]);
+                    super::copy_short(dst, &acc[i * hq * wq + oy * wq..][..out.w]);
                 }
             }
         }
@@ -90,7 +90,7 @@ struct Scratch<T: Zeroize> {
 /// apart) at `x / sw`.
 fn split_columns<T: Copy>(line: &[T], dst: &mut [T], px: usize, sw: usize, phase_len: usize) {
     if sw == 1 {
-        return dst[px..][..line.len()].copy_from_slice(line);
+        return super::copy_short(&mut dst[px..][..line.len()], line);
     }
     if sw == 2 {
         // Pairs of columns: the common stride, and a third faster on MobileNet-style layers

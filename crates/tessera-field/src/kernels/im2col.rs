@@ -91,7 +91,7 @@ impl Im2col {
                         let ix0 = ((a * sw + kx) as isize - pl) as usize;
                         let inner = &mut seg[a - ox0..b - ox0];
                         if sw == 1 {
-                            copy_short(inner, &line[ix0..ix0 + (b - a)]);
+                            super::copy_short(inner, &line[ix0..ix0 + (b - a)]);
                         } else {
                             for (j, o) in inner.iter_mut().enumerate() {
                                 *o = line[ix0 + j * sw];
@@ -101,22 +101,6 @@ impl Im2col {
                 }
             }
         }
-    }
-}
-
-/// `dst.copy_from_slice(src)` for the short runs of im2col (typically one panel row): fixed-size
-/// chunks compile to inline vector moves instead of a `memcpy` call per run.
-#[inline(always)]
-fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
-    let mut d = dst.chunks_exact_mut(8);
-    let mut s = src.chunks_exact(8);
-    for (d, s) in (&mut d).zip(&mut s) {
-        let s: &[T; 8] = s.try_into().expect("chunks of 8");
-        let d: &mut [T; 8] = d.try_into().expect("chunks of 8");
-        *d = *s;
-    }
-    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
-        *d = *s;
     }
 }
 

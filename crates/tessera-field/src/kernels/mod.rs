@@ -29,5 +29,22 @@ pub(crate) const PARALLEL_MIN_MACS: usize = 1 << 18;
 #[cfg(not(target_arch = "x86_64"))]
 pub(crate) const PARALLEL_MIN_MACS: usize = 4 << 20;
 
+/// `dst.copy_from_slice(src)` for the short runs the kernels move (an im2col panel row, an image
+/// row into or out of padded scratch): fixed-size chunks compile to inline vector moves instead
+/// of a `memcpy` call per run.
+#[inline(always)]
+pub(crate) fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let s: &[T; 8] = s.try_into().expect("chunks of 8");
+        let d: &mut [T; 8] = d.try_into().expect("chunks of 8");
+        *d = *s;
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
+    }
+}
+
 pub use conv::{ConvGeometry, ConvKernel, conv2d_f32, conv2d_grouped_f32, conv2d_zt};
 pub use geometry::{ImageShape, Window2d};
