@@ -441,6 +441,129 @@ unsafe fn direct_column<T: Avx512Scalar>(
     }
 }
 
+/// Output channels per tile of [`conv_direct_channels`] (two vectors).
+const CHANNEL_TILE: usize = 32;
+/// Output positions per tile of [`conv_direct_channels`].
+const POSITION_TILE: usize = 8;
+
+/// A stride-1 `f32` convolution vectorized over output channels, for planes narrower than a
+/// vector, where a run of positions ([`conv_direct_rows`]) would leave lanes idle: a tile is 32
+/// filters × 8 output positions, each tap one load of the tile's 32 weights and a broadcast of
+/// each position's input. For each of `images` padded images (`plane_len` elements apart, rows
+/// `wp` apart), `c[img][o][oy·ow + ox] = Σ_kk a[o][kk] · img[offsets[kk] + oy·wp + ox]`, in
+/// `kk` order; `c` is NCHW (`images × m × oh·ow`).
+#[allow(clippy::too_many_arguments, reason = "the geometry of a direct convolution")]
+pub fn conv_direct_channels(
+    m: usize,
+    a: &[f32],
+    padded: &[f32],
+    plane_len: usize,
+    images: usize,
+    (oh, ow, wp): (usize, usize, usize),
+    offsets: &[usize],
+    c: &mut [f32],
+    threads: usize,
+) {
+    assert!(available(), "AVX-512F is required");
+    let (k, plane) = (offsets.len(), oh * ow);
+    let reach = offsets.iter().max().copied().unwrap_or(0) + (oh - 1) * wp + ow;
+    assert!(
+        images > 0
+            && ow > 0
+            && oh > 0
+            && a.len() >= m * k
+            && c.len() >= images * m * plane
+            && padded.len() >= (images - 1) * plane_len + reach,
+        "conv_direct_channels sizes"
+    );
+    // The filters as `[channel block][kk][CHANNEL_TILE]`, zero past `m`.
+    let blocks = m.div_ceil(CHANNEL_TILE);
+    let mut wpack = vec![0.0f32; blocks * k * CHANNEL_TILE];
+    for (o, row) in a.chunks(k).take(m).enumerate() {
+        let (blk, lane) = (o / CHANNEL_TILE, o % CHANNEL_TILE);
+        for (kk, &v) in row.iter().enumerate() {
+            wpack[(blk * k + kk) * CHANNEL_TILE + lane] = v;
+        }
+    }
+    let tiles = plane.div_ceil(POSITION_TILE);
+    let units = images * blocks * tiles;
+    let tasks = threads.clamp(1, units);
+    let out = OutPtr(c.as_mut_ptr());
+    run_tasks(tasks, |t| {
+        for unit in (t * units / tasks)..((t + 1) * units / tasks) {
+            let (img, blk, tile) = (unit / (blocks * tiles), unit / tiles % blocks, unit % tiles);
+            let first = tile * POSITION_TILE;
+            let count = POSITION_TILE.min(plane - first);
+            // Each position's padded index; past the plane's end, the last one's (computed, dropped).
+            let at: [usize; POSITION_TILE] = std::array::from_fn(|j| {
+                let p = first + j.min(count - 1);
+                p / ow * wp + p % ow
+            });
+            let channels = CHANNEL_TILE.min(m - blk * CHANNEL_TILE);
+            // SAFETY: `available()` was checked above; every read lies within the image (the
+            // `reach` assertion, positions < plane), the packed block holds k·CHANNEL_TILE
+            // values, and units write disjoint (channel, position) elements of `c`.
+            unsafe {
+                channel_tile(
+                    &wpack[blk * k * CHANNEL_TILE..][..k * CHANNEL_TILE],
+                    padded[img * plane_len..].as_ptr(),
+                    offsets,
+                    &at,
+                    OutPtr(out.at((img * m + blk * CHANNEL_TILE) * plane + first)),
+                    plane,
+                    channels,
+                    count,
+                )
+            };
+        }
+    });
+}
+
+/// One tile of [`conv_direct_channels`]: `c[o · plane + j] = Σ_kk w[kk][o] · base[offsets[kk] +
+/// at[j]]` for `o < channels`, `j < count`.
+///
+/// # Safety
+/// The CPU supports AVX-512F; `base + offsets[kk] + at[j]` is readable for every tap and
+/// position; `c + o · plane + j` is writable for `o < channels`, `j < count`.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments, reason = "a register-tile kernel's operands")]
+unsafe fn channel_tile(
+    w: &[f32],
+    base: *const f32,
+    offsets: &[usize],
+    at: &[usize; POSITION_TILE],
+    c: OutPtr<f32>,
+    plane: usize,
+    channels: usize,
+    count: usize,
+) {
+    let mut acc = [[_mm512_setzero_ps(); 2]; POSITION_TILE];
+    for (filters, &off) in w.chunks_exact(CHANNEL_TILE).zip(offsets) {
+        // SAFETY: the chunk holds two vectors; the reads are the caller's.
+        unsafe {
+            let w0 = _mm512_loadu_ps(filters.as_ptr());
+            let w1 = _mm512_loadu_ps(filters.as_ptr().add(16));
+            for (sums, &p) in acc.iter_mut().zip(at) {
+                let x = _mm512_set1_ps(*base.add(off + p));
+                sums[0] = _mm512_fmadd_ps(x, w0, sums[0]);
+                sums[1] = _mm512_fmadd_ps(x, w1, sums[1]);
+            }
+        }
+    }
+    let mut lanes = [0.0f32; CHANNEL_TILE];
+    for (j, sums) in acc.iter().enumerate().take(count) {
+        // SAFETY: `lanes` holds two vectors.
+        unsafe {
+            _mm512_storeu_ps(lanes.as_mut_ptr(), sums[0]);
+            _mm512_storeu_ps(lanes.as_mut_ptr().add(16), sums[1]);
+        }
+        for (o, &v) in lanes.iter().enumerate().take(channels) {
+            // SAFETY: o < channels and j < count (the caller's extents).
+            unsafe { *c.at(o * plane + j) = v };
+        }
+    }
+}
+
 /// Rows of `w` per block of [`dense_f32`].
 const DENSE_ROWS: usize = 4;
 

@@ -456,12 +456,28 @@ fn conv_rows_f32(
 ) {
     let o = g.output().expect("geometry checked at construction");
     let (m, images) = (g.out_channels, blocks.count());
+    let threads = threads.clamp(1, 1 + out.len() * g.terms() / super::PARALLEL_MIN_MACS);
+    // Rows narrower than a vector go to the kernel vectorized over filters instead.
+    let narrow = o.w < <f32 as super::avx512::Avx512Scalar>::NR / 2;
     if g.window.kernel == [1, 1] && g.window.pads == [0; 4] {
         // Pointwise: an image's rows are already the padded rows and its products the NCHW
         // output, so the kernel reads the input and writes `out` in place.
         let offsets: Vec<usize> = (0..g.input.c).map(|ch| ch * g.input.plane()).collect();
-        let threads = threads.clamp(1, 1 + m * out.len() * g.input.c / super::PARALLEL_MIN_MACS);
         let input = &blocks.src[..images * g.input.len()];
+        if narrow {
+            let geometry = (o.h, o.w, g.input.w);
+            return super::avx512::conv_direct_channels(
+                m,
+                weights,
+                input,
+                g.input.len(),
+                images,
+                geometry,
+                &offsets,
+                out,
+                threads,
+            );
+        }
         return super::avx512::conv_direct_rows(
             m,
             weights,
@@ -479,13 +495,26 @@ fn conv_rows_f32(
     let padded_len = images * pad.plane_len;
     // Grow only: the padded images' borders are re-zeroed below where there are any, and the
     // products are overwritten whole.
-    scratch.resize(padded_len + images * m * span, 0.0);
+    scratch.resize(padded_len + if narrow { 0 } else { images * m * span }, 0.0);
     let (padded, wide) = scratch.split_at_mut(padded_len);
     if g.window.pads != [0; 4] {
         padded.fill(0.0);
     }
     pad.copy_in(g, blocks, padded);
-    let threads = threads.clamp(1, 1 + m * images * span * g.terms() / super::PARALLEL_MIN_MACS);
+    if narrow {
+        let geometry = (o.h, o.w, pad.wp);
+        return super::avx512::conv_direct_channels(
+            m,
+            weights,
+            padded,
+            pad.plane_len,
+            images,
+            geometry,
+            &pad.offsets(g),
+            out,
+            threads,
+        );
+    }
     super::avx512::conv_direct_rows(m, weights, padded, pad.plane_len, images, span, &pad.offsets(g), wide, threads);
     for (plane_out, plane_wide) in out.chunks_mut(o.plane()).zip(wide.chunks(span)) {
         for (row, src) in plane_out.chunks_mut(o.w).zip(plane_wide.chunks(pad.wp)) {
