@@ -2,7 +2,7 @@
 //! `tessera bench kernels` prints the same comparison as a table.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tessera_field::kernels::{ConvKernel, conv2d_f32, conv2d_zt, shapes};
+use tessera_field::kernels::{ConvF32, ConvKernel, conv2d_zt, shapes};
 use tessera_field::zt;
 
 fn bench(c: &mut Criterion) {
@@ -18,7 +18,8 @@ fn bench(c: &mut Criterion) {
         let xf: Vec<f32> = (0..g.input.len()).map(|i| (i % 17) as f32 / 17.0).collect();
         let mut out = vec![0.0; g.output().unwrap().len()];
         let mut cols = Vec::new();
-        group.bench_function("f32", |b| b.iter(|| conv2d_f32(&g, &wf, &xf, 1, threads, &mut cols, &mut out)));
+        let conv = ConvF32::new(g, 1, &wf);
+        group.bench_function("f32", |b| b.iter(|| conv.run(&xf, 1, threads, &mut cols, &mut out)));
         group.finish();
     }
 }

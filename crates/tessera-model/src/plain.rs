@@ -6,7 +6,7 @@
 //! run instead of once per layer.
 
 use rayon::prelude::*;
-use tessera_field::kernels::conv::conv2d_grouped_f32;
+use tessera_field::kernels::ConvF32;
 use tessera_field::kernels::pool::{max_pool_f32, sum_pool_f32};
 
 use crate::error::{ModelError, Result};
@@ -16,6 +16,8 @@ use crate::ir::{Model, Op};
 #[derive(Debug)]
 pub struct PlainEngine<'m> {
     model: &'m Model,
+    /// Each linear node's convolution, its weights laid out once for its kernel.
+    convs: Vec<Option<ConvF32>>,
     lanes: Vec<Lane>,
     threads: usize,
 }
@@ -30,13 +32,21 @@ struct Lane {
 impl<'m> PlainEngine<'m> {
     /// An engine for `model` using the current rayon pool.
     pub fn new(model: &'m Model) -> Self {
-        Self { model, lanes: vec![Lane::default()], threads: rayon::current_num_threads() }
+        let convs = model
+            .nodes()
+            .iter()
+            .map(|node| match &node.op {
+                Op::Linear(l) => Some(ConvF32::new(l.geometry, l.groups, &l.weight)),
+                _ => None,
+            })
+            .collect();
+        Self { model, convs, lanes: vec![Lane::default()], threads: rayon::current_num_threads() }
     }
 
     /// Logits for `batch` images (NCHW, normalized). A batch of several images is cut into one
     /// slice per thread, each run on one thread.
     pub fn run(&mut self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
-        let model = self.model;
+        let (model, convs) = (self.model, &self.convs);
         let slices = self.threads.min(batch);
         if slices <= 1 {
             return self.run_observed(input, batch, &mut |_, _| {});
@@ -49,7 +59,7 @@ impl<'m> PlainEngine<'m> {
             .par_iter_mut()
             .zip(&bounds)
             .map(|(lane, &(from, to))| {
-                lane.run(model, &input[from * per_image..to * per_image], to - from, 1, &mut |_, _| {})
+                lane.run(model, convs, &input[from * per_image..to * per_image], to - from, 1, &mut |_, _| {})
             })
             .collect::<Result<_>>()?;
         Ok(outputs.concat())
@@ -64,7 +74,7 @@ impl<'m> PlainEngine<'m> {
         observe: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<Vec<f32>> {
         check_input(self.model, input, batch)?;
-        self.lanes[0].run(self.model, input, batch, self.threads, observe)
+        self.lanes[0].run(self.model, &self.convs, input, batch, self.threads, observe)
     }
 }
 
@@ -77,10 +87,12 @@ fn check_input(model: &Model, input: &[f32], batch: usize) -> Result<()> {
 }
 
 impl Lane {
-    /// Runs `batch` images (checked) through `model` with `threads` threads per kernel.
+    /// Runs `batch` images (checked) through `model`, whose linear nodes are `convs`, with
+    /// `threads` threads per kernel.
     fn run(
         &mut self,
         model: &Model,
+        convs: &[Option<ConvF32>],
         input: &[f32],
         batch: usize,
         threads: usize,
@@ -98,7 +110,8 @@ impl Lane {
             out.resize(batch * node.shape.len(), 0.0);
             match &node.op {
                 Op::Linear(l) => {
-                    conv2d_grouped_f32(&l.geometry, l.groups, &l.weight, x, batch, threads, &mut self.cols, out);
+                    let conv = convs[i].as_ref().expect("a convolution per linear node");
+                    conv.run(x, batch, threads, &mut self.cols, out);
                     if let Some(b) = &l.bias {
                         let plane = node.shape.plane();
                         for (chunk, &bv) in out.chunks_mut(plane).zip(b.iter().cycle()) {

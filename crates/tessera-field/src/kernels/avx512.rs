@@ -211,26 +211,26 @@ pub fn matmul<T: Avx512Scalar>(m: usize, n: usize, k: usize, a: &[T], b: &[T], c
             panel[kk * T::NR..kk * T::NR + w].copy_from_slice(&b[kk * n + j0..kk * n + j0 + w]);
         }
     };
-    matmul_panels(m, n, k, a, &fill, c, threads);
+    matmul_panels(m, n, k, &pack_rows(m, k, a), &fill, c, threads);
 }
 
-/// `c = a · B` where `B` (`k × n`) is never stored: `fill(j0, w, panel)` writes columns
+/// `c = A · B` for `A` as [`pack_rows`] leaves it, where `B` (`k × n`) is never stored:
+/// `fill(j0, w, panel)` writes columns
 /// `j0 .. j0 + w` of `B` into `panel[kk · NR + j]` (an implicit im2col for convolutions). Panels
 /// are split between up to `threads` tasks; every element of `c` is written exactly once.
 pub fn matmul_panels<T: Avx512Scalar>(
     m: usize,
     n: usize,
     k: usize,
-    a: &[T],
+    apack: &[T],
     fill: &(dyn Fn(usize, usize, &mut [T]) + Sync),
     c: &mut [T],
     threads: usize,
 ) {
     assert!(available(), "AVX-512F is required");
-    assert!(a.len() >= m * k && c.len() >= m * n, "matmul operand sizes");
+    assert!(apack.len() >= packed_rows_len(m, k) && c.len() >= m * n, "matmul operand sizes");
     let nr = T::NR;
     let blocks = m.div_ceil(MR);
-    let apack = pack_a(m, k, a);
     let panels = n.div_ceil(nr);
     let tasks = threads.clamp(1, panels.max(1));
     let out = OutPtr(c.as_mut_ptr());
@@ -280,12 +280,13 @@ fn run_tasks(tasks: usize, task: impl Fn(usize) + Sync + Send) {
 /// A stride-1 convolution as a direct product over zero-padded images: for each of `images`
 /// padded images (`plane_len` elements apart, rows `wp` apart, each followed by at least `NR`
 /// readable elements), `c[o][img·oh·ow + oy·ow + ox] = Σ_kk a[o][kk] · img[offsets[kk] + oy·wp + ox]`,
-/// where `offsets[kk]` locates tap `kk = (ch, ky, kx)` as `ch·plane + ky·wp + kx`. No im2col is
-/// built: the kernel reads each tap's run of `NR` inputs where it lies.
+/// where `offsets[kk]` locates tap `kk = (ch, ky, kx)` as `ch·plane + ky·wp + kx`, and `apack`
+/// is `a` as [`pack_rows`] leaves it. No im2col is built: the kernel reads each tap's run of `NR`
+/// inputs where it lies.
 #[allow(clippy::too_many_arguments, reason = "the geometry of a direct convolution")]
 pub fn conv_direct<T: Avx512Scalar>(
     m: usize,
-    a: &[T],
+    apack: &[T],
     padded: &[T],
     plane_len: usize,
     images: usize,
@@ -299,10 +300,9 @@ pub fn conv_direct<T: Avx512Scalar>(
     let n = images * oh * ow;
     let reach = offsets.iter().max().copied().unwrap_or(0) + oh * wp + ow + nr;
     assert!(
-        a.len() >= m * k && c.len() >= m * n && padded.len() >= (images - 1) * plane_len + reach,
+        apack.len() >= packed_rows_len(m, k) && c.len() >= m * n && padded.len() >= (images - 1) * plane_len + reach,
         "conv_direct sizes"
     );
-    let apack = pack_a(m, k, a);
     // Output rows one vector wide go two to a tile (they are contiguous in `c`).
     let lanes = nr / 2;
     let rows_per_tile = if ow == lanes { 2 } else { 1 };
@@ -323,7 +323,7 @@ pub fn conv_direct<T: Avx512Scalar>(
                     direct_column(
                         m,
                         0..m.div_ceil(MR),
-                        &apack,
+                        apack,
                         offsets,
                         base,
                         second,
@@ -342,12 +342,13 @@ pub fn conv_direct<T: Avx512Scalar>(
 /// (`plane_len` elements apart; the tiles' loads are masked at `span`, so none reads past it) and each
 /// `j < span`, `c[img][o][j] = Σ_kk a[o][kk] · img[offsets[kk] + j]`, `c` holding `m × span`
 /// per image. With `j = oy·wp + ox` and `span = (oh − 1)·wp + ow`, the entries with `ox < ow`
-/// are the convolution's outputs; the others straddle two rows, and the caller drops them. Every
-/// tile covers `NR` consecutive positions whatever the row width, and no im2col is built.
+/// are the convolution's outputs; the others straddle two rows, and the caller drops them;
+/// `apack` is `a` as [`pack_rows`] leaves it. Every tile covers `NR` consecutive positions
+/// whatever the row width, and no im2col is built.
 #[allow(clippy::too_many_arguments, reason = "the geometry of a direct convolution")]
 pub fn conv_direct_rows<T: Avx512Scalar>(
     m: usize,
-    a: &[T],
+    apack: &[T],
     padded: &[T],
     plane_len: usize,
     images: usize,
@@ -361,12 +362,11 @@ pub fn conv_direct_rows<T: Avx512Scalar>(
     let reach = offsets.iter().max().copied().unwrap_or(0) + span;
     assert!(
         images > 0
-            && a.len() >= m * k
+            && apack.len() >= packed_rows_len(m, k)
             && c.len() >= images * m * span
             && padded.len() >= (images - 1) * plane_len + reach,
         "conv_direct_rows sizes"
     );
-    let apack = pack_a(m, k, a);
     let tiles = span.div_ceil(nr);
     // Several threads split the row blocks too, so a small image's few tiles still share out.
     let blocks = if threads > 1 { m.div_ceil(MR) } else { 1 };
@@ -384,7 +384,7 @@ pub fn conv_direct_rows<T: Avx512Scalar>(
                 direct_column(
                     m,
                     rows,
-                    &apack,
+                    apack,
                     offsets,
                     base,
                     nr / 2,
@@ -400,7 +400,7 @@ pub fn conv_direct_rows<T: Avx512Scalar>(
 
 /// Columns `col .. col + w` of the rows of `c` in the `MR`-row `blocks` (row stride `ldc`) from
 /// the taps at `offsets` past `base` (`second` elements between a row's two vectors), `apack`
-/// as [`pack_a`] leaves it.
+/// as [`pack_rows`] leaves it.
 ///
 /// # Safety
 /// `base + offsets[kk] + second` has a vector of readable elements for every tap; `c` holds
@@ -446,16 +446,29 @@ const CHANNEL_TILE: usize = 32;
 /// Output positions per tile of [`conv_direct_channels`].
 const POSITION_TILE: usize = 8;
 
+/// `a` (`m × k`, row-major filters) as [`conv_direct_channels`] reads it:
+/// `[filter block][kk][CHANNEL_TILE]`, zero past `m`.
+pub fn pack_channels(m: usize, k: usize, a: &[f32]) -> Vec<f32> {
+    let mut wpack = vec![0.0f32; m.div_ceil(CHANNEL_TILE) * k * CHANNEL_TILE];
+    for (o, row) in a.chunks(k).take(m).enumerate() {
+        let (blk, lane) = (o / CHANNEL_TILE, o % CHANNEL_TILE);
+        for (kk, &v) in row.iter().enumerate() {
+            wpack[(blk * k + kk) * CHANNEL_TILE + lane] = v;
+        }
+    }
+    wpack
+}
+
 /// A stride-1 `f32` convolution vectorized over output channels, for planes narrower than a
 /// vector, where a run of positions ([`conv_direct_rows`]) would leave lanes idle: a tile is 32
 /// filters × 8 output positions, each tap one load of the tile's 32 weights and a broadcast of
 /// each position's input. For each of `images` padded images (`plane_len` elements apart, rows
 /// `wp` apart), `c[img][o][oy·ow + ox] = Σ_kk a[o][kk] · img[offsets[kk] + oy·wp + ox]`, in
-/// `kk` order; `c` is NCHW (`images × m × oh·ow`).
+/// `kk` order; `c` is NCHW (`images × m × oh·ow`); the filters as [`pack_channels`] leaves them.
 #[allow(clippy::too_many_arguments, reason = "the geometry of a direct convolution")]
 pub fn conv_direct_channels(
     m: usize,
-    a: &[f32],
+    wpack: &[f32],
     padded: &[f32],
     plane_len: usize,
     images: usize,
@@ -471,20 +484,12 @@ pub fn conv_direct_channels(
         images > 0
             && ow > 0
             && oh > 0
-            && a.len() >= m * k
+            && wpack.len() >= m.div_ceil(CHANNEL_TILE) * k * CHANNEL_TILE
             && c.len() >= images * m * plane
             && padded.len() >= (images - 1) * plane_len + reach,
         "conv_direct_channels sizes"
     );
-    // The filters as `[channel block][kk][CHANNEL_TILE]`, zero past `m`.
     let blocks = m.div_ceil(CHANNEL_TILE);
-    let mut wpack = vec![0.0f32; blocks * k * CHANNEL_TILE];
-    for (o, row) in a.chunks(k).take(m).enumerate() {
-        let (blk, lane) = (o / CHANNEL_TILE, o % CHANNEL_TILE);
-        for (kk, &v) in row.iter().enumerate() {
-            wpack[(blk * k + kk) * CHANNEL_TILE + lane] = v;
-        }
-    }
     let tiles = plane.div_ceil(POSITION_TILE);
     let units = images * blocks * tiles;
     let tasks = threads.clamp(1, units);
@@ -657,9 +662,15 @@ unsafe fn dense_block<const NB: usize>(
     sums
 }
 
-/// `a` (`m × k`, row-major) packed as `[row block][kk][MR]`, zero rows past `m`.
-fn pack_a<T: Avx512Scalar>(m: usize, k: usize, a: &[T]) -> Vec<T> {
-    let mut apack = vec![T::default(); m.div_ceil(MR) * k * MR];
+/// Elements of an `m × k` matrix as [`pack_rows`] leaves it.
+pub fn packed_rows_len(m: usize, k: usize) -> usize {
+    m.div_ceil(MR) * k * MR
+}
+
+/// `a` (`m × k`, row-major) as the row-tile kernels ([`matmul_panels`], [`conv_direct`],
+/// [`conv_direct_rows`]) read it: `[row block][kk][MR]`, zero rows past `m`.
+pub fn pack_rows<T: Avx512Scalar>(m: usize, k: usize, a: &[T]) -> Vec<T> {
+    let mut apack = vec![T::default(); packed_rows_len(m, k)];
     for (blk, pack) in apack.chunks_mut(k * MR).enumerate() {
         for i in 0..MR.min(m - blk * MR) {
             for (kk, &v) in a[(blk * MR + i) * k..][..k].iter().enumerate() {

@@ -219,10 +219,12 @@ fn columns<T: Copy + Default + Send + Sync>(g: &ConvGeometry, blocks: Blocks<'_,
 /// `prod = W · columns(blocks)` for a convolution of `groups` groups: one product per group,
 /// over its channels of every block, into its filters' rows of `prod`
 /// (`out_channels × (planes · batch · P)`); direct loops where a group has one channel.
+#[allow(clippy::too_many_arguments, reason = "the weights come with their packing; the buffers are the caller's")]
 fn grouped_product<T: GemmScalar + Zeroize>(
     g: &ConvGeometry,
     groups: usize,
     weights: &[T],
+    packed: Option<&[T]>,
     blocks: Blocks<'_, T>,
     threads: usize,
     cols: &mut Vec<T>,
@@ -235,7 +237,9 @@ fn grouped_product<T: GemmScalar + Zeroize>(
     let n = blocks.count() * group.output().expect("geometry checked at construction").plane();
     let (rows, filters) = (group.out_channels * n, group.out_channels * group.terms());
     for (i, (w, out)) in weights.chunks(filters.max(1)).zip(prod.chunks_mut(rows.max(1))).enumerate() {
-        conv_product(&group, w, blocks.from(i * group.input.len()), threads, cols, out);
+        // Each group's filters packed on their own, one after another.
+        let packed = packed.map(|p| &p[i * p.len() / groups..][..p.len() / groups]);
+        conv_product(&group, w, packed, blocks.from(i * group.input.len()), threads, cols, out);
     }
 }
 
@@ -283,11 +287,13 @@ impl Padded {
 }
 
 /// `prod = W · columns(blocks)`, `out_channels × (planes · batch · P)`. Where the AVX-512 kernel
-/// runs, the columns are built panel by panel inside the product (never stored whole);
-/// elsewhere they go through `cols` and the `gemm` crate.
+/// runs, the columns are built panel by panel inside the product (never stored whole), from
+/// `packed` (`weights` as `avx512::pack_rows` leaves them) or a packing made here; elsewhere they
+/// go through `cols` and the `gemm` crate.
 fn conv_product<T: GemmScalar>(
     g: &ConvGeometry,
     weights: &[T],
+    packed: Option<&[T]>,
     blocks: Blocks<'_, T>,
     threads: usize,
     cols: &mut Vec<T>,
@@ -298,6 +304,13 @@ fn conv_product<T: GemmScalar>(
     let threads = threads.clamp(1, 1 + m * n * k / super::PARALLEL_MIN_MACS);
     #[cfg(target_arch = "x86_64")]
     let o = g.output().expect("geometry checked at construction");
+    #[cfg(target_arch = "x86_64")]
+    let packed = || {
+        packed.map_or_else(
+            || std::borrow::Cow::Owned(super::avx512::pack_rows(m, k, weights)),
+            std::borrow::Cow::Borrowed,
+        )
+    };
     // Direct convolution where an output row fills a whole tile width (narrower rows would
     // leave most lanes idle: those go through the packed im2col panels below).
     if g.window.stride == [1, 1] && (o.w >= T::NR || o.w == T::NR / 2) && super::avx512::available() {
@@ -312,7 +325,7 @@ fn conv_product<T: GemmScalar>(
         pad.copy_in(g, blocks, padded);
         return super::avx512::conv_direct(
             m,
-            weights,
+            &packed(),
             padded,
             pad.plane_len,
             images,
@@ -335,7 +348,7 @@ fn conv_product<T: GemmScalar>(
                 j += len;
             }
         };
-        return super::avx512::matmul_panels(m, n, k, weights, &fill, prod, threads);
+        return super::avx512::matmul_panels(m, n, k, &packed(), &fill, prod, threads);
     }
     columns(g, blocks, cols);
     matmul(m, n, k, weights, cols, prod, threads);
@@ -375,7 +388,7 @@ pub fn conv2d_zt(kernel: &ConvKernel, input: &[u64], batch: usize, threads: usiz
         let n = plan.count() * batch * p;
         prod.resize(m * n, 0.0);
         let blocks = Blocks { src: &limbs[..], stride: g.input.len(), planes: plan.count(), batch };
-        grouped_product(g, kernel.groups, &kernel.weights, blocks, threads, cols, prod);
+        grouped_product(g, kernel.groups, &kernel.weights, None, blocks, threads, cols, prod);
         let bp = batch * p;
         let combine = |(b, img): (usize, &mut [u64])| {
             for (o, plane) in img.chunks_mut(p).enumerate() {
@@ -392,63 +405,113 @@ pub fn conv2d_zt(kernel: &ConvKernel, input: &[u64], batch: usize, threads: usiz
     result
 }
 
-/// `f32` convolution without bias for the plaintext engine; `cols` is reusable scratch.
-pub fn conv2d_f32(
-    g: &ConvGeometry,
-    weights: &[f32],
-    input: &[f32],
-    batch: usize,
-    threads: usize,
-    cols: &mut Vec<f32>,
-    out: &mut [f32],
-) {
-    conv2d_grouped_f32(g, 1, weights, input, batch, threads, cols, out);
-}
-
-/// [`conv2d_f32`] for a convolution of `groups` groups (weights laid out as
-/// [`ConvKernel::grouped`]'s).
-#[allow(clippy::too_many_arguments, reason = "the engine's buffers are passed in, not owned here")]
-pub fn conv2d_grouped_f32(
-    g: &ConvGeometry,
+/// An `f32` convolution (or fully connected layer) without bias for the plaintext engine, its
+/// weights laid out once for the kernel that runs its geometry: a query packs nothing.
+#[derive(Debug, Clone)]
+pub struct ConvF32 {
+    geometry: ConvGeometry,
     groups: usize,
-    weights: &[f32],
-    input: &[f32],
-    batch: usize,
-    threads: usize,
-    cols: &mut Vec<f32>,
-    out: &mut [f32],
-) {
-    let o = g.output().expect("geometry checked at construction");
-    assert_eq!(input.len(), batch * g.input.len(), "conv2d_f32 input length");
-    assert_eq!(out.len(), batch * o.len(), "conv2d_f32 output length");
-    let (m, p) = (g.out_channels, o.plane());
-    let blocks = Blocks { src: input, stride: g.input.len(), planes: 1, batch };
-    #[cfg(target_arch = "x86_64")]
-    if groups == 1 && g.input.plane() == 1 && p == 1 && g.window.pads == [0; 4] && super::avx512::available() {
-        // A fully connected layer: one dot product per filter and image.
-        return super::avx512::dense_f32(m, g.terms(), weights, input, batch, out, threads);
-    }
-    #[cfg(target_arch = "x86_64")]
-    if groups == 1 && g.window.stride == [1, 1] && p > 1 && super::avx512::available() {
-        return conv_rows_f32(g, weights, blocks, threads, cols, out);
-    }
-    if batch == 1 {
-        grouped_product(g, groups, weights, blocks, threads, cols, out);
-        return;
-    }
-    let mut prod = vec![0.0f32; m * batch * p];
-    grouped_product(g, groups, weights, blocks, threads, cols, &mut prod);
-    scatter_batch(&prod, m, p, batch, out);
+    weights: Vec<f32>,
+    /// `weights` as the AVX-512 kernel of this geometry reads them; empty where the kernel
+    /// reads them in place (fully connected, depthwise, no AVX-512).
+    packed: Vec<f32>,
 }
 
-/// A stride-1 `f32` convolution straight into NCHW `out`, computed along whole padded rows
-/// (`avx512::conv_direct_rows`): no im2col whatever the row width, and the positions that
-/// straddle two rows are dropped while copying out. `scratch` holds the padded images and the
-/// row-wide products.
+/// Which kernel an `f32` convolution runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum F32Path {
+    /// One dot product per filter and image (`avx512::dense_f32`).
+    Dense,
+    /// Stride 1 along padded rows (`avx512::conv_direct_rows`).
+    Rows,
+    /// Stride 1 vectorized over filters, for rows narrower than a vector
+    /// (`avx512::conv_direct_channels`).
+    Channels,
+    /// Everything else, group by group ([`grouped_product`]).
+    Grouped,
+}
+
+impl ConvF32 {
+    /// The convolution of `geometry` in `groups` groups (weights laid out as
+    /// [`ConvKernel::grouped`]'s).
+    ///
+    /// # Panics
+    /// If `weights` does not hold `out_channels × terms / groups` values or the geometry has no
+    /// output: the engine builds these from checked layers.
+    pub fn new(geometry: ConvGeometry, groups: usize, weights: &[f32]) -> Self {
+        let group = geometry.group(groups).expect("groups checked at construction");
+        assert_eq!(weights.len(), geometry.out_channels * group.terms(), "ConvF32 weights");
+        let mut conv = Self { geometry, groups, weights: weights.to_vec(), packed: Vec::new() };
+        #[cfg(target_arch = "x86_64")]
+        {
+            use super::avx512::{pack_channels, pack_rows};
+            let (m, k) = (geometry.out_channels, group.terms());
+            conv.packed = match conv.path() {
+                F32Path::Dense => Vec::new(),
+                F32Path::Rows => pack_rows(m, k, weights),
+                F32Path::Channels => pack_channels(m, k, weights),
+                F32Path::Grouped if group.input.c == 1 && groups > 1 || !super::avx512::available() => Vec::new(),
+                F32Path::Grouped => {
+                    weights.chunks(group.out_channels * k).flat_map(|w| pack_rows(group.out_channels, k, w)).collect()
+                }
+            };
+        }
+        conv
+    }
+
+    fn path(&self) -> F32Path {
+        let (g, o) = (&self.geometry, self.geometry.output().expect("geometry checked at construction"));
+        #[cfg(target_arch = "x86_64")]
+        if self.groups == 1 && super::avx512::available() {
+            if g.input.plane() == 1 && o.plane() == 1 && g.window.pads == [0; 4] {
+                return F32Path::Dense;
+            }
+            if g.window.stride == [1, 1] && o.plane() > 1 {
+                let narrow = o.w < <f32 as super::avx512::Avx512Scalar>::NR / 2;
+                return if narrow { F32Path::Channels } else { F32Path::Rows };
+            }
+        }
+        let _ = (g, o);
+        F32Path::Grouped
+    }
+
+    /// `out = W ∗ input` for `batch` NCHW images on up to `threads` threads; `cols` is reusable
+    /// scratch.
+    pub fn run(&self, input: &[f32], batch: usize, threads: usize, cols: &mut Vec<f32>, out: &mut [f32]) {
+        let g = &self.geometry;
+        let o = g.output().expect("geometry checked at construction");
+        assert_eq!(input.len(), batch * g.input.len(), "ConvF32 input length");
+        assert_eq!(out.len(), batch * o.len(), "ConvF32 output length");
+        let (m, p) = (g.out_channels, o.plane());
+        let blocks = Blocks { src: input, stride: g.input.len(), planes: 1, batch };
+        let packed = (!self.packed.is_empty()).then_some(&self.packed[..]);
+        match self.path() {
+            #[cfg(target_arch = "x86_64")]
+            F32Path::Dense => super::avx512::dense_f32(m, g.terms(), &self.weights, input, batch, out, threads),
+            #[cfg(target_arch = "x86_64")]
+            F32Path::Rows | F32Path::Channels => {
+                conv_rows_f32(g, &self.packed, self.path(), blocks, threads, cols, out)
+            }
+            _ if batch == 1 => grouped_product(g, self.groups, &self.weights, packed, blocks, threads, cols, out),
+            _ => {
+                let mut prod = vec![0.0f32; m * batch * p];
+                grouped_product(g, self.groups, &self.weights, packed, blocks, threads, cols, &mut prod);
+                scatter_batch(&prod, m, p, batch, out);
+            }
+        }
+    }
+}
+
+/// A stride-1 `f32` convolution straight into NCHW `out`, no im2col: along whole padded rows
+/// (`avx512::conv_direct_rows`, [`F32Path::Rows`]), the positions that straddle two rows
+/// dropped while copying out, or vectorized over filters ([`F32Path::Channels`]); `packed` is
+/// the weights as that kernel reads them. `scratch` holds the padded images and the row-wide
+/// products.
 #[cfg(target_arch = "x86_64")]
 fn conv_rows_f32(
     g: &ConvGeometry,
-    weights: &[f32],
+    packed: &[f32],
+    path: F32Path,
     blocks: Blocks<'_, f32>,
     threads: usize,
     scratch: &mut Vec<f32>,
@@ -457,8 +520,8 @@ fn conv_rows_f32(
     let o = g.output().expect("geometry checked at construction");
     let (m, images) = (g.out_channels, blocks.count());
     let threads = threads.clamp(1, 1 + out.len() * g.terms() / super::PARALLEL_MIN_MACS);
-    // Rows narrower than a vector go to the kernel vectorized over filters instead.
-    let narrow = o.w < <f32 as super::avx512::Avx512Scalar>::NR / 2;
+    let narrow = path == F32Path::Channels;
+    let weights = packed;
     if g.window.kernel == [1, 1] && g.window.pads == [0; 4] {
         // Pointwise: an image's rows are already the padded rows and its products the NCHW
         // output, so the kernel reads the input and writes `out` in place.
@@ -568,7 +631,7 @@ mod tests {
         let wf: Vec<f32> = w.iter().map(|&v| (v % 5) as f32).collect();
         let o = g.output().unwrap();
         let mut out = vec![0.0; batch * o.len()];
-        conv2d_grouped_f32(&g, groups, &wf, &xf, batch, 2, &mut Vec::new(), &mut out);
+        ConvF32::new(g, groups, &wf).run(&xf, batch, 2, &mut Vec::new(), &mut out);
         assert_eq!(out, reference::conv2d_f32(&g, groups, &wf, &xf, batch));
     }
 

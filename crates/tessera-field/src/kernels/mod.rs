@@ -46,5 +46,5 @@ pub(crate) fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
     }
 }
 
-pub use conv::{ConvGeometry, ConvKernel, conv2d_f32, conv2d_grouped_f32, conv2d_zt};
+pub use conv::{ConvF32, ConvGeometry, ConvKernel, conv2d_zt};
 pub use geometry::{ImageShape, Window2d};
