@@ -441,19 +441,24 @@ unsafe fn direct_column<T: Avx512Scalar>(
     }
 }
 
-/// Output channels per tile of [`conv_direct_channels`] (two vectors).
-const CHANNEL_TILE: usize = 32;
-/// Output positions per tile of [`conv_direct_channels`].
-const POSITION_TILE: usize = 8;
+/// Filters per block of [`pack_channels`]: one vector for at most 16 filters, two otherwise
+/// (a second vector of idle lanes would halve a 16-filter layer's speed).
+fn channel_block(m: usize) -> usize {
+    if m <= 16 { 16 } else { 32 }
+}
+
+/// Register lanes in a tile of [`conv_direct_channels`]: `filter vectors × positions`.
+const TILE_VECTORS: usize = 16;
 
 /// `a` (`m × k`, row-major filters) as [`conv_direct_channels`] reads it:
-/// `[filter block][kk][CHANNEL_TILE]`, zero past `m`.
+/// `[filter block][kk][channel_block(m)]`, zero past `m`.
 pub fn pack_channels(m: usize, k: usize, a: &[f32]) -> Vec<f32> {
-    let mut wpack = vec![0.0f32; m.div_ceil(CHANNEL_TILE) * k * CHANNEL_TILE];
+    let block = channel_block(m);
+    let mut wpack = vec![0.0f32; m.div_ceil(block) * k * block];
     for (o, row) in a.chunks(k).take(m).enumerate() {
-        let (blk, lane) = (o / CHANNEL_TILE, o % CHANNEL_TILE);
+        let (blk, lane) = (o / block, o % block);
         for (kk, &v) in row.iter().enumerate() {
-            wpack[(blk * k + kk) * CHANNEL_TILE + lane] = v;
+            wpack[(blk * k + kk) * block + lane] = v;
         }
     }
     wpack
@@ -461,10 +466,11 @@ pub fn pack_channels(m: usize, k: usize, a: &[f32]) -> Vec<f32> {
 
 /// A stride-1 `f32` convolution vectorized over output channels, for planes narrower than a
 /// vector, where a run of positions ([`conv_direct_rows`]) would leave lanes idle: a tile is 32
-/// filters × 8 output positions, each tap one load of the tile's 32 weights and a broadcast of
-/// each position's input. For each of `images` padded images (`plane_len` elements apart, rows
-/// `wp` apart), `c[img][o][oy·ow + ox] = Σ_kk a[o][kk] · img[offsets[kk] + oy·wp + ox]`, in
-/// `kk` order; `c` is NCHW (`images × m × oh·ow`); the filters as [`pack_channels`] leaves them.
+/// filters × 8 output positions (16 × 16 for at most 16 filters), each tap one load of each of
+/// the tile's filter vectors and a broadcast of each position's input. For each of `images`
+/// padded images (`plane_len` elements apart, rows `wp` apart),
+/// `c[img][o][oy·ow + ox] = Σ_kk a[o][kk] · img[offsets[kk] + oy·wp + ox]`, in `kk` order; `c`
+/// is NCHW (`images × m × oh·ow`); the filters as [`pack_channels`] leaves them.
 #[allow(clippy::too_many_arguments, reason = "the geometry of a direct convolution")]
 pub fn conv_direct_channels(
     m: usize,
@@ -477,44 +483,65 @@ pub fn conv_direct_channels(
     c: &mut [f32],
     threads: usize,
 ) {
+    if channel_block(m) == 16 {
+        conv_direct_channels_tiled::<1, 16>(m, wpack, padded, plane_len, images, (oh, ow, wp), offsets, c, threads)
+    } else {
+        conv_direct_channels_tiled::<2, 8>(m, wpack, padded, plane_len, images, (oh, ow, wp), offsets, c, threads)
+    }
+}
+
+/// [`conv_direct_channels`] with tiles of `V` filter vectors × `P` positions.
+#[allow(clippy::too_many_arguments, reason = "the geometry of a direct convolution")]
+fn conv_direct_channels_tiled<const V: usize, const P: usize>(
+    m: usize,
+    wpack: &[f32],
+    padded: &[f32],
+    plane_len: usize,
+    images: usize,
+    (oh, ow, wp): (usize, usize, usize),
+    offsets: &[usize],
+    c: &mut [f32],
+    threads: usize,
+) {
     assert!(available(), "AVX-512F is required");
-    let (k, plane) = (offsets.len(), oh * ow);
+    const { assert!(V * P == TILE_VECTORS) };
+    let (k, plane, block) = (offsets.len(), oh * ow, V * 16);
     let reach = offsets.iter().max().copied().unwrap_or(0) + (oh - 1) * wp + ow;
     assert!(
         images > 0
             && ow > 0
             && oh > 0
-            && wpack.len() >= m.div_ceil(CHANNEL_TILE) * k * CHANNEL_TILE
+            && wpack.len() >= m.div_ceil(block) * k * block
             && c.len() >= images * m * plane
             && padded.len() >= (images - 1) * plane_len + reach,
         "conv_direct_channels sizes"
     );
-    let blocks = m.div_ceil(CHANNEL_TILE);
-    let tiles = plane.div_ceil(POSITION_TILE);
+    let blocks = m.div_ceil(block);
+    let tiles = plane.div_ceil(P);
     let units = images * blocks * tiles;
     let tasks = threads.clamp(1, units);
     let out = OutPtr(c.as_mut_ptr());
     run_tasks(tasks, |t| {
         for unit in (t * units / tasks)..((t + 1) * units / tasks) {
             let (img, blk, tile) = (unit / (blocks * tiles), unit / tiles % blocks, unit % tiles);
-            let first = tile * POSITION_TILE;
-            let count = POSITION_TILE.min(plane - first);
+            let first = tile * P;
+            let count = P.min(plane - first);
             // Each position's padded index; past the plane's end, the last one's (computed, dropped).
-            let at: [usize; POSITION_TILE] = std::array::from_fn(|j| {
+            let at: [usize; P] = std::array::from_fn(|j| {
                 let p = first + j.min(count - 1);
                 p / ow * wp + p % ow
             });
-            let channels = CHANNEL_TILE.min(m - blk * CHANNEL_TILE);
+            let channels = block.min(m - blk * block);
             // SAFETY: `available()` was checked above; every read lies within the image (the
-            // `reach` assertion, positions < plane), the packed block holds k·CHANNEL_TILE
-            // values, and units write disjoint (channel, position) elements of `c`.
+            // `reach` assertion, positions < plane), the packed block holds k·V vectors, and
+            // units write disjoint (channel, position) elements of `c`.
             unsafe {
-                channel_tile(
-                    &wpack[blk * k * CHANNEL_TILE..][..k * CHANNEL_TILE],
+                channel_tile::<V, P>(
+                    &wpack[blk * k * block..][..k * block],
                     padded[img * plane_len..].as_ptr(),
                     offsets,
                     &at,
-                    OutPtr(out.at((img * m + blk * CHANNEL_TILE) * plane + first)),
+                    OutPtr(out.at((img * m + blk * block) * plane + first)),
                     plane,
                     channels,
                     count,
@@ -525,44 +552,44 @@ pub fn conv_direct_channels(
 }
 
 /// One tile of [`conv_direct_channels`]: `c[o · plane + j] = Σ_kk w[kk][o] · base[offsets[kk] +
-/// at[j]]` for `o < channels`, `j < count`.
+/// at[j]]` for `o < channels ≤ 16·V`, `j < count ≤ P`.
 ///
 /// # Safety
-/// The CPU supports AVX-512F; `base + offsets[kk] + at[j]` is readable for every tap and
-/// position; `c + o · plane + j` is writable for `o < channels`, `j < count`.
+/// The CPU supports AVX-512F; `w` holds `V` vectors per tap; `base + offsets[kk] + at[j]` is
+/// readable for every tap and position; `c + o · plane + j` is writable for `o < channels`,
+/// `j < count`.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments, reason = "a register-tile kernel's operands")]
-unsafe fn channel_tile(
+unsafe fn channel_tile<const V: usize, const P: usize>(
     w: &[f32],
     base: *const f32,
     offsets: &[usize],
-    at: &[usize; POSITION_TILE],
+    at: &[usize; P],
     c: OutPtr<f32>,
     plane: usize,
     channels: usize,
     count: usize,
 ) {
-    let mut acc = [[_mm512_setzero_ps(); 2]; POSITION_TILE];
-    for (filters, &off) in w.chunks_exact(CHANNEL_TILE).zip(offsets) {
-        // SAFETY: the chunk holds two vectors; the reads are the caller's.
+    let mut acc = [[_mm512_setzero_ps(); V]; P];
+    for (filters, &off) in w.chunks_exact(V * 16).zip(offsets) {
+        // SAFETY: the chunk holds V vectors; the reads are the caller's.
         unsafe {
-            let w0 = _mm512_loadu_ps(filters.as_ptr());
-            let w1 = _mm512_loadu_ps(filters.as_ptr().add(16));
+            let wv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(filters.as_ptr().add(16 * v)));
             for (sums, &p) in acc.iter_mut().zip(at) {
                 let x = _mm512_set1_ps(*base.add(off + p));
-                sums[0] = _mm512_fmadd_ps(x, w0, sums[0]);
-                sums[1] = _mm512_fmadd_ps(x, w1, sums[1]);
+                for (s, w) in sums.iter_mut().zip(&wv) {
+                    *s = _mm512_fmadd_ps(x, *w, *s);
+                }
             }
         }
     }
-    let mut lanes = [0.0f32; CHANNEL_TILE];
+    let mut lanes = [[0.0f32; 16]; V];
     for (j, sums) in acc.iter().enumerate().take(count) {
-        // SAFETY: `lanes` holds two vectors.
-        unsafe {
-            _mm512_storeu_ps(lanes.as_mut_ptr(), sums[0]);
-            _mm512_storeu_ps(lanes.as_mut_ptr().add(16), sums[1]);
+        for (lane, s) in lanes.iter_mut().zip(sums) {
+            // SAFETY: each entry of `lanes` holds one vector.
+            unsafe { _mm512_storeu_ps(lane.as_mut_ptr(), *s) };
         }
-        for (o, &v) in lanes.iter().enumerate().take(channels) {
+        for (o, &v) in lanes.as_flattened().iter().enumerate().take(channels) {
             // SAFETY: o < channels and j < count (the caller's extents).
             unsafe { *c.at(o * plane + j) = v };
         }

@@ -722,6 +722,11 @@ mod tests {
         case(ConvGeometry { input: ImageShape::new(3, 7, 16), out_channels: 5, window: w(3, 1, 1) }, 1, 1 << 11, 8);
         case(ConvGeometry { input: ImageShape::new(2, 7, 18), out_channels: 4, window: w(3, 1, 0) }, 3, 1 << 11, 9);
         case(ConvGeometry { input: ImageShape::new(2, 12, 12), out_channels: 3, window: w(5, 1, 0) }, 2, 1 << 12, 6);
+        // Rows narrower than a vector (the f32 kernel vectorized over filters): one filter vector
+        // and two, partial filter blocks and position tiles, padded and pointwise.
+        case(ConvGeometry { input: ImageShape::new(3, 6, 6), out_channels: 16, window: w(3, 1, 1) }, 2, 1 << 11, 13);
+        case(ConvGeometry { input: ImageShape::new(5, 7, 7), out_channels: 37, window: w(3, 1, 1) }, 2, 1 << 11, 14);
+        case(ConvGeometry { input: ImageShape::new(6, 5, 5), out_channels: 20, window: w(1, 1, 0) }, 3, 1 << 11, 15);
     }
 
     #[test]
