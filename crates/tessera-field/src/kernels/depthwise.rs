@@ -44,10 +44,16 @@ pub(crate) fn depthwise<'a, T: GemmScalar + Zeroize>(
         let Scratch { phases, acc } = scratch;
         for i in 0..images {
             let plane = &image(i)[c * s.plane()..][..s.plane()];
-            for (iy, line) in plane.chunks(s.w).enumerate() {
-                let py = iy + pt;
-                let at = (py % sh * sw) * phase_len + i * hq * wq + py / sh * wq;
+            // Padded row `py` goes to row phase `py mod sh` at `py / sh`, counted along (a
+            // division per row cost a quarter of a small layer).
+            let (mut phase, mut row) = (pt % sh, pt / sh);
+            for line in plane.chunks(s.w) {
+                let at = (phase * sw) * phase_len + i * hq * wq + row * wq;
                 split_columns(line, &mut phases[at..], pl, sw, phase_len);
+                phase += 1;
+                if phase == sh {
+                    (phase, row) = (0, row + 1);
+                }
             }
         }
         for (k, row) in filters.chunks_mut(n.max(1)).enumerate() {
@@ -95,15 +101,20 @@ fn split_columns<T: Copy>(line: &[T], dst: &mut [T], px: usize, sw: usize, phase
     if sw == 2 {
         // Pairs of columns: the common stride, and a third faster on MobileNet-style layers
         // than the strided loop below (batch 1: 0.089 against 0.130 ms for the whole model).
-        let (first, second) = (px % 2, (px + 1) % 2);
-        let (a, b) = (px / 2, px.div_ceil(2));
+        let (even, odd) = dst.split_at_mut(phase_len);
+        // The line's first value goes to phase `px mod 2` at `px / 2`, its second to the other
+        // phase at `⌈px / 2⌉`.
+        let (first, second) = if px.is_multiple_of(2) {
+            (&mut even[px / 2..], &mut odd[px / 2..])
+        } else {
+            (&mut odd[px / 2..], &mut even[px.div_ceil(2)..])
+        };
         let mut pairs = line.chunks_exact(2);
-        for (j, pair) in (&mut pairs).enumerate() {
-            dst[first * phase_len + a + j] = pair[0];
-            dst[second * phase_len + b + j] = pair[1];
+        for ((a, b), pair) in first.iter_mut().zip(second.iter_mut()).zip(&mut pairs) {
+            (*a, *b) = (pair[0], pair[1]);
         }
         if let [last] = pairs.remainder() {
-            dst[first * phase_len + a + line.len() / 2] = *last;
+            first[line.len() / 2] = *last;
         }
         return;
     }
