@@ -483,29 +483,10 @@ pub fn conv_direct_channels(
     c: &mut [f32],
     threads: usize,
 ) {
-    if channel_block(m) == 16 {
-        conv_direct_channels_tiled::<1, 16>(m, wpack, padded, plane_len, images, (oh, ow, wp), offsets, c, threads)
-    } else {
-        conv_direct_channels_tiled::<2, 8>(m, wpack, padded, plane_len, images, (oh, ow, wp), offsets, c, threads)
-    }
-}
-
-/// [`conv_direct_channels`] with tiles of `V` filter vectors × `P` positions.
-#[allow(clippy::too_many_arguments, reason = "the geometry of a direct convolution")]
-fn conv_direct_channels_tiled<const V: usize, const P: usize>(
-    m: usize,
-    wpack: &[f32],
-    padded: &[f32],
-    plane_len: usize,
-    images: usize,
-    (oh, ow, wp): (usize, usize, usize),
-    offsets: &[usize],
-    c: &mut [f32],
-    threads: usize,
-) {
     assert!(available(), "AVX-512F is required");
-    const { assert!(V * P == TILE_VECTORS) };
-    let (k, plane, block) = (offsets.len(), oh * ow, V * 16);
+    let (k, plane, block) = (offsets.len(), oh * ow, channel_block(m));
+    // Positions per tile: the register tile holds TILE_VECTORS vectors.
+    let positions = TILE_VECTORS / (block / 16);
     let reach = offsets.iter().max().copied().unwrap_or(0) + (oh - 1) * wp + ow;
     assert!(
         images > 0
@@ -517,35 +498,40 @@ fn conv_direct_channels_tiled<const V: usize, const P: usize>(
         "conv_direct_channels sizes"
     );
     let blocks = m.div_ceil(block);
-    let tiles = plane.div_ceil(P);
+    let tiles = plane.div_ceil(positions);
     let units = images * blocks * tiles;
     let tasks = threads.clamp(1, units);
     let out = OutPtr(c.as_mut_ptr());
     run_tasks(tasks, |t| {
         for unit in (t * units / tasks)..((t + 1) * units / tasks) {
             let (img, blk, tile) = (unit / (blocks * tiles), unit / tiles % blocks, unit % tiles);
-            let first = tile * P;
-            let count = P.min(plane - first);
+            let first = tile * positions;
+            let count = positions.min(plane - first);
             // Each position's padded index; past the plane's end, the last one's (computed, dropped).
-            let at: [usize; P] = std::array::from_fn(|j| {
+            let at: [usize; TILE_VECTORS] = std::array::from_fn(|j| {
                 let p = first + j.min(count - 1);
                 p / ow * wp + p % ow
             });
-            let channels = block.min(m - blk * block);
+            let (w, base) = (&wpack[blk * k * block..][..k * block], padded[img * plane_len..].as_ptr());
+            let (dst, channels) = (OutPtr(out.at((img * m + blk * block) * plane + first)), block.min(m - blk * block));
             // SAFETY: `available()` was checked above; every read lies within the image (the
-            // `reach` assertion, positions < plane), the packed block holds k·V vectors, and
+            // `reach` assertion, positions < plane), the packed block holds k·block values, and
             // units write disjoint (channel, position) elements of `c`.
             unsafe {
-                channel_tile::<V, P>(
-                    &wpack[blk * k * block..][..k * block],
-                    padded[img * plane_len..].as_ptr(),
-                    offsets,
-                    &at,
-                    OutPtr(out.at((img * m + blk * block) * plane + first)),
-                    plane,
-                    channels,
-                    count,
-                )
+                if block == 16 {
+                    channel_tile::<1, 16>(w, base, offsets, &at, dst, plane, channels, count)
+                } else {
+                    channel_tile::<2, 8>(
+                        w,
+                        base,
+                        offsets,
+                        at[..8].try_into().expect("8 positions"),
+                        dst,
+                        plane,
+                        channels,
+                        count,
+                    )
+                }
             };
         }
     });
