@@ -231,7 +231,7 @@ fn grouped_product<T: GemmScalar + Zeroize>(
     prod: &mut [T],
 ) {
     let group = g.group(groups).expect("groups checked at construction");
-    if groups > 1 && group.input.c == 1 {
+    if is_depthwise(&group, groups) {
         return depthwise(g, weights, blocks.count(), |i| blocks.block(i, g.input.len()), threads, prod);
     }
     let n = blocks.count() * group.output().expect("geometry checked at construction").plane();
@@ -241,6 +241,12 @@ fn grouped_product<T: GemmScalar + Zeroize>(
         let packed = packed.map(|p| &p[i * p.len() / groups..][..p.len() / groups]);
         conv_product(&group, w, packed, blocks.from(i * group.input.len()), threads, cols, out);
     }
+}
+
+/// Whether a convolution of `groups` groups, one of which is `group`, is depthwise (one input
+/// channel per group): it runs its own loops, no matrix product.
+fn is_depthwise(group: &ConvGeometry, groups: usize) -> bool {
+    groups > 1 && group.input.c == 1
 }
 
 /// The zero-padded copies of a convolution's input images that the direct kernels read.
@@ -412,8 +418,10 @@ pub struct ConvF32 {
     geometry: ConvGeometry,
     groups: usize,
     weights: Vec<f32>,
-    /// `weights` as the AVX-512 kernel of this geometry reads them; empty where the kernel
-    /// reads them in place (fully connected, depthwise, no AVX-512).
+    /// The kernel this geometry runs, decided once.
+    path: F32Path,
+    /// `weights` as that kernel reads them; empty where it reads them in place (fully
+    /// connected, depthwise, no AVX-512).
     packed: Vec<f32>,
 }
 
@@ -441,38 +449,41 @@ impl ConvF32 {
     pub fn new(geometry: ConvGeometry, groups: usize, weights: &[f32]) -> Self {
         let group = geometry.group(groups).expect("groups checked at construction");
         assert_eq!(weights.len(), geometry.out_channels * group.terms(), "ConvF32 weights");
-        let mut conv = Self { geometry, groups, weights: weights.to_vec(), packed: Vec::new() };
-        #[cfg(target_arch = "x86_64")]
-        {
-            use super::avx512::{pack_channels, pack_rows};
-            let (m, k) = (geometry.out_channels, group.terms());
-            conv.packed = match conv.path() {
-                F32Path::Dense => Vec::new(),
-                F32Path::Rows => pack_rows(m, k, weights),
-                F32Path::Channels => pack_channels(m, k, weights),
-                F32Path::Grouped if group.input.c == 1 && groups > 1 || !super::avx512::available() => Vec::new(),
-                F32Path::Grouped => {
-                    weights.chunks(group.out_channels * k).flat_map(|w| pack_rows(group.out_channels, k, w)).collect()
-                }
-            };
-        }
-        conv
+        let (path, packed) = Self::plan(&geometry, groups, weights);
+        Self { geometry, groups, weights: weights.to_vec(), path, packed }
     }
 
-    fn path(&self) -> F32Path {
-        let (g, o) = (&self.geometry, self.geometry.output().expect("geometry checked at construction"));
-        #[cfg(target_arch = "x86_64")]
-        if self.groups == 1 && super::avx512::available() {
-            if g.input.plane() == 1 && o.plane() == 1 && g.window.pads == [0; 4] {
-                return F32Path::Dense;
-            }
-            if g.window.stride == [1, 1] && o.plane() > 1 {
-                let narrow = o.w < <f32 as super::avx512::Avx512Scalar>::NR / 2;
-                return if narrow { F32Path::Channels } else { F32Path::Rows };
-            }
+    /// The kernel for `g` in `groups` groups, and the weights packed for it.
+    #[cfg(target_arch = "x86_64")]
+    fn plan(g: &ConvGeometry, groups: usize, weights: &[f32]) -> (F32Path, Vec<f32>) {
+        use super::avx512::{available, pack_channels, pack_rows};
+        let o = g.output().expect("geometry checked at construction");
+        let group = g.group(groups).expect("groups checked at construction");
+        let (m, k) = (g.out_channels, group.terms());
+        if !available() || is_depthwise(&group, groups) {
+            return (F32Path::Grouped, Vec::new());
         }
-        let _ = (g, o);
-        F32Path::Grouped
+        if groups > 1 {
+            let packed = weights.chunks(group.out_channels * k).flat_map(|w| pack_rows(group.out_channels, k, w));
+            return (F32Path::Grouped, packed.collect());
+        }
+        if g.input.plane() == 1 && o.plane() == 1 && g.window.pads == [0; 4] {
+            return (F32Path::Dense, Vec::new());
+        }
+        if g.window.stride != [1, 1] || o.plane() == 1 {
+            return (F32Path::Grouped, pack_rows(m, k, weights));
+        }
+        if o.w < <f32 as super::avx512::Avx512Scalar>::NR / 2 {
+            (F32Path::Channels, pack_channels(m, k, weights))
+        } else {
+            (F32Path::Rows, pack_rows(m, k, weights))
+        }
+    }
+
+    /// Without AVX-512 every convolution goes group by group, its weights read in place.
+    #[cfg(not(target_arch = "x86_64"))]
+    fn plan(_: &ConvGeometry, _: usize, _: &[f32]) -> (F32Path, Vec<f32>) {
+        (F32Path::Grouped, Vec::new())
     }
 
     /// `out = W ∗ input` for `batch` NCHW images on up to `threads` threads; `cols` is reusable
@@ -485,13 +496,11 @@ impl ConvF32 {
         let (m, p) = (g.out_channels, o.plane());
         let blocks = Blocks { src: input, stride: g.input.len(), planes: 1, batch };
         let packed = (!self.packed.is_empty()).then_some(&self.packed[..]);
-        match self.path() {
+        match self.path {
             #[cfg(target_arch = "x86_64")]
             F32Path::Dense => super::avx512::dense_f32(m, g.terms(), &self.weights, input, batch, out, threads),
             #[cfg(target_arch = "x86_64")]
-            F32Path::Rows | F32Path::Channels => {
-                conv_rows_f32(g, &self.packed, self.path(), blocks, threads, cols, out)
-            }
+            F32Path::Rows | F32Path::Channels => conv_rows_f32(g, &self.packed, self.path, blocks, threads, cols, out),
             _ if batch == 1 => grouped_product(g, self.groups, &self.weights, packed, blocks, threads, cols, out),
             _ => {
                 let mut prod = vec![0.0f32; m * batch * p];
@@ -520,65 +529,44 @@ fn conv_rows_f32(
     let o = g.output().expect("geometry checked at construction");
     let (m, images) = (g.out_channels, blocks.count());
     let threads = threads.clamp(1, 1 + out.len() * g.terms() / super::PARALLEL_MIN_MACS);
-    let narrow = path == F32Path::Channels;
-    let weights = packed;
-    if g.window.kernel == [1, 1] && g.window.pads == [0; 4] {
-        // Pointwise: an image's rows are already the padded rows and its products the NCHW
-        // output, so the kernel reads the input and writes `out` in place.
-        let offsets: Vec<usize> = (0..g.input.c).map(|ch| ch * g.input.plane()).collect();
-        let input = &blocks.src[..images * g.input.len()];
-        if narrow {
-            let geometry = (o.h, o.w, g.input.w);
-            return super::avx512::conv_direct_channels(
-                m,
-                weights,
-                input,
-                g.input.len(),
-                images,
-                geometry,
-                &offsets,
-                out,
-                threads,
-            );
+    // A pointwise convolution's input rows are already the padded rows, and its products along
+    // them the NCHW output: the kernels read the input and write `out` in place.
+    let pointwise = g.window.kernel == [1, 1] && g.window.pads == [0; 4];
+    let pad = Padded::new(g);
+    let span = (o.h - 1) * pad.wp + o.w;
+    let wide_len = if pointwise || path == F32Path::Channels { 0 } else { images * m * span };
+    let (src, offsets, wide): (&[f32], Vec<usize>, &mut [f32]) = if pointwise {
+        let offsets = (0..g.input.c).map(|ch| ch * g.input.plane()).collect();
+        (&blocks.src[..images * g.input.len()], offsets, &mut [])
+    } else {
+        // Grow only: the padded images' borders are re-zeroed below where there are any, and
+        // the products are overwritten whole.
+        scratch.resize(images * pad.plane_len + wide_len, 0.0);
+        let (padded, wide) = scratch.split_at_mut(images * pad.plane_len);
+        if g.window.pads != [0; 4] {
+            padded.fill(0.0);
         }
-        return super::avx512::conv_direct_rows(
+        pad.copy_in(g, blocks, padded);
+        (padded, pad.offsets(g), &mut wide[..wide_len])
+    };
+    if path == F32Path::Channels {
+        let geometry = (o.h, o.w, pad.wp);
+        return super::avx512::conv_direct_channels(
             m,
-            weights,
-            input,
-            g.input.len(),
+            packed,
+            src,
+            pad.plane_len,
             images,
-            o.plane(),
+            geometry,
             &offsets,
             out,
             threads,
         );
     }
-    let pad = Padded::new(g);
-    let span = (o.h - 1) * pad.wp + o.w;
-    let padded_len = images * pad.plane_len;
-    // Grow only: the padded images' borders are re-zeroed below where there are any, and the
-    // products are overwritten whole.
-    scratch.resize(padded_len + if narrow { 0 } else { images * m * span }, 0.0);
-    let (padded, wide) = scratch.split_at_mut(padded_len);
-    if g.window.pads != [0; 4] {
-        padded.fill(0.0);
+    if pointwise {
+        return super::avx512::conv_direct_rows(m, packed, src, pad.plane_len, images, span, &offsets, out, threads);
     }
-    pad.copy_in(g, blocks, padded);
-    if narrow {
-        let geometry = (o.h, o.w, pad.wp);
-        return super::avx512::conv_direct_channels(
-            m,
-            weights,
-            padded,
-            pad.plane_len,
-            images,
-            geometry,
-            &pad.offsets(g),
-            out,
-            threads,
-        );
-    }
-    super::avx512::conv_direct_rows(m, weights, padded, pad.plane_len, images, span, &pad.offsets(g), wide, threads);
+    super::avx512::conv_direct_rows(m, packed, src, pad.plane_len, images, span, &offsets, wide, threads);
     for (plane_out, plane_wide) in out.chunks_mut(o.plane()).zip(wide.chunks(span)) {
         for (row, src) in plane_out.chunks_mut(o.w).zip(plane_wide.chunks(pad.wp)) {
             super::copy_short(row, &src[..o.w]);
