@@ -1,13 +1,14 @@
 //! The `f32` engine: the plaintext baseline every secure suite is timed against.
 //!
 //! Convolutions run as im2col + GEMM through the same kernels as the `Z_t` engine; buffers are
-//! kept between runs so a query allocates nothing large. A batch is cut into one slice per
-//! thread, each run through the whole network on its own buffers: the threads meet once per
-//! run instead of once per layer.
+//! kept between runs so a query allocates nothing large. A batch is cut into runs of a few images
+//! that the threads claim one at a time, each run through the whole network on its thread's
+//! buffers: the threads meet once per run instead of once per layer.
 
-use rayon::prelude::*;
-use tessera_field::kernels::ConvF32;
+use std::sync::{Mutex, PoisonError};
+
 use tessera_field::kernels::pool::{max_pool_f32, sum_pool_f32};
+use tessera_field::kernels::{ConvF32, team};
 
 use crate::error::{ModelError, Result};
 use crate::ir::{Model, Op};
@@ -18,11 +19,15 @@ pub struct PlainEngine<'m> {
     model: &'m Model,
     /// Each linear node's convolution, its weights laid out once for its kernel.
     convs: Vec<Option<ConvF32>>,
-    lanes: Vec<Lane>,
+    /// One per thread of a batch's split.
+    lanes: Vec<Mutex<Lane>>,
     threads: usize,
 }
 
-/// The buffers of one slice of a batch: every value's, and the im2col scratch.
+/// Runs of images per thread a batch is cut into.
+const RUNS_PER_THREAD: usize = 2;
+
+/// The buffers of one thread's runs of a batch: every value's, and the im2col scratch.
 #[derive(Debug, Default)]
 struct Lane {
     values: Vec<Vec<f32>>,
@@ -40,29 +45,43 @@ impl<'m> PlainEngine<'m> {
                 _ => None,
             })
             .collect();
-        Self { model, convs, lanes: vec![Lane::default()], threads: rayon::current_num_threads() }
+        Self { model, convs, lanes: vec![Mutex::default()], threads: rayon::current_num_threads() }
     }
 
-    /// Logits for `batch` images (NCHW, normalized). A batch of several images is cut into one
-    /// slice per thread, each run on one thread.
+    /// Logits for `batch` images (NCHW, normalized). A batch of several images is cut into runs
+    /// of a few images, which the threads claim one at a time (the kernels' helpers, see
+    /// [`team`]), each run through the whole network on its thread's buffers: a thread the OS
+    /// deschedules leaves the rest of the batch to the others.
     pub fn run(&mut self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
         let (model, convs) = (self.model, &self.convs);
-        let slices = self.threads.min(batch);
-        if slices <= 1 {
+        let threads = self.threads.min(batch);
+        if threads <= 1 {
             return self.run_observed(input, batch, &mut |_, _| {});
         }
         check_input(model, input, batch)?;
-        let per_image = model.input_shape().len();
-        self.lanes.resize_with(slices.max(self.lanes.len()), Lane::default);
-        let bounds: Vec<(usize, usize)> = (0..slices).map(|k| (k * batch / slices, (k + 1) * batch / slices)).collect();
-        let outputs: Vec<Vec<f32>> = self.lanes[..slices]
-            .par_iter_mut()
-            .zip(&bounds)
-            .map(|(lane, &(from, to))| {
-                lane.run(model, convs, &input[from * per_image..to * per_image], to - from, 1, &mut |_, _| {})
-            })
-            .collect::<Result<_>>()?;
-        Ok(outputs.concat())
+        let (per_image, per_output) = (model.input_shape().len(), model.output_len());
+        let chunk = batch.div_ceil(threads * RUNS_PER_THREAD);
+        self.lanes.resize_with(threads.max(self.lanes.len()), Default::default);
+        let lanes = &self.lanes;
+        let mut logits = vec![0.0; batch * per_output];
+        let runs: Vec<Mutex<&mut [f32]>> = logits.chunks_mut(chunk * per_output).map(Mutex::new).collect();
+        let failure = Mutex::new(None);
+        let task = |thread: usize, run: usize| {
+            let (from, to) = (run * chunk, ((run + 1) * chunk).min(batch));
+            let mut lane = lanes[thread].lock().unwrap_or_else(PoisonError::into_inner);
+            let images = &input[from * per_image..to * per_image];
+            match lane.run(model, convs, images, to - from, 1, &mut |_, _| {}) {
+                Ok(out) => runs[run].lock().unwrap_or_else(PoisonError::into_inner).copy_from_slice(&out),
+                Err(e) => *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(e),
+            }
+        };
+        if !team::run(threads, runs.len(), &task) {
+            (0..runs.len()).for_each(|run| task(0, run));
+        }
+        match failure.into_inner().unwrap_or_else(PoisonError::into_inner) {
+            Some(e) => Err(e),
+            None => Ok(logits),
+        }
     }
 
     /// Like [`run`](Self::run), calling `observe(node index, output)` after every node (the
@@ -74,7 +93,8 @@ impl<'m> PlainEngine<'m> {
         observe: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<Vec<f32>> {
         check_input(self.model, input, batch)?;
-        self.lanes[0].run(self.model, &self.convs, input, batch, self.threads, observe)
+        let lane = self.lanes[0].get_mut().unwrap_or_else(PoisonError::into_inner);
+        lane.run(self.model, &self.convs, input, batch, self.threads, observe)
     }
 }
 

@@ -172,8 +172,8 @@ fn merging_pass_keeps_f32_logits_on_real_images() {
     }
 }
 
-/// A batch cut into one slice per thread gives every image the logits it gets alone, and the
-/// observed run (the whole batch layer by layer) the same logits.
+/// A batch cut into runs that the threads claim gives every image the logits it gets alone,
+/// and the observed run (the whole batch layer by layer) the same logits.
 #[test]
 fn batched_f32_logits_equal_each_image_run_alone() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();

@@ -232,11 +232,10 @@ pub fn matmul_panels<T: Avx512Scalar>(
     let nr = T::NR;
     let blocks = m.div_ceil(MR);
     let panels = n.div_ceil(nr);
-    let tasks = threads.clamp(1, panels.max(1));
     let out = OutPtr(c.as_mut_ptr());
-    let task = |t: usize| {
+    let part = |range: std::ops::Range<usize>| {
         let mut bpack = vec![T::default(); k * nr];
-        for p in (t * panels / tasks)..((t + 1) * panels / tasks) {
+        for p in range {
             let (j0, w) = (p * nr, nr.min(n - p * nr));
             fill(j0, w, &mut bpack);
             // Blocks of KC terms keep the B chunk in L1 while every row block uses it.
@@ -265,14 +264,18 @@ pub fn matmul_panels<T: Avx512Scalar>(
             }
         }
     };
-    run_tasks(tasks, task);
+    run_split(threads, panels, part);
 }
 
-/// Runs `task(0..tasks)` at once on the calling thread and the kernels' spinning helpers; one
+/// Runs `part(range)` over ranges that cover `0..units`, on the calling thread and, for
+/// `threads > 1`, up to `threads − 1` of the kernels' spinning helpers: the units are cut into
+/// [`TASKS_PER_THREAD`](super::TASKS_PER_THREAD) ranges per thread, claimed one at a time. One
 /// after another on the calling thread when a concurrent caller holds the helpers (its work
 /// keeps the cores busy) or there are none.
-fn run_tasks(tasks: usize, task: impl Fn(usize) + Sync + Send) {
-    if tasks == 1 || !super::team::run(tasks, &task) {
+fn run_split(threads: usize, units: usize, part: impl Fn(std::ops::Range<usize>) + Sync) {
+    let tasks = if threads > 1 { (threads * super::TASKS_PER_THREAD).min(units) } else { 1 };
+    let task = |t: usize| part(t * units / tasks..(t + 1) * units / tasks);
+    if tasks <= 1 || !super::team::run(threads, tasks, &|_, t| task(t)) {
         (0..tasks).for_each(task);
     }
 }
@@ -308,10 +311,9 @@ pub fn conv_direct<T: Avx512Scalar>(
     let rows_per_tile = if ow == lanes { 2 } else { 1 };
     let row_units = oh.div_ceil(rows_per_tile);
     let units = images * row_units;
-    let tasks = threads.clamp(1, units.max(1));
     let out = OutPtr(c.as_mut_ptr());
-    run_tasks(tasks, |t| {
-        for unit in (t * units / tasks)..((t + 1) * units / tasks) {
+    run_split(threads, units, |range| {
+        for unit in range {
             let (img, oy) = (unit / row_units, unit % row_units * rows_per_tile);
             for ox0 in (0..ow).step_by(nr) {
                 let (w, second) =
@@ -371,10 +373,9 @@ pub fn conv_direct_rows<T: Avx512Scalar>(
     // Several threads split the row blocks too, so a small image's few tiles still share out.
     let blocks = if threads > 1 { m.div_ceil(MR) } else { 1 };
     let units = images * tiles * blocks;
-    let tasks = threads.clamp(1, units.max(1));
     let out = OutPtr(c.as_mut_ptr());
-    run_tasks(tasks, |t| {
-        for unit in (t * units / tasks)..((t + 1) * units / tasks) {
+    run_split(threads, units, |range| {
+        for unit in range {
             let (img, j0, block) = (unit / (tiles * blocks), unit / blocks % tiles * nr, unit % blocks);
             let rows = if blocks == 1 { 0..m.div_ceil(MR) } else { block..block + 1 };
             let base = &padded[img * plane_len + j0..];
@@ -500,10 +501,9 @@ pub fn conv_direct_channels(
     let blocks = m.div_ceil(block);
     let tiles = plane.div_ceil(positions);
     let units = images * blocks * tiles;
-    let tasks = threads.clamp(1, units);
     let out = OutPtr(c.as_mut_ptr());
-    run_tasks(tasks, |t| {
-        for unit in (t * units / tasks)..((t + 1) * units / tasks) {
+    run_split(threads, units, |range| {
+        for unit in range {
             let (img, blk, tile) = (unit / (blocks * tiles), unit / tiles % blocks, unit % tiles);
             let first = tile * positions;
             let count = positions.min(plane - first);
@@ -596,10 +596,10 @@ pub fn dense_f32(m: usize, k: usize, w: &[f32], x: &[f32], batch: usize, c: &mut
         return;
     }
     let units = m.div_ceil(DENSE_ROWS);
-    let tasks = threads.clamp(1, 1 + m * k * batch / super::PARALLEL_MIN_MACS).min(units);
+    let threads = threads.clamp(1, 1 + m * k * batch / super::PARALLEL_MIN_MACS);
     let out = OutPtr(c.as_mut_ptr());
-    run_tasks(tasks, |t| {
-        for unit in (t * units / tasks)..((t + 1) * units / tasks) {
+    run_split(threads, units, |range| {
+        for unit in range {
             // Past the last row or image, a block repeats it; the repeats are not written.
             let rows: [usize; DENSE_ROWS] = std::array::from_fn(|i| (unit * DENSE_ROWS + i).min(m - 1));
             let row_ptrs = rows.map(|o| w[o * k..].as_ptr());
