@@ -267,13 +267,14 @@ pub fn matmul_panels<T: Avx512Scalar>(
     run_split(threads, panels, part);
 }
 
-/// Runs `part(range)` over ranges that cover `0..units`, on the calling thread and, for
-/// `threads > 1`, up to `threads − 1` of the kernels' spinning helpers: the units are cut into
-/// [`TASKS_PER_THREAD`](super::TASKS_PER_THREAD) ranges per thread, claimed one at a time. One
-/// after another on the calling thread when a concurrent caller holds the helpers (its work
-/// keeps the cores busy) or there are none.
+/// Runs `part(range)` over ranges that cover `0..units`, one per thread: on the calling thread
+/// and, for `threads > 1`, up to `threads − 1` of the kernels' spinning helpers, each claiming
+/// the next unclaimed range (a helper that has not woken by the time the caller finishes its own
+/// leaves its range to the caller; finer ranges measured slower at batch 1). One after another
+/// on the calling thread when a concurrent caller holds the helpers (its work keeps the cores
+/// busy) or there are none.
 fn run_split(threads: usize, units: usize, part: impl Fn(std::ops::Range<usize>) + Sync) {
-    let tasks = if threads > 1 { (threads * super::TASKS_PER_THREAD).min(units) } else { 1 };
+    let tasks = threads.clamp(1, units.max(1));
     let task = |t: usize| part(t * units / tasks..(t + 1) * units / tasks);
     if tasks <= 1 || !super::team::run(threads, tasks, &|_, t| task(t)) {
         (0..tasks).for_each(task);

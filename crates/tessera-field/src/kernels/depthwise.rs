@@ -145,12 +145,26 @@ fn sum_taps_avx512<T: GemmScalar>(acc: &mut [T], src: &[T], taps: &[T], offsets:
     sum_taps_body(acc, src, taps, offsets)
 }
 
-/// The loops of [`sum_taps`], inlined into each build of it.
+/// The loops of [`sum_taps`], inlined into each build of it: runs of [`RUN`] sums stay in
+/// registers across every tap and are stored once.
 #[inline(always)]
 fn sum_taps_body<T: GemmScalar>(acc: &mut [T], src: &[T], taps: &[T], offsets: &[usize]) {
-    acc.fill(T::ZERO);
-    let n = acc.len();
+    let first = acc.len() - acc.len() % RUN;
+    let mut runs = acc.chunks_exact_mut(RUN);
+    for (r, run) in (&mut runs).enumerate() {
+        let mut sums = [T::ZERO; RUN];
+        for (&w, &at) in taps.iter().zip(offsets) {
+            let x: &[T; RUN] = src[at + r * RUN..][..RUN].try_into().expect("a run of inputs");
+            sums.iter_mut().zip(x).for_each(|(a, &x)| *a += w * x);
+        }
+        run.copy_from_slice(&sums);
+    }
+    let rest = runs.into_remainder();
+    rest.fill(T::ZERO);
     for (&w, &at) in taps.iter().zip(offsets) {
-        acc.iter_mut().zip(&src[at..][..n]).for_each(|(a, &x)| *a += w * x);
+        rest.iter_mut().zip(&src[at + first..]).for_each(|(a, &x)| *a += w * x);
     }
 }
+
+/// Sums [`sum_taps`] keeps in registers: four 512-bit vectors of `f32`, eight of `f64`.
+const RUN: usize = 64;

@@ -28,11 +28,6 @@ pub(crate) const PARALLEL_MIN_MACS: usize = 1 << 18;
 #[cfg(not(target_arch = "x86_64"))]
 pub(crate) const PARALLEL_MIN_MACS: usize = 4 << 20;
 
-/// How many tasks per thread a kernel's split is cut into: the threads claim them one at a
-/// time, so a thread the OS deschedules leaves most of its share to the others.
-#[cfg(target_arch = "x86_64")]
-pub(crate) const TASKS_PER_THREAD: usize = 4;
-
 /// `dst.copy_from_slice(src)` for the short runs the kernels move (an im2col panel row, an image
 /// row into or out of padded scratch): fixed-size chunks compile to inline vector moves instead
 /// of a `memcpy` call per run.
