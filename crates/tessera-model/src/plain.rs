@@ -16,9 +16,7 @@ use crate::ir::{Model, Op};
 /// Runs a model in `f32`. Holds per-value buffers and im2col scratch between runs.
 #[derive(Debug)]
 pub struct PlainEngine<'m> {
-    model: &'m Model,
-    /// Each linear node's convolution, its weights laid out once for its kernel.
-    convs: Vec<Option<ConvF32>>,
+    plan: Plan<'m>,
     /// One per thread of a batch's split.
     lanes: Vec<Mutex<Lane>>,
     threads: usize,
@@ -26,6 +24,18 @@ pub struct PlainEngine<'m> {
 
 /// Runs of images per thread a batch is cut into.
 const RUNS_PER_THREAD: usize = 2;
+
+/// The model and what the engine prepared for it once.
+#[derive(Debug)]
+struct Plan<'m> {
+    model: &'m Model,
+    /// Each linear node's convolution, its weights laid out once for its kernel.
+    convs: Vec<Option<ConvF32>>,
+    /// Each node's: whether it is a linear node whose output only a ReLU reads. Outside observed
+    /// runs such a node applies the ReLU as it adds its bias, and the ReLU takes over its buffer:
+    /// one pass less over the activations.
+    relu_fused: Vec<bool>,
+}
 
 /// The buffers of one thread's runs of a batch: every value's, and the im2col scratch.
 #[derive(Debug, Default)]
@@ -35,17 +45,28 @@ struct Lane {
 }
 
 impl<'m> PlainEngine<'m> {
-    /// An engine for `model` using the current rayon pool.
+    /// An engine for `model`, with as many threads as the current rayon pool.
     pub fn new(model: &'m Model) -> Self {
-        let convs = model
-            .nodes()
+        let nodes = model.nodes();
+        let convs = nodes
             .iter()
             .map(|node| match &node.op {
                 Op::Linear(l) => Some(ConvF32::new(l.geometry, l.groups, &l.weight)),
                 _ => None,
             })
             .collect();
-        Self { model, convs, lanes: vec![Mutex::default()], threads: rayon::current_num_threads() }
+        // Readers of each value (node `i` writes value `i + 1`); the model's output counts as one.
+        let mut readers = vec![0usize; nodes.len() + 1];
+        nodes.iter().flat_map(|node| &node.inputs).for_each(|&v| readers[v] += 1);
+        readers[model.output()] += 1;
+        let relu_reads = |v: usize| nodes.iter().any(|node| matches!(node.op, Op::Relu) && node.inputs[0] == v);
+        let relu_fused = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| matches!(node.op, Op::Linear(_)) && readers[i + 1] == 1 && relu_reads(i + 1))
+            .collect();
+        let plan = Plan { model, convs, relu_fused };
+        Self { plan, lanes: vec![Mutex::default()], threads: rayon::current_num_threads() }
     }
 
     /// Logits for `batch` images (NCHW, normalized). A batch of several images is cut into runs
@@ -53,10 +74,12 @@ impl<'m> PlainEngine<'m> {
     /// [`team`]), each run through the whole network on its thread's buffers: a thread the OS
     /// deschedules leaves the rest of the batch to the others.
     pub fn run(&mut self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
-        let (model, convs) = (self.model, &self.convs);
+        let (plan, model) = (&self.plan, self.plan.model);
         let threads = self.threads.min(batch);
         if threads <= 1 {
-            return self.run_observed(input, batch, &mut |_, _| {});
+            check_input(model, input, batch)?;
+            let lane = self.lanes[0].get_mut().unwrap_or_else(PoisonError::into_inner);
+            return lane.run(plan, input, batch, self.threads, true, &mut |_, _| {});
         }
         check_input(model, input, batch)?;
         let (per_image, per_output) = (model.input_shape().len(), model.output_len());
@@ -70,7 +93,7 @@ impl<'m> PlainEngine<'m> {
             let (from, to) = (run * chunk, ((run + 1) * chunk).min(batch));
             let mut lane = lanes[thread].lock().unwrap_or_else(PoisonError::into_inner);
             let images = &input[from * per_image..to * per_image];
-            match lane.run(model, convs, images, to - from, 1, &mut |_, _| {}) {
+            match lane.run(plan, images, to - from, 1, true, &mut |_, _| {}) {
                 Ok(out) => runs[run].lock().unwrap_or_else(PoisonError::into_inner).copy_from_slice(&out),
                 Err(e) => *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(e),
             }
@@ -85,16 +108,16 @@ impl<'m> PlainEngine<'m> {
     }
 
     /// Like [`run`](Self::run), calling `observe(node index, output)` after every node (the
-    /// whole batch at once, every kernel on the engine's threads).
+    /// whole batch at once, every kernel on the engine's threads; no node fused into another).
     pub fn run_observed(
         &mut self,
         input: &[f32],
         batch: usize,
         observe: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<Vec<f32>> {
-        check_input(self.model, input, batch)?;
+        check_input(self.plan.model, input, batch)?;
         let lane = self.lanes[0].get_mut().unwrap_or_else(PoisonError::into_inner);
-        lane.run(self.model, &self.convs, input, batch, self.threads, observe)
+        lane.run(&self.plan, input, batch, self.threads, false, observe)
     }
 }
 
@@ -107,22 +130,29 @@ fn check_input(model: &Model, input: &[f32], batch: usize) -> Result<()> {
 }
 
 impl Lane {
-    /// Runs `batch` images (checked) through `model`, whose linear nodes are `convs`, with
-    /// `threads` threads per kernel.
+    /// Runs `batch` images (checked) through the plan's model with `threads` threads per
+    /// kernel, each ReLU the plan marks applied by the linear node before it where `fuse`.
     fn run(
         &mut self,
-        model: &Model,
-        convs: &[Option<ConvF32>],
+        plan: &Plan<'_>,
         input: &[f32],
         batch: usize,
         threads: usize,
+        fuse: bool,
         observe: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<Vec<f32>> {
+        let model = plan.model;
         self.values.resize_with(model.nodes().len() + 1, Vec::new);
         self.values[0].clear();
         self.values[0].extend_from_slice(input);
         for (i, node) in model.nodes().iter().enumerate() {
             let (done, rest) = self.values.split_at_mut(i + 1);
+            if fuse && matches!(node.op, Op::Relu) && node.inputs[0] > 0 && plan.relu_fused[node.inputs[0] - 1] {
+                // The linear node that wrote the input applied this ReLU: its buffer is the output.
+                std::mem::swap(&mut rest[0], &mut done[node.inputs[0]]);
+                observe(i, &rest[0]);
+                continue;
+            }
             let out = &mut rest[0];
             let x = &done[node.inputs[0]];
             let in_shape = model.value_shape(node.inputs[0]);
@@ -130,13 +160,22 @@ impl Lane {
             out.resize(batch * node.shape.len(), 0.0);
             match &node.op {
                 Op::Linear(l) => {
-                    let conv = convs[i].as_ref().expect("a convolution per linear node");
+                    let conv = plan.convs[i].as_ref().expect("a convolution per linear node");
                     conv.run(x, batch, threads, &mut self.cols, out);
-                    if let Some(b) = &l.bias {
-                        let plane = node.shape.plane();
-                        for (chunk, &bv) in out.chunks_mut(plane).zip(b.iter().cycle()) {
-                            chunk.iter_mut().for_each(|v| *v += bv);
+                    let relu = fuse && plan.relu_fused[i];
+                    match &l.bias {
+                        Some(b) => {
+                            let plane = node.shape.plane();
+                            for (chunk, &bv) in out.chunks_mut(plane).zip(b.iter().cycle()) {
+                                if relu {
+                                    chunk.iter_mut().for_each(|v| *v = (*v + bv).max(0.0));
+                                } else {
+                                    chunk.iter_mut().for_each(|v| *v += bv);
+                                }
+                            }
                         }
+                        None if relu => out.iter_mut().for_each(|v| *v = v.max(0.0)),
+                        None => {}
                     }
                 }
                 Op::BatchNorm { scale, shift } => {
