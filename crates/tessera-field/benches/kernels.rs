@@ -2,7 +2,7 @@
 //! `tessera bench kernels` prints the same comparison as a table.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tessera_field::kernels::{ConvF32, ConvKernel, conv2d_zt, shapes};
+use tessera_field::kernels::{ConvF32, ConvKernel, Epilogue, conv2d_zt, shapes};
 use tessera_field::zt;
 
 fn bench(c: &mut Criterion) {
@@ -19,7 +19,7 @@ fn bench(c: &mut Criterion) {
         let mut out = vec![0.0; g.output().unwrap().len()];
         let mut cols = Vec::new();
         let conv = ConvF32::new(g, 1, &wf);
-        group.bench_function("f32", |b| b.iter(|| conv.run(&xf, 1, threads, &mut cols, &mut out)));
+        group.bench_function("f32", |b| b.iter(|| conv.run(&xf, 1, threads, &mut cols, &mut out, Epilogue::default())));
         group.finish();
     }
 }

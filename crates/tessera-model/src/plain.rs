@@ -8,7 +8,7 @@
 use std::sync::{Mutex, PoisonError};
 
 use tessera_field::kernels::pool::{max_pool_f32, sum_pool_f32};
-use tessera_field::kernels::{ConvF32, team};
+use tessera_field::kernels::{ConvF32, Epilogue, team};
 
 use crate::error::{ModelError, Result};
 use crate::ir::{Model, Op};
@@ -32,8 +32,8 @@ struct Plan<'m> {
     /// Each linear node's convolution, its weights laid out once for its kernel.
     convs: Vec<Option<ConvF32>>,
     /// Each node's: whether it is a linear node whose output only a ReLU reads. Outside observed
-    /// runs such a node applies the ReLU as it adds its bias, and the ReLU takes over its buffer:
-    /// one pass less over the activations.
+    /// runs such a node's convolution applies the ReLU as it writes its outputs, and the ReLU
+    /// takes over its buffer.
     relu_fused: Vec<bool>,
 }
 
@@ -161,22 +161,8 @@ impl Lane {
             match &node.op {
                 Op::Linear(l) => {
                     let conv = plan.convs[i].as_ref().expect("a convolution per linear node");
-                    conv.run(x, batch, threads, &mut self.cols, out);
-                    let relu = fuse && plan.relu_fused[i];
-                    match &l.bias {
-                        Some(b) => {
-                            let plane = node.shape.plane();
-                            for (chunk, &bv) in out.chunks_mut(plane).zip(b.iter().cycle()) {
-                                if relu {
-                                    chunk.iter_mut().for_each(|v| *v = (*v + bv).max(0.0));
-                                } else {
-                                    chunk.iter_mut().for_each(|v| *v += bv);
-                                }
-                            }
-                        }
-                        None if relu => out.iter_mut().for_each(|v| *v = v.max(0.0)),
-                        None => {}
-                    }
+                    let epilogue = Epilogue { bias: l.bias.as_deref(), relu: fuse && plan.relu_fused[i] };
+                    conv.run(x, batch, threads, &mut self.cols, out, epilogue);
                 }
                 Op::BatchNorm { scale, shift } => {
                     let plane = node.shape.plane();

@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::json;
 use tessera::LoadedModel;
 use tessera::dataset::Dataset;
-use tessera::field::kernels::{ConvF32, ConvKernel, conv2d_zt, shapes};
+use tessera::field::kernels::{ConvF32, ConvKernel, Epilogue, conv2d_zt, shapes};
 use tessera::field::{seed::os_rng, zt};
 use tessera::input::normalize;
 use tessera::model::ir::Model;
@@ -198,7 +198,8 @@ fn kernels(runs: usize, json: bool) -> Result<()> {
         let mut out = vec![0.0; g.output().expect("valid").len()];
         let mut cols = Vec::new();
         let conv = ConvF32::new(g, 1, &wf);
-        let (f_min, f_med) = min_median(&mut time_runs(runs, || conv.run(&xf, 1, threads, &mut cols, &mut out)));
+        let (f_min, f_med) =
+            min_median(&mut time_runs(runs, || conv.run(&xf, 1, threads, &mut cols, &mut out, Epilogue::default())));
         let macs = g.macs() as f64;
         zt_total += zt_med;
         f32_total += f_med;

@@ -270,14 +270,31 @@ impl Padded {
 
     /// Copies every image of `blocks` into its padded place in `dst`, whose borders are already
     /// zero.
-    fn copy_in<T: Copy>(&self, g: &ConvGeometry, blocks: Blocks<'_, T>, dst: &mut [T]) {
+    fn copy_in<T: Copy + Default>(&self, g: &ConvGeometry, blocks: Blocks<'_, T>, dst: &mut [T]) {
+        for (i, dst) in dst.chunks_mut(self.plane_len).take(blocks.count()).enumerate() {
+            self.copy_planes(g, blocks, i * g.input.c..(i + 1) * g.input.c, dst);
+        }
+    }
+
+    /// Copies planes `planes` (plane `u` is channel `u mod C` of image `u / C`) of `blocks` into
+    /// `dst`, which holds exactly those padded planes; their borders are zeroed first where the
+    /// window pads.
+    fn copy_planes<T: Copy + Default>(
+        &self,
+        g: &ConvGeometry,
+        blocks: Blocks<'_, T>,
+        planes: std::ops::Range<usize>,
+        dst: &mut [T],
+    ) {
         let s = g.input;
         let [pt, pl, ..] = g.window.pads;
-        for (i, dst) in dst.chunks_mut(self.plane_len).take(blocks.count()).enumerate() {
-            for (ch, plane) in blocks.block(i, s.len()).chunks(s.plane()).enumerate() {
-                for (y, line) in plane.chunks(s.w).enumerate() {
-                    super::copy_short(&mut dst[ch * self.hp * self.wp + (y + pt) * self.wp + pl..][..s.w], line);
-                }
+        if g.window.pads != [0; 4] {
+            dst.fill(T::default());
+        }
+        for (u, dst) in planes.zip(dst.chunks_mut(self.hp * self.wp)) {
+            let plane = &blocks.block(u / s.c, s.len())[u % s.c * s.plane()..][..s.plane()];
+            for (y, line) in plane.chunks(s.w).enumerate() {
+                super::copy_short(&mut dst[(y + pt) * self.wp + pl..][..s.w], line);
             }
         }
     }
@@ -423,6 +440,9 @@ pub struct ConvF32 {
     /// `weights` as that kernel reads them; empty where it reads them in place (fully
     /// connected, depthwise, no AVX-512).
     packed: Vec<f32>,
+    /// Where each tap reads, from the top-left of an input image as the direct kernels see it
+    /// ([`F32Path::Rows`], [`F32Path::Channels`]); empty for the other paths.
+    offsets: Vec<usize>,
 }
 
 /// Which kernel an `f32` convolution runs.
@@ -449,46 +469,60 @@ impl ConvF32 {
     pub fn new(geometry: ConvGeometry, groups: usize, weights: &[f32]) -> Self {
         let group = geometry.group(groups).expect("groups checked at construction");
         assert_eq!(weights.len(), geometry.out_channels * group.terms(), "ConvF32 weights");
-        let (path, packed) = Self::plan(&geometry, groups, weights);
-        Self { geometry, groups, weights: weights.to_vec(), path, packed }
+        let (path, packed, offsets) = Self::plan(&geometry, groups, weights);
+        Self { geometry, groups, weights: weights.to_vec(), path, packed, offsets }
     }
 
-    /// The kernel for `g` in `groups` groups, and the weights packed for it.
+    /// The kernel for `g` in `groups` groups, the weights packed for it, and where its taps
+    /// read.
     #[cfg(target_arch = "x86_64")]
-    fn plan(g: &ConvGeometry, groups: usize, weights: &[f32]) -> (F32Path, Vec<f32>) {
+    fn plan(g: &ConvGeometry, groups: usize, weights: &[f32]) -> (F32Path, Vec<f32>, Vec<usize>) {
         use super::avx512::{available, pack_channels, pack_rows};
         let o = g.output().expect("geometry checked at construction");
         let group = g.group(groups).expect("groups checked at construction");
         let (m, k) = (g.out_channels, group.terms());
         if !available() || is_depthwise(&group, groups) {
-            return (F32Path::Grouped, Vec::new());
+            return (F32Path::Grouped, Vec::new(), Vec::new());
         }
         if groups > 1 {
             let packed = weights.chunks(group.out_channels * k).flat_map(|w| pack_rows(group.out_channels, k, w));
-            return (F32Path::Grouped, packed.collect());
+            return (F32Path::Grouped, packed.collect(), Vec::new());
         }
         if g.input.plane() == 1 && o.plane() == 1 && g.window.pads == [0; 4] {
-            return (F32Path::Dense, Vec::new());
+            return (F32Path::Dense, Vec::new(), Vec::new());
         }
         if g.window.stride != [1, 1] || o.plane() == 1 {
-            return (F32Path::Grouped, pack_rows(m, k, weights));
+            return (F32Path::Grouped, pack_rows(m, k, weights), Vec::new());
         }
-        if o.w < <f32 as super::avx512::Avx512Scalar>::NR / 2 {
-            (F32Path::Channels, pack_channels(m, k, weights))
+        let offsets = if is_pointwise(g) {
+            (0..g.input.c).map(|ch| ch * g.input.plane()).collect()
         } else {
-            (F32Path::Rows, pack_rows(m, k, weights))
+            Padded::new(g).offsets(g)
+        };
+        if o.w < <f32 as super::avx512::Avx512Scalar>::NR / 2 {
+            (F32Path::Channels, pack_channels(m, k, weights), offsets)
+        } else {
+            (F32Path::Rows, pack_rows(m, k, weights), offsets)
         }
     }
 
     /// Without AVX-512 every convolution goes group by group, its weights read in place.
     #[cfg(not(target_arch = "x86_64"))]
-    fn plan(_: &ConvGeometry, _: usize, _: &[f32]) -> (F32Path, Vec<f32>) {
-        (F32Path::Grouped, Vec::new())
+    fn plan(_: &ConvGeometry, _: usize, _: &[f32]) -> (F32Path, Vec<f32>, Vec<usize>) {
+        (F32Path::Grouped, Vec::new(), Vec::new())
     }
 
-    /// `out = W ∗ input` for `batch` NCHW images on up to `threads` threads; `cols` is reusable
-    /// scratch.
-    pub fn run(&self, input: &[f32], batch: usize, threads: usize, cols: &mut Vec<f32>, out: &mut [f32]) {
+    /// `out = epilogue(W ∗ input)` for `batch` NCHW images on up to `threads` threads; `cols` is
+    /// reusable scratch.
+    pub fn run(
+        &self,
+        input: &[f32],
+        batch: usize,
+        threads: usize,
+        cols: &mut Vec<f32>,
+        out: &mut [f32],
+        epilogue: Epilogue<'_>,
+    ) {
         let g = &self.geometry;
         let o = g.output().expect("geometry checked at construction");
         assert_eq!(input.len(), batch * g.input.len(), "ConvF32 input length");
@@ -500,7 +534,10 @@ impl ConvF32 {
             #[cfg(target_arch = "x86_64")]
             F32Path::Dense => super::avx512::dense_f32(m, g.terms(), &self.weights, input, batch, out, threads),
             #[cfg(target_arch = "x86_64")]
-            F32Path::Rows | F32Path::Channels => conv_rows_f32(g, &self.packed, self.path, blocks, threads, cols, out),
+            F32Path::Rows | F32Path::Channels => {
+                let (packed, offsets) = (&self.packed[..], &self.offsets[..]);
+                return conv_rows_f32(g, packed, offsets, self.path, blocks, threads, cols, out, epilogue);
+            }
             _ if batch == 1 => grouped_product(g, self.groups, &self.weights, packed, blocks, threads, cols, out),
             _ => {
                 let mut prod = vec![0.0f32; m * batch * p];
@@ -508,6 +545,7 @@ impl ConvF32 {
                 scatter_batch(&prod, m, p, batch, out);
             }
         }
+        epilogue.apply_in_place(threads, m, p, out);
     }
 }
 
@@ -517,60 +555,102 @@ impl ConvF32 {
 /// the weights as that kernel reads them. `scratch` holds the padded images and the row-wide
 /// products.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments, reason = "a direct convolution's plan, operands and scratch")]
 fn conv_rows_f32(
     g: &ConvGeometry,
     packed: &[f32],
+    offsets: &[usize],
     path: F32Path,
     blocks: Blocks<'_, f32>,
     threads: usize,
     scratch: &mut Vec<f32>,
     out: &mut [f32],
+    epilogue: Epilogue<'_>,
 ) {
     let o = g.output().expect("geometry checked at construction");
     let (m, images) = (g.out_channels, blocks.count());
     let threads = threads.clamp(1, 1 + out.len() * g.terms() / super::PARALLEL_MIN_MACS);
-    // A pointwise convolution's input rows are already the padded rows, and its products along
-    // them the NCHW output: the kernels read the input and write `out` in place.
-    let pointwise = g.window.kernel == [1, 1] && g.window.pads == [0; 4];
     let pad = Padded::new(g);
     let span = (o.h - 1) * pad.wp + o.w;
+    // A pointwise convolution's input rows are already the padded rows, and its products along
+    // them the NCHW output: the kernels read the input and write `out` in place.
+    let pointwise = is_pointwise(g);
     let wide_len = if pointwise || path == F32Path::Channels { 0 } else { images * m * span };
-    let (src, offsets, wide): (&[f32], Vec<usize>, &mut [f32]) = if pointwise {
-        let offsets = (0..g.input.c).map(|ch| ch * g.input.plane()).collect();
-        (&blocks.src[..images * g.input.len()], offsets, &mut [])
+    let (src, wide): (&[f32], &mut [f32]) = if pointwise {
+        (&blocks.src[..images * g.input.len()], &mut [])
     } else {
-        // Grow only: the padded images' borders are re-zeroed below where there are any, and
-        // the products are overwritten whole.
+        // Grow only: each padded plane's borders are re-zeroed as it is copied in, and the
+        // products are overwritten whole.
         scratch.resize(images * pad.plane_len + wide_len, 0.0);
         let (padded, wide) = scratch.split_at_mut(images * pad.plane_len);
-        if g.window.pads != [0; 4] {
-            padded.fill(0.0);
-        }
-        pad.copy_in(g, blocks, padded);
-        (padded, pad.offsets(g), &mut wide[..wide_len])
+        super::split_rows(threads, padded, pad.hp * pad.wp, |planes, dst| pad.copy_planes(g, blocks, planes, dst));
+        (padded, wide)
     };
     if path == F32Path::Channels {
         let geometry = (o.h, o.w, pad.wp);
-        return super::avx512::conv_direct_channels(
-            m,
-            packed,
-            src,
-            pad.plane_len,
-            images,
-            geometry,
-            &offsets,
-            out,
-            threads,
-        );
+        super::avx512::conv_direct_channels(m, packed, src, pad.plane_len, images, geometry, offsets, out, threads);
+        return epilogue.apply_in_place(threads, m, o.plane(), out);
     }
     if pointwise {
-        return super::avx512::conv_direct_rows(m, packed, src, pad.plane_len, images, span, &offsets, out, threads);
+        super::avx512::conv_direct_rows(m, packed, src, pad.plane_len, images, span, offsets, out, threads);
+        return epilogue.apply_in_place(threads, m, o.plane(), out);
     }
-    super::avx512::conv_direct_rows(m, packed, src, pad.plane_len, images, span, &offsets, wide, threads);
-    for (plane_out, plane_wide) in out.chunks_mut(o.plane()).zip(wide.chunks(span)) {
-        for (row, src) in plane_out.chunks_mut(o.w).zip(plane_wide.chunks(pad.wp)) {
-            super::copy_short(row, &src[..o.w]);
+    let wide = &mut wide[..wide_len];
+    super::avx512::conv_direct_rows(m, packed, src, pad.plane_len, images, span, offsets, wide, threads);
+    // Each output row out of its padded-width row of products, through the epilogue.
+    let wide = &*wide;
+    super::split_rows(threads, out, o.plane(), |planes, out| {
+        for (u, plane_out) in planes.zip(out.chunks_mut(o.plane())) {
+            for (row, src) in plane_out.chunks_mut(o.w).zip(wide[u * span..][..span].chunks(pad.wp)) {
+                epilogue.write(u % m, row, &src[..o.w]);
+            }
         }
+    });
+}
+
+/// Whether a convolution is pointwise: a 1×1 window, stride 1, no padding.
+fn is_pointwise(g: &ConvGeometry) -> bool {
+    g.window.kernel == [1, 1] && g.window.stride == [1, 1] && g.window.pads == [0; 4]
+}
+
+/// What an `f32` convolution applies to its outputs as it writes them: a bias per output
+/// channel, then a ReLU.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// `bias[o]` is added to every output of channel `o`.
+    pub bias: Option<&'a [f32]>,
+    /// Whether outputs below zero (after the bias) become zero.
+    pub relu: bool,
+}
+
+impl Epilogue<'_> {
+    /// `dst = epilogue(src)` for outputs of channel `channel`.
+    #[inline(always)]
+    fn write(&self, channel: usize, dst: &mut [f32], src: &[f32]) {
+        let b = self.bias.map_or(0.0, |b| b[channel]);
+        match (self.bias.is_some(), self.relu) {
+            (_, true) => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = (v + b).max(0.0)),
+            (true, false) => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v + b),
+            (false, false) => super::copy_short(dst, src),
+        }
+    }
+
+    /// Applies the epilogue to `out`, planes of `plane` outputs of `m` channels in turn, split
+    /// over up to `threads` threads.
+    fn apply_in_place(&self, threads: usize, m: usize, plane: usize, out: &mut [f32]) {
+        if self.bias.is_none() && !self.relu {
+            return;
+        }
+        super::split_rows(threads, out, plane, |planes, out| {
+            for (u, values) in planes.zip(out.chunks_mut(plane)) {
+                let b = self.bias.map_or(0.0, |b| b[u % m]);
+                if self.relu {
+                    values.iter_mut().for_each(|v| *v = (*v + b).max(0.0));
+                } else {
+                    values.iter_mut().for_each(|v| *v += b);
+                }
+            }
+        });
     }
 }
 
@@ -619,8 +699,20 @@ mod tests {
         let wf: Vec<f32> = w.iter().map(|&v| (v % 5) as f32).collect();
         let o = g.output().unwrap();
         let mut out = vec![0.0; batch * o.len()];
-        ConvF32::new(g, groups, &wf).run(&xf, batch, 2, &mut Vec::new(), &mut out);
-        assert_eq!(out, reference::conv2d_f32(&g, groups, &wf, &xf, batch));
+        let conv = ConvF32::new(g, groups, &wf);
+        conv.run(&xf, batch, 2, &mut Vec::new(), &mut out, Epilogue::default());
+        let plain = reference::conv2d_f32(&g, groups, &wf, &xf, batch);
+        assert_eq!(out, plain, "{g:?} groups {groups}");
+        // With a bias per channel and a ReLU applied as the outputs are written, on one thread
+        // and two.
+        let bias: Vec<f32> = (0..g.out_channels).map(|o| o as f32 - 1.5).collect();
+        let expect: Vec<f32> =
+            plain.iter().enumerate().map(|(i, &v)| (v + bias[i / o.plane() % g.out_channels]).max(0.0)).collect();
+        for threads in [1, 2] {
+            let epilogue = Epilogue { bias: Some(&bias), relu: true };
+            conv.run(&xf, batch, threads, &mut Vec::new(), &mut out, epilogue);
+            assert_eq!(out, expect, "{g:?} groups {groups} with bias and ReLU, threads {threads}");
+        }
     }
 
     /// Grouped and depthwise convolutions on the direct, panel and portable paths; a kernel
@@ -715,6 +807,11 @@ mod tests {
         case(ConvGeometry { input: ImageShape::new(3, 6, 6), out_channels: 16, window: w(3, 1, 1) }, 2, 1 << 11, 13);
         case(ConvGeometry { input: ImageShape::new(5, 7, 7), out_channels: 37, window: w(3, 1, 1) }, 2, 1 << 11, 14);
         case(ConvGeometry { input: ImageShape::new(6, 5, 5), out_channels: 20, window: w(1, 1, 0) }, 3, 1 << 11, 15);
+        // Large enough for two threads to split the padding, the products and the epilogue: wide
+        // rows, narrow rows, pointwise.
+        case(ConvGeometry { input: ImageShape::new(16, 16, 16), out_channels: 16, window: w(3, 1, 1) }, 1, 1 << 11, 16);
+        case(ConvGeometry { input: ImageShape::new(32, 4, 4), out_channels: 40, window: w(3, 1, 1) }, 3, 1 << 11, 17);
+        case(ConvGeometry { input: ImageShape::new(64, 8, 8), out_channels: 64, window: w(1, 1, 0) }, 1, 1 << 11, 18);
     }
 
     #[test]

@@ -28,6 +28,44 @@ pub(crate) const PARALLEL_MIN_MACS: usize = 1 << 18;
 #[cfg(not(target_arch = "x86_64"))]
 pub(crate) const PARALLEL_MIN_MACS: usize = 4 << 20;
 
+/// Elements below which a pass over memory (padding, an epilogue) runs on the calling thread
+/// alone: a hand-off costs about what a thread copies of a few thousand.
+pub(crate) const PARALLEL_MIN_ELEMENTS: usize = 1 << 13;
+
+/// Runs `part(units, rows)` over ranges of units that cover `0..data.len() / per_unit`, one per
+/// thread, where `rows` is the range's `per_unit` elements per unit of `data`: on the calling
+/// thread and, for `threads > 1`, the kernels' helpers (see [`team`]); one after another on the
+/// calling thread when another caller holds them.
+pub(crate) fn split_rows<T: Send>(
+    threads: usize,
+    data: &mut [T],
+    per_unit: usize,
+    part: impl Fn(std::ops::Range<usize>, &mut [T]) + Sync,
+) {
+    let units = data.len() / per_unit.max(1);
+    let tasks = threads.clamp(1, units.max(1)).min(1 + data.len() / PARALLEL_MIN_ELEMENTS);
+    if tasks == 1 {
+        return part(0..units, data);
+    }
+    let ranges: Vec<std::ops::Range<usize>> = (0..tasks).map(|t| t * units / tasks..(t + 1) * units / tasks).collect();
+    let mut rest = data;
+    let rows: Vec<std::sync::Mutex<&mut [T]>> = ranges
+        .iter()
+        .map(|r| {
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * per_unit);
+            rest = tail;
+            std::sync::Mutex::new(mine)
+        })
+        .collect();
+    let task = |_: usize, t: usize| {
+        let mut rows = rows[t].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        part(ranges[t].clone(), &mut rows);
+    };
+    if !team::run(threads, tasks, &task) {
+        (0..tasks).for_each(|t| task(0, t));
+    }
+}
+
 /// `dst.copy_from_slice(src)` for the short runs the kernels move (an im2col panel row, an image
 /// row into or out of padded scratch): fixed-size chunks compile to inline vector moves instead
 /// of a `memcpy` call per run.
@@ -45,5 +83,5 @@ pub(crate) fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
     }
 }
 
-pub use conv::{ConvF32, ConvGeometry, ConvKernel, conv2d_zt};
+pub use conv::{ConvF32, ConvGeometry, ConvKernel, Epilogue, conv2d_zt};
 pub use geometry::{ImageShape, Window2d};
