@@ -1,10 +1,11 @@
 //! Depthwise convolution, where every filter reads one input channel (a grouped convolution with
 //! one channel per group). No im2col and no matrix product (a single-filter product would leave
-//! its tiles mostly idle): the channel's zero-padded planes of every image are split into
-//! stride phases (padded row `y`, column `x` to phase `(y mod s_h, x mod s_w)` at
-//! `(y / s_h, x / s_w)`) and stacked, so each tap reads every output of every image as one
-//! contiguous run: one vector loop per tap. Positions of a phase plane past the output's rows
-//! and columns are summed and dropped.
+//! its tiles mostly idle): the rows of the channel's zero-padded planes of every image are split
+//! into row phases (padded row `y` to phase `y mod s_h` at `y / s_h`, whole rows moved at once)
+//! and stacked, so each tap reads every output row of every image as one contiguous run: one
+//! vector loop per tap. Sums are taken at every column and every `s_w`-th is kept: splitting the
+//! columns into phases as well, value by value, measured no faster and took more code.
+//! Positions past the output's rows and columns are summed and dropped.
 
 use rayon::prelude::*;
 use zeroize::{Zeroize, Zeroizing};
@@ -31,14 +32,14 @@ pub(crate) fn depthwise<'a, T: GemmScalar + Zeroize>(
     let [kh, kw] = g.window.kernel;
     let [sh, sw] = g.window.stride;
     let [pt, pl, pb, pr] = g.window.pads;
-    let (hq, wq) = ((s.h + pt + pb).div_ceil(sh), (s.w + pl + pr).div_ceil(sw));
-    // One phase of every image, stacked; the slack covers the furthest tap's reads past the end.
-    let stacked = images * hq * wq;
-    let phase_len = stacked + ((kh - 1) / sh + 1) * wq;
+    let (hq, wp) = ((s.h + pt + pb).div_ceil(sh), s.w + pl + pr);
+    // One phase of every image, stacked, and summed in whole runs of `RUN` (past the last
+    // image, sums of nothing but padding, dropped); the slack covers the furthest tap's reads
+    // past the end.
+    let stacked = (images * hq * wp).next_multiple_of(RUN);
+    let phase_len = stacked + ((kh - 1) / sh + 1) * wp;
     // Where tap `(ty, tx)` reads the output at position 0.
-    let offsets: Vec<usize> = (0..kh * kw)
-        .map(|t| ((t / kw % sh) * sw + t % kw % sw) * phase_len + (t / kw / sh) * wq + t % kw / sw)
-        .collect();
+    let offsets: Vec<usize> = (0..kh * kw).map(|t| (t / kw % sh) * phase_len + (t / kw / sh) * wp + t % kw).collect();
     let n = images * out.plane();
     let channel = |scratch: &mut Scratch<T>, (c, filters): (usize, &mut [T])| {
         let Scratch { phases, acc } = scratch;
@@ -48,8 +49,8 @@ pub(crate) fn depthwise<'a, T: GemmScalar + Zeroize>(
             // division per row cost a quarter of a small layer).
             let (mut phase, mut row) = (pt % sh, pt / sh);
             for line in plane.chunks(s.w) {
-                let at = (phase * sw) * phase_len + i * hq * wq + row * wq;
-                split_columns(line, &mut phases[at..], pl, sw, phase_len);
+                let at = phase * phase_len + i * hq * wp + row * wp + pl;
+                super::copy_short(&mut phases[at..][..s.w], line);
                 phase += 1;
                 if phase == sh {
                     (phase, row) = (0, row + 1);
@@ -61,7 +62,12 @@ pub(crate) fn depthwise<'a, T: GemmScalar + Zeroize>(
             sum_taps(acc, phases, taps, &offsets);
             for (i, outputs) in row.chunks_mut(out.plane()).enumerate() {
                 for (oy, dst) in outputs.chunks_mut(out.w).enumerate() {
-                    super::copy_short(dst, &acc[i * hq * wq + oy * wq..][..out.w]);
+                    let sums = &acc[i * hq * wp + oy * wp..];
+                    if sw == 1 {
+                        super::copy_short(dst, &sums[..out.w]);
+                    } else {
+                        dst.iter_mut().zip(sums.iter().step_by(sw)).for_each(|(d, &v)| *d = v);
+                    }
                 }
             }
         }
@@ -69,7 +75,7 @@ pub(crate) fn depthwise<'a, T: GemmScalar + Zeroize>(
     // The phases hold the input's values (a share's limbs) and are wiped when dropped; the
     // padding, which no image writes, stays zero from one channel to the next.
     let scratch = || Scratch {
-        phases: Zeroizing::new(vec![T::ZERO; sh * sw * phase_len]),
+        phases: Zeroizing::new(vec![T::ZERO; sh * phase_len]),
         acc: Zeroizing::new(vec![T::ZERO; stacked]),
     };
     // Each channel's filters' rows of `prod`.
@@ -91,41 +97,6 @@ struct Scratch<T: Zeroize> {
     acc: Zeroizing<Vec<T>>,
 }
 
-/// Writes the input row `line`, whose first value lies in padded column `px`, into its `sw`
-/// column phases: padded column `x` goes to phase `x mod sw` of `dst` (phases `phase_len`
-/// apart) at `x / sw`.
-fn split_columns<T: Copy>(line: &[T], dst: &mut [T], px: usize, sw: usize, phase_len: usize) {
-    if sw == 1 {
-        return super::copy_short(&mut dst[px..][..line.len()], line);
-    }
-    if sw == 2 {
-        // Pairs of columns: the common stride, and a third faster on MobileNet-style layers
-        // than the strided loop below (batch 1: 0.089 against 0.130 ms for the whole model).
-        let (even, odd) = dst.split_at_mut(phase_len);
-        // The line's first value goes to phase `px mod 2` at `px / 2`, its second to the other
-        // phase at `⌈px / 2⌉`.
-        let (first, second) = if px.is_multiple_of(2) {
-            (&mut even[px / 2..], &mut odd[px / 2..])
-        } else {
-            (&mut odd[px / 2..], &mut even[px.div_ceil(2)..])
-        };
-        let mut pairs = line.chunks_exact(2);
-        for ((a, b), pair) in first.iter_mut().zip(second.iter_mut()).zip(&mut pairs) {
-            (*a, *b) = (pair[0], pair[1]);
-        }
-        if let [last] = pairs.remainder() {
-            first[line.len() / 2] = *last;
-        }
-        return;
-    }
-    for phase in 0..sw {
-        // The first value of the line in this phase, and where it goes.
-        let skip = (phase + sw - px % sw) % sw;
-        let start = phase * phase_len + (px + skip) / sw;
-        dst[start..].iter_mut().zip(line.iter().skip(skip).step_by(sw)).for_each(|(d, &v)| *d = v);
-    }
-}
-
 /// `acc = Σ_t taps[t] · src[offsets[t] ..][.. acc.len()]`, in tap order; 512-bit vectors where
 /// the CPU has them (the workspace builds for baseline x86-64, whose loops are 128-bit).
 fn sum_taps<T: GemmScalar>(acc: &mut [T], src: &[T], taps: &[T], offsets: &[usize]) {
@@ -145,24 +116,18 @@ fn sum_taps_avx512<T: GemmScalar>(acc: &mut [T], src: &[T], taps: &[T], offsets:
     sum_taps_body(acc, src, taps, offsets)
 }
 
-/// The loops of [`sum_taps`], inlined into each build of it: runs of [`RUN`] sums stay in
-/// registers across every tap and are stored once.
+/// The loops of [`sum_taps`], inlined into each build of it: runs of [`RUN`] sums (`acc` holds
+/// whole runs) stay in registers across every tap and are stored once.
 #[inline(always)]
 fn sum_taps_body<T: GemmScalar>(acc: &mut [T], src: &[T], taps: &[T], offsets: &[usize]) {
-    let first = acc.len() - acc.len() % RUN;
-    let mut runs = acc.chunks_exact_mut(RUN);
-    for (r, run) in (&mut runs).enumerate() {
+    debug_assert!(acc.len().is_multiple_of(RUN), "whole runs of sums");
+    for (r, run) in acc.chunks_exact_mut(RUN).enumerate() {
         let mut sums = [T::ZERO; RUN];
         for (&w, &at) in taps.iter().zip(offsets) {
             let x: &[T; RUN] = src[at + r * RUN..][..RUN].try_into().expect("a run of inputs");
             sums.iter_mut().zip(x).for_each(|(a, &x)| *a += w * x);
         }
         run.copy_from_slice(&sums);
-    }
-    let rest = runs.into_remainder();
-    rest.fill(T::ZERO);
-    for (&w, &at) in taps.iter().zip(offsets) {
-        rest.iter_mut().zip(&src[at + first..]).for_each(|(a, &x)| *a += w * x);
     }
 }
 
