@@ -455,6 +455,8 @@ enum F32Path {
     /// Stride 1 vectorized over filters, for rows narrower than a vector
     /// (`avx512::conv_direct_channels`).
     Channels,
+    /// One filter per channel, along output rows (`depthwise_f32`).
+    Depthwise,
     /// Everything else, group by group ([`grouped_product`]).
     Grouped,
 }
@@ -481,6 +483,9 @@ impl ConvF32 {
         let o = g.output().expect("geometry checked at construction");
         let group = g.group(groups).expect("groups checked at construction");
         let (m, k) = (g.out_channels, group.terms());
+        if super::depthwise_f32::supports(g, groups) {
+            return (F32Path::Depthwise, Vec::new(), Vec::new());
+        }
         if !available() || is_depthwise(&group, groups) {
             return (F32Path::Grouped, Vec::new(), Vec::new());
         }
@@ -533,6 +538,15 @@ impl ConvF32 {
         match self.path {
             #[cfg(target_arch = "x86_64")]
             F32Path::Dense => super::avx512::dense_f32(m, g.terms(), &self.weights, input, batch, out, threads),
+            #[cfg(target_arch = "x86_64")]
+            F32Path::Depthwise => {
+                let [kh, kw] = g.window.kernel;
+                let threads = threads.clamp(1, 1 + out.len() * kh * kw / super::PARALLEL_MIN_MACS);
+                let epilogue = (epilogue.bias, epilogue.relu);
+                return super::split_rows(threads, out, p, |planes, out| {
+                    super::depthwise_f32::depthwise_f32(g, &self.weights, input, planes, out, epilogue)
+                });
+            }
             #[cfg(target_arch = "x86_64")]
             F32Path::Rows | F32Path::Channels => {
                 let (packed, offsets) = (&self.packed[..], &self.offsets[..]);
@@ -735,6 +749,19 @@ mod tests {
             300,
             22,
         );
+        // One filter per channel in f32 along output rows: stride 2 with outputs narrower than a
+        // vector and wider (a second vector reaching past the row), a 5×5 window, uneven
+        // padding, rows that start and end in the padding, several images.
+        let depthwise = [
+            (ImageShape::new(8, 9, 9), Window2d { kernel: [3, 3], stride: [2, 2], pads: [1; 4] }, 2),
+            (ImageShape::new(3, 7, 35), Window2d { kernel: [3, 3], stride: [2, 2], pads: [1; 4] }, 1),
+            (ImageShape::new(5, 11, 19), Window2d { kernel: [5, 5], stride: [2, 2], pads: [2; 4] }, 3),
+            (ImageShape::new(3, 6, 40), Window2d { kernel: [3, 3], stride: [1, 1], pads: [0, 2, 1, 0] }, 2),
+            (ImageShape::new(4, 3, 5), Window2d { kernel: [3, 2], stride: [1, 2], pads: [2, 1, 2, 3] }, 2),
+        ];
+        for (seed, (input, window, batch)) in (27..).zip(depthwise) {
+            grouped_case(ConvGeometry { input, out_channels: input.c, window }, input.c, batch, 1 << 11, seed);
+        }
         // Large enough for the depthwise loops to split the filters between threads.
         grouped_case(
             ConvGeometry { input: ImageShape::new(64, 64, 64), out_channels: 64, window: w(3, 1, 1) },

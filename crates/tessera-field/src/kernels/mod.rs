@@ -11,6 +11,8 @@
 pub mod avx512;
 pub mod conv;
 mod depthwise;
+#[cfg(target_arch = "x86_64")]
+mod depthwise_f32;
 pub mod geometry;
 pub mod im2col;
 pub mod limbs;

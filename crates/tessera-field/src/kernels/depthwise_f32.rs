@@ -1,0 +1,169 @@
+//! The `f32` engine's depthwise convolution (filter `c` reads only input channel `c`), straight
+//! from the NCHW input to the NCHW output in 512-bit vectors along output rows.
+//!
+//! Where [`depthwise`](super::depthwise) (the exact `Z_t` path) stacks padded copies of every
+//! plane so each tap is one long run, this kernel copies nothing: a tap that falls in the
+//! padding is a masked-off lane of a masked load (AVX-512 suppresses faults on masked lanes), a
+//! tap row outside the plane is skipped, stride 2 takes the even lanes of two loads with one
+//! permute, and a partial vector is a masked store. On MobileNet-style layers (planes of 4 to 32
+//! columns) the copies, not the multiply-adds, had been most of the time.
+
+#![allow(unsafe_code, reason = "SIMD intrinsics; every access is a masked load or store inside its plane")]
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use super::conv::ConvGeometry;
+
+/// Lanes of an `f32` vector.
+const LANES: usize = 16;
+/// Output rows computed together.
+const ROWS: usize = 4;
+
+/// Whether [`depthwise_f32`] runs `g`: one filter per input channel, stride 1 or 2 along
+/// columns, on a CPU with AVX-512F.
+pub(crate) fn supports(g: &ConvGeometry, groups: usize) -> bool {
+    groups == g.input.c
+        && g.out_channels == g.input.c
+        && matches!(g.window.stride[1], 1 | 2)
+        && super::avx512::available()
+}
+
+/// `out = epilogue(W ∗ input)` for the channel planes `planes` of a batch (plane `u` is channel
+/// `u mod C` of image `u / C`, at `u · H · W` in `input`), their outputs in order in `out`;
+/// `weights` are `C × kh × kw`; `bias[c]` is added to channel `c`'s outputs, then the ReLU
+/// where `relu`.
+///
+/// # Panics
+/// If the geometry is not one [`supports`] accepts or a buffer is too short.
+pub(crate) fn depthwise_f32(
+    g: &ConvGeometry,
+    weights: &[f32],
+    input: &[f32],
+    planes: Range<usize>,
+    out: &mut [f32],
+    (bias, relu): (Option<&[f32]>, bool),
+) {
+    let o = g.output().expect("geometry checked at construction");
+    let s = g.input;
+    assert!(super::avx512::available() && matches!(g.window.stride[1], 1 | 2), "depthwise_f32 geometry");
+    assert!(input.len() >= planes.end * s.plane() && out.len() >= planes.len() * o.plane(), "depthwise_f32 sizes");
+    assert!(weights.len() >= s.c * g.window.kernel[0] * g.window.kernel[1], "depthwise_f32 weights");
+    // SAFETY: the CPU has AVX-512F (asserted); the extents are asserted above.
+    unsafe { planes_avx512(g, weights, input, planes, out, bias, relu) }
+}
+
+/// The body of [`depthwise_f32`].
+///
+/// # Safety
+/// The CPU supports AVX-512F; the asserts of [`depthwise_f32`] hold.
+#[target_feature(enable = "avx512f")]
+unsafe fn planes_avx512(
+    g: &ConvGeometry,
+    weights: &[f32],
+    input: &[f32],
+    planes: Range<usize>,
+    out: &mut [f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+) {
+    let o = g.output().expect("geometry checked at construction");
+    let s = g.input;
+    let [kh, kw] = g.window.kernel;
+    let [sh, sw] = g.window.stride;
+    let [pt, pl, ..] = g.window.pads;
+    let (h, w) = (s.h as isize, s.w as isize);
+    // Lane `j` of the pair of vectors `(lo, hi)` picks value `2j` of both.
+    let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    // Which lanes of the two loads for tap column `kx` of output columns `ox0 ..` lie inside
+    // an input row, at `[ox0 / LANES · kw + kx]`: the same for every plane and row.
+    let masks: Vec<(__mmask16, __mmask16)> = (0..o.w)
+        .step_by(LANES)
+        .flat_map(|ox0| {
+            (0..kw).map(move |kx| {
+                let ix = (ox0 * sw + kx) as isize - pl as isize;
+                (columns(ix, w), columns(ix + LANES as isize, w))
+            })
+        })
+        .collect();
+    for (u, dst) in planes.zip(out.chunks_exact_mut(o.plane())) {
+        let c = u % s.c;
+        let x = input[u * s.plane()..][..s.plane()].as_ptr();
+        let taps = &weights[c * kh * kw..][..kh * kw];
+        let b = _mm512_set1_ps(bias.map_or(0.0, |b| b[c]));
+        for oy0 in (0..o.h).step_by(ROWS) {
+            for ox0 in (0..o.w).step_by(LANES) {
+                // `ROWS` output rows at once: independent sums, so the multiply-adds overlap.
+                let mut acc = [_mm512_setzero_ps(); ROWS];
+                let masks = &masks[ox0 / LANES * kw..][..kw];
+                for ky in 0..kh {
+                    // Each row's input row for this tap row; one outside the plane (or past the
+                    // output) reads nothing.
+                    let mut rows = [(x, true); ROWS];
+                    for (r, row) in rows.iter_mut().enumerate() {
+                        let iy = ((oy0 + r) * sh + ky) as isize - pt as isize;
+                        *row = (x.wrapping_offset(iy * w), iy >= 0 && iy < h && oy0 + r < o.h);
+                    }
+                    let every = rows.iter().all(|&(_, inside)| inside);
+                    for (kx, &(first, second)) in masks.iter().enumerate() {
+                        let tap = _mm512_set1_ps(taps[ky * kw + kx]);
+                        let ix = (ox0 * sw + kx) as isize - pl as isize;
+                        for (acc, &(row, inside)) in acc.iter_mut().zip(&rows) {
+                            let row = row.wrapping_offset(ix);
+                            let (first, second) = if every || inside { (first, second) } else { (0, 0) };
+                            // SAFETY: every lane read lies in `0..w` of an input row of this
+                            // plane (the masks drop the rest, whose faults AVX-512 suppresses).
+                            let v = unsafe {
+                                let lo = _mm512_maskz_loadu_ps(first, row);
+                                if sw == 1 {
+                                    lo
+                                } else {
+                                    let hi = _mm512_maskz_loadu_ps(second, row.wrapping_add(LANES));
+                                    _mm512_permutex2var_ps(lo, evens, hi)
+                                }
+                            };
+                            *acc = _mm512_fmadd_ps(tap, v, *acc);
+                        }
+                    }
+                }
+                let lanes = LANES.min(o.w - ox0);
+                for (r, &acc) in acc.iter().enumerate().take(o.h - oy0) {
+                    let mut acc = _mm512_add_ps(acc, b);
+                    if relu {
+                        acc = _mm512_max_ps(acc, _mm512_setzero_ps());
+                    }
+                    let at = &mut dst[(oy0 + r) * o.w + ox0..][..lanes];
+                    // SAFETY: the store writes `lanes` elements, all inside `at`.
+                    unsafe { _mm512_mask_storeu_ps(at.as_mut_ptr(), ((1u32 << lanes) - 1) as __mmask16, acc) };
+                }
+            }
+        }
+    }
+}
+
+/// The lanes `t` of a vector loaded from column `first` with `0 ≤ first + t < width`.
+#[inline(always)]
+fn columns(first: isize, width: isize) -> __mmask16 {
+    let from = (-first).clamp(0, LANES as isize);
+    let to = (width - first).clamp(0, LANES as isize);
+    if to <= from {
+        return 0;
+    }
+    let ones = |n: isize| ((1u32 << n) - 1) as __mmask16;
+    ones(to) & !ones(from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn column_masks_cover_exactly_the_row() {
+        assert_eq!(columns(0, 40), 0xffff);
+        assert_eq!(columns(-1, 40), 0xfffe);
+        assert_eq!(columns(30, 40), 0x03ff);
+        assert_eq!(columns(-3, 8), 0b111_1111_1000);
+        assert_eq!(columns(8, 8), 0);
+        assert_eq!(columns(-20, 8), 0);
+    }
+}
