@@ -86,6 +86,8 @@ unsafe fn planes_avx512(
             })
         })
         .collect();
+    // What a tap row outside the plane reads.
+    let zeros = vec![0.0f32; s.w];
     for (u, dst) in planes.zip(out.chunks_exact_mut(o.plane())) {
         let c = u % s.c;
         let x = input[u * s.plane()..][..s.plane()].as_ptr();
@@ -98,21 +100,22 @@ unsafe fn planes_avx512(
                 let masks = &masks[ox0 / LANES * kw..][..kw];
                 for ky in 0..kh {
                     // Each row's input row for this tap row; one outside the plane (or past the
-                    // output) reads nothing.
-                    let mut rows = [(x, true); ROWS];
+                    // output) reads the row of zeros.
+                    let mut rows = [zeros.as_ptr(); ROWS];
                     for (r, row) in rows.iter_mut().enumerate() {
                         let iy = ((oy0 + r) * sh + ky) as isize - pt as isize;
-                        *row = (x.wrapping_offset(iy * w), iy >= 0 && iy < h && oy0 + r < o.h);
+                        if iy >= 0 && iy < h && oy0 + r < o.h {
+                            *row = x.wrapping_offset(iy * w);
+                        }
                     }
-                    let every = rows.iter().all(|&(_, inside)| inside);
                     for (kx, &(first, second)) in masks.iter().enumerate() {
                         let tap = _mm512_set1_ps(taps[ky * kw + kx]);
                         let ix = (ox0 * sw + kx) as isize - pl as isize;
-                        for (acc, &(row, inside)) in acc.iter_mut().zip(&rows) {
+                        for (acc, &row) in acc.iter_mut().zip(&rows) {
                             let row = row.wrapping_offset(ix);
-                            let (first, second) = if every || inside { (first, second) } else { (0, 0) };
                             // SAFETY: every lane read lies in `0..w` of an input row of this
-                            // plane (the masks drop the rest, whose faults AVX-512 suppresses).
+                            // plane or of `zeros` (the masks drop the rest, whose faults AVX-512
+                            // suppresses).
                             let v = unsafe {
                                 let lo = _mm512_maskz_loadu_ps(first, row);
                                 if sw == 1 {
