@@ -217,6 +217,8 @@ def render(run):
         w(f"| {NAMES.get(r['model'], r['model'])} | {r['macs']:,} | {r['relus']:,} | {spread(b['f32_ms'])} | "
           f"{spread(b['f32_cpu_ms'])} | {spread(b['fixed_ms'])} | {spread(o)} | {b['f32_ms']['median'] / o['median']:.2f} |")
     w("")
+    w("The f32 engine alone against onnxruntime, at batch 1 and 16 in rounds that alternate the two: "
+      "docs/f32-engine.md (`python3 scripts/bench_plain.py --all --markdown docs/f32-engine.md`).\n")
 
     for net in nets:
         w(f"## Every suite on {net}\n")
