@@ -56,23 +56,33 @@ NAMES = {
 }
 
 
+class Onnxruntime:
+    """One onnxruntime CPU session and a random input, after 10 untimed calls; timed call by call."""
+
+    def __init__(self, model, batch, threads):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self.sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        inp = self.sess.get_inputs()[0]
+        dims = [d if isinstance(d, int) else 1 for d in inp.shape[1:]]
+        self.feed = {inp.name: np.random.default_rng(0).standard_normal([batch] + dims).astype(np.float32)}
+        for _ in range(10):
+            self.sess.run(None, self.feed)
+
+    def times_ms(self, runs):
+        """`runs` latencies in milliseconds, sorted."""
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            self.sess.run(None, self.feed)
+            times.append((time.perf_counter() - t) * 1e3)
+        return sorted(times)
+
+
 def onnxruntime_ms(model, batch, runs, threads):
     """Min / median / max latency of onnxruntime's CPU provider, after 10 untimed runs."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0]
-    dims = [d if isinstance(d, int) else 1 for d in inp.shape[1:]]
-    x = np.random.default_rng(0).standard_normal([batch] + dims).astype(np.float32)
-    for _ in range(10):
-        sess.run(None, {inp.name: x})
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        sess.run(None, {inp.name: x})
-        times.append((time.perf_counter() - t) * 1e3)
-    times.sort()
+    times = Onnxruntime(model, batch, threads).times_ms(runs)
     return dict(min=times[0], median=times[len(times) // 2], max=times[-1])
 
 
