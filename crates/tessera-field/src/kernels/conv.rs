@@ -623,6 +623,7 @@ fn conv_rows_f32(
 }
 
 /// Whether a convolution is pointwise: a 1×1 window, stride 1, no padding.
+#[cfg(target_arch = "x86_64")]
 fn is_pointwise(g: &ConvGeometry) -> bool {
     g.window.kernel == [1, 1] && g.window.stride == [1, 1] && g.window.pads == [0; 4]
 }
@@ -639,6 +640,7 @@ pub struct Epilogue<'a> {
 
 impl Epilogue<'_> {
     /// `dst = epilogue(src)` for outputs of channel `channel`.
+    #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn write(&self, channel: usize, dst: &mut [f32], src: &[f32]) {
         let b = self.bias.map_or(0.0, |b| b[channel]);

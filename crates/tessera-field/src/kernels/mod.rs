@@ -44,6 +44,7 @@ pub(crate) fn split_rows<T: Send>(
     per_unit: usize,
     part: impl Fn(std::ops::Range<usize>, &mut [T]) + Sync,
 ) {
+    debug_assert!(per_unit > 0 && data.len().is_multiple_of(per_unit), "whole units of data");
     let units = data.len() / per_unit.max(1);
     let tasks = threads.clamp(1, units.max(1)).min(1 + data.len() / PARALLEL_MIN_ELEMENTS);
     if tasks == 1 {
