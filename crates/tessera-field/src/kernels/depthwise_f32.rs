@@ -50,15 +50,22 @@ pub(crate) fn depthwise_f32(
     assert!(input.len() >= planes.end * s.plane() && out.len() >= planes.len() * o.plane(), "depthwise_f32 sizes");
     assert!(weights.len() >= s.c * g.window.kernel[0] * g.window.kernel[1], "depthwise_f32 weights");
     // SAFETY: the CPU has AVX-512F (asserted); the extents are asserted above.
-    unsafe { planes_avx512(g, weights, input, planes, out, bias, relu) }
+    unsafe {
+        match g.window.stride[1] {
+            1 => planes_avx512::<1>(g, weights, input, planes, out, bias, relu),
+            _ => planes_avx512::<2>(g, weights, input, planes, out, bias, relu),
+        }
+    }
 }
 
-/// The body of [`depthwise_f32`].
+/// The body of [`depthwise_f32`] for column stride `SW` (a build per stride keeps each one's
+/// loop free of the other's registers).
 ///
 /// # Safety
-/// The CPU supports AVX-512F; the asserts of [`depthwise_f32`] hold.
+/// The CPU supports AVX-512F; the asserts of [`depthwise_f32`] hold; `SW` is the geometry's
+/// column stride.
 #[target_feature(enable = "avx512f")]
-unsafe fn planes_avx512(
+unsafe fn planes_avx512<const SW: usize>(
     g: &ConvGeometry,
     weights: &[f32],
     input: &[f32],
@@ -70,18 +77,23 @@ unsafe fn planes_avx512(
     let o = g.output().expect("geometry checked at construction");
     let s = g.input;
     let [kh, kw] = g.window.kernel;
-    let [sh, sw] = g.window.stride;
+    let sh = g.window.stride[0];
     let [pt, pl, ..] = g.window.pads;
     let (h, w) = (s.h as isize, s.w as isize);
-    // Lane `j` of the pair of vectors `(lo, hi)` picks value `2j` of both.
+    // Lane `j` of the pair of vectors `(lo, hi)` picks value `2j` (`2j + 1`) of both.
     let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    // Which lanes of the two loads for tap column `kx` of output columns `ox0 ..` lie inside
-    // an input row, at `[ox0 / LANES · kw + kx]`: the same for every plane and row.
+    let odds = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    // Loads per tap row: one per tap column at stride 1; at stride 2 one pair of vectors per two
+    // tap columns (tap `kx` takes its even values, tap `kx + 1` its odd ones).
+    let loads = kw.div_ceil(SW);
+    // Which lanes of load `l` (the two vectors from tap column `l · s_w`) of output columns
+    // `ox0 ..` lie inside an input row, at `[ox0 / LANES · loads + l]`: the same for every plane
+    // and row.
     let masks: Vec<(__mmask16, __mmask16)> = (0..o.w)
         .step_by(LANES)
         .flat_map(|ox0| {
-            (0..kw).map(move |kx| {
-                let ix = (ox0 * sw + kx) as isize - pl as isize;
+            (0..loads).map(move |l| {
+                let ix = ((ox0 + l) * SW) as isize - pl as isize;
                 (columns(ix, w), columns(ix + LANES as isize, w))
             })
         })
@@ -97,7 +109,7 @@ unsafe fn planes_avx512(
             for ox0 in (0..o.w).step_by(LANES) {
                 // `ROWS` output rows at once: independent sums, so the multiply-adds overlap.
                 let mut acc = [_mm512_setzero_ps(); ROWS];
-                let masks = &masks[ox0 / LANES * kw..][..kw];
+                let masks = &masks[ox0 / LANES * loads..][..loads];
                 for ky in 0..kh {
                     // Each row's input row for this tap row; one outside the plane (or past the
                     // output) reads the row of zeros.
@@ -108,24 +120,29 @@ unsafe fn planes_avx512(
                             *row = x.wrapping_offset(iy * w);
                         }
                     }
-                    for (kx, &(first, second)) in masks.iter().enumerate() {
+                    for (l, &(first, second)) in masks.iter().enumerate() {
+                        let kx = l * SW;
+                        let ix = ((ox0 + l) * SW) as isize - pl as isize;
                         let tap = _mm512_set1_ps(taps[ky * kw + kx]);
-                        let ix = (ox0 * sw + kx) as isize - pl as isize;
+                        let next = (SW == 2 && kx + 1 < kw).then(|| _mm512_set1_ps(taps[ky * kw + kx + 1]));
+                        // SAFETY (both loops): every lane read lies in `0..w` of an input row
+                        // of this plane or of `zeros` (the masks drop the rest, whose faults
+                        // AVX-512 suppresses).
+                        if SW == 1 {
+                            for (acc, &row) in acc.iter_mut().zip(&rows) {
+                                let v = unsafe { _mm512_maskz_loadu_ps(first, row.wrapping_offset(ix)) };
+                                *acc = _mm512_fmadd_ps(tap, v, *acc);
+                            }
+                            continue;
+                        }
                         for (acc, &row) in acc.iter_mut().zip(&rows) {
                             let row = row.wrapping_offset(ix);
-                            // SAFETY: every lane read lies in `0..w` of an input row of this
-                            // plane or of `zeros` (the masks drop the rest, whose faults AVX-512
-                            // suppresses).
-                            let v = unsafe {
-                                let lo = _mm512_maskz_loadu_ps(first, row);
-                                if sw == 1 {
-                                    lo
-                                } else {
-                                    let hi = _mm512_maskz_loadu_ps(second, row.wrapping_add(LANES));
-                                    _mm512_permutex2var_ps(lo, evens, hi)
-                                }
-                            };
-                            *acc = _mm512_fmadd_ps(tap, v, *acc);
+                            let lo = unsafe { _mm512_maskz_loadu_ps(first, row) };
+                            let hi = unsafe { _mm512_maskz_loadu_ps(second, row.wrapping_add(LANES)) };
+                            *acc = _mm512_fmadd_ps(tap, _mm512_permutex2var_ps(lo, evens, hi), *acc);
+                            if let Some(next) = next {
+                                *acc = _mm512_fmadd_ps(next, _mm512_permutex2var_ps(lo, odds, hi), *acc);
+                            }
                         }
                     }
                 }
