@@ -570,6 +570,10 @@ unsafe fn channel_tile<const V: usize, const P: usize>(
             }
         }
     }
+    if P == 8 {
+        // SAFETY: the caller's extents.
+        return unsafe { store_transposed::<V, P>(&acc, c, plane, channels, count) };
+    }
     let mut lanes = [[0.0f32; 16]; V];
     for (j, sums) in acc.iter().enumerate().take(count) {
         for (lane, s) in lanes.iter_mut().zip(sums) {
@@ -579,6 +583,72 @@ unsafe fn channel_tile<const V: usize, const P: usize>(
         for (o, &v) in lanes.as_flattened().iter().enumerate().take(channels) {
             // SAFETY: o < channels and j < count (the caller's extents).
             unsafe { *c.at(o * plane + j) = v };
+        }
+    }
+}
+
+/// Writes a tile of 8 positions (`acc[j][v]`, lane `l`: channel `16v + l` at position `j`) to
+/// `c + o · plane + j` for `o < channels`, `j < count`: each vector's 16 channels × 8 positions
+/// transposed in registers, so every channel's positions go out as one masked store instead of
+/// one scalar store each.
+///
+/// # Safety
+/// The CPU supports AVX-512F; `P == 8`; `c + o · plane + j` is writable for `o < channels`,
+/// `j < count`.
+#[target_feature(enable = "avx512f")]
+unsafe fn store_transposed<const V: usize, const P: usize>(
+    acc: &[[__m512; V]; P],
+    c: OutPtr<f32>,
+    plane: usize,
+    channels: usize,
+    count: usize,
+) {
+    let mask = ((1u32 << count) - 1) as __mmask16;
+    #[allow(clippy::needless_range_loop, reason = "`v` picks a vector of every position and a block of channels")]
+    for v in 0..V {
+        let r: [__m512; 8] = [acc[0][v], acc[1][v], acc[2][v], acc[3][v], acc[4][v], acc[5][v], acc[6][v], acc[7][v]];
+        // Within each 128-bit lane `L` (channels 4L ..): pairs of positions interleaved, then
+        // `s[q]` holds channel `4L + q` at positions 0..4 and `s[q + 4]` at positions 4..8.
+        let t = [
+            _mm512_unpacklo_ps(r[0], r[1]),
+            _mm512_unpackhi_ps(r[0], r[1]),
+            _mm512_unpacklo_ps(r[2], r[3]),
+            _mm512_unpackhi_ps(r[2], r[3]),
+            _mm512_unpacklo_ps(r[4], r[5]),
+            _mm512_unpackhi_ps(r[4], r[5]),
+            _mm512_unpacklo_ps(r[6], r[7]),
+            _mm512_unpackhi_ps(r[6], r[7]),
+        ];
+        let s = [
+            _mm512_shuffle_ps(t[0], t[2], 0x44),
+            _mm512_shuffle_ps(t[0], t[2], 0xEE),
+            _mm512_shuffle_ps(t[1], t[3], 0x44),
+            _mm512_shuffle_ps(t[1], t[3], 0xEE),
+            _mm512_shuffle_ps(t[4], t[6], 0x44),
+            _mm512_shuffle_ps(t[4], t[6], 0xEE),
+            _mm512_shuffle_ps(t[5], t[7], 0x44),
+            _mm512_shuffle_ps(t[5], t[7], 0xEE),
+        ];
+        for q in 0..4 {
+            // Lanes 0 and 1 of both halves, then 2 and 3: channels `q` and `4 + q` (then `8 + q`
+            // and `12 + q`), each reordered to its 8 positions in one 256-bit half.
+            let low = _mm512_shuffle_f32x4(s[q], s[q + 4], 0x44);
+            let high = _mm512_shuffle_f32x4(s[q], s[q + 4], 0xEE);
+            for (first, pair) in [(q, low), (8 + q, high)] {
+                let pair = _mm512_shuffle_f32x4(pair, pair, 0xD8);
+                let (o, o2) = (16 * v + first, 16 * v + first + 4);
+                // SAFETY: `count` lanes from `c + o · plane` (and, from the upper half, from
+                // `c + o2 · plane`) for channels below `channels`: the caller's extents; masked
+                // lanes are not accessed.
+                unsafe {
+                    if o < channels {
+                        _mm512_mask_storeu_ps(c.at(o * plane), mask, pair);
+                    }
+                    if o2 < channels {
+                        _mm512_mask_storeu_ps(c.at(o2 * plane).wrapping_sub(8), mask << 8, pair);
+                    }
+                }
+            }
         }
     }
 }

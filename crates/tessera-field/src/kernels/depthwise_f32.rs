@@ -49,9 +49,11 @@ pub(crate) fn depthwise_f32(
     assert!(super::avx512::available() && matches!(g.window.stride[1], 1 | 2), "depthwise_f32 geometry");
     assert!(input.len() >= planes.end * s.plane() && out.len() >= planes.len() * o.plane(), "depthwise_f32 sizes");
     assert!(weights.len() >= s.c * g.window.kernel[0] * g.window.kernel[1], "depthwise_f32 weights");
+    let packs_rows = g.window.stride == [1, 1] && o.w == s.w && LANES.is_multiple_of(o.w) && o.w < LANES;
     // SAFETY: the CPU has AVX-512F (asserted); the extents are asserted above.
     unsafe {
         match g.window.stride[1] {
+            _ if packs_rows => rows_packed(g, weights, input, planes, out, bias, relu),
             1 => planes_avx512::<1>(g, weights, input, planes, out, bias, relu),
             _ => planes_avx512::<2>(g, weights, input, planes, out, bias, relu),
         }
@@ -156,6 +158,86 @@ unsafe fn planes_avx512<const SW: usize>(
                     // SAFETY: the store writes `lanes` elements, all inside `at`.
                     unsafe { _mm512_mask_storeu_ps(at.as_mut_ptr(), ((1u32 << lanes) - 1) as __mmask16, acc) };
                 }
+            }
+        }
+    }
+}
+
+/// [`depthwise_f32`] for stride 1 where an output row is as wide as an input row and a vector
+/// holds a whole number `R = 16 / W` of them (planes of 8, 4, 2 columns): lane `j` is column
+/// `j mod W` of output row `j / W`, so the `R` rows' inputs for a tap are one contiguous run
+/// and every lane does work.
+///
+/// # Safety
+/// As for [`planes_avx512`]; stride 1, `W` output columns = input columns, `W` divides 16.
+#[target_feature(enable = "avx512f")]
+unsafe fn rows_packed(
+    g: &ConvGeometry,
+    weights: &[f32],
+    input: &[f32],
+    planes: Range<usize>,
+    out: &mut [f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+) {
+    let o = g.output().expect("geometry checked at construction");
+    let s = g.input;
+    let [kh, kw] = g.window.kernel;
+    let [pt, pl, ..] = g.window.pads;
+    let (w, rows) = (s.w, LANES / s.w);
+    // The lanes whose column `j mod W + kx − pl` lies inside a row, for each tap column `kx`.
+    let columns: Vec<u32> = (0..kw)
+        .map(|kx| (0..LANES).filter(|j| (j % w + kx).checked_sub(pl).is_some_and(|x| x < w)).fold(0, |m, j| m | 1 << j))
+        .collect();
+    // The lanes of output rows `oy ..` whose input row `oy + j / W + ky − pt` lies inside the
+    // plane and whose output row exists.
+    let rows_inside = |oy: usize, ky: usize| -> u32 {
+        (0..rows)
+            .filter(|r| oy + r < o.h && (oy + r + ky).checked_sub(pt).is_some_and(|y| y < s.h))
+            .fold(0, |m, r| m | ((1 << w) - 1) << (r * w))
+    };
+    // Those lanes for each block of `ROWS` vectors and tap row, at `[block · kh + ky]`: the same
+    // for every plane.
+    let inside: Vec<[u32; ROWS]> = (0..o.h)
+        .step_by(rows * ROWS)
+        .flat_map(|oy0| (0..kh).map(move |ky| std::array::from_fn(|i| rows_inside(oy0 + i * rows, ky))))
+        .collect();
+    for (u, dst) in planes.zip(out.chunks_exact_mut(o.plane())) {
+        let c = u % s.c;
+        let x = input[u * s.plane()..][..s.plane()].as_ptr();
+        let taps = &weights[c * kh * kw..][..kh * kw];
+        let b = _mm512_set1_ps(bias.map_or(0.0, |b| b[c]));
+        for (block, oy0) in (0..o.h).step_by(rows * ROWS).enumerate() {
+            // `ROWS` vectors of `R` output rows each at once: independent sums.
+            let mut acc = [_mm512_setzero_ps(); ROWS];
+            for ky in 0..kh {
+                let inside = &inside[block * kh + ky];
+                for (kx, &columns) in columns.iter().enumerate() {
+                    let tap = _mm512_set1_ps(taps[ky * kw + kx]);
+                    for (i, acc) in acc.iter_mut().enumerate() {
+                        // Lane 0 reads input row `oy0 + i·R + ky − pt`, column `kx − pl`.
+                        let at = ((oy0 + i * rows + ky) * w + kx) as isize - (pt * w + pl) as isize;
+                        let mask = (inside[i] & columns) as __mmask16;
+                        // SAFETY: every unmasked lane reads a column inside a row inside this
+                        // plane (the masks); masked lanes are not accessed.
+                        let v = unsafe { _mm512_maskz_loadu_ps(mask, x.wrapping_offset(at)) };
+                        *acc = _mm512_fmadd_ps(tap, v, *acc);
+                    }
+                }
+            }
+            for (i, &acc) in acc.iter().enumerate() {
+                let oy = oy0 + i * rows;
+                if oy >= o.h {
+                    break;
+                }
+                let mut acc = _mm512_add_ps(acc, b);
+                if relu {
+                    acc = _mm512_max_ps(acc, _mm512_setzero_ps());
+                }
+                let lanes = (o.h - oy).min(rows) * w;
+                let at = &mut dst[oy * w..][..lanes];
+                // SAFETY: the store writes `lanes` elements, all inside `at`.
+                unsafe { _mm512_mask_storeu_ps(at.as_mut_ptr(), ((1u32 << lanes) - 1) as __mmask16, acc) };
             }
         }
     }
