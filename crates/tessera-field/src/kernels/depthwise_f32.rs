@@ -50,13 +50,46 @@ pub(crate) fn depthwise_f32(
     assert!(input.len() >= planes.end * s.plane() && out.len() >= planes.len() * o.plane(), "depthwise_f32 sizes");
     assert!(weights.len() >= s.c * g.window.kernel[0] * g.window.kernel[1], "depthwise_f32 weights");
     let packs_rows = g.window.stride == [1, 1] && o.w == s.w && LANES.is_multiple_of(o.w) && o.w < LANES;
+    let layer = Layer { g, weights, input, bias, relu };
     // SAFETY: the CPU has AVX-512F (asserted); the extents are asserted above.
     unsafe {
         match g.window.stride[1] {
-            _ if packs_rows => rows_packed(g, weights, input, planes, out, bias, relu),
-            1 => planes_avx512::<1>(g, weights, input, planes, out, bias, relu),
-            _ => planes_avx512::<2>(g, weights, input, planes, out, bias, relu),
+            _ if packs_rows => rows_packed(&layer, planes, out),
+            1 => planes_avx512::<1>(&layer, planes, out),
+            _ => planes_avx512::<2>(&layer, planes, out),
         }
+    }
+}
+
+/// What one call of [`depthwise_f32`] computes, as its kernels read it.
+#[derive(Clone, Copy)]
+struct Layer<'a> {
+    g: &'a ConvGeometry,
+    weights: &'a [f32],
+    input: &'a [f32],
+    bias: Option<&'a [f32]>,
+    relu: bool,
+}
+
+impl Layer<'_> {
+    /// Plane `u`'s first input value, its channel's taps, and the bias of its channel.
+    fn plane(&self, u: usize) -> (*const f32, &[f32], f32) {
+        let (s, [kh, kw]) = (self.g.input, self.g.window.kernel);
+        let c = u % s.c;
+        let x = self.input[u * s.plane()..][..s.plane()].as_ptr();
+        (x, &self.weights[c * kh * kw..][..kh * kw], self.bias.map_or(0.0, |b| b[c]))
+    }
+
+    /// `sums + bias`, then the ReLU where the layer has one.
+    #[inline(always)]
+    fn finish(&self, sums: __m512, bias: __m512) -> __m512 {
+        // SAFETY: only called from the AVX-512 kernels, on a CPU that has it.
+        let sums = unsafe { _mm512_add_ps(sums, bias) };
+        if self.relu {
+            // SAFETY: as above.
+            return unsafe { _mm512_max_ps(sums, _mm512_setzero_ps()) };
+        }
+        sums
     }
 }
 
@@ -67,15 +100,8 @@ pub(crate) fn depthwise_f32(
 /// The CPU supports AVX-512F; the asserts of [`depthwise_f32`] hold; `SW` is the geometry's
 /// column stride.
 #[target_feature(enable = "avx512f")]
-unsafe fn planes_avx512<const SW: usize>(
-    g: &ConvGeometry,
-    weights: &[f32],
-    input: &[f32],
-    planes: Range<usize>,
-    out: &mut [f32],
-    bias: Option<&[f32]>,
-    relu: bool,
-) {
+unsafe fn planes_avx512<const SW: usize>(layer: &Layer<'_>, planes: Range<usize>, out: &mut [f32]) {
+    let g = layer.g;
     let o = g.output().expect("geometry checked at construction");
     let s = g.input;
     let [kh, kw] = g.window.kernel;
@@ -103,10 +129,8 @@ unsafe fn planes_avx512<const SW: usize>(
     // What a tap row outside the plane reads.
     let zeros = vec![0.0f32; s.w];
     for (u, dst) in planes.zip(out.chunks_exact_mut(o.plane())) {
-        let c = u % s.c;
-        let x = input[u * s.plane()..][..s.plane()].as_ptr();
-        let taps = &weights[c * kh * kw..][..kh * kw];
-        let b = _mm512_set1_ps(bias.map_or(0.0, |b| b[c]));
+        let (x, taps, b) = layer.plane(u);
+        let b = _mm512_set1_ps(b);
         for oy0 in (0..o.h).step_by(ROWS) {
             for ox0 in (0..o.w).step_by(LANES) {
                 // `ROWS` output rows at once: independent sums, so the multiply-adds overlap.
@@ -150,10 +174,7 @@ unsafe fn planes_avx512<const SW: usize>(
                 }
                 let lanes = LANES.min(o.w - ox0);
                 for (r, &acc) in acc.iter().enumerate().take(o.h - oy0) {
-                    let mut acc = _mm512_add_ps(acc, b);
-                    if relu {
-                        acc = _mm512_max_ps(acc, _mm512_setzero_ps());
-                    }
+                    let acc = layer.finish(acc, b);
                     let at = &mut dst[(oy0 + r) * o.w + ox0..][..lanes];
                     // SAFETY: the store writes `lanes` elements, all inside `at`.
                     unsafe { _mm512_mask_storeu_ps(at.as_mut_ptr(), ((1u32 << lanes) - 1) as __mmask16, acc) };
@@ -171,15 +192,8 @@ unsafe fn planes_avx512<const SW: usize>(
 /// # Safety
 /// As for [`planes_avx512`]; stride 1, `W` output columns = input columns, `W` divides 16.
 #[target_feature(enable = "avx512f")]
-unsafe fn rows_packed(
-    g: &ConvGeometry,
-    weights: &[f32],
-    input: &[f32],
-    planes: Range<usize>,
-    out: &mut [f32],
-    bias: Option<&[f32]>,
-    relu: bool,
-) {
+unsafe fn rows_packed(layer: &Layer<'_>, planes: Range<usize>, out: &mut [f32]) {
+    let g = layer.g;
     let o = g.output().expect("geometry checked at construction");
     let s = g.input;
     let [kh, kw] = g.window.kernel;
@@ -203,10 +217,8 @@ unsafe fn rows_packed(
         .flat_map(|oy0| (0..kh).map(move |ky| std::array::from_fn(|i| rows_inside(oy0 + i * rows, ky))))
         .collect();
     for (u, dst) in planes.zip(out.chunks_exact_mut(o.plane())) {
-        let c = u % s.c;
-        let x = input[u * s.plane()..][..s.plane()].as_ptr();
-        let taps = &weights[c * kh * kw..][..kh * kw];
-        let b = _mm512_set1_ps(bias.map_or(0.0, |b| b[c]));
+        let (x, taps, b) = layer.plane(u);
+        let b = _mm512_set1_ps(b);
         for (block, oy0) in (0..o.h).step_by(rows * ROWS).enumerate() {
             // `ROWS` vectors of `R` output rows each at once: independent sums.
             let mut acc = [_mm512_setzero_ps(); ROWS];
@@ -230,10 +242,7 @@ unsafe fn rows_packed(
                 if oy >= o.h {
                     break;
                 }
-                let mut acc = _mm512_add_ps(acc, b);
-                if relu {
-                    acc = _mm512_max_ps(acc, _mm512_setzero_ps());
-                }
+                let acc = layer.finish(acc, b);
                 let lanes = (o.h - oy).min(rows) * w;
                 let at = &mut dst[oy * w..][..lanes];
                 // SAFETY: the store writes `lanes` elements, all inside `at`.
