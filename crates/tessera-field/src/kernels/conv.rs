@@ -760,13 +760,14 @@ mod tests {
             (ImageShape::new(5, 11, 19), Window2d { kernel: [5, 5], stride: [2, 2], pads: [2; 4] }, 3),
             (ImageShape::new(3, 6, 40), Window2d { kernel: [3, 3], stride: [1, 1], pads: [0, 2, 1, 0] }, 2),
             (ImageShape::new(4, 3, 5), Window2d { kernel: [3, 2], stride: [1, 2], pads: [2, 1, 2, 3] }, 2),
-            // Stride 1 with output rows as wide as input rows of 8, 4, 2 columns: several rows to a
-            // vector, the last group of rows partial, uneven padding, a 5×5 window.
+            // Stride 1 with output rows as wide as input rows of 8, 4, 2, 1 columns: several rows to
+            // a vector, the last group of rows partial, uneven padding, a 5×5 window.
             (ImageShape::new(6, 8, 8), Window2d { kernel: [3, 3], stride: [1, 1], pads: [1; 4] }, 2),
             (ImageShape::new(3, 5, 4), Window2d { kernel: [3, 3], stride: [1, 1], pads: [1; 4] }, 3),
             (ImageShape::new(2, 3, 2), Window2d { kernel: [3, 3], stride: [1, 1], pads: [1; 4] }, 1),
             (ImageShape::new(3, 6, 8), Window2d { kernel: [3, 3], stride: [1, 1], pads: [0, 2, 1, 0] }, 2),
             (ImageShape::new(2, 9, 8), Window2d { kernel: [5, 5], stride: [1, 1], pads: [2; 4] }, 1),
+            (ImageShape::new(2, 21, 1), Window2d { kernel: [3, 1], stride: [1, 1], pads: [1, 0, 1, 0] }, 2),
         ];
         for (seed, (input, window, batch)) in (27..).zip(depthwise) {
             grouped_case(ConvGeometry { input, out_channels: input.c, window }, input.c, batch, 1 << 11, seed);
