@@ -275,7 +275,7 @@ pub fn matmul_panels<T: Avx512Scalar>(
 /// busy) or there are none.
 fn run_split(threads: usize, units: usize, part: impl Fn(std::ops::Range<usize>) + Sync) {
     let tasks = threads.clamp(1, units.max(1));
-    let task = |t: usize| part(t * units / tasks..(t + 1) * units / tasks);
+    let task = |t: usize| part(super::share(t, tasks, units));
     if tasks <= 1 || !super::team::run(threads, tasks, &|_, t| task(t)) {
         (0..tasks).for_each(task);
     }

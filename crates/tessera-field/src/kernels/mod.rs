@@ -30,6 +30,11 @@ pub(crate) const PARALLEL_MIN_MACS: usize = 1 << 18;
 #[cfg(not(target_arch = "x86_64"))]
 pub(crate) const PARALLEL_MIN_MACS: usize = 4 << 20;
 
+/// Task `t`'s share of `units` split into `tasks` contiguous ranges of near-equal length.
+pub(crate) fn share(t: usize, tasks: usize, units: usize) -> std::ops::Range<usize> {
+    t * units / tasks..(t + 1) * units / tasks
+}
+
 /// Elements below which a pass over memory (padding, an epilogue) runs on the calling thread
 /// alone: a hand-off costs about what a thread copies of a few thousand.
 pub(crate) const PARALLEL_MIN_ELEMENTS: usize = 1 << 13;
@@ -50,19 +55,17 @@ pub(crate) fn split_rows<T: Send>(
     if tasks == 1 {
         return part(0..units, data);
     }
-    let ranges: Vec<std::ops::Range<usize>> = (0..tasks).map(|t| t * units / tasks..(t + 1) * units / tasks).collect();
     let mut rest = data;
-    let rows: Vec<std::sync::Mutex<&mut [T]>> = ranges
-        .iter()
-        .map(|r| {
-            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * per_unit);
+    let rows: Vec<std::sync::Mutex<&mut [T]>> = (0..tasks)
+        .map(|t| {
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(share(t, tasks, units).len() * per_unit);
             rest = tail;
             std::sync::Mutex::new(mine)
         })
         .collect();
     let task = |_: usize, t: usize| {
         let mut rows = rows[t].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        part(ranges[t].clone(), &mut rows);
+        part(share(t, tasks, units), &mut rows);
     };
     if !team::run(threads, tasks, &task) {
         (0..tasks).for_each(|t| task(0, t));
