@@ -7,12 +7,14 @@
 //! * [`share`]: n-of-n additive sharing, perfectly hiding.
 //! * [`seed`]: per-query seeds expanded by a KDF with a domain label per layer and purpose.
 //! * [`kernels`]: fast exact `Z_t` convolution, GEMM and pooling, with naive references.
+//! * [`vector`]: element-wise loops compiled for the CPU's vector extensions.
 
 pub mod error;
 pub mod fixed;
 pub mod kernels;
 pub mod seed;
 pub mod share;
+pub mod vector;
 pub mod zt;
 
 pub use error::{FieldError, Result};

@@ -66,9 +66,34 @@ pub fn mul_pow2(a: u64, k: u32) -> u64 {
     if k >= 40 {
         return mul(a, pow_vt(2, u64::from(k)));
     }
+    shift_fold(a, k)
+}
+
+/// `a · 2^k mod t` for `k < 40`, without a branch.
+#[inline(always)]
+fn shift_fold(a: u64, k: u32) -> u64 {
     // a = hi · 2^(61−k) + r: a · 2^k ≡ hi · δ + r · 2^k, with hi · δ < 2^60 and r · 2^k < 2^61.
     let z = (a >> (61 - k)) * DELTA + ((a << k) & MASK61);
     if z >= T { z - T } else { z }
+}
+
+/// `out[i] = a[i] · 2^k + b[i] mod t` (a residual addition whose branch `a` is lifted to
+/// product scale), vectorized.
+pub fn mul_pow2_add(out: &mut [u64], a: &[u64], k: u32, b: &[u64]) {
+    crate::vector::vectorized(
+        #[inline(always)]
+        || {
+            if k >= 40 {
+                for ((o, &p), &q) in out.iter_mut().zip(a).zip(b) {
+                    *o = add(mul_pow2(p, k), q);
+                }
+            } else {
+                for ((o, &p), &q) in out.iter_mut().zip(a).zip(b) {
+                    *o = add(shift_fold(p, k), q);
+                }
+            }
+        },
+    )
 }
 
 /// The field element of a signed integer.
@@ -165,13 +190,62 @@ pub fn scale_assign(dst: &mut [u64], c: u64) {
     dst.iter_mut().for_each(|d| *d = mul(*d, c));
 }
 
-/// `Σ a[i] · b[i] mod t` over the shorter of the two, reducing once per 32 products (each is
-/// below `2^122`, so 32 of them stay below `2^127`) instead of once per product.
+/// `Σ a[i] · b[i] mod t` over the shorter of the two.
+///
+/// Blocks of `a` whose signed values all lie in `[−2^31, 2^31)` (activations and the verify
+/// client's lifted products always do) multiply three 21-bit limbs of `b` in 64-bit lanes, which
+/// vectorize; any other block runs on 128-bit products, reduced once per 32 of them.
 pub fn dot(a: &[u64], b: &[u64]) -> u64 {
-    const LAZY: usize = 32;
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
-    a.chunks(LAZY).zip(b.chunks(LAZY)).fold(0u64, |acc, (x, y)| {
+    crate::vector::vectorized(
+        #[inline(always)]
+        || {
+            let mut sum = 0;
+            for (x, y) in a.chunks(SMALL_DOT_BLOCK).zip(b.chunks(SMALL_DOT_BLOCK)) {
+                sum = add(sum, dot_block(x, y));
+            }
+            sum
+        },
+    )
+}
+
+/// One block of [`dot`]: on limbs where every value of `x` is small, else on 128-bit products.
+#[inline(always)]
+fn dot_block(x: &[u64], y: &[u64]) -> u64 {
+    let mut outside = 0;
+    for &v in x {
+        outside |= (to_i64(v) + (1 << 31)) as u64 >> 32;
+    }
+    if outside == 0 { dot_small(x, y) } else { dot_wide(x, y) }
+}
+
+/// Terms per block of [`dot`]'s small path: each limb product is below `2^52` in magnitude,
+/// so a block's sums stay below `2^62`.
+const SMALL_DOT_BLOCK: usize = 1 << 10;
+/// Bits of a limb of `b` in [`dot`]'s small path.
+const DOT_LIMB: u32 = 21;
+
+/// `Σ x[i] · y[i] mod t` for `|x[i]| ≤ 2^31` (signed), at most [`SMALL_DOT_BLOCK`] terms.
+#[inline(always)]
+fn dot_small(x: &[u64], y: &[u64]) -> u64 {
+    let mask = (1u64 << DOT_LIMB) - 1;
+    let (mut s0, mut s1, mut s2) = (0i64, 0i64, 0i64);
+    for (&p, &q) in x.iter().zip(y) {
+        let p = to_i64(p);
+        s0 += p * (q & mask) as i64;
+        s1 += p * ((q >> DOT_LIMB) & mask) as i64;
+        s2 += p * (q >> (2 * DOT_LIMB)) as i64;
+    }
+    reduce_i128(i128::from(s0) + (i128::from(s1) << DOT_LIMB) + (i128::from(s2) << (2 * DOT_LIMB)))
+}
+
+/// `Σ x[i] · y[i] mod t` for any elements, reducing once per 32 products (each is below
+/// `2^122`, so 32 of them stay below `2^127`) instead of once per product.
+#[inline(always)]
+fn dot_wide(x: &[u64], y: &[u64]) -> u64 {
+    const LAZY: usize = 32;
+    x.chunks(LAZY).zip(y.chunks(LAZY)).fold(0u64, |acc, (x, y)| {
         let sum: u128 = x.iter().zip(y).map(|(&p, &q)| p as u128 * q as u128).sum();
         // Fold the top bits once (`2^61 ≡ δ`) so that the rest is below `2^122`.
         let folded = (sum >> 61) * DELTA as u128 + (sum as u64 & MASK61) as u128;
@@ -242,6 +316,41 @@ mod tests {
                 assert_eq!(dot(a, b), naive(a, b), "n = {n}");
                 assert_eq!(dot(a, b), exact(a, b), "n = {n}");
             }
+        }
+    }
+
+    /// Small signed values (the limb path) at the edges of its range `[−2^31, 2^31)`, against
+    /// the largest elements, around the block length; and blocks mixing both paths.
+    #[test]
+    fn dot_of_small_values_matches_the_naive_sum() {
+        let naive = |a: &[u64], b: &[u64]| a.iter().zip(b).fold(0, |acc, (&p, &q)| add(acc, mul(p, q)));
+        let edges = [-(1i64 << 31), (1 << 31) - 1, -1, 0, 1, -(1 << 30), 12_345];
+        for n in [1, 1023, 1024, 1025, 3000] {
+            let a: Vec<u64> = (0..n).map(|i| from_i64(edges[i % edges.len()])).collect();
+            let b: Vec<u64> = (0..n)
+                .map(|i| if i % 3 == 0 { T - 1 } else { (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) % T })
+                .collect();
+            assert_eq!(dot(&a, &b), naive(&a, &b), "n = {n}");
+            // One value just outside the range sends its block down the 128-bit path.
+            for outside in [1i64 << 31, -(1 << 31) - 1, HALF as i64] {
+                let mut mixed = a.clone();
+                mixed[n / 2] = from_i64(outside);
+                assert_eq!(dot(&mixed, &b), naive(&mixed, &b), "n = {n}, {outside}");
+            }
+        }
+    }
+
+    #[test]
+    fn lifted_additions_match_the_element_by_element_ones() {
+        let a: Vec<u64> = (0..1000u64)
+            .map(|i| if i % 7 == 0 { T - 1 - i } else { i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % T })
+            .collect();
+        let b: Vec<u64> = a.iter().rev().copied().collect();
+        for k in [0, 1, 9, 39, 40, 45] {
+            let mut out = vec![0; a.len()];
+            mul_pow2_add(&mut out, &a, k, &b);
+            let expected: Vec<u64> = a.iter().zip(&b).map(|(&p, &q)| add(mul(p, pow_vt(2, u64::from(k))), q)).collect();
+            assert_eq!(out, expected, "k = {k}");
         }
     }
 

@@ -4,6 +4,7 @@
 
 use tessera_field::kernels::pool::max_pool_zt;
 use tessera_field::kernels::{ImageShape, Window2d};
+use tessera_field::vector::vectorized;
 use tessera_field::zt;
 
 /// Fractional bits of a leaky ReLU's slope below zero ([`NonlinearKind::LeakyRelu`]).
@@ -138,7 +139,16 @@ impl NonlinearLayer {
             // The hot path (every verify client and the reference run it): one branch-free pass,
             // round to nearest then rectify, in 64 bits; the same values as the general path.
             let (shift, half) = (self.shift, (1i64 << self.shift) >> 1);
-            return x.iter().map(|&v| ((zt::to_i64(v) + half) >> shift).max(0) as u64).collect();
+            let mut y = vec![0; x.len()];
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (out, &v) in y.iter_mut().zip(x) {
+                        *out = ((zt::to_i64(v) + half) >> shift).max(0) as u64;
+                    }
+                },
+            );
+            return y;
         }
         self.eval_rescaled(x, batch, |v, shift| {
             let half = (1i128 << shift) >> 1;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use tessera_field::kernels::conv::conv2d_zt;
 use tessera_field::kernels::pool::sum_pool_zt;
+use tessera_field::vector::vectorized;
 use tessera_field::zt;
 use zeroize::Zeroize;
 
@@ -200,11 +201,11 @@ impl Runner {
             FixedOp::Add { lift } => {
                 let f_w = model.params.f_w();
                 let (a, b) = (&self.values[model.inputs[i][0]], &self.values[model.inputs[i][1]]);
-                match lift {
-                    Some(0) => a.iter().zip(b).map(|(&p, &q)| zt::add(zt::mul_pow2(p, f_w), q)).collect(),
-                    Some(1) => a.iter().zip(b).map(|(&p, &q)| zt::add(p, zt::mul_pow2(q, f_w))).collect(),
-                    _ => a.iter().zip(b).map(|(&p, &q)| zt::add(p, q)).collect(),
-                }
+                // Addition commutes: the branch to lift to product scale (if any) goes first.
+                let (lifted, other) = if *lift == Some(1) { (b, a) } else { (a, b) };
+                let mut y = vec![0; a.len().min(b.len())];
+                zt::mul_pow2_add(&mut y, lifted, if lift.is_some() { f_w } else { 0 }, other);
+                y
             }
             FixedOp::Concat { lift } => {
                 let f_w = model.params.f_w();
@@ -223,9 +224,16 @@ impl Runner {
 /// Folds each output channel's bias into its plane of `y` (any number of images) with `op`
 /// (`zt::add` to add it, `zt::sub` to take it away).
 pub fn fold_bias(y: &mut [u64], bias: &[u64], plane: usize, op: impl Fn(u64, u64) -> u64) {
-    for (chunk, &bv) in y.chunks_mut(plane).zip(bias.iter().cycle()) {
-        chunk.iter_mut().for_each(|v| *v = op(*v, bv));
-    }
+    vectorized(
+        #[inline(always)]
+        || {
+            for (chunk, &bv) in y.chunks_mut(plane).zip(bias.iter().cycle()) {
+                for v in chunk {
+                    *v = op(*v, bv);
+                }
+            }
+        },
+    )
 }
 
 impl Drop for Runner {

@@ -2,6 +2,7 @@
 //! elements, read back with every length and range checked so a hostile peer gets a typed error.
 
 use rayon::prelude::*;
+use tessera_field::vector::vectorized;
 use tessera_field::{Seed, seed::os_rng, zt};
 use tessera_he::{Ciphertext, Form, HeParams, PublicKey};
 use tessera_net::{Channel, MessageKind, PartyReport, SessionId};
@@ -165,22 +166,28 @@ impl<'a> Reader<'a> {
     ) -> Result<()> {
         let len = self.value_bytes(dst.len(), WIDTH)?;
         let bytes = self.take(len)?;
-        let mut outside = false;
-        for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(WIDTH)) {
-            let v = match WIDTH {
-                4 => u64::from(u32::from_le_bytes(c.try_into().expect("4 bytes"))),
-                _ => {
-                    let mut word = [0u8; 8];
-                    word[..WIDTH].copy_from_slice(c);
-                    u64::from_le_bytes(word)
+        let outside = vectorized(
+            #[inline(always)]
+            || {
+                let mut outside = false;
+                for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(WIDTH)) {
+                    let v = match WIDTH {
+                        4 => u64::from(u32::from_le_bytes(c.try_into().expect("4 bytes"))),
+                        _ => {
+                            let mut word = [0u8; 8];
+                            word[..WIDTH].copy_from_slice(c);
+                            u64::from_le_bytes(word)
+                        }
+                    };
+                    // Branch-free, so that the loop vectorizes: a value outside the field leaves
+                    // `d` as it was and fails the whole read below.
+                    let inside = v < modulus;
+                    *d = if inside { op(*d, v) } else { *d };
+                    outside |= !inside;
                 }
-            };
-            if v < modulus {
-                *d = op(*d, v);
-            } else {
-                outside = true;
-            }
-        }
+                outside
+            },
+        );
         if outside {
             return Err(self.error(Violation::OutsideField));
         }

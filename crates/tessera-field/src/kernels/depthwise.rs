@@ -97,23 +97,13 @@ struct Scratch<T: Zeroize> {
     acc: Zeroizing<Vec<T>>,
 }
 
-/// `acc = Σ_t taps[t] · src[offsets[t] ..][.. acc.len()]`, in tap order; 512-bit vectors where
-/// the CPU has them (the workspace builds for baseline x86-64, whose loops are 128-bit).
+/// `acc = Σ_t taps[t] · src[offsets[t] ..][.. acc.len()]`, in tap order, in the CPU's widest
+/// vectors (the workspace builds for baseline x86-64, whose loops are 128-bit).
 fn sum_taps<T: GemmScalar>(acc: &mut [T], src: &[T], taps: &[T], offsets: &[usize]) {
-    #[cfg(target_arch = "x86_64")]
-    #[allow(unsafe_code, reason = "calling the AVX-512 build of safe code once the CPU is known to have it")]
-    if super::avx512::available() {
-        // SAFETY: the CPU has AVX-512F.
-        return unsafe { sum_taps_avx512(acc, src, taps, offsets) };
-    }
-    sum_taps_body(acc, src, taps, offsets)
-}
-
-/// [`sum_taps_body`] compiled for AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn sum_taps_avx512<T: GemmScalar>(acc: &mut [T], src: &[T], taps: &[T], offsets: &[usize]) {
-    sum_taps_body(acc, src, taps, offsets)
+    crate::vector::vectorized(
+        #[inline(always)]
+        || sum_taps_body(acc, src, taps, offsets),
+    )
 }
 
 /// The loops of [`sum_taps`], inlined into each build of it: runs of [`RUN`] sums (`acc` holds

@@ -9,6 +9,7 @@ use rand::seq::SliceRandom;
 use tessera_field::kernels::conv::wipe_scratch;
 use tessera_field::kernels::im2col::Im2col;
 use tessera_field::kernels::{ConvKernel, conv2d_zt};
+use tessera_field::vector::vectorized;
 use tessera_field::{seed::os_rng, zt};
 use tessera_model::cost::OpCount;
 use tessera_model::fixed::{FixedModel, FixedOp};
@@ -147,16 +148,33 @@ impl PadMessage {
     /// Adds the input in place: the pad becomes `X + M` (`X` reduced mod `p` when narrow).
     fn add_input(&mut self, x: &[u64]) {
         match self {
-            Self::Narrow(w) => {
-                for (word, &v) in w[2..].iter_mut().zip(x) {
-                    *word = (narrow::add(narrow::reduce(v), u64::from(*word)) as u32).to_le();
-                }
-            }
-            Self::Wide(w) => {
-                for (word, &v) in w[1..].iter_mut().zip(x) {
-                    *word = zt::add(v, *word).to_le();
-                }
-            }
+            Self::Narrow(w) => vectorized(
+                #[inline(always)]
+                || {
+                    let words = &mut w[2..];
+                    let mut small = true;
+                    for &v in x {
+                        small &= narrow::is_small(v);
+                    }
+                    if small {
+                        for (word, &v) in words.iter_mut().zip(x) {
+                            *word = (narrow::add(narrow::reduce_small(v), u64::from(*word)) as u32).to_le();
+                        }
+                    } else {
+                        for (word, &v) in words.iter_mut().zip(x) {
+                            *word = (narrow::add(narrow::reduce(v), u64::from(*word)) as u32).to_le();
+                        }
+                    }
+                },
+            ),
+            Self::Wide(w) => vectorized(
+                #[inline(always)]
+                || {
+                    for (word, &v) in w[1..].iter_mut().zip(x) {
+                        *word = zt::add(v, *word).to_le();
+                    }
+                },
+            ),
         }
     }
 

@@ -40,14 +40,20 @@ pub fn fits(kernel: &ConvKernel, bound_bits: u32) -> bool {
 /// magnitude, so the division is the rare case.
 #[inline]
 pub fn reduce(v: u64) -> u64 {
-    if v < P {
-        v
-    } else if v > zt::T - P {
-        // A negative value above −p: `v − t + p`.
-        v - (zt::T - P)
-    } else {
-        zt::to_i64(v).rem_euclid(P as i64) as u64
-    }
+    if is_small(v) { reduce_small(v) } else { zt::to_i64(v).rem_euclid(P as i64) as u64 }
+}
+
+/// Whether `v` read as signed lies in `(−p, p)`, where [`reduce_small`] applies.
+#[inline(always)]
+pub fn is_small(v: u64) -> bool {
+    !(P..=zt::T - P).contains(&v)
+}
+
+/// [`reduce`] for a value that [`is_small`] (a negative one becomes `v − t + p`), without a
+/// branch, so that loops over activations vectorize.
+#[inline(always)]
+pub fn reduce_small(v: u64) -> u64 {
+    v - (zt::T - P) * u64::from(v > zt::T - P)
 }
 
 /// The `Z_t` value of the signed representative in `(−p/2, p/2)` of a residue mod `p`
