@@ -287,8 +287,8 @@ def render(run):
               f"{c['macs']:,} multiply-accumulates against the client's "
               f"{c['ops']['online']['mul'] + c['ops']['online']['add']:,} online multiplications and additions, "
               f"{c['macs_per_online_op']:.1f}× ({c['ops_ratio']:.1f}× counting every operation on both sides); "
-              f"online CPU {c['cpu_ms']['total']:.2f} ms against {r['baselines']['f32_cpu_ms']['median']:.2f} ms "
-              f"for local f32 ({c['vs_f32_cpu']:.2f}×) | {met} in operations; in CPU time, sending every "
+              f"online CPU {c['cpu_ms']['total']:.2f} ms against {r['baselines']['f32_one_thread_ms']['median']:.2f} ms "
+              f"for local f32 on one thread ({c['vs_f32_cpu']:.2f}×) | {met} in operations; in CPU time, sending every "
               "activation through TLS is a floor that a fast local engine keeps close (*Verify's client* below) |")
     for r in reports:
         s = result(r, "bayes", "loopback", samples=1)
@@ -304,7 +304,8 @@ def render(run):
     w("What the `verify` client computes online per query (batch 1, loopback), counted where it runs, "
       "and its online CPU time by part (medians over the timed queries; each part on the client's "
       "thread, the transport is the rest of the process's time), beside running the model itself "
-      "(its operations in the fixed-point runner; the `f32` engine's CPU time). Preprocessing (the pads, "
+      "(its operations in the fixed-point runner; the `f32` engine's CPU time on one thread, the client's "
+      "own thread count). Preprocessing (the pads, "
       "`K·M` and the challenges' weights) runs before the input exists. docs/suites/verify.md explains "
       "the parts and the floor.\n")
     for r in reports:
@@ -320,14 +321,16 @@ def render(run):
                 ("decode and unpad", o["unpad"], cpu["unpad"]), ("own layers", o["local"], cpu["local"]),
                 ("TLS, framing, runtime", None, cpu["transport"]), ("**online**", o["online"], cpu["total"]),
                 ("preprocessing, ahead", o["preprocess"], None),
-                ("the model run locally (f32 CPU)", c["local_model"], r["baselines"]["f32_cpu_ms"]["median"])]
+                ("the model run locally (f32 CPU, one thread)", c["local_model"],
+                 r["baselines"]["f32_one_thread_ms"]["median"])]
         for name, ops, ms in rows:
             counts = " | ".join("–" if ops is None else f"{ops[k]:,}" for k in ("mul", "add", "other"))
             w(f"| {name} | {counts} | {'–' if ms is None else f'{ms:.3f}'} |")
         w(f"\nThe model's multiply-accumulates are **{c['macs_per_online_op']:.1f}×** the client's online "
           f"multiplications and additions ({c['ops_ratio']:.1f}× counting every operation on both sides); the "
-          f"client's online CPU is **{c['vs_f32_cpu']:.2f}×** the f32 engine's, "
-          f"{(cpu['total'] - cpu['transport']) / r['baselines']['f32_cpu_ms']['median']:.2f}× without the transport.\n")
+          f"client's online CPU is **{c['vs_f32_cpu']:.2f}×** the f32 engine's on one thread, "
+          f"{(cpu['total'] - cpu['transport']) / r['baselines']['f32_one_thread_ms']['median']:.2f}× without the "
+          "transport.\n")
 
     w("## Where the time and bytes go\n")
     w("Each row of a breakdown is a stage of the protocol: setup, input, a run of linear layers ending "

@@ -11,6 +11,7 @@ pub mod certs;
 pub mod channel;
 pub mod error;
 pub mod frame;
+pub mod poll;
 pub mod report;
 pub mod tap;
 pub mod tls;

@@ -9,12 +9,14 @@ use std::time::Duration;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio::io::{AsyncRead, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::channel::{Channel, stream_error};
 use crate::error::{KeyFileProblem, NetError, Result};
 use crate::frame::{MessageKind, SessionId};
+use crate::poll::BusyPoll;
 
 /// The frame a server sends once it accepted a client: its own party name.
 pub const HELLO: MessageKind = MessageKind(0);
@@ -163,7 +165,7 @@ impl TlsServer {
         let tls_err = |reason: String| NetError::Tls { peer: addr.clone(), reason };
         // Small protocol messages must not wait for delayed ACKs.
         tcp.set_nodelay(true).map_err(|e| NetError::Io { peer: addr.clone(), reason: e.to_string() })?;
-        let stream = tokio::time::timeout(self.timeout, self.acceptor.accept(tcp))
+        let stream = tokio::time::timeout(self.timeout, self.acceptor.accept(buffered(BusyPoll::new(tcp))))
             .await
             .map_err(|_| tls_err(format!("handshake not finished within {:?}", self.timeout)))?
             .map_err(|e| stream_error(&addr, HELLO, e))?;
@@ -179,6 +181,8 @@ impl TlsServer {
             .find(|n| ServerName::try_from(n.as_str()).is_ok_and(|sn| ee.verify_is_valid_for_subject_name(&sn).is_ok()))
             .cloned();
         let refused = name.is_none();
+        let mut stream = stream;
+        stream.get_mut().1.set_buffer_limit(Some(SEND_BUFFER));
         let mut channel = Channel::new(name.unwrap_or(addr), stream, self.timeout, self.max_payload);
         if refused {
             // Tell the client why instead of just closing, so it can tell a refusal from a crash.
@@ -190,6 +194,19 @@ impl TlsServer {
         channel.send(HELLO, SessionId([0; 16]), 0, self.name.as_bytes()).await?;
         Ok(channel)
     }
+}
+
+/// Plaintext a TLS session encrypts ahead of the socket: a frame of up to this size leaves in
+/// one system call (rustls's default, 64 KiB, split every ResNet-20 first-stage layer in two).
+const SEND_BUFFER: usize = 1 << 20;
+
+/// Bytes read from a socket per system call at most.
+const READ_BUFFER: usize = 256 << 10;
+
+/// The socket under a TLS session, read through a buffer: rustls asks for 4 KiB at a time,
+/// which would be a system call per 4 KiB of a product or ciphertext (16 for a 64 KiB layer).
+fn buffered<S: AsyncRead>(socket: S) -> BufReader<S> {
+    BufReader::with_capacity(READ_BUFFER, socket)
 }
 
 /// Connects to party `peer` at `addr` as `identity`; the server must present a certificate for
@@ -209,13 +226,15 @@ pub async fn connect(
             .map_err(|e| NetError::Io { peer: peer.to_string(), reason: e.to_string() })?;
         tcp.set_nodelay(true).map_err(|e| NetError::Io { peer: peer.to_string(), reason: e.to_string() })?;
         TlsConnector::from(identity.client.clone())
-            .connect(server_name, tcp)
+            .connect(server_name, buffered(tcp))
             .await
             .map_err(|e| stream_error(peer, HELLO, e))
     };
     let stream = tokio::time::timeout(timeout, handshake)
         .await
         .map_err(|_| tls_err(format!("handshake not finished within {timeout:?}")))??;
+    let mut stream = stream;
+    stream.get_mut().1.set_buffer_limit(Some(SEND_BUFFER));
     let mut channel = Channel::new(peer, stream, timeout, max_payload);
     // The server refuses a client it cannot authenticate with a TLS alert (which the channel
     // reports as a TLS error), and an authenticated party it does not expect with an abort frame

@@ -1,6 +1,6 @@
 //! Suite `verify`'s client beside running the model itself: its operations in `Z_t` by part
 //! against the model's multiply-accumulates (Lu et al.'s metric), and its online CPU time by
-//! part against the `f32` engine's.
+//! part against the `f32` engine's on one thread (the client's own thread count).
 
 use serde::Serialize;
 use tessera::model::cost::OpCount;
@@ -25,7 +25,7 @@ pub struct ClientSummary {
     pub ops_ratio: f64,
     /// Online CPU ms by part, each the median over the timed queries.
     pub cpu_ms: CpuMs,
-    /// The client's online CPU over the `f32` engine's CPU (medians).
+    /// The client's online CPU over the one-thread `f32` engine's CPU (medians).
     pub vs_f32_cpu: f64,
 }
 
@@ -64,8 +64,8 @@ pub struct CpuMs {
 }
 
 impl ClientSummary {
-    /// The summary of the timed queries' costs, against the `f32` engine's median CPU and the
-    /// model's multiply-accumulates.
+    /// The summary of the timed queries' costs, against the one-thread `f32` engine's median
+    /// CPU and the model's multiply-accumulates.
     pub fn of(costs: &[ClientCost], f32_cpu_ms: f64, macs: u64) -> Option<Self> {
         let first = costs.first()?;
         let a = &first.arithmetic;
@@ -122,11 +122,11 @@ impl ClientSummary {
         t.row(row("TLS, framing, runtime", None, Some(c.transport)));
         t.row(row("online total", Some(&o.online), Some(c.total)));
         t.row(row("preprocessing (ahead)", Some(&o.preprocess), None));
-        t.row(row("the model run locally", Some(&self.local_model), Some(f32_cpu_ms)));
+        t.row(row("the model run locally (f32, one thread)", Some(&self.local_model), Some(f32_cpu_ms)));
         t.print();
         crate::outln!(
             "verify client: the model's multiply-accumulates are {:.1}× its online multiplications and additions \
-             ({:.1}× counting every operation on both sides); its online CPU is {:.2}× the f32 engine's",
+             ({:.1}× counting every operation on both sides); its online CPU is {:.2}× the f32 engine's on one thread",
             self.macs_per_online_op,
             self.ops_ratio,
             self.vs_f32_cpu

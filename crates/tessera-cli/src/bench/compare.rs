@@ -21,7 +21,7 @@ use tessera::{LoadedModel, QueryOptions, Suite};
 
 use super::client::ClientSummary;
 use super::throughput::{Check, Throughput, Workload, burst, within};
-use super::{Spread, cpu_runs, query_input, time_runs};
+use super::{Spread, cpu_runs, query_input, thread_cpu_runs, time_runs};
 use crate::output::{min_median, print_json};
 
 /// Options of the suite comparison.
@@ -165,6 +165,11 @@ pub struct Baselines {
     pub f32_ms: Spread,
     /// The `f32` engine's CPU time (all threads of this process).
     pub f32_cpu_ms: Spread,
+    /// The `f32` engine on one thread, that thread's CPU time: what a client device spends
+    /// running the model itself, on the one thread the verify client uses (and a clock that
+    /// counts every instruction: the process clock misses helper threads' running time slices
+    /// at this time scale).
+    pub f32_one_thread_ms: Spread,
     /// The fixed-point reference (the exact function the secure suites compute).
     pub fixed_ms: Spread,
 }
@@ -311,6 +316,14 @@ pub fn run(args: CompareArgs) -> Result<()> {
     let f32_cpu_ms = Spread::of_seconds(cpu_runs(args.runs * 5, || {
         std::hint::black_box(engine.run(&x, batch).expect("validated input"));
     }));
+    let mut one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .context("a one-thread pool")?
+        .install(|| PlainEngine::new(&m.merged));
+    let f32_one_thread_ms = Spread::of_seconds(thread_cpu_runs(args.runs * 5, || {
+        std::hint::black_box(one_thread.run(&x, batch).expect("validated input"));
+    }));
     bar.inc(1);
     let fixed_ms = Spread::of_seconds(time_runs(args.runs, || {
         std::hint::black_box(fixed.run(&x, batch).expect("calibrated input"));
@@ -361,7 +374,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
             let work = Workload { config: target.config(), model, batch, options: &query };
             let config_fixed = model.fixed()?;
             let names = |n: u32| config_fixed.node_name(n as usize).to_string();
-            let local = Local { f32_cpu_ms: f32_cpu_ms.median, macs: cost.macs * batch as u64 };
+            let local = Local { f32_one_thread_ms: f32_one_thread_ms.median, macs: cost.macs * batch as u64 };
             let measured = measure(&one_user, work, &names, &x, (args.warmup, args.runs), local, &bar)
                 .with_context(|| format!("{} on {net}", config.label()))?;
             let median = measured.latency_ms.median;
@@ -407,7 +420,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         macs: cost.macs,
         relus: cost.relus,
         nets: net_names,
-        baselines: Baselines { f32_ms, f32_cpu_ms, fixed_ms },
+        baselines: Baselines { f32_ms, f32_cpu_ms, f32_one_thread_ms, fixed_ms },
         results,
         skipped,
     };
@@ -453,8 +466,8 @@ fn configurations(args: &CompareArgs, m: &LoadedModel) -> (Vec<Config>, Vec<Skip
 /// Running the model locally, what a verify client is set against.
 #[derive(Clone, Copy)]
 struct Local {
-    /// The `f32` engine's median CPU time.
-    f32_cpu_ms: f64,
+    /// The one-thread `f32` engine's median CPU time.
+    f32_one_thread_ms: f64,
     /// The model's multiply-accumulates for the whole batch.
     macs: u64,
 }
@@ -483,7 +496,7 @@ fn measure(
             clients.extend(r.client_cost().copied());
         }
     }
-    let client = ClientSummary::of(&clients, local.f32_cpu_ms, local.macs);
+    let client = ClientSummary::of(&clients, local.f32_one_thread_ms, local.macs);
     let latencies_ms: Vec<f64> = timed.iter().map(|(s, _)| s * 1e3).collect();
     let latency_ms = Spread::of_seconds(timed.iter().map(|(s, _)| *s).collect());
     let median = |mut v: Vec<f64>| min_median(&mut v).1;

@@ -153,6 +153,18 @@ fn cpu_runs(runs: usize, mut f: impl FnMut()) -> Vec<f64> {
         .collect()
 }
 
+/// One warm-up call, then `runs` calls, each one's CPU time of this thread in seconds.
+fn thread_cpu_runs(runs: usize, mut f: impl FnMut()) -> Vec<f64> {
+    f();
+    (0..runs.max(1))
+        .map(|_| {
+            let t = cpu_time::ThreadTime::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect()
+}
+
 /// One warm-up call (caches, scratch buffers, thread pool), then `runs` timed calls, in seconds.
 fn time_runs(runs: usize, mut f: impl FnMut()) -> Vec<f64> {
     f();

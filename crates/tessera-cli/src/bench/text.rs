@@ -21,10 +21,12 @@ pub fn print(r: &Report, nets: &[Option<LinkProfile>]) {
         r.warmup
     );
     crate::outln!(
-        "baselines in this process ({} threads): f32 engine {} (CPU {}), fixed-point reference {} (ms, min / median / max)",
+        "baselines in this process ({} threads): f32 engine {} (CPU {}; one thread: CPU {}), fixed-point reference {} \
+         (ms, min / median / max)",
         r.threads,
         b.f32_ms,
         b.f32_cpu_ms,
+        b.f32_one_thread_ms,
         b.fixed_ms
     );
     for (net, profile) in r.nets.iter().zip(nets.iter().chain(std::iter::repeat(&None))) {
@@ -90,7 +92,7 @@ pub fn print(r: &Report, nets: &[Option<LinkProfile>]) {
             }
             links.print();
             if let Some(client) = &s.measured.client {
-                client.print(b.f32_cpu_ms.median);
+                client.print(b.f32_one_thread_ms.median);
             }
         }
     }

@@ -146,6 +146,15 @@ impl Probe {
         self.preparation += OpCount { mul: bias.len() as u64, add: n, other: 0 };
     }
 
+    /// Drops a probe whose product was checked, without wiping its weights: the cloud sent
+    /// the product before it could learn anything of the challenge, so once the check ran the
+    /// challenge protects nothing, and wiping it (one volatile store per input and output value)
+    /// took about 4% of the ResNet-20 client's online time.
+    pub fn discard_checked(mut self) {
+        drop(std::mem::take(&mut self.input_weights));
+        drop(std::mem::take(&mut self.output_weights));
+    }
+
     /// The operations spent preparing this challenge.
     pub fn preparation(&self) -> OpCount {
         self.preparation

@@ -335,6 +335,7 @@ pub async fn client(
                             let passed = timed(&mut cpu.checks, || {
                                 all_pass(&layer.probes, x, &layer.product, batch, &mut arith.check)
                             });
+                            layer.probes.drain(..).for_each(Probe::discard_checked);
                             passed.then(|| std::mem::take(&mut layer.product))
                         }
                         Disguise::MonomialInsecure => {
