@@ -288,7 +288,7 @@ def render(run):
               f"{c['ops']['online']['mul'] + c['ops']['online']['add']:,} online multiplications and additions, "
               f"{c['macs_per_online_op']:.1f}× ({c['ops_ratio']:.1f}× counting every operation on both sides); "
               f"online CPU {c['cpu_ms']['total']:.2f} ms against {r['baselines']['f32_one_thread_ms']['median']:.2f} ms "
-              f"for local f32 on one thread ({c['vs_f32_cpu']:.2f}×) | {met} in operations; in CPU time, sending every "
+              f"for local f32 on one thread ({c['vs_f32_one_thread_cpu']:.2f}×) | {met} in operations; in CPU time, sending every "
               "activation through TLS is a floor that a fast local engine keeps close (*Verify's client* below) |")
     for r in reports:
         s = result(r, "bayes", "loopback", samples=1)
@@ -328,7 +328,7 @@ def render(run):
             w(f"| {name} | {counts} | {'–' if ms is None else f'{ms:.3f}'} |")
         w(f"\nThe model's multiply-accumulates are **{c['macs_per_online_op']:.1f}×** the client's online "
           f"multiplications and additions ({c['ops_ratio']:.1f}× counting every operation on both sides); the "
-          f"client's online CPU is **{c['vs_f32_cpu']:.2f}×** the f32 engine's on one thread, "
+          f"client's online CPU is **{c['vs_f32_one_thread_cpu']:.2f}×** the f32 engine's on one thread, "
           f"{(cpu['total'] - cpu['transport']) / r['baselines']['f32_one_thread_ms']['median']:.2f}× without the "
           "transport.\n")
 

@@ -192,9 +192,10 @@ pub fn scale_assign(dst: &mut [u64], c: u64) {
 
 /// `Σ a[i] · b[i] mod t` over the shorter of the two.
 ///
-/// Blocks of `a` whose signed values all lie in `[−2^31, 2^31)` (activations and the verify
-/// client's lifted products always do) multiply three 21-bit limbs of `b` in 64-bit lanes, which
-/// vectorize; any other block runs on 128-bit products, reduced once per 32 of them.
+/// Both operands are split into limbs small enough that every product and every sum of a
+/// block of [`DOT_BLOCK`] of them fits 64-bit lanes, which vectorize: `a` into 31 + 30 bits,
+/// `b` into three 21-bit limbs. The same instructions run whatever the values (no branch on
+/// them: the verify client's checks take secret activations).
 pub fn dot(a: &[u64], b: &[u64]) -> u64 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
@@ -202,7 +203,7 @@ pub fn dot(a: &[u64], b: &[u64]) -> u64 {
         #[inline(always)]
         || {
             let mut sum = 0;
-            for (x, y) in a.chunks(SMALL_DOT_BLOCK).zip(b.chunks(SMALL_DOT_BLOCK)) {
+            for (x, y) in a.chunks(DOT_BLOCK).zip(b.chunks(DOT_BLOCK)) {
                 sum = add(sum, dot_block(x, y));
             }
             sum
@@ -210,47 +211,32 @@ pub fn dot(a: &[u64], b: &[u64]) -> u64 {
     )
 }
 
-/// One block of [`dot`]: on limbs where every value of `x` is small, else on 128-bit products.
-#[inline(always)]
-fn dot_block(x: &[u64], y: &[u64]) -> u64 {
-    let mut outside = 0;
-    for &v in x {
-        outside |= (to_i64(v) + (1 << 31)) as u64 >> 32;
-    }
-    if outside == 0 { dot_small(x, y) } else { dot_wide(x, y) }
-}
-
-/// Terms per block of [`dot`]'s small path: each limb product is below `2^52` in magnitude,
-/// so a block's sums stay below `2^62`.
-const SMALL_DOT_BLOCK: usize = 1 << 10;
-/// Bits of a limb of `b` in [`dot`]'s small path.
+/// Terms per block of [`dot`]: a product of limbs is below `2^52`, so a block's sums of them
+/// stay below `2^62`.
+const DOT_BLOCK: usize = 1 << 10;
+/// Bits of the low limb of `a` in [`dot`] (the high limb has the other 30).
+const DOT_LOW: u32 = 31;
+/// Bits of a limb of `b` in [`dot`].
 const DOT_LIMB: u32 = 21;
 
-/// `Σ x[i] · y[i] mod t` for `|x[i]| ≤ 2^31` (signed), at most [`SMALL_DOT_BLOCK`] terms.
+/// `Σ x[i] · y[i] mod t` over at most [`DOT_BLOCK`] terms, on limbs.
 #[inline(always)]
-fn dot_small(x: &[u64], y: &[u64]) -> u64 {
-    let mask = (1u64 << DOT_LIMB) - 1;
-    let (mut s0, mut s1, mut s2) = (0i64, 0i64, 0i64);
+fn dot_block(x: &[u64], y: &[u64]) -> u64 {
+    let (low, limb) = ((1u64 << DOT_LOW) - 1, (1u64 << DOT_LIMB) - 1);
+    // sums[j][k]: limb j of x (low, high) times limb k of y.
+    let mut sums = [[0u64; 3]; 2];
     for (&p, &q) in x.iter().zip(y) {
-        let p = to_i64(p);
-        s0 += p * (q & mask) as i64;
-        s1 += p * ((q >> DOT_LIMB) & mask) as i64;
-        s2 += p * (q >> (2 * DOT_LIMB)) as i64;
+        let p = [p & low, p >> DOT_LOW];
+        let q = [q & limb, (q >> DOT_LIMB) & limb, q >> (2 * DOT_LIMB)];
+        for (row, &pj) in sums.iter_mut().zip(&p) {
+            for (s, &qk) in row.iter_mut().zip(&q) {
+                *s += pj * qk;
+            }
+        }
     }
-    reduce_i128(i128::from(s0) + (i128::from(s1) << DOT_LIMB) + (i128::from(s2) << (2 * DOT_LIMB)))
-}
-
-/// `Σ x[i] · y[i] mod t` for any elements, reducing once per 32 products (each is below
-/// `2^122`, so 32 of them stay below `2^127`) instead of once per product.
-#[inline(always)]
-fn dot_wide(x: &[u64], y: &[u64]) -> u64 {
-    const LAZY: usize = 32;
-    x.chunks(LAZY).zip(y.chunks(LAZY)).fold(0u64, |acc, (x, y)| {
-        let sum: u128 = x.iter().zip(y).map(|(&p, &q)| p as u128 * q as u128).sum();
-        // Fold the top bits once (`2^61 ≡ δ`) so that the rest is below `2^122`.
-        let folded = (sum >> 61) * DELTA as u128 + (sum as u64 & MASK61) as u128;
-        add(acc, reduce_u128(folded))
-    })
+    // Σ_k 2^(21k) (sums[0][k] + 2^31 sums[1][k]); each bracket is below 2^93.
+    let [r0, r1, r2] = [0, 1, 2].map(|k| reduce_u128(sums[0][k] as u128 + ((sums[1][k] as u128) << DOT_LOW)));
+    add(add(r0, mul_pow2(r1, DOT_LIMB)), mul_pow2(r2, 2 * DOT_LIMB))
 }
 
 #[cfg(test)]
@@ -319,8 +305,8 @@ mod tests {
         }
     }
 
-    /// Small signed values (the limb path) at the edges of its range `[−2^31, 2^31)`, against
-    /// the largest elements, around the block length; and blocks mixing both paths.
+    /// Small signed values, at the edges of `[−2^31, 2^31)`, against the largest elements,
+    /// around the block length; and the same with single values far outside it.
     #[test]
     fn dot_of_small_values_matches_the_naive_sum() {
         let naive = |a: &[u64], b: &[u64]| a.iter().zip(b).fold(0, |acc, (&p, &q)| add(acc, mul(p, q)));
@@ -331,7 +317,7 @@ mod tests {
                 .map(|i| if i % 3 == 0 { T - 1 } else { (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) % T })
                 .collect();
             assert_eq!(dot(&a, &b), naive(&a, &b), "n = {n}");
-            // One value just outside the range sends its block down the 128-bit path.
+            // Values outside it run the same limbs.
             for outside in [1i64 << 31, -(1 << 31) - 1, HALF as i64] {
                 let mut mixed = a.clone();
                 mixed[n / 2] = from_i64(outside);

@@ -5,9 +5,9 @@
 //! and on a multi-core host (above all a virtual machine) the wakeup is an inter-processor
 //! interrupt that the *sender's* system call pays for. Between the layers of a query the client
 //! computes for tens of microseconds, so a server that keeps polling through that gap receives
-//! the next frame without a wakeup: on the verify client (ResNet-20, loopback) this took its
-//! transport time from 1.40–1.65 ms to 1.26–1.32 ms a query. The window is short and restarts
-//! only when data arrives, so an idle connection polls for at most [`WINDOW`] and then parks.
+//! the next frame without a wakeup (docs/suites/verify.md, *Cost*, has what it saves the verify
+//! client). The window is short and restarts only when data arrives, so an idle connection
+//! polls for at most [`WINDOW`] and then parks.
 
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -19,20 +19,30 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// How long reads keep polling once they start finding no data.
 pub const WINDOW: Duration = Duration::from_micros(300);
 
-/// A stream whose reads, for [`WINDOW`] after they first find nothing, ask to be polled again
-/// at once (the task yields and the runtime comes straight back) instead of waiting for the
-/// kernel's readiness event. Writes pass through.
+/// A stream whose reads, once enabled, for [`WINDOW`] after they first find nothing, ask to be
+/// polled again at once (the task yields and the runtime comes straight back) instead of waiting
+/// for the kernel's readiness event. Writes pass through.
+///
+/// The cost is the server's: up to [`WINDOW`] of a core per frame received, so a server enables
+/// it only once the peer has authenticated (an anonymous peer trickling bytes must not keep a
+/// worker spinning).
 #[derive(Debug)]
 pub struct BusyPoll<S> {
     inner: S,
+    enabled: bool,
     /// When the current run of empty reads began.
     empty_since: Option<Instant>,
 }
 
 impl<S> BusyPoll<S> {
-    /// Busy-polls `inner`'s reads.
+    /// `inner`, read as usual until [`enable`](Self::enable) is called.
     pub fn new(inner: S) -> Self {
-        Self { inner, empty_since: None }
+        Self { inner, enabled: false, empty_since: None }
+    }
+
+    /// Busy-polls the reads from now on.
+    pub fn enable(&mut self) {
+        self.enabled = true;
     }
 }
 
@@ -43,7 +53,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for BusyPoll<S> {
             Poll::Pending => {
                 // The inner stream registered the waker with the reactor as well, so a frame
                 // that arrives after the window still wakes the task.
-                if me.empty_since.get_or_insert_with(Instant::now).elapsed() < WINDOW {
+                if me.enabled && me.empty_since.get_or_insert_with(Instant::now).elapsed() < WINDOW {
                     cx.waker().wake_by_ref();
                 }
                 Poll::Pending
@@ -100,7 +110,8 @@ mod tests {
         }
     }
 
-    /// Within the window an empty read asks to be polled again at once; after it, it waits.
+    /// Enabled, within the window an empty read asks to be polled again at once; after it, and
+    /// before it is enabled, it waits.
     #[tokio::test]
     async fn empty_reads_poll_again_only_within_the_window() {
         let (a, _b) = tokio::io::duplex(64);
@@ -114,6 +125,9 @@ mod tests {
             Pin::new(stream).poll_read(&mut cx, &mut buf).is_pending()
         };
         assert!(poll(&mut stream));
+        assert_eq!(count.0.load(Ordering::SeqCst), 0, "not polling before it is enabled");
+        stream.enable();
+        assert!(poll(&mut stream));
         assert_eq!(count.0.load(Ordering::SeqCst), 1, "woken at once inside the window");
         std::thread::sleep(WINDOW * 2);
         assert!(poll(&mut stream));
@@ -126,6 +140,7 @@ mod tests {
     async fn data_after_the_window_is_read() {
         let (a, mut b) = tokio::io::duplex(64);
         let mut stream = BusyPoll::new(a);
+        stream.enable();
         let writer = tokio::spawn(async move {
             tokio::time::sleep(WINDOW * 20).await;
             b.write_all(b"frame").await.unwrap();

@@ -183,6 +183,9 @@ impl TlsServer {
         let refused = name.is_none();
         let mut stream = stream;
         stream.get_mut().1.set_buffer_limit(Some(SEND_BUFFER));
+        if !refused {
+            stream.get_mut().0.get_mut().enable();
+        }
         let mut channel = Channel::new(name.unwrap_or(addr), stream, self.timeout, self.max_payload);
         if refused {
             // Tell the client why instead of just closing, so it can tell a refusal from a crash.
@@ -200,8 +203,8 @@ impl TlsServer {
 /// one system call (rustls's default, 64 KiB, split every ResNet-20 first-stage layer in two).
 const SEND_BUFFER: usize = 1 << 20;
 
-/// Bytes read from a socket per system call at most.
-const READ_BUFFER: usize = 256 << 10;
+/// Bytes read from a socket per system call at most (allocated per connection).
+const READ_BUFFER: usize = 64 << 10;
 
 /// The socket under a TLS session, read through a buffer: rustls asks for 4 KiB at a time,
 /// which would be a system call per 4 KiB of a product or ciphertext (16 for a 64 KiB layer).

@@ -26,7 +26,7 @@ pub struct ClientSummary {
     /// Online CPU ms by part, each the median over the timed queries.
     pub cpu_ms: CpuMs,
     /// The client's online CPU over the one-thread `f32` engine's CPU (medians).
-    pub vs_f32_cpu: f64,
+    pub vs_f32_one_thread_cpu: f64,
 }
 
 /// The client's operations in `Z_t` by part.
@@ -66,7 +66,7 @@ pub struct CpuMs {
 impl ClientSummary {
     /// The summary of the timed queries' costs, against the one-thread `f32` engine's median
     /// CPU and the model's multiply-accumulates.
-    pub fn of(costs: &[ClientCost], f32_cpu_ms: f64, macs: u64) -> Option<Self> {
+    pub fn of(costs: &[ClientCost], f32_one_thread_ms: f64, macs: u64) -> Option<Self> {
         let first = costs.first()?;
         let a = &first.arithmetic;
         let online = a.online();
@@ -95,13 +95,13 @@ impl ClientSummary {
             macs,
             macs_per_online_op: macs as f64 / (online.mul + online.add).max(1) as f64,
             ops_ratio: first.local_model.total() as f64 / online.total().max(1) as f64,
-            vs_f32_cpu: cpu_ms.total / f32_cpu_ms,
+            vs_f32_one_thread_cpu: cpu_ms.total / f32_one_thread_ms,
             cpu_ms,
         })
     }
 
     /// Prints the operations and the CPU split as one table.
-    pub fn print(&self, f32_cpu_ms: f64) {
+    pub fn print(&self, f32_one_thread_ms: f64) {
         let mut t = Table::new(&["client part", "mul", "add", "other", "CPU ms (median)"]);
         let o = &self.ops;
         let c = &self.cpu_ms;
@@ -122,14 +122,14 @@ impl ClientSummary {
         t.row(row("TLS, framing, runtime", None, Some(c.transport)));
         t.row(row("online total", Some(&o.online), Some(c.total)));
         t.row(row("preprocessing (ahead)", Some(&o.preprocess), None));
-        t.row(row("the model run locally (f32, one thread)", Some(&self.local_model), Some(f32_cpu_ms)));
+        t.row(row("the model run locally (f32, one thread)", Some(&self.local_model), Some(f32_one_thread_ms)));
         t.print();
         crate::outln!(
             "verify client: the model's multiply-accumulates are {:.1}× its online multiplications and additions \
              ({:.1}× counting every operation on both sides); its online CPU is {:.2}× the f32 engine's on one thread",
             self.macs_per_online_op,
             self.ops_ratio,
-            self.vs_f32_cpu
+            self.vs_f32_one_thread_cpu
         );
     }
 }

@@ -42,7 +42,8 @@ pub struct CpuSplit {
     pub unpad: Duration,
     /// The client's own layers.
     pub local: Duration,
-    /// The rest of the total: TLS records, framing, system calls and the async runtime.
+    /// The rest of the total, at least zero: TLS records, framing, system calls and the async
+    /// runtime.
     pub transport: Duration,
     /// The process's CPU time from the first layer to the logits.
     pub total: Duration,
