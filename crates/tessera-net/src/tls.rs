@@ -165,10 +165,11 @@ impl TlsServer {
         let tls_err = |reason: String| NetError::Tls { peer: addr.clone(), reason };
         // Small protocol messages must not wait for delayed ACKs.
         tcp.set_nodelay(true).map_err(|e| NetError::Io { peer: addr.clone(), reason: e.to_string() })?;
-        let stream = tokio::time::timeout(self.timeout, self.acceptor.accept(buffered(BusyPoll::new(tcp))))
-            .await
-            .map_err(|_| tls_err(format!("handshake not finished within {:?}", self.timeout)))?
-            .map_err(|e| stream_error(&addr, HELLO, e))?;
+        let stream =
+            tokio::time::timeout(self.timeout, self.acceptor.accept(buffered(SERVER_READ_BUFFER, BusyPoll::new(tcp))))
+                .await
+                .map_err(|_| tls_err(format!("handshake not finished within {:?}", self.timeout)))?
+                .map_err(|e| stream_error(&addr, HELLO, e))?;
         let cert = stream
             .get_ref()
             .1
@@ -203,13 +204,18 @@ impl TlsServer {
 /// one system call (rustls's default, 64 KiB, split every ResNet-20 first-stage layer in two).
 const SEND_BUFFER: usize = 1 << 20;
 
-/// Bytes read from a socket per system call at most (allocated per connection).
-const READ_BUFFER: usize = 64 << 10;
+/// Bytes a server reads from a socket per system call at most (allocated for every connection
+/// it accepts, before the peer authenticates).
+const SERVER_READ_BUFFER: usize = 64 << 10;
+/// Bytes a client reads from a socket per system call at most: a whole layer's product of the
+/// larger models in one call.
+const CLIENT_READ_BUFFER: usize = 256 << 10;
 
-/// The socket under a TLS session, read through a buffer: rustls asks for 4 KiB at a time,
-/// which would be a system call per 4 KiB of a product or ciphertext (16 for a 64 KiB layer).
-fn buffered<S: AsyncRead>(socket: S) -> BufReader<S> {
-    BufReader::with_capacity(READ_BUFFER, socket)
+/// The socket under a TLS session, read through a buffer of `capacity` bytes: rustls asks for
+/// 4 KiB at a time, which would be a system call per 4 KiB of a product or ciphertext (16 for a
+/// 64 KiB layer).
+fn buffered<S: AsyncRead>(capacity: usize, socket: S) -> BufReader<S> {
+    BufReader::with_capacity(capacity, socket)
 }
 
 /// Connects to party `peer` at `addr` as `identity`; the server must present a certificate for
@@ -229,7 +235,7 @@ pub async fn connect(
             .map_err(|e| NetError::Io { peer: peer.to_string(), reason: e.to_string() })?;
         tcp.set_nodelay(true).map_err(|e| NetError::Io { peer: peer.to_string(), reason: e.to_string() })?;
         TlsConnector::from(identity.client.clone())
-            .connect(server_name, buffered(tcp))
+            .connect(server_name, buffered(CLIENT_READ_BUFFER, tcp))
             .await
             .map_err(|e| stream_error(peer, HELLO, e))
     };

@@ -151,19 +151,8 @@ impl PadMessage {
             Self::Narrow(w) => vectorized(
                 #[inline(always)]
                 || {
-                    let words = &mut w[2..];
-                    let mut small = true;
-                    for &v in x {
-                        small &= narrow::is_small(v);
-                    }
-                    if small {
-                        for (word, &v) in words.iter_mut().zip(x) {
-                            *word = (narrow::add(narrow::reduce_small(v), u64::from(*word)) as u32).to_le();
-                        }
-                    } else {
-                        for (word, &v) in words.iter_mut().zip(x) {
-                            *word = (narrow::add(narrow::reduce(v), u64::from(*word)) as u32).to_le();
-                        }
+                    for (word, &v) in w[2..].iter_mut().zip(x) {
+                        *word = (narrow::add(narrow::reduce(v), u64::from(*word)) as u32).to_le();
                     }
                 },
             ),

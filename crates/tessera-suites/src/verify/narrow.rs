@@ -36,24 +36,20 @@ pub fn fits(kernel: &ConvKernel, bound_bits: u32) -> bool {
     bound_bits < 31 && widest * u128::from(P - 1) < u128::from(zt::T / 2)
 }
 
-/// The residue mod `p` of a `Z_t` value read as signed. Activations are far below `p` in
-/// magnitude, so the division is the rare case.
-#[inline]
+/// `t mod p`: what a negative value `v − t` takes off its residue.
+const T_MOD_P: u64 = zt::T % P;
+
+/// The residue mod `p` of a `Z_t` value read as signed, with the same instructions for every
+/// value (the client reduces secret activations; loops over them vectorize).
+#[inline(always)]
 pub fn reduce(v: u64) -> u64 {
-    if is_small(v) { reduce_small(v) } else { zt::to_i64(v).rem_euclid(P as i64) as u64 }
-}
-
-/// Whether `v` read as signed lies in `(−p, p)`, where [`reduce_small`] applies.
-#[inline(always)]
-pub fn is_small(v: u64) -> bool {
-    !(P..=zt::T - P).contains(&v)
-}
-
-/// [`reduce`] for a value that [`is_small`] (a negative one becomes `v − t + p`), without a
-/// branch, so that loops over activations vectorize.
-#[inline(always)]
-pub fn reduce_small(v: u64) -> u64 {
-    v - (zt::T - P) * u64::from(v > zt::T - P)
+    // `2^32 ≡ 5 (mod p)`: fold the high half in twice (`v < 2^61`, then below `2^33`, then
+    // below `p + 10`) and subtract `p` once.
+    let r = 5 * (v >> 32) + (v & 0xFFFF_FFFF);
+    let r = 5 * (r >> 32) + (r & 0xFFFF_FFFF);
+    let r = r - P * u64::from(r >= P);
+    // A negative value stands for `v − t`.
+    sub(r, T_MOD_P * u64::from(v > zt::HALF))
 }
 
 /// The `Z_t` value of the signed representative in `(−p/2, p/2)` of a residue mod `p`
@@ -105,6 +101,31 @@ mod tests {
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
     use tessera_field::kernels::{ConvGeometry, ImageShape, Window2d, conv2d_zt};
+
+    /// The branch-free reduction equals the signed value's Euclidean residue, at the edges of
+    /// both halves of `Z_t` and of the folds, and on random elements.
+    #[test]
+    fn reduction_equals_the_signed_residue() {
+        let mut rng = tessera_field::seed::os_rng();
+        let edges = [
+            0,
+            1,
+            P - 1,
+            P,
+            P + 1,
+            2 * P,
+            (1 << 32) - 1,
+            1 << 32,
+            zt::HALF,
+            zt::HALF + 1,
+            zt::T - 1,
+            zt::T - P,
+            zt::T - P - 1,
+        ];
+        for v in edges.into_iter().chain((0..100_000).map(|_| zt::random(&mut rng))) {
+            assert_eq!(reduce(v), zt::to_i64(v).rem_euclid(P as i64) as u64, "{v}");
+        }
+    }
 
     #[test]
     fn residues_lift_back_to_the_signed_values_they_came_from() {
