@@ -77,21 +77,19 @@ fn shift_fold(a: u64, k: u32) -> u64 {
     if z >= T { z - T } else { z }
 }
 
-/// `out[i] = a[i] · 2^k + b[i] mod t` (a residual addition whose branch `a` is lifted to
-/// product scale), vectorized.
-pub fn mul_pow2_add(out: &mut [u64], a: &[u64], k: u32, b: &[u64]) {
+/// `a[i] · 2^k + b[i] mod t` over the shorter of the two (a residual addition whose branch `a`
+/// is lifted to product scale), vectorized.
+pub fn mul_pow2_add(a: &[u64], k: u32, b: &[u64]) -> Vec<u64> {
     crate::vector::vectorized(
         #[inline(always)]
         || {
+            let mut out = Vec::with_capacity(a.len().min(b.len()));
             if k >= 40 {
-                for ((o, &p), &q) in out.iter_mut().zip(a).zip(b) {
-                    *o = add(mul_pow2(p, k), q);
-                }
+                out.extend(a.iter().zip(b).map(|(&p, &q)| add(mul_pow2(p, k), q)));
             } else {
-                for ((o, &p), &q) in out.iter_mut().zip(a).zip(b) {
-                    *o = add(shift_fold(p, k), q);
-                }
+                out.extend(a.iter().zip(b).map(|(&p, &q)| add(shift_fold(p, k), q)));
             }
+            out
         },
     )
 }
@@ -333,8 +331,7 @@ mod tests {
             .collect();
         let b: Vec<u64> = a.iter().rev().copied().collect();
         for k in [0, 1, 9, 39, 40, 45] {
-            let mut out = vec![0; a.len()];
-            mul_pow2_add(&mut out, &a, k, &b);
+            let out = mul_pow2_add(&a, k, &b);
             let expected: Vec<u64> = a.iter().zip(&b).map(|(&p, &q)| add(mul(p, pow_vt(2, u64::from(k))), q)).collect();
             assert_eq!(out, expected, "k = {k}");
         }

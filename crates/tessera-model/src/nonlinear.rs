@@ -139,16 +139,14 @@ impl NonlinearLayer {
             // The hot path (every verify client and the reference run it): one branch-free pass,
             // round to nearest then rectify, in 64 bits; the same values as the general path.
             let (shift, half) = (self.shift, (1i64 << self.shift) >> 1);
-            let mut y = vec![0; x.len()];
-            vectorized(
+            return vectorized(
                 #[inline(always)]
                 || {
-                    for (out, &v) in y.iter_mut().zip(x) {
-                        *out = ((zt::to_i64(v) + half) >> shift).max(0) as u64;
-                    }
+                    let mut y = Vec::with_capacity(x.len());
+                    y.extend(x.iter().map(|&v| ((zt::to_i64(v) + half) >> shift).max(0) as u64));
+                    y
                 },
             );
-            return y;
         }
         self.eval_rescaled(x, batch, |v, shift| {
             let half = (1i128 << shift) >> 1;

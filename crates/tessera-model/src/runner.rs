@@ -203,9 +203,7 @@ impl Runner {
                 let (a, b) = (&self.values[model.inputs[i][0]], &self.values[model.inputs[i][1]]);
                 // Addition commutes: the branch to lift to product scale (if any) goes first.
                 let (lifted, other) = if *lift == Some(1) { (b, a) } else { (a, b) };
-                let mut y = vec![0; a.len().min(b.len())];
-                zt::mul_pow2_add(&mut y, lifted, if lift.is_some() { f_w } else { 0 }, other);
-                y
+                zt::mul_pow2_add(lifted, if lift.is_some() { f_w } else { 0 }, other)
             }
             FixedOp::Concat { lift } => {
                 let f_w = model.params.f_w();
