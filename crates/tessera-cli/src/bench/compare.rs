@@ -21,7 +21,7 @@ use tessera::{LoadedModel, QueryOptions, Suite};
 
 use super::client::ClientSummary;
 use super::throughput::{Check, Throughput, Workload, burst, within};
-use super::{Spread, cpu_runs, query_input, thread_cpu_runs, time_runs};
+use super::{CpuClock, Spread, cpu_runs, query_input, time_runs};
 use crate::output::{min_median, print_json};
 
 /// Options of the suite comparison.
@@ -313,7 +313,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
     let f32_ms = Spread::of_seconds(time_runs(args.runs * 5, || {
         std::hint::black_box(engine.run(&x, batch).expect("validated input"));
     }));
-    let f32_cpu_ms = Spread::of_seconds(cpu_runs(args.runs * 5, || {
+    let f32_cpu_ms = Spread::of_seconds(cpu_runs(args.runs * 5, CpuClock::Process, || {
         std::hint::black_box(engine.run(&x, batch).expect("validated input"));
     }));
     let mut one_thread = rayon::ThreadPoolBuilder::new()
@@ -321,7 +321,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         .build()
         .context("a one-thread pool")?
         .install(|| PlainEngine::new(&m.merged));
-    let f32_one_thread_ms = Spread::of_seconds(thread_cpu_runs(args.runs * 5, || {
+    let f32_one_thread_ms = Spread::of_seconds(cpu_runs(args.runs * 5, CpuClock::Thread, || {
         std::hint::black_box(one_thread.run(&x, batch).expect("validated input"));
     }));
     bar.inc(1);

@@ -141,26 +141,32 @@ fn query_input(m: &LoadedModel, data: Option<&Path>, batch: usize) -> Result<Vec
     Ok(normalize(&set.stratified(batch).pixels, set.shape, m.meta()))
 }
 
-/// One warm-up call, then `runs` calls, each one's CPU time of the whole process in seconds.
-fn cpu_runs(runs: usize, mut f: impl FnMut()) -> Vec<f64> {
-    f();
-    (0..runs.max(1))
-        .map(|_| {
-            let t = cpu_time::ProcessTime::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .collect()
+/// The CPU clock [`cpu_runs`] reads.
+#[derive(Clone, Copy)]
+enum CpuClock {
+    /// Every thread of this process.
+    Process,
+    /// The calling thread only.
+    Thread,
 }
 
-/// One warm-up call, then `runs` calls, each one's CPU time of this thread in seconds.
-fn thread_cpu_runs(runs: usize, mut f: impl FnMut()) -> Vec<f64> {
+impl CpuClock {
+    fn now(self) -> std::time::Duration {
+        match self {
+            CpuClock::Process => cpu_time::ProcessTime::now().as_duration(),
+            CpuClock::Thread => cpu_time::ThreadTime::now().as_duration(),
+        }
+    }
+}
+
+/// One warm-up call, then `runs` calls, each one's CPU time on `clock` in seconds.
+fn cpu_runs(runs: usize, clock: CpuClock, mut f: impl FnMut()) -> Vec<f64> {
     f();
     (0..runs.max(1))
         .map(|_| {
-            let t = cpu_time::ThreadTime::now();
+            let start = clock.now();
             f();
-            t.elapsed().as_secs_f64()
+            (clock.now() - start).as_secs_f64()
         })
         .collect()
 }
