@@ -190,10 +190,10 @@ pub fn scale_assign(dst: &mut [u64], c: u64) {
 
 /// `Σ a[i] · b[i] mod t` over the shorter of the two.
 ///
-/// Both operands are split into limbs small enough that every product and every sum of a
-/// block of [`DOT_BLOCK`] of them fits 64-bit lanes, which vectorize: `a` into 31 + 30 bits,
-/// `b` into three 21-bit limbs. The same instructions run whatever the values (no branch on
-/// them: the verify client's checks take secret activations).
+/// Both operands (canonical, below `t`) are split into limbs small enough that every product
+/// and every sum of a block of [`DOT_BLOCK`] of them fits 64-bit lanes, which vectorize: `a`
+/// into 31 + 30 bits, `b` into three 21-bit limbs. No branch depends on the values (the verify
+/// client's checks take secret activations).
 pub fn dot(a: &[u64], b: &[u64]) -> u64 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);

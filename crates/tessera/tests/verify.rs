@@ -81,7 +81,8 @@ fn results_equal_the_fixed_point_reference_exactly() {
 /// The client's counted operations against what each part must cost: one addition per padded
 /// input element and per unpadded output element, one multiplication and one addition per input
 /// and output element per challenge; the local model's multiplications are the imported model's
-/// multiply-accumulates. The CPU parts fit in the total.
+/// multiply-accumulates. Every part of the time split is measured, and the transport is the
+/// rest of the total.
 fn check_counts(model: &str, fixed: &FixedModel, n: usize, settings: ClientSettings, cost: &ClientCost) {
     let a = &cost.arithmetic;
     let linear: Vec<_> = (0..fixed.ops().len()).filter_map(|node| fixed.linear_kernel(node)).collect();

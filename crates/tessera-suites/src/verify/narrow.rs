@@ -39,24 +39,30 @@ pub fn fits(kernel: &ConvKernel, bound_bits: u32) -> bool {
 /// `t mod p`: what a negative value `v − t` takes off its residue.
 const T_MOD_P: u64 = zt::T % P;
 
-/// The residue mod `p` of a `Z_t` value read as signed, with the same instructions for every
-/// value (the client reduces secret activations; loops over them vectorize).
+/// The residue mod `p` of a `Z_t` value read as signed, in arithmetic with no branch on the
+/// value (conditions become masks), so that loops over activations vectorize.
 #[inline(always)]
 pub fn reduce(v: u64) -> u64 {
-    // `2^32 ≡ 5 (mod p)`: fold the high half in twice (`v < 2^61`, then below `2^33`, then
-    // below `p + 10`) and subtract `p` once.
+    // `2^32 ≡ 5 (mod p)`: fold the high half in twice (`v < 2^61`, then below `1.625 · 2^32`,
+    // then at most `2^32 − 1 = p + 4`) and subtract `p` once.
     let r = 5 * (v >> 32) + (v & 0xFFFF_FFFF);
     let r = 5 * (r >> 32) + (r & 0xFFFF_FFFF);
-    let r = r - P * u64::from(r >= P);
+    let r = r - (P & mask(r >= P));
     // A negative value stands for `v − t`.
-    sub(r, T_MOD_P * u64::from(v > zt::HALF))
+    sub(r, T_MOD_P & mask(v > zt::HALF))
+}
+
+/// All ones where `condition` holds, else zero.
+#[inline(always)]
+fn mask(condition: bool) -> u64 {
+    0u64.wrapping_sub(u64::from(condition))
 }
 
 /// The `Z_t` value of the signed representative in `(−p/2, p/2)` of a residue mod `p`
 /// (branch-free: the sign of a product is data).
 #[inline]
 pub fn lift(v: u64) -> u64 {
-    v + (zt::T - P) * u64::from(v > P / 2)
+    v + ((zt::T - P) & mask(v > P / 2))
 }
 
 /// `K·M − b mod p` from the exact `K·M` (in `Z_t`, `|K·M| < t/2` where the layer fits) and
@@ -71,13 +77,13 @@ pub fn minus_bias(km: u64, b: u64) -> u64 {
 #[inline]
 pub fn add(a: u64, b: u64) -> u64 {
     let s = a + b;
-    s - P * u64::from(s >= P)
+    s - (P & mask(s >= P))
 }
 
 /// `a − b mod p` for residues.
 #[inline]
 pub fn sub(a: u64, b: u64) -> u64 {
-    a + P * u64::from(a < b) - b
+    a + (P & mask(a < b)) - b
 }
 
 /// A uniform residue mod `p` (rejection sampling of 32-bit words).
@@ -195,7 +201,7 @@ mod tests {
             assert_eq!(reduce(zt::from_i64(v)), v.rem_euclid(P as i64) as u64, "{v}");
         }
         assert_eq!(reduce(zt::T - 1), P - 1);
-        // −p and −p + 1, at the branch between the fast path and the division.
+        // −p and −p + 1, where a negative value's residue wraps past zero.
         assert_eq!((reduce(zt::T - P), reduce(zt::T - P + 1), reduce(zt::T - P - 1)), (0, 1, P - 1));
     }
 
