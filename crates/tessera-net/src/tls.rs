@@ -165,7 +165,7 @@ impl TlsServer {
         let tls_err = |reason: String| NetError::Tls { peer: addr.clone(), reason };
         // Small protocol messages must not wait for delayed ACKs.
         tcp.set_nodelay(true).map_err(|e| NetError::Io { peer: addr.clone(), reason: e.to_string() })?;
-        let stream =
+        let mut stream =
             tokio::time::timeout(self.timeout, self.acceptor.accept(buffered(SERVER_READ_BUFFER, BusyPoll::new(tcp))))
                 .await
                 .map_err(|_| tls_err(format!("handshake not finished within {:?}", self.timeout)))?
@@ -182,7 +182,6 @@ impl TlsServer {
             .find(|n| ServerName::try_from(n.as_str()).is_ok_and(|sn| ee.verify_is_valid_for_subject_name(&sn).is_ok()))
             .cloned();
         let refused = name.is_none();
-        let mut stream = stream;
         stream.get_mut().1.set_buffer_limit(Some(SEND_BUFFER));
         if !refused {
             stream.get_mut().0.get_mut().enable();
@@ -239,10 +238,9 @@ pub async fn connect(
             .await
             .map_err(|e| stream_error(peer, HELLO, e))
     };
-    let stream = tokio::time::timeout(timeout, handshake)
+    let mut stream = tokio::time::timeout(timeout, handshake)
         .await
         .map_err(|_| tls_err(format!("handshake not finished within {timeout:?}")))??;
-    let mut stream = stream;
     stream.get_mut().1.set_buffer_limit(Some(SEND_BUFFER));
     let mut channel = Channel::new(peer, stream, timeout, max_payload);
     // The server refuses a client it cannot authenticate with a TLS alert (which the channel
