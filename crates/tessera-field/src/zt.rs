@@ -195,6 +195,31 @@ pub fn scale_assign(dst: &mut [u64], c: u64) {
 /// into 31 + 30 bits, `b` into three 21-bit limbs. No branch depends on the values (the verify
 /// client's checks take secret activations).
 pub fn dot(a: &[u64], b: &[u64]) -> u64 {
+    dot_limbs(
+        a,
+        b,
+        #[inline(always)]
+        |p| [p & ((1 << DOT_LOW) - 1), p >> DOT_LOW],
+    )
+}
+
+/// `Σ (a[i] + shift) · b[i] mod t` over the shorter of the two, for `a` whose shifted elements
+/// `a[i] + shift mod t` lie below `2^32` (values within `±shift` of zero, `shift < 2^31`): each is
+/// one limb, half the multiplications of [`dot`]. An element outside that range is read as its
+/// shifted value's low 32 bits; callers guarantee the range by construction. No branch depends
+/// on the values.
+pub fn dot_shifted(a: &[u64], shift: u64, b: &[u64]) -> u64 {
+    dot_limbs(
+        a,
+        b,
+        #[inline(always)]
+        move |p| [add(p, shift) & u64::from(u32::MAX)],
+    )
+}
+
+/// `Σ a[i] · b[i] mod t` with `a[i] = Σ_j 2^(31 j) split(a[i])[j]`, each limb below `2^32`.
+#[inline(always)]
+fn dot_limbs<const N: usize>(a: &[u64], b: &[u64], split: impl Fn(u64) -> [u64; N] + Copy) -> u64 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     crate::vector::vectorized(
@@ -202,29 +227,30 @@ pub fn dot(a: &[u64], b: &[u64]) -> u64 {
         || {
             let mut sum = 0;
             for (x, y) in a.chunks(DOT_BLOCK).zip(b.chunks(DOT_BLOCK)) {
-                sum = add(sum, dot_block(x, y));
+                sum = add(sum, dot_block(x, y, split));
             }
             sum
         },
     )
 }
 
-/// Terms per block of [`dot`]: a product of limbs is below `2^52`, so a block's sums of them
-/// stay below `2^62`.
+/// Terms per block of [`dot`]: a product of a limb below `2^32` and one of `2^21` is below
+/// `2^53`, so a block's sums of them stay below `2^63`.
 const DOT_BLOCK: usize = 1 << 10;
 /// Bits of the low limb of `a` in [`dot`] (the high limb has the other 30).
 const DOT_LOW: u32 = 31;
 /// Bits of a limb of `b` in [`dot`].
 const DOT_LIMB: u32 = 21;
 
-/// `Σ x[i] · y[i] mod t` over at most [`DOT_BLOCK`] terms, on limbs.
+/// `Σ x[i] · y[i] mod t` over at most [`DOT_BLOCK`] terms, on limbs: `x` as `split` gives them
+/// (limb `j` weighs `2^(31 j)`), `y` in three 21-bit limbs.
 #[inline(always)]
-fn dot_block(x: &[u64], y: &[u64]) -> u64 {
-    let (low, limb) = ((1u64 << DOT_LOW) - 1, (1u64 << DOT_LIMB) - 1);
-    // sums[j][k]: limb j of x (low, high) times limb k of y.
-    let mut sums = [[0u64; 3]; 2];
+fn dot_block<const N: usize>(x: &[u64], y: &[u64], split: impl Fn(u64) -> [u64; N]) -> u64 {
+    let limb = (1u64 << DOT_LIMB) - 1;
+    // sums[j][k]: limb j of x times limb k of y.
+    let mut sums = [[0u64; 3]; N];
     for (&p, &q) in x.iter().zip(y) {
-        let p = [p & low, p >> DOT_LOW];
+        let p = split(p);
         let q = [q & limb, (q >> DOT_LIMB) & limb, q >> (2 * DOT_LIMB)];
         for (row, &pj) in sums.iter_mut().zip(&p) {
             for (s, &qk) in row.iter_mut().zip(&q) {
@@ -232,8 +258,12 @@ fn dot_block(x: &[u64], y: &[u64]) -> u64 {
             }
         }
     }
-    // Σ_k 2^(21k) (sums[0][k] + 2^31 sums[1][k]); each bracket is below 2^93.
-    let [r0, r1, r2] = [0, 1, 2].map(|k| reduce_u128(sums[0][k] as u128 + ((sums[1][k] as u128) << DOT_LOW)));
+    // Σ_k 2^(21k) Σ_j 2^(31j) sums[j][k]; each inner sum is below 2^94.
+    let [r0, r1, r2] = [0, 1, 2].map(|k| {
+        reduce_u128(
+            sums.iter().enumerate().fold(0u128, |acc, (j, row)| acc + ((row[k] as u128) << (DOT_LOW as usize * j))),
+        )
+    });
     add(add(r0, mul_pow2(r1, DOT_LIMB)), mul_pow2(r2, 2 * DOT_LIMB))
 }
 
@@ -320,6 +350,29 @@ mod tests {
                 let mut mixed = a.clone();
                 mixed[n / 2] = from_i64(outside);
                 assert_eq!(dot(&mixed, &b), naive(&mixed, &b), "n = {n}, {outside}");
+            }
+        }
+    }
+
+    /// Values at both ends of `±(2^31 − 1)` and zero, shifted by the largest and a small
+    /// shift, against the largest elements and random ones, around the block length: the
+    /// shifted dot equals the product-by-product sum of the shifted values.
+    #[test]
+    fn shifted_dot_matches_the_naive_sum_of_the_shifted_values() {
+        let naive = |a: &[u64], b: &[u64]| a.iter().zip(b).fold(0, |acc, (&p, &q)| add(acc, mul(p, q)));
+        for shift in [(1u64 << 31) - 1, 5, 0] {
+            let s = shift as i64;
+            let edges = [-s, s, 0, -s / 2, 1.min(s), -(1.min(s))];
+            for n in [1, 1023, 1024, 1025, 3000] {
+                let a: Vec<u64> = (0..n).map(|i| from_i64(edges[i % edges.len()])).collect();
+                let b: Vec<u64> = (0..n)
+                    .map(|i| if i % 3 == 0 { T - 1 } else { (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) % T })
+                    .collect();
+                let shifted: Vec<u64> = a.iter().map(|&v| add(v, shift)).collect();
+                assert!(shifted.iter().all(|&v| v < 1 << 32));
+                assert_eq!(dot_shifted(&a, shift, &b), naive(&shifted, &b), "n = {n}, shift {shift}");
+                let top = vec![T - 1; n];
+                assert_eq!(dot_shifted(&a, shift, &top), naive(&shifted, &top), "n = {n}, shift {shift}");
             }
         }
     }

@@ -269,6 +269,21 @@ impl FixedModel {
         }
     }
 
+    /// The convolutions and FC layers grouped by the value they read, each group in node order
+    /// and the groups in the order of their first node (a residual block's first convolution
+    /// and its projection shortcut read the same value).
+    pub fn linear_groups(&self) -> Vec<Vec<usize>> {
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for node in (0..self.ops.len()).filter(|&n| self.linear_kernel(n).is_some()) {
+            let reads = self.inputs[node][0];
+            match groups.iter_mut().find(|g| self.inputs[g[0]][0] == reads) {
+                Some(group) => group.push(node),
+                None => groups.push(vec![node]),
+            }
+        }
+        groups
+    }
+
     /// The nonlinear layers in order: all a central server needs to know of the model.
     pub fn nonlinear_layers(&self) -> Vec<NonlinearLayer> {
         (0..self.ops.len()).filter_map(|i| self.nonlinear_layer(i)).collect()

@@ -79,14 +79,22 @@ fn results_equal_the_fixed_point_reference_exactly() {
 }
 
 /// The client's counted operations against what each part must cost: one addition per padded
-/// input element and per unpadded output element, one multiplication and one addition per input
-/// and output element per challenge; the local model's multiplications are the imported model's
+/// input element (once for layers that read the same input) and per unpadded output element,
+/// one multiplication and one addition per input and output element and per output channel per
+/// challenge; the local model's multiplications are the imported model's
 /// multiply-accumulates. Every part of the time split is measured, and the transport is the
 /// rest of the total.
 fn check_counts(model: &str, fixed: &FixedModel, n: usize, settings: ClientSettings, cost: &ClientCost) {
     let a = &cost.arithmetic;
     let linear: Vec<_> = (0..fixed.ops().len()).filter_map(|node| fixed.linear_kernel(node)).collect();
     let inputs: u64 = linear.iter().map(|k| k.geometry().input.len() as u64).sum::<u64>() * n as u64;
+    // Layers that read the same input share its pad.
+    let padded: u64 = fixed
+        .linear_groups()
+        .iter()
+        .map(|g| fixed.linear_kernel(g[0]).unwrap().geometry().input.len() as u64)
+        .sum::<u64>()
+        * n as u64;
     let outputs: u64 = linear.iter().map(|k| k.geometry().output().unwrap().len() as u64).sum::<u64>() * n as u64;
     let macs =
         tessera::model::cost::total(&LoadedModel::load(&repo().join(format!("models/{model}.onnx"))).unwrap().merged)
@@ -101,10 +109,12 @@ fn check_counts(model: &str, fixed: &FixedModel, n: usize, settings: ClientSetti
         Disguise::Pad => {
             // A narrow pad also reduces every input mod p and lifts every output back.
             let narrow = linear.iter().all(|k| narrow_pad(fixed, k, settings));
-            let (lift_in, lift_out) = if narrow { (inputs, outputs) } else { (0, 0) };
-            assert_eq!(a.pad, OpCount { add: inputs, mul: 0, other: lift_in }, "{model}");
+            let (lift_in, lift_out) = if narrow { (padded, outputs) } else { (0, 0) };
+            assert_eq!(a.pad, OpCount { add: padded, mul: 0, other: lift_in }, "{model}");
             assert_eq!(a.unpad, OpCount { add: outputs, mul: 0, other: lift_out }, "{model}");
-            let per = inputs + outputs;
+            // Per image and layer, one more per output channel combines the channels.
+            let channels: u64 = linear.iter().map(|k| k.geometry().out_channels as u64).sum::<u64>() * n as u64;
+            let per = inputs + outputs + channels;
             assert_eq!(a.check, OpCount { mul: per, add: per, other: (n * linear.len()) as u64 }, "{model}");
             assert!(a.preprocess.mul >= macs * n as u64, "{model}: K·M is computed ahead");
         }
@@ -137,6 +147,38 @@ fn every_cheating_cloud_is_caught() {
         let linear = (0..fixed.ops().len()).filter(|&n| fixed.linear_kernel(n).is_some()).count();
         assert_eq!(outcome.recomputed.len(), linear, "{cheat:?}: every layer caught");
     }
+}
+
+/// ResNet-20's downsampling blocks read their input twice (the first convolution and the
+/// projection shortcut): the client pads it once and sends it once, naming the first layer, and
+/// the cloud answers with both products. Each product is still checked on its own: a cloud
+/// that changes one element of every product is caught at every layer, the shortcuts included,
+/// and the client that recomputes them gets the exact result.
+#[test]
+fn layers_reading_one_input_share_its_offload_and_are_each_checked() {
+    let rt = runtime(2);
+    let (fixed, input) = encoded("resnet20-cifar", "cifar10-test-200.bin", 2);
+    let reference = fixed.run_encoded(input.clone(), 2).unwrap();
+    let groups = fixed.linear_groups();
+    let linear = (0..fixed.ops().len()).filter(|&n| fixed.linear_kernel(n).is_some()).count();
+    assert_eq!(groups.iter().filter(|g| g.len() == 2).count(), 2, "two projection shortcuts");
+    assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), linear);
+    let tap = Wiretap::new();
+    let cloud = Arc::new(Cloud::new(fixed.clone(), Cheat::Honest));
+    let outcome = rt.block_on(run_in_memory(&fixed, cloud, &input, 2, STRICT, 1, Some(tap.clone()))).unwrap();
+    assert_eq!(outcome.logits, reference);
+    let offloads: Vec<usize> =
+        tap.frames().iter().filter(|f| f.header.kind == OFFLOAD).map(|f| f.header.layer as usize).collect();
+    assert_eq!(offloads, groups.iter().map(|g| g[0]).collect::<Vec<_>>(), "one OFFLOAD per input");
+    let cloud = Arc::new(Cloud::new(fixed.clone(), Cheat::FlipOne));
+    let settings = ClientSettings { recompute_on_failure: true, ..STRICT };
+    let outcome = rt.block_on(run_in_memory(&fixed, cloud, &input, 2, settings, 1, None)).unwrap();
+    assert_eq!(outcome.logits, reference);
+    let mut recomputed: Vec<usize> = outcome.recomputed.iter().map(|&n| n as usize).collect();
+    recomputed.sort_unstable();
+    let mut every = groups.concat();
+    every.sort_unstable();
+    assert_eq!(recomputed, every, "every product checked on its own");
 }
 
 /// Real CIFAR-10 test images the attacks run on: 1,024 windows of 27 taps each per image at
@@ -745,7 +787,11 @@ fn accepts(
     rng: &mut rand_chacha::ChaCha20Rng,
 ) -> bool {
     let mut probes = draw_probes(kernel, challenge, 1, rng);
-    probes.iter_mut().for_each(|p| p.include_bias(bias));
+    for p in &mut probes {
+        p.include_bias(bias);
+        // As the client's: a narrow pad's products lie within ±(p − 1)/2 once lifted.
+        p.expect_products_within(narrow::P / 2);
+    }
     all_pass(&probes, x, y, 1, &mut OpCount::default())
 }
 

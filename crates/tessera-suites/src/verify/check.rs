@@ -48,16 +48,21 @@ impl Challenge {
 /// are linear forms with weights fixed by the challenge and the kernel: `⟨Y, H⟩` with
 /// `H[o, y, x] = r_o α^y β^x`, and `⟨X, G⟩` with `G[c, u, v] = Σ K̃[c, i, j] α^y β^x` over the
 /// taps `(i, j)` and outputs `(y, x)` that read input position `(u, v)`, where
-/// `K̃ = Σ_o r_o K_o`. `G` and `H` are computed here, ahead (`O(|K| + k_h·|X| + |Y|)`), so the
-/// check itself is two inner products. A wrong `Y` passes with probability at most
-/// `(1 + H_o + W_o − 2) / |Z|` (docs/suites/verify.md, "The check").
+/// `K̃ = Σ_o r_o K_o`. `G` is computed here, ahead (`O(|K| + k_h·|X|)`); `H` is kept as its
+/// factors, the plane `P[y, x] = α^y β^x` and the `r_o`, so that `⟨Y, H⟩ = Σ_o r_o ⟨Y_o, P⟩`
+/// reads one plane of weights (cached) for every output channel. A wrong `Y` passes with
+/// probability at most `(1 + H_o + W_o − 2) / |Z|` (docs/suites/verify.md, "The check").
 pub struct Probe {
     /// `G`, one image (`C × H × W`).
     input_weights: Vec<u64>,
-    /// `H`, one image (`C_out × H_o × W_o`).
-    output_weights: Vec<u64>,
+    /// `P[y, x] = α^y β^x`, one output plane.
+    plane_weights: Vec<u64>,
+    /// `r_o`, one per output channel.
+    channel_weights: Vec<u64>,
     /// `⟨B, H⟩` for a bias `B` that the checked output includes (0 without).
     bias_form: u64,
+    /// Where products are promised within `±b` of zero: `b`, and `⟨b, H⟩` over one image.
+    product_bound: Option<(u64, u64)>,
     /// What preparing them took.
     preparation: OpCount,
 }
@@ -71,8 +76,10 @@ impl std::fmt::Debug for Probe {
 impl Drop for Probe {
     fn drop(&mut self) {
         self.input_weights.zeroize();
-        self.output_weights.zeroize();
+        self.plane_weights.zeroize();
+        self.channel_weights.zeroize();
         self.bias_form.zeroize();
+        self.product_bound.zeroize();
     }
 }
 
@@ -81,16 +88,15 @@ impl Probe {
     pub fn draw<R: RngCore + CryptoRng>(kernel: &ConvKernel, challenge: Challenge, rng: &mut R) -> Self {
         let g = kernel.geometry();
         let out = g.output().expect("checked kernel");
-        let mut r: Vec<u64> = (0..g.out_channels).map(|_| challenge.draw(rng)).collect();
+        let r: Vec<u64> = (0..g.out_channels).map(|_| challenge.draw(rng)).collect();
         let (alpha, beta) = (challenge.draw(rng), challenge.draw(rng));
         let powers = |base: u64, n: usize| {
             std::iter::successors(Some(1u64), move |&p| Some(zt::mul(p, base))).take(n).collect::<Vec<_>>()
         };
         let (mut alphas, mut betas) = (powers(alpha, out.h), powers(beta, out.w));
-        // H: r_o α^y β^x.
-        let mut plane: Vec<u64> = alphas.iter().flat_map(|&a| betas.iter().map(move |&b| zt::mul(a, b))).collect();
-        let output_weights: Vec<u64> = r.iter().flat_map(|&ro| plane.iter().map(move |&p| zt::mul(ro, p))).collect();
-        let mut products = (out.h + out.w + plane.len() + output_weights.len() + g.out_channels * g.terms()) as u64;
+        // P: α^y β^x.
+        let plane: Vec<u64> = alphas.iter().flat_map(|&a| betas.iter().map(move |&b| zt::mul(a, b))).collect();
+        let mut products = (out.h + out.w + plane.len() + g.out_channels * g.terms()) as u64;
         // G, separably: first each tap row's weights along the input columns, then down the rows.
         let mut combined = kernel.combine_channels(&r);
         let ([kh, kw], [sh, sw], [top, left, ..]) = (g.window.kernel, g.window.stride, g.window.pads);
@@ -126,24 +132,36 @@ impl Probe {
                 }
             }
         }
-        for secret in [&mut combined, &mut rows, &mut r, &mut alphas, &mut betas, &mut plane] {
+        for secret in [&mut combined, &mut rows, &mut alphas, &mut betas] {
             secret.zeroize();
         }
         let preparation = OpCount { mul: products, add: products, other: 0 };
-        Self { input_weights, output_weights, bias_form: 0, preparation }
+        Self { input_weights, plane_weights: plane, channel_weights: r, bias_form: 0, product_bound: None, preparation }
     }
 
     /// Makes the probe check an output that includes the bias `bias` (one value per output
-    /// channel): `⟨Y + B, H⟩ = ⟨X, G⟩ + ⟨B, H⟩`.
+    /// channel): `⟨Y + B, H⟩ = ⟨X, G⟩ + ⟨B, H⟩`, with `⟨B, H⟩ = (Σ_o r_o b_o) · Σ P`.
     pub fn include_bias(&mut self, bias: &[u64]) {
-        let plane = self.output_weights.len() / bias.len().max(1);
-        self.bias_form = self
-            .output_weights
-            .chunks(plane)
-            .zip(bias)
-            .fold(0, |acc, (h, &b)| zt::add(acc, zt::mul(b, h.iter().fold(0, |s, &v| zt::add(s, v)))));
-        let n = self.output_weights.len() as u64;
-        self.preparation += OpCount { mul: bias.len() as u64, add: n, other: 0 };
+        let channels = zt::dot(bias, &self.channel_weights);
+        self.bias_form = zt::mul(channels, self.plane_sum());
+        let n = (bias.len() + self.plane_weights.len()) as u64;
+        self.preparation += OpCount { mul: n, add: n, other: 0 };
+    }
+
+    /// Promises products whose elements all lie within `±bound` of zero (`bound < 2^31`; a
+    /// narrow pad's lift guarantees it by construction), which the check then reads as one
+    /// 32-bit limb each: `⟨Y, H⟩ = ⟨Y + bound, H⟩ − ⟨bound, H⟩`, half the multiplications.
+    pub fn expect_products_within(&mut self, bound: u64) {
+        assert!(bound < 1 << 31, "a bound of at most 31 bits");
+        let form =
+            zt::mul(zt::mul(bound, self.plane_sum()), self.channel_weights.iter().fold(0, |s, &r| zt::add(s, r)));
+        self.product_bound = Some((bound, form));
+        let n = (self.plane_weights.len() + self.channel_weights.len()) as u64;
+        self.preparation += OpCount { mul: 2, add: n, other: 0 };
+    }
+
+    fn plane_sum(&self) -> u64 {
+        self.plane_weights.iter().fold(0, |s, &p| zt::add(s, p))
     }
 
     /// Drops a probe whose product was checked, without wiping its weights: the cloud sent
@@ -152,7 +170,6 @@ impl Probe {
     /// took about 4% of the ResNet-20 client's online time.
     pub fn discard_checked(mut self) {
         drop(std::mem::take(&mut self.input_weights));
-        drop(std::mem::take(&mut self.output_weights));
     }
 
     /// The operations spent preparing this challenge.
@@ -163,16 +180,31 @@ impl Probe {
     /// Whether `product` passes against `input` (`batch` images each), counting the
     /// operations into `ops`.
     pub fn passes(&self, input: &[u64], product: &[u64], batch: usize, ops: &mut OpCount) -> bool {
-        let (x_len, y_len) = (self.input_weights.len(), self.output_weights.len());
+        let x_len = self.input_weights.len();
+        let (plane, channels) = (self.plane_weights.len(), self.channel_weights.len());
+        let y_len = plane * channels;
         if input.len() != batch * x_len || product.len() != batch * y_len {
             return false;
         }
-        let n = (batch * (x_len + y_len)) as u64;
+        let n = (batch * (x_len + y_len + channels)) as u64;
         *ops += OpCount { mul: n, add: n, other: batch as u64 };
-        input
-            .chunks(x_len)
-            .zip(product.chunks(y_len))
-            .all(|(x, y)| zt::add(zt::dot(x, &self.input_weights), self.bias_form) == zt::dot(y, &self.output_weights))
+        input.chunks(x_len).zip(product.chunks(y_len)).all(|(x, y)| {
+            let inputs = zt::add(zt::dot(x, &self.input_weights), self.bias_form);
+            inputs == self.output_form(y)
+        })
+    }
+
+    /// `⟨Y, H⟩ = Σ_o r_o ⟨Y_o, P⟩` for one image's product `Y`.
+    fn output_form(&self, y: &[u64]) -> u64 {
+        let per_channel = |y_o: &[u64]| match self.product_bound {
+            Some((bound, _)) => zt::dot_shifted(y_o, bound, &self.plane_weights),
+            None => zt::dot(y_o, &self.plane_weights),
+        };
+        let shifted = y
+            .chunks(self.plane_weights.len())
+            .zip(&self.channel_weights)
+            .fold(0, |acc, (y_o, &r)| zt::add(acc, zt::mul(r, per_channel(y_o))));
+        self.product_bound.map_or(shifted, |(_, form)| zt::sub(shifted, form))
     }
 }
 

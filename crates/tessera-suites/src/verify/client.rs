@@ -75,11 +75,12 @@ pub struct ClientSettings {
     pub narrow_pad: bool,
 }
 
-/// Everything prepared for one query before its input is known: per offloaded layer a one-time
-/// pad, its product and the challenges of the check. Wiped when dropped.
+/// Everything prepared for one query before its input is known: per offloaded input a one-time
+/// pad, and per layer that reads it the pad's product and the challenges of the check. Wiped
+/// when dropped.
 pub struct Preprocessed {
     batch: usize,
-    layers: Vec<PreparedLayer>,
+    inputs: Vec<PreparedInput>,
     /// Operations spent preparing (the pad products and the challenges' weights).
     pub ops: OpCount,
     /// How long the preprocessing took.
@@ -92,13 +93,15 @@ impl std::fmt::Debug for Preprocessed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Preprocessed")
             .field("batch", &self.batch)
-            .field("layers", &self.layers.len())
+            .field("inputs", &self.inputs.len())
             .finish_non_exhaustive()
     }
 }
 
-/// One offloaded layer's preparation.
-struct PreparedLayer {
+/// One offloaded input's preparation: one message, answered with the products of every layer
+/// that reads the input ([`FixedModel::linear_groups`]).
+struct PreparedInput {
+    /// The first layer that reads it: the one the OFFLOAD names.
     node: u32,
     /// The OFFLOAD payload: the batch and disguise tag, then the pad `M`, to which the input is
     /// added in place, so that its bytes are the message.
@@ -106,6 +109,13 @@ struct PreparedLayer {
     /// Whether the input was added: the message is then `X + M` (what the cloud receives) and
     /// `M` is gone, so there is nothing left to wipe.
     padded: bool,
+    /// The layers that read it, in node order (the order of their products in the reply).
+    layers: Vec<PreparedProduct>,
+}
+
+/// One offloaded layer's preparation.
+struct PreparedProduct {
+    node: u32,
     /// `K·M − b` (`b` the layer's bias; mod `p` for a narrow pad), replaced in place by the true
     /// output `K·X + b` in `Z_t`.
     product: Vec<u64>,
@@ -188,63 +198,95 @@ impl Zeroize for PadMessage {
     }
 }
 
-impl Drop for PreparedLayer {
+impl Drop for PreparedInput {
     fn drop(&mut self) {
         if !self.padded {
             self.message.zeroize();
         }
+    }
+}
+
+impl Drop for PreparedProduct {
+    fn drop(&mut self) {
         self.product.zeroize();
     }
 }
 
 /// Draws the pads `M` (uniform, fresh) and the check's challenges, and computes `K·M`, for
-/// every linear layer (nothing for [`Disguise::MonomialInsecure`], whose disguise and
-/// challenges depend on the input's layout).
+/// every linear layer; one pad per input that several layers read (nothing for
+/// [`Disguise::MonomialInsecure`], whose disguise and challenges depend on the input's layout).
 pub fn preprocess(model: &FixedModel, batch: usize, settings: ClientSettings) -> Preprocessed {
     let start = Instant::now();
     let cpu = ProcessTime::now();
     let mut ops = OpCount::default();
     if settings.disguise == Disguise::MonomialInsecure {
-        return Preprocessed { batch, layers: Vec::new(), ops, elapsed: start.elapsed(), cpu: cpu.elapsed() };
+        return Preprocessed { batch, inputs: Vec::new(), ops, elapsed: start.elapsed(), cpu: cpu.elapsed() };
     }
     let mut rng = os_rng();
     let bound_bits = model.params().bound_bits();
-    let layers = (0..model.ops().len())
-        .filter_map(|node| {
-            let kernel = model.linear_kernel(node)?;
-            let len = batch * kernel.geometry().input.len();
-            let message =
-                PadMessage::draw(settings.narrow_pad && narrow::fits(kernel, bound_bits), batch, len, &mut rng);
-            // One thread: preprocessing runs in the background, beside other work.
+    let kernel_of = |node: usize| model.linear_kernel(node).expect("grouped layers are linear");
+    let inputs = model
+        .linear_groups()
+        .into_iter()
+        .map(|group| {
+            let len = batch * kernel_of(group[0]).geometry().input.len();
+            let narrow = settings.narrow_pad && group.iter().all(|&n| narrow::fits(kernel_of(n), bound_bits));
+            let message = PadMessage::draw(narrow, batch, len, &mut rng);
             let mut pad = message.values();
-            let mut product = conv2d_zt(kernel, &pad, batch, 1);
+            let layers = group
+                .iter()
+                .map(|&node| {
+                    let (product, spent) = prepare_product(model, node, &pad, batch, narrow, settings, &mut rng);
+                    ops += spent;
+                    product
+                })
+                .collect();
             pad.zeroize();
-            let macs = (batch * kernel.geometry().macs()) as u64;
-            ops += OpCount { mul: macs, add: macs, other: 0 };
-            let mut probes = draw_probes(kernel, settings.challenge, settings.repetitions, &mut rng);
-            if message.is_narrow() {
-                // The exact integer `K·M` (|K·M| < t/2 where the layer fits), mod p; the bias is
-                // subtracted mod p below, where `K·M − b` cannot wrap.
-                product.iter_mut().for_each(|v| *v = narrow::reduce(*v));
-            }
-            // `K·M − b`, so that unpadding gives `K·X + b`: the bias costs nothing online.
-            if let FixedOp::Linear { bias: Some(bias), .. } = &model.ops()[node] {
-                let plane = kernel.geometry().output().expect("checked kernel").plane();
-                if message.is_narrow() {
-                    fold_bias(&mut product, bias, plane, narrow::minus_bias);
-                } else {
-                    fold_bias(&mut product, bias, plane, zt::sub);
-                }
-                ops += OpCount { add: product.len() as u64, ..Default::default() };
-                probes.iter_mut().for_each(|p| p.include_bias(bias));
-            }
-            ops += probes.iter().map(Probe::preparation).sum();
-            Some(PreparedLayer { node: node as u32, message, padded: false, product, probes })
+            PreparedInput { node: group[0] as u32, message, padded: false, layers }
         })
         .collect();
     // `K·M` ran on this thread: its scratch holds the pads' limbs and their products.
     wipe_scratch();
-    Preprocessed { batch, layers, ops, elapsed: start.elapsed(), cpu: cpu.elapsed() }
+    Preprocessed { batch, inputs, ops, elapsed: start.elapsed(), cpu: cpu.elapsed() }
+}
+
+/// Layer `node`'s pad product `K·M − b` (mod `p` for a `narrow` pad) and challenges, with the
+/// operations they took.
+fn prepare_product(
+    model: &FixedModel,
+    node: usize,
+    pad: &[u64],
+    batch: usize,
+    narrow: bool,
+    settings: ClientSettings,
+    rng: &mut impl rand_core::CryptoRng,
+) -> (PreparedProduct, OpCount) {
+    let kernel = model.linear_kernel(node).expect("a linear layer");
+    // One thread: preprocessing runs in the background, beside other work.
+    let mut product = conv2d_zt(kernel, pad, batch, 1);
+    let macs = (batch * kernel.geometry().macs()) as u64;
+    let mut ops = OpCount { mul: macs, add: macs, other: 0 };
+    let mut probes = draw_probes(kernel, settings.challenge, settings.repetitions, rng);
+    if narrow {
+        // The exact integer `K·M` (|K·M| < t/2 where the layer fits), mod p; the bias is
+        // subtracted mod p below, where `K·M − b` cannot wrap.
+        product.iter_mut().for_each(|v| *v = narrow::reduce(*v));
+        // Unpadding lifts each output from Z_p to within ±(p − 1)/2 of zero.
+        probes.iter_mut().for_each(|p| p.expect_products_within(narrow::P / 2));
+    }
+    // `K·M − b`, so that unpadding gives `K·X + b`: the bias costs nothing online.
+    if let FixedOp::Linear { bias: Some(bias), .. } = &model.ops()[node] {
+        let plane = kernel.geometry().output().expect("checked kernel").plane();
+        if narrow {
+            fold_bias(&mut product, bias, plane, narrow::minus_bias);
+        } else {
+            fold_bias(&mut product, bias, plane, zt::sub);
+        }
+        ops += OpCount { add: product.len() as u64, ..Default::default() };
+        probes.iter_mut().for_each(|p| p.include_bias(bias));
+    }
+    ops += probes.iter().map(Probe::preparation).sum();
+    (PreparedProduct { node: node as u32, product, probes }, ops)
 }
 
 /// What a query returns.
@@ -278,6 +320,8 @@ pub async fn client(
     let mut runner = Runner::new(model.clone(), input, batch, adds_biases).offloading_linear();
     let mut rng = os_rng();
     let mut recomputed = Vec::new();
+    // Checked products of layers that read an input already offloaded, with whether they passed.
+    let mut ready: Vec<(PreparedProduct, bool)> = Vec::new();
     let mut cost = ClientCost {
         local_model: model.total_op_count().times(batch as u64),
         arithmetic: Arithmetic { preprocess: pre.ops, ..Default::default() },
@@ -310,21 +354,31 @@ pub async fn client(
                 let offload = async {
                     let product = match settings.disguise {
                         Disguise::Pad => {
-                            let at = pre.layers.iter().position(|l| l.node == node).expect("a pad per linear layer");
-                            let mut layer = pre.layers.swap_remove(at);
-                            timed(&mut cpu.pads, || layer.add_input(x));
-                            // A narrow pad also reduces each input mod p and lifts each output back.
-                            let narrow = layer.message.is_narrow();
-                            let lifts = |n: usize| if narrow { n as u64 } else { 0 };
-                            arith.pad += OpCount { add: x.len() as u64, mul: 0, other: lifts(x.len()) };
-                            cloud.send(OFFLOAD, session, node, layer.message.bytes()).await?;
-                            let reply = cloud.recv(PRODUCT, session, node).await?;
-                            timed(&mut cpu.unpad, || layer.unpad(&reply, cloud.peer()))?;
-                            arith.unpad += OpCount { add: out_len as u64, mul: 0, other: lifts(out_len) };
-                            let passed = timed(&mut cpu.checks, || {
-                                all_pass(&layer.probes, x, &layer.product, batch, &mut arith.check)
-                            });
-                            layer.probes.drain(..).for_each(Probe::discard_checked);
+                            // The layers after the first that read the same input were computed
+                            // with it.
+                            if !ready.iter().any(|(l, _)| l.node == node) {
+                                let at = pre.inputs.iter().position(|l| l.node == node).expect("a pad per input");
+                                let mut input = pre.inputs.swap_remove(at);
+                                timed(&mut cpu.pads, || input.add_input(x));
+                                // A narrow pad also reduces each input mod p and lifts each output back.
+                                let narrow = input.message.is_narrow();
+                                let lifts = |n: usize| if narrow { n as u64 } else { 0 };
+                                arith.pad += OpCount { add: x.len() as u64, mul: 0, other: lifts(x.len()) };
+                                cloud.send(OFFLOAD, session, node, input.message.bytes()).await?;
+                                let reply = cloud.recv(PRODUCT, session, node).await?;
+                                timed(&mut cpu.unpad, || input.unpad(&reply, cloud.peer()))?;
+                                for mut layer in input.layers.drain(..) {
+                                    let n = layer.product.len();
+                                    arith.unpad += OpCount { add: n as u64, mul: 0, other: lifts(n) };
+                                    let passed = timed(&mut cpu.checks, || {
+                                        all_pass(&layer.probes, x, &layer.product, batch, &mut arith.check)
+                                    });
+                                    layer.probes.drain(..).for_each(Probe::discard_checked);
+                                    ready.push((layer, passed));
+                                }
+                            }
+                            let at = ready.iter().position(|(l, _)| l.node == node).expect("its product");
+                            let (mut layer, passed) = ready.swap_remove(at);
                             passed.then(|| std::mem::take(&mut layer.product))
                         }
                         Disguise::MonomialInsecure => {
@@ -397,21 +451,25 @@ pub async fn client(
     Ok(Outcome { logits, reports, recomputed, cost })
 }
 
-impl PreparedLayer {
+impl PreparedInput {
     /// Adds the input to the pad, in place: the message becomes `X + M`.
     fn add_input(&mut self, x: &[u64]) {
         self.message.add_input(x);
         self.padded = true;
     }
 
-    /// Decodes the cloud's product `Y' = K·(X + M)` and replaces `K·M − b` by the true output
-    /// `Y' − (K·M − b)` (lifted from `Z_p` for a narrow pad), in one pass.
+    /// Decodes the cloud's products `Y'_j = K_j·(X + M)`, one per layer in order, and replaces
+    /// each `K_j·M − b_j` by the true output `Y'_j − (K_j·M − b_j)` (lifted from `Z_p` for a
+    /// narrow pad), in one pass.
     fn unpad(&mut self, reply: &[u8], peer: &str) -> Result<()> {
         let mut r = Reader::new(reply, peer, "product");
-        if self.message.is_narrow() {
-            r.residues_into::<4>(&mut self.product, narrow::P, |km, y| narrow::lift(narrow::sub(y, km)))?;
-        } else {
-            r.elements_into(&mut self.product, |km, y| zt::sub(y, km))?;
+        let narrow = self.message.is_narrow();
+        for layer in &mut self.layers {
+            if narrow {
+                r.residues_into::<4>(&mut layer.product, narrow::P, |km, y| narrow::lift(narrow::sub(y, km)))?;
+            } else {
+                r.elements_into(&mut layer.product, |km, y| zt::sub(y, km))?;
+            }
         }
         r.end()
     }

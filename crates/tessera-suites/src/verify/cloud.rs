@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use rand_core::RngCore;
+use rand_core::{CryptoRng, RngCore};
 use tessera_field::kernels::conv2d_zt;
 use tessera_field::{seed::os_rng, zt};
 use tessera_model::fixed::{FixedModel, FixedOp};
@@ -74,6 +74,9 @@ pub struct Cloud {
     cheat: Cheat,
     /// Most images in one offloaded product.
     max_batch: usize,
+    /// Per padded input, keyed by the first layer that reads it: every layer that reads it,
+    /// whose products one OFFLOAD of it asks for.
+    groups: HashMap<u32, Vec<u32>>,
     last: Mutex<HashMap<u32, Vec<u64>>>,
 }
 
@@ -86,7 +89,12 @@ impl std::fmt::Debug for Cloud {
 impl Cloud {
     /// A cloud for `model` that behaves as `cheat` says.
     pub fn new(model: Arc<FixedModel>, cheat: Cheat) -> Self {
-        Self { model, cheat, max_batch: usize::MAX, last: Mutex::new(HashMap::new()) }
+        let groups = model
+            .linear_groups()
+            .into_iter()
+            .map(|g| (g[0] as u32, g.into_iter().map(|n| n as u32).collect()))
+            .collect();
+        Self { model, cheat, max_batch: usize::MAX, groups, last: Mutex::new(HashMap::new()) }
     }
 
     /// The same, refusing products of more than `max_batch` images (a deployment's
@@ -131,7 +139,9 @@ impl Cloud {
         }
     }
 
-    /// The PRODUCT reply to one OFFLOAD: `K · X'` in the message's field, as bytes.
+    /// The PRODUCT reply to one OFFLOAD: `K · X'` in the message's field, as bytes, for every
+    /// layer that reads the padded input (in node order), or for the named layer alone under
+    /// the monomial disguise, whose message depends on the layer's window.
     async fn product(&self, peer: &str, node: u32, payload: &[u8]) -> Result<Vec<u8>> {
         let mut r = Reader::new(payload, peer, "offload");
         let kernel = self
@@ -145,8 +155,17 @@ impl Cloud {
             (None, narrow::TAG) => (false, true),
             (None, _) => return Err(r.error(Violation::UnknownTag { field: "disguise", value: tag })),
         };
-        if narrow && !narrow::fits(kernel, self.model.params().bound_bits()) {
-            return Err(r.error(Violation::WrongNode { node, expected: "a layer whose products fit the narrow pad" }));
+        let members = match (monomial, self.groups.get(&node)) {
+            (true, _) => vec![node],
+            (false, Some(group)) => group.clone(),
+            (false, None) => {
+                return Err(r.error(Violation::WrongNode { node, expected: "the first layer that reads its input" }));
+            }
+        };
+        let bound_bits = self.model.params().bound_bits();
+        let kernel_of = |m: u32| self.model.linear_kernel(m as usize).expect("grouped layers are linear");
+        if narrow && !members.iter().all(|&m| narrow::fits(kernel_of(m), bound_bits)) {
+            return Err(r.error(Violation::WrongNode { node, expected: "layers whose products fit the narrow pad" }));
         }
         let g = *kernel.geometry();
         let positions = g.output().expect("checked kernel").plane();
@@ -160,7 +179,7 @@ impl Cloud {
             return Err(r.error(Violation::OutOfRange { field: "batch", value: batch as u64, min: 1, max }));
         }
         // Residues below p are elements of Z_t too: the exact kernel computes K·(X + M) as an
-        // integer (the layer fits), reduced mod p below.
+        // integer (the layers fit), reduced mod p below.
         let mut x =
             if narrow { r.residues::<4>(batch * per_image, narrow::P)? } else { r.elements(batch * per_image)? };
         r.end()?;
@@ -169,33 +188,47 @@ impl Cloud {
             x = zt::random_vec(&mut rng, x.len());
         }
         let model = self.model.clone();
-        let mut y = tokio::task::spawn_blocking(move || {
-            let kernel = model.linear_kernel(node as usize).expect("checked above");
+        let nodes = members.clone();
+        let products = tokio::task::spawn_blocking(move || {
             let threads = rayon::current_num_threads();
+            let kernel_of = |m: u32| model.linear_kernel(m as usize).expect("checked above");
             if monomial {
                 // The disguised im2col columns of the whole batch, as one matrix product.
-                conv2d_zt(&kernel.matrix_form(batch * positions), &x, 1, threads)
+                vec![conv2d_zt(&kernel_of(nodes[0]).matrix_form(batch * positions), &x, 1, threads)]
             } else {
-                conv2d_zt(kernel, &x, batch, threads)
+                nodes.iter().map(|&m| conv2d_zt(kernel_of(m), &x, batch, threads)).collect::<Vec<_>>()
             }
         })
         .await
         .map_err(|e| SuiteError::stopped("the product", &e))?;
+        let mut reply = Vec::new();
+        for (&m, mut y) in members.iter().zip(products) {
+            self.tamper(m, batch, &mut y, narrow, &mut rng);
+            reply.extend(y);
+        }
+        Ok(if narrow { narrow::to_bytes(&reply) } else { elements_to_bytes(&reply) })
+    }
+
+    /// Applies the cloud's cheat to layer `node`'s product `y` and reduces it to the message's
+    /// field (mod `p` when `narrow`).
+    fn tamper<R: RngCore + CryptoRng>(&self, node: u32, batch: usize, y: &mut Vec<u64>, narrow: bool, rng: &mut R) {
+        let kernel = self.model.linear_kernel(node as usize).expect("a linear layer");
         let plane = kernel.geometry().output().expect("checked kernel").plane();
+        let pick = |rng: &mut R, n: usize| (rng.next_u64() % n as u64) as usize;
         match self.cheat {
             Cheat::Honest | Cheat::OtherInput => {}
             Cheat::FlipOne => {
-                let i = (rng.next_u64() % y.len() as u64) as usize;
+                let i = pick(rng, y.len());
                 y[i] = zt::add(y[i], 1);
             }
             Cheat::NoiseChannel => {
-                let c = (rng.next_u64() % kernel.geometry().out_channels as u64) as usize;
-                y[c * plane..(c + 1) * plane].iter_mut().for_each(|v| *v = zt::add(*v, zt::random(&mut rng)));
+                let c = pick(rng, kernel.geometry().out_channels);
+                y[c * plane..(c + 1) * plane].iter_mut().for_each(|v| *v = zt::add(*v, zt::random(rng)));
             }
             Cheat::Stale => {
                 let mut last = self.last.lock().expect("last products");
                 let previous = last.insert(node, y.clone()).filter(|p| p.len() == y.len());
-                y = previous.unwrap_or_else(|| vec![0; y.len()]);
+                *y = previous.unwrap_or_else(|| vec![0; y.len()]);
             }
             Cheat::SwapChannels if kernel.geometry().out_channels > 1 => {
                 let (a, b) = y.split_at_mut(plane);
@@ -205,12 +238,12 @@ impl Cloud {
             Cheat::BiasPattern => {
                 if let FixedOp::Linear { bias: Some(bias), .. } = &self.model.ops()[node as usize] {
                     let factor = 1 + rng.next_u64() % (zt::T - 1);
-                    fold_bias(&mut y, bias, plane, |v, b| zt::add(v, zt::mul(factor, b)));
+                    fold_bias(y, bias, plane, |v, b| zt::add(v, zt::mul(factor, b)));
                 }
             }
             Cheat::LastImage => {
                 let image = y.len() / batch;
-                let i = y.len() - image + (rng.next_u64() % image as u64) as usize;
+                let i = y.len() - image + pick(rng, image);
                 y[i] = zt::add(y[i], 1);
             }
             Cheat::OutsideField | Cheat::Short | Cheat::Long => {}
@@ -223,7 +256,7 @@ impl Cloud {
         };
         match self.cheat {
             Cheat::OutsideField => {
-                let i = (rng.next_u64() % y.len() as u64) as usize;
+                let i = pick(rng, y.len());
                 y[i] = modulus;
             }
             Cheat::Short => {
@@ -232,6 +265,5 @@ impl Cloud {
             Cheat::Long => y.push(0),
             _ => {}
         }
-        Ok(if narrow { narrow::to_bytes(&y) } else { elements_to_bytes(&y) })
     }
 }

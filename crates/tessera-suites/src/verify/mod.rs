@@ -3,7 +3,7 @@
 //! checks every result before using it; everything else runs at the client.
 //!
 //! Per offloaded layer `Y = K · X`: the client sends `X' = X + M` (`M` uniform, fresh per query
-//! and layer, with `K · M` computed in a preprocessing phase), the cloud returns `Y'`, and the
+//! and input, with `K · M` computed in a preprocessing phase), the cloud returns `Y'`, and the
 //! client checks `Y'` against `K · X'` in linear time ([`check_product`]: channels combined with
 //! random `r`, output positions with a random bivariate polynomial `α^y β^x`). A wrong `Y'` passes
 //! with probability at most `(H_o + W_o − 1)/|Z|` per repetition. Then `Y = Y' − K · M`.
@@ -12,8 +12,12 @@
 //! nothing: the cloud recovers the input windows by rational reconstruction. It is kept only to
 //! measure it; the pad is the default and the only private disguise.
 //!
-//! Messages: [`OFFLOAD`] client → cloud per layer (batch, `X'`); [`PRODUCT`] cloud → client;
-//! [`DONE`] client → cloud at the end, answered by the cloud's [`REPORT`].
+//! Layers that read the same input (a residual block's first convolution and its projection
+//! shortcut) share its message: one `X + M`, answered with both products, one round trip.
+//!
+//! Messages: [`OFFLOAD`] client → cloud per offloaded input (batch, `X'`), naming the first layer
+//! that reads it; [`PRODUCT`] cloud → client, the products of every layer that reads it, in node
+//! order; [`DONE`] client → cloud at the end, answered by the cloud's [`REPORT`].
 
 mod check;
 mod client;
@@ -31,33 +35,35 @@ pub use cost::{Arithmetic, ClientCost, CpuSplit};
 pub use memory::run_in_memory;
 pub use service::CloudService;
 
-use tessera_field::kernels::ConvGeometry;
 use tessera_model::fixed::FixedModel;
 use tessera_net::MessageKind;
 use tessera_net::admission::FrameLimits;
 
-/// Client → cloud, per offloaded layer: batch (u32 LE) and the disguised input.
+/// Client → cloud, per offloaded input: batch (u32 LE) and the disguised input.
 pub const OFFLOAD: MessageKind = MessageKind(0x0301);
-/// Cloud → client, per offloaded layer: the product.
+/// Cloud → client, per offloaded input: the products of the layers that read it.
 pub const PRODUCT: MessageKind = MessageKind(0x0302);
 /// Client → cloud: the query is over.
 pub const DONE: MessageKind = MessageKind(0x0303);
 /// Cloud → client: its cost report (JSON list of one party report).
 pub const REPORT: MessageKind = MessageKind(0x0304);
 
-/// The geometries of `model`'s offloaded layers, with their output's length.
-fn offloaded(model: &FixedModel) -> impl Iterator<Item = (ConvGeometry, usize)> + '_ {
-    (0..model.ops().len()).filter_map(|node| {
-        let g = *model.linear_kernel(node)?.geometry();
-        g.output().map(|out| (g, out.len()))
+/// Per offloaded input (one image): its length, and the length of the products of the layers
+/// that read it, which one PRODUCT carries.
+fn offloaded(model: &FixedModel) -> impl Iterator<Item = (usize, usize)> + '_ {
+    model.linear_groups().into_iter().map(|group| {
+        let kernel = |node: usize| model.linear_kernel(node).expect("grouped layers are linear").geometry();
+        let outputs = group.iter().map(|&n| kernel(n).output().map_or(0, |out| out.len())).sum();
+        (kernel(group[0]).input.len(), outputs)
     })
 }
 
 /// The largest batch whose padded `OFFLOAD` (8 bytes per input value, after the batch and the
-/// disguise tag) and `PRODUCT` (8 bytes per output value) of every offloaded layer fit in frames
-/// of `max_frame` bytes. The cloud refuses larger batches before computing anything for them.
+/// disguise tag) and `PRODUCT` (8 bytes per output value of every layer that reads the input)
+/// of every offloaded input fit in frames of `max_frame` bytes. The cloud refuses larger
+/// batches before computing anything for them.
 pub fn max_batch(model: &FixedModel, max_frame: u32) -> usize {
-    let per_image = offloaded(model).map(|(g, out)| 8 * g.input.len().max(out)).max().unwrap_or(0);
+    let per_image = offloaded(model).map(|(input, outputs)| 8 * input.max(outputs)).max().unwrap_or(0);
     ((max_frame as usize).saturating_sub(8) / per_image.max(1)).max(1)
 }
 
@@ -66,6 +72,6 @@ pub fn max_batch(model: &FixedModel, max_frame: u32) -> usize {
 /// kind (but an abort) is refused. The insecure monomial disguise sends more per image (its
 /// im2col columns), so it runs smaller batches within the same limit.
 pub fn frame_limits(model: &FixedModel, max_frame: u32) -> FrameLimits {
-    let per_image = offloaded(model).map(|(g, _)| g.input.len()).max().unwrap_or(0);
+    let per_image = offloaded(model).map(|(input, _)| input).max().unwrap_or(0);
     FrameLimits::new(0).with(OFFLOAD, 8 + 8 * max_batch(model, max_frame) * per_image).with(DONE, 0)
 }
