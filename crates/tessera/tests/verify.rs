@@ -789,10 +789,12 @@ fn accepts(
     let mut probes = draw_probes(kernel, challenge, 1, rng);
     for p in &mut probes {
         p.include_bias(bias);
-        // As the client's: a narrow pad's products lie within ±(p − 1)/2 once lifted.
-        p.expect_products_within(narrow::P / 2);
+        // As the client's: a narrow pad's products lie within ±(p − 1)/2 once lifted, and an
+        // input outside that range fails.
+        p.expect_values_within(narrow::P / 2);
     }
-    all_pass(&probes, x, y, 1, &mut OpCount::default())
+    let in_range = x.iter().all(|&v| narrow::lift(narrow::reduce(v)) == v);
+    in_range && all_pass(&probes, x, y, 1, &mut OpCount::default())
 }
 
 /// Soundness of the narrow pad on minionn-mnist's first layer (a real image): the honest
@@ -855,8 +857,9 @@ fn adversary_narrow_wrong_replies_lift_to_wrong_products_and_are_caught() {
     }
 }
 
-/// Honest products at the lift boundary, `K·X + b = ±(p−1)/2` with `K = (1)`, `b = 7` (1×1
-/// convolution of one channel): exact and accepted; one beyond, `±(p+1)/2`, lifts to `∓(p−1)/2`
+/// Honest products at the lift boundary, `K·X + b = ±(p−1)/2` with `K = (1)`, `b = ±7` (1×1
+/// convolution of one channel; the bias's sign that of the product, so that the input stays
+/// within the pad's range): exact and accepted; one beyond, `±(p+1)/2`, lifts to `∓(p−1)/2`
 /// (off by `p`) and the check refuses the honest cloud's reply, as it would a cheat's.
 #[test]
 fn adversary_narrow_honest_products_at_the_lift_boundary() {
@@ -864,11 +867,12 @@ fn adversary_narrow_honest_products_at_the_lift_boundary() {
     let g = ConvGeometry { input: ImageShape::new(1, 1, 1), out_channels: 1, window: Window2d::square(1, 1) };
     let kernel = ConvKernel::new(g, &[1]).unwrap();
     assert!(narrow::fits(&kernel, 30));
-    let bias = [zt::from_i64(7)];
     let half = ((narrow::P - 1) / 2) as i64;
     let mut rng = <rand_chacha::ChaCha20Rng as rand::SeedableRng>::seed_from_u64(5);
     for (target, exact) in [(half, true), (-half, true), (half + 1, false), (-half - 1, false), (1 << 40, false)] {
-        let x = [zt::from_i64(target - 7)];
+        let b = 7 * target.signum();
+        let bias = [zt::from_i64(b)];
+        let x = [zt::from_i64(target - b)];
         let truth = exact_product(&kernel, &bias, &x);
         assert_eq!(zt::to_i64(truth[0]), target);
         for _ in 0..10 {
@@ -1036,6 +1040,41 @@ fn adversary_narrow_honest_overflow_fails_like_a_cheat() {
     assert_eq!(recomputed.logits, wide.logits);
     assert_eq!(recomputed.recomputed.first(), Some(&(first as u32)), "{:?}", recomputed.recomputed);
     println!("recomputed layers {:?}; reference: {:?}", recomputed.recomputed, fixed.run_encoded(x.clone(), 1).err());
+}
+
+/// An input beyond `±(p − 1)/2` (one pixel of a real image set to `±((p − 1)/2 + 1)`): the
+/// narrow pad cannot carry it and the check reads inputs in that range only, so the client
+/// fails the layer's check though the cloud is honest, as for a product that leaves the range;
+/// with recomputation its logits equal the wide pad's. At `±(p − 1)/2` itself the input passes.
+#[test]
+fn adversary_narrow_inputs_beyond_the_pads_range_fail_the_check() {
+    let (fixed, input) = encoded("minionn-mnist", "mnist-test-200-images.idx", 1);
+    let (first, _) = first_linear(&fixed);
+    let half = (narrow::P / 2) as i64;
+    let run = |x: &[u64], settings| {
+        let cloud = Arc::new(Cloud::new(fixed.clone(), Cheat::Honest));
+        runtime(2).block_on(run_in_memory(&fixed, cloud, x, 1, settings, 1, None))
+    };
+    for value in [half + 1, -half - 1, 1 << 40] {
+        let mut x = input.clone();
+        x[300] = zt::from_i64(value);
+        let err = run(&x, STRICT).unwrap_err();
+        assert!(matches!(err, SuiteError::VerificationFailed { layer, .. } if layer as usize == first), "{err:?}");
+        let wide = run(&x, WIDE).unwrap();
+        let recomputed = run(&x, ClientSettings { recompute_on_failure: true, ..STRICT }).unwrap();
+        assert_eq!(recomputed.logits, wide.logits, "{value}");
+        assert_eq!(recomputed.recomputed.first(), Some(&(first as u32)), "{value}");
+    }
+    // In range, the check reads the input exactly (the product may still leave the range and
+    // fail on its own; a single pixel at the edge times one weight does not here).
+    for value in [half, -half] {
+        let mut x = input.clone();
+        x[300] = zt::from_i64(value);
+        let wide = run(&x, WIDE).unwrap();
+        let narrow = run(&x, ClientSettings { recompute_on_failure: true, ..STRICT }).unwrap();
+        assert_eq!(narrow.logits, wide.logits, "{value}");
+        assert!(!narrow.recomputed.contains(&(first as u32)) || wide.recomputed.is_empty(), "{value}");
+    }
 }
 
 /// Malformed narrow OFFLOADs (tag 2) at the cloud, and hostile lengths at the reader: each is

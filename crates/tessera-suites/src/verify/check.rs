@@ -61,8 +61,9 @@ pub struct Probe {
     channel_weights: Vec<u64>,
     /// `⟨B, H⟩` for a bias `B` that the checked output includes (0 without).
     bias_form: u64,
-    /// Where products are promised within `±b` of zero: `b`, and `⟨b, H⟩` over one image.
-    product_bound: Option<(u64, u64)>,
+    /// Where inputs and products are promised within `±b` of zero: `b`, `⟨b, G⟩` and `⟨b, H⟩`
+    /// over one image.
+    bound: Option<Bound>,
     /// What preparing them took.
     preparation: OpCount,
 }
@@ -79,7 +80,9 @@ impl Drop for Probe {
         self.plane_weights.zeroize();
         self.channel_weights.zeroize();
         self.bias_form.zeroize();
-        self.product_bound.zeroize();
+        if let Some(b) = &mut self.bound {
+            b.zeroize();
+        }
     }
 }
 
@@ -136,7 +139,7 @@ impl Probe {
             secret.zeroize();
         }
         let preparation = OpCount { mul: products, add: products, other: 0 };
-        Self { input_weights, plane_weights: plane, channel_weights: r, bias_form: 0, product_bound: None, preparation }
+        Self { input_weights, plane_weights: plane, channel_weights: r, bias_form: 0, bound: None, preparation }
     }
 
     /// Makes the probe check an output that includes the bias `bias` (one value per output
@@ -148,16 +151,22 @@ impl Probe {
         self.preparation += OpCount { mul: n, add: n, other: 0 };
     }
 
-    /// Promises products whose elements all lie within `±bound` of zero (`bound < 2^31`; a
-    /// narrow pad's lift guarantees it by construction), which the check then reads as one
-    /// 32-bit limb each: `⟨Y, H⟩ = ⟨Y + bound, H⟩ − ⟨bound, H⟩`, half the multiplications.
-    pub fn expect_products_within(&mut self, bound: u64) {
+    /// Promises inputs and products whose elements all lie within `±bound` of zero
+    /// (`bound < 2^31`), which the check then reads as one 32-bit limb each:
+    /// `⟨X, G⟩ = ⟨X + bound, G⟩ − ⟨bound, G⟩`, the same for `Y` and `H`, half the
+    /// multiplications. A narrow pad's lift keeps its products within `±(p − 1)/2` by
+    /// construction, and its client fails the check of an input it found outside.
+    pub fn expect_values_within(&mut self, bound: u64) {
         assert!(bound < 1 << 31, "a bound of at most 31 bits");
-        let form =
-            zt::mul(zt::mul(bound, self.plane_sum()), self.channel_weights.iter().fold(0, |s, &r| zt::add(s, r)));
-        self.product_bound = Some((bound, form));
-        let n = (self.plane_weights.len() + self.channel_weights.len()) as u64;
-        self.preparation += OpCount { mul: 2, add: n, other: 0 };
+        let input_sum = self.input_weights.iter().fold(0, |s, &g| zt::add(s, g));
+        let channel_sum = self.channel_weights.iter().fold(0, |s, &r| zt::add(s, r));
+        self.bound = Some(Bound {
+            bound,
+            input_form: zt::mul(bound, input_sum),
+            output_form: zt::mul(zt::mul(bound, self.plane_sum()), channel_sum),
+        });
+        let n = (self.input_weights.len() + self.plane_weights.len() + self.channel_weights.len()) as u64;
+        self.preparation += OpCount { mul: 3, add: n, other: 0 };
     }
 
     fn plane_sum(&self) -> u64 {
@@ -188,24 +197,40 @@ impl Probe {
         }
         let n = (batch * (x_len + y_len + channels)) as u64;
         *ops += OpCount { mul: n, add: n, other: batch as u64 };
-        input.chunks(x_len).zip(product.chunks(y_len)).all(|(x, y)| {
-            let inputs = zt::add(zt::dot(x, &self.input_weights), self.bias_form);
-            inputs == self.output_form(y)
-        })
+        input.chunks(x_len).zip(product.chunks(y_len)).all(|(x, y)| self.input_form(x) == self.output_form(y))
+    }
+
+    /// `⟨X, G⟩ + ⟨B, H⟩` for one image's input `X`.
+    fn input_form(&self, x: &[u64]) -> u64 {
+        let form = match &self.bound {
+            Some(b) => zt::sub(zt::dot_shifted(x, b.bound, &self.input_weights), b.input_form),
+            None => zt::dot(x, &self.input_weights),
+        };
+        zt::add(form, self.bias_form)
     }
 
     /// `⟨Y, H⟩ = Σ_o r_o ⟨Y_o, P⟩` for one image's product `Y`.
     fn output_form(&self, y: &[u64]) -> u64 {
-        let per_channel = |y_o: &[u64]| match self.product_bound {
-            Some((bound, _)) => zt::dot_shifted(y_o, bound, &self.plane_weights),
+        let per_channel = |y_o: &[u64]| match &self.bound {
+            Some(b) => zt::dot_shifted(y_o, b.bound, &self.plane_weights),
             None => zt::dot(y_o, &self.plane_weights),
         };
         let shifted = y
             .chunks(self.plane_weights.len())
             .zip(&self.channel_weights)
             .fold(0, |acc, (y_o, &r)| zt::add(acc, zt::mul(r, per_channel(y_o))));
-        self.product_bound.map_or(shifted, |(_, form)| zt::sub(shifted, form))
+        self.bound.as_ref().map_or(shifted, |b| zt::sub(shifted, b.output_form))
     }
+}
+
+/// A bound on a probe's inputs and products, with the forms of the shift it reads them at.
+#[derive(Zeroize)]
+struct Bound {
+    bound: u64,
+    /// `⟨bound, G⟩` over one image.
+    input_form: u64,
+    /// `⟨bound, H⟩` over one image.
+    output_form: u64,
 }
 
 /// `repetitions` independent challenges for `kernel`; none from a challenge set that cannot
