@@ -206,8 +206,8 @@ pub fn dot(a: &[u64], b: &[u64]) -> u64 {
 /// `Σ (a[i] + shift) · b[i] mod t` over the shorter of the two, for `a` whose shifted elements
 /// `a[i] + shift mod t` lie below `2^32` (values within `±shift` of zero, `shift < 2^31`): each is
 /// one limb, half the multiplications of [`dot`]. An element outside that range is read as its
-/// shifted value's low 32 bits; callers guarantee the range by construction. No branch depends
-/// on the values.
+/// shifted value's low 32 bits: callers establish the range (by construction, or by testing
+/// the values first). No branch depends on the values.
 pub fn dot_shifted(a: &[u64], shift: u64, b: &[u64]) -> u64 {
     dot_limbs(
         a,

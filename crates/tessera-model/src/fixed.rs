@@ -277,7 +277,11 @@ impl FixedModel {
         for node in (0..self.ops.len()).filter(|&n| self.linear_kernel(n).is_some()) {
             let reads = self.inputs[node][0];
             match groups.iter_mut().find(|g| self.inputs[g[0]][0] == reads) {
-                Some(group) => group.push(node),
+                Some(group) => {
+                    let input = |n: usize| self.linear_kernel(n).map(|k| k.geometry().input);
+                    debug_assert_eq!(input(group[0]), input(node), "layers reading one value read one shape");
+                    group.push(node);
+                }
                 None => groups.push(vec![node]),
             }
         }

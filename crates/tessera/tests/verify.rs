@@ -787,14 +787,17 @@ fn accepts(
     rng: &mut rand_chacha::ChaCha20Rng,
 ) -> bool {
     let mut probes = draw_probes(kernel, challenge, 1, rng);
+    // As the client's: a narrow pad's products lie within ±(p − 1)/2 once lifted, and inputs
+    // outside that range are read in full.
+    let in_range = x.iter().all(|&v| narrow::lift(narrow::reduce(v)) == v);
     for p in &mut probes {
         p.include_bias(bias);
-        // As the client's: a narrow pad's products lie within ±(p − 1)/2 once lifted, and an
-        // input outside that range fails.
         p.expect_values_within(narrow::P / 2);
+        if !in_range {
+            p.read_inputs_in_full();
+        }
     }
-    let in_range = x.iter().all(|&v| narrow::lift(narrow::reduce(v)) == v);
-    in_range && all_pass(&probes, x, y, 1, &mut OpCount::default())
+    all_pass(&probes, x, y, 1, &mut OpCount::default())
 }
 
 /// Soundness of the narrow pad on minionn-mnist's first layer (a real image): the honest
@@ -884,6 +887,14 @@ fn adversary_narrow_honest_products_at_the_lift_boundary() {
             }
             assert_eq!(accepts(&kernel, &bias, &x, &y, Challenge::Field, &mut rng), exact, "{target}");
         }
+    }
+    // Without bias the input itself sits at the edge of the range the check reads it in.
+    for target in [half, -half] {
+        let (bias, x) = ([0], [zt::from_i64(target)]);
+        let wire = NarrowWire::new(&kernel, &bias, &x, &mut rng);
+        let y = wire.unpad(&wire.reply);
+        assert_eq!(y, x, "{target}");
+        assert!(accepts(&kernel, &bias, &x, &y, Challenge::Field, &mut rng), "{target}");
     }
 }
 
@@ -1042,39 +1053,48 @@ fn adversary_narrow_honest_overflow_fails_like_a_cheat() {
     println!("recomputed layers {:?}; reference: {:?}", recomputed.recomputed, fixed.run_encoded(x.clone(), 1).err());
 }
 
-/// An input beyond `±(p − 1)/2` (one pixel of a real image set to `±((p − 1)/2 + 1)`): the
-/// narrow pad cannot carry it and the check reads inputs in that range only, so the client
-/// fails the layer's check though the cloud is honest, as for a product that leaves the range;
-/// with recomputation its logits equal the wide pad's. At `±(p − 1)/2` itself the input passes.
+/// An input beyond `±(p − 1)/2`: the narrow pad's check reads inputs in that range as one
+/// 32-bit limb, so it would read `x = 2^32 + 5` as `x̃ = 5`, and a cloud that knew the input
+/// could answer `K·x̃ + b` (a product in range, which lifts exactly). The client tests the
+/// inputs as it pads them and reads this one in full: that answer fails the check at the first
+/// layer. The honest answer fails too (the pad carries `x mod p = 10`, a product of another
+/// input), and with recomputation the logits equal the wide pad's.
 #[test]
-fn adversary_narrow_inputs_beyond_the_pads_range_fail_the_check() {
+fn adversary_narrow_inputs_beyond_the_pads_range_are_checked_in_full() {
     let (fixed, input) = encoded("minionn-mnist", "mnist-test-200-images.idx", 1);
     let (first, _) = first_linear(&fixed);
-    let half = (narrow::P / 2) as i64;
-    let run = |x: &[u64], settings| {
-        let cloud = Arc::new(Cloud::new(fixed.clone(), Cheat::Honest));
-        runtime(2).block_on(run_in_memory(&fixed, cloud, x, 1, settings, 1, None))
+    let kernel = fixed.linear_kernel(first).unwrap().clone();
+    let (at, value) = (300, (1i64 << 32) + 5);
+    let mut x = input.clone();
+    x[at] = zt::from_i64(value);
+    let shift = narrow::P / 2;
+    assert_eq!(zt::sub(zt::add(x[at], shift) & u64::from(u32::MAX), shift), 5, "read as one limb");
+    assert_eq!(narrow::reduce(x[at]), 10, "carried by the pad");
+    // K·(x̃ − x mod p), added to the honest reply, makes it the product of the misread input.
+    let mut shift_by = vec![0u64; x.len()];
+    shift_by[at] = zt::from_i64(5 - 10);
+    let delta: Vec<u64> = conv2d_zt(&kernel, &shift_by, 1, 1).into_iter().map(narrow::reduce).collect();
+    let forge = move |layer: u32, bytes: &mut Vec<u8>| {
+        if layer as usize != first {
+            return;
+        }
+        for (word, &d) in bytes.chunks_exact_mut(4).zip(&delta) {
+            let y = u64::from(u32::from_le_bytes(word.try_into().unwrap()));
+            word.copy_from_slice(&(narrow::add(y, d) as u32).to_le_bytes());
+        }
     };
-    for value in [half + 1, -half - 1, 1 << 40] {
-        let mut x = input.clone();
-        x[300] = zt::from_i64(value);
-        let err = run(&x, STRICT).unwrap_err();
-        assert!(matches!(err, SuiteError::VerificationFailed { layer, .. } if layer as usize == first), "{err:?}");
-        let wide = run(&x, WIDE).unwrap();
-        let recomputed = run(&x, ClientSettings { recompute_on_failure: true, ..STRICT }).unwrap();
-        assert_eq!(recomputed.logits, wide.logits, "{value}");
-        assert_eq!(recomputed.recomputed.first(), Some(&(first as u32)), "{value}");
-    }
-    // In range, the check reads the input exactly (the product may still leave the range and
-    // fail on its own; a single pixel at the edge times one weight does not here).
-    for value in [half, -half] {
-        let mut x = input.clone();
-        x[300] = zt::from_i64(value);
-        let wide = run(&x, WIDE).unwrap();
-        let narrow = run(&x, ClientSettings { recompute_on_failure: true, ..STRICT }).unwrap();
-        assert_eq!(narrow.logits, wide.logits, "{value}");
-        assert!(!narrow.recomputed.contains(&(first as u32)) || wide.recomputed.is_empty(), "{value}");
-    }
+    let err = run_relayed(&fixed, &x, 1, STRICT, forge).unwrap_err();
+    assert!(matches!(err, SuiteError::VerificationFailed { layer, .. } if layer as usize == first), "{err:?}");
+    let run = |settings| {
+        let cloud = Arc::new(Cloud::new(fixed.clone(), Cheat::Honest));
+        runtime(2).block_on(run_in_memory(&fixed, cloud, &x, 1, settings, 1, None))
+    };
+    let err = run(STRICT).unwrap_err();
+    assert!(matches!(err, SuiteError::VerificationFailed { layer, .. } if layer as usize == first), "{err:?}");
+    let wide = run(WIDE).unwrap();
+    let recomputed = run(ClientSettings { recompute_on_failure: true, ..STRICT }).unwrap();
+    assert_eq!(recomputed.logits, wide.logits);
+    assert_eq!(recomputed.recomputed.first(), Some(&(first as u32)));
 }
 
 /// Malformed narrow OFFLOADs (tag 2) at the cloud, and hostile lengths at the reader: each is

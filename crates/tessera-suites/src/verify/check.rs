@@ -155,28 +155,40 @@ impl Probe {
     /// (`bound < 2^31`), which the check then reads as one 32-bit limb each:
     /// `⟨X, G⟩ = ⟨X + bound, G⟩ − ⟨bound, G⟩`, the same for `Y` and `H`, half the
     /// multiplications. A narrow pad's lift keeps its products within `±(p − 1)/2` by
-    /// construction, and its client fails the check of an input it found outside.
+    /// construction; its client tests the inputs as it pads them and withdraws the promise for
+    /// an input outside ([`read_inputs_in_full`](Self::read_inputs_in_full)). An element
+    /// outside a standing promise is misread: a cloud that knew the input could then have a
+    /// product of the misread input accepted.
     pub fn expect_values_within(&mut self, bound: u64) {
         assert!(bound < 1 << 31, "a bound of at most 31 bits");
         let input_sum = self.input_weights.iter().fold(0, |s, &g| zt::add(s, g));
         let channel_sum = self.channel_weights.iter().fold(0, |s, &r| zt::add(s, r));
         self.bound = Some(Bound {
             bound,
-            input_form: zt::mul(bound, input_sum),
+            input_form: Some(zt::mul(bound, input_sum)),
             output_form: zt::mul(zt::mul(bound, self.plane_sum()), channel_sum),
         });
         let n = (self.input_weights.len() + self.plane_weights.len() + self.channel_weights.len()) as u64;
         self.preparation += OpCount { mul: 3, add: n, other: 0 };
     }
 
+    /// Withdraws the promise of [`expect_values_within`](Self::expect_values_within) for the
+    /// inputs: the check reads them in full width, exactly whatever their values.
+    pub fn read_inputs_in_full(&mut self) {
+        if let Some(b) = &mut self.bound {
+            b.input_form = None;
+        }
+    }
+
     fn plane_sum(&self) -> u64 {
         self.plane_weights.iter().fold(0, |s, &p| zt::add(s, p))
     }
 
-    /// Drops a probe whose product was checked, without wiping its weights: the cloud sent
-    /// the product before it could learn anything of the challenge, so once the check ran the
-    /// challenge protects nothing, and wiping it (one volatile store per input and output value)
-    /// took about 4% of the ResNet-20 client's online time.
+    /// Drops a probe whose product was checked without wiping its input weights `G` (its
+    /// other, small, fields are wiped): the cloud sent the product before it could learn
+    /// anything of the challenge, so once the check ran the challenge protects nothing, and
+    /// wiping `G` (one volatile store per input value) is a measurable share of the client's
+    /// online time.
     pub fn discard_checked(mut self) {
         drop(std::mem::take(&mut self.input_weights));
     }
@@ -203,8 +215,10 @@ impl Probe {
     /// `⟨X, G⟩ + ⟨B, H⟩` for one image's input `X`.
     fn input_form(&self, x: &[u64]) -> u64 {
         let form = match &self.bound {
-            Some(b) => zt::sub(zt::dot_shifted(x, b.bound, &self.input_weights), b.input_form),
-            None => zt::dot(x, &self.input_weights),
+            Some(Bound { bound, input_form: Some(form), .. }) => {
+                zt::sub(zt::dot_shifted(x, *bound, &self.input_weights), *form)
+            }
+            _ => zt::dot(x, &self.input_weights),
         };
         zt::add(form, self.bias_form)
     }
@@ -227,8 +241,8 @@ impl Probe {
 #[derive(Zeroize)]
 struct Bound {
     bound: u64,
-    /// `⟨bound, G⟩` over one image.
-    input_form: u64,
+    /// `⟨bound, G⟩` over one image, while the inputs are promised within the bound.
+    input_form: Option<u64>,
     /// `⟨bound, H⟩` over one image.
     output_form: u64,
 }

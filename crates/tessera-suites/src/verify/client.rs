@@ -157,7 +157,7 @@ impl PadMessage {
 
     /// Adds the input in place: the pad becomes `X + M` (`X` reduced mod `p` when narrow).
     /// Returns whether a narrow pad's inputs all lie within `±(p − 1)/2` of zero, the range its
-    /// residues lift back from and its check reads them in (always true for a wide pad).
+    /// check reads them in as one limb (always true for a wide pad).
     fn add_input(&mut self, x: &[u64]) -> bool {
         match self {
             Self::Narrow(w) => vectorized(
@@ -278,8 +278,8 @@ fn prepare_product(
         // The exact integer `K·M` (|K·M| < t/2 where the layer fits), mod p; the bias is
         // subtracted mod p below, where `K·M − b` cannot wrap.
         product.iter_mut().for_each(|v| *v = narrow::reduce(*v));
-        // Unpadding lifts each output from Z_p to within ±(p − 1)/2 of zero; a query whose
-        // input lies outside fails the check (`PadMessage::add_input`).
+        // Unpadding lifts each output from Z_p to within ±(p − 1)/2 of zero; the inputs are
+        // tested as they are padded (`PadMessage::add_input`).
         probes.iter_mut().for_each(|p| p.expect_values_within(narrow::P / 2));
     }
     // `K·M − b`, so that unpadding gives `K·X + b`: the bias costs nothing online.
@@ -367,7 +367,7 @@ pub async fn client(
                             if !ready.iter().any(|(l, _)| l.node == node) {
                                 let at = pre.inputs.iter().position(|l| l.node == node).expect("a pad per input");
                                 let mut input = pre.inputs.swap_remove(at);
-                                let in_range = timed(&mut cpu.pads, || input.add_input(x));
+                                timed(&mut cpu.pads, || input.add_input(x));
                                 // A narrow pad also reduces each input mod p and lifts each output back.
                                 let narrow = input.message.is_narrow();
                                 let lifts = |n: usize| if narrow { n as u64 } else { 0 };
@@ -380,7 +380,7 @@ pub async fn client(
                                     arith.unpad += OpCount { add: n as u64, mul: 0, other: lifts(n) };
                                     let passed = timed(&mut cpu.checks, || {
                                         all_pass(&layer.probes, x, &layer.product, batch, &mut arith.check)
-                                    }) && in_range;
+                                    });
                                     layer.probes.drain(..).for_each(Probe::discard_checked);
                                     ready.push((layer, passed));
                                 }
@@ -460,11 +460,14 @@ pub async fn client(
 }
 
 impl PreparedInput {
-    /// Adds the input to the pad, in place: the message becomes `X + M`. Returns whether the
-    /// input lies in the pad's range ([`PadMessage::add_input`]).
-    fn add_input(&mut self, x: &[u64]) -> bool {
+    /// Adds the input to the pad, in place: the message becomes `X + M`. Where an input value
+    /// lies outside the range the narrow pad's checks read inputs in
+    /// ([`PadMessage::add_input`]), they read this input in full width instead.
+    fn add_input(&mut self, x: &[u64]) {
         self.padded = true;
-        self.message.add_input(x)
+        if !self.message.add_input(x) {
+            self.layers.iter_mut().flat_map(|l| &mut l.probes).for_each(Probe::read_inputs_in_full);
+        }
     }
 
     /// Decodes the cloud's products `Y'_j = K_j·(X + M)`, one per layer in order, and replaces
