@@ -398,10 +398,20 @@ pub fn scratch_is_wiped() -> bool {
 
 /// Exact `Z_t` convolution without bias: `out[b] = W * input[b] mod t` for `batch` NCHW images.
 pub fn conv2d_zt(kernel: &ConvKernel, input: &[u64], batch: usize, threads: usize) -> Vec<u64> {
+    conv2d_zt_with(kernel, kernel.plan, input, batch, threads)
+}
+
+/// [`conv2d_zt`] for inputs known to lie within `±bound` of zero: fewer limbs (one `f64`
+/// product instead of two where `bound < 2^31` for typical weights). An input outside the
+/// bound gives a wrong product.
+pub fn conv2d_zt_within(kernel: &ConvKernel, input: &[u64], bound: u64, batch: usize, threads: usize) -> Vec<u64> {
+    conv2d_zt_with(kernel, kernel.plan.within(bound), input, batch, threads)
+}
+
+fn conv2d_zt_with(kernel: &ConvKernel, plan: LimbPlan, input: &[u64], batch: usize, threads: usize) -> Vec<u64> {
     let g = &kernel.geometry;
     assert_eq!(input.len(), batch * g.input.len(), "conv2d_zt input length");
     let out = g.output().expect("geometry checked at construction");
-    let plan = kernel.plan;
     let p = out.plane();
     let m = g.out_channels;
     let mut result = vec![0u64; batch * out.len()];
@@ -707,6 +717,21 @@ mod tests {
                 expect,
                 "{g:?} groups {groups} batch {batch} threads {threads}"
             );
+        }
+        // Inputs within ±(2^31 − 1), at the edges and between, through the one-limb plan.
+        let bound = (1u64 << 31) - 1;
+        let near: Vec<u64> = x
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| match i % 3 {
+                0 => zt::from_i64(bound as i64),
+                1 => zt::from_i64(-(bound as i64)),
+                _ => zt::from_i64((v % (2 * bound + 1)) as i64 - bound as i64),
+            })
+            .collect();
+        let near_expect = reference::conv2d_zt(&g, groups, &w, &near, batch);
+        for threads in [1, 2] {
+            assert_eq!(conv2d_zt_within(&kernel, &near, bound, batch, threads), near_expect, "{g:?} within ±{bound}");
         }
         // The ordinary convolution the grouped one reads as outside the kernel is the same map.
         assert_eq!(reference::conv2d_zt(&g, 1, &kernel.integer_weights(), &x, batch), expect, "{g:?} groups {groups}");

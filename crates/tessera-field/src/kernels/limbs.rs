@@ -25,6 +25,15 @@ impl LimbPlan {
         Self { bits, count }
     }
 
+    /// The same limbs for operands known to lie within `±bound` of zero: as few as cover them
+    /// (one where `bound < 2^(b−1)`), the products as exact.
+    pub fn within(self, bound: u64) -> Self {
+        // The top limb takes what the centered lower ones leave: |x| < 2^(b·c − 1) keeps it
+        // within ±2^(b−1) (rounded away by at most one half).
+        let needed = (64 - bound.leading_zeros() + 1).div_ceil(self.bits) as usize;
+        Self { count: needed.clamp(1, self.count), ..self }
+    }
+
     /// Bits per limb.
     pub fn bits(&self) -> u32 {
         self.bits
@@ -56,6 +65,13 @@ impl LimbPlan {
     /// Recombines whole rows of limb products into `out`: `limb_rows(l)` is the row of `c_l`
     /// values. The two-limb case (the usual one) runs in vectorizable 64-bit arithmetic.
     pub fn combine_rows<'a>(&self, limb_rows: impl Fn(usize) -> &'a [f64], out: &mut [u64]) {
+        if self.count == 1 {
+            // One limb: the product itself, an exact integer below 2^53 in magnitude.
+            for (o, &c) in out.iter_mut().zip(limb_rows(0)) {
+                *o = zt::from_i64(c as i64);
+            }
+            return;
+        }
         if self.count != 2 {
             for (j, o) in out.iter_mut().enumerate() {
                 *o = self.combine(|l| limb_rows(l)[j]);
@@ -102,7 +118,33 @@ mod tests {
         assert_eq!(LimbPlan::for_product(1 << 20, 4096).count(), 3);
     }
 
+    #[test]
+    fn bounded_operands_need_fewer_limbs() {
+        let p = LimbPlan::for_product(1 << 11, 1024);
+        assert_eq!(p.within((1 << 31) - 1).count(), 1);
+        assert_eq!(p.within(1 << 31).count(), 2);
+        assert_eq!(p.within(u64::MAX).count(), 2);
+        assert_eq!(p.within(0).count(), 1);
+    }
+
     proptest! {
+        /// Values within the bound a reduced plan was made for round-trip through its limbs, and
+        /// every limb stays within the plan's width.
+        #[test]
+        fn bounded_split_combine_round_trips(raw in proptest::collection::vec(any::<i64>(), 1..32), bound_bits in 1u32..61, w in 1u64..1 << 20, k in 1usize..5000) {
+            let bound = (1u64 << bound_bits) - 1;
+            let plan = LimbPlan::for_product(w, k).within(bound);
+            let values: Vec<u64> = raw.iter().map(|&r| zt::from_i64(r % (bound as i64 + 1))).collect();
+            let mut limbs = vec![0.0; values.len() * plan.count()];
+            plan.split(&values, &mut limbs);
+            let mut rows = vec![0; values.len()];
+            plan.combine_rows(|l| &limbs[l * values.len()..(l + 1) * values.len()], &mut rows);
+            prop_assert_eq!(&rows, &values);
+            for limb in &limbs {
+                prop_assert!(limb.abs() <= (1u64 << (plan.bits() - 1)) as f64 + 1.0);
+            }
+        }
+
         #[test]
         fn split_combine_round_trips(values in proptest::collection::vec(0..zt::T, 1..32), w in 1u64..1 << 20, k in 1usize..5000) {
             let plan = LimbPlan::for_product(w, k);

@@ -89,5 +89,5 @@ pub(crate) fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
     }
 }
 
-pub use conv::{ConvF32, ConvGeometry, ConvKernel, Epilogue, conv2d_zt};
+pub use conv::{ConvF32, ConvGeometry, ConvKernel, Epilogue, conv2d_zt, conv2d_zt_within};
 pub use geometry::{ImageShape, Window2d};

@@ -8,7 +8,7 @@ use cpu_time::ProcessTime;
 use rand::seq::SliceRandom;
 use tessera_field::kernels::conv::wipe_scratch;
 use tessera_field::kernels::im2col::Im2col;
-use tessera_field::kernels::{ConvKernel, conv2d_zt};
+use tessera_field::kernels::{ConvKernel, conv2d_zt, conv2d_zt_within};
 use tessera_field::vector::vectorized;
 use tessera_field::{seed::os_rng, zt};
 use tessera_model::cost::OpCount;
@@ -269,14 +269,22 @@ fn prepare_product(
     rng: &mut impl rand_core::CryptoRng,
 ) -> (PreparedProduct, OpCount) {
     let kernel = model.linear_kernel(node).expect("a linear layer");
-    // One thread: preprocessing runs in the background, beside other work.
-    let mut product = conv2d_zt(kernel, pad, batch, 1);
+    // One thread: preprocessing runs in the background, beside other work. A narrow pad's
+    // residues, lifted to within ±(p − 1)/2, take one limb each (`K·M` mod p is the same).
+    let mut product = if narrow {
+        let mut lifted: Vec<u64> = pad.iter().map(|&v| narrow::lift(v)).collect();
+        let product = conv2d_zt_within(kernel, &lifted, narrow::P / 2, batch, 1);
+        lifted.zeroize();
+        product
+    } else {
+        conv2d_zt(kernel, pad, batch, 1)
+    };
     let macs = (batch * kernel.geometry().macs()) as u64;
     let mut ops = OpCount { mul: macs, add: macs, other: 0 };
     let mut probes = draw_probes(kernel, settings.challenge, settings.repetitions, rng);
     if narrow {
-        // The exact integer `K·M` (|K·M| < t/2 where the layer fits), mod p; the bias is
-        // subtracted mod p below, where `K·M − b` cannot wrap.
+        // The exact integer `K·M` of the lifted pad (|K·M| < t/2 where the layer fits), mod p;
+        // the bias is subtracted mod p below, where `K·M − b` cannot wrap.
         product.iter_mut().for_each(|v| *v = narrow::reduce(*v));
         // Unpadding lifts each output from Z_p to within ±(p − 1)/2 of zero; the inputs are
         // tested as they are padded (`PadMessage::add_input`).

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use rand_core::{CryptoRng, RngCore};
-use tessera_field::kernels::conv2d_zt;
+use tessera_field::kernels::{conv2d_zt, conv2d_zt_within};
 use tessera_field::{seed::os_rng, zt};
 use tessera_model::fixed::{FixedModel, FixedOp};
 use tessera_model::runner::fold_bias;
@@ -178,10 +178,16 @@ impl Cloud {
             let max = (payload.len() / width / per_image.max(1)).min(self.max_batch) as u64;
             return Err(r.error(Violation::OutOfRange { field: "batch", value: batch as u64, min: 1, max }));
         }
-        // Residues below p are elements of Z_t too: the exact kernel computes K·(X + M) as an
-        // integer (the layers fit), reduced mod p below.
-        let mut x =
-            if narrow { r.residues::<4>(batch * per_image, narrow::P)? } else { r.elements(batch * per_image)? };
+        // Residues mod p, lifted to within ±(p − 1)/2, are elements of Z_t: the exact kernel
+        // computes K·(X + M) as an integer (the layers fit), one limb a value, reduced mod p
+        // below.
+        let mut x = if narrow {
+            let mut residues = r.residues::<4>(batch * per_image, narrow::P)?;
+            residues.iter_mut().for_each(|v| *v = narrow::lift(*v));
+            residues
+        } else {
+            r.elements(batch * per_image)?
+        };
         r.end()?;
         let mut rng = os_rng();
         if self.cheat == Cheat::OtherInput {
@@ -196,7 +202,11 @@ impl Cloud {
                 // The disguised im2col columns of the whole batch, as one matrix product.
                 vec![conv2d_zt(&kernel_of(nodes[0]).matrix_form(batch * positions), &x, 1, threads)]
             } else {
-                nodes.iter().map(|&m| conv2d_zt(kernel_of(m), &x, batch, threads)).collect::<Vec<_>>()
+                let product = |m: u32| match narrow {
+                    true => conv2d_zt_within(kernel_of(m), &x, narrow::P / 2, batch, threads),
+                    false => conv2d_zt(kernel_of(m), &x, batch, threads),
+                };
+                nodes.iter().map(|&m| product(m)).collect::<Vec<_>>()
             }
         })
         .await
