@@ -191,7 +191,11 @@ impl Cloud {
         r.end()?;
         let mut rng = os_rng();
         if self.cheat == Cheat::OtherInput {
-            x = zt::random_vec(&mut rng, x.len());
+            x = if narrow {
+                (0..x.len()).map(|_| narrow::lift(narrow::random(&mut rng))).collect()
+            } else {
+                zt::random_vec(&mut rng, x.len())
+            };
         }
         let model = self.model.clone();
         let nodes = members.clone();
@@ -202,9 +206,12 @@ impl Cloud {
                 // The disguised im2col columns of the whole batch, as one matrix product.
                 vec![conv2d_zt(&kernel_of(nodes[0]).matrix_form(batch * positions), &x, 1, threads)]
             } else {
-                let product = |m: u32| match narrow {
-                    true => conv2d_zt_within(kernel_of(m), &x, narrow::P / 2, batch, threads),
-                    false => conv2d_zt(kernel_of(m), &x, batch, threads),
+                let product = |m: u32| {
+                    if narrow {
+                        conv2d_zt_within(kernel_of(m), &x, narrow::P / 2, batch, threads)
+                    } else {
+                        conv2d_zt(kernel_of(m), &x, batch, threads)
+                    }
                 };
                 nodes.iter().map(|&m| product(m)).collect::<Vec<_>>()
             }
