@@ -70,25 +70,18 @@ fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
 }
 
 /// Runs `query` without the GIL, checking every 50 ms for a pending signal (Ctrl-C): a signal's
-/// exception drops the query and is raised. The ticks come from a thread of their own, not the
-/// runtime's timer: an in-process cluster's servers can keep every worker busy computing for
-/// longer than a query lasts, and the timer only fires when a worker parks.
+/// exception drops the query and is raised.
 fn wait<T: Send>(py: Python<'_>, query: impl Future<Output = tessera::Result<T>> + Send) -> PyResult<T> {
     let rt = runtime()?;
-    let (tick, mut ticks) = tokio::sync::mpsc::channel::<()>(1);
-    // Ends with its first tick after the query (the receiver is gone).
-    std::thread::spawn(move || {
-        while tick.blocking_send(()).is_ok() {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    });
     py.detach(|| {
         rt.block_on(async {
             let mut query = std::pin::pin!(query);
             loop {
                 tokio::select! {
                     result = &mut query => return result.map_err(err),
-                    Some(()) = ticks.recv() => Python::attach(|py| py.check_signals())?,
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {
+                        Python::attach(|py| py.check_signals())?;
+                    }
                 }
             }
         })
