@@ -626,21 +626,29 @@ fn adversary_repetitions_and_challenge_sets_at_the_edges() {
 }
 
 /// What the cloud receives under the pad, every layer of two queries on the same input, for
-/// the pad in `Z_p` and in `Z_t`: one OFFLOAD per offloaded layer of exactly
+/// the pad in `Z_p` and in `Z_t`, on MiniONN-CIFAR and on ResNet-20 (whose shortcuts share
+/// their input's message): one OFFLOAD per offloaded input of exactly
 /// `8 + width · batch · |X|` bytes, whose header is `batch` and the pad's tag, whose values all
 /// lie below the modulus, look uniform (the share in the top half of `[0, 2^k)`, `k` the
 /// modulus's bit length, is that of a uniform draw), and share no value between the two queries
 /// (a fresh pad).
 #[test]
 fn adversary_the_cloud_receives_only_fresh_uniform_pads() {
-    let (fixed, input) = encoded("minionn-cifar", "cifar10-test-200.bin", 2);
+    for model in ["minionn-cifar", "resnet20-cifar"] {
+        cloud_view_is_fresh_uniform_pads(model);
+    }
+}
+
+fn cloud_view_is_fresh_uniform_pads(model: &str) {
+    let (fixed, input) = encoded(model, "cifar10-test-200.bin", 2);
     for (settings, tag, width) in [(STRICT, narrow::TAG, 4), (WIDE, Disguise::Pad as u32, 8)] {
         let tap = Wiretap::new();
         let cloud = Arc::new(Cloud::new(fixed.clone(), Cheat::Honest));
         runtime(2).block_on(run_in_memory(&fixed, cloud, &input, 2, settings, 2, Some(tap.clone()))).unwrap();
         let view = tap.frames();
-        let linear: Vec<usize> = (0..fixed.ops().len()).filter(|&n| fixed.linear_kernel(n).is_some()).collect();
-        assert_eq!(view.len(), 2 * (linear.len() + 1), "an OFFLOAD per layer and DONE, twice");
+        // Layers that read one input share its OFFLOAD, which names the first of them.
+        let linear: Vec<usize> = fixed.linear_groups().iter().map(|g| g[0]).collect();
+        assert_eq!(view.len(), 2 * (linear.len() + 1), "an OFFLOAD per input and DONE, twice");
         let mut queries: Vec<Vec<Vec<u64>>> = vec![Vec::new(), Vec::new()];
         for (q, frames) in view.chunks(linear.len() + 1).enumerate() {
             assert_eq!(frames[linear.len()].header.kind, DONE);

@@ -147,10 +147,11 @@ impl PadMessage {
         }
     }
 
-    /// The pad's values as `Z_t` elements (residues below `p` are elements too).
+    /// The pad's values as `Z_t` elements: a narrow pad's residues lifted to within
+    /// `±(p − 1)/2` (the same values mod `p`), so that its product takes one limb a value.
     fn values(&self) -> Vec<u64> {
         match self {
-            Self::Narrow(w) => w[2..].iter().map(|&v| u64::from(v)).collect(),
+            Self::Narrow(w) => w[2..].iter().map(|&v| narrow::lift(u64::from(v))).collect(),
             Self::Wide(w) => w[1..].to_vec(),
         }
     }
@@ -270,15 +271,9 @@ fn prepare_product(
 ) -> (PreparedProduct, OpCount) {
     let kernel = model.linear_kernel(node).expect("a linear layer");
     // One thread: preprocessing runs in the background, beside other work. A narrow pad's
-    // residues, lifted to within ±(p − 1)/2, take one limb each (`K·M` mod p is the same).
-    let mut product = if narrow {
-        let mut lifted: Vec<u64> = pad.iter().map(|&v| narrow::lift(v)).collect();
-        let product = conv2d_zt_within(kernel, &lifted, narrow::P / 2, batch, 1);
-        lifted.zeroize();
-        product
-    } else {
-        conv2d_zt(kernel, pad, batch, 1)
-    };
+    // values lie within ±(p − 1)/2 (`PadMessage::values`): one limb each.
+    let mut product =
+        if narrow { conv2d_zt_within(kernel, pad, narrow::P / 2, batch, 1) } else { conv2d_zt(kernel, pad, batch, 1) };
     let macs = (batch * kernel.geometry().macs()) as u64;
     let mut ops = OpCount { mul: macs, add: macs, other: 0 };
     let mut probes = draw_probes(kernel, settings.challenge, settings.repetitions, rng);
