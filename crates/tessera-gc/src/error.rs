@@ -25,6 +25,16 @@ pub enum Message {
     Labels,
     /// Offline, the helper's active labels of its input wires, forwarded to the evaluator.
     HelperLabels,
+    /// Three parties: a peer's base-OT points and hash key.
+    MeshReply,
+    /// Three parties: a peer's seed for the shares of its input wires.
+    Seeds,
+    /// Three parties: a peer's triple-OT corrections.
+    Corrections,
+    /// Three parties: a peer's openings of one round's AND gates.
+    Round,
+    /// Three parties: a peer's shifts of the conversion OTs.
+    Shifts,
 }
 
 /// A local input of the protocol (for error context).

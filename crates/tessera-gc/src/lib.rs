@@ -75,6 +75,7 @@ pub mod driver;
 pub mod error;
 pub mod evaluate;
 pub mod garble;
+pub mod gmw;
 pub mod hash;
 pub mod modulus;
 mod msgs;

@@ -83,12 +83,13 @@ pub struct ZtCircuit {
     online: bool,
     offset: u64,
     helper: bool,
+    mask: bool,
 }
 
 impl ZtCircuit {
     /// Builds the two-party circuit of `op` over `modulus`.
     pub fn new(op: Nonlinear, modulus: Modulus) -> Result<Self> {
-        Self::build(op, modulus, false)
+        Self::build(op, modulus, false, false)
     }
 
     /// Builds the three-party circuit of `op` over `modulus`: a helper adds a share `h` of
@@ -97,10 +98,19 @@ impl ZtCircuit {
     /// helper's: `t − h` per value and `m`. ReLU is built as [`Nonlinear::ReluTrunc`] by 0 bits
     /// (the same function), so no output is weighted online.
     pub fn with_helper(op: Nonlinear, modulus: Modulus) -> Result<Self> {
-        Self::build(op, modulus, true)
+        Self::build(op, modulus, true, true)
     }
 
-    fn build(op: Nonlinear, modulus: Modulus, helper: bool) -> Result<Self> {
+    /// Builds the circuit of `op` over `modulus` on three additive shares `x = s_0 + s_1 + s_2`,
+    /// for parties that XOR-share every wire ([`crate::gmw`]): [`Self::with_helper`]'s circuit
+    /// without the mask, its inputs split by [`Self::shared_inputs`] and encoded by
+    /// [`Self::shared_input_bits`]. Its outputs decode to `f(x)` with
+    /// [`Self::offline_weights`].
+    pub fn shared(op: Nonlinear, modulus: Modulus) -> Result<Self> {
+        Self::build(op, modulus, true, false)
+    }
+
+    fn build(op: Nonlinear, modulus: Modulus, helper: bool, mask: bool) -> Result<Self> {
         let n = modulus.bits();
         let t = modulus.t();
         let half = modulus.half();
@@ -116,7 +126,7 @@ impl ZtCircuit {
         };
         // Evaluator inputs: its own words c_j, then (with a helper) the helper's t − h_j and m.
         let own = n * values;
-        let extra = if helper { n * values + n } else { 0 };
+        let extra = if helper { n * values + if mask { n } else { 0 } } else { 0 };
         // The value x_j + k (k public) from the evaluator's c_j, the helper's t − h_j and the
         // garbler's u_j = t − b'_j − k: two reconstructions with a helper, one without.
         let value = |bld: &mut Builder, j: usize| -> Word {
@@ -193,14 +203,14 @@ impl ZtCircuit {
                 (bld, out, weights, false, 0)
             }
         };
-        if helper {
+        if mask {
             // The helper's mask: its bits are outputs themselves, weighted −2^i (2^i < t for
             // i < n), so the decoding subtracts m with no gate at all.
             out.extend(bld.evaluator_word(own + n * values, n));
             weights.extend((0..n).map(|i| modulus.neg(1u64 << i)));
         }
         let circuit = bld.finish(&out);
-        Ok(Self { op, modulus, circuit, weights, online, offset, helper })
+        Ok(Self { op, modulus, circuit, weights, online, offset, helper, mask })
     }
 
     /// Whether the circuit takes a helper's shares and output masks.
@@ -217,7 +227,35 @@ impl ZtCircuit {
     /// without a helper. The circuit's evaluator inputs are [`Self::evaluator_bits`] of the
     /// evaluator's, then these.
     pub fn helper_bits(&self) -> usize {
-        if self.helper { self.modulus.bits() * (self.values() + 1) } else { 0 }
+        if self.helper { self.modulus.bits() * (self.values() + usize::from(self.mask)) } else { 0 }
+    }
+
+    /// The input wires party `party` (0, 1 or 2) supplies to a [`Self::shared`] circuit:
+    /// party 0 the helper's, party 1 the garbler's, party 2 the evaluator's own.
+    ///
+    /// # Panics
+    /// If the circuit is not a shared one or `party > 2` (a caller bug).
+    pub fn shared_inputs(&self, party: usize) -> std::ops::Range<usize> {
+        assert!(self.helper && !self.mask, "not a shared circuit");
+        let own = self.evaluator_bits();
+        match party {
+            0 => own..2 * own,
+            1 => 2 * own..self.circuit.inputs(),
+            2 => 0..own,
+            _ => panic!("three parties"),
+        }
+    }
+
+    /// Party `party`'s input bits of one instance of a [`Self::shared`] circuit from its
+    /// additive shares (one per value): party 0 enters `t − s_0`, party 1 what the garbler
+    /// enters for `s_1`, party 2 `s_2` itself.
+    pub fn shared_input_bits(&self, party: usize, shares: &[u64], out: &mut Vec<bool>) {
+        let (m, n) = (self.modulus, self.modulus.bits());
+        match party {
+            0 => shares.iter().for_each(|&h| to_bits(m.neg(h), n, out)),
+            1 => self.garbler_bits(shares, out),
+            _ => shares.iter().for_each(|&c| to_bits(c, n, out)),
+        }
     }
 
     /// The helper's input bits for one instance from its shares `h` (one per value) and its
@@ -227,7 +265,9 @@ impl ZtCircuit {
         for &h in shares {
             to_bits(m.neg(h), n, out);
         }
-        to_bits(mask, n, out);
+        if self.mask {
+            to_bits(mask, n, out);
+        }
     }
 
     /// The function.
@@ -343,6 +383,20 @@ impl ZtCircuit {
         let mut g = Vec::new();
         self.garbler_bits(reshared, &mut g);
         self.decode_plain(&self.circuit.eval_plain(&e, &g), reshared)
+    }
+
+    /// Runs a [`Self::shared`] circuit in the clear on the three parties' shares (one slice
+    /// each, one value per input value) and decodes: `f(s_0 + s_1 + s_2)` in the domain where
+    /// the circuit is exact.
+    pub fn eval_plain_shared(&self, shares: [&[u64]; 3]) -> u64 {
+        let mut wires = vec![false; self.circuit.inputs()];
+        for (party, s) in shares.into_iter().enumerate() {
+            let mut bits = Vec::new();
+            self.shared_input_bits(party, s, &mut bits);
+            wires[self.shared_inputs(party)].copy_from_slice(&bits);
+        }
+        let e = self.circuit.evaluator_inputs();
+        self.decode_plain(&self.circuit.eval_plain(&wires[..e], &wires[e..]), &[])
     }
 
     /// The plaintext function on reconstructed values `x` (one per input value), in the
@@ -490,6 +544,39 @@ mod tests {
             let c: Vec<u64> = xc.iter().map(|&(_, c)| c).collect();
             let b: Vec<u64> = xc.iter().map(|&(x, c)| m.sub(x, c)).collect();
             prop_assert_eq!(z.eval_plain(&c, &b), z.reference(&x));
+        }
+    }
+
+    #[test]
+    fn shared_circuits_compute_f_of_the_sum_of_three_shares() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(83);
+        let ops = [
+            Nonlinear::Relu,
+            Nonlinear::ReluTrunc { shift: 1 },
+            Nonlinear::MaxPool { window: 2, relu: true, shift: 1 },
+            Nonlinear::MaxPool { window: 3, relu: false, shift: 0 },
+        ];
+        for t in [5u64, 7, 13, 31, Modulus::tessera().t()] {
+            let m = Modulus::new(t).unwrap();
+            for op in ops {
+                let Ok(z) = ZtCircuit::shared(op, m) else { continue };
+                let helper = ZtCircuit::with_helper(op, m).unwrap();
+                assert_eq!(z.and_gates(), helper.and_gates(), "the mask costs no gate");
+                let total: usize = (0..3).map(|p| z.shared_inputs(p).len()).sum();
+                assert_eq!(total, z.circuit().inputs());
+                let mut checked = 0;
+                for _ in 0..400 {
+                    let s: Vec<Vec<u64>> =
+                        (0..3).map(|_| (0..z.values()).map(|_| rng.random_range(0..t)).collect()).collect();
+                    let x: Vec<u64> = (0..z.values()).map(|j| m.add(m.add(s[0][j], s[1][j]), s[2][j])).collect();
+                    if z.in_domain(&x) {
+                        assert_eq!(z.eval_plain_shared([&s[0], &s[1], &s[2]]), z.reference(&x), "{op:?} t={t}");
+                        checked += 1;
+                    }
+                }
+                assert!(checked > 0, "{op:?} t={t}: nothing in the domain");
+            }
         }
     }
 

@@ -1,0 +1,520 @@
+//! One nonlinear layer among three parties that XOR-share every wire: its offline material
+//! (input masks, AND triples) and its online evaluation, ending in additive shares of `Z_t`.
+
+use std::sync::Arc;
+
+use rand_core::{CryptoRng, RngCore};
+use tessera_net::SessionId;
+use zeroize::Zeroizing;
+
+use super::mesh::{CHUNK_BLOCKS, Chunk, Mesh};
+use super::schedule::Schedule;
+use super::{CORRECTIONS, Peers, ROUND, SEEDS, SHIFTS, exchange_both};
+use crate::block::Block;
+use crate::circuit::Gate;
+use crate::error::{GcError, Input, Message, Result};
+use crate::modulus::Modulus;
+use crate::prg::Prg;
+use crate::protocol::MAX_FRAME;
+use crate::relu::{Nonlinear, ZtCircuit};
+
+/// A nonlinear layer's shared circuit ([`ZtCircuit::shared`]) over `instances` instances,
+/// evaluated bit-sliced: each wire is a vector of one bit per instance, padded to whole
+/// blocks of 128 (the lanes).
+#[derive(Clone, Debug)]
+pub struct SharedLayer {
+    z: Arc<ZtCircuit>,
+    schedule: Arc<Schedule>,
+    instances: usize,
+}
+
+impl SharedLayer {
+    /// Validates the layer and builds its circuit and schedule.
+    pub fn new(op: Nonlinear, modulus: Modulus, instances: usize) -> Result<Self> {
+        let z = ZtCircuit::shared(op, modulus)?;
+        let schedule = Schedule::of(z.circuit());
+        let layer = Self { z: Arc::new(z), schedule: Arc::new(schedule), instances };
+        // One round's shares of one AND gate must fit a frame.
+        let maximum = MAX_FRAME as usize / 16 * 64;
+        if instances == 0 || instances > maximum {
+            return Err(GcError::TooManyInstances { actual: instances, maximum });
+        }
+        Ok(layer)
+    }
+
+    /// The circuit of one instance.
+    pub fn circuit(&self) -> &ZtCircuit {
+        &self.z
+    }
+
+    /// Instances (output values).
+    pub fn instances(&self) -> usize {
+        self.instances
+    }
+
+    /// Exchanges of the online evaluation before the conversion to additive shares (the
+    /// circuit's AND depth).
+    pub fn rounds(&self) -> usize {
+        self.schedule.exchanges()
+    }
+
+    /// Bits per wire: the instances rounded up to whole blocks of 128.
+    pub fn lanes(&self) -> usize {
+        self.instances.div_ceil(128).max(1) * 128
+    }
+
+    /// 64-bit words per wire.
+    fn words(&self) -> usize {
+        self.lanes() / 64
+    }
+
+    /// The largest frame of the layer's messages, for receivers' limits.
+    pub fn max_frame(&self) -> usize {
+        let round = self.schedule.widest() * 16 * self.words();
+        round.min(MAX_FRAME as usize).max(CHUNK_BLOCKS * 128 * 16).max(16)
+    }
+}
+
+/// One party's offline material for one layer: its share of every input wire's mask and its
+/// AND triples. Used once (the online phase consumes it); wiped on drop.
+pub struct Prepared {
+    layer: SharedLayer,
+    /// This party's share of each input wire before the owners add their bits (wire-major).
+    inputs: Zeroizing<Vec<u64>>,
+    /// Triples `a`, `b`, `c` (each AND-major, `words` per AND).
+    a: Zeroizing<Vec<u64>>,
+    b: Zeroizing<Vec<u64>>,
+    c: Zeroizing<Vec<u64>>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared").field("instances", &self.layer.instances).finish_non_exhaustive()
+    }
+}
+
+/// The least significant bit of each block, packed 64 to a word.
+fn lsb_words(blocks: &[Block]) -> Vec<u64> {
+    let mut words = vec![0u64; blocks.len().div_ceil(64)];
+    for (j, b) in blocks.iter().enumerate() {
+        words[j / 64] |= u64::from(b.color()) << (j % 64);
+    }
+    words
+}
+
+/// Words as choice blocks (word `2k` the low half of block `k`).
+fn blocks_of(words: &[u64]) -> Vec<Block> {
+    words.chunks_exact(2).map(|w| Block(u128::from(w[0]) | (u128::from(w[1]) << 64))).collect()
+}
+
+fn words_to_bytes(words: &[u64]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// A peer's shifts, each an element of `Z_t`.
+fn shifts(bytes: &[u8], expected: usize, modulus: Modulus) -> Result<Zeroizing<Vec<u64>>> {
+    let values = bytes_to_words(bytes, expected, Message::Shifts)?;
+    match values.iter().position(|&v| v >= modulus.t()) {
+        Some(index) => Err(GcError::OutOfRange { message: Message::Shifts, index }),
+        None => Ok(values),
+    }
+}
+
+fn bytes_to_words(bytes: &[u8], expected: usize, message: Message) -> Result<Zeroizing<Vec<u64>>> {
+    if bytes.len() != expected * 8 {
+        return Err(GcError::WrongLength { message, expected: expected * 8, actual: bytes.len() });
+    }
+    Ok(Zeroizing::new(bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()))
+}
+
+/// The peers of `party`, in increasing order.
+pub(crate) fn peers_of(party: usize) -> [usize; 2] {
+    match party {
+        0 => [1, 2],
+        1 => [0, 2],
+        _ => [0, 1],
+    }
+}
+
+/// The offline phase of one layer for this party: fresh seeds for the masks of its input
+/// wires (one per peer), then AND triples from random OTs with both peers. Every party calls
+/// it with the same layer.
+pub async fn prepare<R: RngCore + CryptoRng + ?Sized>(
+    mesh: &mut Mesh,
+    peers: &mut Peers<'_>,
+    session: SessionId,
+    layer_id: u32,
+    layer: SharedLayer,
+    rng: &mut R,
+) -> Result<Prepared> {
+    let party = mesh.party();
+    let words = layer.words();
+    let z = layer.z.clone();
+    // Input masks: the owner of a wire XORs both its seeds' streams into its bits, each peer
+    // takes the stream of the seed it got; the three shares add up to the bits.
+    let own = [Block::random(rng), Block::random(rng)];
+    let got = exchange_both(peers, SEEDS, session, layer_id, own.map(|s| s.to_bytes().to_vec())).await?;
+    let mut got_seeds = [Block::ZERO; 2];
+    for (seed, bytes) in got_seeds.iter_mut().zip(&got) {
+        let arr: [u8; 16] = bytes.as_slice().try_into().map_err(|_| GcError::WrongLength {
+            message: Message::Seeds,
+            expected: 16,
+            actual: bytes.len(),
+        })?;
+        *seed = Block::from_bytes(arr);
+    }
+    let mut inputs = Zeroizing::new(vec![0u64; z.circuit().inputs() * words]);
+    let stream = |seed: Block, len: usize| -> Zeroizing<Vec<u64>> {
+        let mut blocks = Zeroizing::new(vec![Block::ZERO; len.div_ceil(2)]);
+        Prg::new(seed).fill(&mut blocks);
+        Zeroizing::new(blocks.iter().flat_map(|b| [b.0 as u64, (b.0 >> 64) as u64]).take(len).collect())
+    };
+    for owner in 0..3 {
+        let range = z.shared_inputs(owner);
+        let span = &mut inputs[range.start * words..range.end * words];
+        let seeds: Vec<Block> = if owner == party {
+            own.to_vec()
+        } else {
+            vec![got_seeds[peers_of(party).iter().position(|&p| p == owner).expect("a peer")]]
+        };
+        for seed in seeds {
+            let len = span.len();
+            for (x, s) in span.iter_mut().zip(stream(seed, len).iter()) {
+                *x ^= s;
+            }
+        }
+    }
+    // Triples: c = a·b with a, b uniform and XOR-shared; each cross product a_i·b_j by one
+    // random OT from i to j on choice b_j, i correcting the OT's offset to a_i.
+    let ands = z.and_gates();
+    let total = ands * words;
+    let mut a = Zeroizing::new(vec![0u64; total]);
+    let mut b = Zeroizing::new(vec![0u64; total]);
+    let mut fill = |v: &mut [u64]| v.iter_mut().for_each(|x| *x = rng.next_u64());
+    fill(&mut a);
+    fill(&mut b);
+    let mut c = Zeroizing::new(a.iter().zip(b.iter()).map(|(&x, &y)| x & y).collect::<Vec<u64>>());
+    let blocks = total / 2;
+    let mut start = 0;
+    while start < blocks {
+        let end = (start + CHUNK_BLOCKS).min(blocks);
+        let span = 2 * start..2 * end;
+        let choices = blocks_of(&b[span.clone()]);
+        let chunks = mesh.extend(peers, session, layer_id, [&choices, &choices], [end - start; 2]).await?;
+        let mut corrections: [Vec<u8>; 2] = Default::default();
+        for (chunk, message) in chunks.iter().zip(&mut corrections) {
+            let m0 = lsb_words(&chunk.sent.iter().map(|p| p[0]).collect::<Vec<_>>());
+            let m1 = lsb_words(&chunk.sent.iter().map(|p| p[1]).collect::<Vec<_>>());
+            let u: Vec<u64> = (0..m0.len()).map(|k| m0[k] ^ m1[k] ^ a[span.start + k]).collect();
+            for (ck, m) in c[span.clone()].iter_mut().zip(&m0) {
+                *ck ^= m;
+            }
+            *message = words_to_bytes(&u);
+        }
+        let received = exchange_both(peers, CORRECTIONS, session, layer_id, corrections).await?;
+        for (chunk, bytes) in chunks.iter().zip(&received) {
+            let u = bytes_to_words(bytes, span.len(), Message::Corrections)?;
+            let r = lsb_words(&chunk.received);
+            for k in 0..span.len() {
+                c[span.start + k] ^= r[k] ^ (b[span.start + k] & u[k]);
+            }
+        }
+        start = end;
+    }
+    Ok(Prepared { layer, inputs, a, b, c })
+}
+
+/// The online phase of one layer for this party, on its additive shares (`values` per
+/// instance, instance-major): the circuit round by round, then the conversion of the output
+/// bits to additive shares. Returns this party's share of each instance's `f(x)`.
+pub async fn evaluate(
+    mesh: &mut Mesh,
+    peers: &mut Peers<'_>,
+    session: SessionId,
+    layer_id: u32,
+    prepared: Prepared,
+    shares: &[u64],
+) -> Result<Vec<u64>> {
+    let party = mesh.party();
+    let Prepared { layer, inputs, a, b, c } = prepared;
+    let (z, schedule, words) = (layer.z.clone(), layer.schedule.clone(), layer.words());
+    let m = z.modulus();
+    let values = z.values();
+    if shares.len() != layer.instances * values {
+        return Err(GcError::WrongCount {
+            input: Input::Shares,
+            expected: layer.instances * values,
+            actual: shares.len(),
+        });
+    }
+    if let Some(index) = shares.iter().position(|&s| s >= m.t()) {
+        return Err(GcError::InputOutOfRange { input: Input::Shares, index });
+    }
+    let circuit = z.circuit();
+    let mut wires = Zeroizing::new(vec![0u64; circuit.wires() * words]);
+    wires[..inputs.len()].copy_from_slice(&inputs);
+    let range = z.shared_inputs(party);
+    let mut bits = Zeroizing::new(Vec::with_capacity(range.len()));
+    for (i, s) in shares.chunks_exact(values).enumerate() {
+        bits.clear();
+        z.shared_input_bits(party, s, &mut bits);
+        for (k, &bit) in bits.iter().enumerate() {
+            wires[(range.start + k) * words + i / 64] ^= u64::from(bit) << (i % 64);
+        }
+    }
+    let offset = circuit.inputs();
+    for round in schedule.rounds() {
+        for &g in &round.free {
+            let o = (offset + g as usize) * words;
+            match circuit.gates()[g as usize] {
+                Gate::Xor(x, y) => {
+                    for k in 0..words {
+                        wires[o + k] = wires[x as usize * words + k] ^ wires[y as usize * words + k];
+                    }
+                }
+                Gate::Not(x) => {
+                    let flip = if party == 0 { u64::MAX } else { 0 };
+                    for k in 0..words {
+                        wires[o + k] = wires[x as usize * words + k] ^ flip;
+                    }
+                }
+                Gate::And(..) => unreachable!("AND gates are in the exchange"),
+            }
+        }
+        // Split a round wider than a frame; every party splits it alike.
+        let per_frame = (MAX_FRAME as usize / (16 * words)).max(1);
+        for group in round.ands.chunks(per_frame) {
+            let mut message = Zeroizing::new(Vec::with_capacity(group.len() * 2 * words));
+            for &g in group {
+                let Gate::And(x, y) = circuit.gates()[g as usize] else { unreachable!("an AND gate") };
+                let t = schedule.triple(g) * words;
+                message.extend((0..words).map(|k| wires[x as usize * words + k] ^ a[t + k]));
+                message.extend((0..words).map(|k| wires[y as usize * words + k] ^ b[t + k]));
+            }
+            let bytes = Zeroizing::new(words_to_bytes(&message));
+            let received = exchange_both(peers, ROUND, session, layer_id, [bytes.to_vec(), bytes.to_vec()]).await?;
+            let mut opened = message;
+            for bytes in &received {
+                let theirs = bytes_to_words(bytes, opened.len(), Message::Round)?;
+                opened.iter_mut().zip(theirs.iter()).for_each(|(o, t)| *o ^= t);
+            }
+            for (n, &g) in group.iter().enumerate() {
+                let t = schedule.triple(g) * words;
+                let o = (offset + g as usize) * words;
+                let (d, e) =
+                    (&opened[2 * n * words..(2 * n + 1) * words], &opened[(2 * n + 1) * words..(2 * n + 2) * words]);
+                for k in 0..words {
+                    let de = if party == 0 { d[k] & e[k] } else { 0 };
+                    wires[o + k] = c[t + k] ^ (d[k] & b[t + k]) ^ (e[k] & a[t + k]) ^ de;
+                }
+            }
+        }
+    }
+    let outputs: Vec<&[u64]> =
+        circuit.outputs().iter().map(|&w| &wires[w as usize * words..(w as usize + 1) * words]).collect();
+    to_additive(mesh, peers, session, layer_id, &layer, &outputs).await
+}
+
+/// The output bits' XOR shares to additive shares of `Σ w_k·y_k − offset`, per instance.
+///
+/// With `y = y_0 ⊕ y_1 ⊕ y_2`: parties 0 and 2 first turn `w·(y_0 ⊕ y_2) = w·y_0 + w·y_2 −
+/// 2w·y_0·y_2` into additive shares `d_0 + d_2`, the product by one random OT from 0 to 2 on
+/// choice `y_2`; then `w·y = (d_0 + d_2) + w·y_1 − 2·y_1·(d_0 + d_2)`, the products by one OT
+/// from 0 to 1 and one from 2 to 1 on choice `y_1`. Each OT's sender sends `m_1 − m_0 + x`
+/// for its value `x`; the receiver's `m_y − y·(m_1 − m_0 + x) = m_0 − y·x`.
+async fn to_additive(
+    mesh: &mut Mesh,
+    peers: &mut Peers<'_>,
+    session: SessionId,
+    layer_id: u32,
+    layer: &SharedLayer,
+    outputs: &[&[u64]],
+) -> Result<Vec<u64>> {
+    let party = mesh.party();
+    let z = &layer.z;
+    let m = z.modulus();
+    let weights = z.offline_weights();
+    let lanes = layer.lanes();
+    let blocks_per_bit = lanes / 128;
+    let per_chunk = (CHUNK_BLOCKS / blocks_per_bit).max(1);
+    let mut share = vec![0u64; lanes];
+    let bit = |words: &[u64], i: usize| (words[i / 64] >> (i % 64)) & 1 == 1;
+    let zt = |b: Block| m.reduce_u128(b.0);
+    let mut first = 0;
+    while first < outputs.len() {
+        let bits = first..(first + per_chunk).min(outputs.len());
+        let count = bits.len() * blocks_per_bit;
+        let choices: Vec<Block> = bits.clone().flat_map(|k| blocks_of(outputs[k])).collect();
+        // Who receives from whom: 2 from 0, 1 from 0 and from 2.
+        let (choices, sent): ([&[Block]; 2], [usize; 2]) = match party {
+            0 => ([&[], &[]], [count, count]),
+            1 => ([&choices, &choices], [0, 0]),
+            _ => ([&choices, &[]], [0, count]),
+        };
+        let chunks: [Chunk; 2] = mesh.extend(peers, session, layer_id, choices, sent).await?;
+        let ots = |k: usize, i: usize| (k - bits.start) * lanes + i;
+        match party {
+            0 => {
+                // Peer 1 is party 2, peer 0 party 1.
+                let (to2, to1) = (&chunks[1].sent, &chunks[0].sent);
+                let mut shift2 = Vec::with_capacity(bits.len() * lanes);
+                let mut shift1 = Vec::with_capacity(bits.len() * lanes);
+                for k in bits.clone() {
+                    for (i, s) in share.iter_mut().enumerate() {
+                        let j = ots(k, i);
+                        let wy = if bit(outputs[k], i) { weights[k] } else { 0 };
+                        let (r0, r1) = (zt(to2[j][0]), zt(to2[j][1]));
+                        shift2.push(m.add(m.sub(r1, r0), m.add(wy, wy)));
+                        let d = m.sub(wy, r0);
+                        let (s0, s1) = (zt(to1[j][0]), zt(to1[j][1]));
+                        shift1.push(m.add(m.sub(s1, s0), m.add(d, d)));
+                        *s = m.add(*s, m.sub(d, s0));
+                    }
+                }
+                let [p1, p2] = &mut *peers;
+                p2.send(SHIFTS, session, layer_id, &words_to_bytes(&shift2)).await?;
+                p1.send(SHIFTS, session, layer_id, &words_to_bytes(&shift1)).await?;
+            }
+            1 => {
+                let [p0, p2] = &mut *peers;
+                let from0 = shifts(&p0.recv(SHIFTS, session, layer_id).await?, count * 128, m)?;
+                let from2 = shifts(&p2.recv(SHIFTS, session, layer_id).await?, count * 128, m)?;
+                for k in bits.clone() {
+                    for (i, s) in share.iter_mut().enumerate() {
+                        let j = ots(k, i);
+                        let y = bit(outputs[k], i);
+                        let mut v = if y { weights[k] } else { 0 };
+                        for (chunk, shift) in [(&chunks[0], &from0), (&chunks[1], &from2)] {
+                            let got = zt(chunk.received[j]);
+                            v = m.add(v, if y { m.sub(got, shift[j]) } else { got });
+                        }
+                        *s = m.add(*s, v);
+                    }
+                }
+            }
+            _ => {
+                let [p0, p1] = &mut *peers;
+                let from0 = shifts(&p0.recv(SHIFTS, session, layer_id).await?, count * 128, m)?;
+                let mut shift1 = Vec::with_capacity(bits.len() * lanes);
+                for k in bits.clone() {
+                    for (i, s) in share.iter_mut().enumerate() {
+                        let j = ots(k, i);
+                        let y = bit(outputs[k], i);
+                        let got = zt(chunks[0].received[j]);
+                        let product = if y { m.sub(got, from0[j]) } else { got };
+                        let d = m.add(if y { weights[k] } else { 0 }, product);
+                        let (s0, s1) = (zt(chunks[1].sent[j][0]), zt(chunks[1].sent[j][1]));
+                        shift1.push(m.add(m.sub(s1, s0), m.add(d, d)));
+                        *s = m.add(*s, m.sub(d, s0));
+                    }
+                }
+                p1.send(SHIFTS, session, layer_id, &words_to_bytes(&shift1)).await?;
+            }
+        }
+        first = bits.end;
+    }
+    share.truncate(layer.instances);
+    if party == 0 && z.offset() != 0 {
+        share.iter_mut().for_each(|s| *s = m.sub(*s, z.offset()));
+    }
+    Ok(share)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gmw::tests::triangle;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha20Rng;
+    use tessera_net::{Channel, Wiretap};
+
+    /// Every wire of instance `i` in the clear, from the three parties' shares.
+    fn plain_wires(z: &ZtCircuit, shares: &[Vec<u64>; 3], i: usize) -> Vec<bool> {
+        let (c, v) = (z.circuit(), z.values());
+        let mut w = vec![false; c.wires()];
+        for (p, s) in shares.iter().enumerate() {
+            let mut bits = Vec::new();
+            z.shared_input_bits(p, &s[i * v..(i + 1) * v], &mut bits);
+            w[z.shared_inputs(p)].copy_from_slice(&bits);
+        }
+        for (g, gate) in c.gates().iter().enumerate() {
+            w[c.inputs() + g] = match *gate {
+                Gate::Xor(a, b) => w[a as usize] ^ w[b as usize],
+                Gate::And(a, b) => w[a as usize] & w[b as usize],
+                Gate::Not(a) => !w[a as usize],
+            };
+        }
+        w
+    }
+
+    /// Any two parties (each pair in turn) pool everything they hold and receive: their triple shares and the
+    /// opened `d = x ⊕ a` of every AND gate of the first round. Their best guess of the gate's
+    /// input, `d ⊕ a_i ⊕ a_j`, agrees with the true wire at chance level; with the third
+    /// party's triple share it is exact (the control that shows the attack reads the view
+    /// right).
+    #[tokio::test]
+    async fn attack_two_parties_pooling_openings_and_triples_read_no_wire() {
+        let m = Modulus::tessera();
+        let layer = SharedLayer::new(Nonlinear::ReluTrunc { shift: 8 }, m, 512).unwrap();
+        let z = layer.circuit().clone();
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let mut shares: [Vec<u64>; 3] = Default::default();
+        for _ in 0..layer.instances() {
+            let x = m.sub(rng.random_range(0..1u64 << 40), 1 << 39);
+            let (a, b) = (m.random(&mut rng), m.random(&mut rng));
+            shares[0].push(a);
+            shares[1].push(b);
+            shares[2].push(m.sub(m.sub(x, a), b));
+        }
+        let [mut l0, mut l1, l2] = triangle();
+        let taps = [Wiretap::new(), Wiretap::new()];
+        for (links, tap) in [&mut l0, &mut l1].into_iter().zip(&taps) {
+            links.iter_mut().for_each(|c| c.tap(tap.clone()));
+        }
+        let party = |p: usize, links: [Channel; 2], layer: SharedLayer, shares: Vec<u64>| async move {
+            let [mut a, mut b] = links;
+            let mut peers: Peers = [&mut a, &mut b];
+            let session = SessionId([3; 16]);
+            let mut rng = ChaCha20Rng::from_os_rng();
+            let mut mesh = Mesh::connect(p, &mut peers, session, &mut rng).await.unwrap();
+            let prepared = prepare(&mut mesh, &mut peers, session, 0, layer, &mut rng).await.unwrap();
+            let a = prepared.a.to_vec();
+            evaluate(&mut mesh, &mut peers, session, 0, prepared, &shares).await.unwrap();
+            a
+        };
+        let (a0, a1, a2) = tokio::join!(
+            party(0, l0, layer.clone(), shares[0].clone()),
+            party(1, l1, layer.clone(), shares[1].clone()),
+            party(2, l2, layer.clone(), shares[2].clone())
+        );
+        let round_from = |tap: &Wiretap, from: &str| {
+            let frame = tap.frames().into_iter().find(|f| f.header.kind == super::super::ROUND && f.from == from);
+            let payload = frame.expect("a round").payload;
+            payload.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect::<Vec<u64>>()
+        };
+        let (d1, d2, d0) = (round_from(&taps[0], "p1"), round_from(&taps[0], "p2"), round_from(&taps[1], "p0"));
+        let words = layer.words();
+        let round = layer.schedule.rounds().iter().find(|r| !r.ands.is_empty()).unwrap();
+        let wires: Vec<Vec<bool>> = (0..layer.instances()).map(|i| plain_wires(&z, &shares, i)).collect();
+        let a = [a0, a1, a2];
+        for (i, j, k) in [(0, 1, 2), (0, 2, 1), (1, 2, 0)] {
+            let (mut agree, mut total) = (0usize, 0usize);
+            for (n, &g) in round.ands.iter().enumerate() {
+                let Gate::And(x, _) = z.circuit().gates()[g as usize] else { unreachable!() };
+                let t = layer.schedule.triple(g) * words;
+                for (l, w) in wires.iter().enumerate() {
+                    let (word, bit) = (2 * n * words + l / 64, l % 64);
+                    let share = |p: usize| a[p][t + l / 64] >> bit & 1;
+                    let opened = (d0[word] ^ d1[word] ^ d2[word]) >> bit & 1;
+                    let guess = opened ^ share(i) ^ share(j);
+                    let truth = u64::from(w[x as usize]);
+                    assert_eq!(guess ^ share(k), truth, "with all three triple shares");
+                    agree += usize::from(guess == truth);
+                    total += 1;
+                }
+            }
+            let (frac, sigma) = (agree as f64 / total as f64, 0.5 / (total as f64).sqrt());
+            assert!((frac - 0.5).abs() < 6.0 * sigma, "parties {i}, {j} guess {frac:.3} of {total} wire bits");
+        }
+    }
+}
