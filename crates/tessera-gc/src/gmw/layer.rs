@@ -336,15 +336,22 @@ async fn to_additive(
     let weights = z.offline_weights();
     let lanes = layer.lanes();
     let blocks_per_bit = lanes / 128;
-    let per_chunk = (CHUNK_BLOCKS / blocks_per_bit).max(1);
+    let blocks = outputs.len() * blocks_per_bit;
     let mut share = vec![0u64; lanes];
-    let bit = |words: &[u64], i: usize| (words[i / 64] >> (i % 64)) & 1 == 1;
+    // Bit `i` of a wire as a mask: all ones or zero, for selections without a branch.
+    let bit = |words: &[u64], i: usize| 0u64.wrapping_sub((words[i / 64] >> (i % 64)) & 1);
     let zt = |b: Block| m.reduce_u128(b.0);
-    let mut first = 0;
-    while first < outputs.len() {
-        let bits = first..(first + per_chunk).min(outputs.len());
-        let count = bits.len() * blocks_per_bit;
-        let choices: Vec<Block> = bits.clone().flat_map(|k| blocks_of(outputs[k])).collect();
+    // The OTs in output-bit-major order (`k·lanes + i`), chunked like any extension.
+    let mut start = 0;
+    while start < blocks {
+        let end = (start + CHUNK_BLOCKS).min(blocks);
+        let count = end - start;
+        let choices: Vec<Block> = (start..end)
+            .map(|block| {
+                let (k, w) = (block / blocks_per_bit, 2 * (block % blocks_per_bit));
+                blocks_of(&outputs[k][w..w + 2])[0]
+            })
+            .collect();
         // Who receives from whom: 2 from 0, 1 from 0 and from 2.
         let (choices, sent): ([&[Block]; 2], [usize; 2]) = match party {
             0 => ([&[], &[]], [count, count]),
@@ -352,24 +359,22 @@ async fn to_additive(
             _ => ([&choices, &[]], [0, count]),
         };
         let chunks: [Chunk; 2] = mesh.extend(peers, session, layer_id, choices, sent).await?;
-        let ots = |k: usize, i: usize| (k - bits.start) * lanes + i;
+        let ots = (0..count * 128).map(|j| (j, (start * 128 + j) / lanes, (start * 128 + j) % lanes));
         match party {
             0 => {
                 // Peer 1 is party 2, peer 0 party 1.
                 let (to2, to1) = (&chunks[1].sent, &chunks[0].sent);
-                let mut shift2 = Vec::with_capacity(bits.len() * lanes);
-                let mut shift1 = Vec::with_capacity(bits.len() * lanes);
-                for k in bits.clone() {
-                    for (i, s) in share.iter_mut().enumerate() {
-                        let j = ots(k, i);
-                        let wy = if bit(outputs[k], i) { weights[k] } else { 0 };
-                        let (r0, r1) = (zt(to2[j][0]), zt(to2[j][1]));
-                        shift2.push(m.add(m.sub(r1, r0), m.add(wy, wy)));
-                        let d = m.sub(wy, r0);
-                        let (s0, s1) = (zt(to1[j][0]), zt(to1[j][1]));
-                        shift1.push(m.add(m.sub(s1, s0), m.add(d, d)));
-                        *s = m.add(*s, m.sub(d, s0));
-                    }
+                let mut shift2 = Vec::with_capacity(count * 128);
+                let mut shift1 = Vec::with_capacity(count * 128);
+                for (j, k, i) in ots {
+                    let s = &mut share[i];
+                    let wy = weights[k] & bit(outputs[k], i);
+                    let (r0, r1) = (zt(to2[j][0]), zt(to2[j][1]));
+                    shift2.push(m.add(m.sub(r1, r0), m.add(wy, wy)));
+                    let d = m.sub(wy, r0);
+                    let (s0, s1) = (zt(to1[j][0]), zt(to1[j][1]));
+                    shift1.push(m.add(m.sub(s1, s0), m.add(d, d)));
+                    *s = m.add(*s, m.sub(d, s0));
                 }
                 let [p1, p2] = &mut *peers;
                 p2.send(SHIFTS, session, layer_id, &words_to_bytes(&shift2)).await?;
@@ -379,39 +384,34 @@ async fn to_additive(
                 let [p0, p2] = &mut *peers;
                 let from0 = shifts(&p0.recv(SHIFTS, session, layer_id).await?, count * 128, m)?;
                 let from2 = shifts(&p2.recv(SHIFTS, session, layer_id).await?, count * 128, m)?;
-                for k in bits.clone() {
-                    for (i, s) in share.iter_mut().enumerate() {
-                        let j = ots(k, i);
-                        let y = bit(outputs[k], i);
-                        let mut v = if y { weights[k] } else { 0 };
-                        for (chunk, shift) in [(&chunks[0], &from0), (&chunks[1], &from2)] {
-                            let got = zt(chunk.received[j]);
-                            v = m.add(v, if y { m.sub(got, shift[j]) } else { got });
-                        }
-                        *s = m.add(*s, v);
+                for (j, k, i) in ots {
+                    let s = &mut share[i];
+                    let y = bit(outputs[k], i);
+                    let mut v = weights[k] & y;
+                    for (chunk, shift) in [(&chunks[0], &from0), (&chunks[1], &from2)] {
+                        let got = zt(chunk.received[j]);
+                        v = m.add(v, m.sub(got, shift[j] & y));
                     }
+                    *s = m.add(*s, v);
                 }
             }
             _ => {
                 let [p0, p1] = &mut *peers;
                 let from0 = shifts(&p0.recv(SHIFTS, session, layer_id).await?, count * 128, m)?;
-                let mut shift1 = Vec::with_capacity(bits.len() * lanes);
-                for k in bits.clone() {
-                    for (i, s) in share.iter_mut().enumerate() {
-                        let j = ots(k, i);
-                        let y = bit(outputs[k], i);
-                        let got = zt(chunks[0].received[j]);
-                        let product = if y { m.sub(got, from0[j]) } else { got };
-                        let d = m.add(if y { weights[k] } else { 0 }, product);
-                        let (s0, s1) = (zt(chunks[1].sent[j][0]), zt(chunks[1].sent[j][1]));
-                        shift1.push(m.add(m.sub(s1, s0), m.add(d, d)));
-                        *s = m.add(*s, m.sub(d, s0));
-                    }
+                let mut shift1 = Vec::with_capacity(count * 128);
+                for (j, k, i) in ots {
+                    let s = &mut share[i];
+                    let y = bit(outputs[k], i);
+                    let got = zt(chunks[0].received[j]);
+                    let d = m.add(weights[k] & y, m.sub(got, from0[j] & y));
+                    let (s0, s1) = (zt(chunks[1].sent[j][0]), zt(chunks[1].sent[j][1]));
+                    shift1.push(m.add(m.sub(s1, s0), m.add(d, d)));
+                    *s = m.add(*s, m.sub(d, s0));
                 }
                 p1.send(SHIFTS, session, layer_id, &words_to_bytes(&shift1)).await?;
             }
         }
-        first = bits.end;
+        start = end;
     }
     share.truncate(layer.instances);
     if party == 0 && z.offset() != 0 {

@@ -149,7 +149,8 @@ mod tests {
     async fn three_parties_compute_every_nonlinear_layer_exactly() {
         let m = Modulus::tessera();
         let layers = [
-            (Nonlinear::ReluTrunc { shift: 8 }, 300),
+            // 5,000 instances: the conversion OTs take two chunks, split inside an output bit.
+            (Nonlinear::ReluTrunc { shift: 8 }, 5000),
             (Nonlinear::Relu, 129),
             (Nonlinear::MaxPool { window: 4, relu: true, shift: 8 }, 70),
             (Nonlinear::MaxPool { window: 2, relu: false, shift: 0 }, 5),
