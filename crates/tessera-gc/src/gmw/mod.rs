@@ -56,6 +56,19 @@ pub const ROUND: MessageKind = MessageKind(0x0A15);
 /// Online, per chunk of output bits: the conversion OTs' shifts `m_1 − m_0 + x`.
 pub const SHIFTS: MessageKind = MessageKind(0x0A16);
 
+/// Bytes of a [`MESH_BASE`] frame.
+pub const BASE_BYTES: usize = crate::ot::base::POINT_BYTES;
+/// Bytes of a [`MESH_REPLY`] frame.
+pub const REPLY_BYTES: usize = crate::ot::extension::KAPPA * crate::ot::base::POINT_BYTES + crate::hash::KEY_BYTES;
+/// Bytes of a [`SEEDS`] frame.
+pub const SEED_BYTES: usize = 16;
+/// The largest [`COLUMNS`] frame: one chunk of OT-extension columns.
+pub const MAX_COLUMNS: usize = crate::ot::extension::KAPPA * mesh::CHUNK_BLOCKS * 16;
+/// The largest [`CORRECTIONS`] frame: one bit per OT of a chunk.
+pub const MAX_CORRECTIONS: usize = mesh::CHUNK_BLOCKS * 16;
+/// The largest [`SHIFTS`] frame: one element of `Z_t` per OT of a chunk.
+pub const MAX_SHIFTS: usize = mesh::CHUNK_BLOCKS * 128 * 8;
+
 /// A party's channels to its two peers, in increasing party order.
 pub type Peers<'a> = [&'a mut Channel; 2];
 

@@ -1,12 +1,13 @@
 //! The gateway A: runs the layers before the cut with the user (clientserver's model owner),
-//! builds the collective key with the remote servers, takes its offline share of every layer
-//! after the cut (joint decryption, garbled-circuit helper), and relays between the user and
-//! the remote servers.
+//! builds the collective key with the remote servers, holds a share of every value after the
+//! cut (its linear layers' shares by joint decryption in preprocessing, its nonlinear layers'
+//! from the three-party circuits online), and relays between the user and the remote servers.
 
 use std::sync::Arc;
 
 use tessera_field::seed::os_rng;
 use tessera_field::zt;
+use tessera_gc::gmw::{self, Mesh, Prepared};
 use tessera_he::collective::{DecryptionRequest, DecryptionShare};
 use tessera_he::{ConvPacking, HeParams, PublicKey, SecretKey};
 use tessera_model::fixed::FixedModel;
@@ -20,9 +21,9 @@ use super::remote::blocking;
 use super::{
     COLLECTIVE, CUT, DECRYPT, DECRYPTION, Heartbeat, KEY_SHARE, KEYS, LOGITS, MASK_SUM, MASKS, MAX_BATCH, OPENING,
     OUTPUT, PREPARE, PREPARED, PRODUCT, QUERY, REMOTE_PREPARED, REMOTE_REPORT, REPORT, SETUP, TRANSITION,
-    helper_gc_layer, recv_after_progress,
+    shared_layer,
 };
-use crate::clientserver::{self, ClientServerServer, gather, gc_error, missing_report};
+use crate::clientserver::{self, ClientServerServer, Task, gather, gc_error, missing_report, schedule};
 use crate::error::{Result, SuiteError};
 use crate::service::next_query;
 use crate::wire::{Reader, elements_to_bytes, recv_reports, send_reports, send_wiped};
@@ -49,6 +50,16 @@ struct GatewaySetup {
     batch: usize,
     key: SecretKey,
     collective: PublicKey,
+}
+
+/// The gateway's preprocessed material of the layers after the cut: its mask `μ` of the cut
+/// value, the OT links with B and C, per secret linear layer its mask share `u_A` and output
+/// share `W u − s_B − s_C`, per nonlinear layer its triples.
+struct Suffix {
+    cut_mask: Zeroizing<Vec<u64>>,
+    mesh: Mesh,
+    linear: Vec<(Zeroizing<Vec<u64>>, Vec<u64>)>,
+    shared: Vec<Prepared>,
 }
 
 impl Gateway {
@@ -123,14 +134,14 @@ impl Gateway {
                     Some(_) => Some(read_wiped(user, TRANSITION, session, cut).await?),
                     None => None,
                 };
-                let (mask, output) = self.suffix_offline(user, b, c, session, &setup, suffix).await?;
+                let material = self.suffix_offline(user, b, c, session, &setup, suffix).await?;
                 rec.stage(0, "preprocess", StageKind::Preprocess, &[user, b, c]);
                 for peer in [&mut *b, &mut *c] {
                     let mut r = recv_reports(peer, REMOTE_PREPARED, session).await?;
                     let report = r.pop().ok_or_else(|| missing_report(peer.peer()))?;
                     reports.push(totals(report, StageKind::Preprocess));
                 }
-                Some((transition, mask, output))
+                Some((transition, material, suffix.clone(), setup.batch))
             }
             _ => None,
         };
@@ -148,17 +159,16 @@ impl Gateway {
         let mut rec = Recorder::new(name).counting_from(&[user, b, c]);
         let mut reports = Vec::new();
         let logits = match remote {
-            Some((transition, mask, mut output)) => {
+            Some((transition, material, suffix, batch)) => {
                 // A's share of the cut value, re-masked by `μ`, completes B's.
-                let mut cut: Vec<u64> = own.iter().zip(mask.iter()).map(|(&z, &m)| zt::sub(z, m)).collect();
+                let mut cut: Vec<u64> =
+                    own.iter().zip(material.cut_mask.iter()).map(|(&z, &m)| zt::sub(z, m)).collect();
                 if let Some(delta) = transition {
                     zt::add_assign(&mut cut, &delta);
                 }
                 send_wiped(b, CUT, session, 0, elements_to_bytes(&cut)).await?;
-                // B notes each layer it finishes; they reach the user while it waits.
-                let mut heartbeat = Heartbeat::new();
-                let relay = Some((&mut *user, &mut heartbeat));
-                let from_b = Zeroizing::new(recv_after_progress(b, OUTPUT, session, relay).await?);
+                let mut output = self.suffix_online(user, b, c, session, suffix, batch, material).await?;
+                let from_b = Zeroizing::new(b.recv(OUTPUT, session, 0).await?);
                 let from_c = Zeroizing::new(c.recv(OUTPUT, session, 0).await?);
                 for (peer, bytes) in [(b.peer(), from_b), (c.peer(), from_c)] {
                     let mut r = Reader::new(&bytes, peer, "output");
@@ -241,6 +251,7 @@ impl Gateway {
 
     /// A's preprocessing of every layer after the cut, on its fresh share `μ` of the cut
     /// value: returns `μ` and A's share of the logits.
+    /// Preprocessing of the layers after the cut, layer by layer with B and C.
     async fn suffix_offline(
         &self,
         user: &mut Channel,
@@ -249,38 +260,80 @@ impl Gateway {
         session: SessionId,
         setup: &GatewaySetup,
         suffix: &Arc<FixedModel>,
-    ) -> Result<(Zeroizing<Vec<u64>>, Vec<u64>)> {
+    ) -> Result<Suffix> {
         let batch = setup.batch;
         let mut rng = os_rng();
-        let mask = Zeroizing::new(zt::random_vec(&mut rng, batch * suffix.input_shape().len()));
+        let cut_mask = Zeroizing::new(zt::random_vec(&mut rng, batch * suffix.input_shape().len()));
+        let peer = b.peer().to_string();
+        let mut mesh = Mesh::connect(0, &mut [&mut *b, &mut *c], session, &mut rng)
+            .await
+            .map_err(|e| gc_error(&peer, 0, e))?;
+        let (mut linear, mut shared) = (Vec::new(), Vec::new());
+        let mut heartbeat = Heartbeat::new();
+        for task in schedule(suffix) {
+            match task {
+                Task::Linear(node) => linear.push(self.linear_offline(b, c, session, setup, suffix, node).await?),
+                Task::Nonlinear(layer) => {
+                    let circuit = shared_layer(&layer, batch)?;
+                    let prepared =
+                        gmw::prepare(&mut mesh, &mut [&mut *b, &mut *c], session, layer.node, circuit, &mut rng)
+                            .await
+                            .map_err(|e| gc_error(&peer, layer.node, e))?;
+                    shared.push(prepared);
+                }
+            }
+            heartbeat.beat(user, session).await?;
+        }
+        Ok(Suffix { cut_mask, mesh, linear, shared })
+    }
+
+    /// The layers after the cut online, on A's shares from `μ` on: per secret linear layer its
+    /// opening to B and C and its preprocessed output share, per nonlinear layer the
+    /// three-party circuit. Returns A's share of the logits.
+    #[allow(clippy::too_many_arguments)]
+    async fn suffix_online(
+        &self,
+        user: &mut Channel,
+        b: &mut Channel,
+        c: &mut Channel,
+        session: SessionId,
+        suffix: Arc<FixedModel>,
+        batch: usize,
+        material: Suffix,
+    ) -> Result<Vec<u64>> {
+        let Suffix { cut_mask, mut mesh, linear, shared } = material;
         let mut runner =
-            Runner::new(suffix.clone(), mask.to_vec(), batch, false).offloading_linear().traced(self.trace.clone());
+            Runner::new(suffix, cut_mask.to_vec(), batch, false).offloading_linear().traced(self.trace.clone());
+        let (mut linear, mut shared) = (linear.into_iter(), shared.into_iter());
         let mut heartbeat = Heartbeat::new();
         while let Some(step) = runner.step() {
+            let node = step.node();
             let output = match step {
-                Step::Linear(node) => {
-                    let input = Zeroizing::new(runner.pending_input().to_vec());
-                    self.linear_offline(b, c, session, setup, suffix, node, input).await?
+                Step::Linear(_) => {
+                    let (mask, output) = linear.next().ok_or(SuiteError::LayerOrder { layer: node })?;
+                    let opening: Vec<u64> =
+                        runner.pending_input().iter().zip(mask.iter()).map(|(&v, &u)| zt::sub(v, u)).collect();
+                    let opening = elements_to_bytes(&opening);
+                    for peer in [&mut *b, &mut *c] {
+                        send_wiped(peer, OPENING, session, node, opening.clone()).await?;
+                    }
+                    output
                 }
                 Step::Nonlinear(layer) => {
-                    let gc = helper_gc_layer(&layer, batch)?;
                     let shares = Zeroizing::new(gather(&layer, runner.pending_input(), batch));
-                    let masks = Zeroizing::new(zt::random_vec(&mut rng, gc.instances()));
-                    tessera_gc::driver::helper_offline(b, c, session, layer.node, gc, &shares, &masks, &mut rng)
+                    let prepared = shared.next().ok_or(SuiteError::LayerOrder { layer: node })?;
+                    let peer = b.peer().to_string();
+                    gmw::evaluate(&mut mesh, &mut [&mut *b, &mut *c], session, node, prepared, &shares)
                         .await
-                        .map_err(|e| gc_error(b.peer(), layer.node, e))?;
-                    masks.to_vec()
+                        .map_err(|e| gc_error(&peer, node, e))?
                 }
             };
             runner.complete(output);
             heartbeat.beat(user, session).await?;
         }
-        Ok((mask, runner.output().to_vec()))
+        Ok(runner.output().to_vec())
     }
 
-    /// A secret linear layer's preprocessing at A: the summed mask encryptions to both weight
-    /// holders, their products summed and decrypted jointly into `W u − s_B − s_C`, and the
-    /// opening of A's share `input` of the layer's input.
     #[allow(clippy::too_many_arguments)]
     async fn linear_offline(
         &self,
@@ -290,8 +343,7 @@ impl Gateway {
         setup: &GatewaySetup,
         suffix: &FixedModel,
         node: u32,
-        input: Zeroizing<Vec<u64>>,
-    ) -> Result<Vec<u64>> {
+    ) -> Result<(Zeroizing<Vec<u64>>, Vec<u64>)> {
         let he = self.he.clone();
         let batch = setup.batch;
         let kernel = suffix.linear_kernel(node as usize).expect("a linear node");
@@ -347,12 +399,7 @@ impl Gateway {
                 .collect::<tessera_he::Result<Vec<_>>>()?;
             y.extend(packing.decode_output(&plain)?);
         }
-        let opening: Vec<u64> = input.iter().zip(mask.iter()).map(|(&v, &u)| zt::sub(v, u)).collect();
-        let opening = elements_to_bytes(&opening);
-        for peer in [&mut *b, &mut *c] {
-            send_wiped(peer, OPENING, session, node, opening.clone()).await?;
-        }
-        Ok(y)
+        Ok((mask, y))
     }
 }
 

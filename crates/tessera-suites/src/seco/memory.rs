@@ -76,8 +76,8 @@ pub async fn run_in_memory(
     if let Some(suffix) = &parts.suffix {
         let [b_shares, c_shares] = WeightShares::deal(suffix, &mut os_rng());
         let bare = bare_suffix.clone().expect("a suffix");
-        let b = Remote::new(RemoteRole::Garbler, bare.clone(), Arc::new(b_shares), he.clone()).traced(b_trace);
-        let c = Remote::new(RemoteRole::Evaluator, bare, Arc::new(c_shares), he.clone()).traced(c_trace);
+        let b = Remote::new(RemoteRole::B, bare.clone(), Arc::new(b_shares), he.clone()).traced(b_trace);
+        let c = Remote::new(RemoteRole::C, bare, Arc::new(c_shares), he.clone()).traced(c_trace);
         tasks.push(tokio::spawn(async move { b.serve("remote-b", &mut b_a, &mut b_c).await }));
         tasks.push(tokio::spawn(async move { c.serve("remote-c", &mut c_a, &mut c_b).await }));
     }

@@ -8,15 +8,14 @@
 //! After the cut every value is additively shared by A, B and C; A's shares are all known in
 //! preprocessing. Per secret linear layer, preprocessing gives A `W u − s_B − s_C` under the
 //! servers' collective BFV key ([`tessera_he::collective`]) for a fresh mask `u` shared by all
-//! three, and online B and C open `a = v − u` and compute `W_X a + b_X + s_X`. Per nonlinear
-//! layer, one three-party garbled circuit: B garbles, C evaluates, A provides its shares and an
-//! output mask as a helper, offline. U shares its part of the cut value with B and C through two
-//! seeds agreed by X25519 through A; B and C return their logit shares to U through A under pads
-//! from the same seeds.
+//! three, and online B and C open `a = v − u` (with A's opening `v_A − u_A`) and compute
+//! `W_X a + b_X + s_X`. Per nonlinear layer, one three-party GMW evaluation among A, B and C
+//! ([`tessera_gc::gmw`]): every wire XOR-shared, AND triples from pairwise OT in
+//! preprocessing, the output bits turned back into additive shares. U shares its part of the
+//! cut value with B and C through two seeds agreed by X25519 through A; B and C return their
+//! logit shares to U through A under pads from the same seeds.
 //!
-//! Semi-honest parties; A may collude with B or with C, U with none. B and C must not collude:
-//! as garbler and evaluator of every circuit after the cut they would read every wire of it
-//! (docs/suites/seco.md, "Why not any two servers").
+//! Semi-honest parties; any two of A, B and C may collude, U with none (docs/suites/seco.md).
 
 mod gateway;
 mod keys;
@@ -33,7 +32,8 @@ pub use remote::{Remote, RemoteRole};
 pub use service::{Frames, GatewayService, RemoteService, frame_limits};
 pub use user::{UserMaterial, UserModel, prepare, run};
 
-use tessera_gc::{Layer, Modulus};
+use tessera_gc::Modulus;
+use tessera_gc::gmw::SharedLayer;
 use tessera_he::ConvPacking;
 use tessera_he::HeParams;
 use tessera_he::collective::{Smudging, fresh_noise_bound, switched_noise_bound};
@@ -57,9 +57,8 @@ pub const QUERY: MessageKind = MessageKind(0x0805);
 pub const LOGITS: MessageKind = MessageKind(0x0806);
 /// A → U: every server's online report.
 pub const REPORT: MessageKind = MessageKind(0x0807);
-/// B → A online, after each layer (empty; the frame's layer names it), and A → U, at most
-/// once per [`HEARTBEAT`] and naming no layer: the sender is working, so a long preprocessing or
-/// remote phase is not taken for a vanished peer.
+/// A → U, at most once per [`HEARTBEAT`] and naming no layer: the gateway is working, so a
+/// long preprocessing or remote phase is not taken for a vanished peer.
 pub const PROGRESS: MessageKind = MessageKind(0x0808);
 
 /// How often the gateway tells a waiting user that the query goes on: by time, not per layer,
@@ -81,7 +80,8 @@ pub const PRODUCT: MessageKind = MessageKind(0x0815);
 pub const DECRYPT: MessageKind = MessageKind(0x0816);
 /// B, C → A, per secret linear layer: the smudged decryption shares.
 pub const DECRYPTION: MessageKind = MessageKind(0x0817);
-/// A → B, C, per secret linear layer: A's share of the layer's input minus its mask share.
+/// A → B, C (online), per secret linear layer: A's share of the layer's input minus its mask
+/// share.
 pub const OPENING: MessageKind = MessageKind(0x0818);
 /// B, C → A: its preprocessing report.
 pub const REMOTE_PREPARED: MessageKind = MessageKind(0x0819);
@@ -103,14 +103,9 @@ pub const MAX_BATCH: usize = 8;
 /// Parties holding a share of the collective key: A, B and C.
 const HOLDERS: usize = 3;
 
-/// The next frame of `kind` in query `session` on `channel`, past the peer's [`PROGRESS`]
-/// notes; with a `relay`, a note goes on to it whenever its [`Heartbeat`] is due.
-pub(crate) async fn recv_after_progress(
-    channel: &mut Channel,
-    kind: MessageKind,
-    session: SessionId,
-    mut relay: Option<(&mut Channel, &mut Heartbeat)>,
-) -> Result<Vec<u8>> {
+/// The next frame of `kind` in query `session` on `channel`, past the gateway's [`PROGRESS`]
+/// notes.
+pub(crate) async fn recv_after_progress(channel: &mut Channel, kind: MessageKind, session: SessionId) -> Result<Vec<u8>> {
     loop {
         let (header, payload) = channel.recv_either(kind, PROGRESS, session).await?;
         if header.kind == kind {
@@ -119,9 +114,6 @@ pub(crate) async fn recv_after_progress(
         if !payload.is_empty() {
             let violation = Violation::Length { actual: payload.len(), expected: 0 };
             return Err(SuiteError::Protocol { peer: channel.peer().into(), message: "progress", violation });
-        }
-        if let Some((to, heartbeat)) = relay.as_mut() {
-            heartbeat.beat(to, session).await?;
         }
     }
 }
@@ -145,9 +137,9 @@ impl Heartbeat {
     }
 }
 
-/// The three-party garbled-circuit layer of `layer` for `batch` images.
-pub(crate) fn helper_gc_layer(layer: &NonlinearLayer, batch: usize) -> Result<Layer> {
-    Layer::with_helper(gc_op(layer)?, Modulus::tessera(), batch * layer.items()).map_err(|e| local_gc(layer.node, e))
+/// The three-party circuit of `layer` for `batch` images.
+pub(crate) fn shared_layer(layer: &NonlinearLayer, batch: usize) -> Result<SharedLayer> {
+    SharedLayer::new(gc_op(layer)?, Modulus::tessera(), batch * layer.items()).map_err(|e| local_gc(layer.node, e))
 }
 
 /// The smudging of a secret linear layer's decryption shares: 40 bits over the proven bound

@@ -1,12 +1,13 @@
 //! A remote server, B or C: holds a share of every weight after the cut, takes part in the
-//! collective key and the HE preprocessing, and runs the layers after the cut online with the
-//! other remote server (B garbles, C evaluates).
+//! collective key and the HE preprocessing, and runs the layers after the cut online: the
+//! linear ones with the other remote server, the nonlinear ones with both other servers
+//! (three-party GMW, [`tessera_gc::gmw`]).
 
 use std::sync::Arc;
 
 use tessera_field::seed::{Purpose, os_rng};
 use tessera_field::{Seed, zt};
-use tessera_gc::protocol::{EvaluatorOffline, GarblerOffline};
+use tessera_gc::gmw::{self, Mesh, Prepared};
 use tessera_he::collective::{DecryptionRequest, DecryptionShare};
 use tessera_he::{ConvPacking, HeParams, PublicKey, SecretKey};
 use tessera_model::fixed::FixedModel;
@@ -19,7 +20,7 @@ use super::keys::{Ephemeral, PUBLIC_BYTES};
 use super::linear::{PRODUCT_LEVEL, encrypt_masks, mask_ciphertexts, products, read_full, read_items, write_full};
 use super::{
     COLLECTIVE, CUT, DECRYPT, DECRYPTION, KEY_SHARE, MASK_SUM, MASKS, MAX_BATCH, OPEN, OPENING, OUTPUT, PRODUCT,
-    PROGRESS, REMOTE_PREPARED, REMOTE_REPORT, SETUP, helper_gc_layer, smudging,
+    REMOTE_PREPARED, REMOTE_REPORT, SETUP, shared_layer, smudging,
 };
 use crate::clientserver::{Task, gather, gc_error, schedule};
 use crate::error::{Result, SuiteError, Violation};
@@ -27,13 +28,24 @@ use crate::parties::stage_kind;
 use crate::service::next_query;
 use crate::wire::{Reader, elements_to_bytes, send_reports, send_wiped};
 
-/// Which remote server: the one that garbles or the one that evaluates.
+/// Which remote server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RemoteRole {
-    /// B: garbles every nonlinear layer after the cut.
-    Garbler,
-    /// C: evaluates them.
-    Evaluator,
+    /// B: receives the gateway's share of the cut value and speaks first to C; party 1 of the
+    /// three-party circuits.
+    B,
+    /// C: dialed by B; party 2 of the three-party circuits.
+    C,
+}
+
+impl RemoteRole {
+    /// The party index in the three-party circuits (the gateway is 0).
+    fn party(self) -> usize {
+        match self {
+            Self::B => 1,
+            Self::C => 2,
+        }
+    }
 }
 
 /// A remote server of one split model.
@@ -52,17 +64,18 @@ impl std::fmt::Debug for Remote {
 }
 
 /// What a remote server keeps of one secret linear layer between preprocessing and the online
-/// phase: its mask share `u_X`, its product mask `s_X` and A's opening `v_A − u_A`.
+/// phase: its mask share `u_X` and its product mask `s_X`.
 struct LinearMaterial {
     mask: Zeroizing<Vec<u64>>,
     product_mask: Zeroizing<Vec<u64>>,
-    opening: Zeroizing<Vec<u64>>,
 }
 
-/// A nonlinear layer's garbled-circuit state, by role.
-enum GcMaterial {
-    Garbler(GarblerOffline),
-    Evaluator(EvaluatorOffline),
+/// One query's material from preprocessing: the OT links with the other servers, and per layer
+/// its masks or its three-party circuit's triples, in layer order.
+struct Material {
+    mesh: Mesh,
+    linear: Vec<LinearMaterial>,
+    shared: Vec<Prepared>,
 }
 
 /// One query's setup: the key share and the seed shared with the user.
@@ -110,10 +123,16 @@ impl Remote {
     ) -> Result<()> {
         let mut rec = Recorder::new(name).counting_from(&[gateway, peer]);
         let setup = self.setup(gateway, session, payload).await?;
+        let mut rng = os_rng();
+        let party = self.role.party();
+        let peer_name = peer.peer().to_string();
+        let mut mesh = {
+            let mut peers = self.peers(gateway, peer);
+            Mesh::connect(party, &mut peers, session, &mut rng).await.map_err(|e| gc_error(&peer_name, 0, e))?
+        };
         rec.stage(0, "keys", StageKind::Keys, &[gateway, peer]);
         let mut linear = Vec::new();
-        let mut garbled = Vec::new();
-        let mut rng = os_rng();
+        let mut shared = Vec::new();
         for task in schedule(&self.model) {
             let node = match task {
                 Task::Linear(node) => {
@@ -121,30 +140,28 @@ impl Remote {
                     node
                 }
                 Task::Nonlinear(layer) => {
-                    let gc = helper_gc_layer(&layer, setup.batch)?;
+                    let circuit = shared_layer(&layer, setup.batch)?;
                     let node = layer.node;
-                    garbled.push(match self.role {
-                        RemoteRole::Garbler => GcMaterial::Garbler(
-                            tessera_gc::driver::garbler_offline_with_helper(peer, gateway, session, node, gc, &mut rng)
-                                .await
-                                .map_err(|e| gc_error(peer.peer(), node, e))?,
-                        ),
-                        RemoteRole::Evaluator => GcMaterial::Evaluator(
-                            tessera_gc::driver::evaluator_offline_with_helper(
-                                peer, gateway, session, node, gc, &mut rng,
-                            )
+                    let mut peers = self.peers(gateway, peer);
+                    shared.push(
+                        gmw::prepare(&mut mesh, &mut peers, session, node, circuit, &mut rng)
                             .await
-                            .map_err(|e| gc_error(peer.peer(), node, e))?,
-                        ),
-                    });
+                            .map_err(|e| gc_error(&peer_name, node, e))?,
+                    );
                     node
                 }
             };
             rec.stage(node, self.model.node_name(node as usize), StageKind::Preprocess, &[gateway, peer]);
         }
         send_reports(gateway, REMOTE_PREPARED, session, &[rec.finish()]).await?;
-        let report = self.online(name, gateway, peer, session, setup, linear, garbled).await?;
+        let material = Material { mesh, linear, shared };
+        let report = self.online(name, gateway, peer, session, setup, material).await?;
         send_reports(gateway, REMOTE_REPORT, session, &[report]).await
+    }
+
+    /// This server's channels to the other two servers, in party order (the gateway first).
+    fn peers<'a>(&self, gateway: &'a mut Channel, peer: &'a mut Channel) -> gmw::Peers<'a> {
+        [gateway, peer]
     }
 
     /// The query's keys: this server's share of the collective key, and the seed it shares
@@ -221,14 +238,9 @@ impl Remote {
             setup.key.decryption_share(request, smudging, &mut rng)?.write(&mut shares);
         }
         gateway.send(DECRYPTION, session, node, &shares).await?;
-        let bytes = Zeroizing::new(gateway.recv(OPENING, session, node).await?);
-        let mut r = Reader::new(&bytes, gateway.peer(), "opening");
-        let opening = Zeroizing::new(r.elements(batch * inputs)?);
-        r.end()?;
-        Ok(LinearMaterial { mask, product_mask, opening })
+        Ok(LinearMaterial { mask, product_mask })
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn online(
         &self,
         name: &str,
@@ -236,14 +248,14 @@ impl Remote {
         peer: &mut Channel,
         session: SessionId,
         setup: Setup,
-        linear: Vec<LinearMaterial>,
-        garbled: Vec<GcMaterial>,
+        material: Material,
     ) -> Result<PartyReport> {
+        let Material { mut mesh, linear, shared } = material;
         let batch = setup.batch;
         let cut = batch * self.model.input_shape().len();
         let mut input = zt::random_vec(&mut setup.seed.derive(Purpose::InputShare, 0), cut);
         let mut rec = Recorder::new(name).counting_from(&[gateway, peer]);
-        if self.role == RemoteRole::Garbler {
+        if self.role == RemoteRole::B {
             let bytes = Zeroizing::new(gateway.recv(CUT, session, 0).await?);
             let mut r = Reader::new(&bytes, gateway.peer(), "cut");
             r.elements_into(&mut input, zt::add)?;
@@ -252,29 +264,22 @@ impl Remote {
         rec.stage(0, "input", StageKind::Input, &[gateway, peer]);
         let mut runner =
             Runner::new(self.model.clone(), input, batch, false).offloading_linear().traced(self.trace.clone());
-        let (mut linear, mut garbled) = (linear.into_iter(), garbled.into_iter());
+        let (mut linear, mut shared) = (linear.into_iter(), shared.into_iter());
         while let Some(step) = runner.step() {
             let node = step.node();
             let output = match step {
                 Step::Linear(_) => {
                     let material = linear.next().ok_or(SuiteError::LayerOrder { layer: node })?;
-                    self.linear_online(peer, session, node, runner.pending_input(), material, batch).await?
+                    self.linear_online(gateway, peer, session, node, runner.pending_input(), material, batch).await?
                 }
                 Step::Nonlinear(layer) => {
                     let shares = Zeroizing::new(gather(&layer, runner.pending_input(), batch));
+                    let prepared = shared.next().ok_or(SuiteError::LayerOrder { layer: node })?;
                     let name = peer.peer().to_string();
-                    let gc = |e| gc_error(&name, node, e);
-                    match garbled.next().ok_or(SuiteError::LayerOrder { layer: node })? {
-                        GcMaterial::Garbler(state) => {
-                            tessera_gc::garbler_online(peer, session, node, state, shares.to_vec())
-                                .await
-                                .map_err(gc)?
-                                .to_vec()
-                        }
-                        GcMaterial::Evaluator(state) => {
-                            tessera_gc::evaluator_online(peer, session, node, state, &shares).await.map_err(gc)?
-                        }
-                    }
+                    let mut peers = self.peers(gateway, peer);
+                    gmw::evaluate(&mut mesh, &mut peers, session, node, prepared, &shares)
+                        .await
+                        .map_err(|e| gc_error(&name, node, e))?
                 }
             };
             runner.complete(output);
@@ -283,9 +288,6 @@ impl Remote {
                 Step::Nonlinear(layer) => stage_kind(&layer),
             };
             rec.stage(node, self.model.node_name(node as usize), kind, &[gateway, peer]);
-            if self.role == RemoteRole::Garbler {
-                gateway.send(PROGRESS, session, node, &[]).await?;
-            }
         }
         let mut output = runner.output().to_vec();
         let pad = zt::random_vec(&mut setup.seed.derive(Purpose::OutputPad, 0), output.len());
@@ -295,10 +297,12 @@ impl Remote {
         Ok(rec.finish())
     }
 
-    /// A secret linear layer online: the masked input opened with the other remote server,
-    /// then `W_X a + b_X + s_X`.
+    /// A secret linear layer online: the masked input opened with the other remote server and
+    /// the gateway's opening, then `W_X a + b_X + s_X`.
+    #[allow(clippy::too_many_arguments)]
     async fn linear_online(
         &self,
+        gateway: &mut Channel,
         peer: &mut Channel,
         session: SessionId,
         node: u32,
@@ -306,11 +310,15 @@ impl Remote {
         material: LinearMaterial,
         batch: usize,
     ) -> Result<Vec<u64>> {
-        let LinearMaterial { mask, product_mask, opening } = material;
+        let LinearMaterial { mask, product_mask } = material;
+        let bytes = Zeroizing::new(gateway.recv(OPENING, session, node).await?);
+        let mut r = Reader::new(&bytes, gateway.peer(), "opening");
+        let opening = Zeroizing::new(r.elements(input.len())?);
+        r.end()?;
         let mut opened: Vec<u64> = input.iter().zip(mask.iter()).map(|(&v, &u)| zt::sub(v, u)).collect();
         let message = elements_to_bytes(&opened);
         // B speaks first, so two large openings never wait on each other's reads.
-        let theirs = if self.role == RemoteRole::Garbler {
+        let theirs = if self.role == RemoteRole::B {
             send_wiped(peer, OPEN, session, node, message).await?;
             Zeroizing::new(peer.recv(OPEN, session, node).await?)
         } else {

@@ -64,8 +64,19 @@ pub fn frame_limits(prefix: Option<&FixedModel>, suffix: Option<&FixedModel>, he
         requests = requests.max(MAX_BATCH * packing.output_ciphertexts() * DecryptionRequest::size(he, PRODUCT_LEVEL));
         openings = openings.max(8 * MAX_BATCH * kernel.geometry().input.len());
     }
-    let gc = tessera_gc::MAX_FRAME as usize;
-    use tessera_gc::driver::{BASE_RECEIVER, BASE_SENDER, CHALLENGE, COLUMNS, HELPER_LABELS, LABELS, PROOF, TABLES};
+    let (rounds, shifts) = (tessera_gc::MAX_FRAME as usize, tessera_gc::gmw::MAX_SHIFTS);
+    use tessera_gc::gmw::{COLUMNS, CORRECTIONS, MAX_COLUMNS, MAX_CORRECTIONS, MESH_BASE, MESH_REPLY, ROUND, SEEDS, SHIFTS};
+    // The three-party circuits' messages, alike from every server.
+    let gmw = |limits: FrameLimits| {
+        limits
+            .with(MESH_BASE, tessera_gc::gmw::BASE_BYTES)
+            .with(MESH_REPLY, tessera_gc::gmw::REPLY_BYTES)
+            .with(SEEDS, tessera_gc::gmw::SEED_BYTES)
+            .with(COLUMNS, MAX_COLUMNS)
+            .with(CORRECTIONS, MAX_CORRECTIONS)
+            .with(ROUND, rounds)
+            .with(SHIFTS, shifts)
+    };
     let gateway = FrameLimits::new(0)
         .with(LINK, 0)
         .with(SETUP, 4 + 2 * PUBLIC_BYTES)
@@ -74,11 +85,8 @@ pub fn frame_limits(prefix: Option<&FixedModel>, suffix: Option<&FixedModel>, he
         .with(DECRYPT, requests)
         .with(OPENING, openings)
         .with(CUT, 8 * MAX_BATCH * cut);
-    // The helper's OTs with B, its labels to C.
-    let gateway = [BASE_SENDER, COLUMNS, PROOF, HELPER_LABELS].into_iter().fold(gateway, |l, k| l.with(k, gc));
     let peer = FrameLimits::new(0).with(LINK, 0).with(OPEN, openings);
-    let peer = [BASE_RECEIVER, CHALLENGE, TABLES, LABELS].into_iter().fold(peer, |l, k| l.with(k, gc));
-    Ok(Frames { user, gateway, peer })
+    Ok(Frames { user, gateway: gmw(gateway), peer: gmw(peer) })
 }
 
 /// The first frame of a link, which must be an empty [`LINK`]: its id. `None` once the peer
@@ -309,7 +317,7 @@ impl Service for RemoteService {
                 return Err(e);
             };
             match self.role {
-                RemoteRole::Garbler => {
+                RemoteRole::B => {
                     let mut peer = match self.net.connect(&self.other).await {
                         Ok(peer) => peer,
                         Err(e) => {
@@ -320,8 +328,8 @@ impl Service for RemoteService {
                     peer.send(LINK, id, 0, &[]).await?;
                     self.serve(&remote, channel, peer).await
                 }
-                RemoteRole::Evaluator if channel.peer() == self.other => self.meet_peer(channel, id).await,
-                RemoteRole::Evaluator => match self.peer_link(id).await {
+                RemoteRole::C if channel.peer() == self.other => self.meet_peer(channel, id).await,
+                RemoteRole::C => match self.peer_link(id).await {
                     Ok(peer) => self.serve(&remote, channel, peer).await,
                     Err(e) => {
                         refuse_first_query(&mut channel, &e).await;

@@ -116,7 +116,7 @@ pub(crate) async fn prepare_traced_seco(
         subtract_streams(&mut delta, seeds);
         send_wiped(gateway, TRANSITION, session, 0, elements_to_bytes(&delta)).await?;
     }
-    let prepared = recv_after_progress(gateway, PREPARED, session, None).await?;
+    let prepared = recv_after_progress(gateway, PREPARED, session).await?;
     let servers = parse_reports(gateway.peer(), &prepared)?;
     rec.stage(0, "preprocess", StageKind::Preprocess, &[gateway]);
     own.append(rec.finish());
@@ -163,7 +163,7 @@ pub async fn run(
             Zeroizing::new(Vec::new())
         }
     };
-    let bytes = Zeroizing::new(recv_after_progress(gateway, LOGITS, session, None).await?);
+    let bytes = Zeroizing::new(recv_after_progress(gateway, LOGITS, session).await?);
     let mut r = Reader::new(&bytes, gateway.peer(), "logits");
     let mut logits = r.elements(batch * model.logits)?;
     r.end()?;

@@ -78,7 +78,7 @@ impl Deployment for Seco {
                 let file = part(party.name, Role::Remote, party.split)?;
                 let b = names[0] == party.name;
                 let (role, other) =
-                    if b { (RemoteRole::Garbler, &names[1]) } else { (RemoteRole::Evaluator, &names[0]) };
+                    if b { (RemoteRole::B, &names[1]) } else { (RemoteRole::C, &names[0]) };
                 let remote = file.suffix.as_ref().map(|s| match &s.weights {
                     PartWeights::Shares(shares) => Remote::new(role, s.model.clone(), shares.clone(), he.clone()),
                     _ => unreachable!("checked"),
