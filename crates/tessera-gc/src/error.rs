@@ -3,7 +3,7 @@
 
 use tessera_net::NetError;
 
-/// A message of the two-party protocol (for error context).
+/// A message of the two-party protocol or of the three-party [`crate::gmw`] (for error context).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Message {
@@ -23,8 +23,6 @@ pub enum Message {
     Reshare,
     /// Online, the garbler's input labels and online output decoding.
     Labels,
-    /// Offline, the helper's active labels of its input wires, forwarded to the evaluator.
-    HelperLabels,
     /// Three parties: a peer's base-OT points and hash key.
     MeshReply,
     /// Three parties: a peer's seed for the shares of its input wires.
@@ -43,8 +41,6 @@ pub enum Message {
 pub enum Input {
     /// A party's input shares.
     Shares,
-    /// The helper's output masks.
-    Masks,
 }
 
 /// What can go wrong.
@@ -130,12 +126,6 @@ pub enum GcError {
         shift: u32,
         /// Bit length of `t`.
         bits: usize,
-    },
-    /// A helper's state or message used with a layer, or a garbler, it does not belong to.
-    #[error("helper: {reason}")]
-    HelperMismatch {
-        /// What does not fit.
-        reason: &'static str,
     },
     /// A max-pool window outside `2..=maximum`.
     #[error("max-pool window {window}, allowed 2..={maximum}")]

@@ -1,5 +1,4 @@
-//! The nonlinear layer: garbler and evaluator (and, in the three-party variant, a helper) as
-//! state machines without I/O.
+//! The nonlinear layer: garbler and evaluator as state machines without I/O.
 //!
 //! The evaluator holds shares `a`, the garbler shares `b`; the garbler draws its output masks
 //! `r` (one per instance, uniform in `Z_t`) itself, and they are its output shares
@@ -20,17 +19,6 @@
 //! uniform because `c` is). The garbler sets `b' = b + e`, so `x = c + b'`, and sends its input
 //! labels for bits derived from `b'` (16 B per bit) and, for ReLU, the two rows decoding `pos`
 //! with weight `b'` (16 B). The evaluator evaluates and decodes its output share. One round trip.
-//!
-//! **With a helper** ([`Layer::with_helper`]): the helper H holds shares `h` and output masks
-//! `m`. Offline, H runs the evaluator's OT-receiver part against the garbler, for the bits of
-//! its circuit inputs, under the same `Δ` ([`HelperAwaitBase`] → [`HelperExtending`] →
-//! [`HelperOffline`]; the garbler's side: [`GarblerAwaitBase::helper`] →
-//! [`GarblerHelperAwaitColumns`] → [`GarblerHelperAwaitProof`] → [`HelperZeroLabels`]), and
-//! forwards its OT strings, its active labels, to the evaluator ([`HelperOffline::forward_labels`],
-//! [`EvaluatorAwaitTables::receive_helper_labels`], before the first table chunk). The garbler
-//! garbles after both extensions ([`GarblerAwaitProof::receive_proof_with_helper`]). The online
-//! phase is the two-party one; the evaluator's output shares are `f(x) − m − r`. Both OT
-//! receivers share one implementation, as do the garbler's two sender sides.
 //!
 //! Messages are split into chunks of at most [`FRAME_BUDGET`] bytes; every chunk's length is
 //! fixed by the [`Layer`] both parties agreed on, so nothing is sized by the peer.
@@ -74,23 +62,12 @@ pub struct Layer {
 impl Layer {
     /// Validates the two-party layer and builds its circuit.
     pub fn new(op: Nonlinear, modulus: Modulus, instances: usize) -> Result<Self> {
-        Self::build(instances, || ZtCircuit::new(op, modulus))
-    }
-
-    /// Validates a three-party layer, whose inputs and outputs a helper also shares
-    /// ([`ZtCircuit::with_helper`]), and builds its circuit.
-    pub fn with_helper(op: Nonlinear, modulus: Modulus, instances: usize) -> Result<Self> {
-        Self::build(instances, || ZtCircuit::with_helper(op, modulus))
-    }
-
-    fn build(instances: usize, circuit: impl FnOnce() -> Result<ZtCircuit>) -> Result<Self> {
         if instances == 0 || instances > MAX_INSTANCES {
             return Err(GcError::TooManyInstances { actual: instances, maximum: MAX_INSTANCES });
         }
-        let z = circuit()?;
+        let z = ZtCircuit::new(op, modulus)?;
         let mut layer = Self { z, instances, per_chunk: 1 };
-        let widest =
-            layer.table_bytes(1).max(layer.label_bytes(1)).max(layer.reshare_bytes(1)).max(layer.forward_bytes(1));
+        let widest = layer.table_bytes(1).max(layer.label_bytes(1)).max(layer.reshare_bytes(1));
         let per = (FRAME_BUDGET / widest).max(1);
         layer.per_chunk = if per >= LANES { per - per % LANES } else { per };
         Ok(layer)
@@ -116,19 +93,9 @@ impl Layer {
         self.instances.div_ceil(self.per_chunk)
     }
 
-    /// Whether a helper shares the inputs and outputs ([`Layer::with_helper`]).
-    pub fn has_helper(&self) -> bool {
-        self.z.has_helper()
-    }
-
     /// Chunks of the evaluator's OT-extension columns.
     pub fn ot_chunks(&self) -> usize {
         self.evaluator_ots().chunks()
-    }
-
-    /// Chunks of the helper's OT-extension columns (0 without a helper).
-    pub fn helper_ot_chunks(&self) -> usize {
-        if self.has_helper() { self.helper_ots().chunks() } else { 0 }
     }
 
     fn chunk_range(&self, chunk: usize) -> std::ops::Range<usize> {
@@ -136,19 +103,9 @@ impl Layer {
         start..(start + self.per_chunk).min(self.instances)
     }
 
-    /// The circuit's evaluator-side input bits per instance: the evaluator's, then the helper's.
+    /// The evaluator's input bits per instance (one OT each).
     fn ebits(&self) -> usize {
-        self.z.circuit().evaluator_inputs()
-    }
-
-    /// The evaluator's own input bits per instance.
-    fn own_bits(&self) -> usize {
         self.z.evaluator_bits()
-    }
-
-    /// The helper's input bits per instance.
-    fn hbits(&self) -> usize {
-        self.z.helper_bits()
     }
 
     fn gbits(&self) -> usize {
@@ -157,12 +114,7 @@ impl Layer {
 
     /// The OTs of the evaluator's input bits.
     fn evaluator_ots(&self) -> OtShape {
-        OtShape::new(self.instances * self.own_bits())
-    }
-
-    /// The OTs of the helper's input bits.
-    fn helper_ots(&self) -> OtShape {
-        OtShape::new(self.instances * self.hbits())
+        OtShape::new(self.instances * self.ebits())
     }
 
     /// Offline decoding ciphertexts per instance (a fixed last output takes two).
@@ -182,25 +134,16 @@ impl Layer {
         n * self.z.values() * 8
     }
 
-    fn forward_bytes(&self, n: usize) -> usize {
-        n * 16 * self.hbits()
-    }
-
     /// Bytes the evaluator keeps from the offline phase to the online one: the garbled tables
-    /// with their decoding, its OT labels (and the helper's) and its offline shares.
+    /// with their decoding, its OT labels and its offline shares.
     pub fn evaluator_stored_bytes(&self) -> usize {
-        KEY_BYTES
-            + self.table_bytes(self.instances)
-            + self.forward_bytes(self.instances)
-            + 16 * self.evaluator_ots().real
-            + 8 * self.values()
+        KEY_BYTES + self.table_bytes(self.instances) + 16 * self.evaluator_ots().real + 8 * self.values()
     }
 
     /// Bytes the offline phase moves (all directions, payloads only).
     pub fn offline_bytes(&self) -> usize {
         let ot = |shape: OtShape| POINT_BYTES * (1 + KAPPA) + 16 * KAPPA * shape.words + 48;
-        let helper = if self.has_helper() { ot(self.helper_ots()) + self.forward_bytes(self.instances) } else { 0 };
-        ot(self.evaluator_ots()) + KEY_BYTES + self.table_bytes(self.instances) + helper
+        ot(self.evaluator_ots()) + KEY_BYTES + self.table_bytes(self.instances)
     }
 
     /// Bytes the online phase moves (both directions, payloads only).
@@ -248,7 +191,7 @@ impl OtShape {
     }
 }
 
-/// An OT-extension receiver (the evaluator or the helper) before the base OTs: its choice
+/// The OT-extension receiver (the evaluator) before the base OTs: its choice
 /// words (real choices first, random padding after) and its base-OT sender.
 struct OtChooser {
     shape: OtShape,
@@ -280,7 +223,7 @@ impl OtChooser {
     }
 }
 
-/// An OT-extension receiver producing column chunks; its strings `t_j` are its active labels.
+/// The OT-extension receiver producing column chunks; its strings `t_j` are its active labels.
 struct OtReceiving {
     shape: OtShape,
     ext: ExtReceiver,
@@ -318,8 +261,8 @@ impl OtReceiving {
     }
 }
 
-/// The garbler's side of one receiver's OT extension (sender, `s = Δ`); its strings `q_j` are
-/// the zero labels of the receiver's input wires.
+/// The garbler's side of the OT extension (sender, `s = Δ`); its strings `q_j` are the zero
+/// labels of the evaluator's input wires.
 struct OtSending {
     shape: OtShape,
     ext: ExtSender,
@@ -436,8 +379,6 @@ type GarbledGroup = (Vec<Block>, Vec<u64>, Vec<(Block, u64)>);
 pub struct GarblerGarbling {
     core: GarblerCore,
     q: Zeroizing<Vec<Block>>,
-    /// The zero labels of the helper's input wires (empty without a helper).
-    qh: Zeroizing<Vec<Block>>,
     online: Zeroizing<Vec<(Block, u64)>>,
     next: usize,
 }
@@ -470,13 +411,6 @@ opaque_debug!(
     GarblerGarbling,
     GarblerOffline,
     GarblerAwaitReshare,
-    GarblerHelperAwaitBase,
-    GarblerHelperAwaitColumns,
-    GarblerHelperAwaitProof,
-    HelperZeroLabels,
-    HelperAwaitBase,
-    HelperExtending,
-    HelperOffline,
     EvaluatorAwaitBase,
     EvaluatorExtending,
     EvaluatorAwaitTables,
@@ -496,15 +430,6 @@ impl GarblerAwaitBase {
             masks,
             layer,
         })
-    }
-
-    /// For a layer with a helper: the garbler's side of the helper's OTs, under the same `Δ`.
-    /// Its result, [`HelperZeroLabels`], goes to [`GarblerAwaitProof::receive_proof_with_helper`].
-    pub fn helper(&self) -> Result<GarblerHelperAwaitBase> {
-        if !self.0.layer.has_helper() {
-            return Err(GcError::HelperMismatch { reason: "the layer has no helper" });
-        }
-        Ok(GarblerHelperAwaitBase { layer: self.0.layer.clone(), delta: self.0.delta.clone() })
     }
 
     /// Base OT as receiver with choices the bits of `Δ`: the reply (128 points, then the hash
@@ -540,96 +465,11 @@ impl GarblerAwaitColumns {
 }
 
 impl GarblerAwaitProof {
-    /// Checks the answer of a two-party layer; on success the OTs are ready and garbling can
-    /// start.
+    /// Checks the answer; on success the OTs are ready and garbling can start.
     pub fn receive_proof(self, message: &[u8]) -> Result<GarblerGarbling> {
-        if self.core.layer.has_helper() {
-            return Err(GcError::HelperMismatch { reason: "the layer needs the helper's labels" });
-        }
-        self.verify(message, Zeroizing::new(Vec::new()))
-    }
-
-    /// Checks the answer of a layer with a helper and takes the zero labels of the helper's
-    /// wires, from this garbler's helper OTs; garbling can start.
-    pub fn receive_proof_with_helper(self, message: &[u8], helper: HelperZeroLabels) -> Result<GarblerGarbling> {
-        if !self.core.layer.has_helper() {
-            return Err(GcError::HelperMismatch { reason: "the layer has no helper" });
-        }
-        let HelperZeroLabels { delta, q } = helper;
-        if delta.block() != self.core.delta.block() || q.len() != self.core.layer.helper_ots().real {
-            return Err(GcError::HelperMismatch { reason: "the helper's OTs belong to another garbler or layer" });
-        }
-        self.verify(message, q)
-    }
-
-    fn verify(self, message: &[u8], qh: Zeroizing<Vec<Block>>) -> Result<GarblerGarbling> {
         let q = verify_proof(self.core.layer.evaluator_ots(), self.chi, &self.core.delta, self.q, message)?;
         let online = Zeroizing::new(Vec::with_capacity(self.core.layer.instances));
-        Ok(GarblerGarbling { core: self.core, q, qh, online, next: 0 })
-    }
-}
-
-/// The garbler's side of the helper's OTs, waiting for the helper's base-OT point.
-pub struct GarblerHelperAwaitBase {
-    layer: Layer,
-    delta: Delta,
-}
-/// The garbler's side of the helper's OTs, waiting for its column chunks.
-pub struct GarblerHelperAwaitColumns {
-    delta: Delta,
-    ot: OtSending,
-}
-/// The garbler's side of the helper's OTs, waiting for the answer to its challenge.
-pub struct GarblerHelperAwaitProof {
-    shape: OtShape,
-    delta: Delta,
-    q: Zeroizing<Vec<Block>>,
-    chi: Block,
-}
-/// The garbler's zero labels of the helper's input wires (its strings of the helper's OTs),
-/// for [`GarblerAwaitProof::receive_proof_with_helper`]. Wiped on drop.
-pub struct HelperZeroLabels {
-    delta: Delta,
-    q: Zeroizing<Vec<Block>>,
-}
-
-impl GarblerHelperAwaitBase {
-    /// Base OT with the helper, as receiver with choices the bits of `Δ`: the reply (128
-    /// points; the helper hashes nothing, so no key) and the next state.
-    pub fn receive_base<R: RngCore + CryptoRng + ?Sized>(
-        self,
-        message: &[u8],
-        rng: &mut R,
-    ) -> Result<(Vec<u8>, GarblerHelperAwaitColumns)> {
-        let (reply, ot) = OtSending::start(self.layer.helper_ots(), &self.delta, message, rng)?;
-        Ok((reply, GarblerHelperAwaitColumns { delta: self.delta, ot }))
-    }
-}
-
-impl GarblerHelperAwaitColumns {
-    /// Column chunks to receive, [`Layer::helper_ot_chunks`] of them.
-    pub fn chunks(&self) -> usize {
-        self.ot.shape.chunks()
-    }
-
-    /// Receives the helper's column chunk `chunk` (chunks come in order).
-    pub fn receive_columns(&mut self, chunk: usize, message: &[u8]) -> Result<()> {
-        self.ot.receive_columns(chunk, message)
-    }
-
-    /// After the last chunk: the consistency-check challenge (16 bytes).
-    pub fn challenge<R: RngCore + CryptoRng + ?Sized>(self, rng: &mut R) -> Result<(Vec<u8>, GarblerHelperAwaitProof)> {
-        let chi = self.ot.challenge(rng)?;
-        let state = GarblerHelperAwaitProof { shape: self.ot.shape, delta: self.delta, q: self.ot.q, chi };
-        Ok((chi.to_bytes().to_vec(), state))
-    }
-}
-
-impl GarblerHelperAwaitProof {
-    /// Checks the helper's answer; on success, the zero labels of its input wires.
-    pub fn receive_proof(self, message: &[u8]) -> Result<HelperZeroLabels> {
-        let q = verify_proof(self.shape, self.chi, &self.delta, self.q, message)?;
-        Ok(HelperZeroLabels { delta: self.delta, q })
+        Ok(GarblerGarbling { core: self.core, q, online, next: 0 })
     }
 }
 
@@ -648,7 +488,7 @@ impl GarblerGarbling {
             return Err(GcError::OutOfOrder { message: Message::Tables, expected: self.next, got: chunk });
         }
         let (m, delta) = (layer.z.modulus(), core.delta.block());
-        let (own, hbits, ebits) = (layer.own_bits(), layer.hbits(), layer.ebits());
+        let ebits = layer.ebits();
         let (ni, no) = (ebits + layer.gbits(), layer.outputs());
         let weights = layer.z.offline_weights();
         let nfree = weights.len() - usize::from(!layer.z.has_online_output());
@@ -669,8 +509,7 @@ impl GarblerGarbling {
                 let mut coder = OutputCoder::new(m, &core.hash);
                 for l in 0..n {
                     let i = first + l;
-                    inputs[l * ni..l * ni + own].copy_from_slice(&self.q[i * own..(i + 1) * own]);
-                    inputs[l * ni + own..l * ni + ebits].copy_from_slice(&self.qh[i * hbits..(i + 1) * hbits]);
+                    inputs[l * ni..l * ni + ebits].copy_from_slice(&self.q[i * ebits..(i + 1) * ebits]);
                     core.garbler_labels(i, &mut inputs[l * ni + ebits..(l + 1) * ni]);
                 }
                 garbler.garble(first as u64, n, &inputs, &mut tables, &mut out0);
@@ -803,26 +642,22 @@ pub struct EvaluatorExtending {
     core: EvaluatorCore,
     ot: OtReceiving,
 }
-/// The evaluator, receiving the helper's labels (with a helper), then table chunks.
+/// The evaluator, receiving table chunks.
 pub struct EvaluatorAwaitTables {
     core: EvaluatorCore,
     t: Zeroizing<Vec<Block>>,
-    th: Zeroizing<Vec<Block>>,
-    forwarded: usize,
     tables: Vec<(Vec<Block>, Vec<u64>)>,
 }
 /// The evaluator after the offline phase: waits for its shares.
 pub struct EvaluatorOffline {
     core: EvaluatorCore,
     t: Zeroizing<Vec<Block>>,
-    th: Zeroizing<Vec<Block>>,
     tables: Vec<(Vec<Block>, Vec<u64>)>,
 }
 /// The evaluator online, evaluating label chunks.
 pub struct EvaluatorAwaitLabels {
     core: EvaluatorCore,
     t: Zeroizing<Vec<Block>>,
-    th: Zeroizing<Vec<Block>>,
     tables: Vec<(Vec<Block>, Vec<u64>)>,
     output: Zeroizing<Vec<u64>>,
     next: usize,
@@ -868,44 +703,20 @@ impl EvaluatorExtending {
     /// Answers the garbler's challenge (after the last chunk).
     pub fn prove(self, challenge: &[u8]) -> Result<(Vec<u8>, EvaluatorAwaitTables)> {
         let (reply, t) = self.ot.prove(challenge)?;
-        let layer = &self.core.layer;
-        let th = Zeroizing::new(Vec::with_capacity(layer.instances * layer.hbits()));
-        let tables = Vec::with_capacity(layer.chunks());
-        Ok((reply, EvaluatorAwaitTables { core: self.core, t, th, forwarded: 0, tables }))
+        let tables = Vec::with_capacity(self.core.layer.chunks());
+        Ok((reply, EvaluatorAwaitTables { core: self.core, t, tables }))
     }
 }
 
 impl EvaluatorAwaitTables {
-    /// Table chunks to receive, [`Layer::chunks`] of them (and as many chunks of the
-    /// helper's labels first, with a helper).
+    /// Table chunks to receive, [`Layer::chunks`] of them.
     pub fn chunks(&self) -> usize {
         self.core.layer.chunks()
-    }
-
-    /// Stores chunk `chunk` (in order) of the labels the helper forwards: its active labels,
-    /// [`Layer::chunks`] chunks, all before the first table chunk.
-    pub fn receive_helper_labels(&mut self, chunk: usize, message: &[u8]) -> Result<()> {
-        let layer = &self.core.layer;
-        if !layer.has_helper() {
-            return Err(GcError::HelperMismatch { reason: "the layer has no helper" });
-        }
-        check_chunk(Message::HelperLabels, self.forwarded, chunk)?;
-        if chunk >= layer.chunks() || !self.tables.is_empty() {
-            return Err(GcError::OutOfOrder { message: Message::HelperLabels, expected: self.forwarded, got: chunk });
-        }
-        let n = layer.chunk_range(chunk).len();
-        expect_len(Message::HelperLabels, message, layer.forward_bytes(n))?;
-        get_blocks(message, &mut self.th);
-        self.forwarded += 1;
-        Ok(())
     }
 
     /// Stores table chunk `chunk` (in order) after checking its length.
     pub fn receive_tables(&mut self, chunk: usize, message: &[u8]) -> Result<()> {
         let layer = &self.core.layer;
-        if layer.has_helper() {
-            check_chunk(Message::HelperLabels, self.forwarded, layer.chunks())?;
-        }
         check_chunk(Message::Tables, self.tables.len(), chunk)?;
         if chunk >= layer.chunks() {
             return Err(GcError::OutOfOrder { message: Message::Tables, expected: self.tables.len(), got: chunk });
@@ -922,7 +733,7 @@ impl EvaluatorAwaitTables {
     /// After the last chunk: the offline phase is done.
     pub fn finish(self) -> Result<EvaluatorOffline> {
         check_chunk(Message::Tables, self.chunks(), self.tables.len())?;
-        Ok(EvaluatorOffline { core: self.core, t: self.t, th: self.th, tables: self.tables })
+        Ok(EvaluatorOffline { core: self.core, t: self.t, tables: self.tables })
     }
 }
 
@@ -950,8 +761,7 @@ impl EvaluatorOffline {
             })
             .collect();
         let output = Zeroizing::new(Vec::with_capacity(layer.instances));
-        let state =
-            EvaluatorAwaitLabels { core: self.core, t: self.t, th: self.th, tables: self.tables, output, next: 0 };
+        let state = EvaluatorAwaitLabels { core: self.core, t: self.t, tables: self.tables, output, next: 0 };
         Ok((messages, state))
     }
 }
@@ -974,7 +784,7 @@ impl EvaluatorAwaitLabels {
         let n = range.len();
         expect_len(Message::Labels, message, layer.label_bytes(n))?;
         let m = layer.z.modulus();
-        let (own, hbits, ebits, gbits) = (layer.own_bits(), layer.hbits(), layer.ebits(), layer.gbits());
+        let (ebits, gbits) = (layer.ebits(), layer.gbits());
         let (ni, no, ands) = (ebits + gbits, layer.outputs(), layer.z.and_gates());
         let online = layer.z.has_online_output();
         let split = n * 16 * gbits;
@@ -999,8 +809,7 @@ impl EvaluatorAwaitLabels {
                     let lanes = (range.end - first).min(LANES);
                     for l in 0..lanes {
                         let (i, li) = (first + l, first + l - range.start);
-                        inputs[l * ni..l * ni + own].copy_from_slice(&self.t[i * own..(i + 1) * own]);
-                        inputs[l * ni + own..l * ni + ebits].copy_from_slice(&self.th[i * hbits..(i + 1) * hbits]);
+                        inputs[l * ni..l * ni + ebits].copy_from_slice(&self.t[i * ebits..(i + 1) * ebits]);
                         inputs[l * ni + ebits..(l + 1) * ni].copy_from_slice(&glabels[li * gbits..(li + 1) * gbits]);
                     }
                     let t0 = (first - range.start) * 2 * ands;
@@ -1049,103 +858,8 @@ impl EvaluatorAwaitLabels {
     }
 }
 
-/// The helper, waiting for the garbler's base-OT points.
-pub struct HelperAwaitBase {
-    layer: Layer,
-    ot: OtChooser,
-}
-/// The helper, producing OT-extension column chunks for the garbler.
-pub struct HelperExtending {
-    layer: Layer,
-    ot: OtReceiving,
-}
-/// The helper after its OTs: holds its active labels until it forwards them.
-pub struct HelperOffline {
-    layer: Layer,
-    labels: Zeroizing<Vec<Block>>,
-}
-
-impl HelperAwaitBase {
-    /// Starts the helper's part of a layer with a helper, from its shares `h` (one per input
-    /// value) and output masks `m` (one per instance; its output shares): draws the
-    /// OT-padding choices; returns the base-OT message `S` for the garbler and the state.
-    /// The shares and masks enter only as OT choices, which are wiped on drop.
-    pub fn start<R: RngCore + CryptoRng + ?Sized>(
-        layer: Layer,
-        shares: &[u64],
-        masks: &[u64],
-        rng: &mut R,
-    ) -> Result<(Vec<u8>, Self)> {
-        if !layer.has_helper() {
-            return Err(GcError::HelperMismatch { reason: "the layer has no helper" });
-        }
-        let m = layer.z.modulus();
-        check_values(Input::Shares, shares, layer.values(), &m)?;
-        check_values(Input::Masks, masks, layer.instances, &m)?;
-        let k = layer.z.values();
-        let mut bits = Zeroizing::new(Vec::with_capacity(layer.helper_ots().real));
-        for (i, &mask) in masks.iter().enumerate() {
-            layer.z.helper_input_bits(&shares[i * k..(i + 1) * k], mask, &mut bits);
-        }
-        let (s, ot) = OtChooser::start(layer.helper_ots(), &bits, rng);
-        Ok((s, Self { layer, ot }))
-    }
-
-    /// Finishes the base OTs with the garbler's points (128 of them, no hash key).
-    pub fn receive_base(self, message: &[u8]) -> Result<HelperExtending> {
-        expect_len(Message::BaseReceiver, message, POINT_BYTES * KAPPA)?;
-        Ok(HelperExtending { ot: self.ot.receive_base(message)?, layer: self.layer })
-    }
-}
-
-impl HelperExtending {
-    /// Column chunks to send, [`Layer::helper_ot_chunks`] of them.
-    pub fn chunks(&self) -> usize {
-        self.ot.shape.chunks()
-    }
-
-    /// Produces column chunk `chunk` (in order).
-    pub fn columns(&mut self, chunk: usize) -> Result<Vec<u8>> {
-        self.ot.columns(chunk)
-    }
-
-    /// Answers the garbler's challenge (after the last chunk); its OT strings are now its
-    /// active labels.
-    pub fn prove(self, challenge: &[u8]) -> Result<(Vec<u8>, HelperOffline)> {
-        let (reply, labels) = self.ot.prove(challenge)?;
-        Ok((reply, HelperOffline { layer: self.layer, labels }))
-    }
-}
-
-impl HelperOffline {
-    /// The layer.
-    pub fn layer(&self) -> &Layer {
-        &self.layer
-    }
-
-    /// Chunks of labels to forward, [`Layer::chunks`] of them.
-    pub fn chunks(&self) -> usize {
-        self.layer.chunks()
-    }
-
-    /// The messages to the evaluator: the helper's active labels, chunked like the tables
-    /// (16 B per input bit). The helper's part of the layer ends here.
-    pub fn forward_labels(self) -> Vec<Zeroizing<Vec<u8>>> {
-        let layer = &self.layer;
-        let hbits = layer.hbits();
-        (0..layer.chunks())
-            .map(|chunk| {
-                let r = layer.chunk_range(chunk);
-                let mut out = Zeroizing::new(Vec::with_capacity(layer.forward_bytes(r.len())));
-                put_blocks(&self.labels[r.start * hbits..r.end * hbits], &mut out);
-                out
-            })
-            .collect()
-    }
-}
-
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use std::collections::{HashMap, HashSet};
 
     use rand::SeedableRng;
@@ -1380,400 +1094,5 @@ pub(crate) mod tests {
         assert!(matches!(g.receive_columns(1, &[]), Err(GcError::OutOfOrder { .. })));
         let cols = e.columns(0).unwrap();
         assert!(matches!(g.receive_columns(0, &cols[1..]), Err(GcError::WrongLength { .. })));
-    }
-
-    /// Both parties' output shares of a layer with a helper.
-    struct Run3 {
-        /// The evaluator's output shares `f(x) − m − r`.
-        out: Vec<u64>,
-        /// The garbler's output shares `r`.
-        masks: Vec<u64>,
-    }
-
-    /// Drives the garbler, the evaluator and the helper by hand, with no channel; the helper's
-    /// OTs run before the evaluator's (the drivers run them after: the order does not matter).
-    fn run_with_helper(layer: &Layer, a: &[u64], b: &[u64], h: &[u64], hm: &[u64], seed: u64) -> Result<Run3> {
-        let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let g = GarblerAwaitBase::start(layer.clone(), &mut rng);
-        let gh = g.helper()?;
-        let (s, e) = EvaluatorAwaitBase::start(layer.clone(), &mut rng);
-        let (sh, hp) = HelperAwaitBase::start(layer.clone(), h, hm, &mut rng)?;
-        let (points_h, mut gh) = gh.receive_base(&sh, &mut rng)?;
-        let mut hp = hp.receive_base(&points_h)?;
-        assert_eq!((hp.chunks(), gh.chunks()), (layer.helper_ot_chunks(), layer.helper_ot_chunks()));
-        for chunk in 0..hp.chunks() {
-            gh.receive_columns(chunk, &hp.columns(chunk)?)?;
-        }
-        let (chi_h, gh) = gh.challenge(&mut rng)?;
-        let (proof_h, hp) = hp.prove(&chi_h)?;
-        let zero_h = gh.receive_proof(&proof_h)?;
-        assert_eq!(format!("{hp:?} {zero_h:?}"), "HelperOffline(..) HelperZeroLabels(..)");
-        let forwarded = hp.forward_labels();
-        let (points, mut g) = g.receive_base(&s, &mut rng)?;
-        let mut e = e.receive_base(&points)?;
-        for chunk in 0..e.chunks() {
-            g.receive_columns(chunk, &e.columns(chunk)?)?;
-        }
-        let (chi, g) = g.challenge(&mut rng)?;
-        let (proof, mut e) = e.prove(&chi)?;
-        let mut g = g.receive_proof_with_helper(&proof, zero_h)?;
-        assert_eq!(forwarded.len(), e.chunks());
-        for (chunk, msg) in forwarded.iter().enumerate() {
-            e.receive_helper_labels(chunk, msg)?;
-        }
-        for chunk in 0..e.chunks() {
-            e.receive_tables(chunk, &g.garble_chunk(chunk)?)?;
-        }
-        let (g, e) = (g.finish()?, e.finish()?);
-        let mut g = g.online(b.to_vec())?;
-        let (reshares, mut e) = e.online(a)?;
-        for (chunk, msg) in reshares.iter().enumerate() {
-            e.receive_labels(chunk, &g.respond(chunk, msg)?)?;
-        }
-        Ok(Run3 { masks: g.finish()?.to_vec(), out: e.finish()? })
-    }
-
-    /// A layer's inputs with a helper: values `x` in the domain where the circuit is exact
-    /// (uniform, with the domain's edges first), split into uniform shares `a + b + h`, and the
-    /// helper's masks.
-    pub(crate) struct Case3 {
-        pub(crate) x: Vec<u64>,
-        pub(crate) a: Vec<u64>,
-        pub(crate) b: Vec<u64>,
-        pub(crate) h: Vec<u64>,
-        pub(crate) hm: Vec<u64>,
-    }
-
-    pub(crate) fn case3(layer: &Layer, rng: &mut ChaCha20Rng) -> Case3 {
-        use rand::Rng;
-        let z = layer.circuit();
-        let m = z.modulus();
-        let shift = match z.op() {
-            Nonlinear::ReluTrunc { shift } | Nonlinear::MaxPool { shift, .. } => shift,
-            _ => 0,
-        };
-        let limit = (m.half() - (1 << shift)) as i64;
-        let edges = [0, 1, -1, limit - 1, 1 - limit, 1 << shift, -(1 << shift), 70_000, -70_000];
-        let x: Vec<u64> = (0..layer.values())
-            .map(|v| {
-                let x = match edges.get(v) {
-                    Some(&e) if e.abs() < limit => e,
-                    _ => rng.random_range(1 - limit..limit),
-                };
-                if x < 0 { m.t() - x.unsigned_abs() } else { x as u64 }
-            })
-            .collect();
-        let draw = |rng: &mut ChaCha20Rng, n: usize| (0..n).map(|_| m.random(rng)).collect::<Vec<_>>();
-        let (a, h, hm) = (draw(rng, layer.values()), draw(rng, layer.values()), draw(rng, layer.instances()));
-        let b = (0..layer.values()).map(|v| m.sub(m.sub(x[v], a[v]), h[v])).collect();
-        Case3 { x, a, b, h, hm }
-    }
-
-    impl Case3 {
-        /// Instances where `out + r ≠ f(x) − m`.
-        pub(crate) fn wrong(&self, layer: &Layer, out: &[u64], r: &[u64]) -> usize {
-            let z = layer.circuit();
-            let (m, k) = (z.modulus(), z.values());
-            assert_eq!((out.len(), r.len()), (layer.instances(), layer.instances()));
-            (0..layer.instances())
-                .filter(|&i| {
-                    let x = &self.x[i * k..(i + 1) * k];
-                    assert!(z.in_domain(x));
-                    m.add(out[i], r[i]) != m.sub(z.reference(x), self.hm[i])
-                })
-                .count()
-        }
-    }
-
-    #[test]
-    fn helper_layers_give_f_of_x_minus_m_minus_r() {
-        let mut rng = ChaCha20Rng::seed_from_u64(61);
-        let m = Modulus::tessera();
-        for (op, instances) in [
-            (Nonlinear::ReluTrunc { shift: 16 }, 400),
-            (Nonlinear::ReluTrunc { shift: 0 }, 300),
-            (Nonlinear::Relu, 100),
-            (Nonlinear::MaxPool { window: 4, relu: false, shift: 8 }, 300),
-            (Nonlinear::MaxPool { window: 4, relu: true, shift: 16 }, 300),
-        ] {
-            let layer = Layer::with_helper(op, m, instances).unwrap();
-            let c = case3(&layer, &mut rng);
-            let run = run_with_helper(&layer, &c.a, &c.b, &c.h, &c.hm, rng.next_u64()).unwrap();
-            assert_eq!(c.wrong(&layer, &run.out, &run.masks), 0, "{op:?}");
-            // The garbler's shares are its own uniform masks: distinct, non-zero, not f(x).
-            let distinct: HashSet<u64> = run.masks.iter().copied().collect();
-            assert_eq!(distinct.len(), instances, "{op:?}");
-            assert!(run.masks.iter().all(|&r| r != 0 && r < m.t()));
-            // Two-party outputs from the same shares without the helper's would be wrong.
-            let zero = vec![0; layer.values()];
-            let mut shifted = c.hm.clone();
-            shifted[0] = m.add(shifted[0], 1);
-            let other = run_with_helper(&layer, &c.a, &c.b, &zero, &shifted, 5).unwrap();
-            assert!(c.wrong(&layer, &other.out, &other.masks) > 0, "{op:?}: the helper's inputs matter");
-        }
-        assert!(Layer::with_helper(Nonlinear::ReluTrunc { shift: 16 }, m, 400).unwrap().chunks() > 1);
-        // A small modulus, where every residue shows up.
-        let m = Modulus::new(97).unwrap();
-        for op in [Nonlinear::ReluTrunc { shift: 1 }, Nonlinear::MaxPool { window: 2, relu: true, shift: 0 }] {
-            let layer = Layer::with_helper(op, m, 200).unwrap();
-            let c = case3(&layer, &mut rng);
-            let run = run_with_helper(&layer, &c.a, &c.b, &c.h, &c.hm, 7).unwrap();
-            assert_eq!(c.wrong(&layer, &run.out, &run.masks), 0, "{op:?} t = 97");
-        }
-    }
-
-    /// The documented limit of a layer with a helper, demonstrated: the garbler knows `Δ` and
-    /// the zero label of every helper wire (its strings of the helper's OTs), the evaluator
-    /// receives the helper's active labels; together they read every bit of the helper's inputs
-    /// `t − h` and `m`, hence `x = a + b + h` and `f(x) = (f(x) − m − r) + m + r`. As in every
-    /// garbled circuit, a colluding garbler and evaluator see every wire: only the helper's
-    /// coalitions with one of them are protected.
-    #[test]
-    fn attack_garbler_and_evaluator_together_read_the_helpers_inputs() {
-        let mut rng = ChaCha20Rng::seed_from_u64(4242);
-        let m = Modulus::tessera();
-        let layer = Layer::with_helper(Nonlinear::ReluTrunc { shift: 16 }, m, 200).unwrap();
-        let c = case3(&layer, &mut rng);
-        let g = GarblerAwaitBase::start(layer.clone(), &mut rng);
-        let gh = g.helper().unwrap();
-        let (s, e) = EvaluatorAwaitBase::start(layer.clone(), &mut rng);
-        let (sh, hp) = HelperAwaitBase::start(layer.clone(), &c.h, &c.hm, &mut rng).unwrap();
-        let (points_h, mut gh) = gh.receive_base(&sh, &mut rng).unwrap();
-        let mut hp = hp.receive_base(&points_h).unwrap();
-        for chunk in 0..hp.chunks() {
-            gh.receive_columns(chunk, &hp.columns(chunk).unwrap()).unwrap();
-        }
-        let (chi_h, gh) = gh.challenge(&mut rng).unwrap();
-        let (proof_h, hp) = hp.prove(&chi_h).unwrap();
-        let zero_h = gh.receive_proof(&proof_h).unwrap();
-        // B's own secrets.
-        let delta = zero_h.delta.block();
-        let zeros: Vec<Block> = zero_h.q.to_vec();
-        // C's view: the helper's forwarded label messages, exactly as they cross the channel.
-        let forwarded = hp.forward_labels();
-        let labels: Vec<Block> = forwarded
-            .iter()
-            .flat_map(|msg| msg.chunks_exact(16).map(|b| Block::from_bytes(b.try_into().unwrap())).collect::<Vec<_>>())
-            .collect();
-        assert_eq!(labels.len(), zeros.len());
-        let bits: Vec<bool> = labels
-            .iter()
-            .zip(&zeros)
-            .map(|(&l, &z)| {
-                if l == z {
-                    false
-                } else {
-                    assert_eq!(l, z ^ delta, "a label is neither of its wire's two");
-                    true
-                }
-            })
-            .collect();
-        let (k, n) = (layer.circuit().values(), m.bits());
-        let per = n * (k + 1);
-        for i in 0..layer.instances() {
-            let word = |j: usize| crate::circuit::from_bits(&bits[i * per + j * n..i * per + (j + 1) * n]);
-            for v in 0..k {
-                assert_eq!(m.neg(word(v)), c.h[i * k + v], "the helper's share, instance {i}");
-            }
-            assert_eq!(word(k), c.hm[i], "the helper's output mask, instance {i}");
-        }
-        // The rest of the layer: the pair also holds a, b, r and C's output, so x and f(x).
-        let (points, mut g) = g.receive_base(&s, &mut rng).unwrap();
-        let mut e = e.receive_base(&points).unwrap();
-        for chunk in 0..e.chunks() {
-            g.receive_columns(chunk, &e.columns(chunk).unwrap()).unwrap();
-        }
-        let (chi, g) = g.challenge(&mut rng).unwrap();
-        let (proof, mut e) = e.prove(&chi).unwrap();
-        let mut g = g.receive_proof_with_helper(&proof, zero_h).unwrap();
-        for (chunk, msg) in forwarded.iter().enumerate() {
-            e.receive_helper_labels(chunk, msg).unwrap();
-        }
-        for chunk in 0..e.chunks() {
-            e.receive_tables(chunk, &g.garble_chunk(chunk).unwrap()).unwrap();
-        }
-        let (g, e) = (g.finish().unwrap(), e.finish().unwrap());
-        let mut g = g.online(c.b.clone()).unwrap();
-        let (reshares, mut e) = e.online(&c.a).unwrap();
-        for (chunk, msg) in reshares.iter().enumerate() {
-            e.receive_labels(chunk, &g.respond(chunk, msg).unwrap()).unwrap();
-        }
-        let (r, out) = (g.finish().unwrap().to_vec(), e.finish().unwrap());
-        for i in 0..layer.instances() {
-            let word = |j: usize| crate::circuit::from_bits(&bits[i * per + j * n..i * per + (j + 1) * n]);
-            let x = m.add(m.add(c.a[i], c.b[i]), m.neg(word(0)));
-            assert_eq!(x, c.x[i], "x from the pair's view");
-            let fx = m.add(m.add(out[i], word(k)), r[i]);
-            let xi = if x > m.half() { -((m.t() - x) as i64) } else { x as i64 };
-            let expected = if xi <= 0 { 0 } else { ((xi + (1 << 15)) >> 16) as u64 };
-            assert_eq!(fx, expected, "f(x) from the pair's view");
-        }
-    }
-
-    #[test]
-    fn wrong_helper_messages_and_orders_are_typed_errors() {
-        let m = Modulus::tessera();
-        let layer = Layer::with_helper(Nonlinear::ReluTrunc { shift: 8 }, m, 400).unwrap();
-        let two = Layer::new(Nonlinear::ReluTrunc { shift: 8 }, m, 400).unwrap();
-        assert_eq!(layer.chunks(), 3);
-        let mut rng = ChaCha20Rng::seed_from_u64(62);
-        let c = case3(&layer, &mut rng);
-        let mismatch = |r: Result<_>| matches!(r, Err(GcError::HelperMismatch { .. }));
-
-        // Local misuse: a layer without a helper, wrong counts, values not below t.
-        assert!(mismatch(HelperAwaitBase::start(two.clone(), &c.h, &c.hm, &mut rng).map(|_| ())));
-        assert!(mismatch(GarblerAwaitBase::start(two.clone(), &mut rng).helper().map(|_| ())));
-        assert!(matches!(
-            HelperAwaitBase::start(layer.clone(), &c.h, &c.hm[1..], &mut rng),
-            Err(GcError::WrongCount { input: Input::Masks, .. })
-        ));
-        let mut big = c.h.clone();
-        big[3] = m.t();
-        assert!(matches!(
-            HelperAwaitBase::start(layer.clone(), &big, &c.hm, &mut rng),
-            Err(GcError::InputOutOfRange { input: Input::Shares, index: 3 })
-        ));
-
-        // The helper's OTs with the garbler.
-        let g = GarblerAwaitBase::start(layer.clone(), &mut rng);
-        let (sh, hp) = HelperAwaitBase::start(layer.clone(), &c.h, &c.hm, &mut rng).unwrap();
-        assert!(matches!(
-            g.helper().unwrap().receive_base(&sh[..31], &mut rng),
-            Err(GcError::WrongLength { message: Message::BaseSender, .. })
-        ));
-        let (points_h, mut gh) = g.helper().unwrap().receive_base(&sh, &mut rng).unwrap();
-        assert_eq!(points_h.len(), POINT_BYTES * KAPPA);
-        let (_, other) = HelperAwaitBase::start(layer.clone(), &c.h, &c.hm, &mut rng).unwrap();
-        let mut with_key = points_h.clone();
-        with_key.extend_from_slice(&[0; KEY_BYTES]);
-        assert!(matches!(
-            other.receive_base(&with_key),
-            Err(GcError::WrongLength { message: Message::BaseReceiver, .. })
-        ));
-        let mut hp = hp.receive_base(&points_h).unwrap();
-        assert!(matches!(hp.columns(1), Err(GcError::OutOfOrder { message: Message::Columns, expected: 0, got: 1 })));
-        let cols = hp.columns(0).unwrap();
-        assert!(matches!(gh.receive_columns(1, &cols), Err(GcError::OutOfOrder { message: Message::Columns, .. })));
-        assert!(matches!(
-            gh.receive_columns(0, &cols[16..]),
-            Err(GcError::WrongLength { message: Message::Columns, .. })
-        ));
-        gh.receive_columns(0, &cols).unwrap();
-        let (chi_h, gh) = gh.challenge(&mut rng).unwrap();
-        assert!(matches!(hp.prove(&chi_h[..15]), Err(GcError::WrongLength { message: Message::Challenge, .. })));
-
-        drop(gh);
-
-        // Whole OT runs, to check the answers and what the garbler takes from them.
-        let helper_ots = |g: &GarblerAwaitBase, rng: &mut ChaCha20Rng| {
-            let (sh, hp) = HelperAwaitBase::start(layer.clone(), &c.h, &c.hm, rng).unwrap();
-            let (points, mut gh) = g.helper().unwrap().receive_base(&sh, rng).unwrap();
-            let mut hp = hp.receive_base(&points).unwrap();
-            for chunk in 0..hp.chunks() {
-                gh.receive_columns(chunk, &hp.columns(chunk).unwrap()).unwrap();
-            }
-            let (chi, gh) = gh.challenge(rng).unwrap();
-            let (proof, hp) = hp.prove(&chi).unwrap();
-            (gh, proof, hp)
-        };
-        let evaluator_ots = |layer: &Layer, g: GarblerAwaitBase, rng: &mut ChaCha20Rng| {
-            let (s, e) = EvaluatorAwaitBase::start(layer.clone(), rng);
-            let (points, mut g) = g.receive_base(&s, rng).unwrap();
-            let mut e = e.receive_base(&points).unwrap();
-            for chunk in 0..e.chunks() {
-                g.receive_columns(chunk, &e.columns(chunk).unwrap()).unwrap();
-            }
-            let (chi, g) = g.challenge(rng).unwrap();
-            let (proof, e) = e.prove(&chi).unwrap();
-            (g, proof, e)
-        };
-        let g1 = GarblerAwaitBase::start(layer.clone(), &mut rng);
-        let (gh, mut proof_h, _) = helper_ots(&g1, &mut rng);
-        proof_h[3] ^= 1;
-        assert!(matches!(gh.receive_proof(&proof_h), Err(GcError::ConsistencyCheck)));
-        let (gh, proof_h, _) = helper_ots(&g1, &mut rng);
-        assert!(matches!(gh.receive_proof(&proof_h[..31]), Err(GcError::WrongLength { message: Message::Proof, .. })));
-        let (gh, proof_h, hp) = helper_ots(&g1, &mut rng);
-        let zero1 = gh.receive_proof(&proof_h).unwrap();
-        let forwarded = hp.forward_labels();
-        assert_eq!(forwarded.len(), layer.chunks());
-        let (gp1, proof1, mut e1) = evaluator_ots(&layer, g1, &mut rng);
-
-        // The garbler needs its own helper OTs, and only with a helper layer.
-        let g2 = GarblerAwaitBase::start(layer.clone(), &mut rng);
-        let (gh, proof_h, _) = helper_ots(&g2, &mut rng);
-        let zero2 = gh.receive_proof(&proof_h).unwrap();
-        let (gp2, proof2, _) = evaluator_ots(&layer, g2, &mut rng);
-        assert!(mismatch(gp2.receive_proof(&proof2).map(|_| ())));
-        let g3 = GarblerAwaitBase::start(layer.clone(), &mut rng);
-        let (gp3, proof3, _) = evaluator_ots(&layer, g3, &mut rng);
-        assert!(mismatch(gp3.receive_proof_with_helper(&proof3, zero2).map(|_| ())));
-        let g4 = GarblerAwaitBase::start(two.clone(), &mut rng);
-        let (gp4, proof4, mut e4) = evaluator_ots(&two, g4, &mut rng);
-        let g5 = GarblerAwaitBase::start(layer.clone(), &mut rng);
-        let (gh, proof_h, _) = helper_ots(&g5, &mut rng);
-        let zero5 = gh.receive_proof(&proof_h).unwrap();
-        assert!(mismatch(gp4.receive_proof_with_helper(&proof4, zero5).map(|_| ())));
-        assert!(mismatch(e4.receive_helper_labels(0, &forwarded[0])));
-        let mut g1 = gp1.receive_proof_with_helper(&proof1, zero1).unwrap();
-
-        // The evaluator: the helper's labels come first, in order, at their agreed lengths.
-        assert!(matches!(
-            e1.receive_tables(0, &g1.garble_chunk(0).unwrap()),
-            Err(GcError::OutOfOrder { message: Message::HelperLabels, expected: 0, got: 3 })
-        ));
-        assert!(matches!(
-            e1.receive_helper_labels(1, &forwarded[1]),
-            Err(GcError::OutOfOrder { message: Message::HelperLabels, expected: 0, got: 1 })
-        ));
-        assert!(matches!(
-            e1.receive_helper_labels(0, &forwarded[0][1..]),
-            Err(GcError::WrongLength { message: Message::HelperLabels, .. })
-        ));
-        assert!(matches!(
-            e1.receive_helper_labels(0, &forwarded[2]),
-            Err(GcError::WrongLength { message: Message::HelperLabels, .. })
-        ));
-        e1.receive_helper_labels(0, &forwarded[0]).unwrap();
-        e1.receive_helper_labels(1, &forwarded[1]).unwrap();
-        assert!(matches!(
-            e1.receive_tables(0, &[]),
-            Err(GcError::OutOfOrder { message: Message::HelperLabels, expected: 2, got: 3 })
-        ));
-        e1.receive_helper_labels(2, &forwarded[2]).unwrap();
-        assert!(matches!(
-            e1.receive_helper_labels(3, &forwarded[2]),
-            Err(GcError::OutOfOrder { message: Message::HelperLabels, expected: 3, got: 3 })
-        ));
-        assert!(matches!(e1.receive_tables(0, &[0; 7]), Err(GcError::WrongLength { message: Message::Tables, .. })));
-        let mut g1 = {
-            // Chunk 0 was garbled above: a garbler starts over for the run that completes.
-            drop(g1);
-            let g = GarblerAwaitBase::start(layer.clone(), &mut rng);
-            let (gh, proof_h, hp) = helper_ots(&g, &mut rng);
-            let zero = gh.receive_proof(&proof_h).unwrap();
-            let (gp, proof, e) = evaluator_ots(&layer, g, &mut rng);
-            e1 = e;
-            for (chunk, msg) in hp.forward_labels().iter().enumerate() {
-                e1.receive_helper_labels(chunk, msg).unwrap();
-            }
-            gp.receive_proof_with_helper(&proof, zero).unwrap()
-        };
-        e1.receive_tables(0, &g1.garble_chunk(0).unwrap()).unwrap();
-        assert!(matches!(
-            e1.receive_helper_labels(1, &forwarded[1]),
-            Err(GcError::OutOfOrder { message: Message::HelperLabels, .. })
-        ));
-        for chunk in 1..layer.chunks() {
-            e1.receive_tables(chunk, &g1.garble_chunk(chunk).unwrap()).unwrap();
-        }
-        let (g1, e1) = (g1.finish().unwrap(), e1.finish().unwrap());
-        let mut g1 = g1.online(c.b.clone()).unwrap();
-        let (reshares, mut e1) = e1.online(&c.a).unwrap();
-        for (chunk, msg) in reshares.iter().enumerate() {
-            e1.receive_labels(chunk, &g1.respond(chunk, msg).unwrap()).unwrap();
-        }
-        let r = g1.finish().unwrap();
-        assert_eq!(c.wrong(&layer, &e1.finish().unwrap(), &r), 0, "the layer still completes exactly");
     }
 }

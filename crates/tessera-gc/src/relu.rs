@@ -24,17 +24,18 @@
 //!   with `relu`, `pos ∧ d_i` as above; without, every bit, the sign bit weighted
 //!   `−2^(n−1−f)`, so the decoding yields `⌊(max x + h) / 2^f⌋` for negative maxima too.
 //!
-//! **With a helper** ([`ZtCircuit::with_helper`]), a third party holds a share `h` of every
-//! input value and a mask `m` per instance, both offline: the evaluator's inputs are its `c`,
-//! then the helper's `t − h` per value and `m`. Each value is reconstructed twice with the
-//! gadget above: `z = c − (t − h)`, `+ t` on a borrow, is `c + h mod t` in `[0, t)`; then `z`
-//! with the garbler's word gives `x + k mod t` exactly as `c` does in the two-party circuit, so
-//! the rest of the circuit, and its exactness, are unchanged (121 more AND gates per value). A
-//! three-term sum mod `t` has three possible wraps; every single-pass layout we counted (sum
-//! then subtract 0, `t` or `2t`; subtract with sign tracking) needs two comparisons or
-//! adders more and came to at least 4n + 2 AND gates, against 2·(2n − 1) here. The mask's bits
-//! are outputs, weighted `−2^i` (each `2^i < t`), so the decoding yields `f(x) − m` with no
-//! gate for the mask. ReLU is built as the truncating ReLU by 0 bits (the same function).
+//! **On three shares** ([`ZtCircuit::shared`], evaluated by three parties in [`crate::gmw`]):
+//! each input value is split into additive shares `x = s_0 + s_1 + s_2 mod t`. Party 2 enters
+//! `s_2` as the evaluator's word `c`, party 0 enters `t − s_0`, party 1 the garbler's word (the
+//! one the two-party circuit derives from `b'`, here from `s_1`). Each value is reconstructed
+//! twice with the gadget above: `z = c − (t − s_0)`, `+ t` on a borrow, is `s_2 + s_0 mod t`
+//! in `[0, t)`; then `z` with party 1's word gives `x + k mod t` exactly as `c` does in the
+//! two-party circuit, so the rest of the circuit, and its exactness, are unchanged (121 more
+//! AND gates per value). A three-term sum mod `t` has three possible wraps; every single-pass
+//! layout we counted (sum then subtract 0, `t` or `2t`; subtract with sign tracking) needs two
+//! comparisons or adders more and came to at least 4n + 2 AND gates, against 2·(2n − 1) here.
+//! The outputs decode to `f(x)` with the offline weights ([`ZtCircuit::offline_weights`]), no
+//! output weighted online: ReLU is built as the truncating ReLU by 0 bits (the same function).
 //!
 //! The rounding circuits are exact wherever `|x| + h < ⌊t/2⌋`, far beyond any activation bound
 //! `2^ℓx` a model is calibrated to.
@@ -82,35 +83,27 @@ pub struct ZtCircuit {
     weights: Vec<u64>,
     online: bool,
     offset: u64,
-    helper: bool,
-    mask: bool,
+    shared: bool,
 }
 
 impl ZtCircuit {
     /// Builds the two-party circuit of `op` over `modulus`.
     pub fn new(op: Nonlinear, modulus: Modulus) -> Result<Self> {
-        Self::build(op, modulus, false, false)
-    }
-
-    /// Builds the three-party circuit of `op` over `modulus`: a helper adds a share `h` of
-    /// every input value and a mask `m` of every output, both known offline, so the decoded
-    /// value is `f(c + h + b') − m`. The evaluator's inputs are its own word(s) `c`, then the
-    /// helper's: `t − h` per value and `m`. ReLU is built as [`Nonlinear::ReluTrunc`] by 0 bits
-    /// (the same function), so no output is weighted online.
-    pub fn with_helper(op: Nonlinear, modulus: Modulus) -> Result<Self> {
-        Self::build(op, modulus, true, true)
+        Self::build(op, modulus, false)
     }
 
     /// Builds the circuit of `op` over `modulus` on three additive shares `x = s_0 + s_1 + s_2`,
-    /// for parties that XOR-share every wire ([`crate::gmw`]): [`Self::with_helper`]'s circuit
-    /// without the mask, its inputs split by [`Self::shared_inputs`] and encoded by
-    /// [`Self::shared_input_bits`]. Its outputs decode to `f(x)` with
-    /// [`Self::offline_weights`].
+    /// for parties that XOR-share every wire ([`crate::gmw`]): each value is reconstructed
+    /// from the three shares with two of the two-party circuit's reconstructions, its inputs
+    /// split by [`Self::shared_inputs`] and encoded by [`Self::shared_input_bits`]. ReLU is
+    /// built as [`Nonlinear::ReluTrunc`] by 0 bits (the same function), so no output is
+    /// weighted online: the outputs decode to `f(x)` with [`Self::offline_weights`].
     pub fn shared(op: Nonlinear, modulus: Modulus) -> Result<Self> {
-        Self::build(op, modulus, true, false)
+        Self::build(op, modulus, true)
     }
 
-    fn build(op: Nonlinear, modulus: Modulus, helper: bool, mask: bool) -> Result<Self> {
+    /// Builds the two-party circuit, or with `shared` the circuit on three shares.
+    fn build(op: Nonlinear, modulus: Modulus, shared: bool) -> Result<Self> {
         let n = modulus.bits();
         let t = modulus.t();
         let half = modulus.half();
@@ -124,24 +117,25 @@ impl ZtCircuit {
             Nonlinear::MaxPool { window, .. } => window,
             _ => 1,
         };
-        // Evaluator inputs: its own words c_j, then (with a helper) the helper's t − h_j and m.
+        // Evaluator-side inputs: the words c_j (party 2's shares s_j when shared), then, shared,
+        // party 0's words t − s_0j.
         let own = n * values;
-        let extra = if helper { n * values + if mask { n } else { 0 } } else { 0 };
-        // The value x_j + k (k public) from the evaluator's c_j, the helper's t − h_j and the
-        // garbler's u_j = t − b'_j − k: two reconstructions with a helper, one without.
+        let extra = if shared { n * values } else { 0 };
+        // The value x_j + k (k public) from c_j, the garbler's (party 1's) u_j = t − b'_j − k
+        // and, shared, party 0's t − s_0j: two reconstructions when shared, one otherwise.
         let value = |bld: &mut Builder, j: usize| -> Word {
             let c = bld.evaluator_word(j * n, n);
             let u = bld.garbler_word(j * n, n);
-            if helper {
-                let h = bld.evaluator_word(own + j * n, n);
-                let z = reconstruct(bld, &c, &h);
+            if shared {
+                let s0 = bld.evaluator_word(own + j * n, n);
+                let z = reconstruct(bld, &c, &s0);
                 reconstruct(bld, &z, &u)
             } else {
                 reconstruct(bld, &c, &u)
             }
         };
-        let op_built = if helper && op == Nonlinear::Relu { Nonlinear::ReluTrunc { shift: 0 } } else { op };
-        let (bld, mut out, mut weights, online, offset) = match op_built {
+        let op_built = if shared && op == Nonlinear::Relu { Nonlinear::ReluTrunc { shift: 0 } } else { op };
+        let (bld, out, weights, online, offset) = match op_built {
             Nonlinear::Relu => {
                 let mut bld = Builder::new(n, n + 1);
                 let c = bld.evaluator_word(0, n);
@@ -203,40 +197,24 @@ impl ZtCircuit {
                 (bld, out, weights, false, 0)
             }
         };
-        if mask {
-            // The helper's mask: its bits are outputs themselves, weighted −2^i (2^i < t for
-            // i < n), so the decoding subtracts m with no gate at all.
-            out.extend(bld.evaluator_word(own + n * values, n));
-            weights.extend((0..n).map(|i| modulus.neg(1u64 << i)));
-        }
         let circuit = bld.finish(&out);
-        Ok(Self { op, modulus, circuit, weights, online, offset, helper, mask })
+        Ok(Self { op, modulus, circuit, weights, online, offset, shared })
     }
 
-    /// Whether the circuit takes a helper's shares and output masks.
-    pub fn has_helper(&self) -> bool {
-        self.helper
-    }
-
-    /// The evaluator's own input bits per instance (its offline shares `c`, one OT each).
+    /// The input bits per instance of the evaluator's words `c` (one OT each in the two-party
+    /// protocol; party 2's shares in a [`Self::shared`] circuit).
     pub fn evaluator_bits(&self) -> usize {
         self.modulus.bits() * self.values()
     }
 
-    /// The helper's input bits per instance (`t − h` per value, then `m`; one OT each), 0
-    /// without a helper. The circuit's evaluator inputs are [`Self::evaluator_bits`] of the
-    /// evaluator's, then these.
-    pub fn helper_bits(&self) -> usize {
-        if self.helper { self.modulus.bits() * (self.values() + usize::from(self.mask)) } else { 0 }
-    }
-
     /// The input wires party `party` (0, 1 or 2) supplies to a [`Self::shared`] circuit:
-    /// party 0 the helper's, party 1 the garbler's, party 2 the evaluator's own.
+    /// party 0 the words `t − s_0` (evaluator-side, after party 2's), party 1 the garbler's,
+    /// party 2 the evaluator's words `c`.
     ///
     /// # Panics
     /// If the circuit is not a shared one or `party > 2` (a caller bug).
     pub fn shared_inputs(&self, party: usize) -> std::ops::Range<usize> {
-        assert!(self.helper && !self.mask, "not a shared circuit");
+        assert!(self.shared, "not a shared circuit");
         let own = self.evaluator_bits();
         match party {
             0 => own..2 * own,
@@ -255,18 +233,6 @@ impl ZtCircuit {
             0 => shares.iter().for_each(|&h| to_bits(m.neg(h), n, out)),
             1 => self.garbler_bits(shares, out),
             _ => shares.iter().for_each(|&c| to_bits(c, n, out)),
-        }
-    }
-
-    /// The helper's input bits for one instance from its shares `h` (one per value) and its
-    /// output mask `m`.
-    pub(crate) fn helper_input_bits(&self, shares: &[u64], mask: u64, out: &mut Vec<bool>) {
-        let (m, n) = (self.modulus, self.modulus.bits());
-        for &h in shares {
-            to_bits(m.neg(h), n, out);
-        }
-        if self.mask {
-            to_bits(mask, n, out);
         }
     }
 
@@ -318,7 +284,7 @@ impl ZtCircuit {
         let m = self.modulus;
         let n = m.bits();
         match self.op {
-            Nonlinear::Relu if self.helper => to_bits(m.neg(reshared[0]), n, out),
+            Nonlinear::Relu if self.shared => to_bits(m.neg(reshared[0]), n, out),
             Nonlinear::Relu => {
                 let b = reshared[0];
                 // b' > ⌊t/2⌋: x ≥ 0 iff c ∈ [t − b', t − b' + ⌊t/2⌋].
@@ -354,32 +320,13 @@ impl ZtCircuit {
     /// Runs the circuit in the clear on shares `c` (evaluator) and `b'` (garbler) and decodes.
     ///
     /// # Panics
-    /// If the circuit has a helper ([`Self::eval_plain_with_helper`] runs those).
+    /// If the circuit is a shared one ([`Self::eval_plain_shared`] runs those).
     pub fn eval_plain(&self, c: &[u64], reshared: &[u64]) -> u64 {
         let n = self.modulus.bits();
         let mut e = Vec::new();
         for &v in c {
             to_bits(v, n, &mut e);
         }
-        let mut g = Vec::new();
-        self.garbler_bits(reshared, &mut g);
-        self.decode_plain(&self.circuit.eval_plain(&e, &g), reshared)
-    }
-
-    /// Runs the three-party circuit in the clear on the evaluator's `c`, the helper's `h` and
-    /// output mask `mask`, and the garbler's `b'`, and decodes: `f(c + h + b') − mask` in the
-    /// domain where the circuit is exact.
-    ///
-    /// # Panics
-    /// If the circuit has no helper or a slice does not have one value per input value.
-    pub fn eval_plain_with_helper(&self, c: &[u64], h: &[u64], mask: u64, reshared: &[u64]) -> u64 {
-        assert!(self.helper, "a circuit without a helper");
-        let n = self.modulus.bits();
-        let mut e = Vec::new();
-        for &v in c {
-            to_bits(v, n, &mut e);
-        }
-        self.helper_input_bits(h, mask, &mut e);
         let mut g = Vec::new();
         self.garbler_bits(reshared, &mut g);
         self.decode_plain(&self.circuit.eval_plain(&e, &g), reshared)
@@ -561,8 +508,6 @@ mod tests {
             let m = Modulus::new(t).unwrap();
             for op in ops {
                 let Ok(z) = ZtCircuit::shared(op, m) else { continue };
-                let helper = ZtCircuit::with_helper(op, m).unwrap();
-                assert_eq!(z.and_gates(), helper.and_gates(), "the mask costs no gate");
                 let total: usize = (0..3).map(|p| z.shared_inputs(p).len()).sum();
                 assert_eq!(total, z.circuit().inputs());
                 let mut checked = 0;
@@ -581,50 +526,62 @@ mod tests {
     }
 
     #[test]
-    fn helper_and_counts_for_tessera_t() {
+    fn shared_and_counts_for_tessera_t() {
         let m = Modulus::tessera();
-        let count = |op| ZtCircuit::with_helper(op, m).unwrap().and_gates();
+        let count = |op| ZtCircuit::shared(op, m).unwrap().and_gates();
         let trunc = |shift| count(Nonlinear::ReluTrunc { shift });
         let pool = |window, relu, shift| count(Nonlinear::MaxPool { window, relu, shift });
         println!(
-            "AND gates with a helper, t = 2^61 − 2031615: ReLU+trunc(16) {}, max pool 2x2 {}, with ReLU(16) {}",
+            "AND gates on three shares, t = 2^61 − 2031615: ReLU+trunc(16) {}, max pool 2x2 {}, with ReLU(16) {}",
             trunc(16),
             pool(4, false, 0),
             pool(4, true, 16)
         );
-        // Two reconstructions (121 each) where the two-party circuit has one; the mask is free.
+        // Two reconstructions (121 each) where the two-party circuit has one.
         assert_eq!((trunc(0), trunc(8), trunc(16)), (362, 354, 346));
         assert_eq!(count(Nonlinear::Relu), trunc(0));
         assert_eq!((pool(4, false, 0), pool(4, true, 0), pool(4, true, 16)), (1378, 1438, 1401));
         assert_eq!(pool(9, false, 0), 9 * 242 + 8 * 122 + 44);
-        for op in [Nonlinear::ReluTrunc { shift: 16 }, Nonlinear::MaxPool { window: 4, relu: true, shift: 16 }] {
-            let (two, three) = (ZtCircuit::new(op, m).unwrap(), ZtCircuit::with_helper(op, m).unwrap());
-            assert_eq!(three.and_gates() - two.and_gates(), 121 * two.values(), "{op:?}");
-            assert_eq!((two.evaluator_bits(), two.helper_bits()), (61 * two.values(), 0));
-            assert_eq!((three.evaluator_bits(), three.helper_bits()), (61 * two.values(), 61 * (two.values() + 1)));
-            assert_eq!(three.circuit().evaluator_inputs(), three.evaluator_bits() + three.helper_bits());
-            assert_eq!(three.circuit().garbler_inputs(), two.circuit().garbler_inputs());
-            assert!(three.has_helper() && !two.has_helper());
+        for op in [
+            Nonlinear::Relu,
+            Nonlinear::ReluTrunc { shift: 16 },
+            Nonlinear::MaxPool { window: 4, relu: true, shift: 16 },
+        ] {
+            let (two, three) = (ZtCircuit::new(op, m).unwrap(), ZtCircuit::shared(op, m).unwrap());
+            let own = 61 * two.values();
+            if op != Nonlinear::Relu {
+                assert_eq!(three.and_gates() - two.and_gates(), 121 * two.values(), "{op:?}");
+                assert_eq!(three.circuit().garbler_inputs(), two.circuit().garbler_inputs());
+            }
+            assert_eq!((two.evaluator_bits(), three.evaluator_bits()), (own, own));
+            assert_eq!(two.circuit().evaluator_inputs(), own);
+            assert_eq!(three.circuit().evaluator_inputs(), 2 * own);
+            let inputs = three.circuit().inputs();
+            assert_eq!(inputs, 3 * own, "{op:?}");
+            assert_eq!([0, 1, 2].map(|p| three.shared_inputs(p)), [own..2 * own, 2 * own..inputs, 0..own]);
+            assert!(!three.has_online_output(), "{op:?}");
         }
     }
 
-    /// `f(c + h + b') − mask` by brute force over small moduli: every `c`, `h`, `b'` (and for
-    /// pools every value), with masks that run through every residue.
+    /// `f(s_0 + s_1 + s_2)` by brute force over small moduli: every `s_0`, `s_1`, `s_2` (and
+    /// for pools every value).
     #[test]
-    fn helper_circuits_exhaustive_on_small_moduli() {
+    fn shared_circuits_exhaustive_on_small_moduli() {
         for t in [3, 5, 7, 11, 13, 17, 31] {
             let m = Modulus::new(t).unwrap();
             for op in [Nonlinear::Relu, Nonlinear::ReluTrunc { shift: 0 }, Nonlinear::ReluTrunc { shift: 1 }] {
-                let Ok(z) = ZtCircuit::with_helper(op, m) else { continue };
+                let Ok(z) = ZtCircuit::shared(op, m) else { continue };
                 let mut checked = 0;
-                for c in 0..t {
-                    for h in 0..t {
-                        for b in 0..t {
-                            let x = m.add(m.add(c, h), b);
-                            let mask = (c * 5 + h * 3 + b) % t;
+                for s0 in 0..t {
+                    for s1 in 0..t {
+                        for s2 in 0..t {
+                            let x = m.add(m.add(s0, s1), s2);
                             if z.in_domain(&[x]) {
-                                let want = m.sub(z.reference(&[x]), mask);
-                                assert_eq!(z.eval_plain_with_helper(&[c], &[h], mask, &[b]), want, "{op:?} t={t}");
+                                assert_eq!(
+                                    z.eval_plain_shared([&[s0], &[s1], &[s2]]),
+                                    z.reference(&[x]),
+                                    "{op:?} t={t}"
+                                );
                                 checked += 1;
                             }
                         }
@@ -636,7 +593,7 @@ mod tests {
         for (t, window) in [(3, 3), (5, 2), (7, 2)] {
             let m = Modulus::new(t).unwrap();
             for (relu, shift) in [(false, 0), (true, 0), (false, 1), (true, 1)] {
-                let Ok(z) = ZtCircuit::with_helper(Nonlinear::MaxPool { window, relu, shift }, m) else { continue };
+                let Ok(z) = ZtCircuit::shared(Nonlinear::MaxPool { window, relu, shift }, m) else { continue };
                 let total = (t as usize).pow(3 * window as u32);
                 for idx in 0..total {
                     let mut k = idx;
@@ -647,48 +604,46 @@ mod tests {
                             d
                         })
                         .collect();
-                    let (c, rest) = digits.split_at(window);
-                    let (h, b) = rest.split_at(window);
-                    let x: Vec<u64> = (0..window).map(|j| m.add(m.add(c[j], h[j]), b[j])).collect();
-                    let mask = idx as u64 % t;
+                    let (s0, rest) = digits.split_at(window);
+                    let (s1, s2) = rest.split_at(window);
+                    let x: Vec<u64> = (0..window).map(|j| m.add(m.add(s0[j], s1[j]), s2[j])).collect();
                     if z.in_domain(&x) {
-                        let want = m.sub(z.reference(&x), mask);
-                        assert_eq!(z.eval_plain_with_helper(c, h, mask, b), want, "t={t} c={c:?} h={h:?} b={b:?}");
+                        let got = z.eval_plain_shared([s0, s1, s2]);
+                        assert_eq!(got, z.reference(&x), "t={t} s0={s0:?} s1={s1:?} s2={s2:?}");
                     }
                 }
             }
         }
     }
 
-    /// Values at the edges of the domain on Tessera's `t`, split into three uniform shares.
-    fn three_shares(x: &[i64], rng: &mut rand_chacha::ChaCha20Rng) -> (Vec<u64>, Vec<u64>, Vec<u64>, Vec<u64>) {
+    /// Values at the edges of the domain on Tessera's `t`, split into three uniform shares
+    /// `x = s_0 + s_1 + s_2`: `(x, [s_0, s_1, s_2])`.
+    fn three_shares(x: &[i64], rng: &mut rand_chacha::ChaCha20Rng) -> (Vec<u64>, [Vec<u64>; 3]) {
         let m = Modulus::tessera();
         let x: Vec<u64> = x.iter().map(|&v| if v < 0 { m.t() - v.unsigned_abs() } else { v as u64 }).collect();
-        let c: Vec<u64> = x.iter().map(|_| m.random(rng)).collect();
-        let h: Vec<u64> = x.iter().map(|_| m.random(rng)).collect();
-        let b = x.iter().zip(c.iter().zip(&h)).map(|(&x, (&c, &h))| m.sub(m.sub(x, c), h)).collect();
-        (x, c, h, b)
+        let s0: Vec<u64> = x.iter().map(|_| m.random(rng)).collect();
+        let s2: Vec<u64> = x.iter().map(|_| m.random(rng)).collect();
+        let s1 = x.iter().zip(s0.iter().zip(&s2)).map(|(&x, (&a, &c))| m.sub(m.sub(x, a), c)).collect();
+        (x, [s0, s1, s2])
     }
 
     #[test]
-    fn helper_circuits_on_tessera_t_at_the_domain_edges() {
+    fn shared_circuits_on_tessera_t_at_the_domain_edges() {
         use rand::{Rng, SeedableRng};
         let m = Modulus::tessera();
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(41);
         for shift in [0u32, 8, 16] {
             let limit = (m.half() - (1 << shift)) as i64;
             let edges = [0, 1, -1, limit - 1, 1 - limit, limit / 2, -limit / 2, 70_000, -70_000, 127, -128];
-            let trunc = ZtCircuit::with_helper(Nonlinear::ReluTrunc { shift }, m).unwrap();
+            let trunc = ZtCircuit::shared(Nonlinear::ReluTrunc { shift }, m).unwrap();
             for round in 0..400 {
                 let v = if round < edges.len() { edges[round] } else { rng.random_range(1 - limit..limit) };
-                let (x, c, h, b) = three_shares(&[v], &mut rng);
-                let mask = m.random(&mut rng);
+                let (x, [s0, s1, s2]) = three_shares(&[v], &mut rng);
                 assert!(trunc.in_domain(&x));
-                let want = m.sub(trunc.reference(&x), mask);
-                assert_eq!(trunc.eval_plain_with_helper(&c, &h, mask, &b), want, "shift {shift} x = {v}");
+                assert_eq!(trunc.eval_plain_shared([&s0, &s1, &s2]), trunc.reference(&x), "shift {shift} x = {v}");
             }
             for relu in [false, true] {
-                let pool = ZtCircuit::with_helper(Nonlinear::MaxPool { window: 4, relu, shift }, m).unwrap();
+                let pool = ZtCircuit::shared(Nonlinear::MaxPool { window: 4, relu, shift }, m).unwrap();
                 for round in 0..200 {
                     let xs: Vec<i64> = (0..4)
                         .map(|j| {
@@ -699,12 +654,10 @@ mod tests {
                             }
                         })
                         .collect();
-                    let (x, c, h, b) = three_shares(&xs, &mut rng);
-                    let mask = m.random(&mut rng);
-                    let want = m.sub(pool.reference(&x), mask);
+                    let (x, [s0, s1, s2]) = three_shares(&xs, &mut rng);
                     assert_eq!(
-                        pool.eval_plain_with_helper(&c, &h, mask, &b),
-                        want,
+                        pool.eval_plain_shared([&s0, &s1, &s2]),
+                        pool.reference(&x),
                         "shift {shift} relu {relu} x = {xs:?}"
                     );
                 }
@@ -712,39 +665,29 @@ mod tests {
         }
     }
 
-    /// Every bit of the helper's share and of its mask reaches the output.
+    /// Every bit of party 0's share reaches the output.
     #[test]
-    fn flipping_a_helper_bit_changes_the_output() {
+    fn flipping_a_bit_of_the_first_share_changes_the_output() {
         use rand::SeedableRng;
         let m = Modulus::tessera();
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(43);
-        let trunc = ZtCircuit::with_helper(Nonlinear::ReluTrunc { shift: 0 }, m).unwrap();
-        let pool = ZtCircuit::with_helper(Nonlinear::MaxPool { window: 4, relu: true, shift: 0 }, m).unwrap();
+        let trunc = ZtCircuit::shared(Nonlinear::ReluTrunc { shift: 0 }, m).unwrap();
+        let pool = ZtCircuit::shared(Nonlinear::MaxPool { window: 4, relu: true, shift: 0 }, m).unwrap();
         // x = 2^55: x ± 2^k stays positive and in the domain for k < 55.
         let mut flipped = 0;
         while flipped < 200 {
-            let (_, c, h, b) = three_shares(&[1 << 55, -5, 7, -(1 << 40)], &mut rng);
-            let mask = m.random(&mut rng);
-            let base = trunc.eval_plain_with_helper(&c[..1], &h[..1], mask, &b[..1]);
-            let pooled = pool.eval_plain_with_helper(&c, &h, mask, &b);
+            let (_, [s0, s1, s2]) = three_shares(&[1 << 55, -5, 7, -(1 << 40)], &mut rng);
+            let base = trunc.eval_plain_shared([&s0[..1], &s1[..1], &s2[..1]]);
+            let pooled = pool.eval_plain_shared([&s0, &s1, &s2]);
             for k in 0..55 {
-                let mut h2 = h.clone();
-                h2[0] ^= 1 << k;
-                if h2[0] >= m.t() {
+                let mut f0 = s0.clone();
+                f0[0] ^= 1 << k;
+                if f0[0] >= m.t() {
                     continue;
                 }
-                assert_ne!(trunc.eval_plain_with_helper(&c[..1], &h2[..1], mask, &b[..1]), base, "bit {k} of h");
-                assert_ne!(pool.eval_plain_with_helper(&c, &h2, mask, &b), pooled, "bit {k} of h_0");
+                assert_ne!(trunc.eval_plain_shared([&f0[..1], &s1[..1], &s2[..1]]), base, "bit {k} of s_0");
+                assert_ne!(pool.eval_plain_shared([&f0, &s1, &s2]), pooled, "bit {k} of s_0 of value 0");
                 flipped += 1;
-            }
-            for k in 0..m.bits() {
-                let mask2 = mask ^ (1 << k);
-                if mask2 < m.t() {
-                    assert_eq!(
-                        trunc.eval_plain_with_helper(&c[..1], &h[..1], mask2, &b[..1]),
-                        m.add(base, m.sub(mask, mask2))
-                    );
-                }
             }
         }
     }

@@ -5,10 +5,11 @@
 
 mod common;
 
-use common::{SHIPPED, assert_uniform, check_layers, elements, encoded, runtime};
+use common::{SHIPPED, assert_uniform, check_layers, chi2_bytes, elements, encoded, runtime};
 use std::sync::Arc;
 
 use tessera_field::zt;
+use tessera_gc::gmw::{COLUMNS, CORRECTIONS, ROUND, SHIFTS};
 use tessera_he::HeParams;
 use tessera_model::fixed::FixedModel;
 use tessera_model::runner::LayerTrace;
@@ -111,9 +112,10 @@ exact! {
     mobilenet_cifar_logits_equal_the_fixed_point_reference: "mobilenet-cifar", 2, 2, 1, 10;
 }
 
-/// The field-element messages a server receives: the opened, cut and output values.
+/// The field-element messages a server receives: the opened, cut and output values, and the
+/// three-party circuits' conversion shifts.
 fn field_frames(frames: &[TappedFrame]) -> Vec<&TappedFrame> {
-    frames.iter().filter(|f| [CUT, OPEN, OPENING, OUTPUT, QUERY].contains(&f.header.kind)).collect()
+    frames.iter().filter(|f| [CUT, OPEN, OPENING, OUTPUT, QUERY, SHIFTS].contains(&f.header.kind)).collect()
 }
 
 /// Any two of the three servers pool every field-element message they received, one by one, on a
@@ -125,11 +127,12 @@ fn field_frames(frames: &[TappedFrame]) -> Vec<&TappedFrame> {
 /// * the pair's best linear attack: every message, and every sum and difference of two messages
 ///   of the same length, is compared with every activation of that length (the cut value and
 ///   every nonlinear layer's input and output, from the servers' own shares added up): no
-///   position agrees beyond chance, and no candidate correlates with the activation.
+///   position agrees beyond chance, and no candidate correlates with the activation;
+/// * the three-party circuits' bit messages (OT columns, triple corrections, the openings of
+///   every round), pooled per kind, are uniform bytes.
 ///
-/// The garbled circuits' secrets are not in this attack: with them, {B, C} read every wire
-/// (tessera-gc's `attack_garbler_and_evaluator_together_read_the_helpers_inputs`), the leakage
-/// docs/suites/seco.md states; {A, B} and {A, C} hold no such key to the other's labels.
+/// What the pair can do with its two shares of every wire and triple is attacked in
+/// tessera-gc (`attack_two_parties_pooling_openings_and_triples_read_no_wire`).
 #[test]
 fn attack_any_two_servers_learn_no_activation() {
     let (fixed, input) = encoded("minionn-mnist", "mnist-test-200-images.idx", 1);
@@ -184,6 +187,22 @@ fn attack_any_two_servers_learn_no_activation() {
                         candidates.push((format!("{wx} − {wy}"), diff));
                     }
                 }
+            }
+            for kind in [COLUMNS, CORRECTIONS, ROUND] {
+                // A party sends both peers the same openings: the pair holds them once.
+                let mut payloads: Vec<&[u8]> = run.views[i]
+                    .frames
+                    .iter()
+                    .chain(&run.views[j].frames)
+                    .filter(|f| f.header.kind == kind)
+                    .map(|f| f.payload.as_slice())
+                    .collect();
+                payloads.sort_unstable();
+                payloads.dedup();
+                let bytes: Vec<u8> = payloads.concat();
+                assert!(bytes.len() >= 1 << 14, "{pair}: {} bytes of {kind:?}", bytes.len());
+                let chi2 = chi2_bytes(&bytes);
+                assert!(chi2 < 370.0, "{pair}: {kind:?} bytes have χ² = {chi2:.1} over {} bytes", bytes.len());
             }
             let mut compared = 0;
             for (wc, cand) in &candidates {

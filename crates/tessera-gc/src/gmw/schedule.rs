@@ -94,4 +94,16 @@ mod tests {
         let triples: Vec<usize> = s.rounds().iter().flat_map(|r| r.ands.iter().map(|&g| s.triple(g))).collect();
         assert_eq!(triples, (0..c.and_gates()).collect::<Vec<_>>());
     }
+
+    #[test]
+    fn exchanges_of_the_shared_circuits() {
+        use crate::modulus::Modulus;
+        use crate::relu::{Nonlinear, ZtCircuit};
+        let m = Modulus::tessera();
+        let depth = |op| Schedule::of(ZtCircuit::shared(op, m).unwrap().circuit()).exchanges();
+        let (trunc0, trunc8) = (depth(Nonlinear::ReluTrunc { shift: 0 }), depth(Nonlinear::ReluTrunc { shift: 8 }));
+        let pool = depth(Nonlinear::MaxPool { window: 4, relu: true, shift: 8 });
+        println!("exchanges: ReLU+trunc(0) {trunc0}, ReLU+trunc(8) {trunc8}, max pool 2x2 with ReLU(8) {pool}");
+        assert_eq!((trunc0, trunc8, pool), (184, 184, 361));
+    }
 }

@@ -5,8 +5,8 @@
 //! base-OT *sender*; the garbler is the extension sender, whose secret `s` is the garbling
 //! `Δ`. The extension yields correlated OTs: the garbler gets `q_j`, the evaluator with choice
 //! `r_j` gets `t_j = q_j ⊕ r_j·Δ` — exactly a wire's zero label and the evaluator's active label.
-//! A layer with a helper runs a second extension, with the helper as receiver and the same
-//! `Δ`: its strings are the helper's active labels, which it forwards to the evaluator.
+//! The three-party [`crate::gmw`] runs the same base OT and extension in both directions between
+//! every two parties and hashes the correlated OTs into random ones ([`crate::gmw::Mesh`]).
 
 pub mod base;
 pub mod extension;

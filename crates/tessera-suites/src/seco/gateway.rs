@@ -20,8 +20,7 @@ use super::linear::{PRODUCT_LEVEL, add_all, encrypt_masks, mask_ciphertexts, rea
 use super::remote::blocking;
 use super::{
     COLLECTIVE, CUT, DECRYPT, DECRYPTION, Heartbeat, KEY_SHARE, KEYS, LOGITS, MASK_SUM, MASKS, MAX_BATCH, OPENING,
-    OUTPUT, PREPARE, PREPARED, PRODUCT, QUERY, REMOTE_PREPARED, REMOTE_REPORT, REPORT, SETUP, TRANSITION,
-    shared_layer,
+    OUTPUT, PREPARE, PREPARED, PRODUCT, QUERY, REMOTE_PREPARED, REMOTE_REPORT, REPORT, SETUP, TRANSITION, shared_layer,
 };
 use crate::clientserver::{self, ClientServerServer, Task, gather, gc_error, missing_report, schedule};
 use crate::error::{Result, SuiteError};
@@ -265,9 +264,8 @@ impl Gateway {
         let mut rng = os_rng();
         let cut_mask = Zeroizing::new(zt::random_vec(&mut rng, batch * suffix.input_shape().len()));
         let peer = b.peer().to_string();
-        let mut mesh = Mesh::connect(0, &mut [&mut *b, &mut *c], session, &mut rng)
-            .await
-            .map_err(|e| gc_error(&peer, 0, e))?;
+        let mut mesh =
+            Mesh::connect(0, &mut [&mut *b, &mut *c], session, &mut rng).await.map_err(|e| gc_error(&peer, 0, e))?;
         let (mut linear, mut shared) = (Vec::new(), Vec::new());
         let mut heartbeat = Heartbeat::new();
         for task in schedule(suffix) {

@@ -105,7 +105,11 @@ const HOLDERS: usize = 3;
 
 /// The next frame of `kind` in query `session` on `channel`, past the gateway's [`PROGRESS`]
 /// notes.
-pub(crate) async fn recv_after_progress(channel: &mut Channel, kind: MessageKind, session: SessionId) -> Result<Vec<u8>> {
+pub(crate) async fn recv_after_progress(
+    channel: &mut Channel,
+    kind: MessageKind,
+    session: SessionId,
+) -> Result<Vec<u8>> {
     loop {
         let (header, payload) = channel.recv_either(kind, PROGRESS, session).await?;
         if header.kind == kind {

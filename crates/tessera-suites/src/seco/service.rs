@@ -65,7 +65,9 @@ pub fn frame_limits(prefix: Option<&FixedModel>, suffix: Option<&FixedModel>, he
         openings = openings.max(8 * MAX_BATCH * kernel.geometry().input.len());
     }
     let (rounds, shifts) = (tessera_gc::MAX_FRAME as usize, tessera_gc::gmw::MAX_SHIFTS);
-    use tessera_gc::gmw::{COLUMNS, CORRECTIONS, MAX_COLUMNS, MAX_CORRECTIONS, MESH_BASE, MESH_REPLY, ROUND, SEEDS, SHIFTS};
+    use tessera_gc::gmw::{
+        COLUMNS, CORRECTIONS, MAX_COLUMNS, MAX_CORRECTIONS, MESH_BASE, MESH_REPLY, ROUND, SEEDS, SHIFTS,
+    };
     // The three-party circuits' messages, alike from every server.
     let gmw = |limits: FrameLimits| {
         limits

@@ -77,8 +77,7 @@ impl Deployment for Seco {
             Role::Remote => {
                 let file = part(party.name, Role::Remote, party.split)?;
                 let b = names[0] == party.name;
-                let (role, other) =
-                    if b { (RemoteRole::B, &names[1]) } else { (RemoteRole::C, &names[0]) };
+                let (role, other) = if b { (RemoteRole::B, &names[1]) } else { (RemoteRole::C, &names[0]) };
                 let remote = file.suffix.as_ref().map(|s| match &s.weights {
                     PartWeights::Shares(shares) => Remote::new(role, s.model.clone(), shares.clone(), he.clone()),
                     _ => unreachable!("checked"),
