@@ -8,18 +8,25 @@ use crate::block::Block;
 
 /// Transposes the 128×128 bit matrix `a` (row `r`, column `c` is bit `c` of `a[r]`) in place.
 pub fn transpose128(a: &mut [u128; 128]) {
-    let mut j = 64;
-    let mut mask: u128 = u128::from(u64::MAX);
-    while j != 0 {
-        for r in 0..128 {
-            if r & j == 0 {
-                let t = ((a[r] >> j) ^ a[r + j]) & mask;
-                a[r + j] ^= t;
-                a[r] ^= t << j;
-            }
+    swap_round::<64>(a, 0x0000_0000_0000_0000_FFFF_FFFF_FFFF_FFFF);
+    swap_round::<32>(a, 0x0000_0000_FFFF_FFFF_0000_0000_FFFF_FFFF);
+    swap_round::<16>(a, 0x0000_FFFF_0000_FFFF_0000_FFFF_0000_FFFF);
+    swap_round::<8>(a, 0x00FF_00FF_00FF_00FF_00FF_00FF_00FF_00FF);
+    swap_round::<4>(a, 0x0F0F_0F0F_0F0F_0F0F_0F0F_0F0F_0F0F_0F0F);
+    swap_round::<2>(a, 0x3333_3333_3333_3333_3333_3333_3333_3333);
+    swap_round::<1>(a, 0x5555_5555_5555_5555_5555_5555_5555_5555);
+}
+
+/// One round: rows `r` and `r + J` (for `r` with bit `J` clear) swap their off-diagonal
+/// `J`-bit sub-blocks. `J` is a constant, so the shifts are, and the loops have no branch.
+#[inline(always)]
+fn swap_round<const J: usize>(a: &mut [u128; 128], mask: u128) {
+    for base in (0..128).step_by(2 * J) {
+        for r in base..base + J {
+            let t = ((a[r] >> J) ^ a[r + J]) & mask;
+            a[r + J] ^= t;
+            a[r] ^= t << J;
         }
-        j >>= 1;
-        mask ^= mask << j;
     }
 }
 
