@@ -259,7 +259,7 @@ fn run(command: Command) -> Result<()> {
             );
             for (party, path) in [("user", &paths.user), ("gateway", &paths.gateway)]
                 .into_iter()
-                .chain([("remote B (garbler)", &paths.remotes[0]), ("remote C (evaluator)", &paths.remotes[1])])
+                .chain([("remote B", &paths.remotes[0]), ("remote C", &paths.remotes[1])])
             {
                 crate::outln!("  {party}: {}", path.display());
             }

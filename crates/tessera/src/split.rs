@@ -22,7 +22,7 @@ use crate::suite::Role;
 pub const USER_FILE: &str = "user.tsplit";
 /// The gateway's file.
 pub const GATEWAY_FILE: &str = "gateway.tsplit";
-/// The remote servers' files: B's (the garbler, first in a configuration), then C's.
+/// The remote servers' files: B's (first in a configuration), then C's.
 pub const REMOTE_FILES: [&str; 2] = ["remote-b.tsplit", "remote-c.tsplit"];
 
 /// The file of the party with `role`, number `index` among that role's parties, in a split

@@ -34,9 +34,9 @@ pub struct Frames {
     /// messages for the layers before the cut.
     pub user: FrameLimits,
     /// Either remote server, from the gateway: the link, the setup, every secret linear layer's
-    /// preprocessing, the cut value (B) and the helper's garbled-circuit messages.
+    /// preprocessing and openings, the cut value (B) and the three-party circuits' messages.
     pub gateway: FrameLimits,
-    /// C, from B: the link, the openings and the garbler's garbled-circuit messages.
+    /// C, from B: the link, the openings and the three-party circuits' messages.
     pub peer: FrameLimits,
 }
 

@@ -64,7 +64,7 @@ pub enum Suite {
     ClientServer,
     /// A gateway runs the layers before a cut with the user as in clientserver; two remote
     /// servers hold additive shares of the weights after it and run those layers with the
-    /// gateway's help.
+    /// gateway, any two of the three servers colluding learning nothing.
     #[serde(rename = "seco")]
     #[cfg_attr(feature = "clap", value(name = "seco"))]
     Seco,
@@ -92,7 +92,7 @@ pub enum Role {
     /// user and the remote servers.
     Gateway,
     /// One of the two remote servers of suite `seco`, which hold shares of the weights after
-    /// the cut; the first in the configuration garbles, the second evaluates.
+    /// the cut; the first in the configuration is B, the second C.
     Remote,
 }
 

@@ -51,7 +51,7 @@ fn part<'a>(party: &str, role: Role, file: Option<&'a SplitFile>) -> Result<&'a 
 }
 
 impl Deployment for Seco {
-    // The first remote server in the configuration is B, which garbles; the second is C.
+    // The first remote server in the configuration is B, the second C.
     const ROLES: &'static [RoleCount] =
         &[RoleCount::USERS, RoleCount::exactly(Role::Gateway, 1), RoleCount::exactly(Role::Remote, 2)];
     const EXACT: bool = true;
