@@ -158,6 +158,45 @@ mod tests {
             .collect()
     }
 
+    /// Bytes all three parties send for one ReLU-with-rounding layer, per instance, against the
+    /// per-ReLU budget in docs/gc.md: 96 B of OT columns and 6 bits of corrections per AND
+    /// offline; 12 bits of openings per AND, and 48 B of OT columns and 24 B of shifts per output
+    /// bit online (frame headers on top).
+    #[tokio::test]
+    async fn bytes_per_relu_are_the_documented_ones() {
+        let m = Modulus::tessera();
+        let layer = SharedLayer::new(Nonlinear::ReluTrunc { shift: 8 }, m, 1024).unwrap();
+        let (ands, outputs) = (layer.circuit().and_gates() as f64, layer.circuit().offline_weights().len() as f64);
+        assert_eq!((ands, outputs), (354.0, 52.0));
+        let links = triangle();
+        let party = |p: usize, links: [Channel; 2], layer: SharedLayer| async move {
+            let [mut a, mut b] = links;
+            let mut peers: Peers = [&mut a, &mut b];
+            let session = SessionId([9; 16]);
+            let mut rng = ChaCha20Rng::seed_from_u64(40 + p as u64);
+            let mut mesh = Mesh::connect(p, &mut peers, session, &mut rng).await.unwrap();
+            let sent = |peers: &Peers| peers.iter().map(|c| c.meter().bytes_sent).sum::<u64>() as f64;
+            let start = sent(&peers);
+            let prepared = prepare(&mut mesh, &mut peers, session, 0, layer.clone(), &mut rng).await.unwrap();
+            let offline = sent(&peers) - start;
+            let shares = vec![1u64; layer.instances()];
+            evaluate(&mut mesh, &mut peers, session, 0, prepared, &shares).await.unwrap();
+            (offline, sent(&peers) - start - offline)
+        };
+        let [l0, l1, l2] = links;
+        let (a, b, c) =
+            tokio::join!(party(0, l0, layer.clone()), party(1, l1, layer.clone()), party(2, l2, layer.clone()));
+        let n = layer.instances() as f64;
+        let (offline, online) = ((a.0 + b.0 + c.0) / n, (a.1 + b.1 + c.1) / n);
+        let (expected_offline, expected_online) =
+            (ands * (96.0 + 6.0 / 8.0), ands * 12.0 / 8.0 + outputs * (48.0 + 24.0));
+        println!(
+            "bytes per ReLU: offline {offline:.0} (budget {expected_offline:.0}), online {online:.0} (budget {expected_online:.0})"
+        );
+        assert!((offline / expected_offline - 1.0).abs() < 0.01, "offline {offline:.0} per ReLU");
+        assert!(online >= expected_online && online < expected_online * 1.1, "online {online:.0} per ReLU");
+    }
+
     #[tokio::test]
     async fn three_parties_compute_every_nonlinear_layer_exactly() {
         let m = Modulus::tessera();
