@@ -203,8 +203,7 @@ pub async fn prepare<R: RngCore + CryptoRng + ?Sized>(
         let chunks = mesh.extend(peers, session, layer_id, [&choices, &choices], [end - start; 2]).await?;
         let mut corrections: [Vec<u8>; 2] = Default::default();
         for (chunk, message) in chunks.iter().zip(&mut corrections) {
-            let m0 = lsb_words(&chunk.sent.iter().map(|p| p[0]).collect::<Vec<_>>());
-            let m1 = lsb_words(&chunk.sent.iter().map(|p| p[1]).collect::<Vec<_>>());
+            let (m0, m1) = (lsb_words(&chunk.sent0), lsb_words(&chunk.sent1));
             let u: Vec<u64> = (0..m0.len()).map(|k| m0[k] ^ m1[k] ^ a[span.start + k]).collect();
             for (ck, m) in c[span.clone()].iter_mut().zip(&m0) {
                 *ck ^= m;
@@ -363,16 +362,16 @@ async fn to_additive(
         match party {
             0 => {
                 // Peer 1 is party 2, peer 0 party 1.
-                let (to2, to1) = (&chunks[1].sent, &chunks[0].sent);
+                let (to2, to1) = (&chunks[1], &chunks[0]);
                 let mut shift2 = Vec::with_capacity(count * 128);
                 let mut shift1 = Vec::with_capacity(count * 128);
                 for (j, k, i) in ots {
                     let s = &mut share[i];
                     let wy = weights[k] & bit(outputs[k], i);
-                    let (r0, r1) = (zt(to2[j][0]), zt(to2[j][1]));
+                    let (r0, r1) = (zt(to2.sent0[j]), zt(to2.sent1[j]));
                     shift2.push(m.add(m.sub(r1, r0), m.add(wy, wy)));
                     let d = m.sub(wy, r0);
-                    let (s0, s1) = (zt(to1[j][0]), zt(to1[j][1]));
+                    let (s0, s1) = (zt(to1.sent0[j]), zt(to1.sent1[j]));
                     shift1.push(m.add(m.sub(s1, s0), m.add(d, d)));
                     *s = m.add(*s, m.sub(d, s0));
                 }
@@ -404,7 +403,7 @@ async fn to_additive(
                     let y = bit(outputs[k], i);
                     let got = zt(chunks[0].received[j]);
                     let d = m.add(weights[k] & y, m.sub(got, from0[j] & y));
-                    let (s0, s1) = (zt(chunks[1].sent[j][0]), zt(chunks[1].sent[j][1]));
+                    let (s0, s1) = (zt(chunks[1].sent0[j]), zt(chunks[1].sent1[j]));
                     shift1.push(m.add(m.sub(s1, s0), m.add(d, d)));
                     *s = m.add(*s, m.sub(d, s0));
                 }

@@ -57,8 +57,10 @@ struct Receiving {
 /// One chunk's random OTs with one peer: the messages of those this party sent, the chosen
 /// ones of those it received. Wiped on drop.
 pub(crate) struct Chunk {
-    /// `H(q_j)` and `H(q_j ⊕ Δ)` of each OT sent.
-    pub(crate) sent: Zeroizing<Vec<[Block; 2]>>,
+    /// `H(q_j)` of each OT sent: its message for choice 0.
+    pub(crate) sent0: Zeroizing<Vec<Block>>,
+    /// `H(q_j ⊕ Δ)` of each OT sent: its message for choice 1.
+    pub(crate) sent1: Zeroizing<Vec<Block>>,
     /// `H(t_j)` of each OT received.
     pub(crate) received: Zeroizing<Vec<Block>>,
 }
@@ -137,16 +139,15 @@ impl Mesh {
             let sender = &mut link.sender;
             let tweaks: Vec<u128> = (sender.next..sender.next + q.len() as u128).collect();
             sender.next += q.len() as u128;
-            let mut m0 = Zeroizing::new(q.to_vec());
             let mut m1 = Zeroizing::new(q.iter().map(|&x| x ^ sender.delta.block()).collect::<Vec<_>>());
+            let mut m0 = q;
             sender.hash.hash_many(&mut m0, &tweaks);
             sender.hash.hash_many(&mut m1, &tweaks);
-            let pairs = Zeroizing::new(m0.iter().zip(m1.iter()).map(|(&a, &b)| [a, b]).collect());
             let receiver = &mut link.receiver;
             let tweaks: Vec<u128> = (receiver.next..receiver.next + t.len() as u128).collect();
             receiver.next += t.len() as u128;
             receiver.hash.hash_many(&mut t, &tweaks);
-            chunks.push(Chunk { sent: pairs, received: t });
+            chunks.push(Chunk { sent0: m0, sent1: m1, received: t });
         }
         Ok(chunks.try_into().ok().expect("two peers"))
     }
