@@ -127,6 +127,14 @@ pub enum GcError {
         /// Bit length of `t`.
         bits: usize,
     },
+    /// A peer of a three-party layer sent a malformed message (`source` says which and how).
+    #[error("{peer}: {source}")]
+    Peer {
+        /// The peer's party name.
+        peer: String,
+        /// What was wrong.
+        source: Box<GcError>,
+    },
     /// A max-pool window outside `2..=maximum`.
     #[error("max-pool window {window}, allowed 2..={maximum}")]
     InvalidWindow {
@@ -151,5 +159,7 @@ mod tests {
         assert_eq!(GcError::ConsistencyCheck.to_string(), "OT extension: the consistency check failed");
         let e = GcError::OutOfOrder { message: Message::Columns, expected: 2, got: 3 };
         assert_eq!(e.to_string(), "Columns: chunk 3 where chunk 2 was due");
+        let e = GcError::Peer { peer: "remote-c".into(), source: Box::new(GcError::ConsistencyCheck) };
+        assert_eq!(e.to_string(), "remote-c: OT extension: the consistency check failed");
     }
 }

@@ -10,10 +10,12 @@
 //! attacker computes before a layer starts applies to it. Two AES calls per hash, batched;
 //! the `aes` crate picks AES-NI at run time where the CPU has it.
 //!
-//! Tweaks come only from this module's `and_tweak` and `output_tweak`, which pack (domain,
-//! instance, index) into disjoint bit fields (bit 127 the domain, bits 64..127 the instance,
-//! bits 0..64 the index): a tweak names one wire of one instance of the layer, so under one
-//! key every tweak is used with one label pair `{L, L ⊕ Δ}` and nothing else.
+//! In garbling, tweaks come only from this module's `and_tweak` and `output_tweak`, which pack
+//! (domain, instance, index) into disjoint bit fields (bit 127 the domain, bits 64..127 the
+//! instance, bits 0..64 the index): a tweak names one wire of one instance of the layer, so
+//! under one key every tweak is used with one label pair `{L, L ⊕ Δ}` and nothing else. The
+//! three-party OT links ([`crate::gmw::Mesh`]) hash under a key their sender draws per query and
+//! link, with the link's OT counter as the tweak: again one tweak per pair `{q, q ⊕ Δ}`.
 
 use aes::Aes128;
 use aes::cipher::{BlockEncrypt, KeyInit};

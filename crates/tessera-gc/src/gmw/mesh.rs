@@ -11,7 +11,7 @@ use rand_core::{CryptoRng, RngCore};
 use tessera_net::SessionId;
 use zeroize::Zeroizing;
 
-use super::{COLUMNS, MESH_BASE, MESH_REPLY, Peers, exchange_both};
+use super::{COLUMNS, MESH_BASE, MESH_REPLY, Peers, blame, exchange_both};
 use crate::block::{Block, Delta};
 use crate::error::{GcError, Message, Result};
 use crate::hash::{KEY_BYTES, Tccr};
@@ -81,10 +81,10 @@ impl Mesh {
         let [from0, from1] = exchange_both(peers, MESH_BASE, session, 0, [s0.to_vec(), s1.to_vec()]).await?;
         let mut replies = Vec::with_capacity(2);
         let mut senders = Vec::with_capacity(2);
-        for s in [from0, from1] {
+        for (i, s) in [from0, from1].into_iter().enumerate() {
             let delta = Delta::random(rng);
-            let choices: Vec<bool> = (0..KAPPA).map(|i| delta.bit(i)).collect();
-            let (mut reply, keys) = base::receive(&choices, &s, rng)?;
+            let choices = Zeroizing::new((0..KAPPA).map(|i| delta.bit(i)).collect::<Vec<bool>>());
+            let (mut reply, keys) = blame(&*peers[i], base::receive(&choices, &s, rng))?;
             let hash = Tccr::random(rng);
             reply.extend_from_slice(&hash.key());
             replies.push(reply);
@@ -93,12 +93,13 @@ impl Mesh {
         let replies: [Vec<u8>; 2] = replies.try_into().expect("two peers");
         let received = exchange_both(peers, MESH_REPLY, session, 0, replies).await?;
         let mut links = Vec::with_capacity(2);
-        for ((bs, reply), sender) in [bs0, bs1].into_iter().zip(received).zip(senders) {
+        for (i, ((bs, reply), sender)) in [bs0, bs1].into_iter().zip(received).zip(senders).enumerate() {
             let expected = KAPPA * POINT_BYTES + KEY_BYTES;
             if reply.len() != expected {
-                return Err(GcError::WrongLength { message: Message::MeshReply, expected, actual: reply.len() });
+                let e = GcError::WrongLength { message: Message::MeshReply, expected, actual: reply.len() };
+                return blame(&*peers[i], Err(e));
             }
-            let pairs = bs.finish(&reply[..KAPPA * POINT_BYTES], KAPPA)?;
+            let pairs = blame(&*peers[i], bs.finish(&reply[..KAPPA * POINT_BYTES], KAPPA))?;
             let key: [u8; KEY_BYTES] = reply[KAPPA * POINT_BYTES..].try_into().expect("key length");
             let receiver = Receiving { ext: ExtReceiver::new(&pairs), hash: Tccr::from_key(key), next: 0 };
             links.push(Link { sender, receiver });
@@ -135,7 +136,7 @@ impl Mesh {
         for (i, (column, mut t)) in columns.into_iter().zip(received).enumerate() {
             let link = &mut self.links[i];
             let mut q = Zeroizing::new(Vec::with_capacity(sent[i] * 128));
-            link.sender.ext.extend(sent[i], &column, &mut q)?;
+            blame(&*peers[i], link.sender.ext.extend(sent[i], &column, &mut q))?;
             let sender = &mut link.sender;
             let tweaks: Vec<u128> = (sender.next..sender.next + q.len() as u128).collect();
             sender.next += q.len() as u128;

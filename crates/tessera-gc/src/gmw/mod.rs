@@ -39,7 +39,7 @@ pub use mesh::Mesh;
 
 use tessera_net::{Channel, MessageKind, SessionId};
 
-use crate::error::Result;
+use crate::error::{GcError, Result};
 
 /// Base OT, each party to each peer: its point `S` (as the receiver of the peer's OTs).
 pub const MESH_BASE: MessageKind = MessageKind(0x0A10);
@@ -71,6 +71,15 @@ pub const MAX_SHIFTS: usize = mesh::CHUNK_BLOCKS * 128 * 8;
 
 /// A party's channels to its two peers, in increasing party order.
 pub type Peers<'a> = [&'a mut Channel; 2];
+
+/// Names peer `peer` as the sender of what made `result` fail (a malformed message); channel
+/// errors name their peer already.
+pub(crate) fn blame<T>(peer: &Channel, result: Result<T>) -> Result<T> {
+    result.map_err(|e| match e {
+        GcError::Net(_) | GcError::Peer { .. } => e,
+        e => GcError::Peer { peer: peer.peer().to_string(), source: Box::new(e) },
+    })
+}
 
 /// Sends `messages[i]` to peer `i` and receives one frame of the same kind from each, all at
 /// once.

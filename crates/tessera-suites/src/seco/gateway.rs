@@ -20,9 +20,10 @@ use super::linear::{PRODUCT_LEVEL, add_all, encrypt_masks, mask_ciphertexts, rea
 use super::remote::blocking;
 use super::{
     COLLECTIVE, CUT, DECRYPT, DECRYPTION, Heartbeat, KEY_SHARE, KEYS, LOGITS, MASK_SUM, MASKS, MAX_BATCH, OPENING,
-    OUTPUT, PREPARE, PREPARED, PRODUCT, QUERY, REMOTE_PREPARED, REMOTE_REPORT, REPORT, SETUP, TRANSITION, shared_layer,
+    OUTPUT, PREPARE, PREPARED, PRODUCT, QUERY, REMOTE_PREPARED, REMOTE_REPORT, REPORT, SETUP, TRANSITION,
+    circuit_error, shared_layer,
 };
-use crate::clientserver::{self, ClientServerServer, Task, gather, gc_error, missing_report, schedule};
+use crate::clientserver::{self, ClientServerServer, Task, gather, missing_report, schedule};
 use crate::error::{Result, SuiteError};
 use crate::service::next_query;
 use crate::wire::{Reader, elements_to_bytes, recv_reports, send_reports, send_wiped};
@@ -248,9 +249,8 @@ impl Gateway {
         Ok(GatewaySetup { batch, key, collective })
     }
 
-    /// A's preprocessing of every layer after the cut, on its fresh share `μ` of the cut
-    /// value: returns `μ` and A's share of the logits.
-    /// Preprocessing of the layers after the cut, layer by layer with B and C.
+    /// Preprocessing of the layers after the cut, layer by layer with B and C: A's fresh share
+    /// `μ` of the cut value, the OT links, and each layer's material.
     async fn suffix_offline(
         &self,
         user: &mut Channel,
@@ -263,9 +263,8 @@ impl Gateway {
         let batch = setup.batch;
         let mut rng = os_rng();
         let cut_mask = Zeroizing::new(zt::random_vec(&mut rng, batch * suffix.input_shape().len()));
-        let peer = b.peer().to_string();
         let mut mesh =
-            Mesh::connect(0, &mut [&mut *b, &mut *c], session, &mut rng).await.map_err(|e| gc_error(&peer, 0, e))?;
+            Mesh::connect(0, &mut [&mut *b, &mut *c], session, &mut rng).await.map_err(|e| circuit_error(0, e))?;
         let (mut linear, mut shared) = (Vec::new(), Vec::new());
         let mut heartbeat = Heartbeat::new();
         for task in schedule(suffix) {
@@ -276,7 +275,7 @@ impl Gateway {
                     let prepared =
                         gmw::prepare(&mut mesh, &mut [&mut *b, &mut *c], session, layer.node, circuit, &mut rng)
                             .await
-                            .map_err(|e| gc_error(&peer, layer.node, e))?;
+                            .map_err(|e| circuit_error(layer.node, e))?;
                     shared.push(prepared);
                 }
             }
@@ -320,10 +319,9 @@ impl Gateway {
                 Step::Nonlinear(layer) => {
                     let shares = Zeroizing::new(gather(&layer, runner.pending_input(), batch));
                     let prepared = shared.next().ok_or(SuiteError::LayerOrder { layer: node })?;
-                    let peer = b.peer().to_string();
                     gmw::evaluate(&mut mesh, &mut [&mut *b, &mut *c], session, node, prepared, &shares)
                         .await
-                        .map_err(|e| gc_error(&peer, node, e))?
+                        .map_err(|e| circuit_error(node, e))?
                 }
             };
             runner.complete(output);

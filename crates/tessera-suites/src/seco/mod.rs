@@ -5,8 +5,9 @@
 //! the layers after it exist only as B's and C's additive weight shares
 //! ([`WeightShares`](tessera_model::shares::WeightShares)).
 //!
-//! After the cut every value is additively shared by A, B and C; A's shares are all known in
-//! preprocessing. Per secret linear layer, preprocessing gives A `W u − s_B − s_C` under the
+//! After the cut every value is additively shared by A, B and C; A's shares of the cut value and
+//! of every secret linear layer's output are known in preprocessing, its shares of nonlinear
+//! layers' outputs come from the three-party circuits online. Per secret linear layer, preprocessing gives A `W u − s_B − s_C` under the
 //! servers' collective BFV key ([`tessera_he::collective`]) for a fresh mask `u` shared by all
 //! three, and online B and C open `a = v − u` (with A's opening `v_A − u_A`) and compute
 //! `W_X a + b_X + s_X`. Per nonlinear layer, one three-party GMW evaluation among A, B and C
@@ -138,6 +139,20 @@ impl Heartbeat {
             self.0 = std::time::Instant::now();
         }
         Ok(())
+    }
+}
+
+/// A three-party circuit's error at layer `node`: a peer's malformed message names that peer,
+/// a channel error its own.
+pub(crate) fn circuit_error(node: u32, e: tessera_gc::GcError) -> SuiteError {
+    match e {
+        tessera_gc::GcError::Net(e) => e.into(),
+        tessera_gc::GcError::Peer { peer, source } => SuiteError::Protocol {
+            peer,
+            message: "three-party circuit",
+            violation: Violation::Garbling { layer: node, reason: source.to_string() },
+        },
+        e => local_gc(node, e),
     }
 }
 

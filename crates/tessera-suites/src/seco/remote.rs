@@ -20,9 +20,9 @@ use super::keys::{Ephemeral, PUBLIC_BYTES};
 use super::linear::{PRODUCT_LEVEL, encrypt_masks, mask_ciphertexts, products, read_full, read_items, write_full};
 use super::{
     COLLECTIVE, CUT, DECRYPT, DECRYPTION, KEY_SHARE, MASK_SUM, MASKS, MAX_BATCH, OPEN, OPENING, OUTPUT, PRODUCT,
-    REMOTE_PREPARED, REMOTE_REPORT, SETUP, shared_layer, smudging,
+    REMOTE_PREPARED, REMOTE_REPORT, SETUP, circuit_error, shared_layer, smudging,
 };
-use crate::clientserver::{Task, gather, gc_error, schedule};
+use crate::clientserver::{Task, gather, schedule};
 use crate::error::{Result, SuiteError, Violation};
 use crate::parties::stage_kind;
 use crate::service::next_query;
@@ -125,10 +125,9 @@ impl Remote {
         let setup = self.setup(gateway, session, payload).await?;
         let mut rng = os_rng();
         let party = self.role.party();
-        let peer_name = peer.peer().to_string();
         let mut mesh = {
             let mut peers = self.peers(gateway, peer);
-            Mesh::connect(party, &mut peers, session, &mut rng).await.map_err(|e| gc_error(&peer_name, 0, e))?
+            Mesh::connect(party, &mut peers, session, &mut rng).await.map_err(|e| circuit_error(0, e))?
         };
         rec.stage(0, "keys", StageKind::Keys, &[gateway, peer]);
         let mut linear = Vec::new();
@@ -146,7 +145,7 @@ impl Remote {
                     shared.push(
                         gmw::prepare(&mut mesh, &mut peers, session, node, circuit, &mut rng)
                             .await
-                            .map_err(|e| gc_error(&peer_name, node, e))?,
+                            .map_err(|e| circuit_error(node, e))?,
                     );
                     node
                 }
@@ -275,11 +274,10 @@ impl Remote {
                 Step::Nonlinear(layer) => {
                     let shares = Zeroizing::new(gather(&layer, runner.pending_input(), batch));
                     let prepared = shared.next().ok_or(SuiteError::LayerOrder { layer: node })?;
-                    let name = peer.peer().to_string();
                     let mut peers = self.peers(gateway, peer);
                     gmw::evaluate(&mut mesh, &mut peers, session, node, prepared, &shares)
                         .await
-                        .map_err(|e| gc_error(&name, node, e))?
+                        .map_err(|e| circuit_error(node, e))?
                 }
             };
             runner.complete(output);
