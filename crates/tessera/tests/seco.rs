@@ -124,10 +124,11 @@ fn field_frames(frames: &[TappedFrame]) -> Vec<&TappedFrame> {
 /// circuits all run), and attack it:
 /// * every field-element message (openings, the cut value, padded outputs, the user's query)
 ///   looks uniform and holds no small value;
-/// * the pair's best linear attack: every message, and every sum and difference of two messages
-///   of the same length, is compared with every activation of that length (the cut value and
-///   every nonlinear layer's input and output, from the servers' own shares added up): no
-///   position agrees beyond chance, and no candidate correlates with the activation;
+/// * the pair's best linear attack: every message, every sum and difference of two messages
+///   of the same length, and the pair's own two shares of every activation added up, are
+///   compared with every activation of that length (the cut value and every nonlinear layer's
+///   input and output, from the three servers' shares added up): no position agrees beyond
+///   chance, and no candidate correlates with the activation;
 /// * the three-party circuits' bit messages (OT columns, triple corrections, the openings of
 ///   every round), pooled per kind, are uniform bytes.
 ///
@@ -178,6 +179,14 @@ fn attack_any_two_servers_learn_no_activation() {
                 }
             }
             let mut candidates: Vec<(String, Vec<u64>)> = messages.clone();
+            // What the pair holds of every activation: its two shares, added.
+            let held = [&a, &b, &c];
+            for (x, y) in held[i - 1].iter().zip(held[j - 1]) {
+                for (what, p, q) in [("input", &x.input, &y.input), ("output", &x.output, &y.output)] {
+                    let sum = p.iter().zip(q).map(|(&u, &v)| zt::add(u, v)).collect();
+                    candidates.push((format!("the pair's shares of layer {} {what}", x.layer.node), sum));
+                }
+            }
             for (x, (wx, mx)) in messages.iter().enumerate() {
                 for (wy, my) in &messages[x + 1..] {
                     if mx.len() == my.len() {
