@@ -14,6 +14,7 @@ use crate::block::Block;
 use crate::circuit::Gate;
 use crate::error::{GcError, Input, Message, Result};
 use crate::modulus::Modulus;
+use crate::msgs::{expect_len, get_u64s, get_zt, put_u64s};
 use crate::prg::Prg;
 use crate::protocol::MAX_FRAME;
 use crate::relu::{Nonlinear, ZtCircuit};
@@ -101,33 +102,15 @@ fn blocks_of(words: &[u64]) -> Zeroizing<Vec<Block>> {
     Zeroizing::new(words.chunks_exact(2).map(|w| Block(u128::from(w[0]) | (u128::from(w[1]) << 64))).collect())
 }
 
-fn words_to_bytes(words: &[u64]) -> Vec<u8> {
-    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+/// A peer's shifts: `expected` elements of `Z_t`.
+fn shifts(bytes: &[u8], expected: usize, modulus: &Modulus) -> Result<Vec<u64>> {
+    expect_len(Message::Shifts, bytes, 8 * expected)?;
+    get_zt(Message::Shifts, bytes, modulus)
 }
 
-/// A peer's shifts, each an element of `Z_t`.
-fn shifts(bytes: &[u8], expected: usize, modulus: Modulus) -> Result<Zeroizing<Vec<u64>>> {
-    let values = bytes_to_words(bytes, expected, Message::Shifts)?;
-    match values.iter().position(|&v| v >= modulus.t()) {
-        Some(index) => Err(GcError::OutOfRange { message: Message::Shifts, index }),
-        None => Ok(values),
-    }
-}
-
-fn bytes_to_words(bytes: &[u8], expected: usize, message: Message) -> Result<Zeroizing<Vec<u64>>> {
-    if bytes.len() != expected * 8 {
-        return Err(GcError::WrongLength { message, expected: expected * 8, actual: bytes.len() });
-    }
-    Ok(Zeroizing::new(bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()))
-}
-
-/// The peers of `party`, in increasing order.
-pub(crate) fn peers_of(party: usize) -> [usize; 2] {
-    match party {
-        0 => [1, 2],
-        1 => [0, 2],
-        _ => [0, 1],
-    }
+/// The position of party `other` among `party`'s peers (in increasing order).
+fn peer_index(party: usize, other: usize) -> usize {
+    if other < party { other } else { other - 1 }
 }
 
 /// The offline phase of one layer for this party: fresh seeds for the masks of its input
@@ -147,18 +130,12 @@ pub async fn prepare<R: RngCore + CryptoRng + ?Sized>(
     // Input masks: the owner of a wire XORs both its seeds' streams into its bits, each peer
     // takes the stream of the seed it got; the three shares add up to the bits.
     let own = Zeroizing::new([Block::random(rng), Block::random(rng)]);
-    let got = exchange_both(peers, SEEDS, session, layer_id, own.map(|s| s.to_bytes().to_vec())).await?;
+    let sent = Zeroizing::new(own.map(|s| s.to_bytes()));
+    let got = exchange_both(peers, SEEDS, session, layer_id, [&sent[0], &sent[1]]).await?;
     let mut got_seeds = Zeroizing::new([Block::ZERO; 2]);
     for (i, (seed, bytes)) in got_seeds.iter_mut().zip(&got).enumerate() {
-        let arr: [u8; 16] = blame(
-            &*peers[i],
-            bytes.as_slice().try_into().map_err(|_| GcError::WrongLength {
-                message: Message::Seeds,
-                expected: 16,
-                actual: bytes.len(),
-            }),
-        )?;
-        *seed = Block::from_bytes(arr);
+        blame(&*peers[i], expect_len(Message::Seeds, bytes, 16))?;
+        *seed = Block::from_bytes(bytes.as_slice().try_into().expect("16 bytes"));
     }
     let mut inputs = Zeroizing::new(vec![0u64; z.circuit().inputs() * words]);
     let stream = |seed: Block, len: usize| -> Zeroizing<Vec<u64>> {
@@ -169,11 +146,7 @@ pub async fn prepare<R: RngCore + CryptoRng + ?Sized>(
     for owner in 0..3 {
         let range = z.shared_inputs(owner);
         let span = &mut inputs[range.start * words..range.end * words];
-        let seeds: Vec<Block> = if owner == party {
-            own.to_vec()
-        } else {
-            vec![got_seeds[peers_of(party).iter().position(|&p| p == owner).expect("a peer")]]
-        };
+        let seeds: Vec<Block> = if owner == party { own.to_vec() } else { vec![got_seeds[peer_index(party, owner)]] };
         for seed in seeds {
             let len = span.len();
             for (x, s) in span.iter_mut().zip(stream(seed, len).iter()) {
@@ -205,11 +178,12 @@ pub async fn prepare<R: RngCore + CryptoRng + ?Sized>(
             for (ck, m) in c[span.clone()].iter_mut().zip(m0.iter()) {
                 *ck ^= m;
             }
-            *message = words_to_bytes(&u);
+            put_u64s(&u, message);
         }
-        let received = exchange_both(peers, CORRECTIONS, session, layer_id, corrections).await?;
+        let received = exchange_both(peers, CORRECTIONS, session, layer_id, [&corrections[0], &corrections[1]]).await?;
         for (i, (chunk, bytes)) in chunks.iter().zip(&received).enumerate() {
-            let u = blame(&*peers[i], bytes_to_words(bytes, span.len(), Message::Corrections))?;
+            blame(&*peers[i], expect_len(Message::Corrections, bytes, 8 * span.len()))?;
+            let u = get_u64s(bytes);
             let r = lsb_words(&chunk.received);
             for k in 0..span.len() {
                 c[span.start + k] ^= r[k] ^ (b[span.start + k] & u[k]);
@@ -287,12 +261,14 @@ pub async fn evaluate(
                 message.extend((0..words).map(|k| wires[x as usize * words + k] ^ a[t + k]));
                 message.extend((0..words).map(|k| wires[y as usize * words + k] ^ b[t + k]));
             }
-            let bytes = Zeroizing::new(words_to_bytes(&message));
-            let received = exchange_both(peers, ROUND, session, layer_id, [bytes.to_vec(), bytes.to_vec()]).await?;
+            let mut bytes = Vec::new();
+            put_u64s(&message, &mut bytes);
+            let received = exchange_both(peers, ROUND, session, layer_id, [&bytes, &bytes]).await?;
             let mut opened = message;
             for (i, bytes) in received.iter().enumerate() {
-                let theirs = blame(&*peers[i], bytes_to_words(bytes, opened.len(), Message::Round))?;
-                opened.iter_mut().zip(theirs.iter()).for_each(|(o, t)| *o ^= t);
+                blame(&*peers[i], expect_len(Message::Round, bytes, 8 * opened.len()))?;
+                let theirs = get_u64s(bytes);
+                opened.iter_mut().zip(&theirs).for_each(|(o, t)| *o ^= t);
             }
             for (n, &g) in group.iter().enumerate() {
                 let t = schedule.triple(g) * words;
@@ -378,15 +354,18 @@ async fn to_additive(
                     *s = m.add(*s, m.sub(d, s0));
                 }
                 let [p1, p2] = &mut *peers;
-                p2.send(SHIFTS, session, layer_id, &words_to_bytes(&shift2)).await?;
-                p1.send(SHIFTS, session, layer_id, &words_to_bytes(&shift1)).await?;
+                for (peer, values) in [(p2, &shift2), (p1, &shift1)] {
+                    let mut bytes = Vec::new();
+                    put_u64s(values, &mut bytes);
+                    peer.send(SHIFTS, session, layer_id, &bytes).await?;
+                }
             }
             1 => {
                 let [p0, p2] = &mut *peers;
                 let bytes = p0.recv(SHIFTS, session, layer_id).await?;
-                let from0 = blame(p0, shifts(&bytes, count * 128, m))?;
+                let from0 = blame(p0, shifts(&bytes, count * 128, &m))?;
                 let bytes = p2.recv(SHIFTS, session, layer_id).await?;
-                let from2 = blame(p2, shifts(&bytes, count * 128, m))?;
+                let from2 = blame(p2, shifts(&bytes, count * 128, &m))?;
                 for (j, k, i) in ots {
                     let s = &mut share[i];
                     let y = bit(outputs[k], i);
@@ -401,7 +380,7 @@ async fn to_additive(
             _ => {
                 let [p0, p1] = &mut *peers;
                 let bytes = p0.recv(SHIFTS, session, layer_id).await?;
-                let from0 = blame(p0, shifts(&bytes, count * 128, m))?;
+                let from0 = blame(p0, shifts(&bytes, count * 128, &m))?;
                 let mut shift1 = Vec::with_capacity(count * 128);
                 for (j, k, i) in ots {
                     let s = &mut share[i];
@@ -412,7 +391,9 @@ async fn to_additive(
                     shift1.push(m.add(m.sub(s1, s0), m.add(d, d)));
                     *s = m.add(*s, m.sub(d, s0));
                 }
-                p1.send(SHIFTS, session, layer_id, &words_to_bytes(&shift1)).await?;
+                let mut bytes = Vec::new();
+                put_u64s(&shift1, &mut bytes);
+                p1.send(SHIFTS, session, layer_id, &bytes).await?;
             }
         }
         start = end;

@@ -13,8 +13,9 @@ use zeroize::Zeroizing;
 
 use super::{COLUMNS, MESH_BASE, MESH_REPLY, Peers, blame, exchange_both};
 use crate::block::{Block, Delta};
-use crate::error::{GcError, Message, Result};
+use crate::error::{Message, Result};
 use crate::hash::{KEY_BYTES, Tccr};
+use crate::msgs::expect_len;
 use crate::ot::base::{self, BaseSender, POINT_BYTES};
 use crate::ot::extension::{ExtReceiver, ExtSender, KAPPA};
 
@@ -78,7 +79,7 @@ impl Mesh {
         // As a receiver of the peer's OTs, this party is the base-OT sender.
         let (bs0, s0) = BaseSender::new(rng);
         let (bs1, s1) = BaseSender::new(rng);
-        let [from0, from1] = exchange_both(peers, MESH_BASE, session, 0, [s0.to_vec(), s1.to_vec()]).await?;
+        let [from0, from1] = exchange_both(peers, MESH_BASE, session, 0, [&s0, &s1]).await?;
         let mut replies = Vec::with_capacity(2);
         let mut senders = Vec::with_capacity(2);
         for (i, s) in [from0, from1].into_iter().enumerate() {
@@ -90,15 +91,10 @@ impl Mesh {
             replies.push(reply);
             senders.push(Sending { ext: ExtSender::new(&delta, &keys), delta, hash, next: 0 });
         }
-        let replies: [Vec<u8>; 2] = replies.try_into().expect("two peers");
-        let received = exchange_both(peers, MESH_REPLY, session, 0, replies).await?;
+        let received = exchange_both(peers, MESH_REPLY, session, 0, [&replies[0], &replies[1]]).await?;
         let mut links = Vec::with_capacity(2);
         for (i, ((bs, reply), sender)) in [bs0, bs1].into_iter().zip(received).zip(senders).enumerate() {
-            let expected = KAPPA * POINT_BYTES + KEY_BYTES;
-            if reply.len() != expected {
-                let e = GcError::WrongLength { message: Message::MeshReply, expected, actual: reply.len() };
-                return blame(&*peers[i], Err(e));
-            }
+            blame(&*peers[i], expect_len(Message::MeshReply, &reply, KAPPA * POINT_BYTES + KEY_BYTES))?;
             let pairs = blame(&*peers[i], bs.finish(&reply[..KAPPA * POINT_BYTES], KAPPA))?;
             let key: [u8; KEY_BYTES] = reply[KAPPA * POINT_BYTES..].try_into().expect("key length");
             let receiver = Receiving { ext: ExtReceiver::new(&pairs), hash: Tccr::from_key(key), next: 0 };
@@ -131,7 +127,7 @@ impl Mesh {
             self.links[i].receiver.ext.extend(choices[i], &mut messages[i], &mut t);
             received[i] = Zeroizing::new(t);
         }
-        let columns = exchange_both(peers, COLUMNS, session, layer, messages).await?;
+        let columns = exchange_both(peers, COLUMNS, session, layer, [&messages[0], &messages[1]]).await?;
         let mut chunks = Vec::with_capacity(2);
         for (i, (column, mut t)) in columns.into_iter().zip(received).enumerate() {
             let link = &mut self.links[i];

@@ -88,11 +88,11 @@ pub(crate) async fn exchange_both(
     kind: MessageKind,
     session: SessionId,
     layer: u32,
-    messages: [Vec<u8>; 2],
+    messages: [&[u8]; 2],
 ) -> Result<[Vec<u8>; 2]> {
     let [p0, p1] = peers;
     let [m0, m1] = messages;
-    let (r0, r1) = tokio::join!(p0.exchange(kind, session, layer, &m0), p1.exchange(kind, session, layer, &m1));
+    let (r0, r1) = tokio::join!(p0.exchange(kind, session, layer, m0), p1.exchange(kind, session, layer, m1));
     Ok([r0?, r1?])
 }
 
