@@ -203,7 +203,8 @@ mod tests {
             "bytes per ReLU: offline {offline:.0} (budget {expected_offline:.0}), online {online:.0} (budget {expected_online:.0})"
         );
         assert!((offline / expected_offline - 1.0).abs() < 0.01, "offline {offline:.0} per ReLU");
-        assert!(online >= expected_online && online < expected_online * 1.1, "online {online:.0} per ReLU");
+        // Above the payloads by the frame headers only: 184 rounds and a few conversion frames.
+        assert!(online >= expected_online && online < expected_online * 1.02, "online {online:.0} per ReLU");
     }
 
     #[tokio::test]

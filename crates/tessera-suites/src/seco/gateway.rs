@@ -52,13 +52,20 @@ struct GatewaySetup {
     collective: PublicKey,
 }
 
+/// A's material of one secret linear layer: its mask share `u_A` and its output share
+/// `W u − s_B − s_C`.
+struct LinearShares {
+    mask: Zeroizing<Vec<u64>>,
+    output: Zeroizing<Vec<u64>>,
+}
+
 /// The gateway's preprocessed material of the layers after the cut: its mask `μ` of the cut
 /// value, the OT links with B and C, per secret linear layer its mask share `u_A` and output
 /// share `W u − s_B − s_C`, per nonlinear layer its triples.
 struct Suffix {
     cut_mask: Zeroizing<Vec<u64>>,
     mesh: Mesh,
-    linear: Vec<(Zeroizing<Vec<u64>>, Vec<u64>)>,
+    linear: Vec<LinearShares>,
     shared: Vec<Prepared>,
 }
 
@@ -307,14 +314,14 @@ impl Gateway {
             let node = step.node();
             let output = match step {
                 Step::Linear(_) => {
-                    let (mask, output) = linear.next().ok_or(SuiteError::LayerOrder { layer: node })?;
+                    let LinearShares { mask, output } = linear.next().ok_or(SuiteError::LayerOrder { layer: node })?;
                     let opening: Vec<u64> =
                         runner.pending_input().iter().zip(mask.iter()).map(|(&v, &u)| zt::sub(v, u)).collect();
                     let opening = elements_to_bytes(&opening);
                     for peer in [&mut *b, &mut *c] {
                         send_wiped(peer, OPENING, session, node, opening.clone()).await?;
                     }
-                    output
+                    output.to_vec()
                 }
                 Step::Nonlinear(layer) => {
                     let shares = Zeroizing::new(gather(&layer, runner.pending_input(), batch));
@@ -330,6 +337,8 @@ impl Gateway {
         Ok(runner.output().to_vec())
     }
 
+    /// A secret linear layer's preprocessing at A: the summed mask encryptions to both weight
+    /// holders, their products summed and decrypted jointly into A's shares.
     #[allow(clippy::too_many_arguments)]
     async fn linear_offline(
         &self,
@@ -339,7 +348,7 @@ impl Gateway {
         setup: &GatewaySetup,
         suffix: &FixedModel,
         node: u32,
-    ) -> Result<(Zeroizing<Vec<u64>>, Vec<u64>)> {
+    ) -> Result<LinearShares> {
         let he = self.he.clone();
         let batch = setup.batch;
         let kernel = suffix.linear_kernel(node as usize).expect("a linear node");
@@ -395,7 +404,7 @@ impl Gateway {
                 .collect::<tessera_he::Result<Vec<_>>>()?;
             y.extend(packing.decode_output(&plain)?);
         }
-        Ok((mask, y))
+        Ok(LinearShares { mask, output: Zeroizing::new(y) })
     }
 }
 

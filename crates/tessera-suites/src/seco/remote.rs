@@ -125,8 +125,9 @@ impl Remote {
         let setup = self.setup(gateway, session, payload).await?;
         let mut rng = os_rng();
         let party = self.role.party();
+        // The other servers in party order: the gateway (party 0) first.
         let mut mesh = {
-            let mut peers = self.peers(gateway, peer);
+            let mut peers: gmw::Peers = [&mut *gateway, &mut *peer];
             Mesh::connect(party, &mut peers, session, &mut rng).await.map_err(|e| circuit_error(0, e))?
         };
         rec.stage(0, "keys", StageKind::Keys, &[gateway, peer]);
@@ -141,7 +142,7 @@ impl Remote {
                 Task::Nonlinear(layer) => {
                     let circuit = shared_layer(&layer, setup.batch)?;
                     let node = layer.node;
-                    let mut peers = self.peers(gateway, peer);
+                    let mut peers: gmw::Peers = [&mut *gateway, &mut *peer];
                     shared.push(
                         gmw::prepare(&mut mesh, &mut peers, session, node, circuit, &mut rng)
                             .await
@@ -156,11 +157,6 @@ impl Remote {
         let material = Material { mesh, linear, shared };
         let report = self.online(name, gateway, peer, session, setup, material).await?;
         send_reports(gateway, REMOTE_REPORT, session, &[report]).await
-    }
-
-    /// This server's channels to the other two servers, in party order (the gateway first).
-    fn peers<'a>(&self, gateway: &'a mut Channel, peer: &'a mut Channel) -> gmw::Peers<'a> {
-        [gateway, peer]
     }
 
     /// The query's keys: this server's share of the collective key, and the seed it shares
@@ -274,7 +270,7 @@ impl Remote {
                 Step::Nonlinear(layer) => {
                     let shares = Zeroizing::new(gather(&layer, runner.pending_input(), batch));
                     let prepared = shared.next().ok_or(SuiteError::LayerOrder { layer: node })?;
-                    let mut peers = self.peers(gateway, peer);
+                    let mut peers: gmw::Peers = [&mut *gateway, &mut *peer];
                     gmw::evaluate(&mut mesh, &mut peers, session, node, prepared, &shares)
                         .await
                         .map_err(|e| circuit_error(node, e))?
