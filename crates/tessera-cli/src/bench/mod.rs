@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::json;
 use tessera::LoadedModel;
 use tessera::dataset::Dataset;
-use tessera::field::kernels::{ConvF32, ConvKernel, Epilogue, conv2d_zt, shapes};
+use tessera::field::kernels::{ConvF32, ConvKernel, Epilogue, conv2d_zt, conv2d_zt_within, shapes};
 use tessera::field::{seed::os_rng, zt};
 use tessera::input::normalize;
 use tessera::model::ir::Model;
@@ -201,7 +201,9 @@ fn kernels(runs: usize, json: bool) -> Result<()> {
     let threads = rayon::current_num_threads();
     let mut rng = os_rng();
     let mut rows = Vec::new();
-    let (mut zt_total, mut f32_total, mut macs_total) = (0.0, 0.0, 0.0);
+    let (mut zt_total, mut narrow_total, mut f32_total, mut macs_total) = (0.0, 0.0, 0.0, 0.0);
+    // Shares of a ring of at most 32 bits, centered: one `f64` limb instead of two.
+    let narrow_bound = (1u64 << 31) - 1;
     for (name, g) in shapes::minionn_cifar() {
         // Weights as a calibrated model has them: |w| < 2^11 (f_w ≤ 10 bits, |w| < 2).
         let w: Vec<i64> =
@@ -210,6 +212,16 @@ fn kernels(runs: usize, json: bool) -> Result<()> {
         let kernel = ConvKernel::new(g, &w).expect("benchmark shapes are valid");
         let (zt_min, zt_med) = min_median(&mut time_runs(runs, || {
             std::hint::black_box(conv2d_zt(&kernel, &x, 1, threads));
+        }));
+        let narrow: Vec<u64> =
+            x.iter().map(|&v| zt::from_i64((v % (2 * narrow_bound + 1)) as i64 - narrow_bound as i64)).collect();
+        assert_eq!(
+            conv2d_zt_within(&kernel, &narrow, narrow_bound, 1, threads),
+            conv2d_zt(&kernel, &narrow, 1, threads),
+            "one limb computes the same products on shares within the bound"
+        );
+        let (narrow_min, narrow_med) = min_median(&mut time_runs(runs, || {
+            std::hint::black_box(conv2d_zt_within(&kernel, &narrow, narrow_bound, 1, threads));
         }));
         let wf: Vec<f32> = w.iter().map(|&v| v as f32 / 2048.0).collect();
         let xf: Vec<f32> = x.iter().map(|&v| (v % 1000) as f32 / 1000.0).collect();
@@ -220,16 +232,20 @@ fn kernels(runs: usize, json: bool) -> Result<()> {
             min_median(&mut time_runs(runs, || conv.run(&xf, 1, threads, &mut cols, &mut out, Epilogue::default())));
         let macs = g.macs() as f64;
         zt_total += zt_med;
+        narrow_total += narrow_med;
         f32_total += f_med;
         macs_total += macs;
         rows.push(json!({
             "layer": name, "macs": g.macs(), "limbs": kernel.limb_plan().count(),
-            "zt_ms": { "min": zt_min * 1e3, "median": zt_med * 1e3 }, "f32_ms": { "min": f_min * 1e3, "median": f_med * 1e3 },
+            "zt_ms": { "min": zt_min * 1e3, "median": zt_med * 1e3 },
+            "narrow_ms": { "min": narrow_min * 1e3, "median": narrow_med * 1e3 }, "f32_ms": { "min": f_min * 1e3, "median": f_med * 1e3 },
             "zt_gmacs": macs / zt_med / 1e9, "f32_gmacs": macs / f_med / 1e9, "ratio_of_f32": f_med / zt_med,
+            "narrow_ratio_of_f32": f_med / narrow_med,
         }));
     }
     let summary = json!({ "threads": threads, "runs": runs, "layers": rows, "total": {
-        "zt_ms": zt_total * 1e3, "f32_ms": f32_total * 1e3, "zt_gmacs": macs_total / zt_total / 1e9, "f32_gmacs": macs_total / f32_total / 1e9, "ratio_of_f32": f32_total / zt_total } });
+        "zt_ms": zt_total * 1e3, "narrow_ms": narrow_total * 1e3, "f32_ms": f32_total * 1e3, "zt_gmacs": macs_total / zt_total / 1e9, "f32_gmacs": macs_total / f32_total / 1e9, "ratio_of_f32": f32_total / zt_total,
+        "narrow_ratio_of_f32": f32_total / narrow_total } });
     if json {
         print_json(&summary);
         return Ok(());
@@ -242,6 +258,8 @@ fn kernels(runs: usize, json: bool) -> Result<()> {
         "Z_t GMAC/s",
         "f32 GMAC/s",
         "Z_t / f32",
+        "one limb ms (min/med)",
+        "one limb / f32",
     ]);
     for r in summary["layers"].as_array().expect("array") {
         t.row(vec![
@@ -260,6 +278,12 @@ fn kernels(runs: usize, json: bool) -> Result<()> {
             format!("{:.2}", r["zt_gmacs"].as_f64().unwrap_or(0.0)),
             format!("{:.2}", r["f32_gmacs"].as_f64().unwrap_or(0.0)),
             format!("1/{:.2}", 1.0 / r["ratio_of_f32"].as_f64().unwrap_or(1.0)),
+            format!(
+                "{:.3} / {:.3}",
+                r["narrow_ms"]["min"].as_f64().unwrap_or(0.0),
+                r["narrow_ms"]["median"].as_f64().unwrap_or(0.0)
+            ),
+            format!("1/{:.2}", 1.0 / r["narrow_ratio_of_f32"].as_f64().unwrap_or(1.0)),
         ]);
     }
     t.print();
@@ -269,6 +293,10 @@ fn kernels(runs: usize, json: bool) -> Result<()> {
         tot["zt_gmacs"].as_f64().unwrap_or(0.0),
         tot["f32_gmacs"].as_f64().unwrap_or(0.0),
         1.0 / tot["ratio_of_f32"].as_f64().unwrap_or(1.0)
+    );
+    crate::outln!(
+        "one limb (shares of a ring of at most 32 bits, the same weights): 1/{:.2} of f32",
+        1.0 / tot["narrow_ratio_of_f32"].as_f64().unwrap_or(1.0)
     );
     Ok(())
 }
