@@ -66,11 +66,11 @@ pub trait Avx512Scalar: Copy + Default + Send + Sync + 'static {
 
 /// One tile kernel per element type: `$lanes` per vector, two vectors per row of the tile.
 macro_rules! tile_kernel {
-    ($t:ty, $lanes:expr, $mask:ty, $zero:ident, $set1:ident, $fmadd:ident, $maskz_loadu:ident, $mask_storeu:ident) => {
+    ($t:ty, $feature:literal, $lanes:expr, $mask:ty, $zero:ident, $set1:ident, $fmadd:ident, $maskz_loadu:ident, $mask_storeu:ident) => {
         impl Avx512Scalar for $t {
             const NR: usize = 2 * $lanes;
 
-            #[target_feature(enable = "avx512f")]
+            #[target_feature(enable = $feature)]
             unsafe fn tile(
                 k: usize,
                 a: *const $t,
@@ -85,7 +85,7 @@ macro_rules! tile_kernel {
                 unsafe { Self::tile_rows(k, a, |kk| b.add(kk * 2 * $lanes), $lanes, c, ldc, rows, width, accumulate) }
             }
 
-            #[target_feature(enable = "avx512f")]
+            #[target_feature(enable = $feature)]
             unsafe fn tile_direct(
                 a: *const $t,
                 base: *const $t,
@@ -183,6 +183,7 @@ trait TileRows: Sized {
 
 tile_kernel!(
     f32,
+    "avx512f",
     16,
     __mmask16,
     _mm512_setzero_ps,
@@ -193,6 +194,7 @@ tile_kernel!(
 );
 tile_kernel!(
     f64,
+    "avx512f",
     8,
     __mmask8,
     _mm512_setzero_pd,
@@ -200,6 +202,78 @@ tile_kernel!(
     _mm512_fmadd_pd,
     _mm512_maskz_loadu_pd,
     _mm512_mask_storeu_pd
+);
+
+/// Two `i16` terms of a product packed in 32 bits (the even term low), multiplied by the
+/// AVX-512 VNNI instruction `vpdpwssd`: an operand pair `(a0, a1)` times `(b0, b1)` adds
+/// `a0·b0 + a1·b1` to an `i32` sum, which a product's element holds. Twice the terms per
+/// instruction of an `f32` FMA, exact while every sum stays within `i32`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct Dot16(pub i32);
+
+impl zeroize::DefaultIsZeroes for Dot16 {}
+
+impl Dot16 {
+    /// The pair `(even, odd)`.
+    #[inline]
+    pub fn pair(even: i16, odd: i16) -> Self {
+        Dot16::default().with_half(0, even).with_half(1, odd)
+    }
+
+    /// The same pair with term `half` (0: even, 1: odd) set to `v`.
+    #[inline]
+    pub fn with_half(self, half: usize, v: i16) -> Self {
+        let shift = 16 * half as u32;
+        Dot16(((self.0 as u32 & !(0xffff << shift)) | (v as u16 as u32) << shift) as i32)
+    }
+}
+
+/// Whether this CPU runs the [`Dot16`] kernel.
+pub fn dot16_available() -> bool {
+    available() && is_x86_feature_detected!("avx512vnni")
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn dot16_set1(v: Dot16) -> __m512i {
+    _mm512_set1_epi32(v.0)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512vnni")]
+fn dot16_madd(a: __m512i, b: __m512i, acc: __m512i) -> __m512i {
+    _mm512_dpwssd_epi32(acc, a, b)
+}
+
+/// # Safety
+/// The lanes of `mask` are readable at `p`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot16_maskz_loadu(mask: __mmask16, p: *const Dot16) -> __m512i {
+    // SAFETY: the caller guarantees the masked lanes are readable; Dot16 is a transparent i32.
+    unsafe { _mm512_maskz_loadu_epi32(mask, p.cast()) }
+}
+
+/// # Safety
+/// The lanes of `mask` are writable at `p`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot16_mask_storeu(p: *mut Dot16, mask: __mmask16, v: __m512i) {
+    // SAFETY: the caller guarantees the masked lanes are writable; Dot16 is a transparent i32.
+    unsafe { _mm512_mask_storeu_epi32(p.cast(), mask, v) }
+}
+
+tile_kernel!(
+    Dot16,
+    "avx512f,avx512vnni",
+    16,
+    __mmask16,
+    _mm512_setzero_si512,
+    dot16_set1,
+    dot16_madd,
+    dot16_maskz_loadu,
+    dot16_mask_storeu
 );
 
 /// `c = a · b` for row-major `a` (`m × k`), `b` (`k × n`), `c` (`m × n`), on up to `threads`
@@ -794,6 +868,39 @@ mod tests {
             }
         }
         c
+    }
+
+    /// Pairs of `i16` terms multiply into exact `i32` sums at the extremes of both halves, over
+    /// ragged shapes and thread counts.
+    #[test]
+    fn dot16_sums_pairs_exactly() {
+        if !dot16_available() {
+            return;
+        }
+        let v = |i: usize| [i16::MIN, i16::MAX, -1, 0, 1, 7, -300][i % 7];
+        for (m, n, k) in [(1, 1, 1), (8, 32, 3), (10, 33, 7), (17, 70, 2)] {
+            let a: Vec<Dot16> = (0..m * k).map(|i| Dot16::pair(v(i) / 64, v(i + 3) / 64)).collect();
+            let b: Vec<Dot16> = (0..k * n).map(|i| Dot16::pair(v(i + 1), v(i + 5))).collect();
+            let halves = |d: Dot16| [(d.0 as i16) as i64, (d.0 >> 16) as i64];
+            let expect: Vec<i32> = (0..m * n)
+                .map(|ij| {
+                    let (i, j) = (ij / n, ij % n);
+                    let sum: i64 = (0..k)
+                        .map(|kk| {
+                            let (x, y) = (halves(a[i * k + kk]), halves(b[kk * n + j]));
+                            x[0] * y[0] + x[1] * y[1]
+                        })
+                        .sum();
+                    i32::try_from(sum).expect("the test's sums fit i32")
+                })
+                .collect();
+            for threads in [1, 2, 3] {
+                let mut c = vec![Dot16(-1); m * n];
+                matmul(m, n, k, &a, &b, &mut c, threads);
+                assert_eq!(c.iter().map(|d| d.0).collect::<Vec<_>>(), expect, "{m}×{n}×{k} threads {threads}");
+            }
+        }
+        assert_eq!(Dot16::pair(-2, 3).with_half(0, 5), Dot16::pair(5, 3));
     }
 
     #[test]

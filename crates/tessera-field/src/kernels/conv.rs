@@ -72,6 +72,9 @@ pub struct ConvKernel {
     groups: usize,
     weights: Vec<f64>,
     plan: LimbPlan,
+    /// The same weights for the AVX-512 VNNI kernel, where their sums allow it (one group).
+    #[cfg(target_arch = "x86_64")]
+    dot16: Option<Box<super::dot16::Dot16Weights>>,
 }
 
 impl ConvKernel {
@@ -95,7 +98,16 @@ impl ConvKernel {
             return None;
         }
         let plan = LimbPlan::for_product(max_abs, group.terms());
-        Some(Self { geometry, groups, weights: weights.iter().map(|&w| w as f64).collect(), plan })
+        Some(Self {
+            geometry,
+            groups,
+            weights: weights.iter().map(|&w| w as f64).collect(),
+            plan,
+            #[cfg(target_arch = "x86_64")]
+            dot16: (groups == 1)
+                .then(|| super::dot16::Dot16Weights::new(&geometry, weights, max_abs).map(Box::new))
+                .flatten(),
+        })
     }
 
     /// The convolution's shape (every channel, whatever the groups).
@@ -164,15 +176,30 @@ impl ConvKernel {
         f
     }
 
-    /// The limb plan for this kernel's operands.
+    /// The limb plan for this kernel's operands on `f64` products.
     pub fn limb_plan(&self) -> LimbPlan {
         self.plan
+    }
+
+    /// The limb plan [`conv2d_zt`] runs on the AVX-512 VNNI kernel (exact `i32` sums of `i16`
+    /// limbs), where this CPU has it and the weights allow it; `None` where it runs on `f64`
+    /// products ([`limb_plan`](Self::limb_plan)).
+    pub fn vnni_limb_plan(&self) -> Option<LimbPlan> {
+        #[cfg(target_arch = "x86_64")]
+        if super::avx512::dot16_available() {
+            return self.dot16.as_ref().map(|d| d.plan());
+        }
+        None
     }
 }
 
 impl zeroize::Zeroize for ConvKernel {
     fn zeroize(&mut self) {
         self.weights.zeroize();
+        #[cfg(target_arch = "x86_64")]
+        if let Some(d) = &mut self.dot16 {
+            d.zeroize();
+        }
     }
 }
 
@@ -310,9 +337,8 @@ impl Padded {
 }
 
 /// `prod = W · columns(blocks)`, `out_channels × (planes · batch · P)`. Where the AVX-512 kernel
-/// runs, the columns are built panel by panel inside the product (never stored whole), from
-/// `packed` (`weights` as `avx512::pack_rows` leaves them) or a packing made here; elsewhere they
-/// go through `cols` and the `gemm` crate.
+/// runs ([`avx512_product`]), the columns are built panel by panel inside the product (never
+/// stored whole); elsewhere they go through `cols` and the `gemm` crate.
 fn conv_product<T: GemmScalar>(
     g: &ConvGeometry,
     weights: &[T],
@@ -322,12 +348,39 @@ fn conv_product<T: GemmScalar>(
     cols: &mut Vec<T>,
     prod: &mut [T],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512::available() && avx512_product(g, weights, packed, blocks, threads, cols, prod, 8) {
+        return;
+    }
     let p = g.output().expect("geometry checked at construction").plane();
     let (m, n, k) = (g.out_channels, blocks.count() * p, g.terms());
     let threads = threads.clamp(1, 1 + m * n * k / super::PARALLEL_MIN_MACS);
-    #[cfg(target_arch = "x86_64")]
+    columns(g, blocks, cols);
+    matmul(m, n, k, weights, cols, prod, threads);
+}
+
+/// [`conv_product`] on the AVX-512 tile kernels, from `packed` (`weights` as
+/// `avx512::pack_rows` leaves them) or a packing made here: a direct convolution over padded
+/// copies of the images (in `scratch`) where the stride is 1 and an output row fills a tile, or
+/// packed im2col panels where the product has at least `min_columns` columns (narrower ones do
+/// better on the `gemm` crate); `false`, with nothing done, otherwise. The caller checked
+/// `avx512::available()` (and whatever else `T`'s kernel needs).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments, reason = "the product's operands, its scratch and the path's threshold")]
+fn avx512_product<T: super::avx512::Avx512Scalar>(
+    g: &ConvGeometry,
+    weights: &[T],
+    packed: Option<&[T]>,
+    blocks: Blocks<'_, T>,
+    threads: usize,
+    scratch: &mut Vec<T>,
+    prod: &mut [T],
+    min_columns: usize,
+) -> bool {
     let o = g.output().expect("geometry checked at construction");
-    #[cfg(target_arch = "x86_64")]
+    let p = o.plane();
+    let (m, n, k) = (g.out_channels, blocks.count() * p, g.terms());
+    let threads = threads.clamp(1, 1 + m * n * k / super::PARALLEL_MIN_MACS);
     let packed = || {
         packed.map_or_else(
             || std::borrow::Cow::Owned(super::avx512::pack_rows(m, k, weights)),
@@ -336,17 +389,17 @@ fn conv_product<T: GemmScalar>(
     };
     // Direct convolution where an output row fills a whole tile width (narrower rows would
     // leave most lanes idle: those go through the packed im2col panels below).
-    if g.window.stride == [1, 1] && (o.w >= T::NR || o.w == T::NR / 2) && super::avx512::available() {
+    if g.window.stride == [1, 1] && (o.w >= T::NR || o.w == T::NR / 2) {
         // Direct convolution over zero-padded copies of the images: no im2col at all.
         let images = blocks.count();
         // The scratch buffer holds the padded images (zero borders, plus slack for the last
         // tile's reads); reusing it spares fresh pages on every call.
-        let padded = cols;
+        let padded = scratch;
         padded.clear();
         let pad = Padded::new(g);
         padded.resize(images * pad.plane_len + T::NR + 2 * pad.wp, T::default());
         pad.copy_in(g, blocks, padded);
-        return super::avx512::conv_direct(
+        super::avx512::conv_direct(
             m,
             &packed(),
             padded,
@@ -357,12 +410,22 @@ fn conv_product<T: GemmScalar>(
             prod,
             threads,
         );
+        return true;
     }
-    #[cfg(target_arch = "x86_64")]
-    if n >= 8 && super::avx512::available() {
+    if n >= min_columns {
         let image = g.input.len();
         let plan = Im2col::new(g.input, g.window);
+        // A dense layer's column is its block itself: the panel is a transpose.
+        let dense = p == 1 && g.window.size() == 1 && g.window.pads == [0; 4];
         let fill = |j0: usize, w: usize, panel: &mut [T]| {
+            if dense {
+                for jj in 0..w {
+                    for (kk, &v) in blocks.block(j0 + jj, image).iter().enumerate() {
+                        panel[kk * T::NR + jj] = v;
+                    }
+                }
+                return;
+            }
             let mut j = j0;
             while j < j0 + w {
                 let (blk, pos) = (j / p, j % p);
@@ -371,10 +434,10 @@ fn conv_product<T: GemmScalar>(
                 j += len;
             }
         };
-        return super::avx512::matmul_panels(m, n, k, &packed(), &fill, prod, threads);
+        super::avx512::matmul_panels(m, n, k, &packed(), &fill, prod, threads);
+        return true;
     }
-    columns(g, blocks, cols);
-    matmul(m, n, k, weights, cols, prod, threads);
+    false
 }
 
 thread_local! {
@@ -383,22 +446,69 @@ thread_local! {
     static ZT_SCRATCH: std::cell::RefCell<[Vec<f64>; 3]> = const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
 }
 
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// The same scratch for the VNNI path (paired limbs, padded images, limb products).
+    static DOT16_SCRATCH: std::cell::RefCell<[Vec<super::avx512::Dot16>; 3]> =
+        const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+}
+
 /// Wipes the calling thread's `Z_t` scratch: the limbs of the last input [`conv2d_zt`] read
 /// there, their columns and the limb products (its capacity stays). A caller whose input is a
 /// secret (the verify suite's pads) wipes it after its last convolution on that thread.
 pub fn wipe_scratch() {
     ZT_SCRATCH.with_borrow_mut(|buffers| buffers.iter_mut().for_each(|b| b.zeroize()));
+    #[cfg(target_arch = "x86_64")]
+    DOT16_SCRATCH.with_borrow_mut(|buffers| buffers.iter_mut().for_each(|b| b.zeroize()));
 }
 
 /// Whether the calling thread's `Z_t` scratch holds nothing but zeros (tests).
 #[doc(hidden)]
 pub fn scratch_is_wiped() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if !DOT16_SCRATCH.with_borrow(|buffers| buffers.iter().flatten().all(|v| v.0 == 0)) {
+        return false;
+    }
     ZT_SCRATCH.with_borrow(|buffers| buffers.iter().flatten().all(|&v| v == 0.0))
 }
 
 /// Exact `Z_t` convolution without bias: `out[b] = W * input[b] mod t` for `batch` NCHW images.
 pub fn conv2d_zt(kernel: &ConvKernel, input: &[u64], batch: usize, threads: usize) -> Vec<u64> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(weights) = &kernel.dot16
+        && super::avx512::dot16_available()
+    {
+        return conv2d_zt_dot16(kernel, weights, input, batch, threads);
+    }
     conv2d_zt_with(kernel, kernel.plan, input, batch, threads)
+}
+
+/// [`conv2d_zt`] on the AVX-512 VNNI kernel: limbs of channel pairs, exact `i32` sums.
+#[cfg(target_arch = "x86_64")]
+fn conv2d_zt_dot16(
+    kernel: &ConvKernel,
+    weights: &super::dot16::Dot16Weights,
+    input: &[u64],
+    batch: usize,
+    threads: usize,
+) -> Vec<u64> {
+    let g = &kernel.geometry;
+    assert_eq!(input.len(), batch * g.input.len(), "conv2d_zt input length");
+    let p = g.output().expect("geometry checked at construction").plane();
+    let m = g.out_channels;
+    let mut result = vec![0u64; batch * m * p];
+    DOT16_SCRATCH.with_borrow_mut(|[limbs, padded, prod]| {
+        weights.split(input, g.input, batch, limbs);
+        let paired = weights.geometry();
+        let planes = weights.plan().count();
+        let blocks = Blocks { src: &limbs[..], stride: paired.input.len(), planes, batch };
+        prod.resize(m * planes * batch * p, Default::default());
+        // The panels take any width: the product always runs here.
+        let done = avx512_product(paired, &[], Some(weights.packed()), blocks, threads, padded, prod, 1);
+        assert!(done, "the VNNI product runs on every geometry");
+        weights.combine(prod, m, p, batch, threads, &mut result);
+    });
+    result
 }
 
 /// [`conv2d_zt`] for inputs known to lie within `±bound` of zero: fewer limbs (one `f64`
@@ -717,6 +827,8 @@ mod tests {
                 expect,
                 "{g:?} groups {groups} batch {batch} threads {threads}"
             );
+            // The f64 limbs, whichever path `conv2d_zt` took.
+            assert_eq!(conv2d_zt_with(&kernel, kernel.plan, &x, batch, threads), expect, "{g:?} on f64 limbs");
         }
         // Inputs within ±(2^31 − 1), at the edges and between, through the one-limb plan.
         let bound = (1u64 << 31) - 1;
@@ -874,6 +986,42 @@ mod tests {
         case(ConvGeometry { input: ImageShape::new(16, 16, 16), out_channels: 16, window: w(3, 1, 1) }, 1, 1 << 11, 16);
         case(ConvGeometry { input: ImageShape::new(32, 4, 4), out_channels: 40, window: w(3, 1, 1) }, 3, 1 << 11, 17);
         case(ConvGeometry { input: ImageShape::new(64, 8, 8), out_channels: 64, window: w(1, 1, 0) }, 1, 1 << 11, 18);
+    }
+
+    /// Layers of the shipped models' sizes take the VNNI path where the CPU has it; weights too
+    /// wide for `i32` sums or `i16` do not.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn narrow_weights_take_the_vnni_path() {
+        let g = ConvGeometry { input: ImageShape::new(64, 8, 8), out_channels: 64, window: Window2d::square(3, 1) };
+        let kernel = |wmax: i64| ConvKernel::new(g, &vec![wmax; 64 * g.terms()]).unwrap();
+        assert_eq!(kernel(295).dot16.as_ref().map(|d| d.plan().count()), Some(5));
+        assert!(kernel(1 << 15).dot16.is_none(), "a weight beyond i16");
+        assert!(kernel(1 << 14).dot16.is_none(), "sums needing more than six limbs");
+        // Odd channel counts pair the last channel with a zero one, on the direct path (wide
+        // rows) and the panels (narrow rows, strides, a dense layer); batches of images.
+        case(
+            ConvGeometry { input: ImageShape::new(3, 32, 32), out_channels: 11, window: Window2d::square(3, 1) },
+            2,
+            295,
+            21,
+        );
+        case(
+            ConvGeometry { input: ImageShape::new(5, 9, 9), out_channels: 7, window: Window2d::square(3, 2) },
+            3,
+            295,
+            22,
+        );
+        case(ConvGeometry::dense(1023, 10), 1, 295, 23);
+        if super::super::avx512::dot16_available() {
+            let d = kernel(295);
+            let x = zt::random_vec(&mut ChaCha20Rng::seed_from_u64(24), g.input.len());
+            conv2d_zt(&d, &x, 1, 1);
+            assert!(
+                DOT16_SCRATCH.with_borrow(|b| b[0].iter().any(|v| v.0 != 0)),
+                "the input went through the VNNI path"
+            );
+        }
     }
 
     #[test]

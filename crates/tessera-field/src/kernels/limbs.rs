@@ -49,17 +49,46 @@ impl LimbPlan {
     pub fn split(&self, src: &[u64], dst: &mut [f64]) {
         let n = src.len();
         assert!(dst.len() >= n * self.count, "limb buffer too small");
-        let half = 1i64 << (self.bits - 1);
-        let mask = (1i64 << self.bits) - 1;
         for (i, &a) in src.iter().enumerate() {
-            let mut x = zt::to_i64(a);
-            for l in 0..self.count - 1 {
-                let lo = ((x + half) & mask) - half;
-                dst[l * n + i] = lo as f64;
-                x = (x - lo) >> self.bits;
-            }
-            dst[(self.count - 1) * n + i] = x as f64;
+            self.limbs(a, |l, v| dst[l * n + i] = v as f64);
         }
+    }
+
+    /// Hands `put(l, limb)` each limb of `a`, centered: the lower ones within
+    /// `[−2^(b−1), 2^(b−1))`, the top one what they leave (within `±(2^(b−2) + 1)` when the
+    /// limbs cover 62 bits or more).
+    #[inline(always)]
+    pub fn limbs(&self, a: u64, mut put: impl FnMut(usize, i64)) {
+        let mut x = zt::to_i64(a);
+        for l in 0..self.count {
+            put(l, self.take_limb(l, &mut x));
+        }
+    }
+
+    /// Limb `l` of the centered value `x` began as, where `x` holds what limbs `0..l` left of
+    /// it (limbs are taken in order, [`limbs`](Self::limbs)); `x` keeps what this one leaves.
+    #[inline(always)]
+    pub fn take_limb(&self, l: usize, x: &mut i64) -> i64 {
+        if l + 1 == self.count {
+            return *x;
+        }
+        let half = 1i64 << (self.bits - 1);
+        let lo = ((*x + half) & ((1i64 << self.bits) - 1)) - half;
+        *x = (*x - lo) >> self.bits;
+        lo
+    }
+
+    /// The widest limbs (at most 16 bits, so they fit an `i16`) that keep a dot product of
+    /// `terms` products with `|w| ≤ max_abs_weight` within `±2^30`: exact in the `i32` sums of
+    /// the AVX-512 VNNI kernel ([`super::avx512::Dot16`]). `None` when that takes more than
+    /// `max_count` limbs.
+    pub fn for_i32_sums(max_abs_weight: u64, terms: usize, max_count: usize) -> Option<Self> {
+        let wk = (max_abs_weight.max(1) as u128) * terms.max(1) as u128;
+        let log = 128 - (wk - 1).leading_zeros(); // ⌈log2 wk⌉
+        let bits = 31u32.checked_sub(log)?.min(16);
+        // At least 62 bits in all: the top limb then stays within 2^(b−1) too.
+        let count = 62u32.div_ceil(bits.max(1)) as usize;
+        (bits >= 2 && count <= max_count).then_some(Self { bits, count })
     }
 
     /// Recombines whole rows of limb products into `out`: `limb_rows(l)` is the row of `c_l`
@@ -94,6 +123,41 @@ impl LimbPlan {
         }
     }
 
+    /// Recombines rows of limb products `c_l = value(limb_rows(l)[j])`, each within `±2^31` (the
+    /// VNNI kernel's `i32` sums), into `out` modulo `t`, for limbs of at most 16 bits: Horner's
+    /// rule from the top limb, each step folding the bits above `2^61` back as
+    /// `δ = 2^61 − t`, so it stays in `i64` and vectorizes along the row.
+    pub fn combine_sums<'a, T: Copy + 'a>(
+        &self,
+        limb_rows: impl Fn(usize) -> &'a [T],
+        value: impl Fn(T) -> i64,
+        out: &mut [u64],
+    ) {
+        assert!(self.bits <= 16, "limbs of at most 16 bits");
+        let (b, split) = (self.bits, 61 - self.bits);
+        let delta = ((1u64 << 61) - zt::T) as i64;
+        let mask = (1i64 << split) - 1;
+        let n = out.len();
+        let t = zt::T as i64;
+        crate::vector::vectorized(
+            #[inline(always)]
+            || {
+                let mut acc: Vec<i64> = limb_rows(self.count - 1)[..n].iter().map(|&c| value(c)).collect();
+                for l in (0..self.count - 1).rev() {
+                    // acc · 2^b = hi · 2^61 + lo · 2^b ≡ hi · δ + lo · 2^b: |hi · δ| < 2^(b+1+21)
+                    // and 0 ≤ lo · 2^b < 2^61, so the sum stays within (−t, 2t).
+                    for (a, &c) in acc.iter_mut().zip(&limb_rows(l)[..n]) {
+                        *a = (*a >> split) * delta + ((*a & mask) << b) + value(c);
+                    }
+                }
+                for (o, a) in out.iter_mut().zip(acc) {
+                    let a = a + (t & (a >> 63));
+                    *o = (a - (t & ((t - 1 - a) >> 63))) as u64;
+                }
+            },
+        );
+    }
+
     /// Recombines the limb products `Σ_l c_l · 2^(b·l)` of one output modulo `t`; `limbs(l)`
     /// returns `c_l`, an exact integer below `2^53` in magnitude.
     #[inline(always)]
@@ -116,6 +180,15 @@ mod tests {
         let p = LimbPlan::for_product(1 << 11, 1024);
         assert_eq!((p.bits(), p.count()), (32, 2));
         assert_eq!(LimbPlan::for_product(1 << 20, 4096).count(), 3);
+    }
+
+    #[test]
+    fn i32_sums_take_narrow_limbs() {
+        // MiniONN-CIFAR's widest layer: |w| ≤ 295, 576 terms.
+        let p = LimbPlan::for_i32_sums(295, 576, 6).unwrap();
+        assert_eq!((p.bits(), p.count()), (13, 5));
+        assert_eq!(LimbPlan::for_i32_sums(100, 256, 6).map(|p| (p.bits(), p.count())), Some((16, 4)));
+        assert_eq!(LimbPlan::for_i32_sums(1 << 20, 4096, 6), None);
     }
 
     #[test]
@@ -142,6 +215,32 @@ mod tests {
             prop_assert_eq!(&rows, &values);
             for limb in &limbs {
                 prop_assert!(limb.abs() <= (1u64 << (plan.bits() - 1)) as f64 + 1.0);
+            }
+        }
+
+        /// Limbs for `i32` sums fit an `i16`, their dot products with the weights stay within
+        /// `±2^30` at the extremes of both, and sums of that size recombine as `i128` does.
+        #[test]
+        fn i32_sum_limbs_fit_their_bound(values in proptest::collection::vec(0..zt::T, 1..32), sums in proptest::collection::vec(-(1i64 << 31)..=1 << 31, 8), w in 1u64..1 << 14, k in 1usize..5000) {
+            if let Some(plan) = LimbPlan::for_i32_sums(w, k, 8) {
+                let mut rows = vec![Vec::new(); plan.count()];
+                for &v in &values {
+                    plan.limbs(v, |l, limb| rows[l].push(limb));
+                }
+                let mut out = vec![0; values.len()];
+                plan.combine_sums(|l| &rows[l], |c| c, &mut out);
+                prop_assert_eq!(&out, &values);
+                for &l in rows.iter().flatten() {
+                    prop_assert!(i16::try_from(l).is_ok() && l.abs() <= 1 << (plan.bits() - 1));
+                    prop_assert!((l.unsigned_abs() as u128) * (w as u128) * (k as u128) <= 1 << 30);
+                }
+                // Arbitrary sums at the i32 extremes, against the i128 recombination.
+                let extreme: Vec<Vec<i64>> = (0..plan.count()).map(|l| vec![sums[l], -(1 << 31), (1 << 31) - 1]).collect();
+                let mut out = vec![0; 3];
+                plan.combine_sums(|l| &extreme[l], |c| c, &mut out);
+                for (j, &o) in out.iter().enumerate() {
+                    prop_assert_eq!(o, plan.combine(|l| extreme[l][j] as f64));
+                }
             }
         }
 

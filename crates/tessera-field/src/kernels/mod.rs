@@ -4,8 +4,9 @@
 //! A convolution is an im2col followed by a matrix product ([`conv`]). Over `Z_t` the product is
 //! exact through floating point: weights are small integers, the field operand is split into
 //! centered limbs small enough that every `f64` dot product stays below `2^53` ([`limbs`]), and
-//! the limb products are recombined modulo `t`. Results are exact integers, hence bit-identical
-//! for any thread count.
+//! the limb products are recombined modulo `t`. Where the CPU has AVX-512 VNNI and the limbs
+//! fit, narrower limbs go through exact `i32` sums instead ([`dot16`]). Results are exact
+//! integers, hence bit-identical for any thread count and either path.
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
@@ -13,6 +14,8 @@ pub mod conv;
 mod depthwise;
 #[cfg(target_arch = "x86_64")]
 mod depthwise_f32;
+#[cfg(target_arch = "x86_64")]
+mod dot16;
 pub mod geometry;
 pub mod im2col;
 pub mod limbs;
