@@ -142,7 +142,10 @@ impl LimbPlan {
         crate::vector::vectorized(
             #[inline(always)]
             || {
-                let mut acc: Vec<i64> = limb_rows(self.count - 1)[..n].iter().map(|&c| value(c)).collect();
+                // The outputs themselves (shares, where the input was one): wiped when dropped.
+                let mut acc = zeroize::Zeroizing::new(
+                    limb_rows(self.count - 1)[..n].iter().map(|&c| value(c)).collect::<Vec<i64>>(),
+                );
                 for l in (0..self.count - 1).rev() {
                     // acc · 2^b = hi · 2^61 + lo · 2^b ≡ hi · δ + lo · 2^b: |hi · δ| < 2^(b+1+21)
                     // and 0 ≤ lo · 2^b < 2^61, so the sum stays within (−t, 2t).
@@ -150,7 +153,7 @@ impl LimbPlan {
                         *a = (*a >> split) * delta + ((*a & mask) << b) + value(c);
                     }
                 }
-                for (o, a) in out.iter_mut().zip(acc) {
+                for (o, &a) in out.iter_mut().zip(acc.iter()) {
                     let a = a + (t & (a >> 63));
                     *o = (a - (t & ((t - 1 - a) >> 63))) as u64;
                 }
