@@ -272,35 +272,24 @@ fn kernels(runs: usize, json: bool) -> Result<()> {
         "one limb ms (min/med)",
         "one limb / f32",
     ]);
+    // A timing's "min / median" cell, and a ratio's "1/x" one.
+    let ms = |v: &serde_json::Value| {
+        format!("{:.3} / {:.3}", v["min"].as_f64().unwrap_or(0.0), v["median"].as_f64().unwrap_or(0.0))
+    };
+    let of_f32 = |v: &serde_json::Value| format!("1/{:.2}", 1.0 / v.as_f64().unwrap_or(1.0));
     for r in summary["layers"].as_array().expect("array") {
         t.row(vec![
             r["layer"].as_str().unwrap_or("").into(),
             r["macs"].to_string(),
             format!("{} {}", r["limbs"], r["path"].as_str().unwrap_or("")),
-            format!(
-                "{:.3} / {:.3}",
-                r["zt_ms"]["min"].as_f64().unwrap_or(0.0),
-                r["zt_ms"]["median"].as_f64().unwrap_or(0.0)
-            ),
-            format!(
-                "{:.3} / {:.3}",
-                r["f32_ms"]["min"].as_f64().unwrap_or(0.0),
-                r["f32_ms"]["median"].as_f64().unwrap_or(0.0)
-            ),
+            ms(&r["zt_ms"]),
+            ms(&r["f32_ms"]),
             format!("{:.2}", r["zt_gmacs"].as_f64().unwrap_or(0.0)),
             format!("{:.2}", r["f32_gmacs"].as_f64().unwrap_or(0.0)),
-            format!("1/{:.2}", 1.0 / r["ratio_of_f32"].as_f64().unwrap_or(1.0)),
-            format!(
-                "{:.3} / {:.3}",
-                r["f64_limbs_ms"]["min"].as_f64().unwrap_or(0.0),
-                r["f64_limbs_ms"]["median"].as_f64().unwrap_or(0.0)
-            ),
-            format!(
-                "{:.3} / {:.3}",
-                r["narrow_ms"]["min"].as_f64().unwrap_or(0.0),
-                r["narrow_ms"]["median"].as_f64().unwrap_or(0.0)
-            ),
-            format!("1/{:.2}", 1.0 / r["narrow_ratio_of_f32"].as_f64().unwrap_or(1.0)),
+            of_f32(&r["ratio_of_f32"]),
+            ms(&r["f64_limbs_ms"]),
+            ms(&r["narrow_ms"]),
+            of_f32(&r["narrow_ratio_of_f32"]),
         ]);
     }
     t.print();
