@@ -21,15 +21,20 @@ pub fn available() -> bool {
 }
 
 /// Element types with an AVX-512 tile kernel.
-pub trait Avx512Scalar: Copy + Default + Send + Sync + 'static {
+pub trait Avx512Scalar: Copy + Default + Send + Sync + zeroize::Zeroize + 'static {
     /// Columns per tile: two vectors.
     const NR: usize;
+
+    /// Whether this CPU has every instruction this type's tile kernel uses (AVX-512F, and
+    /// VNNI for [`Dot16`]): the safe entry points below assert it.
+    fn supported() -> bool;
 
     /// `C[i][j] (+)= Σ_kk a[kk·MR + i] · b[kk·NR + j]` for `i < rows`, `j < width`, straight into
     /// `c` (row stride `ldc`); with `accumulate` the previous values of `C` are added to.
     ///
     /// # Safety
-    /// The CPU supports AVX-512F; `a` holds `k · MR` and `b` `k · NR` readable elements;
+    /// The CPU supports the type's instructions ([`supported`](Self::supported)); `a` holds
+    /// `k · MR` and `b` `k · NR` readable elements;
     /// `c + i·ldc + j` is writable for `i < rows ≤ MR`, `j < width ≤ NR`.
     #[allow(clippy::too_many_arguments, reason = "a register-tile kernel's operands")]
     unsafe fn tile(
@@ -66,9 +71,13 @@ pub trait Avx512Scalar: Copy + Default + Send + Sync + 'static {
 
 /// One tile kernel per element type: `$lanes` per vector, two vectors per row of the tile.
 macro_rules! tile_kernel {
-    ($t:ty, $feature:literal, $lanes:expr, $mask:ty, $zero:ident, $set1:ident, $fmadd:ident, $maskz_loadu:ident, $mask_storeu:ident) => {
+    ($t:ty, $feature:literal, $supported:path, $lanes:expr, $mask:ty, $zero:ident, $set1:ident, $fmadd:ident, $maskz_loadu:ident, $mask_storeu:ident) => {
         impl Avx512Scalar for $t {
             const NR: usize = 2 * $lanes;
+
+            fn supported() -> bool {
+                $supported()
+            }
 
             #[target_feature(enable = $feature)]
             unsafe fn tile(
@@ -184,6 +193,7 @@ trait TileRows: Sized {
 tile_kernel!(
     f32,
     "avx512f",
+    available,
     16,
     __mmask16,
     _mm512_setzero_ps,
@@ -195,6 +205,7 @@ tile_kernel!(
 tile_kernel!(
     f64,
     "avx512f",
+    available,
     8,
     __mmask8,
     _mm512_setzero_pd,
@@ -210,27 +221,27 @@ tile_kernel!(
 /// instruction of an `f32` FMA, exact while every sum stays within `i32`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[repr(transparent)]
-pub struct Dot16(pub i32);
+pub(crate) struct Dot16(pub(crate) i32);
 
 impl zeroize::DefaultIsZeroes for Dot16 {}
 
 impl Dot16 {
     /// The pair `(even, odd)`.
     #[inline]
-    pub fn pair(even: i16, odd: i16) -> Self {
+    pub(crate) fn pair(even: i16, odd: i16) -> Self {
         Dot16::default().with_half(0, even).with_half(1, odd)
     }
 
     /// The same pair with term `half` (0: even, 1: odd) set to `v`.
     #[inline]
-    pub fn with_half(self, half: usize, v: i16) -> Self {
+    pub(crate) fn with_half(self, half: usize, v: i16) -> Self {
         let shift = 16 * half as u32;
         Dot16(((self.0 as u32 & !(0xffff << shift)) | (v as u16 as u32) << shift) as i32)
     }
 }
 
 /// Whether this CPU runs the [`Dot16`] kernel.
-pub fn dot16_available() -> bool {
+pub(crate) fn dot16_available() -> bool {
     available() && is_x86_feature_detected!("avx512vnni")
 }
 
@@ -267,6 +278,7 @@ unsafe fn dot16_mask_storeu(p: *mut Dot16, mask: __mmask16, v: __m512i) {
 tile_kernel!(
     Dot16,
     "avx512f,avx512vnni",
+    dot16_available,
     16,
     __mmask16,
     _mm512_setzero_si512,
@@ -301,14 +313,15 @@ pub fn matmul_panels<T: Avx512Scalar>(
     c: &mut [T],
     threads: usize,
 ) {
-    assert!(available(), "AVX-512F is required");
+    assert!(T::supported(), "the CPU lacks the kernel's instructions");
     assert!(apack.len() >= packed_rows_len(m, k) && c.len() >= m * n, "matmul operand sizes");
     let nr = T::NR;
     let blocks = m.div_ceil(MR);
     let panels = n.div_ceil(nr);
     let out = OutPtr(c.as_mut_ptr());
     let part = |range: std::ops::Range<usize>| {
-        let mut bpack = vec![T::default(); k * nr];
+        // Wiped when dropped: a panel holds the input's values (a share's limbs).
+        let mut bpack = zeroize::Zeroizing::new(vec![T::default(); k * nr]);
         for p in range {
             let (j0, w) = (p * nr, nr.min(n - p * nr));
             fill(j0, w, &mut bpack);
@@ -318,7 +331,7 @@ pub fn matmul_panels<T: Avx512Scalar>(
                 for blk in 0..blocks {
                     let a = &apack[blk * k * MR + k0 * MR..];
                     let rows = MR.min(m - blk * MR);
-                    // SAFETY: `available()` was checked above; `a` holds kc·MR and the B chunk
+                    // SAFETY: `T::supported()` was checked above; `a` holds kc·MR and the B chunk
                     // kc·NR elements; rows < m and j0 + w ≤ n stay inside `c` (m·n, checked
                     // above), and panels are disjoint column ranges, so no two tasks write the
                     // same element.
@@ -373,7 +386,7 @@ pub fn conv_direct<T: Avx512Scalar>(
     c: &mut [T],
     threads: usize,
 ) {
-    assert!(available(), "AVX-512F is required");
+    assert!(T::supported(), "the CPU lacks the kernel's instructions");
     let (k, nr) = (offsets.len(), T::NR);
     let n = images * oh * ow;
     let reach = offsets.iter().max().copied().unwrap_or(0) + oh * wp + ow + nr;
@@ -434,7 +447,7 @@ pub fn conv_direct_rows<T: Avx512Scalar>(
     c: &mut [T],
     threads: usize,
 ) {
-    assert!(available(), "AVX-512F is required");
+    assert!(T::supported(), "the CPU lacks the kernel's instructions");
     let (k, nr) = (offsets.len(), T::NR);
     let reach = offsets.iter().max().copied().unwrap_or(0) + span;
     assert!(
@@ -499,7 +512,7 @@ unsafe fn direct_column<T: Avx512Scalar>(
         let kc = KC.min(k - k0);
         for blk in blocks.clone() {
             let rows = MR.min(m - blk * MR);
-            // SAFETY: `available()` was checked by the callers; the extents are the caller's.
+            // SAFETY: `T::supported()` was checked by the callers; the extents are the caller's.
             unsafe {
                 T::tile_direct(
                     apack[blk * k * MR + k0 * MR..].as_ptr(),

@@ -416,7 +416,7 @@ fn avx512_product<T: super::avx512::Avx512Scalar>(
         let image = g.input.len();
         let plan = Im2col::new(g.input, g.window);
         // A dense layer's column is its block itself: the panel is a transpose.
-        let dense = p == 1 && g.window.size() == 1 && g.window.pads == [0; 4];
+        let dense = g.input.plane() == 1 && p == 1 && g.window.size() == 1 && g.window.pads == [0; 4];
         let fill = |j0: usize, w: usize, panel: &mut [T]| {
             if dense {
                 for jj in 0..w {
@@ -497,6 +497,9 @@ fn conv2d_zt_dot16(
     let p = g.output().expect("geometry checked at construction").plane();
     let m = g.out_channels;
     let mut result = vec![0u64; batch * m * p];
+    if result.is_empty() {
+        return result;
+    }
     DOT16_SCRATCH.with_borrow_mut(|[limbs, padded, prod]| {
         weights.split(input, g.input, batch, limbs);
         let paired = weights.geometry();
@@ -986,6 +989,15 @@ mod tests {
         case(ConvGeometry { input: ImageShape::new(16, 16, 16), out_channels: 16, window: w(3, 1, 1) }, 1, 1 << 11, 16);
         case(ConvGeometry { input: ImageShape::new(32, 4, 4), out_channels: 40, window: w(3, 1, 1) }, 3, 1 << 11, 17);
         case(ConvGeometry { input: ImageShape::new(64, 8, 8), out_channels: 64, window: w(1, 1, 0) }, 1, 1 << 11, 18);
+        // One output position from a larger input through a 1×1 window is not a dense layer
+        // (its columns are not whole images), on one image and on enough for the f64 panels.
+        let strided = ConvGeometry { input: ImageShape::new(4, 2, 2), out_channels: 3, window: Window2d::square(1, 2) };
+        case(strided, 1, 295, 25);
+        case(strided, 8, 295, 26);
+        // No images: nothing to compute, on either path.
+        let ones = ConvKernel::new(strided, &vec![1; 3 * strided.terms()]).unwrap();
+        assert!(conv2d_zt(&ones, &[], 0, 2).is_empty());
+        assert!(conv2d_zt_with(&ones, ones.plan, &[], 0, 2).is_empty());
     }
 
     /// Layers of the shipped models' sizes take the VNNI path where the CPU has it; weights too
