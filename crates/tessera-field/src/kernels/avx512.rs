@@ -229,14 +229,7 @@ impl Dot16 {
     /// The pair `(even, odd)`.
     #[inline]
     pub(crate) fn pair(even: i16, odd: i16) -> Self {
-        Dot16::default().with_half(0, even).with_half(1, odd)
-    }
-
-    /// The same pair with term `half` (0: even, 1: odd) set to `v`.
-    #[inline]
-    pub(crate) fn with_half(self, half: usize, v: i16) -> Self {
-        let shift = 16 * half as u32;
-        Dot16(((self.0 as u32 & !(0xffff << shift)) | (v as u16 as u32) << shift) as i32)
+        Dot16((even as u16 as u32 | (odd as u16 as u32) << 16) as i32)
     }
 }
 
@@ -289,7 +282,7 @@ tile_kernel!(
 );
 
 /// `c = a · b` for row-major `a` (`m × k`), `b` (`k × n`), `c` (`m × n`), on up to `threads`
-/// tasks (the calling thread and the kernels' helpers). The caller checked [`available`].
+/// tasks (the calling thread and the kernels' helpers); asserts [`Avx512Scalar::supported`].
 pub fn matmul<T: Avx512Scalar>(m: usize, n: usize, k: usize, a: &[T], b: &[T], c: &mut [T], threads: usize) {
     assert!(b.len() >= k * n, "matmul operand sizes");
     let fill = |j0: usize, w: usize, panel: &mut [T]| {
@@ -891,10 +884,10 @@ mod tests {
             return;
         }
         let v = |i: usize| [i16::MIN, i16::MAX, -1, 0, 1, 7, -300][i % 7];
+        let halves = |d: Dot16| [(d.0 as i16) as i64, (d.0 >> 16) as i64];
         for (m, n, k) in [(1, 1, 1), (8, 32, 3), (10, 33, 7), (17, 70, 2)] {
             let a: Vec<Dot16> = (0..m * k).map(|i| Dot16::pair(v(i) / 64, v(i + 3) / 64)).collect();
             let b: Vec<Dot16> = (0..k * n).map(|i| Dot16::pair(v(i + 1), v(i + 5))).collect();
-            let halves = |d: Dot16| [(d.0 as i16) as i64, (d.0 >> 16) as i64];
             let expect: Vec<i32> = (0..m * n)
                 .map(|ij| {
                     let (i, j) = (ij / n, ij % n);
@@ -913,7 +906,7 @@ mod tests {
                 assert_eq!(c.iter().map(|d| d.0).collect::<Vec<_>>(), expect, "{m}×{n}×{k} threads {threads}");
             }
         }
-        assert_eq!(Dot16::pair(-2, 3).with_half(0, 5), Dot16::pair(5, 3));
+        assert_eq!([Dot16::pair(-2, 3), Dot16::pair(i16::MIN, -1)].map(halves), [[-2, 3], [i16::MIN as i64, -1]]);
     }
 
     #[test]

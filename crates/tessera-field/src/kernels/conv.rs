@@ -352,11 +352,17 @@ fn conv_product<T: GemmScalar>(
     if super::avx512::available() && avx512_product(g, weights, packed, blocks, threads, cols, prod, 8) {
         return;
     }
-    let p = g.output().expect("geometry checked at construction").plane();
-    let (m, n, k) = (g.out_channels, blocks.count() * p, g.terms());
-    let threads = threads.clamp(1, 1 + m * n * k / super::PARALLEL_MIN_MACS);
+    let (m, n, k, threads) = product_shape(g, &blocks, threads);
     columns(g, blocks, cols);
     matmul(m, n, k, weights, cols, prod, threads);
+}
+
+/// A convolution product's rows, columns and terms, and the threads it is worth: one more per
+/// `PARALLEL_MIN_MACS` multiply-adds, up to `threads`.
+fn product_shape<T>(g: &ConvGeometry, blocks: &Blocks<'_, T>, threads: usize) -> (usize, usize, usize, usize) {
+    let p = g.output().expect("geometry checked at construction").plane();
+    let (m, n, k) = (g.out_channels, blocks.count() * p, g.terms());
+    (m, n, k, threads.clamp(1, 1 + m * n * k / super::PARALLEL_MIN_MACS))
 }
 
 /// [`conv_product`] on the AVX-512 tile kernels, from `packed` (`weights` as
@@ -379,8 +385,7 @@ fn avx512_product<T: super::avx512::Avx512Scalar>(
 ) -> bool {
     let o = g.output().expect("geometry checked at construction");
     let p = o.plane();
-    let (m, n, k) = (g.out_channels, blocks.count() * p, g.terms());
-    let threads = threads.clamp(1, 1 + m * n * k / super::PARALLEL_MIN_MACS);
+    let (m, n, k, threads) = product_shape(g, &blocks, threads);
     let packed = || {
         packed.map_or_else(
             || std::borrow::Cow::Owned(super::avx512::pack_rows(m, k, weights)),
@@ -847,6 +852,9 @@ mod tests {
         let near_expect = reference::conv2d_zt(&g, groups, &w, &near, batch);
         for threads in [1, 2] {
             assert_eq!(conv2d_zt_within(&kernel, &near, bound, batch, threads), near_expect, "{g:?} within ±{bound}");
+            // The same small values through `conv2d_zt`: upper limbs of 0 and −1, outputs near 0
+            // on both sides.
+            assert_eq!(conv2d_zt(&kernel, &near, batch, threads), near_expect, "{g:?} small values");
         }
         // The ordinary convolution the grouped one reads as outside the kernel is the same map.
         assert_eq!(reference::conv2d_zt(&g, 1, &kernel.integer_weights(), &x, batch), expect, "{g:?} groups {groups}");

@@ -142,18 +142,20 @@ impl LimbPlan {
         crate::vector::vectorized(
             #[inline(always)]
             || {
-                // The outputs themselves (shares, where the input was one): wiped when dropped.
-                let mut acc = zeroize::Zeroizing::new(
-                    limb_rows(self.count - 1)[..n].iter().map(|&c| value(c)).collect::<Vec<i64>>(),
-                );
+                // The sums accumulate in `out` itself, as two's-complement i64: no buffer.
+                for (o, &c) in out.iter_mut().zip(&limb_rows(self.count - 1)[..n]) {
+                    *o = value(c) as u64;
+                }
                 for l in (0..self.count - 1).rev() {
                     // acc · 2^b = hi · 2^61 + lo · 2^b ≡ hi · δ + lo · 2^b: |hi · δ| < 2^(b+1+21)
                     // and 0 ≤ lo · 2^b < 2^61, so the sum stays within (−t, 2t).
-                    for (a, &c) in acc.iter_mut().zip(&limb_rows(l)[..n]) {
-                        *a = (*a >> split) * delta + ((*a & mask) << b) + value(c);
+                    for (o, &c) in out.iter_mut().zip(&limb_rows(l)[..n]) {
+                        let a = *o as i64;
+                        *o = ((a >> split) * delta + ((a & mask) << b) + value(c)) as u64;
                     }
                 }
-                for (o, &a) in out.iter_mut().zip(acc.iter()) {
+                for o in out.iter_mut() {
+                    let a = *o as i64;
                     let a = a + (t & (a >> 63));
                     *o = (a - (t & ((t - 1 - a) >> 63))) as u64;
                 }
@@ -238,8 +240,10 @@ mod tests {
                     prop_assert!((l.unsigned_abs() as u128) * (w as u128) * (k as u128) <= 1 << 30);
                 }
                 // Arbitrary sums at the i32 extremes, against the i128 recombination.
-                let extreme: Vec<Vec<i64>> = (0..plan.count()).map(|l| vec![sums[l], -(1 << 31), (1 << 31) - 1]).collect();
-                let mut out = vec![0; 3];
+                // The last column is −1: a negative result with every upper limb zero.
+                let extreme: Vec<Vec<i64>> =
+                    (0..plan.count()).map(|l| vec![sums[l], -(1 << 31), (1 << 31) - 1, -i64::from(l == 0)]).collect();
+                let mut out = vec![0; 4];
                 plan.combine_sums(|l| &extreme[l], |c| c, &mut out);
                 for (j, &o) in out.iter().enumerate() {
                     prop_assert_eq!(o, plan.combine(|l| extreme[l][j] as f64));
