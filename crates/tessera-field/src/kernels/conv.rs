@@ -369,8 +369,8 @@ fn product_shape<T>(g: &ConvGeometry, blocks: &Blocks<'_, T>, threads: usize) ->
 /// `avx512::pack_rows` leaves them) or a packing made here: a direct convolution over padded
 /// copies of the images (in `scratch`) where the stride is 1 and an output row fills a tile, or
 /// packed im2col panels where the product has at least `min_columns` columns (narrower ones do
-/// better on the `gemm` crate); `false`, with nothing done, otherwise. The caller checked
-/// `avx512::available()` (and whatever else `T`'s kernel needs).
+/// better on the `gemm` crate); `false`, with nothing done, otherwise. The kernels assert
+/// that the CPU has `T`'s instructions (`Avx512Scalar::supported`).
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments, reason = "the product's operands, its scratch and the path's threshold")]
 fn avx512_product<T: super::avx512::Avx512Scalar>(
